@@ -1,0 +1,66 @@
+"""Sessions: ``nox`` runs lint, mypy and the test suite; ``nox -s matrix`` the support matrix."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "mypy", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+#: Django series -> Python versions it is supported on here.
+MATRIX = {"5.2": ["3.11", "3.12", "3.13"], "6.0": ["3.12", "3.13"]}
+
+
+def _install_for_tests(session: nox.Session, django: str) -> None:
+    session.install(f"django~={django}.0", "-e", ".[redis,toolbar]", "--group", "test")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("--group", "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def mypy(session: nox.Session) -> None:
+    session.install("--group", "typing")
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite on this interpreter with Django 5.2 LTS, with coverage."""
+    _install_for_tests(session, os.environ.get("DJANGO_SERIES", "5.2"))
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", success_codes=[0, 1])
+    session.run("coverage", "report")
+
+
+@nox.session
+@nox.parametrize(
+    "python,django", [(py, dj) for dj, pys in MATRIX.items() for py in pys]
+)
+def matrix(session: nox.Session, django: str) -> None:
+    """Django 5.2 on Python 3.11-3.13 and Django 6.0 on 3.12/3.13."""
+    _install_for_tests(session, django)
+    session.run("pytest", "-m", "not e2e", *session.posargs)
+
+
+@nox.session
+def example(session: nox.Session) -> None:
+    """Run the example project on the embedded default (SQLite L2, no server)."""
+    session.install("-e", ".[toolbar]")
+    manage = ["python", "example_project/manage.py"]
+    session.run(*manage, "migrate", "--noinput")
+    session.run(*manage, *(session.posargs or ["runserver", "127.0.0.1:8000"]))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Print the benchmark tables (hit ratio, latency, memory, persistent levels)."""
+    session.install("-e", ".[redis]", "--group", "bench")
+    session.run("python", "-m", "benchmarks", *session.posargs)

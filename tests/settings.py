@@ -1,0 +1,25 @@
+"""Settings for the test suite: small, explicit, one alias per backend under test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SECRET_KEY = "django-smartcache-tests"
+DEBUG = False
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django_smartcache",
+]
+
+DATABASES: dict[str, dict[str, Any]] = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+}
+
+CACHES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
