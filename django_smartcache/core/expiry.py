@@ -1,0 +1,69 @@
+"""Expiry buckets: find the keys whose TTL has passed without scanning the store.
+
+Keys are filed by the whole second (``ceil``) at which they expire; a heap orders the
+seconds. The store asks for due keys only when ``now >= next_due`` (one float comparison
+per call), and takes at most a small batch each time, so reclaiming is incremental:
+O(1) amortized per entry and bounded per call, with no sorting of keys.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Hashable
+
+INF = math.inf
+
+
+class ExpiryBuckets:
+    """Keys by expiry second. A key is in at most one bucket: the store discards it on change."""
+
+    __slots__ = ("_buckets", "_heap", "next_due")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, set[Hashable]] = {}
+        self._heap: list[int] = []
+        #: The earliest second holding keys (``inf`` when none); due when ``now >= next_due``.
+        self.next_due: float = INF
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._buckets.values())
+
+    def add(self, key: Hashable, expires_at: float) -> None:
+        second = math.ceil(expires_at)
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = set()
+            heapq.heappush(self._heap, second)
+            self.next_due = min(self.next_due, second)
+        bucket.add(key)
+
+    def discard(self, key: Hashable, expires_at: float) -> None:
+        bucket = self._buckets.get(math.ceil(expires_at))
+        if bucket is not None:
+            bucket.discard(key)
+
+    def pop_due(self, now: float, limit: int) -> list[Hashable]:
+        """Remove and return up to ``limit`` keys filed at seconds ``<= now``."""
+        due: list[Hashable] = []
+        heap, buckets = self._heap, self._buckets
+        while heap and heap[0] <= now:
+            second = heap[0]
+            bucket = buckets[second]
+            while bucket and len(due) < limit:
+                due.append(bucket.pop())
+            if bucket:
+                break
+            heapq.heappop(heap)
+            del buckets[second]
+        self.next_due = heap[0] if heap else INF
+        return due
+
+    def bucket_of(self, now: float) -> list[Hashable]:
+        """The keys filed at the second containing ``now`` (some may already have expired)."""
+        return list(self._buckets.get(math.ceil(now), ()))
+
+    def clear(self) -> None:
+        self._buckets.clear()
+        self._heap.clear()
+        self.next_due = INF

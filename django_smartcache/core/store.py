@@ -1,0 +1,419 @@
+"""MemoryStore: keys to serialized payloads under a byte (and/or entry) budget, with TTLs.
+
+The store never looks inside a payload: callers serialize (the Django backend pickles),
+which gives both isolation from later mutation and an exact size for the budget. Every
+operation is O(1) amortized: a dict lookup, O(1) policy bookkeeping, and an expiry sweep
+that runs only when a bucket of expiry times is due and takes a bounded batch.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from .expiry import INF, ExpiryBuckets
+from .policy import DEFAULT_POLICY, make_policy
+from .sizing import ENTRY_OVERHEAD
+from .stats import Stats
+
+logger = logging.getLogger("django_smartcache")
+
+# An entry is a small list, mutated in place: [payload, expires_at, size, hits, tags].
+# ``expires_at`` is ``inf`` for "never"; ``size`` is the accounted bytes; ``tags`` is
+# reserved for tag invalidation (None today).
+_PAYLOAD, _EXPIRES, _SIZE, _HITS, _TAGS = range(5)
+
+#: At most this many expired keys are reclaimed per call by the incremental sweeper.
+SWEEP_BATCH = 32
+
+_UNLIMITED = sys.maxsize
+
+
+class MemoryStore:
+    """A thread-safe, budgeted key -> bytes store; see ``docs/backends.md``.
+
+    ``max_bytes`` bounds the sum of accounted sizes (payload length +
+    :data:`~django_smartcache.core.sizing.ENTRY_OVERHEAD`); ``max_entries`` bounds the
+    count. At least one is required. ``max_item_size`` refuses larger entries outright.
+    ``clock`` returns seconds (monotonic by default) and is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int | None = None,
+        max_entries: int | None = None,
+        *,
+        max_item_size: int | None = None,
+        policy: str = DEFAULT_POLICY,
+        clock: Callable[[], float] = time.monotonic,
+        sweep_batch: int = SWEEP_BATCH,
+    ) -> None:
+        if max_bytes is None and max_entries is None:
+            raise ValueError("a store needs max_bytes, max_entries, or both")
+        for name, value in (
+            ("max_bytes", max_bytes),
+            ("max_entries", max_entries),
+            ("max_item_size", max_item_size),
+        ):
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(
+                    f"{name} must be a positive integer or None, got {value!r}"
+                )
+        self.policy_name = policy
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.max_item_size = max_item_size
+        self._weigh_bytes = max_bytes is not None
+        self._policy = make_policy(
+            policy, max_bytes if max_bytes is not None else max_entries
+        )  # type: ignore[arg-type]
+        self._data: dict[Hashable, list[Any]] = {}
+        self._expiry = ExpiryBuckets()
+        self._bytes = 0
+        self._clock = clock
+        self._sweep_batch = sweep_batch
+        self._set_limits()
+        #: Held for every operation; callers may hold it to compose operations atomically.
+        self.lock = threading.Lock()
+        self.counters = Stats()
+
+    def _set_limits(self) -> None:
+        self._byte_limit = self.max_bytes if self.max_bytes is not None else _UNLIMITED
+        self._entry_limit = (
+            self.max_entries if self.max_entries is not None else _UNLIMITED
+        )
+        self._item_limit = min(
+            self._byte_limit,
+            self.max_item_size if self.max_item_size is not None else _UNLIMITED,
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, key: Hashable) -> bytes | None:
+        """The payload of a live ``key``, or None; counts a hit or a miss."""
+        with self.lock:
+            now = self._clock()
+            if now >= self._expiry.next_due:
+                self._sweep(now)
+            entry = self._data.get(key)
+            if entry is None or entry[_EXPIRES] <= now:
+                if entry is not None:
+                    self._remove(key, entry)
+                    self.counters.evictions_expired += 1
+                self.counters.misses += 1
+                self._policy.record_miss(key)
+                return None
+            entry[_HITS] += 1
+            self.counters.hits += 1
+            self._policy.record_hit(key)
+            return entry[_PAYLOAD]  # type: ignore[no-any-return]
+
+    def get_many(self, keys: Iterable[Hashable]) -> dict[Hashable, bytes]:
+        """Payloads of the live ``keys``, in one critical section."""
+        found: dict[Hashable, bytes] = {}
+        counters, data, policy = self.counters, self._data, self._policy
+        with self.lock:
+            now = self._clock()
+            if now >= self._expiry.next_due:
+                self._sweep(now)
+            for key in keys:
+                entry = data.get(key)
+                if entry is None or entry[_EXPIRES] <= now:
+                    if entry is not None:
+                        self._remove(key, entry)
+                        counters.evictions_expired += 1
+                    counters.misses += 1
+                    policy.record_miss(key)
+                else:
+                    entry[_HITS] += 1
+                    counters.hits += 1
+                    policy.record_hit(key)
+                    found[key] = entry[_PAYLOAD]
+        return found
+
+    def has(self, key: Hashable) -> bool:
+        """Whether ``key`` is live; not counted as a read and not an access for the policy."""
+        with self.lock:
+            now = self._clock()
+            entry = self._data.get(key)
+            if entry is None:
+                return False
+            if entry[_EXPIRES] <= now:
+                self._remove(key, entry)
+                self.counters.evictions_expired += 1
+                return False
+            return True
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def set(
+        self, key: Hashable, payload: bytes, ttl: float | None = None, tags: Any = None
+    ) -> bool:
+        """Store ``payload`` for ``ttl`` seconds (None: no expiry; <= 0: expires at once).
+
+        Returns False when the entry is refused as too large (and any older value of
+        ``key`` is dropped, since it is stale).
+        """
+        with self.lock:
+            now = self._clock()
+            if now >= self._expiry.next_due:
+                self._sweep(now)
+            return self._store(
+                key, payload, INF if ttl is None else now + ttl, now, tags
+            )
+
+    def set_many(
+        self, items: Iterable[tuple[Hashable, bytes]], ttl: float | None = None
+    ) -> list[Hashable]:
+        """Store every ``(key, payload)``; return the keys refused as too large."""
+        refused: list[Hashable] = []
+        with self.lock:
+            now = self._clock()
+            if now >= self._expiry.next_due:
+                self._sweep(now)
+            expires = INF if ttl is None else now + ttl
+            for key, payload in items:
+                if not self._store(key, payload, expires, now, None):
+                    refused.append(key)
+        return refused
+
+    def add(
+        self, key: Hashable, payload: bytes, ttl: float | None = None, tags: Any = None
+    ) -> bool:
+        """Store ``payload`` only if ``key`` is not live; atomic. False if present or refused."""
+        with self.lock:
+            now = self._clock()
+            if now >= self._expiry.next_due:
+                self._sweep(now)
+            entry = self._data.get(key)
+            if entry is not None and entry[_EXPIRES] > now:
+                return False
+            return self._store(
+                key, payload, INF if ttl is None else now + ttl, now, tags
+            )
+
+    def touch(self, key: Hashable, ttl: float | None = None) -> bool:
+        """Give a live ``key`` a new ``ttl``; False if it is absent or expired."""
+        with self.lock:
+            now = self._clock()
+            entry = self._data.get(key)
+            if entry is None:
+                return False
+            if entry[_EXPIRES] <= now:
+                self._remove(key, entry)
+                self.counters.evictions_expired += 1
+                return False
+            old = entry[_EXPIRES]
+            if old != INF:
+                self._expiry.discard(key, old)
+            expires = INF if ttl is None else now + ttl
+            if expires <= now:
+                self._remove(key, entry)
+                self.counters.evictions_expired += 1
+                return True
+            entry[_EXPIRES] = expires
+            if expires != INF:
+                self._expiry.add(key, expires)
+            return True
+
+    def transform(self, key: Hashable, fn: Callable[[bytes], bytes]) -> bytes:
+        """Replace a live ``key``'s payload by ``fn(payload)`` atomically, keeping its expiry.
+
+        Raises ``KeyError`` if ``key`` is not live. ``fn`` runs with the lock held; if it
+        raises, the store is unchanged. Used for ``incr``/``decr``.
+        """
+        with self.lock:
+            now = self._clock()
+            entry = self._data.get(key)
+            if entry is None or entry[_EXPIRES] <= now:
+                if entry is not None:
+                    self._remove(key, entry)
+                    self.counters.evictions_expired += 1
+                raise KeyError(key)
+            payload = fn(entry[_PAYLOAD])
+            if not self._store(key, payload, entry[_EXPIRES], now, entry[_TAGS]):
+                raise ValueError(
+                    f"the new value of {key!r} is larger than the store allows"
+                )
+            return payload
+
+    def delete(self, key: Hashable) -> bool:
+        """Remove ``key``; True if it was live."""
+        with self.lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return False
+            self._remove(key, entry)
+            if entry[_EXPIRES] <= self._clock():
+                self.counters.evictions_expired += 1
+                return False
+            self.counters.deletes += 1
+            return True
+
+    def delete_many(self, keys: Iterable[Hashable]) -> int:
+        """Remove every key; return how many were live."""
+        removed = 0
+        with self.lock:
+            now = self._clock()
+            for key in keys:
+                entry = self._data.get(key)
+                if entry is None:
+                    continue
+                self._remove(key, entry)
+                if entry[_EXPIRES] <= now:
+                    self.counters.evictions_expired += 1
+                else:
+                    self.counters.deletes += 1
+                    removed += 1
+        return removed
+
+    def clear(self) -> None:
+        """Drop every entry. Counters are cumulative and survive; see :meth:`reset_stats`."""
+        with self.lock:
+            self._data.clear()
+            self._expiry.clear()
+            self._policy.clear()
+            self._bytes = 0
+
+    def clear_expired(self) -> int:
+        """Reclaim every expired entry now; return how many were removed."""
+        removed = 0
+        with self.lock:
+            now = self._clock()
+            candidates = self._expiry.pop_due(now, _UNLIMITED)
+            candidates.extend(self._expiry.bucket_of(now))
+            for key in candidates:
+                entry = self._data.get(key)
+                if entry is not None and entry[_EXPIRES] <= now:
+                    self._remove(key, entry)
+                    self.counters.evictions_expired += 1
+                    removed += 1
+        return removed
+
+    def resize(
+        self, max_bytes: int | None = None, max_entries: int | None = None
+    ) -> None:
+        """Change the budgets (same kind as at creation), evicting if now over."""
+        if (max_bytes is None) != (self.max_bytes is None):
+            raise ValueError("resize() cannot switch between byte and entry budgets")
+        with self.lock:
+            self.max_bytes, self.max_entries = max_bytes, max_entries
+            self._set_limits()
+            self._policy.resize(max_bytes if max_bytes is not None else max_entries)  # type: ignore[arg-type]
+            self._evict()
+
+    # -- statistics ----------------------------------------------------------------------
+
+    def stats(self, top: int = 10) -> dict[str, Any]:
+        """Exact counters and gauges, and the ``top`` most read live keys with their hits."""
+        with self.lock:
+            snapshot = self.counters.as_dict()
+            snapshot.update(
+                entries=len(self._data),
+                bytes_used=self._bytes,
+                max_bytes=self.max_bytes,
+                max_entries=self.max_entries,
+                max_item_size=self.max_item_size,
+                entry_overhead=ENTRY_OVERHEAD,
+                policy=self.policy_name,
+                top_accessed=[
+                    (key, entry[_HITS])
+                    for key, entry in heapq.nlargest(
+                        top, self._data.items(), key=lambda item: item[1][_HITS]
+                    )
+                    if entry[_HITS]
+                ],
+            )
+        return snapshot
+
+    def reset_stats(self) -> None:
+        """Zero the counters (not the gauges)."""
+        with self.lock:
+            self.counters.reset()
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    # -- internals (lock held) -----------------------------------------------------------
+
+    def _store(
+        self, key: Hashable, payload: bytes, expires: float, now: float, tags: Any
+    ) -> bool:
+        size = len(payload) + ENTRY_OVERHEAD
+        data = self._data
+        old = data.get(key)
+        if size > self._item_limit:
+            self.counters.refused += 1
+            if old is not None:
+                self._remove(key, old)
+                self.counters.evictions_invalidated += 1
+            logger.warning(
+                "django_smartcache: not caching %r: its entry is %d bytes, over the "
+                "limit of %d bytes (MAX_ITEM_SIZE or MAX_MEMORY)",
+                key,
+                size,
+                self._item_limit,
+            )
+            return False
+        self.counters.sets += 1
+        if expires <= now:
+            # Django semantics for a zero/negative timeout: written, and expired at once.
+            if old is not None:
+                self._remove(key, old)
+            self.counters.evictions_expired += 1
+            return True
+        weight = size if self._weigh_bytes else 1
+        if old is not None:
+            self._bytes += size - old[_SIZE]
+            if old[_EXPIRES] != INF:
+                self._expiry.discard(key, old[_EXPIRES])
+            old[_PAYLOAD] = payload
+            old[_EXPIRES] = expires
+            old[_SIZE] = size
+            old[_TAGS] = tags
+            self._policy.update(key, weight)
+        else:
+            data[key] = [payload, expires, size, 0, tags]
+            self._bytes += size
+            self._policy.insert(key, weight)
+        if expires != INF:
+            self._expiry.add(key, expires)
+        if self._bytes > self._byte_limit or len(data) > self._entry_limit:
+            self._evict()
+        return True
+
+    def _evict(self) -> None:
+        data, policy, counters = self._data, self._policy, self.counters
+        while data and (
+            self._bytes > self._byte_limit or len(data) > self._entry_limit
+        ):
+            victim = policy.evict()
+            entry = data.pop(victim)
+            self._bytes -= entry[_SIZE]
+            if entry[_EXPIRES] != INF:
+                self._expiry.discard(victim, entry[_EXPIRES])
+            counters.evictions_capacity += 1
+
+    def _remove(self, key: Hashable, entry: list[Any]) -> None:
+        del self._data[key]
+        self._bytes -= entry[_SIZE]
+        if entry[_EXPIRES] != INF:
+            self._expiry.discard(key, entry[_EXPIRES])
+        self._policy.remove(key)
+
+    def _sweep(self, now: float) -> None:
+        data = self._data
+        for key in self._expiry.pop_due(now, self._sweep_batch):
+            entry = data.get(key)
+            if entry is not None and entry[_EXPIRES] <= now:
+                self._remove(key, entry)
+                self.counters.evictions_expired += 1
