@@ -34,6 +34,15 @@ SWEEP_BATCH = 32
 _UNLIMITED = sys.maxsize
 
 
+def _capacity(max_bytes: int | None, max_entries: int | None) -> int:
+    """The policy's capacity: bytes under a byte budget, else entries (weight 1 each)."""
+    if max_bytes is not None:
+        return max_bytes
+    if max_entries is not None:
+        return max_entries
+    raise ValueError("a store needs max_bytes, max_entries, or both")
+
+
 class MemoryStore:
     """A thread-safe, budgeted key -> bytes store; see ``docs/backends.md``.
 
@@ -69,9 +78,7 @@ class MemoryStore:
         self.max_entries = max_entries
         self.max_item_size = max_item_size
         self._weigh_bytes = max_bytes is not None
-        self._policy = make_policy(
-            policy, max_bytes if max_bytes is not None else max_entries
-        )  # type: ignore[arg-type]
+        self._policy = make_policy(policy, _capacity(max_bytes, max_entries))
         self._data: dict[Hashable, list[Any]] = {}
         self._expiry = ExpiryBuckets()
         self._bytes = 0
@@ -307,7 +314,7 @@ class MemoryStore:
         with self.lock:
             self.max_bytes, self.max_entries = max_bytes, max_entries
             self._set_limits()
-            self._policy.resize(max_bytes if max_bytes is not None else max_entries)  # type: ignore[arg-type]
+            self._policy.resize(_capacity(max_bytes, max_entries))
             self._evict()
 
     # -- statistics ----------------------------------------------------------------------
