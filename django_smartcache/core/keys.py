@@ -1,0 +1,193 @@
+"""Stable keys for memoized calls: equal arguments give equal keys in every process.
+
+Python's ``hash()`` of a ``str`` is salted per process and ``pickle`` of a ``dict``
+follows insertion order, so neither can name a cache entry shared by processes.
+Arguments are written instead to a canonical, type-tagged byte string (dicts and sets
+sorted by the encoding of their members) and that string is hashed with BLAKE2b.
+
+Types are kept apart on purpose: ``1``, ``1.0``, ``True`` and ``"1"`` give four keys,
+because a function may answer differently for each. Unsupported types raise
+``TypeError``; give the object a ``__cache_key__()`` method returning supported values,
+or give the decorator a ``key=`` function.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import hashlib
+import pathlib
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+#: A hook for types the core cannot know (Django models): return the value that
+#: stands for ``obj`` (it is encoded in turn), or ``NotImplemented`` to decline.
+Extension = Callable[[Any], Any]
+
+#: Length of the hex digest in keys (BLAKE2b with a 16-byte digest: 128 bits).
+DIGEST_SIZE = 16
+
+#: Longest readable function name kept in a key; the digest covers the full name.
+MAX_NAME_LENGTH = 120
+
+
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class _Encoder:
+    """Write one value as canonical bytes; one instance per call tracks cycles."""
+
+    def __init__(self, extension: Extension | None) -> None:
+        self.extension = extension
+        self.active: set[int] = set()
+
+    def encode(self, obj: Any) -> bytes:
+        # Order matters: bool and IntEnum are ints, datetime is a date.
+        if obj is None:
+            return b"N"
+        if isinstance(obj, bool):
+            return b"T" if obj else b"F"
+        if isinstance(obj, enum.Enum):
+            return self._tagged(b"E", _qualified_name(type(obj)), obj.value)
+        if isinstance(obj, int):
+            return self._atom(b"i", str(int(obj)).encode())
+        if isinstance(obj, float):
+            return self._atom(b"f", float(obj).hex().encode())
+        if isinstance(obj, str):
+            return self._atom(b"s", str(obj).encode("utf-8", "surrogatepass"))
+        if isinstance(obj, bytes | bytearray | memoryview):
+            tag = b"y" if isinstance(obj, bytearray) else b"b"
+            return self._atom(tag, bytes(obj))
+        if isinstance(obj, decimal.Decimal):
+            return self._atom(b"d", _decimal_text(obj).encode())
+        if isinstance(obj, uuid.UUID):
+            return self._atom(b"u", obj.bytes)
+        if isinstance(obj, datetime.datetime):
+            return self._atom(b"D", _datetime_text(obj).encode())
+        if isinstance(obj, datetime.date):
+            return self._atom(b"a", obj.isoformat().encode())
+        if isinstance(obj, datetime.time):
+            return self._atom(b"t", obj.isoformat().encode())
+        if isinstance(obj, datetime.timedelta):
+            parts = (obj.days, obj.seconds, obj.microseconds)
+            return self._atom(b"R", ",".join(map(str, parts)).encode())
+        if isinstance(obj, pathlib.PurePath):
+            return self._tagged(b"P", _qualified_name(type(obj)), obj.as_posix())
+        if isinstance(obj, type):
+            return self._atom(b"C", _qualified_name(obj).encode())
+        if isinstance(obj, tuple | list | dict | set | frozenset):
+            return self._container(obj)
+        return self._custom(obj)
+
+    def _atom(self, tag: bytes, payload: bytes) -> bytes:
+        # Length-prefixed, so no payload can forge the boundary of the next one.
+        return tag + str(len(payload)).encode() + b":" + payload
+
+    def _tagged(self, tag: bytes, name: str, value: Any) -> bytes:
+        return self._sequence(tag, (name, value))
+
+    def _sequence(self, tag: bytes, items: Iterable[Any]) -> bytes:
+        return self._atom(tag, b"".join(self.encode(item) for item in items))
+
+    def _container(
+        self,
+        obj: tuple[Any, ...]
+        | list[Any]
+        | Mapping[Any, Any]
+        | set[Any]
+        | frozenset[Any],
+    ) -> bytes:
+        ident = id(obj)
+        if ident in self.active:
+            raise TypeError(
+                f"cannot build a cache key from a self-referencing {type(obj).__name__}"
+            )
+        self.active.add(ident)
+        try:
+            if isinstance(obj, tuple):
+                if type(obj) is tuple:
+                    return self._sequence(b"(", obj)
+                # A namedtuple's type is part of its meaning.
+                return self._tagged(b"n", _qualified_name(type(obj)), tuple(obj))
+            if isinstance(obj, list):
+                return self._sequence(b"[", obj)
+            if isinstance(obj, dict):
+                pairs = sorted((self.encode(k), self.encode(v)) for k, v in obj.items())
+                return self._atom(b"{", b"".join(k + v for k, v in pairs))
+            tag = b"S" if isinstance(obj, frozenset) else b"<"
+            return self._atom(tag, b"".join(sorted(self.encode(item) for item in obj)))
+        finally:
+            self.active.discard(ident)
+
+    def _custom(self, obj: Any) -> bytes:
+        method = getattr(type(obj), "__cache_key__", None)
+        if method is not None:
+            name = self.encode(_qualified_name(type(obj)))
+            return self._atom(b"K", name + self._nested(obj, method))
+        if self.extension is not None:
+            stand_in = self.extension(obj)
+            if stand_in is not NotImplemented:
+                return self._atom(b"X", self._nested(obj, lambda _: stand_in))
+        raise TypeError(
+            f"cannot build a stable cache key from {_qualified_name(type(obj))} objects: "
+            "give the class a __cache_key__() method returning supported values "
+            "(str, int, tuple, ...), or pass key= to the decorator"
+        )
+
+    def _nested(self, obj: Any, method: Callable[[Any], Any]) -> bytes:
+        ident = id(obj)
+        if ident in self.active:
+            raise TypeError(
+                f"__cache_key__ of {_qualified_name(type(obj))} refers back to itself"
+            )
+        self.active.add(ident)
+        try:
+            return self.encode(method(obj))
+        finally:
+            self.active.discard(ident)
+
+
+def _decimal_text(value: decimal.Decimal) -> str:
+    # Equal decimals ("1.0", "1.00") normalize alike; NaNs and infinities keep their text.
+    return str(value.normalize()) if value.is_finite() else str(value)
+
+
+def _datetime_text(value: datetime.datetime) -> str:
+    # The offset is in isoformat(); a zone's name is kept too, because two zones with
+    # today's offset can format or add days differently.
+    zone = getattr(value.tzinfo, "key", None)
+    return value.isoformat() if zone is None else f"{value.isoformat()}[{zone}]"
+
+
+def encode(value: Any, extension: Extension | None = None) -> bytes:
+    """The canonical bytes of ``value``; ``TypeError`` for unsupported types."""
+    return _Encoder(extension).encode(value)
+
+
+def digest(value: Any, extension: Extension | None = None) -> str:
+    """A hex BLAKE2b digest of :func:`encode`: stable across processes and runs."""
+    return hashlib.blake2b(
+        encode(value, extension), digest_size=DIGEST_SIZE
+    ).hexdigest()
+
+
+def call_key(
+    name: str,
+    arguments: Any,
+    *,
+    prefix: str = "smartcache.memo",
+    extension: Extension | None = None,
+) -> str:
+    """The cache key of calling ``name`` with ``arguments`` (any encodable value).
+
+    The key reads ``<prefix>:<name>:<digest>``; ``name`` is cut to
+    :data:`MAX_NAME_LENGTH` characters there, but the digest covers all of it.
+    Characters a memcached key may not hold (spaces, control characters) are
+    replaced in the readable part only.
+    """
+    checksum = digest((name, arguments), extension)
+    readable = "".join(c if c.isprintable() and not c.isspace() else "_" for c in name)
+    return f"{prefix}:{readable[:MAX_NAME_LENGTH]}:{checksum}"

@@ -1,0 +1,215 @@
+"""Single flight: concurrent callers asking for one key share one computation.
+
+When a popular entry is missing, every thread (or coroutine) that misses it would
+recompute it at once: a cache stampede. Here the first caller computes, the others
+wait for its result, or its exception, and receive the same object. The idea is Go's
+``golang.org/x/sync/singleflight``; this is the in-process half, threads and asyncio.
+Across processes the decorator adds a lock in the shared cache level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar, cast
+
+T = TypeVar("T")
+
+
+class _Call(Generic[T]):
+    """One computation in flight and the callers waiting for it."""
+
+    __slots__ = ("done", "error", "owner", "result", "waiters")
+
+    def __init__(self, owner: int) -> None:
+        self.done = threading.Event()
+        self.owner = owner
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.waiters = 0
+
+
+class SingleFlight:
+    """Deduplicate concurrent calls per key among the threads of one process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[Hashable, _Call[Any]] = {}
+
+    def do(self, key: Hashable, fn: Callable[[], T]) -> tuple[T, bool]:
+        """Run ``fn`` unless a call for ``key`` is in flight; wait for it then.
+
+        Returns ``(result, shared)``; ``shared`` is true for a caller that waited for
+        another thread's result. An exception raised by ``fn`` reaches every caller.
+        """
+        me = threading.get_ident()
+        with self._lock:
+            call = self._calls.get(key)
+            if call is None:
+                call = self._calls[key] = _Call(me)
+                leader = True
+            elif call.owner == me:
+                # Waiting here would wait for ourselves, forever.
+                raise RuntimeError(f"recursive single-flight call for {key!r}")
+            else:
+                call.waiters += 1
+                leader = False
+        if not leader:
+            call.done.wait()
+            if call.error is not None:
+                raise call.error
+            return cast(T, call.result), True
+        try:
+            call.result = fn()
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._calls[key]
+            call.done.set()
+        return call.result, False
+
+    def waiting(self, key: Hashable) -> int:
+        """How many callers wait for the call in flight for ``key`` (0 if none)."""
+        with self._lock:
+            call = self._calls.get(key)
+            return 0 if call is None else call.waiters
+
+    def in_flight(self, key: Hashable) -> bool:
+        """Whether a call for ``key`` is running now."""
+        with self._lock:
+            return key in self._calls
+
+
+class AsyncSingleFlight:
+    """Deduplicate concurrent coroutines per key, within each event loop.
+
+    The computation runs as its own task, so a caller that is cancelled while it
+    waits cancels neither the computation nor the other callers' wait.
+    """
+
+    def __init__(self) -> None:
+        # Keyed by (loop, key): a task belongs to the loop that created it.
+        self._calls: dict[
+            tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Task[Any]
+        ] = {}
+        self._waiters: dict[tuple[asyncio.AbstractEventLoop, Hashable], int] = {}
+
+    async def do(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """Await ``fn()`` unless a call for ``key`` is in flight; await that one then.
+
+        Returns ``(result, shared)`` like :meth:`SingleFlight.do`.
+        """
+        loop = asyncio.get_running_loop()
+        slot = (loop, key)
+        task = self._calls.get(slot)
+        if task is None:
+            task = loop.create_task(_run(fn))
+            self._calls[slot] = task
+            task.add_done_callback(lambda done: self._finish(slot, done))
+            return await asyncio.shield(task), False
+        if task is asyncio.current_task():
+            raise RuntimeError(f"recursive single-flight call for {key!r}")
+        self._waiters[slot] = self._waiters.get(slot, 0) + 1
+        try:
+            return await asyncio.shield(task), True
+        finally:
+            left = self._waiters.get(slot, 1) - 1
+            if left:
+                self._waiters[slot] = left
+            else:
+                self._waiters.pop(slot, None)
+
+    def _finish(
+        self, slot: tuple[asyncio.AbstractEventLoop, Hashable], task: asyncio.Task[Any]
+    ) -> None:
+        if self._calls.get(slot) is task:
+            del self._calls[slot]
+        if not task.cancelled():
+            # Mark the exception retrieved: its callers may all have been cancelled.
+            task.exception()
+
+    def waiting(self, key: Hashable) -> int:
+        """How many coroutines of the running loop wait for ``key`` (0 if none)."""
+        return self._waiters.get((asyncio.get_running_loop(), key), 0)
+
+    def in_flight(self, key: Hashable) -> bool:
+        """Whether a call for ``key`` runs in the running loop now."""
+        return (asyncio.get_running_loop(), key) in self._calls
+
+
+async def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    return await fn()
+
+
+class SingleFlightGetOrSetMixin:
+    """Give a cache backend's ``get_or_set``/``aget_or_set`` single-flight behaviour.
+
+    Put it before the base class (``class SQLiteCache(SingleFlightGetOrSetMixin,
+    BaseCache)``). With a callable ``default``, concurrent misses of one key in one
+    process call it once; the others wait and receive its result. Calls are grouped
+    by :meth:`singleflight_scope` (by default the backend class and its
+    ``LOCATION``) and by the full key, so two aliases never share a computation
+    unless they share a store. Django needs no import here: the mixin only calls
+    ``make_key`` and the base class's own methods.
+    """
+
+    _singleflight = SingleFlight()
+    _async_singleflight = AsyncSingleFlight()
+    _singleflight_location: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Django builds backends as ``Backend(LOCATION, params)``.
+        self._singleflight_location = args[0] if args else kwargs.get("server")
+        super().__init__(*args, **kwargs)
+
+    def singleflight_scope(self) -> Hashable:
+        """Calls in one scope with one key are deduplicated; override to widen it."""
+        cls = type(self)
+        return (cls.__module__, cls.__qualname__, repr(self._singleflight_location))
+
+    def stampede_waited(self, key: str, seconds: float) -> None:
+        """Called after a caller waited ``seconds`` for another one's computation.
+
+        A no-op here; a backend may send :data:`django_smartcache.signals.stampede_wait`.
+        """
+
+    def get_or_set(self, key: Any, default: Any, *args: Any, **kwargs: Any) -> Any:
+        base = cast(Any, super())
+        if not callable(default):
+            return base.get_or_set(key, default, *args, **kwargs)
+        full_key = self._singleflight_key(key, args, kwargs)
+        started = time.monotonic()
+        result, shared = self._singleflight.do(
+            (self.singleflight_scope(), full_key),
+            lambda: base.get_or_set(key, default, *args, **kwargs),
+        )
+        if shared:
+            self.stampede_waited(full_key, time.monotonic() - started)
+        return result
+
+    async def aget_or_set(
+        self, key: Any, default: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        base = cast(Any, super())
+        if not callable(default):
+            return await base.aget_or_set(key, default, *args, **kwargs)
+        full_key = self._singleflight_key(key, args, kwargs)
+        started = time.monotonic()
+        result, shared = await self._async_singleflight.do(
+            (self.singleflight_scope(), full_key),
+            lambda: base.aget_or_set(key, default, *args, **kwargs),
+        )
+        if shared:
+            self.stampede_waited(full_key, time.monotonic() - started)
+        return result
+
+    def _singleflight_key(
+        self, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> str:
+        # get_or_set(key, default, timeout=DEFAULT_TIMEOUT, version=None)
+        version = kwargs.get("version", args[1] if len(args) > 1 else None)
+        return cast(str, cast(Any, self).make_key(key, version=version))

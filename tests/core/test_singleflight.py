@@ -1,0 +1,174 @@
+"""Single flight: one computation per key however many callers miss at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from django_smartcache.core.singleflight import AsyncSingleFlight, SingleFlight
+
+#: A bound on how long a test waits for other threads to arrive, so a bug fails
+#: the test instead of hanging it. Nothing is asserted about durations.
+ARRIVAL_TIMEOUT = 30.0
+
+
+def wait_until(condition, timeout: float = ARRIVAL_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the other callers never arrived")
+        time.sleep(0.001)
+
+
+def test_fifty_threads_one_computation() -> None:
+    flight = SingleFlight()
+    runs = []
+    callers = 50
+
+    def compute() -> list[int]:
+        runs.append(threading.get_ident())
+        # Hold the flight open until every other thread waits on it.
+        wait_until(lambda: flight.waiting("k") == callers - 1)
+        return [42]
+
+    results: list[tuple[list[int], bool]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(flight.do("k", compute)))
+        for _ in range(callers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(runs) == 1
+    assert len(results) == callers
+    assert sum(shared for _, shared in results) == callers - 1
+    # Waiters receive the very object the leader computed.
+    assert len({id(value) for value, _ in results}) == 1
+    assert not flight.in_flight("k")
+    assert flight.waiting("k") == 0
+
+
+def test_exception_reaches_every_waiter_and_is_not_remembered() -> None:
+    flight = SingleFlight()
+    errors: list[BaseException] = []
+
+    def fail() -> None:
+        wait_until(lambda: flight.waiting("k") == 3)
+        raise ValueError("boom")
+
+    def call() -> None:
+        try:
+            flight.do("k", fail)
+        except ValueError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(errors) == 4
+    assert flight.do("k", lambda: "fresh") == ("fresh", False)
+
+
+def test_different_keys_do_not_wait_for_each_other() -> None:
+    flight = SingleFlight()
+    both_running = threading.Barrier(2, timeout=ARRIVAL_TIMEOUT)
+
+    def compute(name: str) -> str:
+        both_running.wait()  # raises BrokenBarrierError if the keys were serialized
+        return name
+
+    results: dict[str, str] = {}
+
+    def run(name: str) -> None:
+        results[name] = flight.do(name, lambda: compute(name))[0]
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {"a": "a", "b": "b"}
+
+
+def test_recursive_call_for_the_same_key_raises_instead_of_deadlocking() -> None:
+    flight = SingleFlight()
+    with pytest.raises(RuntimeError, match="recursive"):
+        flight.do("k", lambda: flight.do("k", lambda: 1))
+    assert not flight.in_flight("k")
+
+
+def test_fifty_coroutines_one_computation() -> None:
+    flight = AsyncSingleFlight()
+    runs = 0
+    callers = 50
+
+    async def compute() -> str:
+        nonlocal runs
+        runs += 1
+        while flight.waiting("k") < callers - 1:
+            await asyncio.sleep(0)
+        return "value"
+
+    async def main() -> list[tuple[str, bool]]:
+        return await asyncio.gather(*(flight.do("k", compute) for _ in range(callers)))
+
+    results = asyncio.run(main())
+    assert runs == 1
+    assert [value for value, _ in results] == ["value"] * callers
+    assert sum(shared for _, shared in results) == callers - 1
+
+
+def test_cancelled_caller_cancels_neither_computation_nor_other_waiters() -> None:
+    flight = AsyncSingleFlight()
+    release = None
+
+    async def compute() -> str:
+        await release.wait()
+        return "done"
+
+    async def main() -> tuple[str, bool]:
+        nonlocal release
+        release = asyncio.Event()
+        first = asyncio.ensure_future(flight.do("k", compute))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(flight.do("k", compute))
+        await asyncio.sleep(0)
+        assert flight.waiting("k") == 1
+        first.cancel()  # the leader's caller goes away
+        await asyncio.sleep(0)
+        assert flight.in_flight("k")
+        release.set()
+        result = await second
+        assert first.cancelled()
+        return result
+
+    assert asyncio.run(main()) == ("done", True)
+
+
+def test_async_exception_reaches_waiters_and_recursion_is_refused() -> None:
+    flight = AsyncSingleFlight()
+
+    async def fail() -> None:
+        while flight.waiting("k") < 2:
+            await asyncio.sleep(0)
+        raise ValueError("boom")
+
+    async def recurse() -> object:
+        return await flight.do("r", recurse)
+
+    async def main() -> None:
+        results = await asyncio.gather(
+            *(flight.do("k", fail) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, ValueError) for r in results)
+        assert not flight.in_flight("k")
+        with pytest.raises(RuntimeError, match="recursive"):
+            await flight.do("r", recurse)
+
+    asyncio.run(main())
