@@ -1,0 +1,7 @@
+"""Django cache backends: ``CACHES = {"default": {"BACKEND": "django_smartcache.backends.SmartCache"}}``."""
+
+from __future__ import annotations
+
+from .smart import SmartCache
+
+__all__ = ["SmartCache"]

@@ -1,0 +1,189 @@
+"""What every django-smartcache backend shares: a fast key path and option parsing.
+
+``SmartCacheKeyMixin`` builds and validates keys exactly as ``BaseCache.make_and_validate_key``
+does (same key, same ``CacheKeyWarning`` text) without Django's lazily compiled regex
+on the common path, which is about 40% of LocMemCache's ``get()``. The ``option_*``
+helpers read ``OPTIONS`` and raise ``ImproperlyConfigured`` naming the bad option.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    MEMCACHE_MAX_KEY_LENGTH,
+    BaseCache,
+    default_key_func,
+)
+from django.core.exceptions import ImproperlyConfigured
+
+from ..core.sizing import parse_size
+
+__all__ = [
+    "SmartCacheKeyMixin",
+    "UnpicklableValueError",
+    "check_options",
+    "dumps",
+    "option_choice",
+    "option_int",
+    "option_size",
+]
+
+PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+class UnpicklableValueError(pickle.PicklingError, TypeError):
+    """A value cannot be cached because it cannot be pickled; the cache is unchanged."""
+
+
+def dumps(key: Any, value: Any) -> bytes:
+    """Pickle ``value`` for ``key``, turning any failure into :class:`UnpicklableValueError`."""
+    try:
+        return pickle.dumps(value, PICKLE_PROTOCOL)
+    except Exception as exc:
+        raise UnpicklableValueError(
+            f"cannot cache {key!r}: its value of type {type(value).__name__} cannot be "
+            f"pickled ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+class SmartCacheKeyMixin:
+    """Fast ``make_and_validate_key`` for ``BaseCache`` subclasses; put it first in the bases.
+
+    The fast path applies while ``key_func`` is Django's default and neither ``make_key``
+    nor ``validate_key`` is overridden; a key that is not plainly valid (long, spaces,
+    control characters) falls back to ``validate_key``, so warnings are Django's own.
+    """
+
+    key_func: Callable[..., str]
+    key_prefix: str
+    version: int
+    default_timeout: float | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cls = type(self)
+        self._plain_keys = (
+            cls.make_key is BaseCache.make_key  # type: ignore[attr-defined]
+            and cls.validate_key is BaseCache.validate_key  # type: ignore[attr-defined]
+        )
+
+    def _key(self, key: Any, version: int | None = None) -> str:
+        """``make_and_validate_key(key, version)``, without the regex on valid keys."""
+        if self.key_func is default_key_func and self._plain_keys:
+            made = f"{self.key_prefix}:{self.version if version is None else version}:{key}"
+            if (
+                len(made) <= MEMCACHE_MAX_KEY_LENGTH
+                and made.isprintable()
+                and " " not in made
+            ):
+                return made
+            self.validate_key(made)  # type: ignore[attr-defined]
+            return made
+        return self.make_and_validate_key(key, version=version)  # type: ignore[attr-defined, no-any-return]
+
+    def _keys(self, keys: Iterable[Any], version: int | None = None) -> dict[str, Any]:
+        """Made key -> caller's key, for the batch methods."""
+        made: dict[str, Any] = {}
+        if self.key_func is default_key_func and self._plain_keys:
+            prefix = (
+                f"{self.key_prefix}:{self.version if version is None else version}:"
+            )
+            for key in keys:
+                full = f"{prefix}{key}"
+                if not (
+                    len(full) <= MEMCACHE_MAX_KEY_LENGTH
+                    and full.isprintable()
+                    and " " not in full
+                ):
+                    self.validate_key(full)  # type: ignore[attr-defined]
+                made[full] = key
+            return made
+        for key in keys:
+            made[self.make_and_validate_key(key, version=version)] = key  # type: ignore[attr-defined]
+        return made
+
+    def _ttl(self, timeout: Any) -> float | None:
+        """A Django timeout as seconds from now: None is forever, <= 0 already expired."""
+        if timeout is DEFAULT_TIMEOUT:
+            return self.default_timeout
+        return timeout  # type: ignore[no-any-return]
+
+
+def check_options(
+    backend: str, options: Mapping[str, Any], known: Iterable[str]
+) -> None:
+    """Refuse unknown ``OPTIONS`` keys (a typo would otherwise be silently ignored)."""
+    known = set(known)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"{backend}: unknown OPTIONS {', '.join(map(repr, unknown))}; "
+            f"known options: {', '.join(sorted(known))}"
+        )
+
+
+def option_size(
+    backend: str,
+    options: Mapping[str, Any],
+    name: str,
+    default: int | str | None,
+    *,
+    allow_none: bool = False,
+) -> int | None:
+    """``OPTIONS[name]`` in bytes (int or ``"64MB"``); must be positive."""
+    value = options.get(name, default)
+    if value is None and allow_none:
+        return None
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"{backend}: OPTIONS['{name}'] is invalid: {exc}"
+        ) from None
+    if size < 1:
+        raise ImproperlyConfigured(
+            f"{backend}: OPTIONS['{name}'] must be at least 1 byte, got {value!r}"
+        )
+    return size
+
+
+def option_int(
+    backend: str,
+    options: Mapping[str, Any],
+    name: str,
+    default: int | None,
+    *,
+    minimum: int = 1,
+    allow_none: bool = True,
+) -> int | None:
+    """``OPTIONS[name]`` as an int ``>= minimum`` (or None when allowed)."""
+    value = options.get(name, default)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        none = " or None" if allow_none else ""
+        raise ImproperlyConfigured(
+            f"{backend}: OPTIONS['{name}'] must be an integer >= {minimum}{none}, got {value!r}"
+        )
+    return value
+
+
+def option_choice(
+    backend: str,
+    options: Mapping[str, Any],
+    name: str,
+    default: str,
+    choices: Iterable[str],
+) -> str:
+    """``OPTIONS[name]``, one of ``choices``."""
+    value = options.get(name, default)
+    choices = sorted(choices)
+    if value not in choices:
+        raise ImproperlyConfigured(
+            f"{backend}: OPTIONS['{name}'] must be one of {', '.join(choices)}; got {value!r}"
+        )
+    return value  # type: ignore[no-any-return]
