@@ -12,6 +12,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django_smartcache",
+    "tests.django_conformance",
 ]
 
 DATABASES: dict[str, dict[str, Any]] = {
