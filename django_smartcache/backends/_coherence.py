@@ -1,0 +1,316 @@
+"""Keep each process's L1 coherent with the shared lowest level of a MultiLevelCache.
+
+One ``Coherence`` object exists per process and per MultiLevelCache configuration;
+Django's per-thread backend instances share it. Every channel ends in the same place,
+``invalidate(keys)`` / ``flush()``, which bump ``generation`` under ``lock``: a thread
+that read a lower level before an invalidation compares generations before promoting,
+so an old value read concurrently with an invalidation never lands in L1.
+
+- ``NoCoherence``: a single process (or a lower level with no channel); only the
+  local generation guard, and ``L1_MAX_TTL`` bounds staleness.
+- ``SQLiteChangeLog``: polls SQLiteCache's change log at most every ``interval`` seconds,
+  from the calling thread (a monotonic-clock comparison per call otherwise).
+- ``RedisPubSub``: a daemon listener thread per process subscribed to a channel; writers
+  publish the keys they changed. On every (re)subscription L1 is flushed, because
+  messages sent while disconnected are lost. Restarted lazily in a forked child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+logger = logging.getLogger("django_smartcache.multilevel")
+
+_monotonic = time.monotonic
+
+#: Identifies this process in published messages, so it ignores its own (its L1 is
+#: already up to date). Regenerated in a forked child.
+PROCESS_TOKEN = os.urandom(8).hex()
+
+#: Message kinds on the Redis channel: one key, or "drop everything".
+_KIND_KEY = "k"
+_KIND_CLEAR = "c"
+
+_ALL_STATES: weakref.WeakSet[Coherence] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global PROCESS_TOKEN
+    PROCESS_TOKEN = os.urandom(8).hex()
+    for state in list(_ALL_STATES):
+        state.forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Coherence:
+    """Local generation guard shared by the threads of one process."""
+
+    kind = "none"
+
+    def __init__(self, l1: Any) -> None:
+        self.l1 = l1
+        self.lock = threading.Lock()
+        self.generation = 0
+        #: ``refresh()`` runs when ``monotonic() >= deadline``; inf = never.
+        self.deadline = float("inf")
+        self.invalidations = 0
+        self.flushes = 0
+        self.errors = 0
+        _ALL_STATES.add(self)
+
+    def refresh(self, lowest: Any) -> None:
+        """Bring L1 up to date with the shared level; ``lowest`` is the caller's instance."""
+        self.deadline = float("inf")
+
+    def forked(self) -> None:
+        """Runs in a forked child: the lock may be held by a thread that no longer exists."""
+        self.lock = threading.Lock()
+
+    def invalidate(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if not keys:
+            return
+        with self.lock:
+            self.generation += 1
+            self.invalidations += len(keys)
+            self.l1.delete_many(keys)
+
+    def flush(self) -> None:
+        with self.lock:
+            self.generation += 1
+            self.flushes += 1
+            self.l1.clear()
+
+    def local_write(self) -> None:
+        """This process changed the shared level: in-flight promotions must not land."""
+        with self.lock:
+            self.generation += 1
+
+    def promote(self, generation: int, write: Callable[[], object]) -> bool:
+        """Run ``write`` (fill L1) unless an invalidation happened since ``generation``."""
+        with self.lock:
+            if self.generation != generation:
+                return False
+            write()
+            return True
+
+    def publish(self, keys: Iterable[str]) -> None:
+        """Tell the other processes that ``keys`` changed (no-op without a broadcast)."""
+
+    def publish_clear(self) -> None:
+        """Tell the other processes to drop their whole L1."""
+
+    def stop(self) -> None:
+        """Release threads and connections (tests; a process normally keeps them)."""
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "channel": self.kind,
+            "invalidations_applied": self.invalidations,
+            "flushes": self.flushes,
+            "errors": self.errors,
+        }
+
+
+NoCoherence = Coherence
+
+
+class SQLiteChangeLog(Coherence):
+    """Poll ``changes_since(cursor)`` of a SQLiteCache level, at most every ``interval``."""
+
+    kind = "sqlite"
+
+    def __init__(self, l1: Any, lowest: Any, interval: float) -> None:
+        super().__init__(l1)
+        self.interval = interval
+        self._poll_lock = threading.Lock()
+        self.cursor: int | None = None
+        self.deadline = 0.0
+        self.last_error: BaseException | None = None
+
+    def refresh(self, lowest: Any) -> None:
+        # One thread polls; the others keep serving L1 (at most one interval old).
+        if not self._poll_lock.acquire(blocking=False):
+            return
+        try:
+            if _monotonic() < self.deadline:
+                return
+            self._poll(lowest)
+        finally:
+            self.deadline = _monotonic() + self.interval
+            self._poll_lock.release()
+
+    def _poll(self, lowest: Any) -> None:
+        try:
+            if self.cursor is None:
+                cursor = lowest.change_cursor()
+                self.flush()  # whatever L1 holds predates the cursor
+                self.cursor = cursor
+                return
+            cursor, keys = lowest.changes_since(self.cursor)
+        except (OSError, sqlite3.Error) as exc:
+            # The level is down: nobody can write it either, and L1_MAX_TTL bounds
+            # what L1 keeps serving meanwhile.
+            self.errors += 1
+            self.last_error = exc
+            return
+        if keys is None:
+            self.flush()
+        else:
+            self.invalidate(keys)
+        self.cursor = cursor
+
+    def forked(self) -> None:
+        super().forked()
+        self._poll_lock = threading.Lock()
+        self.deadline = 0.0
+
+
+class RedisPubSub(Coherence):
+    """Broadcast changed keys on a Redis channel; a listener thread applies the others'."""
+
+    kind = "redis"
+
+    #: How often the hot path checks that the listener thread is alive (seconds).
+    CHECK_INTERVAL = 0.5
+
+    def __init__(
+        self, l1: Any, url: str, channel: str, options: dict[str, Any]
+    ) -> None:
+        super().__init__(l1)
+        self.url = url
+        self.channel = channel
+        self.options = options
+        self.deadline = 0.0
+        self.connected = False
+        self.reconnects = 0
+        self._publisher: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._start_lock = threading.Lock()
+        self._last_log = float("-inf")
+
+    # -- hot path -----------------------------------------------------------------
+    def refresh(self, lowest: Any) -> None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._start()
+        self.deadline = _monotonic() + self.CHECK_INTERVAL
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping.clear()
+            self._thread = threading.Thread(
+                target=self._listen,
+                name=f"smartcache-coherence:{self.channel}",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def forked(self) -> None:
+        super().forked()
+        self._start_lock = threading.Lock()
+        self._thread = None
+        self._publisher = None
+        self.connected = False
+        self.deadline = 0.0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+        self._thread = None
+
+    # -- publishing ---------------------------------------------------------------
+    def _client(self) -> Any:
+        if self._publisher is None:
+            import redis
+
+            self._publisher = redis.Redis.from_url(self.url, **self.options)
+        return self._publisher
+
+    def publish(self, keys: Iterable[str]) -> None:
+        prefix = PROCESS_TOKEN + _KIND_KEY
+        pipe = self._client().pipeline(transaction=False)
+        for key in keys:
+            pipe.publish(self.channel, prefix + key)
+        pipe.execute()
+
+    def publish_clear(self) -> None:
+        self._client().publish(self.channel, PROCESS_TOKEN + _KIND_CLEAR)
+
+    # -- listener thread ----------------------------------------------------------
+    def _listen(self) -> None:
+        import redis
+
+        backoff = 0.05
+        while not self._stopping.is_set():
+            pubsub = None
+            try:
+                client = redis.Redis.from_url(
+                    self.url, **{**self.options, "socket_timeout": None}
+                )
+                pubsub = client.pubsub()
+                pubsub.subscribe(self.channel)
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        self._handle(message)
+                        backoff = 0.05
+            except (redis.RedisError, OSError) as exc:
+                self.connected = False
+                self.errors += 1
+                now = _monotonic()
+                if now - self._last_log >= 60.0:
+                    self._last_log = now
+                    logger.warning(
+                        "smartcache coherence channel %r lost (%s); L1 entries are "
+                        "bounded by L1_MAX_TTL until it reconnects",
+                        self.channel,
+                        exc,
+                    )
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 1.0)
+            finally:
+                self.connected = False
+                if pubsub is not None:
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        pubsub.close()
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "subscribe":
+            # Messages sent while we were not subscribed are lost: start from empty.
+            self.flush()
+            self.connected = True
+            self.reconnects += 1
+            return
+        if kind != "message":
+            return
+        data = message["data"]
+        if isinstance(data, bytes):
+            data = data.decode("utf-8", "surrogateescape")
+        if data[:16] == PROCESS_TOKEN:
+            return
+        if data[16:17] == _KIND_CLEAR:
+            self.flush()
+        else:
+            self.invalidate((data[17:],))
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = super().snapshot()
+        snap.update(connected=self.connected, subscriptions=self.reconnects)
+        return snap

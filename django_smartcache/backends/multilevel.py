@@ -1,0 +1,887 @@
+"""MultiLevelCache: fast levels in front of slower shared ones, coherent across processes.
+
+Reads try the levels in order and promote a lower-level hit into the levels above with
+the remaining TTL (never extending it, and at most ``L1_MAX_TTL``); writes go to every
+level, lowest (the shared, persistent one) first. A lower level that fails is skipped
+for ``RETRY_INTERVAL`` and treated as a miss; see ``docs/multilevel.md``.
+
+Keys: MultiLevelCache applies its own ``KEY_PREFIX``/``VERSION``/``KEY_FUNCTION`` once,
+and builds every level with an identity key function, so all levels store the same
+final key. That is what lets the Redis messages and the SQLite change log name L1 keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from . import _coherence
+
+logger = logging.getLogger("django_smartcache.multilevel")
+
+_MISSING = object()
+_monotonic = time.monotonic
+_perf_ns = time.perf_counter_ns
+
+DEFAULT_L1 = "django_smartcache.backends.SmartCache"
+DEFAULT_L2 = "django_smartcache.backends.SQLiteCache"
+
+#: Options of MultiLevelCache with their defaults (documented in docs/multilevel.md).
+DEFAULTS: dict[str, Any] = {
+    "LEVELS": None,  # None: SmartCache over SQLiteCache(LOCATION)
+    "L1_MAX_TTL": 1.0,
+    "COHERENCE": "auto",
+    "COHERENCE_INTERVAL": 0.05,
+    "CHANNEL": "django_smartcache:invalidate",
+    "REDIS_URL": None,
+    "RETRY_INTERVAL": 1.0,
+    "ERROR_LOG_INTERVAL": 60.0,
+    "RAISE_ERRORS": False,
+    "MAX_SUSPECT_KEYS": 100_000,
+}
+
+#: Per-level options that would change the key a level stores; set them on the
+#: MultiLevelCache entry instead.
+_KEY_OPTIONS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION")
+
+
+def _identity_key(key: str, key_prefix: str, version: Any) -> str:
+    """Levels store MultiLevelCache's final key unchanged."""
+    return key
+
+
+def _fault_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "this level is unavailable", not "the call was wrong"."""
+    types: list[type[BaseException]] = [OSError, sqlite3.Error]
+    try:
+        import redis
+
+        types.append(redis.exceptions.RedisError)
+    except ImportError:  # pragma: no cover - redis is an optional dependency
+        pass
+    try:
+        from django.db import Error as DatabaseError
+
+        types.append(DatabaseError)
+    except ImportError:  # pragma: no cover
+        pass
+    for name in (
+        "django_redis.exceptions.ConnectionInterrupted",
+        "pymemcache.exceptions.MemcacheError",
+    ):
+        try:
+            types.append(import_string(name))
+        except ImportError:
+            pass
+    return tuple(types)
+
+
+FAULTS = _fault_types()
+
+
+class LevelHealth:
+    """Per-process state of one level: down until when, errors, what it may have missed.
+
+    Shared by the per-thread backend instances of one configuration, so one warning is
+    logged per ``log_interval`` for the whole process, not per call or per thread.
+    """
+
+    def __init__(self, name: str, retry: float, log_interval: float, max_suspects: int):
+        self.name = name
+        self.retry = retry
+        self.log_interval = log_interval
+        self.max_suspects = max_suspects
+        self.lock = threading.Lock()
+        self.down_until = 0.0  # 0.0: up
+        self.errors = 0
+        self.recoveries = 0
+        self.last_error = ""
+        self._last_log = float("-inf")
+        #: Keys written or deleted while this level could not be: deleted from it on
+        #: recovery, so it never serves the value they replaced.
+        self.suspects: set[str] = set()
+        #: A clear() was missed, or too many suspects: clear the level on recovery.
+        self.clear_pending = False
+
+    def failed(self, exc: BaseException, op: str) -> None:
+        now = _monotonic()
+        with self.lock:
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.down_until = now + self.retry
+            log = now - self._last_log >= self.log_interval
+            if log:
+                self._last_log = now
+        if log:
+            logger.warning(
+                "smartcache level %s failed during %s (%s); serving from the other "
+                "levels and retrying every %ss (errors so far: %d)",
+                self.name,
+                op,
+                self.last_error,
+                self.retry,
+                self.errors,
+            )
+
+    def missed(self, keys: Iterable[str]) -> None:
+        with self.lock:
+            if self.clear_pending:
+                return
+            self.suspects.update(keys)
+            if len(self.suspects) > self.max_suspects:
+                self.suspects.clear()
+                self.clear_pending = True
+
+    def missed_clear(self) -> None:
+        with self.lock:
+            self.suspects.clear()
+            self.clear_pending = True
+
+    def repair(self, level: BaseCache) -> None:
+        """Runs before the first call after ``retry``: undo what the outage may have hidden."""
+        with self.lock:
+            suspects = list(self.suspects)
+            clear = self.clear_pending
+        if clear:
+            level.clear()
+        elif suspects:
+            level.delete_many(suspects)
+        with self.lock:
+            self.suspects.difference_update(suspects)
+            if clear:
+                self.clear_pending = False
+            self.down_until = 0.0
+            self.recoveries += 1
+        logger.warning(
+            "smartcache level %s is back (repaired %d keys)", self.name, len(suspects)
+        )
+
+
+class _Shared:
+    """What the per-thread instances of one configuration share within a process."""
+
+    def __init__(self) -> None:
+        self.health: list[LevelHealth] = []
+        self.coherence: _coherence.Coherence | None = None
+
+
+_SHARED: dict[str, _Shared] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _number(options: dict[str, Any], name: str, *, positive: bool = True) -> float:
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ImproperlyConfigured(
+            f"OPTIONS['{name}'] must be a number of seconds, got {value!r}"
+        )
+    if value <= 0 if positive else value < 0:
+        raise ImproperlyConfigured(f"OPTIONS['{name}'] must be > 0, got {value!r}")
+    return float(value)
+
+
+class MultiLevelCache(BaseCache):
+    """Levels fastest first; see the module docstring and ``docs/multilevel.md``."""
+
+    def __init__(self, location: str, params: dict[str, Any]) -> None:
+        params = dict(params)
+        raw = dict(params.get("OPTIONS") or {})
+        unknown = sorted(set(raw) - set(DEFAULTS))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"unknown MultiLevelCache OPTIONS {unknown}; known: {sorted(DEFAULTS)}"
+            )
+        options = {**DEFAULTS, **raw}
+        # BaseCache reads OPTIONS for MAX_ENTRIES/CULL_FREQUENCY, which we do not use.
+        params["OPTIONS"] = {}
+        super().__init__(params)
+        self._location = location
+        self._l1_max_ttl = _number(options, "L1_MAX_TTL")
+        self._interval = _number(options, "COHERENCE_INTERVAL")
+        retry = _number(options, "RETRY_INTERVAL")
+        log_interval = _number(options, "ERROR_LOG_INTERVAL", positive=False)
+        max_suspects = options["MAX_SUSPECT_KEYS"]
+        if (
+            isinstance(max_suspects, bool)
+            or not isinstance(max_suspects, int)
+            or max_suspects < 0
+        ):
+            raise ImproperlyConfigured(
+                f"OPTIONS['MAX_SUSPECT_KEYS'] must be an int >= 0, got {max_suspects!r}"
+            )
+        if not isinstance(options["RAISE_ERRORS"], bool):
+            raise ImproperlyConfigured(
+                f"OPTIONS['RAISE_ERRORS'] must be True or False, got {options['RAISE_ERRORS']!r}"
+            )
+        self._raise = options["RAISE_ERRORS"]
+
+        configs = self._level_configs(location, options["LEVELS"])
+        self._name = hashlib.sha1(
+            repr((location, self.key_prefix, self.version, configs)).encode()
+        ).hexdigest()[:16]
+        self._levels: list[BaseCache] = [
+            self._build_level(i, config) for i, config in enumerate(configs)
+        ]
+        self._labels = [self._label(i, config) for i, config in enumerate(configs)]
+        self._last = len(self._levels) - 1
+        self._l1 = self._levels[0]
+        self._l1_get = self._l1.get
+
+        with _SHARED_LOCK:
+            shared = _SHARED.get(self._name)
+            if shared is None:
+                shared = _SHARED[self._name] = _Shared()
+                shared.health = [
+                    LevelHealth(label, retry, log_interval, max_suspects)
+                    for label in self._labels
+                ]
+                shared.coherence = self._make_coherence(options)
+        self._health = shared.health
+        assert shared.coherence is not None
+        self._co = shared.coherence
+        # Counters of this instance (one per thread); stats() sums every instance.
+        n = len(self._levels)
+        self._hits = [0] * n
+        self._lat_ns = [0] * n
+        self._lat_calls = [0] * n
+        self._misses = [0]
+        _INSTANCES.setdefault(self._name, _WeakList()).add(self)
+
+    # -- configuration ---------------------------------------------------------------
+    @staticmethod
+    def _level_configs(location: str, levels: Any) -> list[Any]:
+        if levels is None:
+            l2: dict[str, Any] = {"BACKEND": DEFAULT_L2}
+            if location:
+                l2["LOCATION"] = location
+            return [{"BACKEND": DEFAULT_L1}, l2]
+        if not isinstance(levels, list | tuple) or not levels:
+            raise ImproperlyConfigured(
+                f"OPTIONS['LEVELS'] must be a non-empty list of cache aliases or "
+                f"backend configs, fastest first; got {levels!r}"
+            )
+        configs: list[Any] = []
+        for i, level in enumerate(levels):
+            if isinstance(level, str):
+                if level not in settings.CACHES:
+                    raise ImproperlyConfigured(
+                        f"OPTIONS['LEVELS'][{i}]: {level!r} is not an alias in CACHES"
+                    )
+                config = dict(settings.CACHES[level])
+            elif isinstance(level, dict):
+                config = dict(level)
+            else:
+                raise ImproperlyConfigured(
+                    f"OPTIONS['LEVELS'][{i}] must be a CACHES alias or a dict with a "
+                    f"BACKEND, got {level!r}"
+                )
+            backend = config.get("BACKEND")
+            if not isinstance(backend, str):
+                raise ImproperlyConfigured(f"OPTIONS['LEVELS'][{i}] has no 'BACKEND'")
+            for option in _KEY_OPTIONS:
+                if option in config:
+                    raise ImproperlyConfigured(
+                        f"OPTIONS['LEVELS'][{i}] sets {option}: levels store "
+                        f"MultiLevelCache's final key unchanged, so set {option} on "
+                        f"the MultiLevelCache entry instead"
+                    )
+            try:
+                cls = import_string(backend)
+            except ImportError as exc:
+                raise ImproperlyConfigured(
+                    f"OPTIONS['LEVELS'][{i}]: cannot import BACKEND {backend!r}: {exc}"
+                ) from exc
+            if issubclass(cls, MultiLevelCache):
+                raise ImproperlyConfigured(
+                    f"OPTIONS['LEVELS'][{i}] is itself a MultiLevelCache; list its levels instead"
+                )
+            configs.append(config)
+        return configs
+
+    def _build_level(self, index: int, config: dict[str, Any]) -> BaseCache:
+        params = dict(config)
+        cls = import_string(params.pop("BACKEND"))
+        location = params.pop("LOCATION", "")
+        if index == 0 and not location:
+            # The L1 store is shared by this configuration's threads, and only by them.
+            location = f"django_smartcache.multilevel:{self._name}"
+        params["KEY_FUNCTION"] = _identity_key
+        level: BaseCache = cls(location, params)
+        if type(level).validate_key is BaseCache.validate_key:
+            # MultiLevelCache already emitted Django's warnings for this key.
+            level.validate_key = _no_validation  # type: ignore[method-assign]
+        return level
+
+    @staticmethod
+    def _label(index: int, config: dict[str, Any]) -> str:
+        backend = config["BACKEND"].rsplit(".", 1)[-1]
+        return f"L{index + 1} {backend}"
+
+    def _make_coherence(self, options: dict[str, Any]) -> _coherence.Coherence:
+        mode = options["COHERENCE"]
+        if mode not in ("auto", "redis", "sqlite", "none"):
+            raise ImproperlyConfigured(
+                f"OPTIONS['COHERENCE'] must be 'auto', 'redis', 'sqlite' or 'none', got {mode!r}"
+            )
+        lowest = self._levels[-1]
+        if len(self._levels) == 1 or mode == "none":
+            return _coherence.NoCoherence(self._l1)
+        has_log = callable(getattr(lowest, "changes_since", None)) and callable(
+            getattr(lowest, "change_cursor", None)
+        )
+        url = options["REDIS_URL"] or _redis_url(lowest)
+        if mode == "sqlite" or (mode == "auto" and has_log):
+            if not has_log:
+                raise ImproperlyConfigured(
+                    "OPTIONS['COHERENCE'] is 'sqlite' but the lowest level has no "
+                    "change_cursor()/changes_since() (use SQLiteCache)"
+                )
+            return _coherence.SQLiteChangeLog(self._l1, lowest, self._interval)
+        if mode == "redis" or (mode == "auto" and url):
+            if not url:
+                raise ImproperlyConfigured(
+                    "OPTIONS['COHERENCE'] is 'redis' but no Redis URL is known for the "
+                    "lowest level: set OPTIONS['REDIS_URL']"
+                )
+            channel = options["CHANNEL"]
+            if not isinstance(channel, str) or not channel:
+                raise ImproperlyConfigured(
+                    f"OPTIONS['CHANNEL'] must be a non-empty string, got {channel!r}"
+                )
+            return _coherence.RedisPubSub(
+                self._l1, url, channel, _redis_options(lowest)
+            )
+        # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
+        return _coherence.NoCoherence(self._l1)
+
+    # -- timeouts --------------------------------------------------------------------
+    def _timeouts(self, timeout: Any) -> tuple[float | None, float | None]:
+        """(timeout for the lowest level, timeout for the levels above it)."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if timeout is None:
+            return None, self._l1_max_ttl
+        if timeout <= 0:
+            return timeout, timeout
+        return timeout, min(timeout, self._l1_max_ttl)
+
+    def _upper_timeout(self, remaining: float | None) -> float | None:
+        """Promotion timeout from a lower level's remaining TTL (None: unknown/forever)."""
+        if remaining is None:
+            return self._l1_max_ttl
+        return min(remaining, self._l1_max_ttl)
+
+    # -- error handling --------------------------------------------------------------
+    def _usable(self, index: int) -> bool:
+        health = self._health[index]
+        if health.down_until == 0.0:
+            return True
+        if not self._raise and _monotonic() < health.down_until:
+            return False
+        try:
+            health.repair(self._levels[index])
+        except FAULTS as exc:
+            health.failed(exc, "recovery")
+            if self._raise:
+                raise
+            return False
+        return True
+
+    def _fault(self, index: int, exc: BaseException, op: str) -> None:
+        self._health[index].failed(exc, op)
+        if self._raise:
+            raise exc
+
+    # -- reads -----------------------------------------------------------------------
+    def get(
+        self,
+        key: Any,
+        default: Any = None,
+        version: Any = None,
+        *,
+        levels: int | None = None,
+    ) -> Any:
+        key = self.make_and_validate_key(key, version=version)
+        co = self._co
+        if co.deadline <= _monotonic():
+            co.refresh(self._levels[-1])
+        start = _perf_ns()
+        value = self._l1_get(key, _MISSING)
+        if value is not _MISSING:
+            self._lat_ns[0] += _perf_ns() - start
+            self._lat_calls[0] += 1
+            self._hits[0] += 1
+            return value
+        self._lat_ns[0] += _perf_ns() - start
+        self._lat_calls[0] += 1
+        return self._get_below(key, default, self._depth(levels))
+
+    def _depth(self, levels: int | None) -> int:
+        if levels is None:
+            return len(self._levels)
+        if (
+            isinstance(levels, bool)
+            or not isinstance(levels, int)
+            or not 1 <= levels <= len(self._levels)
+        ):
+            raise ValueError(
+                f"levels must be an int from 1 to {len(self._levels)}, got {levels!r}"
+            )
+        return levels
+
+    def _get_below(self, key: str, default: Any, depth: int) -> Any:
+        generation = self._co.generation
+        for i in range(1, depth):
+            if not self._usable(i):
+                continue
+            level = self._levels[i]
+            start = _perf_ns()
+            try:
+                value = level.get(key, _MISSING)
+            except FAULTS as exc:
+                self._fault(i, exc, "get")
+                continue
+            finally:
+                self._lat_ns[i] += _perf_ns() - start
+                self._lat_calls[i] += 1
+            if value is not _MISSING:
+                self._hits[i] += 1
+                self._promote(i, {key: value}, generation)
+                return value
+        self._misses[0] += 1
+        return default
+
+    def _promote(self, index: int, found: dict[str, Any], generation: int) -> None:
+        """Copy hits from level ``index`` into the levels above, never extending a TTL."""
+        try:
+            remaining = _remaining_ttls(self._levels[index], list(found))
+        except FAULTS as exc:
+            self._fault(index, exc, "ttl")
+            return
+        groups: dict[float | None, dict[str, Any]] = {}
+        for key, value in found.items():
+            ttl = remaining.get(key, None)
+            if ttl is not None and ttl is not _NO_EXPIRY and ttl <= 0:
+                continue  # expired while we read it
+            timeout = self._upper_timeout(
+                None if ttl is _NO_EXPIRY or ttl is None else ttl
+            )
+            groups.setdefault(timeout, {})[key] = value
+        if not groups:
+            return
+
+        def write() -> None:
+            for i in range(index - 1, -1, -1):
+                if i and not self._usable(i):
+                    continue
+                for timeout, data in groups.items():
+                    try:
+                        self._levels[i].set_many(data, timeout)
+                    except FAULTS as exc:
+                        self._fault(i, exc, "promote")
+                        break
+
+        self._co.promote(generation, write)
+
+    def get_many(
+        self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
+    ) -> dict[Any, Any]:
+        depth = self._depth(levels)
+        by_final: dict[str, Any] = {}
+        for key in keys:
+            by_final[self.make_and_validate_key(key, version=version)] = key
+        if not by_final:
+            return {}
+        co = self._co
+        if co.deadline <= _monotonic():
+            co.refresh(self._levels[-1])
+        generation = co.generation
+        found: dict[str, Any] = {}
+        missing = list(by_final)
+        for i in range(depth):
+            if i and not self._usable(i):
+                continue
+            start = _perf_ns()
+            try:
+                got = self._levels[i].get_many(missing)
+            except FAULTS as exc:
+                if i == 0:
+                    raise
+                self._fault(i, exc, "get_many")
+                continue
+            finally:
+                self._lat_ns[i] += _perf_ns() - start
+                self._lat_calls[i] += 1
+            if got:
+                self._hits[i] += len(got)
+                found.update(got)
+                if i:
+                    self._promote(i, got, generation)
+                missing = [k for k in missing if k not in got]
+                if not missing:
+                    break
+        self._misses[0] += len(missing)
+        return {by_final[k]: v for k, v in found.items()}
+
+    def has_key(
+        self, key: Any, version: Any = None, *, levels: int | None = None
+    ) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        co = self._co
+        if co.deadline <= _monotonic():
+            co.refresh(self._levels[-1])
+        for i in range(self._depth(levels)):
+            if i and not self._usable(i):
+                continue
+            try:
+                if self._levels[i].has_key(key):
+                    return True
+            except FAULTS as exc:
+                if i == 0:
+                    raise
+                self._fault(i, exc, "has_key")
+        return False
+
+    # -- writes ----------------------------------------------------------------------
+    def _write(self, op: str, keys: list[str], depth: int, call: Any) -> Any:
+        """Run ``call(level, index)`` lowest level first; return the lowest level's answer.
+
+        A level that is down is skipped and remembers ``keys`` as suspect. The generation
+        is bumped once the shared level is written, so concurrent promotions of the old
+        value are dropped, and the other processes are told afterwards.
+        """
+        result: Any = _MISSING
+        for i in range(depth - 1, -1, -1):
+            if i == 0:
+                self._co.local_write()
+                answer = call(self._levels[0], 0)
+            else:
+                if not self._usable(i):
+                    self._health[i].missed(keys)
+                    continue
+                try:
+                    answer = call(self._levels[i], i)
+                except FAULTS as exc:
+                    self._health[i].missed(keys)
+                    self._fault(i, exc, op)
+                    continue
+            if result is _MISSING:
+                result = answer
+        self._publish(keys)
+        return result
+
+    def _publish(self, keys: list[str]) -> None:
+        if self._co.kind != "redis" or not self._usable(self._last):
+            return
+        try:
+            self._co.publish(keys)
+        except FAULTS as exc:
+            self._fault(self._last, exc, "publish")
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+        *,
+        levels: int | None = None,
+    ) -> None:
+        key = self.make_and_validate_key(key, version=version)
+        low, high = self._timeouts(timeout)
+        last = self._last
+
+        def call(level: BaseCache, i: int) -> None:
+            level.set(key, value, low if i == last else high)
+
+        self._write("set", [key], self._depth(levels), call)
+
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        low, high = self._timeouts(timeout)
+        # The lowest working level decides atomically; the levels above follow it.
+        decided: bool | None = None
+        for i in range(self._last, -1, -1):
+            if i and not self._usable(i):
+                self._health[i].missed([key])
+                continue
+            level = self._levels[i]
+            try:
+                if decided is None:
+                    if i == 0:
+                        self._co.local_write()
+                    decided = level.add(key, value, low if i == self._last else high)
+                    if decided and i:
+                        self._co.local_write()
+                elif decided:
+                    level.set(key, value, high)
+                else:
+                    level.delete(key)  # whatever it holds may be older than the winner
+            except FAULTS as exc:
+                if i == 0:
+                    raise
+                self._health[i].missed([key])
+                self._fault(i, exc, "add")
+        if decided:
+            self._publish([key])
+        return bool(decided)
+
+    def touch(
+        self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        low, high = self._timeouts(timeout)
+        last = self._last
+
+        def call(level: BaseCache, i: int) -> bool:
+            return level.touch(key, low if i == last else high)
+
+        return bool(self._write("touch", [key], len(self._levels), call))
+
+    def delete(
+        self, key: Any, version: Any = None, *, levels: int | None = None
+    ) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        answers: list[bool] = []
+
+        def call(level: BaseCache, i: int) -> bool:
+            answer = bool(level.delete(key))
+            answers.append(answer)
+            return answer
+
+        self._write("delete", [key], self._depth(levels), call)
+        return any(answers)
+
+    def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
+        key = self.make_and_validate_key(key, version=version)
+        # Atomic on the lowest working level; the copies above are dropped, not
+        # rewritten, so they are refilled with that level's own TTL.
+        for i in range(self._last, -1, -1):
+            if i and not self._usable(i):
+                continue
+            try:
+                if i == 0 and self._last:
+                    value = self._incr_l1(key, delta)
+                else:
+                    value = self._levels[i].incr(key, delta)
+            except FAULTS as exc:
+                if i == 0:
+                    raise
+                self._fault(i, exc, "incr")
+                continue
+            for j in range(self._last, -1, -1):
+                if j == i:
+                    continue
+                if j > i:
+                    self._health[j].missed([key])
+                    continue
+                if j and not self._usable(j):
+                    self._health[j].missed([key])
+                    continue
+                try:
+                    self._levels[j].delete(key)
+                except FAULTS as exc:
+                    self._health[j].missed([key])
+                    self._fault(j, exc, "incr")
+            self._co.local_write()
+            self._publish([key])
+            return value
+        raise AssertionError("unreachable: level 0 is always tried")
+
+    def _incr_l1(self, key: str, delta: int) -> Any:
+        """Every lower level is down: count in L1 (bounded by L1_MAX_TTL) rather than fail."""
+        self._co.local_write()
+        return self._l1.incr(key, delta)
+
+    def set_many(
+        self,
+        data: dict[Any, Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+        *,
+        levels: int | None = None,
+    ) -> list[Any]:
+        by_final = {self.make_and_validate_key(k, version=version): k for k in data}
+        finals = {final: data[key] for final, key in by_final.items()}
+        if not finals:
+            return []
+        low, high = self._timeouts(timeout)
+        last = self._last
+
+        def call(level: BaseCache, i: int) -> list[Any]:
+            return level.set_many(finals, low if i == last else high) or []
+
+        failed = self._write("set_many", list(finals), self._depth(levels), call)
+        return [by_final.get(k, k) for k in failed or []]
+
+    def delete_many(
+        self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
+    ) -> None:
+        finals = [self.make_and_validate_key(k, version=version) for k in keys]
+        if not finals:
+            return
+
+        def call(level: BaseCache, i: int) -> None:
+            level.delete_many(finals)
+
+        self._write("delete_many", finals, self._depth(levels), call)
+
+    def clear(self) -> None:
+        for i in range(self._last, 0, -1):
+            if not self._usable(i):
+                self._health[i].missed_clear()
+                continue
+            try:
+                self._levels[i].clear()
+            except FAULTS as exc:
+                self._health[i].missed_clear()
+                self._fault(i, exc, "clear")
+        self._co.flush()
+        if self._co.kind == "redis" and self._usable(self._last):
+            try:
+                self._co.publish_clear()
+            except FAULTS as exc:
+                self._fault(self._last, exc, "publish")
+
+    def close(self, **kwargs: Any) -> None:
+        for level in self._levels:
+            level.close(**kwargs)
+
+    # -- introspection ---------------------------------------------------------------
+    @property
+    def levels(self) -> tuple[BaseCache, ...]:
+        """The level backends, fastest first (they take final keys: see the module doc)."""
+        return tuple(self._levels)
+
+    def stats(self) -> dict[str, Any]:
+        """Hits per level, misses, latency per level, errors: summed over this process's threads."""
+        n = len(self._levels)
+        hits = [0] * n
+        lat = [0] * n
+        calls = [0] * n
+        misses = 0
+        for inst in _INSTANCES.get(self._name, _WeakList()).items():
+            misses += inst._misses[0]
+            for i in range(n):
+                hits[i] += inst._hits[i]
+                lat[i] += inst._lat_ns[i]
+                calls[i] += inst._lat_calls[i]
+        now = _monotonic()
+        levels = []
+        for i in range(n):
+            health = self._health[i]
+            levels.append(
+                {
+                    "level": self._labels[i],
+                    "hits": hits[i],
+                    "calls": calls[i],
+                    "mean_latency_ns": lat[i] // calls[i] if calls[i] else None,
+                    "errors": health.errors,
+                    "down": health.down_until != 0.0 and now < health.down_until,
+                    "recoveries": health.recoveries,
+                    "pending_repairs": len(health.suspects)
+                    + (1 if health.clear_pending else 0),
+                    "last_error": health.last_error or None,
+                }
+            )
+        total_hits = sum(hits)
+        lookups = total_hits + misses
+        return {
+            "hits": total_hits,
+            "misses": misses,
+            "hit_rate": total_hits / lookups if lookups else 0.0,
+            "errors": sum(h.errors for h in self._health),
+            "levels": levels,
+            "coherence": self._co.snapshot(),
+        }
+
+
+def _no_validation(key: Any) -> None:
+    return None
+
+
+class _WeakList:
+    """The live backend instances of one configuration (one per thread)."""
+
+    def __init__(self) -> None:
+        import weakref
+
+        self._refs: weakref.WeakSet[MultiLevelCache] = weakref.WeakSet()
+
+    def add(self, inst: MultiLevelCache) -> None:
+        self._refs.add(inst)
+
+    def items(self) -> list[MultiLevelCache]:
+        return list(self._refs)
+
+
+_INSTANCES: dict[str, _WeakList] = {}
+
+_NO_EXPIRY = object()
+
+
+def _redis_url(level: BaseCache) -> str | None:
+    """The URL of a Redis-backed level (Django's RedisCache, django-redis), else None."""
+    servers = getattr(level, "_servers", None)
+    if isinstance(servers, list | tuple) and servers:
+        first = servers[0]
+        if isinstance(first, str) and first.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            return first
+    return None
+
+
+def _redis_options(level: BaseCache) -> dict[str, Any]:
+    options: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
+    return options
+
+
+def _remaining_ttls(level: BaseCache, keys: list[str]) -> dict[str, Any]:
+    """Remaining TTL in seconds per key; ``_NO_EXPIRY`` for none; absent when unknown."""
+    ttl = getattr(level, "ttl", None)
+    if callable(ttl):
+        out: dict[str, Any] = {}
+        for key in keys:
+            value = ttl(key)
+            out[key] = _NO_EXPIRY if value is None else float(value)
+        return out
+    cache = getattr(level, "_cache", None)
+    get_client = getattr(cache, "get_client", None)
+    if get_client is not None and _redis_url(level):
+        client = get_client(keys[0])
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.pttl(key)
+        out = {}
+        for key, ms in zip(keys, pipe.execute(), strict=True):
+            if ms == -1:
+                out[key] = _NO_EXPIRY
+            elif ms >= 0:
+                out[key] = ms / 1000.0
+            else:
+                out[key] = 0.0  # gone meanwhile
+        return out
+    expire_info = getattr(level, "_expire_info", None)  # Django's LocMemCache
+    if isinstance(expire_info, dict):
+        now = time.time()
+        out = {}
+        for key in keys:
+            exp = expire_info.get(key, _MISSING)
+            if exp is _MISSING:
+                continue
+            out[key] = _NO_EXPIRY if exp is None else exp - now
+        return out
+    return {}
