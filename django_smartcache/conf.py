@@ -1,0 +1,133 @@
+"""The ``SMARTCACHE`` setting: documented defaults, validation, a cached accessor.
+
+Read through :func:`get_config`, cached until ``setting_changed`` clears it (so
+``override_settings`` works), the pattern django-debug-toolbar uses. A wrong value
+raises ``ImproperlyConfigured`` naming the option. Keys other parts of the project
+read are passed through unchanged; each part validates its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+ALL = "__all__"
+
+#: Every option of the tagging and invalidation machinery, with its default.
+DEFAULTS: dict[str, Any] = {
+    # Models whose writes invalidate their tags: "__all__" or a list of
+    # "app_label" / "app_label.ModelName" labels.
+    "MODELS": ALL,
+    # Per-model (or per-app) opt-out, same label forms as MODELS.
+    "EXCLUDE_MODELS": (),
+    # Observe the SQL Django executes (connection.execute_wrappers) to catch
+    # QuerySet.update()/delete(), bulk_create(), bulk_update() and raw SQL.
+    "WATCH_SQL": True,
+    # Cache aliases that module-level invalidation reaches: "__all__" (every alias
+    # whose backend supports tags) or a list of aliases.
+    "TAG_CACHES": ALL,
+    # Lifetime in seconds of a tag's version key; None keeps it until the backend
+    # evicts it. Losing a version key only turns its entries into misses.
+    "TAG_VERSION_TIMEOUT": None,
+    # Prefix of the reserved keys holding tag versions (before KEY_PREFIX/VERSION).
+    "TAG_KEY_PREFIX": "smartcache.tag:",
+}
+
+
+def _labels(name: str, value: Any, allow_all: bool) -> Any:
+    if allow_all and value == ALL:
+        return ALL
+    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+        raise ImproperlyConfigured(
+            f"SMARTCACHE[{name!r}] must be "
+            + ('"__all__" or ' if allow_all else "")
+            + f"a list of labels, not {value!r}"
+        )
+    for label in value:
+        if not isinstance(label, str) or not label or label.count(".") > 1:
+            raise ImproperlyConfigured(
+                f"SMARTCACHE[{name!r}] holds {label!r}: use 'app_label' or 'app_label.ModelName'"
+            )
+    return tuple(label.lower() for label in value)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ImproperlyConfigured(
+            f"SMARTCACHE[{name!r}] must be True or False, not {value!r}"
+        )
+    return value
+
+
+def _aliases(name: str, value: Any) -> Any:
+    if value == ALL:
+        return ALL
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ImproperlyConfigured(
+            f'SMARTCACHE[{name!r}] must be "__all__" or a list of CACHES aliases, not {value!r}'
+        )
+    unknown = [alias for alias in value if alias not in settings.CACHES]
+    if unknown:
+        raise ImproperlyConfigured(
+            f"SMARTCACHE[{name!r}] names unknown CACHES aliases {unknown!r}"
+        )
+    return tuple(value)
+
+
+def _timeout(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ImproperlyConfigured(
+            f"SMARTCACHE[{name!r}] must be a positive number of seconds or None, not {value!r}"
+        )
+    return value
+
+
+def _prefix(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
+        raise ImproperlyConfigured(
+            f"SMARTCACHE[{name!r}] must be a non-empty str without spaces"
+        )
+    return value
+
+
+VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "MODELS": lambda n, v: _labels(n, v, allow_all=True),
+    "EXCLUDE_MODELS": lambda n, v: _labels(n, v, allow_all=False),
+    "WATCH_SQL": _bool,
+    "TAG_CACHES": _aliases,
+    "TAG_VERSION_TIMEOUT": _timeout,
+    "TAG_KEY_PREFIX": _prefix,
+}
+
+
+@functools.cache
+def get_config() -> dict[str, Any]:
+    """The validated ``SMARTCACHE`` options merged over :data:`DEFAULTS`."""
+    user = getattr(settings, "SMARTCACHE", {})
+    if not isinstance(user, dict):
+        raise ImproperlyConfigured(
+            f"SMARTCACHE must be a dict, not {type(user).__name__}"
+        )
+    config = {**DEFAULTS, **user}
+    for name, validate in VALIDATORS.items():
+        config[name] = validate(name, config[name])
+    return config
+
+
+def get(name: str) -> Any:
+    """One option's value (validated)."""
+    return get_config()[name]
+
+
+@receiver(setting_changed, dispatch_uid="django_smartcache.conf.reset")
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("SMARTCACHE", "CACHES"):
+        get_config.cache_clear()

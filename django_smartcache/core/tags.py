@@ -1,0 +1,148 @@
+"""Tag names, version tokens and the envelope a tagged value is stored in.
+
+Pure data: the Django-facing mechanism in ``django_smartcache.tagging`` stores a
+:class:`Tagged` envelope holding the value and the version of every tag (and the
+write id of every key it depends on) seen at write time. A read is valid only if
+each recorded version still equals the current one; a missing version never does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Hashable, Iterable, Mapping
+
+#: Tag names go into cache keys: keep them short and free of whitespace and
+#: control characters (memcached's rules, which Django warns about too).
+MAX_TAG_LENGTH = 200
+
+
+class InvalidTag(ValueError):
+    """A tag name that cannot be used as (part of) a cache key."""
+
+
+def validate_tag(tag: object) -> str:
+    """Return ``tag`` if it is a usable tag name, else raise :class:`InvalidTag`."""
+    if not isinstance(tag, str):
+        raise InvalidTag(f"tags must be str, not {type(tag).__name__}: {tag!r}")
+    if not tag or len(tag) > MAX_TAG_LENGTH:
+        raise InvalidTag(f"tag length must be 1..{MAX_TAG_LENGTH}: {tag!r}")
+    if any(ch.isspace() or ord(ch) < 33 or ord(ch) == 127 for ch in tag):
+        raise InvalidTag(f"tags may not contain whitespace or control chars: {tag!r}")
+    return tag
+
+
+def normalize_tags(tags: Iterable[object] | None) -> tuple[str, ...]:
+    """Validated, de-duplicated tags in first-seen order (a str is one tag)."""
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        tags = (tags,)
+    seen: dict[str, None] = {}
+    for tag in tags:
+        seen[validate_tag(tag)] = None
+    return tuple(seen)
+
+
+def new_version() -> str:
+    """A version token that is never reused: nanosecond clock + 64 random bits.
+
+    Comparing with a fresh token is what makes a lost (evicted, expired, flushed)
+    version key safe: entries recorded against the old token can never match again.
+    """
+    return f"{time.time_ns():x}.{os.urandom(8).hex()}"
+
+
+class Tagged:
+    """A stored value with the tag versions (and dependency write ids) it was valid for.
+
+    ``versions`` maps a tag to the version current when the value was written.
+    ``deps`` maps a dependency key (as made by the backend) to the write id, or the
+    digest of the value, the dependency had then. ``wid`` identifies this write so
+    that entries depending on this one can tell when it was replaced.
+    """
+
+    __slots__ = ("deps", "value", "versions", "wid")
+
+    def __init__(
+        self,
+        value: object,
+        versions: Mapping[str, str],
+        deps: Mapping[str, str] | None = None,
+        wid: str | None = None,
+    ) -> None:
+        self.value = value
+        self.versions = dict(versions)
+        self.deps = dict(deps or {})
+        self.wid = wid or new_version()
+
+    def __getstate__(self) -> tuple[object, dict[str, str], dict[str, str], str]:
+        return (self.value, self.versions, self.deps, self.wid)
+
+    def __setstate__(
+        self, state: tuple[object, dict[str, str], dict[str, str], str]
+    ) -> None:
+        self.value, self.versions, self.deps, self.wid = state
+
+    def __repr__(self) -> str:
+        return f"Tagged({self.value!r}, versions={self.versions!r}, deps={self.deps!r})"
+
+    def is_current(self, current: Mapping[str, object]) -> bool:
+        """True if every recorded version equals ``current[tag]`` (absent never does)."""
+        return all(current.get(tag) == ver for tag, ver in self.versions.items())
+
+
+class TagIndex:
+    """tag -> resident keys and key -> tags, for a backend that frees bytes on invalidation.
+
+    Bounded by the resident keys: the owner calls :meth:`discard` whenever a key
+    leaves (delete, expiry, eviction), so nothing outlives the entries it indexes.
+    Not thread-safe on its own: call it under the store's lock.
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[str, set[Hashable]] = {}
+        self._tags: dict[Hashable, tuple[str, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    @property
+    def tag_count(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: Hashable, tags: Iterable[str]) -> None:
+        """Record that resident ``key`` carries ``tags`` (replacing earlier tags)."""
+        self.discard(key)
+        tags = tuple(tags)
+        if not tags:
+            return
+        self._tags[key] = tags
+        for tag in tags:
+            self._keys.setdefault(tag, set()).add(key)
+
+    def discard(self, key: Hashable) -> None:
+        """Forget ``key``; a tag left with no keys is forgotten too."""
+        for tag in self._tags.pop(key, ()):
+            keys = self._keys.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._keys[tag]
+
+    def pop_tag(self, tag: str) -> set[Hashable]:
+        """Forget ``tag`` and return the keys that carried it (also forgotten)."""
+        keys = self._keys.pop(tag, set())
+        for key in keys:
+            for other in self._tags.pop(key, ()):
+                if other != tag:
+                    siblings = self._keys.get(other)
+                    if siblings is not None:
+                        siblings.discard(key)
+                        if not siblings:
+                            del self._keys[other]
+        return keys
+
+    def clear(self) -> None:
+        self._keys.clear()
+        self._tags.clear()
