@@ -82,13 +82,19 @@ class LRUPolicy:
 
 PolicyFactory = Callable[[int], Policy]
 
-#: Policies selectable by name (``OPTIONS["POLICY"]``); more are registered below as built.
+# Imported here, not at the top: those modules are policies, this one is the registry.
+from .s3fifo import S3FIFOPolicy  # noqa: E402
+from .tinylfu import TinyLFUPolicy  # noqa: E402
+
+#: Policies selectable by name (``OPTIONS["POLICY"]``); see ``docs/eviction.md``.
 POLICIES: dict[str, PolicyFactory] = {
     "lru": LRUPolicy,
+    "s3fifo": S3FIFOPolicy,
+    "tinylfu": TinyLFUPolicy,
 }
 
-#: The policy used when none is named.
-DEFAULT_POLICY = "lru"
+#: The policy used when none is named: adaptive W-TinyLFU (see ``docs/eviction.md``).
+DEFAULT_POLICY = "tinylfu"
 
 
 def make_policy(name: str, capacity: int) -> Policy:

@@ -1,0 +1,392 @@
+"""Adaptive W-TinyLFU: a recency window in front of a frequency-filtered SLRU.
+
+The layout and the admission rule are Caffeine's (``BoundedLocalCache``):
+
+* new keys enter a small LRU *window*; when it overflows, its oldest keys move to the
+  tail of the *probation* segment of the main SLRU as *candidates*;
+* while the cache is over budget, the newest candidate is compared with the oldest key
+  of probation (the *victim*): the one asked for less often lately leaves. A candidate
+  may need several victims when weights differ (``evictFromMain``);
+* a hit in probation promotes the key to *protected* (80% of main); protected's
+  overflow is demoted back to probation;
+* every ``10 x capacity`` accesses the counts are halved ("aging") and a hill climber
+  moves the window/main split in the direction that raised the hit rate of the last
+  sample (``climb()``/``determineAdjustment``): a big window suits recency-biased
+  workloads, a small one frequency-biased ones.
+
+Frequencies: a :class:`~.sketch.FrequencySketch` remembers keys that are not resident;
+a resident key carries its own exact count in its node (saturating at 15 and halved
+lazily at each aging epoch), which is handed back to the sketch when it leaves. So a
+cache hit costs one dict lookup, a counter bump and one ``move_to_end`` instead of four
+hashed sketch updates.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict, deque
+from collections.abc import Hashable
+from typing import Any
+
+from .sketch import MAX_COUNT, FrequencySketch
+
+__all__ = ["TinyLFUPolicy"]
+
+# A node is a small list: [segment, weight, count, epoch]. Lists, not objects: the
+# attribute-free indexing keeps ``record_hit`` within its budget.
+_SEG, _WEIGHT, _COUNT, _EPOCH = 0, 1, 2, 3
+
+#: Share of the main segment given to protected (Caffeine: ``PERCENT_MAIN_PROTECTED``).
+PROTECTED_SHARE = 0.80
+#: Initial window share of the capacity (Caffeine: ``1 - PERCENT_MAIN``).
+WINDOW_SHARE = 0.01
+#: Hill climber: first step and restart step, as a share of the capacity.
+STEP_SHARE = 0.0625
+#: Hill climber: each step is this much smaller than the previous one...
+STEP_DECAY = 0.98
+#: ...until the hit rate moves by this much, which restarts big steps.
+RESTART_THRESHOLD = 0.05
+#: Accesses per sample (aging period and climber sample), per tracked key.
+SAMPLE_FACTOR = 10
+#: Floor of the keys a sample is sized for, so an empty cache does not age every access.
+MIN_SAMPLE_KEYS = 16
+#: A candidate at least this popular is admitted at random now and then (1 in 128), so
+#: an attacker cannot pin a victim by hammering colliding keys (Caffeine's hash-DoS guard).
+ADMIT_HASHDOS_THRESHOLD = 6
+#: Most entries moved between window and main per climb step (Caffeine's transfer cap).
+TRANSFER_LIMIT = 1000
+
+Node = list[Any]
+
+
+class TinyLFUPolicy:
+    """Window TinyLFU with Caffeine's hill-climbing window (``adaptive=False``: fixed 1%)."""
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        adaptive: bool = True,
+        doorkeeper: bool = False,
+        window_share: float = WINDOW_SHARE,
+        seed: int = 0,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.adaptive = adaptive
+        self._nodes: dict[Hashable, Node] = {}
+        self._window: OrderedDict[Hashable, Node] = OrderedDict()
+        self._probation: OrderedDict[Hashable, Node] = OrderedDict()
+        self._protected: OrderedDict[Hashable, Node] = OrderedDict()
+        self._candidates: deque[Hashable] = deque()
+        self._sketch = FrequencySketch(16, doorkeeper=doorkeeper)
+        self._random = random.Random(seed)
+        self._window_share = window_share
+        self._epoch = 0
+        self._last_miss: Hashable | None = None
+        self._hits = 0
+        self._misses = 0
+        self.window_weight = 0
+        self.protected_weight = 0
+        self.probation_weight = 0
+        self.resize(capacity)
+
+    # -- sizing ------------------------------------------------------------------
+
+    def resize(self, capacity: int) -> None:
+        """Set the capacity; the window restarts at its initial share (Caffeine does too)."""
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.window_max = max(1, capacity - int((1.0 - self._window_share) * capacity))
+        self.protected_max = int(PROTECTED_SHARE * (capacity - self.window_max))
+        self._step = -STEP_SHARE * capacity
+        self._previous_rate = 0.0
+        self._hits = self._misses = 0
+        self._sample = SAMPLE_FACTOR * max(len(self._nodes), MIN_SAMPLE_KEYS)
+        self._demote()
+
+    @property
+    def main_max(self) -> int:
+        return self.capacity - self.window_max
+
+    @property
+    def weight(self) -> int:
+        """The resident weight the policy accounts for."""
+        return self.window_weight + self.probation_weight + self.protected_weight
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._nodes
+
+    # -- frequency ---------------------------------------------------------------
+
+    def _count(self, node: Node) -> int:
+        """A resident key's count, halved once per aging epoch it missed."""
+        lag = self._epoch - node[_EPOCH]
+        if lag:
+            node[_COUNT] >>= min(lag, 8)
+            node[_EPOCH] = self._epoch
+        count: int = node[_COUNT]
+        return count
+
+    def frequency(self, key: Hashable) -> int:
+        """How often ``key`` was accessed lately (exact if resident, estimated if not)."""
+        node = self._nodes.get(key)
+        return self._count(node) if node is not None else self._sketch.frequency(key)
+
+    def _age(self) -> None:
+        """End of a sample: halve all counts and let the climber move the window."""
+        self._sketch.reset()
+        self._epoch += 1
+        if self.adaptive:
+            self._climb()
+        self._hits = self._misses = 0
+        self._sample = SAMPLE_FACTOR * max(len(self._nodes), MIN_SAMPLE_KEYS)
+
+    # -- the Policy protocol -----------------------------------------------------
+
+    def record_hit(self, key: Hashable) -> None:
+        node = self._nodes[key]
+        lag = self._epoch - node[3]
+        count = node[2]
+        if lag:
+            count >>= min(lag, 8)
+            node[3] = self._epoch
+        if count < MAX_COUNT:
+            count += 1
+        node[2] = count
+        self._hits += 1
+        segment = node[0]
+        if segment is self._probation:
+            self._promote(key, node)
+        else:
+            segment.move_to_end(key)
+
+    def record_miss(self, key: Hashable) -> None:
+        self._sketch.increment(key)
+        self._last_miss = key
+        self._misses += 1
+        if self._hits + self._misses >= self._sample:
+            self._age()
+
+    def insert(self, key: Hashable, weight: int) -> None:
+        sketch = self._sketch
+        if key != self._last_miss:
+            sketch.increment(key)  # a write without a read first: count it once
+        self._last_miss = None
+        node = [self._window, weight, sketch.frequency(key), self._epoch]
+        self._nodes[key] = node
+        self._window[key] = node
+        self.window_weight += weight
+        self._candidates.clear()
+        if len(self._nodes) > sketch.expected_keys:
+            sketch.ensure_capacity(len(self._nodes))
+
+    def update(self, key: Hashable, weight: int) -> None:
+        node = self._nodes[key]
+        delta = weight - node[_WEIGHT]
+        node[_WEIGHT] = weight
+        segment = node[_SEG]
+        if segment is self._window:
+            self.window_weight += delta
+        elif segment is self._probation:
+            self.probation_weight += delta
+        else:
+            self.protected_weight += delta
+        self.record_hit(key)
+        self._hits -= 1  # a write is an access, not a read hit for the climber
+
+    def remove(self, key: Hashable) -> None:
+        self._forget(key, self._nodes[key])
+
+    def evict(self) -> Hashable:
+        self._drain_window()
+        candidate = self._next_candidate()
+        probation = self._probation
+        victim = next(iter(probation)) if probation else None
+        if candidate is None and victim is None:
+            # Only protected (and maybe window) keys left: take the oldest.
+            source = self._protected or self._window
+            victim = next(iter(source))
+        if victim is None or candidate == victim:
+            assert candidate is not None
+            return self._evict_candidate(candidate)
+        if candidate is None:
+            self._forget(victim, self._nodes[victim])
+            return victim
+        nodes = self._nodes
+        cnode, vnode = nodes[candidate], nodes[victim]
+        if cnode[_WEIGHT] > self.capacity or not self._admit(cnode, vnode):
+            return self._evict_candidate(candidate)
+        if self._candidates and self._candidates[-1] == candidate:
+            self._candidates.pop()  # admitted: the next victim faces the next candidate
+        self._forget(victim, vnode)
+        return victim
+
+    def clear(self) -> None:
+        for key in list(self._nodes):
+            self._sketch.record(key, self._count(self._nodes[key]))
+        self._nodes.clear()
+        self._window.clear()
+        self._probation.clear()
+        self._protected.clear()
+        self._candidates.clear()
+        self.window_weight = self.probation_weight = self.protected_weight = 0
+
+    # -- internals ---------------------------------------------------------------
+
+    def _promote(self, key: Hashable, node: Node) -> None:
+        """A probation hit: move to protected, demoting protected's overflow."""
+        del self._probation[key]
+        weight = node[_WEIGHT]
+        self.probation_weight -= weight
+        node[_SEG] = self._protected
+        self._protected[key] = node
+        self.protected_weight += weight
+        if self.protected_weight > self.protected_max:
+            self._demote()
+
+    def _demote(self) -> None:
+        protected, probation = self._protected, self._probation
+        while self.protected_weight > self.protected_max and protected:
+            key, node = protected.popitem(last=False)
+            weight = node[_WEIGHT]
+            self.protected_weight -= weight
+            node[_SEG] = probation
+            probation[key] = node
+            self.probation_weight += weight
+
+    def _drain_window(self) -> None:
+        """Move the window's overflow to probation's tail, as admission candidates."""
+        window, probation, candidates = self._window, self._probation, self._candidates
+        while self.window_weight > self.window_max and window:
+            key, node = window.popitem(last=False)
+            weight = node[_WEIGHT]
+            self.window_weight -= weight
+            node[_SEG] = probation
+            probation[key] = node
+            self.probation_weight += weight
+            candidates.append(key)
+
+    def _next_candidate(self) -> Hashable | None:
+        """The newest candidate still in probation, else the window's oldest key."""
+        candidates, nodes, probation = self._candidates, self._nodes, self._probation
+        while candidates:
+            key = candidates[-1]
+            node = nodes.get(key)
+            if node is not None and node[_SEG] is probation:
+                return key
+            candidates.pop()
+        if self._window:
+            return next(iter(self._window))
+        return None
+
+    def _evict_candidate(self, key: Hashable) -> Hashable:
+        if self._candidates and self._candidates[-1] == key:
+            self._candidates.pop()
+        self._forget(key, self._nodes[key])
+        return key
+
+    def _admit(self, candidate: Node, victim: Node) -> bool:
+        """TinyLFU admission: the candidate must be more popular than the victim."""
+        candidate_count = self._count(candidate)
+        if candidate_count > self._count(victim):
+            return True
+        if candidate_count >= ADMIT_HASHDOS_THRESHOLD:
+            return (self._random.getrandbits(7)) == 0
+        return False
+
+    def _forget(self, key: Hashable, node: Node) -> None:
+        """Drop ``key`` from its segment, handing its count back to the sketch."""
+        del self._nodes[key]
+        segment = node[_SEG]
+        del segment[key]
+        weight = node[_WEIGHT]
+        if segment is self._window:
+            self.window_weight -= weight
+        elif segment is self._probation:
+            self.probation_weight -= weight
+        else:
+            self.protected_weight -= weight
+        self._sketch.record(key, self._count(node))
+
+    # -- hill climbing (Caffeine's climb / determineAdjustment) ------------------
+
+    def _climb(self) -> None:
+        requests = self._hits + self._misses
+        if not requests:
+            return
+        rate = self._hits / requests
+        change = rate - self._previous_rate
+        amount = self._step if change >= 0 else -self._step
+        if abs(change) >= RESTART_THRESHOLD:
+            self._step = STEP_SHARE * self.capacity * (1 if amount >= 0 else -1)
+        else:
+            self._step = STEP_DECAY * amount
+        self._previous_rate = rate
+        adjustment = int(amount)
+        if adjustment > 0:
+            self._increase_window(adjustment)
+        elif adjustment < 0:
+            self._decrease_window(-adjustment)
+
+    def _increase_window(self, amount: int) -> None:
+        """Give ``amount`` of protected's share to the window, moving main's oldest keys."""
+        if self.protected_max <= 0:
+            return
+        quota = min(amount, self.protected_max)
+        self.protected_max -= quota
+        self.window_max += quota
+        self._demote()
+        probation, protected, window = self._probation, self._protected, self._window
+        for _ in range(TRANSFER_LIMIT):
+            source = probation
+            key = next(iter(probation), None)
+            if key is None or quota < probation[key][_WEIGHT]:
+                source = protected
+                key = next(iter(protected), None)
+            if key is None:
+                break
+            node = source[key]
+            weight = node[_WEIGHT]
+            if quota < weight:
+                break
+            quota -= weight
+            del source[key]
+            if source is probation:
+                self.probation_weight -= weight
+            else:
+                self.protected_weight -= weight
+            node[_SEG] = window
+            window[key] = node
+            self.window_weight += weight
+        self.protected_max += quota
+        self.window_max -= quota
+
+    def _decrease_window(self, amount: int) -> None:
+        """Give ``amount`` of the window's share to protected, moving the window's oldest."""
+        if self.window_max <= 1:
+            return
+        quota = min(amount, self.window_max - 1)
+        self.protected_max += quota
+        self.window_max -= quota
+        window, probation = self._window, self._probation
+        for _ in range(TRANSFER_LIMIT):
+            key = next(iter(window), None)
+            if key is None:
+                break
+            node = window[key]
+            weight = node[_WEIGHT]
+            if quota < weight:
+                break
+            quota -= weight
+            del window[key]
+            self.window_weight -= weight
+            node[_SEG] = probation
+            probation[key] = node
+            self.probation_weight += weight
+        self.protected_max -= quota
+        self.window_max += quota
