@@ -1,0 +1,317 @@
+"""MultiLevelCache in one process: read-through, promotion TTLs, consistent writes, options.
+
+Every level is a real backend: SmartCache, Django's LocMemCache and FileBasedCache, and
+Django's RedisCache on a real redis-server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.exceptions import ImproperlyConfigured
+
+from django_smartcache.backends.multilevel import MultiLevelCache
+
+SMART = "django_smartcache.backends.SmartCache"
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+FILES = "django.core.cache.backends.filebased.FileBasedCache"
+REDIS = "django.core.cache.backends.redis.RedisCache"
+
+_names = itertools.count()
+
+
+class CountingLocMem(LocMemCache):
+    """A real LocMemCache that counts batch reads (as Django's tests keep helper backends)."""
+
+    get_many_calls: list[list[str]]
+
+    def get_many(self, keys: Any, version: Any = None) -> dict[Any, Any]:
+        keys = list(keys)
+        self.get_many_calls.append(keys)
+        return super().get_many(keys, version=version)
+
+
+def _unique() -> str:
+    return f"ml-test-{time.monotonic_ns()}-{next(_names)}"
+
+
+def make(levels: list[Any], **options: Any) -> MultiLevelCache:
+    # A unique prefix per cache keeps module-level L1 stores of different tests apart.
+    return MultiLevelCache(
+        "", {"KEY_PREFIX": _unique(), "OPTIONS": {"LEVELS": levels, **options}}
+    )
+
+
+@pytest.fixture
+def two_local() -> MultiLevelCache:
+    return make(
+        [{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}],
+        L1_MAX_TTL=1000,
+    )
+
+
+def test_l1_hit_and_l2_promotion(two_local: MultiLevelCache) -> None:
+    cache = two_local
+    l1, l2 = cache.levels
+    cache.set("k", {"v": 1}, 60)
+    key = cache.make_key("k")
+    assert l1.get(key) == {"v": 1}
+    assert l2.get(key) == {"v": 1}
+    assert cache.get("k") == {"v": 1}
+
+    l1.delete(key)
+    assert cache.get("k") == {"v": 1}  # from L2
+    assert l1.get(key) == {"v": 1}  # promoted
+    assert cache.get("missing", "dflt") == "dflt"
+    stats = cache.stats()
+    assert [level["hits"] for level in stats["levels"]] == [1, 1]
+    assert stats["misses"] == 1
+    assert stats["levels"][1]["timed_calls"] == 2
+    assert stats["levels"][1]["mean_latency_ns"] > 0
+
+
+def test_promotion_keeps_the_remaining_ttl(two_local: MultiLevelCache) -> None:
+    cache = two_local
+    l1, l2 = cache.levels
+    key = cache.make_key("k")
+    l2.set(key, "v", 50)
+    before = time.time()
+    assert cache.get("k") == "v"
+    # SmartCache's store keeps monotonic expiry; the L2 (LocMem) one is wall-clock.
+    entry = l1._store._data[key]
+    remaining = entry[1] - time.monotonic()
+    assert 0 < remaining <= 50 - (time.time() - before) + 0.01
+    assert remaining > 45
+
+
+def test_promotion_is_capped_by_l1_max_ttl() -> None:
+    cache = make(
+        [
+            {"BACKEND": LOCMEM, "LOCATION": _unique()},
+            {"BACKEND": LOCMEM, "LOCATION": _unique()},
+        ],
+        L1_MAX_TTL=2,
+    )
+    l1, l2 = cache.levels
+    key = cache.make_key("k")
+    l2.set(key, "v", None)
+    assert cache.get("k") == "v"
+    assert 0 < l1._expire_info[key] - time.time() <= 2
+    cache.set("k2", "v2", None)
+    key2 = cache.make_key("k2")
+    assert l2._expire_info[key2] is None  # the persistent level keeps "forever"
+    assert 0 < l1._expire_info[key2] - time.time() <= 2
+
+
+@pytest.mark.redis
+def test_promotion_from_redis_uses_pttl(redis_url: str) -> None:
+    cache = make(
+        [
+            {"BACKEND": LOCMEM, "LOCATION": _unique()},
+            {"BACKEND": REDIS, "LOCATION": redis_url},
+        ],
+        L1_MAX_TTL=1000,
+        COHERENCE="none",
+    )
+    l1, l2 = cache.levels
+    key = cache.make_key("k")
+    l2.set(key, "v", 30)
+    assert cache.get("k") == "v"
+    assert 25 < l1._expire_info[key] - time.time() <= 30
+    assert cache.get_many(["k", "nope"]) == {"k": "v"}
+
+
+def test_get_many_asks_each_lower_level_once() -> None:
+    l2_location, l3_location = _unique(), _unique()
+    cache = make(
+        [
+            {"BACKEND": SMART},
+            {
+                "BACKEND": "tests.backends.test_multilevel.CountingLocMem",
+                "LOCATION": l2_location,
+            },
+            {
+                "BACKEND": "tests.backends.test_multilevel.CountingLocMem",
+                "LOCATION": l3_location,
+            },
+        ],
+        L1_MAX_TTL=1000,
+    )
+    l1, l2, l3 = cache.levels
+    l2.get_many_calls = []
+    l3.get_many_calls = []
+    keys = {name: cache.make_key(name) for name in "abcdef"}
+    l1.set(keys["a"], 1)
+    l2.set(keys["b"], 2)
+    l2.set(keys["c"], 3)
+    l3.set(keys["d"], 4)
+    assert cache.get_many(list("abcdef")) == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert l2.get_many_calls == [[keys[k] for k in "bcdef"]]
+    assert l3.get_many_calls == [[keys[k] for k in "def"]]
+    # Promoted upwards: L3's hit into L2 and L1, L2's into L1.
+    assert l1.get_many(list(keys.values())) == {
+        keys[k]: v for k, v in zip("abcd", [1, 2, 3, 4], strict=True)
+    }
+    assert l2.get(keys["d"]) == 4
+    assert cache.stats()["misses"] == 2
+
+
+def test_writes_keep_every_level_consistent(two_local: MultiLevelCache) -> None:
+    cache = two_local
+    l1, l2 = cache.levels
+    key = cache.make_key("n")
+
+    cache.set("n", 1)
+    assert cache.incr("n", 5) == 6
+    assert l2.get(key) == 6
+    assert l1.get(key) is None  # dropped, refilled from L2 with its TTL
+    assert cache.get("n") == 6 and l1.get(key) == 6
+    assert cache.decr("n") == 5 and cache.get("n") == 5
+
+    assert cache.add("n", 100) is False
+    assert cache.get("n") == 5
+    assert cache.add("fresh", "x") is True
+    assert (
+        l1.get(cache.make_key("fresh")) == "x"
+        and l2.get(cache.make_key("fresh")) == "x"
+    )
+
+    assert cache.touch("n", 10) is True
+    assert cache.touch("absent", 10) is False
+
+    assert cache.delete("n") is True
+    assert l1.get(key) is None and l2.get(key) is None
+    assert cache.delete("n") is False
+
+    assert cache.set_many({"a": 1, "b": 2}) == []
+    assert l2.get_many([cache.make_key("a"), cache.make_key("b")]) == {
+        cache.make_key("a"): 1,
+        cache.make_key("b"): 2,
+    }
+    cache.delete_many(["a", "b"])
+    assert cache.get_many(["a", "b"]) == {}
+
+    cache.set("c", 3)
+    cache.clear()
+    assert l1.get(cache.make_key("c")) is None and l2.get(cache.make_key("c")) is None
+    with pytest.raises(ValueError):
+        cache.incr("absent")
+
+
+def test_versions_and_prefix_are_applied_once(two_local: MultiLevelCache) -> None:
+    cache = two_local
+    l1, l2 = cache.levels
+    cache.set("v", "one", version=3)
+    final = cache.make_key("v", version=3)
+    assert final.endswith(":3:v") and final.startswith(cache.key_prefix)
+    assert l1.get(final) == "one" and l2.get(final) == "one"
+    cache.incr_version("v", version=3)
+    assert cache.get("v", version=4) == "one"
+    assert cache.get("v", version=3) is None
+
+
+def test_per_call_levels(two_local: MultiLevelCache) -> None:
+    cache = two_local
+    l1, l2 = cache.levels
+    key = cache.make_key("k")
+    cache.set("k", "local", levels=1)  # write without persisting
+    assert l1.get(key) == "local" and l2.get(key) is None
+    l1.delete(key)
+    l2.set(key, "persisted")
+    assert cache.get("k", "dflt", levels=1) == "dflt"  # read L1 only
+    assert cache.get("k") == "persisted"
+    assert cache.get_many(["k"], levels=1) == {"k": "persisted"}  # promoted just above
+    l1.delete(key)
+    assert cache.has_key("k", levels=1) is False
+    assert cache.has_key("k") is True
+    with pytest.raises(ValueError, match="levels"):
+        cache.get("k", levels=3)
+
+
+def test_any_django_backend_works_as_a_lower_level(tmp_path: Any) -> None:
+    cache = make(
+        [{"BACKEND": SMART}, {"BACKEND": FILES, "LOCATION": str(tmp_path / "files")}],
+        L1_MAX_TTL=1000,
+    )
+    l1, _ = cache.levels
+    cache.set("k", [1, 2])
+    l1.clear()
+    assert cache.get("k") == [1, 2]
+    assert cache.add("n", 1) is True
+    assert cache.incr("n") == 2
+    assert cache.get("n") == 2
+
+
+def test_alias_levels(settings: Any) -> None:
+    settings.CACHES = {
+        **settings.CACHES,
+        "ml-l1": {"BACKEND": SMART, "OPTIONS": {"MAX_MEMORY": "1MB"}},
+        "ml-l2": {"BACKEND": LOCMEM, "LOCATION": _unique()},
+    }
+    cache = make(["ml-l1", "ml-l2"])
+    cache.set("k", 1)
+    assert cache.levels[1].get(cache.make_key("k")) == 1
+    assert cache.stats()["levels"][0]["level"] == "L1 SmartCache"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"LEVELS": []}, "LEVELS"),
+        ({"LEVELS": "default"}, "LEVELS"),
+        ({"LEVELS": ["no-such-alias"]}, "LEVELS'][0]"),
+        ({"LEVELS": [{"LOCATION": "x"}]}, "LEVELS'][0]"),
+        ({"LEVELS": [{"BACKEND": "no.such.Backend"}]}, "LEVELS'][0]"),
+        ({"LEVELS": [{"BACKEND": LOCMEM, "KEY_PREFIX": "p"}]}, "KEY_PREFIX"),
+        (
+            {
+                "LEVELS": [
+                    {"BACKEND": "django_smartcache.backends.multilevel.MultiLevelCache"}
+                ]
+            },
+            "LEVELS'][0]",
+        ),
+        ({"L1_MAX_TTL": 0}, "L1_MAX_TTL"),
+        ({"L1_MAX_TTL": "1s"}, "L1_MAX_TTL"),
+        ({"COHERENCE": "carrier-pigeon"}, "COHERENCE"),
+        ({"COHERENCE": "sqlite"}, "COHERENCE"),
+        ({"COHERENCE": "redis"}, "COHERENCE"),
+        ({"COHERENCE_INTERVAL": -1}, "COHERENCE_INTERVAL"),
+        ({"RETRY_INTERVAL": None}, "RETRY_INTERVAL"),
+        ({"ERROR_LOG_INTERVAL": -1}, "ERROR_LOG_INTERVAL"),
+        ({"RAISE_ERRORS": "yes"}, "RAISE_ERRORS"),
+        ({"MAX_SUSPECT_KEYS": -1}, "MAX_SUSPECT_KEYS"),
+        ({"CHANNEL": ""}, "CHANNEL"),
+        ({"NOT_AN_OPTION": 1}, "NOT_AN_OPTION"),
+    ],
+)
+def test_bad_options_name_the_option(options: dict[str, Any], named: str) -> None:
+    levels = [
+        {"BACKEND": LOCMEM, "LOCATION": _unique()},
+        {"BACKEND": LOCMEM, "LOCATION": _unique()},
+    ]
+    if options.get("CHANNEL") == "":
+        options = {
+            **options,
+            "COHERENCE": "redis",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+        }
+    with pytest.raises(
+        ImproperlyConfigured, match=named.replace("[", r"\[").replace("]", r"\]")
+    ):
+        MultiLevelCache("", {"OPTIONS": {"LEVELS": levels, **options}})
+
+
+def test_cache_key_warnings_are_emitted_once(two_local: MultiLevelCache) -> None:
+    from django.core.cache.backends.base import CacheKeyWarning
+
+    with pytest.warns(CacheKeyWarning) as record:
+        two_local.set("has space", 1)
+    assert len(record) == 1
+    with pytest.warns(CacheKeyWarning) as record:
+        assert two_local.get("has space") == 1
+    assert len(record) == 1
