@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .multilevel import MultiLevelCache
 from .smart import SmartCache
 
-__all__ = ["SmartCache"]
+__all__ = ["MultiLevelCache", "SmartCache"]
