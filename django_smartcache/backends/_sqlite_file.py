@@ -1,0 +1,200 @@
+"""Opening the SQLiteCache file: create it, check it, and move a damaged one aside.
+
+A cache must never take the site down: a file that is not an SQLite database, is
+truncated, or is a database of someone else's, is renamed next to itself (both paths
+logged at ERROR) and replaced by a fresh store. An exclusive ``flock`` on a sibling
+``.lock`` file serialises this between the processes that open the file at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+
+from django.core.exceptions import ImproperlyConfigured
+
+from . import _sqlite_schema as schema
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no cross-process lock on open
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger("django_smartcache.sqlite")
+
+_MAGIC = b"SQLite format 3\x00"
+#: SQLite result codes (low byte of ``sqlite_errorcode``) that mean "this file is damaged".
+CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+#: WAL pages between automatic checkpoints (SQLite's default is 1000).
+WAL_AUTOCHECKPOINT_PAGES = 4000
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether ``exc`` says the file is damaged (as opposed to busy, full, read-only...)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in CORRUPTION_CODES
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+def diagnose(path: str) -> str | None:
+    """Why the file at ``path`` cannot be used, read from its header; ``None`` if it can.
+
+    Cheap (one 100-byte read and a ``stat``), so it runs on every open: it catches a
+    foreign file and a truncated database, which SQLite itself would only notice when a
+    query reaches a missing page.
+    """
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+            length = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        return None
+    if length == 0:
+        return None
+    if len(header) < 100 or not header.startswith(_MAGIC):
+        return "not an SQLite database (bad header)"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The in-header page count is only valid when "version-valid-for" matches the change
+    # counter; the WAL may legitimately hold pages past the end of the main file.
+    header_valid = header[24:28] == header[92:96]
+    wal = path + "-wal"
+    wal_empty = not os.path.exists(wal) or os.path.getsize(wal) == 0
+    if header_valid and wal_empty and pages * page_size > length:
+        return f"truncated: the header says {pages * page_size} bytes, the file has {length}"
+    return None
+
+
+def quarantine(path: str, reason: str) -> str:
+    """Rename the damaged file (and its WAL) aside, log both paths, return the new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = f"{path}.corrupt-{stamp}-{os.getpid()}"
+    os.replace(path, aside)
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            if suffix == "-wal":
+                os.replace(path + suffix, aside + suffix)
+            else:
+                os.remove(path + suffix)
+    logger.error(
+        "SQLiteCache: %s is unusable (%s); moved it to %s and started a fresh cache there.",
+        path,
+        reason,
+        aside,
+    )
+    return aside
+
+
+@contextlib.contextmanager
+def open_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` (one opener/repairer at a time)."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) with our pragmas."""
+    conn = sqlite3.connect(
+        path,
+        timeout=busy_timeout,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=256,
+    )
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    # Checkpoints are where WAL mode fsyncs; every 4000 pages (16 MB at 4 KiB pages)
+    # instead of SQLite's 1000 halves the cost of a small write (see docs/sqlite.md).
+    # The WAL is truncated back to 32 MB after a checkpoint that let it grow past that.
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+    conn.execute(f"PRAGMA journal_size_limit = {32 * 1024 * 1024}")
+    return conn
+
+
+def _install(path: str, busy_timeout: float) -> None:
+    """Create or check the schema; raise ``sqlite3.DatabaseError`` when the file is damaged."""
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot switch {path} to WAL (got {mode})")
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        }
+        if tables and not tables >= schema.TABLES:
+            raise sqlite3.DatabaseError(
+                f"not a SQLiteCache file (tables: {', '.join(sorted(tables))})"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(schema.DDL):
+                conn.execute(statement)
+            (version,) = conn.execute(
+                "SELECT schema FROM smartcache_meta WHERE id = 0"
+            ).fetchone()
+            if version != schema.SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"SQLiteCache schema {version}, expected {schema.SCHEMA_VERSION}"
+                )
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split the DDL script into statements (``sqlite3.complete_statement`` knows triggers)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+
+
+def prepare(path: str, busy_timeout: float) -> None:
+    """Make ``path`` a usable store: create it, or repair it by starting afresh.
+
+    Raises ``ImproperlyConfigured`` naming ``LOCATION`` when the location itself is
+    unusable (a missing parent that cannot be created, no write permission, a directory).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "is a directory", path)
+        with open_lock(path):
+            problem = diagnose(path)
+            if problem is not None:
+                quarantine(path, problem)
+            try:
+                _install(path, busy_timeout)
+            except sqlite3.DatabaseError as exc:
+                if not (is_corruption(exc) or "SQLiteCache" in str(exc)):
+                    raise
+                quarantine(path, str(exc))
+                _install(path, busy_timeout)
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise ImproperlyConfigured(
+            f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "
+            f"in a directory this process can create and write."
+        ) from exc

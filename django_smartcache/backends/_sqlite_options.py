@@ -1,0 +1,105 @@
+"""SQLiteCache settings: every option, its default, and the error naming it when wrong."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from ..core.sizing import parse_size
+
+#: ``OPTIONS`` keys and their defaults (documented in ``docs/sqlite.md``).
+DEFAULTS: dict[str, Any] = {
+    "MAX_SIZE": "1GB",
+    "MAX_ENTRIES": None,
+    "CULL_FREQUENCY": 3,
+    "BUSY_TIMEOUT": 5.0,
+    "SYNCHRONOUS": "NORMAL",
+    "ACCESS_INTERVAL": 30.0,
+    "CHANGE_LOG_RETENTION": 60.0,
+    "CHANGE_LOG_MAX_ROWS": 100_000,
+}
+
+
+@dataclass(frozen=True)
+class SQLiteOptions:
+    location: str
+    timeout: float | None
+    max_size: int
+    max_entries: int | None
+    cull_frequency: int
+    busy_timeout: float
+    synchronous: str
+    access_interval: float
+    log_retention: float
+    log_max_rows: int
+
+
+def _fail(name: str, value: object, expected: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(
+        f"SQLiteCache {name} must be {expected}, got {value!r}."
+    )
+
+
+def _number(name: str, value: object, *, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(name, value, f"a number of seconds >= {minimum:g}")
+    if not math.isfinite(value) or value < minimum:
+        raise _fail(name, value, f"a number of seconds >= {minimum:g}")
+    return float(value)
+
+
+def _count(name: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(name, value, f"an integer >= {minimum}")
+    return value
+
+
+def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
+    """Validate ``LOCATION``, ``TIMEOUT`` and ``OPTIONS``; raise on the first wrong one."""
+    if not isinstance(location, str) or not location or location == ":memory:":
+        raise _fail("LOCATION", location, "the path of the cache file")
+    timeout = params.get("timeout", params.get("TIMEOUT", 300))
+    if timeout is not None:
+        timeout = _number("TIMEOUT", timeout, minimum=-math.inf)
+    options = params.get("OPTIONS") or {}
+    if not isinstance(options, dict):
+        raise _fail("OPTIONS", options, "a dict")
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"SQLiteCache OPTIONS has unknown key(s) {', '.join(unknown)}; "
+            f"known: {', '.join(DEFAULTS)}."
+        )
+    merged = {**DEFAULTS, **options}
+    try:
+        max_size = parse_size(merged["MAX_SIZE"])
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"SQLiteCache MAX_SIZE: {exc}.") from None
+    if max_size < 1:
+        raise _fail("MAX_SIZE", merged["MAX_SIZE"], "a positive size in bytes")
+    max_entries = merged["MAX_ENTRIES"]
+    if max_entries is not None:
+        max_entries = _count("MAX_ENTRIES", max_entries, minimum=1)
+    synchronous = merged["SYNCHRONOUS"]
+    if not isinstance(synchronous, str) or synchronous.upper() not in (
+        "NORMAL",
+        "FULL",
+    ):
+        raise _fail("SYNCHRONOUS", synchronous, "'NORMAL' or 'FULL'")
+    return SQLiteOptions(
+        location=location,
+        timeout=timeout,
+        max_size=max_size,
+        max_entries=max_entries,
+        cull_frequency=_count("CULL_FREQUENCY", merged["CULL_FREQUENCY"], minimum=0),
+        busy_timeout=_number("BUSY_TIMEOUT", merged["BUSY_TIMEOUT"]),
+        synchronous=synchronous.upper(),
+        access_interval=_number("ACCESS_INTERVAL", merged["ACCESS_INTERVAL"]),
+        log_retention=_number("CHANGE_LOG_RETENTION", merged["CHANGE_LOG_RETENTION"]),
+        log_max_rows=_count(
+            "CHANGE_LOG_MAX_ROWS", merged["CHANGE_LOG_MAX_ROWS"], minimum=1
+        ),
+    )

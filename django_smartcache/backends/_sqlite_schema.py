@@ -1,0 +1,116 @@
+"""The SQLiteCache file format: tables, indexes, triggers and the statements run on them.
+
+Byte totals and the change log are maintained by triggers so that every statement that
+changes an entry (single or ``executemany``, from any process) updates them in the same
+transaction, with no ``SELECT SUM`` and no extra round trip from Python.
+"""
+
+from __future__ import annotations
+
+#: Bumped when the layout changes; a file with another version is rebuilt, not misread.
+SCHEMA_VERSION = 1
+
+#: ``WITHOUT ROWID``: a lookup by key is one B-tree descent, not index-then-table.
+#: ``value`` has BLOB affinity, so Python ints are stored as SQLite integers (atomic ``incr``)
+#: and everything else as pickle bytes. ``expires`` is a Unix time, NULL for "never".
+DDL = f"""
+CREATE TABLE IF NOT EXISTS smartcache_entry (
+    key TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL,
+    expires REAL,
+    accessed REAL NOT NULL,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS smartcache_entry_expires
+    ON smartcache_entry (expires) WHERE expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS smartcache_entry_accessed ON smartcache_entry (accessed);
+CREATE TABLE IF NOT EXISTS smartcache_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    schema INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    log_floor INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO smartcache_meta VALUES (0, {SCHEMA_VERSION}, 0, 0, 0);
+CREATE TABLE IF NOT EXISTS smartcache_change (
+    seq INTEGER PRIMARY KEY,
+    key TEXT
+);
+CREATE TRIGGER IF NOT EXISTS smartcache_entry_inserted AFTER INSERT ON smartcache_entry
+BEGIN
+    UPDATE smartcache_meta SET size = size + NEW.size, count = count + 1 WHERE id = 0;
+    INSERT INTO smartcache_change (key) VALUES (NEW.key);
+END;
+CREATE TRIGGER IF NOT EXISTS smartcache_entry_deleted AFTER DELETE ON smartcache_entry
+BEGIN
+    UPDATE smartcache_meta SET size = size - OLD.size, count = count - 1 WHERE id = 0;
+    INSERT INTO smartcache_change (key) VALUES (OLD.key);
+END;
+CREATE TRIGGER IF NOT EXISTS smartcache_entry_updated
+AFTER UPDATE OF value, expires, size ON smartcache_entry
+BEGIN
+    UPDATE smartcache_meta SET size = size + NEW.size - OLD.size WHERE id = 0;
+    INSERT INTO smartcache_change (key) VALUES (NEW.key);
+END;
+"""
+
+#: Tables a usable file must hold (a file with other tables only is not ours: rebuilt).
+TABLES = frozenset({"smartcache_entry", "smartcache_meta", "smartcache_change"})
+
+GET = "SELECT value, expires, accessed FROM smartcache_entry WHERE key = ?"
+HAS_KEY = (
+    "SELECT 1 FROM smartcache_entry WHERE key = ? AND (expires IS NULL OR expires > ?)"
+)
+SET = (
+    "INSERT INTO smartcache_entry (key, value, expires, accessed, size)"
+    " VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires,"
+    " accessed = excluded.accessed, size = excluded.size"
+)
+#: Stores only when the key is absent or expired: ``rowcount`` says whether it stored.
+ADD = SET + " WHERE smartcache_entry.expires <= excluded.accessed"
+DELETE = "DELETE FROM smartcache_entry WHERE key = ?"
+DELETE_LIVE = (
+    "DELETE FROM smartcache_entry WHERE key = ? AND (expires IS NULL OR expires > ?)"
+)
+DELETE_EXPIRED_ONE = "DELETE FROM smartcache_entry WHERE key = ? AND expires <= ?"
+TOUCH = (
+    "UPDATE smartcache_entry SET expires = ? WHERE key = ?"
+    " AND (expires IS NULL OR expires > ?)"
+)
+#: One statement, atomic across processes; refuses (no row) when the sum would leave the
+#: 64-bit range, where SQLite would silently turn it into a float.
+INCR = (
+    "UPDATE smartcache_entry SET value = value + ?1 WHERE key = ?2"
+    " AND (expires IS NULL OR expires > ?3) AND typeof(value) = 'integer'"
+    " AND (?1 <= 0 OR value <= 9223372036854775807 - ?1)"
+    " AND (?1 >= 0 OR value >= -9223372036854775808 - ?1)"
+    " RETURNING value"
+)
+REFRESH_ACCESS = (
+    "UPDATE smartcache_entry SET accessed = ?1 WHERE key = ?2 AND accessed < ?1"
+)
+TOTALS = "SELECT size, count FROM smartcache_meta WHERE id = 0"
+EXPIRED_VICTIMS = (
+    "SELECT key, size FROM smartcache_entry WHERE expires <= ? ORDER BY expires LIMIT ?"
+)
+LRU_VICTIMS = "SELECT key, size FROM smartcache_entry ORDER BY accessed LIMIT ?"
+PURGE_EXPIRED = "DELETE FROM smartcache_entry WHERE expires <= ?"
+PURGE_EXPIRED_SOME = (
+    "DELETE FROM smartcache_entry WHERE key IN"
+    " (SELECT key FROM smartcache_entry WHERE expires <= ? ORDER BY expires LIMIT ?)"
+)
+
+LOG_HEAD = "SELECT max(seq) FROM smartcache_change"
+LOG_FLOOR = "SELECT log_floor FROM smartcache_meta WHERE id = 0"
+LOG_SINCE = "SELECT seq, key FROM smartcache_change WHERE seq > ? ORDER BY seq"
+LOG_MARK_CLEAR = "INSERT INTO smartcache_change (key) VALUES (NULL)"
+LOG_PRUNE = "DELETE FROM smartcache_change WHERE seq <= ?"
+LOG_RAISE_FLOOR = (
+    "UPDATE smartcache_meta SET log_floor = max(log_floor, ?) WHERE id = 0"
+)
+
+
+def in_clause(count: int) -> str:
+    """``(?, ?, ...)`` for ``count`` parameters."""
+    return "(" + ",".join("?" * count) + ")"

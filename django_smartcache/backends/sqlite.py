@@ -1,0 +1,663 @@
+"""SQLiteCache: a persistent cache in one SQLite file shared by every thread and process.
+
+Design notes (details and measurements in ``docs/sqlite.md``):
+
+- One connection per thread, reopened after ``fork``; WAL journal, so readers never
+  block the writer and a killed process loses nothing it committed.
+- Single-key reads are one indexed ``SELECT`` and write nothing; the ``accessed``
+  column that drives LRU eviction is refreshed write-behind, at most once per key per
+  ``ACCESS_INTERVAL``, batched into the next write transaction.
+- Writes that can grow the file run in one ``BEGIN IMMEDIATE`` transaction that also
+  enforces the budget: the running byte total lives in a meta row kept by triggers.
+- Every change to a key is appended to a change log by the same triggers, for the
+  multi-level cache's coherence (:meth:`SQLiteCache.changes_since`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+
+from . import _sqlite_file as sqlite_file, _sqlite_schema as sql
+from ._sqlite_options import parse
+from .base import SmartCacheKeyMixin, dumps
+
+logger = logging.getLogger("django_smartcache.sqlite")
+
+#: Bytes charged per entry besides its key and value: row header, index entries.
+ENTRY_OVERHEAD = 64
+#: Stored ints are SQLite integers (8 bytes); the rest is pickled.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+#: Parameters per ``IN (...)`` (SQLite's historical limit is 999).
+_CHUNK = 500
+#: Rows inspected per eviction batch.
+_VICTIM_BATCH = 64
+#: Writes between two maintenance passes (log pruning, bounded purge of expired rows).
+_MAINTENANCE_EVERY = 512
+#: Expired rows deleted per maintenance pass (bounded so no write pays for a big purge).
+_PURGE_BATCH = 256
+#: Pending ``accessed`` refreshes that trigger a flush from the read path.
+_ACCESS_FLUSH = 256
+#: Beyond this many changes, ``changes_since`` tells the caller to drop everything.
+_CHANGES_LIMIT = 10_000
+
+_missing = object()
+_T = TypeVar("_T")
+
+# Connections must not cross a fork: a child sees a new generation and reconnects.
+_fork_generation = 0
+
+
+def _after_fork() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+#: Paths whose file this process has created or checked (once per process and path).
+_prepared: set[str] = set()
+_prepare_lock = threading.Lock()
+#: Connections inherited through fork: never closed in the child, never used again.
+_orphans: list[sqlite3.Connection] = []
+
+
+class _ThreadState(threading.local):
+    conn: sqlite3.Connection | None = None
+    generation = -1
+    inode: int | None = None
+    #: key -> time of a read not yet written to ``accessed``.
+    pending: dict[str, float]
+    #: (data_version, total_changes, cursor) of the last ``changes_since`` answer.
+    seen: tuple[int, int, int] | None = None
+
+    def __init__(self) -> None:
+        self.pending = {}
+
+
+def _chunks(items: list[_T]) -> Iterator[list[_T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class SQLiteCache(SmartCacheKeyMixin, BaseCache):
+    """Django cache backend storing entries in the SQLite file named by ``LOCATION``."""
+
+    pickle_protocol = pickle.HIGHEST_PROTOCOL
+
+    def __init__(self, location: str, params: dict[str, Any]) -> None:
+        options = parse(location, params)
+        super().__init__({**params, "OPTIONS": {}})
+        self.default_timeout = options.timeout  # type: ignore[assignment]
+        self._path = os.path.abspath(location)
+        self._options = options
+        self._max_size = options.max_size
+        self._max_entries = options.max_entries  # type: ignore[assignment]
+        self._cull_frequency = options.cull_frequency
+        self._access_interval = options.access_interval
+        self._state = _ThreadState()
+        self._maintenance_lock = threading.Lock()
+        self._writes = 0
+        #: (time, newest log seq then), oldest first: what may be pruned, and when.
+        self._checkpoints: deque[tuple[float, int]] = deque()
+        self._clock: Callable[[], float] = time.time
+
+    # -- connections -----------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the cache file."""
+        return self._path
+
+    def _connection(self) -> sqlite3.Connection:
+        state = self._state
+        conn = state.conn
+        if conn is not None and state.generation == _fork_generation:
+            return conn
+        return self._open(state)
+
+    def _open(self, state: _ThreadState) -> sqlite3.Connection:
+        if state.conn is not None:
+            _orphans.append(state.conn)  # inherited through fork
+            state.conn = None
+        with _prepare_lock:
+            if self._path not in _prepared:
+                sqlite_file.prepare(self._path, self._options.busy_timeout)
+                _prepared.add(self._path)
+        conn = sqlite_file.connect(
+            self._path, self._options.busy_timeout, self._options.synchronous
+        )
+        state.conn = conn
+        state.generation = _fork_generation
+        state.inode = os.stat(self._path).st_ino
+        state.pending = {}
+        state.seen = None
+        return conn
+
+    def _on_error(self, exc: sqlite3.DatabaseError) -> None:
+        """Re-raise ``exc`` unless it says the file is damaged; then start a fresh file."""
+        if not sqlite_file.is_corruption(exc):
+            raise exc
+        state = self._state
+        conn, state.conn = state.conn, None
+        if conn is not None:
+            conn.close()
+        with sqlite_file.open_lock(self._path):
+            try:
+                current: int | None = os.stat(self._path).st_ino
+            except FileNotFoundError:
+                current = None
+            # Another process may already have replaced the file: then just reconnect.
+            if current is not None and current == state.inode:
+                sqlite_file.quarantine(self._path, str(exc))
+        with _prepare_lock:
+            _prepared.discard(self._path)
+
+    def _write(self, operation: Callable[..., _T], *args: Any) -> _T:
+        """Run a write; after a damaged file was replaced, run it once more on the new one."""
+        try:
+            return operation(self._connection(), *args)
+        except sqlite3.DatabaseError as exc:
+            self._on_error(exc)
+        return operation(self._connection(), *args)
+
+    def close(self, **kwargs: Any) -> None:
+        """Write pending ``accessed`` refreshes; the connection stays open for reuse."""
+        state = self._state
+        if state.pending and state.conn is not None:
+            self._write(self._flush_access_txn)
+
+    # -- values ----------------------------------------------------------------------
+
+    def _encode(self, key: str, value: Any) -> Any:
+        # Ints are stored natively so incr is one atomic UPDATE; bool is not an int here.
+        # An unpicklable value raises UnpicklableValueError before anything is written.
+        if type(value) is int and _INT_MIN <= value <= _INT_MAX:
+            return value
+        return dumps(key, value)
+
+    def _decode(self, stored: Any, key: str) -> Any:
+        if type(stored) is int:
+            return stored
+        try:
+            return pickle.loads(stored)
+        except Exception as exc:  # noqa: BLE001
+            # Unreadable (a class that no longer exists, a damaged value): a miss, logged.
+            logger.error(
+                "SQLiteCache: cannot unpickle %r in %s (%r).", key, self._path, exc
+            )
+            return _missing
+
+    def _size(self, key: str, stored: Any) -> int:
+        return len(key) + (8 if type(stored) is int else len(stored)) + ENTRY_OVERHEAD
+
+    def _expiry(self, timeout: Any, now: float) -> float | None:
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if timeout is None:
+            return None
+        return now + timeout
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        key = self._key(key, version)
+        try:
+            row = self._connection().execute(sql.GET, (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._on_error(exc)
+            return default
+        if row is None:
+            return default
+        stored, expires, accessed = row
+        now = self._clock()
+        if expires is not None and expires <= now:
+            return default
+        if now - accessed >= self._access_interval:
+            self._note_access(key, now)
+        value = self._decode(stored, key)
+        return default if value is _missing else value
+
+    def get_many(
+        self, keys: Iterable[Any], version: int | None = None
+    ) -> dict[Any, Any]:
+        originals = self._keys(keys, version)
+        found: dict[Any, Any] = {}
+        if not originals:
+            return found
+        now = self._clock()
+        interval = self._access_interval
+        try:
+            conn = self._connection()
+            for chunk in _chunks(list(originals)):
+                query = (
+                    "SELECT key, value, expires, accessed FROM smartcache_entry WHERE key IN "
+                    + sql.in_clause(len(chunk))
+                )
+                for key, stored, expires, accessed in conn.execute(
+                    query, chunk
+                ).fetchall():
+                    if expires is not None and expires <= now:
+                        continue
+                    value = self._decode(stored, key)
+                    if value is _missing:
+                        continue
+                    if now - accessed >= interval:
+                        self._note_access(key, now)
+                    found[originals[key]] = value
+        except sqlite3.DatabaseError as exc:
+            self._on_error(exc)
+            return {}
+        return found
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        key = self._key(key, version)
+        try:
+            cursor = self._connection().execute(sql.HAS_KEY, (key, self._clock()))
+            return cursor.fetchone() is not None
+        except sqlite3.DatabaseError as exc:
+            self._on_error(exc)
+            return False
+
+    def _note_access(self, key: str, now: float) -> None:
+        pending = self._state.pending
+        pending[key] = now
+        if len(pending) >= _ACCESS_FLUSH:
+            try:
+                self._write(self._flush_access_txn)
+            except (
+                sqlite3.OperationalError
+            ) as exc:  # busy past BUSY_TIMEOUT: retry later
+                logger.warning("SQLiteCache: access times not written yet (%s).", exc)
+
+    def _flush_access_txn(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._flush_access(conn)
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def _flush_access(self, conn: sqlite3.Connection) -> None:
+        pending = self._state.pending
+        if pending:
+            conn.executemany(sql.REFRESH_ACCESS, [(t, k) for k, t in pending.items()])
+            pending.clear()
+
+    # -- writes ----------------------------------------------------------------------
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> None:
+        key = self._key(key, version)
+        stored = self._encode(key, value)  # unpicklable: raises, nothing written
+        now = self._clock()
+        expires = self._expiry(timeout, now)
+        size = self._size(key, stored)
+        if (expires is not None and expires <= now) or size > self._max_size:
+            if size > self._max_size:
+                self._too_large(key, size)
+            self._write(self._delete_txn, [key], now)
+            return
+        self._write(self._set_txn, [(key, stored, expires, now, size)], [], now)
+
+    def set_many(
+        self,
+        data: dict[Any, Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> list[Any]:
+        now = self._clock()
+        expires = self._expiry(timeout, now)
+        expired = expires is not None and expires <= now
+        rows: list[tuple[str, Any, float | None, float, int]] = []
+        dropped: list[str] = []
+        failed: list[Any] = []
+        for original, value in data.items():
+            key = self._key(original, version)
+            stored = self._encode(key, value)
+            size = self._size(key, stored)
+            if size > self._max_size:
+                self._too_large(key, size)
+                failed.append(original)
+                dropped.append(key)
+            elif expired:
+                dropped.append(key)
+            else:
+                rows.append((key, stored, expires, now, size))
+        if rows or dropped:
+            self._write(self._set_txn, rows, dropped, now)
+        return failed
+
+    def _too_large(self, key: str, size: int) -> None:
+        logger.warning(
+            "SQLiteCache: not storing %r: %d bytes exceed MAX_SIZE (%d); any older value "
+            "was deleted.",
+            key,
+            size,
+            self._max_size,
+        )
+
+    def _set_txn(
+        self,
+        conn: sqlite3.Connection,
+        rows: list[tuple[str, Any, float | None, float, int]],
+        dropped: list[str],
+        now: float,
+    ) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if len(rows) == 1:
+                conn.execute(sql.SET, rows[0])
+            elif rows:
+                conn.executemany(sql.SET, rows)
+            if dropped:
+                conn.executemany(sql.DELETE, [(k,) for k in dropped])
+            if rows:
+                self._housekeep(conn, now, {row[0] for row in rows}, len(rows))
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def add(
+        self,
+        key: Any,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> bool:
+        key = self._key(key, version)
+        stored = self._encode(key, value)
+        now = self._clock()
+        expires = self._expiry(timeout, now)
+        size = self._size(key, stored)
+        if size > self._max_size:
+            self._too_large(key, size)
+            return False
+        return self._write(self._add_txn, (key, stored, expires, now, size), now)
+
+    def _add_txn(
+        self,
+        conn: sqlite3.Connection,
+        row: tuple[str, Any, float | None, float, int],
+        now: float,
+    ) -> bool:
+        key, _, expires, _, _ = row
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if expires is not None and expires <= now:
+                # Stored already expired: "added" iff nothing live was there.
+                stored = conn.execute(sql.HAS_KEY, (key, now)).fetchone() is None
+                if stored:
+                    conn.execute(sql.DELETE_EXPIRED_ONE, (key, now))
+            else:
+                stored = conn.execute(sql.ADD, row).rowcount == 1
+                if stored:
+                    self._housekeep(conn, now, {key}, 1)
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return stored
+
+    def touch(
+        self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        key = self._key(key, version)
+        now = self._clock()
+        expires = self._expiry(timeout, now)
+        if expires is not None and expires <= now:
+            # Touching with a past expiry ends the entry now, as Django's backends do.
+            return self._write(self._autocommit_count, sql.DELETE_LIVE, (key, now)) > 0
+        return self._write(self._autocommit_count, sql.TOUCH, (expires, key, now)) > 0
+
+    def _autocommit_count(
+        self, conn: sqlite3.Connection, statement: str, params: tuple[Any, ...]
+    ) -> int:
+        return conn.execute(statement, params).rowcount
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        key = self._key(key, version)
+        return self._write(self._delete_txn, [key], self._clock()) > 0
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        db_keys = list(self._keys(keys, version))
+        if db_keys:
+            self._write(self._delete_txn, db_keys, self._clock())
+
+    def _delete_txn(self, conn: sqlite3.Connection, keys: list[str], now: float) -> int:
+        """Delete ``keys``; return how many of them were live (not expired)."""
+        if len(keys) == 1:
+            rows = conn.execute(
+                "DELETE FROM smartcache_entry WHERE key = ? RETURNING expires", keys
+            ).fetchall()
+            return sum(1 for (e,) in rows if e is None or e > now)
+        live = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for chunk in _chunks(keys):
+                cursor = conn.execute(
+                    "DELETE FROM smartcache_entry WHERE key IN "
+                    + sql.in_clause(len(chunk))
+                    + " RETURNING expires",
+                    chunk,
+                )
+                live += sum(1 for (e,) in cursor.fetchall() if e is None or e > now)
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return live
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        db_key = self._key(key, version)
+        now = self._clock()
+        if type(delta) is int and _INT_MIN <= delta <= _INT_MAX:
+            try:
+                rows = (
+                    self._connection()
+                    .execute(sql.INCR, (delta, db_key, now))
+                    .fetchall()
+                )
+            except sqlite3.DatabaseError as exc:
+                self._on_error(exc)
+                rows = []
+            if rows:
+                return rows[0][0]
+        # Absent, pickled (a big int, a float...), or out of the 64-bit range.
+        return self._write(self._incr_txn, db_key, key, delta, now)
+
+    def _incr_txn(
+        self, conn: sqlite3.Connection, db_key: str, key: Any, delta: Any, now: float
+    ) -> Any:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(sql.GET, (db_key,)).fetchone()
+            value = _missing
+            if row is not None and (row[1] is None or row[1] > now):
+                value = self._decode(row[0], db_key)
+            if value is _missing:
+                raise ValueError(f"Key '{key}' not found")
+            new_value = value + delta
+            stored = self._encode(db_key, new_value)
+            size = self._size(db_key, stored)
+            conn.execute(sql.SET, (db_key, stored, row[1], now, size))
+            self._housekeep(conn, now, {db_key}, 1)
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return new_value
+
+    def clear(self) -> None:
+        self._write(self._clear_txn)
+
+    def _clear_txn(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM smartcache_entry")
+            marker = conn.execute(sql.LOG_MARK_CLEAR).lastrowid
+            # Every change before the marker is subsumed by "everything changed".
+            conn.execute(sql.LOG_PRUNE, (marker - 1,))
+            conn.execute(sql.LOG_RAISE_FLOOR, (marker - 1,))
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        self._state.pending.clear()
+
+    # -- budget and maintenance (called inside a write transaction) -------------------
+
+    def _housekeep(
+        self, conn: sqlite3.Connection, now: float, protected: set[str], writes: int
+    ) -> None:
+        if self._state.pending:
+            self._flush_access(conn)
+        size, count = conn.execute(sql.TOTALS).fetchone()
+        if size > self._max_size or (
+            self._max_entries is not None and count > self._max_entries
+        ):
+            self._cull(conn, now, size, count, protected)
+        with self._maintenance_lock:
+            self._writes += writes
+            due = self._writes >= _MAINTENANCE_EVERY
+            if due:
+                self._writes = 0
+        if due:
+            self._maintain(conn, now)
+
+    def _cull(
+        self,
+        conn: sqlite3.Connection,
+        now: float,
+        size: int,
+        count: int,
+        protected: set[str],
+    ) -> None:
+        """Delete expired entries, then the least recently used, until within budget."""
+        excess_bytes = size - self._max_size
+        excess_entries = 0
+        if self._max_entries is not None and count > self._max_entries:
+            # Django's MAX_ENTRIES semantics: drop 1/CULL_FREQUENCY of the entries (0: all).
+            if self._cull_frequency == 0:
+                excess_entries = count
+            else:
+                excess_entries = max(
+                    count - self._max_entries, (count - 1) // self._cull_frequency
+                )
+        limit = _VICTIM_BATCH + len(protected)
+        for query, params in (
+            (sql.EXPIRED_VICTIMS, (now, limit)),
+            (sql.LRU_VICTIMS, (limit,)),
+        ):
+            while excess_bytes > 0 or excess_entries > 0:
+                victims = []
+                for key, victim_size in conn.execute(query, params).fetchall():
+                    if key in protected:
+                        continue
+                    victims.append((key,))
+                    excess_bytes -= victim_size
+                    excess_entries -= 1
+                    if excess_bytes <= 0 and excess_entries <= 0:
+                        break
+                if not victims:
+                    break
+                conn.executemany(sql.DELETE, victims)
+
+    def _maintain(self, conn: sqlite3.Connection, now: float) -> None:
+        """Bounded purge of expired rows, and pruning of the change log."""
+        conn.execute(sql.PURGE_EXPIRED_SOME, (now, _PURGE_BATCH))
+        (head,) = conn.execute(sql.LOG_HEAD).fetchone()
+        if head is None:
+            return
+        with self._maintenance_lock:
+            checkpoints = self._checkpoints
+            checkpoints.append((now, head))
+            cut = 0
+            horizon = now - self._options.log_retention
+            while checkpoints and checkpoints[0][0] <= horizon:
+                cut = checkpoints.popleft()[1]
+        cut = max(cut, head - self._options.log_max_rows)
+        cut = min(cut, head - 1)  # the newest row stays: sequence numbers never go back
+        if cut > 0:
+            conn.execute(sql.LOG_PRUNE, (cut,))
+            conn.execute(sql.LOG_RAISE_FLOOR, (cut,))
+
+    def purge_expired(self) -> int:
+        """Delete every expired entry now (through the ``expires`` index); return how many."""
+        return self._write(self._autocommit_count, sql.PURGE_EXPIRED, (self._clock(),))
+
+    def stats(self) -> dict[str, Any]:
+        """Entries and accounted bytes, as kept in the file's meta row."""
+        size, count = self._connection().execute(sql.TOTALS).fetchone()
+        return {
+            "entries": count,
+            "bytes": size,
+            "max_bytes": self._max_size,
+            "location": self._path,
+        }
+
+    # -- coherence API (for MultiLevelCache) ------------------------------------------
+
+    def change_cursor(self) -> int:
+        """The sequence number of the newest change; pass it to :meth:`changes_since`."""
+        conn = self._connection()
+        (head,) = conn.execute(sql.LOG_HEAD).fetchone()
+        if head is None:
+            (head,) = conn.execute(sql.LOG_FLOOR).fetchone()
+        return int(head)
+
+    def changes_since(self, cursor: int) -> tuple[int, list[str] | None]:
+        """The new cursor and the DB keys changed after ``cursor``.
+
+        ``None`` instead of the list means "drop everything": a ``clear()`` happened, the
+        log was pruned past ``cursor``, or more than 10,000 keys changed. When no other
+        connection committed since this thread's last call, answering costs one
+        ``PRAGMA data_version`` and no query.
+        """
+        state = self._state
+        conn = self._connection()
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        mark = (version, conn.total_changes, cursor)
+        if state.seen == mark:
+            return cursor, []
+        conn.execute("BEGIN")  # one snapshot for the floor and the rows
+        try:
+            (floor,) = conn.execute(sql.LOG_FLOOR).fetchone()
+            rows = conn.execute(
+                sql.LOG_SINCE + " LIMIT ?", (cursor, _CHANGES_LIMIT + 1)
+            )
+            rows = rows.fetchall()
+            if len(rows) > _CHANGES_LIMIT or cursor < floor:
+                (head,) = conn.execute(sql.LOG_HEAD).fetchone()
+                head = max(int(head or 0), floor)
+                keys: list[str] | None = None
+            else:
+                head = rows[-1][0] if rows else cursor
+                keys = []
+                for _, key in rows:
+                    if key is None:
+                        keys = None
+                        break
+                    keys.append(key)
+        finally:
+            conn.execute("COMMIT")
+        if keys is not None:
+            keys = list(dict.fromkeys(keys))
+        state.seen = (version, conn.total_changes, head)
+        return head, keys
