@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .multilevel import MultiLevelCache
 from .smart import SmartCache
+from .sqlite import SQLiteCache
 
-__all__ = ["MultiLevelCache", "SmartCache"]
+__all__ = ["MultiLevelCache", "SQLiteCache", "SmartCache"]
