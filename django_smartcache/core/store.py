@@ -25,8 +25,8 @@ logger = logging.getLogger("django_smartcache")
 
 # An entry is a small list, mutated in place: [payload, expires_at, size, hits, tags].
 # ``expires_at`` is ``inf`` for "never"; ``size`` is the accounted bytes; ``tags`` is
-# reserved for tag invalidation (None today).
-_PAYLOAD, _EXPIRES, _SIZE, _HITS, _TAGS = range(5)
+# reserved for tag invalidation (None today). The hot paths index it with literals
+# (0..4, named in comments) because module-level constants cost a global lookup each.
 
 #: At most this many expired keys are reclaimed per call by the incremental sweeper.
 SWEEP_BATCH = 32
@@ -108,39 +108,41 @@ class MemoryStore:
             if now >= self._expiry.next_due:
                 self._sweep(now)
             entry = self._data.get(key)
-            if entry is None or entry[_EXPIRES] <= now:
+            if entry is None or entry[1] <= now:
                 if entry is not None:
                     self._remove(key, entry)
                     self.counters.evictions_expired += 1
                 self.counters.misses += 1
                 self._policy.record_miss(key)
                 return None
-            entry[_HITS] += 1
+            entry[3] += 1
             self.counters.hits += 1
             self._policy.record_hit(key)
-            return entry[_PAYLOAD]  # type: ignore[no-any-return]
+            return entry[0]  # type: ignore[no-any-return]
 
     def get_many(self, keys: Iterable[Hashable]) -> dict[Hashable, bytes]:
         """Payloads of the live ``keys``, in one critical section."""
         found: dict[Hashable, bytes] = {}
-        counters, data, policy = self.counters, self._data, self._policy
+        data, record_hit = self._data, self._policy.record_hit
+        hits = 0
         with self.lock:
             now = self._clock()
             if now >= self._expiry.next_due:
                 self._sweep(now)
             for key in keys:
                 entry = data.get(key)
-                if entry is None or entry[_EXPIRES] <= now:
+                if entry is None or entry[1] <= now:
                     if entry is not None:
                         self._remove(key, entry)
-                        counters.evictions_expired += 1
-                    counters.misses += 1
-                    policy.record_miss(key)
+                        self.counters.evictions_expired += 1
+                    self.counters.misses += 1
+                    self._policy.record_miss(key)
                 else:
-                    entry[_HITS] += 1
-                    counters.hits += 1
-                    policy.record_hit(key)
-                    found[key] = entry[_PAYLOAD]
+                    entry[3] += 1  # hits
+                    hits += 1
+                    record_hit(key)
+                    found[key] = entry[0]  # payload
+            self.counters.hits += hits
         return found
 
     def has(self, key: Hashable) -> bool:
@@ -150,7 +152,7 @@ class MemoryStore:
             entry = self._data.get(key)
             if entry is None:
                 return False
-            if entry[_EXPIRES] <= now:
+            if entry[1] <= now:
                 self._remove(key, entry)
                 self.counters.evictions_expired += 1
                 return False
@@ -201,7 +203,7 @@ class MemoryStore:
             if now >= self._expiry.next_due:
                 self._sweep(now)
             entry = self._data.get(key)
-            if entry is not None and entry[_EXPIRES] > now:
+            if entry is not None and entry[1] > now:
                 return False
             return self._store(
                 key, payload, INF if ttl is None else now + ttl, now, tags
@@ -214,11 +216,11 @@ class MemoryStore:
             entry = self._data.get(key)
             if entry is None:
                 return False
-            if entry[_EXPIRES] <= now:
+            if entry[1] <= now:
                 self._remove(key, entry)
                 self.counters.evictions_expired += 1
                 return False
-            old = entry[_EXPIRES]
+            old = entry[1]
             if old != INF:
                 self._expiry.discard(key, old)
             expires = INF if ttl is None else now + ttl
@@ -226,7 +228,7 @@ class MemoryStore:
                 self._remove(key, entry)
                 self.counters.evictions_expired += 1
                 return True
-            entry[_EXPIRES] = expires
+            entry[1] = expires
             if expires != INF:
                 self._expiry.add(key, expires)
             return True
@@ -240,13 +242,13 @@ class MemoryStore:
         with self.lock:
             now = self._clock()
             entry = self._data.get(key)
-            if entry is None or entry[_EXPIRES] <= now:
+            if entry is None or entry[1] <= now:
                 if entry is not None:
                     self._remove(key, entry)
                     self.counters.evictions_expired += 1
                 raise KeyError(key)
-            payload = fn(entry[_PAYLOAD])
-            if not self._store(key, payload, entry[_EXPIRES], now, entry[_TAGS]):
+            payload = fn(entry[0])
+            if not self._store(key, payload, entry[1], now, entry[4]):
                 raise ValueError(
                     f"the new value of {key!r} is larger than the store allows"
                 )
@@ -259,7 +261,7 @@ class MemoryStore:
             if entry is None:
                 return False
             self._remove(key, entry)
-            if entry[_EXPIRES] <= self._clock():
+            if entry[1] <= self._clock():
                 self.counters.evictions_expired += 1
                 return False
             self.counters.deletes += 1
@@ -275,7 +277,7 @@ class MemoryStore:
                 if entry is None:
                     continue
                 self._remove(key, entry)
-                if entry[_EXPIRES] <= now:
+                if entry[1] <= now:
                     self.counters.evictions_expired += 1
                 else:
                     self.counters.deletes += 1
@@ -299,7 +301,7 @@ class MemoryStore:
             candidates.extend(self._expiry.bucket_of(now))
             for key in candidates:
                 entry = self._data.get(key)
-                if entry is not None and entry[_EXPIRES] <= now:
+                if entry is not None and entry[1] <= now:
                     self._remove(key, entry)
                     self.counters.evictions_expired += 1
                     removed += 1
@@ -332,11 +334,11 @@ class MemoryStore:
                 entry_overhead=ENTRY_OVERHEAD,
                 policy=self.policy_name,
                 top_accessed=[
-                    (key, entry[_HITS])
+                    (key, entry[3])
                     for key, entry in heapq.nlargest(
-                        top, self._data.items(), key=lambda item: item[1][_HITS]
+                        top, self._data.items(), key=lambda item: item[1][3]
                     )
-                    if entry[_HITS]
+                    if entry[3]
                 ],
             )
         return snapshot
@@ -380,13 +382,13 @@ class MemoryStore:
             return True
         weight = size if self._weigh_bytes else 1
         if old is not None:
-            self._bytes += size - old[_SIZE]
-            if old[_EXPIRES] != INF:
-                self._expiry.discard(key, old[_EXPIRES])
-            old[_PAYLOAD] = payload
-            old[_EXPIRES] = expires
-            old[_SIZE] = size
-            old[_TAGS] = tags
+            self._bytes += size - old[2]
+            if old[1] != INF:
+                self._expiry.discard(key, old[1])
+            old[0] = payload
+            old[1] = expires
+            old[2] = size
+            old[4] = tags
             self._policy.update(key, weight)
         else:
             data[key] = [payload, expires, size, 0, tags]
@@ -405,22 +407,22 @@ class MemoryStore:
         ):
             victim = policy.evict()
             entry = data.pop(victim)
-            self._bytes -= entry[_SIZE]
-            if entry[_EXPIRES] != INF:
-                self._expiry.discard(victim, entry[_EXPIRES])
+            self._bytes -= entry[2]
+            if entry[1] != INF:
+                self._expiry.discard(victim, entry[1])
             counters.evictions_capacity += 1
 
     def _remove(self, key: Hashable, entry: list[Any]) -> None:
         del self._data[key]
-        self._bytes -= entry[_SIZE]
-        if entry[_EXPIRES] != INF:
-            self._expiry.discard(key, entry[_EXPIRES])
+        self._bytes -= entry[2]
+        if entry[1] != INF:
+            self._expiry.discard(key, entry[1])
         self._policy.remove(key)
 
     def _sweep(self, now: float) -> None:
         data = self._data
         for key in self._expiry.pop_due(now, self._sweep_batch):
             entry = data.get(key)
-            if entry is not None and entry[_EXPIRES] <= now:
+            if entry is not None and entry[1] <= now:
                 self._remove(key, entry)
                 self.counters.evictions_expired += 1

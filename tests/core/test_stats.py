@@ -1,0 +1,31 @@
+"""Stats: exact counters and their dict form."""
+
+from __future__ import annotations
+
+from django_smartcache.core.stats import Stats
+
+
+def test_hit_rate_is_none_before_any_read():
+    assert Stats().as_dict()["hit_rate"] is None
+
+
+def test_as_dict_sums_evictions_by_cause():
+    stats = Stats()
+    stats.hits, stats.misses = 3, 1
+    stats.evictions_capacity, stats.evictions_expired, stats.evictions_invalidated = (
+        1,
+        2,
+        4,
+    )
+    snapshot = stats.as_dict()
+    assert snapshot["hit_rate"] == 0.75
+    assert snapshot["evictions"] == 7
+    assert snapshot["evictions_expired"] == 2
+
+
+def test_reset_zeroes_every_counter():
+    stats = Stats()
+    for name in Stats.__slots__:
+        setattr(stats, name, 5)
+    stats.reset()
+    assert all(getattr(stats, name) == 0 for name in Stats.__slots__)

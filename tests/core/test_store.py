@@ -1,0 +1,309 @@
+"""MemoryStore: budgets, refusal of oversized entries, TTL reclaim, exact counters."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from django_smartcache.core.sizing import ENTRY_OVERHEAD, entry_weight, parse_size
+from django_smartcache.core.store import MemoryStore
+
+
+class Clock:
+    """An injectable clock: tests move time instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(max_bytes=None, max_entries=None, **kw):
+    clock = Clock()
+    kw.setdefault("policy", "lru")
+    return MemoryStore(max_bytes, max_entries, clock=clock, **kw), clock
+
+
+def payload(n: int, fill: bytes = b"x") -> bytes:
+    return fill * n
+
+
+def test_roundtrip_and_counters():
+    store, _ = make(max_bytes=10_000)
+    assert store.set("a", b"1") is True
+    assert store.get("a") == b"1"
+    assert store.get("b") is None
+    stats = store.stats()
+    assert (stats["hits"], stats["misses"], stats["sets"]) == (1, 1, 1)
+    assert stats["hit_rate"] == 0.5
+    assert stats["entries"] == 1
+    assert stats["bytes_used"] == 1 + ENTRY_OVERHEAD
+    assert stats["max_bytes"] == 10_000
+
+
+def test_byte_budget_evicts_least_recent_under_lru():
+    size = 100
+    budget = 3 * entry_weight(size)
+    store, _ = make(max_bytes=budget)
+    for key in "abc":
+        store.set(key, payload(size))
+    store.get("a")  # b is now the least recent
+    store.set("d", payload(size))
+    assert store.get("b") is None
+    assert [store.has(k) for k in "acd"] == [True, True, True]
+    assert store.bytes_used == budget
+    assert store.stats()["evictions_capacity"] == 1
+
+
+def test_bigger_entry_evicts_as_many_as_needed_and_never_exceeds_budget():
+    store, _ = make(max_bytes=4 * entry_weight(10))
+    for key in "abcd":
+        store.set(key, payload(10))
+    store.set("big", payload(10 + 2 * entry_weight(10)))
+    assert store.bytes_used <= 4 * entry_weight(10)
+    assert store.has("big")
+    assert store.stats()["evictions_capacity"] == 3
+
+
+def test_entry_budget_together_with_byte_budget():
+    store, _ = make(max_bytes=1_000_000, max_entries=3)
+    for i in range(10):
+        store.set(i, b"v")
+    assert len(store) == 3
+    assert [store.has(i) for i in range(7, 10)] == [True, True, True]
+
+
+def test_entry_only_budget_counts_entries_not_bytes():
+    store, _ = make(max_entries=2)
+    store.set("a", payload(10_000))
+    store.set("b", payload(10_000))
+    assert len(store) == 2
+    store.set("c", b"")
+    assert len(store) == 2 and not store.has("a")
+
+
+def test_oversized_entry_refused_logged_and_evicts_nothing(caplog):
+    store, _ = make(max_bytes=3 * entry_weight(100))
+    store.set("a", payload(100))
+    store.set("b", payload(100))
+    with caplog.at_level(logging.WARNING, logger="django_smartcache"):
+        assert store.set("huge", payload(3 * entry_weight(100))) is False
+        assert store.add("huge", payload(3 * entry_weight(100))) is False
+    assert "huge" in caplog.text and "over the limit" in caplog.text
+    assert not store.has("huge")
+    assert store.has("a") and store.has("b")
+    stats = store.stats()
+    assert stats["evictions_capacity"] == 0
+    assert stats["refused"] == 2
+
+
+def test_oversized_overwrite_drops_the_stale_value():
+    store, _ = make(max_bytes=10_000)
+    store.set("k", b"old")
+    assert store.set("k", payload(20_000)) is False
+    assert store.get("k") is None
+    assert store.stats()["evictions_invalidated"] == 1
+    assert store.bytes_used == 0
+
+
+def test_max_item_size_refuses_below_the_budget():
+    store, _ = make(max_bytes=1_000_000, max_item_size=entry_weight(50))
+    assert store.set("ok", payload(50)) is True
+    assert store.set("no", payload(51)) is False
+    assert store.set_many([("x", payload(10)), ("y", payload(60))]) == ["y"]
+
+
+def test_expired_entries_are_never_returned():
+    store, clock = make(max_bytes=100_000)
+    store.set("k", b"v", ttl=10)
+    clock.now += 9.999
+    assert store.get("k") == b"v"
+    clock.now += 0.002
+    assert store.get("k") is None
+    assert store.has("k") is False
+    assert store.stats()["evictions_expired"] == 1
+
+
+def test_expired_entries_are_reclaimed_without_being_read():
+    store, clock = make(max_bytes=10_000_000, sweep_batch=16)
+    for i in range(100):
+        store.set(f"dead{i}", payload(100), ttl=5)
+    store.set("alive", b"v")
+    full = store.bytes_used
+    clock.now += 6
+    store.get("alive")  # any call sweeps one bounded batch
+    assert len(store) == 101 - 16
+    for _ in range(10):
+        store.get("alive")
+    assert len(store) == 1
+    assert store.bytes_used == full - 100 * entry_weight(100)
+    assert store.stats()["evictions_expired"] == 100
+
+
+def test_overwritten_ttl_is_not_swept_early():
+    store, clock = make(max_bytes=100_000)
+    store.set("k", b"v", ttl=5)
+    store.set("k", b"w", ttl=100)
+    clock.now += 10
+    store.get("other")
+    assert store.get("k") == b"w"
+
+
+def test_clear_expired_counts_everything_expired_including_this_second():
+    store, clock = make(max_bytes=1_000_000)
+    for i in range(5):
+        store.set(i, b"v", ttl=1)
+    store.set("late", b"v", ttl=3.2)
+    store.set("forever", b"v")
+    clock.now += 3.5  # "late" expired within the current second's bucket
+    assert store.clear_expired() == 6
+    assert len(store) == 1
+    assert store.clear_expired() == 0
+
+
+def test_zero_or_negative_ttl_expires_at_once():
+    store, _ = make(max_bytes=100_000)
+    store.set("k", b"v")
+    assert store.set("k", b"w", ttl=0) is True
+    assert store.get("k") is None
+    assert store.add("k2", b"w", ttl=-1) is True
+    assert store.has("k2") is False
+    assert store.bytes_used == 0
+
+
+def test_touch():
+    store, clock = make(max_bytes=100_000)
+    store.set("k", b"v", ttl=1)
+    assert store.touch("k", ttl=10) is True
+    clock.now += 5
+    assert store.get("k") == b"v"
+    assert store.touch("k", ttl=None) is True
+    clock.now += 10_000
+    assert store.get("k") == b"v"
+    assert store.touch("missing") is False
+    assert store.touch("k", ttl=0) is True
+    assert store.get("k") is None
+
+
+def test_add_is_set_if_absent():
+    store, clock = make(max_bytes=100_000)
+    assert store.add("k", b"1", ttl=1) is True
+    assert store.add("k", b"2") is False
+    clock.now += 2
+    assert store.add("k", b"3") is True
+    assert store.get("k") == b"3"
+
+
+def test_transform_keeps_expiry_and_is_unchanged_on_error():
+    store, clock = make(max_bytes=100_000)
+    store.set("n", b"1", ttl=10)
+    assert store.transform("n", lambda p: str(int(p) + 1).encode()) == b"2"
+
+    def boom(p: bytes) -> bytes:
+        raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        store.transform("n", boom)
+    assert store.get("n") == b"2"
+    with pytest.raises(KeyError):
+        store.transform("missing", lambda p: p)
+    clock.now += 11
+    with pytest.raises(KeyError):
+        store.transform("n", lambda p: p)
+
+
+def test_delete_and_delete_many_count_only_live_keys():
+    store, clock = make(max_bytes=100_000)
+    store.set("a", b"1")
+    store.set("b", b"1")
+    store.set("c", b"1", ttl=1)
+    assert store.delete("a") is True
+    assert store.delete("a") is False
+    clock.now += 2
+    assert store.delete_many(["b", "c", "zz"]) == 1
+    stats = store.stats()
+    assert stats["deletes"] == 2
+    assert stats["evictions_expired"] == 1
+    assert stats["entries"] == 0 and stats["bytes_used"] == 0
+
+
+def test_get_many_and_set_many():
+    store, _ = make(max_bytes=100_000)
+    assert store.set_many([("a", b"1"), ("b", b"2")], ttl=None) == []
+    assert store.get_many(["a", "b", "c"]) == {"a": b"1", "b": b"2"}
+    stats = store.stats()
+    assert (stats["hits"], stats["misses"], stats["sets"]) == (2, 1, 2)
+
+
+def test_top_accessed_is_exact():
+    store, _ = make(max_bytes=100_000)
+    for key, reads in (("cold", 1), ("hot", 5), ("warm", 3), ("never", 0)):
+        store.set(key, b"v")
+        for _ in range(reads):
+            store.get(key)
+    assert store.stats(top=2)["top_accessed"] == [("hot", 5), ("warm", 3)]
+    assert store.stats()["top_accessed"] == [("hot", 5), ("warm", 3), ("cold", 1)]
+
+
+def test_clear_keeps_counters_reset_stats_zeroes_them():
+    store, _ = make(max_bytes=100_000)
+    store.set("a", b"v")
+    store.get("a")
+    store.clear()
+    assert len(store) == 0 and store.bytes_used == 0
+    assert store.stats()["hits"] == 1
+    store.reset_stats()
+    assert store.stats()["hits"] == 0
+
+
+def test_resize_evicts_down_to_the_new_budget():
+    store, _ = make(max_bytes=10 * entry_weight(10))
+    for i in range(10):
+        store.set(i, payload(10))
+    store.resize(max_bytes=4 * entry_weight(10))
+    assert len(store) == 4
+    assert store.bytes_used == 4 * entry_weight(10)
+    with pytest.raises(ValueError, match="cannot switch"):
+        store.resize(max_entries=3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"max_bytes": 0}, {"max_entries": -1}, {"max_bytes": 10, "max_item_size": 0}],
+)
+def test_invalid_budgets(kwargs):
+    with pytest.raises(ValueError):
+        MemoryStore(**kwargs)
+
+
+def test_unknown_policy_names_the_known_ones():
+    with pytest.raises(KeyError, match="lru"):
+        MemoryStore(1000, policy="nope")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (123, 123),
+        ("123", 123),
+        ("64MB", 64 * 1024**2),
+        ("512 KiB", 512 * 1024),
+        ("1.5gb", int(1.5 * 1024**3)),
+        ("10k", 10 * 1024),
+    ],
+)
+def test_parse_size(value, expected):
+    assert parse_size(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "MB", "12 parsecs", True, 1.5, None, "-5MB"])
+def test_parse_size_rejects(value):
+    with pytest.raises(ValueError, match="64MB"):
+        parse_size(value)
+
+
+def test_parse_size_rejects_negative():
+    with pytest.raises(ValueError, match="negative"):
+        parse_size(-1)
