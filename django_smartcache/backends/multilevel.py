@@ -253,6 +253,9 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
         self._health = shared.health
         assert shared.coherence is not None
         self._co = shared.coherence
+        if self._co.deadline <= _monotonic():
+            # Start listening now rather than at the first read: fewer missed messages.
+            self._co.refresh(self._levels[-1])
         # Counters of this instance (one per thread); stats() sums every instance.
         n = len(self._levels)
         self._hits = [0] * n
@@ -422,10 +425,7 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
         if co.deadline <= _monotonic():
             co.refresh(self._levels[-1])
         self._sample -= 1
-        if self._sample:
-            payload = self._l1_payload(key)
-        else:
-            payload = self._timed_l1(key)
+        payload = self._l1_payload(key) if self._sample else self._timed_l1(key)
         if payload is not None:
             self._l1_hits += 1
             return self._loads(payload)

@@ -1,0 +1,198 @@
+"""A lower level that fails: MultiLevelCache keeps serving, logs once, counts, recovers.
+
+Real faults only: a redis-server stopped and restarted, a Redis that refuses writes
+(``maxmemory``), a file cache whose directory became a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from django_smartcache.backends.multilevel import MultiLevelCache
+from tests.backends.test_multilevel import FILES, REDIS, SMART, _unique
+
+pytestmark = pytest.mark.redis
+
+RETRY = 0.2
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def _failure_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "django_smartcache.multilevel"
+        and "failed during" in r.getMessage()
+    ]
+
+
+@pytest.fixture
+def make_cache() -> Iterator[Callable[..., MultiLevelCache]]:
+    made: list[MultiLevelCache] = []
+
+    def make(l2: dict[str, Any], **options: Any) -> MultiLevelCache:
+        cache = MultiLevelCache(
+            "",
+            {
+                "KEY_PREFIX": _unique(),
+                "OPTIONS": {
+                    "LEVELS": [{"BACKEND": SMART}, l2],
+                    "L1_MAX_TTL": 1000,
+                    "RETRY_INTERVAL": RETRY,
+                    **options,
+                },
+            },
+        )
+        made.append(cache)
+        return cache
+
+    yield make
+    for cache in made:
+        cache._co.stop()
+
+
+def test_redis_stopped_and_restarted(
+    private_redis: Any,
+    make_cache: Callable[..., MultiLevelCache],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="django_smartcache.multilevel")
+    cache = make_cache({"BACKEND": REDIS, "LOCATION": private_redis.url})
+    cache.set("kept", "in L1 and L2")
+    _wait_for(lambda: cache.stats()["coherence"]["connected"])
+
+    private_redis.stop()
+    assert cache.get("kept") == "in L1 and L2"  # L1 keeps serving
+    for i in range(50):
+        assert cache.get(f"absent-{i}", "default") == "default"  # L2 down: a miss
+    cache.set("written", "during the outage")  # skipped in L2, kept in L1
+    assert cache.get("written") == "during the outage"
+    assert cache.get_many(["kept", "written", "nope"]) == {
+        "kept": "in L1 and L2",
+        "written": "during the outage",
+    }
+    cache.delete("kept")
+    assert cache.get("kept") is None
+
+    stats = cache.stats()
+    l2 = stats["levels"][1]
+    assert l2["errors"] >= 1 and stats["errors"] == l2["errors"]
+    assert l2["down"] is True
+    assert "ConnectionError" in l2["last_error"]
+    assert l2["pending_repairs"] == 2  # "written" and "kept" may be stale in L2
+    assert len(_failure_warnings(caplog)) == 1  # one warning per interval, not per call
+
+    private_redis.start()  # an empty server on the same port
+    time.sleep(RETRY * 1.5)
+    cache.set("after", "recovered")
+    client = redis.Redis.from_url(private_redis.url)
+    assert client.exists(cache.make_key("after")) == 1
+    stats = cache.stats()
+    assert stats["levels"][1]["down"] is False
+    assert stats["levels"][1]["recoveries"] == 1
+    assert stats["levels"][1]["pending_repairs"] == 0
+    # The listener resubscribed by itself, and flushed L1 (messages may have been lost).
+    _wait_for(lambda: cache.stats()["coherence"]["subscriptions"] >= 2)
+    _wait_for(lambda: cache.stats()["coherence"]["connected"])
+    assert cache.get("written") is None
+
+
+def test_writes_refused_never_leave_a_stale_value(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    cache = make_cache({"BACKEND": REDIS, "LOCATION": redis_url})
+    l1, _ = cache.levels
+    key = cache.make_key("k")
+    client = redis.Redis.from_url(redis_url)
+    cache.set("k", "old")
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)  # Redis now refuses every write (OOM), reads work
+    try:
+        cache.set("k", "new")
+        assert cache.get("k") == "new"  # L1
+        l1.delete(key)  # as if evicted from L1 during the outage
+        assert cache.get("k") is None  # L2 is skipped while down, not read stale
+        assert cache.stats()["levels"][1]["errors"] >= 1
+    finally:
+        client.config_set("maxmemory", 0)
+    time.sleep(RETRY * 1.5)
+    # Recovery deletes the keys written while L2 refused them before serving from it.
+    assert cache.get("k") is None
+    assert client.exists(key) == 0
+    cache.set("k", "newest")
+    assert cache.get("k") == "newest" and client.exists(key) == 1
+
+
+def test_raise_errors_option(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    cache = make_cache(
+        {"BACKEND": REDIS, "LOCATION": private_redis.url},
+        RAISE_ERRORS=True,
+        COHERENCE="none",
+    )
+    cache.set("k", 1)
+    cache.levels[0].clear()
+    private_redis.stop()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        cache.get("k")
+    with pytest.raises(redis.exceptions.ConnectionError):
+        cache.set("k", 2)
+    assert cache.stats()["levels"][1]["errors"] == 2
+    private_redis.start()
+    cache.set("k", 3)  # no waiting for RETRY_INTERVAL when errors raise
+    assert cache.get("k") == 3
+
+
+def test_unwritable_file_level(
+    tmp_path: Path, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    directory = tmp_path / "cache"
+    cache = make_cache({"BACKEND": FILES, "LOCATION": str(directory)}, COHERENCE="none")
+    cache.set("k", "v")
+    shutil.rmtree(directory)
+    directory.write_text("not a directory any more")  # every read and write now fails
+
+    assert cache.get("k") == "v"  # L1
+    cache.set("k2", "v2")
+    assert cache.get("k2") == "v2"
+    cache.levels[0].clear()
+    assert cache.get("k", "miss") == "miss"
+    assert cache.stats()["levels"][1]["errors"] >= 1
+
+    directory.unlink()
+    time.sleep(RETRY * 1.5)
+    cache.set("k3", "v3")
+    cache.levels[0].clear()
+    assert cache.get("k3") == "v3"
+    assert cache.stats()["levels"][1]["recoveries"] == 1
+
+
+def test_unreachable_redis_from_the_start(
+    make_cache: Callable[..., MultiLevelCache],
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    cache = make_cache({"BACKEND": REDIS, "LOCATION": f"redis://127.0.0.1:{port}/0"})
+    cache.set("k", "v")
+    assert cache.get("k") == "v"
+    assert cache.incr_version("k") == 2  # built on get/set/delete
+    assert cache.get("k", version=2) == "v"
+    assert cache.stats()["levels"][1]["errors"] >= 1
