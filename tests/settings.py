@@ -13,10 +13,13 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django_smartcache",
     "tests.django_conformance",
+    "tests.testapp",
 ]
 
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    # A second database for the multi-database invalidation tests.
+    "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
 
 CACHES: dict[str, dict[str, Any]] = {
