@@ -1,0 +1,70 @@
+"""FK, M2M (auto and custom through), multi-table inheritance, a proxy, an opted-out model."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Author(models.Model):
+    name = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Genre(models.Model):
+    name = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Book(models.Model):
+    title = models.CharField(max_length=100)
+    author = models.ForeignKey(Author, models.CASCADE, related_name="books")
+    genres = models.ManyToManyField(Genre, related_name="books", blank=True)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Club(models.Model):
+    name = models.CharField(max_length=100)
+    members = models.ManyToManyField(Author, through="Membership", related_name="clubs")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    club = models.ForeignKey(Club, models.CASCADE)
+    author = models.ForeignKey(Author, models.CASCADE)
+    role = models.CharField(max_length=20, default="member")
+
+    def __str__(self) -> str:
+        return f"{self.author_id} in {self.club_id} ({self.role})"
+
+
+class Place(models.Model):
+    name = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Restaurant(Place):
+    serves_pizza = models.BooleanField(default=False)
+
+
+class FamousAuthor(Author):
+    class Meta:
+        proxy = True
+
+
+class AuditLog(models.Model):
+    """Opted out in the tests' SMARTCACHE settings."""
+
+    message = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.message
