@@ -307,3 +307,14 @@ def test_parse_size_rejects(value):
 def test_parse_size_rejects_negative():
     with pytest.raises(ValueError, match="negative"):
         parse_size(-1)
+
+
+def test_get_many_skips_expired_entries_still_in_this_seconds_bucket():
+    store, clock = make(max_bytes=100_000)
+    store.set("a", b"1", ttl=0.3)
+    store.set("b", b"2")
+    clock.now += (
+        0.5  # expired, but its expiry bucket (the next whole second) is not due
+    )
+    assert store.get_many(["a", "b"]) == {"b": b"2"}
+    assert store.stats()["evictions_expired"] == 1
