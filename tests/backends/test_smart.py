@@ -1,0 +1,293 @@
+"""SmartCache through Django's API: sharing, threads, pickling, options, stats, async."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import sys
+import threading
+import warnings
+from itertools import count
+
+import pytest
+from django.core.cache import CacheKeyWarning
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.exceptions import ImproperlyConfigured
+
+from django_smartcache.backends import SmartCache
+from django_smartcache.backends.base import UnpicklableValueError
+from django_smartcache.core.sizing import entry_weight
+
+_names = count()
+
+
+def make(location: str | None = None, **options) -> SmartCache:
+    """A fresh store per test unless ``location`` is shared on purpose."""
+    location = location or f"test-smart-{next(_names)}"
+    return SmartCache(location, {"OPTIONS": options})
+
+
+def test_instances_with_the_same_location_share_one_store_across_threads():
+    first = make("shared-loc")
+    first.clear()
+    first.set("k", "v")
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(make("shared-loc").get("k")))
+    thread.start()
+    thread.join()
+    assert seen == ["v"]
+    assert make("another-loc").get("k") is None
+
+
+def test_incr_under_eight_threads_loses_no_increment():
+    location = "incr-threads"
+    cache = make(location)
+    cache.set("n", 0)
+    per_thread = 500
+
+    def work():
+        local = SmartCache(location, {})  # Django gives each thread its own instance
+        for _ in range(per_thread):
+            local.incr("n")
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(
+        1e-6
+    )  # switch threads often, so a racy incr would lose updates
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert cache.get("n") == 8 * per_thread
+
+
+def test_add_is_atomic_exactly_one_thread_wins():
+    cache = make()
+    barrier = threading.Barrier(8)
+    results = []
+
+    def work(i):
+        barrier.wait()
+        results.append(cache.add("once", i))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+
+
+def test_values_are_isolated_from_later_mutation():
+    cache = make()
+    value = {"a": [1]}
+    cache.set("k", value)
+    value["a"].append(2)
+    fetched = cache.get("k")
+    fetched["a"].append(3)
+    assert cache.get("k") == {"a": [1]}
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise TypeError("no pickling here")
+
+
+def test_unpicklable_value_raises_clearly_and_leaves_the_cache_unchanged():
+    cache = make()
+    cache.set("k", "old")
+    with pytest.raises(UnpicklableValueError, match="cannot be pickled") as info:
+        cache.set("k", Unpicklable())
+    assert isinstance(info.value, pickle.PickleError)
+    assert isinstance(info.value, TypeError)
+    assert cache.get("k") == "old"
+    with pytest.raises(UnpicklableValueError):
+        cache.set_many({"a": 1, "b": threading.Lock()})
+    assert cache.get("a") is None
+    assert cache.stats()["sets"] == 1
+
+
+class LockProbe:
+    """Records whether the store's lock is held while it is pickled (Django #20613)."""
+
+    def __init__(self, cache, seen):
+        self.cache, self.seen = cache, seen
+
+    def __getstate__(self):
+        self.seen.append(self.cache._store.lock.locked())
+        return {}
+
+
+def test_pickling_happens_outside_the_lock():
+    cache = make()
+    seen = []
+    cache.set("set", LockProbe(cache, seen))
+    cache.add("add", LockProbe(cache, seen))
+    cache.set_many({"many": LockProbe(cache, seen)})
+    assert seen == [False, False, False]
+
+
+def test_oversized_value_is_refused_logged_and_add_returns_false(caplog):
+    cache = make(MAX_MEMORY="64KB", MAX_ITEM_SIZE="16KB")
+    cache.set("small", "x")
+    with caplog.at_level(logging.WARNING, logger="django_smartcache"):
+        assert cache.add("big", "x" * 20_000) is False
+        cache.set("big", "x" * 20_000)
+        assert cache.set_many({"ok": 1, "big2": "y" * 20_000}) == ["big2"]
+    assert "big" in caplog.text
+    assert cache.get("big") is None
+    assert cache.get("small") == "x"
+    assert cache.stats()["evictions"] == 0
+
+
+def test_memory_budget_is_respected_through_django():
+    cache = make(MAX_MEMORY=20 * entry_weight(1100), POLICY="lru")
+    for i in range(100):
+        cache.set(i, b"x" * 1000)
+    stats = cache.stats()
+    assert stats["bytes_used"] <= 20 * entry_weight(1100)
+    assert stats["evictions_capacity"] == 100 - stats["entries"]
+    assert cache.get(99) == b"x" * 1000
+
+
+def test_incr_decr_and_errors():
+    cache = make()
+    cache.set("n", 1)
+    assert cache.incr("n", 10) == 11
+    assert cache.decr("n", 2) == 9
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr("missing")
+    cache.set("none", None)
+    with pytest.raises(TypeError):
+        cache.incr("none")
+    assert cache.get("none") is None and cache.has_key("none")
+
+
+def test_stats_and_clear_expired():
+    cache = make()
+    now = [0.0]
+    cache._store._clock = lambda: now[0]  # the store's injectable clock
+    cache.set("a", 1, timeout=5)
+    cache.set("b", 2, timeout=5)
+    cache.set("c", 3, timeout=None)
+    cache.get("a")
+    cache.get("zz")
+    now[0] = 6.0
+    assert cache.clear_expired() == 2
+    stats = cache.stats()
+    assert stats["hits"] == 1 and stats["misses"] == 1 and stats["hit_rate"] == 0.5
+    assert stats["entries"] == 1
+    assert stats["evictions_expired"] == 2
+    assert stats["top_accessed"] == []  # "a", the only key read, has expired
+    cache.get("c")
+    cache.get("c")
+    assert cache.stats()["top_accessed"] == [(":1:c", 2)]
+
+
+def test_versions_prefix_and_custom_key_function():
+    cache = SmartCache(
+        "kf",
+        {
+            "KEY_PREFIX": "p",
+            "VERSION": 3,
+            "KEY_FUNCTION": lambda k, p, v: f"{p}|{v}|{k}",
+        },
+    )
+    cache.set("k", 1)
+    assert cache.get("k") == 1
+    assert cache.incr_version("k") == 4
+    assert cache.get("k") is None and cache.get("k", version=4) == 1
+    assert cache.get_many(["k"], version=4) == {"k": 1}
+
+
+KEYS = [
+    "a" * 251,
+    "with space",
+    "ctrl\x01char",
+    "del\x7f",
+    "tab\tkey",
+    "unicode-清-ok",
+    "next-line\x85",  # not printable, but memcached accepts it: no warning
+    "a" * 300 + " both",
+]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_key_warnings_are_djangos_exactly(key):
+    ours, theirs = make(), LocMemCache("warn-ref", {})
+    for method, args in (("get", ()), ("set", (1,)), ("get_many", None)):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            call = [[key]] if args is None else [key, *args]
+            getattr(ours, method)(*call)
+        with warnings.catch_warnings(record=True) as expected:
+            warnings.simplefilter("always")
+            getattr(theirs, method)(*call)
+        assert [(w.category, str(w.message)) for w in got] == [
+            (w.category, str(w.message)) for w in expected
+        ]
+        assert all(w.category is CacheKeyWarning for w in got)
+
+
+def test_async_twins():
+    cache = make()
+
+    async def scenario():
+        await cache.aset("a", 1)
+        assert await cache.aget("a") == 1
+        assert await cache.aadd("a", 2) is False
+        assert await cache.aincr("a") == 2
+        assert await cache.adecr("a") == 1
+        assert await cache.aset_many({"b": 2, "c": 3}) == []
+        assert await cache.aget_many(["a", "b", "zz"]) == {"a": 1, "b": 2}
+        assert await cache.ahas_key("c") is True
+        assert await cache.atouch("c", 100) is True
+        assert await cache.adelete("c") is True
+        await cache.adelete_many(["a"])
+        assert await cache.aget_or_set("d", 4) == 4
+        assert await cache.aincr_version("d") == 2
+        await cache.aclear()
+        assert await cache.aget("b") is None
+        await cache.aclose()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"MAX_MEMORY": "lots"}, "MAX_MEMORY"),
+        ({"MAX_MEMORY": 0}, "MAX_MEMORY"),
+        ({"MAX_MEMORY": None}, "MAX_MEMORY"),
+        ({"MAX_ENTRIES": "ten"}, "MAX_ENTRIES"),
+        ({"MAX_ENTRIES": 0}, "MAX_ENTRIES"),
+        ({"MAX_ITEM_SIZE": -3}, "MAX_ITEM_SIZE"),
+        ({"POLICY": "random"}, "POLICY"),
+        ({"MAX_MEMROY": "1MB"}, "MAX_MEMROY"),
+    ],
+)
+def test_bad_options_raise_improperly_configured_naming_the_option(options, named):
+    with pytest.raises(ImproperlyConfigured, match=named):
+        make(**options)
+
+
+def test_option_defaults_and_forms():
+    stats = make().stats()
+    assert stats["max_bytes"] == 64 * 1024 * 1024
+    assert stats["max_entries"] is None and stats["max_item_size"] is None
+    stats = make(
+        MAX_MEMORY="1.5MB", MAX_ENTRIES=10, MAX_ITEM_SIZE=4096, POLICY="lru"
+    ).stats()
+    assert (stats["max_bytes"], stats["max_entries"], stats["max_item_size"]) == (
+        int(1.5 * 1024 * 1024),
+        10,
+        4096,
+    )
+    assert stats["policy"] == "lru"
+    assert make(MAX_MEMORY=None, MAX_ENTRIES=5).stats()["max_bytes"] is None
+    make(CULL_FREQUENCY=0)  # Django's generic option: accepted, ignored
