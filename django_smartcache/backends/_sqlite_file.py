@@ -33,6 +33,10 @@ CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 WAL_AUTOCHECKPOINT_PAGES = 4000
 
 
+class ForeignDatabaseError(Exception):
+    """``LOCATION`` holds a valid SQLite database that is not a cache."""
+
+
 def is_corruption(exc: BaseException) -> bool:
     """Whether ``exc`` says the file is damaged (as opposed to busy, full, read-only...)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -129,9 +133,6 @@ def _install(path: str, busy_timeout: float) -> None:
     """Create or check the schema; raise ``sqlite3.DatabaseError`` when the file is damaged."""
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise sqlite3.OperationalError(f"cannot switch {path} to WAL (got {mode})")
         tables = {
             row[0]
             for row in conn.execute(
@@ -139,9 +140,15 @@ def _install(path: str, busy_timeout: float) -> None:
             )
         }
         if tables and not tables >= schema.TABLES:
-            raise sqlite3.DatabaseError(
-                f"not a SQLiteCache file (tables: {', '.join(sorted(tables))})"
+            # A healthy database of something else: most likely LOCATION pointing at
+            # the site's own data. Never modify it, never move it.
+            raise ForeignDatabaseError(
+                f"it is an SQLite database but not a SQLiteCache file (tables: "
+                f"{', '.join(sorted(tables))}); refusing to touch it"
             )
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot switch {path} to WAL (got {mode})")
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _statements(schema.DDL):
@@ -193,7 +200,7 @@ def prepare(path: str, busy_timeout: float) -> None:
                     raise
                 quarantine(path, str(exc))
                 _install(path, busy_timeout)
-    except (OSError, sqlite3.OperationalError) as exc:
+    except (OSError, sqlite3.OperationalError, ForeignDatabaseError) as exc:
         raise ImproperlyConfigured(
             f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "
             f"in a directory this process can create and write."

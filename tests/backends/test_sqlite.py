@@ -1,0 +1,503 @@
+"""SQLiteCache on real files: options, budget, eviction order, expiry index, bad input,
+damaged files, and the change-log API the multi-level cache builds on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sqlite3
+import threading
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from django_smartcache.backends import SQLiteCache, _sqlite_schema as sql
+from django_smartcache.backends.base import UnpicklableValueError
+from django_smartcache.backends.sqlite import ENTRY_OVERHEAD
+
+
+class Clock:
+    """A settable clock injected as the backend's ``_clock``: expiry without sleeping."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def location(tmp_path):
+    return str(tmp_path / "cache.sqlite3")
+
+
+@pytest.fixture
+def make_cache(location):
+    made: list[SQLiteCache] = []
+
+    def make(clock: Clock | None = None, path: str | None = None, **options):
+        cache = SQLiteCache(path or location, {"OPTIONS": options})
+        if clock is not None:
+            cache._clock = clock
+        made.append(cache)
+        return cache
+
+    yield make
+    for cache in made:
+        cache.close()
+
+
+def raw(path: str) -> sqlite3.Connection:
+    """An independent connection to inspect the file."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def entry_size(key: str, value: object) -> int:
+    payload = (
+        8 if type(value) is int else len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    )
+    return len(key) + payload + ENTRY_OVERHEAD
+
+
+# -- options ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("location", "params", "named"),
+    [
+        ("", {}, "LOCATION"),
+        (":memory:", {}, "LOCATION"),
+        ("x.db", {"OPTIONS": {"MAX_SIZE": "lots"}}, "MAX_SIZE"),
+        ("x.db", {"OPTIONS": {"MAX_SIZE": 0}}, "MAX_SIZE"),
+        ("x.db", {"OPTIONS": {"MAX_ENTRIES": 0}}, "MAX_ENTRIES"),
+        ("x.db", {"OPTIONS": {"CULL_FREQUENCY": -1}}, "CULL_FREQUENCY"),
+        ("x.db", {"OPTIONS": {"BUSY_TIMEOUT": "5"}}, "BUSY_TIMEOUT"),
+        ("x.db", {"OPTIONS": {"SYNCHRONOUS": "OFF"}}, "SYNCHRONOUS"),
+        ("x.db", {"OPTIONS": {"ACCESS_INTERVAL": -1}}, "ACCESS_INTERVAL"),
+        (
+            "x.db",
+            {"OPTIONS": {"CHANGE_LOG_RETENTION": float("nan")}},
+            "CHANGE_LOG_RETENTION",
+        ),
+        ("x.db", {"OPTIONS": {"CHANGE_LOG_MAX_ROWS": 0}}, "CHANGE_LOG_MAX_ROWS"),
+        ("x.db", {"OPTIONS": {"MAX_MEMORY": "1MB"}}, "MAX_MEMORY"),
+        ("x.db", {"TIMEOUT": "soon"}, "TIMEOUT"),
+    ],
+)
+def test_wrong_setting_names_the_option(tmp_path, location, params, named):
+    path = str(tmp_path / location) if location.endswith(".db") else location
+    with pytest.raises(ImproperlyConfigured, match=named):
+        SQLiteCache(path, params)
+
+
+def test_max_size_accepts_units(location):
+    assert (
+        SQLiteCache(location, {"OPTIONS": {"MAX_SIZE": "512KB"}})._max_size
+        == 512 * 1024
+    )
+    assert SQLiteCache(location, {})._max_size == 1024**3  # documented default: 1GB
+
+
+@pytest.mark.parametrize("kind", ["parent_is_a_file", "location_is_a_directory"])
+def test_unusable_location_is_a_clear_error(tmp_path, kind):
+    if kind == "parent_is_a_file":
+        (tmp_path / "plain").write_text("x")
+        path = str(tmp_path / "plain" / "cache.sqlite3")
+    else:
+        path = str(tmp_path)
+    cache = SQLiteCache(path, {})
+    with pytest.raises(ImproperlyConfigured, match="LOCATION"):
+        cache.set("k", "v")
+
+
+# -- values and persistence ------------------------------------------------------------
+
+
+def test_values_survive_a_new_instance(make_cache, location):
+    make_cache().set_many({"int": 7, "bool": True, "big": 2**80, "obj": {"a": [1, 2]}})
+    again = make_cache()
+    assert again.get_many(["int", "bool", "big", "obj"]) == {
+        "int": 7,
+        "bool": True,
+        "big": 2**80,
+        "obj": {"a": [1, 2]},
+    }
+    assert type(again.get("bool")) is bool
+    # Plain ints are SQLite integers in the file (so incr is one UPDATE); bools are not.
+    types = dict(
+        raw(location).execute("SELECT key, typeof(value) FROM smartcache_entry")
+    )
+    assert types == {
+        ":1:int": "integer",
+        ":1:bool": "blob",
+        ":1:big": "blob",
+        ":1:obj": "blob",
+    }
+
+
+def test_incr_leaves_the_64_bit_range_exactly(make_cache):
+    cache = make_cache()
+    cache.set("n", 2**63 - 1)
+    assert cache.incr("n") == 2**63
+    assert cache.get("n") == 2**63
+    assert cache.decr("n", 2) == 2**63 - 2
+    cache.set("low", -(2**63))
+    assert cache.decr("low") == -(2**63) - 1
+    cache.set("f", 1.5)
+    assert cache.incr("f") == 2.5
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr("absent")
+
+
+def test_incr_keeps_the_expiry(make_cache):
+    clock = Clock()
+    cache = make_cache(clock)
+    cache.set("n", 1, timeout=10)
+    assert cache.incr("n") == 2
+    clock.now += 11
+    with pytest.raises(ValueError):
+        cache.incr("n")
+
+
+def test_unpicklable_value_is_refused_and_nothing_is_written(make_cache, location):
+    cache = make_cache()
+    cache.set("k", "old")
+    cursor = cache.change_cursor()
+    with pytest.raises(UnpicklableValueError, match="'?:1:k'?"):
+        cache.set("k", threading.Lock())
+    with pytest.raises(pickle.PicklingError):
+        cache.set_many({"a": 1, "b": lambda: None})
+    assert cache.get("k") == "old"
+    assert cache.get("a") is None  # the batch is all or nothing
+    assert cache.changes_since(cursor) == (cursor, [])
+
+
+def test_unreadable_value_is_a_logged_miss(make_cache, location, caplog):
+    cache = make_cache()
+    cache.set("k", "v")
+    raw(location).execute("UPDATE smartcache_entry SET value = x'80059501'")
+    with caplog.at_level(logging.ERROR, "django_smartcache.sqlite"):
+        assert cache.get("k", "default") == "default"
+    assert "cannot unpickle ':1:k'" in caplog.text
+
+
+# -- expiry ----------------------------------------------------------------------------
+
+
+def test_expired_entries_read_as_missing_and_are_purged(make_cache, location):
+    clock = Clock()
+    cache = make_cache(clock)
+    cache.set("short", 1, timeout=5)
+    cache.set("long", 2, timeout=50)
+    cache.set("forever", 3, timeout=None)
+    clock.now += 10
+    assert cache.get("short") is None
+    assert not cache.has_key("short")
+    assert cache.get_many(["short", "long", "forever"]) == {"long": 2, "forever": 3}
+    assert cache.add("short", 4, timeout=20)  # an expired key counts as absent
+    clock.now += 100
+    assert cache.purge_expired() == 2
+    keys = [k for (k,) in raw(location).execute("SELECT key FROM smartcache_entry")]
+    assert keys == [":1:forever"]
+    assert cache.stats()["entries"] == 1
+
+
+def test_expiry_purge_and_victim_queries_use_their_indexes(make_cache, location):
+    make_cache().set("k", 1)
+    conn = raw(location)
+
+    def plan(statement, params):
+        return " ".join(
+            row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params)
+        )
+
+    # Expired rows are a range search on the expires index, never a scan of the table.
+    for statement, params in (
+        (sql.PURGE_EXPIRED, (0.0,)),
+        (sql.PURGE_EXPIRED_SOME, (0.0, 10)),
+        (sql.EXPIRED_VICTIMS, (0.0, 10)),
+    ):
+        found = plan(statement, params)
+        assert "SEARCH smartcache_entry USING" in found
+        assert "INDEX smartcache_entry_expires (expires<?)" in found
+    # LRU victims are read in index order, stopping at LIMIT: no sort of the table.
+    lru = plan(sql.LRU_VICTIMS, (10,))
+    assert "SCAN smartcache_entry USING INDEX smartcache_entry_accessed" in lru
+    assert "TEMP B-TREE" not in lru
+
+
+def test_zero_timeout_stores_nothing(make_cache):
+    cache = make_cache()
+    cache.set("k", "v")
+    cache.set("k", "w", timeout=0)
+    assert cache.get("k") is None
+    assert cache.stats()["entries"] == 0
+
+
+# -- budget and eviction ---------------------------------------------------------------
+
+
+def test_budget_is_never_exceeded_and_accounting_is_exact(make_cache, location):
+    budget = 20_000
+    cache = make_cache(MAX_SIZE=budget)
+    conn = raw(location)
+    for i in range(400):
+        key = f"k{i % 97}"
+        if i % 7 == 0:
+            cache.set_many({f"m{i}-{j}": "x" * (i % 300) for j in range(5)})
+        elif i % 11 == 0:
+            cache.delete(key)
+        else:
+            cache.set(key, "v" * ((i * 37) % 900))
+        stats = cache.stats()
+        total, count = conn.execute(
+            "SELECT coalesce(sum(size), 0), count(*) FROM smartcache_entry"
+        ).fetchone()
+        assert (stats["bytes"], stats["entries"]) == (total, count)
+        assert total <= budget
+    # The accounted size is key + serialized value + the documented overhead.
+    assert conn.execute(
+        "SELECT size FROM smartcache_entry WHERE key = ':1:k1'"
+    ).fetchone() == (entry_size(":1:k1", cache.get("k1")),)
+
+
+def test_eviction_is_least_recently_used_not_insertion_order(make_cache):
+    clock = Clock()
+    one = entry_size(":1:a", "x" * 200)
+    cache = make_cache(clock, MAX_SIZE=3 * one, ACCESS_INTERVAL=0)
+    for key in "abc":
+        clock.now += 1
+        cache.set(key, "x" * 200)
+    clock.now += 1
+    assert cache.get("a") == "x" * 200  # a is now the most recently used
+    clock.now += 1
+    cache.set("d", "x" * 200)
+    assert sorted(cache.get_many(["a", "b", "c", "d"])) == ["a", "c", "d"]
+
+
+def test_expired_entries_are_evicted_before_live_ones(make_cache):
+    clock = Clock()
+    one = entry_size(":1:a", "x" * 200)
+    cache = make_cache(clock, MAX_SIZE=3 * one, ACCESS_INTERVAL=0)
+    cache.set("o", "x" * 200)  # the least recently used, but live
+    clock.now += 1
+    cache.set("b", "x" * 200)
+    clock.now += 1
+    cache.set("e", "x" * 200, timeout=1)  # the most recently used, but expiring
+    clock.now += 2
+    cache.set("d", "x" * 200)
+    assert sorted(cache.get_many(["o", "b", "d"])) == ["b", "d", "o"]
+
+
+def test_access_times_are_written_behind_at_most_once_per_interval(
+    make_cache, location
+):
+    clock = Clock()
+    cache = make_cache(clock, ACCESS_INTERVAL=30)
+    cache.set("k", 1)
+    conn = raw(location)
+
+    def accessed():
+        return conn.execute("SELECT accessed FROM smartcache_entry").fetchone()[0]
+
+    clock.now += 10
+    cache.get("k")  # within the interval: nothing to refresh
+    cache.set("other", 1)
+    assert accessed() == clock.now - 10
+    clock.now += 30
+    cache.get("k")
+    assert accessed() == clock.now - 40  # not written by the read itself
+    cache.set("other", 2)  # ... but by the next write transaction
+    assert accessed() == clock.now
+
+
+def test_too_large_value_is_refused_logged_and_the_old_value_removed(
+    make_cache, caplog
+):
+    cache = make_cache(MAX_SIZE=1000)
+    cache.set("k", "small")
+    with caplog.at_level(logging.WARNING, "django_smartcache.sqlite"):
+        cache.set("k", "x" * 2000)
+        assert cache.set_many({"big": "y" * 2000, "ok": 1}) == ["big"]
+    assert cache.get("k") is None  # never the stale "small"
+    assert cache.get("ok") == 1
+    assert "exceed MAX_SIZE" in caplog.text
+
+
+# -- damaged files ---------------------------------------------------------------------
+
+
+def _damage(path: str, kind: str) -> None:
+    if kind == "random_bytes":
+        with open(path, "wb") as f:
+            f.write(os.urandom(8192))
+    elif kind == "text_file":
+        with open(path, "w") as f:
+            f.write("this is not a database\n" * 50)
+    elif kind == "truncated_db":
+        cache = SQLiteCache(path, {})
+        cache.set_many({f"k{i}": "v" * 500 for i in range(200)})
+        cache._state.conn.close()
+        cache._state.conn = None
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.truncate(size // 2)
+    elif kind == "foreign_sqlite":
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+        conn.commit()
+        conn.close()
+
+
+@pytest.mark.parametrize("kind", ["random_bytes", "text_file", "truncated_db"])
+def test_damaged_file_is_moved_aside_logged_and_replaced(tmp_path, kind, caplog):
+    path = str(tmp_path / f"{kind}.sqlite3")
+    _damage(path, kind)
+    with open(path, "rb") as f:
+        original = f.read()
+    with caplog.at_level(logging.ERROR, "django_smartcache.sqlite"):
+        cache = SQLiteCache(path, {})
+        cache.set("k", "v")
+        assert cache.get("k") == "v"
+    aside = [
+        p for p in os.listdir(tmp_path) if ".corrupt-" in p and not p.endswith("-wal")
+    ]
+    assert len(aside) == 1
+    with open(tmp_path / aside[0], "rb") as f:
+        assert f.read() == original  # kept for inspection
+    assert path in caplog.text and str(tmp_path / aside[0]) in caplog.text
+
+
+def test_damage_found_while_running_is_repaired_and_reads_miss(location, caplog):
+    writer = SQLiteCache(location, {})
+    writer.set_many({f"k{i}": "v" * 300 for i in range(300)})
+    writer._state.conn.close()
+    writer._state.conn = None
+    conn = sqlite3.connect(location)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with open(location, "r+b") as f:  # keep the header, wreck the pages after it
+        f.seek(4096)
+        f.write(os.urandom(os.path.getsize(location) - 4096))
+    reader = SQLiteCache(
+        location, {}
+    )  # this process already checked the file: no re-check
+    with caplog.at_level(logging.ERROR, "django_smartcache.sqlite"):
+        assert reader.get_many([f"k{i}" for i in range(300)]) == {}
+        reader.set("after", 1)
+        assert reader.get("after") == 1
+    assert "moved it to" in caplog.text
+
+
+def test_another_applications_database_is_refused_untouched(tmp_path):
+    path = str(tmp_path / "app.sqlite3")
+    _damage(path, "foreign_sqlite")
+    with open(path, "rb") as f:
+        original = f.read()
+    with pytest.raises(ImproperlyConfigured, match="invoices"):
+        SQLiteCache(path, {}).get("k")
+    with open(path, "rb") as f:
+        assert f.read() == original
+    assert sorted(os.listdir(tmp_path)) == ["app.sqlite3", "app.sqlite3.lock"]
+
+
+# -- change log ------------------------------------------------------------------------
+
+
+def test_every_kind_of_write_is_logged_with_its_db_key(make_cache):
+    clock = Clock()
+    cache = make_cache(clock)
+    start = cache.change_cursor()
+    cache.set("a", 1)
+    cache.add("b", 1)
+    assert not cache.add("b", 2)  # stored nothing: logs nothing
+    cache.incr("a")
+    cache.touch("b", 100)
+    cache.set_many({"c": 1, "d": 2}, version=2)
+    cache.delete_many(["c", "d"], version=2)
+    cache.delete("a")
+    cursor, keys = cache.changes_since(start)
+    assert keys == [":1:a", ":1:b", ":2:c", ":2:d"]
+    assert cursor == cache.change_cursor() > start
+    assert cache.changes_since(cursor) == (cursor, [])
+
+
+def test_reads_and_refused_writes_are_not_changes(make_cache):
+    cache = make_cache(ACCESS_INTERVAL=0)
+    cache.set("a", 1)
+    cursor = cache.change_cursor()
+    for _ in range(300):  # enough reads to flush their access times
+        cache.get("a")
+    cache.close()
+    assert not cache.delete("missing")
+    assert cache.changes_since(cursor) == (cursor, [])
+
+
+def test_clear_means_drop_everything(make_cache):
+    cache = make_cache()
+    cache.set("a", 1)
+    before = cache.change_cursor()
+    cache.clear()
+    cursor, keys = cache.changes_since(before)
+    assert keys is None
+    assert cache.changes_since(cursor) == (cursor, [])
+    cache.set("b", 1)
+    assert cache.changes_since(cursor)[1] == [":1:b"]
+
+
+def test_pruned_log_means_drop_everything_and_stays_bounded(make_cache, location):
+    cache = make_cache(CHANGE_LOG_MAX_ROWS=50)
+    old = cache.change_cursor()
+    cache.set("first", 1)
+    for i in range(1100):
+        cache.set(f"k{i % 40}", i)
+    rows = raw(location).execute("SELECT count(*) FROM smartcache_change").fetchone()[0]
+    assert rows <= 50 + 512  # the cap, plus at most one maintenance interval of writes
+    assert cache.changes_since(old)[1] is None
+    recent = cache.change_cursor()
+    cache.set("k1", "new")
+    assert cache.changes_since(recent) == (recent + 1, [":1:k1"])
+
+
+def test_log_retention_is_by_time(make_cache, location):
+    clock = Clock()
+    cache = make_cache(clock, CHANGE_LOG_RETENTION=60)
+    old = cache.change_cursor()
+    for _ in range(3):  # each batch of 600 writes passes one maintenance point
+        for i in range(600):
+            cache.set(f"k{i % 10}", i)
+        clock.now += 40
+    assert cache.changes_since(old)[1] is None
+    recent = cache.change_cursor()
+    cache.set("x", 1)
+    assert cache.changes_since(recent)[1] == [":1:x"]
+
+
+def test_changes_from_another_connection_are_seen(make_cache, location):
+    reader = make_cache()
+    cursor = reader.change_cursor()
+    assert reader.changes_since(cursor) == (cursor, [])
+    thread = threading.Thread(target=lambda: make_cache().set("from-thread", 1))
+    thread.start()
+    thread.join()
+    assert reader.changes_since(cursor)[1] == [":1:from-thread"]
+
+
+def test_threads_share_the_file_without_losing_increments(make_cache):
+    cache = make_cache()
+    cache.set("n", 0)
+
+    def work():
+        for _ in range(200):
+            cache.incr("n")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.get("n") == 800
