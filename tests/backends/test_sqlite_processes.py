@@ -1,0 +1,156 @@
+"""SQLiteCache shared by real processes: atomic incr/add, SIGKILL mid-write, fork."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from django_smartcache.backends import SQLiteCache
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Run as ``python -c WORKER MODE LOCATION GO_FILE``; prints one line per acknowledged write.
+WORKER = r"""
+import os, sys, time
+from django_smartcache.backends import SQLiteCache
+
+mode, location, go = sys.argv[1:4]
+cache = SQLiteCache(location, {"OPTIONS": {"BUSY_TIMEOUT": 30}})
+cache.get("warm-up")  # open the file before the start line
+while not os.path.exists(go):
+    time.sleep(0.001)
+if mode == "incr":
+    for _ in range(250):
+        cache.incr("n")
+        cache.incr("f")  # a float: the read-modify-write path under BEGIN IMMEDIATE
+elif mode == "add":
+    for j in range(50):
+        if cache.add(f"race{j}", os.getpid()):
+            print(j, flush=True)
+elif mode == "stream":
+    i = 0
+    while True:
+        if i % 10 == 0:
+            cache.set_many({f"b{i}-{m}": i for m in range(10)})
+        cache.set(f"k{i}", i)
+        print(i, flush=True)  # printed only once set() has returned: committed
+        i += 1
+"""
+
+
+def spawn(mode: str, location: str, go: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, mode, location, str(go)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def run_all(processes: list[subprocess.Popen[str]], go: Path) -> list[str]:
+    time.sleep(0.2)
+    go.touch()
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        outputs.append(out)
+    return outputs
+
+
+def test_four_processes_lose_no_increment(tmp_path):
+    location = str(tmp_path / "cache.sqlite3")
+    cache = SQLiteCache(location, {})
+    cache.set("n", 0)
+    cache.set("f", 0.0)
+    go = tmp_path / "go"
+    run_all([spawn("incr", location, go) for _ in range(4)], go)
+    assert cache.get("n") == 1000
+    assert cache.get("f") == 1000.0
+
+
+def test_add_race_has_exactly_one_winner(tmp_path):
+    location = str(tmp_path / "cache.sqlite3")
+    go = tmp_path / "go"
+    processes = [spawn("add", location, go) for _ in range(4)]
+    outputs = run_all(processes, go)
+    cache = SQLiteCache(location, {})
+    for j in range(50):
+        winners = [
+            p.pid
+            for p, out in zip(processes, outputs, strict=True)
+            if str(j) in out.split()
+        ]
+        assert len(winners) == 1, (j, winners)
+        assert cache.get(f"race{j}") == winners[0]
+
+
+def test_sigkill_mid_stream_keeps_every_committed_write(tmp_path):
+    location = str(tmp_path / "cache.sqlite3")
+    go = tmp_path / "go"
+    go.touch()
+    process = spawn("stream", location, go)
+    acked = []
+    assert process.stdout is not None
+    while len(acked) < 400:
+        line = process.stdout.readline()
+        assert line, process.stderr.read() if process.stderr else "worker died"
+        acked.append(int(line))
+    os.kill(process.pid, signal.SIGKILL)
+    rest, _ = process.communicate(timeout=30)
+    acked += [int(line) for line in rest.split()]
+    assert process.returncode == -signal.SIGKILL
+
+    conn = sqlite3.connect(location)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    cache = SQLiteCache(location, {})
+    found = cache.get_many([f"k{i}" for i in acked])
+    assert found == {f"k{i}": i for i in acked}
+    # Each set_many is one transaction: a batch is whole or absent, never torn.
+    for i in range(0, acked[-1] + 20, 10):
+        batch = cache.get_many([f"b{i}-{m}" for m in range(10)])
+        assert len(batch) in (0, 10), (i, batch)
+        if i <= acked[-1]:
+            assert len(batch) == 10
+    # The totals the triggers keep match the rows that survived.
+    stats = cache.stats()
+    conn = sqlite3.connect(location)
+    assert (stats["bytes"], stats["entries"]) == conn.execute(
+        "SELECT sum(size), count(*) FROM smartcache_entry"
+    ).fetchone()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_opens_its_own_connection(tmp_path):
+    location = str(tmp_path / "cache.sqlite3")
+    cache = SQLiteCache(location, {})
+    cache.set("before-fork", 1)
+    parent_conn = cache._connection()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            ok = (
+                cache.get("before-fork") == 1 and cache._connection() is not parent_conn
+            )
+            cache.set("from-child", os.getpid())
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cache.get("from-child") == pid
+    assert cache._connection() is parent_conn
