@@ -51,6 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SUSPECT_KEYS": 100_000,
 }
 
+#: Django's generic capacity options: with the default levels they size the SQLite L2
+#: (the cache as a whole); with explicit LEVELS, set them on the level they are for.
+_PASSED_TO_L2 = ("MAX_ENTRIES", "CULL_FREQUENCY")
+
 #: Per-level options that would change the key a level stores; set them on the
 #: MultiLevelCache entry instead.
 #: L1 hits are counted exactly but timed one in this many (the other levels: every call).
@@ -200,7 +204,7 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         params = dict(params)
         raw = dict(params.get("OPTIONS") or {})
-        unknown = sorted(set(raw) - set(DEFAULTS))
+        unknown = sorted(set(raw) - set(DEFAULTS) - set(_PASSED_TO_L2))
         if unknown:
             raise ImproperlyConfigured(
                 f"unknown MultiLevelCache OPTIONS {unknown}; known: {sorted(DEFAULTS)}"
@@ -230,9 +234,18 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
         self._raise = options["RAISE_ERRORS"]
 
         configs = self._level_configs(location, options["LEVELS"])
-        self._name = hashlib.sha1(
-            repr((location, self.key_prefix, self.version, configs)).encode()
-        ).hexdigest()[:16]
+        l2_options = {k: raw[k] for k in _PASSED_TO_L2 if k in raw}
+        if l2_options:
+            if options["LEVELS"] is not None:
+                name = next(iter(l2_options))
+                raise ImproperlyConfigured(
+                    f"OPTIONS['{name}'] only sizes the default SQLite level; with "
+                    f"OPTIONS['LEVELS'], set it in the OPTIONS of the level it is for"
+                )
+            configs[-1]["OPTIONS"] = l2_options
+        # Not KEY_PREFIX/VERSION: final keys already contain them, so aliases over the
+        # same levels share one L1 (a write through one is seen by the others at once).
+        self._name = hashlib.sha1(repr((location, configs)).encode()).hexdigest()[:16]
         self._levels: list[BaseCache] = [
             self._build_level(i, config) for i, config in enumerate(configs)
         ]

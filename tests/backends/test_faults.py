@@ -52,7 +52,7 @@ def make_cache() -> Iterator[Callable[..., MultiLevelCache]]:
             {
                 "KEY_PREFIX": _unique(),
                 "OPTIONS": {
-                    "LEVELS": [{"BACKEND": SMART}, l2],
+                    "LEVELS": [{"BACKEND": SMART, "LOCATION": _unique()}, l2],
                     "L1_MAX_TTL": 1000,
                     "RETRY_INTERVAL": RETRY,
                     **options,
