@@ -55,6 +55,14 @@ class S3FIFOPolicy:
     def __contains__(self, key: object) -> bool:
         return key in self._freq
 
+    def segments(self) -> dict[str, list[Hashable]]:
+        """Keys per queue, oldest first (for tests and debugging; O(n))."""
+        return {
+            "small": list(self._small),
+            "main": list(self._main),
+            "ghost": list(self._ghost),
+        }
+
     def record_hit(self, key: Hashable) -> None:
         freq = self._freq
         count = freq[key]

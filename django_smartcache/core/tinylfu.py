@@ -121,6 +121,14 @@ class TinyLFUPolicy:
     def __contains__(self, key: object) -> bool:
         return key in self._nodes
 
+    def segments(self) -> dict[str, list[Hashable]]:
+        """Keys per segment, oldest first (for tests and debugging; O(n))."""
+        return {
+            "window": list(self._window),
+            "probation": list(self._probation),
+            "protected": list(self._protected),
+        }
+
     # -- frequency ---------------------------------------------------------------
 
     def _count(self, node: Node) -> int:

@@ -1,0 +1,269 @@
+"""Eviction policies: exact small-case behaviour, weights, and the store-loop invariants."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from django_smartcache.core import DEFAULT_POLICY, POLICIES, make_policy
+from django_smartcache.core.s3fifo import S3FIFOPolicy
+from django_smartcache.core.tinylfu import TinyLFUPolicy
+
+
+def miss_then_insert(policy: object, key: Hashable, weight: int = 1) -> None:
+    policy.record_miss(key)  # type: ignore[attr-defined]
+    policy.insert(key, weight)  # type: ignore[attr-defined]
+
+
+# -- W-TinyLFU -------------------------------------------------------------------------
+
+
+def test_tinylfu_sizes_follow_caffeine() -> None:
+    policy = TinyLFUPolicy(1_000)
+    assert (policy.window_max, policy.protected_max, policy.main_max) == (10, 792, 990)
+    small = TinyLFUPolicy(10)
+    assert (small.window_max, small.protected_max) == (1, 7)
+
+
+def test_tinylfu_window_overflow_becomes_candidates_and_admission_compares() -> None:
+    policy = TinyLFUPolicy(10, adaptive=False)
+    for key in range(10):
+        miss_then_insert(policy, key)
+    policy.record_hit(5)
+    policy.record_hit(5)
+    assert policy.segments()["window"] == [0, 1, 2, 3, 4, 6, 7, 8, 9, 5]
+    miss_then_insert(policy, 10)
+    # The window keeps its newest key; the rest go to probation as candidates. The
+    # newest candidate (5, three accesses) beats probation's oldest (0, one access).
+    assert policy.evict() == 0
+    assert policy.segments() == {
+        "window": [10],
+        "probation": [1, 2, 3, 4, 6, 7, 8, 9, 5],
+        "protected": [],
+    }
+    policy.record_hit(5)
+    assert policy.segments()["protected"] == [5]
+    assert policy.frequency(5) == 4
+
+
+def test_tinylfu_rejects_a_candidate_no_more_popular_than_the_victim() -> None:
+    policy = TinyLFUPolicy(4, adaptive=False)
+    for key in "abcd":
+        miss_then_insert(policy, key)
+    miss_then_insert(policy, "e")
+    # Ties go to the resident: the candidate (d, newest moved out of the window) leaves.
+    assert policy.evict() == "d"
+    assert policy.segments() == {
+        "window": ["e"],
+        "probation": ["a", "b", "c"],
+        "protected": [],
+    }
+
+
+def test_tinylfu_protected_overflow_is_demoted_to_probation() -> None:
+    policy = TinyLFUPolicy(10, adaptive=False)  # protected holds 7
+    for key in range(10):
+        miss_then_insert(policy, key)
+    miss_then_insert(policy, 10)
+    assert policy.evict() == 9
+    for key in range(9):
+        policy.record_hit(key)  # probation hits promote
+    segments = policy.segments()
+    assert segments["protected"] == [2, 3, 4, 5, 6, 7, 8]
+    assert segments["probation"] == [0, 1]
+    assert policy.protected_weight == 7
+
+
+def test_tinylfu_heavy_newcomer_is_refused() -> None:
+    policy = TinyLFUPolicy(100, adaptive=False)
+    for key in range(10):
+        miss_then_insert(policy, key, 10)
+        policy.record_hit(key)
+    miss_then_insert(policy, "big", 30)  # one access: less popular than any resident
+    assert policy.evict() == "big"
+    assert "big" not in policy
+    assert policy.weight == 100
+
+
+def test_tinylfu_entry_larger_than_capacity_is_evicted_first() -> None:
+    policy = TinyLFUPolicy(10, adaptive=False)
+    miss_then_insert(policy, "small", 1)
+    for _ in range(5):
+        miss_then_insert(policy, "huge", 11) if "huge" not in policy else None
+        policy.record_miss("huge")
+    policy.remove("huge")
+    miss_then_insert(policy, "huge", 11)
+    assert policy.evict() == "huge"
+    assert policy.weight == 1
+
+
+def test_tinylfu_update_changes_weight_and_counts_as_access() -> None:
+    policy = TinyLFUPolicy(100)
+    miss_then_insert(policy, "k", 10)
+    policy.update("k", 25)
+    assert policy.weight == 25
+    assert policy.frequency("k") == 2
+
+
+def test_tinylfu_aging_halves_resident_counts() -> None:
+    policy = TinyLFUPolicy(10, adaptive=False)
+    miss_then_insert(policy, "hot")
+    for _ in range(14):
+        policy.record_hit("hot")
+    assert policy.frequency("hot") == 15
+    # A sample is 10 accesses per tracked key (at least 16 keys): 160 accesses.
+    for i in range(200):
+        policy.record_miss(("cold", i))
+    assert policy.frequency("hot") == 7
+
+
+def test_tinylfu_history_survives_eviction() -> None:
+    policy = TinyLFUPolicy(4, adaptive=False)
+    miss_then_insert(policy, "k")
+    for _ in range(5):
+        policy.record_hit("k")
+    policy.remove("k")
+    assert policy.frequency("k") == 6  # handed back to the sketch
+
+
+def test_tinylfu_climber_moves_the_window_against_a_falling_hit_rate() -> None:
+    policy = TinyLFUPolicy(1_000)
+    resident: set[int] = set()
+    for key in range(3_000):
+        miss_then_insert(policy, key)
+        resident.add(key)
+        while len(resident) > 1_000:
+            resident.discard(policy.evict())  # type: ignore[arg-type]
+    before, step = policy.window_max, policy._step
+    policy._previous_rate, policy._hits, policy._misses = (
+        0.9,
+        10,
+        90,
+    )  # rate fell to 0.1
+    policy._climb()
+    adjustment = int(-step)  # a fall reverses the last direction
+    expected = before + adjustment if adjustment > 0 else max(1, before + adjustment)
+    assert policy.window_max == expected
+    assert policy.window_max + policy.main_max == 1_000
+    segments = policy.segments()
+    assert policy.window_weight == len(segments["window"])
+    assert policy.protected_weight == len(segments["protected"]) <= policy.protected_max
+    assert sum(map(len, segments.values())) == len(resident) == 1_000
+    # A big change restarts with a full step, in the direction just taken.
+    assert abs(policy._step) == pytest.approx(0.0625 * 1_000)
+
+
+# -- S3-FIFO ---------------------------------------------------------------------------
+
+
+def test_s3fifo_small_queue_ghost_and_main() -> None:
+    policy = S3FIFOPolicy(10)  # small 1, ghost 9
+    for key in range(10):
+        miss_then_insert(policy, key)
+    miss_then_insert(policy, 10)
+    assert policy.evict() == 0  # read once only: to the ghost
+    policy.record_hit(1)
+    miss_then_insert(policy, 11)
+    assert policy.evict() == 2  # 1 was read again: moved to main; 2 was not
+    assert policy.segments() == {
+        "small": [3, 4, 5, 6, 7, 8, 9, 10, 11],
+        "main": [1],
+        "ghost": [0, 2],
+    }
+    miss_then_insert(policy, 0)  # remembered by the ghost: straight to main
+    assert policy.segments()["main"] == [1, 0]
+    assert policy.segments()["ghost"] == [2]
+
+
+def test_s3fifo_main_gives_read_keys_another_pass() -> None:
+    policy = S3FIFOPolicy(10)
+    for key in range(10):
+        miss_then_insert(policy, key)
+        policy.record_hit(key)
+    miss_then_insert(policy, 10)
+    # Small is over its share: its read keys move to main (their count starts over),
+    # the first unread one leaves.
+    assert policy.evict() == 10
+    assert policy.segments() == {"small": [], "main": list(range(10)), "ghost": [10]}
+    policy.record_hit(0)
+    # Main's head (0) was read since it arrived: it gets another pass; 1 was not.
+    assert policy.evict() == 1
+    assert policy.segments()["main"] == [2, 3, 4, 5, 6, 7, 8, 9, 0]
+
+
+def test_s3fifo_weights() -> None:
+    policy = S3FIFOPolicy(100)
+    miss_then_insert(policy, "a", 60)
+    miss_then_insert(policy, "b", 50)
+    assert policy.evict() == "a"
+    assert policy.weight == 50
+    policy.update("b", 70)
+    assert policy.weight == 70
+
+
+# -- every policy ----------------------------------------------------------------------
+
+
+def test_registry_and_default() -> None:
+    assert set(POLICIES) >= {"lru", "s3fifo", "tinylfu"}
+    assert DEFAULT_POLICY in POLICIES
+    with pytest.raises(KeyError, match="known: lru, s3fifo, tinylfu"):
+        make_policy("nope", 10)
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["get", "set", "delete"]),
+        st.integers(0, 40),
+        st.integers(1, 30),
+    ),
+    max_size=300,
+)
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+@settings(max_examples=60, deadline=None)
+@given(ops=operations, capacity=st.integers(1, 100), resize_to=st.integers(1, 100))
+def test_store_loop_never_exceeds_capacity(
+    name: str, ops: list[tuple[str, int, int]], capacity: int, resize_to: int
+) -> None:
+    """The store loop (insert, then evict while over budget) keeps the invariants."""
+    policy = make_policy(name, capacity)
+    resident: dict[int, int] = {}
+
+    def shrink() -> None:
+        while sum(resident.values()) > policy.capacity:
+            victim = policy.evict()
+            assert victim in resident
+            del resident[victim]  # type: ignore[arg-type]
+
+    for step, (op, key, weight) in enumerate(ops):
+        if step == len(ops) // 2:
+            policy.resize(resize_to)
+            shrink()
+        if op == "get":
+            if key in resident:
+                policy.record_hit(key)
+            else:
+                policy.record_miss(key)
+        elif op == "delete":
+            if key in resident:
+                policy.remove(key)
+                del resident[key]
+        elif weight <= policy.capacity:
+            if key in resident:
+                policy.update(key, weight)
+            else:
+                policy.insert(key, weight)
+            resident[key] = weight
+            shrink()
+        assert sum(resident.values()) <= policy.capacity
+    # Draining returns every resident key exactly once.
+    drained = []
+    while resident:
+        victim = policy.evict()
+        drained.append(victim)
+        del resident[victim]  # type: ignore[arg-type]
+    assert len(drained) == len(set(drained))
