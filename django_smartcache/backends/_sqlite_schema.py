@@ -58,6 +58,16 @@ END;
 TABLES = frozenset({"smartcache_entry", "smartcache_meta", "smartcache_change"})
 
 GET = "SELECT value, expires, accessed FROM smartcache_entry WHERE key = ?"
+#: A live entry's value, and whether its ``accessed`` is older than the first parameter
+#: (expiry is filtered in SQL: no floats cross into Python on the read path).
+GET_LIVE = (
+    "SELECT value, accessed < ? FROM smartcache_entry"
+    " WHERE key = ? AND (expires IS NULL OR expires > ?)"
+)
+GET_MANY_LIVE = (
+    "SELECT key, value, accessed < ? FROM smartcache_entry"
+    " WHERE key IN {} AND (expires IS NULL OR expires > ?)"
+)
 HAS_KEY = (
     "SELECT 1 FROM smartcache_entry WHERE key = ? AND (expires IS NULL OR expires > ?)"
 )

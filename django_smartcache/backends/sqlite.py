@@ -211,19 +211,23 @@ class SQLiteCache(SmartCacheKeyMixin, BaseCache):
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         key = self._key(key, version)
+        now = self._clock()
         try:
-            row = self._connection().execute(sql.GET, (key,)).fetchone()
+            row = (
+                self._connection()
+                .execute(sql.GET_LIVE, (now - self._access_interval, key, now))
+                .fetchone()
+            )
         except sqlite3.DatabaseError as exc:
             self._on_error(exc)
             return default
         if row is None:
             return default
-        stored, expires, accessed = row
-        now = self._clock()
-        if expires is not None and expires <= now:
-            return default
-        if now - accessed >= self._access_interval:
+        stored, stale = row
+        if stale:
             self._note_access(key, now)
+        if type(stored) is int:
+            return stored
         value = self._decode(stored, key)
         return default if value is _missing else value
 
@@ -235,25 +239,25 @@ class SQLiteCache(SmartCacheKeyMixin, BaseCache):
         if not originals:
             return found
         now = self._clock()
-        interval = self._access_interval
+        stale_before = now - self._access_interval
+        loads = pickle.loads
         try:
             conn = self._connection()
             for chunk in _chunks(list(originals)):
-                query = (
-                    "SELECT key, value, expires, accessed FROM smartcache_entry WHERE key IN "
-                    + sql.in_clause(len(chunk))
-                )
-                for key, stored, expires, accessed in conn.execute(
-                    query, chunk
-                ).fetchall():
-                    if expires is not None and expires <= now:
-                        continue
-                    value = self._decode(stored, key)
-                    if value is _missing:
-                        continue
-                    if now - accessed >= interval:
+                rows = conn.execute(
+                    sql.GET_MANY_LIVE.format(sql.in_clause(len(chunk))),
+                    (stale_before, *chunk, now),
+                ).fetchall()
+                for key, stored, stale in rows:
+                    if type(stored) is not int:
+                        try:
+                            stored = loads(stored)
+                        except Exception:  # noqa: BLE001 - the logged miss of _decode
+                            if self._decode(stored, key) is _missing:
+                                continue
+                    if stale:
                         self._note_access(key, now)
-                    found[originals[key]] = value
+                    found[originals[key]] = stored
         except sqlite3.DatabaseError as exc:
             self._on_error(exc)
             return {}
