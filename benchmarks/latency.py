@@ -1,0 +1,258 @@
+"""Latency through the Django cache API: SmartCache vs LocMemCache, measured in the same run.
+
+``python -m benchmarks latency [--quick] [--sizes 1000,100000,1000000] [--policy NAME]``
+
+Every figure is the median over interleaved rounds of ns per operation, so both
+backends share the machine's state; the ratio column (SmartCache / LocMemCache) is
+the result, absolute numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ._util import make_cache, setup_django, table, time_calls
+
+SMART = "django_smartcache.backends.SmartCache"
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+
+#: Targets from the issue: SmartCache / LocMemCache must not exceed these.
+TARGETS = {
+    "get (hit)": 0.6,
+    "set 100 B": 1.0,
+    "get_many(100)": 0.5,
+    "set_many(100)": 0.5,
+    "zipf 90/10 mixed": 0.8,
+}
+
+
+def _caches(policy: str, tag: str, max_entries: int) -> dict[str, Any]:
+    return {
+        "SmartCache": make_cache(
+            SMART,
+            f"lat-{tag}",
+            MAX_MEMORY="8GB",
+            MAX_ENTRIES=max_entries,
+            POLICY=policy,
+        ),
+        "LocMemCache": make_cache(LOCMEM, f"lat-{tag}", MAX_ENTRIES=max_entries),
+    }
+
+
+def operations(
+    cache: Any, stream: list[tuple[bool, str]]
+) -> dict[str, Callable[[int], None]]:
+    """Closures running ``calls`` operations each; keys and values are prepared outside."""
+    keys = [f"key:{i}" for i in range(1000)]
+    small, large = os.urandom(100), os.urandom(10 * 1024)
+    for k in keys:
+        cache.set(k, small)
+    batches = [keys[i : i + 100] for i in range(0, 1000, 100)]
+    dicts = [dict.fromkeys(b, small) for b in batches]
+    cache.set("counter", 0)
+    get, set_ = cache.get, cache.set
+
+    def get_hit(calls: int) -> None:
+        for i in range(calls):
+            get(keys[i % 1000])
+
+    def get_miss(calls: int) -> None:
+        for i in range(calls):
+            get(f"absent:{i % 1000}")
+
+    def set_small(calls: int) -> None:
+        for i in range(calls):
+            set_(keys[i % 1000], small)
+
+    def set_large(calls: int) -> None:
+        for i in range(calls):
+            set_(keys[i % 1000], large)
+
+    def get_many(calls: int) -> None:
+        gm = cache.get_many
+        for i in range(calls):
+            gm(batches[i % 10])
+
+    def set_many(calls: int) -> None:
+        sm = cache.set_many
+        for i in range(calls):
+            sm(dicts[i % 10])
+
+    def incr(calls: int) -> None:
+        inc = cache.incr
+        for _ in range(calls):
+            inc("counter")
+
+    n = len(stream)
+
+    def mixed(calls: int) -> None:
+        for i in range(calls):
+            write, key = stream[i % n]
+            if write or get(key) is None:
+                set_(key, small)
+
+    return {
+        "get (hit)": get_hit,
+        "get (miss)": get_miss,
+        "set 100 B": set_small,
+        "set 10 KB": set_large,
+        "get_many(100)": get_many,
+        "set_many(100)": set_many,
+        "incr": incr,
+        "zipf 90/10 mixed": mixed,
+    }
+
+
+def zipf_stream(n: int, keys: int, seed: int = 7) -> list[tuple[bool, str]]:
+    """90% reads / 10% writes over Zipf(0.9)-popular keys (the hit-ratio suite's sampler)."""
+    from .workloads import zipf
+
+    rng = random.Random(seed)
+    return [(rng.random() < 0.1, f"z:{k}") for k in zipf(n, keys, 0.9, seed=seed)]
+
+
+def api_table(policy: str, quick: bool) -> list[list[Any]]:
+    caches = _caches(policy, "api", max_entries=4000)
+    stream = zipf_stream(50_000, 20_000)
+    per_cache = {name: operations(c, stream) for name, c in caches.items()}
+    rows = []
+    calls, rounds = (300, 5) if quick else (2000, 15)
+    for op in per_cache["SmartCache"]:
+        batch = op.startswith(("get_many", "set_many"))
+        result = time_calls(
+            {name: ops[op] for name, ops in per_cache.items()},
+            calls=max(20, calls // 50) if batch else calls,
+            rounds=rounds,
+        )
+        ratio = result["SmartCache"] / result["LocMemCache"]
+        target = TARGETS.get(op)
+        verdict = "" if target is None else ("ok" if ratio <= target else "MISSED")
+        rows.append(
+            [
+                op,
+                result["SmartCache"],
+                result["LocMemCache"],
+                ratio,
+                target or "",
+                verdict,
+            ]
+        )
+    return rows
+
+
+def dict_baseline() -> float:
+    d = {f"key:{i}": i for i in range(1000)}
+    keys = list(d)
+    get = d.get
+
+    def run(calls: int) -> None:
+        for i in range(calls):
+            get(keys[i % 1000])
+
+    return time_calls({"dict": run}, calls=20_000, rounds=9)["dict"]
+
+
+def scaling_table(policy: str, sizes: list[int], quick: bool) -> list[list[Any]]:
+    """get-hit and set-with-eviction at each size, both backends full at ``size`` entries."""
+    rows = []
+    value = os.urandom(100)
+    calls, rounds = (500, 5) if quick else (3000, 11)
+    for size in sizes:
+        caches = _caches(policy, f"scale-{size}", max_entries=size)
+        fns: dict[str, dict[str, Callable[[int], None]]] = {}
+        rng = random.Random(size)
+        probe = [f"s:{rng.randrange(size)}" for _ in range(10_000)]
+        for name, cache in caches.items():
+            chunk = 10_000
+            for start in range(0, size, chunk):
+                cache.set_many(
+                    {f"s:{i}": value for i in range(start, min(size, start + chunk))}
+                )
+            fresh = iter(range(size, 10**9))
+
+            def get_hit(calls: int, get: Any = cache.get) -> None:
+                for i in range(calls):
+                    get(probe[i % 10_000])
+
+            def set_evict(
+                calls: int, set_: Any = cache.set, fresh: Any = fresh
+            ) -> None:
+                for _ in range(calls):
+                    set_(f"s:{next(fresh)}", value)
+
+            fns[name] = {"get (hit)": get_hit, "set (evicting)": set_evict}
+        for op in ("get (hit)", "set (evicting)"):
+            res = time_calls(
+                {n: f[op] for n, f in fns.items()}, calls=calls, rounds=rounds
+            )
+            rows.append([op, size, res["SmartCache"], res["LocMemCache"]])
+        for cache in caches.values():
+            cache.clear()
+    return rows
+
+
+def growth(rows: list[list[Any]], op: str) -> tuple[float, float]:
+    mine = [r for r in rows if r[0] == op]
+    return mine[-1][2] / mine[0][2], mine[-1][3] / mine[0][3]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks latency", description=__doc__
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and sizes")
+    parser.add_argument(
+        "--sizes", default=None, help="entry counts, e.g. 1000,100000,1000000"
+    )
+    parser.add_argument(
+        "--policy", default=None, help="SmartCache POLICY (default: the default)"
+    )
+    parser.add_argument("--skip-scaling", action="store_true")
+    args = parser.parse_args(argv)
+
+    setup_django({"default": {"BACKEND": LOCMEM}})
+    from django_smartcache.core.policy import DEFAULT_POLICY
+
+    policy = args.policy or DEFAULT_POLICY
+    sizes = (
+        [int(float(s)) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([1000, 100_000] if args.quick else [1000, 100_000, 1_000_000])
+    )
+    print(
+        f"SmartCache POLICY={policy!r}; median ns per operation through the Django API"
+    )
+    print(f"plain dict.get in the same loop: {dict_baseline():.0f} ns\n")
+    rows = api_table(policy, args.quick)
+    print(
+        table(
+            ["operation", "SmartCache ns", "LocMemCache ns", "ratio", "target", ""],
+            rows,
+        )
+    )
+    missed = [r[0] for r in rows if r[5] == "MISSED"]
+    if not args.skip_scaling:
+        srows = scaling_table(policy, sizes, args.quick)
+        print()
+        print(table(["operation", "entries", "SmartCache ns", "LocMemCache ns"], srows))
+        for op in ("get (hit)", "set (evicting)"):
+            smart_g, loc_g = growth(srows, op)
+            ok = smart_g <= loc_g
+            print(
+                f"{op}: growth {sizes[0]:,} -> {sizes[-1]:,} entries: SmartCache x{smart_g:.2f}, "
+                f"LocMemCache x{loc_g:.2f} ({'ok' if ok else 'MISSED'})"
+            )
+            if not ok:
+                missed.append(f"{op} growth")
+    if missed:
+        print("\nmissed targets:", ", ".join(missed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
