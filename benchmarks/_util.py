@@ -49,7 +49,7 @@ def time_calls(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for name, fn in fns.items():  # warm up
+        for fn in fns.values():  # warm up
             fn(max(1, calls // 10))
         for _ in range(rounds):
             for name, fn in fns.items():

@@ -175,7 +175,7 @@ def scaling_table(policy: str, sizes: list[int], quick: bool) -> list[list[Any]]
                 )
             fresh = iter(range(size, 10**9))
 
-            def get_hit(calls: int, get: Any = cache.get) -> None:
+            def get_hit(calls: int, get: Any = cache.get, probe: Any = probe) -> None:
                 for i in range(calls):
                     get(probe[i % 10_000])
 
