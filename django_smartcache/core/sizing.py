@@ -9,9 +9,9 @@ import re
 #: key string (keys of ~10-60 characters), the policy's bookkeeping (node, segment dict
 #: slot, frequency sketch share) and the expiry bucket slot, plus allocator slack under
 #: churn. Measured with ``python -m benchmarks memory`` on CPython 3.11, 100-byte values,
-#: budget full and evicting: ~1,240 bytes per entry with the default TinyLFU policy,
-#: ~610 with LRU (see ``docs/backends.md``). 1024 keeps RSS growth within 1.5x the
-#: budget (measured 1.2x) for tiny values under the default policy.
+#: budget full and evicting: 885-1,240 bytes per entry with the default TinyLFU policy
+#: (dicts and the sketch grow in power-of-two steps), ~610 with LRU (see
+#: ``docs/backends.md``). 1024 keeps RSS growth within 1.5x the budget for tiny values.
 ENTRY_OVERHEAD = 1024
 
 _UNITS = {
