@@ -501,3 +501,11 @@ def test_threads_share_the_file_without_losing_increments(make_cache):
     for thread in threads:
         thread.join()
     assert cache.get("n") == 800
+
+
+@pytest.mark.parametrize(("setting", "level"), [("NORMAL", 1), ("FULL", 2)])
+def test_synchronous_setting_reaches_every_connection(make_cache, setting, level):
+    cache = make_cache(SYNCHRONOUS=setting)
+    conn = cache._connection()
+    assert conn.execute("PRAGMA synchronous").fetchone() == (level,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
