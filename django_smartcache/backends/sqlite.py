@@ -62,7 +62,8 @@ def _after_fork() -> None:
     _fork_generation += 1
 
 
-os.register_at_fork(after_in_child=_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_after_fork)
 
 #: Paths whose file this process has created or checked (once per process and path).
 _prepared: set[str] = set()
