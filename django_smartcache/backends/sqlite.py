@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Set as AbstractSet
 from typing import Any, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
@@ -516,7 +516,7 @@ class SQLiteCache(SmartCacheKeyMixin, BaseCache):
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("DELETE FROM smartcache_entry")
-            marker = conn.execute(sql.LOG_MARK_CLEAR).lastrowid
+            marker = conn.execute(sql.LOG_MARK_CLEAR).lastrowid or 0
             # Every change before the marker is subsumed by "everything changed".
             conn.execute(sql.LOG_PRUNE, (marker - 1,))
             conn.execute(sql.LOG_RAISE_FLOOR, (marker - 1,))
@@ -529,7 +529,11 @@ class SQLiteCache(SmartCacheKeyMixin, BaseCache):
     # -- budget and maintenance (called inside a write transaction) -------------------
 
     def _housekeep(
-        self, conn: sqlite3.Connection, now: float, protected: set[str], writes: int
+        self,
+        conn: sqlite3.Connection,
+        now: float,
+        protected: AbstractSet[str],
+        writes: int,
     ) -> None:
         if self._state.pending:
             self._flush_access(conn)
@@ -552,18 +556,19 @@ class SQLiteCache(SmartCacheKeyMixin, BaseCache):
         now: float,
         size: int,
         count: int,
-        protected: set[str],
+        protected: AbstractSet[str],
     ) -> None:
         """Delete expired entries, then the least recently used, until within budget."""
         excess_bytes = size - self._max_size
         excess_entries = 0
-        if self._max_entries is not None and count > self._max_entries:
+        max_entries = self._max_entries
+        if max_entries is not None and count > max_entries:
             # Django's MAX_ENTRIES semantics: drop 1/CULL_FREQUENCY of the entries (0: all).
             if self._cull_frequency == 0:
                 excess_entries = count
             else:
                 excess_entries = max(
-                    count - self._max_entries, (count - 1) // self._cull_frequency
+                    count - max_entries, (count - 1) // self._cull_frequency
                 )
         limit = _VICTIM_BATCH + len(protected)
         for query, params in (
@@ -646,8 +651,7 @@ class SQLiteCache(SmartCacheKeyMixin, BaseCache):
             (floor,) = conn.execute(sql.LOG_FLOOR).fetchone()
             rows = conn.execute(
                 sql.LOG_SINCE + " LIMIT ?", (cursor, _CHANGES_LIMIT + 1)
-            )
-            rows = rows.fetchall()
+            ).fetchall()
             if len(rows) > _CHANGES_LIMIT or cursor < floor:
                 (head,) = conn.execute(sql.LOG_HEAD).fetchone()
                 head = max(int(head or 0), floor)
