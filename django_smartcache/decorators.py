@@ -1,0 +1,683 @@
+"""``@cached``: memoize a function in any Django cache, with stampede protection.
+
+The entry is an envelope ``(mark, value, expires_at, compute_seconds)``, so a cached
+``None`` is told apart from a miss, and the logical expiry (for serving a stale value
+when recomputing fails, and for early refresh) travels with the value between
+processes. See ``docs/memoize.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import math
+import random as _random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from asgiref.sync import markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS, InvalidCacheBackendError, caches
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+from django.utils.functional import Promise
+
+from .core import keys
+from .core.singleflight import AsyncSingleFlight, SingleFlight
+from .signals import stampede_wait
+
+__all__ = ["CachedFunction", "cached", "supports_tags"]
+
+logger = logging.getLogger("django_smartcache.decorators")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: First item of every envelope; a value without it is not ours and reads as a miss.
+ENVELOPE_MARK = "django_smartcache.memo/1"
+
+#: Defaults of the options (documented in docs/memoize.md).
+DEFAULT_LOCK_TIMEOUT = 30.0
+DEFAULT_PREFIX = "smartcache.memo"
+#: Polling of a waiter for another process's result: first pause, growth, longest pause.
+POLL_FIRST = 0.005
+POLL_GROWTH = 1.5
+POLL_LONGEST = 0.25
+
+_MISSING = object()
+_FLIGHT = SingleFlight()
+_ASYNC_FLIGHT = AsyncSingleFlight()
+
+
+def supports_tags(cache: BaseCache) -> bool:
+    """Whether ``cache`` honours ``set(..., tags=...)`` (the capability ``tags=`` needs).
+
+    A backend supports tags when it has a callable ``invalidate_tags`` and its
+    ``set`` accepts a ``tags`` argument; Django's own backends do not.
+    """
+    return _class_supports_tags(type(cache))
+
+
+@functools.cache
+def _class_supports_tags(cls: type) -> bool:
+    if not callable(getattr(cls, "invalidate_tags", None)):
+        return False
+    return _accepts_tags(cls.set)
+
+
+@functools.cache
+def _accepts_tags(method: Callable[..., Any]) -> bool:
+    try:
+        return "tags" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _django_identity(obj: Any) -> Any:
+    """Key extension for Django types the pure core cannot know."""
+    if isinstance(obj, models.Model):
+        if obj.pk is None:
+            raise TypeError(
+                f"cannot build a cache key from an unsaved {obj._meta.label} (it has no pk yet)"
+            )
+        return ("model", obj._meta.label, obj.pk)
+    if isinstance(obj, Promise):  # lazy strings, in the active language
+        return str(obj)
+    return NotImplemented
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    value: Any
+    expires_at: float | None  # logical expiry (clock time); None: never
+    cost: float  # seconds the computation took, for early refresh
+
+    def fresh(self, now: float) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+
+def _unpack(raw: Any) -> _Entry | None:
+    if type(raw) is tuple and len(raw) == 4 and raw[0] == ENVELOPE_MARK:
+        return _Entry(raw[1], raw[2], raw[3])
+    return None
+
+
+def _invalid(option: str, problem: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"cached({option}=...): {problem}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The validated options of one ``@cached`` (see :func:`cached`)."""
+
+    timeout: Any
+    tags: Iterable[str] | Callable[..., Iterable[str]] | None
+    key: Callable[..., Any] | None
+    using: str
+    lock: bool
+    lock_timeout: float
+    beta: float  # 0: no early refresh
+    stale_if_error: float
+    random: Callable[[], float]
+    clock: Callable[[], float]
+    prefix: str
+
+    @classmethod
+    def validate(
+        cls,
+        *,
+        timeout: Any,
+        tags: Any,
+        key: Any,
+        using: Any,
+        lock: Any,
+        lock_timeout: Any,
+        early_refresh: Any,
+        stale_if_error: Any,
+        random: Any,
+        clock: Any,
+        prefix: Any,
+    ) -> _Options:
+        if (
+            timeout is not DEFAULT_TIMEOUT
+            and timeout is not None
+            and not (_is_number(timeout) and timeout >= 0)
+        ):
+            raise _invalid("timeout", f"expected None or seconds >= 0, got {timeout!r}")
+        if isinstance(tags, str | bytes):
+            raise _invalid(
+                "tags",
+                f"expected a list of tags or a function returning one, got the string {tags!r}",
+            )
+        if tags is not None and not callable(tags):
+            try:
+                tags = tuple(tags)
+            except TypeError:
+                raise _invalid(
+                    "tags",
+                    f"expected a list of tags or a function returning one, got {tags!r}",
+                ) from None
+            _check_tags(tags)
+        if key is not None and not callable(key):
+            raise _invalid("key", f"expected a function of the arguments, got {key!r}")
+        if not isinstance(using, str):
+            raise _invalid("using", f"expected a cache alias (str), got {using!r}")
+        if not isinstance(lock, bool):
+            raise _invalid("lock", f"expected True or False, got {lock!r}")
+        if not (_is_number(lock_timeout) and lock_timeout > 0):
+            raise _invalid(
+                "lock_timeout", f"expected seconds > 0, got {lock_timeout!r}"
+            )
+        if early_refresh is True:
+            beta = 1.0
+        elif early_refresh is False:
+            beta = 0.0
+        elif _is_number(early_refresh) and early_refresh > 0:
+            beta = float(early_refresh)
+        else:
+            raise _invalid(
+                "early_refresh",
+                f"expected True, False or a beta > 0, got {early_refresh!r}",
+            )
+        if not (_is_number(stale_if_error) and stale_if_error >= 0):
+            raise _invalid(
+                "stale_if_error", f"expected seconds >= 0, got {stale_if_error!r}"
+            )
+        for name, value in (("random", random), ("clock", clock)):
+            if value is not None and not callable(value):
+                raise _invalid(
+                    name, f"expected a function of no arguments, got {value!r}"
+                )
+        if (
+            not isinstance(prefix, str)
+            or not prefix
+            or any(c.isspace() for c in prefix)
+        ):
+            raise _invalid(
+                "prefix", f"expected a non-empty string without spaces, got {prefix!r}"
+            )
+        return cls(
+            timeout=timeout,
+            tags=tags,
+            key=key,
+            using=using,
+            lock=lock,
+            lock_timeout=float(lock_timeout),
+            beta=beta,
+            stale_if_error=float(stale_if_error),
+            random=random or _random.random,
+            clock=clock or time.time,
+            prefix=prefix,
+        )
+
+
+def _check_tags(tags: tuple[Any, ...]) -> tuple[str, ...]:
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise _invalid("tags", f"every tag must be a str, got {tag!r}")
+    return tags
+
+
+class CachedFunction(Generic[P, R]):
+    """A memoized function: call it, or use ``key()``, ``invalidate()``, ``refresh()``."""
+
+    def __init__(self, func: Callable[P, R], options: _Options) -> None:
+        functools.update_wrapper(self, func)
+        self._func = func
+        self._options = options
+        qualname = getattr(func, "__qualname__", type(func).__qualname__)
+        self._name = f"{getattr(func, '__module__', type(func).__module__)}.{qualname}"
+        self._signature = inspect.signature(func)
+
+    def __repr__(self) -> str:
+        return f"<cached {self._name} using={self._options.using!r}>"
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        # Methods: ``self`` is an argument like the others, so it must have an identity
+        # (a saved model instance, or ``__cache_key__()``), or the ``key=`` skips it.
+        if instance is None:
+            return self
+        return _Bound(self, instance)
+
+    # -- keys -------------------------------------------------------------------------
+
+    def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The cache key of this call (without the backend's ``KEY_PREFIX``/version)."""
+        if self._options.key is not None:
+            identity = self._options.key(*args, **kwargs)
+        else:
+            bound = self._signature.bind(*args, **kwargs)
+            bound.apply_defaults()  # f(1) and f(1, b=2) with default b=2 are one call
+            identity = tuple(bound.arguments.items())
+        return keys.call_key(
+            self._name,
+            identity,
+            prefix=self._options.prefix,
+            extension=_django_identity,
+        )
+
+    # -- what every path shares ---------------------------------------------------------
+
+    def _cache(self) -> BaseCache:
+        using = self._options.using
+        try:
+            cache = caches[using]
+        except InvalidCacheBackendError:
+            raise _invalid(
+                "using", f"no cache alias {using!r} in settings.CACHES"
+            ) from None
+        if self._options.tags is not None and not supports_tags(cache):
+            raise _invalid(
+                "tags",
+                f"the cache {using!r} ({type(cache).__module__}.{type(cache).__qualname__}) cannot store "
+                "tags: it needs invalidate_tags() and set(..., tags=...). Use a django_smartcache backend, "
+                "or drop tags=.",
+            )
+        return cache
+
+    def _ttl(self, cache: BaseCache) -> float | None:
+        timeout = self._options.timeout
+        return cache.default_timeout if timeout is DEFAULT_TIMEOUT else timeout
+
+    def _tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        tags = self._options.tags
+        if tags is None:
+            return {}
+        if callable(tags):
+            produced = tags(*args, **kwargs)
+            if isinstance(produced, str | bytes):
+                raise _invalid(
+                    "tags",
+                    f"the tags function returned the string {produced!r}, not a list of tags",
+                )
+            tags = _check_tags(tuple(produced))
+        return {"tags": list(tags)}
+
+    def _envelope(
+        self, cache: BaseCache, value: Any, started: float
+    ) -> tuple[tuple[Any, ...], float | None]:
+        """The envelope to store and the backend timeout: logical TTL plus stale grace."""
+        now = self._options.clock()
+        ttl = self._ttl(cache)
+        expires_at = None if ttl is None else now + ttl
+        backend_timeout = None if ttl is None else ttl + self._options.stale_if_error
+        return (
+            ENVELOPE_MARK,
+            value,
+            expires_at,
+            max(0.0, now - started),
+        ), backend_timeout
+
+    def _refresh_early(self, entry: _Entry, now: float) -> bool:
+        """XFetch (Vattani, Chierichetti, Lowenstein, VLDB 2015): recompute before expiry
+        with a probability that rises as expiry nears, scaled by the computation's cost."""
+        beta = self._options.beta
+        if not beta or entry.expires_at is None:
+            return False
+        head_start = -entry.cost * beta * math.log(1.0 - self._options.random())
+        return now + head_start >= entry.expires_at
+
+    def _serve_stale(self, stale: _Entry | None, exc: BaseException) -> bool:
+        grace = self._options.stale_if_error
+        if stale is None or not grace or stale.expires_at is None:
+            return False
+        if self._options.clock() >= stale.expires_at + grace:
+            return False
+        logger.warning("%s raised %r; serving the stale value", self._name, exc)
+        return True
+
+    def _waited(self, key: str, scope: str, since: float) -> None:
+        stampede_wait.send(
+            sender=self, key=key, scope=scope, seconds=time.monotonic() - since
+        )
+
+    # -- the synchronous path -------------------------------------------------------------
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        key = self.key(*args, **kwargs)
+        cache = self._cache()
+        entry = _unpack(cache.get(key, _MISSING))
+        now = self._options.clock()
+        if entry is not None and entry.fresh(now):
+            if self._refresh_early(entry, now):
+                return self._refresh_ahead(cache, key, args, kwargs, entry)  # type: ignore[no-any-return]
+            return entry.value  # type: ignore[no-any-return]
+        since = time.monotonic()
+        value, shared = _FLIGHT.do(
+            (self._options.using, key), lambda: self._lead(cache, key, args, kwargs)
+        )
+        if shared:
+            self._waited(key, "process", since)
+        return value  # type: ignore[no-any-return]
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Delete this call's entry; whether there was one."""
+        return bool(self._cache().delete(self.key(*args, **kwargs)))
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Recompute this call now, store it, and return it."""
+        key = self.key(*args, **kwargs)
+        cache = self._cache()
+        value, _ = _FLIGHT.do(
+            (self._options.using, key),
+            lambda: self._compute(cache, key, args, kwargs, None),
+        )
+        return value  # type: ignore[no-any-return]
+
+    def _lead(
+        self, cache: BaseCache, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """This process's one computation of ``key``: unless the entry arrived meanwhile,
+        compute it, under the cross-process lock when ``lock=True``."""
+        entry = _unpack(cache.get(key, _MISSING))
+        if entry is not None and entry.fresh(self._options.clock()):
+            return entry.value
+        if not self._options.lock:
+            return self._compute(cache, key, args, kwargs, entry)
+        lock_key, token = f"{key}:lock", uuid.uuid4().hex
+        pause, since = POLL_FIRST, time.monotonic()
+        # The lock expires, so a crashed holder delays the others by lock_timeout at
+        # most; the deadline only guards against a backend that never expires it.
+        deadline = since + 2 * self._options.lock_timeout
+        while True:
+            if cache.add(lock_key, token, timeout=self._options.lock_timeout):
+                try:
+                    return self._compute(cache, key, args, kwargs, entry)
+                finally:
+                    if cache.get(lock_key) == token:
+                        cache.delete(lock_key)
+            if time.monotonic() > deadline:
+                return self._compute(cache, key, args, kwargs, entry)
+            time.sleep(pause)
+            pause = min(pause * POLL_GROWTH, POLL_LONGEST)
+            found = _unpack(cache.get(key, _MISSING))
+            if found is not None and found.fresh(self._options.clock()):
+                self._waited(key, "shared", since)
+                return found.value
+
+    def _compute(
+        self,
+        cache: BaseCache,
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stale: _Entry | None,
+    ) -> Any:
+        started = self._options.clock()
+        try:
+            value = self._func(*args, **kwargs)
+        except Exception as exc:
+            if self._serve_stale(stale, exc):
+                return stale.value  # type: ignore[union-attr]
+            raise
+        envelope, timeout = self._envelope(cache, value, started)
+        cache.set(key, envelope, timeout=timeout, **self._tags(args, kwargs))
+        return value
+
+    def _refresh_ahead(
+        self,
+        cache: BaseCache,
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        entry: _Entry,
+    ) -> Any:
+        """Recompute a still-fresh entry, unless another thread or process already does;
+        a failure keeps the fresh value."""
+        flight_key = (self._options.using, key)
+        if _FLIGHT.in_flight(flight_key):
+            return entry.value
+        lock_key, token = f"{key}:lock", uuid.uuid4().hex
+        if self._options.lock and not cache.add(
+            lock_key, token, timeout=self._options.lock_timeout
+        ):
+            return entry.value
+        try:
+            return _FLIGHT.do(
+                flight_key, lambda: self._compute(cache, key, args, kwargs, None)
+            )[0]
+        except Exception:  # the fresh value is still good
+            logger.warning(
+                "early refresh of %s failed; keeping the cached value",
+                self._name,
+                exc_info=True,
+            )
+            return entry.value
+        finally:
+            if self._options.lock and cache.get(lock_key) == token:
+                cache.delete(lock_key)
+
+
+class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
+    """A memoized ``async def`` function; ``invalidate()`` and ``refresh()`` are awaitable."""
+
+    def __init__(self, func: Callable[P, Awaitable[R]], options: _Options) -> None:
+        super().__init__(func, options)
+        markcoroutinefunction(self)
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
+        key = self.key(*args, **kwargs)
+        cache = self._cache()
+        entry = _unpack(await cache.aget(key, _MISSING))
+        now = self._options.clock()
+        if entry is not None and entry.fresh(now):
+            if self._refresh_early(entry, now):
+                return await self._arefresh_ahead(cache, key, args, kwargs, entry)  # type: ignore[no-any-return]
+            return entry.value  # type: ignore[no-any-return]
+        since = time.monotonic()
+        value, shared = await _ASYNC_FLIGHT.do(
+            (self._options.using, key), lambda: self._alead(cache, key, args, kwargs)
+        )
+        if shared:
+            self._waited(key, "process", since)
+        return value  # type: ignore[no-any-return]
+
+    async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:  # type: ignore[override]
+        return bool(await self._cache().adelete(self.key(*args, **kwargs)))
+
+    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
+        key = self.key(*args, **kwargs)
+        cache = self._cache()
+        value, _ = await _ASYNC_FLIGHT.do(
+            (self._options.using, key),
+            lambda: self._acompute(cache, key, args, kwargs, None),
+        )
+        return value  # type: ignore[no-any-return]
+
+    async def _alead(
+        self, cache: BaseCache, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        entry = _unpack(await cache.aget(key, _MISSING))
+        if entry is not None and entry.fresh(self._options.clock()):
+            return entry.value
+        if not self._options.lock:
+            return await self._acompute(cache, key, args, kwargs, entry)
+        lock_key, token = f"{key}:lock", uuid.uuid4().hex
+        pause, since = POLL_FIRST, time.monotonic()
+        deadline = since + 2 * self._options.lock_timeout
+        while True:
+            if await cache.aadd(lock_key, token, timeout=self._options.lock_timeout):
+                try:
+                    return await self._acompute(cache, key, args, kwargs, entry)
+                finally:
+                    if await cache.aget(lock_key) == token:
+                        await cache.adelete(lock_key)
+            if time.monotonic() > deadline:
+                return await self._acompute(cache, key, args, kwargs, entry)
+            await asyncio.sleep(pause)
+            pause = min(pause * POLL_GROWTH, POLL_LONGEST)
+            found = _unpack(await cache.aget(key, _MISSING))
+            if found is not None and found.fresh(self._options.clock()):
+                self._waited(key, "shared", since)
+                return found.value
+
+    async def _acompute(
+        self,
+        cache: BaseCache,
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stale: _Entry | None,
+    ) -> Any:
+        started = self._options.clock()
+        try:
+            value = await self._func(*args, **kwargs)  # type: ignore[misc]
+        except Exception as exc:
+            if self._serve_stale(stale, exc):
+                return stale.value  # type: ignore[union-attr]
+            raise
+        envelope, timeout = self._envelope(cache, value, started)
+        tags = self._tags(args, kwargs)
+        if tags and not _accepts_tags(type(cache).aset):
+            # BaseCache.aset() does not pass tags= on; reach set() in a thread instead.
+            await sync_to_async(cache.set)(key, envelope, timeout=timeout, **tags)
+        else:
+            await cache.aset(key, envelope, timeout=timeout, **tags)
+        return value
+
+    async def _arefresh_ahead(
+        self,
+        cache: BaseCache,
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        entry: _Entry,
+    ) -> Any:
+        flight_key = (self._options.using, key)
+        if _ASYNC_FLIGHT.in_flight(flight_key):
+            return entry.value
+        lock_key, token = f"{key}:lock", uuid.uuid4().hex
+        if self._options.lock and not await cache.aadd(
+            lock_key, token, timeout=self._options.lock_timeout
+        ):
+            return entry.value
+        try:
+            return (
+                await _ASYNC_FLIGHT.do(
+                    flight_key, lambda: self._acompute(cache, key, args, kwargs, None)
+                )
+            )[0]
+        except Exception:  # the fresh value is still good
+            logger.warning(
+                "early refresh of %s failed; keeping the cached value",
+                self._name,
+                exc_info=True,
+            )
+            return entry.value
+        finally:
+            if self._options.lock and await cache.aget(lock_key) == token:
+                await cache.adelete(lock_key)
+
+
+class _Bound:
+    """A memoized method looked up on an instance: the instance is its first argument."""
+
+    def __init__(self, function: CachedFunction[..., Any], instance: Any) -> None:
+        self.__func__ = function
+        self.__self__ = instance
+        functools.update_wrapper(self, function, updated=())
+        if isinstance(function, AsyncCachedFunction):
+            markcoroutinefunction(self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__func__(self.__self__, *args, **kwargs)
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        return self.__func__.key(self.__self__, *args, **kwargs)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__func__.invalidate(self.__self__, *args, **kwargs)
+
+    def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__func__.refresh(self.__self__, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<bound {self.__func__!r} of {self.__self__!r}>"
+
+
+class _CachedClassMethod:
+    """``@cached`` over ``@classmethod``: binds the class itself, on every Python."""
+
+    def __init__(self, function: CachedFunction[..., Any]) -> None:
+        self.__func__ = function
+        functools.update_wrapper(self, function, updated=())
+
+    def __get__(self, instance: Any, owner: type | None = None) -> _Bound:
+        return _Bound(self.__func__, owner if owner is not None else type(instance))
+
+
+def cached(
+    func: Callable[..., Any] | None = None,
+    *,
+    timeout: Any = DEFAULT_TIMEOUT,
+    tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
+    key: Callable[..., Any] | None = None,
+    using: str = DEFAULT_CACHE_ALIAS,
+    lock: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    early_refresh: bool | float = False,
+    stale_if_error: float = 0,
+    random: Callable[[], float] | None = None,
+    clock: Callable[[], float] | None = None,
+    prefix: str = DEFAULT_PREFIX,
+) -> Any:
+    """Memoize ``func`` in the cache ``using``; ``@cached`` or ``@cached(...)``.
+
+    - ``timeout``: seconds an entry is fresh; default the cache's ``TIMEOUT``;
+      ``None`` forever.
+    - ``tags``: tags stored with every entry, or a function of the arguments returning
+      them; needs a backend that :func:`supports_tags`.
+    - ``key``: a function of the arguments returning the value to hash instead of them.
+    - ``using``: the cache alias (default ``"default"``).
+    - ``lock``: also compute once across processes, under a lock in the cache that
+      expires after ``lock_timeout`` seconds (default 30).
+    - ``early_refresh``: ``True`` or a beta > 0 to refresh before expiry (XFetch).
+    - ``stale_if_error``: seconds an expired value is kept and served if recomputing
+      raises (default 0: never).
+    - ``random``, ``clock``: the random source (``random.random``) and the clock
+      (``time.time``), for deterministic tests.
+    - ``prefix``: the first part of every key (default ``"smartcache.memo"``).
+    """
+    options = _Options.validate(
+        timeout=timeout,
+        tags=tags,
+        key=key,
+        using=using,
+        lock=lock,
+        lock_timeout=lock_timeout,
+        early_refresh=early_refresh,
+        stale_if_error=stale_if_error,
+        random=random,
+        clock=clock,
+        prefix=prefix,
+    )
+    _check_alias(using)
+
+    def decorate(function: Callable[..., Any]) -> Any:
+        if isinstance(function, staticmethod):
+            return staticmethod(decorate(function.__func__))
+        if isinstance(function, classmethod):
+            return _CachedClassMethod(decorate(function.__func__))
+        if not callable(function):
+            raise TypeError(f"@cached decorates functions, not {function!r}")
+        if inspect.iscoroutinefunction(function):
+            return AsyncCachedFunction(function, options)
+        return CachedFunction(function, options)
+
+    return decorate if func is None else decorate(func)
+
+
+def _check_alias(using: str) -> None:
+    """Refuse an unknown alias at decoration time when settings are ready already."""
+    if settings.configured and using not in settings.CACHES:
+        raise _invalid("using", f"no cache alias {using!r} in settings.CACHES")

@@ -1,0 +1,674 @@
+"""``@cached``: memoization, keys, expiry, stale serving, early refresh, single flight."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+
+import pytest
+from asgiref.sync import iscoroutinefunction
+from django.contrib.auth.models import User
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.exceptions import ImproperlyConfigured
+
+import django_smartcache
+from django_smartcache import decorators
+from django_smartcache.core.singleflight import SingleFlightGetOrSetMixin
+from django_smartcache.decorators import cached, supports_tags
+from django_smartcache.signals import stampede_wait
+
+ARRIVAL_TIMEOUT = 30.0
+
+
+class TaggingLocMemCache(LocMemCache):
+    """A LocMemCache that keeps a tag -> keys index: a backend with the tags capability."""
+
+    def __init__(self, name, params):
+        super().__init__(name, params)
+        self.tagged: dict[str, set[str]] = {}
+
+    def set(self, key, value, timeout=None, version=None, tags=()):
+        super().set(key, value, timeout=timeout, version=version)
+        for tag in tags:
+            self.tagged.setdefault(tag, set()).add(key)
+
+    def invalidate_tags(self, *tags):
+        for tag in tags:
+            for key in self.tagged.pop(tag, ()):
+                self.delete(key)
+
+
+class SingleFlightLocMemCache(SingleFlightGetOrSetMixin, LocMemCache):
+    """LocMemCache with single-flight get_or_set, as our backends mix it in."""
+
+
+def locmem(name: str, backend: str = "django.core.cache.backends.locmem.LocMemCache"):
+    return {"BACKEND": backend, "LOCATION": name}
+
+
+@pytest.fixture(autouse=True)
+def memo_caches(settings, request):
+    settings.CACHES = {
+        "default": locmem(f"memo-default-{request.node.name}"),
+        "tagging": locmem(
+            f"memo-tagging-{request.node.name}", f"{__name__}.TaggingLocMemCache"
+        ),
+        "flight": locmem(
+            f"memo-flight-{request.node.name}", f"{__name__}.SingleFlightLocMemCache"
+        ),
+        "flight2": locmem(
+            f"memo-flight2-{request.node.name}", f"{__name__}.SingleFlightLocMemCache"
+        ),
+        "smart": {"BACKEND": "django_smartcache.backends.SmartCache"},
+    }
+    yield
+    for alias in settings.CACHES:
+        caches[alias].clear()
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wait_until(condition, timeout: float = ARRIVAL_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the other callers never arrived")
+        time.sleep(0.001)
+
+
+# -- memoization and keys ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alias", ["default", "smart"])
+def test_computes_once_and_caches_none(alias) -> None:
+    runs = Counter()
+
+    @cached(using=alias)
+    def lookup(name, missing=False):
+        runs[name] += 1
+        return None if missing else name.upper()
+
+    assert lookup("a") == "A"
+    assert lookup("a") == "A"
+    assert lookup("gone", missing=True) is None
+    assert lookup("gone", missing=True) is None
+    assert runs == {"a": 1, "gone": 1}
+
+
+def test_equal_calls_share_one_key_whatever_their_spelling() -> None:
+    @cached
+    def area(width, height=2, *, unit="m"):
+        return width * height
+
+    key = area.key(3)
+    assert area.key(3, 2) == key
+    assert area.key(width=3) == key
+    assert area.key(height=2, width=3, unit="m") == key
+    assert area.key(3, 3) != key
+    assert area.key(3, unit="cm") != key
+    assert key.startswith(f"smartcache.memo:{__name__}.")
+    with pytest.raises(TypeError):
+        area.key(1, 2, 3)
+
+
+def test_key_names_the_stored_entry_and_foreign_values_are_misses() -> None:
+    runs = []
+
+    @cached
+    def double(x):
+        runs.append(x)
+        return 2 * x
+
+    caches["default"].set(double.key(4), "not an envelope")
+    assert double(4) == 8
+    assert caches["default"].get(double.key(4))[1] == 8
+    assert double(4) == 8
+    assert runs == [4]
+
+
+def test_invalidate_and_refresh() -> None:
+    value = {"n": 1}
+
+    @cached
+    def read(key):
+        return value["n"]
+
+    assert read("k") == 1
+    value["n"] = 2
+    assert read("k") == 1
+    assert read.invalidate("k") is True
+    assert read.invalidate("k") is False
+    assert read("k") == 2
+    value["n"] = 3
+    assert read.refresh("k") == 3
+    assert read("k") == 3
+
+
+def test_unsupported_arguments_raise_and_key_function_is_the_way_out() -> None:
+    class Opaque:
+        pass
+
+    @cached
+    def strict(obj):
+        return 1
+
+    with pytest.raises(TypeError, match="__cache_key__"):
+        strict(Opaque())
+
+    calls = []
+
+    @cached(key=lambda obj, n: n)
+    def lenient(obj, n):
+        calls.append(n)
+        return n
+
+    assert lenient(Opaque(), 1) == lenient(Opaque(), 1) == 1
+    assert calls == [1]
+
+
+def test_model_instances_are_keyed_by_label_and_pk() -> None:
+    @cached
+    def name_of(user):
+        return user.username
+
+    assert name_of.key(User(pk=1, username="a")) == name_of.key(
+        User(pk=1, username="b")
+    )
+    assert name_of.key(User(pk=1)) != name_of.key(User(pk=2))
+    with pytest.raises(TypeError, match=r"unsaved auth\.User"):
+        name_of.key(User(username="new"))
+
+
+class Shelf:
+    instances_computed = 0
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+        self.runs = 0
+
+    def __cache_key__(self) -> int:
+        return self.ident
+
+    @cached
+    def count(self, colour):
+        self.runs += 1
+        return f"{self.ident}:{colour}"
+
+    @cached
+    @classmethod
+    def kind(cls, name):
+        Shelf.instances_computed += 1
+        return f"{cls.__name__}:{name}"
+
+    @cached
+    @staticmethod
+    def total(a, b):
+        return a + b
+
+
+def test_methods_include_their_instance_identity() -> None:
+    one, other, same = Shelf(1), Shelf(2), Shelf(1)
+    assert one.count("red") == "1:red"
+    assert one.count("red") == "1:red"
+    assert same.count("red") == "1:red"  # same identity: a hit
+    assert other.count("red") == "2:red"
+    assert (one.runs, same.runs, other.runs) == (1, 0, 1)
+    assert one.count.key("red") == Shelf.count.key(one, "red")
+    assert one.count.invalidate("red") is True
+    assert same.count("red") == "1:red"
+    assert same.runs == 1
+
+
+def test_classmethods_and_staticmethods() -> None:
+    Shelf.instances_computed = 0
+    assert Shelf.kind("x") == "Shelf:x"
+    assert Shelf(1).kind("x") == "Shelf:x"
+    assert Shelf.instances_computed == 1
+    assert Shelf.kind.invalidate("x") is True
+    assert Shelf.total(1, 2) == Shelf(3).total(1, 2) == 3
+    assert Shelf.total.key(1, 2) == Shelf(5).total.key(1, 2)
+
+
+def test_package_exports_cached_lazily() -> None:
+    assert django_smartcache.cached is cached
+    with pytest.raises(AttributeError):
+        django_smartcache.nonexistent  # noqa: B018
+
+
+# -- options -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("timeout", -1),
+        ("timeout", "60"),
+        ("timeout", True),
+        ("tags", "product"),
+        ("tags", 5),
+        ("tags", ["ok", 5]),
+        ("key", "name"),
+        ("using", 1),
+        ("using", "nowhere"),
+        ("lock", "yes"),
+        ("lock_timeout", 0),
+        ("early_refresh", 0),
+        ("early_refresh", "1"),
+        ("stale_if_error", -5),
+        ("random", 0.5),
+        ("clock", 1),
+        ("prefix", "has space"),
+        ("prefix", ""),
+    ],
+)
+def test_wrong_options_name_themselves(option, value) -> None:
+    with pytest.raises(ImproperlyConfigured, match=rf"cached\({option}=\.\.\.\)"):
+        cached(**{option: value})
+
+
+def test_tags_need_a_backend_that_can_store_them() -> None:
+    assert not supports_tags(caches["default"])
+    assert supports_tags(caches["tagging"])
+
+    @cached(tags=["products"])
+    def on_locmem():
+        return 1
+
+    with pytest.raises(
+        ImproperlyConfigured, match=r"cached\(tags=\.\.\.\).*'default'.*LocMemCache"
+    ):
+        on_locmem()
+
+
+def test_tags_static_and_computed_reach_the_backend() -> None:
+    runs = []
+
+    @cached(using="tagging", tags=lambda pk: [f"product:{pk}", "products"])
+    def product(pk):
+        runs.append(pk)
+        return {"pk": pk}
+
+    product(1), product(2), product(1)
+    assert runs == [1, 2]
+    caches["tagging"].invalidate_tags("product:1")
+    product(1), product(2)
+    assert runs == [1, 2, 1]
+    caches["tagging"].invalidate_tags("products")
+    product(1), product(2)
+    assert runs == [1, 2, 1, 1, 2]
+
+    @cached(using="tagging", tags=lambda pk: "oops")
+    def bad(pk):
+        return pk
+
+    with pytest.raises(ImproperlyConfigured, match="returned the string"):
+        bad(1)
+
+
+def test_unknown_alias_after_settings_change_is_named(settings) -> None:
+    @cached(using="smart")
+    def f():
+        return 1
+
+    settings.CACHES = {"default": locmem("only")}
+    with pytest.raises(ImproperlyConfigured, match=r"cached\(using=\.\.\.\).*'smart'"):
+        f()
+
+
+# -- expiry, stale values, early refresh ---------------------------------------------------
+
+
+def test_logical_expiry_and_timeout_none() -> None:
+    clock = Clock()
+    runs = []
+
+    @cached(timeout=10, clock=clock)
+    def short():
+        runs.append("short")
+        return len(runs)
+
+    @cached(timeout=None, clock=clock)
+    def forever():
+        runs.append("forever")
+        return len(runs)
+
+    assert short() == 1 and forever() == 2
+    clock.now += 9.9
+    assert short() == 1
+    clock.now += 0.2
+    assert short() == 3
+    clock.now += 10**9
+    assert forever() == 2
+
+
+def test_default_timeout_is_the_caches_timeout(settings) -> None:
+    settings.CACHES = {"default": {**locmem("timeouts"), "TIMEOUT": 5}}
+    clock = Clock()
+    runs = []
+
+    @cached(clock=clock)
+    def f():
+        runs.append(1)
+        return len(runs)
+
+    assert f() == 1
+    clock.now += 4
+    assert f() == 1
+    clock.now += 2
+    assert f() == 2
+
+
+def test_stale_value_is_served_when_recomputing_fails_within_grace() -> None:
+    clock = Clock()
+    state = {"fail": False, "n": 0}
+
+    def compute():
+        if state["fail"]:
+            raise ConnectionError("upstream down")
+        state["n"] += 1
+        return state["n"]
+
+    tolerant = cached(timeout=10, stale_if_error=60, clock=clock)(lambda: compute())
+    strict = cached(timeout=10, clock=clock, prefix="strict")(lambda: compute())
+    assert tolerant() == 1 and strict() == 2
+    state["fail"] = True
+    clock.now += 11
+    assert tolerant() == 1  # stale, served
+    with pytest.raises(ConnectionError):
+        strict()
+    clock.now += 60  # past the grace
+    with pytest.raises(ConnectionError):
+        tolerant()
+    state["fail"] = False
+    assert tolerant() == 3
+
+
+def test_early_refresh_follows_xfetch_with_an_injected_random_source() -> None:
+    clock = Clock()
+    draws = [0.0]
+    runs = []
+
+    def slow():
+        runs.append(clock.now)
+        clock.now += 5  # the computation "costs" 5 seconds of the clock
+        return len(runs)
+
+    f = cached(timeout=100, early_refresh=True, clock=clock, random=lambda: draws[0])(
+        slow
+    )
+    assert f() == 1  # stored at t0+5, expires at t0+105, cost 5
+    clock.now += 90  # 10 s before expiry
+    assert f() == 1  # draw 0: -ln(1) = 0, no head start
+    draws[0] = 0.99  # head start -5 * ln(0.01) = 23 s > 10 s
+    assert f() == 2
+    assert len(runs) == 2
+    draws[0] = 0.5  # head start 3.5 s, while the new entry has 100 s left
+    assert f() == 2
+
+    g = cached(
+        timeout=100, early_refresh=0.1, clock=clock, random=lambda: 0.99, prefix="g"
+    )(slow)
+    assert g() == 3
+    clock.now += 90  # beta 0.1: head start 2.3 s < 10 s left
+    assert g() == 3
+
+
+def test_failed_early_refresh_keeps_the_fresh_value() -> None:
+    clock = Clock()
+    state = {"fail": False}
+
+    def compute():
+        if state["fail"]:
+            raise RuntimeError("boom")
+        clock.now += 1
+        return "value"
+
+    f = cached(timeout=10, early_refresh=True, clock=clock, random=lambda: 0.999999)(
+        compute
+    )
+    assert f() == "value"
+    state["fail"] = True
+    assert f() == "value"
+
+
+# -- stampede protection -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alias", ["default", "smart"])
+def test_fifty_threads_on_a_cold_key_compute_once(alias) -> None:
+    runs = []
+    threads_count = 50
+    waits = []
+
+    def on_wait(sender, key, scope, seconds, **kwargs):
+        waits.append(scope)
+
+    @cached(using=alias)
+    def expensive(x):
+        runs.append(x)
+        flight_key = (alias, expensive.key(x))
+        # Hold the computation until all the other threads wait for it.
+        wait_until(lambda: decorators._FLIGHT.waiting(flight_key) == threads_count - 1)
+        return {"x": x}
+
+    results = []
+    stampede_wait.connect(on_wait)
+    try:
+        threads = [
+            threading.Thread(target=lambda: results.append(expensive(7)))
+            for _ in range(threads_count)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        stampede_wait.disconnect(on_wait)
+    assert runs == [7]
+    assert results == [{"x": 7}] * threads_count
+    assert waits == ["process"] * (threads_count - 1)
+
+
+def test_get_or_set_of_a_mixin_backend_computes_once() -> None:
+    runs = []
+    threads_count = 20
+    cache = caches["flight"]
+    flight_key = (cache.singleflight_scope(), cache.make_key("k"))
+
+    def compute():
+        runs.append(1)
+        wait_until(
+            lambda: (
+                SingleFlightGetOrSetMixin._singleflight.waiting(flight_key)
+                == threads_count - 1
+            )
+        )
+        return "v"
+
+    results = []
+
+    def call():
+        results.append(caches["flight"].get_or_set("k", compute, timeout=60))
+
+    threads = [threading.Thread(target=call) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert runs == [1]
+    assert results == ["v"] * threads_count
+    # Another LOCATION is another scope: no sharing of computations across stores.
+    assert caches["flight2"].singleflight_scope() != cache.singleflight_scope()
+    assert caches["flight2"].get_or_set("k", lambda: "w") == "w"
+    assert cache.get_or_set("plain", 5) == 5
+
+
+def test_lock_taken_by_a_crashed_holder_expires() -> None:
+    runs = []
+
+    @cached(lock=True, lock_timeout=1)
+    def guarded():
+        runs.append(1)
+        return "computed"
+
+    # A holder that died: its lock stays until its timeout.
+    assert caches["default"].add(f"{guarded.key()}:lock", "dead-holder", timeout=1)
+    assert guarded() == "computed"
+    assert runs == [1]
+    assert caches["default"].get(f"{guarded.key()}:lock") is None  # released
+
+
+def test_lock_waiter_takes_the_value_another_holder_stores() -> None:
+    runs = []
+    waits = []
+
+    @cached(lock=True, lock_timeout=30)
+    def guarded():
+        runs.append(1)
+        return "mine"
+
+    cache = caches["default"]
+    lock_key = f"{guarded.key()}:lock"
+    assert cache.add(lock_key, "other-process", timeout=30)
+
+    def other_process_finishes():
+        # Plays the holder in another process: it stores the envelope, then unlocks.
+        wait_until(lambda: decorators._FLIGHT.in_flight(("default", guarded.key())))
+        cache.set(
+            guarded.key(), (decorators.ENVELOPE_MARK, "theirs", None, 0.0), timeout=None
+        )
+        cache.delete(lock_key)
+
+    def on_wait(sender, key, scope, seconds, **kwargs):
+        waits.append(scope)
+
+    stampede_wait.connect(on_wait)
+    holder = threading.Thread(target=other_process_finishes)
+    holder.start()
+    try:
+        assert guarded() == "theirs"
+    finally:
+        holder.join()
+        stampede_wait.disconnect(on_wait)
+    assert runs == []
+    assert waits == ["shared"]
+
+
+def test_exception_reaches_every_waiter_and_nothing_is_cached() -> None:
+    runs = []
+    errors = []
+
+    @cached
+    def failing():
+        runs.append(1)
+        wait_until(lambda: decorators._FLIGHT.waiting(("default", failing.key())) == 4)
+        raise ValueError("boom")
+
+    def call():
+        try:
+            failing()
+        except ValueError:
+            errors.append(1)
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (len(runs), len(errors)) == (1, 5)
+    assert caches["default"].get(failing.key()) is None
+
+
+# -- async ---------------------------------------------------------------------------------
+
+
+def test_async_functions_are_memoized_once_per_cold_key() -> None:
+    runs = []
+    callers = 50
+
+    @cached
+    async def fetch(x):
+        runs.append(x)
+        flight_key = ("default", fetch.key(x))
+        while (
+            len(runs) == 1
+            and decorators._ASYNC_FLIGHT.waiting(flight_key) < callers - 1
+        ):
+            await asyncio.sleep(0)
+
+    assert iscoroutinefunction(fetch)
+
+    async def main():
+        results = await asyncio.gather(*(fetch(3) for _ in range(callers)))
+        assert results == [None] * callers
+        assert await fetch(3) is None  # a cached None
+        assert await fetch.invalidate(3) is True
+        assert await fetch.refresh(3) is None
+        assert await fetch(3) is None
+
+    asyncio.run(main())
+    assert runs == [3, 3]
+
+
+def test_async_tags_stale_and_lock() -> None:
+    clock = Clock()
+    state = {"fail": False, "n": 0}
+
+    @cached(
+        using="tagging",
+        tags=["t"],
+        timeout=10,
+        stale_if_error=30,
+        lock=True,
+        clock=clock,
+    )
+    async def value():
+        if state["fail"]:
+            raise ConnectionError("down")
+        state["n"] += 1
+        return state["n"]
+
+    async def main():
+        assert await value() == 1
+        assert await value() == 1
+        caches["tagging"].invalidate_tags("t")
+        assert await value() == 2
+        state["fail"] = True
+        clock.now += 11
+        assert await value() == 2  # stale
+        assert caches["tagging"].get(f"{value.key()}:lock") is None
+
+    asyncio.run(main())
+
+
+def test_async_methods_bind_their_instance() -> None:
+    class Service:
+        def __init__(self, ident):
+            self.ident = ident
+
+        def __cache_key__(self):
+            return self.ident
+
+        @cached
+        async def get(self, n):
+            return (self.ident, n)
+
+    async def main():
+        service = Service(9)
+        assert iscoroutinefunction(service.get)
+        assert await service.get(1) == (9, 1)
+        assert await service.get.invalidate(1) is True
+        assert await service.get.refresh(2) == (9, 2)
+
+    asyncio.run(main())
