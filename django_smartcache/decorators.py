@@ -389,9 +389,16 @@ class CachedFunction(Generic[P, R]):
         # The lock expires, so a crashed holder delays the others by lock_timeout at
         # most; the deadline only guards against a backend that never expires it.
         deadline = since + 2 * self._options.lock_timeout
+        waited = False
         while True:
             if cache.add(lock_key, token, timeout=self._options.lock_timeout):
                 try:
+                    # The previous holder may have stored the value and let go just now.
+                    found = _unpack(cache.get(key, _MISSING))
+                    if found is not None and found.fresh(self._options.clock()):
+                        if waited:
+                            self._waited(key, "shared", since)
+                        return found.value
                     return self._compute(cache, key, args, kwargs, entry)
                 finally:
                     if cache.get(lock_key) == token:
@@ -399,6 +406,7 @@ class CachedFunction(Generic[P, R]):
             if time.monotonic() > deadline:
                 return self._compute(cache, key, args, kwargs, entry)
             time.sleep(pause)
+            waited = True
             pause = min(pause * POLL_GROWTH, POLL_LONGEST)
             found = _unpack(cache.get(key, _MISSING))
             if found is not None and found.fresh(self._options.clock()):
@@ -505,9 +513,15 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         lock_key, token = f"{key}:lock", uuid.uuid4().hex
         pause, since = POLL_FIRST, time.monotonic()
         deadline = since + 2 * self._options.lock_timeout
+        waited = False
         while True:
             if await cache.aadd(lock_key, token, timeout=self._options.lock_timeout):
                 try:
+                    found = _unpack(await cache.aget(key, _MISSING))
+                    if found is not None and found.fresh(self._options.clock()):
+                        if waited:
+                            self._waited(key, "shared", since)
+                        return found.value
                     return await self._acompute(cache, key, args, kwargs, entry)
                 finally:
                     if await cache.aget(lock_key) == token:
@@ -515,6 +529,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             if time.monotonic() > deadline:
                 return await self._acompute(cache, key, args, kwargs, entry)
             await asyncio.sleep(pause)
+            waited = True
             pause = min(pause * POLL_GROWTH, POLL_LONGEST)
             found = _unpack(await cache.aget(key, _MISSING))
             if found is not None and found.fresh(self._options.clock()):
