@@ -352,6 +352,17 @@ def test_logical_expiry_and_timeout_none() -> None:
     assert forever() == 2
 
 
+def test_timeout_zero_always_recomputes() -> None:
+    runs = []
+
+    @cached(timeout=0)
+    def f():
+        runs.append(1)
+        return len(runs)
+
+    assert (f(), f()) == (1, 2)
+
+
 def test_default_timeout_is_the_caches_timeout(settings) -> None:
     settings.CACHES = {"default": {**locmem("timeouts"), "TIMEOUT": 5}}
     clock = Clock()
