@@ -72,5 +72,5 @@ def test_growing_forgets_history() -> None:
     assert sketch.frequency("k") == 1
     assert sketch.ensure_capacity(100)
     assert sketch.expected_keys == 128
-    assert sketch.width == 256
+    assert sketch.width == 512
     assert sketch.frequency("k") == 0
