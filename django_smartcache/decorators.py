@@ -238,6 +238,12 @@ class CachedFunction(Generic[P, R]):
         qualname = getattr(func, "__qualname__", type(func).__qualname__)
         self._name = f"{getattr(func, '__module__', type(func).__module__)}.{qualname}"
         self._signature = inspect.signature(func)
+        # Plain positional-or-keyword parameters: calls with positional arguments only
+        # skip Signature.bind(), giving the very same (name, value) pairs.
+        params = list(self._signature.parameters.values())
+        self._plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        self._names = tuple(p.name for p in params)
+        self._defaults = tuple(p.default for p in params)
 
     def __repr__(self) -> str:
         return f"<cached {self._name} using={self._options.using!r}>"
@@ -255,6 +261,15 @@ class CachedFunction(Generic[P, R]):
         """The cache key of this call (without the backend's ``KEY_PREFIX``/version)."""
         if self._options.key is not None:
             identity = self._options.key(*args, **kwargs)
+        elif (
+            self._plain
+            and not kwargs
+            and len(args) <= len(self._names)
+            and inspect.Parameter.empty not in self._defaults[len(args) :]
+        ):
+            identity = tuple(
+                zip(self._names, args + self._defaults[len(args) :], strict=True)
+            )
         else:
             bound = self._signature.bind(*args, **kwargs)
             bound.apply_defaults()  # f(1) and f(1, b=2) with default b=2 are one call

@@ -122,6 +122,20 @@ def test_equal_calls_share_one_key_whatever_their_spelling() -> None:
         area.key(1, 2, 3)
 
 
+def test_positional_fast_path_and_bound_path_agree() -> None:
+    @cached
+    def plain(a, b=2):
+        return a + b
+
+    # Positional-only calls skip Signature.bind(); keyword calls go through it.
+    assert plain.key(1) == plain.key(1, 2) == plain.key(a=1) == plain.key(b=2, a=1)
+    assert plain.key(1, 3) == plain.key(1, b=3) != plain.key(1)
+    with pytest.raises(TypeError):
+        plain.key()
+    with pytest.raises(TypeError):
+        plain.key(1, 2, 3)
+
+
 def test_key_names_the_stored_entry_and_foreign_values_are_misses() -> None:
     runs = []
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import enum
+import functools
 import hashlib
 import pathlib
 import uuid
@@ -45,6 +46,14 @@ class _Encoder:
         self.active: set[int] = set()
 
     def encode(self, obj: Any) -> bytes:
+        # Fast path for the exact types most arguments are; same bytes as below.
+        kind = type(obj)
+        if kind is str:
+            return self._atom(b"s", obj.encode("utf-8", "surrogatepass"))
+        if kind is int:
+            return self._atom(b"i", b"%d" % obj)
+        if kind is tuple:
+            return self._atom(b"(", b"".join([self.encode(item) for item in obj]))
         # Order matters: bool and IntEnum are ints, datetime is a date.
         if obj is None:
             return b"N"
@@ -84,7 +93,7 @@ class _Encoder:
 
     def _atom(self, tag: bytes, payload: bytes) -> bytes:
         # Length-prefixed, so no payload can forge the boundary of the next one.
-        return tag + str(len(payload)).encode() + b":" + payload
+        return b"%b%d:%b" % (tag, len(payload), payload)
 
     def _tagged(self, tag: bytes, name: str, value: Any) -> bytes:
         return self._sequence(tag, (name, value))
@@ -188,6 +197,10 @@ def call_key(
     Characters a memcached key may not hold (spaces, control characters) are
     replaced in the readable part only.
     """
-    checksum = digest((name, arguments), extension)
+    return _head(prefix, name) + digest((name, arguments), extension)
+
+
+@functools.lru_cache(maxsize=4096)
+def _head(prefix: str, name: str) -> str:
     readable = "".join(c if c.isprintable() and not c.isspace() else "_" for c in name)
-    return f"{prefix}:{readable[:MAX_NAME_LENGTH]}:{checksum}"
+    return f"{prefix}:{readable[:MAX_NAME_LENGTH]}:"
