@@ -8,3 +8,12 @@ from django.apps import AppConfig
 class SmartCacheConfig(AppConfig):
     name = "django_smartcache"
     verbose_name = "Smart cache"
+
+    def ready(self) -> None:
+        # Idempotent: every connection uses a dispatch_uid; install()/connect()
+        # have symmetric uninstall()/disconnect() (used by tests and settings changes).
+        from . import checks, invalidation, sqlwatch
+
+        del checks  # imported for its @register side effect
+        invalidation.connect()
+        sqlwatch.install()

@@ -1,0 +1,161 @@
+"""Model writes -> tag invalidation: signal receivers and the helpers ``sqlwatch`` uses.
+
+``connect()``/``disconnect()`` are symmetric and idempotent (``dispatch_uid``);
+``AppConfig.ready()`` calls ``connect()`` and a change of ``SMARTCACHE`` reconnects.
+``post_save``/``post_delete`` are connected per tracked model, so models opted out
+keep Django's fast deletes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.apps import apps
+from django.core.signals import setting_changed
+from django.db.models import Model
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.dispatch import receiver
+
+from . import registry
+from .registry import (
+    family,
+    is_tracked,
+    m2m_relations,
+    model_tag,
+    row_tags,
+    rows_tag,
+    through_sides,
+)
+from .tagging import invalidate_tags
+
+__all__ = ["connect", "disconnect", "invalidate_model", "invalidate_rows"]
+
+
+def _model_tags(model: type[Model]) -> list[str]:
+    return [model_tag(m) for m in family(model)]
+
+
+def invalidate_rows(
+    model: type[Model], pks: Iterable[Any], *, reason: str, db: str | None = None
+) -> None:
+    """Rows ``pks`` of ``model`` changed: their row tags and the model tags, family-wide."""
+    invalidate_tags(*_model_tags(model), *row_tags(model, pks), reason=reason, db=db)
+
+
+def invalidate_model(
+    model: type[Model], *, reason: str | None = None, db: str | None = None
+) -> None:
+    """Any rows of ``model`` may have changed: for writes Django cannot see.
+
+    Invalidates the model tag and, through ``model:<label>#*``, every row tag of
+    ``model`` and of the models it shares rows with (multi-table inheritance).
+    """
+    tags = _model_tags(model) + [rows_tag(m) for m in family(model)]
+    reason = reason or f"invalidate_model {model._meta.label_lower}"
+    invalidate_tags(*tags, reason=reason, db=db)
+
+
+def _sides(instance: Model) -> list[str]:
+    """Row tags of both sides of a through-model row (a custom through model's save)."""
+    by_column = {f.column: f.attname for f in instance._meta.concrete_fields}
+    tags: list[str] = []
+    for column, side in through_sides(type(instance)):
+        value = getattr(instance, by_column[column], None)
+        if value is not None and is_tracked(side):
+            tags += _model_tags(side) + row_tags(side, [value])
+    return tags
+
+
+def _on_save(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
+    verb = "created" if kwargs.get("created") else "saved"
+    reason = f"post_save {sender._meta.label_lower} pk={instance.pk} {verb}"
+    invalidate_tags(
+        *_model_tags(sender),
+        *row_tags(sender, [instance.pk]),
+        *_sides(instance),
+        reason=reason,
+        db=using,
+    )
+
+
+def _on_delete(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
+    reason = f"post_delete {sender._meta.label_lower} pk={instance.pk}"
+    invalidate_tags(
+        *_model_tags(sender),
+        *row_tags(sender, [instance.pk]),
+        *_sides(instance),
+        reason=reason,
+        db=using,
+    )
+    # Its many-to-many links went with it; which rows they pointed to is no longer
+    # known, so every row of the other side is invalidated.
+    for other in m2m_relations(sender):
+        if is_tracked(other):
+            invalidate_model(other, reason=reason, db=using)
+
+
+def _on_m2m(
+    sender: type[Model],
+    instance: Model,
+    action: str,
+    model: type[Model],
+    pk_set: set[Any] | None,
+    using: str,
+    **kwargs: Any,
+) -> None:
+    if not action.startswith("post_"):
+        return
+    reason = f"m2m_changed {action} {type(instance)._meta.label_lower} pk={instance.pk}"
+    tags: list[str] = [model_tag(sender)]  # the through model (custom or auto-created)
+    if is_tracked(type(instance)):
+        tags += _model_tags(type(instance)) + row_tags(type(instance), [instance.pk])
+    if is_tracked(model):
+        tags += _model_tags(model)
+        if pk_set is None:  # clear(): the other side's rows are not known
+            tags += [rows_tag(m) for m in family(model)]
+        else:
+            tags += row_tags(model, pk_set)
+    invalidate_tags(*tags, reason=reason, db=using)
+
+
+def _uid(kind: str, model: type[Model]) -> str:
+    return f"django_smartcache.{kind}.{model._meta.label_lower}"
+
+
+_connected: list[tuple[Any, type[Model], str]] = []
+
+
+def connect() -> None:
+    """Connect the receivers (idempotent); ``SMARTCACHE["MODELS"]`` decides which models."""
+    if _connected:
+        return
+    for model in apps.get_models():
+        if not is_tracked(model):  # proxies too: their signals name the proxy class
+            continue
+        for signal, func, kind in (
+            (post_save, _on_save, "post_save"),
+            (post_delete, _on_delete, "post_delete"),
+        ):
+            uid = _uid(kind, model)
+            signal.connect(func, sender=model, weak=False, dispatch_uid=uid)
+            _connected.append((signal, model, uid))
+    m2m_changed.connect(
+        _on_m2m, weak=False, dispatch_uid="django_smartcache.m2m_changed"
+    )
+
+
+def disconnect() -> None:
+    """Undo :func:`connect`."""
+    while _connected:
+        signal, model, uid = _connected.pop()
+        signal.disconnect(sender=model, dispatch_uid=uid)
+    m2m_changed.disconnect(dispatch_uid="django_smartcache.m2m_changed")
+
+
+@receiver(setting_changed, dispatch_uid="django_smartcache.invalidation.reconnect")
+def _reconnect(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SMARTCACHE" and apps.ready and _connected:
+        registry.clear_caches()
+        disconnect()
+        connect()

@@ -1,0 +1,171 @@
+"""Which models take part in invalidation, their tags, and the tables they write.
+
+Tags of a model: ``model:<app_label>.<model_name>`` changes on every write to any of
+its rows (use it for lists, counts, anything spanning rows); a row's tag is
+``model:<label>#<pk>`` and depends on ``model:<label>#*`` (see
+``tagging.expand_tags``), which is bumped when rows were written that are not
+known one by one (``QuerySet.update()``, raw SQL). Proxy models share their
+concrete model's tags; models related by multi-table inheritance share rows, so a
+write to one invalidates the same pk in every model of the family.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.apps import apps
+from django.core.signals import setting_changed
+from django.db.models import Model
+from django.dispatch import receiver
+
+from . import conf
+
+__all__ = [
+    "family",
+    "is_tracked",
+    "m2m_relations",
+    "model_tag",
+    "row_tags",
+    "rows_tag",
+    "tables",
+    "through_sides",
+]
+
+
+def _concrete(model_or_instance: type[Model] | Model) -> type[Model]:
+    model = (
+        model_or_instance
+        if isinstance(model_or_instance, type)
+        else type(model_or_instance)
+    )
+    return model._meta.concrete_model or model
+
+
+def normalize_pk(model: type[Model], pk: Any) -> str:
+    """The pk as its field's Python value in text: ``5`` and ``"5"`` give one tag."""
+    return str(model._meta.pk.to_python(pk))
+
+
+def model_tag(model_or_instance: type[Model] | Model, pk: Any = None) -> str:
+    """The tag of a model, or of one row (an instance, or a model and ``pk``)."""
+    model = _concrete(model_or_instance)
+    if pk is None and not isinstance(model_or_instance, type):
+        pk = model_or_instance.pk
+    base = f"model:{model._meta.label_lower}"
+    return base if pk is None else f"{base}#{normalize_pk(model, pk)}"
+
+
+def rows_tag(model: type[Model]) -> str:
+    """The tag every row tag of ``model`` depends on."""
+    return f"model:{_concrete(model)._meta.label_lower}#*"
+
+
+@functools.cache
+def family(model: type[Model]) -> tuple[type[Model], ...]:
+    """``model`` and its multi-table-inheritance parents and descendants (concrete)."""
+    model = _concrete(model)
+    members: dict[type[Model], None] = {model: None}
+    for parent in model._meta.get_parent_list():
+        members[_concrete(parent)] = None
+    roots = [m for m in members if not m._meta.parents]
+    for other in apps.get_models():
+        if other._meta.proxy:
+            continue
+        if any(issubclass(other, root) for root in roots):
+            members[other] = None
+    return tuple(members)
+
+
+def row_tags(model: type[Model], pks: Iterable[Any]) -> list[str]:
+    """Row tags of ``pks`` in every model of ``model``'s family."""
+    pks = [normalize_pk(model, pk) for pk in pks]
+    return [f"model:{m._meta.label_lower}#{pk}" for m in family(model) for pk in pks]
+
+
+def _matches(model: type[Model], labels: Iterable[str]) -> bool:
+    meta = model._meta
+    return any(label in (meta.app_label, meta.label_lower) for label in labels)
+
+
+@functools.cache
+def is_tracked(model: type[Model]) -> bool:
+    """Whether writes to ``model`` invalidate its tags (``MODELS``/``EXCLUDE_MODELS``)."""
+    model = _concrete(model)
+    chosen = conf.get("MODELS")
+    if chosen != conf.ALL and not _matches(model, chosen):
+        return False
+    return not _matches(model, conf.get("EXCLUDE_MODELS"))
+
+
+@dataclass(frozen=True)
+class Table:
+    """What a write to one database table means for the models that use it."""
+
+    model: type[Model]
+    pk_column: str
+    #: For a many-to-many through table: (column, model) of both sides.
+    sides: tuple[tuple[str, type[Model]], ...] = ()
+
+
+@functools.cache
+def tables() -> dict[str, tuple[Table, ...]]:
+    """Lower-cased ``db_table`` -> the tracked uses of that table."""
+    out: dict[str, list[Table]] = {}
+    through = _through_sides()
+    for model in apps.get_models(include_auto_created=True):
+        meta = model._meta
+        if meta.proxy:
+            continue
+        sides = tuple((col, m) for col, m in through.get(model, ()) if is_tracked(m))
+        if not is_tracked(model) and not sides:
+            continue
+        out.setdefault(meta.db_table.lower(), []).append(
+            Table(model=model, pk_column=meta.pk.column, sides=sides)
+        )
+    return {name: tuple(uses) for name, uses in out.items()}
+
+
+@functools.cache
+def _through_sides() -> dict[type[Model], tuple[tuple[str, type[Model]], ...]]:
+    """Through model -> its (column, model) for the source and the target side."""
+    found: dict[type[Model], tuple[tuple[str, type[Model]], ...]] = {}
+    for model in apps.get_models():
+        for field in model._meta.local_many_to_many:
+            through = field.remote_field.through
+            if isinstance(through, type):
+                found[through] = (
+                    (field.m2m_column_name(), _concrete(model)),
+                    (field.m2m_reverse_name(), _concrete(field.remote_field.model)),
+                )
+    return found
+
+
+def through_sides(model: type[Model]) -> tuple[tuple[str, type[Model]], ...]:
+    """For a many-to-many through model: (column, model) of both sides, else ``()``."""
+    return _through_sides().get(_concrete(model), ())
+
+
+def m2m_relations(model: type[Model]) -> list[type[Model]]:
+    """Models on the other side of ``model``'s many-to-many relations (both directions)."""
+    model = _concrete(model)
+    others = []
+    for (_, source), (_, target) in _through_sides().values():
+        if source is model:
+            others.append(target)
+        if target is model:
+            others.append(source)
+    return others
+
+
+def clear_caches() -> None:
+    for cached in (family, is_tracked, tables, _through_sides):
+        cached.cache_clear()
+
+
+@receiver(setting_changed, dispatch_uid="django_smartcache.registry.reset")
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("SMARTCACHE", "INSTALLED_APPS"):
+        clear_caches()

@@ -1,0 +1,294 @@
+"""Invalidate on the write statements Django executes, whichever API sent them.
+
+An ``execute_wrapper`` (public API: ``connection.execute_wrappers``) on every
+connection sees ``QuerySet.update()``/``delete()``, ``bulk_create()``,
+``bulk_update()`` and raw SQL sent through Django's connection, none of which send
+model signals. After a write statement succeeds, its table is mapped to models
+(``registry.tables()``) and their tags invalidated:
+
+- rows are known when the statement ends in ``WHERE <pk> = %s`` or
+  ``WHERE <pk> IN (%s, ...)`` (``Model.save()``, deletions by the collector,
+  ``bulk_update()``, ``filter(pk__in=...).update()``), or inserts name the pk
+  (or, in a many-to-many table, both sides) in their column list: those row tags;
+- an ``INSERT`` without the pk creates rows nobody could have cached: the model tag;
+- anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``, upserts, ``WITH``):
+  the model tag and every row tag (``model:<label>#*``).
+
+The hot path for reads is a prefix check on the first characters of the SQL.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections
+from django.db.backends.signals import connection_created
+
+from . import conf, registry
+from .registry import family, model_tag, rows_tag
+from .tagging import invalidate_tags
+
+__all__ = ["Write", "install", "parse", "uninstall"]
+
+_WRITE_HEADS = (
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "REPLACE",
+    "TRUNCATE",
+    "WITH",
+    "MERGE",
+    "/*",
+    "--",
+)
+
+_IDENT = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[\w$]+)'
+_NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})?"
+_VERB = re.compile(
+    r"\b(?:"
+    rf"(?P<insert>INSERT(?:\s+OR\s+\w+)?\s+INTO)\s+(?P<insert_t>{_NAME})"
+    rf"|(?P<replace>REPLACE\s+INTO)\s+(?P<replace_t>{_NAME})"
+    rf"|(?P<update>UPDATE(?:\s+OR\s+\w+)?(?:\s+ONLY)?)\s+(?P<update_t>{_NAME})"
+    rf"|(?P<delete>DELETE\s+FROM(?:\s+ONLY)?)\s+(?P<delete_t>{_NAME})"
+    rf"|(?P<truncate>TRUNCATE(?:\s+TABLE)?(?:\s+ONLY)?)\s+(?P<truncate_t>{_NAME}(?:\s*,\s*{_NAME})*)"
+    r")",
+    re.IGNORECASE,
+)
+_KINDS = ("insert", "replace", "update", "delete", "truncate")
+_PK_TAIL = re.compile(
+    rf"\bWHERE\s+\(?\s*(?:({_IDENT})\s*\.\s*)?({_IDENT})\s*"
+    r"(?:=\s*%s|IN\s*\(\s*(%s(?:\s*,\s*%s)*)\s*\))\s*\)?\s*$",
+    re.IGNORECASE,
+)
+_INSERT_COLUMNS = re.compile(
+    rf"^\s*\(\s*({_IDENT}(?:\s*,\s*{_IDENT})*)\s*\)\s*VALUES\b", re.IGNORECASE
+)
+_UPSERT = re.compile(
+    r"\bON\s+CONFLICT\b.*\bDO\s+UPDATE\b|\bON\s+DUPLICATE\s+KEY\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
+
+
+def _unquote(ident: str) -> str:
+    ident = ident.strip()
+    if ident[:1] in '"`[':
+        ident = ident[1:-1].replace('""', '"')
+    return ident.lower()
+
+
+def _table(name: str) -> str:
+    """The table part of ``schema.table`` (quoted or not), lower-cased."""
+    parts = re.findall(_IDENT, name)
+    return _unquote(parts[-1]) if parts else name.lower()
+
+
+@dataclass(frozen=True)
+class Write:
+    """One table a statement writes and what is known of the rows.
+
+    ``pk_params``: the pk is in these parameter positions (negative: from the end);
+    ``columns``: an INSERT's column names, for mapping parameters to columns;
+    ``all_rows``: rows are unknown.
+    """
+
+    verb: str
+    table: str
+    pk_column: str | None = None
+    pk_params: tuple[int, ...] = ()
+    columns: tuple[str, ...] = ()
+    all_rows: bool = True
+
+
+@functools.lru_cache(maxsize=1024)
+def parse(sql: str) -> tuple[Write, ...]:
+    """The tables an SQL statement writes (empty for reads and DDL). Bounded cache."""
+    text = _COMMENT.sub(" ", sql).strip()
+    head = text[:8].upper()
+    match = _VERB.search(text) if head.startswith("WITH") else _VERB.match(text)
+    if match is None:
+        return ()
+    kind = next(k for k in _KINDS if match.group(k) is not None)
+    names = match.group(f"{kind}_t")
+    if kind == "truncate":
+        return tuple(Write("TRUNCATE", _table(n)) for n in re.split(r"\s*,\s*", names))
+    table = _table(names)
+    verb = kind.upper()
+    rest = text[match.end() :]
+    if head.startswith("WITH"):
+        return (Write(verb, table),)
+    if kind in ("update", "delete"):
+        tail = _PK_TAIL.search(rest)
+        before = rest[: tail.start()] if tail else ""
+        if (
+            tail is None
+            # the WHERE of a subquery, or a condition on another table's column
+            or before.count("(") != before.count(")")
+            or (tail.group(1) is not None and _table(tail.group(1)) != table)
+        ):
+            return (Write(verb, table),)
+        placeholders = tail.group(3)
+        count = 1 if placeholders is None else placeholders.count("%s")
+        return (
+            Write(
+                verb,
+                table,
+                pk_column=_unquote(tail.group(2)),
+                pk_params=tuple(range(-count, 0)),
+                all_rows=False,
+            ),
+        )
+    if kind == "insert":
+        cols = _INSERT_COLUMNS.match(rest)
+        if cols is None or _UPSERT.search(rest):
+            return (Write("INSERT", table),)
+        columns = tuple(_unquote(c) for c in re.findall(_IDENT, cols.group(1)))
+        return (Write("INSERT", table, columns=columns, all_rows=False),)
+    return (Write(verb, table),)
+
+
+def _param_rows(params: Any, many: bool) -> list[Sequence[Any]]:
+    if params is None:
+        return []
+    if many:
+        return [p for p in params if isinstance(p, list | tuple)]
+    return [params] if isinstance(params, list | tuple) else []
+
+
+def _tags_for(write: Write, params: Any, many: bool) -> list[str]:
+    tags: list[str] = []
+    for use in registry.tables().get(write.table, ()):
+        tags.extend(_tags_for_use(write, use, params, many))
+    return tags
+
+
+def _everything(model: Any) -> list[str]:
+    return [t for m in family(model) for t in (model_tag(m), rows_tag(m))]
+
+
+def _tags_for_use(
+    write: Write, use: registry.Table, params: Any, many: bool
+) -> list[str]:
+    model = use.model
+    tags: list[str] = []
+    tracked = registry.is_tracked(model)
+    rows = _param_rows(params, many)
+    if use.sides:  # a many-to-many table: both sides' rows
+        tags.append(model_tag(model))
+        for column, side in use.sides:
+            pks = _values_of(write, column, rows)
+            if pks is None:
+                tags += _everything(side)
+            else:
+                tags += [model_tag(m) for m in family(side)]
+                tags += registry.row_tags(side, pks)
+        if tracked and write.verb != "INSERT":
+            tags += _everything(model)
+        return tags
+    if not tracked:
+        return tags
+    if (
+        write.verb == "INSERT"
+        and not write.all_rows
+        and use.pk_column not in write.columns
+    ):
+        return [model_tag(m) for m in family(model)]  # new rows only
+    pks = _values_of(write, use.pk_column, rows)
+    if pks is None:
+        return _everything(model)
+    return [model_tag(m) for m in family(model)] + registry.row_tags(model, pks)
+
+
+def _values_of(
+    write: Write, column: str, rows: list[Sequence[Any]]
+) -> list[Any] | None:
+    """Values of ``column`` in the statement's parameters, or ``None`` if not known."""
+    if write.all_rows or not rows:
+        return None
+    try:
+        if write.columns:
+            if column not in write.columns:
+                return None
+            width = len(write.columns)
+            index = write.columns.index(column)
+            values = []
+            for row in rows:
+                if len(row) % width:
+                    return None
+                values += [row[i] for i in range(index, len(row), width)]
+            return values
+        if write.pk_column != column:
+            return None
+        return [row[i] for row in rows for i in write.pk_params]
+    except IndexError:
+        return None
+
+
+def _wrapper(
+    execute: Callable[..., Any],
+    sql: Any,
+    params: Any,
+    many: bool,
+    context: dict[str, Any],
+) -> Any:
+    result = execute(sql, params, many, context)
+    if _state.enabled and isinstance(sql, str):
+        head = sql[:24].lstrip().upper()
+        if head.startswith(_WRITE_HEADS):
+            _after_write(sql, params, many, context)
+    return result
+
+
+def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> None:
+    writes = parse(sql)
+    if not writes:
+        return
+    tags: list[str] = []
+    for write in writes:
+        try:
+            tags += _tags_for(write, params, many)
+        except (TypeError, ValueError, LookupError):
+            # A pk parameter that is not a valid pk value: fall back to all rows.
+            for use in registry.tables().get(write.table, ()):
+                tags += _everything(use.model)
+    if tags:
+        conn = context["connection"]
+        verbs = " ".join(sorted({f"{w.verb} {w.table}" for w in writes}))
+        invalidate_tags(*dict.fromkeys(tags), reason=f"sql {verbs}", db=conn.alias)
+
+
+class _State:
+    enabled = False
+
+
+_state = _State()
+
+
+def _attach(connection: Any, **kwargs: Any) -> None:
+    if _wrapper not in connection.execute_wrappers:
+        connection.execute_wrappers.insert(0, _wrapper)
+
+
+def install() -> None:
+    """Watch every connection opened from now on, and those of this thread already open."""
+    if not conf.get("WATCH_SQL"):
+        return
+    _state.enabled = True
+    connection_created.connect(
+        _attach, weak=False, dispatch_uid="django_smartcache.sqlwatch"
+    )
+    for conn in connections.all(initialized_only=True):
+        _attach(conn)
+
+
+def uninstall() -> None:
+    """Undo :func:`install` (connections of other threads keep an inert wrapper)."""
+    _state.enabled = False
+    connection_created.disconnect(dispatch_uid="django_smartcache.sqlwatch")
+    for conn in connections.all(initialized_only=True):
+        while _wrapper in conn.execute_wrappers:
+            conn.execute_wrappers.remove(_wrapper)

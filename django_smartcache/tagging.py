@@ -1,0 +1,499 @@
+"""Tags on any Django cache backend: a version per tag, checked on read.
+
+``cache.set(key, value, tags=[...])`` stores a :class:`~django_smartcache.core.tags.Tagged`
+envelope holding the value and the current version of each tag; a read fetches
+the current versions in one ``get_many`` and treats any mismatch as a miss.
+``invalidate_tags()`` writes one fresh, never reused version per tag: O(1) in the
+number of tagged keys, and seen by every process that shares the cache (the version
+keys are ordinary entries of the same cache). A missing version key counts as a
+mismatch, so eviction or expiry of the bookkeeping can only cause misses, never
+make stale data valid again.
+
+A tag ``"A#B"`` depends on ``"A#*"``: entries tagged with a row tag also record
+the version of their model's all-rows tag, so invalidating every row is O(1).
+
+Inside ``transaction.atomic()`` an invalidation is applied at once and again when
+the outermost block commits; until the transaction ends, this thread neither reads
+nor stores entries carrying those tags (it may see its own uncommitted writes,
+which must not reach the cache and would survive a rollback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.cache import caches
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.db import connections
+
+from . import conf
+from .core.tags import Tagged, new_version, normalize_tags
+from .signals import tags_invalidated
+
+__all__ = ["TaggingMixin", "expand_tags", "invalidate_tags", "tagging_caches"]
+
+_MISSING = object()
+#: Recorded for a dependency key that was absent at write time.
+_ABSENT = "-"
+
+
+def expand_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """``tags`` plus the all-rows tag each row tag (``"A#B"``) depends on."""
+    out: dict[str, None] = {}
+    for tag in tags:
+        out[tag] = None
+        head, sep, tail = tag.rpartition("#")
+        if sep and tail != "*":
+            out[f"{head}#*"] = None
+    return tuple(out)
+
+
+# -- transactions -----------------------------------------------------------
+
+
+class _Pending(threading.local):
+    """Per thread (Django connections are per thread): db alias -> (block, tags)."""
+
+    def __init__(self) -> None:
+        self.by_db: dict[str, tuple[object, set[str]]] = {}
+
+
+_pending = _Pending()
+
+
+def _outermost(conn: Any) -> object | None:
+    """The outermost ``atomic()`` block of the application (a ``TestCase``'s own
+    blocks are ignored: they stand for the test's isolation, never commit, and
+    would otherwise make every write of a test look uncommitted)."""
+    for block in conn.atomic_blocks:
+        if not getattr(block, "_from_testcase", False):
+            return block
+    return None
+
+
+def _open_transactions(db: str | None) -> list[Any]:
+    """Connections of this thread inside an application ``atomic()`` (only ``db`` if given)."""
+    conns = (
+        [connections[db]] if db is not None else connections.all(initialized_only=True)
+    )
+    return [c for c in conns if c.in_atomic_block and _outermost(c) is not None]
+
+
+def _mark_dirty(conn: Any, tags: Iterable[str]) -> None:
+    outermost = _outermost(conn)
+    entry = _pending.by_db.get(conn.alias)
+    if entry is None or entry[0] is not outermost:
+        entry = (outermost, set())
+        _pending.by_db[conn.alias] = entry
+    entry[1].update(tags)
+
+
+def dirty_tags() -> set[str]:
+    """Tags written in this thread's open transactions (cleared once they end)."""
+    if not _pending.by_db:
+        return set()
+    dirty: set[str] = set()
+    for alias, (outermost, tags) in list(_pending.by_db.items()):
+        conn = connections[alias]
+        if not conn.in_atomic_block or _outermost(conn) is not outermost:
+            del _pending.by_db[alias]  # committed (repeat already sent) or rolled back
+        else:
+            dirty |= tags
+    return dirty
+
+
+# -- the mixin --------------------------------------------------------------
+
+
+def _digest(value: object) -> str:
+    # Values read back from a cache were pickled by it already, so this cannot fail.
+    data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class TaggingMixin:
+    """Adds ``tags=`` (and ``depends_on=``) to a ``BaseCache`` subclass.
+
+    Put it first in the bases: ``class SmartCache(TaggingMixin, BaseCache)``. It only
+    uses the backend's own ``get``/``get_many``/``set``/``set_many``/``add``/``delete``,
+    so it works on any backend and across processes through whatever level those
+    reach. Backends may override the hooks :meth:`_tags_stored` and
+    :meth:`_tags_invalidated` (e.g. to free the bytes of invalidated entries).
+    """
+
+    supports_tags = True
+
+    # hooks ------------------------------------------------------------------
+    def _tags_stored(self, key: str, version: int | None, tags: Sequence[str]) -> None:
+        """Called after a tagged entry was stored (``tags`` include dependencies)."""
+
+    def _tags_invalidated(self, tags: Sequence[str]) -> None:
+        """Called after ``tags`` got new versions (entries carrying them are stale)."""
+
+    # raw access (never unwraps envelopes) -----------------------------------
+    def _raw_get(self, key: str, version: int | None = None) -> Any:
+        return super().get(key, _MISSING, version=version)  # type: ignore[misc]
+
+    def _raw_get_many(
+        self, keys: Sequence[str], version: int | None = None
+    ) -> dict[str, Any]:
+        base = super().get_many  # type: ignore[misc]
+        if getattr(base, "__func__", None) is BaseCache.get_many:
+            # BaseCache.get_many calls self.get, which would unwrap: read one by one.
+            found = {}
+            for key in keys:
+                value = self._raw_get(key, version)
+                if value is not _MISSING:
+                    found[key] = value
+            return found
+        return dict(base(keys, version=version))
+
+    def _version_key(self, tag: str) -> str:
+        return f"{conf.get('TAG_KEY_PREFIX')}{tag}"
+
+    # versions ---------------------------------------------------------------
+    def current_tag_versions(self, tags: Iterable[str]) -> dict[str, str]:
+        """The current version of each tag; absent tags are left out."""
+        keys = {self._version_key(tag): tag for tag in tags}
+        if not keys:
+            return {}
+        found = self._raw_get_many(list(keys))
+        return {keys[k]: v for k, v in found.items() if isinstance(v, str)}
+
+    def tag_versions(self, tags: Iterable[str]) -> dict[str, str]:
+        """The current version of each tag (``expand_tags`` applied), creating absent ones."""
+        tags = expand_tags(normalize_tags(tags))
+        versions = self.current_tag_versions(tags)
+        timeout = conf.get("TAG_VERSION_TIMEOUT")
+        for tag in tags:
+            if tag not in versions:
+                token = new_version()
+                vkey = self._version_key(tag)
+                if not super().add(vkey, token, timeout=timeout):  # type: ignore[misc]
+                    # Another writer created it first: use theirs (or, if it is
+                    # already gone again, a token nothing else will ever match).
+                    theirs = self._raw_get(vkey)
+                    token = theirs if isinstance(theirs, str) else token
+                versions[tag] = token
+        return versions
+
+    def _bump(self, tags: Sequence[str]) -> None:
+        timeout = conf.get("TAG_VERSION_TIMEOUT")
+        super().set_many(  # type: ignore[misc]
+            {self._version_key(tag): new_version() for tag in tags}, timeout=timeout
+        )
+        self._tags_invalidated(tags)
+
+    def invalidate_tags(
+        self, *tags: str, reason: str = "invalidate_tags()", db: str | None = None
+    ) -> None:
+        """Give each tag a new version, now and again when open transactions commit.
+
+        ``db``: only the transaction of that database alias; by default every
+        database connection of this thread that is inside ``atomic()``.
+        """
+        norm = normalize_tags(tags)
+        if not norm:
+            return
+        for conn in _open_transactions(db):
+            _mark_dirty(conn, norm)
+            conn.on_commit(
+                lambda n=norm, r=reason: self._invalidate_now(n, r, on_commit=True),
+                robust=True,
+            )
+        self._invalidate_now(norm, reason, on_commit=False)
+
+    def _invalidate_now(
+        self, tags: Sequence[str], reason: str, *, on_commit: bool
+    ) -> None:
+        self._bump(tags)
+        tags_invalidated.send(
+            sender=type(self),
+            cache=self,
+            tags=tuple(tags),
+            reason=reason,
+            on_commit=on_commit,
+        )
+
+    # envelopes --------------------------------------------------------------
+    def _envelope(
+        self,
+        value: object,
+        versions: Mapping[str, str],
+        depends_on: Sequence[str],
+    ) -> Tagged:
+        versions = dict(versions)
+        deps: dict[str, str] = {}
+        if depends_on:
+            raw = self._raw_get_many(list(depends_on))
+            for dep in depends_on:
+                found = raw.get(dep, _MISSING)
+                if isinstance(found, Tagged):
+                    deps[dep] = found.wid
+                    deps.update(found.deps)  # transitive: flattened
+                    for tag, ver in found.versions.items():
+                        versions.setdefault(tag, ver)
+                        if versions[tag] != ver:  # dependency already stale
+                            versions[tag] = _ABSENT
+                else:
+                    deps[dep] = _ABSENT if found is _MISSING else _digest(found)
+        return Tagged(value, versions, deps)
+
+    def _prepare(
+        self, tags: Iterable[str] | None, depends_on: Iterable[str] | None
+    ) -> tuple[dict[str, str], tuple[str, ...]] | None:
+        """Versions and dependency keys to record, or ``None`` for a plain value."""
+        norm = normalize_tags(tags)
+        deps = tuple(depends_on or ())
+        if not norm and not deps:
+            return None
+        return self.tag_versions(norm), deps
+
+    @staticmethod
+    def _is_dirty(versions: Iterable[str]) -> bool:
+        dirty = dirty_tags()
+        return bool(dirty) and not dirty.isdisjoint(versions)
+
+    def _valid(self, envelopes: Mapping[str, Tagged]) -> set[str]:
+        """Keys of ``envelopes`` whose versions and dependencies are all current."""
+        tags = {tag for env in envelopes.values() for tag in env.versions}
+        deps = {dep for env in envelopes.values() for dep in env.deps}
+        current: dict[str, object] = (
+            dict(self.current_tag_versions(tags)) if tags else {}
+        )
+        dep_now: dict[str, str] = {}
+        if deps:
+            raw = self._raw_get_many(list(deps))
+            for dep in deps:
+                found = raw.get(dep, _MISSING)
+                if isinstance(found, Tagged):
+                    dep_now[dep] = found.wid
+                else:
+                    dep_now[dep] = _ABSENT if found is _MISSING else _digest(found)
+        dirty = dirty_tags()
+        valid = set()
+        for key, env in envelopes.items():
+            if dirty and not dirty.isdisjoint(env.versions):
+                continue
+            if env.is_current(current) and all(
+                dep_now.get(dep) == wid for dep, wid in env.deps.items()
+            ):
+                valid.add(key)
+        return valid
+
+    def _drop_stale(self, keys: Iterable[str], version: int | None) -> None:
+        """Delete stale envelopes to free their bytes (never while this thread is dirty)."""
+        keys = list(keys)
+        if keys and not dirty_tags():
+            super().delete_many(keys, version=version)  # type: ignore[misc]
+
+    # the cache API ------------------------------------------------------------
+    def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
+        value = self._raw_get(key, version)
+        if value is _MISSING:
+            return default
+        if type(value) is not Tagged:
+            return value
+        if self._valid({key: value}):
+            return value.value
+        self._drop_stale([key], version)
+        return default
+
+    def get_many(
+        self, keys: Iterable[str], version: int | None = None
+    ) -> dict[str, Any]:
+        raw = self._raw_get_many(list(keys), version)
+        envelopes = {k: v for k, v in raw.items() if type(v) is Tagged}
+        if not envelopes:
+            return raw
+        valid = self._valid(envelopes)
+        self._drop_stale((k for k in envelopes if k not in valid), version)
+        return {
+            k: (v.value if type(v) is Tagged else v)
+            for k, v in raw.items()
+            if type(v) is not Tagged or k in valid
+        }
+
+    def has_key(self, key: str, version: int | None = None) -> bool:
+        return self.get(key, _MISSING, version=version) is not _MISSING
+
+    def set(
+        self,
+        key: str,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        tags: Iterable[str] | None = None,
+        depends_on: Iterable[str] | None = None,
+    ) -> None:
+        prepared = self._prepare(tags, depends_on)
+        if prepared is None:
+            super().set(key, value, timeout=timeout, version=version)  # type: ignore[misc]
+            return
+        env = self._envelope(value, *prepared)
+        if self._is_dirty(env.versions):
+            # This thread wrote those tags in an open transaction: the value may
+            # come from uncommitted data. Drop the old entry, store nothing.
+            super().delete(key, version=version)  # type: ignore[misc]
+            return
+        super().set(key, env, timeout=timeout, version=version)  # type: ignore[misc]
+        self._tags_stored(key, version, tuple(env.versions))
+
+    def add(
+        self,
+        key: str,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        tags: Iterable[str] | None = None,
+        depends_on: Iterable[str] | None = None,
+    ) -> bool:
+        prepared = self._prepare(tags, depends_on)
+        payload: Any = value if prepared is None else self._envelope(value, *prepared)
+        return self._add(key, payload, timeout, version)
+
+    def _add(self, key: str, payload: Any, timeout: Any, version: int | None) -> bool:
+        tagged = type(payload) is Tagged
+        if tagged and self._is_dirty(payload.versions):
+            return False
+        if super().add(key, payload, timeout=timeout, version=version):  # type: ignore[misc]
+            if tagged:
+                self._tags_stored(key, version, tuple(payload.versions))
+            return True
+        # A stale envelope still occupying the key must not block the add.
+        occupant = self._raw_get(key, version)
+        if type(occupant) is Tagged and key not in self._valid({key: occupant}):
+            super().delete(key, version=version)  # type: ignore[misc]
+            if super().add(key, payload, timeout=timeout, version=version):  # type: ignore[misc]
+                if tagged:
+                    self._tags_stored(key, version, tuple(payload.versions))
+                return True
+        return False
+
+    def set_many(
+        self,
+        data: Mapping[str, Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        tags: Iterable[str] | None = None,
+        depends_on: Iterable[str] | None = None,
+    ) -> list[str]:
+        prepared = self._prepare(tags, depends_on)
+        if prepared is None:
+            return list(super().set_many(data, timeout=timeout, version=version))  # type: ignore[misc]
+        versions, deps = prepared
+        envelopes = {k: self._envelope(v, versions, deps) for k, v in data.items()}
+        if envelopes and self._is_dirty(next(iter(envelopes.values())).versions):
+            super().delete_many(list(envelopes), version=version)  # type: ignore[misc]
+            return []
+        failed = list(super().set_many(envelopes, timeout=timeout, version=version))  # type: ignore[misc]
+        for key, env in envelopes.items():
+            if key not in failed:
+                self._tags_stored(key, version, tuple(env.versions))
+        return failed
+
+    def get_or_set(
+        self,
+        key: str,
+        default: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        tags: Iterable[str] | None = None,
+        depends_on: Iterable[str] | None = None,
+    ) -> Any:
+        value = self.get(key, _MISSING, version=version)
+        if value is not _MISSING:
+            return value
+        # Versions are read *before* computing: an invalidation that lands while
+        # the value is computed makes what we store stale at once, never valid.
+        prepared = self._prepare(tags, depends_on)
+        if callable(default):
+            default = default()
+        payload: Any = (
+            default if prepared is None else self._envelope(default, *prepared)
+        )
+        self._add(key, payload, timeout, version)
+        return self.get(key, default, version=version)
+
+    # async ------------------------------------------------------------------
+    async def aset(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, **kwargs: Any) -> None:  # fmt: skip
+        await sync_to_async(self.set, thread_sensitive=True)(
+            key, value, timeout, version, **kwargs
+        )
+
+    async def aadd(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, **kwargs: Any) -> bool:  # fmt: skip
+        return await sync_to_async(self.add, thread_sensitive=True)(
+            key, value, timeout, version, **kwargs
+        )  # type: ignore[no-any-return]
+
+    async def aset_many(self, data: Mapping[str, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, **kwargs: Any) -> list[str]:  # fmt: skip
+        return await sync_to_async(self.set_many, thread_sensitive=True)(
+            data, timeout, version, **kwargs
+        )  # type: ignore[no-any-return]
+
+    async def aget_or_set(self, key: str, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, **kwargs: Any) -> Any:  # fmt: skip
+        return await sync_to_async(self.get_or_set, thread_sensitive=True)(
+            key, default, timeout, version, **kwargs
+        )
+
+    async def aget(
+        self, key: str, default: Any = None, version: int | None = None
+    ) -> Any:
+        return await sync_to_async(self.get, thread_sensitive=True)(
+            key, default, version
+        )
+
+    async def aget_many(
+        self, keys: Iterable[str], version: int | None = None
+    ) -> dict[str, Any]:
+        return await sync_to_async(self.get_many, thread_sensitive=True)(keys, version)  # type: ignore[no-any-return]
+
+    async def ahas_key(self, key: str, version: int | None = None) -> bool:
+        return await sync_to_async(self.has_key, thread_sensitive=True)(key, version)  # type: ignore[no-any-return]
+
+    async def ainvalidate_tags(self, *tags: str, **kwargs: Any) -> None:
+        await sync_to_async(self.invalidate_tags, thread_sensitive=True)(
+            *tags, **kwargs
+        )
+
+
+# -- module level -----------------------------------------------------------
+
+
+def tagging_caches(using: str | Iterable[str] | None = None) -> list[tuple[str, Any]]:
+    """``(alias, cache)`` pairs of the aliases that take tags (``TAG_CACHES`` by default)."""
+    from django.conf import settings
+
+    if using is None:
+        chosen = conf.get("TAG_CACHES")
+        aliases: Iterable[str] = settings.CACHES if chosen == conf.ALL else chosen
+        explicit = False
+    else:
+        aliases = [using] if isinstance(using, str) else list(using)
+        explicit = True
+    out = []
+    for alias in aliases:
+        cache = caches[alias]
+        if isinstance(cache, TaggingMixin):
+            out.append((alias, cache))
+        elif explicit:
+            raise ValueError(
+                f"cache alias {alias!r} ({type(cache).__name__}) does not support tags"
+            )
+    return out
+
+
+def invalidate_tags(
+    *tags: str,
+    using: str | Iterable[str] | None = None,
+    reason: str = "invalidate_tags()",
+    db: str | None = None,
+) -> None:
+    """Invalidate ``tags`` in every tag-aware cache alias (or those in ``using``)."""
+    for _alias, cache in tagging_caches(using):
+        cache.invalidate_tags(*tags, reason=reason, db=db)

@@ -1,0 +1,250 @@
+"""Model writes through signals: after each kind of write no cached read is stale."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.cache import caches
+from django.db.models.signals import post_save
+from django.test import override_settings
+
+from django_smartcache import invalidate_model, invalidation, model_tag, sqlwatch
+from django_smartcache.signals import tags_invalidated
+from tests.testapp.models import (
+    AuditLog,
+    Author,
+    Book,
+    Club,
+    FamousAuthor,
+    Genre,
+    Membership,
+    Place,
+    Restaurant,
+)
+from tests.testapp.reads import assert_fresh, cached
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "tagged": {
+        "BACKEND": "tests.testapp.backends.TaggedLocMemCache",
+        "LOCATION": "scenarios",
+    },
+}
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def tagged_cache() -> Iterator[Any]:
+    with override_settings(CACHES=CACHES):
+        caches["tagged"].clear()
+        yield caches["tagged"]
+        caches["tagged"].clear()
+
+
+@pytest.fixture
+def library() -> dict[str, Any]:
+    ann = Author.objects.create(name="Ann")
+    bob = Author.objects.create(name="Bob")
+    poetry, prose = (
+        Genre.objects.create(name="poetry"),
+        Genre.objects.create(name="prose"),
+    )
+    b1 = Book.objects.create(title="B1", author=ann)
+    b2 = Book.objects.create(title="B2", author=bob)
+    b1.genres.add(poetry)
+    b2.genres.add(prose)
+    club = Club.objects.create(name="Readers")
+    Membership.objects.create(club=club, author=ann, role="chair")
+    return {
+        "ann": ann,
+        "bob": bob,
+        "poetry": poetry,
+        "prose": prose,
+        "b1": b1,
+        "b2": b2,
+        "club": club,
+    }
+
+
+def _reads(lib: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [
+        ("book_row", lib["b1"].pk),
+        ("book_row", lib["b2"].pk),
+        ("book_genres", lib["b1"].pk),
+        ("book_genres", lib["b2"].pk),
+        ("genre_books", lib["poetry"].pk),
+        ("genre_books", lib["prose"].pk),
+        ("book_titles", None),
+        ("author_clubs", lib["ann"].pk),
+        ("author_clubs", lib["bob"].pk),
+        ("club_members", lib["club"].pk),
+    ]
+
+
+def _warm_then_check(lib: dict[str, Any], write: Any) -> None:
+    reads = _reads(lib)
+    for name, arg in reads:
+        cached(name, arg)
+    write()
+    assert_fresh(*reads)
+
+
+WRITES = {
+    "save": lambda lib: Book(pk=lib["b1"].pk, title="B1 v2", author=lib["ann"]).save(),
+    "save_moves_fk": lambda lib: Book(
+        pk=lib["b2"].pk, title="B2", author=lib["ann"]
+    ).save(),
+    "create": lambda lib: Book.objects.create(title="B3", author=lib["bob"]),
+    "delete_row_with_m2m": lambda lib: lib["b1"].delete(),
+    "m2m_add_forward": lambda lib: lib["b2"].genres.add(lib["poetry"]),
+    "m2m_add_reverse": lambda lib: lib["poetry"].books.add(lib["b2"]),
+    "m2m_remove_forward": lambda lib: lib["b1"].genres.remove(lib["poetry"]),
+    "m2m_remove_reverse": lambda lib: lib["prose"].books.remove(lib["b2"]),
+    "m2m_clear_forward": lambda lib: lib["b1"].genres.clear(),
+    "m2m_clear_reverse": lambda lib: lib["prose"].books.clear(),
+    "m2m_set": lambda lib: lib["b1"].genres.set([lib["prose"]]),
+    "through_add": lambda lib: lib["club"].members.add(
+        lib["bob"], through_defaults={"role": "new"}
+    ),
+    "through_save": lambda lib: _save_membership(lib),
+    "through_remove": lambda lib: lib["ann"].clubs.remove(lib["club"]),
+    "through_delete_author": lambda lib: lib["ann"].delete(),
+    "fk_cascade_delete": lambda lib: lib["bob"].delete(),
+    "proxy_save": lambda lib: _proxy_rename(lib),
+    "genre_delete": lambda lib: lib["prose"].delete(),
+}
+
+
+def _save_membership(lib: dict[str, Any]) -> None:
+    m = Membership.objects.get(author=lib["ann"])
+    m.role = "treasurer"
+    m.save()
+
+
+def _proxy_rename(lib: dict[str, Any]) -> None:
+    fa = FamousAuthor.objects.get(pk=lib["ann"].pk)
+    fa.name = "Ann (famous)"
+    fa.save()
+    Book.objects.create(title="B4", author=lib["ann"])
+
+
+@pytest.fixture(params=["signals+sql", "signals only", "sql only"])
+def mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each mechanism alone must already be enough for these writes."""
+    if request.param == "signals only":
+        sqlwatch.uninstall()
+    elif request.param == "sql only":
+        invalidation.disconnect()
+    try:
+        yield request.param
+    finally:
+        sqlwatch.install()
+        invalidation.connect()
+
+
+@pytest.mark.parametrize("write", sorted(WRITES))
+def test_no_stale_read_after_write(
+    library: dict[str, Any], write: str, mode: str
+) -> None:
+    _warm_then_check(library, lambda: WRITES[write](library))
+
+
+def test_unrelated_rows_stay_cached(library: dict[str, Any], tagged_cache: Any) -> None:
+    b2 = library["b2"].pk
+    cached("book_row", b2)
+    library["b1"].title = "changed"
+    library["b1"].save()
+    # The row entry of another book survives (only its row tag and the model tag moved).
+    assert tagged_cache.get(f"book_row:{b2}") == {
+        "id": b2,
+        "title": "B2",
+        "author_id": library["bob"].pk,
+    }
+
+
+def test_multi_table_inheritance_both_ways() -> None:
+    r = Restaurant.objects.create(name="Luigi", serves_pizza=True)
+    p = Place.objects.create(name="Park")
+    reads = [("place_row", r.pk), ("restaurant_row", r.pk), ("place_row", p.pk)]
+    for name, arg in reads:
+        cached(name, arg)
+    r.name = "Luigi's"
+    r.save()  # writes place and restaurant tables
+    assert_fresh(*reads)
+    parent = Place.objects.get(pk=r.pk)
+    parent.name = "Luigi's Place"
+    parent.save()  # the parent row alone: the restaurant's view changes too
+    assert_fresh(*reads)
+    r.delete()
+    assert_fresh(*reads)
+
+
+def test_model_tag_names() -> None:
+    a = Author.objects.create(name="A")
+    assert model_tag(Author) == "model:testapp.author"
+    assert model_tag(a) == f"model:testapp.author#{a.pk}"
+    assert model_tag(Author, str(a.pk)) == model_tag(a)
+    assert model_tag(FamousAuthor.objects.get(pk=a.pk)) == model_tag(a)
+
+
+def test_signal_carries_the_reason() -> None:
+    seen: list[str] = []
+
+    def receiver(reason: str, **kwargs: Any) -> None:
+        seen.append(reason)
+
+    tags_invalidated.connect(receiver)
+    try:
+        a = Author.objects.create(name="A")
+    finally:
+        tags_invalidated.disconnect(receiver)
+    assert f"post_save testapp.author pk={a.pk} created" in seen
+
+
+def test_invalidate_model_for_writes_outside_django(tagged_cache: Any) -> None:
+    a = Author.objects.create(name="A")
+    b = Book.objects.create(title="T", author=a)
+    cached("book_row", b.pk)
+    cached("book_titles")
+    invalidate_model(Book)
+    assert tagged_cache.get(f"book_row:{b.pk}") is None
+    assert tagged_cache.get("book_titles:None") is None
+
+
+def test_opted_out_model_sends_nothing(tagged_cache: Any) -> None:
+    seen: list[Any] = []
+
+    def receiver(tags: Any, **kwargs: Any) -> None:
+        seen.append(tags)
+
+    with override_settings(SMARTCACHE={"EXCLUDE_MODELS": ["testapp.auditlog"]}):
+        assert not post_save.has_listeners(AuditLog)
+        tags_invalidated.connect(receiver)
+        try:
+            log = AuditLog.objects.create(message="m")
+            AuditLog.objects.filter(pk=log.pk).update(message="n")
+        finally:
+            tags_invalidated.disconnect(receiver)
+        assert seen == []
+    assert post_save.has_listeners(AuditLog)
+
+
+def test_models_setting_limits_participation() -> None:
+    with override_settings(SMARTCACHE={"MODELS": ["testapp.book"]}):
+        assert post_save.has_listeners(Book)
+        assert not post_save.has_listeners(Author)
+
+
+def test_connect_is_idempotent_and_reversible() -> None:
+    before = len(post_save.receivers)
+    invalidation.connect()
+    assert len(post_save.receivers) == before
+    invalidation.disconnect()
+    try:
+        assert not post_save.has_listeners(Book)
+    finally:
+        invalidation.connect()
+    assert len(post_save.receivers) == before

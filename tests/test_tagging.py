@@ -1,0 +1,299 @@
+"""The tag-version mechanism on Django's LocMemCache and RedisCache (real redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.cache import caches
+from django.test import override_settings
+
+from django_smartcache import invalidate_tags
+from django_smartcache.core.tags import InvalidTag, Tagged, TagIndex, new_version
+from django_smartcache.signals import tags_invalidated
+from django_smartcache.tagging import _MISSING, expand_tags
+
+LOCMEM = "tests.testapp.backends.TaggedLocMemCache"
+REDIS = "tests.testapp.backends.TaggedRedisCache"
+
+
+def _caches(backend: str, location: str, **options: Any) -> dict[str, Any]:
+    return {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "tagged": {"BACKEND": backend, "LOCATION": location, **options},
+    }
+
+
+@pytest.fixture(params=["locmem", pytest.param("redis", marks=pytest.mark.redis)])
+def cache(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "redis":
+        config = _caches(REDIS, request.getfixturevalue("redis_url"))
+    else:
+        config = _caches(LOCMEM, f"tagging-{request.node.name}")
+    with override_settings(CACHES=config):
+        c = caches["tagged"]
+        c.clear()
+        yield c
+        c.clear()
+
+
+def test_tagged_value_round_trips_and_untagged_is_untouched(cache: Any) -> None:
+    cache.set("a", {"x": 1}, tags=["t1", "t2"])
+    cache.set("plain", 5)
+    assert cache.get("a") == {"x": 1}
+    assert cache.get("plain") == 5
+    assert cache.incr("plain") == 6  # untagged values are stored as they are
+    assert cache.has_key("a")
+
+
+def test_invalidating_a_tag_misses_only_its_entries(cache: Any) -> None:
+    cache.set("a", 1, tags=["t1"])
+    cache.set("b", 2, tags=["t2"])
+    cache.set("ab", 3, tags=["t1", "t2"])
+    cache.invalidate_tags("t1")
+    assert cache.get("a") is None
+    assert cache.get("ab", "gone") == "gone"
+    assert cache.get("b") == 2
+    assert not cache.has_key("a")
+    assert cache.get_many(["a", "b", "ab"]) == {"b": 2}
+
+
+def test_add_set_many_get_or_set_take_tags(cache: Any) -> None:
+    assert cache.add("k", "v1", tags=["t"])
+    assert not cache.add("k", "v2", tags=["t"])
+    cache.set_many({"m1": 1, "m2": 2}, tags=["t"])
+    assert cache.get_or_set("g", lambda: "computed", tags=["t"]) == "computed"
+    assert cache.get_or_set("g", lambda: "again", tags=["t"]) == "computed"
+    cache.invalidate_tags("t")
+    assert cache.get_many(["k", "m1", "m2", "g"]) == {}
+    # A stale entry does not block add(), and get_or_set() computes again.
+    assert cache.add("k", "v3", tags=["t"])
+    assert cache.get("k") == "v3"
+    assert cache.get_or_set("g", lambda: "again", tags=["t"]) == "again"
+
+
+def test_stale_entries_are_deleted_when_read(cache: Any) -> None:
+    cache.set("a", "x" * 1000, tags=["t"])
+    cache.invalidate_tags("t")
+    assert cache.get("a") is None
+    assert cache._raw_get("a") is _MISSING  # its bytes are freed, not just hidden
+
+
+def test_invalidation_during_compute_never_stores_a_valid_stale_value(
+    cache: Any,
+) -> None:
+    def compute() -> str:
+        cache.invalidate_tags("t")  # a write lands while the value is computed
+        return "computed from old data"
+
+    assert cache.get_or_set("k", compute, tags=["t"]) == "computed from old data"
+    assert cache.get("k") is None
+
+
+def test_lost_version_key_never_revalidates(cache: Any) -> None:
+    cache.set("a", 1, tags=["t"])
+    cache.delete(cache._version_key("t"))  # evicted, expired or flushed
+    assert cache.get("a") is None
+    cache.set("b", 2, tags=["t"])  # creates a new version for "t"
+    assert cache.get("a") is None
+    assert cache.get("b") == 2
+
+
+def test_row_tag_depends_on_all_rows_tag(cache: Any) -> None:
+    cache.set("r1", 1, tags=["model:x.y#1"])
+    cache.set("r2", 2, tags=["model:x.y#2"])
+    cache.set("list", [1, 2], tags=["model:x.y"])
+    cache.invalidate_tags("model:x.y#1")
+    assert cache.get_many(["r1", "r2", "list"]) == {"r2": 2, "list": [1, 2]}
+    cache.invalidate_tags("model:x.y#*")
+    assert cache.get_many(["r2", "list"]) == {"list": [1, 2]}
+    assert expand_tags(["a#1", "b", "a#*"]) == ("a#1", "a#*", "b")
+
+
+def test_key_dependencies_are_transitive(cache: Any) -> None:
+    cache.set("base", 1, tags=["t"])
+    cache.set("mid", 2, depends_on=["base"])
+    cache.set("top", 3, depends_on=["mid"])
+    cache.set("on_plain", 4, depends_on=["plain"])
+    assert cache.get_many(["mid", "top", "on_plain"]) == {
+        "mid": 2,
+        "top": 3,
+        "on_plain": 4,
+    }
+    cache.set("plain", "now exists")
+    assert cache.get("on_plain") is None  # the dependency changed (appeared)
+    cache.invalidate_tags("t")  # invalidates base, so mid and top
+    assert cache.get_many(["base", "mid", "top"]) == {}
+    cache.set("base", 10, tags=["t"])
+    cache.set("mid", 20, depends_on=["base"])
+    cache.set("top", 30, depends_on=["mid"])
+    cache.set("base", 11, tags=["t"])  # overwriting a dependency invalidates dependants
+    assert cache.get_many(["base", "mid", "top"]) == {"base": 11}
+
+
+def test_module_level_invalidation_reaches_every_tagging_alias(redis_url: str) -> None:
+    config = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "one": {"BACKEND": LOCMEM, "LOCATION": "one"},
+        "two": {"BACKEND": REDIS, "LOCATION": redis_url},
+    }
+    with override_settings(CACHES=config):
+        for alias in ("one", "two"):
+            caches[alias].set("k", alias, tags=["shared"])
+        caches["default"].set("k", "untouched")
+        invalidate_tags("shared")
+        assert caches["one"].get("k") is None
+        assert caches["two"].get("k") is None
+        assert caches["default"].get("k") == "untouched"
+        caches["one"].set("k", "one", tags=["shared"])
+        caches["two"].set("k", "two", tags=["shared"])
+        invalidate_tags("shared", using="two")
+        assert caches["one"].get("k") == "one"
+        assert caches["two"].get("k") is None
+        with pytest.raises(ValueError, match="does not support tags"):
+            invalidate_tags("shared", using="default")
+
+
+def test_signal_reports_tags_and_reason(cache: Any) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def receiver(**kwargs: Any) -> None:
+        seen.append(kwargs)
+
+    tags_invalidated.connect(receiver)
+    try:
+        cache.invalidate_tags("a", "b", reason="because")
+    finally:
+        tags_invalidated.disconnect(receiver)
+    assert [(s["tags"], s["reason"], s["on_commit"], s["cache"]) for s in seen] == [
+        (("a", "b"), "because", False, cache)
+    ]
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 201, 5, "tab\t"])
+def test_bad_tag_names_are_refused(cache: Any, bad: Any) -> None:
+    with pytest.raises(InvalidTag):
+        cache.set("k", 1, tags=[bad])
+    with pytest.raises(InvalidTag):
+        cache.invalidate_tags(bad)
+
+
+def test_async_api_takes_tags(cache: Any) -> None:
+    async def scenario() -> list[Any]:
+        await cache.aset("a", 1, tags=["t"])
+        await cache.aadd("b", 2, tags=["t"])
+        await cache.aset_many({"c": 3}, tags=["t"])
+        got = [
+            await cache.aget_or_set("d", 4, tags=["t"]),
+            await cache.aget_many(["a", "b", "c", "d"]),
+        ]
+        await cache.ainvalidate_tags("t")
+        got += [await cache.aget("a"), await cache.ahas_key("c")]
+        return got
+
+    assert asyncio.run(scenario()) == [4, {"a": 1, "b": 2, "c": 3, "d": 4}, None, False]
+
+
+def test_invalidation_cost_does_not_depend_on_tagged_keys(cache: Any) -> None:
+    """O(1): the calls invalidation makes on the backend are the same for 1 and 2,000 keys."""
+    calls: list[str] = []
+
+    def count(method: str) -> Any:
+        original = getattr(type(cache).__mro__[2], method)  # the Django backend's own
+
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(method)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    cache.set("one", 1, tags=["small"])
+    cache.set_many({f"k{i}": i for i in range(2000)}, tags=["big"])
+    costs = []
+    for tag in ("small", "big"):
+        calls.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            for method in (
+                "set",
+                "set_many",
+                "delete",
+                "delete_many",
+                "get",
+                "get_many",
+                "add",
+            ):
+                mp.setattr(type(cache).__mro__[2], method, count(method))
+            cache.invalidate_tags(tag)
+        costs.append(sorted(calls))
+    assert costs[0] == costs[1] and costs[0]
+    assert cache.get("k1999") is None
+
+
+def test_tag_bookkeeping_is_bounded_by_the_backend_budget() -> None:
+    """Churning 20,000 distinct tags through a 500-entry LocMem keeps it at 500 entries,
+    and eviction of version keys never turns a stale entry valid."""
+    config = _caches(LOCMEM, "churn", OPTIONS={"MAX_ENTRIES": 500, "CULL_FREQUENCY": 4})
+    with override_settings(CACHES=config):
+        cache = caches["tagged"]
+        cache.clear()
+        for i in range(20_000):
+            cache.set(f"k{i % 300}", i, tags=[f"row#{i}"])
+            if i % 7 == 0:
+                cache.invalidate_tags(f"row#{i}")
+                assert cache.get(f"k{i % 300}") is None
+        assert len(cache._cache) <= 500
+        for i in range(19_700, 20_000):
+            value = cache.get(f"k{i % 300}")
+            assert value in (None, i) and (value is None or i % 7)
+
+
+@pytest.mark.redis
+def test_tag_bookkeeping_is_bounded_in_redis_with_maxmemory(private_redis: Any) -> None:
+    """With maxmemory + allkeys-lru, 5,000 churning tags keep Redis at its limit."""
+    import redis
+
+    client = redis.Redis.from_url(private_redis.url)
+    limit = int(client.info("memory")["used_memory"]) + 256 * 1024
+    client.config_set("maxmemory", str(limit))
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    with override_settings(CACHES=_caches(REDIS, private_redis.url)):
+        cache = caches["tagged"]
+        for i in range(5_000):
+            cache.set(f"k{i % 100}", "v" * 100, tags=[f"user#{i}", "all"])
+        # Redis evicts once over the limit, so it may sit a few bytes above it.
+        assert int(client.info("memory")["used_memory"]) <= limit * 1.05
+        assert int(client.info("stats")["evicted_keys"]) > 0
+        assert client.dbsize() < 5_000
+        cache.invalidate_tags("all")
+        assert cache.get_many([f"k{i}" for i in range(100)]) == {}
+
+
+def test_envelope_pickles_and_compares() -> None:
+    env = Tagged("v", {"a": "1"}, {"d": "w"})
+    back = pickle.loads(pickle.dumps(env))
+    assert (back.value, back.versions, back.deps, back.wid) == (
+        "v",
+        {"a": "1"},
+        {"d": "w"},
+        env.wid,
+    )
+    assert (
+        back.is_current({"a": "1"})
+        and not back.is_current({"a": "2"})
+        and not back.is_current({})
+    )
+    assert len({new_version() for _ in range(1000)}) == 1000
+
+
+def test_tag_index_forgets_keys_and_tags() -> None:
+    index = TagIndex()
+    index.add("k1", ["a", "b"])
+    index.add("k2", ["a"])
+    assert index.pop_tag("a") == {"k1", "k2"}
+    assert len(index) == 0 and index.tag_count == 0
+    index.add("k3", ["c"])
+    index.discard("k3")
+    assert len(index) == 0 and index.tag_count == 0
