@@ -12,6 +12,7 @@ SUITES = {
     "memory": "benchmarks.memory",
     "persistent": "benchmarks.persistent",
     "multilevel": "benchmarks.multilevel",
+    "tags": "benchmarks.tags",
 }
 
 
