@@ -74,8 +74,9 @@ def test_redis_stopped_and_restarted(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="django_smartcache.multilevel")
     cache = make_cache({"BACKEND": REDIS, "LOCATION": private_redis.url})
-    cache.set("kept", "in L1 and L2")
+    # Subscribing flushes L1 (messages may have been missed before): wait for it first.
     _wait_for(lambda: cache.stats()["coherence"]["connected"])
+    cache.set("kept", "in L1 and L2")
 
     private_redis.stop()
     assert cache.get("kept") == "in L1 and L2"  # L1 keeps serving
