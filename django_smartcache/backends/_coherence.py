@@ -185,9 +185,15 @@ class RedisPubSub(Coherence):
     CHECK_INTERVAL = 0.5
 
     def __init__(
-        self, l1: Any, url: str, channel: str, options: dict[str, Any]
+        self,
+        l1: Any,
+        url: str,
+        channel: str,
+        options: dict[str, Any],
+        log_interval: float = 60.0,
     ) -> None:
         super().__init__(l1)
+        self.log_interval = log_interval
         self.url = url
         self.channel = channel
         self.options = options
@@ -274,7 +280,7 @@ class RedisPubSub(Coherence):
                 self.connected = False
                 self.errors += 1
                 now = _monotonic()
-                if now - self._last_log >= 60.0:
+                if now - self._last_log >= self.log_interval:
                     self._last_log = now
                     logger.warning(
                         "smartcache coherence channel %r lost (%s); L1 entries are "

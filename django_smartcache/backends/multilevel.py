@@ -156,22 +156,30 @@ class LevelHealth:
             self.clear_pending = True
 
     def repair(self, level: BaseCache) -> None:
-        """Runs before the first call after ``retry``: undo what the outage may have hidden."""
+        """Before a level that was down serves again: undo what the outage may have hidden."""
         with self.lock:
             suspects = list(self.suspects)
             clear = self.clear_pending
+        if not (clear or suspects):
+            return  # the next call is the probe; ``recovered()`` follows its success
         if clear:
             level.clear()
-        elif suspects:
+        else:
             level.delete_many(suspects)
         with self.lock:
             self.suspects.difference_update(suspects)
             if clear:
                 self.clear_pending = False
+        self.recovered(len(suspects))
+
+    def recovered(self, repaired: int = 0) -> None:
+        with self.lock:
+            if self.down_until == 0.0:
+                return
             self.down_until = 0.0
             self.recoveries += 1
-        logger.warning(
-            "smartcache level %s is back (repaired %d keys)", self.name, len(suspects)
+        logger.info(
+            "smartcache level %s is back (%d keys repaired)", self.name, repaired
         )
 
 
@@ -381,7 +389,11 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
                     f"OPTIONS['CHANNEL'] must be a non-empty string, got {channel!r}"
                 )
             return _coherence.RedisPubSub(
-                self._l1, url, channel, _redis_options(lowest)
+                self._l1,
+                url,
+                channel,
+                _redis_options(lowest),
+                _number(options, "ERROR_LOG_INTERVAL", positive=False),
             )
         # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
         return _coherence.NoCoherence(self._l1)
@@ -418,6 +430,12 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
                 raise
             return False
         return True
+
+    def _ok(self, index: int) -> None:
+        """A call to level ``index`` succeeded: if it was down, it is back."""
+        health = self._health[index]
+        if health.down_until != 0.0:
+            health.recovered()
 
     def _fault(self, index: int, exc: BaseException, op: str) -> None:
         self._health[index].failed(exc, op)
@@ -481,6 +499,7 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
             finally:
                 self._lat_ns[i] += _perf_ns() - start
                 self._lat_calls[i] += 1
+            self._ok(i)
             if value is not _MISSING:
                 self._hits[i] += 1
                 self._promote(i, {key: value}, generation)
@@ -549,6 +568,8 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
             finally:
                 self._lat_ns[i] += _perf_ns() - start
                 self._lat_calls[i] += 1
+            if i:
+                self._ok(i)
             if got:
                 self._hits[i] += len(got)
                 found.update(got)
@@ -571,12 +592,16 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
             if i and not self._usable(i):
                 continue
             try:
-                if self._levels[i].has_key(key):
-                    return True
+                found = self._levels[i].has_key(key)
             except FAULTS as exc:
                 if i == 0:
                     raise
                 self._fault(i, exc, "has_key")
+                continue
+            if i:
+                self._ok(i)
+            if found:
+                return True
         return False
 
     # -- writes ----------------------------------------------------------------------
@@ -602,6 +627,7 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
                     self._health[i].missed(keys)
                     self._fault(i, exc, op)
                     continue
+                self._ok(i)
             if result is _MISSING:
                 result = answer
         self._publish(keys)
@@ -661,6 +687,9 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
                     raise
                 self._health[i].missed([key])
                 self._fault(i, exc, "add")
+            else:
+                if i:
+                    self._ok(i)
         if decided:
             self._publish([key])
         return bool(decided)
@@ -708,6 +737,8 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
                     raise
                 self._fault(i, exc, "incr")
                 continue
+            if i:
+                self._ok(i)
             for j in range(self._last, -1, -1):
                 if j == i:
                     continue
@@ -775,6 +806,8 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
             except FAULTS as exc:
                 self._health[i].missed_clear()
                 self._fault(i, exc, "clear")
+            else:
+                self._ok(i)
         self._co.flush()
         if self._co.kind == "redis" and self._usable(self._last):
             try:
