@@ -83,11 +83,13 @@ class LRUPolicy:
 PolicyFactory = Callable[[int], Policy]
 
 # Imported here, not at the top: those modules are policies, this one is the registry.
+from .duel import DuelPolicy  # noqa: E402
 from .s3fifo import S3FIFOPolicy  # noqa: E402
 from .tinylfu import TinyLFUPolicy  # noqa: E402
 
 #: Policies selectable by name (``OPTIONS["POLICY"]``); see ``docs/eviction.md``.
 POLICIES: dict[str, PolicyFactory] = {
+    "adaptive": DuelPolicy,
     "lru": LRUPolicy,
     "s3fifo": S3FIFOPolicy,
     "tinylfu": TinyLFUPolicy,

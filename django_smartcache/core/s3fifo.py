@@ -63,6 +63,56 @@ class S3FIFOPolicy:
             "ghost": list(self._ghost),
         }
 
+    def entries(self) -> list[tuple[Hashable, int, int]]:
+        """Resident ``(key, weight, reads)``, first to be evicted first (main, then small).
+
+        ``reads`` is the key's counter: reads since it was last looked at (at most 3).
+        """
+        freq = self._freq
+        return [
+            (k, w, freq[k])
+            for queue in (self._main, self._small)
+            for k, w in queue.items()
+        ]
+
+    def weight_of(self, key: Hashable) -> int:
+        """The weight a resident ``key`` was given."""
+        weight = self._small.get(key)
+        return self._main[key] if weight is None else weight
+
+    def adopt(
+        self,
+        entries: list[tuple[Hashable, int, int]],
+        like: S3FIFOPolicy | None = None,
+    ) -> None:
+        """Take over another policy's residents (oldest first) in an empty instance.
+
+        The newest ``small_max`` of weight go to small, the rest to main, with their
+        ``reads`` as counters (at most 3):
+        without this, every adopted key would sit in small and the next evictions
+        would drop 90% of them in FIFO order, useful or not. ``like`` (a shadow that
+        saw the same requests at the same capacity) lends its ghost.
+        """
+        if like is not None and like.capacity == self.capacity:
+            for key, weight in like._ghost.items():
+                if key not in like._freq:
+                    self._ghost[key] = weight
+                    self.ghost_weight += weight
+            self._trim_ghost()
+        small_weight = 0
+        split = len(entries)
+        while split and small_weight + entries[split - 1][1] <= self.small_max:
+            split -= 1
+            small_weight += entries[split][1]
+        for index, (key, weight, reads) in enumerate(entries):
+            self._freq[key] = min(reads, MAX_FREQ)
+            if index < split:
+                self._main[key] = weight
+                self.main_weight += weight
+            else:
+                self._small[key] = weight
+                self.small_weight += weight
+
     def record_hit(self, key: Hashable) -> None:
         freq = self._freq
         count = freq[key]

@@ -121,6 +121,15 @@ class FrequencySketch:
         for i in (a, b, c, d):
             table[i] = max(table[i], count)
 
+    def copy(self) -> FrequencySketch:
+        """An independent sketch with the same counts."""
+        other = FrequencySketch.__new__(FrequencySketch)
+        other.__dict__.update(self.__dict__)
+        other._table = bytearray(self._table)
+        if self._door is not None:
+            other._door = bytearray(self._door)
+        return other
+
     def reset(self) -> None:
         """Age the sketch: halve every counter and clear the doorkeeper."""
         self._table = self._table.translate(_HALVE)

@@ -129,6 +129,71 @@ class TinyLFUPolicy:
             "protected": list(self._protected),
         }
 
+    def entries(self) -> list[tuple[Hashable, int, int]]:
+        """Resident ``(key, weight, count)``, least valuable first (probation, protected, window)."""
+        return [
+            (key, node[_WEIGHT], self._count(node))
+            for segment in (self._probation, self._protected, self._window)
+            for key, node in segment.items()
+        ]
+
+    def weight_of(self, key: Hashable) -> int:
+        """The weight a resident ``key`` was given."""
+        weight: int = self._nodes[key][_WEIGHT]
+        return weight
+
+    def adopt(
+        self,
+        entries: list[tuple[Hashable, int, int]],
+        like: TinyLFUPolicy | None = None,
+    ) -> None:
+        """Take over another policy's residents (oldest first) in an empty instance.
+
+        The newest ``window_max`` of weight fill the window, the rest join probation in
+        order. A key's count is the larger of what the sketch knows and ``reads + 1``
+        (the old policy's read counter, plus the write that made it resident), so the
+        residents are not all worth nothing to the first candidates. ``like`` is a
+        policy that saw the same requests (a shadow): its window share, and its sketch
+        when it saw every key, are taken over so the new policy does not start cold.
+        """
+        if like is not None:
+            share = like.window_max / like.capacity
+            self.window_max = max(
+                1, min(self.capacity - 1, round(share * self.capacity))
+            )
+            self.protected_max = int(
+                PROTECTED_SHARE * (self.capacity - self.window_max)
+            )
+            self._step, self._previous_rate = like._step, like._previous_rate
+            if like.capacity == self.capacity:
+                self._sketch = like._sketch.copy()
+                self._hits, self._misses = like._hits, like._misses
+        window_weight = 0
+        split = len(entries)
+        while split and window_weight + entries[split - 1][1] <= self.window_max:
+            split -= 1
+            window_weight += entries[split][1]
+        sketch, epoch = self._sketch, self._epoch
+        if len(entries) > sketch.expected_keys:
+            sketch.ensure_capacity(len(entries))
+        # A key resident in ``like`` keeps its count in its node, not in the sketch.
+        frequency = (
+            like.frequency
+            if like is not None and like.capacity == self.capacity
+            else sketch.frequency
+        )
+        for index, (key, weight, reads) in enumerate(entries):
+            segment = self._probation if index < split else self._window
+            count = max(frequency(key), min(reads + 1, MAX_COUNT))
+            node = [segment, weight, count, epoch]
+            self._nodes[key] = node
+            segment[key] = node
+            if index < split:
+                self.probation_weight += weight
+            else:
+                self.window_weight += weight
+        self._sample = SAMPLE_FACTOR * max(len(self._nodes), MIN_SAMPLE_KEYS)
+
     # -- frequency ---------------------------------------------------------------
 
     def _count(self, node: Node) -> int:

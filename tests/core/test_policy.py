@@ -209,7 +209,7 @@ def test_s3fifo_weights() -> None:
 def test_registry_and_default() -> None:
     assert set(POLICIES) >= {"lru", "s3fifo", "tinylfu"}
     assert DEFAULT_POLICY in POLICIES
-    with pytest.raises(KeyError, match="known: lru, s3fifo, tinylfu"):
+    with pytest.raises(KeyError, match="known: adaptive, lru, s3fifo, tinylfu"):
         make_policy("nope", 10)
 
 

@@ -1,0 +1,274 @@
+"""An adaptive policy: S3-FIFO and W-TinyLFU duel on a sample of the keys.
+
+No single policy wins everywhere: S3-FIFO is best on bursty web/ORM traffic, W-TinyLFU
+on loops and stable popularity (``docs/eviction.md`` has the measurements). This policy
+serves requests with one of them (the *live* policy) and replays a spatial sample of
+the requests (SHARDS, Waldspurger et al., FAST 2015: the keys whose hash falls in a
+``1/rate`` slice) through a small *shadow* cache of each candidate, sized
+``capacity / rate`` and holding keys only. Every period the shadows' hits are added to
+an exponentially decayed score; when the other candidate's score beats the live one's
+by a margin for long enough, the live policy is rebuilt as the winner from the resident
+keys (``adopt``), least valuable first.
+
+Costs: a sampled request is replayed by both shadows; the rate grows with the resident
+keys (a power of two, shadows of at least ``SHADOW_KEYS`` keys), so on a large cache
+only a few requests in a hundred are sampled. A switch costs O(resident keys) and
+happens at most once per ``HOLD_PERIODS`` periods of ``PERIOD`` sampled requests (at
+least as many requests as resident keys), so it is O(1) amortized per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from .s3fifo import S3FIFOPolicy
+from .tinylfu import TinyLFUPolicy
+
+__all__ = ["DuelPolicy"]
+
+#: A shadow is sized for at least this many keys; the sampling rate doubles as the
+#: resident keys reach twice that many per sampled slice.
+SHADOW_KEYS = 512
+#: A decision period lasts this many sampled requests.
+PERIOD = 2048
+#: Each period the old score is multiplied by this before the period's hits are added.
+DECAY = 0.75
+#: The challenger must score this much more than the live policy (relative)...
+MARGIN = 0.01
+#: ...for this many periods in a row before the live policy is rebuilt.
+HOLD_PERIODS = 3
+#: The S3-FIFO candidate's small queue. Twice the paper's 10%: the W-TinyLFU candidate
+#: covers frequency-biased traffic, so this one leans to recency (on our traces: +1.3
+#: points on orm-busy at 1%, +0.4 on the shifting hot set at 10%, -0.6 on Zipf 0.99).
+RECENCY_SMALL_SHARE = 0.20
+
+# Golden-ratio multiplier: spreads ``hash()`` (the identity for small ints) before sampling.
+_MIX = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+
+
+class _Shadow:
+    """A keys-only cache replaying the sampled requests through one candidate policy."""
+
+    __slots__ = ("capacity", "factory", "hits", "policy", "resident", "score", "used")
+
+    def __init__(self, factory: Callable[[int], Any], capacity: int) -> None:
+        self.factory = factory
+        self.capacity = capacity
+        self.policy = factory(capacity)
+        self.resident: dict[Hashable, int] = {}
+        self.used = 0
+        self.hits = 0
+        self.score = 0.0
+
+    def access(self, key: Hashable, weight: int | None) -> None:
+        """A sampled read; ``weight`` is known when the live cache holds the key."""
+        if key in self.resident:
+            self.hits += 1
+            self.policy.record_hit(key)
+            return
+        self.policy.record_miss(key)
+        if weight is not None:
+            self.store(key, weight)
+
+    def store(self, key: Hashable, weight: int) -> None:
+        """A sampled write: insert (or update) and evict back within the shadow's budget."""
+        resident, policy = self.resident, self.policy
+        old = resident.get(key)
+        if old is not None:
+            policy.update(key, weight)
+            self.used += weight - old
+            resident[key] = weight
+        elif weight <= self.capacity:
+            policy.insert(key, weight)
+            resident[key] = weight
+            self.used += weight
+        while self.used > self.capacity:
+            self.used -= resident.pop(policy.evict())
+
+    def remove(self, key: Hashable) -> None:
+        weight = self.resident.pop(key, None)
+        if weight is not None:
+            self.policy.remove(key)
+            self.used -= weight
+
+    def resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.policy.resize(capacity)
+        while self.used > capacity:
+            self.used -= self.resident.pop(self.policy.evict())
+
+
+def _recency_s3fifo(capacity: int) -> S3FIFOPolicy:
+    """S3-FIFO with a 20% small queue: the recency-leaning side of the duel."""
+    return S3FIFOPolicy(capacity, small_share=RECENCY_SMALL_SHARE)
+
+
+def _fixed_tinylfu(capacity: int) -> TinyLFUPolicy:
+    """W-TinyLFU with Caffeine's initial 1% window, kept: the duel does the adapting."""
+    return TinyLFUPolicy(capacity, adaptive=False)
+
+
+#: The candidates, in the order they are tried; the first starts live.
+CANDIDATES: tuple[tuple[str, Callable[[int], Any]], ...] = (
+    ("s3fifo", _recency_s3fifo),
+    ("tinylfu", _fixed_tinylfu),
+)
+
+
+class DuelPolicy:
+    """Serve with the candidate whose sampled shadow has been hitting most lately."""
+
+    def __init__(
+        self, capacity: int, *, period: int = PERIOD, shadow_keys: int = SHADOW_KEYS
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.period = period
+        self.shadow_keys = shadow_keys
+        self.live_index = 0
+        self._live: Any = CANDIDATES[0][1](capacity)
+        self._live_hit = self._live.record_hit
+        self._keys = 0
+        #: How many times the live policy was rebuilt as the other candidate.
+        self.switches = 0
+        self._set_rate(1)
+
+    # -- sampling ----------------------------------------------------------------
+
+    def _set_rate(self, rate: int) -> None:
+        """Sample one key in ``rate`` (a power of two, doubling as the cache fills).
+
+        A doubled rate samples a subset of the old sample, so the shadows keep what they
+        learnt: they drop the keys that left the sample and halve their capacity.
+        """
+        self.rate = rate
+        self._mask = rate - 1
+        self._grow_at = 2 * self.shadow_keys * rate
+        shadow_capacity = max(1, self.capacity // rate)
+        shadows: list[_Shadow] | None = getattr(self, "_shadows", None)
+        if shadows is None:
+            self._shadows = [_Shadow(f, shadow_capacity) for _, f in CANDIDATES]
+            self._sampled = 0
+            self._lead = 0
+        else:
+            for shadow in shadows:
+                for key in [k for k in shadow.resident if not self._in_sample(k)]:
+                    shadow.remove(key)
+                shadow.resize(shadow_capacity)
+        #: The resident keys in the sample, so a hit is tested with one set lookup.
+        old: set[Hashable] = getattr(self, "_sampled_keys", set())
+        self._sampled_keys = {key for key in old if self._in_sample(key)}
+
+    def _in_sample(self, key: Hashable) -> bool:
+        # Bits 40 and up of the product depend on every bit of the hash.
+        return not ((hash(key) * _MIX) >> 40) & self._mask
+
+    @property
+    def live(self) -> str:
+        """The name of the candidate serving requests now."""
+        return CANDIDATES[self.live_index][0]
+
+    def __len__(self) -> int:
+        return self._keys
+
+    # -- the Policy protocol -----------------------------------------------------
+
+    def record_hit(self, key: Hashable) -> None:
+        self._live_hit(key)
+        if key not in self._sampled_keys:
+            return  # not sampled: the common case on a large cache, one set lookup
+        weight = self._live.weight_of(key)
+        for shadow in self._shadows:
+            shadow.access(key, weight)
+        self._tick()
+
+    def record_miss(self, key: Hashable) -> None:
+        self._live.record_miss(key)
+        if not self._mask or self._in_sample(key):
+            for shadow in self._shadows:
+                shadow.access(key, None)
+            self._tick()
+
+    def insert(self, key: Hashable, weight: int) -> None:
+        self._live.insert(key, weight)
+        self._keys += 1
+        if not self._mask or self._in_sample(key):
+            self._sampled_keys.add(key)
+            for shadow in self._shadows:
+                shadow.store(key, weight)
+        if self._keys >= self._grow_at:
+            self._set_rate(2 * self.rate)
+
+    def update(self, key: Hashable, weight: int) -> None:
+        self._live.update(key, weight)
+        if key in self._sampled_keys:
+            for shadow in self._shadows:
+                shadow.store(key, weight)
+
+    def remove(self, key: Hashable) -> None:
+        self._live.remove(key)
+        self._keys -= 1
+        if key in self._sampled_keys:
+            self._sampled_keys.discard(key)
+            for shadow in self._shadows:
+                shadow.remove(key)
+
+    def evict(self) -> Hashable:
+        self._keys -= 1
+        key: Hashable = self._live.evict()
+        self._sampled_keys.discard(key)
+        return key
+
+    def resize(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._live.resize(capacity)
+        for shadow in self._shadows:
+            shadow.resize(max(1, capacity // self.rate))
+
+    def clear(self) -> None:
+        """Forget the residents; the shadows keep what they learnt of the workload."""
+        self._live.clear()
+        self._sampled_keys.clear()
+        self._keys = 0
+
+    # -- the duel ----------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._sampled += 1
+        if self._sampled >= self.period:
+            self._decide()
+
+    def _decide(self) -> None:
+        """End of a period: decay the scores, switch if the challenger led long enough."""
+        self._sampled = 0
+        best = self.live_index
+        for index, shadow in enumerate(self._shadows):
+            shadow.score = DECAY * shadow.score + shadow.hits
+            shadow.hits = 0
+            if shadow.score > self._shadows[best].score:
+                best = index
+        live_score = self._shadows[self.live_index].score
+        if best != self.live_index and self._shadows[best].score > live_score * (
+            1 + MARGIN
+        ):
+            self._lead += 1
+            if self._lead >= HOLD_PERIODS:
+                self._switch(best)
+        else:
+            self._lead = 0
+
+    def _switch(self, index: int) -> None:
+        """Rebuild the live policy as candidate ``index`` from the resident keys."""
+        entries = self._live.entries()
+        live = CANDIDATES[index][1](self.capacity)
+        live.adopt(entries, like=self._shadows[index].policy)
+        self._live = live
+        self._live_hit = live.record_hit
+        self.live_index = index
+        self._lead = 0
+        self.switches += 1

@@ -1,0 +1,146 @@
+"""The adaptive (duelling) policy: it follows the better candidate and keeps the invariants."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable
+
+from hypothesis import given, settings, strategies as st
+
+from benchmarks import workloads
+from django_smartcache.core.duel import DuelPolicy
+from django_smartcache.core.s3fifo import S3FIFOPolicy
+from django_smartcache.core.tinylfu import TinyLFUPolicy
+
+
+def drive(policy: DuelPolicy, keys: list[int]) -> int:
+    """The store loop over an entry budget; returns the hits."""
+    resident: set[Hashable] = set()
+    hits = 0
+    for key in keys:
+        if key in resident:
+            hits += 1
+            policy.record_hit(key)
+            continue
+        policy.record_miss(key)
+        policy.insert(key, 1)
+        resident.add(key)
+        while len(resident) > policy.capacity:
+            resident.remove(policy.evict())
+    assert {entry[0] for entry in policy._live.entries()} == resident
+    return hits
+
+
+def test_starts_on_s3fifo_and_switches_to_tinylfu_on_a_loop() -> None:
+    policy = DuelPolicy(200)
+    assert policy.live == "s3fifo"
+    hits = drive(policy, workloads.loop(60_000, 250))
+    assert policy.live == "tinylfu"
+    assert policy.switches == 1
+    # A fixed-window W-TinyLFU keeps ~(200 - 2) of the 250 keys of the loop.
+    assert hits > 0.7 * 60_000
+
+
+def test_stays_on_s3fifo_when_the_hot_set_moves() -> None:
+    policy = DuelPolicy(400)
+    drive(policy, workloads.shifting(60_000, 8_000, 0.9))
+    assert policy.live == "s3fifo"
+
+
+def test_switching_back_and_forth_keeps_the_residents() -> None:
+    rng = random.Random(1)
+    keys = [rng.randrange(60) for _ in range(3_000)]
+    policy = DuelPolicy(20, period=3, shadow_keys=2)
+    drive(policy, keys)  # checks the residents after the last switch
+    assert policy.switches >= 2
+    assert policy.rate == 8
+
+
+def test_the_sampling_rate_doubles_as_the_cache_fills() -> None:
+    policy = DuelPolicy(10_000, shadow_keys=64)
+    for key in range(1_000):
+        policy.record_miss(key)
+        policy.insert(key, 1)
+    # 1,000 keys with shadows of at least 64 keys: the rate doubled at 128, 256, 512.
+    assert policy.rate == 8
+    sampled = policy._sampled_keys
+    assert sampled == {k for k in range(1_000) if policy._in_sample(k)}
+    assert 1_000 / 8 / 2 < len(sampled) < 1_000 / 8 * 2
+    for shadow in policy._shadows:
+        assert shadow.capacity == 10_000 // 8
+        assert set(shadow.resident) <= sampled
+
+
+def test_s3fifo_adopt_puts_the_newest_in_small_with_their_reads() -> None:
+    policy = S3FIFOPolicy(10)  # small holds 1
+    policy.adopt([("a", 1, 0), ("b", 1, 5), ("c", 1, 2)])
+    assert policy.segments()["main"] == ["a", "b"]
+    assert policy.segments()["small"] == ["c"]
+    assert policy.entries() == [("a", 1, 0), ("b", 1, 3), ("c", 1, 2)]
+    assert (policy.main_weight, policy.small_weight) == (2, 1)
+
+
+def test_tinylfu_adopt_fills_probation_then_the_window() -> None:
+    policy = TinyLFUPolicy(100, adaptive=False)  # window holds 1
+    policy.adopt([("a", 1, 0), ("b", 1, 3), ("c", 1, 0)])
+    assert policy.segments() == {
+        "window": ["c"],
+        "probation": ["a", "b"],
+        "protected": [],
+    }
+    # Counts are the old read counters plus the write that made the key resident.
+    assert [policy.frequency(k) for k in "abc"] == [1, 4, 1]
+    assert policy.weight == 3
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["get", "get", "get", "set", "delete"]),
+        st.integers(0, 60),
+        st.integers(1, 5),
+    ),
+    max_size=400,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(ops=operations, capacity=st.integers(1, 40), resize_to=st.integers(1, 40))
+def test_invariants_hold_across_switches_and_rate_changes(
+    ops: list[tuple[str, int, int]], capacity: int, resize_to: int
+) -> None:
+    """Tiny periods and shadows: the policy switches and resamples all the time."""
+    policy = DuelPolicy(capacity, period=3, shadow_keys=2)
+    resident: dict[Hashable, int] = {}
+
+    def shrink() -> None:
+        while sum(resident.values()) > policy.capacity:
+            victim = policy.evict()
+            assert victim in resident
+            del resident[victim]
+
+    for step, (op, key, weight) in enumerate(ops):
+        if step == len(ops) // 2:
+            policy.resize(resize_to)
+            shrink()
+        if op == "get":
+            if key in resident:
+                policy.record_hit(key)
+            else:
+                policy.record_miss(key)
+        elif op == "delete":
+            if key in resident:
+                policy.remove(key)
+                del resident[key]
+        elif weight <= policy.capacity:
+            if key in resident:
+                policy.update(key, weight)
+            else:
+                policy.insert(key, weight)
+            resident[key] = weight
+            shrink()
+        live = {k: w for k, w, _ in policy._live.entries()}
+        assert live == resident
+        assert len(policy) == len(resident)
+        assert policy._sampled_keys <= set(resident)
+        for shadow in policy._shadows:
+            assert shadow.used == sum(shadow.resident.values()) <= shadow.capacity
