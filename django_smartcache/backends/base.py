@@ -20,9 +20,11 @@ from django.core.cache.backends.base import (
 )
 from django.core.exceptions import ImproperlyConfigured
 
+from ..core.patterns import KeyPattern
 from ..core.sizing import parse_size
 
 __all__ = [
+    "KeyPattern",
     "SmartCacheKeyMixin",
     "UnpicklableValueError",
     "check_options",
@@ -105,6 +107,34 @@ class SmartCacheKeyMixin:
         for key in keys:
             made[self.make_and_validate_key(key, version=version)] = key  # type: ignore[attr-defined]
         return made
+
+    def key_pattern(
+        self, pattern: str, *, regex: bool = False, version: int | None = None
+    ) -> KeyPattern:
+        """``pattern`` over the caller's keys as a :class:`~django_smartcache.core.patterns.KeyPattern`
+        over made keys (``KEY_PREFIX`` and ``version`` honoured), for ``delete_pattern()``.
+
+        Works for any ``KEY_FUNCTION``/``make_key`` that makes ``head + key`` with a head
+        that does not depend on the key (Django's default: ``"prefix:version:"``); the
+        head is found by making two probe keys. Any other key function cannot be
+        inverted and raises ``ValueError`` naming ``KEY_FUNCTION``.
+        """
+        if version is None:
+            version = self.version
+        probes = ("\x00probe-a\x00", "\x01probe-b\x01")
+        made = [self.make_key(p, version=version) for p in probes]  # type: ignore[attr-defined]
+        heads = {
+            m[: len(m) - len(p)] if isinstance(m, str) and m.endswith(p) else None
+            for m, p in zip(made, probes, strict=True)
+        }
+        head = heads.pop()
+        if heads or head is None:
+            raise ValueError(
+                "delete_pattern() needs a KEY_FUNCTION (or make_key) that makes "
+                "'<head><key>' with a head that does not depend on the key, as "
+                "Django's default 'prefix:version:key' does; this cache's does not"
+            )
+        return KeyPattern(pattern, regex=regex, head=head)
 
     def _ttl(self, timeout: Any) -> float | None:
         """A Django timeout as seconds from now: None is forever, <= 0 already expired."""

@@ -1,0 +1,188 @@
+"""Key patterns for ``delete_pattern()``: a glob or regex on the caller's key, matched on made keys.
+
+Backends store *made* keys (``KEY_PREFIX:VERSION:key`` with Django's default
+``KEY_FUNCTION``), while callers write patterns over their own keys. A
+:class:`KeyPattern` holds the literal made-key head (prefix and version) plus the
+caller's pattern, and offers every form a backend needs:
+
+- :meth:`KeyPattern.matches` for a scan of made keys in Python (the in-process store);
+- :attr:`KeyPattern.literal_prefix` to skip non-matching keys with ``startswith`` (or a
+  range query: ``key >= prefix AND key < prefix_end(prefix)`` in SQL) before any regex;
+- :meth:`KeyPattern.redis_match` for ``SCAN ... MATCH`` (glob only; a regex must be
+  filtered client-side with :meth:`matches` after a ``MATCH head*`` scan);
+- :meth:`KeyPattern.sql_like` for a ``LIKE ... ESCAPE '\\'`` pre-filter.
+
+Glob syntax (the same as Redis's): ``*`` any run of characters (``:`` included),
+``?`` one character, ``[abc]``/``[a-z]`` a class, ``[!abc]`` or ``[^abc]`` a negated
+class, ``\\x`` the character ``x`` literally. A regex (``regex=True``) is Python's
+``re`` syntax applied with ``re.search`` to the caller's key (anchor it with
+``^``/``$``/``\\Z`` for a whole-key match). Pure standard library: no Django here.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["KeyPattern", "glob_literal_prefix", "glob_to_regex", "prefix_end"]
+
+_GLOB_SPECIAL = frozenset("*?[\\")
+
+
+def glob_literal_prefix(glob: str) -> str:
+    """The literal characters a glob starts with (escapes resolved): ``"user:4\\*2*"`` -> ``"user:4*2"``."""
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        ch = glob[i]
+        if ch == "\\" and i + 1 < n:
+            out.append(glob[i + 1])
+            i += 2
+            continue
+        if ch in _GLOB_SPECIAL:
+            break
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def glob_to_regex(glob: str) -> str:
+    """Translate a glob (syntax in the module docstring) to an anchored Python regex."""
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        ch = glob[i]
+        i += 1
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "\\":
+            if i < n:
+                out.append(re.escape(glob[i]))
+                i += 1
+            else:
+                out.append(re.escape("\\"))
+        elif ch == "[":
+            j = i
+            if j < n and glob[j] in "!^":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            while j < n and glob[j] != "]":
+                j += 1
+            if j >= n:  # no closing bracket: a literal "["
+                out.append(re.escape("["))
+                continue
+            body = glob[i:j]
+            i = j + 1
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            parts: list[str] = []
+            k = 0
+            while k < len(body):
+                c = body[k]
+                if c == "\\" and k + 1 < len(body):
+                    k += 1
+                    parts.append(re.escape(body[k]))
+                elif c == "-" and 0 < k < len(body) - 1:
+                    parts.append("-")  # a range, as in [a-z]
+                else:
+                    parts.append(re.escape(c))
+                k += 1
+            body = "".join(parts)
+            out.append(f"[{'^' if negate else ''}{body}]")
+        else:
+            out.append(re.escape(ch))
+    return "(?s:" + "".join(out) + r")\Z"
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None if none).
+
+    For a range scan in a sorted index: ``prefix <= key < prefix_end(prefix)``.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars[-1])
+        if last < 0x10FFFF:
+            chars[-1] = chr(last + 1)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _redis_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\^" else ch for ch in text)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class KeyPattern:
+    """A caller's glob or regex, bound to the made-key ``head`` (``"prefix:version:"``).
+
+    ``head`` is the literal part of every made key the pattern may match; the
+    pattern applies to the rest of the made key (the caller's key).
+    """
+
+    __slots__ = ("_compiled", "head", "literal_prefix", "pattern", "regex")
+
+    def __init__(self, pattern: str, *, regex: bool = False, head: str = "") -> None:
+        if not isinstance(pattern, str):
+            raise TypeError(
+                f"a key pattern must be a str, not {type(pattern).__name__}"
+            )
+        self.pattern = pattern
+        self.regex = regex
+        self.head = head
+        if regex:
+            # re.error names the problem; let it propagate as it is.
+            self._compiled = re.compile(pattern)
+            #: Every matching made key starts with this (no more is known for a regex).
+            self.literal_prefix = head
+        else:
+            self._compiled = re.compile(glob_to_regex(pattern))
+            self.literal_prefix = head + glob_literal_prefix(pattern)
+
+    def __repr__(self) -> str:
+        kind = "regex" if self.regex else "glob"
+        return f"KeyPattern({self.pattern!r}, {kind}, head={self.head!r})"
+
+    def matches_key(self, key: str) -> bool:
+        """Whether the caller's ``key`` (without the head) matches."""
+        if self.regex:
+            return self._compiled.search(key) is not None
+        return self._compiled.match(key) is not None
+
+    def matches(self, made_key: object) -> bool:
+        """Whether a made key matches: it starts with the literal prefix and the pattern fits."""
+        if not isinstance(made_key, str) or not made_key.startswith(
+            self.literal_prefix
+        ):
+            return False
+        return self.matches_key(made_key[len(self.head) :])
+
+    def redis_match(self) -> str:
+        """A ``SCAN MATCH`` pattern: exact for a glob, ``head*`` (filter with :meth:`matches`) for a regex."""
+        if self.regex:
+            return _redis_escape(self.head) + "*"
+        # Redis's glob is ours; only "^" as a class negation needs "!"->"^" care, which
+        # Redis accepts as "^" too. The head is escaped as a literal.
+        body = self.pattern
+        out: list[str] = []
+        i, n = 0, len(body)
+        while i < n:
+            ch = body[i]
+            if ch == "[" and i + 1 < n and body[i + 1] == "!":
+                out.append("[^")
+                i += 2
+                continue
+            out.append(ch)
+            i += 1
+        return _redis_escape(self.head) + "".join(out)
+
+    def sql_like(self) -> str:
+        """A ``LIKE ? ESCAPE '\\'`` pre-filter (a superset: check rows with :meth:`matches`)."""
+        return _like_escape(self.literal_prefix) + "%"

@@ -1,0 +1,101 @@
+"""KeyPattern: globs and regexes over callers' keys, matched on made keys."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+import pytest
+from hypothesis import given, strategies as st
+
+from django_smartcache.core.patterns import (
+    KeyPattern,
+    glob_literal_prefix,
+    glob_to_regex,
+    prefix_end,
+)
+
+
+@pytest.mark.parametrize(
+    ("glob", "key", "expected"),
+    [
+        ("user:42:*", "user:42:profile", True),
+        ("user:42:*", "user:42:", True),
+        ("user:42:*", "user:421:x", False),
+        ("user:*:name", "user:1:2:name", True),  # "*" crosses ":"
+        ("user:?", "user:7", True),
+        ("user:?", "user:77", False),
+        ("v[0-9]", "v5", True),
+        ("v[0-9]", "vx", False),
+        ("v[!0-9]", "vx", True),
+        ("v[^0-9]", "v5", False),
+        (r"a\*b", "a*b", True),
+        (r"a\*b", "axb", False),
+        ("a[", "a[", True),  # an unclosed bracket is literal
+        ("dots.and+plus", "dots.and+plus", True),
+        ("dots.and+plus", "dotsXand+plus", False),
+        ("line*", "line\nbreak", True),
+    ],
+)
+def test_glob(glob: str, key: str, expected: bool) -> None:
+    assert KeyPattern(glob).matches_key(key) is expected
+    assert KeyPattern(glob, head="p:1:").matches("p:1:" + key) is expected
+
+
+def test_head_must_match_exactly() -> None:
+    pattern = KeyPattern("user:*", head="p:1:")
+    assert pattern.matches("p:1:user:1")
+    assert not pattern.matches("p:2:user:1")  # another version
+    assert not pattern.matches("q:1:user:1")  # another prefix
+    assert not pattern.matches(("p:1:user:1",))  # not a str key
+
+
+def test_regex_is_search_on_the_callers_key() -> None:
+    pattern = KeyPattern(r"^user:\d+$", regex=True, head="p:1:")
+    assert pattern.matches("p:1:user:12")
+    assert not pattern.matches("p:1:user:12x")
+    assert not pattern.matches("p:1:xuser:12")
+    unanchored = KeyPattern(r"\d{3}", regex=True, head="p:1:")
+    assert unanchored.matches("p:1:order-123-x")
+    assert unanchored.literal_prefix == "p:1:"
+    with pytest.raises(re.error):
+        KeyPattern("(", regex=True)
+
+
+def test_literal_prefix() -> None:
+    assert glob_literal_prefix("user:42:*") == "user:42:"
+    assert glob_literal_prefix(r"a\*b*") == "a*b"
+    assert glob_literal_prefix("*x") == ""
+    assert glob_literal_prefix("ab?c") == "ab"
+    assert KeyPattern("ab[cd]", head="h:").literal_prefix == "h:ab"
+
+
+def test_redis_match_and_sql_like() -> None:
+    assert KeyPattern("user:[!a]*", head="p:1:").redis_match() == "p:1:user:[^a]*"
+    assert KeyPattern("x", head="p*[:1:").redis_match() == r"p\*\[:1:x"
+    assert KeyPattern("r.*", regex=True, head="p:1:").redis_match() == "p:1:*"
+    assert KeyPattern("a_%b*", head="p:1:").sql_like() == r"p:1:a\_\%b%"
+
+
+def test_prefix_end() -> None:
+    assert prefix_end("ab") == "ac"
+    assert prefix_end("a" + chr(0x10FFFF)) == "b"
+    assert prefix_end(chr(0x10FFFF)) is None
+    assert prefix_end("") is None
+
+
+_plain = st.text(alphabet="ab:*?", max_size=8)
+
+
+@given(glob=_plain, key=st.text(alphabet="ab:", max_size=10))
+def test_agrees_with_fnmatch_without_classes(glob: str, key: str) -> None:
+    expected = fnmatch.fnmatchcase(key, glob)
+    assert (re.match(glob_to_regex(glob), key) is not None) is expected
+    assert KeyPattern(glob).matches_key(key) is expected
+
+
+@given(glob=_plain, key=st.text(alphabet="ab:", max_size=10))
+def test_a_match_starts_with_the_literal_prefix(glob: str, key: str) -> None:
+    pattern = KeyPattern(glob, head="h:")
+    if pattern.matches("h:" + key):
+        assert ("h:" + key).startswith(pattern.literal_prefix)
