@@ -13,6 +13,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -20,15 +21,17 @@ from .expiry import INF, ExpiryBuckets
 from .policy import DEFAULT_POLICY, make_policy
 from .sizing import ENTRY_OVERHEAD
 from .stats import Stats
+from .tags import TagIndex
 
 logger = logging.getLogger("django_smartcache")
 
 # An entry is a small list, mutated in place: [payload, expires_at, size, hits, tags].
 # ``expires_at`` is ``inf`` for "never"; ``size`` is the accounted bytes; ``tags`` is
-# reserved for tag invalidation (None today). The hot paths index it with literals
+# the tuple of tag ids the entry is indexed under in ``_tag_index`` (None: untagged). The hot paths index it with literals
 # (0..4, named in comments) because module-level constants cost a global lookup each.
 
-#: At most this many expired keys are reclaimed per call by the incremental sweeper.
+#: At most this many expired keys are reclaimed per call by the incremental sweeper,
+#: and at most this many keys of invalidated tags are purged per call.
 SWEEP_BATCH = 32
 
 _UNLIMITED = sys.maxsize
@@ -81,6 +84,10 @@ class MemoryStore:
         self._policy = make_policy(policy, _capacity(max_bytes, max_entries))
         self._data: dict[Hashable, list[Any]] = {}
         self._expiry = ExpiryBuckets()
+        self._tag_index = TagIndex()
+        # Key sets of invalidated tags, with the index stamp at invalidation; drained
+        # by _sweep a batch at a time (invalidation itself stays O(1) per tag).
+        self._purge: deque[tuple[set[Hashable], int]] = deque()
         self._bytes = 0
         self._clock = clock
         self._sweep_batch = sweep_batch
@@ -158,13 +165,25 @@ class MemoryStore:
                 return False
             return True
 
+    def peek(self, key: Hashable) -> tuple[bytes, bool] | None:
+        """A live ``key``'s payload and whether it is tagged; neither a read nor an access."""
+        with self.lock:
+            entry = self._data.get(key)
+            if entry is None or entry[1] <= self._clock():
+                return None
+            return entry[0], entry[4] is not None
+
     def __len__(self) -> int:
         return len(self._data)
 
     # -- writes --------------------------------------------------------------------------
 
     def set(
-        self, key: Hashable, payload: bytes, ttl: float | None = None, tags: Any = None
+        self,
+        key: Hashable,
+        payload: bytes,
+        ttl: float | None = None,
+        tags: tuple[str, ...] | None = None,
     ) -> bool:
         """Store ``payload`` for ``ttl`` seconds (None: no expiry; <= 0: expires at once).
 
@@ -180,9 +199,12 @@ class MemoryStore:
             )
 
     def set_many(
-        self, items: Iterable[tuple[Hashable, bytes]], ttl: float | None = None
+        self,
+        items: Iterable[tuple[Hashable, bytes]],
+        ttl: float | None = None,
+        tags: tuple[str, ...] | None = None,
     ) -> list[Hashable]:
-        """Store every ``(key, payload)``; return the keys refused as too large."""
+        """Store every ``(key, payload)`` (all with ``tags``); return the keys refused as too large."""
         refused: list[Hashable] = []
         with self.lock:
             now = self._clock()
@@ -190,12 +212,16 @@ class MemoryStore:
                 self._sweep(now)
             expires = INF if ttl is None else now + ttl
             for key, payload in items:
-                if not self._store(key, payload, expires, now, None):
+                if not self._store(key, payload, expires, now, tags):
                     refused.append(key)
         return refused
 
     def add(
-        self, key: Hashable, payload: bytes, ttl: float | None = None, tags: Any = None
+        self,
+        key: Hashable,
+        payload: bytes,
+        ttl: float | None = None,
+        tags: tuple[str, ...] | None = None,
     ) -> bool:
         """Store ``payload`` only if ``key`` is not live; atomic. False if present or refused."""
         with self.lock:
@@ -290,7 +316,52 @@ class MemoryStore:
             self._data.clear()
             self._expiry.clear()
             self._policy.clear()
+            self._tag_index.clear()
+            self._purge.clear()
             self._bytes = 0
+
+    # -- tags and patterns -----------------------------------------------------------------
+
+    def invalidate_tags(self, tags: Iterable[str]) -> int:
+        """Queue the entries written with any of ``tags`` for removal; O(1) per tag.
+
+        The entries leave a bounded batch per later operation (counted as
+        ``evictions_invalidated``); :meth:`purge_invalidated` drains the queue now.
+        An entry written again after this call is not touched. Returns how many
+        keys were queued.
+        """
+        queued = 0
+        with self.lock:
+            for tag in tags:
+                keys, stamp = self._tag_index.detach(tag)
+                if keys:
+                    self._purge.append((keys, stamp))
+                    queued += len(keys)
+            if self._purge:
+                self._expiry.next_due = -INF  # the next operation sweeps
+        return queued
+
+    def purge_invalidated(self, limit: int = _UNLIMITED) -> int:
+        """Remove up to ``limit`` queued entries of invalidated tags now; return how many."""
+        with self.lock:
+            return self._drain(limit)
+
+    def delete_matching(self, prefix: str, predicate: Callable[[str], bool]) -> int:
+        """Delete every live str key starting with ``prefix`` for which ``predicate`` holds.
+
+        O(n) in the resident keys: the keys are copied under the lock (one C-level
+        pass), matched outside it (other threads keep going), then deleted in one
+        critical section. A key written after the copy is not deleted. Returns how
+        many live keys were removed.
+        """
+        with self.lock:
+            keys = list(self._data)
+        matched = [
+            key
+            for key in keys
+            if type(key) is str and key.startswith(prefix) and predicate(key)
+        ]
+        return self.delete_many(matched) if matched else 0
 
     def clear_expired(self) -> int:
         """Reclaim every expired entry now; return how many were removed."""
@@ -298,6 +369,8 @@ class MemoryStore:
         with self.lock:
             now = self._clock()
             candidates = self._expiry.pop_due(now, _UNLIMITED)
+            if self._purge:
+                self._expiry.next_due = -INF
             candidates.extend(self._expiry.bucket_of(now))
             for key in candidates:
                 entry = self._data.get(key)
@@ -327,6 +400,9 @@ class MemoryStore:
             snapshot = self.counters.as_dict()
             snapshot.update(
                 entries=len(self._data),
+                tagged_entries=len(self._tag_index),
+                tags_indexed=self._tag_index.tag_count,
+                purge_pending=sum(len(keys) for keys, _ in self._purge),
                 bytes_used=self._bytes,
                 max_bytes=self.max_bytes,
                 max_entries=self.max_entries,
@@ -388,11 +464,17 @@ class MemoryStore:
             old[0] = payload
             old[1] = expires
             old[2] = size
+            if tags is not None:
+                self._tag_index.add(key, tags)
+            elif old[4] is not None:
+                self._tag_index.discard(key)
             old[4] = tags
             self._policy.update(key, weight)
         else:
             data[key] = [payload, expires, size, 0, tags]
             self._bytes += size
+            if tags is not None:
+                self._tag_index.add(key, tags)
             self._policy.insert(key, weight)
         if expires != INF:
             self._expiry.add(key, expires)
@@ -410,6 +492,8 @@ class MemoryStore:
             self._bytes -= entry[2]
             if entry[1] != INF:
                 self._expiry.discard(victim, entry[1])
+            if entry[4] is not None:
+                self._tag_index.discard(victim)
             counters.evictions_capacity += 1
 
     def _remove(self, key: Hashable, entry: list[Any]) -> None:
@@ -417,12 +501,37 @@ class MemoryStore:
         self._bytes -= entry[2]
         if entry[1] != INF:
             self._expiry.discard(key, entry[1])
+        if entry[4] is not None:
+            self._tag_index.discard(key)
         self._policy.remove(key)
 
     def _sweep(self, now: float) -> None:
+        # Entered when an expiry bucket is due, or when invalidate_tags() queued keys
+        # (it sets next_due to -inf), so the hot paths keep a single comparison.
         data = self._data
+        if self._purge:
+            self._drain(self._sweep_batch)
         for key in self._expiry.pop_due(now, self._sweep_batch):
             entry = data.get(key)
             if entry is not None and entry[1] <= now:
                 self._remove(key, entry)
                 self.counters.evictions_expired += 1
+        if self._purge:
+            self._expiry.next_due = -INF
+
+    def _drain(self, limit: int) -> int:
+        """Remove up to ``limit`` queued keys that still hold an invalidated write."""
+        data, index, purge = self._data, self._tag_index, self._purge
+        removed = taken = 0
+        while purge and taken < limit:
+            keys, stamp = purge[0]
+            while keys and taken < limit:
+                key = keys.pop()
+                taken += 1
+                if index.tagged_before(key, stamp):
+                    self._remove(key, data[key])
+                    self.counters.evictions_invalidated += 1
+                    removed += 1
+            if not keys:
+                purge.popleft()
+        return removed

@@ -97,12 +97,18 @@ class TagIndex:
 
     Bounded by the resident keys: the owner calls :meth:`discard` whenever a key
     leaves (delete, expiry, eviction), so nothing outlives the entries it indexes.
+    :meth:`detach` hands a tag's whole key set over in O(1); each key remembers the
+    stamp of the write that tagged it, so a key written again after the detach is
+    told apart (:meth:`tagged_before`) and survives the purge of the old set.
     Not thread-safe on its own: call it under the store's lock.
     """
 
+    __slots__ = ("_keys", "_stamp", "_tags")
+
     def __init__(self) -> None:
         self._keys: dict[str, set[Hashable]] = {}
-        self._tags: dict[Hashable, tuple[str, ...]] = {}
+        self._tags: dict[Hashable, tuple[int, tuple[str, ...]]] = {}
+        self._stamp = 0
 
     def __len__(self) -> int:
         return len(self._tags)
@@ -111,36 +117,58 @@ class TagIndex:
     def tag_count(self) -> int:
         return len(self._keys)
 
+    def tags_of(self, key: Hashable) -> tuple[str, ...]:
+        """The tags ``key`` was last written with (empty if untagged or absent)."""
+        record = self._tags.get(key)
+        return () if record is None else record[1]
+
     def add(self, key: Hashable, tags: Iterable[str]) -> None:
         """Record that resident ``key`` carries ``tags`` (replacing earlier tags)."""
         self.discard(key)
         tags = tuple(tags)
         if not tags:
             return
-        self._tags[key] = tags
+        self._stamp += 1
+        self._tags[key] = (self._stamp, tags)
+        keys = self._keys
         for tag in tags:
-            self._keys.setdefault(tag, set()).add(key)
+            bucket = keys.get(tag)
+            if bucket is None:
+                keys[tag] = {key}
+            else:
+                bucket.add(key)
 
     def discard(self, key: Hashable) -> None:
         """Forget ``key``; a tag left with no keys is forgotten too."""
-        for tag in self._tags.pop(key, ()):
+        record = self._tags.pop(key, None)
+        if record is None:
+            return
+        for tag in record[1]:
             keys = self._keys.get(tag)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
                     del self._keys[tag]
 
+    def detach(self, tag: str) -> tuple[set[Hashable], int]:
+        """Hand over ``tag``'s key set and the current stamp, in O(1).
+
+        The keys stay indexed (under their other tags too) until the owner removes
+        them; only those for which :meth:`tagged_before` ``(key, stamp)`` still holds
+        carry the detached tag's old write.
+        """
+        return self._keys.pop(tag, set()), self._stamp
+
+    def tagged_before(self, key: Hashable, stamp: int) -> bool:
+        """Whether ``key`` is indexed by a write no later than ``stamp``."""
+        record = self._tags.get(key)
+        return record is not None and record[0] <= stamp
+
     def pop_tag(self, tag: str) -> set[Hashable]:
-        """Forget ``tag`` and return the keys that carried it (also forgotten)."""
-        keys = self._keys.pop(tag, set())
+        """Forget ``tag`` and every key that carried it, at once (O(keys)); return the keys."""
+        keys, _ = self.detach(tag)
         for key in keys:
-            for other in self._tags.pop(key, ()):
-                if other != tag:
-                    siblings = self._keys.get(other)
-                    if siblings is not None:
-                        siblings.discard(key)
-                        if not siblings:
-                            del self._keys[other]
+            self.discard(key)
         return keys
 
     def clear(self) -> None:
