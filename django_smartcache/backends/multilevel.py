@@ -25,6 +25,9 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from ..core.singleflight import SingleFlightGetOrSetMixin
+from ..core.tags import Tagged
+from ..tagging import _MISSING as _TAG_MISSING, TaggingMixin
 from . import _coherence
 from .base import SmartCacheKeyMixin
 
@@ -206,8 +209,12 @@ def _number(options: dict[str, Any], name: str, *, positive: bool = True) -> flo
     return float(value)
 
 
-class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
-    """Levels fastest first; see the module docstring and ``docs/multilevel.md``."""
+class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
+    """The levels themselves: raw values (a tag envelope is just a value here).
+
+    :class:`MultiLevelCache` puts tags and single flight on top; ``TaggingMixin``
+    reaches these methods through ``super()``.
+    """
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         params = dict(params)
@@ -331,7 +338,7 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
                 raise ImproperlyConfigured(
                     f"OPTIONS['LEVELS'][{i}]: cannot import BACKEND {backend!r}: {exc}"
                 ) from exc
-            if issubclass(cls, MultiLevelCache):
+            if issubclass(cls, _MultiLevelBase):
                 raise ImproperlyConfigured(
                     f"OPTIONS['LEVELS'][{i}] is itself a MultiLevelCache; list its levels instead"
                 )
@@ -484,7 +491,9 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
             )
         return levels
 
-    def _get_below(self, key: str, default: Any, depth: int) -> Any:
+    def _get_below(
+        self, key: str, default: Any, depth: int, promote: bool = True
+    ) -> Any:
         generation = self._co.generation
         for i in range(1, depth):
             if not self._usable(i):
@@ -502,7 +511,8 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
             self._ok(i)
             if value is not _MISSING:
                 self._hits[i] += 1
-                self._promote(i, {key: value}, generation)
+                if promote:
+                    self._promote(i, {key: value}, generation)
                 return value
         self._misses[0] += 1
         return default
@@ -653,6 +663,8 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
         key = self._key(key, version)
         low, high = self._timeouts(timeout)
         last = self._last
+        if type(value) is Tagged:
+            value = _to_level(value)
 
         def call(level: BaseCache, i: int) -> None:
             level.set(key, value, low if i == last else high)
@@ -664,6 +676,8 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
     ) -> bool:
         key = self._key(key, version)
         low, high = self._timeouts(timeout)
+        if type(value) is Tagged:
+            value = _to_level(value)
         # The lowest working level decides atomically; the levels above follow it.
         decided: bool | None = None
         for i in range(self._last, -1, -1):
@@ -772,7 +786,10 @@ class MultiLevelCache(SmartCacheKeyMixin, BaseCache):
         levels: int | None = None,
     ) -> list[Any]:
         by_final = {self._key(k, version): k for k in data}
-        finals = {final: data[key] for final, key in by_final.items()}
+        finals = {
+            final: _to_level(v) if type(v := data[key]) is Tagged else v
+            for final, key in by_final.items()
+        }
         if not finals:
             return []
         low, high = self._timeouts(timeout)
@@ -901,12 +918,12 @@ class _WeakList:
     def __init__(self) -> None:
         import weakref
 
-        self._refs: weakref.WeakSet[MultiLevelCache] = weakref.WeakSet()
+        self._refs: weakref.WeakSet[_MultiLevelBase] = weakref.WeakSet()
 
-    def add(self, inst: MultiLevelCache) -> None:
+    def add(self, inst: _MultiLevelBase) -> None:
         self._refs.add(inst)
 
-    def items(self) -> list[MultiLevelCache]:
+    def items(self) -> list[_MultiLevelBase]:
         return list(self._refs)
 
 
@@ -968,3 +985,172 @@ def _remaining_ttls(level: BaseCache, keys: list[str]) -> dict[str, Any]:
             out[key] = _NO_EXPIRY if exp is None else exp - now
         return out
     return {}
+
+
+# -- tags and single flight ------------------------------------------------------------
+
+
+class _LevelTagged(Tagged):
+    """A tag envelope as the levels store it: opaque to a level's own ``TaggingMixin``.
+
+    A level that takes tags itself (SmartCache, SQLiteCache) checks ``type(v) is Tagged``
+    against *its* version keys, which MultiLevelCache never writes (its version keys are
+    made with its own prefix); this subclass keeps such a level from judging, or
+    dropping, MultiLevelCache's envelopes. MultiLevelCache checks them itself.
+    """
+
+    __slots__ = ()
+
+
+def _to_level(env: Tagged) -> _LevelTagged:
+    stored = _LevelTagged.__new__(_LevelTagged)
+    stored.__setstate__(env.__getstate__())
+    return stored
+
+
+def _from_level(stored: _LevelTagged) -> Tagged:
+    env = Tagged.__new__(Tagged)
+    env.__setstate__(stored.__getstate__())
+    return env
+
+
+class MultiLevelCache(SingleFlightGetOrSetMixin, TaggingMixin, _MultiLevelBase):
+    """Levels fastest first; see the module docstring and ``docs/multilevel.md``.
+
+    Tags (``TaggingMixin``): version keys are ordinary entries, read through L1 and kept
+    coherent by the same channel as every other key (a bump is a ``set_many``, so it is
+    published or logged like any write). ``get_or_set`` with a callable is single-flight
+    per process (``SingleFlightGetOrSetMixin``, outermost, so one computation also
+    covers the tag bookkeeping).
+    """
+
+    def singleflight_scope(self) -> Any:
+        # LOCATION is often "" with explicit LEVELS: group by the levels' configuration.
+        return ("django_smartcache.MultiLevelCache", self._name)
+
+    # -- raw access for TaggingMixin (envelopes back to plain Tagged) -----------------
+    def _raw_get(self, key: str, version: int | None = None) -> Any:
+        value = _MultiLevelBase.get(self, key, _TAG_MISSING, version)
+        return _from_level(value) if type(value) is _LevelTagged else value
+
+    def _raw_get_many(self, keys: Any, version: int | None = None) -> dict[str, Any]:
+        found = _MultiLevelBase.get_many(self, keys, version)
+        for key, value in found.items():
+            if type(value) is _LevelTagged:
+                found[key] = _from_level(value)
+        return found
+
+    # -- reads -------------------------------------------------------------------------
+    def get(
+        self,
+        key: Any,
+        default: Any = None,
+        version: Any = None,
+        *,
+        levels: int | None = None,
+    ) -> Any:
+        final = self._key(key, version)
+        co = self._co
+        if co.deadline <= _monotonic():
+            co.refresh(self._levels[-1])
+        self._sample -= 1
+        payload = self._l1_payload(final) if self._sample else self._timed_l1(final)
+        if payload is not None:
+            self._l1_hits += 1
+            value = self._loads(payload)
+        else:
+            value = self._get_below(final, _MISSING, self._depth(levels))
+            if value is _MISSING:
+                return default
+        if type(value) is not _LevelTagged:
+            return value
+        if self._valid({key: value}):
+            return value.value
+        self._drop_stale([key], version)
+        return default
+
+    def get_many(
+        self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
+    ) -> dict[Any, Any]:
+        raw = _MultiLevelBase.get_many(self, keys, version, levels=levels)
+        envelopes = {k: v for k, v in raw.items() if type(v) is _LevelTagged}
+        if not envelopes:
+            return raw
+        valid = self._valid(envelopes)
+        self._drop_stale((k for k in envelopes if k not in valid), version)
+        return {
+            k: (v.value if type(v) is _LevelTagged else v)
+            for k, v in raw.items()
+            if type(v) is not _LevelTagged or k in valid
+        }
+
+    def has_key(
+        self, key: Any, version: Any = None, *, levels: int | None = None
+    ) -> bool:
+        # Like the levels' has_key: no promotion (a promotion without a known TTL
+        # would keep the key for L1_MAX_TTL); a tagged entry must still be current.
+        final = self._key(key, version)
+        co = self._co
+        if co.deadline <= _monotonic():
+            co.refresh(self._levels[-1])
+        payload = self._l1_payload(final)
+        if payload is not None:
+            value = self._loads(payload)
+        else:
+            value = self._get_below(final, _MISSING, self._depth(levels), False)
+            if value is _MISSING:
+                return False
+        return type(value) is not _LevelTagged or bool(self._valid({key: value}))
+
+    # -- writes ------------------------------------------------------------------------
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+        tags: Iterable[str] | None = None,
+        depends_on: Iterable[str] | None = None,
+        *,
+        levels: int | None = None,
+    ) -> None:
+        if tags is None and depends_on is None:
+            _MultiLevelBase.set(self, key, value, timeout, version, levels=levels)
+            return
+        if levels is None:
+            TaggingMixin.set(self, key, value, timeout, version, tags, depends_on)
+            return
+        prepared = self._prepare(tags, depends_on)
+        if prepared is None:
+            _MultiLevelBase.set(self, key, value, timeout, version, levels=levels)
+            return
+        env = self._envelope(value, *prepared)
+        if self._is_dirty(env.versions):
+            _MultiLevelBase.delete(self, key, version, levels=levels)
+            return
+        _MultiLevelBase.set(self, key, env, timeout, version, levels=levels)
+
+    def set_many(
+        self,
+        data: dict[Any, Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+        tags: Iterable[str] | None = None,
+        depends_on: Iterable[str] | None = None,
+        *,
+        levels: int | None = None,
+    ) -> list[Any]:
+        if tags is None and depends_on is None:
+            return _MultiLevelBase.set_many(self, data, timeout, version, levels=levels)
+        if levels is None:
+            return TaggingMixin.set_many(self, data, timeout, version, tags, depends_on)
+        prepared = self._prepare(tags, depends_on)
+        if prepared is None:
+            return _MultiLevelBase.set_many(self, data, timeout, version, levels=levels)
+        envelopes = {k: self._envelope(v, *prepared) for k, v in data.items()}
+        if envelopes and self._is_dirty(next(iter(envelopes.values())).versions):
+            _MultiLevelBase.delete_many(self, list(envelopes), version, levels=levels)
+            return []
+        return _MultiLevelBase.set_many(
+            self, envelopes, timeout, version, levels=levels
+        )
