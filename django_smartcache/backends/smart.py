@@ -4,20 +4,30 @@ A thin Django adapter over :class:`~django_smartcache.core.store.MemoryStore`. A
 LocMemCache, every instance with the same ``LOCATION`` (and the same budget options) in
 a process shares one store, so a value set in one thread is a hit in every other.
 Values are pickled on write, outside the store's lock.
+
+Three layers, so that the generic mixins wrap the raw primitives and untagged calls
+still take the short path: ``_StoreCache`` (raw primitives; it indexes the tags of
+tagged envelopes in the store), ``_TaggedStoreCache`` (``TaggingMixin`` plus fast
+paths that only fall back to the mixin for tagged values, and inline async twins)
+and ``SmartCache`` (single-flight ``get_or_set`` in front of it all).
 """
 
 from __future__ import annotations
 
 import pickle
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
+from .. import conf
 from ..core.policy import DEFAULT_POLICY, POLICIES
+from ..core.singleflight import SingleFlightGetOrSetMixin
 from ..core.store import MemoryStore
+from ..core.tags import Tagged
+from ..tagging import TaggingMixin
 from .base import (
     SmartCacheKeyMixin,
     check_options,
@@ -54,8 +64,13 @@ def _store_for(config: tuple[Any, ...]) -> MemoryStore:
         return store
 
 
-class SmartCache(SmartCacheKeyMixin, BaseCache):
-    """``django_smartcache.backends.SmartCache``; options are documented in ``docs/backends.md``."""
+class _StoreCache(SmartCacheKeyMixin, BaseCache):
+    """The raw primitives over the shared store: values are returned as stored.
+
+    A :class:`~django_smartcache.core.tags.Tagged` envelope written here is indexed
+    under its tags in the store (in the same critical section as the write), so that
+    ``invalidate_tags()`` can free its bytes.
+    """
 
     pickle_protocol = pickle.HIGHEST_PROTOCOL
 
@@ -92,13 +107,15 @@ class SmartCache(SmartCacheKeyMixin, BaseCache):
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
     ) -> None:
         made = self._key(key, version)
-        self._store.set(made, dumps(made, value), self._ttl(timeout))
+        tags = self._tag_ids(value.versions) if type(value) is Tagged else None
+        self._store.set(made, dumps(made, value), self._ttl(timeout), tags)
 
     def add(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
     ) -> bool:
         made = self._key(key, version)
-        return self._store.add(made, dumps(made, value), self._ttl(timeout))
+        tags = self._tag_ids(value.versions) if type(value) is Tagged else None
+        return self._store.add(made, dumps(made, value), self._ttl(timeout), tags)
 
     def touch(
         self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
@@ -116,7 +133,12 @@ class SmartCache(SmartCacheKeyMixin, BaseCache):
         result: list[Any] = []
 
         def bump(payload: bytes) -> bytes:
-            value = _loads(payload) + delta
+            old = _loads(payload)
+            if type(old) is Tagged:  # keep the envelope: its tags and validity
+                value = old.value + delta
+                result.append(value)
+                return dumps(made, Tagged(value, old.versions, old.deps, old.wid))
+            value = old + delta
             result.append(value)
             return dumps(made, value)
 
@@ -139,12 +161,25 @@ class SmartCache(SmartCacheKeyMixin, BaseCache):
         }
 
     def set_many(
-        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+        self,
+        data: Mapping[Any, Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+        _plain: bool = False,
     ) -> list[Any]:
         made = self._keys(data, version)
         # Pickle everything first: an unpicklable value leaves the cache unchanged.
         items = [(key, dumps(key, data[orig])) for key, orig in made.items()]
-        refused = self._store.set_many(items, self._ttl(timeout))
+        ttl = self._ttl(timeout)
+        if _plain or not any(type(v) is Tagged for v in data.values()):
+            refused = self._store.set_many(items, ttl)
+        else:  # TaggingMixin.set_many: one tag set for all, but look at each anyway
+            refused = []
+            for item, orig in zip(items, made.values(), strict=True):
+                value = data[orig]
+                tags = self._tag_ids(value.versions) if type(value) is Tagged else None
+                if not self._store.set(item[0], item[1], ttl, tags):
+                    refused.append(item[0])
         return [made[key] for key in refused]
 
     def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:
@@ -197,6 +232,34 @@ class SmartCache(SmartCacheKeyMixin, BaseCache):
 
     # -- beyond Django's API -------------------------------------------------------------
 
+    def _tag_ids(self, tags: Iterable[str]) -> tuple[str, ...]:
+        """Tags as indexed in the shared store: the made key of each tag's version key,
+        so aliases sharing a store but not a ``KEY_PREFIX`` never purge each other's."""
+        prefix = conf.get("TAG_KEY_PREFIX")
+        return tuple(self._key(f"{prefix}{tag}") for tag in tags)
+
+    def delete_pattern(
+        self, pattern: str, *, regex: bool = False, version: Any = None
+    ) -> int:
+        """Delete the keys matching a glob (or a regex on the key with ``regex=True``).
+
+        ``KEY_PREFIX`` and ``version`` (default: this cache's ``VERSION``) are honoured;
+        tag version keys are never matched. O(n) in the resident keys, no value is
+        unpickled; returns how many live keys were removed. See ``docs/backends.md``.
+        """
+        kp = self.key_pattern(pattern, regex=regex, version=version)
+        internal = kp.head + conf.get("TAG_KEY_PREFIX")
+        matches = kp.matches
+        return self._store.delete_matching(
+            kp.literal_prefix,
+            lambda made: matches(made) and not made.startswith(internal),
+        )
+
+    async def adelete_pattern(
+        self, pattern: str, *, regex: bool = False, version: Any = None
+    ) -> int:
+        return self.delete_pattern(pattern, regex=regex, version=version)
+
     def stats(self) -> dict[str, Any]:
         """Exact counters of the shared store: hits, misses, hit_rate, evictions by cause..."""
         return self._store.stats()
@@ -204,3 +267,143 @@ class SmartCache(SmartCacheKeyMixin, BaseCache):
     def clear_expired(self) -> int:
         """Purge every expired entry now; return how many were removed."""
         return self._store.clear_expired()
+
+
+_MISSING = object()
+
+
+class _TaggedStoreCache(TaggingMixin, _StoreCache):
+    """Tags (``TaggingMixin``) with fast paths: untagged values never enter the mixin."""
+
+    def _tags_invalidated(self, tags: Sequence[str]) -> None:
+        # O(1) per tag: the store queues the keys and frees them a batch per operation.
+        self._store.invalidate_tags(self._tag_ids(tags))
+
+    def _unwrap(self, key: Any, env: Tagged, default: Any, version: Any) -> Any:
+        if self._valid({key: env}):
+            return env.value
+        self._drop_stale([key], version)
+        return default
+
+    def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
+        payload = self._store.get(self._key(key, version))
+        if payload is None:
+            return default
+        value = _loads(payload)
+        if type(value) is Tagged:
+            return self._unwrap(key, value, default, version)
+        return value
+
+    def get_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
+        made = self._keys(keys, version)
+        found = {
+            made[key]: _loads(payload)
+            for key, payload in self._store.get_many(made).items()
+        }
+        for value in found.values():
+            if type(value) is Tagged:
+                break
+        else:
+            return found
+        envelopes = {k: v for k, v in found.items() if type(v) is Tagged}
+        valid = self._valid(envelopes)
+        self._drop_stale((k for k in envelopes if k not in valid), version)
+        return {
+            k: (v.value if type(v) is Tagged else v)
+            for k, v in found.items()
+            if type(v) is not Tagged or k in valid
+        }
+
+    def has_key(self, key: Any, version: Any = None) -> bool:
+        peeked = self._store.peek(self._key(key, version))
+        if peeked is None:
+            return False
+        if not peeked[1]:
+            return True
+        value = _loads(peeked[0])
+        return type(value) is not Tagged or bool(self._valid({key: value}))
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+        tags: Iterable[str] | None = None,
+        depends_on: Iterable[str] | None = None,
+    ) -> None:
+        if tags is None and depends_on is None:
+            made = self._key(key, version)
+            self._store.set(made, dumps(made, value), self._ttl(timeout))
+            return
+        TaggingMixin.set(self, key, value, timeout, version, tags, depends_on)
+
+    def add(
+        self,
+        key: Any,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+        tags: Iterable[str] | None = None,
+        depends_on: Iterable[str] | None = None,
+    ) -> bool:
+        if tags is None and depends_on is None:
+            made = self._key(key, version)
+            if self._store.add(made, dumps(made, value), self._ttl(timeout)):
+                return True
+            peeked = self._store.peek(made)
+            if peeked is None or not peeked[1]:
+                return False
+            # A tagged occupant: the mixin lets a stale one not block the add.
+        return TaggingMixin.add(self, key, value, timeout, version, tags, depends_on)
+
+    def set_many(
+        self,
+        data: Mapping[Any, Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+        tags: Iterable[str] | None = None,
+        depends_on: Iterable[str] | None = None,
+    ) -> list[Any]:
+        if tags is None and depends_on is None:
+            return _StoreCache.set_many(self, data, timeout, version, True)
+        return TaggingMixin.set_many(self, data, timeout, version, tags, depends_on)
+
+    # -- async twins: in-memory work never waits on I/O, so no thread hop --------------------
+
+    async def aget(self, key: Any, default: Any = None, version: Any = None) -> Any:
+        return self.get(key, default, version)
+
+    async def aget_many(
+        self, keys: Iterable[Any], version: Any = None
+    ) -> dict[Any, Any]:
+        return self.get_many(keys, version)
+
+    async def ahas_key(self, key: Any, version: Any = None) -> bool:
+        return self.has_key(key, version)
+
+    async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> None:  # fmt: skip
+        self.set(key, value, timeout, version, **kwargs)
+
+    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> bool:  # fmt: skip
+        return self.add(key, value, timeout, version, **kwargs)
+
+    async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> list[Any]:  # fmt: skip
+        return self.set_many(data, timeout, version, **kwargs)
+
+    async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+        # Not self.get_or_set: SmartCache's async single flight already runs in front.
+        return TaggingMixin.get_or_set(self, key, default, timeout, version, **kwargs)
+
+    async def ainvalidate_tags(self, *tags: str, **kwargs: Any) -> None:
+        self.invalidate_tags(*tags, **kwargs)
+
+
+class SmartCache(SingleFlightGetOrSetMixin, _TaggedStoreCache):
+    """``django_smartcache.backends.SmartCache``; options are documented in ``docs/backends.md``.
+
+    ``set``/``add``/``set_many``/``get_or_set`` take ``tags=`` (and ``depends_on=``);
+    ``invalidate_tags()`` frees the entries' bytes (``docs/tagging.md``);
+    ``get_or_set`` with a callable computes once per process for concurrent misses;
+    ``delete_pattern()`` deletes by glob or regex.
+    """

@@ -291,3 +291,120 @@ def test_option_defaults_and_forms():
     assert stats["policy"] == "lru"
     assert make(MAX_MEMORY=None, MAX_ENTRIES=5).stats()["max_bytes"] is None
     make(CULL_FREQUENCY=0)  # Django's generic option: accepted, ignored
+
+
+# -- tags, single flight ---------------------------------------------------------------
+
+
+def test_invalidated_tag_frees_bytes_and_counts_invalidated_evictions():
+    cache = make(MAX_MEMORY="16MB")
+    cache.set_many({f"k{i}": "x" * 500 for i in range(200)}, tags=["big"])
+    cache.set("keep", "y", tags=["other"])
+    cache.set("plain", "z")
+    full = cache.stats()
+    assert full["tagged_entries"] == 201 and full["tags_indexed"] == 2
+    cache.invalidate_tags("big")
+    # Invalidation itself removed nothing: the keys wait in the purge queue...
+    assert cache.stats()["purge_pending"] == 200
+    assert cache.get("k0") is None  # ...but are already misses.
+    cache._store.purge_invalidated()
+    after = cache.stats()
+    assert after["purge_pending"] == 0 and after["tagged_entries"] == 1
+    assert after["evictions_invalidated"] >= 199  # k0 may have left as stale on read
+    assert after["bytes_used"] < full["bytes_used"] - 200 * 500
+    assert cache.get("keep") == "y" and cache.get("plain") == "z"
+
+
+def test_tagged_values_unwrap_in_every_read_path():
+    cache = make()
+    cache.set("a", [1], tags=["t"])
+    cache.add("b", {"b": 2}, tags=["t"])
+    cache.set("c", 3)
+    assert cache.get("a") == [1]
+    assert cache.get_many(["a", "b", "c", "nope"]) == {"a": [1], "b": {"b": 2}, "c": 3}
+    assert cache.has_key("a") and cache.has_key("c") and not cache.has_key("nope")
+    assert cache.incr("c") == 4
+    cache.set("n", 10, tags=["t"])
+    assert cache.incr("n", 5) == 15 and cache.get("n") == 15
+    cache.invalidate_tags("t")
+    assert not cache.has_key("a")
+    assert cache.get_many(["a", "b", "c", "n"]) == {"c": 4}
+    # An untagged add is not blocked by a stale tagged occupant.
+    cache.set("s", "old", tags=["u"])
+    cache.invalidate_tags("u")
+    assert cache.add("s", "new") and cache.get("s") == "new"
+
+
+def test_aliases_sharing_a_store_do_not_purge_each_others_tags():
+    one = SmartCache("tags-shared", {"KEY_PREFIX": "one"})
+    two = SmartCache("tags-shared", {"KEY_PREFIX": "two"})
+    one.clear()
+    one.set("k", 1, tags=["t"])
+    two.set("k", 2, tags=["t"])
+    one.invalidate_tags("t")
+    one._store.purge_invalidated()
+    assert one.get("k") is None and two.get("k") == 2
+
+
+def test_get_or_set_is_single_flight_and_tagged():
+    cache = make()
+    threads = 8
+    barrier = threading.Barrier(threads)
+    release = threading.Event()
+    calls = []
+
+    def compute():
+        calls.append(1)
+        release.wait(10)
+        return "value"
+
+    results = []
+
+    def worker():
+        barrier.wait()
+        results.append(cache.get_or_set("hot", compute, 60, tags=["t"]))
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    # Wait until every other caller is parked on the one computation.
+    scope = (cache.singleflight_scope(), cache.make_key("hot"))
+    while cache._singleflight.waiting(scope) < threads - 1:
+        if not any(t.is_alive() for t in pool):
+            break
+        threading.Event().wait(0.001)
+    release.set()
+    for thread in pool:
+        thread.join()
+    assert calls == [1] and results == ["value"] * threads
+    cache.invalidate_tags("t")
+    assert cache.get_or_set("hot", lambda: "fresh", tags=["t"]) == "fresh"
+
+
+def test_async_tagged_calls_run_inline_without_a_thread_hop():
+    cache = make()
+    where = []
+
+    class Recorder:
+        def __reduce__(self):
+            where.append(threading.get_ident())
+            return (str, ("recorded",))
+
+    async def main():
+        loop_thread = threading.get_ident()
+        await cache.aset("a", Recorder(), tags=["t"])
+        await cache.aset_many({"b": Recorder()}, tags=["t"])
+        await cache.aadd("c", Recorder(), tags=["t"])
+        got = await cache.aget_or_set("d", Recorder, tags=["t"])
+        assert got == "recorded"
+        assert await cache.aget("a") == "recorded"
+        assert await cache.aget_many(["a", "b"]) == {"a": "recorded", "b": "recorded"}
+        assert await cache.ahas_key("c")
+        await cache.ainvalidate_tags("t")
+        assert await cache.aget("a") is None
+        await cache.aset("p:1", 1)
+        assert await cache.adelete_pattern("p:*") == 1
+        return loop_thread
+
+    loop_thread = asyncio.run(main())
+    assert where and set(where) == {loop_thread}
