@@ -14,7 +14,10 @@ import pytest
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import ImproperlyConfigured
 
+from django_smartcache import conf
 from django_smartcache.backends.multilevel import MultiLevelCache
+from django_smartcache.core.tags import Tagged
+from django_smartcache.tagging import TaggingMixin
 
 SMART = "django_smartcache.backends.SmartCache"
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
@@ -315,3 +318,126 @@ def test_cache_key_warnings_are_emitted_once(two_local: MultiLevelCache) -> None
     with pytest.warns(CacheKeyWarning) as record:
         assert two_local.get("has space") == 1
     assert len(record) == 1
+
+
+# -- tags and single flight ------------------------------------------------------------
+
+
+class TaggingLocMem(TaggingMixin, LocMemCache):
+    """A real LocMemCache that takes tags itself, as SmartCache and SQLiteCache do."""
+
+
+def test_tags_on_every_write_path(two_local: MultiLevelCache) -> None:
+    cache = two_local
+    l1, l2 = cache.levels
+    cache.set("a", 1, tags=["t"])
+    cache.set_many({"b": 2, "c": 3}, tags=["t", "u"])
+    assert cache.add("d", 4, tags=["u"]) is True
+    assert cache.get_or_set("e", lambda: 5, tags=["t"]) == 5
+    cache.set("plain", 0)
+    assert cache.get_many(["a", "b", "c", "d", "e", "plain"]) == {
+        "a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "plain": 0,
+    }  # fmt: skip
+    # Tagged entries are envelopes in every level; untagged ones are stored unchanged.
+    assert l2.get(cache.make_key("plain")) == 0
+    assert isinstance(l2.get(cache.make_key("a")), Tagged)
+
+    cache.invalidate_tags("t")
+    assert cache.get("a") is None and cache.has_key("e") is False
+    assert cache.get_many(["a", "b", "c", "d", "e", "plain"]) == {"d": 4, "plain": 0}
+    # Stale envelopes were dropped from every level, freeing their bytes.
+    for name in "abce":
+        assert l1.get(cache.make_key(name)) is None
+        assert l2.get(cache.make_key(name)) is None
+    # A stale envelope does not block add().
+    assert cache.add("a", "again", tags=["t"]) is True
+    assert cache.get("a") == "again"
+
+
+def test_tags_with_per_call_levels(two_local: MultiLevelCache) -> None:
+    cache = two_local
+    _, l2 = cache.levels
+    cache.set("k", "local", tags=["t"], levels=1)
+    assert l2.get(cache.make_key("k")) is None
+    assert cache.get("k", levels=1) == "local"
+    cache.set_many({"m": 1}, tags=["t"], levels=1)
+    assert cache.get_many(["k", "m"], levels=1) == {"k": "local", "m": 1}
+    cache.invalidate_tags("t")
+    assert cache.get("k", "gone", levels=1) == "gone"
+    assert cache.get_many(["m"], levels=1) == {}
+
+
+def test_a_level_with_its_own_tags_does_not_judge_our_envelopes() -> None:
+    # The level's TaggingMixin looks for *its* version keys, which MultiLevelCache never
+    # writes; were our envelopes plain Tagged objects, the level would drop them as stale.
+    cache = make(
+        [
+            {"BACKEND": SMART},
+            {
+                "BACKEND": "tests.backends.test_multilevel.TaggingLocMem",
+                "LOCATION": _unique(),
+            },
+        ],
+        L1_MAX_TTL=1000,
+    )
+    l1, l2 = cache.levels
+    cache.set("k", "v", tags=["t"])
+    l1.clear()
+    assert cache.get("k") == "v"  # read from the tag-aware level, promoted
+    assert l2.add(cache.make_key("k"), "other") is False  # still occupied there
+    cache.invalidate_tags("t")
+    assert cache.get("k") is None
+
+
+def test_version_keys_live_in_the_shared_level(two_local: MultiLevelCache) -> None:
+    # Another process sharing the L2 (here: a second configuration over the same
+    # LocMem L2, with an L1 of its own) sees the bump once its L1 copy is gone.
+    cache = two_local
+    cache.set("k", "v", tags=["t"])
+    version_key = cache.make_key(f"{conf.get('TAG_KEY_PREFIX')}t")
+    assert isinstance(cache.levels[1].get(version_key), str)
+    before = cache.levels[1].get(version_key)
+    cache.invalidate_tags("t")
+    assert cache.levels[1].get(version_key) != before
+
+
+def test_get_or_set_is_single_flight() -> None:
+    import threading
+
+    cache = make(
+        [{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}],
+        L1_MAX_TTL=1000,
+    )
+    threads_n = 6
+    calls: list[int] = []
+    slot = (cache.singleflight_scope(), cache.make_key("hot"))
+
+    def compute() -> str:
+        calls.append(1)
+        # Hold the computation until every other thread waits for it (no sleeps).
+        deadline = time.monotonic() + 10
+        while cache._singleflight.waiting(slot) < threads_n - 1:
+            assert time.monotonic() < deadline, "the other threads never waited"
+            time.sleep(0.001)
+        return "computed"
+
+    results: list[Any] = []
+
+    def run() -> None:
+        results.append(cache.get_or_set("hot", compute, tags=["t"]))
+
+    threads = [threading.Thread(target=run) for _ in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert results == ["computed"] * threads_n
+    assert len(calls) == 1
+    cache.invalidate_tags("t")
+    assert cache.get_or_set("hot", lambda: "again", tags=["t"]) == "again"
+
+
+def test_single_flight_scope_separates_configurations() -> None:
+    a = make([{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}])
+    b = make([{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}])
+    assert a.singleflight_scope() != b.singleflight_scope()
