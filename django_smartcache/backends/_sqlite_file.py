@@ -9,8 +9,10 @@ logged at ERROR) and replaced by a fresh store. An exclusive ``flock`` on a sibl
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -110,6 +112,16 @@ def open_lock(path: str) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def regexp(pattern: str, value: object) -> bool:
+    """SQLite's ``value REGEXP pattern``: Python's ``re.search`` (SQLite has no built-in)."""
+    return isinstance(value, str) and _compiled(pattern).search(value) is not None
+
+
 def connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with our pragmas."""
     conn = sqlite3.connect(
@@ -121,6 +133,7 @@ def connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connect
     )
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA temp_store = MEMORY")
+    conn.create_function("regexp", 2, regexp, deterministic=True)
     # Checkpoints are where WAL mode fsyncs; every 4000 pages (16 MB at 4 KiB pages)
     # instead of SQLite's 1000 halves the cost of a small write (see docs/sqlite.md).
     # The WAL is truncated back to 32 MB after a checkpoint that let it grow past that.

@@ -1,14 +1,22 @@
 """The SQLiteCache file format: tables, indexes, triggers and the statements run on them.
 
 Byte totals and the change log are maintained by triggers so that every statement that
-changes an entry (single or ``executemany``, from any process) updates them in the same
-transaction, with no ``SELECT SUM`` and no extra round trip from Python.
+changes an entry (from any process or connection) updates them in the same
+transaction, with no ``SELECT SUM`` and no extra round trip from Python. Batch writes
+set ``smartcache_meta.quiet`` inside their transaction and account for their rows
+once, in Python (two trigger statements per row cost more than the upsert itself).
+
+Statements whose plan must not depend on statistics name their index (``INDEXED BY``):
+after an ``ANALYZE`` of a small table (``sqlite_stat1``; ``PRAGMA optimize`` or any
+tool may write it), SQLite prefers a scan and a sort to the ``expires`` index, which is
+the wrong choice once the table has grown. ``INDEXED BY`` makes SQLite use the index
+or refuse the statement, never silently scan.
 """
 
 from __future__ import annotations
 
 #: Bumped when the layout changes; a file with another version is rebuilt, not misread.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: ``WITHOUT ROWID``: a lookup by key is one B-tree descent, not index-then-table.
 #: ``value`` has BLOB affinity, so Python ints are stored as SQLite integers (atomic ``incr``)
@@ -29,25 +37,29 @@ CREATE TABLE IF NOT EXISTS smartcache_meta (
     schema INTEGER NOT NULL,
     size INTEGER NOT NULL,
     count INTEGER NOT NULL,
-    log_floor INTEGER NOT NULL
+    log_floor INTEGER NOT NULL,
+    quiet INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO smartcache_meta VALUES (0, {SCHEMA_VERSION}, 0, 0, 0);
+INSERT OR IGNORE INTO smartcache_meta VALUES (0, {SCHEMA_VERSION}, 0, 0, 0, 0);
 CREATE TABLE IF NOT EXISTS smartcache_change (
     seq INTEGER PRIMARY KEY,
     key TEXT
 );
 CREATE TRIGGER IF NOT EXISTS smartcache_entry_inserted AFTER INSERT ON smartcache_entry
+WHEN (SELECT quiet FROM smartcache_meta WHERE id = 0) = 0
 BEGIN
     UPDATE smartcache_meta SET size = size + NEW.size, count = count + 1 WHERE id = 0;
     INSERT INTO smartcache_change (key) VALUES (NEW.key);
 END;
 CREATE TRIGGER IF NOT EXISTS smartcache_entry_deleted AFTER DELETE ON smartcache_entry
+WHEN (SELECT quiet FROM smartcache_meta WHERE id = 0) = 0
 BEGIN
     UPDATE smartcache_meta SET size = size - OLD.size, count = count - 1 WHERE id = 0;
     INSERT INTO smartcache_change (key) VALUES (OLD.key);
 END;
 CREATE TRIGGER IF NOT EXISTS smartcache_entry_updated
 AFTER UPDATE OF value, expires, size ON smartcache_entry
+WHEN (SELECT quiet FROM smartcache_meta WHERE id = 0) = 0
 BEGIN
     UPDATE smartcache_meta SET size = size + NEW.size - OLD.size WHERE id = 0;
     INSERT INTO smartcache_change (key) VALUES (NEW.key);
@@ -102,13 +114,51 @@ REFRESH_ACCESS = (
 )
 TOTALS = "SELECT size, count FROM smartcache_meta WHERE id = 0"
 EXPIRED_VICTIMS = (
-    "SELECT key, size FROM smartcache_entry WHERE expires <= ? ORDER BY expires LIMIT ?"
+    "SELECT key, size FROM smartcache_entry INDEXED BY smartcache_entry_expires"
+    " WHERE expires <= ? ORDER BY expires LIMIT ?"
 )
-LRU_VICTIMS = "SELECT key, size FROM smartcache_entry ORDER BY accessed LIMIT ?"
-PURGE_EXPIRED = "DELETE FROM smartcache_entry WHERE expires <= ?"
+LRU_VICTIMS = (
+    "SELECT key, size FROM smartcache_entry INDEXED BY smartcache_entry_accessed"
+    " ORDER BY accessed LIMIT ?"
+)
+PURGE_EXPIRED = (
+    "DELETE FROM smartcache_entry INDEXED BY smartcache_entry_expires"
+    " WHERE expires <= ?"
+)
 PURGE_EXPIRED_SOME = (
     "DELETE FROM smartcache_entry WHERE key IN"
-    " (SELECT key FROM smartcache_entry WHERE expires <= ? ORDER BY expires LIMIT ?)"
+    " (SELECT key FROM smartcache_entry INDEXED BY smartcache_entry_expires"
+    " WHERE expires <= ? ORDER BY expires LIMIT ?)"
+)
+
+# -- batch writes (triggers quiet, accounted once; see the module docstring) ----------
+QUIET = "UPDATE smartcache_meta SET quiet = ? WHERE id = 0"
+#: How many rows a batch is about to replace and their bytes (expired ones included:
+#: they are accounted until deleted).
+SIZES_IN = (
+    "SELECT count(*), coalesce(sum(size), 0) FROM smartcache_entry WHERE key IN {}"
+)
+DELETE_IN_RETURNING = (
+    "DELETE FROM smartcache_entry WHERE key IN {} RETURNING key, expires, size"
+)
+#: Apply a batch's byte and entry deltas, and wake the triggers again.
+ACCOUNT = (
+    "UPDATE smartcache_meta SET size = size + ?, count = count + ?, quiet = 0"
+    " WHERE id = 0"
+)
+
+# -- pattern deletion ------------------------------------------------------------------
+#: Rows whose key lies in ``[?1, ?2)`` (the pattern's literal prefix: a range on the
+#: primary key) and whose caller's part (from character ?3 on) matches ?4. ``{op}``
+#: is ``GLOB`` or ``REGEXP`` (the latter registered on every connection).
+DELETE_PATTERN = (
+    "DELETE FROM smartcache_entry WHERE key >= ?1 AND key < ?2"
+    " AND substr(key, ?3) {op} ?4 RETURNING expires"
+)
+#: The same without an upper bound (a prefix of U+10FFFF characters has none).
+DELETE_PATTERN_OPEN = (
+    "DELETE FROM smartcache_entry WHERE key >= ?1"
+    " AND substr(key, ?3) {op} ?4 RETURNING expires"
 )
 
 LOG_HEAD = "SELECT max(seq) FROM smartcache_change"
@@ -119,6 +169,11 @@ LOG_PRUNE = "DELETE FROM smartcache_change WHERE seq <= ?"
 LOG_RAISE_FLOOR = (
     "UPDATE smartcache_meta SET log_floor = max(log_floor, ?) WHERE id = 0"
 )
+
+
+def log_many(count: int) -> str:
+    """One ``INSERT`` of ``count`` keys into the change log."""
+    return "INSERT INTO smartcache_change (key) VALUES " + ",".join(["(?)"] * count)
 
 
 def in_clause(count: int) -> str:

@@ -27,6 +27,9 @@ from typing import Any, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
+from ..core.patterns import glob_to_regex, prefix_end
+from ..core.singleflight import SingleFlightGetOrSetMixin
+from ..tagging import TaggingMixin
 from . import _sqlite_file as sqlite_file, _sqlite_schema as sql
 from ._sqlite_options import parse
 from .base import SmartCacheKeyMixin, dumps
@@ -90,8 +93,12 @@ def _chunks(items: list[_T]) -> Iterator[list[_T]]:
         yield items[start : start + _CHUNK]
 
 
-class SQLiteCache(SmartCacheKeyMixin, BaseCache):
-    """Django cache backend storing entries in the SQLite file named by ``LOCATION``."""
+class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
+    """The SQLite store: Django's cache API on the file named by ``LOCATION``.
+
+    Values come back exactly as stored (a tag envelope is not unwrapped): this is the
+    raw level :class:`SQLiteCache` adds tags and single-flight ``get_or_set`` to.
+    """
 
     pickle_protocol = pickle.HIGHEST_PROTOCOL
 
@@ -329,22 +336,27 @@ class SQLiteCache(SmartCacheKeyMixin, BaseCache):
         now = self._clock()
         expires = self._expiry(timeout, now)
         expired = expires is not None and expires <= now
-        rows: list[tuple[str, Any, float | None, float, int]] = []
-        dropped: list[str] = []
+        # Made key -> its row, or None to delete it. Two keys may make one made key
+        # (a custom KEY_FUNCTION): the last one wins, as sequential sets would.
+        batch: dict[str, tuple[str, Any, float | None, float, int] | None] = {}
         failed: list[Any] = []
-        for original, value in data.items():
-            key = self._key(original, version)
-            stored = self._encode(key, value)
-            size = self._size(key, stored)
-            if size > self._max_size:
+        max_size = self._max_size
+        for key, original in self._keys(data, version).items():
+            stored = self._encode(key, data[original])
+            size = (
+                len(key) + (8 if type(stored) is int else len(stored)) + ENTRY_OVERHEAD
+            )
+            if size > max_size:
                 self._too_large(key, size)
                 failed.append(original)
-                dropped.append(key)
+                batch[key] = None
             elif expired:
-                dropped.append(key)
+                batch[key] = None
             else:
-                rows.append((key, stored, expires, now, size))
-        if rows or dropped:
+                batch[key] = (key, stored, expires, now, size)
+        if batch:
+            rows = [row for row in batch.values() if row is not None]
+            dropped = [key for key, row in batch.items() if row is None]
             self._write(self._set_txn, rows, dropped, now)
         return failed
 
@@ -366,18 +378,60 @@ class SQLiteCache(SmartCacheKeyMixin, BaseCache):
     ) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if len(rows) == 1:
-                conn.execute(sql.SET, rows[0])
-            elif rows:
-                conn.executemany(sql.SET, rows)
-            if dropped:
-                conn.executemany(sql.DELETE, [(k,) for k in dropped])
+            if len(rows) + len(dropped) == 1:
+                # One row: the triggers account and log it (no extra round trip).
+                if rows:
+                    conn.execute(sql.SET, rows[0])
+                else:
+                    conn.execute(sql.DELETE, (dropped[0],))
+            else:
+                self._write_batch(conn, rows, dropped)
             if rows:
                 self._housekeep(conn, now, {row[0] for row in rows}, len(rows))
             conn.execute("COMMIT")
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+
+    def _write_batch(
+        self,
+        conn: sqlite3.Connection,
+        rows: list[tuple[str, Any, float | None, float, int]],
+        dropped: list[str],
+    ) -> None:
+        """Upsert ``rows`` and delete ``dropped`` with the triggers quiet; account once.
+
+        The per-row triggers cost two statements per row (more than the upsert
+        itself); here the old sizes are read in one ``SELECT ... IN``, the totals
+        are updated once and the change log gets one multi-row ``INSERT``. ``quiet``
+        is set and cleared inside this write transaction, so no other connection
+        ever sees it set (a crash rolls it back with everything else).
+        """
+        conn.execute(sql.QUIET, (1,))
+        size_delta = 0
+        count_delta = 0
+        changed: list[str] = []
+        for chunk in _chunks(rows):
+            keys = [row[0] for row in chunk]
+            # One aggregate row: what the batch replaces (expired rows are accounted too).
+            existing, replaced = conn.execute(
+                sql.SIZES_IN.format(sql.in_clause(len(keys))), keys
+            ).fetchone()
+            count_delta += len(chunk) - existing
+            size_delta += sum(row[4] for row in chunk) - replaced
+            conn.executemany(sql.SET, chunk)
+            changed += keys
+        for chunk in _chunks(dropped):
+            deleted = conn.execute(
+                sql.DELETE_IN_RETURNING.format(sql.in_clause(len(chunk))), chunk
+            ).fetchall()
+            for key, _, size in deleted:
+                count_delta -= 1
+                size_delta -= size
+                changed.append(key)
+        conn.execute(sql.ACCOUNT, (size_delta, count_delta))
+        for chunk in _chunks(changed):
+            conn.execute(sql.log_many(len(chunk)), chunk)
 
     def add(
         self,
@@ -468,6 +522,53 @@ class SQLiteCache(SmartCacheKeyMixin, BaseCache):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         return live
+
+    def delete_pattern(
+        self, pattern: str, regex: bool = False, version: int | None = None
+    ) -> int:
+        """Delete the keys matching ``pattern``; return how many of them were live.
+
+        ``pattern`` applies to the caller's keys (``KEY_PREFIX`` and ``version`` are
+        honoured): a glob (``*``, ``?``, ``[a-z]``, ``[!a]``, ``\\x``) run as SQLite
+        ``GLOB``, or with ``regex=True`` Python's ``re.search`` through a registered
+        ``REGEXP`` function. Either way only the keys in the range of the pattern's
+        literal prefix are read (a range on the primary key: ``"user:42:*"`` costs
+        the matching keys, ``"*:42"`` every key of this prefix and version). One
+        transaction: the deletions reach the change log with it.
+        """
+        match = self.key_pattern(pattern, regex=regex, version=version)
+        if regex:
+            op, operand = "REGEXP", pattern
+        else:
+            glob = _sqlite_glob(pattern)
+            # A class SQLite's GLOB cannot spell ("[]^-]"...): the same test in Python.
+            op, operand = (
+                ("GLOB", glob)
+                if glob is not None
+                else ("REGEXP", r"\A" + glob_to_regex(pattern))
+            )
+        end = prefix_end(match.literal_prefix)
+        statement = (
+            sql.DELETE_PATTERN if end is not None else sql.DELETE_PATTERN_OPEN
+        ).format(op=op)
+        params = (match.literal_prefix, end, len(match.head) + 1, operand)
+        return self._write(self._delete_pattern_txn, statement, params, self._clock())
+
+    def _delete_pattern_txn(
+        self,
+        conn: sqlite3.Connection,
+        statement: str,
+        params: tuple[Any, ...],
+        now: float,
+    ) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(statement, params).fetchall()
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return sum(1 for (e,) in rows if e is None or e > now)
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         db_key = self._key(key, version)
@@ -670,3 +771,58 @@ class SQLiteCache(SmartCacheKeyMixin, BaseCache):
             keys = list(dict.fromkeys(keys))
         state.seen = (version, conn.total_changes, head)
         return head, keys
+
+
+def _sqlite_glob(pattern: str) -> str | None:
+    """Our glob (``core.patterns``) in SQLite's ``GLOB`` syntax, or ``None`` if it has none.
+
+    SQLite's glob has no escape character: a literal ``*``, ``?`` or ``[`` becomes a
+    one-character class. A class holding ``]``, ``^``, ``-`` or ``\\`` literally is
+    left to the regex path rather than spelled in SQLite's positional rules.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch in "*?":
+            out.append(ch)
+        elif ch == "\\" and i < n:
+            ch = pattern[i]
+            i += 1
+            out.append(f"[{ch}]" if ch in "*?[" else ch)
+        elif ch == "[":
+            start = i + 1 if pattern[i : i + 1] in ("!", "^") else i
+            if pattern[start : start + 1] == "]":
+                return None  # "]" as the first member
+            close = pattern.find("]", start)
+            if close < 0:  # no closing bracket: a literal "["
+                out.append("[[]")
+                continue
+            body = pattern[start:close]
+            if any(c in body for c in "\\^") or body[0] == "-" or body[-1] == "-":
+                return None
+            out.append(("[^" if start > i else "[") + body + "]")
+            i = close + 1
+        elif ch == "\\":
+            out.append("\\")  # a trailing backslash is literal
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class SQLiteCache(SingleFlightGetOrSetMixin, TaggingMixin, BaseSQLiteCache):
+    """Django cache backend storing entries in the SQLite file named by ``LOCATION``.
+
+    With tags (``set(..., tags=[...])``, ``invalidate_tags()``): the version keys are
+    entries of the same file, so an invalidation is seen by every process at once.
+    ``get_or_set`` with a callable default computes once per key among the threads
+    (or coroutines) of a process; single-flight comes first in the bases so a tagged
+    ``get_or_set`` is both.
+    """
+
+    def _raw_get_many(
+        self, keys: Iterable[str], version: int | None = None
+    ) -> dict[str, Any]:
+        # The store's get_many is raw already: skip TaggingMixin's copy of its result.
+        return BaseSQLiteCache.get_many(self, keys, version)

@@ -154,3 +154,38 @@ def test_a_forked_child_opens_its_own_connection(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
     assert cache.get("from-child") == pid
     assert cache._connection() is parent_conn
+
+
+#: Run as ``python -c INVALIDATOR LOCATION TAG``: invalidates TAG from its own process.
+INVALIDATOR = r"""
+import sys
+import django
+django.setup()
+from django_smartcache.backends import SQLiteCache
+
+SQLiteCache(sys.argv[1], {}).invalidate_tags(sys.argv[2])
+"""
+
+
+def test_a_tag_invalidated_in_another_process_is_seen_at_once(tmp_path):
+    location = str(tmp_path / "cache.sqlite3")
+    cache = SQLiteCache(location, {})
+    cache.set("tagged", "old", tags=["article#1"])
+    cache.set("other", "kept", tags=["article#2"])
+    assert cache.get("tagged") == "old"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+    }
+    subprocess.run(
+        [sys.executable, "-c", INVALIDATOR, location, "article#1"],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    # No message, no polling: the version key lives in the file this process reads.
+    assert cache.get("tagged") is None
+    assert cache.get("other") == "kept"
+    assert cache.get_many(["tagged", "other"]) == {"other": "kept"}
