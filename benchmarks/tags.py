@@ -4,7 +4,12 @@
 of a tag covering 1 key and one covering N keys (median of repeated runs, same
 process, same backend), then churns distinct tags through a bounded cache and
 reports its size. Backends: Django's LocMemCache (and RedisCache with ``--redis``)
-with the TaggingMixin.
+with the TaggingMixin, and SmartCache.
+
+SmartCache detaches an invalidated tag's key set in O(1), so a tag invalidated a
+second time has nothing left to detach: its figures time the *first* invalidation
+of each of ``--fresh`` tags that each cover every one of the N keys (and of as many
+1-key tags), then how much tag bookkeeping remains after churn.
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ def _setup(redis_url: str | None) -> None:
             "BACKEND": "tests.testapp.backends.TaggedLocMemCache",
             "LOCATION": "bench",
             "OPTIONS": {"MAX_ENTRIES": 10**7},
+        },
+        "smart": {
+            "BACKEND": "django_smartcache.backends.SmartCache",
+            "LOCATION": "bench",
+            "OPTIONS": {"MAX_MEMORY": "4GB"},
+        },
+        "smartchurn": {
+            "BACKEND": "django_smartcache.backends.SmartCache",
+            "LOCATION": "churn",
+            "OPTIONS": {"MAX_ENTRIES": 1000, "MAX_MEMORY": None},
         },
         "churn": {
             "BACKEND": "tests.testapp.backends.TaggedLocMemCache",
@@ -50,11 +65,33 @@ def _median_invalidation(cache: Any, tag: str, repeat: int) -> float:
     return statistics.median(times)
 
 
+def _first_invalidations(cache: Any, keys: int, fresh: int) -> tuple[float, float]:
+    """Median time of the first invalidation of fresh 1-key and N-key tags (SmartCache)."""
+    small_tags = [f"small{i}" for i in range(fresh)]
+    big_tags = [f"big{i}" for i in range(fresh)]
+    for tag in small_tags:
+        cache.set(f"one-{tag}", 1, tags=[tag])
+    for start in range(0, keys, 10_000):
+        cache.set_many(
+            {f"k{i}": i for i in range(start, min(start + 10_000, keys))},
+            tags=big_tags,
+        )
+    small, big = [], []
+    for s_tag, b_tag in zip(small_tags, big_tags, strict=True):
+        for tag, out in ((s_tag, small), (b_tag, big)):
+            start = time.perf_counter()
+            cache.invalidate_tags(tag)
+            out.append(time.perf_counter() - start)
+    assert cache.get(f"k{keys - 1}") is None and cache.get("one-small0") is None
+    return statistics.median(small), statistics.median(big)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tags")
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--redis", default=None)
+    parser.add_argument("--fresh", type=int, default=15)
     args = parser.parse_args(argv)
     _setup(args.redis)
     from django.core.cache import caches
@@ -79,6 +116,20 @@ def main(argv: list[str]) -> int:
         print(f"{alias:8} {small * 1e6:11.1f} {big * 1e6:17.1f} {big / small:6.2f}")
         cache.clear()
 
+    smart = caches["smart"]
+    smart.clear()
+    small, big = _first_invalidations(smart, args.keys, args.fresh)
+    print(
+        f"{'smart':8} {small * 1e6:11.1f} {big * 1e6:17.1f} {big / small:6.2f}"
+        f"   (first invalidation of {args.fresh} fresh tags each)"
+    )
+    before = smart.stats()["bytes_used"]
+    freed = smart._store.purge_invalidated()
+    print(
+        f"smart: purge frees {freed:,} entries, {before - smart.stats()['bytes_used']:,} bytes"
+    )
+    smart.clear()
+
     churn = caches["churn"]
     churn.clear()
     print("\nchurn (LocMem MAX_ENTRIES=1000): distinct tags written -> entries held")
@@ -86,6 +137,23 @@ def main(argv: list[str]) -> int:
         churn.set(f"k{i % 200}", i, tags=[f"row#{i}"])
         if i % 10_000 == 0:
             print(f"{i:>8} -> {len(churn._cache)}")
+
+    smart = caches["smartchurn"]
+    smart.clear()
+    print(
+        "\nchurn (SmartCache MAX_ENTRIES=1000): distinct tags written, 1 in 3 invalidated"
+        " -> entries, tagged entries, tags indexed, purge queue"
+    )
+    for i in range(1, 50_001):
+        smart.set(f"k{i % 200}", i, tags=[f"row#{i}"])
+        if i % 3 == 0:
+            smart.invalidate_tags(f"row#{i - 1}")
+        if i % 10_000 == 0:
+            st = smart.stats()
+            print(
+                f"{i:>8} -> {st['entries']} {st['tagged_entries']} "
+                f"{st['tags_indexed']} {st['purge_pending']}"
+            )
     return 0
 
 

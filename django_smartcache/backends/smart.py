@@ -175,9 +175,15 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
             refused = self._store.set_many(items, ttl)
         else:  # TaggingMixin.set_many: one tag set for all, but look at each anyway
             refused = []
+            ids: dict[tuple[str, ...], tuple[str, ...]] = {}
             for item, orig in zip(items, made.values(), strict=True):
                 value = data[orig]
-                tags = self._tag_ids(value.versions) if type(value) is Tagged else None
+                tags = None
+                if type(value) is Tagged:
+                    names = tuple(value.versions)
+                    tags = ids.get(names)
+                    if tags is None:
+                        tags = ids[names] = self._tag_ids(names)
                 if not self._store.set(item[0], item[1], ttl, tags):
                     refused.append(item[0])
         return [made[key] for key in refused]

@@ -30,9 +30,13 @@ logger = logging.getLogger("django_smartcache")
 # the tuple of tag ids the entry is indexed under in ``_tag_index`` (None: untagged). The hot paths index it with literals
 # (0..4, named in comments) because module-level constants cost a global lookup each.
 
-#: At most this many expired keys are reclaimed per call by the incremental sweeper,
-#: and at most this many keys of invalidated tags are purged per call.
+#: At most this many expired keys are reclaimed per call by the incremental sweeper.
 SWEEP_BATCH = 32
+
+#: At most this many queued keys of invalidated tags are purged per write. Reads never
+#: purge (a removal costs ~1-2 us, which would multiply a get-hit); a write over
+#: budget purges invalidated entries before the policy evicts any live one.
+PURGE_BATCH = 8
 
 _UNLIMITED = sys.maxsize
 
@@ -194,6 +198,8 @@ class MemoryStore:
             now = self._clock()
             if now >= self._expiry.next_due:
                 self._sweep(now)
+            if self._purge:
+                self._drain(PURGE_BATCH)
             return self._store(
                 key, payload, INF if ttl is None else now + ttl, now, tags
             )
@@ -210,6 +216,8 @@ class MemoryStore:
             now = self._clock()
             if now >= self._expiry.next_due:
                 self._sweep(now)
+            if self._purge:
+                self._drain(PURGE_BATCH)
             expires = INF if ttl is None else now + ttl
             for key, payload in items:
                 if not self._store(key, payload, expires, now, tags):
@@ -228,6 +236,8 @@ class MemoryStore:
             now = self._clock()
             if now >= self._expiry.next_due:
                 self._sweep(now)
+            if self._purge:
+                self._drain(PURGE_BATCH)
             entry = self._data.get(key)
             if entry is not None and entry[1] > now:
                 return False
@@ -325,8 +335,9 @@ class MemoryStore:
     def invalidate_tags(self, tags: Iterable[str]) -> int:
         """Queue the entries written with any of ``tags`` for removal; O(1) per tag.
 
-        The entries leave a bounded batch per later operation (counted as
-        ``evictions_invalidated``); :meth:`purge_invalidated` drains the queue now.
+        The entries leave a bounded batch per later write, and before any live entry
+        is evicted for room (counted as ``evictions_invalidated``);
+        :meth:`purge_invalidated` drains the queue now.
         An entry written again after this call is not touched. Returns how many
         keys were queued.
         """
@@ -337,8 +348,6 @@ class MemoryStore:
                 if keys:
                     self._purge.append((keys, stamp))
                     queued += len(keys)
-            if self._purge:
-                self._expiry.next_due = -INF  # the next operation sweeps
         return queued
 
     def purge_invalidated(self, limit: int = _UNLIMITED) -> int:
@@ -369,8 +378,6 @@ class MemoryStore:
         with self.lock:
             now = self._clock()
             candidates = self._expiry.pop_due(now, _UNLIMITED)
-            if self._purge:
-                self._expiry.next_due = -INF
             candidates.extend(self._expiry.bucket_of(now))
             for key in candidates:
                 entry = self._data.get(key)
@@ -484,6 +491,11 @@ class MemoryStore:
 
     def _evict(self) -> None:
         data, policy, counters = self._data, self._policy, self.counters
+        # Invalidated entries are dead weight: they go before any live victim.
+        while self._purge and (
+            self._bytes > self._byte_limit or len(data) > self._entry_limit
+        ):
+            self._drain(PURGE_BATCH)
         while data and (
             self._bytes > self._byte_limit or len(data) > self._entry_limit
         ):
@@ -506,18 +518,12 @@ class MemoryStore:
         self._policy.remove(key)
 
     def _sweep(self, now: float) -> None:
-        # Entered when an expiry bucket is due, or when invalidate_tags() queued keys
-        # (it sets next_due to -inf), so the hot paths keep a single comparison.
         data = self._data
-        if self._purge:
-            self._drain(self._sweep_batch)
         for key in self._expiry.pop_due(now, self._sweep_batch):
             entry = data.get(key)
             if entry is not None and entry[1] <= now:
                 self._remove(key, entry)
                 self.counters.evictions_expired += 1
-        if self._purge:
-            self._expiry.next_due = -INF
 
     def _drain(self, limit: int) -> int:
         """Remove up to ``limit`` queued keys that still hold an invalidated write."""

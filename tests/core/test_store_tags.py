@@ -6,7 +6,7 @@ import pytest
 
 from django_smartcache.core.patterns import KeyPattern
 from django_smartcache.core.sizing import ENTRY_OVERHEAD
-from django_smartcache.core.store import SWEEP_BATCH, MemoryStore
+from django_smartcache.core.store import PURGE_BATCH, MemoryStore
 
 
 class Clock:
@@ -24,9 +24,9 @@ def make(**kw):
     return MemoryStore(clock=clock, **kw), clock
 
 
-def test_invalidation_queues_and_operations_drain_in_batches():
+def test_invalidation_queues_and_writes_drain_in_batches():
     store, _ = make()
-    n = SWEEP_BATCH * 3 + 5
+    n = PURGE_BATCH * 3 + 5
     for i in range(n):
         store.set(f"k{i}", b"v", tags=("t",))
     store.set("other", b"v", tags=("u",))
@@ -34,8 +34,10 @@ def test_invalidation_queues_and_operations_drain_in_batches():
     stats = store.stats()
     assert stats["purge_pending"] == n and stats["entries"] == n + 1
     assert stats["tags_indexed"] == 1  # "t" is detached at once, "u" remains
-    store.get("other")  # one operation drains one batch
-    assert store.stats()["entries"] == n + 1 - SWEEP_BATCH
+    store.get("other")  # reads never purge
+    assert store.stats()["entries"] == n + 1
+    store.set("unrelated", b"v")  # one write purges one batch
+    assert store.stats()["entries"] == n + 2 - PURGE_BATCH
     for _ in range(3):
         store.set("unrelated", b"v")
     stats = store.stats()
@@ -43,6 +45,22 @@ def test_invalidation_queues_and_operations_drain_in_batches():
     assert stats["purge_pending"] == 0 and stats["tagged_entries"] == 1
     assert stats["evictions_invalidated"] == n
     assert stats["bytes_used"] == 2 * (1 + ENTRY_OVERHEAD)
+
+
+def test_invalidated_entries_are_evicted_before_live_ones():
+    store, _ = make(max_entries=100)
+    for i in range(50):
+        store.set(f"live{i}", b"v")
+    for i in range(50):
+        store.set(f"dead{i}", b"v", tags=("t",))
+    store.invalidate_tags(["t"])
+    store.purge_invalidated(limit=0)
+    for i in range(50):
+        store.add(f"new{i}", b"v")  # each add may purge a batch, then needs room
+    stats = store.stats()
+    assert stats["evictions_capacity"] == 0
+    assert stats["evictions_invalidated"] == 50
+    assert all(store.peek(f"live{i}") for i in range(50))
 
 
 def test_a_key_written_again_after_invalidation_survives_the_purge():
@@ -102,7 +120,7 @@ def test_tag_churn_keeps_bookkeeping_bounded():
     stats = store.stats()
     assert stats["entries"] <= 100
     assert stats["tagged_entries"] <= 100 and stats["tags_indexed"] <= 100
-    assert stats["purge_pending"] <= SWEEP_BATCH
+    assert stats["purge_pending"] <= PURGE_BATCH
 
 
 def test_set_many_and_add_take_tags():
