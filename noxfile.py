@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import glob
 import os
 
 import nox
 
 nox.options.sessions = ["lint", "mypy", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+
+# pyenv's shims answer only for the selected version; put every installed
+# interpreter's own directory first so nox finds python3.12, python3.13, ...
+_PYENV_BINS = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin")))
+os.environ["PATH"] = os.pathsep.join([*_PYENV_BINS, os.environ.get("PATH", "")])
 
 #: Django series -> Python versions it is supported on here.
 MATRIX = {"5.2": ["3.11", "3.12", "3.13"], "6.0": ["3.12", "3.13"]}
