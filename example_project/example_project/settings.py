@@ -38,10 +38,12 @@ DATABASES = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}
 }
 
+# The embedded default: an in-process SmartCache L1 over a SQLite file L2 shared by
+# every worker process on this machine; no server to run.
 CACHES = {
     "default": {
-        "BACKEND": "django_smartcache.backends.SmartCache",
-        "OPTIONS": {"MAX_MEMORY": "64MB"},
+        "BACKEND": "django_smartcache.backends.MultiLevelCache",
+        "LOCATION": str(VAR_DIR / "cache.sqlite3"),
     },
 }
 
