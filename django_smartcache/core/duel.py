@@ -23,7 +23,8 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from .s3fifo import S3FIFOPolicy
-from .tinylfu import TinyLFUPolicy
+from .sketch import FrequencySketch
+from .tinylfu import MIN_SAMPLE_KEYS, SAMPLE_FACTOR, TinyLFUPolicy
 
 __all__ = ["DuelPolicy"]
 
@@ -38,10 +39,14 @@ DECAY = 0.75
 MARGIN = 0.01
 #: ...for this many periods in a row before the live policy is rebuilt.
 HOLD_PERIODS = 3
+#: Each switch doubles the periods a lead must last, up to this many...
+MAX_HOLD_PERIODS = 48
+#: ...and this many periods without a lead halve it again.
+CALM_PERIODS = 16
 #: The S3-FIFO candidate's small queue. Twice the paper's 10%: the W-TinyLFU candidate
 #: covers frequency-biased traffic, so this one leans to recency (on our traces: +1.3
 #: points on orm-busy at 1%, +0.4 on the shifting hot set at 10%, -0.6 on Zipf 0.99).
-RECENCY_SMALL_SHARE = 0.20
+RECENCY_SMALL_SHARE = 0.10
 
 # Golden-ratio multiplier: spreads ``hash()`` (the identity for small ints) before sampling.
 _MIX = 0x9E3779B97F4A7C15
@@ -131,6 +136,13 @@ class DuelPolicy:
         self.live_index = 0
         self._live: Any = CANDIDATES[0][1](capacity)
         self._live_hit = self._live.record_hit
+        #: While S3-FIFO is live, misses are counted here, so a switch to W-TinyLFU
+        #: starts with the frequencies of the keys that are not resident.
+        self._miss_sketch: FrequencySketch | None = FrequencySketch(MIN_SAMPLE_KEYS)
+        self._miss_count = 0
+        #: Periods a challenger must lead before it goes live (see ``MAX_HOLD_PERIODS``).
+        self.hold = HOLD_PERIODS
+        self._calm = 0
         self._keys = 0
         #: How many times the live policy was rebuilt as the other candidate.
         self.switches = 0
@@ -187,6 +199,13 @@ class DuelPolicy:
 
     def record_miss(self, key: Hashable) -> None:
         self._live.record_miss(key)
+        sketch = self._miss_sketch
+        if sketch is not None:
+            sketch.increment(key)
+            self._miss_count += 1
+            if self._miss_count >= SAMPLE_FACTOR * max(self._keys, MIN_SAMPLE_KEYS):
+                sketch.reset()
+                self._miss_count = 0
         if not self._mask or self._in_sample(key):
             for shadow in self._shadows:
                 shadow.access(key, None)
@@ -199,6 +218,9 @@ class DuelPolicy:
             self._sampled_keys.add(key)
             for shadow in self._shadows:
                 shadow.store(key, weight)
+        sketch = self._miss_sketch
+        if sketch is not None and self._keys > sketch.expected_keys:
+            sketch.ensure_capacity(self._keys)
         if self._keys >= self._grow_at:
             self._set_rate(2 * self.rate)
 
@@ -257,16 +279,34 @@ class DuelPolicy:
             1 + MARGIN
         ):
             self._lead += 1
-            if self._lead >= HOLD_PERIODS:
+            if self._lead >= self.hold:
                 self._switch(best)
+                # Back off: a switch costs hits while the new policy settles, so a
+                # duel that keeps flipping (two candidates about equal) must wait longer.
+                self.hold = min(2 * self.hold, MAX_HOLD_PERIODS)
+                self._calm = 0
         else:
             self._lead = 0
+            self._calm += 1
+            if self._calm >= CALM_PERIODS and self.hold > HOLD_PERIODS:
+                self.hold //= 2
+                self._calm = 0
 
     def _switch(self, index: int) -> None:
         """Rebuild the live policy as candidate ``index`` from the resident keys."""
-        entries = self._live.entries()
+        old, entries = self._live, self._live.entries()
         live = CANDIDATES[index][1](self.capacity)
-        live.adopt(entries, like=self._shadows[index].policy)
+        like = self._shadows[index].policy
+        if isinstance(live, TinyLFUPolicy):
+            live.adopt(entries, like=like, sketch=self._miss_sketch)
+            self._miss_sketch = None  # the live W-TinyLFU counts misses itself
+        else:
+            live.adopt(entries, like=like)
+            if isinstance(old, TinyLFUPolicy):
+                self._miss_sketch = old._sketch
+            else:
+                self._miss_sketch = FrequencySketch(max(self._keys, MIN_SAMPLE_KEYS))
+            self._miss_count = 0
         self._live = live
         self._live_hit = live.record_hit
         self.live_index = index

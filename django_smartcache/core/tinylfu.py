@@ -146,15 +146,17 @@ class TinyLFUPolicy:
         self,
         entries: list[tuple[Hashable, int, int]],
         like: TinyLFUPolicy | None = None,
+        sketch: FrequencySketch | None = None,
     ) -> None:
         """Take over another policy's residents (oldest first) in an empty instance.
 
-        The newest ``window_max`` of weight fill the window, the rest join probation in
-        order. A key's count is the larger of what the sketch knows and ``reads + 1``
+        The newest ``window_max`` of weight fill the window; of the rest, those read
+        since their last pass fill protected, the others join probation, in order. A key's count is the larger of what the sketch knows and ``reads + 1``
         (the old policy's read counter, plus the write that made it resident), so the
         residents are not all worth nothing to the first candidates. ``like`` is a
         policy that saw the same requests (a shadow): its window share, and its sketch
-        when it saw every key, are taken over so the new policy does not start cold.
+        when it saw every key, are taken over so the new policy does not start cold;
+        else ``sketch`` (recent misses counted by the caller) is taken as the sketch.
         """
         if like is not None:
             share = like.window_max / like.capacity
@@ -168,6 +170,8 @@ class TinyLFUPolicy:
             if like.capacity == self.capacity:
                 self._sketch = like._sketch.copy()
                 self._hits, self._misses = like._hits, like._misses
+        if sketch is not None and (like is None or like.capacity != self.capacity):
+            self._sketch = sketch
         window_weight = 0
         split = len(entries)
         while split and window_weight + entries[split - 1][1] <= self.window_max:
@@ -182,16 +186,28 @@ class TinyLFUPolicy:
             if like is not None and like.capacity == self.capacity
             else sketch.frequency
         )
+        # Keys read since their last pass (``reads``) fill protected, newest first.
+        protected: set[int] = set()
+        room = self.protected_max
+        for index in range(split - 1, -1, -1):
+            weight, reads = entries[index][1], entries[index][2]
+            if reads and weight <= room:
+                protected.add(index)
+                room -= weight
         for index, (key, weight, reads) in enumerate(entries):
-            segment = self._probation if index < split else self._window
+            if index >= split:
+                segment = self._window
+                self.window_weight += weight
+            elif index in protected:
+                segment = self._protected
+                self.protected_weight += weight
+            else:
+                segment = self._probation
+                self.probation_weight += weight
             count = max(frequency(key), min(reads + 1, MAX_COUNT))
             node = [segment, weight, count, epoch]
             self._nodes[key] = node
             segment[key] = node
-            if index < split:
-                self.probation_weight += weight
-            else:
-                self.window_weight += weight
         self._sample = SAMPLE_FACTOR * max(len(self._nodes), MIN_SAMPLE_KEYS)
 
     # -- frequency ---------------------------------------------------------------

@@ -80,13 +80,13 @@ def test_s3fifo_adopt_puts_the_newest_in_small_with_their_reads() -> None:
     assert (policy.main_weight, policy.small_weight) == (2, 1)
 
 
-def test_tinylfu_adopt_fills_probation_then_the_window() -> None:
+def test_tinylfu_adopt_fills_the_window_then_protected_with_read_keys() -> None:
     policy = TinyLFUPolicy(100, adaptive=False)  # window holds 1
     policy.adopt([("a", 1, 0), ("b", 1, 3), ("c", 1, 0)])
     assert policy.segments() == {
         "window": ["c"],
-        "probation": ["a", "b"],
-        "protected": [],
+        "probation": ["a"],
+        "protected": ["b"],
     }
     # Counts are the old read counters plus the write that made the key resident.
     assert [policy.frequency(k) for k in "abc"] == [1, 4, 1]
