@@ -31,9 +31,13 @@ logger = logging.getLogger("django_smartcache.multilevel")
 
 _monotonic = time.monotonic
 
-#: Identifies this process in published messages, so it ignores its own (its L1 is
-#: already up to date). Regenerated in a forked child.
-PROCESS_TOKEN = os.urandom(8).hex()
+
+def _new_token() -> str:
+    """Identifies one L1 (a configuration in a process) in published messages, so it
+    skips its own (already applied) but not those of another configuration of the same
+    process with an L1 of its own. Regenerated in a forked child."""
+    return os.urandom(8).hex()
+
 
 #: Message kinds on the Redis channel: one key, or "drop everything".
 _KIND_KEY = "k"
@@ -43,8 +47,6 @@ _ALL_STATES: weakref.WeakSet[Coherence] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    global PROCESS_TOKEN
-    PROCESS_TOKEN = os.urandom(8).hex()
     for state in list(_ALL_STATES):
         state.forked()
 
@@ -205,6 +207,7 @@ class RedisPubSub(Coherence):
         self._stopping = threading.Event()
         self._start_lock = threading.Lock()
         self._last_log = float("-inf")
+        self.token = _new_token()
 
     # -- hot path -----------------------------------------------------------------
     def refresh(self, lowest: Any) -> None:
@@ -227,6 +230,7 @@ class RedisPubSub(Coherence):
 
     def forked(self) -> None:
         super().forked()
+        self.token = _new_token()
         self._start_lock = threading.Lock()
         self._thread = None
         self._publisher = None
@@ -249,14 +253,14 @@ class RedisPubSub(Coherence):
         return self._publisher
 
     def publish(self, keys: Iterable[str]) -> None:
-        prefix = PROCESS_TOKEN + _KIND_KEY
+        prefix = self.token + _KIND_KEY
         pipe = self._client().pipeline(transaction=False)
         for key in keys:
             pipe.publish(self.channel, prefix + key)
         pipe.execute()
 
     def publish_clear(self) -> None:
-        self._client().publish(self.channel, PROCESS_TOKEN + _KIND_CLEAR)
+        self._client().publish(self.channel, self.token + _KIND_CLEAR)
 
     # -- listener thread ----------------------------------------------------------
     def _listen(self) -> None:
@@ -309,7 +313,7 @@ class RedisPubSub(Coherence):
         data = message["data"]
         if isinstance(data, bytes):
             data = data.decode("utf-8", "surrogateescape")
-        if data[:16] == PROCESS_TOKEN:
+        if data[:16] == self.token:
             return
         if data[16:17] == _KIND_CLEAR:
             self.flush()

@@ -20,15 +20,18 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from .. import conf
 from ..core.singleflight import SingleFlightGetOrSetMixin
 from ..core.tags import Tagged
 from ..tagging import _MISSING as _TAG_MISSING, TaggingMixin
 from . import _coherence
+from ._level_patterns import delete_matching
 from .base import SmartCacheKeyMixin
 
 logger = logging.getLogger("django_smartcache.multilevel")
@@ -64,6 +67,10 @@ _PASSED_TO_L2 = ("MAX_ENTRIES", "CULL_FREQUENCY")
 L1_LATENCY_SAMPLE = 16
 
 _KEY_OPTIONS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION")
+
+#: delete_pattern() publishes at most this many keys; beyond, it tells the other
+#: processes to drop their whole L1 (one message instead of thousands).
+PUBLISH_KEYS_MAX = 1000
 
 
 def _identity_key(key: str, key_prefix: str, version: Any) -> str:
@@ -831,6 +838,58 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
                 self._co.publish_clear()
             except FAULTS as exc:
                 self._fault(self._last, exc, "publish")
+
+    def delete_pattern(
+        self, pattern: str, regex: bool = False, version: Any = None
+    ) -> int:
+        """Delete the keys matching a glob (or ``regex=True``: a regex) from every level.
+
+        ``KEY_PREFIX`` and ``version`` are honoured; tag version keys are kept. Lowest
+        level first (Redis: ``SCAN``/``UNLINK`` in batches), then upwards; the other
+        processes drop their L1 copies through the coherence channel. Returns the
+        number of distinct keys removed. See ``docs/multilevel.md``.
+        """
+        kp = self.key_pattern(pattern, regex=regex, version=version)
+        keep = kp.head + conf.get("TAG_KEY_PREFIX")
+        removed: set[str] = set()
+        counted = 0
+        for i in range(self._last, -1, -1):
+            if i == 0:
+                self._co.local_write()
+            elif not self._usable(i):
+                # Which keys it would have lost is unknown: clear it on recovery.
+                self._health[i].missed_clear()
+                continue
+            try:
+                got = delete_matching(self._levels[i], kp, self._labels[i], keep)
+            except FAULTS as exc:
+                if i == 0:
+                    raise
+                self._health[i].missed_clear()
+                self._fault(i, exc, "delete_pattern")
+                continue
+            if i:
+                self._ok(i)
+            if isinstance(got, set):
+                removed |= got
+            else:
+                counted = max(counted, got)
+        if self._co.kind == "redis" and self._usable(self._last):
+            try:
+                if len(removed) > PUBLISH_KEYS_MAX:
+                    self._co.publish_clear()
+                elif removed:
+                    self._co.publish(removed)
+            except FAULTS as exc:
+                self._fault(self._last, exc, "publish")
+        return max(counted, len(removed))
+
+    async def adelete_pattern(
+        self, pattern: str, regex: bool = False, version: Any = None
+    ) -> int:
+        return await sync_to_async(self.delete_pattern, thread_sensitive=True)(
+            pattern, regex, version
+        )
 
     def close(self, **kwargs: Any) -> None:
         for level in self._levels:

@@ -23,6 +23,7 @@ SMART = "django_smartcache.backends.SmartCache"
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
 FILES = "django.core.cache.backends.filebased.FileBasedCache"
 REDIS = "django.core.cache.backends.redis.RedisCache"
+SQLITE = "django_smartcache.backends.SQLiteCache"
 
 _names = itertools.count()
 
@@ -441,3 +442,190 @@ def test_single_flight_scope_separates_configurations() -> None:
     a = make([{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}])
     b = make([{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}])
     assert a.singleflight_scope() != b.singleflight_scope()
+
+
+# -- delete_pattern ---------------------------------------------------------------------
+
+
+def _fill(cache: MultiLevelCache, names: list[str], **kwargs: Any) -> None:
+    cache.set_many({name: name for name in names}, **kwargs)
+
+
+def test_delete_pattern_glob_and_regex(two_local: MultiLevelCache) -> None:
+    cache = two_local
+    l1, l2 = cache.levels
+    _fill(cache, ["user:42:a", "user:42:b", "user:420:c", "user:7:a", "other"])
+    cache.set("user:42:v2", 1, version=2)
+    cache.set("tagged", 1, tags=["user:42:*"])  # its version key must survive
+    # Another configuration over the same L2, with another prefix: untouched.
+    neighbour = MultiLevelCache(
+        "",
+        {
+            "KEY_PREFIX": cache.key_prefix + "-n",
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": SMART},
+                    {"BACKEND": LOCMEM, "LOCATION": _location(l2)},
+                ],
+            },
+        },
+    )
+    neighbour.set("user:42:a", "theirs")
+    assert cache.delete_pattern("user:42:*") == 2
+    assert cache.get_many(["user:42:a", "user:42:b", "user:420:c"]) == {
+        "user:420:c": "user:420:c"
+    }
+    for name in ("user:42:a", "user:42:b"):
+        assert l1.get(cache.make_key(name)) is None
+        assert l2.get(cache.make_key(name)) is None
+    assert cache.get("user:42:v2", version=2) == 1  # another version
+    assert neighbour.get("user:42:a") == "theirs"
+    assert cache.get("tagged") == 1
+    assert cache.delete_pattern("user:42:*") == 0
+
+    assert cache.delete_pattern(r"^user:\d+:a$", regex=True) == 1  # user:7:a
+    assert cache.delete_pattern(r"4\d*", regex=True, version=2) == 1
+    assert cache.get("user:42:v2", version=2) is None
+    assert cache.delete_pattern("[!u]*") == 2  # "other", "tagged"
+    assert cache.get_many(["user:420:c", "other", "tagged"]) == {
+        "user:420:c": "user:420:c"
+    }
+
+
+def _location(level: LocMemCache) -> str:
+    from django.core.cache.backends import locmem
+
+    return next(name for name, data in locmem._caches.items() if data is level._cache)
+
+
+def test_delete_pattern_counts_keys_only_in_l1(two_local: MultiLevelCache) -> None:
+    cache = two_local
+    cache.set("k:local", 1, levels=1)
+    cache.set("k:both", 2)
+    cache.levels[1].set(cache.make_key("k:below"), 3)
+    assert cache.delete_pattern("k:*") == 3
+    assert cache.get_many(["k:local", "k:both", "k:below"]) == {}
+
+
+def test_delete_pattern_on_a_level_that_cannot_list_keys(tmp_path: Any) -> None:
+    cache = make(
+        [{"BACKEND": SMART}, {"BACKEND": FILES, "LOCATION": str(tmp_path / "f")}]
+    )
+    with pytest.raises(NotImplementedError, match="L2 FileBasedCache"):
+        cache.delete_pattern("x*")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "keys"),
+    [
+        (r"^user:\d+$", ["user:1", "user:12", "xuser:1", "user:1x"]),
+        (r"\d$", ["a1", "b", "1c"]),
+        (r"[^a]b", ["ab", "cb", "b"]),
+        (r"\Aab|cd", ["ab", "xcd", "xab"]),
+        (r"x|^b|[\^]c", ["b", "ab", "^c", "a^c", "x"]),
+        (r"\bw\d", ["w1", "aw1", "a-w1"]),
+        (r"[]^]z", ["]z", "^z", "az"]),
+    ],
+)
+def test_regex_rewritten_for_final_keys(pattern: str, keys: list[str]) -> None:
+    import re
+
+    from django_smartcache.backends._level_patterns import _regex_on_final_keys
+    from django_smartcache.core.patterns import KeyPattern
+
+    kp = KeyPattern(pattern, regex=True, head="p:1:")
+    final = re.compile(_regex_on_final_keys(kp, "L2"))
+    for key in keys:
+        assert bool(final.search("p:1:" + key)) is kp.matches("p:1:" + key), key
+        assert not final.search("q:1:" + key)
+
+
+@pytest.mark.parametrize("pattern", [r"(?<=:)x", r"(?<!a)b", r"(?m)x$"])
+def test_regex_that_looks_before_the_key_is_refused(pattern: str) -> None:
+    from django_smartcache.backends._level_patterns import _regex_on_final_keys
+    from django_smartcache.core.patterns import KeyPattern
+
+    with pytest.raises(NotImplementedError, match="L2"):
+        _regex_on_final_keys(KeyPattern(pattern, regex=True, head="p:1:"), "L2")
+
+
+def test_delete_pattern_over_sqlite(tmp_path: Any) -> None:
+    from django_smartcache.backends.sqlite import SQLiteCache
+
+    if not hasattr(SQLiteCache, "delete_pattern"):
+        pytest.skip("SQLiteCache.delete_pattern is not in this tree yet")
+    location = str(tmp_path / "l2.sqlite3")
+    cache = make([{"BACKEND": SMART}, {"BACKEND": SQLITE, "LOCATION": location}])
+    # A second process's view of the same keys: its own L1, the same file and prefix.
+    other = MultiLevelCache(
+        "",
+        {
+            "KEY_PREFIX": cache.key_prefix,
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": SMART, "LOCATION": _unique()},
+                    {"BACKEND": SQLITE, "LOCATION": location},
+                ],
+                "L1_MAX_TTL": 600,
+            },
+        },
+    )
+    _fill(cache, ["user:42:a", "user:42:b", "user:7:a"])
+    assert other.get("user:42:a") == "user:42:a"  # now in other's L1 too
+    assert other.get("user:7:a") == "user:7:a"
+    assert cache.delete_pattern("user:42:*") == 2
+    assert cache.delete_pattern(r"^user:\d:a$", regex=True) == 1
+    assert cache.get_many(["user:42:a", "user:7:a"]) == {}
+    assert other.levels[0].get(other.make_key("user:42:a")) == "user:42:a"
+    # The deletions reached SQLite's change log: other's L1 drops its copy.
+    other._co.deadline = 0.0
+    assert other.get("user:42:a") is None
+    assert other.levels[0].get(other.make_key("user:7:a")) is None
+
+
+@pytest.mark.redis
+def test_delete_pattern_over_redis_scans_in_batches(redis_url: str) -> None:
+    import redis as redis_py
+
+    from django_smartcache.backends._level_patterns import SCAN_COUNT
+
+    levels = [{"BACKEND": SMART}, {"BACKEND": REDIS, "LOCATION": redis_url}]
+    prefix = _unique()
+    a = MultiLevelCache("", {"KEY_PREFIX": prefix, "OPTIONS": {"LEVELS": levels}})
+    # Another process: its own L1 (another L1 LOCATION), the same Redis and keys.
+    b_levels = [{"BACKEND": SMART, "LOCATION": _unique()}, levels[1]]
+    b = MultiLevelCache(
+        "",
+        {"KEY_PREFIX": prefix, "OPTIONS": {"LEVELS": b_levels, "L1_MAX_TTL": 600}},
+    )
+    try:
+        _wait(lambda: b._co.connected)
+        n = 3 * SCAN_COUNT
+        a.set_many({f"user:{i}": i for i in range(n)})
+        a.set_many({f"keep:{i}": i for i in range(10)})
+        _wait(lambda: b._co.invalidations >= n + 10)  # a's writes, told to b
+        assert b.get("user:1") == 1 and b.levels[0].get(b.make_key("user:1")) == 1
+        client = redis_py.Redis.from_url(redis_url)
+        client.config_resetstat()
+        assert a.delete_pattern("user:*") == n
+        stats = client.info("commandstats")
+        assert "cmdstat_keys" not in stats
+        assert stats["cmdstat_scan"]["calls"] >= 2
+        assert client.dbsize() == 10
+        # b dropped its L1 copy through the channel (more keys than published one by
+        # one: b was told to drop its whole L1).
+        _wait(lambda: b.levels[0].get(b.make_key("user:1")) is None)
+        assert b.get("user:1") is None and b.get("keep:3") == 3
+        assert a.delete_pattern(r"^keep:[0-4]$", regex=True) == 5
+        _wait(lambda: b.get("keep:3") is None)
+        assert b.get("keep:7") == 7
+    finally:
+        a._co.stop()
+        b._co.stop()
+
+
+def _wait(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
