@@ -228,6 +228,92 @@ def test_four_processes_through_sqlite(tmp_path: Path) -> None:
     _check(run_processes("sqlite", str(tmp_path / "shared.sqlite3"), tmp_path))
 
 
+# -- tags: an invalidation in one process reaches another process's L1 ---------------
+
+
+def invalidate_in_child(kind: str, target: str, tag: str) -> None:
+    """A separate process: ``invalidate_tags(tag)`` through its own MultiLevelCache."""
+    from django.conf import settings
+
+    settings.configure(
+        CACHES={"default": _cache_setting(kind, target)},
+        INSTALLED_APPS=["django_smartcache"],
+    )
+    import django
+
+    django.setup()
+    from django.core.cache import cache
+
+    cache.invalidate_tags(tag)
+
+
+def _run_child(*args: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    subprocess.run(
+        [sys.executable, "-m", "tests.backends.test_coherence_processes", *args],
+        cwd=root,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+
+
+def tagged_miss_delay(kind: str, target: str, coherence: str = "auto") -> float | None:
+    """Seconds from the other process's invalidation to our first miss (None: no miss
+    within BOUND): this process holds the tagged value *and its tag's version* in L1."""
+    from django_smartcache.backends.multilevel import MultiLevelCache
+
+    setting = _cache_setting(kind, target)
+    setting["OPTIONS"]["COHERENCE"] = coherence
+    # An L1 of its own per run (per-process state is shared by identical levels).
+    setting["OPTIONS"]["LEVELS"][0]["LOCATION"] = f"tags-{time.monotonic_ns()}"
+    cache = MultiLevelCache("", {k: v for k, v in setting.items() if k != "BACKEND"})
+    try:
+        if coherence != "none":
+            cache.get("warm-up")  # subscribe / take the change-log cursor (flushes L1)
+            deadline = time.monotonic() + 10
+            while kind == "redis" and not cache._co.connected:
+                assert time.monotonic() < deadline, "no subscription"
+                time.sleep(0.01)
+        tag = f"t-{os.getpid()}-{time.monotonic_ns()}"
+        cache.set("page", "cached", tags=[tag])
+        l1_hits = cache.stats()["levels"][0]["hits"]
+        assert cache.get("page") == "cached"
+        assert cache.stats()["levels"][0]["hits"] == l1_hits + 2  # value + version key
+        _run_child("invalidate", kind, target, tag)
+        done = time.monotonic()
+        while time.monotonic() - done < BOUND:
+            if cache.get("page") is None:
+                return time.monotonic() - done
+            time.sleep(0.002)
+        return None
+    finally:
+        cache._co.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_tag_invalidated_in_another_process_through_redis(redis_url: str) -> None:
+    delay = tagged_miss_delay("redis", redis_url)
+    assert delay is not None and delay <= TIGHT
+    # Without the channel this process keeps serving it (L1_MAX_TTL is 600 s): the
+    # channel is what made the miss.
+    assert tagged_miss_delay("redis", redis_url, coherence="none") is None
+
+
+@pytest.mark.slow
+def test_tag_invalidated_in_another_process_through_sqlite(tmp_path: Path) -> None:
+    target = str(tmp_path / "tags.sqlite3")
+    delay = tagged_miss_delay("sqlite", target)
+    assert delay is not None and delay <= TIGHT
+    assert tagged_miss_delay("sqlite", target, coherence="none") is None
+
+
 if __name__ == "__main__":
-    kind, target, wid, go, out = sys.argv[1:6]
-    worker(kind, target, int(wid), go, out)
+    if sys.argv[1] == "invalidate":
+        invalidate_in_child(*sys.argv[2:5])
+    else:
+        kind, target, wid, go, out = sys.argv[1:6]
+        worker(kind, target, int(wid), go, out)
