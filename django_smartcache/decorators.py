@@ -618,6 +618,11 @@ class _Bound:
         functools.update_wrapper(self, function, updated=())
         if isinstance(function, AsyncCachedFunction):
             markcoroutinefunction(self)
+            # Python 3.12+ marks ``self.__func__`` (we look like a bound method), but
+            # inspect only unwraps real methods: carry the marker on this object too.
+            marker = getattr(function, "_is_coroutine_marker", None)
+            if marker is not None:
+                self._is_coroutine_marker = marker
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__func__(self.__self__, *args, **kwargs)
