@@ -2,9 +2,7 @@
 
 Byte totals and the change log are maintained by triggers so that every statement that
 changes an entry (from any process or connection) updates them in the same
-transaction, with no ``SELECT SUM`` and no extra round trip from Python. Batch writes
-set ``smartcache_meta.quiet`` inside their transaction and account for their rows
-once, in Python (two trigger statements per row cost more than the upsert itself).
+transaction, with no ``SELECT SUM`` and no extra round trip from Python.
 
 Statements whose plan must not depend on statistics name their index (``INDEXED BY``):
 after an ``ANALYZE`` of a small table (``sqlite_stat1``; ``PRAGMA optimize`` or any
@@ -16,7 +14,7 @@ or refuse the statement, never silently scan.
 from __future__ import annotations
 
 #: Bumped when the layout changes; a file with another version is rebuilt, not misread.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 1
 
 #: ``WITHOUT ROWID``: a lookup by key is one B-tree descent, not index-then-table.
 #: ``value`` has BLOB affinity, so Python ints are stored as SQLite integers (atomic ``incr``)
@@ -37,29 +35,25 @@ CREATE TABLE IF NOT EXISTS smartcache_meta (
     schema INTEGER NOT NULL,
     size INTEGER NOT NULL,
     count INTEGER NOT NULL,
-    log_floor INTEGER NOT NULL,
-    quiet INTEGER NOT NULL DEFAULT 0
+    log_floor INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO smartcache_meta VALUES (0, {SCHEMA_VERSION}, 0, 0, 0, 0);
+INSERT OR IGNORE INTO smartcache_meta VALUES (0, {SCHEMA_VERSION}, 0, 0, 0);
 CREATE TABLE IF NOT EXISTS smartcache_change (
     seq INTEGER PRIMARY KEY,
     key TEXT
 );
 CREATE TRIGGER IF NOT EXISTS smartcache_entry_inserted AFTER INSERT ON smartcache_entry
-WHEN (SELECT quiet FROM smartcache_meta WHERE id = 0) = 0
 BEGIN
     UPDATE smartcache_meta SET size = size + NEW.size, count = count + 1 WHERE id = 0;
     INSERT INTO smartcache_change (key) VALUES (NEW.key);
 END;
 CREATE TRIGGER IF NOT EXISTS smartcache_entry_deleted AFTER DELETE ON smartcache_entry
-WHEN (SELECT quiet FROM smartcache_meta WHERE id = 0) = 0
 BEGIN
     UPDATE smartcache_meta SET size = size - OLD.size, count = count - 1 WHERE id = 0;
     INSERT INTO smartcache_change (key) VALUES (OLD.key);
 END;
 CREATE TRIGGER IF NOT EXISTS smartcache_entry_updated
 AFTER UPDATE OF value, expires, size ON smartcache_entry
-WHEN (SELECT quiet FROM smartcache_meta WHERE id = 0) = 0
 BEGIN
     UPDATE smartcache_meta SET size = size + NEW.size - OLD.size WHERE id = 0;
     INSERT INTO smartcache_change (key) VALUES (NEW.key);
@@ -131,22 +125,6 @@ PURGE_EXPIRED_SOME = (
     " WHERE expires <= ? ORDER BY expires LIMIT ?)"
 )
 
-# -- batch writes (triggers quiet, accounted once; see the module docstring) ----------
-QUIET = "UPDATE smartcache_meta SET quiet = ? WHERE id = 0"
-#: How many rows a batch is about to replace and their bytes (expired ones included:
-#: they are accounted until deleted).
-SIZES_IN = (
-    "SELECT count(*), coalesce(sum(size), 0) FROM smartcache_entry WHERE key IN {}"
-)
-DELETE_IN_RETURNING = (
-    "DELETE FROM smartcache_entry WHERE key IN {} RETURNING key, expires, size"
-)
-#: Apply a batch's byte and entry deltas, and wake the triggers again.
-ACCOUNT = (
-    "UPDATE smartcache_meta SET size = size + ?, count = count + ?, quiet = 0"
-    " WHERE id = 0"
-)
-
 # -- pattern deletion ------------------------------------------------------------------
 #: Rows whose key lies in ``[?1, ?2)`` (the pattern's literal prefix: a range on the
 #: primary key) and whose caller's part (from character ?3 on) matches ?4. ``{op}``
@@ -169,11 +147,6 @@ LOG_PRUNE = "DELETE FROM smartcache_change WHERE seq <= ?"
 LOG_RAISE_FLOOR = (
     "UPDATE smartcache_meta SET log_floor = max(log_floor, ?) WHERE id = 0"
 )
-
-
-def log_many(count: int) -> str:
-    """One ``INSERT`` of ``count`` keys into the change log."""
-    return "INSERT INTO smartcache_change (key) VALUES " + ",".join(["(?)"] * count)
 
 
 def in_clause(count: int) -> str:

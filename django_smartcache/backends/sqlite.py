@@ -378,60 +378,18 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
     ) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if len(rows) + len(dropped) == 1:
-                # One row: the triggers account and log it (no extra round trip).
-                if rows:
-                    conn.execute(sql.SET, rows[0])
-                else:
-                    conn.execute(sql.DELETE, (dropped[0],))
-            else:
-                self._write_batch(conn, rows, dropped)
+            if len(rows) == 1:
+                conn.execute(sql.SET, rows[0])
+            elif rows:
+                conn.executemany(sql.SET, rows)
+            if dropped:
+                conn.executemany(sql.DELETE, [(k,) for k in dropped])
             if rows:
                 self._housekeep(conn, now, {row[0] for row in rows}, len(rows))
             conn.execute("COMMIT")
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-
-    def _write_batch(
-        self,
-        conn: sqlite3.Connection,
-        rows: list[tuple[str, Any, float | None, float, int]],
-        dropped: list[str],
-    ) -> None:
-        """Upsert ``rows`` and delete ``dropped`` with the triggers quiet; account once.
-
-        The per-row triggers cost two statements per row (more than the upsert
-        itself); here the old sizes are read in one ``SELECT ... IN``, the totals
-        are updated once and the change log gets one multi-row ``INSERT``. ``quiet``
-        is set and cleared inside this write transaction, so no other connection
-        ever sees it set (a crash rolls it back with everything else).
-        """
-        conn.execute(sql.QUIET, (1,))
-        size_delta = 0
-        count_delta = 0
-        changed: list[str] = []
-        for chunk in _chunks(rows):
-            keys = [row[0] for row in chunk]
-            # One aggregate row: what the batch replaces (expired rows are accounted too).
-            existing, replaced = conn.execute(
-                sql.SIZES_IN.format(sql.in_clause(len(keys))), keys
-            ).fetchone()
-            count_delta += len(chunk) - existing
-            size_delta += sum(row[4] for row in chunk) - replaced
-            conn.executemany(sql.SET, chunk)
-            changed += keys
-        for chunk in _chunks(dropped):
-            deleted = conn.execute(
-                sql.DELETE_IN_RETURNING.format(sql.in_clause(len(chunk))), chunk
-            ).fetchall()
-            for key, _, size in deleted:
-                count_delta -= 1
-                size_delta -= size
-                changed.append(key)
-        conn.execute(sql.ACCOUNT, (size_delta, count_delta))
-        for chunk in _chunks(changed):
-            conn.execute(sql.log_many(len(chunk)), chunk)
 
     def add(
         self,

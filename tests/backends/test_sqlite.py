@@ -564,7 +564,6 @@ def test_batches_account_and_log_exactly_like_single_writes(make_cache, location
     ).fetchone()
     stats = cache.stats()
     assert (stats["bytes"], stats["entries"]) == (size, count)
-    assert conn.execute("SELECT quiet FROM smartcache_meta").fetchone() == (0,)
     _, keys = cache.changes_since(cursor)
     # Every replaced, new and deleted key; "big" was absent, so deleting it changed nothing.
     assert sorted(keys) == sorted([f":1:k{i}" for i in range(30)] + [":1:n"])
@@ -583,7 +582,7 @@ def test_a_failed_batch_leaves_no_trace(make_cache, location):
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         blocked.set_many({"a": 10, "c": 3})
     conn.execute("ROLLBACK")
-    # ...and one that fails midway (a value SQLite refuses) rolls back, quiet included.
+    # ...and one that fails midway (a value SQLite refuses) rolls back entirely.
     with pytest.raises(sqlite3.Error):
         cache._write(
             cache._set_txn,
