@@ -106,6 +106,24 @@ def _fault_types() -> tuple[type[BaseException], ...]:
 
 FAULTS = _fault_types()
 
+#: Redis answers to a wrong call (not a level in trouble), by message start.
+_CALLER_ERRORS = (
+    "value is not an integer",
+    "increment or decrement would overflow",
+    "WRONGTYPE",
+)
+
+
+def _caller_error(exc: BaseException) -> bool:
+    """A Redis error about the call itself (as ``ValueError``/``TypeError`` elsewhere)."""
+    try:
+        from redis.exceptions import DataError, ResponseError
+    except ImportError:  # pragma: no cover - redis is an optional dependency
+        return False
+    if isinstance(exc, DataError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_CALLER_ERRORS)
+
 
 class LevelHealth:
     """Per-process state of one level: down until when, errors, what it may have missed.
@@ -452,6 +470,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
             health.recovered()
 
     def _fault(self, index: int, exc: BaseException, op: str) -> None:
+        if _caller_error(exc):
+            raise exc  # the level works; the call was wrong (incr of a non-integer)
         self._health[index].failed(exc, op)
         if self._raise:
             raise exc

@@ -1,4 +1,5 @@
-"""Django's ``BaseCacheTests`` against ``MultiLevelCache`` on its default levels.
+"""Django's ``BaseCacheTests`` against ``MultiLevelCache``: on its default levels, and
+over a real Redis L2 (SmartCache over Django's RedisCache).
 
 The default is a SmartCache L1 over a SQLiteCache L2 whose file is ``LOCATION``; every
 alias of the suite shares that file, as LocMemCache aliases share a LOCATION.
@@ -17,8 +18,14 @@ import atexit
 import os
 import shutil
 import tempfile
+import unittest
+from pathlib import Path
 
+import pytest
+import redis
 from django.core.cache import caches
+
+from tests.fixtures.redis_server import INSTALL_HINT, RedisServer, _free_port
 
 from .suite import make_conformance_tests
 
@@ -48,3 +55,72 @@ MultiLevelCacheConformanceTests = make_conformance_tests(
     options={"L1_MAX_TTL": 600},
     overrides={"_perform_cull_test": _perform_cull_test},
 )
+
+
+# -- over a real Redis L2 ----------------------------------------------------------------
+#
+# The suite's CACHES are fixed when the class is defined, so the port is chosen at import
+# and the server is started by the class itself (only when its tests run). As in Django's
+# own RedisCache suite, the "cull" aliases are excluded (Redis culls by maxmemory, not
+# MAX_ENTRIES; upstream skips those tests with "Culling isn't implemented.").
+
+_REDIS_BINARY = shutil.which("redis-server")
+_REDIS_PORT = _free_port()
+_REDIS_LEVELS = [
+    {"BACKEND": "django_smartcache.backends.SmartCache"},
+    {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{_REDIS_PORT}/0",
+    },
+]
+
+
+def _redis_unavailable() -> str | None:
+    if _REDIS_BINARY is not None:
+        return None
+    if os.environ.get("SMARTCACHE_REQUIRE_REDIS") == "1":
+        raise RuntimeError(INSTALL_HINT + " (SMARTCACHE_REQUIRE_REDIS=1)")
+    return INSTALL_HINT
+
+
+@pytest.mark.redis
+class MultiLevelCacheRedisConformanceTests(
+    # Not bound to a module-level name: pytest would collect it without the server.
+    make_conformance_tests(  # type: ignore[misc]
+        "MultiLevelCacheRedisConformanceTests",
+        "django_smartcache.backends.MultiLevelCache",
+        options={"LEVELS": _REDIS_LEVELS, "L1_MAX_TTL": 600},
+        exclude={"cull", "zero_cull"},
+    )
+):
+    _server: RedisServer | None = None
+    # As in Django's own RedisCache suite: Redis refuses INCRBY on a non-integer.
+    incr_decr_type_error = redis.exceptions.ResponseError
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        reason = _redis_unavailable()
+        if reason:
+            raise unittest.SkipTest(reason)
+        workdir = tempfile.mkdtemp(prefix="smartcache-conformance-redis-")
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+        assert _REDIS_BINARY is not None
+        cls._server = RedisServer(_REDIS_BINARY, _REDIS_PORT, Path(workdir))
+        cls._server.start()
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        super().tearDownClass()
+        if cls._server is not None:
+            cls._server.stop()
+
+    def test_l2_is_the_redis_server(self) -> None:
+        # Not vacuous: the values really are in the redis-server this class started.
+        caches["default"].set("where", "redis")
+        lowest = caches["default"].levels[-1]
+        self.assertEqual(type(lowest).__name__, "RedisCache")
+        self.assertEqual(lowest.get(caches["default"].make_key("where")), "redis")
+        # Nothing in the suite made the Redis level look down (a wrong incr() is the
+        # caller's error, raised as Django's RedisCache raises it).
+        self.assertEqual(caches["default"].stats()["levels"][1]["errors"], 0)
