@@ -1081,6 +1081,10 @@ class _LevelTagged(Tagged):
     __slots__ = ()
 
 
+def _raw(value: Any) -> Any:
+    return _from_level(value) if type(value) is _LevelTagged else value
+
+
 def _to_level(env: Tagged) -> _LevelTagged:
     stored = _LevelTagged.__new__(_LevelTagged)
     stored.__setstate__(env.__getstate__())
@@ -1113,6 +1117,17 @@ class MultiLevelCache(SingleFlightGetOrSetMixin, TaggingMixin, _MultiLevelBase):
         return _from_level(value) if type(value) is _LevelTagged else value
 
     def _raw_get_many(self, keys: Any, version: int | None = None) -> dict[str, Any]:
+        # Tag versions on a tagged hit: usually all in L1, read like a get() hit.
+        keys = list(keys)
+        if len(keys) <= 4:
+            co = self._co
+            if co.deadline <= _monotonic():
+                co.refresh(self._levels[-1])
+            payloads = [self._l1_payload(self._key(k, version)) for k in keys]
+            if None not in payloads:
+                self._l1_hits += len(keys)
+                loads = self._loads
+                return {k: _raw(loads(p)) for k, p in zip(keys, payloads, strict=True)}
         found = _MultiLevelBase.get_many(self, keys, version)
         for key, value in found.items():
             if type(value) is _LevelTagged:
