@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import opt, workloads
-from benchmarks.hitratio import replay
+from benchmarks.hitratio import replay, replay_theine
 from django_smartcache.core import DEFAULT_POLICY
 
 
@@ -56,3 +56,23 @@ def test_byte_budget_policies_respect_weights() -> None:
         )
         assert 0 < byte_hits < requested
         assert 0 < hits < len(keys)
+
+
+# The target of the default policy: within half a point of the best of LRU, S3-FIFO and
+# theine's W-TinyLFU at an equal entry budget, on the workloads where they disagree most.
+ANCHOR_STREAMS = {
+    "loop": (lambda: workloads.loop(150_000, 250), 200),
+    "zipf-0.99": (lambda: workloads.zipf(150_000, 20_000, 0.99), 200),
+    "zipf-0.8": (lambda: workloads.zipf(150_000, 20_000, 0.8), 2_000),
+    "zipf+scan": (lambda: workloads.zipf_scan(150_000, 10_000, 0.9, every=7_500), 500),
+}
+
+
+@pytest.mark.parametrize("stream", sorted(ANCHOR_STREAMS))
+def test_default_reaches_the_best_anchor(stream: str) -> None:
+    make, capacity = ANCHOR_STREAMS[stream]
+    keys = make()
+    anchors = {p: ratio(p, keys, capacity) for p in ("lru", "s3fifo")}
+    anchors["theine"] = 100.0 * replay_theine(keys, capacity) / len(keys)
+    ours = ratio(DEFAULT_POLICY, keys, capacity)
+    assert ours >= max(anchors.values()) - 0.5, (ours, anchors)
