@@ -96,15 +96,18 @@ TOUCH = (
 )
 #: One statement, atomic across processes; refuses (no row) when the sum would leave the
 #: 64-bit range, where SQLite would silently turn it into a float.
+#: Named parameters (a dict): numbered ones (``?1``) with a sequence warn on Python 3.12
+#: and 3.13 and fail from 3.14.
 INCR = (
-    "UPDATE smartcache_entry SET value = value + ?1 WHERE key = ?2"
-    " AND (expires IS NULL OR expires > ?3) AND typeof(value) = 'integer'"
-    " AND (?1 <= 0 OR value <= 9223372036854775807 - ?1)"
-    " AND (?1 >= 0 OR value >= -9223372036854775808 - ?1)"
+    "UPDATE smartcache_entry SET value = value + :delta WHERE key = :key"
+    " AND (expires IS NULL OR expires > :now) AND typeof(value) = 'integer'"
+    " AND (:delta <= 0 OR value <= 9223372036854775807 - :delta)"
+    " AND (:delta >= 0 OR value >= -9223372036854775808 - :delta)"
     " RETURNING value"
 )
+#: Parameters ``(time, key, time)``.
 REFRESH_ACCESS = (
-    "UPDATE smartcache_entry SET accessed = ?1 WHERE key = ?2 AND accessed < ?1"
+    "UPDATE smartcache_entry SET accessed = ? WHERE key = ? AND accessed < ?"
 )
 TOTALS = "SELECT size, count FROM smartcache_meta WHERE id = 0"
 EXPIRED_VICTIMS = (
@@ -126,17 +129,18 @@ PURGE_EXPIRED_SOME = (
 )
 
 # -- pattern deletion ------------------------------------------------------------------
-#: Rows whose key lies in ``[?1, ?2)`` (the pattern's literal prefix: a range on the
-#: primary key) and whose caller's part (from character ?3 on) matches ?4. ``{op}``
-#: is ``GLOB`` or ``REGEXP`` (the latter registered on every connection).
+#: Rows whose key lies in ``[:low, :high)`` (the pattern's literal prefix: a range on
+#: the primary key) and whose caller's part (from character ``:start`` on) matches
+#: ``:pattern``. ``{op}`` is ``GLOB`` or ``REGEXP`` (the latter registered on every
+#: connection). Parameters are a dict.
 DELETE_PATTERN = (
-    "DELETE FROM smartcache_entry WHERE key >= ?1 AND key < ?2"
-    " AND substr(key, ?3) {op} ?4 RETURNING expires"
+    "DELETE FROM smartcache_entry WHERE key >= :low AND key < :high"
+    " AND substr(key, :start) {op} :pattern RETURNING expires"
 )
 #: The same without an upper bound (a prefix of U+10FFFF characters has none).
 DELETE_PATTERN_OPEN = (
-    "DELETE FROM smartcache_entry WHERE key >= ?1"
-    " AND substr(key, ?3) {op} ?4 RETURNING expires"
+    "DELETE FROM smartcache_entry WHERE key >= :low"
+    " AND substr(key, :start) {op} :pattern RETURNING expires"
 )
 
 LOG_HEAD = "SELECT max(seq) FROM smartcache_change"

@@ -303,7 +303,9 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
     def _flush_access(self, conn: sqlite3.Connection) -> None:
         pending = self._state.pending
         if pending:
-            conn.executemany(sql.REFRESH_ACCESS, [(t, k) for k, t in pending.items()])
+            conn.executemany(
+                sql.REFRESH_ACCESS, [(t, k, t) for k, t in pending.items()]
+            )
             pending.clear()
 
     # -- writes ----------------------------------------------------------------------
@@ -509,14 +511,19 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
         statement = (
             sql.DELETE_PATTERN if end is not None else sql.DELETE_PATTERN_OPEN
         ).format(op=op)
-        params = (match.literal_prefix, end, len(match.head) + 1, operand)
+        params = {
+            "low": match.literal_prefix,
+            "high": end,
+            "start": len(match.head) + 1,
+            "pattern": operand,
+        }
         return self._write(self._delete_pattern_txn, statement, params, self._clock())
 
     def _delete_pattern_txn(
         self,
         conn: sqlite3.Connection,
         statement: str,
-        params: tuple[Any, ...],
+        params: dict[str, Any],
         now: float,
     ) -> int:
         conn.execute("BEGIN IMMEDIATE")
@@ -535,7 +542,7 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
             try:
                 rows = (
                     self._connection()
-                    .execute(sql.INCR, (delta, db_key, now))
+                    .execute(sql.INCR, {"delta": delta, "key": db_key, "now": now})
                     .fetchall()
                 )
             except sqlite3.DatabaseError as exc:

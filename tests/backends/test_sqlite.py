@@ -725,7 +725,47 @@ def test_delete_pattern_reads_only_the_literal_prefix_range(make_cache, location
             row[-1]
             for row in conn.execute(
                 "EXPLAIN QUERY PLAN " + sql.DELETE_PATTERN.format(op=op),
-                (head, prefix_end(head), len(":1:") + 1, "*"),
+                {
+                    "low": head,
+                    "high": prefix_end(head),
+                    "start": len(":1:") + 1,
+                    "pattern": "*",
+                },
             )
         )
         assert "SEARCH smartcache_entry USING PRIMARY KEY (key>? AND key<?)" in found
+
+
+def test_no_numbered_placeholders_bound_to_sequences():
+    """``?1`` with a sequence warns on Python 3.12/3.13 and fails from 3.14: none left.
+
+    Checked on the statements themselves (3.11 does not warn), and every statement is
+    run with ``DeprecationWarning`` as an error on whichever Python runs the tests.
+    """
+    import re
+    from pathlib import Path
+
+    numbered = re.compile(r"\?\d")
+    statements = {
+        name: value
+        for name, value in vars(sql).items()
+        if name.isupper() and isinstance(value, str)
+    }
+    assert "INCR" in statements and "DELETE_PATTERN" in statements
+    offenders = [name for name, text in statements.items() if numbered.search(text)]
+    assert offenders == []
+    source = Path(sql.__file__).with_name("sqlite.py").read_text()
+    assert not numbered.search(source)
+
+
+@pytest.mark.filterwarnings("error::DeprecationWarning")
+def test_incr_access_refresh_and_patterns_run_with_deprecations_as_errors(make_cache):
+    cache = make_cache(ACCESS_INTERVAL=0)
+    cache.set("n", 1)
+    assert cache.incr("n", 5) == 6
+    assert cache.get("n") == 6  # notes an access ...
+    cache.close()  # ... written here with REFRESH_ACCESS
+    cache.set_many({"user:1:a": 1, "user:1:b": 2, "user:2:a": 3})
+    assert cache.delete_pattern("user:1:*") == 2
+    assert cache.delete_pattern(r"^user:\d:a$", regex=True) == 1
+    assert cache.get_many(["user:1:a", "user:1:b", "user:2:a"]) == {}
