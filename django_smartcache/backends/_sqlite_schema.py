@@ -74,6 +74,11 @@ GET_MANY_LIVE = (
     "SELECT key, value, accessed < ? FROM smartcache_entry"
     " WHERE key IN {} AND (expires IS NULL OR expires > ?)"
 )
+#: A live entry's expiry (NULL: never), for ``ttl``/``ttl_many``.
+TTL_MANY = (
+    "SELECT key, expires FROM smartcache_entry"
+    " WHERE key IN {} AND (expires IS NULL OR expires > ?)"
+)
 HAS_KEY = (
     "SELECT 1 FROM smartcache_entry WHERE key = ? AND (expires IS NULL OR expires > ?)"
 )

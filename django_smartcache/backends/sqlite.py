@@ -280,6 +280,37 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
             self._on_error(exc)
             return False
 
+    def ttl(self, key: Any, version: int | None = None) -> float | None:
+        """Seconds ``key`` has left; ``None`` if it never expires; ``0.0`` if it is absent.
+
+        As django-redis answers: "absent" and "expired" are the same (a 0 TTL), so a
+        caller copying the entry elsewhere (``MultiLevelCache`` promoting a hit into L1)
+        skips it either way. Reading a TTL is not an access (LRU order is unchanged).
+        """
+        return self.ttl_many([key], version).get(key, 0.0)
+
+    def ttl_many(
+        self, keys: Iterable[Any], version: int | None = None
+    ) -> dict[Any, float | None]:
+        """:meth:`ttl` of many keys in one query per 500: live keys only (absent: 0)."""
+        originals = self._keys(keys, version)
+        found: dict[Any, float | None] = {}
+        if not originals:
+            return found
+        now = self._clock()
+        try:
+            conn = self._connection()
+            for chunk in _chunks(list(originals)):
+                rows = conn.execute(
+                    sql.TTL_MANY.format(sql.in_clause(len(chunk))), (*chunk, now)
+                ).fetchall()
+                for key, expires in rows:
+                    found[originals[key]] = None if expires is None else expires - now
+        except sqlite3.DatabaseError as exc:
+            self._on_error(exc)
+            return {}
+        return found
+
     def _note_access(self, key: str, now: float) -> None:
         pending = self._state.pending
         pending[key] = now

@@ -769,3 +769,49 @@ def test_incr_access_refresh_and_patterns_run_with_deprecations_as_errors(make_c
     assert cache.delete_pattern("user:1:*") == 2
     assert cache.delete_pattern(r"^user:\d:a$", regex=True) == 1
     assert cache.get_many(["user:1:a", "user:1:b", "user:2:a"]) == {}
+
+
+def test_ttl_is_the_remaining_lifetime_none_for_never_and_zero_when_absent(make_cache):
+    clock = Clock()
+    cache = make_cache(clock)
+    cache.set("short", 1, timeout=10)
+    cache.set("forever", "x", timeout=None)
+    cache.set("other-version", 2, timeout=50, version=2)
+    clock.now += 2.5
+    assert cache.ttl("short") == pytest.approx(7.5)
+    assert cache.ttl("forever") is None
+    assert cache.ttl("absent") == 0.0
+    assert cache.ttl("other-version") == 0.0  # version 1: another key
+    assert cache.ttl("other-version", version=2) == pytest.approx(47.5)
+    cache.touch("short", 100)
+    assert cache.ttl("short") == pytest.approx(100)
+    clock.now += 100
+    assert cache.ttl("short") == 0.0  # expired is absent
+
+
+def test_ttl_many_answers_live_keys_only_in_one_call(make_cache):
+    clock = Clock()
+    cache = make_cache(clock)
+    cache.set_many({f"k{i}": i for i in range(600)}, timeout=30)  # two IN chunks
+    cache.set("n", "never", timeout=None)
+    cache.set("gone", 1, timeout=1)
+    clock.now += 5
+    found = cache.ttl_many([*(f"k{i}" for i in range(600)), "n", "gone", "absent"])
+    assert set(found) == {*(f"k{i}" for i in range(600)), "n"}
+    assert found["n"] is None
+    assert all(found[f"k{i}"] == pytest.approx(25) for i in range(600))
+    assert cache.ttl_many([]) == {}
+
+
+def test_ttl_is_not_an_access(make_cache, location):
+    clock = Clock()
+    cache = make_cache(clock, ACCESS_INTERVAL=0)
+    cache.set("k", 1)
+    clock.now += 60
+    cache.ttl("k")
+    cache.ttl_many(["k"])
+    cache.close()
+    (accessed,) = (
+        raw(location).execute("SELECT accessed FROM smartcache_entry").fetchone()
+    )
+    assert accessed == 1_000_000.0
