@@ -4,6 +4,9 @@ The store never looks inside a payload: callers serialize (the Django backend pi
 which gives both isolation from later mutation and an exact size for the budget. Every
 operation is O(1) amortized: a dict lookup, O(1) policy bookkeeping, and an expiry sweep
 that runs only when a bucket of expiry times is due and takes a bounded batch.
+
+An optional ``on_evict`` listener hears of every entry that leaves without a caller
+deleting or overwriting it, with its cause; see :class:`MemoryStore`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ PURGE_BATCH = 8
 
 _UNLIMITED = sys.maxsize
 
+#: The causes an eviction is reported with; ``stats()`` counts each as ``evictions_<cause>``.
+EVICTION_CAUSES = ("capacity", "expired", "invalidated")
+
+#: Receives a batch of ``(key, cause)`` evictions, called with the store's lock released.
+EvictionListener = Callable[[list[tuple[Hashable, str]]], None]
+
 
 def _capacity(max_bytes: int | None, max_entries: int | None) -> int:
     """The policy's capacity: bytes under a byte budget, else entries (weight 1 each)."""
@@ -57,6 +66,15 @@ class MemoryStore:
     :data:`~django_smartcache.core.sizing.ENTRY_OVERHEAD`); ``max_entries`` bounds the
     count. At least one is required. ``max_item_size`` refuses larger entries outright.
     ``clock`` returns seconds (monotonic by default) and is injectable for tests.
+
+    ``on_evict`` (also settable later as the attribute of that name) is called with
+    the list of ``(key, cause)`` of the entries evicted by an operation, ``cause``
+    one of :data:`EVICTION_CAUSES`, exactly what the ``evictions_*`` counters count.
+    It is called after the lock is released, so it may use the store; normally by
+    the thread whose operation evicted, but a thread finishing at the same moment
+    may deliver another's batch. An exception it raises reaches that caller, and
+    that batch is lost. Without a listener, nothing is recorded: every operation
+    pays one attribute truthiness check.
     """
 
     def __init__(
@@ -68,6 +86,7 @@ class MemoryStore:
         policy: str = DEFAULT_POLICY,
         clock: Callable[[], float] = time.monotonic,
         sweep_batch: int = SWEEP_BATCH,
+        on_evict: EvictionListener | None = None,
     ) -> None:
         if max_bytes is None and max_entries is None:
             raise ValueError("a store needs max_bytes, max_entries, or both")
@@ -99,6 +118,10 @@ class MemoryStore:
         #: Held for every operation; callers may hold it to compose operations atomically.
         self.lock = threading.Lock()
         self.counters = Stats()
+        #: See the class docstring; None: evictions are only counted.
+        self.on_evict = on_evict
+        # Evictions not yet delivered to on_evict; appended to with the lock held.
+        self._evicted: list[tuple[Hashable, str]] = []
 
     def _set_limits(self) -> None:
         self._byte_limit = self.max_bytes if self.max_bytes is not None else _UNLIMITED
@@ -114,22 +137,25 @@ class MemoryStore:
 
     def get(self, key: Hashable) -> bytes | None:
         """The payload of a live ``key``, or None; counts a hit or a miss."""
-        with self.lock:
-            now = self._clock()
-            if now >= self._expiry.next_due:
-                self._sweep(now)
-            entry = self._data.get(key)
-            if entry is None or entry[1] <= now:
-                if entry is not None:
-                    self._remove(key, entry)
-                    self.counters.evictions_expired += 1
-                self.counters.misses += 1
-                self._policy.record_miss(key)
-                return None
-            entry[3] += 1
-            self.counters.hits += 1
-            self._policy.record_hit(key)
-            return entry[0]  # type: ignore[no-any-return]
+        try:
+            with self.lock:
+                now = self._clock()
+                if now >= self._expiry.next_due:
+                    self._sweep(now)
+                entry = self._data.get(key)
+                if entry is None or entry[1] <= now:
+                    if entry is not None:
+                        self._expire(key, entry)
+                    self.counters.misses += 1
+                    self._policy.record_miss(key)
+                    return None
+                entry[3] += 1
+                self.counters.hits += 1
+                self._policy.record_hit(key)
+                return entry[0]  # type: ignore[no-any-return]
+        finally:
+            if self._evicted:
+                self._deliver()
 
     def get_many(self, keys: Iterable[Hashable]) -> dict[Hashable, bytes]:
         """Payloads of the live ``keys``, in one critical section."""
@@ -144,8 +170,7 @@ class MemoryStore:
                 entry = data.get(key)
                 if entry is None or entry[1] <= now:
                     if entry is not None:
-                        self._remove(key, entry)
-                        self.counters.evictions_expired += 1
+                        self._expire(key, entry)
                     self.counters.misses += 1
                     self._policy.record_miss(key)
                 else:
@@ -154,20 +179,25 @@ class MemoryStore:
                     record_hit(key)
                     found[key] = entry[0]  # payload
             self.counters.hits += hits
+        if self._evicted:
+            self._deliver()
         return found
 
     def has(self, key: Hashable) -> bool:
         """Whether ``key`` is live; not counted as a read and not an access for the policy."""
-        with self.lock:
-            now = self._clock()
-            entry = self._data.get(key)
-            if entry is None:
-                return False
-            if entry[1] <= now:
-                self._remove(key, entry)
-                self.counters.evictions_expired += 1
-                return False
-            return True
+        try:
+            with self.lock:
+                now = self._clock()
+                entry = self._data.get(key)
+                if entry is None:
+                    return False
+                if entry[1] <= now:
+                    self._expire(key, entry)
+                    return False
+                return True
+        finally:
+            if self._evicted:
+                self._deliver()
 
     def peek(self, key: Hashable) -> tuple[bytes, bool] | None:
         """A live ``key``'s payload and whether it is tagged; neither a read nor an access."""
@@ -194,15 +224,19 @@ class MemoryStore:
         Returns False when the entry is refused as too large (and any older value of
         ``key`` is dropped, since it is stale).
         """
-        with self.lock:
-            now = self._clock()
-            if now >= self._expiry.next_due:
-                self._sweep(now)
-            if self._purge:
-                self._drain(PURGE_BATCH)
-            return self._store(
-                key, payload, INF if ttl is None else now + ttl, now, tags
-            )
+        try:
+            with self.lock:
+                now = self._clock()
+                if now >= self._expiry.next_due:
+                    self._sweep(now)
+                if self._purge:
+                    self._drain(PURGE_BATCH)
+                return self._store(
+                    key, payload, INF if ttl is None else now + ttl, now, tags
+                )
+        finally:
+            if self._evicted:
+                self._deliver()
 
     def set_many(
         self,
@@ -222,6 +256,8 @@ class MemoryStore:
             for key, payload in items:
                 if not self._store(key, payload, expires, now, tags):
                     refused.append(key)
+        if self._evicted:
+            self._deliver()
         return refused
 
     def add(
@@ -232,42 +268,48 @@ class MemoryStore:
         tags: tuple[str, ...] | None = None,
     ) -> bool:
         """Store ``payload`` only if ``key`` is not live; atomic. False if present or refused."""
-        with self.lock:
-            now = self._clock()
-            if now >= self._expiry.next_due:
-                self._sweep(now)
-            if self._purge:
-                self._drain(PURGE_BATCH)
-            entry = self._data.get(key)
-            if entry is not None and entry[1] > now:
-                return False
-            return self._store(
-                key, payload, INF if ttl is None else now + ttl, now, tags
-            )
+        try:
+            with self.lock:
+                now = self._clock()
+                if now >= self._expiry.next_due:
+                    self._sweep(now)
+                if self._purge:
+                    self._drain(PURGE_BATCH)
+                entry = self._data.get(key)
+                if entry is not None and entry[1] > now:
+                    return False
+                return self._store(
+                    key, payload, INF if ttl is None else now + ttl, now, tags
+                )
+        finally:
+            if self._evicted:
+                self._deliver()
 
     def touch(self, key: Hashable, ttl: float | None = None) -> bool:
         """Give a live ``key`` a new ``ttl``; False if it is absent or expired."""
-        with self.lock:
-            now = self._clock()
-            entry = self._data.get(key)
-            if entry is None:
-                return False
-            if entry[1] <= now:
-                self._remove(key, entry)
-                self.counters.evictions_expired += 1
-                return False
-            old = entry[1]
-            if old != INF:
-                self._expiry.discard(key, old)
-            expires = INF if ttl is None else now + ttl
-            if expires <= now:
-                self._remove(key, entry)
-                self.counters.evictions_expired += 1
+        try:
+            with self.lock:
+                now = self._clock()
+                entry = self._data.get(key)
+                if entry is None:
+                    return False
+                if entry[1] <= now:
+                    self._expire(key, entry)
+                    return False
+                old = entry[1]
+                if old != INF:
+                    self._expiry.discard(key, old)
+                expires = INF if ttl is None else now + ttl
+                if expires <= now:
+                    self._expire(key, entry)
+                    return True
+                entry[1] = expires
+                if expires != INF:
+                    self._expiry.add(key, expires)
                 return True
-            entry[1] = expires
-            if expires != INF:
-                self._expiry.add(key, expires)
-            return True
+        finally:
+            if self._evicted:
+                self._deliver()
 
     def transform(self, key: Hashable, fn: Callable[[bytes], bytes]) -> bytes:
         """Replace a live ``key``'s payload by ``fn(payload)`` atomically, keeping its expiry.
@@ -275,33 +317,40 @@ class MemoryStore:
         Raises ``KeyError`` if ``key`` is not live. ``fn`` runs with the lock held; if it
         raises, the store is unchanged. Used for ``incr``/``decr``.
         """
-        with self.lock:
-            now = self._clock()
-            entry = self._data.get(key)
-            if entry is None or entry[1] <= now:
-                if entry is not None:
-                    self._remove(key, entry)
-                    self.counters.evictions_expired += 1
-                raise KeyError(key)
-            payload = fn(entry[0])
-            if not self._store(key, payload, entry[1], now, entry[4]):
-                raise ValueError(
-                    f"the new value of {key!r} is larger than the store allows"
-                )
-            return payload
+        try:
+            with self.lock:
+                now = self._clock()
+                entry = self._data.get(key)
+                if entry is None or entry[1] <= now:
+                    if entry is not None:
+                        self._expire(key, entry)
+                    raise KeyError(key)
+                payload = fn(entry[0])
+                if not self._store(key, payload, entry[1], now, entry[4]):
+                    raise ValueError(
+                        f"the new value of {key!r} is larger than the store allows"
+                    )
+                return payload
+        finally:
+            if self._evicted:
+                self._deliver()
 
     def delete(self, key: Hashable) -> bool:
         """Remove ``key``; True if it was live."""
-        with self.lock:
-            entry = self._data.get(key)
-            if entry is None:
-                return False
-            self._remove(key, entry)
-            if entry[1] <= self._clock():
-                self.counters.evictions_expired += 1
-                return False
-            self.counters.deletes += 1
-            return True
+        try:
+            with self.lock:
+                entry = self._data.get(key)
+                if entry is None:
+                    return False
+                if entry[1] <= self._clock():
+                    self._expire(key, entry)
+                    return False
+                self._remove(key, entry)
+                self.counters.deletes += 1
+                return True
+        finally:
+            if self._evicted:
+                self._deliver()
 
     def delete_many(self, keys: Iterable[Hashable]) -> int:
         """Remove every key; return how many were live."""
@@ -312,12 +361,14 @@ class MemoryStore:
                 entry = self._data.get(key)
                 if entry is None:
                     continue
-                self._remove(key, entry)
                 if entry[1] <= now:
-                    self.counters.evictions_expired += 1
+                    self._expire(key, entry)
                 else:
+                    self._remove(key, entry)
                     self.counters.deletes += 1
                     removed += 1
+        if self._evicted:
+            self._deliver()
         return removed
 
     def clear(self) -> None:
@@ -352,8 +403,12 @@ class MemoryStore:
 
     def purge_invalidated(self, limit: int = _UNLIMITED) -> int:
         """Remove up to ``limit`` queued entries of invalidated tags now; return how many."""
-        with self.lock:
-            return self._drain(limit)
+        try:
+            with self.lock:
+                return self._drain(limit)
+        finally:
+            if self._evicted:
+                self._deliver()
 
     def delete_matching(self, prefix: str, predicate: Callable[[str], bool]) -> int:
         """Delete every live str key starting with ``prefix`` for which ``predicate`` holds.
@@ -382,9 +437,10 @@ class MemoryStore:
             for key in candidates:
                 entry = self._data.get(key)
                 if entry is not None and entry[1] <= now:
-                    self._remove(key, entry)
-                    self.counters.evictions_expired += 1
+                    self._expire(key, entry)
                     removed += 1
+        if self._evicted:
+            self._deliver()
         return removed
 
     def resize(
@@ -393,11 +449,15 @@ class MemoryStore:
         """Change the budgets (same kind as at creation), evicting if now over."""
         if (max_bytes is None) != (self.max_bytes is None):
             raise ValueError("resize() cannot switch between byte and entry budgets")
-        with self.lock:
-            self.max_bytes, self.max_entries = max_bytes, max_entries
-            self._set_limits()
-            self._policy.resize(_capacity(max_bytes, max_entries))
-            self._evict()
+        try:
+            with self.lock:
+                self.max_bytes, self.max_entries = max_bytes, max_entries
+                self._set_limits()
+                self._policy.resize(_capacity(max_bytes, max_entries))
+                self._evict()
+        finally:
+            if self._evicted:
+                self._deliver()
 
     # -- statistics ----------------------------------------------------------------------
 
@@ -446,8 +506,7 @@ class MemoryStore:
         if size > self._item_limit:
             self.counters.refused += 1
             if old is not None:
-                self._remove(key, old)
-                self.counters.evictions_invalidated += 1
+                self._invalidate(key, old)
             logger.warning(
                 "django_smartcache: not caching %r: its entry is %d bytes, over the "
                 "limit of %d bytes (MAX_ITEM_SIZE or MAX_MEMORY)",
@@ -461,7 +520,7 @@ class MemoryStore:
             # Django semantics for a zero/negative timeout: written, and expired at once.
             if old is not None:
                 self._remove(key, old)
-            self.counters.evictions_expired += 1
+            self._expired(key)
             return True
         weight = size if self._weigh_bytes else 1
         if old is not None:
@@ -507,6 +566,33 @@ class MemoryStore:
             if entry[4] is not None:
                 self._tag_index.discard(victim)
             counters.evictions_capacity += 1
+            if self.on_evict is not None:
+                self._evicted.append((victim, "capacity"))
+
+    # One helper per cause: the counter and the listener's record never part ways.
+
+    def _expire(self, key: Hashable, entry: list[Any]) -> None:
+        self._remove(key, entry)
+        self._expired(key)
+
+    def _expired(self, key: Hashable) -> None:
+        self.counters.evictions_expired += 1
+        if self.on_evict is not None:
+            self._evicted.append((key, "expired"))
+
+    def _invalidate(self, key: Hashable, entry: list[Any]) -> None:
+        self._remove(key, entry)
+        self.counters.evictions_invalidated += 1
+        if self.on_evict is not None:
+            self._evicted.append((key, "invalidated"))
+
+    def _deliver(self) -> None:
+        """Hand the pending evictions to ``on_evict``; called with the lock released."""
+        with self.lock:
+            batch, self._evicted = self._evicted, []
+        listener = self.on_evict
+        if batch and listener is not None:
+            listener(batch)
 
     def _remove(self, key: Hashable, entry: list[Any]) -> None:
         del self._data[key]
@@ -522,8 +608,7 @@ class MemoryStore:
         for key in self._expiry.pop_due(now, self._sweep_batch):
             entry = data.get(key)
             if entry is not None and entry[1] <= now:
-                self._remove(key, entry)
-                self.counters.evictions_expired += 1
+                self._expire(key, entry)
 
     def _drain(self, limit: int) -> int:
         """Remove up to ``limit`` queued keys that still hold an invalidated write."""
@@ -535,8 +620,7 @@ class MemoryStore:
                 key = keys.pop()
                 taken += 1
                 if index.tagged_before(key, stamp):
-                    self._remove(key, data[key])
-                    self.counters.evictions_invalidated += 1
+                    self._invalidate(key, data[key])
                     removed += 1
             if not keys:
                 purge.popleft()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
 from django_smartcache.core.sizing import ENTRY_OVERHEAD, entry_weight, parse_size
-from django_smartcache.core.store import MemoryStore
+from django_smartcache.core.store import PURGE_BATCH, MemoryStore
 
 
 class Clock:
@@ -318,3 +319,171 @@ def test_get_many_skips_expired_entries_still_in_this_seconds_bucket():
     )
     assert store.get_many(["a", "b"]) == {"b": b"2"}
     assert store.stats()["evictions_expired"] == 1
+
+
+# -- the on_evict listener ------------------------------------------------------------------
+
+
+class Recorder:
+    """An eviction listener that also proves it runs with the store's lock released."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.seen: list[tuple[str, str]] = []
+        self.locked_during_call: list[bool] = []
+
+    def __call__(self, batch):
+        self.locked_during_call.append(self.store.lock.locked())
+        self.seen.extend(batch)
+
+    def keys(self, cause: str) -> list[str]:
+        return [key for key, c in self.seen if c == cause]
+
+
+def listened(**kw):
+    store, clock = make(**kw)
+    recorder = Recorder(store)
+    store.on_evict = recorder
+    return store, clock, recorder
+
+
+def test_on_evict_reports_exactly_the_capacity_victims():
+    size = 100
+    store, _, rec = listened(max_bytes=5 * entry_weight(size))
+    written = [f"k{i}" for i in range(40)]
+    for i, key in enumerate(written):
+        store.set(key, payload(size))
+        if i % 3 == 0:
+            store.get(written[i // 2])
+    store.set_many([(f"m{i}", payload(size)) for i in range(7)])
+    written += [f"m{i}" for i in range(7)]
+    store.resize(max_bytes=2 * entry_weight(size))
+    gone = [key for key in written if not store.has(key)]
+    assert sorted(rec.keys("capacity")) == sorted(gone)
+    assert len(rec.seen) == store.stats()["evictions_capacity"] == len(gone) > 0
+    assert rec.locked_during_call and not any(rec.locked_during_call)
+
+
+def test_on_evict_reports_every_expiry_with_the_counter():
+    store, clock, rec = listened(max_bytes=1_000_000, sweep_batch=4)
+    for i in range(20):
+        store.set(f"s{i}", b"v", ttl=5)  # reclaimed by the sweeper on later calls
+    for key in ("get", "many", "has", "touch", "delete", "incr", "late"):
+        store.set(key, b"1", ttl=5)
+    store.set("zero", b"v", ttl=0)  # written and expired at once
+    store.set("live", b"v")
+    store.touch("live", ttl=-1)  # a touch into the past expires it
+    clock.now += 6
+    store.get("get")
+    store.get_many(["many"])
+    store.has("has")
+    store.touch("touch")
+    store.delete("delete")  # already expired: not a delete, an expiry
+    with pytest.raises(KeyError):
+        store.transform("incr", lambda p: p)
+    store.clear_expired()
+    expected = [f"s{i}" for i in range(20)]
+    expected += [
+        "get",
+        "many",
+        "has",
+        "touch",
+        "delete",
+        "incr",
+        "late",
+        "zero",
+        "live",
+    ]
+    assert sorted(rec.keys("expired")) == sorted(expected)
+    assert len(rec.seen) == store.stats()["evictions_expired"] == len(expected)
+    assert store.stats()["deletes"] == 0
+    assert not any(rec.locked_during_call)
+
+
+def test_on_evict_reports_invalidated_entries_when_purged():
+    store, _, rec = listened(max_bytes=1_000_000)
+    for i in range(30):
+        store.set(f"t{i}", b"v", tags=("t",))
+    store.set("u", b"v", tags=("u",))
+    store.invalidate_tags(["t"])
+    assert rec.seen == []  # queued, not yet removed
+    store.set("x", b"v")  # a write purges a batch of the queue
+    assert len(rec.seen) == PURGE_BATCH
+    store.purge_invalidated()
+    assert sorted(rec.keys("invalidated")) == sorted(f"t{i}" for i in range(30))
+    assert len(rec.seen) == store.stats()["evictions_invalidated"] == 30
+    assert store.get("u") == b"v"
+
+
+def test_oversized_overwrite_is_reported_as_invalidated():
+    store, _, rec = listened(max_bytes=10_000)
+    store.set("a", b"small")
+    assert store.set("a", payload(20_000)) is False
+    assert rec.seen == [("a", "invalidated")]
+
+
+def test_deletes_overwrites_and_clear_are_not_evictions():
+    store, _, rec = listened(max_bytes=1_000_000)
+    store.set("a", b"1")
+    store.set("a", b"2")
+    store.set_many([("b", b"1"), ("c", b"1")])
+    store.delete("a")
+    store.delete_many(["b"])
+    store.delete_matching("", lambda key: True)
+    store.set("d", b"1")
+    store.clear()
+    assert rec.seen == []
+
+
+def test_listener_may_use_the_store_and_is_called_after_the_lock():
+    size = 100
+    store, _ = make(max_bytes=3 * entry_weight(size))
+    reentered: list[str] = []
+
+    def listener(batch):
+        for key, _cause in batch:
+            store.get(key)  # a miss now; would deadlock if the lock were held
+            if not key.startswith("note-"):
+                store.set(f"note-{key}", b"n")  # may evict again: a nested delivery
+                reentered.append(key)
+
+    store.on_evict = listener
+    done = threading.Event()
+
+    def writer():
+        for i in range(10):
+            store.set(f"k{i}", payload(size))
+        done.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    assert done.wait(10), "the listener deadlocked the store"
+    gone = [f"k{i}" for i in range(10) if not store.has(f"k{i}")]
+    assert len(gone) >= 7 and sorted(reentered) == sorted(gone)
+
+
+def test_without_a_listener_nothing_is_recorded_and_a_later_one_hears_later_evictions():
+    size = 100
+    store, _ = make(max_bytes=2 * entry_weight(size))
+    for key in "abc":
+        store.set(key, payload(size))
+    assert store._evicted == []  # counted, not recorded
+    seen: list[tuple[str, str]] = []
+    store.on_evict = seen.extend
+    store.set("d", payload(size))
+    assert seen == [("b", "capacity")]
+    assert store.stats()["evictions_capacity"] == 2
+
+
+def test_listener_errors_reach_the_caller_and_the_store_stays_consistent():
+    store, _ = make(max_bytes=2 * entry_weight(10))
+
+    def broken(batch):
+        raise RuntimeError("receiver failed")
+
+    store.on_evict = broken
+    store.set("a", payload(10))
+    store.set("b", payload(10))
+    with pytest.raises(RuntimeError, match="receiver failed"):
+        store.set("c", payload(10))
+    assert store.get("c") == payload(10) and store.get("a") is None
