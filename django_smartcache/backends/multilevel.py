@@ -1030,6 +1030,13 @@ def _redis_options(level: BaseCache) -> dict[str, Any]:
 
 def _remaining_ttls(level: BaseCache, keys: list[str]) -> dict[str, Any]:
     """Remaining TTL in seconds per key; ``_NO_EXPIRY`` for none; absent when unknown."""
+    ttl_many = getattr(level, "ttl_many", None)  # SQLiteCache: one query for all
+    if callable(ttl_many):
+        found = ttl_many(keys)
+        return {
+            key: _NO_EXPIRY if (value := found.get(key, 0.0)) is None else float(value)
+            for key in keys
+        }
     ttl = getattr(level, "ttl", None)
     if callable(ttl):
         out: dict[str, Any] = {}

@@ -629,3 +629,26 @@ def _wait(condition: Any, timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
+
+
+def test_promotion_from_sqlite_keeps_the_exact_remaining_ttl(tmp_path: Any) -> None:
+    from django_smartcache.backends.sqlite import SQLiteCache
+
+    if not hasattr(SQLiteCache, "ttl_many"):
+        pytest.skip("SQLiteCache.ttl_many is not in this tree yet")
+    cache = make(
+        [
+            {"BACKEND": SMART},
+            {"BACKEND": SQLITE, "LOCATION": str(tmp_path / "ttl.sqlite3")},
+        ],
+        L1_MAX_TTL=1000,
+    )
+    l1, _ = cache.levels
+    cache.set("k", "v", 50)
+    cache.set("forever", "f", None)
+    l1.clear()
+    assert cache.get_many(["k", "forever"]) == {"k": "v", "forever": "f"}
+    remaining = l1._store._data[cache.make_key("k")][1] - time.monotonic()
+    assert 45 < remaining <= 50  # not L1_MAX_TTL (1000 s)
+    forever = l1._store._data[cache.make_key("forever")][1] - time.monotonic()
+    assert 999 < forever <= 1000  # "never expires" below: capped by L1_MAX_TTL
