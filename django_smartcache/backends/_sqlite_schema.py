@@ -82,11 +82,13 @@ TTL_MANY = (
 HAS_KEY = (
     "SELECT 1 FROM smartcache_entry WHERE key = ? AND (expires IS NULL OR expires > ?)"
 )
-SET = (
-    "INSERT INTO smartcache_entry (key, value, expires, accessed, size)"
-    " VALUES (?, ?, ?, ?, ?)"
+_UPSERT = (
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires,"
     " accessed = excluded.accessed, size = excluded.size"
+)
+SET = (
+    "INSERT INTO smartcache_entry (key, value, expires, accessed, size)"
+    " VALUES (?, ?, ?, ?, ?)" + _UPSERT
 )
 #: Stores only when the key is absent or expired: ``rowcount`` says whether it stored.
 ADD = SET + " WHERE smartcache_entry.expires <= excluded.accessed"
@@ -156,6 +158,24 @@ LOG_PRUNE = "DELETE FROM smartcache_change WHERE seq <= ?"
 LOG_RAISE_FLOOR = (
     "UPDATE smartcache_meta SET log_floor = max(log_floor, ?) WHERE id = 0"
 )
+
+
+#: Rows per multi-row upsert (5 parameters each: within SQLite's historical 999).
+SET_ROWS_PER_STATEMENT = 100
+
+
+def set_rows(count: int) -> str:
+    """:data:`SET` for ``count`` rows in one statement (parameters flattened, row-major).
+
+    One statement instead of ``executemany``: measured a third cheaper for 100 rows
+    (the per-row reset/bind/step round trips of ``executemany`` are most of its cost).
+    A key given twice is inserted then updated: the later row wins, as sequential sets.
+    """
+    return (
+        "INSERT INTO smartcache_entry (key, value, expires, accessed, size) VALUES "
+        + ",".join(["(?,?,?,?,?)"] * count)
+        + _UPSERT
+    )
 
 
 def in_clause(count: int) -> str:

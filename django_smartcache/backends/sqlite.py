@@ -15,6 +15,7 @@ Design notes (details and measurements in ``docs/sqlite.md``):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -86,6 +87,11 @@ class _ThreadState(threading.local):
 
     def __init__(self) -> None:
         self.pending = {}
+
+
+@functools.lru_cache(maxsize=16)
+def _set_rows_statement(count: int) -> str:
+    return sql.set_rows(count)
 
 
 def _chunks(items: list[_T]) -> Iterator[list[_T]]:
@@ -413,8 +419,14 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
         try:
             if len(rows) == 1:
                 conn.execute(sql.SET, rows[0])
-            elif rows:
-                conn.executemany(sql.SET, rows)
+            else:
+                step = sql.SET_ROWS_PER_STATEMENT
+                for start in range(0, len(rows), step):
+                    part = rows[start : start + step]
+                    conn.execute(
+                        _set_rows_statement(len(part)),
+                        [field for row in part for field in row],
+                    )
             if dropped:
                 conn.executemany(sql.DELETE, [(k,) for k in dropped])
             if rows:

@@ -815,3 +815,21 @@ def test_ttl_is_not_an_access(make_cache, location):
         raw(location).execute("SELECT accessed FROM smartcache_entry").fetchone()
     )
     assert accessed == 1_000_000.0
+
+
+def test_set_many_beyond_one_statement_stores_accounts_and_logs_every_key(make_cache):
+    """set_many upserts 100 rows per statement: 250 keys take three, one partial."""
+    cache = make_cache()
+    cursor = cache.change_cursor()
+    data = {f"k{i}": "v" * i for i in range(250)}
+    cache.set_many(dict.fromkeys(list(data)[:120], 0))  # some are updates
+    assert cache.set_many(data) == []
+    assert cache.get_many(list(data)) == data
+    expected = sum(
+        len(f":1:{k}") + len(pickle.dumps(v, pickle.HIGHEST_PROTOCOL)) + ENTRY_OVERHEAD
+        for k, v in data.items()
+    )
+    assert cache.stats()["bytes"] == expected
+    assert cache.stats()["entries"] == 250
+    _, keys = cache.changes_since(cursor)
+    assert keys is not None and set(keys) == {f":1:{k}" for k in data}
