@@ -375,27 +375,34 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
         now = self._clock()
         expires = self._expiry(timeout, now)
         expired = expires is not None and expires <= now
-        # Made key -> its row, or None to delete it. Two keys may make one made key
-        # (a custom KEY_FUNCTION): the last one wins, as sequential sets would.
-        batch: dict[str, tuple[str, Any, float | None, float, int] | None] = {}
+        # ``_keys`` maps each made key once: two keys making one made key (a custom
+        # KEY_FUNCTION) keep the last, as sequential sets would.
+        rows: list[tuple[str, Any, float | None, float, int]] = []
+        dropped: list[str] = []
         failed: list[Any] = []
         max_size = self._max_size
+        pickle_dumps, protocol = pickle.dumps, self.pickle_protocol
         for key, original in self._keys(data, version).items():
-            stored = self._encode(key, data[original])
-            size = (
-                len(key) + (8 if type(stored) is int else len(stored)) + ENTRY_OVERHEAD
-            )
+            value = data[original]
+            # _encode inlined (a function call per key is a tenth of a 100-key batch).
+            if type(value) is int and _INT_MIN <= value <= _INT_MAX:
+                stored: Any = value
+                size = len(key) + 8 + ENTRY_OVERHEAD
+            else:
+                try:
+                    stored = pickle_dumps(value, protocol)
+                except Exception:  # noqa: BLE001 - dumps() raises the named error
+                    stored = dumps(key, value)
+                size = len(key) + len(stored) + ENTRY_OVERHEAD
             if size > max_size:
                 self._too_large(key, size)
                 failed.append(original)
-                batch[key] = None
+                dropped.append(key)
             elif expired:
-                batch[key] = None
+                dropped.append(key)
             else:
-                batch[key] = (key, stored, expires, now, size)
-        if batch:
-            rows = [row for row in batch.values() if row is not None]
-            dropped = [key for key, row in batch.items() if row is None]
+                rows.append((key, stored, expires, now, size))
+        if rows or dropped:
             self._write(self._set_txn, rows, dropped, now)
         return failed
 
