@@ -8,14 +8,26 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-#: Sent when a caller of a memoized function waited for another caller's computation
-#: of the same entry instead of computing it again (stampede protection at work).
+#: Sent when a caller waited for another caller's computation of the same entry
+#: instead of computing it again (stampede protection at work). Two senders:
 #:
-#: - ``sender``: the memoized function (the object ``@cached`` returned).
-#: - ``key``: the cache key of the entry.
-#: - ``scope``: ``"process"`` when it waited for another thread or coroutine of this
-#:   process, ``"shared"`` when it waited for the lock held by another process.
+#: - the ``@cached`` decorator (``django_smartcache.decorators``): ``sender`` is the
+#:   memoized function (the object ``@cached`` returned); ``scope`` is ``"process"``
+#:   when it waited for another thread or coroutine of this process, ``"shared"``
+#:   when it waited for the lock held by another process.
+#: - a backend's single-flight ``get_or_set``/``aget_or_set`` with a callable default
+#:   (SmartCache, and any backend built on ``backends.base.SingleFlightMixin``):
+#:   ``sender`` is the backend class, ``cache`` the instance the caller used, and
+#:   ``scope`` is always ``"process"``.
+#:
+#: Both send:
+#:
+#: - ``key``: the entry's key: the key the decorator passes to the cache; from a
+#:   backend, the made key (with ``KEY_PREFIX`` and version).
+#: - ``scope``: see above.
 #: - ``seconds``: how long it waited.
+#:
+#: Sent in the waiting thread (or task) after the wait, never with a lock held.
 stampede_wait = Signal()
 
 #: Sent after tags were invalidated in a cache (their versions bumped).
@@ -27,3 +39,24 @@ stampede_wait = Signal()
 #:   ``"sql UPDATE testapp_book"``, ``"invalidate_tags()"``).
 #: - ``on_commit``: ``True`` for the repeat sent when the outermost transaction commits.
 tags_invalidated = Signal()
+
+#: Sent for every entry that leaves a SmartCache without a caller deleting or
+#: overwriting it: exactly what ``stats()`` counts as ``evictions_<cause>``.
+#:
+#: - ``sender``: the backend class.
+#: - ``cache``: the instance that created the shared store. Every SmartCache with the
+#:   same ``LOCATION`` and budget options in a process shares one store (as
+#:   LocMemCache instances do), so one instance reports for all of them: the first
+#:   one built in the process (Django builds one per thread). Tell aliases apart by
+#:   the key's ``KEY_PREFIX``.
+#: - ``key``: the made key (``KEY_PREFIX:version:key``, or the ``KEY_FUNCTION``'s).
+#: - ``cause``: ``"capacity"`` (evicted for room under ``MAX_MEMORY``/``MAX_ENTRIES``),
+#:   ``"expired"`` (its timeout passed; reclaimed by a read, the sweeper,
+#:   ``clear_expired()``, or written with a timeout <= 0), ``"invalidated"`` (written
+#:   under a tag invalidated since, purged to free its bytes; or dropped because a
+#:   new value for the key was too large to store).
+#:
+#: Sent after the operation that evicted released the store's lock, so a receiver
+#: may use the cache; usually in the thread whose operation evicted. With no
+#: receiver connected nothing is sent and the cost is a check per eviction.
+entry_evicted = Signal()

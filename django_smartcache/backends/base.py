@@ -4,6 +4,8 @@
 does (same key, same ``CacheKeyWarning`` text) without Django's lazily compiled regex
 on the common path, which is about 40% of LocMemCache's ``get()``. The ``option_*``
 helpers read ``OPTIONS`` and raise ``ImproperlyConfigured`` naming the bad option.
+``SingleFlightMixin`` is the core's single-flight ``get_or_set`` with the Django half:
+a caller that waited sends ``signals.stampede_wait``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from django.core.cache.backends.base import (
 from django.core.exceptions import ImproperlyConfigured
 
 from ..core.patterns import KeyPattern
+from ..core.singleflight import SingleFlightGetOrSetMixin
 from ..core.sizing import parse_size
+from ..signals import stampede_wait
 
 __all__ = [
     "KeyPattern",
+    "SingleFlightMixin",
     "SmartCacheKeyMixin",
     "UnpicklableValueError",
     "check_options",
@@ -50,6 +55,20 @@ def dumps(key: Any, value: Any) -> bytes:
             f"cannot cache {key!r}: its value of type {type(value).__name__} cannot be "
             f"pickled ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+class SingleFlightMixin(SingleFlightGetOrSetMixin):
+    """Single-flight ``get_or_set``/``aget_or_set`` that reports waits as signals.
+
+    Put it first in the bases, like the core mixin it extends. A caller that waited
+    for another thread's (or coroutine's) computation sends
+    :data:`~django_smartcache.signals.stampede_wait` with ``scope="process"``.
+    """
+
+    def stampede_waited(self, key: str, seconds: float) -> None:
+        stampede_wait.send(
+            sender=type(self), cache=self, key=key, scope="process", seconds=seconds
+        )
 
 
 class SmartCacheKeyMixin:

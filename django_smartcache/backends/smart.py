@@ -10,6 +10,9 @@ still take the short path: ``_StoreCache`` (raw primitives; it indexes the tags 
 tagged envelopes in the store), ``_TaggedStoreCache`` (``TaggingMixin`` plus fast
 paths that only fall back to the mixin for tagged values, and inline async twins)
 and ``SmartCache`` (single-flight ``get_or_set`` in front of it all).
+
+The store reports evictions to a listener set when it is created, which sends
+``signals.entry_evicted`` only while that signal has receivers.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .. import conf
 from ..core.policy import DEFAULT_POLICY, POLICIES
-from ..core.singleflight import SingleFlightGetOrSetMixin
-from ..core.store import MemoryStore
+from ..core.store import EvictionListener, MemoryStore
 from ..core.tags import Tagged
+from ..signals import entry_evicted
 from ..tagging import TaggingMixin
 from .base import (
+    SingleFlightMixin,
     SmartCacheKeyMixin,
     check_options,
     dumps,
@@ -53,15 +57,36 @@ _stores_lock = threading.Lock()
 _loads = pickle.loads
 
 
-def _store_for(config: tuple[Any, ...]) -> MemoryStore:
+def _store_for(config: tuple[Any, ...], creator: BaseCache) -> MemoryStore:
     with _stores_lock:
         store = _stores.get(config)
         if store is None:
             _, max_bytes, max_entries, max_item_size, policy = config
             store = _stores[config] = MemoryStore(
-                max_bytes, max_entries, max_item_size=max_item_size, policy=policy
+                max_bytes,
+                max_entries,
+                max_item_size=max_item_size,
+                policy=policy,
+                on_evict=_eviction_sender(creator),
             )
         return store
+
+
+def _eviction_sender(cache: BaseCache) -> EvictionListener:
+    """The store's listener: ``entry_evicted`` per evicted key, only if anyone listens.
+
+    ``cache`` is the instance that created the store; it reports for every alias
+    sharing it (documented on the signal).
+    """
+    sender = type(cache)
+    send = entry_evicted.send
+
+    def on_evict(batch: list[tuple[Any, str]]) -> None:
+        if entry_evicted.receivers:
+            for key, cause in batch:
+                send(sender=sender, cache=cache, key=key, cause=cause)
+
+    return on_evict
 
 
 class _StoreCache(SmartCacheKeyMixin, BaseCache):
@@ -92,7 +117,7 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
                 "OPTIONS['MAX_ENTRIES'] sets an entry budget"
             )
         self._store = _store_for(
-            (location, max_bytes, max_entries, max_item_size, policy)
+            (location, max_bytes, max_entries, max_item_size, policy), self
         )
 
     # -- the primitives ------------------------------------------------------------------
@@ -405,11 +430,13 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         self.invalidate_tags(*tags, **kwargs)
 
 
-class SmartCache(SingleFlightGetOrSetMixin, _TaggedStoreCache):
+class SmartCache(SingleFlightMixin, _TaggedStoreCache):
     """``django_smartcache.backends.SmartCache``; options are documented in ``docs/backends.md``.
 
     ``set``/``add``/``set_many``/``get_or_set`` take ``tags=`` (and ``depends_on=``);
     ``invalidate_tags()`` frees the entries' bytes (``docs/tagging.md``);
-    ``get_or_set`` with a callable computes once per process for concurrent misses;
+    ``get_or_set`` with a callable computes once per process for concurrent misses
+    (a caller that waited sends ``signals.stampede_wait``); evictions send
+    ``signals.entry_evicted``;
     ``delete_pattern()`` deletes by glob or regex.
     """
