@@ -174,7 +174,8 @@ class SingleFlightGetOrSetMixin:
     def stampede_waited(self, key: str, seconds: float) -> None:
         """Called after a caller waited ``seconds`` for another one's computation.
 
-        A no-op here; a backend may send :data:`django_smartcache.signals.stampede_wait`.
+        A no-op here (the core has no Django); ``backends.base.SingleFlightMixin``
+        overrides it to send :data:`django_smartcache.signals.stampede_wait`.
         """
 
     def get_or_set(self, key: Any, default: Any, *args: Any, **kwargs: Any) -> Any:
