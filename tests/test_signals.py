@@ -269,3 +269,17 @@ def test_the_django_layer_mixin_makes_any_backend_send_stampede_wait():
     assert {(c["sender"], c["scope"]) for c in heard.calls} == {
         (SignalledLocMemCache, "process")
     }
+
+
+def test_multilevel_get_or_set_sends_stampede_wait(tmp_path):
+    from django_smartcache.backends import MultiLevelCache
+
+    cache = MultiLevelCache(str(tmp_path / "l2.sqlite3"), {"KEY_PREFIX": "ml"})
+    with Heard(stampede_wait) as heard:
+        runs, results = _cold_get_or_set_from_threads(cache, 6)
+    assert runs == [1]
+    assert results == ["computed"] * 6
+    assert len(heard.calls) == 5
+    for call in heard.calls:
+        assert call["sender"] is MultiLevelCache and call["cache"] is cache
+        assert (call["key"], call["scope"]) == ("ml:1:cold", "process")

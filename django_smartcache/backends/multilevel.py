@@ -27,12 +27,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .. import conf
-from ..core.singleflight import SingleFlightGetOrSetMixin
 from ..core.tags import Tagged
 from ..tagging import _MISSING as _TAG_MISSING, TaggingMixin
 from . import _coherence
 from ._level_patterns import delete_matching
-from .base import SmartCacheKeyMixin
+from .base import SingleFlightMixin, SmartCacheKeyMixin
 
 logger = logging.getLogger("django_smartcache.multilevel")
 
@@ -1104,7 +1103,7 @@ def _from_level(stored: _LevelTagged) -> Tagged:
     return env
 
 
-class MultiLevelCache(SingleFlightGetOrSetMixin, TaggingMixin, _MultiLevelBase):
+class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     """Levels fastest first; see the module docstring and ``docs/multilevel.md``.
 
     Tags (``TaggingMixin``): version keys are ordinary entries, read through L1 and kept
