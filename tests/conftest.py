@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.fixtures.redis_server"]
+pytest_plugins = ["tests.fixtures.redis_server", "tests.fixtures.tagged_caches"]
