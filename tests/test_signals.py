@@ -283,3 +283,17 @@ def test_multilevel_get_or_set_sends_stampede_wait(tmp_path):
     for call in heard.calls:
         assert call["sender"] is MultiLevelCache and call["cache"] is cache
         assert (call["key"], call["scope"]) == ("ml:1:cold", "process")
+
+
+def test_sqlite_get_or_set_sends_stampede_wait(tmp_path):
+    from django_smartcache.backends import SQLiteCache
+
+    cache = SQLiteCache(str(tmp_path / "c.sqlite3"), {"KEY_PREFIX": "sq"})
+    with Heard(stampede_wait) as heard:
+        runs, results = _cold_get_or_set_from_threads(cache, 6)
+    assert runs == [1]
+    assert results == ["computed"] * 6
+    assert len(heard.calls) == 5
+    for call in heard.calls:
+        assert call["sender"] is SQLiteCache and call["cache"] is cache
+        assert (call["key"], call["scope"]) == ("sq:1:cold", "process")

@@ -29,11 +29,10 @@ from typing import Any, TypeVar
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from ..core.patterns import glob_to_regex, prefix_end
-from ..core.singleflight import SingleFlightGetOrSetMixin
 from ..tagging import TaggingMixin
 from . import _sqlite_file as sqlite_file, _sqlite_schema as sql
 from ._sqlite_options import parse
-from .base import SmartCacheKeyMixin, dumps
+from .base import SingleFlightMixin, SmartCacheKeyMixin, dumps
 
 logger = logging.getLogger("django_smartcache.sqlite")
 
@@ -826,7 +825,7 @@ def _sqlite_glob(pattern: str) -> str | None:
     return "".join(out)
 
 
-class SQLiteCache(SingleFlightGetOrSetMixin, TaggingMixin, BaseSQLiteCache):
+class SQLiteCache(SingleFlightMixin, TaggingMixin, BaseSQLiteCache):
     """Django cache backend storing entries in the SQLite file named by ``LOCATION``.
 
     With tags (``set(..., tags=[...])``, ``invalidate_tags()``): the version keys are
