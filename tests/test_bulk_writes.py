@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.cache import caches
 from django.db import connection
-from django.test import override_settings
 
 from django_smartcache import sqlwatch
 from django_smartcache.signals import tags_invalidated
+from tests.fixtures.tagged_caches import on_every_tagged_backend
 from tests.testapp.models import Author, Book, Genre, Place, Restaurant
 from tests.testapp.reads import assert_fresh, cached
-
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "tagged": {
-        "BACKEND": "tests.testapp.backends.TaggedLocMemCache",
-        "LOCATION": "bulk",
-    },
-}
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def cache() -> Iterator[Any]:
-    with override_settings(CACHES=CACHES):
-        caches["tagged"].clear()
-        yield caches["tagged"]
+def cache(tagged_cache: Any) -> Any:
+    """The "tagged" alias (TaggedLocMemCache unless parametrized)."""
+    return tagged_cache
 
 
 @pytest.fixture
@@ -84,6 +73,7 @@ WRITES = {
 }
 
 
+@on_every_tagged_backend
 @pytest.mark.parametrize("write", sorted(WRITES))
 def test_no_stale_read_after_bulk_write(books: list[Book], write: str) -> None:
     reads = _reads(books)
@@ -93,6 +83,7 @@ def test_no_stale_read_after_bulk_write(books: list[Book], write: str) -> None:
     assert_fresh(*reads)
 
 
+@on_every_tagged_backend
 def test_pk_update_keeps_other_rows(books: list[Book], cache: Any) -> None:
     for b in books:
         cached("book_row", b.pk)
@@ -103,6 +94,7 @@ def test_pk_update_keeps_other_rows(books: list[Book], cache: Any) -> None:
     assert cache.get(f"book_row:{books[1].pk}") is None
 
 
+@on_every_tagged_backend
 def test_mti_update_of_parent_table_reaches_child_rows() -> None:
     r = Restaurant.objects.create(name="Luigi")
     cached("restaurant_row", r.pk)

@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.cache import caches
 from django.db.models.signals import post_save
 from django.test import override_settings
 
 from django_smartcache import invalidate_model, invalidation, model_tag, sqlwatch
 from django_smartcache.signals import tags_invalidated
+from tests.fixtures.tagged_caches import on_every_tagged_backend
 from tests.testapp.models import (
     AuditLog,
     Author,
@@ -25,23 +25,11 @@ from tests.testapp.models import (
 )
 from tests.testapp.reads import assert_fresh, cached
 
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "tagged": {
-        "BACKEND": "tests.testapp.backends.TaggedLocMemCache",
-        "LOCATION": "scenarios",
-    },
-}
-
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def tagged_cache() -> Iterator[Any]:
-    with override_settings(CACHES=CACHES):
-        caches["tagged"].clear()
-        yield caches["tagged"]
-        caches["tagged"].clear()
+# Every test has the "tagged" alias (TaggedLocMemCache unless parametrized).
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("tagged_cache"),
+]
 
 
 @pytest.fixture
@@ -145,6 +133,7 @@ def mode(request: pytest.FixtureRequest) -> Iterator[str]:
         invalidation.connect()
 
 
+@on_every_tagged_backend
 @pytest.mark.parametrize("write", sorted(WRITES))
 def test_no_stale_read_after_write(
     library: dict[str, Any], write: str, mode: str
@@ -152,6 +141,7 @@ def test_no_stale_read_after_write(
     _warm_then_check(library, lambda: WRITES[write](library))
 
 
+@on_every_tagged_backend
 def test_unrelated_rows_stay_cached(library: dict[str, Any], tagged_cache: Any) -> None:
     b2 = library["b2"].pk
     cached("book_row", b2)
@@ -165,6 +155,7 @@ def test_unrelated_rows_stay_cached(library: dict[str, Any], tagged_cache: Any) 
     }
 
 
+@on_every_tagged_backend
 def test_multi_table_inheritance_both_ways() -> None:
     r = Restaurant.objects.create(name="Luigi", serves_pizza=True)
     p = Place.objects.create(name="Park")
@@ -204,6 +195,7 @@ def test_signal_carries_the_reason() -> None:
     assert f"post_save testapp.author pk={a.pk} created" in seen
 
 
+@on_every_tagged_backend
 def test_invalidate_model_for_writes_outside_django(tagged_cache: Any) -> None:
     a = Author.objects.create(name="A")
     b = Book.objects.create(title="T", author=a)

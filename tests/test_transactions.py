@@ -9,20 +9,19 @@ from typing import Any
 import pytest
 from django.core.cache import caches
 from django.db import transaction
-from django.test import override_settings
 
 from django_smartcache import model_tag
 from django_smartcache.signals import tags_invalidated
 from django_smartcache.tagging import dirty_tags
+from tests.fixtures.tagged_caches import on_every_tagged_backend
 from tests.testapp.models import Author, Book
 from tests.testapp.reads import cached, fresh
 
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "tagged": {"BACKEND": "tests.testapp.backends.TaggedLocMemCache", "LOCATION": "tx"},
-}
-
-pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+# Every scenario runs on every backend that takes tags.
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "other"]),
+    on_every_tagged_backend,
+]
 
 
 class Rollback(Exception):
@@ -30,10 +29,9 @@ class Rollback(Exception):
 
 
 @pytest.fixture(autouse=True)
-def cache() -> Iterator[Any]:
-    with override_settings(CACHES=CACHES):
-        caches["tagged"].clear()
-        yield caches["tagged"]
+def cache(tagged_cache: Any) -> Any:
+    """The "tagged" alias (TaggedLocMemCache unless parametrized)."""
+    return tagged_cache
 
 
 @pytest.fixture
