@@ -112,28 +112,44 @@ def test_rolled_back_savepoint_leaves_nothing_stale(book: Book) -> None:
 
 
 def test_committed_savepoint_is_repeated_at_outer_commit(
-    book: Book, signals: list[Any]
+    book: Book, cache: Any, signals: list[Any]
 ) -> None:
-    with transaction.atomic(), transaction.atomic():
-        book.title = "new"
-        book.save()
-    assert any(on_commit for _, on_commit in signals)
+    row = model_tag(book)
+    key = f"book_row:{book.pk}"
+    cached("book_row", book.pk)
+    with transaction.atomic():
+        with transaction.atomic():
+            book.title = "new"
+            book.save()
+        # The savepoint is released, not committed: another thread still reads the
+        # old row and may cache it...
+        assert not any(on_commit for _, on_commit in signals)
+        _in_other_thread(lambda: cache.set(key, {"title": "old"}, tags=[row]))
+    # ...until the outer commit repeats the invalidation.
+    assert any(row in tags and on_commit for tags, on_commit in signals)
+    assert cache.get(key) is None
     assert cached("book_row", book.pk)["title"] == "new"
 
 
-def test_each_database_has_its_own_transaction(book: Book, signals: list[Any]) -> None:
+def test_each_database_has_its_own_transaction(
+    book: Book, cache: Any, signals: list[Any]
+) -> None:
     other = Book.objects.using("other").create(
         title="elsewhere", author=Author.objects.using("other").create(name="B")
     )
+    cached("book_row", book.pk)
     signals.clear()
     with transaction.atomic(using="other"):
         other.title = "elsewhere v2"
         other.save(using="other")
         assert model_tag(other) in dirty_tags()
-        # The default database has no open transaction: its writes are final.
+        # The default database has no open transaction: its writes are final,
+        # invalidated at once, and its fresh rows cached again.
         book.title = "new"
         book.save()
         assert not any(on_commit for _, on_commit in signals)
+        assert cached("book_row", book.pk)["title"] == "new"
+        assert cache.get(f"book_row:{book.pk}") == fresh("book_row", book.pk)
     commits = [tags for tags, on_commit in signals if on_commit]
     assert commits and all(model_tag(book) not in tags for tags in commits)
     assert dirty_tags() == set()
