@@ -15,6 +15,7 @@ from django_smartcache import invalidate_tags
 from django_smartcache.core.tags import InvalidTag, Tagged, TagIndex, new_version
 from django_smartcache.signals import tags_invalidated
 from django_smartcache.tagging import _MISSING, TaggingMixin, expand_tags
+from tests.fixtures.tagged_caches import tagged_config
 
 LOCMEM = "tests.testapp.backends.TaggedLocMemCache"
 REDIS = "tests.testapp.backends.TaggedRedisCache"
@@ -31,15 +32,27 @@ SMART = "django_smartcache.backends.SmartCache"
 
 
 @pytest.fixture(
-    params=["locmem", "smart", pytest.param("redis", marks=pytest.mark.redis)]
+    params=[
+        "locmem",
+        "smart",
+        "sqlite",
+        "multilevel",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("multilevel-redis", marks=pytest.mark.redis),
+    ]
 )
 def cache(request: pytest.FixtureRequest) -> Iterator[Any]:
     if request.param == "redis":
         config = _caches(REDIS, request.getfixturevalue("redis_url"))
     elif request.param == "smart":
         config = _caches(SMART, f"tagging-{request.node.name}")
-    else:
+    elif request.param == "locmem":
         config = _caches(LOCMEM, f"tagging-{request.node.name}")
+    else:
+        config = {
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "tagged": tagged_config(request, request.param),
+        }
     with override_settings(CACHES=config):
         c = caches["tagged"]
         c.clear()
