@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .s3fifo import S3FIFOPolicy
+from .s3fifo import MAX_FREQ, S3FIFOPolicy
 from .sketch import FrequencySketch
 from .tinylfu import MIN_SAMPLE_KEYS, SAMPLE_FACTOR, TinyLFUPolicy
 
@@ -31,6 +31,14 @@ __all__ = ["DuelPolicy"]
 #: A shadow is sized for at least this many keys; the sampling rate doubles as the
 #: resident keys reach twice that many per sampled slice.
 SHADOW_KEYS = 512
+#: Below ``MIN_RATE x SHADOW_KEYS`` resident keys, sample one key in up to this many
+#: (a power of two) anyway: a sampled request costs both shadows' bookkeeping (about
+#: 1 us for a hit, 3 for a miss), which every request of a small cache would pay...
+MIN_RATE = 8
+#: ...as long as the shadows still hold this many keys (tinier ones misjudge).
+MIN_SHADOW_KEYS = 64
+#: A period never lasts fewer sampled requests than this (see ``_resample``).
+MIN_PERIOD = 256
 #: A decision period lasts this many sampled requests.
 PERIOD = 2048
 #: Each period the old score is multiplied by this before the period's hits are added.
@@ -126,18 +134,25 @@ class DuelPolicy:
     """Serve with the candidate whose sampled shadow has been hitting most lately."""
 
     def __init__(
-        self, capacity: int, *, period: int = PERIOD, shadow_keys: int = SHADOW_KEYS
+        self,
+        capacity: int,
+        *,
+        period: int = PERIOD,
+        shadow_keys: int = SHADOW_KEYS,
+        min_rate: int = MIN_RATE,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if min_rate < 1 or min_rate & (min_rate - 1):
+            raise ValueError("min_rate must be a power of two")
         self.capacity = capacity
         self.period = period
         self.shadow_keys = shadow_keys
         self.live_index = 0
-        self._live: Any = CANDIDATES[0][1](capacity)
-        self._live_hit = self._live.record_hit
+        self._go_live(CANDIDATES[0][1](capacity), 0)
         #: While S3-FIFO is live, misses are counted here, so a switch to W-TinyLFU
-        #: starts with the frequencies of the keys that are not resident.
+        #: starts with the frequencies of the keys that are not resident. (S3-FIFO's
+        #: own ``record_miss`` does nothing, so it is not called while this is set.)
         self._miss_sketch: FrequencySketch | None = FrequencySketch(MIN_SAMPLE_KEYS)
         self._miss_count = 0
         #: Periods a challenger must lead before it goes live (see ``MAX_HOLD_PERIODS``).
@@ -146,9 +161,31 @@ class DuelPolicy:
         self._keys = 0
         #: How many times the live policy was rebuilt as the other candidate.
         self.switches = 0
-        self._set_rate(1)
+        self.min_rate = min_rate
+        self._resample()
 
     # -- sampling ----------------------------------------------------------------
+
+    def _resample(self) -> None:
+        """Set the rate (and the period) for the resident keys; called as they grow.
+
+        The *natural* rate keeps the shadows at ``shadow_keys`` to twice that; a small
+        cache is sampled more sparsely still (up to ``min_rate``, shadows of at least
+        ``MIN_SHADOW_KEYS``), and then its period is shortened by as much, so a
+        decision takes as many requests as at the natural rate.
+        """
+        keys, natural, floor = self._keys, 1, 1
+        while keys >= 2 * self.shadow_keys * natural:
+            natural *= 2
+        while floor < self.min_rate and keys >= 2 * MIN_SHADOW_KEYS * floor:
+            floor *= 2
+        self._grow_at = 2 * self.shadow_keys * natural
+        if floor < self.min_rate:
+            self._grow_at = min(self._grow_at, 2 * MIN_SHADOW_KEYS * floor)
+        rate = max(natural, floor, getattr(self, "rate", 1))
+        self._period = max(min(MIN_PERIOD, self.period), self.period * natural // rate)
+        if rate != getattr(self, "rate", None):
+            self._set_rate(rate)
 
     def _set_rate(self, rate: int) -> None:
         """Sample one key in ``rate`` (a power of two, doubling as the cache fills).
@@ -158,7 +195,6 @@ class DuelPolicy:
         """
         self.rate = rate
         self._mask = rate - 1
-        self._grow_at = 2 * self.shadow_keys * rate
         shadow_capacity = max(1, self.capacity // rate)
         shadows: list[_Shadow] | None = getattr(self, "_shadows", None)
         if shadows is None:
@@ -189,32 +225,58 @@ class DuelPolicy:
     # -- the Policy protocol -----------------------------------------------------
 
     def record_hit(self, key: Hashable) -> None:
-        self._live_hit(key)
-        if key not in self._sampled_keys:
-            return  # not sampled: the common case on a large cache, one set lookup
-        weight = self._live.weight_of(key)
+        freq = self._live_freq
+        if freq is not None:  # S3-FIFO's record_hit, inlined: this is the hot path
+            count = freq[key]
+            if count < MAX_FREQ:
+                freq[key] = count + 1
+        else:
+            self._live_hit(key)
+        if key in self._sampled_keys:  # one set lookup for the unsampled majority
+            self._replay_hit(key)
+
+    def _replay_hit(self, key: Hashable) -> None:
+        """A sampled, resident ``key`` was read: replay it through both shadows."""
+        weight: int | None = None
         for shadow in self._shadows:
-            shadow.access(key, weight)
-        self._tick()
+            if key in shadow.resident:
+                shadow.hits += 1
+                shadow.policy.record_hit(key)
+            else:
+                shadow.policy.record_miss(key)
+                if weight is None:
+                    weight = self._live.weight_of(key)
+                shadow.store(key, weight)
+        self._sampled += 1
+        if self._sampled >= self._period:
+            self._decide()
 
     def record_miss(self, key: Hashable) -> None:
-        self._live.record_miss(key)
         sketch = self._miss_sketch
-        if sketch is not None:
+        if sketch is None:
+            self._live.record_miss(key)
+        else:
             sketch.increment(key)
             self._miss_count += 1
             if self._miss_count >= SAMPLE_FACTOR * max(self._keys, MIN_SAMPLE_KEYS):
                 sketch.reset()
                 self._miss_count = 0
-        if not self._mask or self._in_sample(key):
-            for shadow in self._shadows:
-                shadow.access(key, None)
-            self._tick()
+        if ((hash(key) * _MIX) >> 40) & self._mask:
+            return
+        for shadow in self._shadows:
+            if key in shadow.resident:  # the shadow kept a key the live cache lost
+                shadow.hits += 1
+                shadow.policy.record_hit(key)
+            else:
+                shadow.policy.record_miss(key)
+        self._sampled += 1
+        if self._sampled >= self._period:
+            self._decide()
 
     def insert(self, key: Hashable, weight: int) -> None:
         self._live.insert(key, weight)
         self._keys += 1
-        if not self._mask or self._in_sample(key):
+        if not ((hash(key) * _MIX) >> 40) & self._mask:
             self._sampled_keys.add(key)
             for shadow in self._shadows:
                 shadow.store(key, weight)
@@ -222,7 +284,7 @@ class DuelPolicy:
         if sketch is not None and self._keys > sketch.expected_keys:
             sketch.ensure_capacity(self._keys)
         if self._keys >= self._grow_at:
-            self._set_rate(2 * self.rate)
+            self._resample()
 
     def update(self, key: Hashable, weight: int) -> None:
         self._live.update(key, weight)
@@ -260,10 +322,14 @@ class DuelPolicy:
 
     # -- the duel ----------------------------------------------------------------
 
-    def _tick(self) -> None:
-        self._sampled += 1
-        if self._sampled >= self.period:
-            self._decide()
+    def _go_live(self, live: Any, index: int) -> None:
+        self._live: Any = live
+        self._live_hit: Callable[[Hashable], None] = live.record_hit
+        #: The live S3-FIFO's counters (None while W-TinyLFU is live): its hit is inlined.
+        self._live_freq: dict[Hashable, int] | None = (
+            live._freq if isinstance(live, S3FIFOPolicy) else None
+        )
+        self.live_index = index
 
     def _decide(self) -> None:
         """End of a period: decay the scores, switch if the challenger led long enough."""
@@ -307,8 +373,6 @@ class DuelPolicy:
             else:
                 self._miss_sketch = FrequencySketch(max(self._keys, MIN_SAMPLE_KEYS))
             self._miss_count = 0
-        self._live = live
-        self._live_hit = live.record_hit
-        self.live_index = index
+        self._go_live(live, index)
         self._lead = 0
         self.switches += 1
