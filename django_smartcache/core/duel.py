@@ -287,10 +287,13 @@ class DuelPolicy:
             self._resample()
 
     def update(self, key: Hashable, weight: int) -> None:
-        self._live.update(key, weight)
+        self._live_update(key, weight)
         if key in self._sampled_keys:
             for shadow in self._shadows:
-                shadow.store(key, weight)
+                if shadow.resident.get(key) == weight:  # the usual rewrite: no resize
+                    shadow.policy.update(key, weight)
+                else:
+                    shadow.store(key, weight)
 
     def remove(self, key: Hashable) -> None:
         self._live.remove(key)
@@ -325,6 +328,7 @@ class DuelPolicy:
     def _go_live(self, live: Any, index: int) -> None:
         self._live: Any = live
         self._live_hit: Callable[[Hashable], None] = live.record_hit
+        self._live_update: Callable[[Hashable, int], None] = live.update
         #: The live S3-FIFO's counters (None while W-TinyLFU is live): its hit is inlined.
         self._live_freq: dict[Hashable, int] | None = (
             live._freq if isinstance(live, S3FIFOPolicy) else None

@@ -134,13 +134,22 @@ class S3FIFOPolicy:
             self.small_weight += weight
 
     def update(self, key: Hashable, weight: int) -> None:
-        if key in self._small:
-            self.small_weight += weight - self._small[key]
-            self._small[key] = weight
+        small = self._small
+        old = small.get(key)
+        if old is not None:
+            if weight != old:
+                self.small_weight += weight - old
+                small[key] = weight
         else:
-            self.main_weight += weight - self._main[key]
-            self._main[key] = weight
-        self.record_hit(key)
+            main = self._main
+            old = main[key]
+            if weight != old:
+                self.main_weight += weight - old
+                main[key] = weight
+        freq = self._freq  # record_hit, inlined: set_many updates every key
+        count = freq[key]
+        if count < MAX_FREQ:
+            freq[key] = count + 1
 
     def remove(self, key: Hashable) -> None:
         del self._freq[key]
