@@ -1,0 +1,273 @@
+"""The warmer registry: named callables that fill a cache before traffic does.
+
+A warmer is registered with ``@warmer(name, caches=..., tags=...)`` in an installed
+app's ``cache_warmers`` module (imported by ``SmartCacheConfig.ready()``, the way the
+admin finds ``admin`` modules) and run by ``manage.py smartcache_warm`` or
+:func:`run`. It is called with the cache to fill; what it writes through that cache
+is counted, and carries the warmer's ``tags``, so invalidating one of them drops the
+warmed entries and ``smartcache_warm --tag`` fills them again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import autodiscover_modules
+
+from .core.tags import InvalidTag, normalize_tags
+
+__all__ = [
+    "Result",
+    "Warmer",
+    "WarmerRegistry",
+    "autodiscover",
+    "registry",
+    "run",
+    "warmer",
+]
+
+#: The module each installed app may define its warmers in.
+MODULE_NAME = "cache_warmers"
+
+
+@dataclass(frozen=True)
+class Warmer:
+    """A registered warmer; ``caches=None`` means the default alias (or ``--cache``)."""
+
+    name: str
+    func: Callable[[Any], object]
+    caches: tuple[str, ...] | None
+    tags: tuple[str, ...]
+
+    @property
+    def doc(self) -> str:
+        """First line of the function's docstring, for ``smartcache_warm --list``."""
+        lines = (self.func.__doc__ or "").strip().splitlines()
+        return lines[0].strip() if lines else ""
+
+    def aliases(self, chosen: Iterable[str] | None = None) -> tuple[str, ...]:
+        """The aliases this warmer fills, limited to ``chosen`` when given."""
+        chosen = tuple(chosen or ())
+        if self.caches is None:
+            return chosen or (DEFAULT_CACHE_ALIAS,)
+        if not chosen:
+            return self.caches
+        return tuple(alias for alias in self.caches if alias in chosen)
+
+
+class WarmerRegistry:
+    """Warmers by name; registering one name twice is a configuration error."""
+
+    def __init__(self) -> None:
+        self._warmers: dict[str, Warmer] = {}
+
+    def register(
+        self,
+        name: str,
+        func: Callable[[Any], object],
+        *,
+        caches: str | Iterable[str] | None = None,
+        tags: str | Iterable[str] | None = None,
+    ) -> Warmer:
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise ImproperlyConfigured(
+                f"warmer name must be a non-empty string without surrounding spaces, not {name!r}"
+            )
+        if not callable(func):
+            raise ImproperlyConfigured(f"warmer {name!r}: {func!r} is not callable")
+        if isinstance(caches, str):
+            caches = (caches,)
+        if caches is not None:
+            caches = tuple(caches)
+            if not caches or not all(isinstance(a, str) and a for a in caches):
+                raise ImproperlyConfigured(
+                    f"warmer {name!r}: caches must be None or cache aliases, not {caches!r}"
+                )
+        try:
+            tags = normalize_tags(tags)
+        except (InvalidTag, TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"warmer {name!r}: tags: {exc}") from exc
+        entry = Warmer(name, func, caches, tags)
+        existing = self._warmers.get(name)
+        if (
+            existing is not None
+            and existing != entry
+            and not _same_function(existing.func, func)
+        ):
+            raise ImproperlyConfigured(
+                f"warmer {name!r} is already registered by {_where(existing.func)}"
+            )
+        self._warmers[name] = entry
+        return entry
+
+    def unregister(self, name: str) -> None:
+        """Remove a warmer (``KeyError`` if unknown); for tests and reloads."""
+        del self._warmers[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._warmers
+
+    def __iter__(self) -> Iterator[Warmer]:
+        return iter(sorted(self._warmers.values(), key=lambda w: w.name))
+
+    def __len__(self) -> int:
+        return len(self._warmers)
+
+    def get(self, name: str) -> Warmer:
+        """The warmer called ``name``; ``LookupError`` naming the known ones."""
+        try:
+            return self._warmers[name]
+        except KeyError:
+            known = ", ".join(sorted(self._warmers)) or "none registered"
+            raise LookupError(f"unknown warmer {name!r}; known: {known}") from None
+
+    def select(
+        self, names: Iterable[str] = (), tags: Iterable[str] = ()
+    ) -> list[Warmer]:
+        """The named warmers (all without names), keeping those with one of ``tags``."""
+        names = list(dict.fromkeys(names))
+        chosen = [self.get(n) for n in names] if names else list(self)
+        tags = set(tags)
+        if tags:
+            chosen = [w for w in chosen if tags.intersection(w.tags)]
+        return chosen
+
+
+def _same_function(a: Callable[..., object], b: Callable[..., object]) -> bool:
+    # A module imported twice (e.g. under two names) registers an equal function again.
+    return _where(a) == _where(b)
+
+
+def _where(func: Callable[..., object]) -> str:
+    module = getattr(func, "__module__", "?")
+    return f"{module}.{getattr(func, '__qualname__', repr(func))}"
+
+
+#: The registry ``@warmer`` and ``smartcache_warm`` use.
+registry = WarmerRegistry()
+
+
+def warmer(
+    name: str,
+    *,
+    caches: str | Iterable[str] | None = None,
+    tags: str | Iterable[str] | None = None,
+) -> Callable[[Callable[[Any], object]], Callable[[Any], object]]:
+    """Register the decorated ``func(cache)`` as warmer ``name``; returns it unchanged."""
+
+    def decorate(func: Callable[[Any], object]) -> Callable[[Any], object]:
+        registry.register(name, func, caches=caches, tags=tags)
+        return func
+
+    return decorate
+
+
+_discovered = False
+
+
+def autodiscover() -> None:
+    """Import every installed app's ``cache_warmers`` module, once."""
+    global _discovered
+    if not _discovered:
+        autodiscover_modules(MODULE_NAME)
+        _discovered = True
+
+
+# -- running -----------------------------------------------------------------
+
+
+class _Counting:
+    """The cache a warmer gets: the real one, counting the keys written through it and
+    adding the warmer's tags to every write (the backend must take ``tags=``)."""
+
+    def __init__(self, cache: BaseCache, tags: tuple[str, ...]) -> None:
+        self._cache = cache
+        self._tags = tags
+        self.keys_set = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cache, name)
+
+    def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self._tags:
+            kwargs["tags"] = (*self._tags, *normalize_tags(kwargs.get("tags")))
+        return kwargs
+
+    def set(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
+    ) -> None:  # fmt: skip
+        self._cache.set(key, value, timeout, version, **self._kwargs(kwargs))
+        self.keys_set += 1
+
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
+    ) -> bool:  # fmt: skip
+        added = bool(
+            self._cache.add(key, value, timeout, version, **self._kwargs(kwargs))
+        )
+        self.keys_set += added
+        return added
+
+    def set_many(
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
+    ) -> list[Any]:  # fmt: skip
+        failed = self._cache.set_many(data, timeout, version, **self._kwargs(kwargs))
+        self.keys_set += len(data) - len(failed or ())
+        return failed
+
+    def get_or_set(
+        self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
+    ) -> Any:  # fmt: skip
+        present = self._cache.has_key(key, version)
+        value = self._cache.get_or_set(
+            key, default, timeout, version, **self._kwargs(kwargs)
+        )
+        self.keys_set += not present
+        return value
+
+
+@dataclass(frozen=True)
+class Result:
+    """One warmer run on one alias."""
+
+    warmer: str
+    alias: str
+    keys_set: int
+    seconds: float
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run(entry: Warmer, alias: str) -> Result:
+    """Run ``entry`` on cache ``alias``; an exception is returned in the result, not raised."""
+    start = time.perf_counter()
+    counting: _Counting | None = None
+    try:
+        if alias not in settings.CACHES:
+            raise ImproperlyConfigured(
+                f"warmer {entry.name!r}: cache alias {alias!r} is not in settings.CACHES"
+            )
+        cache = caches[alias]
+        if entry.tags and not getattr(cache, "supports_tags", False):
+            raise ImproperlyConfigured(
+                f"warmer {entry.name!r} has tags but cache alias {alias!r} "
+                f"({type(cache).__name__}) does not support tags"
+            )
+        counting = _Counting(cache, entry.tags)
+        entry.func(counting)
+    except Exception as exc:  # noqa: BLE001 - reported; the other warmers still run
+        error: BaseException | None = exc
+    else:
+        error = None
+    keys = counting.keys_set if counting is not None else 0
+    return Result(entry.name, alias, keys, time.perf_counter() - start, error)
