@@ -12,8 +12,9 @@ class SmartCacheConfig(AppConfig):
     def ready(self) -> None:
         # Idempotent: every connection uses a dispatch_uid; install()/connect()
         # have symmetric uninstall()/disconnect() (used by tests and settings changes).
-        from . import checks, invalidation, sqlwatch
+        from . import checks, invalidation, sqlwatch, warmers
 
         del checks  # imported for its @register side effect
         invalidation.connect()
         sqlwatch.install()
+        warmers.autodiscover()  # each app's cache_warmers module, imported once
