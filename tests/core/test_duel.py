@@ -71,6 +71,39 @@ def test_the_sampling_rate_doubles_as_the_cache_fills() -> None:
         assert set(shadow.resident) <= sampled
 
 
+def test_a_small_cache_is_sampled_sparsely_with_a_shorter_period() -> None:
+    policy = DuelPolicy(10_000)
+    for key in range(100):
+        policy.insert(key, 1)
+    assert policy.rate == 1  # shadows of fewer than 2 x 64 keys: every key
+    for key in range(100, 1_000):
+        policy.insert(key, 1)
+    # 1,000 keys: one in 8 (shadows of about 125 keys), decided on as many requests
+    # as at the natural rate 1: a period of 2,048 / 8 sampled requests.
+    assert (policy.rate, policy._period) == (8, 256)
+    assert policy._sampled_keys == {k for k in range(1_000) if policy._in_sample(k)}
+    for key in range(1_000, 1_500):
+        policy.insert(key, 1)
+    assert (policy.rate, policy._period) == (8, 512)  # natural rate 2 now
+    assert DuelPolicy(10_000, min_rate=1).rate == 1
+
+
+def test_an_unsampled_hit_leaves_the_shadows_alone() -> None:
+    policy = DuelPolicy(10_000)
+    for key in range(1_000):
+        policy.record_miss(key)
+        policy.insert(key, 1)
+    outside = next(k for k in range(1_000) if not policy._in_sample(k))
+    inside = next(k for k in range(1_000) if policy._in_sample(k))
+    before = [s.policy.segments() for s in policy._shadows], policy._sampled
+    policy.record_hit(outside)
+    policy.update(outside, 1)
+    assert ([s.policy.segments() for s in policy._shadows], policy._sampled) == before
+    policy.record_hit(inside)
+    assert policy._sampled == before[1] + 1
+    assert [s.hits for s in policy._shadows] == [1, 1]
+
+
 def test_s3fifo_adopt_puts_the_newest_in_small_with_their_reads() -> None:
     policy = S3FIFOPolicy(10)  # small holds 1
     policy.adopt([("a", 1, 0), ("b", 1, 5), ("c", 1, 2)])
