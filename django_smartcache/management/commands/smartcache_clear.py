@@ -1,0 +1,59 @@
+"""``manage.py smartcache_clear``: clear cache aliases, after confirming like ``flush``."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.management.base import BaseCommand, CommandError
+
+from .. import add_cache_argument, backend_name, in_process
+
+
+class Command(BaseCommand):
+    help = (
+        "Remove every entry from a cache alias (the default one unless --cache or "
+        "--all); every level of a MultiLevelCache, other processes' L1 included."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        add_cache_argument(parser, "Cache alias to clear (repeatable).")
+        parser.add_argument(
+            "--all", action="store_true", help="Clear every alias in settings.CACHES."
+        )
+        parser.add_argument(
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="Do not prompt for confirmation.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["all"] and options["caches"]:
+            raise CommandError("Pass --all or --cache, not both.")
+        if options["all"]:
+            aliases = list(settings.CACHES)
+        else:
+            aliases = list(dict.fromkeys(options["caches"] or [DEFAULT_CACHE_ALIAS]))
+            if aliases[0] not in settings.CACHES:  # only the default can be missing
+                raise CommandError(f"No cache alias {aliases[0]!r} in settings.CACHES.")
+        if options["interactive"]:
+            names = ", ".join(repr(a) for a in aliases)
+            answer = input(
+                f"This will remove every entry from the cache alias(es) {names}.\n"
+                "Are you sure you want to do this?\n\n"
+                "    Type 'yes' to continue, or 'no' to cancel: "
+            )
+            if answer != "yes":
+                self.stdout.write("Clear cancelled.")
+                return
+        for alias in aliases:
+            cache = caches[alias]
+            cache.clear()
+            note = (
+                " (in-process: this process's store only)" if in_process(cache) else ""
+            )
+            self.stdout.write(f"Cleared {alias!r} ({backend_name(cache)}){note}.")

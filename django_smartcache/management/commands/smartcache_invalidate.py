@@ -1,0 +1,173 @@
+"""``manage.py smartcache_invalidate``: invalidate by tag, app, model, row or key pattern.
+
+Labels take cacheops' ``invalidate`` shape: ``app``, ``app.Model``, ``app.Model.pk``,
+plus ``tag:NAME``; ``--pattern``/``--regex`` delete keys through ``delete_pattern``.
+"""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.apps import apps
+from django.core.cache import caches
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Model
+
+from ...core.tags import InvalidTag, normalize_tags
+from ...registry import family, model_tag, row_tags, rows_tag
+from ...tagging import expand_tags, tagging_caches
+from .. import add_cache_argument, backend_name, chosen_aliases
+
+REASON = "manage.py smartcache_invalidate"
+
+
+def _model(app_label: str, name: str) -> type[Model]:
+    try:
+        return apps.get_model(app_label, name)
+    except LookupError as exc:
+        raise CommandError(f"Unknown model {app_label}.{name}: {exc}") from exc
+
+
+def _model_tags(model: type[Model]) -> list[str]:
+    """What ``invalidation.invalidate_model`` bumps: the model tags and every row tag."""
+    return [model_tag(m) for m in family(model)] + [rows_tag(m) for m in family(model)]
+
+
+def tags_for(label: str) -> list[str]:
+    """The tags a label stands for; ``CommandError`` for a bad label."""
+    if label.startswith("tag:"):
+        try:
+            tags = list(normalize_tags([label[4:]]))
+        except (InvalidTag, TypeError, ValueError) as exc:
+            raise CommandError(f"Invalid tag in {label!r}: {exc}") from exc
+        if not tags or not tags[0]:
+            raise CommandError(f"Empty tag in {label!r}.")
+        return tags
+    parts = label.split(".", 2)
+    if not all(parts):
+        raise CommandError(
+            f"Invalid label {label!r}: expected tag:NAME, app, app.Model or app.Model.pk."
+        )
+    if len(parts) == 1:
+        try:
+            config = apps.get_app_config(parts[0])
+        except LookupError as exc:
+            raise CommandError(f"Unknown app {parts[0]!r}: {exc}") from exc
+        tags: list[str] = []
+        for model in config.get_models():
+            tags += _model_tags(model)
+        if not tags:
+            raise CommandError(f"App {parts[0]!r} has no models.")
+        return tags
+    model = _model(parts[0], parts[1])
+    if len(parts) == 2:
+        return _model_tags(model)
+    try:
+        return [model_tag(m) for m in family(model)] + row_tags(model, [parts[2]])
+    except ValidationError as exc:
+        raise CommandError(
+            f"Invalid pk {parts[2]!r} for {model._meta.label}: {'; '.join(exc.messages)}"
+        ) from exc
+
+
+class Command(BaseCommand):
+    help = (
+        "Invalidate cached entries by tag (tag:NAME), app (app), model (app.Model) or "
+        "row (app.Model.pk), and/or delete the keys matching --pattern/--regex."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "labels",
+            nargs="*",
+            metavar="label",
+            help="tag:NAME, app_label, app_label.Model or app_label.Model.pk",
+        )
+        parser.add_argument(
+            "--pattern",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help="Delete the keys matching this glob (repeatable), e.g. 'user:42:*'.",
+        )
+        parser.add_argument(
+            "--regex",
+            action="append",
+            default=[],
+            metavar="RE",
+            help="Delete the keys a regular expression finds (re.search; repeatable).",
+        )
+        add_cache_argument(
+            parser,
+            "Cache alias to act on (repeatable; default: SMARTCACHE['TAG_CACHES'] "
+            "for labels, every alias with delete_pattern() for patterns).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Show the tags and patterns and where they apply; change nothing.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        labels, patterns = options["labels"], options["pattern"]
+        regexes = options["regex"]
+        if not (labels or patterns or regexes):
+            raise CommandError("Give at least one label, --pattern or --regex.")
+        tags = list(dict.fromkeys(t for label in labels for t in tags_for(label)))
+        dry = options["dry_run"]
+        if tags:
+            try:
+                targets = tagging_caches(options["caches"])
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
+            if not targets:
+                raise CommandError(
+                    "No cache alias supports tags (SMARTCACHE['TAG_CACHES'])."
+                )
+            names = ", ".join(alias for alias, _ in targets)
+            verb = "Would invalidate" if dry else "Invalidated"
+            if not dry:
+                for _alias, cache in targets:
+                    cache.invalidate_tags(*tags, reason=REASON)
+            self.stdout.write(f"{verb} {len(tags)} tag(s) on {names}.")
+            if options["verbosity"] > 1 or dry:
+                for tag in expand_tags(tags) if options["verbosity"] > 2 else tags:
+                    self.stdout.write(f"  {tag}")
+        if patterns or regexes:
+            self._patterns(options, patterns, regexes, dry)
+
+    def _patterns(
+        self,
+        options: dict[str, Any],
+        patterns: list[str],
+        regexes: list[str],
+        dry: bool,
+    ) -> None:
+        explicit = bool(options["caches"])
+        targets = []
+        for alias in chosen_aliases(options):
+            cache = caches[alias]
+            if callable(getattr(cache, "delete_pattern", None)):
+                targets.append((alias, cache))
+            elif explicit:
+                raise CommandError(
+                    f"Cache alias {alias!r} ({backend_name(cache)}) has no delete_pattern()."
+                )
+        if not targets:
+            raise CommandError("No cache alias has delete_pattern().")
+        work = [(p, False) for p in patterns] + [(r, True) for r in regexes]
+        for alias, cache in targets:
+            for pattern, regex in work:
+                kind = "regex" if regex else "pattern"
+                if dry:
+                    self.stdout.write(f"Would delete {kind} {pattern!r} on {alias!r}.")
+                    continue
+                try:
+                    removed = cache.delete_pattern(pattern, regex=regex)
+                except ValueError as exc:  # re.error is a ValueError
+                    raise CommandError(f"Invalid {kind} {pattern!r}: {exc}") from exc
+                self.stdout.write(
+                    f"Deleted {removed} key(s) matching {kind} {pattern!r} on {alias!r}."
+                )

@@ -1,0 +1,164 @@
+"""``manage.py smartcache_stats``: each alias's ``stats()`` as a table, or as JSON."""
+
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
+from django.core.management.base import BaseCommand
+
+from .. import (
+    add_cache_argument,
+    backend_name,
+    chosen_aliases,
+    in_process,
+    level_label,
+    levels,
+)
+
+#: Shown first, in this order, by the table; other keys follow as they come.
+_ORDER = (
+    "hit_rate",
+    "hits",
+    "misses",
+    "sets",
+    "deletes",
+    "evictions",
+    "refused",
+    "entries",
+    "bytes_used",
+    "bytes",
+    "errors",
+)
+#: Folded into the lines above rather than printed on their own.
+_FOLDED = {
+    "max_bytes",
+    "evictions_capacity",
+    "evictions_expired",
+    "evictions_invalidated",
+    "top_accessed",
+    "levels",
+}
+
+
+def snapshot(cache: BaseCache) -> dict[str, Any]:
+    """``{"backend", "in_process", "stats"}`` (``stats`` is None without ``stats()``),
+    and for a MultiLevelCache each level's own snapshot under ``"levels"``."""
+    func = getattr(cache, "stats", None)
+    out: dict[str, Any] = {
+        "backend": backend_name(cache),
+        "in_process": in_process(cache),
+        "stats": func() if callable(func) else None,
+    }
+    parts = levels(cache)
+    if parts:
+        out["levels"] = [
+            {"level": level_label(i, level), **snapshot(level)}
+            for i, level in enumerate(parts)
+        ]
+    return out
+
+
+def size(n: float | None) -> str:
+    if n is None:
+        return "unlimited"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) lines for one stats dict."""
+    out: list[tuple[str, str]] = []
+    keys = [k for k in _ORDER if k in stats]
+    keys += [k for k in stats if k not in _ORDER and k not in _FOLDED]
+    for key in keys:
+        value = stats[key]
+        if key == "hit_rate":
+            text = "n/a (no reads)" if value is None else f"{value:.1%}"
+        elif key == "evictions":
+            causes = ", ".join(
+                f"{cause} {stats[f'evictions_{cause}']}"
+                for cause in ("capacity", "expired", "invalidated")
+                if f"evictions_{cause}" in stats
+            )
+            text = f"{value} ({causes})" if causes else str(value)
+        elif key in ("bytes_used", "bytes"):
+            budget = stats.get("max_bytes")
+            text = f"{size(value)} of {size(budget)}"
+            if budget:
+                text += f" ({value / budget:.1%})"
+            key = "memory" if key == "bytes_used" else "size"
+        else:
+            text = "-" if value is None else str(value)
+        out.append((key.replace("_", " "), text))
+    top = stats.get("top_accessed")
+    if top:
+        out.append(("top keys", ", ".join(f"{k} ({n})" for k, n in top)))
+    return out
+
+
+class Command(BaseCommand):
+    help = (
+        "Show each cache alias's statistics: hit rate, hits, misses, evictions by "
+        "cause, bytes used and budget, entries, top keys; per level for a "
+        "MultiLevelCache."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        add_cache_argument(parser, "Cache alias to report (repeatable; default: all).")
+        parser.add_argument(
+            "--json", action="store_true", help="Print one JSON object keyed by alias."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        report = {alias: snapshot(caches[alias]) for alias in chosen_aliases(options)}
+        if options["json"]:
+            self.stdout.write(json.dumps(report, indent=2, default=str))
+            return
+        for alias, snap in report.items():
+            self._table(alias, snap, indent="")
+
+    def _table(self, title: str, snap: dict[str, Any], indent: str) -> None:
+        scope = ", in-process: this process only" if snap["in_process"] else ""
+        self.stdout.write(
+            self.style.MIGRATE_HEADING(f"{indent}{title}")
+            + f" ({snap['backend']}{scope})"
+        )
+        stats = snap["stats"]
+        if stats is None:
+            self.stdout.write(f"{indent}  no statistics (the backend has no stats())")
+            return
+        lines = rows(stats)
+        width = max((len(label) for label, _ in lines), default=0)
+        for label, text in lines:
+            self.stdout.write(f"{indent}  {label.ljust(width)}  {text}")
+        for level, sub in zip(
+            stats.get("levels", ()), snap.get("levels", ()), strict=False
+        ):
+            self._level(level, sub, indent + "  ")
+
+    def _level(self, level: dict[str, Any], sub: dict[str, Any], indent: str) -> None:
+        """MultiLevelCache's counters for one level, then that backend's own stats."""
+        scope = ", in-process: this process only" if sub["in_process"] else ""
+        self.stdout.write(
+            self.style.MIGRATE_HEADING(f"{indent}{sub['level']}")
+            + f" ({sub['backend']}{scope})"
+        )
+        served = {
+            ("hits served" if k == "hits" else k): v
+            for k, v in level.items()
+            if k != "level"
+        }
+        lines = rows(served)
+        if sub["stats"] is not None:
+            lines += rows(sub["stats"])
+        width = max(len(label) for label, _ in lines)
+        for label, text in lines:
+            self.stdout.write(f"{indent}  {label.ljust(width)}  {text}")

@@ -1,0 +1,101 @@
+"""``manage.py smartcache_warm``: run the registered cache warmers."""
+
+from __future__ import annotations
+
+import traceback
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ... import warmers
+from .. import add_cache_argument
+
+
+class Command(BaseCommand):
+    help = (
+        "Fill caches by running the registered warmers (every one, or those named). "
+        "Warmers are registered with @warmer in each app's cache_warmers module."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "names", nargs="*", metavar="name", help="Warmers to run (default: all)."
+        )
+        add_cache_argument(
+            parser,
+            "Only warm this cache alias (repeatable). Warmers registered for other "
+            "aliases are skipped; those registered without caches= fill it.",
+        )
+        parser.add_argument(
+            "--tag",
+            action="append",
+            dest="tags",
+            default=[],
+            metavar="TAG",
+            help="Only the warmers whose entries carry this tag (repeatable).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Say which warmers would run on which aliases, without running them.",
+        )
+        parser.add_argument(
+            "--list",
+            action="store_true",
+            dest="list_only",
+            help="List the registered warmers and exit.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        warmers.autodiscover()
+        if options["list_only"]:
+            self._list()
+            return
+        try:
+            selected = warmers.registry.select(options["names"], options["tags"])
+        except LookupError as exc:
+            raise CommandError(exc.args[0]) from exc
+        plan = [(w, alias) for w in selected for alias in w.aliases(options["caches"])]
+        if not plan:
+            self.stdout.write("No warmers to run.")
+            return
+        if options["dry_run"]:
+            for entry, alias in plan:
+                self.stdout.write(f"Would warm {entry.name} on {alias!r}")
+            return
+        failed = []
+        for entry, alias in plan:
+            result = warmers.run(entry, alias)
+            ms = result.seconds * 1000
+            if result.error is None:
+                self.stdout.write(
+                    self.style.SUCCESS(f"Warmed {entry.name} on {alias!r}")
+                    + f": {result.keys_set} keys set in {ms:.1f} ms"
+                )
+                continue
+            failed.append(f"{entry.name} on {alias!r}")
+            error = result.error
+            self.stderr.write(
+                f"Warmer {entry.name} on {alias!r} failed after {ms:.1f} ms "
+                f"({result.keys_set} keys set): {type(error).__name__}: {error}"
+            )
+            if options.get("traceback"):
+                self.stderr.write("".join(traceback.format_exception(error)), ending="")
+        if failed:
+            raise CommandError(
+                f"{len(failed)} of {len(plan)} warmer runs failed: {', '.join(failed)}"
+            )
+
+    def _list(self) -> None:
+        if not len(warmers.registry):
+            self.stdout.write("No warmers registered.")
+            return
+        for entry in warmers.registry:
+            caches = ", ".join(entry.caches) if entry.caches else "default or --cache"
+            line = f"{entry.name}  caches: {caches}"
+            if entry.tags:
+                line += f"  tags: {', '.join(entry.tags)}"
+            if entry.doc:
+                line += f"  - {entry.doc}"
+            self.stdout.write(line)
