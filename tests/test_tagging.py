@@ -58,6 +58,7 @@ def cache(request: pytest.FixtureRequest) -> Iterator[Any]:
         c.clear()
         yield c
         c.clear()
+        del caches["tagged"]  # frees its SQLite connections (see tagged_caches.py)
 
 
 def test_tagged_value_round_trips_and_untagged_is_untouched(cache: Any) -> None:
