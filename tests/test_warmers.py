@@ -1,0 +1,199 @@
+"""The warmer registry and ``warmers.run()`` on real backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from django_smartcache import warmers
+from django_smartcache.warmers import Warmer, WarmerRegistry, run
+
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+
+
+@pytest.fixture
+def smart(tmp_path: Path) -> Iterator[Any]:
+    """``default`` is Django's LocMemCache, ``smart`` a SmartCache of this test's own."""
+    config = {
+        "default": {"BACKEND": LOCMEM, "LOCATION": f"warmers-{tmp_path.name}"},
+        "smart": {
+            "BACKEND": "django_smartcache.backends.SmartCache",
+            "LOCATION": f"warmers-{tmp_path.name}",
+        },
+    }
+    with override_settings(CACHES=config):
+        yield caches["smart"]
+        caches["smart"].clear()
+        caches["default"].clear()
+
+
+def noop(cache: Any) -> None:
+    """Does nothing."""
+
+
+def other(cache: Any) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("", {}, "warmer name must be a non-empty string"),
+        (" padded", {}, "warmer name must be a non-empty string"),
+        (42, {}, "warmer name must be a non-empty string"),
+        ("w", {"caches": []}, "caches must be None or cache aliases"),
+        ("w", {"caches": ["default", ""]}, "caches must be None or cache aliases"),
+        ("w", {"tags": ["bad tag"]}, "warmer 'w': tags:"),
+        ("w", {"tags": [3]}, "warmer 'w': tags:"),
+    ],
+)
+def test_register_rejects_bad_options(name: Any, kwargs: Any, message: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=message):
+        WarmerRegistry().register(name, noop, **kwargs)
+
+
+def test_register_rejects_a_non_callable() -> None:
+    with pytest.raises(ImproperlyConfigured, match="is not callable"):
+        WarmerRegistry().register("w", "not a function")  # type: ignore[arg-type]
+
+
+def test_one_name_two_functions_is_an_error_the_same_function_again_is_not() -> None:
+    reg = WarmerRegistry()
+    reg.register("w", noop, caches="default")
+    reg.register("w", noop, caches="default")  # e.g. a module imported twice
+    assert len(reg) == 1
+    with pytest.raises(ImproperlyConfigured, match="already registered by .*noop"):
+        reg.register("w", other)
+
+
+def test_get_names_the_known_warmers() -> None:
+    reg = WarmerRegistry()
+    reg.register("b", noop)
+    reg.register("a", other)
+    assert reg.get("a").func is other
+    with pytest.raises(LookupError, match="unknown warmer 'c'; known: a, b"):
+        reg.get("c")
+    with pytest.raises(LookupError, match="none registered"):
+        WarmerRegistry().get("a")
+
+
+def test_select_by_name_and_tag_in_name_order() -> None:
+    reg = WarmerRegistry()
+    reg.register("z", noop, tags=["t1"])
+    reg.register("y", other, tags=["t1", "t2"])
+    reg.register("x", lambda cache: None)
+    assert [w.name for w in reg.select()] == ["x", "y", "z"]
+    assert [w.name for w in reg.select(["z", "x", "z"])] == ["z", "x"]
+    assert [w.name for w in reg.select(tags=["t2"])] == ["y"]
+    assert [w.name for w in reg.select(["x", "z"], tags=["t1"])] == ["z"]
+    assert "y" in reg
+    reg.unregister("y")
+    assert "y" not in reg
+
+
+def test_aliases_default_and_chosen() -> None:
+    anywhere = Warmer("a", noop, None, ())
+    assert anywhere.aliases() == ("default",)
+    assert anywhere.aliases(["x", "y"]) == ("x", "y")
+    pinned = Warmer("p", noop, ("x", "y"), ())
+    assert pinned.aliases() == ("x", "y")
+    assert pinned.aliases(["y", "z"]) == ("y",)
+    assert pinned.aliases(["z"]) == ()
+    assert anywhere.doc == "Does nothing."
+    assert Warmer("o", other, None, ()).doc == ""
+
+
+def test_autodiscover_found_the_test_apps_module_and_is_idempotent() -> None:
+    warmers.autodiscover()  # ready() already ran it: a second call must not re-register
+    names = [w.name for w in warmers.registry]
+    assert "testapp.authors" in names
+    assert "testapp.book_count" in names
+    authors = warmers.registry.get("testapp.authors")
+    assert authors.caches == ("tagged",)
+    assert authors.tags == ("model:testapp.author",)
+
+
+def test_decorator_returns_the_function_and_registers_it() -> None:
+    @warmers.warmer("test_warmers.decorated", caches=["smart"], tags="t")
+    def decorated(cache: Any) -> None:
+        pass
+
+    try:
+        entry = warmers.registry.get("test_warmers.decorated")
+        assert entry.func is decorated
+        assert entry.caches == ("smart",)
+        assert entry.tags == ("t",)
+    finally:
+        warmers.registry.unregister("test_warmers.decorated")
+
+
+def test_run_counts_every_kind_of_write(smart: Any) -> None:
+    smart.set("present", 0)
+
+    def fill(cache: Any) -> None:
+        cache.set("a", 1)
+        assert cache.add("b", 2) is True
+        assert cache.add("a", 9) is False  # not written: not counted
+        assert cache.set_many({"c": 3, "d": 4}) == []
+        assert cache.get_or_set("e", 5) == 5
+        assert cache.get_or_set("present", 7) == 0  # already there: not counted
+        assert cache.get("a") == 1  # reads go to the real cache
+
+    result = run(Warmer("fill", fill, None, ()), "smart")
+    assert result.ok
+    assert result.keys_set == 5
+    assert result.seconds >= 0
+    assert smart.get_many(["a", "b", "c", "d", "e"]) == {
+        "a": 1,
+        "b": 2,
+        "c": 3,
+        "d": 4,
+        "e": 5,
+    }
+
+
+def test_run_adds_the_warmers_tags_to_each_write(smart: Any) -> None:
+    def fill(cache: Any) -> None:
+        cache.set("a", 1, tags=["own"])
+        cache.set_many({"b": 2, "c": 3})
+
+    smart.set("untagged", 0)
+    assert run(Warmer("fill", fill, None, ("shared",)), "smart").keys_set == 3
+    smart.invalidate_tags("own")
+    assert smart.get_many(["a", "b", "c", "untagged"]) == {
+        "b": 2,
+        "c": 3,
+        "untagged": 0,
+    }
+    smart.invalidate_tags("shared")
+    assert smart.get_many(["a", "b", "c", "untagged"]) == {"untagged": 0}
+
+
+def test_run_returns_the_error_and_the_keys_set_before_it(smart: Any) -> None:
+    def broken(cache: Any) -> None:
+        cache.set("first", 1)
+        raise RuntimeError("database is down")
+
+    result = run(Warmer("broken", broken, None, ()), "smart")
+    assert not result.ok
+    assert isinstance(result.error, RuntimeError)
+    assert result.keys_set == 1
+    assert smart.get("first") == 1
+
+
+def test_run_refuses_tags_on_a_backend_without_them(smart: Any) -> None:
+    result = run(Warmer("t", noop, None, ("t",)), "default")
+    assert isinstance(result.error, ImproperlyConfigured)
+    assert "'default' (LocMemCache) does not support tags" in str(result.error)
+
+
+def test_run_names_an_alias_missing_from_settings(smart: Any) -> None:
+    result = run(Warmer("t", noop, ("nowhere",), ()), "nowhere")
+    assert isinstance(result.error, ImproperlyConfigured)
+    assert "cache alias 'nowhere' is not in settings.CACHES" in str(result.error)
