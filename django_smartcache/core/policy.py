@@ -97,7 +97,7 @@ POLICIES: dict[str, PolicyFactory] = {
 
 #: The policy used when none is named: the S3-FIFO / W-TinyLFU duel, within half a point
 #: of the best of LRU, S3-FIFO, theine and LocMemCache in 20 of our 21 cells
-#: (``docs/eviction.md`` has the table, the two misses and the reasons).
+#: (``docs/eviction.md`` has the table, the miss and the reason).
 DEFAULT_POLICY = "adaptive"
 
 
