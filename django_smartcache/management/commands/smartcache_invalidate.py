@@ -6,6 +6,7 @@ plus ``tag:NAME``; ``--pattern``/``--regex`` delete keys through ``delete_patter
 
 from __future__ import annotations
 
+import re
 from argparse import ArgumentParser
 from typing import Any
 
@@ -116,6 +117,11 @@ class Command(BaseCommand):
         if not (labels or patterns or regexes):
             raise CommandError("Give at least one label, --pattern or --regex.")
         tags = list(dict.fromkeys(t for label in labels for t in tags_for(label)))
+        for regex in regexes:  # every input is checked before anything changes
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise CommandError(f"Invalid regex {regex!r}: {exc}") from exc
         dry = options["dry_run"]
         if tags:
             try:
@@ -164,10 +170,7 @@ class Command(BaseCommand):
                 if dry:
                     self.stdout.write(f"Would delete {kind} {pattern!r} on {alias!r}.")
                     continue
-                try:
-                    removed = cache.delete_pattern(pattern, regex=regex)
-                except ValueError as exc:  # re.error is a ValueError
-                    raise CommandError(f"Invalid {kind} {pattern!r}: {exc}") from exc
+                removed = cache.delete_pattern(pattern, regex=regex)
                 self.stdout.write(
                     f"Deleted {removed} key(s) matching {kind} {pattern!r} on {alias!r}."
                 )

@@ -95,6 +95,8 @@ def rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
             if budget:
                 text += f" ({value / budget:.1%})"
             key = "memory" if key == "bytes_used" else "size"
+        elif isinstance(value, dict):
+            text = ", ".join(f"{k} {v}" for k, v in value.items())
         else:
             text = "-" if value is None else str(value)
         out.append((key.replace("_", " "), text))
