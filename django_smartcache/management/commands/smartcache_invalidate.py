@@ -56,12 +56,12 @@ def tags_for(label: str) -> list[str]:
             config = apps.get_app_config(parts[0])
         except LookupError as exc:
             raise CommandError(f"Unknown app {parts[0]!r}: {exc}") from exc
-        tags: list[str] = []
+        found: list[str] = []
         for model in config.get_models():
-            tags += _model_tags(model)
-        if not tags:
+            found += _model_tags(model)
+        if not found:
             raise CommandError(f"App {parts[0]!r} has no models.")
-        return tags
+        return found
     model = _model(parts[0], parts[1])
     if len(parts) == 2:
         return _model_tags(model)
