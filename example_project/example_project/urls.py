@@ -1,9 +1,13 @@
-"""URLs of the example project."""
+"""URLs of the example project: the shop, and the debug toolbar when it is on."""
 
 from __future__ import annotations
 
-from django.urls import path
+from django.conf import settings
+from django.urls import include, path
 
-from . import views
+urlpatterns = [path("", include("shop.urls"))]
 
-urlpatterns = [path("", views.index, name="index")]
+if settings.TOOLBAR:
+    from debug_toolbar.toolbar import debug_toolbar_urls
+
+    urlpatterns += debug_toolbar_urls()
