@@ -1,0 +1,1 @@
+"""Integrations with third-party packages; each subpackage imports its package, nothing else does."""

@@ -1,0 +1,488 @@
+"""Per-request recording of cache calls and cache events, for the debug-toolbar panel.
+
+A :class:`Recorder` watches one request (one thread, or one asyncio task): while it
+is started, every cache alias initialised in this context has its public methods
+wrapped **on the instance** (as django-debug-toolbar's own ``CachePanel`` does), and
+the receivers of :data:`~django_smartcache.signals.entry_evicted`,
+:data:`~django_smartcache.signals.tags_invalidated` and
+:data:`~django_smartcache.signals.stampede_wait` are connected. ``stop()`` puts every
+instance back as it was and disconnects the receivers when no recorder is left.
+
+Why wrapping and not a hook in every backend: it costs nothing while no recorder is
+started (no wrapper, no receiver, so ``entry_evicted`` is not even sent), it needs no
+change to the backends' hot paths, and it works for Django's own backends too. It
+gets the real hit/miss answer without guessing from the value: ``get`` is called
+with a private sentinel default, ``get_many`` answers with the keys it found, and
+``get_or_set`` reports the answer of the ``get`` it makes first.
+
+Everything recorded is a JSON primitive (the toolbar stores panel stats as JSON).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar, Token
+from typing import Any
+
+from django.core.cache import caches
+
+from .signals import entry_evicted, stampede_wait, tags_invalidated
+
+__all__ = ["WRAPPED_METHODS", "Recorder", "current_recorder", "jsonable"]
+
+#: Methods wrapped on each cache instance, with their async twins. A method the
+#: instance does not have (``delete_pattern`` on a Django backend) is skipped.
+WRAPPED_METHODS = (
+    "get",
+    "get_many",
+    "get_or_set",
+    "has_key",
+    "set",
+    "set_many",
+    "add",
+    "touch",
+    "delete",
+    "delete_many",
+    "delete_pattern",
+    "incr",
+    "decr",
+    "clear",
+    "invalidate_tags",
+)
+_LOOKUPS = frozenset({"get", "get_many", "get_or_set"})
+
+#: How much of a key (or a reason) is kept, in characters.
+KEY_CHARS = 200
+
+_current: ContextVar[Recorder | None] = ContextVar("smartcache_recorder", default=None)
+#: The call being recorded in this context: inner calls (``get_or_set`` -> ``get``)
+#: are not listed again, but the first inner lookup answers hit or miss for it.
+_outer: ContextVar[_Call | None] = ContextVar("smartcache_outer_call", default=None)
+
+_MISS = object()
+_ATTR = "_smartcache_wrapped"  # the instance attribute holding its _Wrapped
+
+_receivers_lock = threading.Lock()
+_started = 0  # recorders started in the process; receivers connected while > 0
+
+
+def current_recorder() -> Recorder | None:
+    """The recorder of this thread or task, if a request is being recorded."""
+    return _current.get()
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` made of JSON primitives only (anything else becomes its ``str``)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _text(key: Any) -> str:
+    text = key if isinstance(key, str) else repr(key)
+    return text if len(text) <= KEY_CHARS else text[: KEY_CHARS - 1] + "…"
+
+
+class _Call:
+    """One listed call; ``hit`` stays None when the backend's answer is not observable."""
+
+    __slots__ = ("asks", "hit", "hits", "misses", "waited")
+
+    def __init__(self, asks: bool) -> None:
+        #: Only ``get_or_set`` learns its answer from an inner lookup.
+        self.asks = asks
+        self.hit: bool | None = None
+        self.hits = 0
+        self.misses = 0
+        #: It waited for another caller's computation (single flight): no answer of its own.
+        self.waited = False
+
+
+class Recorder:
+    """Records the cache calls and cache events of one request (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.evictions: list[dict[str, Any]] = []
+        self.invalidations: list[dict[str, Any]] = []
+        self.stampede_waits: list[dict[str, Any]] = []
+        #: alias -> the instance watched in this context.
+        self.watched: dict[str, Any] = {}
+        self._token: Token[Recorder | None] | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self, aliases: Iterable[str] | None = None) -> None:
+        """Watch ``aliases`` (default: every alias in ``CACHES``) in this thread or task.
+
+        Every alias is initialised here, as the request would on first use, so that
+        the instance the view gets is the wrapped one.
+        """
+        global _started
+        from django.conf import settings
+
+        if self._token is not None:
+            return  # idempotent, like enable_instrumentation()
+        self._token = _current.set(self)
+        for alias in settings.CACHES if aliases is None else aliases:
+            cache = caches[alias]
+            self.watched[alias] = cache
+            _wrap(cache, alias)
+        with _receivers_lock:
+            if _started == 0:
+                _connect()
+            _started += 1
+
+    def stop(self) -> None:
+        """Unwrap the instances, reset the context and disconnect when no recorder is left."""
+        global _started
+        if self._token is None:
+            return
+        for cache in self.watched.values():
+            _unwrap(cache)
+        try:
+            _current.reset(self._token)
+        except ValueError:  # stopped in another context than it started in
+            _current.set(None)
+        self._token = None
+        with _receivers_lock:
+            _started -= 1
+            if _started == 0:
+                _disconnect()
+
+    # -- what the wrappers and receivers feed --------------------------------------------
+
+    def add_call(
+        self,
+        alias: str,
+        cache: Any,
+        op: str,
+        keys: list[str],
+        call: _Call,
+        seconds: float,
+        is_async: bool,
+    ) -> None:
+        self.calls.append(
+            {
+                "alias": alias,
+                "backend": _class_name(cache),
+                "op": op,
+                "keys": keys,
+                "hit": call.hit,
+                "hits": call.hits,
+                "misses": call.misses,
+                "waited": call.waited,
+                "ms": seconds * 1000.0,
+                "is_async": is_async,
+            }
+        )
+
+    def alias_of(self, cache: Any, key: str | None = None) -> str:
+        """The alias a signal's ``cache`` belongs to, as the panel names it.
+
+        An instance this recorder watches is its alias; a level of a watched
+        MultiLevelCache is ``"alias L<n>"``; a SmartCache sharing the store of a
+        watched one (the store reports through the instance that created it) is the
+        watched alias whose ``KEY_PREFIX`` starts the key.
+        """
+        for alias, watched in self.watched.items():
+            if watched is cache:
+                return alias
+        for alias, watched in self.watched.items():
+            levels = getattr(watched, "levels", None)
+            if isinstance(levels, tuple) and cache in levels:
+                return f"{alias} L{levels.index(cache) + 1}"
+        store = getattr(cache, "_store", None)
+        if store is not None and key is not None:
+            for alias, watched in self.watched.items():
+                if getattr(watched, "_store", None) is store and key.startswith(
+                    f"{watched.key_prefix}:"
+                ):
+                    return alias
+        return f"({_class_name(cache)})"
+
+
+def _class_name(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# -- wrapping --------------------------------------------------------------------------
+
+
+class _Wrapped:
+    """What ``_wrap`` put on an instance: undone by the last ``_unwrap``."""
+
+    __slots__ = ("count", "methods")
+
+    def __init__(self) -> None:
+        self.count = 1  # recorders watching the instance (one per context using it)
+        #: method name -> (our wrapper, the instance attribute it replaced or _MISS)
+        self.methods: dict[str, tuple[Any, Any]] = {}
+
+
+def _wrap(cache: Any, alias: str) -> None:
+    wrapped = cache.__dict__.get(_ATTR)
+    if wrapped is not None:
+        wrapped.count += 1
+        return
+    wrapped = _Wrapped()
+    for name in WRAPPED_METHODS:
+        for method in (name, "a" + name):
+            original = getattr(cache, method, None)
+            if original is None:
+                continue
+            wrapper = _wrapper(cache, alias, name, original, method != name)
+            wrapped.methods[method] = (wrapper, cache.__dict__.get(method, _MISS))
+            setattr(cache, method, wrapper)
+    cache.__dict__[_ATTR] = wrapped
+
+
+def _unwrap(cache: Any) -> None:
+    wrapped = cache.__dict__.get(_ATTR)
+    if wrapped is None:
+        return
+    wrapped.count -= 1
+    if wrapped.count:
+        return
+    del cache.__dict__[_ATTR]
+    for method, (wrapper, previous) in wrapped.methods.items():
+        if cache.__dict__.get(method) is not wrapper:
+            continue  # someone wrapped it after us (the toolbar's CachePanel): leave it
+        if previous is _MISS:
+            del cache.__dict__[method]
+        else:
+            setattr(cache, method, previous)
+
+
+def _wrapper(
+    cache: Any, alias: str, name: str, original: Callable[..., Any], is_async: bool
+) -> Callable[..., Any]:
+    lookup = name in _LOOKUPS
+    if inspect.iscoroutinefunction(original):
+
+        @functools.wraps(original)
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            recorder = _current.get()
+            outer = _outer.get()
+            if recorder is None or outer is not None:
+                if outer is not None and lookup and outer.asks and outer.hit is None:
+                    return await _answer(outer, name, original, args, kwargs)
+                return await original(*args, **kwargs)
+            call = _Call(name == "get_or_set")
+            token = _outer.set(call)
+            start = time.perf_counter()
+            try:
+                if lookup and name != "get_or_set":
+                    result = await _answer(call, name, original, args, kwargs)
+                else:
+                    result = await original(*args, **kwargs)
+            finally:
+                seconds = time.perf_counter() - start
+                _outer.reset(token)
+                recorder.add_call(
+                    alias,
+                    cache,
+                    "a" + name,
+                    _keys(name, args, kwargs),
+                    call,
+                    seconds,
+                    True,
+                )
+            return result
+
+        return awrapper
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        recorder = _current.get()
+        outer = _outer.get()
+        if recorder is None or outer is not None:
+            if outer is not None and lookup and outer.asks and outer.hit is None:
+                return _answer_sync(outer, name, original, args, kwargs)
+            return original(*args, **kwargs)
+        call = _Call(name == "get_or_set")
+        token = _outer.set(call)
+        start = time.perf_counter()
+        try:
+            if lookup and name != "get_or_set":
+                result = _answer_sync(call, name, original, args, kwargs)
+            else:
+                result = original(*args, **kwargs)
+        finally:
+            seconds = time.perf_counter() - start
+            _outer.reset(token)
+            recorder.add_call(
+                alias,
+                cache,
+                ("a" + name) if is_async else name,
+                _keys(name, args, kwargs),
+                call,
+                seconds,
+                is_async,
+            )
+        return result
+
+    return wrapper
+
+
+def _answer_sync(
+    call: _Call,
+    name: str,
+    original: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run a lookup and note its real answer in ``call``."""
+    if name == "get":
+        args, kwargs, default = _with_sentinel(args, kwargs)
+        value = original(*args, **kwargs)
+        return _note_get(call, value, default)
+    if name == "get_many":
+        args, keys = _materialized(args, kwargs)
+        found = original(*args, **kwargs)
+        _note_many(call, len(keys), len(found))
+        return found
+    return original(*args, **kwargs)  # get_or_set: its first inner lookup answers
+
+
+async def _answer(
+    call: _Call,
+    name: str,
+    original: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    if name == "get":
+        args, kwargs, default = _with_sentinel(args, kwargs)
+        value = await original(*args, **kwargs)
+        return _note_get(call, value, default)
+    if name == "get_many":
+        args, keys = _materialized(args, kwargs)
+        found = await original(*args, **kwargs)
+        _note_many(call, len(keys), len(found))
+        return found
+    return await original(*args, **kwargs)
+
+
+def _with_sentinel(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+    """``get(key, default, version)``'s arguments with ``_MISS`` as the default."""
+    if len(args) >= 2:
+        return (args[0], _MISS, *args[2:]), kwargs, args[1]
+    kwargs = dict(kwargs)
+    default = kwargs.pop("default", None)
+    if args:
+        return (args[0], _MISS), kwargs, default
+    return (), {**kwargs, "default": _MISS}, default
+
+
+def _note_get(call: _Call, value: Any, default: Any) -> Any:
+    if value is _MISS:
+        call.hit, call.misses = False, 1
+        return default
+    call.hit, call.hits = True, 1
+    return value
+
+
+def _materialized(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], list[Any]]:
+    """``get_many(keys, ...)`` with ``keys`` as a list: an iterator can be read once."""
+    if args:
+        keys = list(args[0])
+        return (keys, *args[1:]), keys
+    keys = list(kwargs["keys"])
+    kwargs["keys"] = keys
+    return args, keys
+
+
+def _note_many(call: _Call, asked: int, found: int) -> None:
+    call.hits, call.misses = found, asked - found
+    call.hit = found == asked
+
+
+def _keys(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+    """The caller's key(s) of a call, as text, for the call list."""
+    if name == "invalidate_tags":
+        return [_text(tag) for tag in args]
+    if name == "clear":
+        return []
+    first = args[0] if args else kwargs.get("key", kwargs.get("keys"))
+    if first is None:
+        first = kwargs.get("data", kwargs.get("pattern"))
+    if name in ("get_many", "delete_many", "set_many") and first is not None:
+        return [_text(key) for key in first]
+    return [] if first is None else [_text(first)]
+
+
+# -- signal receivers ------------------------------------------------------------------
+
+
+def _on_evicted(sender: Any, cache: Any, key: str, cause: str, **kwargs: Any) -> None:
+    recorder = _current.get()
+    if recorder is not None:
+        recorder.evictions.append(
+            {"alias": recorder.alias_of(cache, key), "key": _text(key), "cause": cause}
+        )
+
+
+def _on_invalidated(
+    sender: Any,
+    cache: Any,
+    tags: Iterable[str],
+    reason: str,
+    on_commit: bool = False,
+    **kwargs: Any,
+) -> None:
+    recorder = _current.get()
+    if recorder is not None:
+        recorder.invalidations.append(
+            {
+                "alias": recorder.alias_of(cache),
+                "tags": [_text(tag) for tag in tags],
+                "reason": _text(reason),
+                "on_commit": bool(on_commit),
+            }
+        )
+
+
+def _on_stampede_wait(
+    sender: Any, key: Any, scope: str, seconds: float, **kwargs: Any
+) -> None:
+    recorder = _current.get()
+    if recorder is None:
+        return
+    call = _outer.get()
+    if call is not None:
+        call.waited = True
+    cache = kwargs.get("cache")
+    alias = (
+        recorder.alias_of(cache, key)
+        if cache is not None
+        else f"@cached {getattr(sender, '__qualname__', _class_name(sender))}"
+    )
+    recorder.stampede_waits.append(
+        {"alias": alias, "key": _text(key), "scope": scope, "ms": seconds * 1000.0}
+    )
+
+
+_SIGNALS = (
+    (entry_evicted, _on_evicted, "smartcache.instrumentation.evicted"),
+    (tags_invalidated, _on_invalidated, "smartcache.instrumentation.invalidated"),
+    (stampede_wait, _on_stampede_wait, "smartcache.instrumentation.stampede"),
+)
+
+
+def _connect() -> None:
+    for signal, receiver, uid in _SIGNALS:
+        signal.connect(receiver, dispatch_uid=uid, weak=False)
+
+
+def _disconnect() -> None:
+    for signal, receiver, uid in _SIGNALS:
+        signal.disconnect(receiver, dispatch_uid=uid)

@@ -1,0 +1,297 @@
+"""SmartCachePanel: unit tests on a DebugToolbar built by hand, integration tests
+through the middleware and the toolbar's render_panel view, on real backends."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import html5lib
+import pytest
+from django.core import checks
+from django.core.cache import caches
+from django.http import HttpResponse
+from django.test import RequestFactory, override_settings
+
+from django_smartcache import instrumentation
+
+pytestmark = pytest.mark.usefixtures("toolbar_settings_on")
+
+PANEL_ID = "SmartCachePanel"
+
+
+def valid_html(fragment: str) -> None:
+    """The panel's HTML parses strictly (html5lib raises on the first parse error)."""
+    html5lib.HTMLParser(strict=True).parseFragment(fragment)
+
+
+def run(view: Any, path: str = "/") -> Any:
+    """The panel after one request through a hand-built toolbar, as the middleware does it."""
+    from debug_toolbar.toolbar import DebugToolbar
+
+    request = RequestFactory().get(path)
+    toolbar = DebugToolbar(request, view)
+    panel = toolbar.get_panel_by_id(PANEL_ID)
+    panel.enable_instrumentation()
+    try:
+        response = toolbar.process_request(request)
+    finally:
+        panel.disable_instrumentation()
+    panel.generate_stats(request, response)
+    return panel
+
+
+def alias(stats: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in stats["aliases"] if a["alias"] == name)
+
+
+def test_real_hit_and_miss_answers_per_call() -> None:
+    from tests.toolbar.views import lookups
+
+    stats = run(lookups).get_stats()
+    smart = [c for c in stats["calls"] if c["alias"] == "smart"]
+    gets = [(c["op"], c["keys"], c["hit"]) for c in smart if c["op"].startswith("get")]
+    assert gets == [
+        ("get", ["greeting"], False),
+        ("get", ["greeting"], True),
+        # A stored None read with a non-None default: a hit; the toolbar's
+        # `== default` heuristic would also get this one right, but not the reverse.
+        ("get", ["nothing"], True),
+        ("get_many", ["greeting", "nothing", "absent"], False),
+        ("get_or_set", ["computed"], False),
+        ("get_or_set", ["computed"], True),
+    ]
+    many = next(c for c in smart if c["op"] == "get_many")
+    assert (many["hits"], many["misses"]) == (2, 1)
+    # The inner get/add of get_or_set are not listed twice.
+    assert [c["op"] for c in smart].count("get") == 3
+    assert all(c["ms"] >= 0 for c in stats["calls"])
+
+
+def test_stored_none_equal_to_default_is_a_hit() -> None:
+    """The case the toolbar's CachePanel gets wrong: the value equals the default."""
+
+    def view(request: Any) -> HttpResponse:
+        cache = caches["smart"]
+        cache.set("none", None)
+        cache.get("none")
+        cache.delete("none")
+        cache.get("none")
+        return HttpResponse("ok")
+
+    calls = run(view).get_stats()["calls"]
+    assert [(c["op"], c["hit"]) for c in calls if c["op"] == "get"] == [
+        ("get", True),
+        ("get", False),
+    ]
+
+
+def test_per_alias_summary_and_totals() -> None:
+    from tests.toolbar.views import lookups
+
+    panel = run(lookups)
+    stats = panel.get_stats()
+    smart = alias(stats, "smart")
+    assert smart["backend"] == "django_smartcache.backends.smart.SmartCache"
+    # get x3 (2 hits, 1 miss), get_many (2 hits, 1 miss), get_or_set x2 (1 hit, 1 miss)
+    assert (smart["hits"], smart["misses"]) == (5, 3)
+    assert smart["hit_rate"] == pytest.approx(5 / 8)
+    assert smart["invalidations"] == 1
+    assert smart["ms"] == pytest.approx(
+        sum(c["ms"] for c in stats["calls"] if c["alias"] == "smart")
+    )
+    multi = alias(stats, "multi")
+    assert (multi["hits"], multi["misses"]) == (1, 0)
+    assert multi["levels"][0] == {"level": multi["levels"][0]["level"], "hits": 1}
+    assert [lv["hits"] for lv in multi["levels"][1:]] == [0] * (
+        len(multi["levels"]) - 1
+    )
+    # Aliases the view did not use are listed with no calls.
+    assert alias(stats, "default")["calls"] == 0
+    assert alias(stats, "default")["hit_rate"] is None
+    totals = stats["totals"]
+    assert totals["calls"] == len(stats["calls"])
+    assert (totals["hits"], totals["misses"]) == (6, 3)
+    assert panel.nav_subtitle == (
+        f"{totals['calls']} calls, 67% hits, {totals['ms']:.1f} ms"
+    )
+
+
+def test_tag_invalidation_with_its_reason() -> None:
+    from tests.toolbar.views import lookups
+
+    stats = run(lookups).get_stats()
+    assert stats["invalidations"] == [
+        {
+            "alias": "smart",
+            "tags": ["book:1"],
+            "reason": "book 1 saved",
+            "on_commit": False,
+        }
+    ]
+
+
+def test_evictions_by_cause() -> None:
+    from tests.toolbar.views import evictions
+
+    stats = run(evictions).get_stats()
+    tiny = alias(stats, "tiny")
+    lifetime = tiny["lifetime"]
+    assert tiny["evictions"] == {"capacity": lifetime["evictions_capacity"]}
+    assert tiny["evictions"]["capacity"] > 0
+    assert {e["alias"] for e in stats["evictions"]} == {"tiny"}
+    assert stats["evictions"][0]["key"].startswith(":1:blob:")
+    assert lifetime["bytes_used"] <= lifetime["max_bytes"] == 4096
+    assert lifetime["policy"] == "lru"
+
+
+def test_stampede_wait_recorded() -> None:
+    from tests.toolbar.views import stampede
+
+    stats = run(stampede).get_stats()
+    assert [(w["alias"], w["scope"]) for w in stats["stampede_waits"]] == [
+        ("smart", "process")
+    ]
+    assert alias(stats, "smart")["stampede_waits"] == 1
+    # The first caller missed and computed; the second waited for it and has no
+    # answer of its own (its value came from the first one's computation).
+    or_sets = [c for c in stats["calls"] if c["op"] == "get_or_set"]
+    assert sorted((c["waited"], c["hit"] is False) for c in or_sets) == [
+        (False, True),
+        (True, False),
+    ]
+
+
+def test_async_view_calls() -> None:
+    from asgiref.sync import async_to_sync
+    from debug_toolbar.toolbar import DebugToolbar
+
+    from tests.toolbar.views import async_lookups
+
+    request = RequestFactory().get("/async/")
+
+    async def flow() -> Any:
+        toolbar = DebugToolbar(request, async_lookups)
+        panel = toolbar.get_panel_by_id(PANEL_ID)
+        panel.enable_instrumentation()
+        try:
+            response = await async_lookups(request)
+        finally:
+            panel.disable_instrumentation()
+        panel.generate_stats(request, response)
+        return panel.get_stats()
+
+    stats = async_to_sync(flow)()
+    ops = [(c["op"], c["hit"], c["is_async"]) for c in stats["calls"]]
+    assert ops == [
+        ("adelete", None, True),
+        ("aget", False, True),
+        ("aset", None, True),
+        ("aget", True, True),
+    ]
+
+
+def test_instances_are_restored_and_nothing_is_recorded_after() -> None:
+    cache = caches["smart"]
+    before = dict(cache.__dict__)
+    recorder = instrumentation.Recorder()
+    recorder.start()
+    assert cache.get.__name__ == "get" and "get" in cache.__dict__
+    recorder.stop()
+    assert cache.__dict__.keys() == before.keys()
+    from django_smartcache.signals import entry_evicted
+
+    assert not entry_evicted.receivers  # nothing sends evictions while no one records
+    cache.get("after")
+    assert recorder.calls == []
+    assert instrumentation.current_recorder() is None
+
+
+def test_content_is_valid_html_and_shows_everything() -> None:
+    from tests.toolbar.views import lookups
+
+    panel = run(lookups)
+    content = panel.content
+    valid_html(content)
+    for text in (
+        "Hit rate",
+        "<code>greeting</code>",
+        "book 1 saved",
+        "django_smartcache.backends.multilevel.MultiLevelCache",
+        "Lifetime statistics",
+    ):
+        assert text in content
+
+
+def test_store_round_trip_is_json() -> None:
+    from debug_toolbar.toolbar import DebugToolbar
+
+    from tests.toolbar.views import lookups
+
+    panel = run(lookups)
+    stats = panel.get_stats()
+    assert json.loads(json.dumps(stats)) == stats
+    toolbar = panel.toolbar
+    toolbar.init_store()
+    stored = DebugToolbar.fetch(toolbar.request_id, PANEL_ID)
+    reloaded = stored.get_panel_by_id(PANEL_ID)
+    assert reloaded.get_stats() == stats
+    assert reloaded.nav_subtitle == panel.nav_subtitle
+    valid_html(reloaded.content)
+
+
+def test_check_requires_the_app() -> None:
+    from django_smartcache.contrib.debug_toolbar import SmartCachePanel
+
+    assert SmartCachePanel.run_checks() == []
+    from django.conf import settings
+
+    apps = [a for a in settings.INSTALLED_APPS if a != "django_smartcache"]
+    with override_settings(INSTALLED_APPS=apps):
+        errors = SmartCachePanel.run_checks()
+    assert [e.id for e in errors] == ["smartcache.E030"]
+    assert errors[0].level == checks.ERROR
+    assert "django_smartcache" in errors[0].msg
+
+
+# -- integration: through the middleware -------------------------------------------------
+
+
+def toolbar_get(client: Any, path: str) -> Any:
+    with override_settings(DEBUG=True):
+        return client.get(path)
+
+
+def test_panel_in_the_page_and_render_panel_json(client: Any) -> None:
+    response = toolbar_get(client, "/lookups/")
+    stats_calls = 13  # the calls lookups() makes: 11 on "smart", 2 on "multi"
+    assert_contains_button = '<li id="djdt-SmartCachePanel" class="djDebugPanelButton">'
+    html = response.content.decode()
+    assert assert_contains_button in html
+    assert f"<small>{stats_calls} calls, 67% hits, " in html
+    request_id = response.headers["djdt-request-id"]
+    with override_settings(DEBUG=True):
+        rendered = client.get(
+            "/__debug__/render_panel/",
+            {"request_id": request_id, "panel_id": PANEL_ID},
+        )
+    assert rendered.status_code == 200
+    content = rendered.json()["content"]
+    valid_html(content)
+    assert "book 1 saved" in content
+    assert "<code>greeting</code>" in content
+
+
+def test_no_toolbar_no_recording(client: Any) -> None:
+    """DEBUG off: the middleware does nothing, no instance is wrapped, no receiver is connected."""
+    from django_smartcache.signals import entry_evicted
+
+    client.get("/evictions/")
+    assert "_smartcache_wrapped" not in caches["tiny"].__dict__
+    assert "get" not in caches["smart"].__dict__
+    assert not entry_evicted.receivers
+
+
+def test_server_timing_header(client: Any) -> None:
+    response = toolbar_get(client, "/lookups/")
+    assert "smartcache" in response.headers.get("Server-Timing", "")
