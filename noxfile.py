@@ -58,10 +58,12 @@ def matrix(session: nox.Session, django: str) -> None:
 
 @nox.session
 def example(session: nox.Session) -> None:
-    """Run the example project on the embedded default (SQLite L2, no server)."""
+    """Run the example shop on the embedded default (SQLite L2, no server)."""
     session.install("-e", ".[toolbar]")
     manage = ["python", "example_project/manage.py"]
     session.run(*manage, "migrate", "--noinput")
+    session.run(*manage, "seed")
+    session.run(*manage, "smartcache_warm")
     session.run(*manage, *(session.posargs or ["runserver", "127.0.0.1:8000"]))
 
 
