@@ -111,6 +111,9 @@ class Recorder:
         self.stampede_waits: list[dict[str, Any]] = []
         #: alias -> the instance watched in this context.
         self.watched: dict[str, Any] = {}
+        #: Aliases whose methods were already wrapped on the instance by someone else
+        #: (django-debug-toolbar's CachePanel): their times include that wrapper's work.
+        self.nested: list[str] = []
         self._token: Token[Recorder | None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------
@@ -130,7 +133,8 @@ class Recorder:
         for alias in settings.CACHES if aliases is None else aliases:
             cache = caches[alias]
             self.watched[alias] = cache
-            _wrap(cache, alias)
+            if _wrap(cache, alias):
+                self.nested.append(alias)
         with _receivers_lock:
             if _started == 0:
                 _connect()
@@ -216,19 +220,21 @@ def _class_name(obj: Any) -> str:
 class _Wrapped:
     """What ``_wrap`` put on an instance: undone by the last ``_unwrap``."""
 
-    __slots__ = ("count", "methods")
+    __slots__ = ("count", "methods", "nested")
 
     def __init__(self) -> None:
         self.count = 1  # recorders watching the instance (one per context using it)
+        self.nested = False  # some method was already wrapped on the instance
         #: method name -> (our wrapper, the instance attribute it replaced or _MISS)
         self.methods: dict[str, tuple[Any, Any]] = {}
 
 
-def _wrap(cache: Any, alias: str) -> None:
+def _wrap(cache: Any, alias: str) -> bool:
+    """Wrap ``cache``'s methods; True if some were already wrapped by someone else."""
     wrapped = cache.__dict__.get(_ATTR)
     if wrapped is not None:
         wrapped.count += 1
-        return
+        return wrapped.nested
     wrapped = _Wrapped()
     for name in WRAPPED_METHODS:
         for method in (name, "a" + name):
@@ -236,9 +242,12 @@ def _wrap(cache: Any, alias: str) -> None:
             if original is None:
                 continue
             wrapper = _wrapper(cache, alias, name, original, method != name)
-            wrapped.methods[method] = (wrapper, cache.__dict__.get(method, _MISS))
+            previous = cache.__dict__.get(method, _MISS)
+            wrapped.nested = wrapped.nested or previous is not _MISS
+            wrapped.methods[method] = (wrapper, previous)
             setattr(cache, method, wrapper)
     cache.__dict__[_ATTR] = wrapped
+    return wrapped.nested
 
 
 def _unwrap(cache: Any) -> None:

@@ -295,3 +295,21 @@ def test_no_toolbar_no_recording(client: Any) -> None:
 def test_server_timing_header(client: Any) -> None:
     response = toolbar_get(client, "/lookups/")
     assert "smartcache" in response.headers.get("Server-Timing", "")
+
+
+def test_times_under_the_toolbar_cache_panel_are_flagged(client: Any) -> None:
+    """With the toolbar's CachePanel on, its wrappers are under ours: the panel says so."""
+    from tests.toolbar.views import lookups
+
+    # First without another wrapper (no CachePanel enabled yet in this thread): no note.
+    panel = run(lookups)
+    assert panel.get_stats()["nested"] == []
+    assert "djdt-smartcache-nested" not in panel.content
+    response = toolbar_get(client, "/lookups/")
+    with override_settings(DEBUG=True):
+        content = client.get(
+            "/__debug__/render_panel/",
+            {"request_id": response.headers["djdt-request-id"], "panel_id": PANEL_ID},
+        ).json()["content"]
+    assert 'class="djdt-smartcache-nested"' in content
+    assert "The times of default, smart, tiny, multi include" in content

@@ -159,6 +159,7 @@ class SmartCachePanel(Panel):
                         "stampede_waits": len(rec.stampede_waits),
                     },
                     "aliases": aliases,
+                    "nested": rec.nested,
                     "calls": calls,
                     "evictions": rec.evictions,
                     "invalidations": rec.invalidations,
