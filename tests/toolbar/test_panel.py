@@ -313,3 +313,26 @@ def test_times_under_the_toolbar_cache_panel_are_flagged(client: Any) -> None:
         ).json()["content"]
     assert 'class="djdt-smartcache-nested"' in content
     assert "The times of default, smart, tiny, multi include" in content
+
+
+def test_asgi_request_through_the_middleware(async_client: Any) -> None:
+    """is_async = True: an ASGI request keeps the panel, and its async calls are listed."""
+    from asgiref.sync import async_to_sync
+
+    async def get(path: str, **params: Any) -> Any:
+        return await async_client.get(path, params)
+
+    with override_settings(DEBUG=True):
+        response = async_to_sync(get)("/async/")
+        assert response.status_code == 200
+        assert '<li id="djdt-SmartCachePanel" class="djDebugPanelButton">' in (
+            response.content.decode()
+        )
+        assert "<small>4 calls, 50% hits, " in response.content.decode()
+        rendered = async_to_sync(get)(
+            "/__debug__/render_panel/",
+            request_id=response.headers["djdt-request-id"],
+            panel_id=PANEL_ID,
+        )
+    content = rendered.json()["content"]
+    assert "<code>aget</code>" in content
