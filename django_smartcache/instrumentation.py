@@ -206,6 +206,12 @@ class Recorder:
                     f"{watched.key_prefix}:"
                 ):
                     return alias
+            for alias, watched in self.watched.items():
+                levels = getattr(watched, "levels", None)
+                if isinstance(levels, tuple):
+                    for index, level in enumerate(levels):
+                        if getattr(level, "_store", None) is store:
+                            return f"{alias} L{index + 1}"
         return f"({_class_name(cache)})"
 
 

@@ -336,3 +336,39 @@ def test_asgi_request_through_the_middleware(async_client: Any) -> None:
         )
     content = rendered.json()["content"]
     assert "<code>aget</code>" in content
+
+
+def test_l1_evictions_of_a_multilevel_cache(tmp_path: Any) -> None:
+    """The L1 store reports through its own SmartCache: named "<alias> L1"."""
+    tiny_l1 = {
+        "BACKEND": "django_smartcache.backends.MultiLevelCache",
+        "LOCATION": str(tmp_path / "levels.sqlite3"),
+        "OPTIONS": {
+            "LEVELS": [
+                {
+                    "BACKEND": "django_smartcache.backends.SmartCache",
+                    "LOCATION": f"toolbar-l1-{tmp_path.name}",
+                    "OPTIONS": {"MAX_MEMORY": "4KB", "POLICY": "lru"},
+                },
+                {
+                    "BACKEND": "django_smartcache.backends.SQLiteCache",
+                    "LOCATION": str(tmp_path / "levels.sqlite3"),
+                },
+            ]
+        },
+    }
+
+    def view(request: Any) -> HttpResponse:
+        multi = caches["layered"]
+        for i in range(20):
+            multi.set(f"blob:{i}", "x" * 600)
+        return HttpResponse("ok")
+
+    from django.conf import settings
+
+    with override_settings(CACHES={**settings.CACHES, "layered": tiny_l1}):
+        stats = run(view).get_stats()
+    evicted = {e["alias"] for e in stats["evictions"]}
+    assert evicted == {"layered L1"}
+    layered = alias(stats, "layered")
+    assert layered["evictions"]["capacity"] == len(stats["evictions"]) > 0
