@@ -6,7 +6,46 @@ Every signal here is part of the public API: its name and its keyword arguments.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.dispatch import Signal
+
+
+class WatchedSignal(Signal):
+    """A ``Signal`` that tells its watchers when receivers come and go.
+
+    Senders whose events are frequent (an eviction per write under a full budget) use
+    it to prepare nothing at all while nobody listens, instead of checking per event.
+    A watcher is called with ``True`` after every ``connect()`` and with whether any
+    receiver is left after every ``disconnect()``; a weakly referenced receiver that is
+    garbage-collected is noticed at the next connect/disconnect only, so a watcher may
+    keep preparing events for a while that no one hears (never the other way round).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._watchers: list[Callable[[bool], None]] = []
+
+    def watch(self, watcher: Callable[[bool], None]) -> None:
+        """Call ``watcher(listening)`` now and whenever receivers are connected or removed."""
+        self._watchers.append(watcher)
+        watcher(bool(self.receivers))
+
+    def connect(self, *args: Any, **kwargs: Any) -> None:
+        super().connect(*args, **kwargs)
+        self._notify()
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> bool:
+        removed = super().disconnect(*args, **kwargs)
+        self._notify()
+        return removed
+
+    def _notify(self) -> None:
+        listening = bool(self.receivers)
+        for watcher in self._watchers:
+            watcher(listening)
+
 
 #: Sent when a caller waited for another caller's computation of the same entry
 #: instead of computing it again (stampede protection at work). Two senders:
@@ -58,5 +97,5 @@ tags_invalidated = Signal()
 #:
 #: Sent after the operation that evicted released the store's lock, so a receiver
 #: may use the cache; usually in the thread whose operation evicted. With no
-#: receiver connected nothing is sent and the cost is a check per eviction.
-entry_evicted = Signal()
+#: receiver connected the stores record nothing (a ``WatchedSignal`` switches them).
+entry_evicted = WatchedSignal()

@@ -57,19 +57,38 @@ _stores_lock = threading.Lock()
 _loads = pickle.loads
 
 
+# Each store's eviction listener, installed on the store only while ``entry_evicted``
+# has receivers: otherwise the store records nothing.
+_listeners: dict[tuple[Any, ...], EvictionListener] = {}
+_listening = False
+
+
 def _store_for(config: tuple[Any, ...], creator: BaseCache) -> MemoryStore:
     with _stores_lock:
         store = _stores.get(config)
         if store is None:
             _, max_bytes, max_entries, max_item_size, policy = config
+            listener = _listeners[config] = _eviction_sender(creator)
             store = _stores[config] = MemoryStore(
                 max_bytes,
                 max_entries,
                 max_item_size=max_item_size,
                 policy=policy,
-                on_evict=_eviction_sender(creator),
+                on_evict=listener if _listening else None,
             )
         return store
+
+
+def _listening_changed(listening: bool) -> None:
+    """Switch every store's eviction recording on or off with ``entry_evicted``'s receivers."""
+    global _listening
+    with _stores_lock:
+        _listening = listening
+        for config, store in _stores.items():
+            store.on_evict = _listeners[config] if listening else None
+
+
+entry_evicted.watch(_listening_changed)
 
 
 def _eviction_sender(cache: BaseCache) -> EvictionListener:
