@@ -297,3 +297,16 @@ def test_sqlite_get_or_set_sends_stampede_wait(tmp_path):
     for call in heard.calls:
         assert call["sender"] is SQLiteCache and call["cache"] is cache
         assert (call["key"], call["scope"]) == ("sq:1:cold", "process")
+
+
+def test_stores_record_evictions_only_while_someone_listens():
+    cache = make(OPTIONS={"MAX_MEMORY": None, "MAX_ENTRIES": 2})
+    assert cache._store.on_evict is None  # nobody listens: nothing is recorded
+    with Heard(entry_evicted) as heard:
+        assert cache._store.on_evict is not None
+        for i in range(4):
+            cache.set(f"k{i}", i)
+        assert len(heard.keys("capacity")) == 2
+    assert cache._store.on_evict is None
+    cache.set("k9", 9)  # evicts, unheard and unrecorded
+    assert cache._store._evicted == []
