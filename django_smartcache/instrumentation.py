@@ -237,7 +237,7 @@ class _Wrapped:
 
 def _wrap(cache: Any, alias: str) -> bool:
     """Wrap ``cache``'s methods; True if some were already wrapped by someone else."""
-    wrapped = cache.__dict__.get(_ATTR)
+    wrapped: _Wrapped | None = cache.__dict__.get(_ATTR)
     if wrapped is not None:
         wrapped.count += 1
         return wrapped.nested
