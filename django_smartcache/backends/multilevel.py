@@ -17,6 +17,8 @@ import logging
 import sqlite3
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -210,12 +212,85 @@ class LevelHealth:
         )
 
 
+class _Counts:
+    """One backend instance's counters: hits per level, misses, timed calls per level.
+
+    Written without a lock, by the one thread that owns the instance (Django builds one
+    instance per thread): a plain ``+=`` on a list item, as cheap as it gets on the L1
+    hit path, and exact because no other thread writes these lists.
+    """
+
+    __slots__ = ("hits", "lat_calls", "lat_ns", "misses")
+
+    def __init__(self, levels: int) -> None:
+        self.hits = [0] * levels  # index 0: L1 hits
+        self.lat_ns = [0] * levels
+        self.lat_calls = [0] * levels
+        self.misses = [0]
+
+    def add(self, other: _Counts) -> None:
+        for mine, theirs in (
+            (self.hits, other.hits),
+            (self.lat_ns, other.lat_ns),
+            (self.lat_calls, other.lat_calls),
+            (self.misses, other.misses),
+        ):
+            for i, value in enumerate(theirs):
+                mine[i] += value
+
+
+class _Tally:
+    """The counters of every instance of one configuration, alive or collected.
+
+    Django's ``CacheHandler`` keeps one backend instance per thread, and a threaded
+    server drops a request's instance when its thread ends: the counts must outlive it.
+    Each instance gets its own :class:`_Counts`, listed here; when the instance is
+    collected, a ``weakref.finalize`` callback queues its counts (a ``deque.append``:
+    atomic, no lock, so safe from a garbage collection that runs while this thread holds
+    the lock) and the next :meth:`enlist` or :meth:`total` folds them into ``_retired``
+    under the lock. A count is thus in exactly one place at any time: never lost, never
+    counted twice.
+    """
+
+    def __init__(self, levels: int) -> None:
+        self._levels = levels
+        self._lock = threading.Lock()
+        self._live: set[_Counts] = set()
+        self._dead: deque[_Counts] = deque()
+        self._retired = _Counts(levels)
+
+    def enlist(self, owner: object) -> _Counts:
+        counts = _Counts(self._levels)
+        with self._lock:
+            self._fold()
+            self._live.add(counts)
+        weakref.finalize(owner, self._dead.append, counts).atexit = False
+        return counts
+
+    def total(self) -> _Counts:
+        """The sum over every instance so far (the live ones as of now)."""
+        out = _Counts(self._levels)
+        with self._lock:
+            self._fold()
+            out.add(self._retired)
+            for counts in list(self._live):
+                out.add(counts)
+        return out
+
+    def _fold(self) -> None:
+        while self._dead:
+            counts = self._dead.popleft()
+            self._live.discard(counts)
+            self._retired.add(counts)
+
+
 class _Shared:
     """What the per-thread instances of one configuration share within a process."""
 
-    def __init__(self) -> None:
+    def __init__(self, levels: int) -> None:
         self.health: list[LevelHealth] = []
         self.coherence: _coherence.Coherence | None = None
+        self.tally = _Tally(levels)
 
 
 _SHARED: dict[str, _Shared] = {}
@@ -296,7 +371,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         with _SHARED_LOCK:
             shared = _SHARED.get(self._name)
             if shared is None:
-                shared = _SHARED[self._name] = _Shared()
+                shared = _SHARED[self._name] = _Shared(len(self._levels))
                 shared.health = [
                     LevelHealth(label, retry, log_interval, max_suspects)
                     for label in self._labels
@@ -308,15 +383,15 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         if self._co.deadline <= _monotonic():
             # Start listening now rather than at the first read: fewer missed messages.
             self._co.refresh(self._levels[-1])
-        # Counters of this instance (one per thread); stats() sums every instance.
-        n = len(self._levels)
-        self._hits = [0] * n
-        self._lat_ns = [0] * n
-        self._lat_calls = [0] * n
-        self._misses = [0]
-        self._l1_hits = 0
+        # Counters of this instance (one per thread), kept by the shared tally after
+        # the instance is gone; stats() reports the tally's total.
+        self._tally = shared.tally
+        counts = self._tally.enlist(self)
+        self._hits = counts.hits
+        self._lat_ns = counts.lat_ns
+        self._lat_calls = counts.lat_calls
+        self._misses = counts.misses
         self._sample = L1_LATENCY_SAMPLE
-        _INSTANCES.setdefault(self._name, _WeakList()).add(self)
 
     # -- configuration ---------------------------------------------------------------
     @staticmethod
@@ -491,7 +566,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         self._sample -= 1
         payload = self._l1_payload(key) if self._sample else self._timed_l1(key)
         if payload is not None:
-            self._l1_hits += 1
+            self._hits[0] += 1
             return self._loads(payload)
         return self._get_below(key, default, self._depth(levels))
 
@@ -921,19 +996,15 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         return tuple(self._levels)
 
     def stats(self) -> dict[str, Any]:
-        """Hits per level, misses, latency per level, errors: summed over this process's threads."""
+        """Hits per level, misses, latency per level, errors: this process, every thread.
+
+        Includes the instances already dropped (one per finished request thread under a
+        threaded server): see :class:`_Tally`.
+        """
         n = len(self._levels)
-        hits = [0] * n
-        lat = [0] * n
-        calls = [0] * n
-        misses = 0
-        for inst in _INSTANCES.get(self._name, _WeakList()).items():
-            misses += inst._misses[0]
-            hits[0] += inst._l1_hits
-            for i in range(n):
-                hits[i] += inst._hits[i]
-                lat[i] += inst._lat_ns[i]
-                calls[i] += inst._lat_calls[i]
+        total = self._tally.total()
+        hits, lat, calls = total.hits, total.lat_ns, total.lat_calls
+        misses = total.misses[0]
         now = _monotonic()
         levels = []
         for i in range(n):
@@ -989,23 +1060,6 @@ def _fast_reader(l1: BaseCache) -> tuple[Any, Any]:
 def _no_validation(key: Any) -> None:
     return None
 
-
-class _WeakList:
-    """The live backend instances of one configuration (one per thread)."""
-
-    def __init__(self) -> None:
-        import weakref
-
-        self._refs: weakref.WeakSet[_MultiLevelBase] = weakref.WeakSet()
-
-    def add(self, inst: _MultiLevelBase) -> None:
-        self._refs.add(inst)
-
-    def items(self) -> list[_MultiLevelBase]:
-        return list(self._refs)
-
-
-_INSTANCES: dict[str, _WeakList] = {}
 
 _NO_EXPIRY = object()
 
@@ -1131,7 +1185,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
                 co.refresh(self._levels[-1])
             payloads = [self._l1_payload(self._key(k, version)) for k in keys]
             if None not in payloads:
-                self._l1_hits += len(keys)
+                self._hits[0] += len(keys)
                 loads = self._loads
                 return {k: _raw(loads(p)) for k, p in zip(keys, payloads, strict=True)}
         found = _MultiLevelBase.get_many(self, keys, version)
@@ -1156,7 +1210,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         self._sample -= 1
         payload = self._l1_payload(final) if self._sample else self._timed_l1(final)
         if payload is not None:
-            self._l1_hits += 1
+            self._hits[0] += 1
             value = self._loads(payload)
         else:
             value = self._get_below(final, _MISSING, self._depth(levels))

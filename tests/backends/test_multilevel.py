@@ -652,3 +652,99 @@ def test_promotion_from_sqlite_keeps_the_exact_remaining_ttl(tmp_path: Any) -> N
     assert 45 < remaining <= 50  # not L1_MAX_TTL (1000 s)
     forever = l1._store._data[cache.make_key("forever")][1] - time.monotonic()
     assert 999 < forever <= 1000  # "never expires" below: capped by L1_MAX_TTL
+
+
+# -- stats across per-thread instances ---------------------------------------------------
+
+
+def _per_request(handler: Any, alias: str, hits: int, misses: int) -> None:
+    """What one request thread of a threaded server does: its own instance, then gone."""
+    cache = handler[alias]
+    for _ in range(hits):
+        assert cache.get("hot") == "v"
+    for i in range(misses):
+        assert cache.get(f"absent-{i}") is None
+    assert cache.get_many(["hot", "absent-x"]) == {"hot": "v"}
+
+
+def test_stats_keep_the_counts_of_dropped_per_thread_instances(tmp_path: Any) -> None:
+    """Django's CacheHandler: one instance per thread, dropped when the thread ends."""
+    import gc
+    import threading
+    import weakref
+
+    from django.core.cache import CacheHandler
+
+    config = {
+        "BACKEND": "django_smartcache.backends.MultiLevelCache",
+        "LOCATION": str(tmp_path / "stats.sqlite3"),
+        "KEY_PREFIX": _unique(),
+        "OPTIONS": {"L1_MAX_TTL": 1000},
+    }
+    handler = CacheHandler({"default": config})
+    handler["default"].set("hot", "v", None)
+    before = handler["default"].stats()
+
+    threads, hits, misses, workers = 8, 37, 5, 4
+    collected: list[weakref.ref[Any]] = []
+    barrier = threading.Barrier(threads)
+    readers_done = threading.Event()
+    seen: list[int] = []
+
+    def request(n: int) -> None:
+        barrier.wait()  # all threads run at once
+        _per_request(handler, "default", hits, misses)
+        collected.append(weakref.ref(handler["default"]))
+
+    def watcher() -> None:
+        # stats() while instances are being created, used and dropped.
+        while not readers_done.is_set():
+            seen.append(handler["default"].stats()["hits"])
+
+    watch = threading.Thread(target=watcher)
+    watch.start()
+    for _ in range(workers):
+        pool = [threading.Thread(target=request, args=(n,)) for n in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    readers_done.set()
+    watch.join()
+    del pool, t
+    gc.collect()
+    assert len(collected) == threads * workers
+    assert all(ref() is None for ref in collected), "the thread instances were dropped"
+    assert seen == sorted(seen), "the total never goes back"
+
+    fresh = CacheHandler({"default": config})["default"]
+    stats = fresh.stats()
+    requests = threads * workers
+    assert stats["hits"] - before["hits"] == requests * (hits + 1)
+    assert stats["misses"] - before["misses"] == requests * (misses + 1)
+    # Per level: L1 almost always (a coherence refresh may send a read to SQLite).
+    delta = [
+        now["hits"] - then["hits"]
+        for now, then in zip(stats["levels"], before["levels"], strict=True)
+    ]
+    assert sum(delta) == requests * (hits + 1)
+    # Every get() miss and get_many() asked SQLite once (timed, and kept), plus at most
+    # one call per L1 miss that SQLite answered.
+    timed = stats["levels"][1]["timed_calls"] - before["levels"][1]["timed_calls"]
+    assert requests * (misses + 1) <= timed <= requests * (misses + 1) + delta[1]
+
+
+def test_stats_count_an_instance_collected_in_a_reference_cycle() -> None:
+    import gc
+
+    levels = [{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}]
+    params = {"KEY_PREFIX": _unique(), "OPTIONS": {"LEVELS": levels}}
+    cache = MultiLevelCache("", params)
+    cache.set("k", 1)
+    cache.get("k")
+    cache.get("nope")
+    cache.cycle = cache  # type: ignore[attr-defined]  # freed only by the collector
+    del cache
+    gc.collect()
+    stats = MultiLevelCache("", params).stats()
+    assert (stats["hits"], stats["misses"]) == (1, 1)
