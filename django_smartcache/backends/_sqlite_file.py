@@ -1,9 +1,12 @@
 """Opening the SQLiteCache file: create it, check it, and move a damaged one aside.
 
 A cache must never take the site down: a file that is not an SQLite database, is
-truncated, or is a database of someone else's, is renamed next to itself (both paths
-logged at ERROR) and replaced by a fresh store. An exclusive ``flock`` on a sibling
-``.lock`` file serialises this between the processes that open the file at once.
+truncated, or is a cache file of another schema version (an upgrade or a downgrade of
+this package), is renamed next to itself (both paths logged at ERROR) and replaced by a
+fresh store. A database of someone else's is refused untouched (``ImproperlyConfigured``).
+An exclusive ``flock`` on a sibling ``.lock`` file serialises this between the
+processes that open the file at once: the second one checks the file the first one
+left, which is current, so it never moves a fresh file aside.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ WAL_AUTOCHECKPOINT_PAGES = 4000
 
 class ForeignDatabaseError(Exception):
     """``LOCATION`` holds a valid SQLite database that is not a cache."""
+
+
+class IncompatibleSchemaError(Exception):
+    """``LOCATION`` holds a SQLiteCache file this release cannot use as it is."""
 
 
 def is_corruption(exc: BaseException) -> bool:
@@ -78,10 +85,13 @@ def diagnose(path: str) -> str | None:
     return None
 
 
-def quarantine(path: str, reason: str) -> str:
-    """Rename the damaged file (and its WAL) aside, log both paths, return the new path."""
+def quarantine(path: str, reason: str, kind: str = "corrupt") -> str:
+    """Rename the unusable file (and its WAL) aside, log both paths, return the new path.
+
+    ``kind`` names the copy: ``corrupt`` (damaged) or ``schema`` (another version).
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = f"{path}.corrupt-{stamp}-{os.getpid()}"
+    aside = f"{path}.{kind}-{stamp}-{os.getpid()}"
     os.replace(path, aside)
     for suffix in ("-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
@@ -143,22 +153,35 @@ def connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connect
 
 
 def _install(path: str, busy_timeout: float) -> None:
-    """Create or check the schema; raise ``sqlite3.DatabaseError`` when the file is damaged."""
+    """Create or check the schema.
+
+    Raises ``ForeignDatabaseError`` for someone else's database, ``IncompatibleSchemaError``
+    for a cache file of another version, ``sqlite3.DatabaseError`` when it is damaged.
+    """
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
         tables = {
             row[0]
             for row in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
             )
         }
-        if tables and not tables >= schema.TABLES:
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        others = sorted(t for t in tables if not t.startswith(schema.NAME_PREFIX))
+        if others or app_id not in (0, schema.APPLICATION_ID):
             # A healthy database of something else: most likely LOCATION pointing at
             # the site's own data. Never modify it, never move it.
             raise ForeignDatabaseError(
                 f"it is an SQLite database but not a SQLiteCache file (tables: "
-                f"{', '.join(sorted(tables))}); refusing to touch it"
+                f"{', '.join(sorted(tables)) or 'none'}, application_id {app_id}); "
+                f"refusing to touch it"
             )
+        (found,) = conn.execute("PRAGMA user_version").fetchone()
+        if tables:
+            problem = check_layout(conn, found)
+            if problem is not None:
+                raise IncompatibleSchemaError(problem)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise sqlite3.OperationalError(f"cannot switch {path} to WAL (got {mode})")
@@ -166,19 +189,74 @@ def _install(path: str, busy_timeout: float) -> None:
         try:
             for statement in _statements(schema.DDL):
                 conn.execute(statement)
-            (version,) = conn.execute(
-                "SELECT schema FROM smartcache_meta WHERE id = 0"
-            ).fetchone()
-            if version != schema.SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(
-                    f"SQLiteCache schema {version}, expected {schema.SCHEMA_VERSION}"
-                )
+            if found != schema.SCHEMA_VERSION or app_id != schema.APPLICATION_ID:
+                # A new file, or one of STAMPED_IN_PLACE: record the version.
+                v = schema.SCHEMA_VERSION
+                conn.execute("UPDATE smartcache_meta SET schema = ? WHERE id = 0", (v,))
+                conn.execute(f"PRAGMA user_version = {v}")
+                conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
             conn.execute("COMMIT")
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_layout() -> frozenset[tuple[str, str, str, str]]:
+    """Our tables, indexes and triggers as SQLite stores them, from :data:`schema.DDL`."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for statement in _statements(schema.DDL):
+            conn.execute(statement)
+        return _layout(conn)
+    finally:
+        conn.close()
+
+
+def _layout(conn: sqlite3.Connection) -> frozenset[tuple[str, str, str, str]]:
+    return frozenset(
+        (kind, name, table, " ".join(sql.split()))
+        for kind, name, table, sql in conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master"
+            " WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        )
+    )
+
+
+def check_layout(conn: sqlite3.Connection, user_version: int) -> str | None:
+    """Why this file of ours cannot be used as it is (``None``: it can).
+
+    Usable: the current :data:`schema.SCHEMA_VERSION`, or one of
+    :data:`schema.STAMPED_IN_PLACE`, with exactly the tables, indexes and triggers
+    :data:`schema.DDL` creates. Files written before the version was in the header
+    (``user_version`` 0) say it in their meta row.
+    """
+    try:
+        row = conn.execute("SELECT schema FROM smartcache_meta WHERE id = 0").fetchone()
+    except sqlite3.OperationalError:  # no such table or column: an unknown layout
+        row = None
+    meta = row[0] if row is not None else None
+    version = user_version or meta
+    expected = schema.SCHEMA_VERSION
+    if version is None:
+        return (
+            f"a SQLiteCache file with no schema version; this release uses {expected}"
+        )
+    if version != expected and version not in schema.STAMPED_IN_PLACE:
+        return f"SQLiteCache schema version {version}; this release uses {expected}"
+    if user_version and meta != user_version:
+        return f"SQLiteCache schema version {user_version} in the header, {meta} in the meta row"
+    reference = _reference_layout()
+    found = _layout(conn)
+    if found != reference:
+        differ = sorted({name for _, name, _, _ in found ^ reference})
+        return (
+            f"SQLiteCache schema version {version} but its tables differ from that "
+            f"layout ({', '.join(differ)})"
+        )
+    return None
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -208,8 +286,11 @@ def prepare(path: str, busy_timeout: float) -> None:
                 quarantine(path, problem)
             try:
                 _install(path, busy_timeout)
+            except IncompatibleSchemaError as exc:
+                quarantine(path, str(exc), "schema")
+                _install(path, busy_timeout)
             except sqlite3.DatabaseError as exc:
-                if not (is_corruption(exc) or "SQLiteCache" in str(exc)):
+                if not is_corruption(exc):
                     raise
                 quarantine(path, str(exc))
                 _install(path, busy_timeout)

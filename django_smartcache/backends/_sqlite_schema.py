@@ -13,8 +13,32 @@ or refuse the statement, never silently scan.
 
 from __future__ import annotations
 
-#: Bumped when the layout changes; a file with another version is rebuilt, not misread.
-SCHEMA_VERSION = 1
+#: The version of the file format, recorded twice in every file: ``PRAGMA user_version``
+#: (the database header: readable whatever the tables look like) and the meta row.
+#:
+#: The rule: bump it with EVERY change to :data:`DDL` (a column, an index, a trigger, even
+#: whitespace: the check compares the stored ``CREATE`` statements) or to what the stored
+#: values mean, and never reuse a number. At open, a file of ours with another version,
+#: or whose tables differ from what its version says, is moved aside and replaced (see
+#: ``_sqlite_file.check_layout``); list an old version in :data:`STAMPED_IN_PLACE` only
+#: when its file is this layout exactly, with the same meaning.
+#:
+#: History: 1, the first layout (version in the meta row only); 2, ``smartcache_meta``
+#: gained ``quiet`` and the triggers a ``WHEN`` (later reverted); 3, the layout of 1
+#: again, now also in ``user_version`` and marked with :data:`APPLICATION_ID`.
+SCHEMA_VERSION = 3
+
+#: Older versions whose files are :data:`DDL` exactly: opened in place, the version
+#: numbers rewritten (a cheap, safe migration: no row is read or changed).
+STAMPED_IN_PLACE = frozenset({1})
+
+#: ``PRAGMA application_id`` of a SQLiteCache file (ASCII "SmCa"): what tells our file
+#: from someone else's database without reading its tables.
+APPLICATION_ID = 0x536D4361
+
+#: Every table, index and trigger of ours starts with this; a file with any other
+#: table is someone else's database, never modified or moved.
+NAME_PREFIX = "smartcache_"
 
 #: ``WITHOUT ROWID``: a lookup by key is one B-tree descent, not index-then-table.
 #: ``value`` has BLOB affinity, so Python ints are stored as SQLite integers (atomic ``incr``)

@@ -406,6 +406,217 @@ def test_another_applications_database_is_refused_untouched(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["app.sqlite3", "app.sqlite3.lock"]
 
 
+# -- files of another schema version ---------------------------------------------------
+
+#: The layout of schema version 2 (an earlier release): ``smartcache_meta`` had a sixth
+#: column, the file that stopped sites with "6 columns but 5 values were supplied".
+SCHEMA_2 = """
+CREATE TABLE smartcache_entry (
+    key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, expires REAL,
+    accessed REAL NOT NULL, size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX smartcache_entry_expires ON smartcache_entry (expires)
+    WHERE expires IS NOT NULL;
+CREATE INDEX smartcache_entry_accessed ON smartcache_entry (accessed);
+CREATE TABLE smartcache_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0), schema INTEGER NOT NULL,
+    size INTEGER NOT NULL, count INTEGER NOT NULL, log_floor INTEGER NOT NULL,
+    quiet INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO smartcache_meta VALUES (0, 2, 0, 0, 0, 0);
+CREATE TABLE smartcache_change (seq INTEGER PRIMARY KEY, key TEXT);
+CREATE TRIGGER smartcache_entry_inserted AFTER INSERT ON smartcache_entry
+WHEN (SELECT quiet FROM smartcache_meta WHERE id = 0) = 0
+BEGIN
+    UPDATE smartcache_meta SET size = size + NEW.size, count = count + 1 WHERE id = 0;
+    INSERT INTO smartcache_change (key) VALUES (NEW.key);
+END;
+"""
+
+#: Our table names with other columns (a hand-made or half-migrated file).
+WRONG_COLUMNS = """
+CREATE TABLE smartcache_entry (key TEXT PRIMARY KEY, data BLOB);
+CREATE TABLE smartcache_meta (id INTEGER PRIMARY KEY, schema INTEGER NOT NULL);
+INSERT INTO smartcache_meta VALUES (0, 3);
+CREATE TABLE smartcache_change (seq INTEGER PRIMARY KEY, key TEXT);
+PRAGMA user_version = 3;
+"""
+
+
+def _current_layout(conn: sqlite3.Connection, version: int) -> None:
+    """This release's tables, claiming ``version`` (header and meta row)."""
+    conn.executescript(sql.DDL)
+    conn.execute("UPDATE smartcache_meta SET schema = ?", (version,))
+    conn.execute(f"PRAGMA user_version = {version}")
+
+
+def _write_file(path: str, kind: str) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    if kind == "schema_2":
+        conn.executescript(SCHEMA_2)
+        conn.execute("INSERT INTO smartcache_entry VALUES (':1:old', 1, NULL, 0, 8)")
+    elif kind == "future":
+        _current_layout(conn, sql.SCHEMA_VERSION + 1)
+    elif kind == "wrong_columns":
+        conn.executescript(WRONG_COLUMNS)
+    elif kind == "current_version_missing_trigger":
+        _current_layout(conn, sql.SCHEMA_VERSION)
+        conn.execute("DROP TRIGGER smartcache_entry_deleted")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("schema_2", f"schema version 2; this release uses {sql.SCHEMA_VERSION}"),
+        ("future", f"version {sql.SCHEMA_VERSION + 1}; this release uses"),
+        ("wrong_columns", "tables differ from that layout"),
+        ("current_version_missing_trigger", "smartcache_entry_deleted"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["SQLiteCache", "MultiLevelCache"])
+def test_a_file_of_another_schema_is_moved_aside_and_the_site_keeps_working(
+    tmp_path, kind, reason, backend, caplog
+):
+    from django_smartcache.backends import MultiLevelCache
+
+    path = str(tmp_path / "cache.sqlite3")
+    _write_file(path, kind)
+    with open(path, "rb") as f:
+        original = f.read()
+    cls = SQLiteCache if backend == "SQLiteCache" else MultiLevelCache
+    with caplog.at_level(logging.ERROR, "django_smartcache.sqlite"):
+        cache = cls(path, {})
+        assert cache.get("old") is None
+        cache.set("k", "v")
+        assert cache.get("k") == "v"
+        assert cls(path, {}).get("k") == "v"
+    aside = [p for p in os.listdir(tmp_path) if ".schema-" in p]
+    assert len(aside) == 1, os.listdir(tmp_path)
+    with open(tmp_path / aside[0], "rb") as f:
+        assert f.read() == original  # kept, as it was
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert path in message and str(tmp_path / aside[0]) in message
+    assert reason in message
+    conn = raw(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sql.SCHEMA_VERSION
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == sql.APPLICATION_ID
+    assert conn.execute("SELECT schema FROM smartcache_meta").fetchone()[0] == (
+        sql.SCHEMA_VERSION
+    )
+    conn.close()
+    cache.close()
+
+
+def test_a_file_of_a_version_with_this_layout_is_kept_and_stamped(tmp_path, caplog):
+    """Version 1 (the version in the meta row only) is this layout: no entry is lost."""
+    assert 1 in sql.STAMPED_IN_PLACE
+    path = str(tmp_path / "cache.sqlite3")
+    old = SQLiteCache(path, {})
+    old.set("kept", {"a": 1})
+    old.close()
+    conn = raw(path)  # back to what a version-1 release wrote
+    conn.execute("UPDATE smartcache_meta SET schema = 1")
+    conn.execute("PRAGMA user_version = 0")
+    conn.execute("PRAGMA application_id = 0")
+    conn.close()
+    from django_smartcache.backends import sqlite as sqlite_module
+
+    sqlite_module._prepared.discard(path)  # as a freshly started process
+    with caplog.at_level(logging.ERROR, "django_smartcache.sqlite"):
+        cache = SQLiteCache(path, {})
+        assert cache.get("kept") == {"a": 1}
+    assert caplog.records == []
+    assert sorted(os.listdir(tmp_path)) == [
+        "cache.sqlite3",
+        "cache.sqlite3-shm",
+        "cache.sqlite3-wal",
+        "cache.sqlite3.lock",
+    ]
+    conn = raw(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sql.SCHEMA_VERSION
+    assert conn.execute("SELECT schema FROM smartcache_meta").fetchone()[0] == (
+        sql.SCHEMA_VERSION
+    )
+    conn.close()
+    cache.close()
+
+
+def test_a_database_with_another_application_id_is_refused_untouched(tmp_path):
+    path = str(tmp_path / "app.sqlite3")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 42")
+    conn.executescript(sql.DDL)  # even with our tables: someone else says it is theirs
+    conn.close()
+    with open(path, "rb") as f:
+        original = f.read()
+    with pytest.raises(ImproperlyConfigured, match="application_id 42"):
+        SQLiteCache(path, {}).get("k")
+    with open(path, "rb") as f:
+        assert f.read() == original
+
+
+#: ``python -c RACER LOCATION GO_FILE NAME``: opens the cache once ``GO_FILE`` exists.
+RACER = r"""
+import os, sys, time
+from django_smartcache.backends import SQLiteCache
+
+location, go, name = sys.argv[1:4]
+while not os.path.exists(go):
+    time.sleep(0.001)
+cache = SQLiteCache(location, {"OPTIONS": {"BUSY_TIMEOUT": 30}})
+cache.set(name, os.getpid())  # the first use opens, checks and maybe replaces the file
+print(cache.get(name), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_processes_opening_an_outdated_file_at_once_replace_it_once(tmp_path):
+    """Each opener takes the ``.lock`` flock, then checks: only the first finds it old."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    path = str(tmp_path / "cache.sqlite3")
+    _write_file(path, "schema_2")
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, path, str(go), f"p{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=root,
+        )
+        for i in range(6)
+    ]
+    import time
+
+    time.sleep(0.5)  # every interpreter started and waiting
+    go.touch()
+    errors = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0, err
+        assert out.strip() == str(racer.pid)
+        errors.append(err.count("moved it to"))
+    assert sum(errors) == 1
+    aside = [p for p in os.listdir(tmp_path) if ".schema-" in p and "-wal" not in p]
+    assert len(aside) == 1
+    # No racer wrote into a file another one moved aside afterwards: all in this one.
+    cache = SQLiteCache(path, {})
+    assert cache.get_many([f"p{i}" for i in range(6)]) == {
+        f"p{i}": racer.pid for i, racer in enumerate(racers)
+    }
+    cache.close()
+
+
 # -- change log ------------------------------------------------------------------------
 
 
