@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .s3fifo import MAX_FREQ, S3FIFOPolicy
+from .s3fifo import MAX_FREQ, AdaptiveS3FIFOPolicy, S3FIFOPolicy
 from .sketch import FrequencySketch
 from .tinylfu import MIN_SAMPLE_KEYS, SAMPLE_FACTOR, TinyLFUPolicy
 
@@ -51,9 +51,8 @@ HOLD_PERIODS = 3
 MAX_HOLD_PERIODS = 48
 #: ...and this many periods without a lead halve it again.
 CALM_PERIODS = 16
-#: The S3-FIFO candidate's small queue. Twice the paper's 10%: the W-TinyLFU candidate
-#: covers frequency-biased traffic, so this one leans to recency (on our traces: +1.3
-#: points on orm-busy at 1%, +0.4 on the shifting hot set at 10%, -0.6 on Zipf 0.99).
+#: The S3-FIFO candidate's small queue at first (the paper's 10%); it then follows its
+#: ghosts' regrets (``AdaptiveS3FIFOPolicy``).
 RECENCY_SMALL_SHARE = 0.10
 
 # Golden-ratio multiplier: spreads ``hash()`` (the identity for small ints) before sampling.
@@ -113,9 +112,9 @@ class _Shadow:
             self.used -= self.resident.pop(self.policy.evict())
 
 
-def _recency_s3fifo(capacity: int) -> S3FIFOPolicy:
-    """S3-FIFO with a 20% small queue: the recency-leaning side of the duel."""
-    return S3FIFOPolicy(capacity, small_share=RECENCY_SMALL_SHARE)
+def _recency_s3fifo(capacity: int) -> AdaptiveS3FIFOPolicy:
+    """S3-FIFO sizing its small queue from its ghosts: the recency side of the duel."""
+    return AdaptiveS3FIFOPolicy(capacity, small_share=RECENCY_SMALL_SHARE)
 
 
 def _fixed_tinylfu(capacity: int) -> TinyLFUPolicy:

@@ -6,6 +6,9 @@ otherwise it leaves and is remembered in a ghost FIFO (keys only). A key inserte
 its ghost is remembered goes straight to main. Main is a FIFO with lazy promotion: a
 key at its head that was read since its last pass (a 2-bit counter) is put back at the
 tail with one count less, else it leaves. Selectable for comparison (``"s3fifo"``).
+
+:class:`AdaptiveS3FIFOPolicy` sizes the small queue from the ghosts' regrets, as ARC
+sizes its recency list; the adaptive default's S3-FIFO candidate uses it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 
-__all__ = ["S3FIFOPolicy"]
+__all__ = ["AdaptiveS3FIFOPolicy", "S3FIFOPolicy"]
 
 #: Share of the capacity held by the small (probationary) FIFO, as in the paper.
 SMALL_SHARE = 0.10
 #: Reads counted per key (2 bits in the paper).
 MAX_FREQ = 3
+#: The adaptive small queue stays within these shares of the capacity: main always
+#: keeps half, and small never shrinks to nothing (a key needs time to be read twice).
+MIN_SMALL_SHARE = 0.01
+MAX_SMALL_SHARE = 0.50
 
 
 class S3FIFOPolicy:
@@ -195,3 +202,141 @@ class S3FIFOPolicy:
         ghost = self._ghost
         while self.ghost_weight > self.ghost_max and ghost:
             self.ghost_weight -= ghost.popitem(last=False)[1]
+
+
+class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
+    """S3-FIFO whose small queue grows or shrinks with the regrets of its ghosts (ARC-like).
+
+    A fixed 10% small queue is too short when the hot set moves (new keys leave before
+    their second read) and too long on stable popularity (it wastes room main would
+    use). Each side keeps a record of what it dropped recently, stamped with how much
+    weight had left it by then:
+
+    * the ghost of small (S3-FIFO's own): a key inserted again before another
+      ``small_max`` of weight has left small would have been read in a small queue
+      twice as large: small grows by its weight;
+    * a ghost of main, holding the last ``small_max`` of weight main evicted: a key
+      inserted again from it would have been read in a main larger by as much: small
+      shrinks by its weight.
+
+    Both regrets are measured against the same extra room, so the share drifts to
+    where one more unit of weight is worth as much to either queue, within
+    ``MIN_SMALL_SHARE`` and ``MAX_SMALL_SHARE``. Where keys go is S3-FIFO's rule;
+    only the split changes. A hit costs the same as in S3-FIFO; an eviction from main
+    also records a ghost, an insert looks it up.
+    """
+
+    def __init__(self, capacity: int, *, small_share: float = SMALL_SHARE) -> None:
+        #: Ghost values here are ``(weight, small_out when it left)``.
+        self._ghost_stamps: OrderedDict[Hashable, tuple[int, int]] = OrderedDict()
+        self._main_ghost: OrderedDict[Hashable, int] = OrderedDict()
+        self.main_ghost_weight = 0
+        self._small_out = 0
+        self._target = small_share * capacity
+        super().__init__(capacity, small_share=small_share)
+
+    @property
+    def small_share(self) -> float:
+        """The small queue's current share of the capacity."""
+        return self._target / self.capacity
+
+    def resize(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        if hasattr(self, "capacity"):  # keep the share learnt so far
+            self._target = self._target * capacity / self.capacity
+        self.capacity = capacity
+        self._adjust(0.0)
+
+    def _adjust(self, delta: float) -> None:
+        """Move the small queue's target by ``delta`` weight, within its bounds."""
+        capacity = self.capacity
+        self._target = min(
+            max(self._target + delta, MIN_SMALL_SHARE * capacity),
+            MAX_SMALL_SHARE * capacity,
+        )
+        self.small_max = max(1, int(self._target))
+        self.ghost_max = capacity - self.small_max
+        self._trim_ghost()
+        self._trim_main_ghost()
+
+    def segments(self) -> dict[str, list[Hashable]]:
+        segments = super().segments()
+        segments["ghost"] = list(self._ghost_stamps)
+        segments["main_ghost"] = list(self._main_ghost)
+        return segments
+
+    def adopt(
+        self,
+        entries: list[tuple[Hashable, int, int]],
+        like: S3FIFOPolicy | None = None,
+    ) -> None:
+        """As :meth:`S3FIFOPolicy.adopt`; ``like`` also lends its small queue's share."""
+        if isinstance(like, AdaptiveS3FIFOPolicy):
+            self._target = like.small_share * self.capacity
+            self._adjust(0.0)
+            if like.capacity == self.capacity:
+                for key, (weight, _) in like._ghost_stamps.items():
+                    if key not in like._freq:
+                        self._ghost_stamps[key] = (weight, self._small_out)
+                        self.ghost_weight += weight
+                self._trim_ghost()
+        super().adopt(entries)
+
+    def insert(self, key: Hashable, weight: int) -> None:
+        self._freq[key] = 0
+        ghost = self._ghost_stamps.pop(key, None)
+        if ghost is not None:
+            old_weight, left_at = ghost
+            self.ghost_weight -= old_weight
+            if self._small_out - left_at < self.small_max:
+                self._adjust(old_weight)  # a larger small queue would have kept it
+            self._main[key] = weight
+            self.main_weight += weight
+            return
+        evicted = self._main_ghost.pop(key, None)
+        if evicted is not None:
+            self.main_ghost_weight -= evicted
+            self._adjust(-evicted)  # a larger main would have kept it
+        self._small[key] = weight
+        self.small_weight += weight
+
+    def evict(self) -> Hashable:
+        small, main, freq = self._small, self._main, self._freq
+        while True:
+            if small and (self.small_weight >= self.small_max or not main):
+                key, weight = small.popitem(last=False)
+                self.small_weight -= weight
+                self._small_out += weight
+                if freq[key]:
+                    freq[key] = 0
+                    main[key] = weight
+                    self.main_weight += weight
+                    continue
+                del freq[key]
+                self._ghost_stamps[key] = (weight, self._small_out)
+                self.ghost_weight += weight
+                self._trim_ghost()
+                return key
+            key, weight = next(iter(main.items()))
+            count = freq[key]
+            if count:
+                freq[key] = count - 1
+                main.move_to_end(key)
+                continue
+            del main[key], freq[key]
+            self.main_weight -= weight
+            self._main_ghost[key] = weight
+            self.main_ghost_weight += weight
+            self._trim_main_ghost()
+            return key
+
+    def _trim_ghost(self) -> None:
+        ghost = self._ghost_stamps
+        while self.ghost_weight > self.ghost_max and ghost:
+            self.ghost_weight -= ghost.popitem(last=False)[1][0]
+
+    def _trim_main_ghost(self) -> None:
+        ghost = self._main_ghost
+        while self.main_ghost_weight > self.small_max and ghost:
+            self.main_ghost_weight -= ghost.popitem(last=False)[1]

@@ -151,9 +151,14 @@ class TinyLFUPolicy:
         """Take over another policy's residents (oldest first) in an empty instance.
 
         The newest ``window_max`` of weight fill the window; of the rest, those read
-        since their last pass fill protected, the others join probation, in order. A key's count is the larger of what the sketch knows and ``reads + 1``
-        (the old policy's read counter, plus the write that made it resident), so the
-        residents are not all worth nothing to the first candidates. ``like`` is a
+        since their last pass fill protected, the others join probation, in order.
+        ``reads`` is the old policy's read counter. When ``like`` counted every access
+        of the same keys, a key's count is the larger of its count there and
+        ``reads + 1``. Otherwise the sketch counted only misses, so the count is their
+        sum plus one: a resident's reads are not in the sketch, and S3-FIFO clears a
+        key's counter when it moves to main (without that, on a loop the non-residents
+        outcounted the residents and churned them long after a switch). Either way
+        the residents are not worth nothing to the first candidates. ``like`` is a
         policy that saw the same requests (a shadow): its window share, and its sketch
         when it saw every key, are taken over so the new policy does not start cold;
         else ``sketch`` (recent misses counted by the caller) is taken as the sketch.
@@ -181,11 +186,10 @@ class TinyLFUPolicy:
         if len(entries) > sketch.expected_keys:
             sketch.ensure_capacity(len(entries))
         # A key resident in ``like`` keeps its count in its node, not in the sketch.
-        frequency = (
-            like.frequency
-            if like is not None and like.capacity == self.capacity
-            else sketch.frequency
-        )
+        counted_all = like is not None and like.capacity == self.capacity
+        frequency = sketch.frequency
+        if like is not None and counted_all:
+            frequency = like.frequency
         # Keys read since their last pass (``reads``) fill protected, newest first.
         protected: set[int] = set()
         room = self.protected_max
@@ -204,7 +208,11 @@ class TinyLFUPolicy:
             else:
                 segment = self._probation
                 self.probation_weight += weight
-            count = max(frequency(key), min(reads + 1, MAX_COUNT))
+            count = (
+                max(frequency(key), min(reads + 1, MAX_COUNT))
+                if counted_all
+                else min(frequency(key) + reads + 1, MAX_COUNT)
+            )
             node = [segment, weight, count, epoch]
             self._nodes[key] = node
             segment[key] = node

@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from django_smartcache.core import DEFAULT_POLICY, POLICIES, make_policy
-from django_smartcache.core.s3fifo import S3FIFOPolicy
+from django_smartcache.core.s3fifo import (
+    MAX_SMALL_SHARE,
+    MIN_SMALL_SHARE,
+    AdaptiveS3FIFOPolicy,
+    S3FIFOPolicy,
+)
 from django_smartcache.core.tinylfu import TinyLFUPolicy
 
 
@@ -203,6 +208,86 @@ def test_s3fifo_weights() -> None:
     assert policy.weight == 70
 
 
+def store_loop(
+    policy: S3FIFOPolicy, keys: list[int], resident: set[int] | None = None
+) -> set[int]:
+    """Insert each absent key (read the resident ones), evicting down to capacity."""
+    resident = set() if resident is None else resident
+    for key in keys:
+        if key in resident:
+            policy.record_hit(key)
+            continue
+        miss_then_insert(policy, key)
+        resident.add(key)
+        while policy.weight > policy.capacity:
+            resident.remove(policy.evict())  # type: ignore[arg-type]
+    return resident
+
+
+def test_adaptive_s3fifo_grows_small_when_its_ghost_comes_back_soon() -> None:
+    policy = AdaptiveS3FIFOPolicy(20)  # small 2 (10%)
+    resident = store_loop(policy, list(range(21)))
+    assert policy.segments()["ghost"] == [0]  # unread: dropped from small
+    store_loop(policy, [0], resident)  # back before 2 more keys left small
+    assert policy.small_share == pytest.approx(0.15)
+    assert policy.small_max == 3
+    assert 0 in policy.segments()["main"]  # S3-FIFO's rule for a ghost: to main
+
+
+def test_adaptive_s3fifo_ignores_a_ghost_that_comes_back_late() -> None:
+    policy = AdaptiveS3FIFOPolicy(20)
+    resident = store_loop(policy, list(range(24)))  # 0 left small, then 1, 2, 3
+    store_loop(policy, [0], resident)
+    assert policy.small_share == pytest.approx(0.10)
+    assert 0 in policy.segments()["main"]
+
+
+def test_adaptive_s3fifo_shrinks_small_when_mains_evictions_come_back() -> None:
+    policy = AdaptiveS3FIFOPolicy(20)
+    resident = store_loop(policy, list(range(20)))
+    for key in range(20):
+        policy.record_hit(key)  # every key will move to main
+    store_loop(policy, [20, 21], resident)
+    assert policy.segments()["main_ghost"] == [0]  # main's oldest, read once
+    store_loop(policy, [0], resident)
+    assert policy.small_share == pytest.approx(0.05)
+    assert policy.segments()["small"][-1] == 0  # S3-FIFO's rule for a new key
+
+
+def test_adaptive_s3fifo_share_stays_within_bounds_and_survives_resize() -> None:
+    policy = AdaptiveS3FIFOPolicy(1_000)
+    for _ in range(2_000):
+        policy._adjust(-1)
+    assert policy.small_share == pytest.approx(MIN_SMALL_SHARE)
+    for _ in range(2_000):
+        policy._adjust(1)
+    assert policy.small_share == pytest.approx(MAX_SMALL_SHARE)
+    policy.resize(100)
+    assert (policy.small_share, policy.small_max) == (pytest.approx(0.5), 50)
+    adopter = AdaptiveS3FIFOPolicy(400)
+    adopter.adopt([(1, 1, 0)], like=policy)
+    assert adopter.small_max == 200
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 60), max_size=600),
+    capacity=st.integers(1, 40),
+)
+def test_adaptive_s3fifo_accounts_its_queues(keys: list[int], capacity: int) -> None:
+    policy = AdaptiveS3FIFOPolicy(capacity)
+    resident = store_loop(policy, keys)
+    segments = policy.segments()
+    assert set(segments["small"]) | set(segments["main"]) == resident
+    assert policy.small_weight == len(segments["small"])
+    assert policy.main_weight == len(segments["main"])
+    assert policy.ghost_weight == len(segments["ghost"]) <= policy.ghost_max
+    assert policy.main_ghost_weight == len(segments["main_ghost"]) <= policy.small_max
+    assert not resident & set(segments["ghost"])
+    low, high = MIN_SMALL_SHARE * capacity, MAX_SMALL_SHARE * capacity
+    assert low <= policy.small_share * capacity <= high
+
+
 # -- every policy ----------------------------------------------------------------------
 
 
@@ -223,14 +308,18 @@ operations = st.lists(
 )
 
 
-@pytest.mark.parametrize("name", sorted(POLICIES))
+#: Every registered policy, and the adaptive default's S3-FIFO candidate.
+FACTORIES = {**POLICIES, "s3fifo-adaptive-small": AdaptiveS3FIFOPolicy}
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
 @settings(max_examples=60, deadline=None)
 @given(ops=operations, capacity=st.integers(1, 100), resize_to=st.integers(1, 100))
 def test_store_loop_never_exceeds_capacity(
     name: str, ops: list[tuple[str, int, int]], capacity: int, resize_to: int
 ) -> None:
     """The store loop (insert, then evict while over budget) keeps the invariants."""
-    policy = make_policy(name, capacity)
+    policy = FACTORIES[name](capacity)
     resident: dict[int, int] = {}
 
     def shrink() -> None:
