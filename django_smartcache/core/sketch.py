@@ -84,16 +84,32 @@ class FrequencySketch:
         )
 
     def increment(self, key: Hashable) -> None:
-        """Count one access of ``key`` (each of its counters, saturating at 15)."""
-        a, b, c, d = self._slots(key)
+        """Count one access of ``key`` (each of its counters, saturating at 15).
+
+        ``_slots`` inlined and the loop unrolled (the same counters): the adaptive
+        policy calls this on every miss. 880 ns to 670 ns per call on str keys,
+        measured on the shared machine while a benchmark ran.
+        """
+        h = (hash(key) * _MIX) & _MASK64
+        h ^= h >> 31
+        mask, shift, width = self._mask, self._shift, self.width
+        a = h & mask
         door = self._door
         if door is not None and not door[a]:
             door[a] = 1
             return
         table = self._table
-        for i in (a, b, c, d):
-            if table[i] < MAX_COUNT:
-                table[i] += 1
+        if table[a] < MAX_COUNT:
+            table[a] += 1
+        i = width + ((h >> shift) & mask)
+        if table[i] < MAX_COUNT:
+            table[i] += 1
+        i = 2 * width + ((h >> (2 * shift)) & mask)
+        if table[i] < MAX_COUNT:
+            table[i] += 1
+        i = 3 * width + (((h >> 40) ^ (h >> (3 * shift))) & mask)
+        if table[i] < MAX_COUNT:
+            table[i] += 1
 
     def frequency(self, key: Hashable) -> int:
         """The estimated number of recent accesses of ``key`` (never an underestimate)."""
