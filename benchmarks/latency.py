@@ -201,6 +201,12 @@ def growth(rows: list[list[Any]], op: str) -> tuple[float, float]:
     return mine[-1][2] / mine[0][2], mine[-1][3] / mine[0][3]
 
 
+def added_ns(rows: list[list[Any]], op: str) -> tuple[float, float]:
+    """ns per call added from the smallest to the largest size (what memory adds)."""
+    mine = [r for r in rows if r[0] == op]
+    return mine[-1][2] - mine[0][2], mine[-1][3] - mine[0][3]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks latency", description=__doc__
@@ -242,10 +248,12 @@ def main(argv: list[str]) -> int:
         print(table(["operation", "entries", "SmartCache ns", "LocMemCache ns"], srows))
         for op in ("get (hit)", "set (evicting)"):
             smart_g, loc_g = growth(srows, op)
+            smart_add, loc_add = added_ns(srows, op)
             ok = smart_g <= loc_g
             print(
                 f"{op}: growth {sizes[0]:,} -> {sizes[-1]:,} entries: SmartCache x{smart_g:.2f}, "
-                f"LocMemCache x{loc_g:.2f} ({'ok' if ok else 'MISSED'})"
+                f"LocMemCache x{loc_g:.2f} ({'ok' if ok else 'MISSED'}); "
+                f"ns added per call: SmartCache {smart_add:+,.0f}, LocMemCache {loc_add:+,.0f}"
             )
             if not ok:
                 missed.append(f"{op} growth")
