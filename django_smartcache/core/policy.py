@@ -96,8 +96,8 @@ POLICIES: dict[str, PolicyFactory] = {
 }
 
 #: The policy used when none is named: the S3-FIFO / W-TinyLFU duel, within half a point
-#: of the best of LRU, S3-FIFO, theine and LocMemCache in 20 of our 21 cells
-#: (``docs/eviction.md`` has the table, the miss and the reason).
+#: of the best of LRU, S3-FIFO, theine and LocMemCache in all 21 of our cells
+#: (``docs/eviction.md`` has the table, and where LRU still leads: faster-moving hot sets).
 DEFAULT_POLICY = "adaptive"
 
 
