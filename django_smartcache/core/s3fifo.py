@@ -271,7 +271,8 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         entries: list[tuple[Hashable, int, int]],
         like: S3FIFOPolicy | None = None,
     ) -> None:
-        """As :meth:`S3FIFOPolicy.adopt`; ``like`` also lends its small queue's share."""
+        """As :meth:`S3FIFOPolicy.adopt`; an adaptive ``like`` lends its small queue's
+        share, and its ghost when it has the same capacity (ghosts count as just left)."""
         if isinstance(like, AdaptiveS3FIFOPolicy):
             self._target = like.small_share * self.capacity
             self._adjust(0.0)
