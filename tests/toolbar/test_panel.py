@@ -372,3 +372,121 @@ def test_l1_evictions_of_a_multilevel_cache(tmp_path: Any) -> None:
     assert evicted == {"layered L1"}
     layered = alias(stats, "layered")
     assert layered["evictions"]["capacity"] == len(stats["evictions"]) > 0
+
+
+# -- rendering of nested statistics ------------------------------------------------------
+
+
+def fragment(content: str) -> Any:
+    """The panel's HTML as an ElementTree (no namespaces), to look at cells."""
+    return html5lib.parseFragment(
+        content, treebuilder="etree", namespaceHTMLElements=False
+    )
+
+
+def cells(row: Any) -> list[str]:
+    return [
+        "".join(cell.itertext()).strip() for cell in row if cell.tag in ("th", "td")
+    ]
+
+
+def stat_table(tree: Any, alias_name: str, name: str) -> Any:
+    """The nested table of stat ``name`` in the lifetime section of ``alias_name``."""
+    tables = tree.findall(f".//table[@data-stat='{name}']")
+    mine = tree.find(f".//table[@data-alias='{alias_name}']")
+    found = [t for t in tables if any(t is d for d in mine.iter("table"))]
+    assert len(found) == 1, (alias_name, name)
+    return found[0]
+
+
+def test_lifetime_levels_coherence_and_rates_are_tables_not_reprs() -> None:
+    from tests.toolbar.views import lookups
+
+    panel = run(lookups)
+    content = panel.content
+    valid_html(content)
+    # No Python repr of a nested value anywhere.
+    for repr_start in ("[{'level'", "{'channel'", "[[':", "0.9047"):
+        assert repr_start not in content
+    tree = fragment(content)
+    multi = alias(panel.get_stats(), "multi")["lifetime"]
+
+    levels = stat_table(tree, "multi", "levels")
+    head = cells(levels.find("thead/tr"))
+    for column in ("level", "hits", "mean latency", "errors", "down", "recoveries"):
+        assert column in head
+    assert "pending repairs" in head
+    rows = [cells(tr) for tr in levels.findall("tbody/tr")]
+    assert [r[head.index("level")] for r in rows] == [
+        lv["level"] for lv in multi["levels"]
+    ]
+    assert [r[head.index("hits")] for r in rows] == [
+        str(lv["hits"]) for lv in multi["levels"]
+    ]
+    assert {r[head.index("down")] for r in rows} == {"no"}
+    for row, level in zip(rows, multi["levels"], strict=True):
+        ns = level["mean_latency_ns"]
+        latency = row[head.index("mean latency")]
+        assert latency == ("\u2014" if ns is None else f"{ns / 1000:.1f} \u00b5s")
+
+    coherence = stat_table(tree, "multi", "coherence")
+    kv = dict(cells(tr) for tr in coherence.findall("tbody/tr"))
+    assert kv == {k.replace("_", " "): str(v) for k, v in multi["coherence"].items()}
+
+    # The rate rows are percentages with one decimal.
+    lifetime_rows = {
+        r[0]: r[1]
+        for r in (
+            cells(tr)
+            for tr in tree.findall(
+                ".//table[@class='djdt-smartcache-lifetime']/tbody/tr"
+            )
+        )
+        if len(r) == 2
+    }
+    assert lifetime_rows["hit_rate"] == f"{multi['hit_rate'] * 100:.1f}%"
+    assert lifetime_rows["hit_rate"].endswith("%")
+
+
+def test_top_accessed_and_bytes_are_readable() -> None:
+    from tests.toolbar.views import evictions
+
+    panel = run(evictions)
+    content = panel.content
+    valid_html(content)
+    tree = fragment(content)
+    tiny = alias(panel.get_stats(), "tiny")["lifetime"]
+    top = stat_table(tree, "tiny", "top_accessed")
+    assert cells(top.find("thead/tr")) == ["key", "hits"]
+    rows = [cells(tr) for tr in top.findall("tbody/tr")]
+    assert rows == [[key, str(hits)] for key, hits in tiny["top_accessed"]]
+    used, cap = tiny["bytes_used"], tiny["max_bytes"]
+    expected = (
+        f"{used / 1024:.1f} KiB" if used >= 1024 else f"{used} B"
+    ) + f" of 4.0 KiB ({used * 100 / cap:.0f}%)"
+    assert "<th>bytes_used / max_bytes</th>" in content
+    assert expected in content
+
+
+def test_caches_table_shows_the_l1_l2_split_and_one_decimal_rates() -> None:
+    from tests.toolbar.views import lookups
+
+    panel = run(lookups)
+    stats = panel.get_stats()
+    tree = fragment(panel.content)
+    head = cells(tree.find(".//table[@class='djdt-smartcache-aliases']/thead/tr"))
+    served = head.index("Served by")
+    rate = head.index("Hit rate")
+    rows = {
+        tr.get("id"): cells(tr)
+        for tr in tree.findall(".//table[@class='djdt-smartcache-aliases']/tbody/tr")
+    }
+    multi_levels = alias(stats, "multi")["levels"]
+    # One L1 hit in lookups(): "L1 1 · L2 0" for the default two levels.
+    assert rows["smartcache-alias-multi"][served] == " \u00b7 ".join(
+        f"{lv['level'].split()[0]} {lv['hits']}" for lv in multi_levels
+    )
+    assert rows["smartcache-alias-multi"][served].startswith("L1 1 \u00b7 L2 0")
+    assert rows["smartcache-alias-smart"][served] == "\u2014"
+    assert rows["smartcache-alias-smart"][rate] == "62.5%"  # 5 hits of 8 lookups
+    assert rows["smartcache-alias-default"][rate] == "\u2014"

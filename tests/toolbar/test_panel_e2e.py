@@ -114,10 +114,24 @@ def test_panel_opens_and_shows_the_request(
             "book 1 saved"
         )
         smart = panel.locator("#smartcache-alias-smart")
-        expect(smart).to_contain_text("62%")  # 5 hits of 8 lookups
+        expect(smart).to_contain_text("62.5%")  # 5 hits of 8 lookups
+        multi = panel.locator("#smartcache-alias-multi")
+        expect(multi.locator("td.djdt-smartcache-served-by")).to_have_text(
+            "L1 1 \u00b7 L2 0"
+        )
         shot = artifacts / "smartcache-panel.png"
         page.screenshot(path=str(shot), full_page=False)
         assert shot.stat().st_size > 10_000
+        # The caches table and the level table fit the panel: nothing runs off it.
+        right = panel.locator(".djDebugPanelContent").bounding_box()
+        assert right is not None
+        levels = panel.locator("table[data-alias='multi'] table[data-stat='levels']")
+        levels.scroll_into_view_if_needed()
+        for table in (panel.locator("table.djdt-smartcache-aliases"), levels):
+            box = table.bounding_box()
+            assert box is not None
+            assert box["x"] + box["width"] <= right["x"] + right["width"]
+        page.screenshot(path=str(artifacts / "smartcache-lifetime.png"))
     finally:
         page.close()
 

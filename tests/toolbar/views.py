@@ -38,11 +38,14 @@ def lookups(request: HttpRequest) -> HttpResponse:
 
 
 def evictions(request: HttpRequest) -> HttpResponse:
-    """Overfill a 4 KB SmartCache: entries are evicted for capacity."""
+    """Overfill a 4 KB SmartCache: entries are evicted for capacity; read the last two."""
     tiny = caches["tiny"]
     tiny.clear()
     for i in range(20):
         tiny.set(f"blob:{i}", "x" * 600)
+    tiny.get("blob:19")
+    tiny.get("blob:19")
+    tiny.get("blob:18")  # two keys in top_accessed
     return page("evictions", "done")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from debug_toolbar.panels import Panel
 from django.apps import apps
 from django.core import checks
+from django.template.loader import render_to_string
 from django.utils.translation import gettext_lazy as _, ngettext
 
 from ...instrumentation import Recorder, jsonable
@@ -46,6 +47,107 @@ def _level_hits(cache: Any) -> list[tuple[str, int]] | None:
         return [(str(level["level"]), int(level["hits"])) for level in levels]
     except Exception:  # noqa: BLE001 (the split is optional)
         return None
+
+
+def _percent(ratio: float | None) -> str:
+    return "\u2014" if ratio is None else f"{ratio * 100:.1f}%"
+
+
+def _size(n: float) -> str:
+    """Bytes in binary units with one decimal: ``1.0 KiB``, ``12.3 MiB``."""
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if abs(n) < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def _is_bytes(name: str) -> bool:
+    return name.startswith("bytes") or name.endswith(("_bytes", "_size", "_overhead"))
+
+
+def _text_of(name: str, value: Any) -> str:
+    """One stats value as the panel shows it, chosen by its name and type."""
+    if value is None or value == [] or value == {}:
+        return "\u2014"
+    if isinstance(value, bool):
+        return str(_("yes") if value else _("no"))
+    if isinstance(value, int | float):
+        if name.endswith(("rate", "ratio")):
+            return _percent(value)
+        if name.endswith("_ns"):
+            return f"{value / 1000:.1f} \u00b5s"
+        if _is_bytes(name):
+            return _size(value)
+        if isinstance(value, float):
+            return f"{value:.4g}"
+    return str(value)
+
+
+def _label(name: str) -> str:
+    return name.removesuffix("_ns").replace("_", " ")
+
+
+#: Column names of a stats list made of lists (``top_accessed`` is ``[key, hits]``).
+_PAIR_COLUMNS = {"top_accessed": ("key", "hits")}
+
+
+def _table(name: str, value: list[Any] | dict[str, Any]) -> dict[str, Any]:
+    """A nested stats value as a small table: ``head`` (or None) and ``rows`` of text."""
+    if isinstance(value, dict):
+        rows = [[_label(k), _text_of(k, v)] for k, v in value.items()]
+        return {"head": None, "rows": rows, "kind": "kv"}
+    if value and all(isinstance(v, dict) for v in value):
+        keys = list(dict.fromkeys(k for v in value for k in v))
+        rows = [[_text_of(k, v.get(k)) for k in keys] for v in value]
+        return {"head": [_label(k) for k in keys], "rows": rows, "kind": "records"}
+    if value and all(isinstance(v, list) for v in value):
+        columns = _PAIR_COLUMNS.get(name, ())
+        width = max(len(v) for v in value)
+        names = [*columns, *[""] * (width - len(columns))][:width]
+        rows = [[_text_of(names[i], cell) for i, cell in enumerate(v)] for v in value]
+        return {"head": names if columns else None, "rows": rows, "kind": "list"}
+    return {"head": None, "rows": [[_text_of(name, v)] for v in value], "kind": "list"}
+
+
+def _lifetime_rows(lifetime: dict[str, Any]) -> list[dict[str, Any]]:
+    """``stats()`` as rows: scalars as text, nested lists and dicts as tables.
+
+    ``bytes_used`` and ``max_bytes`` share a row ("12.3 MiB of 64.0 MiB (19%)").
+    """
+    rows: list[dict[str, Any]] = []
+    used, cap = lifetime.get("bytes_used"), lifetime.get("max_bytes")
+    for name, value in lifetime.items():
+        if name == "max_bytes" and isinstance(used, int | float):
+            continue
+        if name == "bytes_used" and isinstance(value, int | float) and cap:
+            text = _("%(used)s of %(max)s (%(pct).0f%%)") % {
+                "used": _size(value),
+                "max": _size(cap),
+                "pct": value * 100 / cap,
+            }
+            rows.append({"name": "bytes_used / max_bytes", "text": text})
+        elif isinstance(value, list | dict) and value:
+            rows.append({"name": name, "table": _table(name, value)})
+        else:
+            rows.append({"name": name, "text": _text_of(name, value)})
+    return rows
+
+
+def _served_by(levels: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The request's hits per level, named short ("L1") with the full label kept."""
+    if levels is None:
+        return None
+    return [
+        {
+            "short": str(lv["level"]).split(" ", 1)[0],
+            "label": lv["level"],
+            "hits": lv["hits"],
+        }
+        for lv in levels
+    ]
 
 
 class SmartCachePanel(Panel):
@@ -89,6 +191,33 @@ class SmartCachePanel(Panel):
                 id="smartcache.E030",
             )
         ]
+
+    @property
+    def content(self) -> str:
+        """The template gets the recorded stats plus their text form (computed here,
+        so what the toolbar stores stays the raw JSON primitives)."""
+        stats = self.get_stats()
+        aliases = [
+            {
+                **a,
+                "backend_name": a["backend"].rpartition(".")[2],
+                "hit_rate_text": _percent(a["hit_rate"]),
+                "served_by": _served_by(a.get("levels")),
+                "lifetime_rows": (
+                    _lifetime_rows(a["lifetime"])
+                    if isinstance(a.get("lifetime"), dict)
+                    else None
+                ),
+            }
+            for a in stats.get("aliases", [])
+        ]
+        totals = stats.get("totals") or {}
+        context = {
+            **stats,
+            "aliases": aliases,
+            "hit_rate_text": _percent(totals.get("hit_rate")),
+        }
+        return render_to_string(self.template, context)
 
     def enable_instrumentation(self) -> None:
         self.recorder.start()
