@@ -217,7 +217,7 @@ class SmartCachePanel(Panel):
             "aliases": aliases,
             "hit_rate_text": _percent(totals.get("hit_rate")),
         }
-        return render_to_string(self.template, context)
+        return str(render_to_string(self.template, context))
 
     def enable_instrumentation(self) -> None:
         self.recorder.start()
