@@ -19,6 +19,7 @@ from django_smartcache import decorators
 from django_smartcache.core.singleflight import SingleFlightGetOrSetMixin
 from django_smartcache.decorators import cached, supports_tags
 from django_smartcache.signals import stampede_wait
+from tests.fixtures.tagged_caches import on_every_tagged_backend
 
 ARRIVAL_TIMEOUT = 30.0
 
@@ -697,3 +698,24 @@ def test_async_methods_bind_their_instance() -> None:
         assert await service.get.refresh(2) == (9, 2)
 
     asyncio.run(main())
+
+
+@on_every_tagged_backend
+def test_tags_on_each_of_our_backends(tagged_cache) -> None:
+    from django_smartcache import invalidate_tags
+
+    runs = []
+
+    @cached(using="tagged", tags=lambda pk: [f"product:{pk}", "products"])
+    def product(pk):
+        runs.append(pk)
+        return None if pk == 2 else {"pk": pk}  # a cached None is a hit too
+
+    product(1), product(2), product(1), product(2)
+    assert runs == [1, 2]
+    tagged_cache.invalidate_tags("product:1")
+    product(1), product(2)
+    assert runs == [1, 2, 1]
+    invalidate_tags("products", using="tagged")
+    product(1), product(2)
+    assert runs == [1, 2, 1, 1, 2]
