@@ -13,6 +13,7 @@ SUITES = {
     "persistent": "benchmarks.persistent",
     "multilevel": "benchmarks.multilevel",
     "tags": "benchmarks.tags",
+    "memoize": "benchmarks.memoize",
 }
 
 
