@@ -244,6 +244,23 @@ class CachedFunction(Generic[P, R]):
         self._plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
         self._names = tuple(p.name for p in params)
         self._defaults = tuple(p.default for p in params)
+        self._required = sum(p.default is p.empty for p in params)
+        # Defaults can only follow required parameters in a plain signature.
+        self._plain = self._plain and all(
+            p.default is not p.empty for p in params[self._required :]
+        )
+        self._keys = keys.CallKeys(
+            self._name,
+            self._names,
+            prefix=options.prefix,
+            extension=_django_identity,
+        )
+        # Read on every hit: kept on the instance rather than behind ``_options``.
+        self._positional = self._plain and options.key is None
+        self._arity = len(self._names)
+        self._using = options.using
+        self._clock = options.clock
+        self._beta = options.beta
 
     def __repr__(self) -> str:
         return f"<cached {self._name} using={self._options.using!r}>"
@@ -260,31 +277,41 @@ class CachedFunction(Generic[P, R]):
     def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The cache key of this call (without the backend's ``KEY_PREFIX``/version)."""
         if self._options.key is not None:
-            identity = self._options.key(*args, **kwargs)
-        elif (
-            self._plain
-            and not kwargs
-            and len(args) <= len(self._names)
-            and inspect.Parameter.empty not in self._defaults[len(args) :]
+            return self._keys.of(self._options.key(*args, **kwargs))
+        given = len(args)
+        if self._plain and given <= len(self._names):
+            if not kwargs and given >= self._required:
+                return self._keys.of_values(args + self._defaults[given:])
+            values = self._plain_values(args, kwargs)
+            if values is not None:
+                return self._keys.of_values(values)
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()  # f(1) and f(1, b=2) with default b=2 are one call
+        return self._keys.of(tuple(bound.arguments.items()))
+
+    def _plain_values(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """The values ``Signature.bind()`` would give each parameter, or ``None`` when
+        the call is not that simple (let ``bind()`` decide, and raise)."""
+        values = list(args)
+        used = 0
+        for name, default in zip(
+            self._names[len(args) :], self._defaults[len(args) :], strict=True
         ):
-            identity = tuple(
-                zip(self._names, args + self._defaults[len(args) :], strict=True)
-            )
-        else:
-            bound = self._signature.bind(*args, **kwargs)
-            bound.apply_defaults()  # f(1) and f(1, b=2) with default b=2 are one call
-            identity = tuple(bound.arguments.items())
-        return keys.call_key(
-            self._name,
-            identity,
-            prefix=self._options.prefix,
-            extension=_django_identity,
-        )
+            if name in kwargs:
+                values.append(kwargs[name])
+                used += 1
+            elif default is inspect.Parameter.empty:
+                return None
+            else:
+                values.append(default)
+        return tuple(values) if used == len(kwargs) else None
 
     # -- what every path shares ---------------------------------------------------------
 
     def _cache(self) -> BaseCache:
-        using = self._options.using
+        using = self._using
         try:
             cache = caches[using]
         except InvalidCacheBackendError:
@@ -359,14 +386,25 @@ class CachedFunction(Generic[P, R]):
     # -- the synchronous path -------------------------------------------------------------
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        key = self.key(*args, **kwargs)
+        given = len(args)
+        if self._positional and not kwargs and self._required <= given <= self._arity:
+            # key() inlined for its commonest case.
+            key = self._keys.of_values(args + self._defaults[given:])
+        else:
+            key = self.key(*args, **kwargs)
         cache = self._cache()
-        entry = _unpack(cache.get(key, _MISSING))
-        now = self._options.clock()
-        if entry is not None and entry.fresh(now):
-            if self._refresh_early(entry, now):
-                return self._refresh_ahead(cache, key, args, kwargs, entry)  # type: ignore[no-any-return]
-            return entry.value  # type: ignore[no-any-return]
+        raw = cache.get(key, _MISSING)
+        now = self._clock()
+        # A fresh hit without early refresh is the common case: no _Entry is built.
+        if type(raw) is tuple and len(raw) == 4 and raw[0] == ENVELOPE_MARK:
+            expires_at = raw[2]
+            if expires_at is None or now < expires_at:
+                if not self._beta:
+                    return raw[1]  # type: ignore[no-any-return]
+                entry = _Entry(raw[1], expires_at, raw[3])
+                if self._refresh_early(entry, now):
+                    return self._refresh_ahead(cache, key, args, kwargs, entry)  # type: ignore[no-any-return]
+                return entry.value  # type: ignore[no-any-return]
         since = time.monotonic()
         value, shared = _FLIGHT.do(
             (self._options.using, key), lambda: self._lead(cache, key, args, kwargs)

@@ -719,3 +719,46 @@ def test_tags_on_each_of_our_backends(tagged_cache) -> None:
     invalidate_tags("products", using="tagged")
     product(1), product(2)
     assert runs == [1, 2, 1, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((1,), {}),
+        ((1, "x"), {}),
+        ((1, "x", (2, "y")), {}),
+        ((1,), {"c": (2, "y")}),
+        ((), {"a": 1, "c": None}),
+        ((1,), {"b": "x", "c": 3.5}),
+        ((), {"c": b"z", "a": True, "b": "x"}),
+    ],
+)
+def test_every_path_gives_the_keys_of_signature_bind(args, kwargs) -> None:
+    import inspect
+
+    from django_smartcache.core import keys
+
+    def lookup(a, b="b", c=(0, "zero")):
+        return a
+
+    memo = cached(lookup)
+    bound = inspect.signature(lookup).bind(*args, **kwargs)
+    bound.apply_defaults()
+    expected = keys.call_key(
+        f"{__name__}.{lookup.__qualname__}", tuple(bound.arguments.items())
+    )
+    assert memo.key(*args, **kwargs) == expected
+    memo(*args, **kwargs)  # the call stores under that very key
+    assert caches["default"].get(expected)[1] == bound.arguments["a"]
+
+
+def test_calls_bind_would_refuse_still_raise() -> None:
+    @cached
+    def lookup(a, b="b"):
+        return a
+
+    for args, kwargs in [((), {}), ((), {"b": 1}), ((1,), {"a": 1}), ((1,), {"z": 1})]:
+        with pytest.raises(TypeError):
+            lookup.key(*args, **kwargs)
+        with pytest.raises(TypeError):
+            lookup(*args, **kwargs)

@@ -20,12 +20,14 @@ import functools
 import hashlib
 import pathlib
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 #: A hook for types the core cannot know (Django models): return the value that
 #: stands for ``obj`` (it is encoded in turn), or ``NotImplemented`` to decline.
 Extension = Callable[[Any], Any]
+
+_blake2b = hashlib.blake2b
 
 #: Length of the hex digest in keys (BLAKE2b with a 16-byte digest: 128 bits).
 DIGEST_SIZE = 16
@@ -173,14 +175,39 @@ def _datetime_text(value: datetime.datetime) -> str:
 
 def encode(value: Any, extension: Extension | None = None) -> bytes:
     """The canonical bytes of ``value``; ``TypeError`` for unsupported types."""
-    return _Encoder(extension).encode(value)
+    return _fast(value, extension)
+
+
+def _fast(obj: Any, extension: Extension | None) -> bytes:
+    """:meth:`_Encoder.encode` for the exact types most arguments are, without the
+    encoder object; anything else goes to it. The bytes are the same: an item's
+    encoding depends only on the item (the encoder's state only detects cycles, and a
+    cycle must pass through a mutable container, which the full encoder handles)."""
+    kind = type(obj)
+    if kind is str:
+        data = obj.encode("utf-8", "surrogatepass")
+        return b"s%d:%b" % (len(data), data)
+    if kind is int:
+        data = b"%d" % obj
+        return b"i%d:%b" % (len(data), data)
+    if kind is tuple:
+        data = b"".join([_fast(item, extension) for item in obj])
+        return b"(%d:%b" % (len(data), data)
+    if obj is None:
+        return b"N"
+    if kind is bool:
+        return b"T" if obj else b"F"
+    if kind is float:
+        data = obj.hex().encode()
+        return b"f%d:%b" % (len(data), data)
+    if kind is bytes:
+        return b"b%d:%b" % (len(obj), obj)
+    return _Encoder(extension).encode(obj)
 
 
 def digest(value: Any, extension: Extension | None = None) -> str:
     """A hex BLAKE2b digest of :func:`encode`: stable across processes and runs."""
-    return hashlib.blake2b(
-        encode(value, extension), digest_size=DIGEST_SIZE
-    ).hexdigest()
+    return _blake2b(_fast(value, extension), digest_size=DIGEST_SIZE).hexdigest()
 
 
 def call_key(
@@ -204,3 +231,60 @@ def call_key(
 def _head(prefix: str, name: str) -> str:
     readable = "".join(c if c.isprintable() and not c.isspace() else "_" for c in name)
     return f"{prefix}:{readable[:MAX_NAME_LENGTH]}:"
+
+
+class CallKeys:
+    """:func:`call_key` for one function, with what never changes computed once.
+
+    The encodings of the function's name and of its parameters' names are prepared at
+    decoration, so a call only encodes its argument values. The keys are exactly those
+    of :func:`call_key` with ``arguments`` the ``(parameter, value)`` pairs.
+    """
+
+    __slots__ = ("_extension", "_head", "_name", "_parameters")
+
+    def __init__(
+        self,
+        name: str,
+        parameters: Sequence[str] = (),
+        *,
+        prefix: str = "smartcache.memo",
+        extension: Extension | None = None,
+    ) -> None:
+        self._extension = extension
+        self._head = _head(prefix, name)
+        self._name = encode(name)
+        self._parameters = tuple(encode(p) for p in parameters)
+
+    def of(self, arguments: Any) -> str:
+        """``call_key(name, arguments, ...)``."""
+        return self._key(_fast(arguments, self._extension))
+
+    def of_values(self, values: Sequence[Any]) -> str:
+        """``call_key(name, tuple(zip(parameters, values)), ...)``: one value for
+        each parameter, in order."""
+        extension = self._extension
+        parts: list[bytes] = []
+        append = parts.append
+        for name, value in zip(self._parameters, values, strict=True):
+            # _fast() inlined for the two commonest types.
+            kind = type(value)
+            if kind is str:
+                raw = value.encode("utf-8", "surrogatepass")
+                data = b"s%d:%b" % (len(raw), raw)
+            elif kind is int:
+                raw = b"%d" % value
+                data = b"i%d:%b" % (len(raw), raw)
+            else:
+                data = _fast(value, extension)
+            append(b"(%d:%b%b" % (len(name) + len(data), name, data))
+        data = b"".join(parts)
+        data = b"(%d:%b" % (len(data), data)
+        name = self._name
+        whole = b"(%d:%b%b" % (len(name) + len(data), name, data)
+        return self._head + _blake2b(whole, digest_size=DIGEST_SIZE).hexdigest()
+
+    def _key(self, arguments: bytes) -> str:
+        name = self._name
+        whole = b"(%d:%b%b" % (len(name) + len(arguments), name, arguments)
+        return self._head + _blake2b(whole, digest_size=DIGEST_SIZE).hexdigest()

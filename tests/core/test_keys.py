@@ -208,3 +208,68 @@ values = st.recursive(
 @given(values, values)
 def test_encoding_is_equal_exactly_for_equal_values(left, right) -> None:
     assert (keys.encode(left) == keys.encode(right)) == (left == right)
+
+
+def test_keys_are_those_of_earlier_releases() -> None:
+    # Computed by the code before the fast paths: caches written then must stay valid.
+    assert keys.digest(SAMPLE) == "e4bbdc398c0323591862360d258b6d95"
+    rate = keys.call_key(
+        "shop.rates.exchange_rate", (("base", "EUR"), ("quote", "USD"))
+    )
+    assert (
+        rate
+        == "smartcache.memo:shop.rates.exchange_rate:ab35fc19629be96d5773a64a50fff6a1"
+    )
+    pair = ("eur", -3, None, True, 1.5, b"x")
+    arguments = (("n", 7), ("name", "héllo\ud800"), ("pair", pair))
+    expected = "smartcache.memo:m.f:61e0d006b4fa7982cfb6bbfd8970b55b"
+    assert keys.call_key("m.f", arguments) == expected
+    assert (
+        keys.CallKeys("m.f", ("n", "name", "pair")).of_values((7, "héllo\ud800", pair))
+        == expected
+    )
+
+
+scalars = (
+    atoms | st.booleans() | st.floats(allow_nan=False) | st.decimals(allow_nan=False)
+)
+anything = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.tuples(inner, inner) | st.tuples(inner)
+    ),
+    max_leaves=10,
+)
+
+
+@given(anything)
+def test_fast_paths_write_the_full_encoders_bytes(value) -> None:
+    assert keys.encode(value) == keys._Encoder(None).encode(value)
+
+
+@given(st.lists(anything, max_size=4), st.text(min_size=1, max_size=8))
+def test_call_keys_of_one_function_are_call_key(values, name) -> None:
+    parameters = [f"p{i}" for i in range(len(values))]
+    builder = keys.CallKeys(name, parameters, prefix="pre")
+    expected = keys.call_key(
+        name, tuple(zip(parameters, values, strict=True)), prefix="pre"
+    )
+    assert builder.of_values(values) == expected
+    assert builder.of(tuple(values)) == keys.call_key(name, tuple(values), prefix="pre")
+    with pytest.raises(ValueError):
+        builder.of_values([*values, 1])
+
+
+def test_call_keys_fall_back_to_the_extension_and_detect_cycles() -> None:
+    class Foreign:
+        pass
+
+    builder = keys.CallKeys("f", ("a",), extension=lambda obj: "foreign")
+    nested = (1, [Foreign()])
+    assert builder.of_values((nested,)) == keys.call_key(
+        "f", (("a", nested),), extension=lambda obj: "foreign"
+    )
+    loop: list = []
+    loop.append((loop,))
+    with pytest.raises(TypeError, match="self-referencing"):
+        builder.of_values(((loop,),))
