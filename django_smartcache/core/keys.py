@@ -233,6 +233,34 @@ def _head(prefix: str, name: str) -> str:
     return f"{prefix}:{readable[:MAX_NAME_LENGTH]}:"
 
 
+#: Keys a :class:`CallKeys` remembers; it forgets them all when full.
+MEMO_SIZE = 1024
+
+#: Longest ``str`` (characters) and ``int`` (bits) a remembered key's values may hold:
+#: the memo keeps its values alive.
+MEMO_LONGEST = 256
+
+
+def _memoizable(values: tuple[Any, ...], nested: bool = True) -> bool:
+    """Whether equal ``values`` are exactly those with equal encodings, so a dict may
+    map them to their key: short ``str``, ``int`` and ``None``, alone or in small flat
+    tuples (``bool`` and ``float`` are not: ``True == 1 == 1.0`` and ``0.0 == -0.0``)."""
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            if len(value) > MEMO_LONGEST:
+                return False
+        elif kind is int:
+            if value.bit_length() > MEMO_LONGEST:
+                return False
+        elif kind is tuple:
+            if not nested or len(value) > 8 or not _memoizable(value, False):
+                return False
+        elif value is not None:
+            return False
+    return True
+
+
 class CallKeys:
     """:func:`call_key` for one function, with what never changes computed once.
 
@@ -241,7 +269,7 @@ class CallKeys:
     of :func:`call_key` with ``arguments`` the ``(parameter, value)`` pairs.
     """
 
-    __slots__ = ("_extension", "_head", "_name", "_parameters")
+    __slots__ = ("_extension", "_head", "_memo", "_name", "_parameters")
 
     def __init__(
         self,
@@ -255,14 +283,29 @@ class CallKeys:
         self._head = _head(prefix, name)
         self._name = encode(name)
         self._parameters = tuple(encode(p) for p in parameters)
+        # Recent keys by their values, for values whose equality is exactly the
+        # equality of their encodings (see _memoizable()).
+        self._memo: dict[tuple[Any, ...], str] = {}
 
     def of(self, arguments: Any) -> str:
         """``call_key(name, arguments, ...)``."""
         return self._key(_fast(arguments, self._extension))
 
-    def of_values(self, values: Sequence[Any]) -> str:
+    def of_values(self, values: tuple[Any, ...]) -> str:
         """``call_key(name, tuple(zip(parameters, values)), ...)``: one value for
         each parameter, in order."""
+        if not _memoizable(values):
+            return self._of_values(values)
+        memo = self._memo
+        key = memo.get(values)
+        if key is None:
+            key = self._of_values(values)
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            memo[values] = key
+        return key
+
+    def _of_values(self, values: tuple[Any, ...]) -> str:
         extension = self._extension
         parts: list[bytes] = []
         append = parts.append

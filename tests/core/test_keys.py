@@ -254,10 +254,40 @@ def test_call_keys_of_one_function_are_call_key(values, name) -> None:
     expected = keys.call_key(
         name, tuple(zip(parameters, values, strict=True)), prefix="pre"
     )
-    assert builder.of_values(values) == expected
+    assert builder.of_values(tuple(values)) == expected
+    assert builder.of_values(tuple(values)) == expected  # remembered, or not
     assert builder.of(tuple(values)) == keys.call_key(name, tuple(values), prefix="pre")
     with pytest.raises(ValueError):
-        builder.of_values([*values, 1])
+        builder.of_values((*values, 1))
+
+
+def test_remembered_keys_keep_types_apart() -> None:
+    # True == 1 == 1.0 and 0.0 == -0.0: a dict of recent keys must not mix them up.
+    builder = keys.CallKeys("f", ("a", "b"))
+    calls = [
+        (1, ("x", 0)),
+        (True, ("x", 0)),
+        (1.0, ("x", 0)),
+        (1, ("x", False)),
+        (1, ("x", 0.0)),
+        (1, ("x", -0.0)),
+        ("1", ("x", 0)),
+        (None, ("x", 0)),
+    ]
+    for _ in range(2):  # the second round reads what the first remembered
+        got = [builder.of_values(c) for c in calls]
+        assert got == [keys.call_key("f", (("a", a), ("b", b))) for a, b in calls]
+        assert len(set(got)) == len(calls)
+
+
+def test_remembered_keys_are_bounded() -> None:
+    builder = keys.CallKeys("f", ("a",))
+    for i in range(keys.MEMO_SIZE * 3):
+        assert builder.of_values((i,)) == keys.call_key("f", (("a", i),))
+    assert len(builder._memo) <= keys.MEMO_SIZE
+    big = "x" * (keys.MEMO_LONGEST + 1)
+    assert builder.of_values((big,)) == keys.call_key("f", (("a", big),))
+    assert (big,) not in builder._memo
 
 
 def test_call_keys_fall_back_to_the_extension_and_detect_cycles() -> None:
