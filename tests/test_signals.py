@@ -13,6 +13,7 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any, Self
 
+import pytest
 from django.core.cache.backends.locmem import LocMemCache
 
 from django_smartcache.backends import SmartCache
@@ -271,32 +272,20 @@ def test_the_django_layer_mixin_makes_any_backend_send_stampede_wait():
     }
 
 
-def test_multilevel_get_or_set_sends_stampede_wait(tmp_path):
-    from django_smartcache.backends import MultiLevelCache
+@pytest.mark.parametrize("backend", ["MultiLevelCache", "SQLiteCache"])
+def test_file_backed_get_or_set_sends_stampede_wait(tmp_path, backend):
+    from django_smartcache import backends
 
-    cache = MultiLevelCache(str(tmp_path / "l2.sqlite3"), {"KEY_PREFIX": "ml"})
+    cls = getattr(backends, backend)
+    cache = cls(str(tmp_path / "cache.sqlite3"), {"KEY_PREFIX": "fb"})
     with Heard(stampede_wait) as heard:
         runs, results = _cold_get_or_set_from_threads(cache, 6)
     assert runs == [1]
     assert results == ["computed"] * 6
     assert len(heard.calls) == 5
     for call in heard.calls:
-        assert call["sender"] is MultiLevelCache and call["cache"] is cache
-        assert (call["key"], call["scope"]) == ("ml:1:cold", "process")
-
-
-def test_sqlite_get_or_set_sends_stampede_wait(tmp_path):
-    from django_smartcache.backends import SQLiteCache
-
-    cache = SQLiteCache(str(tmp_path / "c.sqlite3"), {"KEY_PREFIX": "sq"})
-    with Heard(stampede_wait) as heard:
-        runs, results = _cold_get_or_set_from_threads(cache, 6)
-    assert runs == [1]
-    assert results == ["computed"] * 6
-    assert len(heard.calls) == 5
-    for call in heard.calls:
-        assert call["sender"] is SQLiteCache and call["cache"] is cache
-        assert (call["key"], call["scope"]) == ("sq:1:cold", "process")
+        assert call["sender"] is cls and call["cache"] is cache
+        assert (call["key"], call["scope"]) == ("fb:1:cold", "process")
 
 
 def test_stores_record_evictions_only_while_someone_listens():
