@@ -35,7 +35,14 @@ from . import conf
 from .core.tags import Tagged, new_version, normalize_tags
 from .signals import tags_invalidated
 
-__all__ = ["TaggingMixin", "expand_tags", "invalidate_tags", "tagging_caches"]
+__all__ = [
+    "TaggingMixin",
+    "VersionKeys",
+    "expand_tags",
+    "invalidate_tags",
+    "nothing_pending",
+    "tagging_caches",
+]
 
 _MISSING = object()
 #: Recorded for a dependency key that was absent at write time.
@@ -93,6 +100,12 @@ def _mark_dirty(conn: Any, tags: Iterable[str]) -> None:
     entry[1].update(tags)
 
 
+def nothing_pending() -> bool:
+    """True when this thread has no open transaction with invalidated tags: one
+    attribute check, so a tagged hit can skip :func:`dirty_tags`."""
+    return not _pending.by_db
+
+
 def dirty_tags() -> set[str]:
     """Tags written in this thread's open transactions (cleared once they end)."""
     if not _pending.by_db:
@@ -105,6 +118,38 @@ def dirty_tags() -> set[str]:
         else:
             dirty |= tags
     return dirty
+
+
+class VersionKeys:
+    """Made version keys per tuple of tags, so a tagged hit builds no key strings.
+
+    ``make`` turns a version key into the backend's final key (its ``KEY_PREFIX``
+    and default ``VERSION``, fixed per instance). Forgotten whenever the settings
+    change (``TAG_KEY_PREFIX`` may) and, to stay bounded, when it holds ``limit``
+    tuples (row tags make many).
+    """
+
+    __slots__ = ("_config", "_limit", "_made", "_make")
+
+    def __init__(self, make: Any, limit: int = 4096) -> None:
+        self._make = make
+        self._limit = limit
+        self._made: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._config: object = None
+
+    def __call__(self, tags: tuple[str, ...]) -> tuple[str, ...]:
+        config = conf.get_config()
+        if config is not self._config:
+            self._made = {}
+            self._config = config
+        made = self._made.get(tags)
+        if made is None:
+            if len(self._made) >= self._limit:
+                self._made = {}
+            prefix = config["TAG_KEY_PREFIX"]
+            make = self._make
+            made = self._made[tags] = tuple(make(f"{prefix}{tag}") for tag in tags)
+        return made
 
 
 # -- the mixin --------------------------------------------------------------

@@ -14,7 +14,12 @@ from django.test import override_settings
 from django_smartcache import invalidate_tags
 from django_smartcache.core.tags import InvalidTag, Tagged, TagIndex, new_version
 from django_smartcache.signals import tags_invalidated
-from django_smartcache.tagging import _MISSING, TaggingMixin, expand_tags
+from django_smartcache.tagging import (
+    _MISSING,
+    TaggingMixin,
+    VersionKeys,
+    expand_tags,
+)
 from tests.fixtures.tagged_caches import tagged_config
 
 LOCMEM = "tests.testapp.backends.TaggedLocMemCache"
@@ -132,6 +137,42 @@ def test_row_tag_depends_on_all_rows_tag(cache: Any) -> None:
     cache.invalidate_tags("model:x.y#*")
     assert cache.get_many(["r2", "list"]) == {"list": [1, 2]}
     assert expand_tags(["a#1", "b", "a#*"]) == ("a#1", "a#*", "b")
+
+
+def test_a_get_checks_every_recorded_version(cache: Any) -> None:
+    cache.set("r1", 1, tags=["model:x.y#1"])
+    cache.set("r2", 2, tags=["model:x.y#2"])
+    assert (cache.get("r1"), cache.get("r2")) == (1, 2)
+    cache.delete(cache._version_key("model:x.y#*"))  # the implied tag's version lost
+    assert cache.get("r1") is None
+    cache.set("r3", 3, tags=["model:x.y#3"])
+    assert cache.get("r3") == 3
+    cache.invalidate_tags("model:x.y#*")  # present but newer
+    assert cache.get("r3") is None
+    assert cache.has_key("r2") is False
+
+
+def test_a_hit_reads_versions_under_the_current_tag_key_prefix(cache: Any) -> None:
+    cache.set("a", 1, tags=["t"])
+    assert cache.get("a") == 1
+    with override_settings(SMARTCACHE={"TAG_KEY_PREFIX": "other.tag:"}):
+        assert cache.get("a") is None  # no version of "t" under that prefix
+
+
+def test_version_keys_are_made_once_and_stay_bounded() -> None:
+    made: list[str] = []
+
+    def make(key: str) -> str:
+        made.append(key)
+        return key.upper()
+
+    keys = VersionKeys(make, limit=2)
+    assert keys(("a", "b#1")) == ("SMARTCACHE.TAG:A", "SMARTCACHE.TAG:B#1")
+    assert keys(("a", "b#1")) == ("SMARTCACHE.TAG:A", "SMARTCACHE.TAG:B#1")
+    assert len(made) == 2
+    for tag in "cde":
+        keys((tag,))
+    assert len(keys._made) <= 2
 
 
 def test_key_dependencies_are_transitive(cache: Any) -> None:

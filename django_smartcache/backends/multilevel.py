@@ -30,7 +30,12 @@ from django.utils.module_loading import import_string
 
 from .. import conf
 from ..core.tags import Tagged
-from ..tagging import _MISSING as _TAG_MISSING, TaggingMixin
+from ..tagging import (
+    _MISSING as _TAG_MISSING,
+    TaggingMixin,
+    VersionKeys,
+    nothing_pending,
+)
 from . import _coherence
 from ._level_patterns import delete_matching
 from .base import SingleFlightMixin, SmartCacheKeyMixin
@@ -1167,6 +1172,10 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     covers the tag bookkeeping).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._version_keys = VersionKeys(self._key)
+
     def singleflight_scope(self) -> Any:
         # LOCATION is often "" with explicit LEVELS: group by the levels' configuration.
         return ("django_smartcache.MultiLevelCache", self._name)
@@ -1218,10 +1227,31 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
                 return default
         if type(value) is not _LevelTagged:
             return value
-        if self._valid({key: value}):
+        if self._current(key, value):
             return value.value
         self._drop_stale([key], version)
         return default
+
+    def _current(self, key: Any, env: _LevelTagged) -> bool:
+        """``_valid`` for one envelope; the common hit (no dependencies, nothing
+        pending, every version key in L1) reads them like ``get()`` hits, no sets built."""
+        if env.deps or not nothing_pending():
+            return bool(self._valid({key: env}))
+        versions = env.versions
+        made = self._version_keys(tuple(versions))
+        co = self._co
+        if co.deadline <= _monotonic():
+            co.refresh(self._levels[-1])
+        l1 = self._l1_payload
+        payloads = [l1(made_key) for made_key in made]
+        if None in payloads:  # not all in L1: the levels below decide
+            return bool(self._valid({key: env}))
+        self._hits[0] += len(made)
+        loads = self._loads
+        for payload, ver in zip(payloads, versions.values(), strict=True):
+            if loads(payload) != ver:
+                return False
+        return True
 
     def get_many(
         self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None

@@ -30,7 +30,7 @@ from ..core.policy import DEFAULT_POLICY, POLICIES
 from ..core.store import EvictionListener, MemoryStore
 from ..core.tags import Tagged
 from ..signals import entry_evicted
-from ..tagging import TaggingMixin
+from ..tagging import TaggingMixin, VersionKeys, nothing_pending
 from .base import (
     SingleFlightMixin,
     SmartCacheKeyMixin,
@@ -329,8 +329,26 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         # O(1) per tag: the store queues the keys and frees them a batch per operation.
         self._store.invalidate_tags(self._tag_ids(tags))
 
+    def __init__(self, location: str, params: dict[str, Any]) -> None:
+        super().__init__(location, params)
+        self._version_keys = VersionKeys(self._key)
+
     def _unwrap(self, key: Any, env: Tagged, default: Any, version: Any) -> Any:
-        if self._valid({key: env}):
+        if env.deps or not nothing_pending():
+            valid = bool(self._valid({key: env}))
+        else:
+            # The common hit: the versions straight from the store, one critical
+            # section, no sets or dicts built (``_valid`` decides the same).
+            versions = env.versions
+            made = self._version_keys(tuple(versions))
+            found = self._store.get_many(made)
+            valid = len(found) == len(made)
+            if valid:
+                for made_key, ver in zip(made, versions.values(), strict=True):
+                    if _loads(found[made_key]) != ver:
+                        valid = False
+                        break
+        if valid:
             return env.value
         self._drop_stale([key], version)
         return default
