@@ -11,6 +11,7 @@ from benchmarks import workloads
 from django_smartcache.core.duel import DuelPolicy
 from django_smartcache.core.s3fifo import S3FIFOPolicy
 from django_smartcache.core.tinylfu import TinyLFUPolicy
+from tests.core.store_loop import replay
 
 
 def drive(policy: DuelPolicy, keys: list[int]) -> int:
@@ -143,37 +144,13 @@ def test_invariants_hold_across_switches_and_rate_changes(
 ) -> None:
     """Tiny periods and shadows: the policy switches and resamples all the time."""
     policy = DuelPolicy(capacity, period=3, shadow_keys=2)
-    resident: dict[Hashable, int] = {}
 
-    def shrink() -> None:
-        while sum(resident.values()) > policy.capacity:
-            victim = policy.evict()
-            assert victim in resident
-            del resident[victim]
-
-    for step, (op, key, weight) in enumerate(ops):
-        if step == len(ops) // 2:
-            policy.resize(resize_to)
-            shrink()
-        if op == "get":
-            if key in resident:
-                policy.record_hit(key)
-            else:
-                policy.record_miss(key)
-        elif op == "delete":
-            if key in resident:
-                policy.remove(key)
-                del resident[key]
-        elif weight <= policy.capacity:
-            if key in resident:
-                policy.update(key, weight)
-            else:
-                policy.insert(key, weight)
-            resident[key] = weight
-            shrink()
+    def check(resident: dict[Hashable, int]) -> None:
         live = {k: w for k, w, _ in policy._live.entries()}
         assert live == resident
         assert len(policy) == len(resident)
         assert policy._sampled_keys <= set(resident)
         for shadow in policy._shadows:
             assert shadow.used == sum(shadow.resident.values()) <= shadow.capacity
+
+    replay(policy, ops, resize_to, check)

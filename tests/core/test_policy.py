@@ -15,6 +15,7 @@ from django_smartcache.core.s3fifo import (
     S3FIFOPolicy,
 )
 from django_smartcache.core.tinylfu import TinyLFUPolicy
+from tests.core.store_loop import replay
 
 
 def miss_then_insert(policy: object, key: Hashable, weight: int = 1) -> None:
@@ -320,39 +321,15 @@ def test_store_loop_never_exceeds_capacity(
 ) -> None:
     """The store loop (insert, then evict while over budget) keeps the invariants."""
     policy = FACTORIES[name](capacity)
-    resident: dict[int, int] = {}
 
-    def shrink() -> None:
-        while sum(resident.values()) > policy.capacity:
-            victim = policy.evict()
-            assert victim in resident
-            del resident[victim]  # type: ignore[arg-type]
-
-    for step, (op, key, weight) in enumerate(ops):
-        if step == len(ops) // 2:
-            policy.resize(resize_to)
-            shrink()
-        if op == "get":
-            if key in resident:
-                policy.record_hit(key)
-            else:
-                policy.record_miss(key)
-        elif op == "delete":
-            if key in resident:
-                policy.remove(key)
-                del resident[key]
-        elif weight <= policy.capacity:
-            if key in resident:
-                policy.update(key, weight)
-            else:
-                policy.insert(key, weight)
-            resident[key] = weight
-            shrink()
+    def check(resident: dict[Hashable, int]) -> None:
         assert sum(resident.values()) <= policy.capacity
+
+    resident = replay(policy, ops, resize_to, check)
     # Draining returns every resident key exactly once.
     drained = []
     while resident:
         victim = policy.evict()
         drained.append(victim)
-        del resident[victim]  # type: ignore[arg-type]
+        del resident[victim]
     assert len(drained) == len(set(drained))
