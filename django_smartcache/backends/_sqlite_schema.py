@@ -98,6 +98,24 @@ GET_MANY_LIVE = (
     "SELECT key, value, accessed < ? FROM smartcache_entry"
     " WHERE key IN {} AND (expires IS NULL OR expires > ?)"
 )
+#: ``get_many`` in one statement and one parameter (a JSON array of the keys): one row
+#: per key, in the array's order (``json_each`` is the outer loop of the LEFT JOIN),
+#: with one column and no key to decode: CPython's sqlite3 pays per row and per column.
+#: The column is the value of a live entry whose ``accessed`` is at least the first
+#: parameter, or NULL for a miss. An entry whose ``accessed`` is older (due a refresh,
+#: once per ``ACCESS_INTERVAL``) comes back marked: a pickle as ``b"\x00" + pickle`` (no pickle
+#: starts with a zero byte: it is not an opcode), an int as its decimal text (a ``str``).
+#: Needs SQLite's JSON functions (built in since 3.38); :data:`GET_MANY_LIVE` otherwise.
+GET_MANY_JSON = (
+    "SELECT CASE WHEN e.accessed >= ? THEN e.value"
+    " WHEN typeof(e.value) = 'blob' THEN CAST(x'00' || e.value AS BLOB)"
+    " WHEN typeof(e.value) = 'integer' THEN CAST(e.value AS TEXT)"
+    " ELSE e.value END"
+    " FROM json_each(?) j LEFT JOIN smartcache_entry e"
+    " ON e.key = j.value AND (e.expires IS NULL OR e.expires > ?)"
+)
+#: Whether a connection has ``json_each`` (SQLite compiled without JSON has not).
+HAS_JSON = "SELECT count(*) FROM json_each('[]')"
 #: A live entry's expiry (NULL: never), for ``ttl``/``ttl_many``.
 TTL_MANY = (
     "SELECT key, expires FROM smartcache_entry"

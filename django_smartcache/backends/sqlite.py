@@ -16,6 +16,7 @@ Design notes (details and measurements in ``docs/sqlite.md``):
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import pickle
@@ -83,6 +84,8 @@ class _ThreadState(threading.local):
     pending: dict[str, float]
     #: (data_version, total_changes, cursor) of the last ``changes_since`` answer.
     seen: tuple[int, int, int] | None = None
+    #: Whether the connection has ``json_each`` (``get_many`` in one statement).
+    json = False
 
     def __init__(self) -> None:
         self.pending = {}
@@ -91,6 +94,19 @@ class _ThreadState(threading.local):
 @functools.lru_cache(maxsize=16)
 def _set_rows_statement(count: int) -> str:
     return sql.set_rows(count)
+
+
+def _has_json(conn: sqlite3.Connection) -> bool:
+    """Whether SQLite has its JSON functions (built in since 3.38; optional before)."""
+    try:
+        conn.execute(sql.HAS_JSON).fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+#: A list of keys as a JSON array (raw UTF-8: SQLite's JSON parser takes it as is).
+_json_keys: Callable[[list[str]], str] = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _chunks(items: list[_T]) -> Iterator[list[_T]]:
@@ -154,6 +170,7 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
         state.inode = os.stat(self._path).st_ino
         state.pending = {}
         state.seen = None
+        state.json = _has_json(conn)
         return conn
 
     def _on_error(self, exc: sqlite3.DatabaseError) -> None:
@@ -248,32 +265,73 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
         self, keys: Iterable[Any], version: int | None = None
     ) -> dict[Any, Any]:
         originals = self._keys(keys, version)
-        found: dict[Any, Any] = {}
         if not originals:
-            return found
+            return {}
         now = self._clock()
-        stale_before = now - self._access_interval
-        loads = pickle.loads
         try:
             conn = self._connection()
-            for chunk in _chunks(list(originals)):
-                rows = conn.execute(
-                    sql.GET_MANY_LIVE.format(sql.in_clause(len(chunk))),
-                    (stale_before, *chunk, now),
-                ).fetchall()
-                for key, stored, stale in rows:
-                    if type(stored) is not int:
-                        try:
-                            stored = loads(stored)
-                        except Exception:  # noqa: BLE001 - the logged miss of _decode
-                            if self._decode(stored, key) is _missing:
-                                continue
-                    if stale:
-                        self._note_access(key, now)
-                    found[originals[key]] = stored
+            if self._state.json:
+                return self._get_many_json(conn, originals, now)
+            return self._get_many_in(conn, originals, now)
         except sqlite3.DatabaseError as exc:
             self._on_error(exc)
             return {}
+
+    def _get_many_json(
+        self, conn: sqlite3.Connection, originals: dict[str, Any], now: float
+    ) -> dict[Any, Any]:
+        """One statement, one row of one column per key, in order (``GET_MANY_JSON``)."""
+        rows = conn.execute(
+            sql.GET_MANY_JSON,
+            (now - self._access_interval, _json_keys(list(originals)), now),
+        ).fetchall()
+        found: dict[Any, Any] = {}
+        loads = pickle.loads
+        for (key, original), (stored,) in zip(originals.items(), rows, strict=True):
+            kind = type(stored)
+            if kind is bytes:
+                if not stored or stored[0]:  # a pickle: never starts with a zero byte
+                    try:
+                        found[original] = loads(stored)
+                    except Exception:  # noqa: BLE001 - the logged miss of _decode
+                        self._decode(stored, key)
+                    continue
+                # Marked: its ``accessed`` is due a refresh.
+                self._note_access(key, now)
+                value = self._decode(stored[1:], key)
+                if value is not _missing:
+                    found[original] = value
+            elif stored is None:
+                continue
+            elif kind is str:  # an int due a refresh, as its decimal text
+                self._note_access(key, now)
+                found[original] = int(stored)
+            else:
+                found[original] = stored
+        return found
+
+    def _get_many_in(
+        self, conn: sqlite3.Connection, originals: dict[str, Any], now: float
+    ) -> dict[Any, Any]:
+        """Without JSON functions: ``SELECT ... IN (...)`` per 500 keys."""
+        found: dict[Any, Any] = {}
+        stale_before = now - self._access_interval
+        loads = pickle.loads
+        for chunk in _chunks(list(originals)):
+            rows = conn.execute(
+                sql.GET_MANY_LIVE.format(sql.in_clause(len(chunk))),
+                (stale_before, *chunk, now),
+            ).fetchall()
+            for key, stored, stale in rows:
+                if type(stored) is not int:
+                    try:
+                        stored = loads(stored)
+                    except Exception:  # noqa: BLE001 - the logged miss of _decode
+                        if self._decode(stored, key) is _missing:
+                            continue
+                if stale:
+                    self._note_access(key, now)
+                found[originals[key]] = stored
         return found
 
     def has_key(self, key: Any, version: int | None = None) -> bool:

@@ -1044,3 +1044,125 @@ def test_set_many_beyond_one_statement_stores_accounts_and_logs_every_key(make_c
     assert cache.stats()["entries"] == 250
     _, keys = cache.changes_since(cursor)
     assert keys is not None and set(keys) == {f":1:{k}" for k in data}
+
+
+# -- get_many: one statement over json_each, and its fallback ---------------------------
+
+#: Values whose pickles hold zero bytes and bytes that are not UTF-8, ints at the edges of
+#: the 64-bit range (stored natively) and beyond it (pickled), and falsy values.
+GET_MANY_VALUES = {
+    "zeros": b"\x00" * 40 + b"\xff\xfe",
+    "dict": {"id": 1, "title": "caf\u00e9", "n": 3.5},
+    "small": 7,
+    "min": -(2**63),
+    "max": 2**63 - 1,
+    "big": 2**70,
+    "none": None,
+    "empty": "",
+    "false": False,
+}
+#: Keys JSON must escape ('"', backslash, control characters) or carry as UTF-8.
+ODD_KEYS = [
+    'q"uote',
+    "back\\slash",
+    "tab\tkey",
+    "caf\u00e9",
+    "emoji\U0001f600",
+    "x" * 200,
+]
+
+
+def _paths(cache):
+    """The two get_many paths of this connection: json_each (if it has it) and IN."""
+    state = cache._state
+    yield "json"
+    state.json = False
+    try:
+        yield "in"
+    finally:
+        state.json = True
+
+
+def test_get_many_has_json_each_here_and_its_plan_keeps_the_request_order(
+    make_cache, location
+):
+    cache = make_cache()
+    cache.set("k", 1)
+    assert cache._state.json, "SQLite here has JSON functions (3.38+): the fast path"
+    plan = [
+        row[3]
+        for row in raw(location).execute(
+            "EXPLAIN QUERY PLAN " + sql.GET_MANY_JSON, (0.0, '["k"]', 0.0)
+        )
+    ]
+    # json_each is the outer loop: rows come in the array's order, one per key.
+    assert plan[0].startswith("SCAN j")
+    assert plan[1].startswith("SEARCH e USING PRIMARY KEY (key=?)")
+
+
+@pytest.mark.filterwarnings("ignore::django.core.cache.CacheKeyWarning")  # "tab\tkey"
+@pytest.mark.parametrize("stale", [False, True], ids=["fresh", "due-refresh"])
+def test_get_many_returns_exactly_what_get_does_on_both_paths(make_cache, stale):
+    clock = Clock()
+    cache = make_cache(clock, ACCESS_INTERVAL=30)
+    cache.set_many(GET_MANY_VALUES)
+    cache.set_many({key: key for key in ODD_KEYS})
+    cache.set("gone", 1, timeout=5)
+    clock.now += 5  # "gone" has expired: a miss, never returned
+    requested = ["absent", *GET_MANY_VALUES, "gone", *ODD_KEYS, "absent2"]
+    expected = {**GET_MANY_VALUES, **{key: key for key in ODD_KEYS}}
+    for path in _paths(cache):
+        clock.now += 31 if stale else 1  # past the interval: every hit is due a refresh
+        found = cache.get_many(requested)
+        assert found == expected, path
+        assert [type(found[k]) for k in expected] == [
+            type(v) for v in expected.values()
+        ], path
+        if path == "json":  # rows in the order asked (the IN path: the key order)
+            assert list(found) == list(expected)
+        assert len(cache._state.pending) == (len(expected) if stale else 0), path
+        cache.close()  # writes the refreshes: the next round is due again only if stale
+
+
+def test_get_many_refreshes_access_times_of_the_marked_entries_only(
+    make_cache, location
+):
+    clock = Clock()
+    cache = make_cache(clock, ACCESS_INTERVAL=30)
+    cache.set_many({"old": b"\x00old", "old_int": 5})
+    clock.now += 20
+    cache.set_many({"new": "n", "new_int": 6})
+    clock.now += 15  # "old*" were written 35 s ago, "new*" 15 s ago
+    assert cache.get_many(["old", "old_int", "new", "new_int"]) == {
+        "old": b"\x00old",
+        "old_int": 5,
+        "new": "n",
+        "new_int": 6,
+    }
+    assert sorted(cache._state.pending) == [":1:old", ":1:old_int"]
+    cache.close()
+    accessed = dict(raw(location).execute("SELECT key, accessed FROM smartcache_entry"))
+    assert accessed == {
+        ":1:old": clock.now,
+        ":1:old_int": clock.now,
+        ":1:new": clock.now - 15,
+        ":1:new_int": clock.now - 15,
+    }
+
+
+def test_get_many_of_an_unreadable_value_is_a_logged_miss_on_both_paths(
+    make_cache, location, caplog
+):
+    clock = Clock()
+    cache = make_cache(clock, ACCESS_INTERVAL=30)
+    cache.set_many({"bad": "x", "good": "y"})
+    conn = raw(location)
+    conn.execute("UPDATE smartcache_entry SET value = x'800563' WHERE key = ':1:bad'")
+    for path in _paths(cache):
+        for step in (1, 31):  # fresh, then due a refresh (the marked form)
+            clock.now += step
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, "django_smartcache.sqlite"):
+                assert cache.get_many(["bad", "good"]) == {"good": "y"}, path
+            assert "cannot unpickle ':1:bad'" in caplog.text, path
+            cache.close()
