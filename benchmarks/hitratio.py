@@ -1,6 +1,8 @@
 """Hit ratios of the eviction policies against Django's LocMemCache, theine and OPT.
 
 ``python -m benchmarks.hitratio [--quick] [--only NAME[,NAME...]] [--micro]``
+``python -m benchmarks.hitratio --trace PATH [--trace PATH...] [--column N] [--limit N]``
+(only the given traces: any file ``benchmarks/traces.py`` reads, binary or text)
 
 Every cell replays one request stream at an equal budget: on a miss the key is stored
 (the store loop: ``insert`` then ``evict`` while over budget). Columns:
@@ -24,6 +26,7 @@ hit ratios on values of varied sizes. Everything is seeded: two runs print the s
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -134,6 +137,8 @@ def _pct(hits: int, total: int) -> float:
 
 def _streams(quick: bool, only: set[str] | None) -> list[tuple[str, list[int] | None]]:
     """(name, keys); ``None`` keys mean the loop, built per cache size."""
+    if _given:
+        return _given
     requests, keys = (60_000, 6_000) if quick else (300_000, 20_000)
     out: list[tuple[str, list[int] | None]] = [
         (w.name, w.requests) for w in workloads.synthetic(requests, keys)
@@ -147,18 +152,24 @@ def _streams(quick: bool, only: set[str] | None) -> list[tuple[str, list[int] | 
     return out
 
 
+#: Traces named on the command line (``--trace``): when set, the only streams replayed.
+_given: list[tuple[str, list[int] | None]] = []
+
+
 def entry_table(
     quick: bool, only: set[str] | None, store: bool
 ) -> list[dict[str, Any]]:
     policies = sorted(POLICIES)
     columns = [*policies, *(["store"] if store else []), "locmem", "theine", "OPT"]
-    head = f"{'workload':<11}{'size':>5}{'cache':>7} " + "".join(
+    streams = _streams(quick, only)
+    width = max([11, *(len(name) + 1 for name, _ in streams)])
+    head = f"{'workload':<{width}}{'size':>5}{'cache':>7} " + "".join(
         f"{c:>9}" for c in columns
     )
     print(f"{head}{'gap':>7}{'margin':>8}")
     rows = []
     loop_requests = 60_000 if quick else 300_000
-    for name, stream in _streams(quick, only):
+    for name, stream in streams:
         unique = len(set(stream)) if stream is not None else 20_000
         for share in SIZES:
             capacity = max(1, round(share * unique))
@@ -183,7 +194,7 @@ def entry_table(
             rows.append(row)
             cells = "".join(f"{ratios[c]:>9.1f}" for c in columns)
             print(
-                f"{name:<11}{share:>5.0%}{capacity:>7} {cells}"
+                f"{name:<{width}}{share:>5.0%}{capacity:>7} {cells}"
                 f"{row['gap']:>7.1f}{row['margin']:>+8.1f}",
                 flush=True,
             )
@@ -249,18 +260,37 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--micro", action="store_true", help="time record_hit only")
     parser.add_argument("--no-store", action="store_true", help="skip the store column")
     parser.add_argument("--no-bytes", action="store_true", help="skip the byte budget")
+    parser.add_argument(
+        "--trace",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="replay this trace file only (repeatable); see benchmarks/traces.py",
+    )
+    parser.add_argument(
+        "--column", type=int, default=None, help="key field of a text --trace (0)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="first N requests of each --trace"
+    )
     args = parser.parse_args(argv)
     if args.micro:
         micro()
         return 0
     only = set(args.only.split(",")) if args.only else None
+    for path in args.trace:
+        keys = traces.load_file(path, column=args.column, limit=args.limit)
+        if not keys:
+            parser.error(f"--trace {path}: no requests read")
+        _given.append((os.path.basename(path), keys))
     started = time.perf_counter()
     print(
         f"Hit ratio (%) at an equal entry budget; default policy: {DEFAULT_POLICY!r}; "
-        f"traces from {traces.TRACE_DIR} (cache2k, CC BY 4.0)."
+        f"traces from {', '.join(args.trace) or traces.TRACE_DIR}"
+        f"{'' if args.trace else ' (cache2k, CC BY 4.0)'}."
     )
     entry_table(args.quick, only, store=not args.no_store)
-    if not args.no_bytes and not only:
+    if not args.no_bytes and not only and not _given:
         byte_table(args.quick)
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
