@@ -372,6 +372,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         self._last = len(self._levels) - 1
         self._l1 = self._levels[0]
         self._l1_payload, self._loads = _fast_reader(self._l1)
+        #: L1's store when L1 is a SmartCache: read on the event loop by the async twins.
+        self._l1_store = _in_process_store(self._l1)
 
         with _SHARED_LOCK:
             shared = _SHARED.get(self._name)
@@ -667,10 +669,19 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         co = self._co
         if co.deadline <= _monotonic():
             co.refresh(self._levels[-1])
-        generation = co.generation
-        found: dict[str, Any] = {}
-        missing = list(by_final)
-        for i in range(depth):
+        found = self._read_levels(list(by_final), {}, 0, depth)
+        return {by_final[k]: v for k, v in found.items()}
+
+    def _read_levels(
+        self, missing: list[str], found: dict[str, Any], first: int, depth: int
+    ) -> dict[str, Any]:
+        """Ask levels ``first`` to ``depth - 1`` in turn for the final keys ``missing``.
+
+        Hits land in ``found`` (returned) and are promoted into the levels above;
+        what no level has is counted as a miss.
+        """
+        generation = self._co.generation
+        for i in range(first, depth):
             if i and not self._usable(i):
                 continue
             start = _perf_ns()
@@ -695,7 +706,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
                 if not missing:
                     break
         self._misses[0] += len(missing)
-        return {by_final[k]: v for k, v in found.items()}
+        return found
 
     def has_key(
         self, key: Any, version: Any = None, *, levels: int | None = None
@@ -1062,6 +1073,19 @@ def _fast_reader(l1: BaseCache) -> tuple[Any, Any]:
     return payload, loads
 
 
+def _in_thread(fn: Any) -> Any:
+    """``fn`` as a coroutine function run in Django's thread for sync cache calls."""
+    return sync_to_async(fn, thread_sensitive=True)
+
+
+def _in_process_store(l1: BaseCache) -> Any:
+    """L1's ``MemoryStore`` when L1 is a SmartCache (reading it never waits on I/O)."""
+    from .smart import SmartCache
+
+    store = getattr(l1, "_store", None)
+    return store if isinstance(l1, SmartCache) else None
+
+
 def _no_validation(key: Any) -> None:
     return None
 
@@ -1227,10 +1251,27 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
                 return default
         if type(value) is not _LevelTagged:
             return value
-        if self._current(key, value):
-            return value.value
+        return self._unwrap_level(key, value, default, version)
+
+    def _unwrap_level(
+        self, key: Any, env: _LevelTagged, default: Any, version: Any
+    ) -> Any:
+        """A tagged entry's value while its tags are current; else drop it: ``default``."""
+        if self._current(key, env):
+            return env.value
         self._drop_stale([key], version)
         return default
+
+    def _get_after_l1(
+        self, key: Any, final: str, default: Any, version: Any, depth: int
+    ) -> Any:
+        """``get`` after L1 missed: the levels below, then the tags' check."""
+        value = self._get_below(final, _MISSING, depth)
+        if value is _MISSING:
+            return default
+        if type(value) is not _LevelTagged:
+            return value
+        return self._unwrap_level(key, value, default, version)
 
     def _current(self, key: Any, env: _LevelTagged) -> bool:
         """``_valid`` for one envelope; the common hit (no dependencies, nothing
@@ -1257,9 +1298,14 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
     ) -> dict[Any, Any]:
         raw = _MultiLevelBase.get_many(self, keys, version, levels=levels)
+        for value in raw.values():
+            if type(value) is _LevelTagged:
+                return self._validated(raw, version)
+        return raw
+
+    def _validated(self, raw: dict[Any, Any], version: Any) -> dict[Any, Any]:
+        """``raw`` with tagged entries unwrapped, those whose tags moved on dropped."""
         envelopes = {k: v for k, v in raw.items() if type(v) is _LevelTagged}
-        if not envelopes:
-            return raw
         valid = self._valid(envelopes)
         self._drop_stale((k for k in envelopes if k not in valid), version)
         return {
@@ -1278,13 +1324,111 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         if co.deadline <= _monotonic():
             co.refresh(self._levels[-1])
         payload = self._l1_payload(final)
-        if payload is not None:
-            value = self._loads(payload)
-        else:
-            value = self._get_below(final, _MISSING, self._depth(levels), False)
-            if value is _MISSING:
-                return False
-        return type(value) is not _LevelTagged or bool(self._valid({key: value}))
+        if payload is None:
+            return self._has_after_l1(key, final, self._depth(levels))
+        value = self._loads(payload)
+        return type(value) is not _LevelTagged or self._still_valid(key, value)
+
+    def _has_after_l1(self, key: Any, final: str, depth: int) -> bool:
+        """``has_key`` after L1 missed: the levels below, without promotion."""
+        value = self._get_below(final, _MISSING, depth, False)
+        if value is _MISSING:
+            return False
+        return type(value) is not _LevelTagged or self._still_valid(key, value)
+
+    def _still_valid(self, key: Any, env: _LevelTagged) -> bool:
+        return bool(self._valid({key: env}))
+
+    # -- async reads: an L1 hit is answered on the event loop -----------------------------
+    # With a SmartCache L1 and no coherence poll due, reading L1 waits on no I/O, so the
+    # async twins read it in place (a thread hop costs ~80 us, 35x an L1 hit); whatever
+    # needs a lower level (a miss, a tag check, the poll) runs in a thread, as Django's
+    # own async cache methods do. Each read of L1 is counted once.
+
+    def _l1_in_place(self) -> Any:
+        """L1's store if it may be read on the event loop now, else None."""
+        store = self._l1_store
+        if store is None or self._co.deadline <= _monotonic():
+            return None
+        return store
+
+    async def aget(
+        self,
+        key: Any,
+        default: Any = None,
+        version: Any = None,
+        *,
+        levels: int | None = None,
+    ) -> Any:
+        store = self._l1_in_place()
+        if store is None:
+            return await _in_thread(self.get)(key, default, version, levels=levels)
+        final = self._key(key, version)
+        depth = self._depth(levels)
+        payload = store.get(final)
+        if payload is None:
+            return await _in_thread(self._get_after_l1)(
+                key, final, default, version, depth
+            )
+        self._hits[0] += 1
+        value = self._loads(payload)
+        if type(value) is not _LevelTagged:
+            return value
+        return await _in_thread(self._unwrap_level)(key, value, default, version)
+
+    async def aget_many(
+        self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
+    ) -> dict[Any, Any]:
+        store = self._l1_in_place()
+        if store is None:
+            return await _in_thread(self.get_many)(keys, version, levels=levels)
+        depth = self._depth(levels)
+        by_final: dict[str, Any] = {}
+        for key in keys:
+            by_final[self._key(key, version)] = key
+        if not by_final:
+            return {}
+        loads = self._loads
+        found = {k: loads(p) for k, p in store.get_many(by_final).items()}
+        self._hits[0] += len(found)
+        if len(found) < len(by_final):
+            missing = [k for k in by_final if k not in found]
+            found = await _in_thread(self._read_levels)(missing, found, 1, depth)
+        raw = {by_final[k]: v for k, v in found.items()}
+        for value in raw.values():
+            if type(value) is _LevelTagged:
+                return await _in_thread(self._validated)(raw, version)
+        return raw
+
+    async def ahas_key(
+        self, key: Any, version: Any = None, *, levels: int | None = None
+    ) -> bool:
+        store = self._l1_in_place()
+        if store is None:
+            return await _in_thread(self.has_key)(key, version, levels=levels)
+        final = self._key(key, version)
+        depth = self._depth(levels)
+        payload = store.get(final)
+        if payload is None:
+            return await _in_thread(self._has_after_l1)(key, final, depth)
+        value = self._loads(payload)
+        if type(value) is not _LevelTagged:
+            return True
+        return await _in_thread(self._still_valid)(key, value)
+
+    async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+        store = self._l1_in_place()
+        if store is not None:
+            final = self._key(key, version)
+            peeked = store.peek(final)
+            if peeked is not None:
+                value = self._loads(peeked[0])
+                if type(value) is not _LevelTagged:
+                    store.get(final)  # counted as a read: statistics, eviction policy
+                    self._hits[0] += 1
+                    return value
+        # A miss or a tagged entry: single flight, the levels below, in a thread.
+        return await super().aget_or_set(key, default, timeout, version, **kwargs)
 
     # -- writes ------------------------------------------------------------------------
     def set(

@@ -1,0 +1,224 @@
+"""MultiLevelCache's async reads: L1 hits on the event loop, the rest in a thread.
+
+The answers and the statistics must be those of the sync methods; only where the work
+runs differs. Threads are observed by wrapping the module's ``_in_thread`` helper (the
+levels themselves are real: SmartCache, LocMemCache, a SQLiteCache file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import time
+from typing import Any
+
+import pytest
+
+from django_smartcache.backends import multilevel
+from django_smartcache.backends.multilevel import MultiLevelCache
+
+SMART = "django_smartcache.backends.SmartCache"
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+SQLITE = "django_smartcache.backends.SQLiteCache"
+
+_names = itertools.count()
+
+
+def _unique() -> str:
+    return f"ml-async-{time.monotonic_ns()}-{next(_names)}"
+
+
+def make(levels: list[Any] | None = None, **options: Any) -> MultiLevelCache:
+    levels = levels or [{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}]
+    return MultiLevelCache(
+        "", {"KEY_PREFIX": _unique(), "OPTIONS": {"LEVELS": levels, **options}}
+    )
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions the async twins sent to a thread, in order."""
+    seen: list[str] = []
+    real = multilevel._in_thread
+
+    def spy(fn: Any) -> Any:
+        seen.append(getattr(fn, "__name__", repr(fn)))
+        return real(fn)
+
+    monkeypatch.setattr(multilevel, "_in_thread", spy)
+    return seen
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_an_l1_hit_is_answered_without_a_thread(hops: list[str]) -> None:
+    cache = make(L1_MAX_TTL=1000)
+    cache.set("k", {"v": 1})
+    cache.set("n", 2)
+
+    async def reads() -> list[Any]:
+        return [
+            await cache.aget("k"),
+            await cache.aget_many(["k", "n"]),
+            await cache.ahas_key("k"),
+            await cache.aget_or_set("n", 99),
+        ]
+
+    assert run(reads()) == [{"v": 1}, {"k": {"v": 1}, "n": 2}, True, 2]
+    assert hops == []
+    stats = cache.stats()
+    assert stats["levels"][0]["hits"] == 4  # aget, aget_many (2), aget_or_set
+    assert stats["misses"] == 0
+
+
+def test_misses_go_below_in_a_thread_and_promote(hops: list[str]) -> None:
+    cache = make(L1_MAX_TTL=1000)
+    l1, l2 = cache.levels
+    key = cache.make_key("k")
+    l2.set(key, "from-l2", 60)
+
+    async def reads() -> list[Any]:
+        return [await cache.aget("k"), await cache.aget("absent", "dflt")]
+
+    assert run(reads()) == ["from-l2", "dflt"]
+    assert hops == ["_get_after_l1", "_get_after_l1"]
+    assert l1.get(key) == "from-l2"  # promoted, as by get()
+    stats = cache.stats()
+    assert [level["hits"] for level in stats["levels"]] == [0, 1]
+    assert stats["misses"] == 1
+
+
+def test_async_and_sync_reads_agree_answers_and_statistics() -> None:
+    sync, asyn = make(L1_MAX_TTL=1000), make(L1_MAX_TTL=1000)
+    for cache in (sync, asyn):
+        cache.set("a", 1)
+        cache.set("b", [2])
+        cache.levels[1].set(cache.make_key("c"), "c-below", 60)  # only in L2
+        cache.set("v2", "two", version=2)
+
+    calls = [
+        ("get", ("a",), {}),
+        ("get", ("c",), {}),
+        ("get", ("zz", "d"), {}),
+        ("get_many", (["a", "b", "c", "zz"],), {}),
+        ("get_many", (["a", "c"],), {"levels": 1}),
+        ("get", ("v2",), {"version": 2}),
+        ("get", ("v2",), {}),
+        ("has_key", ("b",), {}),
+        ("has_key", ("zz",), {}),
+        ("get_or_set", ("a", 7), {}),
+        ("get_or_set", ("new", 8), {}),
+    ]
+    expected = [getattr(sync, name)(*args, **kw) for name, args, kw in calls]
+
+    async def replay() -> list[Any]:
+        return [
+            await getattr(asyn, "a" + name)(*args, **kw) for name, args, kw in calls
+        ]
+
+    assert run(replay()) == expected
+    for field in ("misses",):
+        assert asyn.stats()[field] == sync.stats()[field]
+    assert [lv["hits"] for lv in asyn.stats()["levels"]] == [
+        lv["hits"] for lv in sync.stats()["levels"]
+    ]
+    l1_sync, l1_async = (c.levels[0].stats() for c in (sync, asyn))
+    for field in ("hits", "misses"):
+        assert l1_async[field] == l1_sync[field], field
+
+
+def test_tagged_entries_are_checked_and_invalidations_seen(hops: list[str]) -> None:
+    cache = make(L1_MAX_TTL=1000)
+    cache.set("t", "tagged", tags=["books"])
+    cache.set("u", "plain")
+
+    async def before() -> list[Any]:
+        return [
+            await cache.aget("t"),
+            await cache.aget_many(["t", "u"]),
+            await cache.ahas_key("t"),
+        ]
+
+    assert run(before()) == ["tagged", {"t": "tagged", "u": "plain"}, True]
+    cache.invalidate_tags("books")
+
+    async def after() -> list[Any]:
+        return [
+            await cache.aget("t", "gone"),
+            await cache.aget_many(["t", "u"]),
+            await cache.ahas_key("t"),
+            await cache.aget_or_set("t", "recomputed", tags=["books"]),
+            await cache.aget("t"),
+        ]
+
+    assert run(after()) == ["gone", {"u": "plain"}, False, "recomputed", "recomputed"]
+
+
+def test_a_due_coherence_poll_sends_the_whole_read_to_a_thread(
+    hops: list[str],
+) -> None:
+    cache = make(L1_MAX_TTL=1000)
+    cache.set("k", "v")
+    cache._co.deadline = 0.0  # the poll is due: it may read the lower level
+
+    assert run(cache.aget("k")) == "v"
+    assert hops == ["get"]
+
+
+def test_an_l1_that_is_not_in_process_is_always_read_in_a_thread(
+    hops: list[str],
+) -> None:
+    cache = make(
+        [
+            {"BACKEND": LOCMEM, "LOCATION": _unique()},
+            {"BACKEND": LOCMEM, "LOCATION": _unique()},
+        ],
+        L1_MAX_TTL=1000,
+    )
+    cache.set("k", "v")
+    assert run(cache.aget("k")) == "v"
+    assert run(cache.aget_many(["k"])) == {"k": "v"}
+    assert hops == ["get", "get_many"]
+
+
+def _write_in_another_process(location: str, prefix: str) -> None:
+    from django.core.cache.backends.base import default_key_func
+
+    from django_smartcache.backends.sqlite import SQLiteCache
+
+    level = SQLiteCache(location, {"KEY_FUNCTION": lambda key, *_: key})
+    level.set(default_key_func("k", prefix, 1), "new", 300)
+
+
+def test_another_process_write_is_seen_by_aget_within_the_poll_interval(
+    tmp_path: Any,
+) -> None:
+    location = str(tmp_path / "l2.sqlite3")
+    prefix = _unique()
+    cache = MultiLevelCache(
+        location,
+        {"KEY_PREFIX": prefix, "OPTIONS": {"COHERENCE_INTERVAL": 0.05}},
+    )
+    cache.set("k", "old")
+    assert run(cache.aget("k")) == "old"  # in L1 now
+
+    child = multiprocessing.get_context("fork").Process(
+        target=_write_in_another_process, args=(location, prefix)
+    )
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+
+    async def poll() -> Any:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            value = await cache.aget("k")
+            if value == "new":
+                return value
+            await asyncio.sleep(0.01)
+        return value
+
+    assert run(poll()) == "new"
