@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import multiprocessing
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -184,13 +187,16 @@ def test_an_l1_that_is_not_in_process_is_always_read_in_a_thread(
     assert hops == ["get", "get_many"]
 
 
-def _write_in_another_process(location: str, prefix: str) -> None:
-    from django.core.cache.backends.base import default_key_func
-
-    from django_smartcache.backends.sqlite import SQLiteCache
-
-    level = SQLiteCache(location, {"KEY_FUNCTION": lambda key, *_: key})
-    level.set(default_key_func("k", prefix, 1), "new", 300)
+#: Another process writes "new" under the final key of "k" straight into the SQLite file.
+_WRITER = """
+import sys
+from django.conf import settings
+settings.configure()
+from django.core.cache.backends.base import default_key_func
+from django_smartcache.backends.sqlite import SQLiteCache
+level = SQLiteCache(sys.argv[1], {"KEY_FUNCTION": lambda key, *_: key})
+level.set(default_key_func("k", sys.argv[2], 1), "new", 300)
+"""
 
 
 def test_another_process_write_is_seen_by_aget_within_the_poll_interval(
@@ -205,12 +211,16 @@ def test_another_process_write_is_seen_by_aget_within_the_poll_interval(
     cache.set("k", "old")
     assert run(cache.aget("k")) == "old"  # in L1 now
 
-    child = multiprocessing.get_context("fork").Process(
-        target=_write_in_another_process, args=(location, prefix)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    subprocess.run(
+        [sys.executable, "-c", _WRITER, location, prefix],
+        cwd=root,
+        env=env,
+        check=True,
+        timeout=60,
     )
-    child.start()
-    child.join(30)
-    assert child.exitcode == 0
 
     async def poll() -> Any:
         deadline = time.monotonic() + 5
