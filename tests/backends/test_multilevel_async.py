@@ -206,7 +206,11 @@ def test_another_process_write_is_seen_by_aget_within_the_poll_interval(
     prefix = _unique()
     cache = MultiLevelCache(
         location,
-        {"KEY_PREFIX": prefix, "OPTIONS": {"COHERENCE_INTERVAL": 0.05}},
+        {
+            "KEY_PREFIX": prefix,
+            # Only the change log can tell: the L1 copy would live for 1000 s.
+            "OPTIONS": {"COHERENCE_INTERVAL": 0.05, "L1_MAX_TTL": 1000},
+        },
     )
     cache.set("k", "old")
     assert run(cache.aget("k")) == "old"  # in L1 now
