@@ -148,6 +148,8 @@ class DuelPolicy:
         self.period = period
         self.shadow_keys = shadow_keys
         self.live_index = 0
+        #: The store's entries and counter slot once attached (see ``attach``).
+        self._attached: tuple[dict[Hashable, list[Any]], int] | None = None
         self._go_live(CANDIDATES[0][1](capacity), 0)
         #: While S3-FIFO is live, misses are counted here, so a switch to W-TinyLFU
         #: starts with the frequencies of the keys that are not resident. (S3-FIFO's
@@ -223,13 +225,24 @@ class DuelPolicy:
 
     # -- the Policy protocol -----------------------------------------------------
 
+    def attach(self, entries: dict[Hashable, list[Any]], slot: int) -> None:
+        """Let a live S3-FIFO count reads in the store's entries (``S3FIFOPolicy.attach``).
+
+        The store then bumps ``entries[key][slot]`` on every hit, whichever candidate
+        is live (W-TinyLFU ignores it); a candidate going live later is attached too.
+        """
+        self._attached = (entries, slot)
+        if isinstance(self._live, S3FIFOPolicy):
+            self._live.attach(entries, slot)
+            self._go_live(self._live, self.live_index)
+
     def record_hit(self, key: Hashable) -> None:
-        freq = self._live_freq
-        if freq is not None:  # S3-FIFO's record_hit, inlined: this is the hot path
-            count = freq[key]
-            if count < MAX_FREQ:
-                freq[key] = count + 1
-        else:
+        cells = self._live_cells
+        if cells is not None:  # S3-FIFO's record_hit, inlined: this is the hot path
+            cell = cells[key]
+            if cell[0] < MAX_FREQ:
+                cell[0] += 1
+        elif self._live_hit is not None:
             self._live_hit(key)
         if key in self._sampled_keys:  # one set lookup for the unsampled majority
             self._replay_hit(key)
@@ -326,11 +339,16 @@ class DuelPolicy:
 
     def _go_live(self, live: Any, index: int) -> None:
         self._live: Any = live
-        self._live_hit: Callable[[Hashable], None] = live.record_hit
+        s3fifo = isinstance(live, S3FIFOPolicy)
+        #: The live policy's record_hit, when a hit needs more than the lines below.
+        self._live_hit: Callable[[Hashable], None] | None = (
+            None if s3fifo else live.record_hit
+        )
         self._live_update: Callable[[Hashable, int], None] = live.update
-        #: The live S3-FIFO's counters (None while W-TinyLFU is live): its hit is inlined.
-        self._live_freq: dict[Hashable, int] | None = (
-            live._freq if isinstance(live, S3FIFOPolicy) else None
+        #: The live S3-FIFO's own one-item cells, its hit inlined in ``record_hit``;
+        #: None while W-TinyLFU is live or while the store counts reads (attached).
+        self._live_cells: dict[Hashable, list[Any]] | None = (
+            live._cells if s3fifo and live._own_cells else None
         )
         self.live_index = index
 
@@ -365,6 +383,8 @@ class DuelPolicy:
         """Rebuild the live policy as candidate ``index`` from the resident keys."""
         old, entries = self._live, self._live.entries()
         live = CANDIDATES[index][1](self.capacity)
+        if self._attached is not None and isinstance(live, S3FIFOPolicy):
+            live.attach(*self._attached)
         like = self._shadows[index].policy
         if isinstance(live, TinyLFUPolicy):
             live.adopt(entries, like=like, sketch=self._miss_sketch)

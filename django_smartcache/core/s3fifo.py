@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Any
 
 __all__ = ["AdaptiveS3FIFOPolicy", "S3FIFOPolicy"]
 
@@ -29,7 +30,13 @@ MAX_SMALL_SHARE = 0.50
 
 
 class S3FIFOPolicy:
-    """S3-FIFO over weights: the small queue holds 10% of ``capacity``, ghosts as much as main."""
+    """S3-FIFO over weights: the small queue holds 10% of ``capacity``, ghosts as much as main.
+
+    Each resident key's read counter lives in a *cell*: a list, the counter at index
+    ``_slot``. On its own the policy keeps one-item cells of its own; attached to a
+    store (:meth:`attach`), the store's entry lists are the cells and the store bumps
+    the counter on every hit, so a hit costs the policy no lookup at all.
+    """
 
     def __init__(self, capacity: int, *, small_share: float = SMALL_SHARE) -> None:
         if capacity < 1:
@@ -38,7 +45,11 @@ class S3FIFOPolicy:
         self._small: OrderedDict[Hashable, int] = OrderedDict()
         self._main: OrderedDict[Hashable, int] = OrderedDict()
         self._ghost: OrderedDict[Hashable, int] = OrderedDict()
-        self._freq: dict[Hashable, int] = {}
+        #: key -> cell (see the class docstring); the resident keys.
+        self._cells: dict[Hashable, list[Any]] = {}
+        self._slot = 0
+        #: False once attached: the cells are the store's, created and dropped by it.
+        self._own_cells = True
         self.small_weight = 0
         self.main_weight = 0
         self.ghost_weight = 0
@@ -52,15 +63,27 @@ class S3FIFOPolicy:
         self.ghost_max = capacity - self.small_max
         self._trim_ghost()
 
+    def attach(self, entries: dict[Hashable, list[Any]], slot: int) -> None:
+        """Count reads in ``entries[key][slot]`` (a store's entries) instead of own cells.
+
+        The store must create each entry (counter 0) before :meth:`insert`, drop it
+        after :meth:`remove` or :meth:`evict`, and add one to the counter (up to
+        :data:`MAX_FREQ`) on every hit; :meth:`record_hit` then does nothing.
+        Only while no key is resident.
+        """
+        if self._small or self._main:
+            raise ValueError("attach() needs an empty policy")
+        self._cells, self._slot, self._own_cells = entries, slot, False
+
     @property
     def weight(self) -> int:
         return self.small_weight + self.main_weight
 
     def __len__(self) -> int:
-        return len(self._freq)
+        return len(self._small) + len(self._main)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._freq
+        return key in self._small or key in self._main
 
     def segments(self) -> dict[str, list[Hashable]]:
         """Keys per queue, oldest first (for tests and debugging; O(n))."""
@@ -75,9 +98,9 @@ class S3FIFOPolicy:
 
         ``reads`` is the key's counter: reads since it was last looked at (at most 3).
         """
-        freq = self._freq
+        cells, slot = self._cells, self._slot
         return [
-            (k, w, freq[k])
+            (k, w, cells[k][slot])
             for queue in (self._main, self._small)
             for k, w in queue.items()
         ]
@@ -102,7 +125,7 @@ class S3FIFOPolicy:
         """
         if like is not None and like.capacity == self.capacity:
             for key, weight in like._ghost.items():
-                if key not in like._freq:
+                if key not in like:
                     self._ghost[key] = weight
                     self.ghost_weight += weight
             self._trim_ghost()
@@ -112,7 +135,7 @@ class S3FIFOPolicy:
             split -= 1
             small_weight += entries[split][1]
         for index, (key, weight, reads) in enumerate(entries):
-            self._freq[key] = min(reads, MAX_FREQ)
+            self._set_reads(key, min(reads, MAX_FREQ))
             if index < split:
                 self._main[key] = weight
                 self.main_weight += weight
@@ -120,17 +143,24 @@ class S3FIFOPolicy:
                 self._small[key] = weight
                 self.small_weight += weight
 
+    def _set_reads(self, key: Hashable, reads: int) -> None:
+        if self._own_cells:
+            self._cells[key] = [reads]
+        else:
+            self._cells[key][self._slot] = reads
+
     def record_hit(self, key: Hashable) -> None:
-        freq = self._freq
-        count = freq[key]
-        if count < MAX_FREQ:
-            freq[key] = count + 1
+        if self._own_cells:  # attached: the store counted it
+            cell = self._cells[key]
+            if cell[0] < MAX_FREQ:
+                cell[0] += 1
 
     def record_miss(self, key: Hashable) -> None:
         pass
 
     def insert(self, key: Hashable, weight: int) -> None:
-        self._freq[key] = 0
+        if self._own_cells:
+            self._cells[key] = [0]
         ghost_weight = self._ghost.pop(key, None)
         if ghost_weight is not None:
             self.ghost_weight -= ghost_weight
@@ -153,13 +183,13 @@ class S3FIFOPolicy:
             if weight != old:
                 self.main_weight += weight - old
                 main[key] = weight
-        freq = self._freq  # record_hit, inlined: set_many updates every key
-        count = freq[key]
-        if count < MAX_FREQ:
-            freq[key] = count + 1
+        cell, slot = self._cells[key], self._slot  # an access, as record_hit
+        if cell[slot] < MAX_FREQ:
+            cell[slot] += 1
 
     def remove(self, key: Hashable) -> None:
-        del self._freq[key]
+        if self._own_cells:
+            del self._cells[key]
         weight = self._small.pop(key, None)
         if weight is not None:
             self.small_weight -= weight
@@ -167,35 +197,41 @@ class S3FIFOPolicy:
             self.main_weight -= self._main.pop(key)
 
     def evict(self) -> Hashable:
-        small, main, freq = self._small, self._main, self._freq
+        small, main, cells, slot = self._small, self._main, self._cells, self._slot
         while True:
             if small and (self.small_weight >= self.small_max or not main):
                 key, weight = small.popitem(last=False)
                 self.small_weight -= weight
-                if freq[key]:
-                    freq[key] = 0
+                cell = cells[key]
+                if cell[slot]:
+                    cell[slot] = 0
                     main[key] = weight
                     self.main_weight += weight
                     continue
-                del freq[key]
+                if self._own_cells:
+                    del cells[key]
                 self._ghost[key] = weight
                 self.ghost_weight += weight
                 self._trim_ghost()
                 return key
             key, weight = next(iter(main.items()))
-            count = freq[key]
+            cell = cells[key]
+            count = cell[slot]
             if count:
-                freq[key] = count - 1
+                cell[slot] = count - 1
                 main.move_to_end(key)
                 continue
-            del main[key], freq[key]
+            del main[key]
+            if self._own_cells:
+                del cells[key]
             self.main_weight -= weight
             return key
 
     def clear(self) -> None:
         self._small.clear()
         self._main.clear()
-        self._freq.clear()
+        if self._own_cells:
+            self._cells.clear()
         self.small_weight = self.main_weight = 0
 
     def _trim_ghost(self) -> None:
@@ -278,14 +314,15 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
             self._adjust(0.0)
             if like.capacity == self.capacity:
                 for key, (weight, _) in like._ghost_stamps.items():
-                    if key not in like._freq:
+                    if key not in like:
                         self._ghost_stamps[key] = (weight, self._small_out)
                         self.ghost_weight += weight
                 self._trim_ghost()
         super().adopt(entries)
 
     def insert(self, key: Hashable, weight: int) -> None:
-        self._freq[key] = 0
+        if self._own_cells:
+            self._cells[key] = [0]
         ghost = self._ghost_stamps.pop(key, None)
         if ghost is not None:
             old_weight, left_at = ghost
@@ -303,29 +340,34 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self.small_weight += weight
 
     def evict(self) -> Hashable:
-        small, main, freq = self._small, self._main, self._freq
+        small, main, cells, slot = self._small, self._main, self._cells, self._slot
         while True:
             if small and (self.small_weight >= self.small_max or not main):
                 key, weight = small.popitem(last=False)
                 self.small_weight -= weight
                 self._small_out += weight
-                if freq[key]:
-                    freq[key] = 0
+                cell = cells[key]
+                if cell[slot]:
+                    cell[slot] = 0
                     main[key] = weight
                     self.main_weight += weight
                     continue
-                del freq[key]
+                if self._own_cells:
+                    del cells[key]
                 self._ghost_stamps[key] = (weight, self._small_out)
                 self.ghost_weight += weight
                 self._trim_ghost()
                 return key
             key, weight = next(iter(main.items()))
-            count = freq[key]
+            cell = cells[key]
+            count = cell[slot]
             if count:
-                freq[key] = count - 1
+                cell[slot] = count - 1
                 main.move_to_end(key)
                 continue
-            del main[key], freq[key]
+            del main[key]
+            if self._own_cells:
+                del cells[key]
             self.main_weight -= weight
             self._main_ghost[key] = weight
             self.main_ghost_weight += weight

@@ -28,10 +28,16 @@ from .tags import TagIndex
 
 logger = logging.getLogger("django_smartcache")
 
-# An entry is a small list, mutated in place: [payload, expires_at, size, hits, tags].
-# ``expires_at`` is ``inf`` for "never"; ``size`` is the accounted bytes; ``tags`` is
-# the tuple of tag ids the entry is indexed under in ``_tag_index`` (None: untagged). The hot paths index it with literals
-# (0..4, named in comments) because module-level constants cost a global lookup each.
+# An entry is a small list, mutated in place: [payload, expires_at, size, hits, tags,
+# reads]. ``expires_at`` is ``inf`` for "never"; ``size`` is the accounted bytes; ``tags``
+# is the tuple of tag ids the entry is indexed under in ``_tag_index`` (None: untagged);
+# ``hits`` counts every read (statistics); ``reads`` is the eviction policy's 2-bit read
+# counter (S3-FIFO's, kept here so that a hit touches no structure of the policy's:
+# ``S3FIFOPolicy.attach``), bumped up to 3 on each hit. The hot paths index the entry
+# with literals (0..5, named in comments): module-level constants cost a global lookup.
+
+#: Where an entry keeps the policy's read counter (see above).
+READS_SLOT = 5
 
 #: At most this many expired keys are reclaimed per call by the incremental sweeper.
 SWEEP_BATCH = 32
@@ -106,6 +112,9 @@ class MemoryStore:
         self._weigh_bytes = max_bytes is not None
         self._policy = make_policy(policy, _capacity(max_bytes, max_entries))
         self._data: dict[Hashable, list[Any]] = {}
+        attach = getattr(self._policy, "attach", None)
+        if attach is not None:
+            attach(self._data, READS_SLOT)
         self._expiry = ExpiryBuckets()
         self._tag_index = TagIndex()
         # Key sets of invalidated tags, with the index stamp at invalidation; drained
@@ -149,7 +158,9 @@ class MemoryStore:
                     self.counters.misses += 1
                     self._policy.record_miss(key)
                     return None
-                entry[3] += 1
+                entry[3] += 1  # hits
+                if entry[5] < 3:  # reads, the policy's counter
+                    entry[5] += 1
                 self.counters.hits += 1
                 self._policy.record_hit(key)
                 return entry[0]  # type: ignore[no-any-return]
@@ -175,6 +186,8 @@ class MemoryStore:
                     self._policy.record_miss(key)
                 else:
                     entry[3] += 1  # hits
+                    if entry[5] < 3:  # reads, the policy's counter
+                        entry[5] += 1
                     hits += 1
                     record_hit(key)
                     found[key] = entry[0]  # payload
@@ -537,7 +550,7 @@ class MemoryStore:
             old[4] = tags
             self._policy.update(key, weight)
         else:
-            data[key] = [payload, expires, size, 0, tags]
+            data[key] = [payload, expires, size, 0, tags, 0]
             self._bytes += size
             if tags is not None:
                 self._tag_index.add(key, tags)

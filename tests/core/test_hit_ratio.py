@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import opt, traces, workloads
-from benchmarks.hitratio import replay, replay_locmem, replay_theine
-from django_smartcache.core import DEFAULT_POLICY
+from benchmarks.hitratio import replay, replay_locmem, replay_store, replay_theine
+from django_smartcache.core import DEFAULT_POLICY, POLICIES
 
 
 def ratio(policy: str, keys: list[int], capacity: int) -> float:
@@ -108,3 +108,43 @@ def test_default_reaches_the_best_anchor_on_real_traces(
     ours = ratio(DEFAULT_POLICY, keys, capacity)
     assert ours >= max(anchors.values()) - 0.5, (ours, anchors)
     assert ours <= 100.0 * opt.opt_hits(keys, capacity) / len(keys)
+
+
+# The store keeps S3-FIFO's read counters in its own entries (``S3FIFOPolicy.attach``):
+# replayed through the real store, every policy must hit exactly as when simulated alone,
+# including the duel's switches, where a W-TinyLFU hands its counts back to an attached
+# S3-FIFO.
+def _phases() -> list[int]:
+    """A loop, a shifting hot set, a loop again: the duel switches back and forth."""
+    shifting = [key + 10**6 for key in workloads.shifting(120_000, 6_000, 0.9)]
+    return workloads.loop(60_000, 250) + shifting + workloads.loop(60_000, 250)
+
+
+SAME_AS_SIMULATED = {
+    "loop": (lambda: workloads.loop(60_000, 250), 200),
+    "phases": (_phases, 200),
+    "zipf+scan": (lambda: workloads.zipf_scan(60_000, 6_000, 0.9, every=3_000), 300),
+    "shifting": (lambda: workloads.shifting(60_000, 6_000, 0.9), 600),
+}
+
+
+@pytest.mark.parametrize("stream", sorted(SAME_AS_SIMULATED))
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_the_store_hits_exactly_as_the_simulated_policy(
+    policy: str, stream: str
+) -> None:
+    make, capacity = SAME_AS_SIMULATED[stream]
+    keys = make()
+    assert replay_store(keys, capacity, policy) == replay(policy, keys, capacity)[0]
+
+
+def test_the_duel_switches_with_the_counters_in_the_store() -> None:
+    from django_smartcache.core.store import MemoryStore
+
+    store = MemoryStore(max_entries=200, policy="adaptive")
+    for key in _phases():
+        if store.get(key) is None:
+            store.set(key, b"v")
+    # To W-TinyLFU and back to an S3-FIFO attached to the store: the paths the test
+    # above relies on.
+    assert store._policy.switches >= 2
