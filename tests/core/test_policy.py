@@ -333,3 +333,30 @@ def test_store_loop_never_exceeds_capacity(
         drained.append(victim)
         del resident[victim]
     assert len(drained) == len(set(drained))
+
+
+def test_s3fifo_attaches_to_a_store_only_while_empty() -> None:
+    from django_smartcache.core.s3fifo import S3FIFOPolicy
+
+    policy = S3FIFOPolicy(10)
+    policy.insert("a", 1)
+    with pytest.raises(ValueError, match="empty"):
+        policy.attach({}, 5)
+
+
+def test_an_attached_s3fifo_reads_its_counters_from_the_entries() -> None:
+    from django_smartcache.core.s3fifo import S3FIFOPolicy
+
+    entries: dict[str, list[int]] = {}
+    policy = S3FIFOPolicy(2)
+    policy.attach(entries, 1)
+    for key in ("a", "b"):
+        entries[key] = [0, 0]
+        policy.insert(key, 1)
+    entries["a"][1] = 1  # the store counted a read of "a"
+    entries["c"] = [0, 0]
+    policy.insert("c", 1)
+    victim = policy.evict()
+    assert victim == "b"  # "a" was read: it moves to main instead
+    assert entries["a"][1] == 0  # its counter is spent on the move
+    assert "a" in policy and "c" in policy and len(policy) == 2
