@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,7 +34,10 @@ from ..tagging import (
     nothing_pending,
 )
 from . import _coherence
+from ._level_health import FAULTS, LevelHealth, _caller_error
 from ._level_patterns import delete_matching
+from ._level_tally import _Tally
+from ._level_ttl import _NO_EXPIRY, _redis_options, _redis_url, _remaining_ttls
 from .base import SingleFlightMixin, SmartCacheKeyMixin
 
 logger = logging.getLogger("django_smartcache.multilevel")
@@ -67,11 +67,11 @@ DEFAULTS: dict[str, Any] = {
 #: (the cache as a whole); with explicit LEVELS, set them on the level they are for.
 _PASSED_TO_L2 = ("MAX_ENTRIES", "CULL_FREQUENCY")
 
-#: Per-level options that would change the key a level stores; set them on the
-#: MultiLevelCache entry instead.
 #: L1 hits are counted exactly but timed one in this many (the other levels: every call).
 L1_LATENCY_SAMPLE = 16
 
+#: Per-level options that would change the key a level stores; set them on the
+#: MultiLevelCache entry instead.
 _KEY_OPTIONS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION")
 
 #: delete_pattern() publishes at most this many keys; beyond, it tells the other
@@ -82,211 +82,6 @@ PUBLISH_KEYS_MAX = 1000
 def _identity_key(key: str, key_prefix: str, version: Any) -> str:
     """Levels store MultiLevelCache's final key unchanged."""
     return key
-
-
-def _fault_types() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "this level is unavailable", not "the call was wrong"."""
-    types: list[type[BaseException]] = [OSError, sqlite3.Error]
-    try:
-        import redis
-
-        types.append(redis.exceptions.RedisError)
-    except ImportError:  # pragma: no cover - redis is an optional dependency
-        pass
-    try:
-        from django.db import Error as DatabaseError
-
-        types.append(DatabaseError)
-    except ImportError:  # pragma: no cover
-        pass
-    for name in (
-        "django_redis.exceptions.ConnectionInterrupted",
-        "pymemcache.exceptions.MemcacheError",
-    ):
-        try:
-            types.append(import_string(name))
-        except ImportError:
-            pass
-    return tuple(types)
-
-
-FAULTS = _fault_types()
-
-#: Redis answers to a wrong call (not a level in trouble), by message start.
-_CALLER_ERRORS = (
-    "value is not an integer",
-    "increment or decrement would overflow",
-    "WRONGTYPE",
-)
-
-
-def _caller_error(exc: BaseException) -> bool:
-    """A Redis error about the call itself (as ``ValueError``/``TypeError`` elsewhere)."""
-    try:
-        from redis.exceptions import DataError, ResponseError
-    except ImportError:  # pragma: no cover - redis is an optional dependency
-        return False
-    if isinstance(exc, DataError):
-        return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(_CALLER_ERRORS)
-
-
-class LevelHealth:
-    """Per-process state of one level: down until when, errors, what it may have missed.
-
-    Shared by the per-thread backend instances of one configuration, so one warning is
-    logged per ``log_interval`` for the whole process, not per call or per thread.
-    """
-
-    def __init__(self, name: str, retry: float, log_interval: float, max_suspects: int):
-        self.name = name
-        self.retry = retry
-        self.log_interval = log_interval
-        self.max_suspects = max_suspects
-        self.lock = threading.Lock()
-        self.down_until = 0.0  # 0.0: up
-        self.errors = 0
-        self.recoveries = 0
-        self.last_error = ""
-        self._last_log = float("-inf")
-        #: Keys written or deleted while this level could not be: deleted from it on
-        #: recovery, so it never serves the value they replaced.
-        self.suspects: set[str] = set()
-        #: A clear() was missed, or too many suspects: clear the level on recovery.
-        self.clear_pending = False
-
-    def failed(self, exc: BaseException, op: str) -> None:
-        now = _monotonic()
-        with self.lock:
-            self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self.down_until = now + self.retry
-            log = now - self._last_log >= self.log_interval
-            if log:
-                self._last_log = now
-        if log:
-            logger.warning(
-                "smartcache level %s failed during %s (%s); serving from the other "
-                "levels and retrying every %ss (errors so far: %d)",
-                self.name,
-                op,
-                self.last_error,
-                self.retry,
-                self.errors,
-            )
-
-    def missed(self, keys: Iterable[str]) -> None:
-        with self.lock:
-            if self.clear_pending:
-                return
-            self.suspects.update(keys)
-            if len(self.suspects) > self.max_suspects:
-                self.suspects.clear()
-                self.clear_pending = True
-
-    def missed_clear(self) -> None:
-        with self.lock:
-            self.suspects.clear()
-            self.clear_pending = True
-
-    def repair(self, level: BaseCache) -> None:
-        """Before a level that was down serves again: undo what the outage may have hidden."""
-        with self.lock:
-            suspects = list(self.suspects)
-            clear = self.clear_pending
-        if not (clear or suspects):
-            return  # the next call is the probe; ``recovered()`` follows its success
-        if clear:
-            level.clear()
-        else:
-            level.delete_many(suspects)
-        with self.lock:
-            self.suspects.difference_update(suspects)
-            if clear:
-                self.clear_pending = False
-        self.recovered(len(suspects))
-
-    def recovered(self, repaired: int = 0) -> None:
-        with self.lock:
-            if self.down_until == 0.0:
-                return
-            self.down_until = 0.0
-            self.recoveries += 1
-        logger.info(
-            "smartcache level %s is back (%d keys repaired)", self.name, repaired
-        )
-
-
-class _Counts:
-    """One backend instance's counters: hits per level, misses, timed calls per level.
-
-    Written without a lock, by the one thread that owns the instance (Django builds one
-    instance per thread): a plain ``+=`` on a list item, as cheap as it gets on the L1
-    hit path, and exact because no other thread writes these lists.
-    """
-
-    __slots__ = ("hits", "lat_calls", "lat_ns", "misses")
-
-    def __init__(self, levels: int) -> None:
-        self.hits = [0] * levels  # index 0: L1 hits
-        self.lat_ns = [0] * levels
-        self.lat_calls = [0] * levels
-        self.misses = [0]
-
-    def add(self, other: _Counts) -> None:
-        for mine, theirs in (
-            (self.hits, other.hits),
-            (self.lat_ns, other.lat_ns),
-            (self.lat_calls, other.lat_calls),
-            (self.misses, other.misses),
-        ):
-            for i, value in enumerate(theirs):
-                mine[i] += value
-
-
-class _Tally:
-    """The counters of every instance of one configuration, alive or collected.
-
-    Django's ``CacheHandler`` keeps one backend instance per thread, and a threaded
-    server drops a request's instance when its thread ends: the counts must outlive it.
-    Each instance gets its own :class:`_Counts`, listed here; when the instance is
-    collected, a ``weakref.finalize`` callback queues its counts (a ``deque.append``:
-    atomic, no lock, so safe from a garbage collection that runs while this thread holds
-    the lock) and the next :meth:`enlist` or :meth:`total` folds them into ``_retired``
-    under the lock. A count is thus in exactly one place at any time: never lost, never
-    counted twice.
-    """
-
-    def __init__(self, levels: int) -> None:
-        self._levels = levels
-        self._lock = threading.Lock()
-        self._live: set[_Counts] = set()
-        self._dead: deque[_Counts] = deque()
-        self._retired = _Counts(levels)
-
-    def enlist(self, owner: object) -> _Counts:
-        counts = _Counts(self._levels)
-        with self._lock:
-            self._fold()
-            self._live.add(counts)
-        weakref.finalize(owner, self._dead.append, counts).atexit = False
-        return counts
-
-    def total(self) -> _Counts:
-        """The sum over every instance so far (the live ones as of now)."""
-        out = _Counts(self._levels)
-        with self._lock:
-            self._fold()
-            out.add(self._retired)
-            for counts in list(self._live):
-                out.add(counts)
-        return out
-
-    def _fold(self) -> None:
-        while self._dead:
-            counts = self._dead.popleft()
-            self._live.discard(counts)
-            self._retired.add(counts)
 
 
 class _Shared:
@@ -1088,71 +883,6 @@ def _in_process_store(l1: BaseCache) -> Any:
 
 def _no_validation(key: Any) -> None:
     return None
-
-
-_NO_EXPIRY = object()
-
-
-def _redis_url(level: BaseCache) -> str | None:
-    """The URL of a Redis-backed level (Django's RedisCache, django-redis), else None."""
-    servers = getattr(level, "_servers", None)
-    if isinstance(servers, list | tuple) and servers:
-        first = servers[0]
-        if isinstance(first, str) and first.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            return first
-    return None
-
-
-def _redis_options(level: BaseCache) -> dict[str, Any]:
-    options: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
-    return options
-
-
-def _remaining_ttls(level: BaseCache, keys: list[str]) -> dict[str, Any]:
-    """Remaining TTL in seconds per key; ``_NO_EXPIRY`` for none; absent when unknown."""
-    ttl_many = getattr(level, "ttl_many", None)  # SQLiteCache: one query for all
-    if callable(ttl_many):
-        found = ttl_many(keys)
-        return {
-            key: _NO_EXPIRY if (value := found.get(key, 0.0)) is None else float(value)
-            for key in keys
-        }
-    ttl = getattr(level, "ttl", None)
-    if callable(ttl):
-        out: dict[str, Any] = {}
-        for key in keys:
-            value = ttl(key)
-            out[key] = _NO_EXPIRY if value is None else float(value)
-        return out
-    cache = getattr(level, "_cache", None)
-    get_client = getattr(cache, "get_client", None)
-    if get_client is not None and _redis_url(level):
-        client = get_client(keys[0])
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.pttl(key)
-        out = {}
-        for key, ms in zip(keys, pipe.execute(), strict=True):
-            if ms == -1:
-                out[key] = _NO_EXPIRY
-            elif ms >= 0:
-                out[key] = ms / 1000.0
-            else:
-                out[key] = 0.0  # gone meanwhile
-        return out
-    expire_info = getattr(level, "_expire_info", None)  # Django's LocMemCache
-    if isinstance(expire_info, dict):
-        now = time.time()
-        out = {}
-        for key in keys:
-            exp = expire_info.get(key, _MISSING)
-            if exp is _MISSING:
-                continue
-            out[key] = _NO_EXPIRY if exp is None else exp - now
-        return out
-    return {}
 
 
 # -- tags and single flight ------------------------------------------------------------
