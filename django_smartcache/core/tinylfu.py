@@ -271,10 +271,12 @@ class TinyLFUPolicy:
 
     def insert(self, key: Hashable, weight: int) -> None:
         sketch = self._sketch
-        if key != self._last_miss:
-            sketch.increment(key)  # a write without a read first: count it once
+        if key != self._last_miss:  # a write without a read first: count it once
+            count = sketch.increment_and_frequency(key)
+        else:
+            count = sketch.frequency(key)
         self._last_miss = None
-        node = [self._window, weight, sketch.frequency(key), self._epoch]
+        node = [self._window, weight, count, self._epoch]
         self._nodes[key] = node
         self._window[key] = node
         self.window_weight += weight
