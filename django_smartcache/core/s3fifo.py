@@ -150,7 +150,7 @@ class S3FIFOPolicy:
             self._cells[key][self._slot] = reads
 
     def record_hit(self, key: Hashable) -> None:
-        if self._own_cells:  # attached: the store counted it
+        if self._own_cells:  # (attached, the store has counted the hit already)
             cell = self._cells[key]
             if cell[0] < MAX_FREQ:
                 cell[0] += 1
