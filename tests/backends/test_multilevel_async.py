@@ -236,3 +236,33 @@ def test_another_process_write_is_seen_by_aget_within_the_poll_interval(
         return value
 
     assert run(poll()) == "new"
+
+
+def test_async_edge_cases_match_the_sync_methods(hops: list[str]) -> None:
+    import warnings
+
+    from django.core.cache import CacheKeyWarning
+
+    cache = make(L1_MAX_TTL=1000)
+    cache.set("k", 1)
+    cache.set("k", 2, version=2)
+
+    async def calls() -> list[Any]:
+        return [
+            await cache.aget_many([]),
+            await cache.aget_many(["k", "k"]),
+            await cache.aget_many(["k"], version=2),
+            await cache.aget("k", version=2),
+        ]
+
+    assert run(calls()) == [{}, {"k": 1}, {"k": 2}, 2]
+    for levels in (0, 3, True, "1"):
+        with pytest.raises(ValueError, match="levels"):
+            run(cache.aget("k", levels=levels))
+        with pytest.raises(ValueError, match="levels"):
+            run(cache.aget_many(["k"], levels=levels))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run(cache.aget("has space", "d")) == "d"
+    assert any(issubclass(w.category, CacheKeyWarning) for w in caught)
+    assert hops == ["_get_after_l1"]  # only the miss of the badly named key
