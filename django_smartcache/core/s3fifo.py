@@ -50,6 +50,8 @@ class S3FIFOPolicy:
         self._slot = 0
         #: False once attached: the cells are the store's, created and dropped by it.
         self._own_cells = True
+        #: Weight that has left the small queue so far (a clock for the ghosts' stamps).
+        self._small_out = 0
         self.small_weight = 0
         self.main_weight = 0
         self.ghost_weight = 0
@@ -202,6 +204,7 @@ class S3FIFOPolicy:
             if small and (self.small_weight >= self.small_max or not main):
                 key, weight = small.popitem(last=False)
                 self.small_weight -= weight
+                self._small_out += weight
                 cell = cells[key]
                 if cell[slot]:
                     cell[slot] = 0
@@ -210,9 +213,7 @@ class S3FIFOPolicy:
                     continue
                 if self._own_cells:
                     del cells[key]
-                self._ghost[key] = weight
-                self.ghost_weight += weight
-                self._trim_ghost()
+                self._left_small(key, weight)
                 return key
             key, weight = next(iter(main.items()))
             cell = cells[key]
@@ -225,7 +226,17 @@ class S3FIFOPolicy:
             if self._own_cells:
                 del cells[key]
             self.main_weight -= weight
+            self._left_main(key, weight)
             return key
+
+    def _left_small(self, key: Hashable, weight: int) -> None:
+        """``key`` was evicted from the small queue: remember it in the ghost FIFO."""
+        self._ghost[key] = weight
+        self.ghost_weight += weight
+        self._trim_ghost()
+
+    def _left_main(self, key: Hashable, weight: int) -> None:
+        """``key`` was evicted from main: S3-FIFO keeps no record of it."""
 
     def clear(self) -> None:
         self._small.clear()
@@ -267,7 +278,6 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self._ghost_stamps: OrderedDict[Hashable, tuple[int, int]] = OrderedDict()
         self._main_ghost: OrderedDict[Hashable, int] = OrderedDict()
         self.main_ghost_weight = 0
-        self._small_out = 0
         self._target = small_share * capacity
         super().__init__(capacity, small_share=small_share)
 
@@ -339,40 +349,15 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self._small[key] = weight
         self.small_weight += weight
 
-    def evict(self) -> Hashable:
-        small, main, cells, slot = self._small, self._main, self._cells, self._slot
-        while True:
-            if small and (self.small_weight >= self.small_max or not main):
-                key, weight = small.popitem(last=False)
-                self.small_weight -= weight
-                self._small_out += weight
-                cell = cells[key]
-                if cell[slot]:
-                    cell[slot] = 0
-                    main[key] = weight
-                    self.main_weight += weight
-                    continue
-                if self._own_cells:
-                    del cells[key]
-                self._ghost_stamps[key] = (weight, self._small_out)
-                self.ghost_weight += weight
-                self._trim_ghost()
-                return key
-            key, weight = next(iter(main.items()))
-            cell = cells[key]
-            count = cell[slot]
-            if count:
-                cell[slot] = count - 1
-                main.move_to_end(key)
-                continue
-            del main[key]
-            if self._own_cells:
-                del cells[key]
-            self.main_weight -= weight
-            self._main_ghost[key] = weight
-            self.main_ghost_weight += weight
-            self._trim_main_ghost()
-            return key
+    def _left_small(self, key: Hashable, weight: int) -> None:
+        self._ghost_stamps[key] = (weight, self._small_out)
+        self.ghost_weight += weight
+        self._trim_ghost()
+
+    def _left_main(self, key: Hashable, weight: int) -> None:
+        self._main_ghost[key] = weight
+        self.main_ghost_weight += weight
+        self._trim_main_ghost()
 
     def _trim_ghost(self) -> None:
         ghost = self._ghost_stamps
