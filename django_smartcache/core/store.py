@@ -200,14 +200,7 @@ class MemoryStore:
         """Whether ``key`` is live; not counted as a read and not an access for the policy."""
         try:
             with self.lock:
-                now = self._clock()
-                entry = self._data.get(key)
-                if entry is None:
-                    return False
-                if entry[1] <= now:
-                    self._expire(key, entry)
-                    return False
-                return True
+                return self._live_entry(key, self._clock()) is not None
         finally:
             if self._evicted:
                 self._deliver()
@@ -303,11 +296,8 @@ class MemoryStore:
         try:
             with self.lock:
                 now = self._clock()
-                entry = self._data.get(key)
+                entry = self._live_entry(key, now)
                 if entry is None:
-                    return False
-                if entry[1] <= now:
-                    self._expire(key, entry)
                     return False
                 old = entry[1]
                 if old != INF:
@@ -333,10 +323,8 @@ class MemoryStore:
         try:
             with self.lock:
                 now = self._clock()
-                entry = self._data.get(key)
-                if entry is None or entry[1] <= now:
-                    if entry is not None:
-                        self._expire(key, entry)
+                entry = self._live_entry(key, now)
+                if entry is None:
                     raise KeyError(key)
                 payload = fn(entry[0])
                 if not self._store(key, payload, entry[1], now, entry[4]):
@@ -352,11 +340,8 @@ class MemoryStore:
         """Remove ``key``; True if it was live."""
         try:
             with self.lock:
-                entry = self._data.get(key)
+                entry = self._live_entry(key, self._clock())
                 if entry is None:
-                    return False
-                if entry[1] <= self._clock():
-                    self._expire(key, entry)
                     return False
                 self._remove(key, entry)
                 self.counters.deletes += 1
@@ -371,12 +356,8 @@ class MemoryStore:
         with self.lock:
             now = self._clock()
             for key in keys:
-                entry = self._data.get(key)
-                if entry is None:
-                    continue
-                if entry[1] <= now:
-                    self._expire(key, entry)
-                else:
+                entry = self._live_entry(key, now)
+                if entry is not None:
                     self._remove(key, entry)
                     self.counters.deletes += 1
                     removed += 1
@@ -606,6 +587,17 @@ class MemoryStore:
         listener = self.on_evict
         if batch and listener is not None:
             listener(batch)
+
+    def _live_entry(self, key: Hashable, now: float) -> list[Any] | None:
+        """``key``'s entry if it is live; an expired one is reclaimed (counted) first.
+
+        The hot read paths (``get``, ``get_many``) keep this test inline.
+        """
+        entry = self._data.get(key)
+        if entry is not None and entry[1] <= now:
+            self._expire(key, entry)
+            return None
+        return entry
 
     def _remove(self, key: Hashable, entry: list[Any]) -> None:
         del self._data[key]
