@@ -182,9 +182,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         self._health = shared.health
         assert shared.coherence is not None
         self._co = shared.coherence
-        if self._co.deadline <= _monotonic():
-            # Start listening now rather than at the first read: fewer missed messages.
-            self._co.refresh(self._levels[-1])
+        # Start listening now rather than at the first read: fewer missed messages.
+        self._poll_if_due()
         # Counters of this instance (one per thread), kept by the shared tally after
         # the instance is gone; stats() reports the tally's total.
         self._tally = shared.tally
@@ -372,6 +371,15 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
             return self._loads(payload)
         return self._get_below(key, default, self._depth(levels))
 
+    def _poll_if_due(self) -> None:
+        """Apply what other processes changed, when the coherence check is due.
+
+        Called before L1 is read; ``get`` keeps these lines inline (its hit path).
+        """
+        co = self._co
+        if co.deadline <= _monotonic():
+            co.refresh(self._levels[-1])
+
     def _timed_l1(self, key: str) -> Any:
         """One L1 read in ``L1_LATENCY_SAMPLE`` is timed: a clock read costs ~10% of a hit."""
         self._sample = L1_LATENCY_SAMPLE
@@ -461,9 +469,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
             by_final[self._key(key, version)] = key
         if not by_final:
             return {}
-        co = self._co
-        if co.deadline <= _monotonic():
-            co.refresh(self._levels[-1])
+        self._poll_if_due()
         found = self._read_levels(list(by_final), {}, 0, depth)
         return {by_final[k]: v for k, v in found.items()}
 
@@ -507,9 +513,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         self, key: Any, version: Any = None, *, levels: int | None = None
     ) -> bool:
         key = self._key(key, version)
-        co = self._co
-        if co.deadline <= _monotonic():
-            co.refresh(self._levels[-1])
+        self._poll_if_due()
         for i in range(self._depth(levels)):
             if i and not self._usable(i):
                 continue
@@ -943,9 +947,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         # Tag versions on a tagged hit: usually all in L1, read like a get() hit.
         keys = list(keys)
         if len(keys) <= 4:
-            co = self._co
-            if co.deadline <= _monotonic():
-                co.refresh(self._levels[-1])
+            self._poll_if_due()
             payloads = [self._l1_payload(self._key(k, version)) for k in keys]
             if None not in payloads:
                 self._hits[0] += len(keys)
@@ -972,13 +974,10 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
             co.refresh(self._levels[-1])
         self._sample -= 1
         payload = self._l1_payload(final) if self._sample else self._timed_l1(final)
-        if payload is not None:
-            self._hits[0] += 1
-            value = self._loads(payload)
-        else:
-            value = self._get_below(final, _MISSING, self._depth(levels))
-            if value is _MISSING:
-                return default
+        if payload is None:
+            return self._get_after_l1(key, final, default, version, self._depth(levels))
+        self._hits[0] += 1
+        value = self._loads(payload)
         if type(value) is not _LevelTagged:
             return value
         return self._unwrap_level(key, value, default, version)
@@ -1010,9 +1009,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
             return bool(self._valid({key: env}))
         versions = env.versions
         made = self._version_keys(tuple(versions))
-        co = self._co
-        if co.deadline <= _monotonic():
-            co.refresh(self._levels[-1])
+        self._poll_if_due()
         l1 = self._l1_payload
         payloads = [l1(made_key) for made_key in made]
         if None in payloads:  # not all in L1: the levels below decide
@@ -1050,9 +1047,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         # Like the levels' has_key: no promotion (a promotion without a known TTL
         # would keep the key for L1_MAX_TTL); a tagged entry must still be current.
         final = self._key(key, version)
-        co = self._co
-        if co.deadline <= _monotonic():
-            co.refresh(self._levels[-1])
+        self._poll_if_due()
         payload = self._l1_payload(final)
         if payload is None:
             return self._has_after_l1(key, final, self._depth(levels))
