@@ -135,10 +135,11 @@ def _pct(hits: int, total: int) -> float:
     return 100.0 * hits / total if total else 0.0
 
 
-def _streams(quick: bool, only: set[str] | None) -> list[tuple[str, list[int] | None]]:
+Streams = list[tuple[str, list[int] | None]]
+
+
+def _streams(quick: bool, only: set[str] | None) -> Streams:
     """(name, keys); ``None`` keys mean the loop, built per cache size."""
-    if _given:
-        return _given
     requests, keys = (60_000, 6_000) if quick else (300_000, 20_000)
     out: list[tuple[str, list[int] | None]] = [
         (w.name, w.requests) for w in workloads.synthetic(requests, keys)
@@ -152,16 +153,13 @@ def _streams(quick: bool, only: set[str] | None) -> list[tuple[str, list[int] | 
     return out
 
 
-#: Traces named on the command line (``--trace``): when set, the only streams replayed.
-_given: list[tuple[str, list[int] | None]] = []
-
-
 def entry_table(
-    quick: bool, only: set[str] | None, store: bool
+    quick: bool, only: set[str] | None, store: bool, given: Streams | None = None
 ) -> list[dict[str, Any]]:
+    """The table over ``given`` streams (``--trace``), or else the standard ones."""
     policies = sorted(POLICIES)
     columns = [*policies, *(["store"] if store else []), "locmem", "theine", "OPT"]
-    streams = _streams(quick, only)
+    streams = given or _streams(quick, only)
     width = max([11, *(len(name) + 1 for name, _ in streams)])
     head = f"{'workload':<{width}}{'size':>5}{'cache':>7} " + "".join(
         f"{c:>9}" for c in columns
@@ -278,19 +276,20 @@ def main(argv: list[str]) -> int:
         micro()
         return 0
     only = set(args.only.split(",")) if args.only else None
+    given: Streams = []
     for path in args.trace:
         keys = traces.load_file(path, column=args.column, limit=args.limit)
         if not keys:
             parser.error(f"--trace {path}: no requests read")
-        _given.append((os.path.basename(path), keys))
+        given.append((os.path.basename(path), keys))
     started = time.perf_counter()
     print(
         f"Hit ratio (%) at an equal entry budget; default policy: {DEFAULT_POLICY!r}; "
         f"traces from {', '.join(args.trace) or traces.TRACE_DIR}"
         f"{'' if args.trace else ' (cache2k, CC BY 4.0)'}."
     )
-    entry_table(args.quick, only, store=not args.no_store)
-    if not args.no_bytes and not only and not _given:
+    entry_table(args.quick, only, store=not args.no_store, given=given)
+    if not args.no_bytes and not only and not given:
         byte_table(args.quick)
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
