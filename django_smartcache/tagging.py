@@ -353,15 +353,23 @@ class TaggingMixin:
         self, keys: Iterable[str], version: int | None = None
     ) -> dict[str, Any]:
         raw = self._raw_get_many(list(keys), version)
-        envelopes = {k: v for k, v in raw.items() if type(v) is Tagged}
-        if not envelopes:
-            return raw
+        for value in raw.values():
+            if type(value) is Tagged:
+                return self._unwrap_many(raw, version)
+        return raw
+
+    def _unwrap_many(
+        self, raw: dict[Any, Any], version: int | None, kind: type = Tagged
+    ) -> dict[Any, Any]:
+        """``raw`` with its envelopes (of exactly type ``kind``) unwrapped; those whose
+        tags have moved on are dropped from the result and from the cache."""
+        envelopes = {k: v for k, v in raw.items() if type(v) is kind}
         valid = self._valid(envelopes)
         self._drop_stale((k for k in envelopes if k not in valid), version)
         return {
-            k: (v.value if type(v) is Tagged else v)
+            k: (v.value if type(v) is kind else v)
             for k, v in raw.items()
-            if type(v) is not Tagged or k in valid
+            if type(v) is not kind or k in valid
         }
 
     def has_key(self, key: str, version: int | None = None) -> bool:

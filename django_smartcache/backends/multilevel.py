@@ -1027,19 +1027,8 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         raw = _MultiLevelBase.get_many(self, keys, version, levels=levels)
         for value in raw.values():
             if type(value) is _LevelTagged:
-                return self._validated(raw, version)
+                return self._unwrap_many(raw, version, _LevelTagged)
         return raw
-
-    def _validated(self, raw: dict[Any, Any], version: Any) -> dict[Any, Any]:
-        """``raw`` with tagged entries unwrapped, those whose tags moved on dropped."""
-        envelopes = {k: v for k, v in raw.items() if type(v) is _LevelTagged}
-        valid = self._valid(envelopes)
-        self._drop_stale((k for k in envelopes if k not in valid), version)
-        return {
-            k: (v.value if type(v) is _LevelTagged else v)
-            for k, v in raw.items()
-            if type(v) is not _LevelTagged or k in valid
-        }
 
     def has_key(
         self, key: Any, version: Any = None, *, levels: int | None = None
@@ -1122,7 +1111,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         raw = {by_final[k]: v for k, v in found.items()}
         for value in raw.values():
             if type(value) is _LevelTagged:
-                return await _in_thread(self._validated)(raw, version)
+                return await _in_thread(self._unwrap_many)(raw, version, _LevelTagged)
         return raw
 
     async def ahas_key(

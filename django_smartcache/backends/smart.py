@@ -370,17 +370,8 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         }
         for value in found.values():
             if type(value) is Tagged:
-                break
-        else:
-            return found
-        envelopes = {k: v for k, v in found.items() if type(v) is Tagged}
-        valid = self._valid(envelopes)
-        self._drop_stale((k for k in envelopes if k not in valid), version)
-        return {
-            k: (v.value if type(v) is Tagged else v)
-            for k, v in found.items()
-            if type(v) is not Tagged or k in valid
-        }
+                return self._unwrap_many(found, version)
+        return found
 
     def has_key(self, key: Any, version: Any = None) -> bool:
         peeked = self._store.peek(self._key(key, version))
