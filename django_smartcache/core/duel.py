@@ -7,14 +7,14 @@ the requests (SHARDS, Waldspurger et al., FAST 2015: the keys whose hash falls i
 ``1/rate`` slice) through a small *shadow* cache of each candidate, sized
 ``capacity / rate`` and holding keys only. Every period the shadows' hits are added to
 an exponentially decayed score; when the other candidate's score beats the live one's
-by a margin for long enough, the live policy is rebuilt as the winner from the resident
-keys (``adopt``), least valuable first.
+by a margin, by more than chance explains (``_decide``), for long enough, the live
+policy is rebuilt as the winner from the resident keys (``adopt``), least valuable first.
 
 Costs: a sampled request is replayed by both shadows; the rate grows with the resident
 keys (a power of two, shadows of at least ``SHADOW_KEYS`` keys), so on a large cache
 only a few requests in a hundred are sampled. A switch costs O(resident keys) and
-happens at most once per ``HOLD_PERIODS`` periods of ``PERIOD`` sampled requests (at
-least as many requests as resident keys), so it is O(1) amortized per request.
+happens at most once per ``SURE_CHECKS`` checks of ``PERIOD / CHECKS`` sampled requests
+(at least as many requests as resident keys), so it is O(1) amortized per request.
 """
 
 from __future__ import annotations
@@ -39,18 +39,26 @@ MIN_RATE = 8
 MIN_SHADOW_KEYS = 64
 #: A period never lasts fewer sampled requests than this (see ``_resample``).
 MIN_PERIOD = 256
-#: A decision period lasts this many sampled requests.
+#: A decision period lasts this many sampled requests...
 PERIOD = 2048
-#: Each period the old score is multiplied by this before the period's hits are added.
+#: ...and is judged this many times: a clear lead need not wait for the period's end.
+CHECKS = 4
+#: Each period the old score is multiplied by this (spread evenly over its checks).
 DECAY = 0.75
-#: The challenger must score this much more than the live policy (relative)...
+#: The challenger must score this much more than the live policy (relative), by more
+#: than this many standard deviations of chance (see ``_decide``)...
 MARGIN = 0.01
-#: ...for this many periods in a row before the live policy is rebuilt.
-HOLD_PERIODS = 3
-#: Each switch doubles the periods a lead must last, up to this many...
-MAX_HOLD_PERIODS = 48
-#: ...and this many periods without a lead halve it again.
-CALM_PERIODS = 16
+CONFIDENCE = 1.0
+#: ...at this many checks in a row before the live policy is rebuilt.
+HOLD_CHECKS = 3 * CHECKS
+#: Each switch doubles the checks a lead must last, up to this many...
+MAX_HOLD_CHECKS = 48 * CHECKS
+#: ...and this many checks without a lead halve it again.
+CALM_CHECKS = 16 * CHECKS
+#: A lead of this many standard deviations at this many checks in a row switches at
+#: once: a big difference (a loop, a scan-heavy phase) is clear long before the hold.
+SURE = 4.0
+SURE_CHECKS = 2
 #: The S3-FIFO candidate's small queue at first (the paper's 10%); it then follows its
 #: ghosts' regrets (``AdaptiveS3FIFOPolicy``).
 RECENCY_SMALL_SHARE = 0.10
@@ -139,6 +147,7 @@ class DuelPolicy:
         period: int = PERIOD,
         shadow_keys: int = SHADOW_KEYS,
         min_rate: int = MIN_RATE,
+        confidence: float = CONFIDENCE,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -156,8 +165,14 @@ class DuelPolicy:
         #: own ``record_miss`` does nothing, so it is not called while this is set.)
         self._miss_sketch: FrequencySketch | None = FrequencySketch(MIN_SAMPLE_KEYS)
         self._miss_count = 0
-        #: Periods a challenger must lead before it goes live (see ``MAX_HOLD_PERIODS``).
-        self.hold = HOLD_PERIODS
+        #: Checks a challenger must lead before it goes live (see ``MAX_HOLD_CHECKS``).
+        self.hold = HOLD_CHECKS
+        self._confidence2 = confidence * confidence
+        self._decay = DECAY ** (1 / CHECKS)
+        #: Decayed variance of the lead under "equally good", and this check's splits.
+        self._noise = 0.0
+        self._split = 0
+        self._sure = 0
         self._calm = 0
         self._keys = 0
         #: How many times the live policy was rebuilt as the other candidate.
@@ -185,6 +200,7 @@ class DuelPolicy:
             self._grow_at = min(self._grow_at, 2 * MIN_SHADOW_KEYS * floor)
         rate = max(natural, floor, getattr(self, "rate", 1))
         self._period = max(min(MIN_PERIOD, self.period), self.period * natural // rate)
+        self._check_every = max(1, self._period // CHECKS)  # sampled requests
         if rate != getattr(self, "rate", None):
             self._set_rate(rate)
 
@@ -250,17 +266,21 @@ class DuelPolicy:
     def _replay_hit(self, key: Hashable) -> None:
         """A sampled, resident ``key`` was read: replay it through both shadows."""
         weight: int | None = None
+        hitting = 0
         for shadow in self._shadows:
             if key in shadow.resident:
                 shadow.hits += 1
+                hitting += 1
                 shadow.policy.record_hit(key)
             else:
                 shadow.policy.record_miss(key)
                 if weight is None:
                     weight = self._live.weight_of(key)
                 shadow.store(key, weight)
+        if hitting == 1:
+            self._split += 1
         self._sampled += 1
-        if self._sampled >= self._period:
+        if self._sampled >= self._check_every:
             self._decide()
 
     def record_miss(self, key: Hashable) -> None:
@@ -275,14 +295,18 @@ class DuelPolicy:
                 self._miss_count = 0
         if ((hash(key) * _MIX) >> 40) & self._mask:
             return
+        hitting = 0
         for shadow in self._shadows:
             if key in shadow.resident:  # the shadow kept a key the live cache lost
                 shadow.hits += 1
+                hitting += 1
                 shadow.policy.record_hit(key)
             else:
                 shadow.policy.record_miss(key)
+        if hitting == 1:
+            self._split += 1
         self._sampled += 1
-        if self._sampled >= self._period:
+        if self._sampled >= self._check_every:
             self._decide()
 
     def insert(self, key: Hashable, weight: int) -> None:
@@ -353,29 +377,44 @@ class DuelPolicy:
         self.live_index = index
 
     def _decide(self) -> None:
-        """End of a period: decay the scores, switch if the challenger led long enough."""
+        """End of a check: decay the scores; switch if the challenger's lead is real.
+
+        A lead counts when it is both worth having (``MARGIN`` of the live score) and
+        unlikely to be chance. The shadows replay the same requests, so only those that
+        split them (one hits, the other misses) carry information, and if both policies
+        were equally good each split would be a fair coin (McNemar's test): the lead is
+        compared with that noise's standard deviation, ``sqrt(decayed splits)``. A lead
+        of ``confidence`` deviations must last ``hold`` checks (which backs off after
+        each switch); one of ``SURE`` deviations, ``SURE_CHECKS``.
+        """
         self._sampled = 0
+        decay = self._decay
         best = self.live_index
         for index, shadow in enumerate(self._shadows):
-            shadow.score = DECAY * shadow.score + shadow.hits
+            shadow.score = decay * shadow.score + shadow.hits
             shadow.hits = 0
             if shadow.score > self._shadows[best].score:
                 best = index
+        noise = self._noise = decay * decay * self._noise + self._split
+        self._split = 0
         live_score = self._shadows[self.live_index].score
-        if best != self.live_index and self._shadows[best].score > live_score * (
-            1 + MARGIN
-        ):
+        lead = self._shadows[best].score - live_score
+        if best == self.live_index or lead <= live_score * MARGIN:
+            lead = 0.0
+        square = lead * lead
+        self._sure = self._sure + 1 if square > SURE * SURE * noise else 0
+        if lead and square > self._confidence2 * noise:
             self._lead += 1
-            if self._lead >= self.hold:
+            if self._lead >= self.hold or self._sure >= SURE_CHECKS:
                 self._switch(best)
                 # Back off: a switch costs hits while the new policy settles, so a
                 # duel that keeps flipping (two candidates about equal) must wait longer.
-                self.hold = min(2 * self.hold, MAX_HOLD_PERIODS)
+                self.hold = min(2 * self.hold, MAX_HOLD_CHECKS)
                 self._calm = 0
         else:
             self._lead = 0
             self._calm += 1
-            if self._calm >= CALM_PERIODS and self.hold > HOLD_PERIODS:
+            if self._calm >= CALM_CHECKS and self.hold > HOLD_CHECKS:
                 self.hold //= 2
                 self._calm = 0
 
@@ -397,5 +436,5 @@ class DuelPolicy:
                 self._miss_sketch = FrequencySketch(max(self._keys, MIN_SAMPLE_KEYS))
             self._miss_count = 0
         self._go_live(live, index)
-        self._lead = 0
+        self._lead = self._sure = 0
         self.switches += 1
