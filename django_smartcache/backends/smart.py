@@ -17,6 +17,7 @@ The store reports evictions to a listener set when it is created, which sends
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -77,6 +78,33 @@ def _store_for(config: tuple[Any, ...], creator: BaseCache) -> MemoryStore:
                 on_evict=listener if _listening else None,
             )
         return store
+
+
+def _hold_for_fork() -> None:
+    """Before ``fork()``: wait until no thread is inside a store, and keep them out.
+
+    A child inherits locks as they were: one held by another thread mid-call would stay
+    held forever there (and the store half-changed). Holding them all across the fork
+    hands the child consistent, unlocked stores; no code holds one store's lock while
+    taking another's or ``_stores_lock``, so this order cannot deadlock.
+    """
+    _stores_lock.acquire()
+    for store in _stores.values():
+        store.lock.acquire()
+
+
+def _release_after_fork() -> None:
+    for store in _stores.values():
+        store.lock.release()
+    _stores_lock.release()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(
+        before=_hold_for_fork,
+        after_in_parent=_release_after_fork,
+        after_in_child=_release_after_fork,
+    )
 
 
 def _listening_changed(listening: bool) -> None:
