@@ -180,6 +180,20 @@ class TaggingMixin:
     def _tags_invalidated(self, tags: Sequence[str]) -> None:
         """Called after ``tags`` got new versions (entries carrying them are stale)."""
 
+    def _read_bookkeeping(
+        self, keys: Sequence[str], version: int | None = None
+    ) -> dict[str, Any]:
+        """Read the mixin's own keys: tag versions, dependencies, an ``add``'s occupant.
+
+        Not the caller's reads, so a backend with statistics overrides it to leave
+        them out of its hits and misses (one ``get`` of a tagged entry is one hit).
+        """
+        return self._raw_get_many(keys, version)
+
+    def _stale_reads(self, keys: Sequence[str], version: int | None) -> None:
+        """Called when reads counted as hits found envelopes gone stale: a backend
+        with statistics counts them as misses, which is what the caller got."""
+
     # raw access (never unwraps envelopes) -----------------------------------
     def _raw_get(self, key: str, version: int | None = None) -> Any:
         return super().get(key, _MISSING, version=version)  # type: ignore[misc]
@@ -207,7 +221,7 @@ class TaggingMixin:
         keys = {self._version_key(tag): tag for tag in tags}
         if not keys:
             return {}
-        found = self._raw_get_many(list(keys))
+        found = self._read_bookkeeping(list(keys))
         return {keys[k]: v for k, v in found.items() if isinstance(v, str)}
 
     def tag_versions(self, tags: Iterable[str]) -> dict[str, str]:
@@ -222,7 +236,7 @@ class TaggingMixin:
                 if not super().add(vkey, token, timeout=timeout):  # type: ignore[misc]
                     # Another writer created it first: use theirs (or, if it is
                     # already gone again, a token nothing else will ever match).
-                    theirs = self._raw_get(vkey)
+                    theirs = self._read_bookkeeping([vkey]).get(vkey)
                     token = theirs if isinstance(theirs, str) else token
                 versions[tag] = token
         return versions
@@ -275,7 +289,7 @@ class TaggingMixin:
         versions = dict(versions)
         deps: dict[str, str] = {}
         if depends_on:
-            raw = self._raw_get_many(list(depends_on))
+            raw = self._read_bookkeeping(list(depends_on))
             for dep in depends_on:
                 found = raw.get(dep, _MISSING)
                 if isinstance(found, Tagged):
@@ -313,7 +327,7 @@ class TaggingMixin:
         )
         dep_now: dict[str, str] = {}
         if deps:
-            raw = self._raw_get_many(list(deps))
+            raw = self._read_bookkeeping(list(deps))
             for dep in deps:
                 found = raw.get(dep, _MISSING)
                 if isinstance(found, Tagged):
@@ -346,6 +360,7 @@ class TaggingMixin:
             return value
         if self._valid({key: value}):
             return value.value
+        self._stale_reads([key], version)
         self._drop_stale([key], version)
         return default
 
@@ -365,7 +380,10 @@ class TaggingMixin:
         tags have moved on are dropped from the result and from the cache."""
         envelopes = {k: v for k, v in raw.items() if type(v) is kind}
         valid = self._valid(envelopes)
-        self._drop_stale((k for k in envelopes if k not in valid), version)
+        stale = [k for k in envelopes if k not in valid]
+        if stale:
+            self._stale_reads(stale, version)
+            self._drop_stale(stale, version)
         return {
             k: (v.value if type(v) is kind else v)
             for k, v in raw.items()
@@ -419,7 +437,7 @@ class TaggingMixin:
                 self._tags_stored(key, version, tuple(payload.versions))
             return True
         # A stale envelope still occupying the key must not block the add.
-        occupant = self._raw_get(key, version)
+        occupant = self._read_bookkeeping([key], version).get(key, _MISSING)
         if type(occupant) is Tagged and key not in self._valid({key: occupant}):
             super().delete(key, version=version)  # type: ignore[misc]
             if super().add(key, payload, timeout=timeout, version=version):  # type: ignore[misc]

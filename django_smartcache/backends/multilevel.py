@@ -16,7 +16,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -473,13 +473,24 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         found = self._read_levels(list(by_final), {}, 0, depth)
         return {by_final[k]: v for k, v in found.items()}
 
+    def _recount_stale(self, level: int, reads: int = 1) -> None:
+        """``reads`` hits at ``level`` were envelopes gone stale: the caller got a miss."""
+        self._hits[level] -= reads
+        self._misses[0] += reads
+
     def _read_levels(
-        self, missing: list[str], found: dict[str, Any], first: int, depth: int
+        self,
+        missing: list[str],
+        found: dict[str, Any],
+        first: int,
+        depth: int,
+        origin: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         """Ask levels ``first`` to ``depth - 1`` in turn for the final keys ``missing``.
 
         Hits land in ``found`` (returned) and are promoted into the levels above;
-        what no level has is counted as a miss.
+        what no level has is counted as a miss. ``origin``, when given, records the
+        level each hit came from (see ``_recount_stale``).
         """
         generation = self._co.generation
         for i in range(first, depth):
@@ -501,6 +512,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
             if got:
                 self._hits[i] += len(got)
                 found.update(got)
+                if origin is not None:
+                    origin.update(dict.fromkeys(got, i))
                 if i:
                     self._promote(i, got, generation)
                 missing = [k for k in missing if k not in got]
@@ -983,11 +996,13 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         return self._unwrap_level(key, value, default, version)
 
     def _unwrap_level(
-        self, key: Any, env: _LevelTagged, default: Any, version: Any
+        self, key: Any, env: _LevelTagged, default: Any, version: Any, level: int = 0
     ) -> Any:
-        """A tagged entry's value while its tags are current; else drop it: ``default``."""
+        """A tagged entry's value while its tags are current; else drop it: ``default``
+        (and the hit counted at ``level``, where it was found, becomes a miss)."""
         if self._current(key, env):
             return env.value
+        self._recount_stale(level)
         self._drop_stale([key], version)
         return default
 
@@ -995,12 +1010,29 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         self, key: Any, final: str, default: Any, version: Any, depth: int
     ) -> Any:
         """``get`` after L1 missed: the levels below, then the tags' check."""
+        before = self._hits[:]
         value = self._get_below(final, _MISSING, depth)
         if value is _MISSING:
             return default
         if type(value) is not _LevelTagged:
             return value
-        return self._unwrap_level(key, value, default, version)
+        level = next(i for i, hits in enumerate(self._hits) if hits != before[i])
+        return self._unwrap_level(key, value, default, version, level)
+
+    def _read_bookkeeping(
+        self, keys: Sequence[str], version: int | None = None
+    ) -> dict[str, Any]:
+        # Not the caller's reads: the hit and miss counts are put back as they were
+        # (this instance's counts: one instance per thread, nothing else moves them).
+        hits, misses = self._hits[:], self._misses[:]
+        try:
+            return self._raw_get_many(keys, version)
+        finally:
+            self._hits[:] = hits
+            self._misses[:] = misses
+
+    def _stale_reads(self, keys: Sequence[str], version: int | None) -> None:
+        """Nothing here: the readers recount at the level each stale hit came from."""
 
     def _current(self, key: Any, env: _LevelTagged) -> bool:
         """``_valid`` for one envelope; the common hit (no dependencies, nothing
@@ -1014,7 +1046,6 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         payloads = [l1(made_key) for made_key in made]
         if None in payloads:  # not all in L1: the levels below decide
             return bool(self._valid({key: env}))
-        self._hits[0] += len(made)
         loads = self._loads
         for payload, ver in zip(payloads, versions.values(), strict=True):
             if loads(payload) != ver:
@@ -1024,11 +1055,35 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     def get_many(
         self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
     ) -> dict[Any, Any]:
-        raw = _MultiLevelBase.get_many(self, keys, version, levels=levels)
+        depth = self._depth(levels)
+        by_final: dict[str, Any] = {}
+        for key in keys:
+            by_final[self._key(key, version)] = key
+        if not by_final:
+            return {}
+        self._poll_if_due()
+        origin: dict[str, int] = {}
+        found = self._read_levels(list(by_final), {}, 0, depth, origin)
+        raw = {by_final[k]: v for k, v in found.items()}
         for value in raw.values():
             if type(value) is _LevelTagged:
-                return self._unwrap_many(raw, version, _LevelTagged)
+                return self._unwrap_levels(raw, version, by_final, origin)
         return raw
+
+    def _unwrap_levels(
+        self,
+        raw: dict[Any, Any],
+        version: Any,
+        by_final: dict[str, Any],
+        origin: dict[str, int],
+    ) -> dict[Any, Any]:
+        """``_unwrap_many``, each stale envelope's hit recounted as a miss at its level."""
+        out = self._unwrap_many(raw, version, _LevelTagged)
+        if len(out) < len(raw):
+            for final, key in by_final.items():
+                if key in raw and key not in out:
+                    self._recount_stale(origin[final])
+        return out
 
     def has_key(
         self, key: Any, version: Any = None, *, levels: int | None = None
@@ -1105,13 +1160,18 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         loads = self._loads
         found = {k: loads(p) for k, p in store.get_many(by_final).items()}
         self._hits[0] += len(found)
+        origin = dict.fromkeys(found, 0)
         if len(found) < len(by_final):
             missing = [k for k in by_final if k not in found]
-            found = await _in_thread(self._read_levels)(missing, found, 1, depth)
+            found = await _in_thread(self._read_levels)(
+                missing, found, 1, depth, origin
+            )
         raw = {by_final[k]: v for k, v in found.items()}
         for value in raw.values():
             if type(value) is _LevelTagged:
-                return await _in_thread(self._unwrap_many)(raw, version, _LevelTagged)
+                return await _in_thread(self._unwrap_levels)(
+                    raw, version, by_final, origin
+                )
         return raw
 
     async def ahas_key(

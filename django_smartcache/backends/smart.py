@@ -361,6 +361,19 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         super().__init__(location, params)
         self._version_keys = VersionKeys(self._key)
 
+    def _read_bookkeeping(
+        self, keys: Sequence[str], version: int | None = None
+    ) -> dict[str, Any]:
+        # An access for the policy (tag versions stay hot), not a hit or a miss.
+        made = self._keys(keys, version)
+        return {
+            made[key]: _loads(payload)
+            for key, payload in self._store.get_many(made, counted=False).items()
+        }
+
+    def _stale_reads(self, keys: Sequence[str], version: int | None) -> None:
+        self._store.recount_as_misses(len(keys))
+
     def _unwrap(self, key: Any, env: Tagged, default: Any, version: Any) -> Any:
         if env.deps or not nothing_pending():
             valid = bool(self._valid({key: env}))
@@ -369,7 +382,7 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
             # section, no sets or dicts built (``_valid`` decides the same).
             versions = env.versions
             made = self._version_keys(tuple(versions))
-            found = self._store.get_many(made)
+            found = self._store.get_many(made, counted=False)
             valid = len(found) == len(made)
             if valid:
                 for made_key, ver in zip(made, versions.values(), strict=True):
@@ -378,6 +391,7 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
                         break
         if valid:
             return env.value
+        self._store.recount_as_misses(1)
         self._drop_stale([key], version)
         return default
 

@@ -168,11 +168,18 @@ class MemoryStore:
             if self._evicted:
                 self._deliver()
 
-    def get_many(self, keys: Iterable[Hashable]) -> dict[Hashable, bytes]:
-        """Payloads of the live ``keys``, in one critical section."""
+    def get_many(
+        self, keys: Iterable[Hashable], *, counted: bool = True
+    ) -> dict[Hashable, bytes]:
+        """Payloads of the live ``keys``, in one critical section.
+
+        ``counted=False`` is for a caller's own bookkeeping (a tagging layer reading its
+        tag versions): still an access for the eviction policy, which keeps those keys
+        hot, but not a hit or a miss in the statistics, which count the caller's reads.
+        """
         found: dict[Hashable, bytes] = {}
         data, record_hit = self._data, self._policy.record_hit
-        hits = 0
+        hits = misses = 0
         with self.lock:
             now = self._clock()
             if now >= self._expiry.next_due:
@@ -182,19 +189,29 @@ class MemoryStore:
                 if entry is None or entry[1] <= now:
                     if entry is not None:
                         self._expire(key, entry)
-                    self.counters.misses += 1
+                    misses += 1
                     self._policy.record_miss(key)
                 else:
-                    entry[3] += 1  # hits
+                    if counted:
+                        entry[3] += 1  # hits
                     if entry[5] < 3:  # reads, the policy's counter
                         entry[5] += 1
                     hits += 1
                     record_hit(key)
                     found[key] = entry[0]  # payload
-            self.counters.hits += hits
+            if counted:
+                self.counters.hits += hits
+                self.counters.misses += misses
         if self._evicted:
             self._deliver()
         return found
+
+    def recount_as_misses(self, reads: int) -> None:
+        """``reads`` counted as hits gave the caller nothing (a value found invalid above
+        the store, such as a tagged entry whose tag moved on): count them as misses."""
+        with self.lock:
+            self.counters.hits -= reads
+            self.counters.misses += reads
 
     def has(self, key: Hashable) -> bool:
         """Whether ``key`` is live; not counted as a read and not an access for the policy."""
