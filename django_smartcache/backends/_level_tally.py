@@ -54,6 +54,10 @@ class _Tally:
         self._dead: deque[_Counts] = deque()
         self._retired = _Counts(levels)
 
+    def forked(self) -> None:
+        """In a forked child: the lock may be held by a parent thread, gone here."""
+        self._lock = threading.Lock()
+
     def enlist(self, owner: object) -> _Counts:
         counts = _Counts(self._levels)
         with self._lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -95,6 +96,21 @@ class _Shared:
 
 _SHARED: dict[str, _Shared] = {}
 _SHARED_LOCK = threading.Lock()
+
+
+def _renew_locks_in_child() -> None:
+    """In a forked child, a lock that a parent thread held at ``fork()`` would stay held
+    forever: the shared state's locks start free (coherence renews its own)."""
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    for shared in _SHARED.values():
+        shared.tally.forked()
+        for health in shared.health:
+            health.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
 def _number(options: dict[str, Any], name: str, *, positive: bool = True) -> float:

@@ -10,8 +10,10 @@ Across processes the decorator adds a lock in the shared cache level.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 
@@ -37,6 +39,14 @@ class SingleFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: dict[Hashable, _Call[Any]] = {}
+        _FLIGHTS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: the leaders in flight were threads of the parent, which
+        do not exist here (their callers would wait forever), and so may the holder
+        of the lock. Start empty."""
+        self._lock = threading.Lock()
+        self._calls = {}
 
     def do(self, key: Hashable, fn: Callable[[], T]) -> tuple[T, bool]:
         """Run ``fn`` unless a call for ``key`` is in flight; wait for it then.
@@ -68,7 +78,8 @@ class SingleFlight:
             raise
         finally:
             with self._lock:
-                del self._calls[key]
+                if self._calls.get(key) is call:  # (not forgotten by a fork since)
+                    del self._calls[key]
             call.done.set()
         return call.result, False
 
@@ -82,6 +93,18 @@ class SingleFlight:
         """Whether a call for ``key`` is running now."""
         with self._lock:
             return key in self._calls
+
+
+_FLIGHTS: weakref.WeakSet[SingleFlight] = weakref.WeakSet()
+
+
+def _forget_flights_in_child() -> None:
+    for flight in list(_FLIGHTS):
+        flight._forked()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_forget_flights_in_child)
 
 
 class AsyncSingleFlight:

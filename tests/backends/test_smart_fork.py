@@ -1,10 +1,12 @@
-"""A process forked while another thread is inside a SmartCache call gets a usable cache.
+"""A process forked while another thread is inside a cache call gets a usable cache.
 
 gunicorn ``--preload`` and multiprocessing fork a process that may have threads (a
 coherence listener, a warmer, the app's own). A store lock held by one of them at the
 moment of ``fork()`` would be held forever in the child, whose first cache call would
 then hang. The stores' locks are held across ``fork()`` (``os.register_at_fork``), so
-the child starts with every store consistent and unlocked.
+the child starts with every store consistent and unlocked. The same holds for a
+single flight in progress (its leader is a parent thread: its followers in the child
+would wait forever) and for MultiLevelCache's shared counters and level health.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from django_smartcache.backends import SmartCache
+from django_smartcache.backends import MultiLevelCache, SmartCache
+from django_smartcache.core.singleflight import SingleFlight
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -34,6 +39,67 @@ def _wait(pid: int) -> int | None:
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     return None
+
+
+def _fork_and_run(child: Callable[[], bool]) -> int | None:
+    """Run ``child()`` in a forked child: its exit code (0: True), None if it hung."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads
+        pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if child() else 1)
+        finally:
+            os._exit(2)
+    return _wait(pid)
+
+
+def test_a_child_does_not_wait_for_a_flight_led_by_a_parent_thread() -> None:
+    flight: SingleFlight = SingleFlight()
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait()
+        return "parent"
+
+    leader = threading.Thread(target=flight.do, args=("k", slow))
+    leader.start()
+    started.wait()
+    try:
+        assert (
+            _fork_and_run(lambda: flight.do("k", lambda: "child") == ("child", False))
+            == 0
+        )
+    finally:
+        release.set()
+        leader.join()
+    assert not flight.in_flight("k")
+
+
+def test_a_child_gets_multilevel_stats_while_a_parent_thread_held_their_lock(
+    tmp_path: Path,
+) -> None:
+    cache = MultiLevelCache(str(tmp_path / "l2.sqlite3"), {})
+    cache.set("k", 1)
+    tally = cache._tally
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with tally._lock:
+            holding.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait()
+    try:
+        code = _fork_and_run(lambda: cache.get("k") == 1 and "hits" in cache.stats())
+    finally:
+        release.set()
+        holder.join()
+        cache.close()
+    assert code == 0, "None: the child hung on the tally's lock"
 
 
 def test_a_child_forked_mid_call_can_use_the_cache() -> None:
