@@ -29,7 +29,6 @@ from django.utils.module_loading import import_string
 from .. import conf
 from ..core.tags import Tagged
 from ..tagging import (
-    _MISSING as _TAG_MISSING,
     TaggingMixin,
     VersionKeys,
     nothing_pending,
@@ -501,12 +500,14 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         first: int,
         depth: int,
         origin: dict[str, int] | None = None,
+        counted: bool = True,
     ) -> dict[str, Any]:
         """Ask levels ``first`` to ``depth - 1`` in turn for the final keys ``missing``.
 
         Hits land in ``found`` (returned) and are promoted into the levels above;
-        what no level has is counted as a miss. ``origin``, when given, records the
-        level each hit came from (see ``_recount_stale``).
+        what no level has is counted as a miss (``counted=False``: neither is
+        counted, for the tagging layer's own reads). ``origin``, when given, records
+        the level each hit came from (see ``_recount_stale``).
         """
         generation = self._co.generation
         for i in range(first, depth):
@@ -526,7 +527,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
             if i:
                 self._ok(i)
             if got:
-                self._hits[i] += len(got)
+                if counted:
+                    self._hits[i] += len(got)
                 found.update(got)
                 if origin is not None:
                     origin.update(dict.fromkeys(got, i))
@@ -535,7 +537,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
                 missing = [k for k in missing if k not in got]
                 if not missing:
                     break
-        self._misses[0] += len(missing)
+        if counted:
+            self._misses[0] += len(missing)
         return found
 
     def has_key(
@@ -967,26 +970,24 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         # LOCATION is often "" with explicit LEVELS: group by the levels' configuration.
         return ("django_smartcache.MultiLevelCache", self._name)
 
-    # -- raw access for TaggingMixin (envelopes back to plain Tagged) -----------------
-    def _raw_get(self, key: str, version: int | None = None) -> Any:
-        value = _MultiLevelBase.get(self, key, _TAG_MISSING, version)
-        return _from_level(value) if type(value) is _LevelTagged else value
-
-    def _raw_get_many(self, keys: Any, version: int | None = None) -> dict[str, Any]:
-        # Tag versions on a tagged hit: usually all in L1, read like a get() hit.
+    # -- the tagging layer's own reads (envelopes back to plain Tagged) ---------------
+    def _read_bookkeeping(
+        self, keys: Sequence[str], version: int | None = None
+    ) -> dict[str, Any]:
+        """Tag versions, dependencies, an ``add``'s occupant: read through the levels
+        (promoted like any read) but not counted as the caller's hits or misses."""
         keys = list(keys)
-        if len(keys) <= 4:
-            self._poll_if_due()
+        self._poll_if_due()
+        if len(keys) <= 4:  # the usual tag versions: all in L1
             payloads = [self._l1_payload(self._key(k, version)) for k in keys]
             if None not in payloads:
-                self._hits[0] += len(keys)
                 loads = self._loads
                 return {k: _raw(loads(p)) for k, p in zip(keys, payloads, strict=True)}
-        found = _MultiLevelBase.get_many(self, keys, version)
-        for key, value in found.items():
-            if type(value) is _LevelTagged:
-                found[key] = _from_level(value)
-        return found
+        by_final = {self._key(key, version): key for key in keys}
+        found = self._read_levels(
+            list(by_final), {}, 0, len(self._levels), counted=False
+        )
+        return {by_final[final]: _raw(value) for final, value in found.items()}
 
     # -- reads -------------------------------------------------------------------------
     def get(
@@ -1034,18 +1035,6 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
             return value
         level = next(i for i, hits in enumerate(self._hits) if hits != before[i])
         return self._unwrap_level(key, value, default, version, level)
-
-    def _read_bookkeeping(
-        self, keys: Sequence[str], version: int | None = None
-    ) -> dict[str, Any]:
-        # Not the caller's reads: the hit and miss counts are put back as they were
-        # (this instance's counts: one instance per thread, nothing else moves them).
-        hits, misses = self._hits[:], self._misses[:]
-        try:
-            return self._raw_get_many(keys, version)
-        finally:
-            self._hits[:] = hits
-            self._misses[:] = misses
 
     def _stale_reads(self, keys: Sequence[str], version: int | None) -> None:
         """Nothing here: the readers recount at the level each stale hit came from."""
