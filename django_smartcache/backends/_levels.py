@@ -1,0 +1,939 @@
+"""The levels of MultiLevelCache: raw values through L1, L2, ... (``multilevel.py``
+adds tags, single flight and the async fast paths on top).
+
+Reads try the levels in order and promote a lower-level hit into the levels above with
+the remaining TTL (never extending it, and at most ``L1_MAX_TTL``); writes go to every
+level, lowest (the shared, persistent one) first. A lower level that fails is skipped
+for ``RETRY_INTERVAL`` and treated as a miss. Counts per level are kept for ``stats()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .. import conf
+from ..core.tags import Tagged
+from . import _coherence
+from ._level_health import FAULTS, LevelHealth, _caller_error
+from ._level_patterns import delete_matching
+from ._level_tally import _Tally
+from ._level_ttl import _NO_EXPIRY, _redis_options, _redis_url, _remaining_ttls
+from .base import SmartCacheKeyMixin
+
+logger = logging.getLogger("django_smartcache.multilevel")
+
+_MISSING = object()
+_monotonic = time.monotonic
+_perf_ns = time.perf_counter_ns
+
+DEFAULT_L1 = "django_smartcache.backends.SmartCache"
+DEFAULT_L2 = "django_smartcache.backends.SQLiteCache"
+
+#: Options of MultiLevelCache with their defaults (documented in docs/multilevel.md).
+DEFAULTS: dict[str, Any] = {
+    "LEVELS": None,  # None: SmartCache over SQLiteCache(LOCATION)
+    "L1_MAX_TTL": 1.0,
+    "COHERENCE": "auto",
+    "COHERENCE_INTERVAL": 0.05,
+    "CHANNEL": "django_smartcache:invalidate",
+    "REDIS_URL": None,
+    "RETRY_INTERVAL": 1.0,
+    "ERROR_LOG_INTERVAL": 60.0,
+    "RAISE_ERRORS": False,
+    "MAX_SUSPECT_KEYS": 100_000,
+}
+
+#: Django's generic capacity options: with the default levels they size the SQLite L2
+#: (the cache as a whole); with explicit LEVELS, set them on the level they are for.
+_PASSED_TO_L2 = ("MAX_ENTRIES", "CULL_FREQUENCY")
+
+#: L1 hits are counted exactly but timed one in this many (the other levels: every call).
+L1_LATENCY_SAMPLE = 16
+
+#: Per-level options that would change the key a level stores; set them on the
+#: MultiLevelCache entry instead.
+_KEY_OPTIONS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION")
+
+#: delete_pattern() publishes at most this many keys; beyond, it tells the other
+#: processes to drop their whole L1 (one message instead of thousands).
+PUBLISH_KEYS_MAX = 1000
+
+
+def _identity_key(key: str, key_prefix: str, version: Any) -> str:
+    """Levels store MultiLevelCache's final key unchanged."""
+    return key
+
+
+class _Shared:
+    """What the per-thread instances of one configuration share within a process."""
+
+    def __init__(self, levels: int) -> None:
+        self.health: list[LevelHealth] = []
+        self.coherence: _coherence.Coherence | None = None
+        self.tally = _Tally(levels)
+
+
+_SHARED: dict[str, _Shared] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _renew_locks_in_child() -> None:
+    """In a forked child, a lock that a parent thread held at ``fork()`` would stay held
+    forever: the shared state's locks start free (coherence renews its own)."""
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    for shared in _SHARED.values():
+        shared.tally.forked()
+        for health in shared.health:
+            health.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_renew_locks_in_child)
+
+
+def _number(options: dict[str, Any], name: str, *, positive: bool = True) -> float:
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ImproperlyConfigured(
+            f"OPTIONS['{name}'] must be a number of seconds, got {value!r}"
+        )
+    if value <= 0 if positive else value < 0:
+        raise ImproperlyConfigured(f"OPTIONS['{name}'] must be > 0, got {value!r}")
+    return float(value)
+
+
+class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
+    """The levels themselves: raw values (a tag envelope is just a value here).
+
+    :class:`MultiLevelCache` puts tags and single flight on top; ``TaggingMixin``
+    reaches these methods through ``super()``.
+    """
+
+    def __init__(self, location: str, params: dict[str, Any]) -> None:
+        params = dict(params)
+        raw = dict(params.get("OPTIONS") or {})
+        unknown = sorted(set(raw) - set(DEFAULTS) - set(_PASSED_TO_L2))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"unknown MultiLevelCache OPTIONS {unknown}; known: {sorted(DEFAULTS)}"
+            )
+        options = {**DEFAULTS, **raw}
+        # BaseCache reads OPTIONS for MAX_ENTRIES/CULL_FREQUENCY, which we do not use.
+        params["OPTIONS"] = {}
+        super().__init__(params)
+        self._location = location
+        self._l1_max_ttl = _number(options, "L1_MAX_TTL")
+        self._interval = _number(options, "COHERENCE_INTERVAL")
+        retry = _number(options, "RETRY_INTERVAL")
+        log_interval = _number(options, "ERROR_LOG_INTERVAL", positive=False)
+        max_suspects = options["MAX_SUSPECT_KEYS"]
+        if (
+            isinstance(max_suspects, bool)
+            or not isinstance(max_suspects, int)
+            or max_suspects < 0
+        ):
+            raise ImproperlyConfigured(
+                f"OPTIONS['MAX_SUSPECT_KEYS'] must be an int >= 0, got {max_suspects!r}"
+            )
+        if not isinstance(options["RAISE_ERRORS"], bool):
+            raise ImproperlyConfigured(
+                f"OPTIONS['RAISE_ERRORS'] must be True or False, got {options['RAISE_ERRORS']!r}"
+            )
+        self._raise = options["RAISE_ERRORS"]
+
+        configs = self._level_configs(location, options["LEVELS"])
+        l2_options = {k: raw[k] for k in _PASSED_TO_L2 if k in raw}
+        if l2_options:
+            if options["LEVELS"] is not None:
+                name = next(iter(l2_options))
+                raise ImproperlyConfigured(
+                    f"OPTIONS['{name}'] only sizes the default SQLite level; with "
+                    f"OPTIONS['LEVELS'], set it in the OPTIONS of the level it is for"
+                )
+            configs[-1]["OPTIONS"] = l2_options
+        # Not KEY_PREFIX/VERSION: final keys already contain them, so aliases over the
+        # same levels share one L1 (a write through one is seen by the others at once).
+        self._name = hashlib.sha1(repr((location, configs)).encode()).hexdigest()[:16]
+        self._levels: list[BaseCache] = [
+            self._build_level(i, config) for i, config in enumerate(configs)
+        ]
+        self._labels = [self._label(i, config) for i, config in enumerate(configs)]
+        self._last = len(self._levels) - 1
+        self._l1 = self._levels[0]
+        self._l1_payload, self._loads = _fast_reader(self._l1)
+        #: L1's store when L1 is a SmartCache: read on the event loop by the async twins.
+        self._l1_store = _in_process_store(self._l1)
+
+        with _SHARED_LOCK:
+            shared = _SHARED.get(self._name)
+            if shared is None:
+                shared = _SHARED[self._name] = _Shared(len(self._levels))
+                shared.health = [
+                    LevelHealth(label, retry, log_interval, max_suspects)
+                    for label in self._labels
+                ]
+                shared.coherence = self._make_coherence(options)
+        self._health = shared.health
+        assert shared.coherence is not None
+        self._co = shared.coherence
+        # Start listening now rather than at the first read: fewer missed messages.
+        self._poll_if_due()
+        # Counters of this instance (one per thread), kept by the shared tally after
+        # the instance is gone; stats() reports the tally's total.
+        self._tally = shared.tally
+        counts = self._tally.enlist(self)
+        self._hits = counts.hits
+        self._lat_ns = counts.lat_ns
+        self._lat_calls = counts.lat_calls
+        self._misses = counts.misses
+        self._sample = L1_LATENCY_SAMPLE
+
+    # -- configuration ---------------------------------------------------------------
+    @staticmethod
+    def _level_configs(location: str, levels: Any) -> list[Any]:
+        if levels is None:
+            l2: dict[str, Any] = {"BACKEND": DEFAULT_L2}
+            if location:
+                l2["LOCATION"] = location
+            return [{"BACKEND": DEFAULT_L1}, l2]
+        if not isinstance(levels, list | tuple) or not levels:
+            raise ImproperlyConfigured(
+                f"OPTIONS['LEVELS'] must be a non-empty list of cache aliases or "
+                f"backend configs, fastest first; got {levels!r}"
+            )
+        configs: list[Any] = []
+        for i, level in enumerate(levels):
+            if isinstance(level, str):
+                if level not in settings.CACHES:
+                    raise ImproperlyConfigured(
+                        f"OPTIONS['LEVELS'][{i}]: {level!r} is not an alias in CACHES"
+                    )
+                config = dict(settings.CACHES[level])
+            elif isinstance(level, dict):
+                config = dict(level)
+            else:
+                raise ImproperlyConfigured(
+                    f"OPTIONS['LEVELS'][{i}] must be a CACHES alias or a dict with a "
+                    f"BACKEND, got {level!r}"
+                )
+            backend = config.get("BACKEND")
+            if not isinstance(backend, str):
+                raise ImproperlyConfigured(f"OPTIONS['LEVELS'][{i}] has no 'BACKEND'")
+            for option in _KEY_OPTIONS:
+                if option in config:
+                    raise ImproperlyConfigured(
+                        f"OPTIONS['LEVELS'][{i}] sets {option}: levels store "
+                        f"MultiLevelCache's final key unchanged, so set {option} on "
+                        f"the MultiLevelCache entry instead"
+                    )
+            try:
+                cls = import_string(backend)
+            except ImportError as exc:
+                raise ImproperlyConfigured(
+                    f"OPTIONS['LEVELS'][{i}]: cannot import BACKEND {backend!r}: {exc}"
+                ) from exc
+            if issubclass(cls, _MultiLevelBase):
+                raise ImproperlyConfigured(
+                    f"OPTIONS['LEVELS'][{i}] is itself a MultiLevelCache; list its levels instead"
+                )
+            configs.append(config)
+        return configs
+
+    def _build_level(self, index: int, config: dict[str, Any]) -> BaseCache:
+        params = dict(config)
+        cls = import_string(params.pop("BACKEND"))
+        location = params.pop("LOCATION", "")
+        if index == 0 and not location:
+            # The L1 store is shared by this configuration's threads, and only by them.
+            location = f"django_smartcache.multilevel:{self._name}"
+        params["KEY_FUNCTION"] = _identity_key
+        level: BaseCache = cls(location, params)
+        if type(level).validate_key is BaseCache.validate_key:
+            # MultiLevelCache already emitted Django's warnings for this key.
+            level.validate_key = _no_validation  # type: ignore[method-assign]
+        return level
+
+    @staticmethod
+    def _label(index: int, config: dict[str, Any]) -> str:
+        backend = config["BACKEND"].rsplit(".", 1)[-1]
+        return f"L{index + 1} {backend}"
+
+    def _make_coherence(self, options: dict[str, Any]) -> _coherence.Coherence:
+        mode = options["COHERENCE"]
+        if mode not in ("auto", "redis", "sqlite", "none"):
+            raise ImproperlyConfigured(
+                f"OPTIONS['COHERENCE'] must be 'auto', 'redis', 'sqlite' or 'none', got {mode!r}"
+            )
+        lowest = self._levels[-1]
+        if len(self._levels) == 1 or mode == "none":
+            return _coherence.NoCoherence(self._l1)
+        has_log = callable(getattr(lowest, "changes_since", None)) and callable(
+            getattr(lowest, "change_cursor", None)
+        )
+        url = options["REDIS_URL"] or _redis_url(lowest)
+        if mode == "sqlite" or (mode == "auto" and has_log):
+            if not has_log:
+                raise ImproperlyConfigured(
+                    "OPTIONS['COHERENCE'] is 'sqlite' but the lowest level has no "
+                    "change_cursor()/changes_since() (use SQLiteCache)"
+                )
+            return _coherence.SQLiteChangeLog(self._l1, lowest, self._interval)
+        if mode == "redis" or (mode == "auto" and url):
+            if not url:
+                raise ImproperlyConfigured(
+                    "OPTIONS['COHERENCE'] is 'redis' but no Redis URL is known for the "
+                    "lowest level: set OPTIONS['REDIS_URL']"
+                )
+            channel = options["CHANNEL"]
+            if not isinstance(channel, str) or not channel:
+                raise ImproperlyConfigured(
+                    f"OPTIONS['CHANNEL'] must be a non-empty string, got {channel!r}"
+                )
+            return _coherence.RedisPubSub(
+                self._l1,
+                url,
+                channel,
+                _redis_options(lowest),
+                _number(options, "ERROR_LOG_INTERVAL", positive=False),
+            )
+        # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
+        return _coherence.NoCoherence(self._l1)
+
+    # -- timeouts --------------------------------------------------------------------
+    def _timeouts(self, timeout: Any) -> tuple[float | None, float | None]:
+        """(timeout for the lowest level, timeout for the levels above it)."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if timeout is None:
+            return None, self._l1_max_ttl
+        if timeout <= 0:
+            return timeout, timeout
+        return timeout, min(timeout, self._l1_max_ttl)
+
+    def _upper_timeout(self, remaining: float | None) -> float | None:
+        """Promotion timeout from a lower level's remaining TTL (None: unknown/forever)."""
+        if remaining is None:
+            return self._l1_max_ttl
+        return min(remaining, self._l1_max_ttl)
+
+    # -- error handling --------------------------------------------------------------
+    def _usable(self, index: int) -> bool:
+        health = self._health[index]
+        if health.down_until == 0.0:
+            return True
+        if not self._raise and _monotonic() < health.down_until:
+            return False
+        try:
+            health.repair(self._levels[index])
+        except FAULTS as exc:
+            health.failed(exc, "recovery")
+            if self._raise:
+                raise
+            return False
+        return True
+
+    def _ok(self, index: int) -> None:
+        """A call to level ``index`` succeeded: if it was down, it is back."""
+        health = self._health[index]
+        if health.down_until != 0.0:
+            health.recovered()
+
+    def _fault(self, index: int, exc: BaseException, op: str) -> None:
+        if _caller_error(exc):
+            raise exc  # the level works; the call was wrong (incr of a non-integer)
+        self._health[index].failed(exc, op)
+        if self._raise:
+            raise exc
+
+    # -- reads -----------------------------------------------------------------------
+    def get(
+        self,
+        key: Any,
+        default: Any = None,
+        version: Any = None,
+        *,
+        levels: int | None = None,
+    ) -> Any:
+        key = self._key(key, version)
+        co = self._co
+        if co.deadline <= _monotonic():
+            co.refresh(self._levels[-1])
+        self._sample -= 1
+        payload = self._l1_payload(key) if self._sample else self._timed_l1(key)
+        if payload is not None:
+            self._hits[0] += 1
+            return self._loads(payload)
+        return self._get_below(key, default, self._depth(levels))
+
+    def _poll_if_due(self) -> None:
+        """Apply what other processes changed, when the coherence check is due.
+
+        Called before L1 is read; ``get`` keeps these lines inline (its hit path).
+        """
+        co = self._co
+        if co.deadline <= _monotonic():
+            co.refresh(self._levels[-1])
+
+    def _timed_l1(self, key: str) -> Any:
+        """One L1 read in ``L1_LATENCY_SAMPLE`` is timed: a clock read costs ~10% of a hit."""
+        self._sample = L1_LATENCY_SAMPLE
+        start = _perf_ns()
+        payload = self._l1_payload(key)
+        self._lat_ns[0] += _perf_ns() - start
+        self._lat_calls[0] += 1
+        return payload
+
+    def _depth(self, levels: int | None) -> int:
+        if levels is None:
+            return len(self._levels)
+        if (
+            isinstance(levels, bool)
+            or not isinstance(levels, int)
+            or not 1 <= levels <= len(self._levels)
+        ):
+            raise ValueError(
+                f"levels must be an int from 1 to {len(self._levels)}, got {levels!r}"
+            )
+        return levels
+
+    def _get_below(
+        self, key: str, default: Any, depth: int, promote: bool = True
+    ) -> Any:
+        generation = self._co.generation
+        for i in range(1, depth):
+            if not self._usable(i):
+                continue
+            level = self._levels[i]
+            start = _perf_ns()
+            try:
+                value = level.get(key, _MISSING)
+            except FAULTS as exc:
+                self._fault(i, exc, "get")
+                continue
+            finally:
+                self._lat_ns[i] += _perf_ns() - start
+                self._lat_calls[i] += 1
+            self._ok(i)
+            if value is not _MISSING:
+                self._hits[i] += 1
+                if promote:
+                    self._promote(i, {key: value}, generation)
+                return value
+        self._misses[0] += 1
+        return default
+
+    def _promote(self, index: int, found: dict[str, Any], generation: int) -> None:
+        """Copy hits from level ``index`` into the levels above, never extending a TTL."""
+        try:
+            remaining = _remaining_ttls(self._levels[index], list(found))
+        except FAULTS as exc:
+            self._fault(index, exc, "ttl")
+            return
+        groups: dict[float | None, dict[str, Any]] = {}
+        for key, value in found.items():
+            ttl = remaining.get(key, None)
+            if ttl is not None and ttl is not _NO_EXPIRY and ttl <= 0:
+                continue  # expired while we read it
+            timeout = self._upper_timeout(
+                None if ttl is _NO_EXPIRY or ttl is None else ttl
+            )
+            groups.setdefault(timeout, {})[key] = value
+        if not groups:
+            return
+
+        def write() -> None:
+            for i in range(index - 1, -1, -1):
+                if i and not self._usable(i):
+                    continue
+                for timeout, data in groups.items():
+                    try:
+                        self._levels[i].set_many(data, timeout)
+                    except FAULTS as exc:
+                        self._fault(i, exc, "promote")
+                        break
+
+        self._co.promote(generation, write)
+
+    def get_many(
+        self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
+    ) -> dict[Any, Any]:
+        depth = self._depth(levels)
+        by_final: dict[str, Any] = {}
+        for key in keys:
+            by_final[self._key(key, version)] = key
+        if not by_final:
+            return {}
+        self._poll_if_due()
+        found = self._read_levels(list(by_final), {}, 0, depth)
+        return {by_final[k]: v for k, v in found.items()}
+
+    def _recount_stale(self, level: int, reads: int = 1) -> None:
+        """``reads`` hits at ``level`` were envelopes gone stale: the caller got a miss."""
+        self._hits[level] -= reads
+        self._misses[0] += reads
+
+    def _read_levels(
+        self,
+        missing: list[str],
+        found: dict[str, Any],
+        first: int,
+        depth: int,
+        origin: dict[str, int] | None = None,
+        counted: bool = True,
+    ) -> dict[str, Any]:
+        """Ask levels ``first`` to ``depth - 1`` in turn for the final keys ``missing``.
+
+        Hits land in ``found`` (returned) and are promoted into the levels above;
+        what no level has is counted as a miss (``counted=False``: neither is
+        counted, for the tagging layer's own reads). ``origin``, when given, records
+        the level each hit came from (see ``_recount_stale``).
+        """
+        generation = self._co.generation
+        for i in range(first, depth):
+            if i and not self._usable(i):
+                continue
+            start = _perf_ns()
+            try:
+                got = self._levels[i].get_many(missing)
+            except FAULTS as exc:
+                if i == 0:
+                    raise
+                self._fault(i, exc, "get_many")
+                continue
+            finally:
+                self._lat_ns[i] += _perf_ns() - start
+                self._lat_calls[i] += 1
+            if i:
+                self._ok(i)
+            if got:
+                if counted:
+                    self._hits[i] += len(got)
+                found.update(got)
+                if origin is not None:
+                    origin.update(dict.fromkeys(got, i))
+                if i:
+                    self._promote(i, got, generation)
+                missing = [k for k in missing if k not in got]
+                if not missing:
+                    break
+        if counted:
+            self._misses[0] += len(missing)
+        return found
+
+    def has_key(
+        self, key: Any, version: Any = None, *, levels: int | None = None
+    ) -> bool:
+        key = self._key(key, version)
+        self._poll_if_due()
+        for i in range(self._depth(levels)):
+            if i and not self._usable(i):
+                continue
+            try:
+                found = self._levels[i].has_key(key)
+            except FAULTS as exc:
+                if i == 0:
+                    raise
+                self._fault(i, exc, "has_key")
+                continue
+            if i:
+                self._ok(i)
+            if found:
+                return True
+        return False
+
+    # -- writes ----------------------------------------------------------------------
+    def _write(self, op: str, keys: list[str], depth: int, call: Any) -> Any:
+        """Run ``call(level, index)`` lowest level first; return the lowest level's answer.
+
+        A level that is down is skipped and remembers ``keys`` as suspect. The generation
+        is bumped once the shared level is written, so concurrent promotions of the old
+        value are dropped, and the other processes are told afterwards.
+        """
+        result: Any = _MISSING
+        for i in range(depth - 1, -1, -1):
+            if i == 0:
+                self._co.local_write()
+                answer = call(self._levels[0], 0)
+            else:
+                if not self._usable(i):
+                    self._health[i].missed(keys)
+                    continue
+                try:
+                    answer = call(self._levels[i], i)
+                except FAULTS as exc:
+                    self._health[i].missed(keys)
+                    self._fault(i, exc, op)
+                    continue
+                self._ok(i)
+            if result is _MISSING:
+                result = answer
+        self._publish(keys)
+        return result
+
+    def _publish(self, keys: list[str]) -> None:
+        if self._co.kind != "redis" or not self._usable(self._last):
+            return
+        try:
+            self._co.publish(keys)
+        except FAULTS as exc:
+            self._fault(self._last, exc, "publish")
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+        *,
+        levels: int | None = None,
+    ) -> None:
+        key = self._key(key, version)
+        low, high = self._timeouts(timeout)
+        last = self._last
+        if type(value) is Tagged:
+            value = _to_level(value)
+
+        def call(level: BaseCache, i: int) -> None:
+            level.set(key, value, low if i == last else high)
+
+        self._write("set", [key], self._depth(levels), call)
+
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
+        key = self._key(key, version)
+        low, high = self._timeouts(timeout)
+        if type(value) is Tagged:
+            value = _to_level(value)
+        # The lowest working level decides atomically; the levels above follow it.
+        decided: bool | None = None
+        for i in range(self._last, -1, -1):
+            if i and not self._usable(i):
+                self._health[i].missed([key])
+                continue
+            level = self._levels[i]
+            try:
+                if decided is None:
+                    if i == 0:
+                        self._co.local_write()
+                    decided = level.add(key, value, low if i == self._last else high)
+                    if decided and i:
+                        self._co.local_write()
+                elif decided:
+                    level.set(key, value, high)
+                else:
+                    level.delete(key)  # whatever it holds may be older than the winner
+            except FAULTS as exc:
+                if i == 0:
+                    raise
+                self._health[i].missed([key])
+                self._fault(i, exc, "add")
+            else:
+                if i:
+                    self._ok(i)
+        if decided:
+            self._publish([key])
+        return bool(decided)
+
+    def touch(
+        self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
+        key = self._key(key, version)
+        low, high = self._timeouts(timeout)
+        last = self._last
+
+        def call(level: BaseCache, i: int) -> bool:
+            return level.touch(key, low if i == last else high)
+
+        return bool(self._write("touch", [key], len(self._levels), call))
+
+    def delete(
+        self, key: Any, version: Any = None, *, levels: int | None = None
+    ) -> bool:
+        key = self._key(key, version)
+        answers: list[bool] = []
+
+        def call(level: BaseCache, i: int) -> bool:
+            answer = bool(level.delete(key))
+            answers.append(answer)
+            return answer
+
+        self._write("delete", [key], self._depth(levels), call)
+        return any(answers)
+
+    def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
+        key = self._key(key, version)
+        # Atomic on the lowest working level; the copies above are dropped, not
+        # rewritten, so they are refilled with that level's own TTL.
+        for i in range(self._last, -1, -1):
+            if i and not self._usable(i):
+                continue
+            try:
+                if i == 0 and self._last:
+                    value = self._incr_l1(key, delta)
+                else:
+                    value = self._levels[i].incr(key, delta)
+            except FAULTS as exc:
+                if i == 0:
+                    raise
+                self._fault(i, exc, "incr")
+                continue
+            if i:
+                self._ok(i)
+            for j in range(self._last, -1, -1):
+                if j == i:
+                    continue
+                if j > i:
+                    self._health[j].missed([key])
+                    continue
+                if j and not self._usable(j):
+                    self._health[j].missed([key])
+                    continue
+                try:
+                    self._levels[j].delete(key)
+                except FAULTS as exc:
+                    self._health[j].missed([key])
+                    self._fault(j, exc, "incr")
+            self._co.local_write()
+            self._publish([key])
+            return value
+        raise AssertionError("unreachable: level 0 is always tried")
+
+    def _incr_l1(self, key: str, delta: int) -> Any:
+        """Every lower level is down: count in L1 (bounded by L1_MAX_TTL) rather than fail."""
+        self._co.local_write()
+        return self._l1.incr(key, delta)
+
+    def set_many(
+        self,
+        data: dict[Any, Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+        *,
+        levels: int | None = None,
+    ) -> list[Any]:
+        by_final = {self._key(k, version): k for k in data}
+        finals = {
+            final: _to_level(v) if type(v := data[key]) is Tagged else v
+            for final, key in by_final.items()
+        }
+        if not finals:
+            return []
+        low, high = self._timeouts(timeout)
+        last = self._last
+
+        def call(level: BaseCache, i: int) -> list[Any]:
+            return level.set_many(finals, low if i == last else high) or []
+
+        failed = self._write("set_many", list(finals), self._depth(levels), call)
+        return [by_final.get(k, k) for k in failed or []]
+
+    def delete_many(
+        self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
+    ) -> None:
+        finals = [self._key(k, version) for k in keys]
+        if not finals:
+            return
+
+        def call(level: BaseCache, i: int) -> None:
+            level.delete_many(finals)
+
+        self._write("delete_many", finals, self._depth(levels), call)
+
+    def clear(self) -> None:
+        for i in range(self._last, 0, -1):
+            if not self._usable(i):
+                self._health[i].missed_clear()
+                continue
+            try:
+                self._levels[i].clear()
+            except FAULTS as exc:
+                self._health[i].missed_clear()
+                self._fault(i, exc, "clear")
+            else:
+                self._ok(i)
+        self._co.flush()
+        if self._co.kind == "redis" and self._usable(self._last):
+            try:
+                self._co.publish_clear()
+            except FAULTS as exc:
+                self._fault(self._last, exc, "publish")
+
+    def delete_pattern(
+        self, pattern: str, regex: bool = False, version: Any = None
+    ) -> int:
+        """Delete the keys matching a glob (or ``regex=True``: a regex) from every level.
+
+        ``KEY_PREFIX`` and ``version`` are honoured; tag version keys are kept. Lowest
+        level first (Redis: ``SCAN``/``UNLINK`` in batches), then upwards; the other
+        processes drop their L1 copies through the coherence channel. Returns the
+        number of distinct keys removed. See ``docs/multilevel.md``.
+        """
+        kp = self.key_pattern(pattern, regex=regex, version=version)
+        keep = kp.head + conf.get("TAG_KEY_PREFIX")
+        removed: set[str] = set()
+        counted = 0
+        for i in range(self._last, -1, -1):
+            if i == 0:
+                self._co.local_write()
+            elif not self._usable(i):
+                # Which keys it would have lost is unknown: clear it on recovery.
+                self._health[i].missed_clear()
+                continue
+            try:
+                got = delete_matching(self._levels[i], kp, self._labels[i], keep)
+            except FAULTS as exc:
+                if i == 0:
+                    raise
+                self._health[i].missed_clear()
+                self._fault(i, exc, "delete_pattern")
+                continue
+            if i:
+                self._ok(i)
+            if isinstance(got, set):
+                removed |= got
+            else:
+                counted = max(counted, got)
+        if self._co.kind == "redis" and self._usable(self._last):
+            try:
+                if len(removed) > PUBLISH_KEYS_MAX:
+                    self._co.publish_clear()
+                elif removed:
+                    self._co.publish(removed)
+            except FAULTS as exc:
+                self._fault(self._last, exc, "publish")
+        return max(counted, len(removed))
+
+    async def adelete_pattern(
+        self, pattern: str, regex: bool = False, version: Any = None
+    ) -> int:
+        return await sync_to_async(self.delete_pattern, thread_sensitive=True)(
+            pattern, regex, version
+        )
+
+    def close(self, **kwargs: Any) -> None:
+        for level in self._levels:
+            level.close(**kwargs)
+
+    # -- introspection ---------------------------------------------------------------
+    @property
+    def levels(self) -> tuple[BaseCache, ...]:
+        """The level backends, fastest first (they take final keys: see the module doc)."""
+        return tuple(self._levels)
+
+    def stats(self) -> dict[str, Any]:
+        """Hits per level, misses, latency per level, errors: this process, every thread.
+
+        Includes the instances already dropped (one per finished request thread under a
+        threaded server): see :class:`_Tally`.
+        """
+        n = len(self._levels)
+        total = self._tally.total()
+        hits, lat, calls = total.hits, total.lat_ns, total.lat_calls
+        misses = total.misses[0]
+        now = _monotonic()
+        levels = []
+        for i in range(n):
+            health = self._health[i]
+            levels.append(
+                {
+                    "level": self._labels[i],
+                    "hits": hits[i],
+                    "timed_calls": calls[i],
+                    "mean_latency_ns": lat[i] // calls[i] if calls[i] else None,
+                    "errors": health.errors,
+                    "down": health.down_until != 0.0 and now < health.down_until,
+                    "recoveries": health.recoveries,
+                    "pending_repairs": len(health.suspects)
+                    + (1 if health.clear_pending else 0),
+                    "last_error": health.last_error or None,
+                }
+            )
+        total_hits = sum(hits)
+        lookups = total_hits + misses
+        return {
+            "hits": total_hits,
+            "misses": misses,
+            "hit_rate": total_hits / lookups if lookups else 0.0,
+            "errors": sum(h.errors for h in self._health),
+            "levels": levels,
+            "coherence": self._co.snapshot(),
+        }
+
+
+def _fast_reader(l1: BaseCache) -> tuple[Any, Any]:
+    """(payload getter, loads) for the L1 hit path.
+
+    For SmartCache, its store's serialized payload by final key (no second key pass);
+    for any other backend, its ``get`` wrapped so that a miss is None.
+    """
+    from .smart import SmartCache, _loads
+
+    store = getattr(l1, "_store", None)
+    if isinstance(l1, SmartCache) and store is not None:
+        return store.get, _loads
+
+    def payload(key: str) -> Any:
+        value = l1.get(key, _MISSING)
+        return None if value is _MISSING else (value,)
+
+    def loads(boxed: Any) -> Any:
+        return boxed[0]
+
+    return payload, loads
+
+
+def _in_process_store(l1: BaseCache) -> Any:
+    """L1's ``MemoryStore`` when L1 is a SmartCache (reading it never waits on I/O)."""
+    from .smart import SmartCache
+
+    store = getattr(l1, "_store", None)
+    return store if isinstance(l1, SmartCache) else None
+
+
+def _no_validation(key: Any) -> None:
+    return None
+
+
+# -- tag envelopes as the levels store them --------------------------------------------
+
+
+class _LevelTagged(Tagged):
+    """A tag envelope as the levels store it: opaque to a level's own ``TaggingMixin``.
+
+    A level that takes tags itself (SmartCache, SQLiteCache) checks ``type(v) is Tagged``
+    against *its* version keys, which MultiLevelCache never writes (its version keys are
+    made with its own prefix); this subclass keeps such a level from judging, or
+    dropping, MultiLevelCache's envelopes. MultiLevelCache checks them itself.
+    """
+
+    __slots__ = ()
+
+
+def _raw(value: Any) -> Any:
+    return _from_level(value) if type(value) is _LevelTagged else value
+
+
+def _to_level(env: Tagged) -> _LevelTagged:
+    stored = _LevelTagged.__new__(_LevelTagged)
+    stored.__setstate__(env.__getstate__())
+    return stored
+
+
+def _from_level(stored: _LevelTagged) -> Tagged:
+    env = Tagged.__new__(Tagged)
+    env.__setstate__(stored.__getstate__())
+    return env
