@@ -923,6 +923,12 @@ class _LevelTagged(Tagged):
     __slots__ = ()
 
 
+# Pickled into the shared levels (SQLite files, Redis) under the module it was first
+# defined in; kept, so that processes of different versions (a rolling deploy) and
+# entries written before the move all read each other's envelopes.
+_LevelTagged.__module__ = "django_smartcache.backends.multilevel"
+
+
 def _raw(value: Any) -> Any:
     return _from_level(value) if type(value) is _LevelTagged else value
 

@@ -748,3 +748,16 @@ def test_stats_count_an_instance_collected_in_a_reference_cycle() -> None:
     gc.collect()
     stats = MultiLevelCache("", params).stats()
     assert (stats["hits"], stats["misses"]) == (1, 1)
+
+
+def test_level_envelopes_keep_the_pickled_name_they_were_first_stored_under() -> None:
+    """Entries in a shared level outlive a release: old and new processes read them."""
+    import pickle
+
+    from django_smartcache.backends._levels import _to_level
+    from django_smartcache.core.tags import Tagged
+
+    data = pickle.dumps(_to_level(Tagged(1, {"t": "v"})))
+    assert b"django_smartcache.backends.multilevel" in data
+    assert b"_levels" not in data
+    assert pickle.loads(data).value == 1
