@@ -142,3 +142,10 @@ def test_multilevel_recounts_a_stale_hit_at_the_level_it_came_from(
         assert stats["misses"] == 2
     finally:
         cache.close()
+
+
+def test_hit_rate_is_none_before_any_read(cache: Any) -> None:
+    """Both backends say "no reads yet" the same way (not a rate of 0)."""
+    assert cache.stats()["hit_rate"] is None
+    cache.get("absent")
+    assert cache.stats()["hit_rate"] == 0.0

@@ -867,7 +867,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         return {
             "hits": total_hits,
             "misses": misses,
-            "hit_rate": total_hits / lookups if lookups else 0.0,
+            "hit_rate": total_hits / lookups if lookups else None,
             "errors": sum(h.errors for h in self._health),
             "levels": levels,
             "coherence": self._co.snapshot(),
