@@ -149,3 +149,16 @@ def test_hit_rate_is_none_before_any_read(cache: Any) -> None:
     assert cache.stats()["hit_rate"] is None
     cache.get("absent")
     assert cache.stats()["hit_rate"] == 0.0
+
+
+def test_uncounted_version_reads_still_keep_the_versions_resident() -> None:
+    """Left out of the statistics, not out of the eviction policy: under LRU a tag's
+    version key read on every tagged hit stays recent, so the entry stays valid."""
+    cache = SmartCache(
+        f"tag-stats-{next(_names)}", {"OPTIONS": {"MAX_ENTRIES": 4, "POLICY": "lru"}}
+    )
+    cache.set("page", "html", tags=["t"])  # the version key of "t" is written first
+    for i in range(20):
+        assert cache.get("page") == "html"
+        cache.set(f"filler:{i}", i)  # evicts the least recently used entry
+    assert reads(cache) == (20, 0)
