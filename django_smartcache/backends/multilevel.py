@@ -125,7 +125,8 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
 
     def _current(self, key: Any, env: _LevelTagged) -> bool:
         """``_valid`` for one envelope; the common hit (no dependencies, nothing
-        pending, every version key in L1) reads them like ``get()`` hits, no sets built."""
+        pending, every version key in L1) reads them straight from L1, no sets built
+        (bookkeeping: not counted as the caller's hits)."""
         if env.deps or not nothing_pending():
             return bool(self._valid({key: env}))
         versions = env.versions
