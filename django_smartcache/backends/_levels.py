@@ -412,6 +412,12 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
     def _get_below(
         self, key: str, default: Any, depth: int, promote: bool = True
     ) -> Any:
+        return self._get_below_at(key, default, depth, promote)[0]
+
+    def _get_below_at(
+        self, key: str, default: Any, depth: int, promote: bool = True
+    ) -> tuple[Any, int]:
+        """``_get_below``, and the level that answered (0: none did)."""
         generation = self._co.generation
         for i in range(1, depth):
             if not self._usable(i):
@@ -431,9 +437,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
                 self._hits[i] += 1
                 if promote:
                     self._promote(i, {key: value}, generation)
-                return value
+                return value, i
         self._misses[0] += 1
-        return default
+        return default, 0
 
     def _promote(self, index: int, found: dict[str, Any], generation: int) -> None:
         """Copy hits from level ``index`` into the levels above, never extending a TTL."""

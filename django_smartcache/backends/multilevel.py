@@ -111,13 +111,11 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         self, key: Any, final: str, default: Any, version: Any, depth: int
     ) -> Any:
         """``get`` after L1 missed: the levels below, then the tags' check."""
-        before = self._hits[:]
-        value = self._get_below(final, _MISSING, depth)
+        value, level = self._get_below_at(final, _MISSING, depth)
         if value is _MISSING:
             return default
         if type(value) is not _LevelTagged:
             return value
-        level = next(i for i, hits in enumerate(self._hits) if hits != before[i])
         return self._unwrap_level(key, value, default, version, level)
 
     def _stale_reads(self, keys: Sequence[str], version: int | None) -> None:
