@@ -62,8 +62,11 @@ _fork_generation = 0
 
 
 def _after_fork() -> None:
-    global _fork_generation
+    # A new generation: connections reopen. And a fresh _prepare_lock, which a parent
+    # thread opening a file at the moment of fork() would otherwise hold here forever.
+    global _fork_generation, _prepare_lock
     _fork_generation += 1
+    _prepare_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork

@@ -150,3 +150,32 @@ def test_a_child_forked_mid_call_can_use_the_cache() -> None:
         worker.join()
     assert results == [0] * 40, "None: a child hung on a lock held at fork()"
     assert cache.get("from-child") is None  # children's writes stay in the children
+
+
+def test_a_child_opens_a_sqlite_file_while_a_parent_thread_held_the_open_lock(
+    tmp_path: Path,
+) -> None:
+    from django_smartcache.backends import SQLiteCache, sqlite
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # as a thread opening (preparing) another file at that moment
+        with sqlite._prepare_lock:
+            holding.set()
+            release.wait()
+
+    holder = threading.Thread(target=_untraced(hold))
+    holder.start()
+    holding.wait()
+    try:
+
+        def child() -> bool:
+            cache = SQLiteCache(str(tmp_path / "child.sqlite3"), {})
+            cache.set("k", 1)
+            return bool(cache.get("k") == 1)
+
+        code = _fork_and_run(child)
+    finally:
+        release.set()
+        holder.join()
+    assert code == 0, "None: the child hung on the file-opening lock"
