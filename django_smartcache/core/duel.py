@@ -135,6 +135,10 @@ CANDIDATES: tuple[tuple[str, Callable[[int], Any]], ...] = (
     ("s3fifo", _recency_s3fifo),
     ("tinylfu", _fixed_tinylfu),
 )
+# The deviation test counts a request as a split when exactly one shadow hits: that is
+# the pair's disagreement only with two candidates (a third needs counts per pair; LRU
+# as a third was tried: docs/eviction.md).
+assert len(CANDIDATES) == 2
 
 
 class DuelPolicy:
