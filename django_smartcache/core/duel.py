@@ -82,15 +82,17 @@ class _Shadow:
         self.hits = 0
         self.score = 0.0
 
-    def access(self, key: Hashable, weight: int | None) -> None:
-        """A sampled read; ``weight`` is known when the live cache holds the key."""
+    def access(self, key: Hashable, weight: int | None) -> bool:
+        """A sampled read: whether the shadow held ``key``. ``weight`` is given when the
+        live cache holds the key, and a shadow that missed it then stores it."""
         if key in self.resident:
             self.hits += 1
             self.policy.record_hit(key)
-            return
+            return True
         self.policy.record_miss(key)
         if weight is not None:
             self.store(key, weight)
+        return False
 
     def store(self, key: Hashable, weight: int) -> None:
         """A sampled write: insert (or update) and evict back within the shadow's budget."""
@@ -269,19 +271,13 @@ class DuelPolicy:
 
     def _replay_hit(self, key: Hashable) -> None:
         """A sampled, resident ``key`` was read: replay it through both shadows."""
-        weight: int | None = None
-        hitting = 0
-        for shadow in self._shadows:
-            if key in shadow.resident:
-                shadow.hits += 1
-                hitting += 1
-                shadow.policy.record_hit(key)
-            else:
-                shadow.policy.record_miss(key)
-                if weight is None:
-                    weight = self._live.weight_of(key)
-                shadow.store(key, weight)
-        if hitting == 1:
+        weight = self._live.weight_of(key)
+        first, second = self._shadows
+        self._replayed(first.access(key, weight) + second.access(key, weight))
+
+    def _replayed(self, hitting: int) -> None:
+        """A sampled request went through both shadows, ``hitting`` of which held it."""
+        if hitting == 1:  # a split: the only requests that tell the two apart
             self._split += 1
         self._sampled += 1
         if self._sampled >= self._check_every:
@@ -299,19 +295,9 @@ class DuelPolicy:
                 self._miss_count = 0
         if ((hash(key) * _MIX) >> 40) & self._mask:
             return
-        hitting = 0
-        for shadow in self._shadows:
-            if key in shadow.resident:  # the shadow kept a key the live cache lost
-                shadow.hits += 1
-                hitting += 1
-                shadow.policy.record_hit(key)
-            else:
-                shadow.policy.record_miss(key)
-        if hitting == 1:
-            self._split += 1
-        self._sampled += 1
-        if self._sampled >= self._check_every:
-            self._decide()
+        # A shadow may hold a key the live cache lost; a miss stores nothing (no weight).
+        first, second = self._shadows
+        self._replayed(first.access(key, None) + second.access(key, None))
 
     def insert(self, key: Hashable, weight: int) -> None:
         self._live.insert(key, weight)
