@@ -476,15 +476,31 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
     def get_many(
         self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
     ) -> dict[Any, Any]:
-        depth = self._depth(levels)
+        return self._read_many(keys, version, levels)[0]
+
+    def _finals(self, keys: Iterable[Any], version: Any) -> dict[str, Any]:
+        """Final key -> the caller's key, for the batch reads."""
         by_final: dict[str, Any] = {}
         for key in keys:
             by_final[self._key(key, version)] = key
+        return by_final
+
+    def _read_many(
+        self,
+        keys: Iterable[Any],
+        version: Any,
+        levels: int | None,
+        origin: dict[str, int] | None = None,
+    ) -> tuple[dict[Any, Any], dict[str, Any]]:
+        """``get_many``'s values by the caller's keys, and the final keys they map from
+        (``origin``: see ``_read_levels``)."""
+        depth = self._depth(levels)
+        by_final = self._finals(keys, version)
         if not by_final:
-            return {}
+            return {}, by_final
         self._poll_if_due()
-        found = self._read_levels(list(by_final), {}, 0, depth)
-        return {by_final[k]: v for k, v in found.items()}
+        found = self._read_levels(list(by_final), {}, 0, depth, origin)
+        return {by_final[k]: v for k, v in found.items()}, by_final
 
     def _recount_stale(self, level: int, reads: int = 1) -> None:
         """``reads`` hits at ``level`` were envelopes gone stale: the caller got a miss."""

@@ -67,7 +67,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
             if None not in payloads:
                 loads = self._loads
                 return {k: _raw(loads(p)) for k, p in zip(keys, payloads, strict=True)}
-        by_final = {self._key(key, version): key for key in keys}
+        by_final = self._finals(keys, version)
         found = self._read_levels(
             list(by_final), {}, 0, len(self._levels), counted=False
         )
@@ -143,16 +143,8 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     def get_many(
         self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
     ) -> dict[Any, Any]:
-        depth = self._depth(levels)
-        by_final: dict[str, Any] = {}
-        for key in keys:
-            by_final[self._key(key, version)] = key
-        if not by_final:
-            return {}
-        self._poll_if_due()
         origin: dict[str, int] = {}
-        found = self._read_levels(list(by_final), {}, 0, depth, origin)
-        raw = {by_final[k]: v for k, v in found.items()}
+        raw, by_final = self._read_many(keys, version, levels, origin)
         for value in raw.values():
             if type(value) is _LevelTagged:
                 return self._unwrap_levels(raw, version, by_final, origin)
@@ -240,9 +232,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         if store is None:
             return await _in_thread(self.get_many)(keys, version, levels=levels)
         depth = self._depth(levels)
-        by_final: dict[str, Any] = {}
-        for key in keys:
-            by_final[self._key(key, version)] = key
+        by_final = self._finals(keys, version)
         if not by_final:
             return {}
         loads = self._loads
