@@ -11,13 +11,15 @@ would wait forever) and for MultiLevelCache's shared counters and level health.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +69,26 @@ def _fork_and_run(child: Callable[[], bool]) -> int | None:
     return _wait(pid)
 
 
+@contextlib.contextmanager
+def _held_by_another_thread(lock: Any) -> Iterator[None]:
+    """``lock`` held by a (parent) thread for the duration of the block."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            holding.set()
+            release.wait()
+
+    holder = threading.Thread(target=_untraced(hold))
+    holder.start()
+    holding.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
 def test_a_child_does_not_wait_for_a_flight_led_by_a_parent_thread() -> None:
     flight: SingleFlight = SingleFlight()
     started, release = threading.Event(), threading.Event()
@@ -95,22 +117,12 @@ def test_a_child_gets_multilevel_stats_while_a_parent_thread_held_their_lock(
 ) -> None:
     cache = MultiLevelCache(str(tmp_path / "l2.sqlite3"), {})
     cache.set("k", 1)
-    tally = cache._tally
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with tally._lock:
-            holding.set()
-            release.wait()
-
-    holder = threading.Thread(target=_untraced(hold))
-    holder.start()
-    holding.wait()
     try:
-        code = _fork_and_run(lambda: cache.get("k") == 1 and "hits" in cache.stats())
+        with _held_by_another_thread(cache._tally._lock):
+            code = _fork_and_run(
+                lambda: cache.get("k") == 1 and "hits" in cache.stats()
+            )
     finally:
-        release.set()
-        holder.join()
         cache.close()
     assert code == 0, "None: the child hung on the tally's lock"
 
@@ -128,23 +140,17 @@ def test_a_child_forked_mid_call_can_use_the_cache() -> None:
 
     worker = threading.Thread(target=_untraced(hammer), daemon=True)
     worker.start()
+
+    def child(round_: int) -> bool:  # one write and one read, then leave at once
+        cache.set("from-child", round_)
+        return bool(cache.get("from-child") == round_)
+
     results = []
     try:
-        with warnings.catch_warnings():
-            # Python 3.12+ warns that fork() with threads may deadlock: what this tests.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            for round_ in range(40):
-                pid = os.fork()
-                if pid == 0:  # the child: one write and one read, then leave at once
-                    try:
-                        cache.set("from-child", round_)
-                        ok = cache.get("from-child") == round_
-                        os._exit(0 if ok else 1)
-                    finally:
-                        os._exit(2)
-                results.append(_wait(pid))
-                if results[-1] is None:
-                    break
+        for round_ in range(40):
+            results.append(_fork_and_run(lambda r=round_: child(r)))
+            if results[-1] is None:
+                break
     finally:
         stop.set()
         worker.join()
@@ -157,25 +163,12 @@ def test_a_child_opens_a_sqlite_file_while_a_parent_thread_held_the_open_lock(
 ) -> None:
     from django_smartcache.backends import SQLiteCache, sqlite
 
-    holding, release = threading.Event(), threading.Event()
+    def child() -> bool:
+        cache = SQLiteCache(str(tmp_path / "child.sqlite3"), {})
+        cache.set("k", 1)
+        return bool(cache.get("k") == 1)
 
-    def hold() -> None:  # as a thread opening (preparing) another file at that moment
-        with sqlite._prepare_lock:
-            holding.set()
-            release.wait()
-
-    holder = threading.Thread(target=_untraced(hold))
-    holder.start()
-    holding.wait()
-    try:
-
-        def child() -> bool:
-            cache = SQLiteCache(str(tmp_path / "child.sqlite3"), {})
-            cache.set("k", 1)
-            return bool(cache.get("k") == 1)
-
+    # As a thread opening (preparing) another file at the moment of fork().
+    with _held_by_another_thread(sqlite._prepare_lock):
         code = _fork_and_run(child)
-    finally:
-        release.set()
-        holder.join()
     assert code == 0, "None: the child hung on the file-opening lock"
