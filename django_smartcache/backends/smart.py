@@ -391,8 +391,9 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
                         break
         if valid:
             return env.value
-        self._store.recount_as_misses(1)
-        self._drop_stale([key], version)
+        stale = [key]
+        self._stale_reads(stale, version)
+        self._drop_stale(stale, version)
         return default
 
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
