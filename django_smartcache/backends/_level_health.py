@@ -92,6 +92,10 @@ class LevelHealth:
         #: A clear() was missed, or too many suspects: clear the level on recovery.
         self.clear_pending = False
 
+    def forked(self) -> None:
+        """In a forked child: the lock may be held by a parent thread, gone here."""
+        self.lock = threading.Lock()
+
     def failed(self, exc: BaseException, op: str) -> None:
         now = _monotonic()
         with self.lock:

@@ -97,7 +97,7 @@ def _renew_locks_in_child() -> None:
     for shared in _SHARED.values():
         shared.tally.forked()
         for health in shared.health:
-            health.lock = threading.Lock()
+            health.forked()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
