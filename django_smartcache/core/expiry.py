@@ -43,6 +43,19 @@ class ExpiryBuckets:
         if bucket is not None:
             bucket.discard(key)
 
+    def refile(self, key: Hashable, old_expires: float, new_expires: float) -> None:
+        """File ``key`` under ``new_expires`` instead of ``old_expires`` (either may be
+        ``inf``: not filed). A rewrite within the same second leaves it where it is."""
+        if old_expires != INF:
+            second = math.ceil(old_expires)
+            if new_expires != INF and math.ceil(new_expires) == second:
+                return
+            bucket = self._buckets.get(second)
+            if bucket is not None:
+                bucket.discard(key)
+        if new_expires != INF:
+            self.add(key, new_expires)
+
     def pop_due(self, now: float, limit: int) -> list[Hashable]:
         """Remove and return up to ``limit`` keys filed at seconds ``<= now``."""
         due: list[Hashable] = []

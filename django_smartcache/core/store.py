@@ -316,16 +316,12 @@ class MemoryStore:
                 entry = self._live_entry(key, now)
                 if entry is None:
                     return False
-                old = entry[1]
-                if old != INF:
-                    self._expiry.discard(key, old)
                 expires = INF if ttl is None else now + ttl
                 if expires <= now:
                     self._expire(key, entry)
                     return True
+                self._expiry.refile(key, entry[1], expires)
                 entry[1] = expires
-                if expires != INF:
-                    self._expiry.add(key, expires)
                 return True
         finally:
             if self._evicted:
@@ -536,8 +532,7 @@ class MemoryStore:
         weight = size if self._weigh_bytes else 1
         if old is not None:
             self._bytes += size - old[2]
-            if old[1] != INF:
-                self._expiry.discard(key, old[1])
+            self._expiry.refile(key, old[1], expires)
             old[0] = payload
             old[1] = expires
             old[2] = size
@@ -553,8 +548,8 @@ class MemoryStore:
             if tags is not None:
                 self._tag_index.add(key, tags)
             self._policy.insert(key, weight)
-        if expires != INF:
-            self._expiry.add(key, expires)
+            if expires != INF:
+                self._expiry.add(key, expires)
         if self._bytes > self._byte_limit or len(data) > self._entry_limit:
             self._evict()
         return True

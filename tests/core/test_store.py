@@ -152,6 +152,28 @@ def test_overwritten_ttl_is_not_swept_early():
     assert store.get("k") == b"w"
 
 
+def test_rewrites_and_touches_keep_one_expiry_filing_per_key():
+    store, clock = make(max_bytes=100_000)
+    filings = store._expiry.__len__
+    store.set("k", b"v", ttl=9.2)  # expires at 1009.2: the bucket of second 1010
+    store.set("k", b"w", ttl=9.7)  # same second: stays filed once
+    assert filings() == 1
+    store.set("k", b"x", ttl=20)  # another second: moved
+    assert filings() == 1
+    store.set("k", b"y")  # no expiry: not filed
+    assert filings() == 0
+    assert store.touch("k", ttl=9.5) is True
+    assert filings() == 1
+    assert store.touch("k", ttl=9.6) is True
+    assert filings() == 1
+    clock.now += 9.55
+    assert store.get("k") == b"y"  # touched to 1009.6, not the 1009.5 before
+    clock.now += 0.5  # second 1010 is due: any call sweeps its bucket
+    store.get("other")
+    assert (len(store), filings()) == (0, 0)
+    assert store.stats()["evictions_expired"] == 1
+
+
 def test_clear_expired_counts_everything_expired_including_this_second():
     store, clock = make(max_bytes=1_000_000)
     for i in range(5):
