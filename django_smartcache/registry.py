@@ -12,6 +12,8 @@ write to one invalidates the same pk in every model of the family.
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -44,9 +46,34 @@ def _concrete(model_or_instance: type[Model] | Model) -> type[Model]:
     return model._meta.concrete_model or model
 
 
+#: What a pk's text may not hold in a tag: what ``validate_tag`` refuses (whitespace,
+#: control characters), ``#`` (it ends the ``model:<label>`` part: ``expand_tags``
+#: splits there) and ``%`` (escapes start with it, so an escaped pk stays unique).
+_NOT_IN_TAG = re.compile(r"[\s\x00-\x20\x7f#%]")
+
+#: A pk's text longer than this is replaced by a digest, so that ``model:<label>#<pk>``
+#: stays within ``MAX_TAG_LENGTH`` for any label under ~100 characters.
+MAX_PK_TEXT = 64
+
+
+def _escape(found: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in found.group().encode())
+
+
 def normalize_pk(model: type[Model], pk: Any) -> str:
-    """The pk as its field's Python value in text: ``5`` and ``"5"`` give one tag."""
-    return str(model._meta.pk.to_python(pk))
+    """The pk as its field's Python value in text: ``5`` and ``"5"`` give one tag.
+
+    Any pk makes a valid tag: characters a tag may not hold are %-escaped
+    (``"New York"`` gives ``New%20York``), and text over :data:`MAX_PK_TEXT`
+    characters becomes ``%~`` and a digest (no escape starts with ``%~``).
+    """
+    text = str(model._meta.pk.to_python(pk))
+    if _NOT_IN_TAG.search(text):
+        text = _NOT_IN_TAG.sub(_escape, text)
+    if len(text) > MAX_PK_TEXT:
+        digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        text = f"%~{digest}"
+    return text
 
 
 def model_tag(model_or_instance: type[Model] | Model, pk: Any = None) -> str:

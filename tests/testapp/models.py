@@ -68,3 +68,13 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+class City(models.Model):
+    """A text primary key: any text must make a valid row tag."""
+
+    name = models.CharField(max_length=255, primary_key=True)
+    population = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.name
