@@ -26,6 +26,7 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, InvalidCacheBackendError, cac
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.utils.connection import ConnectionProxy
 from django.utils.functional import Promise
 
 from .core import keys
@@ -61,6 +62,8 @@ def supports_tags(cache: BaseCache) -> bool:
     A backend supports tags when it has a callable ``invalidate_tags`` and its
     ``set`` accepts a ``tags`` argument; Django's own backends do not.
     """
+    if isinstance(cache, ConnectionProxy):  # django.core.cache.cache
+        cache = cache._connections[cache._alias]
     return _class_supports_tags(type(cache))
 
 
@@ -474,6 +477,10 @@ class CachedFunction(Generic[P, R]):
         kwargs: dict[str, Any],
         stale: _Entry | None,
     ) -> Any:
+        tags = self._tags(args, kwargs)
+        read_versions = getattr(cache, "tag_versions", None) if tags else None
+        if read_versions is not None:  # before computing: see TaggingMixin._prepare
+            tags = {"tags": read_versions(tags["tags"])}
         started = self._options.clock()
         try:
             value = self._func(*args, **kwargs)
@@ -482,7 +489,7 @@ class CachedFunction(Generic[P, R]):
                 return stale.value  # type: ignore[union-attr]
             raise
         envelope, timeout = self._envelope(cache, value, started)
-        cache.set(key, envelope, timeout=timeout, **self._tags(args, kwargs))
+        cache.set(key, envelope, timeout=timeout, **tags)
         return value
 
     def _refresh_ahead(
@@ -597,6 +604,11 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         kwargs: dict[str, Any],
         stale: _Entry | None,
     ) -> Any:
+        tags = self._tags(args, kwargs)
+        read_versions = getattr(cache, "tag_versions", None) if tags else None
+        if read_versions is not None:  # before computing: see TaggingMixin._prepare
+            versions = sync_to_async(read_versions, thread_sensitive=True)
+            tags = {"tags": await versions(tags["tags"])}
         started = self._options.clock()
         try:
             value = await self._func(*args, **kwargs)  # type: ignore[misc]
@@ -605,7 +617,6 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                 return stale.value  # type: ignore[union-attr]
             raise
         envelope, timeout = self._envelope(cache, value, started)
-        tags = self._tags(args, kwargs)
         if tags and not _accepts_tags(type(cache).aset):
             # BaseCache.aset() does not pass tags= on; reach set() in a thread instead.
             await sync_to_async(cache.set)(key, envelope, timeout=timeout, **tags)

@@ -133,7 +133,7 @@ class Recorder:
         for alias in settings.CACHES if aliases is None else aliases:
             cache = caches[alias]
             self.watched[alias] = cache
-            if _wrap(cache, alias):
+            if _wrap(cache, alias) and _others_active(cache):
                 self.nested.append(alias)
         with _receivers_lock:
             if _started == 0:
@@ -254,6 +254,18 @@ def _wrap(cache: Any, alias: str) -> bool:
             setattr(cache, method, wrapper)
     cache.__dict__[_ATTR] = wrapped
     return wrapped.nested
+
+
+def _others_active(cache: Any) -> bool:
+    """Whether the wrappers found under ours do work of their own in this request.
+
+    django-debug-toolbar's CachePanel never removes its wrappers: unticked, it leaves
+    them in place with ``cache._djdt_panel = None``, and they only call through. A
+    wrapper of anyone else is assumed to be working.
+    """
+    if hasattr(cache, "_djdt_panel"):
+        return getattr(cache, "_djdt_panel", None) is not None
+    return True
 
 
 def _unwrap(cache: Any) -> None:

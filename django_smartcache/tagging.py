@@ -32,7 +32,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.db import connections
 
 from . import conf
-from .core.tags import Tagged, new_version, normalize_tags
+from .core.tags import Tagged, new_version, normalize_tags, validate_tag
 from .signals import tags_invalidated
 
 __all__ = [
@@ -306,9 +306,19 @@ class TaggingMixin:
     def _prepare(
         self, tags: Iterable[str] | None, depends_on: Iterable[str] | None
     ) -> tuple[dict[str, str], tuple[str, ...]] | None:
-        """Versions and dependency keys to record, or ``None`` for a plain value."""
-        norm = normalize_tags(tags)
+        """Versions and dependency keys to record, or ``None`` for a plain value.
+
+        ``tags`` may be a mapping from :meth:`tag_versions`, read before the value was
+        computed: an invalidation landing in between then makes the value stale at
+        once, where versions read now would record it as current.
+        """
         deps = tuple(depends_on or ())
+        if isinstance(tags, Mapping):
+            versions = {validate_tag(tag): tags[tag] for tag in tags}
+            if not all(isinstance(v, str) for v in versions.values()):
+                raise TypeError("tags= as a mapping takes what tag_versions() returns")
+            return (versions, deps) if versions or deps else None
+        norm = normalize_tags(tags)
         if not norm and not deps:
             return None
         return self.tag_versions(norm), deps

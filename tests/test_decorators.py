@@ -721,6 +721,55 @@ def test_tags_on_each_of_our_backends(tagged_cache) -> None:
     assert runs == [1, 2, 1, 1, 2]
 
 
+@on_every_tagged_backend
+def test_an_invalidation_during_the_computation_leaves_the_value_stale(
+    tagged_cache,
+) -> None:
+    """Tag versions are read before computing, as get_or_set reads them: the value
+    computed from data an invalidation then replaced is stored stale, never valid."""
+    data = {"title": "old"}
+
+    @cached(using="tagged", tags=lambda pk: [f"book:{pk}"])
+    def title(pk):
+        seen = data["title"]
+        if seen == "old":  # a writer commits and invalidates while this runs
+            data["title"] = "new"
+            tagged_cache.invalidate_tags(f"book:{pk}")
+        return seen
+
+    assert title(1) == "old"  # this call's own (already outdated) result
+    assert title(1) == "new"  # not the stale "old" served as valid
+
+
+@on_every_tagged_backend
+def test_async_an_invalidation_during_the_computation_leaves_the_value_stale(
+    tagged_cache,
+) -> None:
+    data = {"title": "old"}
+
+    @cached(using="tagged", tags=lambda pk: [f"book:{pk}"])
+    async def title(pk):
+        seen = data["title"]
+        if seen == "old":
+            data["title"] = "new"
+            await tagged_cache.ainvalidate_tags(f"book:{pk}")
+        return seen
+
+    async def main():
+        return await title(1), await title(1)
+
+    assert asyncio.run(main()) == ("old", "new")
+
+
+def test_supports_tags_sees_through_djangos_default_cache_proxy(settings) -> None:
+    from django.core.cache import cache
+
+    settings.CACHES = {**settings.CACHES, "default": settings.CACHES["smart"]}
+    assert supports_tags(cache)
+    settings.CACHES = {**settings.CACHES, "default": locmem("memo-proxy")}
+    assert not supports_tags(cache)
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs"),
     [

@@ -119,6 +119,23 @@ def test_invalidation_during_compute_never_stores_a_valid_stale_value(
     assert cache.get("k") is None
 
 
+def test_set_takes_the_versions_read_before_computing(cache: Any) -> None:
+    before = cache.tag_versions(["t", "model:app.m#1"])
+    assert set(before) == {"t", "model:app.m#1", "model:app.m#*"}  # expanded
+    cache.set("k", "computed", tags=before)
+    assert cache.get("k") == "computed"
+    cache.invalidate_tags("model:app.m#*")
+    assert cache.get("k") is None
+    before = cache.tag_versions(["t"])
+    cache.invalidate_tags("t")  # a write lands while the value is computed
+    cache.set("k", "computed from old data", tags=before)
+    assert cache.get("k") is None
+    with pytest.raises(TypeError, match="tag_versions"):
+        cache.set("k", 1, tags={"t": 1})
+    with pytest.raises(InvalidTag):
+        cache.set("k", 1, tags={"bad tag": "v"})
+
+
 def test_lost_version_key_never_revalidates(cache: Any) -> None:
     cache.set("a", 1, tags=["t"])
     cache.delete(cache._version_key("t"))  # evicted, expired or flushed
