@@ -10,6 +10,8 @@ model signals. After a write statement succeeds, its table is mapped to models
   ``WHERE <pk> IN (%s, ...)`` (``Model.save()``, deletions by the collector,
   ``bulk_update()``, ``filter(pk__in=...).update()``), or inserts name the pk
   (or, in a many-to-many table, both sides) in their column list: those row tags;
+  an ``UPDATE`` that also sets that column moves rows to a new key: the new key's
+  rows too if it is a bare ``%s``, else all rows;
 - an ``INSERT`` without the pk creates rows nobody could have cached: the model tag;
 - anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``, upserts, ``WITH``):
   the model tag and every row tag (``model:<label>#*``).
@@ -72,6 +74,11 @@ _UPSERT = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
+_SET = re.compile(r"\bSET\b", re.IGNORECASE)
+_ASSIGNMENT = re.compile(
+    rf"\s*(?:{_IDENT}\s*\.\s*)?({_IDENT})\s*=\s*(.*?)\s*$", re.DOTALL
+)
+_PLACEHOLDER = re.compile(r"%[%s]")
 
 
 def _unquote(ident: str) -> str:
@@ -93,6 +100,9 @@ class Write:
 
     ``pk_params``: the pk is in these parameter positions (negative: from the end);
     ``columns``: an INSERT's column names, for mapping parameters to columns;
+    ``assigned``: an UPDATE's SET columns and the parameter each is set to
+    (``None``: not a bare placeholder; column ``"*"``: the SET clause was not read),
+    out of ``placeholders`` in all: a row moved to another key is a row too;
     ``all_rows``: rows are unknown.
     """
 
@@ -101,6 +111,8 @@ class Write:
     pk_column: str | None = None
     pk_params: tuple[int, ...] = ()
     columns: tuple[str, ...] = ()
+    assigned: tuple[tuple[str, int | None], ...] = ()
+    placeholders: int = 0
     all_rows: bool = True
 
 
@@ -133,12 +145,17 @@ def parse(sql: str) -> tuple[Write, ...]:
             return (Write(verb, table),)
         placeholders = tail.group(3)
         count = 1 if placeholders is None else placeholders.count("%s")
+        start = match.end()
         return (
             Write(
                 verb,
                 table,
                 pk_column=_unquote(tail.group(2)),
                 pk_params=tuple(range(-count, 0)),
+                assigned=_assignments(text, start, start + tail.start())
+                if kind == "update"
+                else (),
+                placeholders=_count_placeholders(text),
                 all_rows=False,
             ),
         )
@@ -149,6 +166,52 @@ def parse(sql: str) -> tuple[Write, ...]:
         columns = tuple(_unquote(c) for c in re.findall(_IDENT, cols.group(1)))
         return (Write("INSERT", table, columns=columns, all_rows=False),)
     return (Write(verb, table),)
+
+
+def _count_placeholders(text: str) -> int:
+    return sum(1 for p in _PLACEHOLDER.findall(text) if p == "%s")
+
+
+def _split_top_level(text: str, start: int, end: int) -> list[tuple[int, int]] | None:
+    """Spans of the comma-separated parts outside parentheses and quotes, or ``None``."""
+    spans, depth, quote, begin = [], 0, "", start
+    for i in range(start, end):
+        ch = text[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"`":
+            quote = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            spans.append((begin, i))
+            begin = i + 1
+    if quote or depth:
+        return None
+    spans.append((begin, end))
+    return spans
+
+
+def _assignments(text: str, start: int, end: int) -> tuple[tuple[str, int | None], ...]:
+    """The SET clause of an UPDATE in ``text[start:end]``: (column, parameter index)."""
+    unknown = (("*", None),)
+    found = _SET.search(text, start, end)
+    spans = _split_top_level(text, found.end(), end) if found else None
+    if spans is None:
+        return unknown
+    out: list[tuple[str, int | None]] = []
+    for begin, stop in spans:
+        part = _ASSIGNMENT.fullmatch(text, begin, stop)
+        if part is None:  # (a, b) = (...), or something not understood
+            return unknown
+        index = None
+        if part.group(2) == "%s":
+            index = _count_placeholders(text[: part.start(2)])
+        out.append((_unquote(part.group(1)), index))
+    return tuple(out)
 
 
 def _param_rows(params: Any, many: bool) -> list[Sequence[Any]]:
@@ -223,7 +286,15 @@ def _values_of(
             return values
         if write.pk_column != column:
             return None
-        return [row[i] for row in rows for i in write.pk_params]
+        values = [row[i] for row in rows for i in write.pk_params]
+        for name, index in write.assigned:
+            if name not in (column, "*"):
+                continue
+            # the rows also move to the value in SET: that key changes too
+            if index is None or any(len(row) != write.placeholders for row in rows):
+                return None
+            values += [row[index] for row in rows]
+        return values
     except IndexError:
         return None
 

@@ -1,0 +1,135 @@
+"""SQL shapes the statement watcher once misread: moved rows, REPLACE, literals, indentation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from django_smartcache import model_tag, sqlwatch
+from tests.fixtures.tagged_caches import on_every_tagged_backend
+from tests.testapp.models import Author, Book, Club, Genre, Membership
+from tests.testapp.reads import assert_fresh, cached
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def cache(tagged_cache: Any) -> Any:
+    """The "tagged" alias (TaggedLocMemCache unless parametrized)."""
+    return tagged_cache
+
+
+@pytest.fixture
+def ann() -> Author:
+    return Author.objects.create(name="Ann")
+
+
+def _table(model: Any) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _title(pk: int) -> str | None:
+    return Book.objects.filter(pk=pk).values_list("title", flat=True).first()
+
+
+def _cached_title(cache: Any, pk: int) -> str | None:
+    """A read tagged with the row tag only: a row that appears must bump it."""
+    return cache.get_or_set(
+        f"title:{pk}", lambda: _title(pk), tags=[model_tag(Book, pk)]
+    )
+
+
+def _execute(sql: str, params: Any = None) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+# 4. an UPDATE whose SET moves rows to another key ---------------------------------
+
+
+@on_every_tagged_backend
+def test_custom_through_update_reaches_the_destination_row(
+    ann: Author, cache: Any
+) -> None:
+    c1, c2 = Club.objects.create(name="c1"), Club.objects.create(name="c2")
+    Membership.objects.create(club=c1, author=ann)
+
+    def count() -> int:
+        return Membership.objects.filter(club_id=c2.pk).count()
+
+    assert cache.get_or_set("members", count, tags=[model_tag(c2)]) == 0
+    Membership.objects.filter(club_id=c1.pk).update(club_id=c2.pk)
+    assert cache.get_or_set("members", count, tags=[model_tag(c2)]) == 1
+
+
+@on_every_tagged_backend
+def test_auto_through_update_reaches_the_destination_row(ann: Author) -> None:
+    b1, b2 = (Book.objects.create(title=t, author=ann) for t in ("b1", "b2"))
+    b1.genres.add(Genre.objects.create(name="g"))
+    reads = [("book_genres", b1.pk), ("book_genres", b2.pk)]
+    for name, arg in reads:
+        cached(name, arg)
+    Book.genres.through.objects.filter(book_id=b1.pk).update(book_id=b2.pk)
+    assert_fresh(*reads)
+
+
+@on_every_tagged_backend
+def test_pk_update_reaches_the_new_pk(ann: Author, cache: Any) -> None:
+    book = Book.objects.create(title="old", author=ann)
+    new_pk = book.pk + 100
+    assert _cached_title(cache, new_pk) is None  # "no such book", under its row tag
+    _cached_title(cache, book.pk)
+    Book.objects.filter(pk=book.pk).update(id=new_pk)
+    assert _cached_title(cache, new_pk) == "old"
+    assert _cached_title(cache, book.pk) is None
+
+
+def test_pk_update_keeps_other_rows(ann: Author, cache: Any) -> None:
+    """Moving a row by a placeholder in SET still knows its rows."""
+    books = [Book.objects.create(title=f"T{i}", author=ann) for i in range(2)]
+    for b in books:
+        _cached_title(cache, b.pk)
+    Book.objects.filter(pk=books[0].pk).update(id=books[0].pk + 100)
+    assert cache.get(f"title:{books[1].pk}") == "T1"
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "expected"),
+    [
+        # the WHERE column is also assigned from a placeholder: old and new value
+        ('UPDATE "m" SET "club_id" = %s WHERE "m"."club_id" = %s', [2, 1], [1, 2]),
+        (
+            'UPDATE "m" SET "a" = %s, "club_id" = %s WHERE "club_id" = %s',
+            [0, 2, 1],
+            [1, 2],
+        ),
+        (
+            'UPDATE "m" SET "a" = \'%%s\', "club_id" = %s WHERE club_id = %s',
+            [2, 1],
+            [1, 2],
+        ),
+        (
+            'UPDATE "m" SET "club_id" = %s WHERE "club_id" IN (%s, %s)',
+            [3, 1, 2],
+            [1, 2, 3],
+        ),
+        # anything but a placeholder: the new value is not known
+        ('UPDATE "m" SET "club_id" = 2 WHERE "club_id" = %s', [1], None),
+        (
+            'UPDATE "m" SET "club_id" = ("club_id" + %s) WHERE "club_id" = %s',
+            [1, 1],
+            None,
+        ),
+        ('UPDATE "m" SET "m"."club_id" = "a" WHERE "club_id" = %s', [1], None),
+        # another column assigned: only the WHERE rows
+        ('UPDATE "m" SET "author_id" = %s WHERE "club_id" = %s', [5, 1], [1]),
+    ],
+)
+def test_values_of_an_update_include_the_assigned_value(
+    sql: str, params: list[Any], expected: list[Any] | None
+) -> None:
+    (write,) = sqlwatch.parse(sql)
+    got = sqlwatch._values_of(write, "club_id", [params])
+    assert (None if got is None else sorted(got)) == expected
