@@ -83,16 +83,46 @@ def _outermost(conn: Any) -> object | None:
     return None
 
 
+#: Stands for the outermost block of a manual transaction (``set_autocommit(False)``).
+_MANUAL = object()
+
+
+def _in_manual_transaction(conn: Any) -> bool:
+    """Autocommit turned off by the application, outside any ``atomic()``."""
+    return (
+        conn.connection is not None and not conn.autocommit and not conn.in_atomic_block
+    )
+
+
 def _open_transactions(db: str | None) -> list[Any]:
-    """Connections of this thread inside an application ``atomic()`` (only ``db`` if given)."""
+    """Connections of this thread inside an application ``atomic()`` or a manual
+    transaction (only ``db`` if given)."""
     conns = (
         [connections[db]] if db is not None else connections.all(initialized_only=True)
     )
-    return [c for c in conns if c.in_atomic_block and _outermost(c) is not None]
+    return [
+        c
+        for c in conns
+        if (c.in_atomic_block and _outermost(c) is not None)
+        or _in_manual_transaction(c)
+    ]
+
+
+def _repeat_at_commit(conn: Any, repeat: Any) -> None:
+    """Run ``repeat`` when ``conn``'s transaction commits, dropped if it rolls back.
+
+    In ``atomic()`` that is ``on_commit``. In manual transaction management Django
+    refuses ``on_commit``, but keeps its own hooks the same way: after ``commit()``
+    they run when autocommit is turned back on, and ``rollback()`` drops them.
+    """
+    if conn.in_atomic_block:
+        conn.on_commit(repeat, robust=True)
+    else:
+        conn.run_on_commit.append((set(), repeat, True))
 
 
 def _mark_dirty(conn: Any, tags: Iterable[str]) -> None:
-    outermost = _outermost(conn)
+    outermost = _MANUAL if _in_manual_transaction(conn) else _outermost(conn)
     entry = _pending.by_db.get(conn.alias)
     if entry is None or entry[0] is not outermost:
         entry = (outermost, set())
@@ -113,7 +143,12 @@ def dirty_tags() -> set[str]:
     dirty: set[str] = set()
     for alias, (outermost, tags) in list(_pending.by_db.items()):
         conn = connections[alias]
-        if not conn.in_atomic_block or _outermost(conn) is not outermost:
+        if outermost is _MANUAL:
+            # Until autocommit is back on: commit() does not end manual management.
+            ended = not _in_manual_transaction(conn)
+        else:
+            ended = not conn.in_atomic_block or _outermost(conn) is not outermost
+        if ended:
             del _pending.by_db[alias]  # committed (repeat already sent) or rolled back
         else:
             dirty |= tags
@@ -254,16 +289,17 @@ class TaggingMixin:
         """Give each tag a new version, now and again when open transactions commit.
 
         ``db``: only the transaction of that database alias; by default every
-        database connection of this thread that is inside ``atomic()``.
+        database connection of this thread that is inside ``atomic()`` or a manual
+        transaction (``set_autocommit(False)``).
         """
         norm = normalize_tags(tags)
         if not norm:
             return
         for conn in _open_transactions(db):
             _mark_dirty(conn, norm)
-            conn.on_commit(
+            _repeat_at_commit(
+                conn,
                 lambda n=norm, r=reason: self._invalidate_now(n, r, on_commit=True),
-                robust=True,
             )
         self._invalidate_now(norm, reason, on_commit=False)
 

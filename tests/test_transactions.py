@@ -162,3 +162,41 @@ def test_dirty_state_ends_with_a_rollback_without_hooks(book: Book) -> None:
     assert dirty_tags() == set()
     assert cached("book_row", book.pk) is not None
     assert caches["tagged"].get(f"book_row:{book.pk}") is not None
+
+
+def test_manual_transaction_rolled_back_leaves_nothing_stale(
+    book: Book, cache: Any
+) -> None:
+    cached("book_row", book.pk)
+    transaction.set_autocommit(False)
+    try:
+        Book.objects.filter(pk=book.pk).update(title="uncommitted")
+        assert model_tag(book) in dirty_tags()
+        assert cached("book_row", book.pk)["title"] == "uncommitted"  # not stored
+        assert cache.get(f"book_row:{book.pk}") is None
+        transaction.rollback()
+        assert model_tag(book) in dirty_tags()  # still manual: until autocommit is on
+    finally:
+        transaction.set_autocommit(True)
+    assert dirty_tags() == set()
+    assert cached("book_row", book.pk)["title"] == "old"
+    assert cached("book_row", book.pk) == fresh("book_row", book.pk)
+
+
+def test_manual_transaction_commit_repeats_the_invalidation(
+    book: Book, cache: Any, signals: list[Any]
+) -> None:
+    row = model_tag(book)
+    key = f"book_row:{book.pk}"
+    transaction.set_autocommit(False)
+    try:
+        book.title = "new"
+        book.save()
+        # Another thread caches the committed (old) row before the commit.
+        _in_other_thread(lambda: cache.set(key, {"title": "old"}, tags=[row]))
+        transaction.commit()
+    finally:
+        transaction.set_autocommit(True)  # Django runs the hooks of a committed one
+    assert any(row in tags and on_commit for tags, on_commit in signals)
+    assert cache.get(key) is None
+    assert cached("book_row", book.pk)["title"] == "new"
