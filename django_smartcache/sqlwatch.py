@@ -13,7 +13,8 @@ model signals. After a write statement succeeds, its table is mapped to models
   an ``UPDATE`` that also sets that column moves rows to a new key: the new key's
   rows too if it is a bare ``%s``, else all rows;
 - an ``INSERT`` without the pk creates rows nobody could have cached: the model tag;
-- anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``, upserts, ``WITH``):
+- anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``/``INSERT OR REPLACE``,
+  upserts, ``WITH``):
   the model tag and every row tag (``model:<label>#*``).
 
 The hot path for reads is a prefix check on the first characters of the SQL.
@@ -52,8 +53,9 @@ _IDENT = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[\w$]+)'
 _NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})?"
 _VERB = re.compile(
     r"\b(?:"
-    rf"(?P<insert>INSERT(?:\s+OR\s+\w+)?\s+INTO)\s+(?P<insert_t>{_NAME})"
-    rf"|(?P<replace>REPLACE\s+INTO)\s+(?P<replace_t>{_NAME})"
+    rf"(?P<insert>INSERT(?:\s+OR\s+\w+)?(?:\s+(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY))?"
+    rf"(?:\s+IGNORE)?(?:\s+INTO)?)\s+(?P<insert_t>{_NAME})"
+    rf"|(?P<replace>REPLACE(?:\s+(?:LOW_PRIORITY|DELAYED))?(?:\s+INTO)?)\s+(?P<replace_t>{_NAME})"
     rf"|(?P<update>UPDATE(?:\s+OR\s+\w+)?(?:\s+ONLY)?)\s+(?P<update_t>{_NAME})"
     rf"|(?P<delete>DELETE\s+FROM(?:\s+ONLY)?)\s+(?P<delete_t>{_NAME})"
     rf"|(?P<truncate>TRUNCATE(?:\s+TABLE)?(?:\s+ONLY)?)\s+(?P<truncate_t>{_NAME}(?:\s*,\s*{_NAME})*)"
@@ -73,6 +75,7 @@ _UPSERT = re.compile(
     r"\bON\s+CONFLICT\b.*\bDO\s+UPDATE\b|\bON\s+DUPLICATE\s+KEY\b",
     re.IGNORECASE | re.DOTALL,
 )
+_OR_REPLACE = re.compile(r"\bOR\s+REPLACE\b", re.IGNORECASE)
 _COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
 _SET = re.compile(r"\bSET\b", re.IGNORECASE)
 _ASSIGNMENT = re.compile(
@@ -129,6 +132,9 @@ def parse(sql: str) -> tuple[Write, ...]:
     if kind == "truncate":
         return tuple(Write("TRUNCATE", _table(n)) for n in re.split(r"\s*,\s*", names))
     table = _table(names)
+    if kind == "insert" and _OR_REPLACE.search(match.group("insert")):
+        # a conflict on any unique column deletes that row first, whatever its pk
+        kind = "replace"
     verb = kind.upper()
     rest = text[match.end() :]
     if head.startswith("WITH"):

@@ -133,3 +133,50 @@ def test_values_of_an_update_include_the_assigned_value(
     (write,) = sqlwatch.parse(sql)
     got = sqlwatch._values_of(write, "club_id", [params])
     assert (None if got is None else sorted(got)) == expected
+
+
+# 5. REPLACE deletes the row it conflicts with --------------------------------------
+
+
+@on_every_tagged_backend
+@pytest.mark.parametrize("verb", ["INSERT OR REPLACE", "REPLACE"])
+def test_replace_on_a_unique_conflict_reaches_the_deleted_row(
+    ann: Author, cache: Any, verb: str
+) -> None:
+    through = Book.genres.through
+    book = Book.objects.create(title="b", author=ann)
+    genre = Genre.objects.create(name="g")
+    book.genres.add(genre)
+    old = through.objects.get()
+
+    def exists() -> bool:
+        return through.objects.filter(pk=old.pk).exists()
+
+    assert cache.get_or_set("link", exists, tags=[model_tag(old)]) is True
+    # (book_id, genre_id) is unique: SQLite deletes row `old` and inserts a new pk
+    _execute(
+        f"{verb} INTO {_table(through)} (book_id, genre_id) VALUES (%s, %s)",
+        [book.pk, genre.pk],
+    )
+    assert through.objects.get().pk != old.pk
+    assert cache.get_or_set("link", exists, tags=[model_tag(old)]) is False
+
+
+@pytest.mark.parametrize(
+    ("sql", "verb", "all_rows"),
+    [
+        ('INSERT OR REPLACE INTO "t" ("a") VALUES (%s)', "REPLACE", True),
+        ('insert or replace into "t" ("a") VALUES (%s)', "REPLACE", True),
+        ('REPLACE INTO "t" ("id") VALUES (%s)', "REPLACE", True),
+        ('INSERT OR IGNORE INTO "t" ("a") VALUES (%s)', "INSERT", False),
+        ('INSERT OR ABORT INTO "t" ("a") VALUES (%s)', "INSERT", False),
+        # MySQL: modifiers, and INTO is optional
+        ("INSERT IGNORE INTO `t` (`a`) VALUES (%s)", "INSERT", False),
+        ("INSERT `t` (`a`) VALUES (%s)", "INSERT", False),
+        ("REPLACE LOW_PRIORITY INTO `t` (`a`) VALUES (%s)", "REPLACE", True),
+        ("REPLACE `t` (`a`) VALUES (%s)", "REPLACE", True),
+    ],
+)
+def test_replace_is_all_rows(sql: str, verb: str, all_rows: bool) -> None:
+    (write,) = sqlwatch.parse(sql)
+    assert (write.verb, write.table, write.all_rows) == (verb, "t", all_rows)
