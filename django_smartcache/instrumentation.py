@@ -89,7 +89,15 @@ def _text(key: Any) -> str:
 class _Call:
     """One listed call; ``hit`` stays None when the backend's answer is not observable."""
 
-    __slots__ = ("asks", "hit", "hits", "misses", "waited")
+    __slots__ = (
+        "asks",
+        "compute_seconds",
+        "computed",
+        "hit",
+        "hits",
+        "misses",
+        "waited",
+    )
 
     def __init__(self, asks: bool) -> None:
         #: Only ``get_or_set`` learns its answer from an inner lookup.
@@ -99,6 +107,10 @@ class _Call:
         self.misses = 0
         #: It waited for another caller's computation (single flight): no answer of its own.
         self.waited = False
+        #: ``get_or_set`` with a callable default: whether it was called (None: not
+        #: callable), and the time it took, part of the call's time.
+        self.computed: bool | None = None
+        self.compute_seconds = 0.0
 
 
 class Recorder:
@@ -114,6 +126,10 @@ class Recorder:
         #: Aliases whose methods were already wrapped on the instance by someone else
         #: (django-debug-toolbar's CachePanel): their times include that wrapper's work.
         self.nested: list[str] = []
+        #: alias -> hits per level of a MultiLevelCache made by lookups that are not
+        #: listed (the read-back of ``get_or_set`` after storing): not this request's
+        #: answers, so the panel takes them out of its L1/L2 split.
+        self.unlisted_level_hits: dict[str, list[int]] = {}
         self._token: Token[Recorder | None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------
@@ -180,9 +196,22 @@ class Recorder:
                 "misses": call.misses,
                 "waited": call.waited,
                 "ms": seconds * 1000.0,
+                "compute_ms": (
+                    call.compute_seconds * 1000.0 if call.computed else None
+                ),
                 "is_async": is_async,
             }
         )
+
+    def unlisted(
+        self, alias: str, before: list[int] | None, after: list[int] | None
+    ) -> None:
+        """Note the level hits of a lookup made inside a listed call but not listed."""
+        if before is None or after is None or len(before) != len(after):
+            return
+        total = self.unlisted_level_hits.setdefault(alias, [0] * len(after))
+        for i, (then, now) in enumerate(zip(before, after, strict=True)):
+            total[i] += now - then
 
     def alias_of(self, cache: Any, key: str | None = None) -> str:
         """The alias a signal's ``cache`` belongs to, as the panel names it.
@@ -289,6 +318,7 @@ def _wrapper(
     cache: Any, alias: str, name: str, original: Callable[..., Any], is_async: bool
 ) -> Callable[..., Any]:
     lookup = name in _LOOKUPS
+    multi = isinstance(getattr(cache, "levels", None), tuple)
     if inspect.iscoroutinefunction(original):
 
         @functools.wraps(original)
@@ -298,8 +328,15 @@ def _wrapper(
             if recorder is None or outer is not None:
                 if outer is not None and lookup and outer.asks and outer.hit is None:
                     return await _answer(outer, name, original, args, kwargs)
+                if recorder is not None and lookup and multi:
+                    before = _level_hits(cache)
+                    try:
+                        return await original(*args, **kwargs)
+                    finally:
+                        recorder.unlisted(alias, before, _level_hits(cache))
                 return await original(*args, **kwargs)
             call = _Call(name == "get_or_set")
+            args, kwargs = _prepared(call, name, args, kwargs)
             token = _outer.set(call)
             start = time.perf_counter()
             try:
@@ -307,6 +344,7 @@ def _wrapper(
                     result = await _answer(call, name, original, args, kwargs)
                 else:
                     result = await original(*args, **kwargs)
+                    _infer(call)
             finally:
                 seconds = time.perf_counter() - start
                 _outer.reset(token)
@@ -330,8 +368,15 @@ def _wrapper(
         if recorder is None or outer is not None:
             if outer is not None and lookup and outer.asks and outer.hit is None:
                 return _answer_sync(outer, name, original, args, kwargs)
+            if recorder is not None and lookup and multi:
+                before = _level_hits(cache)
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    recorder.unlisted(alias, before, _level_hits(cache))
             return original(*args, **kwargs)
         call = _Call(name == "get_or_set")
+        args, kwargs = _prepared(call, name, args, kwargs)
         token = _outer.set(call)
         start = time.perf_counter()
         try:
@@ -339,6 +384,7 @@ def _wrapper(
                 result = _answer_sync(call, name, original, args, kwargs)
             else:
                 result = original(*args, **kwargs)
+                _infer(call)
         finally:
             seconds = time.perf_counter() - start
             _outer.reset(token)
@@ -356,6 +402,69 @@ def _wrapper(
     return wrapper
 
 
+def _level_hits(cache: Any) -> list[int] | None:
+    """Hits per level of a MultiLevelCache, from its ``stats()`` (what the panel splits)."""
+    try:
+        return [int(level["hits"]) for level in cache.stats()["levels"]]
+    except Exception:  # noqa: BLE001 (the split is optional)
+        return None
+
+
+def _prepared(
+    call: _Call, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A listed call's arguments as the backend gets them.
+
+    The keys of ``get_many``/``delete_many`` become a list (an iterator could be read
+    once only: by the backend, and the call list would show none); the callable
+    default of ``get_or_set`` is timed and tells whether it ran (a miss).
+    """
+    if name in ("get_many", "delete_many"):
+        return _materialized(args, kwargs)
+    if name == "get_or_set":
+        return _timed_default(call, args, kwargs)
+    return args, kwargs
+
+
+def _timed_default(
+    call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``get_or_set(key, default, ...)`` with a callable ``default`` noting its runs."""
+    if len(args) >= 2:
+        default = args[1]
+    elif "default" in kwargs:
+        default = kwargs["default"]
+    else:
+        return args, kwargs
+    if not callable(default):
+        return args, kwargs
+    call.computed = False
+
+    @functools.wraps(default)
+    def compute(*a: Any, **kw: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return default(*a, **kw)
+        finally:
+            call.computed = True
+            call.compute_seconds += time.perf_counter() - start
+
+    if len(args) >= 2:
+        return (args[0], compute, *args[2:]), kwargs
+    return args, {**kwargs, "default": compute}
+
+
+def _infer(call: _Call) -> None:
+    """A ``get_or_set`` that no inner lookup answered (a backend's own fast path, as
+    ``MultiLevelCache.aget_or_set`` has for L1): a miss if its callable default ran,
+    else a hit. Without a callable default, or after waiting, it stays unknown."""
+    if call.asks and call.hit is None and not call.waited and call.computed is not None:
+        if call.computed:
+            call.hit, call.misses = False, 1
+        else:
+            call.hit, call.hits = True, 1
+
+
 def _answer_sync(
     call: _Call,
     name: str,
@@ -369,9 +478,9 @@ def _answer_sync(
         value = original(*args, **kwargs)
         return _note_get(call, value, default)
     if name == "get_many":
-        args, keys = _materialized(args, kwargs)
+        args, kwargs = _materialized(args, kwargs)
         found = original(*args, **kwargs)
-        _note_many(call, len(keys), len(found))
+        _note_many(call, _asked(args, kwargs), len(found))
         return found
     return original(*args, **kwargs)  # get_or_set: its first inner lookup answers
 
@@ -388,9 +497,9 @@ async def _answer(
         value = await original(*args, **kwargs)
         return _note_get(call, value, default)
     if name == "get_many":
-        args, keys = _materialized(args, kwargs)
+        args, kwargs = _materialized(args, kwargs)
         found = await original(*args, **kwargs)
-        _note_many(call, len(keys), len(found))
+        _note_many(call, _asked(args, kwargs), len(found))
         return found
     return await original(*args, **kwargs)
 
@@ -418,14 +527,20 @@ def _note_get(call: _Call, value: Any, default: Any) -> Any:
 
 def _materialized(
     args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], list[Any]]:
-    """``get_many(keys, ...)`` with ``keys`` as a list: an iterator can be read once."""
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``get_many(keys, ...)``/``delete_many(keys, ...)`` with ``keys`` as a list: an
+    iterator can be read once. A list is passed on as it is."""
     if args:
-        keys = list(args[0])
-        return (keys, *args[1:]), keys
-    keys = list(kwargs["keys"])
-    kwargs["keys"] = keys
-    return args, keys
+        if isinstance(args[0], list):
+            return args, kwargs
+        return (list(args[0]), *args[1:]), kwargs
+    if "keys" in kwargs and not isinstance(kwargs["keys"], list):
+        return args, {**kwargs, "keys": list(kwargs["keys"])}
+    return args, kwargs
+
+
+def _asked(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    return len(args[0] if args else kwargs["keys"])
 
 
 def _note_many(call: _Call, asked: int, found: int) -> None:

@@ -244,10 +244,18 @@ class SmartCachePanel(Panel):
             )
             before = self._levels_before.get(alias)
             after = _level_hits(cache) if before is not None else None
+            # Without the read-backs of get_or_set (not listed), so that the split
+            # adds up to the row's hits.
+            unlisted = rec.unlisted_level_hits.get(alias, [])
             levels = (
                 [
-                    {"level": label, "hits": now - then}
-                    for (label, then), (_l, now) in zip(before, after, strict=False)
+                    {
+                        "level": label,
+                        "hits": now - then - (unlisted[i] if i < len(unlisted) else 0),
+                    }
+                    for i, ((label, then), (_l, now)) in enumerate(
+                        zip(before, after, strict=False)
+                    )
                 ]
                 if before is not None and after is not None
                 else None
