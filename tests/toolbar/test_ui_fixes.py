@@ -173,3 +173,23 @@ def test_server_timing_entry_name_as_documented(client: Any) -> None:
     header = toolbar_get(client, "/lookups/").headers["Server-Timing"]
     entry = next(e for e in header.split(", ") if "Smart cache" in e)
     assert entry.startswith("SmartCachePanel_smartcache;dur=")
+
+
+def test_sqlite_bytes_and_max_bytes_share_a_row(tmp_path: Any) -> None:
+    """SQLiteCache reports ``bytes`` (not ``bytes_used``): one "X of Y (n%)" row too."""
+    from django_smartcache.backends import SQLiteCache
+    from django_smartcache.contrib.debug_toolbar.panel import _lifetime_rows
+    from django_smartcache.instrumentation import jsonable
+
+    cache = SQLiteCache(str(tmp_path / "c.sqlite3"), {"OPTIONS": {"MAX_SIZE": "1MB"}})
+    cache.set("k", "v" * 100)
+    stats = jsonable(cache.stats())
+    rows = {row["name"]: row.get("text") for row in _lifetime_rows(stats)}
+    assert "max_bytes" not in rows and "bytes" not in rows
+    used, cap = stats["bytes"], stats["max_bytes"]
+    assert (
+        rows["bytes / max_bytes"]
+        == (f"{used / 1024:.1f} KiB" if used >= 1024 else f"{used} B")
+        + f" of {cap / 1024 / 1024:.1f} MiB ({used * 100 / cap:.0f}%)"
+    )
+    cache.close()

@@ -115,20 +115,22 @@ def _table(name: str, value: list[Any] | dict[str, Any]) -> dict[str, Any]:
 def _lifetime_rows(lifetime: dict[str, Any]) -> list[dict[str, Any]]:
     """``stats()`` as rows: scalars as text, nested lists and dicts as tables.
 
-    ``bytes_used`` and ``max_bytes`` share a row ("12.3 MiB of 64.0 MiB (19%)").
+    The size in use (``bytes_used`` of SmartCache, ``bytes`` of SQLiteCache) and
+    ``max_bytes`` share a row ("12.3 MiB of 64.0 MiB (19%)").
     """
     rows: list[dict[str, Any]] = []
-    used, cap = lifetime.get("bytes_used"), lifetime.get("max_bytes")
+    size_name = next((n for n in ("bytes_used", "bytes") if n in lifetime), None)
+    used, cap = lifetime.get(size_name or ""), lifetime.get("max_bytes")
     for name, value in lifetime.items():
-        if name == "max_bytes" and isinstance(used, int | float):
+        if name == "max_bytes" and isinstance(used, int | float) and cap:
             continue
-        if name == "bytes_used" and isinstance(value, int | float) and cap:
+        if name == size_name and isinstance(value, int | float) and cap:
             text = _("%(used)s of %(max)s (%(pct).0f%%)") % {
                 "used": _size(value),
                 "max": _size(cap),
                 "pct": value * 100 / cap,
             }
-            rows.append({"name": "bytes_used / max_bytes", "text": text})
+            rows.append({"name": f"{name} / max_bytes", "text": text})
         elif isinstance(value, list | dict) and value:
             rows.append({"name": name, "table": _table(name, value)})
         else:
