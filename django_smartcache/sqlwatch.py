@@ -23,6 +23,7 @@ The hot path for reads is a prefix check on the first characters of the SQL.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,10 +33,13 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 
 from . import conf, registry
+from .core.tags import InvalidTag
 from .registry import family, model_tag, rows_tag
 from .tagging import invalidate_tags
 
 __all__ = ["Write", "install", "parse", "uninstall"]
+
+logger = logging.getLogger("django_smartcache.sqlwatch")
 
 _WRITE_HEADS = (
     "INSERT",
@@ -70,6 +74,11 @@ _PK_TAIL = re.compile(
 )
 _INSERT_COLUMNS = re.compile(
     rf"^\s*\(\s*({_IDENT}(?:\s*,\s*{_IDENT})*)\s*\)\s*VALUES\b", re.IGNORECASE
+)
+_VALUE_TUPLE = r"\(\s*%s(?:\s*,\s*%s)*\s*\)"
+_VALUES = re.compile(
+    rf"\s*{_VALUE_TUPLE}(?:\s*,\s*{_VALUE_TUPLE})*\s*(?=;?\s*$|RETURNING\b|ON\s+CONFLICT\b)",
+    re.IGNORECASE,
 )
 _UPSERT = re.compile(
     r"\bON\s+CONFLICT\b.*\bDO\s+UPDATE\b|\bON\s+DUPLICATE\s+KEY\b",
@@ -106,6 +115,8 @@ class Write:
     ``assigned``: an UPDATE's SET columns and the parameter each is set to
     (``None``: not a bare placeholder; column ``"*"``: the SET clause was not read),
     out of ``placeholders`` in all: a row moved to another key is a row too;
+    an INSERT's ``placeholders`` are ``0`` unless its VALUES tuples hold exactly one
+    ``%s`` per column (a literal shifts the columns);
     ``all_rows``: rows are unknown.
     """
 
@@ -170,7 +181,19 @@ def parse(sql: str) -> tuple[Write, ...]:
         if cols is None or _UPSERT.search(rest):
             return (Write("INSERT", table),)
         columns = tuple(_unquote(c) for c in re.findall(_IDENT, cols.group(1)))
-        return (Write("INSERT", table, columns=columns, all_rows=False),)
+        values = _VALUES.match(rest, cols.end())
+        tuples = values.group().split(")")[:-1] if values else []
+        if not all(t.count("%s") == len(columns) for t in tuples):
+            tuples = []
+        return (
+            Write(
+                "INSERT",
+                table,
+                columns=columns,
+                placeholders=len(tuples) * len(columns),
+                all_rows=False,
+            ),
+        )
     return (Write(verb, table),)
 
 
@@ -286,7 +309,7 @@ def _values_of(
             index = write.columns.index(column)
             values = []
             for row in rows:
-                if len(row) % width:
+                if not write.placeholders or len(row) != write.placeholders:
                     return None
                 values += [row[i] for i in range(index, len(row), width)]
             return values
@@ -320,7 +343,20 @@ def _wrapper(
     return result
 
 
+def _all_rows_of(write: Write) -> list[str]:
+    """Every tag a write to the table can touch: the fallback that needs no parameter."""
+    tags: list[str] = []
+    for use in registry.tables().get(write.table, ()):
+        tags += _everything(use.model)
+        for _column, side in use.sides:
+            tags += _everything(side)
+    return tags
+
+
 def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> None:
+    """Invalidate what ``sql`` wrote. The write already ran: a failure to work out
+    its rows (a parameter that is no pk value, a misread statement) must not reach
+    the caller's ``execute()``, so it falls back to all rows."""
     writes = parse(sql)
     if not writes:
         return
@@ -328,13 +364,18 @@ def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> 
     for write in writes:
         try:
             tags += _tags_for(write, params, many)
-        except (TypeError, ValueError, LookupError):
-            # A pk parameter that is not a valid pk value: fall back to all rows.
-            for use in registry.tables().get(write.table, ()):
-                tags += _everything(use.model)
-    if tags:
-        conn = context["connection"]
-        verbs = " ".join(sorted({f"{w.verb} {w.table}" for w in writes}))
+        except Exception:
+            logger.debug("row tags of %r: all rows instead", sql, exc_info=True)
+            tags += _all_rows_of(write)
+    if not tags:
+        return
+    conn = context["connection"]
+    verbs = " ".join(sorted({f"{w.verb} {w.table}" for w in writes}))
+    try:
+        invalidate_tags(*dict.fromkeys(tags), reason=f"sql {verbs}", db=conn.alias)
+    except InvalidTag:
+        logger.debug("row tags of %r: all rows instead", sql, exc_info=True)
+        tags = [t for w in writes for t in _all_rows_of(w)]
         invalidate_tags(*dict.fromkeys(tags), reason=f"sql {verbs}", db=conn.alias)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from django_smartcache import model_tag, sqlwatch
+from django_smartcache import model_tag, registry, sqlwatch
 from tests.fixtures.tagged_caches import on_every_tagged_backend
 from tests.testapp.models import Author, Book, Club, Genre, Membership
 from tests.testapp.reads import assert_fresh, cached
@@ -180,3 +180,122 @@ def test_replace_on_a_unique_conflict_reaches_the_deleted_row(
 def test_replace_is_all_rows(sql: str, verb: str, all_rows: bool) -> None:
     (write,) = sqlwatch.parse(sql)
     assert (write.verb, write.table, write.all_rows) == (verb, "t", all_rows)
+
+
+# 6. multi-row INSERT with literals; no failure of the watcher reaches execute() ---
+
+
+@on_every_tagged_backend
+def test_insert_with_a_literal_column_reaches_its_rows(ann: Author, cache: Any) -> None:
+    assert _cached_title(cache, 81) is None
+    _execute(
+        f"INSERT INTO {_table(Book)} (id, author_id, title)"
+        " VALUES (%s, %s, 'x'), (%s, %s, 'y'), (%s, %s, 'z')",
+        [80, ann.pk, 81, ann.pk, 82, ann.pk],
+    )
+    assert _cached_title(cache, 81) == "y"
+
+
+@on_every_tagged_backend
+def test_insert_with_a_literal_pk_type_mismatch_does_not_raise(
+    ann: Author, cache: Any
+) -> None:
+    """Parameters taken for pks that are not: the insert ran, execute() must not raise."""
+    assert _cached_title(cache, 61) is None
+    _execute(
+        f"INSERT INTO {_table(Book)} (id, title, author_id)"
+        f" VALUES (%s, %s, {ann.pk}), (%s, %s, {ann.pk}), (%s, %s, {ann.pk})",
+        [60, "x", 61, "y", 62, "z"],
+    )
+    assert _cached_title(cache, 61) == "y"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO t (id, a) VALUES (%s, %s), (%s, 'x')",
+        "INSERT INTO t (id, a, b) VALUES (%s, %s, 'x'), (%s, %s, 'y')",
+        "INSERT INTO t (id, a) VALUES (%s, %s), (%s, %s), (DEFAULT, %s)",
+        "INSERT INTO t (id, a) VALUES (%s, lower(%s))",
+        "INSERT INTO t (id, a) SELECT %s, %s",
+    ],
+)
+def test_insert_values_not_one_placeholder_per_column(sql: str) -> None:
+    (write,) = sqlwatch.parse(sql)
+    assert sqlwatch._values_of(write, "id", [[1, 2, 3, 4, 5, 6]]) is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "many", "expected"),
+    [
+        ("INSERT INTO t (id, a) VALUES (%s, %s)", [[1, "a"], [2, "b"]], True, [1, 2]),
+        (
+            "INSERT INTO t (a, id) VALUES (%s, %s), (%s, %s)",
+            [["a", 1, "b", 2]],
+            False,
+            [1, 2],
+        ),
+        (
+            'INSERT INTO t (a, id) VALUES (%s,%s) RETURNING "t"."id"',
+            [["a", 3]],
+            False,
+            [3],
+        ),
+    ],
+)
+def test_insert_values_one_placeholder_per_column(
+    sql: str, params: Any, many: bool, expected: list[Any]
+) -> None:
+    (write,) = sqlwatch.parse(sql)
+    rows = sqlwatch._param_rows(params if many else params[0], many)
+    assert sqlwatch._values_of(write, "id", rows) == expected
+
+
+@on_every_tagged_backend
+def test_failing_row_tags_fall_back_to_all_rows(
+    ann: Author, cache: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = Book.objects.create(title="old", author=ann)
+    _cached_title(cache, book.pk)
+
+    def broken(model: Any, pks: Any) -> list[str]:
+        raise RuntimeError("row tags")
+
+    monkeypatch.setattr(registry, "row_tags", broken)
+    Book.objects.filter(pk=book.pk).update(title="new")  # must not raise
+    monkeypatch.undo()
+    assert _cached_title(cache, book.pk) == "new"
+
+
+@on_every_tagged_backend
+def test_invalid_row_tags_fall_back_to_all_rows(
+    ann: Author, cache: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = Book.objects.create(title="old", author=ann)
+    _cached_title(cache, book.pk)
+    monkeypatch.setattr(registry, "row_tags", lambda model, pks: ["not a tag"])
+    Book.objects.filter(pk=book.pk).update(title="new")  # must not raise
+    monkeypatch.undo()
+    assert _cached_title(cache, book.pk) == "new"
+
+
+@on_every_tagged_backend
+def test_failing_row_tags_of_a_through_table_fall_back_to_both_sides(
+    ann: Author, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = Book.objects.create(title="b", author=ann)
+    genre = Genre.objects.create(name="g")
+    reads = [("book_genres", book.pk), ("genre_books", genre.pk)]
+    for name, arg in reads:
+        cached(name, arg)
+
+    def broken(model: Any, pks: Any) -> list[str]:
+        raise RuntimeError("row tags")
+
+    monkeypatch.setattr(registry, "row_tags", broken)
+    _execute(
+        f"INSERT INTO {_table(Book.genres.through)} (book_id, genre_id) VALUES (%s, %s)",
+        [book.pk, genre.pk],
+    )
+    monkeypatch.undo()
+    assert_fresh(*reads)
