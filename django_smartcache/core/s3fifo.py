@@ -27,6 +27,9 @@ MAX_FREQ = 3
 #: keeps half, and small never shrinks to nothing (a key needs time to be read twice).
 MIN_SMALL_SHARE = 0.01
 MAX_SMALL_SHARE = 0.50
+#: A ghost's stamp packs ``small_out`` above its weight: weights stay below 2**48 bytes.
+_STAMP_SHIFT = 48
+_WEIGHT_MASK = (1 << _STAMP_SHIFT) - 1
 
 
 class S3FIFOPolicy:
@@ -274,8 +277,9 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
     """
 
     def __init__(self, capacity: int, *, small_share: float = SMALL_SHARE) -> None:
-        #: Ghost values here are ``(weight, small_out when it left)``.
-        self._ghost_stamps: OrderedDict[Hashable, tuple[int, int]] = OrderedDict()
+        #: Ghost values here are stamps: ``small_out`` when the key left, shifted by
+        #: :data:`_STAMP_SHIFT`, plus its weight (one int: no tuple per ghost).
+        self._ghost_stamps: OrderedDict[Hashable, int] = OrderedDict()
         self._main_ghost: OrderedDict[Hashable, int] = OrderedDict()
         self.main_ghost_weight = 0
         self._target = small_share * capacity
@@ -323,9 +327,11 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
             self._target = like.small_share * self.capacity
             self._adjust(0.0)
             if like.capacity == self.capacity:
-                for key, (weight, _) in like._ghost_stamps.items():
+                now = self._small_out << _STAMP_SHIFT
+                for key, stamp in like._ghost_stamps.items():
                     if key not in like:
-                        self._ghost_stamps[key] = (weight, self._small_out)
+                        weight = stamp & _WEIGHT_MASK
+                        self._ghost_stamps[key] = now | weight
                         self.ghost_weight += weight
                 self._trim_ghost()
         super().adopt(entries)
@@ -335,7 +341,7 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
             self._cells[key] = [0]
         ghost = self._ghost_stamps.pop(key, None)
         if ghost is not None:
-            old_weight, left_at = ghost
+            old_weight, left_at = ghost & _WEIGHT_MASK, ghost >> _STAMP_SHIFT
             self.ghost_weight -= old_weight
             if self._small_out - left_at < self.small_max:
                 self._adjust(old_weight)  # a larger small queue would have kept it
@@ -350,7 +356,7 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self.small_weight += weight
 
     def _left_small(self, key: Hashable, weight: int) -> None:
-        self._ghost_stamps[key] = (weight, self._small_out)
+        self._ghost_stamps[key] = self._small_out << _STAMP_SHIFT | weight
         self.ghost_weight += weight
         self._trim_ghost()
 
@@ -362,7 +368,7 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
     def _trim_ghost(self) -> None:
         ghost = self._ghost_stamps
         while self.ghost_weight > self.ghost_max and ghost:
-            self.ghost_weight -= ghost.popitem(last=False)[1][0]
+            self.ghost_weight -= ghost.popitem(last=False)[1] & _WEIGHT_MASK
 
     def _trim_main_ghost(self) -> None:
         ghost = self._main_ghost
