@@ -92,8 +92,18 @@ def temporary_warmers() -> Iterator[Any]:
     ],
 )
 def test_cache_must_be_an_alias_of_settings(cache_set: Any, command: str) -> None:
-    with pytest.raises(CommandError, match="argument --cache: invalid choice: 'nope'"):
-        run(command, "--cache", "nope")
+    """Like every bad input, a CommandError naming the known aliases (argparse
+    ``choices`` made it a usage error, exit status 2 from the command line)."""
+    _fill(cache_set)
+    with pytest.raises(CommandError) as info:
+        extra: dict[str, Any] = {"interactive": False} if "clear" in command else {}
+        labels = ["tag:t"] if "invalidate" in command else []
+        run(command, *labels, "--cache", "smart", "--cache", "nope", **extra)
+    assert str(info.value) == (
+        "Unknown cache alias 'nope' for --cache; settings.CACHES has: "
+        "'default', 'smart', 'sqlite', 'tagged'."
+    )
+    assert cache_set["smart"].get("k") == "v"  # nothing ran
 
 
 # -- smartcache_warm ---------------------------------------------------------------
@@ -117,7 +127,7 @@ def test_warm_runs_every_warmer_and_reports_keys(cache_set: Any) -> None:
     Book.objects.create(title="B1", author=ann)
     out, err = run("smartcache_warm")
     assert "Warmed testapp.authors on 'tagged': 2 keys set in " in out
-    assert "Warmed testapp.book_count on 'default': 1 keys set in " in out
+    assert "Warmed testapp.book_count on 'default': 1 key set in " in out
     assert err == ""
     tagged = cache_set["tagged"]
     assert tagged.get_many([f"author:{ann.pk}", f"author:{bob.pk}"]) == {
@@ -138,7 +148,7 @@ def test_warm_runs_every_warmer_and_reports_keys(cache_set: Any) -> None:
 def test_warm_named_on_a_chosen_alias(cache_set: Any) -> None:
     Book.objects.create(title="B1", author=Author.objects.create(name="Ann"))
     out, _ = run("smartcache_warm", "testapp.book_count", "--cache", "smart")
-    assert out.startswith("Warmed testapp.book_count on 'smart': 1 keys set")
+    assert out.startswith("Warmed testapp.book_count on 'smart': 1 key set")
     assert cache_set["smart"].get("books:count") == 1
     assert cache_set["default"].get("books:count") is None
     # testapp.authors fills only "tagged": with --cache smart there is nothing to do.
@@ -180,7 +190,7 @@ def test_a_failing_warmer_is_reported_after_the_others_ran(
     )
     text = err.getvalue()
     assert "Warmer a.broken on 'smart' failed after " in text
-    assert "(1 keys set): RuntimeError: upstream timed out" in text
+    assert "(1 key set): RuntimeError: upstream timed out" in text
     assert "(LocMemCache) does not support tags" in text
     # Those after the failure still ran.
     assert cache_set["default"].get("books:count") == 0
@@ -541,3 +551,77 @@ def test_stats_json_is_each_backends_stats(cache_set: Any) -> None:
     assert (
         tagged["levels"][1]["stats"]["location"] == cache_set["tagged"].levels[1].path
     )
+
+
+# -- command-line behaviour, in a subprocess -------------------------------------------
+
+
+def _manage(*args: str) -> Any:
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(root),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        check=False,
+        cwd=root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_unknown_alias_from_the_command_line_is_a_command_error() -> None:
+    done = _manage("smartcache_stats", "--cache", "nope")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "CommandError: Unknown cache alias 'nope' for --cache; settings.CACHES has: "
+        "'default'."
+    )
+    assert "usage:" not in done.stderr
+
+
+def test_clear_with_stdin_closed_is_a_command_error_and_clears_nothing(
+    cache_set: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(cache_set)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # input() raises EOFError
+    with pytest.raises(CommandError, match="standard input is closed"):
+        run("smartcache_clear", "--cache", "smart")
+    assert cache_set["smart"].get("k") == "v"
+    done = _manage("smartcache_clear")  # stdin is /dev/null
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith(
+        "CommandError: No answer to the confirmation (standard input is closed): "
+        "nothing cleared. Pass --noinput"
+    )
+
+
+@pytest.mark.django_db
+def test_warm_says_when_the_store_is_this_process_only(
+    cache_set: Any, temporary_warmers: Any
+) -> None:
+    temporary_warmers("t.one", lambda c: c.set("one", 1), caches=["smart", "tagged"])
+    out, _ = run("smartcache_warm", "t.one")
+    lines = out.splitlines()
+    assert re.fullmatch(
+        r"Warmed t\.one on 'smart': 1 key set in [\d.]+ ms "
+        r"\(in-process: this process only, gone when the command exits\)",
+        lines[0],
+    )
+    # A MultiLevelCache fills its shared level: no note.
+    assert re.fullmatch(r"Warmed t\.one on 'tagged': 1 key set in [\d.]+ ms", lines[1])
+
+
+def test_stats_sizes_have_their_unit(cache_set: Any) -> None:
+    out, _ = run("smartcache_stats", "--cache", "smart")
+    assert has_row(out, "entry overhead", "1.0 KB")
+    assert has_row(out, "max item size", "unlimited")

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.management.base import BaseCommand, CommandError
 
-from .. import add_cache_argument, backend_name, in_process
+from .. import add_cache_argument, backend_name, check_aliases, in_process
 
 
 class Command(BaseCommand):
@@ -32,6 +32,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_aliases(options)
         if options["all"] and options["caches"]:
             raise CommandError("Pass --all or --cache, not both.")
         if options["all"]:
@@ -42,11 +43,17 @@ class Command(BaseCommand):
                 raise CommandError(f"No cache alias {aliases[0]!r} in settings.CACHES.")
         if options["interactive"]:
             names = ", ".join(repr(a) for a in aliases)
-            answer = input(
-                f"This will remove every entry from the cache alias(es) {names}.\n"
-                "Are you sure you want to do this?\n\n"
-                "    Type 'yes' to continue, or 'no' to cancel: "
-            )
+            try:
+                answer = input(
+                    f"This will remove every entry from the cache alias(es) {names}.\n"
+                    "Are you sure you want to do this?\n\n"
+                    "    Type 'yes' to continue, or 'no' to cancel: "
+                )
+            except EOFError:  # stdin closed (cron, CI, `< /dev/null`): no answer
+                raise CommandError(
+                    "No answer to the confirmation (standard input is closed): "
+                    "nothing cleared. Pass --noinput to clear without asking."
+                ) from None
             if answer != "yes":
                 self.stdout.write("Clear cancelled.")
                 return

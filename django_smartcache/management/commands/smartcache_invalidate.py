@@ -19,7 +19,7 @@ from django.db.models import Model
 from ...core.tags import InvalidTag, normalize_tags
 from ...registry import family, model_tag, row_tags, rows_tag
 from ...tagging import expand_tags, tagging_caches
-from .. import add_cache_argument, backend_name, chosen_aliases
+from .. import add_cache_argument, backend_name, check_aliases, chosen_aliases
 
 REASON = "manage.py smartcache_invalidate"
 
@@ -112,6 +112,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_aliases(options)
         labels, patterns = options["labels"], options["pattern"]
         regexes = options["regex"]
         if not (labels or patterns or regexes):

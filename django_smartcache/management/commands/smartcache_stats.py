@@ -33,6 +33,8 @@ _ORDER = (
     "bytes",
     "errors",
 )
+#: Sizes in bytes printed with their unit (``None``: unlimited).
+_SIZES = {"entry_overhead", "max_item_size"}
 #: Folded into the lines above rather than printed on their own.
 _FOLDED = {
     "max_bytes",
@@ -95,6 +97,10 @@ def rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
             if budget:
                 text += f" ({value / budget:.1%})"
             key = "memory" if key == "bytes_used" else "size"
+        elif (key in _SIZES or key.endswith(("_bytes", "_overhead"))) and (
+            value is None or type(value) in (int, float)
+        ):
+            text = size(value)
         elif isinstance(value, dict):
             text = ", ".join(f"{k} {v}" for k, v in value.items())
         else:

@@ -6,10 +6,15 @@ import traceback
 from argparse import ArgumentParser
 from typing import Any
 
+from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import warmers
-from .. import add_cache_argument
+from .. import add_cache_argument, check_aliases, in_process
+
+
+def _keys_set(n: int) -> str:
+    return f"{n} key set" if n == 1 else f"{n} keys set"
 
 
 class Command(BaseCommand):
@@ -48,6 +53,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_aliases(options)
         warmers.autodiscover()
         if options["list_only"]:
             self._list()
@@ -69,16 +75,22 @@ class Command(BaseCommand):
             result = warmers.run(entry, alias)
             ms = result.seconds * 1000
             if result.error is None:
+                # A store of this process only: gone when the command exits.
+                note = (
+                    " (in-process: this process only, gone when the command exits)"
+                    if in_process(caches[alias])
+                    else ""
+                )
                 self.stdout.write(
                     self.style.SUCCESS(f"Warmed {entry.name} on {alias!r}")
-                    + f": {result.keys_set} keys set in {ms:.1f} ms"
+                    + f": {_keys_set(result.keys_set)} in {ms:.1f} ms{note}"
                 )
                 continue
             failed.append(f"{entry.name} on {alias!r}")
             error = result.error
             self.stderr.write(
                 f"Warmer {entry.name} on {alias!r} failed after {ms:.1f} ms "
-                f"({result.keys_set} keys set): {type(error).__name__}: {error}"
+                f"({_keys_set(result.keys_set)}): {type(error).__name__}: {error}"
             )
             if options.get("traceback"):
                 self.stderr.write("".join(traceback.format_exception(error)), ending="")
