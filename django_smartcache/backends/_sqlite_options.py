@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from ..core.sizing import parse_size
+from .base import option_timeout
 
 #: ``OPTIONS`` keys and their defaults (documented in ``docs/sqlite.md``).
 DEFAULTS: dict[str, Any] = {
@@ -26,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
 @dataclass(frozen=True)
 class SQLiteOptions:
     location: str
-    timeout: float | None
+    timeout: int | None
     max_size: int
     max_entries: int | None
     cull_frequency: int
@@ -61,9 +62,7 @@ def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
     """Validate ``LOCATION``, ``TIMEOUT`` and ``OPTIONS``; raise on the first wrong one."""
     if not isinstance(location, str) or not location or location == ":memory:":
         raise _fail("LOCATION", location, "the path of the cache file")
-    timeout = params.get("timeout", params.get("TIMEOUT", 300))
-    if timeout is not None:
-        timeout = _number("TIMEOUT", timeout, minimum=-math.inf)
+    timeout = option_timeout("SQLiteCache", params)
     options = params.get("OPTIONS") or {}
     if not isinstance(options, dict):
         raise _fail("OPTIONS", options, "a dict")

@@ -37,6 +37,7 @@ __all__ = [
     "option_choice",
     "option_int",
     "option_size",
+    "option_timeout",
 ]
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -160,6 +161,22 @@ class SmartCacheKeyMixin:
         if timeout is DEFAULT_TIMEOUT:
             return self.default_timeout
         return timeout  # type: ignore[no-any-return]
+
+
+def option_timeout(backend: str, params: Mapping[str, Any]) -> int | None:
+    """``TIMEOUT`` as Django's ``BaseCache`` reads it (``int()`` of it: ``"1"`` and
+    ``1.9`` give 1; None: never expire), except that a value ``int()`` refuses
+    raises instead of silently becoming 300."""
+    timeout = params.get("timeout", params.get("TIMEOUT", 300))
+    if timeout is None:
+        return None
+    try:
+        return int(timeout)
+    except (TypeError, ValueError, OverflowError):
+        raise ImproperlyConfigured(
+            f"{backend}: TIMEOUT must be a number of seconds (or None: never expire), "
+            f"got {timeout!r}"
+        ) from None
 
 
 def check_options(

@@ -40,6 +40,7 @@ from .base import (
     option_choice,
     option_int,
     option_size,
+    option_timeout,
 )
 
 #: Budget when ``OPTIONS["MAX_MEMORY"]`` is not given.
@@ -147,6 +148,7 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
     pickle_protocol = pickle.HIGHEST_PROTOCOL
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
+        option_timeout(_BACKEND, params)
         super().__init__(params)
         options = params.get("OPTIONS") or {}
         check_options(_BACKEND, options, OPTIONS)
