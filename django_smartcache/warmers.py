@@ -185,7 +185,9 @@ def autodiscover() -> None:
 
 class _Counting:
     """The cache a warmer gets: the real one, counting the keys written through it and
-    adding the warmer's tags to every write (the backend must take ``tags=``)."""
+    adding the warmer's tags to every write (the backend must take ``tags=``): ``set``,
+    ``add``, ``set_many``, ``get_or_set`` and their async twins. Other methods go
+    straight to the backend."""
 
     def __init__(self, cache: BaseCache, tags: tuple[str, ...]) -> None:
         self._cache = cache
@@ -227,6 +229,41 @@ class _Counting:
     ) -> Any:  # fmt: skip
         present = self._cache.has_key(key, version)
         value = self._cache.get_or_set(
+            key, default, timeout, version, **self._kwargs(kwargs)
+        )
+        self.keys_set += not present
+        return value
+
+    # The async twins: the same counting and tags (a warmer may write through them).
+    async def aset(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
+    ) -> None:  # fmt: skip
+        await self._cache.aset(key, value, timeout, version, **self._kwargs(kwargs))
+        self.keys_set += 1
+
+    async def aadd(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
+    ) -> bool:  # fmt: skip
+        added = bool(
+            await self._cache.aadd(key, value, timeout, version, **self._kwargs(kwargs))
+        )
+        self.keys_set += added
+        return added
+
+    async def aset_many(
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
+    ) -> list[Any]:  # fmt: skip
+        failed = await self._cache.aset_many(
+            data, timeout, version, **self._kwargs(kwargs)
+        )
+        self.keys_set += len(data) - len(failed or ())
+        return failed  # type: ignore[no-any-return]
+
+    async def aget_or_set(
+        self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
+    ) -> Any:  # fmt: skip
+        present = await self._cache.ahas_key(key, version)
+        value = await self._cache.aget_or_set(
             key, default, timeout, version, **self._kwargs(kwargs)
         )
         self.keys_set += not present

@@ -197,3 +197,30 @@ def test_run_names_an_alias_missing_from_settings(smart: Any) -> None:
     result = run(Warmer("t", noop, ("nowhere",), ()), "nowhere")
     assert isinstance(result.error, ImproperlyConfigured)
     assert "cache alias 'nowhere' is not in settings.CACHES" in str(result.error)
+
+
+def test_async_writes_are_counted_and_tagged(smart: Any) -> None:
+    """aset/aadd/aset_many/aget_or_set carry the warmer's tags and count, as the sync ones."""
+    from asgiref.sync import async_to_sync
+
+    smart.set("present", 0)
+
+    def fill(cache: Any) -> None:
+        async def go() -> None:
+            await cache.aset("a", 1)
+            assert await cache.aadd("b", 2) is True
+            assert await cache.aadd("a", 9) is False  # not written: not counted
+            assert await cache.aset_many({"c": 3, "d": 4}) == []
+            assert await cache.aget_or_set("e", 5, tags=["own"]) == 5
+            assert await cache.aget_or_set("present", 7) == 0  # not counted
+            assert await cache.aget("a") == 1  # reads go to the real cache
+
+        async_to_sync(go)()
+
+    result = run(Warmer("fill", fill, None, ("shared",)), "smart")
+    assert result.ok, result.error
+    assert result.keys_set == 5
+    smart.invalidate_tags("own")
+    assert sorted(smart.get_many(["a", "b", "c", "d", "e"])) == ["a", "b", "c", "d"]
+    smart.invalidate_tags("shared")
+    assert smart.get_many(["a", "b", "c", "d", "present"]) == {"present": 0}
