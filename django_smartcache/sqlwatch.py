@@ -17,7 +17,8 @@ model signals. After a write statement succeeds, its table is mapped to models
   upserts, ``WITH``):
   the model tag and every row tag (``model:<label>#*``).
 
-The hot path for reads is a prefix check on the first characters of the SQL.
+The hot path for reads is a prefix check on the first characters of the SQL;
+leading whitespace and comments are skipped before the verb.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ _WRITE_HEADS = (
     "TRUNCATE",
     "WITH",
     "MERGE",
-    "/*",
-    "--",
 )
+#: whitespace, then a block or line comment (an unclosed ``/*`` is left alone)
+_LEAD = re.compile(r"\s*(?:/\*.*?\*/|--[^\n]*)?", re.DOTALL)
 
 _IDENT = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[\w$]+)'
 _NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})?"
@@ -336,11 +337,24 @@ def _wrapper(
     context: dict[str, Any],
 ) -> Any:
     result = execute(sql, params, many, context)
-    if _state.enabled and isinstance(sql, str):
-        head = sql[:24].lstrip().upper()
-        if head.startswith(_WRITE_HEADS):
-            _after_write(sql, params, many, context)
+    if _state.enabled and isinstance(sql, str) and _may_write(sql):
+        _after_write(sql, params, many, context)
     return result
+
+
+def _may_write(sql: str) -> bool:
+    """Whether ``sql`` starts with a write verb once leading whitespace and comments
+    are skipped. Runs for every statement: one that starts with a letter (``SELECT``)
+    is settled by its first characters."""
+    head = sql[:8].upper()
+    if head.startswith(_WRITE_HEADS):
+        return True
+    if head[:1].isalnum():
+        return False
+    pos = 0
+    while (end := _LEAD.match(sql, pos).end()) != pos:
+        pos = end
+    return sql[pos : pos + 8].upper().startswith(_WRITE_HEADS)
 
 
 def _all_rows_of(write: Write) -> list[str]:

@@ -299,3 +299,57 @@ def test_failing_row_tags_of_a_through_table_fall_back_to_both_sides(
     )
     monkeypatch.undo()
     assert_fresh(*reads)
+
+
+# 7. whitespace and comments before the verb ----------------------------------------
+
+
+@on_every_tagged_backend
+@pytest.mark.parametrize(
+    "lead",
+    [
+        "\n" + " " * 28,
+        "\t" * 40,
+        "/* report job */ ",
+        "-- nightly fix\n",
+        "  /* a */\n  -- b\n  /* c\n  d */\n    ",
+    ],
+)
+def test_leading_whitespace_and_comments_do_not_hide_a_write(
+    ann: Author, cache: Any, lead: str
+) -> None:
+    book = Book.objects.create(title="old", author=ann)
+    _cached_title(cache, book.pk)
+    _execute(
+        f"{lead}UPDATE {_table(Book)} SET title = %s WHERE id = %s", ["new", book.pk]
+    )
+    assert _cached_title(cache, book.pk) == "new"
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ('SELECT "a" FROM "t"', False),
+        ("select 1", False),
+        ("SAVEPOINT s1", False),
+        ("   SELECT 1", False),
+        ("/* UPDATE t */ SELECT 1", False),
+        ("-- DELETE FROM t\nSELECT 1", False),
+        ("/* never closed UPDATE t", False),
+        ("-- only a comment", False),
+        ("", False),
+        ("UPDATE t SET a = 1", True),
+        ("delete from t", True),
+        (" " * 30 + "INSERT INTO t VALUES (1)", True),
+        ("/**/UPDATE t SET a = 1", True),
+        ("--\n--x\n\tMERGE INTO t USING u ON 1 WHEN MATCHED THEN DELETE", True),
+        ("\n  WITH x AS (SELECT 1) DELETE FROM t", True),
+    ],
+)
+def test_may_write(sql: str, expected: bool) -> None:
+    assert sqlwatch._may_write(sql) is expected
+
+
+def test_may_write_is_linear_on_pathological_comments() -> None:
+    assert sqlwatch._may_write("-" * 20000 + "\nSELECT 1") is False
+    assert sqlwatch._may_write("/*" * 20000) is False
