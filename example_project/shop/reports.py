@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from decimal import Decimal
@@ -82,7 +83,13 @@ def stampede(callers: int) -> dict[str, int]:
 
     stampede_wait.connect(on_wait, weak=False)
     try:
-        threads = [threading.Thread(target=call) for _ in range(callers)]
+        # Each thread runs in a copy of this request's context (contextvars), as
+        # asgiref's sync_to_async does: what looks at the request's context, like the
+        # debug-toolbar panel's recorder, then sees the threads' cache calls and waits.
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(call,))
+            for _ in range(callers)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
