@@ -9,12 +9,13 @@ model signals. After a write statement succeeds, its table is mapped to models
 - rows are known when the statement ends in ``WHERE <pk> = %s`` or
   ``WHERE <pk> IN (%s, ...)`` (``Model.save()``, deletions by the collector,
   ``bulk_update()``, ``filter(pk__in=...).update()``), or inserts name the pk
-  (or, in a many-to-many table, both sides) in their column list: those row tags;
+  (or, in a many-to-many table, both sides) in their column list and give each
+  column one ``%s``: those row tags;
   an ``UPDATE`` that also sets that column moves rows to a new key: the new key's
   rows too if it is a bare ``%s``, else all rows;
 - an ``INSERT`` without the pk creates rows nobody could have cached: the model tag;
 - anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``/``INSERT OR REPLACE``,
-  upserts, ``WITH``):
+  upserts, ``MERGE``, ``WITH``: every table it writes, in its CTEs too):
   the model tag and every row tag (``model:<label>#*``).
 
 The hot path for reads is a prefix check on the first characters of the SQL;
@@ -64,10 +65,11 @@ _VERB = re.compile(
     rf"|(?P<update>UPDATE(?:\s+OR\s+\w+)?(?:\s+ONLY)?)\s+(?P<update_t>{_NAME})"
     rf"|(?P<delete>DELETE\s+FROM(?:\s+ONLY)?)\s+(?P<delete_t>{_NAME})"
     rf"|(?P<truncate>TRUNCATE(?:\s+TABLE)?(?:\s+ONLY)?)\s+(?P<truncate_t>{_NAME}(?:\s*,\s*{_NAME})*)"
+    rf"|(?P<merge>MERGE(?:\s+INTO)?)\s+(?P<merge_t>{_NAME})"
     r")",
     re.IGNORECASE,
 )
-_KINDS = ("insert", "replace", "update", "delete", "truncate")
+_KINDS = ("insert", "replace", "update", "delete", "truncate", "merge")
 _PK_TAIL = re.compile(
     rf"\bWHERE\s+\(?\s*(?:({_IDENT})\s*\.\s*)?({_IDENT})\s*"
     r"(?:=\s*%s|IN\s*\(\s*(%s(?:\s*,\s*%s)*)\s*\))\s*\)?\s*$",
@@ -135,22 +137,18 @@ class Write:
 def parse(sql: str) -> tuple[Write, ...]:
     """The tables an SQL statement writes (empty for reads and DDL). Bounded cache."""
     text = _COMMENT.sub(" ", sql).strip()
-    head = text[:8].upper()
-    match = _VERB.search(text) if head.startswith("WITH") else _VERB.match(text)
+    if text[:4].upper() == "WITH":
+        # the main statement and any CTE may write (WITH d AS (DELETE ...) INSERT ...)
+        found = (w for m in _VERB.finditer(text) for w in _all_rows_writes(m))
+        return tuple(dict.fromkeys(found))
+    match = _VERB.match(text)
     if match is None:
         return ()
-    kind = next(k for k in _KINDS if match.group(k) is not None)
-    names = match.group(f"{kind}_t")
-    if kind == "truncate":
-        return tuple(Write("TRUNCATE", _table(n)) for n in re.split(r"\s*,\s*", names))
-    table = _table(names)
-    if kind == "insert" and _OR_REPLACE.search(match.group("insert")):
-        # a conflict on any unique column deletes that row first, whatever its pk
-        kind = "replace"
-    verb = kind.upper()
+    kind, verb = _verb(match)
+    if verb in ("TRUNCATE", "MERGE", "REPLACE"):
+        return _all_rows_writes(match)
+    table = _table(match.group(f"{kind}_t"))
     rest = text[match.end() :]
-    if head.startswith("WITH"):
-        return (Write(verb, table),)
     if kind in ("update", "delete"):
         tail = _PK_TAIL.search(rest)
         before = rest[: tail.start()] if tail else ""
@@ -196,6 +194,24 @@ def parse(sql: str) -> tuple[Write, ...]:
             ),
         )
     return (Write(verb, table),)
+
+
+def _verb(match: re.Match[str]) -> tuple[str, str]:
+    """The matched alternative of ``_VERB`` and the statement's verb."""
+    kind = next(k for k in _KINDS if match.group(k) is not None)
+    if kind == "insert" and _OR_REPLACE.search(match.group("insert")):
+        # a conflict on any unique column deletes that row first, whatever its pk
+        return kind, "REPLACE"
+    return kind, kind.upper()
+
+
+def _all_rows_writes(match: re.Match[str]) -> tuple[Write, ...]:
+    """The tables of one verb, rows unknown."""
+    kind, verb = _verb(match)
+    names = match.group(f"{kind}_t")
+    if kind != "truncate":
+        return (Write(verb, _table(names)),)
+    return tuple(Write(verb, _table(n)) for n in re.split(r"\s*,\s*", names))
 
 
 def _count_placeholders(text: str) -> int:

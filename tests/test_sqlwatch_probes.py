@@ -353,3 +353,32 @@ def test_may_write(sql: str, expected: bool) -> None:
 def test_may_write_is_linear_on_pathological_comments() -> None:
     assert sqlwatch._may_write("-" * 20000 + "\nSELECT 1") is False
     assert sqlwatch._may_write("/*" * 20000) is False
+
+
+# MERGE, and WITH statements that write more than one table -------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            (
+                'MERGE INTO "t" AS x USING "u" ON x.id = u.id WHEN MATCHED'
+                " THEN UPDATE SET a = u.a WHEN NOT MATCHED THEN INSERT (a) VALUES (u.a)"
+            ),
+            {("MERGE", "t")},
+        ),
+        ("merge t USING u ON t.id = u.id WHEN MATCHED THEN DELETE", {("MERGE", "t")}),
+        (
+            (
+                "WITH moved AS (DELETE FROM a WHERE id = %s RETURNING *)"
+                " INSERT INTO b SELECT * FROM moved"
+            ),
+            {("DELETE", "a"), ("INSERT", "b")},
+        ),
+    ],
+)
+def test_parse_all_rows_writes(sql: str, expected: set[tuple[str, str]]) -> None:
+    writes = sqlwatch.parse(sql)
+    assert all(w.all_rows for w in writes)
+    assert {(w.verb, w.table) for w in writes} >= expected
