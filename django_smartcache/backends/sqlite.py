@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Set as AbstractSet
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
@@ -53,20 +53,67 @@ _PURGE_BATCH = 256
 _ACCESS_FLUSH = 256
 #: Beyond this many changes, ``changes_since`` tells the caller to drop everything.
 _CHANGES_LIMIT = 10_000
+#: Seconds between two checks, per thread, that ``LOCATION`` still names the file the
+#: thread's connection is on (one ``os.stat``): a file moved aside or deleted by another
+#: process is left within this delay (see docs/sqlite.md, "Damaged or wrong files").
+FILE_CHECK_INTERVAL = 0.1
+_monotonic = time.monotonic
 
 _missing = object()
 _T = TypeVar("_T")
 
-# Connections must not cross a fork: a child sees a new generation and reconnects.
-_fork_generation = 0
+# Every connection opened before the current generation reopens at its next use: in a
+# forked child (connections must not cross a fork), and in every thread of a process
+# once one thread found that a LOCATION now names another file.
+_generation = 0
 
 
 def _after_fork() -> None:
     # A new generation: connections reopen. And a fresh _prepare_lock, which a parent
     # thread opening a file at the moment of fork() would otherwise hold here forever.
-    global _fork_generation, _prepare_lock
-    _fork_generation += 1
+    global _generation, _prepare_lock
+    _generation += 1
     _prepare_lock = threading.Lock()
+
+
+def _new_generation() -> None:
+    global _generation
+    with _prepare_lock:
+        _generation += 1
+
+
+#: A file's identity: (st_dev, st_ino). While a connection holds the file open its inode
+#: cannot be reused, so another identity at LOCATION means another file.
+FileId = tuple[int, int]
+
+
+def _file_id(path: str) -> FileId | None:
+    """The identity of the file ``path`` names now; ``None`` if there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class ChangeCursor(int):
+    """A change-log sequence number that remembers the file it was read from.
+
+    An ``int`` (arithmetic and comparisons as before); ``file`` is the identity of the
+    file whose log it counts, so :meth:`BaseSQLiteCache.changes_since` can tell a cursor
+    of a file that was since replaced (another log, other sequence numbers) and answer
+    "drop everything" instead of comparing numbers of two different logs.
+    """
+
+    file: FileId | None
+
+    def __new__(cls, seq: int, file: FileId | None) -> Self:
+        cursor = super().__new__(cls, seq)
+        cursor.file = file
+        return cursor
+
+    def __repr__(self) -> str:
+        return f"ChangeCursor({int(self)}, file={self.file})"
 
 
 if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
@@ -80,9 +127,14 @@ _orphans: list[sqlite3.Connection] = []
 
 
 class _ThreadState(threading.local):
-    conn: sqlite3.Connection | None = None
-    generation = -1
-    inode: int | None = None
+    #: (connection, ``monotonic()`` time of the next check that LOCATION still names
+    #: ``file``, generation it was opened in): one tuple, because the hot path pays
+    #: ~50 ns per attribute read of a ``threading.local``.
+    live: tuple[sqlite3.Connection | None, float, int] = (None, 0.0, -1)
+    #: The process that opened the connection (one inherited through fork is left).
+    pid = -1
+    #: Identity of the file the connection is on (stat before connecting: never newer).
+    file: FileId | None = None
     #: key -> time of a read not yet written to ``accessed``.
     pending: dict[str, float]
     #: (data_version, total_changes, cursor) of the last ``changes_since`` answer.
@@ -92,6 +144,15 @@ class _ThreadState(threading.local):
 
     def __init__(self) -> None:
         self.pending = {}
+
+    @property
+    def conn(self) -> sqlite3.Connection | None:
+        return self.live[0]
+
+    @conn.setter
+    def conn(self, conn: sqlite3.Connection | None) -> None:
+        # Only ever set to None from outside _open: the next use reopens.
+        self.live = (conn, 0.0, -1)
 
 
 @functools.lru_cache(maxsize=16)
@@ -151,26 +212,64 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
         return self._path
 
     def _connection(self) -> sqlite3.Connection:
-        state = self._state
-        conn = state.conn
-        if conn is not None and state.generation == _fork_generation:
-            return conn
+        conn, check_at, generation = self._state.live
+        if generation == _generation and _monotonic() < check_at:
+            return conn  # type: ignore[return-value]  # generation -1 when None
+        return self._reconnect(self._state)
+
+    def _reconnect(
+        self, state: _ThreadState, force_check: bool = False
+    ) -> sqlite3.Connection:
+        """The connection, after the checks ``_connection`` found due.
+
+        At most every ``FILE_CHECK_INTERVAL`` per thread (and on every ``changes_since``):
+        one ``os.stat`` of LOCATION. Another file there (moved aside as damaged by
+        another process and replaced, deleted and recreated), or none: this thread and
+        then every other thread of the process (a new generation) reopen on LOCATION,
+        creating a fresh file if there is none. Without it, a process that never met
+        the damage kept using the old file forever, invisible to the others.
+        """
+        conn, check_at, generation = state.live
+        if conn is not None and generation == _generation:
+            now = _monotonic()
+            if not force_check and now < check_at:
+                return conn
+            if _file_id(self._path) == state.file:
+                state.live = (conn, now + FILE_CHECK_INTERVAL, generation)
+                return conn
+            logger.warning(
+                "SQLiteCache: %s is no longer the file this process had open (moved "
+                "aside or deleted by another process); reopening it.",
+                self._path,
+            )
+            _new_generation()
+            with _prepare_lock:
+                _prepared.discard(self._path)
         return self._open(state)
 
     def _open(self, state: _ThreadState) -> sqlite3.Connection:
-        if state.conn is not None:
-            _orphans.append(state.conn)  # inherited through fork
-            state.conn = None
+        old, state.conn = state.conn, None
+        if old is not None:
+            if state.pid != os.getpid():
+                _orphans.append(old)  # inherited through fork: never closed here
+            else:
+                # Left for a new file: SQLite neither checkpoints nor deletes the WAL
+                # of a file that was moved or unlinked (its path names another one).
+                old.close()
         with _prepare_lock:
             if self._path not in _prepared:
                 sqlite_file.prepare(self._path, self._options.busy_timeout)
                 _prepared.add(self._path)
+            generation = _generation
+        # Identity first: if the file is replaced before connect() opens it, the next
+        # check sees a mismatch and reopens (the other order could miss it forever).
+        file = _file_id(self._path)
         conn = sqlite_file.connect(
             self._path, self._options.busy_timeout, self._options.synchronous
         )
-        state.conn = conn
-        state.generation = _fork_generation
-        state.inode = os.stat(self._path).st_ino
+        state.live = (conn, _monotonic() + FILE_CHECK_INTERVAL, generation)
+        state.pid = os.getpid()
+        state.file = file
         state.pending = {}
         state.seen = None
         state.json = _has_json(conn)
@@ -185,15 +284,14 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
         if conn is not None:
             conn.close()
         with sqlite_file.open_lock(self._path):
-            try:
-                current: int | None = os.stat(self._path).st_ino
-            except FileNotFoundError:
-                current = None
+            current = _file_id(self._path)
             # Another process may already have replaced the file: then just reconnect.
-            if current is not None and current == state.inode:
+            if current is not None and current == state.file:
                 sqlite_file.quarantine(self._path, str(exc))
         with _prepare_lock:
             _prepared.discard(self._path)
+        # The other threads of this process leave the old file too.
+        _new_generation()
 
     def _write(self, operation: Callable[..., _T], *args: Any) -> _T:
         """Run a write; after a damaged file was replaced, run it once more on the new one."""
@@ -800,52 +898,70 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
 
     # -- coherence API (for MultiLevelCache) ------------------------------------------
 
-    def change_cursor(self) -> int:
-        """The sequence number of the newest change; pass it to :meth:`changes_since`."""
-        conn = self._connection()
+    def change_cursor(self) -> ChangeCursor:
+        """The sequence number of the newest change; pass it to :meth:`changes_since`.
+
+        An ``int`` that also names the file it counts in (:class:`ChangeCursor`).
+        """
+        conn = self._reconnect(self._state, force_check=True)
         (head,) = conn.execute(sql.LOG_HEAD).fetchone()
         if head is None:
             (head,) = conn.execute(sql.LOG_FLOOR).fetchone()
-        return int(head)
+        return ChangeCursor(int(head), self._state.file)
 
-    def changes_since(self, cursor: int) -> tuple[int, list[str] | None]:
+    def changes_since(self, cursor: int) -> tuple[ChangeCursor, list[str] | None]:
         """The new cursor and the DB keys changed after ``cursor``.
 
         ``None`` instead of the list means "drop everything": a ``clear()`` happened, the
-        log was pruned past ``cursor``, or more than 10,000 keys changed. When no other
-        connection committed since this thread's last call, answering costs one
-        ``PRAGMA data_version`` and no query.
+        log was pruned past ``cursor``, more than 10,000 keys changed, or ``cursor``
+        counts in another file's log: LOCATION was replaced since (a
+        :class:`ChangeCursor` of another file, or a number above this log's head).
+        Checks first that LOCATION still names this thread's file (one ``os.stat``).
+        When no other connection committed since this thread's last call, answering
+        costs that and one ``PRAGMA data_version``, and no query.
         """
         state = self._state
-        conn = self._connection()
+        conn = self._reconnect(state, force_check=True)
+        file = state.file
+        other_file = getattr(cursor, "file", file) != file
         (version,) = conn.execute("PRAGMA data_version").fetchone()
         mark = (version, conn.total_changes, cursor)
-        if state.seen == mark:
-            return cursor, []
-        conn.execute("BEGIN")  # one snapshot for the floor and the rows
+        if state.seen == mark and not other_file:
+            return ChangeCursor(cursor, file), []
+        conn.execute("BEGIN")  # one snapshot for the floor, the head and the rows
         try:
             (floor,) = conn.execute(sql.LOG_FLOOR).fetchone()
-            rows = conn.execute(
-                sql.LOG_SINCE + " LIMIT ?", (cursor, _CHANGES_LIMIT + 1)
-            ).fetchall()
-            if len(rows) > _CHANGES_LIMIT or cursor < floor:
-                (head,) = conn.execute(sql.LOG_HEAD).fetchone()
-                head = max(int(head or 0), floor)
-                keys: list[str] | None = None
-            else:
-                head = rows[-1][0] if rows else cursor
+            rows = (
+                []
+                if other_file
+                else conn.execute(
+                    sql.LOG_SINCE + " LIMIT ?", (cursor, _CHANGES_LIMIT + 1)
+                ).fetchall()
+            )
+            keys: list[str] | None
+            if rows and len(rows) <= _CHANGES_LIMIT and cursor >= floor:
+                head = rows[-1][0]
                 keys = []
                 for _, key in rows:
                     if key is None:
                         keys = None
                         break
                     keys.append(key)
+            else:
+                (last,) = conn.execute(sql.LOG_HEAD).fetchone()
+                head = max(int(last or 0), floor)
+                # Nothing new, and the cursor is this file's: nothing to drop. A cursor
+                # above the head counts in the log of a file since replaced.
+                same = not other_file and not rows and floor <= cursor <= head
+                keys = [] if same else None
+                if same:
+                    head = int(cursor)
         finally:
             conn.execute("COMMIT")
-        if keys is not None:
+        if keys:
             keys = list(dict.fromkeys(keys))
         state.seen = (version, conn.total_changes, head)
-        return head, keys
+        return ChangeCursor(head, file), keys
 
 
 def _sqlite_glob(pattern: str) -> str | None:

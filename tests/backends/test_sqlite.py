@@ -689,6 +689,67 @@ def test_log_retention_is_by_time(make_cache, location):
     assert cache.changes_since(recent)[1] == [":1:x"]
 
 
+def test_a_cursor_of_another_file_means_drop_everything(make_cache, tmp_path):
+    """A cursor read from a file since replaced counts in another log: its number says
+    nothing about this one (it was answered "no change" while above this log's head)."""
+    old = make_cache(path=str(tmp_path / "old.sqlite3"))
+    old.set_many({f"k{i}": i for i in range(50)})
+    foreign = old.change_cursor()
+    cache = make_cache()
+    cache.set("a", 1)
+    head = cache.change_cursor()
+    assert int(foreign) > int(head)
+    # The file's identity rides on the cursor...
+    cursor, keys = cache.changes_since(foreign)
+    assert keys is None and cursor == head and cursor.file == head.file
+    # ... and a bare number above the head is caught too.
+    cursor, keys = cache.changes_since(int(foreign))
+    assert keys is None and cursor == head
+    # Below the head, only the identity tells the logs apart.
+    cache.set_many({f"x{i}": i for i in range(60)})
+    small = old.change_cursor()
+    assert int(small) < int(cache.change_cursor())
+    assert cache.changes_since(small)[1] is None
+    # A cursor of this file is answered as before.
+    recent = cache.change_cursor()
+    assert cache.changes_since(recent) == (recent, [])
+    cache.set("b", 1)
+    assert cache.changes_since(recent) == (recent + 1, [":1:b"])
+
+
+def test_every_thread_leaves_a_replaced_file(make_cache, location, monkeypatch):
+    """One thread finding LOCATION replaced makes every thread of the process reopen."""
+    from django_smartcache.backends import _sqlite_file as sqlite_file, sqlite
+
+    cache = make_cache()
+    cache.set("k", "old")
+    other: list[object] = []
+    ready, go, done = threading.Event(), threading.Event(), threading.Event()
+
+    def reader() -> None:
+        other.append(cache.get("k"))
+        ready.set()
+        go.wait(5)
+        other.append(cache.get("k"))
+        done.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    ready.wait(5)
+    sqlite_file.quarantine(location, "test")
+    # Created as by another process (this one has prepared LOCATION already).
+    monkeypatch.setattr(sqlite, "_prepared", set())
+    SQLiteCache(location, {}).set("k", "new")
+    # This thread checks at once (a change-log poll forces the check)...
+    cache.change_cursor()
+    assert cache.get("k") == "new"
+    # ... and the other thread reopens at its next call, without waiting its interval.
+    go.set()
+    done.wait(5)
+    thread.join()
+    assert other == ["old", "new"]
+
+
 def test_changes_from_another_connection_are_seen(make_cache, location):
     reader = make_cache()
     cursor = reader.change_cursor()
