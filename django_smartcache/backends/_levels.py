@@ -55,6 +55,18 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SUSPECT_KEYS": 100_000,
 }
 
+#: Options held by the state that instances of one configuration share in a process
+#: (coherence channel, level health): aliases differing in any of them share nothing.
+_SHARED_OPTIONS = (
+    "COHERENCE",
+    "COHERENCE_INTERVAL",
+    "CHANNEL",
+    "REDIS_URL",
+    "RETRY_INTERVAL",
+    "ERROR_LOG_INTERVAL",
+    "MAX_SUSPECT_KEYS",
+)
+
 #: Django's generic capacity options: with the default levels they size the SQLite L2
 #: (the cache as a whole); with explicit LEVELS, set them on the level they are for.
 _PASSED_TO_L2 = ("MAX_ENTRIES", "CULL_FREQUENCY")
@@ -166,7 +178,19 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
             configs[-1]["OPTIONS"] = l2_options
         # Not KEY_PREFIX/VERSION: final keys already contain them, so aliases over the
         # same levels share one L1 (a write through one is seen by the others at once).
-        self._name = hashlib.sha1(repr((location, configs)).encode()).hexdigest()[:16]
+        # But the options of that shared state are part of the name: an alias with
+        # another CHANNEL, COHERENCE, ... used to get the first alias's coherence and
+        # health objects (listening on the other channel) without a word.
+        # Numbers as parsed (RETRY_INTERVAL 1 and 1.0 are one configuration).
+        parsed = {
+            "COHERENCE_INTERVAL": self._interval,
+            "RETRY_INTERVAL": retry,
+            "ERROR_LOG_INTERVAL": log_interval,
+        }
+        shared_options = tuple((k, parsed.get(k, options[k])) for k in _SHARED_OPTIONS)
+        self._name = hashlib.sha1(
+            repr((location, configs, shared_options)).encode()
+        ).hexdigest()[:16]
         self._levels: list[BaseCache] = [
             self._build_level(i, config) for i, config in enumerate(configs)
         ]

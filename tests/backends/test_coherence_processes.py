@@ -317,9 +317,89 @@ def test_tag_invalidated_in_another_process_through_sqlite(tmp_path: Path) -> No
     assert tagged_miss_delay("sqlite", target, coherence="none") is None
 
 
+# -- two aliases over the same levels, with their own options ------------------------
+
+
+def _alias(channel: str, redis_url: str) -> dict[str, Any]:
+    return {
+        "BACKEND": "django_smartcache.backends.MultiLevelCache",
+        "KEY_PREFIX": "aliases",
+        "OPTIONS": {
+            "L1_MAX_TTL": 600,
+            "CHANNEL": channel,
+            "LEVELS": _levels("redis", redis_url),
+        },
+    }
+
+
+def alias_child(role: str, redis_url: str) -> None:
+    """``web``: aliases ``a`` (channel chan-a) then ``b`` (chan-b), same levels; reads
+    ``k`` through ``b`` before and after a ``worker`` (alias ``b`` only) rewrote it."""
+    from django.conf import settings
+
+    aliases = {"b": _alias("chan-b", redis_url)}
+    if role == "web":
+        aliases = {"a": _alias("chan-a", redis_url), **aliases}
+    settings.configure(CACHES={"default": aliases["b"], **aliases})
+    import django
+
+    django.setup()
+    from django.core.cache import caches
+
+    if role == "worker":
+        caches["b"].set("k", "new")
+        return
+    caches["a"].get("warm-up")  # alias a is built first in this process
+    b = caches["b"]
+    deadline = time.monotonic() + 10
+    while not b._co.connected:
+        assert time.monotonic() < deadline, "no subscription"
+        time.sleep(0.01)
+    b.set("k", "old")
+    print(json.dumps({"channel": b._co.channel, "k": b.get("k")}), flush=True)
+    sys.stdin.readline()  # the worker has written
+    deadline = time.monotonic() + BOUND
+    while b.get("k") != "new" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(json.dumps({"k": b.get("k")}), flush=True)
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_an_alias_listens_on_its_own_channel(redis_url: str) -> None:
+    """Alias b built after alias a over the same levels used a's coherence object:
+    listening on chan-a, it never heard b's invalidations and served its L1 copy for
+    L1_MAX_TTL (600 s here)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    command = [sys.executable, "-m", "tests.backends.test_coherence_processes", "alias"]
+    web = subprocess.Popen(
+        [*command, "web", redis_url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env=env,
+    )
+    try:
+        assert web.stdout is not None and web.stdin is not None
+        first = json.loads(web.stdout.readline())
+        assert first == {"channel": "chan-b", "k": "old"}
+        _run_child("alias", "worker", redis_url)
+        web.stdin.write("\n")
+        web.stdin.flush()
+        assert json.loads(web.stdout.readline()) == {"k": "new"}
+    finally:
+        web.kill()
+        web.wait(10)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "invalidate":
         invalidate_in_child(*sys.argv[2:5])
+    elif sys.argv[1] == "alias":
+        alias_child(*sys.argv[2:4])
     else:
         kind, target, wid, go, out = sys.argv[1:6]
         worker(kind, target, int(wid), go, out)

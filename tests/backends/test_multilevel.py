@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -761,3 +762,25 @@ def test_level_envelopes_keep_the_pickled_name_they_were_first_stored_under() ->
     assert b"django_smartcache.backends.multilevel" in data
     assert b"_levels" not in data
     assert pickle.loads(data).value == 1
+
+
+def test_aliases_share_state_only_when_its_options_agree(tmp_path: Path) -> None:
+    """Aliases over the same levels share one L1, coherence and level health per
+    process, but only with the same coherence and health options: an alias with
+    another COHERENCE_INTERVAL, RETRY_INTERVAL, ... used to get the first one's."""
+    levels = [{"BACKEND": SMART}, {"BACKEND": SQLITE, "LOCATION": str(tmp_path / "c")}]
+
+    def alias(**options: Any) -> MultiLevelCache:
+        return MultiLevelCache(
+            "", {"KEY_PREFIX": _unique(), "OPTIONS": {"LEVELS": levels, **options}}
+        )
+
+    first = alias()
+    same = alias(COHERENCE_INTERVAL=0.05, RETRY_INTERVAL=1)  # the defaults, spelled out
+    assert same._co is first._co and same._health is first._health
+    first.set("k", 1)
+    assert same.levels[0].get(first.make_key("k")) == 1  # one L1
+    other = alias(COHERENCE_INTERVAL=0.2, RETRY_INTERVAL=5.0, MAX_SUSPECT_KEYS=10)
+    assert other._co is not first._co and other._health is not first._health
+    assert other._co.interval == 0.2
+    assert other._health[1].retry == 5.0
