@@ -31,6 +31,7 @@ from ._level_patterns import delete_matching
 from ._level_tally import _Tally
 from ._level_ttl import _NO_EXPIRY, _redis_options, _redis_url, _remaining_ttls
 from .base import SmartCacheKeyMixin
+from .sqlite import BaseSQLiteCache
 
 logger = logging.getLogger("django_smartcache.multilevel")
 
@@ -197,6 +198,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         self._labels = [self._label(i, config) for i, config in enumerate(configs)]
         self._last = len(self._levels) - 1
         self._l1 = self._levels[0]
+        #: The lowest level says which values it refused (SQLiteCache: larger than
+        #: MAX_SIZE, older value deleted): the levels above must not keep them either.
+        self._reports_refusals = self._last > 0 and isinstance(
+            self._levels[-1], BaseSQLiteCache
+        )
         self._l1_payload, self._loads = _fast_reader(self._l1)
         #: L1's store when L1 is a SmartCache: read on the event loop by the async twins.
         self._l1_store = _in_process_store(self._l1)
@@ -651,9 +657,20 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         last = self._last
         if type(value) is Tagged:
             value = _to_level(value)
+        reports = self._reports_refusals
+        refused = False
 
         def call(level: BaseCache, i: int) -> None:
-            level.set(key, value, low if i == last else high)
+            nonlocal refused
+            if i == last and reports:
+                # set_many names a refused key (set would not): same statement below.
+                refused = bool(level.set_many({key: value}, low))
+            elif refused:
+                # Kept above, the writer alone would serve it (up to L1_MAX_TTL) while
+                # every other process misses: drop the older copy instead, as below.
+                level.delete(key)
+            else:
+                level.set(key, value, low if i == last else high)
 
         self._write("set", [key], self._depth(levels), call)
 
@@ -780,9 +797,21 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
             return []
         low, high = self._timeouts(timeout)
         last = self._last
+        refused: set[str] = set()
 
         def call(level: BaseCache, i: int) -> list[Any]:
-            return level.set_many(finals, low if i == last else high) or []
+            if i == last:
+                failed = level.set_many(finals, low) or []
+                if self._reports_refusals:
+                    refused.update(failed)
+                return failed
+            if not refused:
+                return level.set_many(finals, high) or []
+            # Values the shared level refused are not kept above it either (see set).
+            kept = {k: v for k, v in finals.items() if k not in refused}
+            failed = (level.set_many(kept, high) or []) if kept else []
+            level.delete_many(list(refused))
+            return failed
 
         failed = self._write("set_many", list(finals), self._depth(levels), call)
         return [by_final.get(k, k) for k in failed or []]

@@ -784,3 +784,32 @@ def test_aliases_share_state_only_when_its_options_agree(tmp_path: Path) -> None
     assert other._co is not first._co and other._health is not first._health
     assert other._co.interval == 0.2
     assert other._health[1].retry == 5.0
+
+
+def test_a_value_the_sqlite_level_refuses_is_not_kept_in_l1(tmp_path: Path) -> None:
+    """Over MAX_SIZE the SQLite level stores nothing and drops the older value; L1 used
+    to keep it, so the writer alone served it (up to L1_MAX_TTL) while others missed."""
+    location = str(tmp_path / "c.sqlite3")
+    levels = [
+        {"BACKEND": SMART},
+        {"BACKEND": SQLITE, "LOCATION": location, "OPTIONS": {"MAX_SIZE": 4096}},
+    ]
+    writer = make(levels, L1_MAX_TTL=600)
+    other = MultiLevelCache(
+        "",
+        {
+            "KEY_PREFIX": writer.key_prefix,
+            "OPTIONS": {"LEVELS": levels, "L1_MAX_TTL": 600, "COHERENCE": "none"},
+        },
+    )
+    big = "x" * 10_000
+    writer.set("k", "small")
+    writer.set("k", big)
+    assert writer.get("k") is None  # not served from L1, as the others would not
+    assert other.get("k") is None
+    assert writer.set_many({"a": "small", "b": big, "c": 1}) == ["b"]
+    assert writer.get_many(["a", "b", "c"]) == {"a": "small", "c": 1}
+    writer.set("b", "fits")
+    assert writer.set_many({"b": big}) == ["b"]
+    assert writer.get("b") is None
+    assert writer.levels[0].get(writer.make_key("b")) is None
