@@ -9,7 +9,10 @@ so an old value read concurrently with an invalidation never lands in L1.
 - ``NoCoherence``: a single process (or a lower level with no channel); only the
   local generation guard, and ``L1_MAX_TTL`` bounds staleness.
 - ``SQLiteChangeLog``: polls SQLiteCache's change log at most every ``interval`` seconds,
-  from the calling thread (a monotonic-clock comparison per call otherwise).
+  from the calling thread (a monotonic-clock comparison per call otherwise). The cursor
+  is a ``ChangeCursor``: it names the file it counts in, so after the file at LOCATION
+  was replaced (moved aside as damaged, deleted) the next poll answers "drop
+  everything" and the cursor starts over in the new file's log.
 - ``RedisPubSub``: a daemon listener thread per process subscribed to a channel; writers
   publish the keys they changed. On every (re)subscription L1 is flushed, because
   messages sent while disconnected are lost. Restarted lazily in a forked child.

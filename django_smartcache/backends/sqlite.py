@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Set as AbstractSet
 from typing import Any, Self, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import ImproperlyConfigured
 
 from ..core.patterns import glob_to_regex, prefix_end
 from ..tagging import TaggingMixin
@@ -91,7 +92,7 @@ def _file_id(path: str) -> FileId | None:
     """The identity of the file ``path`` names now; ``None`` if there is none."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return (st.st_dev, st.st_ino)
 
@@ -121,6 +122,8 @@ if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
 
 #: Paths whose file this process has created or checked (once per process and path).
 _prepared: set[str] = set()
+#: Paths this process has prepared at least once (a later failure is a runtime error).
+_ever_prepared: set[str] = set()
 _prepare_lock = threading.Lock()
 #: Connections inherited through fork: never closed in the child, never used again.
 _orphans: list[sqlite3.Connection] = []
@@ -234,7 +237,11 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
             now = _monotonic()
             if not force_check and now < check_at:
                 return conn
-            if _file_id(self._path) == state.file:
+            try:
+                same = _file_id(self._path) == state.file
+            except OSError:  # cannot tell (no permission on the directory?): keep it
+                same = True
+            if same:
                 state.live = (conn, now + FILE_CHECK_INTERVAL, generation)
                 return conn
             logger.warning(
@@ -258,8 +265,18 @@ class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
                 old.close()
         with _prepare_lock:
             if self._path not in _prepared:
-                sqlite_file.prepare(self._path, self._options.busy_timeout)
+                try:
+                    sqlite_file.prepare(self._path, self._options.busy_timeout)
+                except ImproperlyConfigured as exc:
+                    if self._path not in _ever_prepared:
+                        raise
+                    # It worked before: LOCATION cannot be recreated now (its directory
+                    # gone and not creatable...). An error of the level, which
+                    # MultiLevelCache skips for RETRY_INTERVAL, not a configuration error
+                    # raised from a get().
+                    raise sqlite3.OperationalError(str(exc)) from exc
                 _prepared.add(self._path)
+                _ever_prepared.add(self._path)
             generation = _generation
         # Identity first: if the file is replaced before connect() opens it, the next
         # check sees a mismatch and reopens (the other order could miss it forever).

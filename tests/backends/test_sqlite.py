@@ -1227,3 +1227,25 @@ def test_get_many_of_an_unreadable_value_is_a_logged_miss_on_both_paths(
                 assert cache.get_many(["bad", "good"]) == {"good": "y"}, path
             assert "cannot unpickle ':1:bad'" in caplog.text, path
             cache.close()
+
+
+def test_a_location_that_cannot_be_recreated_is_a_level_error(tmp_path):
+    """LOCATION gone and its directory now a file: reopening fails as an error of the
+    level (MultiLevelCache skips it), not as ImproperlyConfigured from a get()."""
+    from django_smartcache.backends import MultiLevelCache
+
+    directory = tmp_path / "d"
+    location = str(directory / "cache.sqlite3")
+    plain = SQLiteCache(location, {})
+    multi = MultiLevelCache(location, {"OPTIONS": {"RETRY_INTERVAL": 60}})
+    plain.set("k", 1)
+    multi.set("m", 1)
+    for name in os.listdir(directory):
+        os.remove(directory / name)
+    directory.rmdir()
+    directory.write_text("not a directory")
+    with pytest.raises(sqlite3.OperationalError, match="not usable"):
+        plain.change_cursor()
+    assert multi.get("absent") is None
+    multi.set("x", 1)  # L2 skipped, nothing raised
+    assert multi.stats()["levels"][1]["errors"] >= 1
