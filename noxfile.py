@@ -1,4 +1,5 @@
-"""Sessions: ``nox`` runs lint, mypy and the test suite; ``nox -s matrix`` the support matrix."""
+"""Sessions: ``nox`` runs lint, mypy, the test suite and Django's own cache tests on
+Django 5.2; ``nox -s matrix`` the support matrix."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "mypy", "tests"]
+nox.options.sessions = ["lint", "mypy", "tests", "django_suite(5.2)"]
 nox.options.reuse_existing_virtualenvs = True
 
 # pyenv's shims answer only for the selected version; put every installed
@@ -72,3 +73,18 @@ def bench(session: nox.Session) -> None:
     """Print the benchmark tables (hit ratio, latency, memory, persistent levels)."""
     session.install("-e", ".[redis]", "--group", "bench")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+@nox.parametrize(
+    "python,django", [nox.param(pys[0], dj, id=dj) for dj, pys in MATRIX.items()]
+)
+def django_suite(session: nox.Session, django: str) -> None:
+    """Django's own cache, session and {% cache %} tests against our four backends.
+
+    ``nox -s "django_suite(5.2)"`` for one series; what follows ``--`` goes to
+    tests/django_upstream/run.py: backend names, ``--no-skip``, ``--keep``, ...
+    """
+    # pytest only for tests/fixtures/redis_server.py, which starts redis-server.
+    session.install(f"django~={django}.0", "-e", ".[redis]", "pytest")
+    session.run("python", "tests/django_upstream/run.py", *session.posargs)
