@@ -434,7 +434,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"patched trees kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    summary = {True: "passed", False: "FAILED", None: "skipped (no redis-server)"}
+    summary = {
+        True: "passed",
+        False: "FAILED",
+        None: "SKIPPED: redis-server not found (apt-get install redis-server)",
+    }
     log(
         f"Django {django_version()}, {len(backends)} backend(s), {jobs} at a time, {time.monotonic() - started:.0f}s:"
     )
