@@ -30,7 +30,7 @@ from ._level_health import FAULTS, LevelHealth, _caller_error
 from ._level_patterns import delete_matching
 from ._level_tally import _Tally
 from ._level_ttl import _NO_EXPIRY, _redis_options, _redis_url, _remaining_ttls
-from .base import SmartCacheKeyMixin
+from .base import SmartCacheKeyMixin, ThreadedIncrMixin, option_timeout
 from .sqlite import BaseSQLiteCache
 
 logger = logging.getLogger("django_smartcache.multilevel")
@@ -128,7 +128,7 @@ def _number(options: dict[str, Any], name: str, *, positive: bool = True) -> flo
     return float(value)
 
 
-class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
+class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
     """The levels themselves: raw values (a tag envelope is just a value here).
 
     :class:`MultiLevelCache` puts tags and single flight on top; ``TaggingMixin``
@@ -146,6 +146,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, BaseCache):
         options = {**DEFAULTS, **raw}
         # BaseCache reads OPTIONS for MAX_ENTRIES/CULL_FREQUENCY, which we do not use.
         params["OPTIONS"] = {}
+        option_timeout("MultiLevelCache", params)
         super().__init__(params)
         self._location = location
         self._l1_max_ttl = _number(options, "L1_MAX_TTL")

@@ -14,6 +14,7 @@ import pickle
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import (
     DEFAULT_TIMEOUT,
     MEMCACHE_MAX_KEY_LENGTH,
@@ -31,6 +32,7 @@ __all__ = [
     "KeyPattern",
     "SingleFlightMixin",
     "SmartCacheKeyMixin",
+    "ThreadedIncrMixin",
     "UnpicklableValueError",
     "check_options",
     "dumps",
@@ -70,6 +72,19 @@ class SingleFlightMixin(SingleFlightGetOrSetMixin):
         stampede_wait.send(
             sender=type(self), cache=self, key=key, scope="process", seconds=seconds
         )
+
+
+class ThreadedIncrMixin:
+    """``aincr`` (and so ``adecr``) as the synchronous ``incr`` run in a thread.
+
+    Django's ``BaseCache.aincr`` is an ``aget`` then an ``aset`` with the default
+    timeout: concurrent calls lose increments, and the entry's expiry is reset. A
+    backend whose ``incr`` is atomic and keeps the expiry gets the same from ``aincr``.
+    """
+
+    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        incr = self.incr  # type: ignore[attr-defined]
+        return await sync_to_async(incr, thread_sensitive=True)(key, delta, version)
 
 
 class SmartCacheKeyMixin:

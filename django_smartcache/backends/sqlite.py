@@ -34,7 +34,7 @@ from ..core.patterns import glob_to_regex, prefix_end
 from ..tagging import TaggingMixin
 from . import _sqlite_file as sqlite_file, _sqlite_schema as sql
 from ._sqlite_options import parse
-from .base import SingleFlightMixin, SmartCacheKeyMixin, dumps
+from .base import SingleFlightMixin, SmartCacheKeyMixin, ThreadedIncrMixin, dumps
 
 logger = logging.getLogger("django_smartcache.sqlite")
 
@@ -181,7 +181,7 @@ def _chunks(items: list[_T]) -> Iterator[list[_T]]:
         yield items[start : start + _CHUNK]
 
 
-class BaseSQLiteCache(SmartCacheKeyMixin, BaseCache):
+class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
     """The SQLite store: Django's cache API on the file named by ``LOCATION``.
 
     Values come back exactly as stored (a tag envelope is not unwrapped): this is the

@@ -6,9 +6,9 @@ import pytest
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import ImproperlyConfigured
 
-from django_smartcache.backends import SmartCache, SQLiteCache
+from django_smartcache.backends import MultiLevelCache, SmartCache, SQLiteCache
 
-BACKENDS = [SmartCache, SQLiteCache]
+BACKENDS = [SmartCache, SQLiteCache, MultiLevelCache]
 
 
 def make(backend, tmp_path, timeout):
