@@ -25,8 +25,10 @@ For the Django version installed in the running interpreter this
 ``redis-server`` that backend is skipped with a hint, or fails when
 ``SMARTCACHE_REQUIRE_REDIS=1`` (as ``.ci/run`` sets it).
 
-``--no-skip`` runs without the skip list (to see whether an entry still fails),
-``--keep`` keeps the patched trees, anything after ``--`` goes to runtests.py.
+The backends run side by side (``--jobs``, default 4: the suites mostly sleep,
+so four take about as long as one). ``--no-skip`` runs without the skip list (to
+see whether an entry still fails), ``--keep`` keeps the patched trees, anything
+after ``--`` goes to runtests.py (``-- -v 2``, ``-- -k test_cull``).
 """
 
 from __future__ import annotations
@@ -234,7 +236,11 @@ def django_tests_tree(version: str) -> Path:
             tar.extractall(staging, members=members)
     extracted = next(staging.iterdir()) / "tests"
     tree.parent.mkdir(exist_ok=True)
-    extracted.rename(tree)
+    try:
+        extracted.rename(tree)
+    except OSError:
+        if not (tree / "runtests.py").exists():  # else: a concurrent run won
+            raise
     shutil.rmtree(staging)
     return tree
 
