@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -123,8 +124,11 @@ def _number(options: dict[str, Any], name: str, *, positive: bool = True) -> flo
         raise ImproperlyConfigured(
             f"OPTIONS['{name}'] must be a number of seconds, got {value!r}"
         )
-    if value <= 0 if positive else value < 0:
-        raise ImproperlyConfigured(f"OPTIONS['{name}'] must be > 0, got {value!r}")
+    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ImproperlyConfigured(
+            f"OPTIONS['{name}'] must be a finite number of seconds {bound}, got {value!r}"
+        )
     return float(value)
 
 
@@ -137,7 +141,12 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         params = dict(params)
-        raw = dict(params.get("OPTIONS") or {})
+        given = params.get("OPTIONS") or {}
+        if not isinstance(given, Mapping):
+            raise ImproperlyConfigured(
+                f"MultiLevelCache OPTIONS must be a dict, got {given!r}"
+            )
+        raw = dict(given)
         unknown = sorted(set(raw) - set(DEFAULTS) - set(_PASSED_TO_L2))
         if unknown:
             raise ImproperlyConfigured(

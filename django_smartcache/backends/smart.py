@@ -149,8 +149,12 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         option_timeout(_BACKEND, params)
-        super().__init__(params)
         options = params.get("OPTIONS") or {}
+        if not isinstance(options, Mapping):
+            raise ImproperlyConfigured(
+                f"{_BACKEND}: OPTIONS must be a dict, got {options!r}"
+            )
+        super().__init__({**params, "OPTIONS": options})
         check_options(_BACKEND, options, OPTIONS)
         max_bytes = option_size(
             _BACKEND, options, "MAX_MEMORY", DEFAULT_MAX_MEMORY, allow_none=True

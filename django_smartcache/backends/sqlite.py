@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Set as AbstractSet
 from typing import Any, Self, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
@@ -389,19 +390,27 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         try:
             conn = self._connection()
             if self._state.json:
-                return self._get_many_json(conn, originals, now)
+                encoded = _json_keys(list(originals))
+                # json_each ends a text value at a NUL character: such a key would
+                # match the key before its NUL. Bound parameters keep the NUL.
+                if "\\u0000" not in encoded:
+                    return self._get_many_json(conn, originals, encoded, now)
             return self._get_many_in(conn, originals, now)
         except sqlite3.DatabaseError as exc:
             self._on_error(exc)
             return {}
 
     def _get_many_json(
-        self, conn: sqlite3.Connection, originals: dict[str, Any], now: float
+        self,
+        conn: sqlite3.Connection,
+        originals: dict[str, Any],
+        encoded: str,
+        now: float,
     ) -> dict[Any, Any]:
-        """One statement, one row of one column per key, in order (``GET_MANY_JSON``)."""
+        """One statement, one row of one column per key, in order (``GET_MANY_JSON``);
+        ``encoded`` is the JSON array of ``originals``' keys."""
         rows = conn.execute(
-            sql.GET_MANY_JSON,
-            (now - self._access_interval, _json_keys(list(originals)), now),
+            sql.GET_MANY_JSON, (now - self._access_interval, encoded, now)
         ).fetchall()
         found: dict[Any, Any] = {}
         loads = pickle.loads
@@ -743,6 +752,13 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             "pattern": operand,
         }
         return self._write(self._delete_pattern_txn, statement, params, self._clock())
+
+    async def adelete_pattern(
+        self, pattern: str, regex: bool = False, version: int | None = None
+    ) -> int:
+        return await sync_to_async(self.delete_pattern, thread_sensitive=True)(
+            pattern, regex, version
+        )
 
     def _delete_pattern_txn(
         self,

@@ -288,6 +288,9 @@ def test_alias_levels(settings: Any) -> None:
         ({"COHERENCE_INTERVAL": -1}, "COHERENCE_INTERVAL"),
         ({"RETRY_INTERVAL": None}, "RETRY_INTERVAL"),
         ({"ERROR_LOG_INTERVAL": -1}, "ERROR_LOG_INTERVAL"),
+        ({"L1_MAX_TTL": float("nan")}, "L1_MAX_TTL"),
+        ({"L1_MAX_TTL": float("inf")}, "L1_MAX_TTL"),  # would lift the bound
+        ({"RETRY_INTERVAL": float("inf")}, "RETRY_INTERVAL"),
         ({"RAISE_ERRORS": "yes"}, "RAISE_ERRORS"),
         ({"MAX_SUSPECT_KEYS": -1}, "MAX_SUSPECT_KEYS"),
         ({"CHANNEL": ""}, "CHANNEL"),
@@ -813,3 +816,9 @@ def test_a_value_the_sqlite_level_refuses_is_not_kept_in_l1(tmp_path: Path) -> N
     assert writer.set_many({"b": big}) == ["b"]
     assert writer.get("b") is None
     assert writer.levels[0].get(writer.make_key("b")) is None
+
+
+@pytest.mark.parametrize("given", [["x"], "abc", 5])
+def test_options_that_are_not_a_dict_are_named(given: Any) -> None:
+    with pytest.raises(ImproperlyConfigured, match="OPTIONS must be a dict"):
+        MultiLevelCache("", {"OPTIONS": given})

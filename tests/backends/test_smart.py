@@ -276,6 +276,12 @@ def test_bad_options_raise_improperly_configured_naming_the_option(options, name
         make(**options)
 
 
+@pytest.mark.parametrize("given", [["x"], "abc", 5])
+def test_options_that_are_not_a_dict_are_named(given):
+    with pytest.raises(ImproperlyConfigured, match="OPTIONS must be a dict"):
+        SmartCache("", {"OPTIONS": given})
+
+
 def test_option_defaults_and_forms():
     stats = make().stats()
     assert stats["max_bytes"] == 64 * 1024 * 1024

@@ -3,13 +3,16 @@ damaged files, and the change-log API the multi-level cache builds on."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pickle
 import sqlite3
 import threading
+import warnings
 
 import pytest
+from django.core.cache import CacheKeyWarning
 from django.core.exceptions import ImproperlyConfigured
 
 from django_smartcache.backends import SQLiteCache, _sqlite_schema as sql
@@ -1249,3 +1252,27 @@ def test_a_location_that_cannot_be_recreated_is_a_level_error(tmp_path):
     assert multi.get("absent") is None
     multi.set("x", 1)  # L2 skipped, nothing raised
     assert multi.stats()["levels"][1]["errors"] >= 1
+
+
+def test_get_many_of_keys_holding_a_nul(make_cache) -> None:
+    """json_each would end such a key at its NUL and match the key before it."""
+    cache = make_cache()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CacheKeyWarning)
+        cache.set("a", "the key before the NUL")
+        cache.set("a\x00b", 1)
+        cache.set_many({"n\x00x": 1, "n\x00y": 2})
+        assert cache.get_many(["a\x00b"]) == {"a\x00b": 1}
+        assert cache.get_many(["n\x00x", "n\x00y", "a"]) == {
+            "n\x00x": 1,
+            "n\x00y": 2,
+            "a": "the key before the NUL",
+        }
+        assert asyncio.run(cache.aget_many(["a\x00b"])) == {"a\x00b": 1}
+
+
+def test_adelete_pattern_is_delete_pattern(make_cache) -> None:
+    cache = make_cache()
+    cache.set_many({"p:1": 1, "p:2": 2, "q:1": 3})
+    assert asyncio.run(cache.adelete_pattern("p:*")) == 2
+    assert cache.get_many(["p:1", "p:2", "q:1"]) == {"q:1": 3}
