@@ -359,6 +359,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             timeout = self.default_timeout
         if timeout is None:
             return None, self._l1_max_ttl
+        if type(timeout) is float and math.isnan(timeout):  # before any write
+            raise ValueError("timeout must be a number of seconds or None, not NaN")
         if timeout <= 0:
             return timeout, timeout
         return timeout, min(timeout, self._l1_max_ttl)

@@ -10,6 +10,7 @@ a caller that waited sends ``signals.stampede_wait``.
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -175,6 +176,8 @@ class SmartCacheKeyMixin:
         """A Django timeout as seconds from now: None is forever, <= 0 already expired."""
         if timeout is DEFAULT_TIMEOUT:
             return self.default_timeout
+        if type(timeout) is float and math.isnan(timeout):  # no expiry time from it
+            raise ValueError("timeout must be a number of seconds or None, not NaN")
         return timeout  # type: ignore[no-any-return]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import pickle
 import sqlite3
@@ -354,6 +355,8 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             timeout = self.default_timeout
         if timeout is None:
             return None
+        if type(timeout) is float and math.isnan(timeout):  # SQLite: NULL, never
+            raise ValueError("timeout must be a number of seconds or None, not NaN")
         return now + timeout
 
     # -- reads -----------------------------------------------------------------------

@@ -28,3 +28,19 @@ def test_timeout_as_django_reads_it(backend, tmp_path, timeout) -> None:
 def test_a_timeout_int_refuses_is_an_error_not_300(backend, tmp_path, timeout) -> None:
     with pytest.raises(ImproperlyConfigured, match=rf"{backend.__name__}: TIMEOUT"):
         make(backend, tmp_path, timeout)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_nan_timeout_is_refused_before_anything_is_written(backend, tmp_path) -> None:
+    cache = make(backend, tmp_path, 300)
+    cache.set("k", "old")
+    nan = float("nan")
+    for call in (
+        lambda: cache.set("k", "new", nan),
+        lambda: cache.add("fresh", 1, nan),
+        lambda: cache.set_many({"k": "new", "m": 1}, nan),
+        lambda: cache.touch("k", nan),
+    ):
+        with pytest.raises(ValueError, match="NaN"):
+            call()
+    assert cache.get_many(["k", "fresh", "m"]) == {"k": "old"}
