@@ -8,13 +8,16 @@ caller's pattern, and offers every form a backend needs:
 - :meth:`KeyPattern.matches` for a scan of made keys in Python (the in-process store);
 - :attr:`KeyPattern.literal_prefix` to skip non-matching keys with ``startswith`` (or a
   range query: ``key >= prefix AND key < prefix_end(prefix)`` in SQL) before any regex;
-- :meth:`KeyPattern.redis_match` for ``SCAN ... MATCH`` (glob only; a regex must be
-  filtered client-side with :meth:`matches` after a ``MATCH head*`` scan);
+- :meth:`KeyPattern.redis_match` for ``SCAN ... MATCH``: a superset of the matching keys
+  (Redis's glob is not ours), so every key it returns is checked with :meth:`matches`;
 - :meth:`KeyPattern.sql_like` for a ``LIKE ... ESCAPE '\\'`` pre-filter.
 
-Glob syntax (the same as Redis's): ``*`` any run of characters (``:`` included),
-``?`` one character, ``[abc]``/``[a-z]`` a class, ``[!abc]`` or ``[^abc]`` a negated
-class, ``\\x`` the character ``x`` literally. A regex (``regex=True``) is Python's
+Glob syntax (our own, on characters; *not* Redis's, which works on bytes with other
+bracket rules): ``*`` any run of characters (``:`` included), ``?`` one character,
+``[abc]``/``[a-z]`` a class, ``[!abc]`` or ``[^abc]`` a negated class (a ``]`` right
+after ``[``, ``[!`` or ``[^`` is a member; a ``-`` first or last is literal; ``\\x`` in a
+class is ``x``), ``\\x`` the character ``x`` literally, and a ``[`` with no closing
+``]`` is a literal ``[``. A regex (``regex=True``) is Python's
 ``re`` syntax applied with ``re.search`` to the caller's key (anchor it with
 ``^``/``$``/``\\Z`` for a whole-key match). Pure standard library: no Django here.
 """
@@ -43,6 +46,39 @@ def glob_literal_prefix(glob: str) -> str:
         out.append(ch)
         i += 1
     return "".join(out)
+
+
+def _glob_tokens(glob: str) -> list[str | None]:
+    """The glob as a list of literal characters and ``None`` for each ``*``, ``?`` or class.
+
+    The same reading as :func:`glob_to_regex` (escapes, where a class closes).
+    """
+    out: list[str | None] = []
+    i, n = 0, len(glob)
+    while i < n:
+        ch = glob[i]
+        i += 1
+        if ch in "*?":
+            out.append(None)
+        elif ch == "\\":
+            out.append(glob[i] if i < n else "\\")
+            i += 1
+        elif ch == "[":
+            j = i
+            if j < n and glob[j] in "!^":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            while j < n and glob[j] != "]":
+                j += 1
+            if j >= n:  # no closing bracket: a literal "["
+                out.append("[")
+            else:
+                out.append(None)
+                i = j + 1
+        else:
+            out.append(ch)
+    return out
 
 
 def glob_to_regex(glob: str) -> str:
@@ -112,6 +148,11 @@ def prefix_end(prefix: str) -> str | None:
     return None
 
 
+#: More ``*`` groups than this in a ``SCAN MATCH`` pattern: send the literal prefix only
+#: (Redis stops matching a pattern nested too deep, and would return nothing).
+_REDIS_MAX_STARS = 32
+
+
 def _redis_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\^" else ch for ch in text)
 
@@ -165,23 +206,29 @@ class KeyPattern:
         return self.matches_key(made_key[len(self.head) :])
 
     def redis_match(self) -> str:
-        """A ``SCAN MATCH`` pattern: exact for a glob, ``head*`` (filter with :meth:`matches`) for a regex."""
+        """A ``SCAN MATCH`` pattern whose matches are a superset of this pattern's.
+
+        Redis's glob differs from ours (it matches bytes, so ``?`` is one byte of a
+        UTF-8 character; an unclosed ``[`` is a class; ``[]a]``, ``[a-]`` and ``\\``
+        in a class follow other rules), so nothing of ours is translated: the literal
+        runs of the glob are kept, escaped, and each ``*``, ``?`` and class becomes
+        ``*``. A regex gives ``head*``. Filter what ``SCAN`` returns with :meth:`matches`.
+        """
+        head = _redis_escape(self.head)
         if self.regex:
-            return _redis_escape(self.head) + "*"
-        # Redis's glob is ours; only "^" as a class negation needs "!"->"^" care, which
-        # Redis accepts as "^" too. The head is escaped as a literal.
-        body = self.pattern
+            return head + "*"
         out: list[str] = []
-        i, n = 0, len(body)
-        while i < n:
-            ch = body[i]
-            if ch == "[" and i + 1 < n and body[i + 1] == "!":
-                out.append("[^")
-                i += 2
-                continue
-            out.append(ch)
-            i += 1
-        return _redis_escape(self.head) + "".join(out)
+        stars = 0
+        for token in _glob_tokens(self.pattern):
+            if token is not None:
+                out.append(_redis_escape(token))
+            elif not out or out[-1] != "*":
+                out.append("*")
+                stars += 1
+        if stars > _REDIS_MAX_STARS:
+            # Redis gives up (no match) on deeply nested "*"s: the literal prefix only.
+            return head + _redis_escape(glob_literal_prefix(self.pattern)) + "*"
+        return head + "".join(out)
 
     def sql_like(self) -> str:
         """A ``LIKE ? ESCAPE '\\'`` pre-filter (a superset: check rows with :meth:`matches`)."""

@@ -71,7 +71,9 @@ def test_literal_prefix() -> None:
 
 
 def test_redis_match_and_sql_like() -> None:
-    assert KeyPattern("user:[!a]*", head="p:1:").redis_match() == "p:1:user:[^a]*"
+    # A superset of the glob's keys: classes and "?" become "*" (Redis's glob is not ours).
+    assert KeyPattern("user:[!a]*", head="p:1:").redis_match() == "p:1:user:*"
+    assert KeyPattern("a?[x]b", head="p:1:").redis_match() == "p:1:a*b"
     assert KeyPattern("x", head="p*[:1:").redis_match() == r"p\*\[:1:x"
     assert KeyPattern("r.*", regex=True, head="p:1:").redis_match() == "p:1:*"
     assert KeyPattern("a_%b*", head="p:1:").sql_like() == r"p:1:a\_\%b%"
@@ -99,3 +101,22 @@ def test_a_match_starts_with_the_literal_prefix(glob: str, key: str) -> None:
     pattern = KeyPattern(glob, head="h:")
     if pattern.matches("h:" + key):
         assert ("h:" + key).startswith(pattern.literal_prefix)
+
+
+_classy = st.text(alphabet="ab:*?[]!^-\\é", max_size=8)
+
+
+@given(glob=_classy, key=st.text(alphabet="ab:*?[]!^-\\é", max_size=8))
+def test_redis_match_is_a_superset(glob: str, key: str) -> None:
+    # redis_match() holds only escaped literals and "*": read it as a regex that way.
+    try:
+        pattern = KeyPattern(glob, head="h[1]:")
+    except re.error:  # a reversed range, "[b-a]"
+        return
+    if pattern.matches("h[1]:" + key):
+        redis = pattern.redis_match()
+        regex = "".join(
+            ".*" if part == "*" else re.escape(part[-1])
+            for part in re.findall(r"\\.|\*|[^\\*]", redis)
+        )
+        assert re.fullmatch(regex, "h[1]:" + key, re.DOTALL), (glob, key, redis)
