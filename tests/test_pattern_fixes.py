@@ -19,6 +19,11 @@ from django_smartcache.backends.multilevel import MultiLevelCache
 from django_smartcache.backends.sqlite import SQLiteCache
 from django_smartcache.core.patterns import KeyPattern, glob_to_regex
 
+# Some keys hold a newline on purpose (memcached could not store them).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::django.core.cache.backends.base.CacheKeyWarning"
+)
+
 SMART = "django_smartcache.backends.SmartCache"
 REDIS = "django.core.cache.backends.redis.RedisCache"
 SQLITE = "django_smartcache.backends.SQLiteCache"

@@ -10,7 +10,9 @@ pattern is matched on final keys: ``KeyPattern.head`` is MultiLevelCache's
 - SmartCache: its store's ``delete_matching`` (prefix pre-filter, no unpickling).
 - A level with its own ``delete_pattern()`` (SQLiteCache): the pattern rewritten over
   final keys; a glob always can be, a regex unless it looks behind the start of the
-  caller's key (a lookbehind, MULTILINE): start anchors become "just after the head".
+  caller's key (a lookbehind, MULTILINE; read by Python's regex parser): start anchors
+  become "just after the head", leading global flags (``(?i)``) a scoped group that
+  leaves the head out.
 - Django's ``LocMemCache``: a scan of its keys under its lock.
 
 Anything else raises ``NotImplementedError`` naming the level.
@@ -18,6 +20,7 @@ Anything else raises ``NotImplementedError`` naming the level.
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any
 
@@ -31,9 +34,14 @@ __all__ = ["SCAN_COUNT", "delete_matching"]
 #: Keys asked per ``SCAN`` call and deleted per pipelined ``UNLINK`` batch.
 SCAN_COUNT = 500
 
-#: Regex constructs that look at characters before the caller's key: such a regex
-#: cannot be rewritten to run on final keys.
-_LOOKS_BEHIND = re.compile(r"\(\?<[=!]|\(\?[a-zA-Z]*m")
+#: Without Python's regex parser: a conservative text test for a lookbehind or MULTILINE
+#: (it may refuse a regex that only mentions them, never misses one).
+_LOOKS_BEHIND_TEXT = re.compile(r"\(\?<[=!]|\(\?[a-zA-Z]*m")
+
+#: The global inline flags, comments and (in verbose mode) blanks a regex may start with.
+_LEADING_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+_LEADING_COMMENT = re.compile(r"\(\?#(?:\\.|[^\\)])*\)", re.DOTALL)
+_VERBOSE_BLANK = re.compile(r"(?:\s+|#[^\n]*(?:\n|\Z))+")
 
 
 def delete_matching(
@@ -139,50 +147,171 @@ def _glob_escape(text: str) -> str:
 def _regex_on_final_keys(kp: KeyPattern, label: str) -> str:
     """A regex that ``re.search`` finds in a final key iff ``kp`` matches it.
 
-    ``\\A head (?s:.*?) (?:pattern)``, with each start anchor of the pattern (``^``,
-    ``\\A``) turned into "just after the head" (a fixed-width lookbehind).
+    ``\\A head (?s:.*?) (?flags:pattern)``: the pattern's leading global flags
+    (``(?i)``, ``(?x)``...) become a scoped group around it, so they never apply to the
+    head (a case-insensitive head would reach other prefixes' keys), and each start
+    anchor of the pattern (``^``, ``\\A``) becomes "just after the head" (a
+    fixed-width lookbehind). A pattern that looks before the caller's key (a
+    lookbehind, MULTILINE, ``\\b``/``\\B`` after a head ending in a word character)
+    cannot be rewritten: ``NotImplementedError``.
     """
     pattern = kp.pattern
     word_head = bool(re.search(r"\w\Z", kp.head))
-    if _LOOKS_BEHIND.search(pattern) or (word_head and re.search(r"\\[bB]", pattern)):
+    found = _looks_before_the_key(pattern, word_head)
+    if found:
         raise NotImplementedError(
             f"delete_pattern(regex=True): level {label} matches final keys, and "
-            f"{pattern!r} looks at what precedes the caller's key (a lookbehind, "
-            f"MULTILINE, or \\b/\\B after a head ending in a word character); "
+            f"{pattern!r} looks at what precedes the caller's key ({found}); "
             f"rewrite it"
         )
-    head = re.escape(kp.head)
-    body = _replace_start_anchors(pattern, rf"(?<=\A{head})")
-    return rf"\A{head}(?s:.*?)(?:{body})"
+    flags, body = _split_global_flags(pattern)
+    verbose = "x" in flags
+    head = re.escape(kp.head)  # escapes blanks and "#" too: safe in verbose mode
+    body = _replace_start_anchors(body, rf"(?<=\A{head})", verbose=verbose)
+    # In verbose mode a trailing "# comment" would swallow the closing parenthesis.
+    end = "\n)" if verbose else ")"
+    return rf"\A{head}(?s:.*?)(?{flags}:{body}{end}"
 
 
-def _replace_start_anchors(pattern: str, replacement: str) -> str:
-    """``pattern`` with every ``^`` anchor (outside a class, not escaped) and ``\\A`` replaced."""
+def _split_global_flags(pattern: str) -> tuple[str, str]:
+    """``(flags, rest)``: the global inline flags ``pattern`` starts with, and the rest.
+
+    Python accepts global flags only before anything else (comments and, once verbose,
+    blanks aside); those are dropped with them.
+    """
+    flags = ""
+    i = 0
+    while True:
+        if "x" in flags:
+            blank = _VERBOSE_BLANK.match(pattern, i)
+            if blank and blank.end() > i:
+                i = blank.end()
+                continue
+        match = _LEADING_FLAGS.match(pattern, i) or _LEADING_COMMENT.match(pattern, i)
+        if match is None:
+            return "".join(sorted(set(flags))), pattern[i:]
+        if match.re is _LEADING_FLAGS:
+            flags += match.group(1)
+        i = match.end()
+
+
+def _regex_parser() -> Any:
+    try:
+        return importlib.import_module("re._parser")
+    except ImportError:  # pragma: no cover - every Python we support has it
+        return None
+
+
+def _looks_before_the_key(pattern: str, word_head: bool) -> str:
+    """What in ``pattern`` looks at the characters before the caller's key ("" if nothing).
+
+    Read by Python's own regex parser, so an escaped ``\\(?m`` or a ``(?<=`` in a class
+    is not taken for a construct; without the parser, a conservative text test.
+    """
+    parser = _regex_parser()
+    try:
+        tree = parser.parse(pattern) if parser is not None else None
+    except Exception:  # noqa: BLE001 - re.compile accepted it; fall back to the text test
+        tree = None
+    if tree is None:
+        if _LOOKS_BEHIND_TEXT.search(pattern):
+            return "a lookbehind or MULTILINE"
+        if word_head and re.search(r"\\[bB]", pattern):
+            return "\\b/\\B after a head ending in a word character"
+        return ""
+    if tree.state.flags & parser.SRE_FLAG_MULTILINE:
+        return "MULTILINE"
+    boundaries = (parser.AT_BOUNDARY, parser.AT_NON_BOUNDARY)
+    stack: list[Any] = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, parser.SubPattern):
+            for op, av in item.data:
+                if op in (parser.ASSERT, parser.ASSERT_NOT) and av[0] < 0:
+                    return "a lookbehind"
+                if op is parser.SUBPATTERN and av[1] & parser.SRE_FLAG_MULTILINE:
+                    return "MULTILINE"
+                if op is parser.AT and av in boundaries and word_head:
+                    return "\\b/\\B after a head ending in a word character"
+                stack.append(av)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return ""
+
+
+def _replace_start_anchors(pattern: str, replacement: str, *, verbose: bool) -> str:
+    """``pattern`` with every ``^`` anchor and ``\\A`` replaced.
+
+    Skips what is not an anchor: escapes, classes (``[^...]``, ``[]^]``), comments
+    (``(?#...)``, and ``# ...`` to the end of the line wherever verbose mode is on,
+    globally or in a ``(?x:...)`` group).
+    """
     out: list[str] = []
-    i, in_class = 0, False
-    while i < len(pattern):
+    scopes: list[bool] = []  # the verbose mode outside each open group
+    i, n = 0, len(pattern)
+    while i < n:
         ch = pattern[i]
         if ch == "\\":
             pair = pattern[i : i + 2]
-            out.append(replacement if pair == "\\A" and not in_class else pair)
+            out.append(replacement if pair == "\\A" else pair)
             i += 2
-            continue
-        if in_class:
-            if ch == "]":
-                in_class = False
         elif ch == "[":
-            in_class = True
+            j = i + 1
+            for special in ("^", "]"):  # a negation, then a literal "]" first
+                if pattern[j : j + 1] == special:
+                    j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            out.append(pattern[i : j + 1])
+            i = j + 1
+        elif ch == "#" and verbose:
+            j = pattern.find("\n", i)
+            j = n if j < 0 else j + 1
+            out.append(pattern[i:j])
+            i = j
+        elif ch == "(":
+            j, inner = _group_start(pattern, i, verbose)
+            out.append(pattern[i:j])
+            if inner is not None:
+                scopes.append(verbose)
+                verbose = inner
+            i = j
+        elif ch == ")":
+            if scopes:
+                verbose = scopes.pop()
             out.append(ch)
             i += 1
-            for special in ("^", "]"):  # a negation, then a literal "]" first
-                if pattern[i : i + 1] == special:
-                    out.append(special)
-                    i += 1
-            continue
         elif ch == "^":
             out.append(replacement)
             i += 1
-            continue
-        out.append(ch)
-        i += 1
+        else:
+            out.append(ch)
+            i += 1
     return "".join(out)
+
+
+_SCOPED_FLAGS = re.compile(r"\(\?([aiLmsux]*)(?:-([imsx]+))?:")
+
+
+def _group_start(pattern: str, i: int, verbose: bool) -> tuple[int, bool | None]:
+    """The end of the group opening at ``pattern[i]``, and its verbose mode.
+
+    ``None`` as the mode for what opens no group: a ``(?#...)`` comment (all of it is
+    returned) or a global flag group.
+    """
+    if pattern.startswith("(?#", i):
+        j = i + 3
+        while j < len(pattern) and pattern[j] != ")":
+            j += 2 if pattern[j] == "\\" else 1
+        return j + 1, None
+    scoped = _SCOPED_FLAGS.match(pattern, i)
+    if scoped:
+        on, off = scoped.group(1), scoped.group(2) or ""
+        return scoped.end(), (verbose or "x" in on) and "x" not in off
+    flags = _LEADING_FLAGS.match(pattern, i)
+    if flags:
+        return flags.end(), None
+    if pattern.startswith("(?(", i):  # a conditional: skip its "(name)" too
+        close = pattern.find(")", i + 3)
+        return (len(pattern) if close < 0 else close + 1), verbose
+    return i + 1, verbose
