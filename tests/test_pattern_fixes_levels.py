@@ -18,6 +18,7 @@ from django_smartcache.core.patterns import KeyPattern
 from .test_pattern_fixes import (
     GLOBS,
     KEYS,
+    REDIS,
     REGEXES,
     SMART,
     SQLITE,
@@ -123,3 +124,45 @@ def test_word_boundary_after_a_word_head_is_refused(pattern: str) -> None:
         _regex_on_final_keys(KeyPattern(pattern, regex=True, head="p1"), "L2")
     # After a head ending in ":", \b at the key's start is the same as on the key.
     _regex_on_final_keys(KeyPattern(pattern, regex=True, head="p:1:"), "L2")
+
+
+# -- 6. the count is of distinct keys removed, across levels -----------------------------
+
+
+def _count_case(cache: MultiLevelCache) -> None:
+    l2 = cache.levels[1]
+    for i in range(3):  # only in L2 (their L1 copies expired)
+        l2.set(cache.make_key(f"a:{i}"), i)
+    for i in range(3, 5):  # only in L1
+        cache.set(f"a:{i}", i, levels=1)
+    cache.set("a:5", 5)  # in both: counts once
+    cache.levels[1].set(cache.make_key("a:6"), 6, timeout=-1)  # expired: not counted
+    assert cache.delete_pattern("a:*") == 6
+    assert cache.get_many([f"a:{i}" for i in range(7)]) == {}
+    assert cache.delete_pattern("a:*") == 0
+
+
+def test_multilevel_over_sqlite_counts_distinct_keys_across_levels(
+    tmp_path: Any,
+) -> None:
+    levels = [
+        {"BACKEND": SMART, "LOCATION": _prefix()},
+        {"BACKEND": SQLITE, "LOCATION": str(tmp_path / "l2.sqlite3")},
+    ]
+    cache = MultiLevelCache("", {"KEY_PREFIX": "p", "OPTIONS": {"LEVELS": levels}})
+    _count_case(cache)
+
+
+@pytest.mark.redis
+def test_multilevel_over_redis_counts_distinct_keys_across_levels(
+    redis_url: str,
+) -> None:
+    levels = [
+        {"BACKEND": SMART, "LOCATION": _prefix()},
+        {"BACKEND": REDIS, "LOCATION": redis_url},
+    ]
+    cache = MultiLevelCache("", {"KEY_PREFIX": "p", "OPTIONS": {"LEVELS": levels}})
+    try:
+        _count_case(cache)
+    finally:
+        cache._co.stop()

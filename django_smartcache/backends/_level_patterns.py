@@ -8,7 +8,9 @@ pattern is matched on final keys: ``KeyPattern.head`` is MultiLevelCache's
   blocks the server) and one pipelined ``UNLINK`` per batch, so the keys actually
   removed are known (they are published to the other processes' L1).
 - SmartCache: its store's ``delete_matching`` (prefix pre-filter, no unpickling).
-- A level with its own ``delete_pattern()`` (SQLiteCache): the pattern rewritten over
+- SQLiteCache: its ``_delete_key_pattern`` with MultiLevelCache's head (the caller's
+  pattern on the rest of the key, as on its own keys), which returns the keys deleted.
+- Another level with its own ``delete_pattern()``: the pattern rewritten over
   final keys; a glob always can be, a regex unless it looks behind the start of the
   caller's key (a lookbehind, MULTILINE; read by Python's regex parser): start anchors
   become "just after the head", leading global flags (``(?i)``) a scoped group that
@@ -50,7 +52,9 @@ def delete_matching(
     """Remove ``kp``'s keys from ``level``; the removed keys, or only their number.
 
     Keys starting with ``keep`` (the tag version keys) are kept where the keys are
-    listed here; a level's own ``delete_pattern()`` decides for itself.
+    listed here; SQLiteCache (as its own ``delete_pattern()`` does) and a level's own
+    ``delete_pattern()`` delete those that match too: a tagged entry then reads as a
+    miss, never as revived. Only a level's own ``delete_pattern()`` gives a number.
     """
     client = _redis_client(level)
     if client is not None:
@@ -58,6 +62,11 @@ def delete_matching(
     store = getattr(level, "_store", None)
     if store is not None and callable(getattr(store, "delete_matching", None)):
         return _store_delete(store, kp, keep)
+    exact = getattr(level, "_delete_key_pattern", None)
+    if callable(exact):
+        # SQLiteCache: the caller's pattern applied after the head, as on its own keys;
+        # the keys that went come back, to be counted once across levels.
+        return set(exact(kp))
     native = getattr(level, "delete_pattern", None)
     if callable(native):
         if kp.regex:

@@ -864,10 +864,13 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
     ) -> int:
         """Delete the keys matching a glob (or ``regex=True``: a regex) from every level.
 
-        ``KEY_PREFIX`` and ``version`` are honoured; tag version keys are kept. Lowest
-        level first (Redis: ``SCAN``/``UNLINK`` in batches), then upwards; the other
-        processes drop their L1 copies through the coherence channel. Returns the
-        number of distinct keys removed. See ``docs/multilevel.md``.
+        ``KEY_PREFIX`` and ``version`` are honoured; tag version keys are kept, but a
+        SQLiteCache level deletes those matching.
+        Lowest level first (Redis: ``SCAN``/``UNLINK`` in batches), then upwards; the
+        other processes drop their L1 copies through the coherence channel. Returns
+        the number of distinct live keys removed: the union of the keys each level
+        says it deleted (a level that only gives a number, through its own
+        ``delete_pattern()``, makes it at least that number). See ``docs/multilevel.md``.
         """
         kp = self.key_pattern(pattern, regex=regex, version=version)
         keep = kp.head + conf.get("TAG_KEY_PREFIX")
@@ -892,7 +895,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 self._ok(i)
             if isinstance(got, set):
                 removed |= got
-            else:
+            else:  # a number only: which keys they were (and overlaps) is unknown
                 counted = max(counted, got)
         if self._co.kind == "redis" and self._usable(self._last):
             try:

@@ -32,7 +32,7 @@ from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
-from ..core.patterns import glob_to_regex, prefix_end
+from ..core.patterns import KeyPattern, glob_to_regex, prefix_end
 from ..tagging import TaggingMixin
 from . import _sqlite_file as sqlite_file, _sqlite_schema as sql
 from ._sqlite_options import parse
@@ -733,21 +733,37 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         the matching keys, ``"*:42"`` every key of this prefix and version). One
         transaction: the deletions reach the change log with it.
         """
-        match = self.key_pattern(pattern, regex=regex, version=version)
-        if regex:
-            op, operand = "REGEXP", pattern
+        return len(
+            self._delete_key_pattern(
+                self.key_pattern(pattern, regex=regex, version=version)
+            )
+        )
+
+    def _delete_key_pattern(self, match: KeyPattern) -> set[str]:
+        """Delete the stored keys ``match`` matches; return the live ones among them.
+
+        ``match.head`` is the literal start of the stored keys and the pattern applies
+        to the rest: for ``delete_pattern()`` the head of this cache's ``KEY_PREFIX``
+        and version, for a MultiLevelCache whose level this is the head of its final
+        keys (so its caller's regex is matched as written, and it learns which keys
+        went from every level to count each once).
+        """
+        if match.regex:
+            op, operand = "REGEXP", match.pattern
         else:
-            glob = _sqlite_glob(pattern)
+            glob = _sqlite_glob(match.pattern)
             # A class SQLite's GLOB cannot spell ("[]^-]"...): the same test in Python.
             op, operand = (
                 ("GLOB", glob)
                 if glob is not None
-                else ("REGEXP", r"\A" + glob_to_regex(pattern))
+                else ("REGEXP", r"\A" + glob_to_regex(match.pattern))
             )
         end = prefix_end(match.literal_prefix)
-        statement = (
-            sql.DELETE_PATTERN if end is not None else sql.DELETE_PATTERN_OPEN
-        ).format(op=op)
+        template = sql.DELETE_PATTERN if end is not None else sql.DELETE_PATTERN_OPEN
+        # Returning the keys too (RETURNING: SQLite 3.35+, as every delete here).
+        statement = template.format(op=op).replace(
+            "RETURNING expires", "RETURNING key, expires"
+        )
         params = {
             "low": match.literal_prefix,
             "high": end,
@@ -769,7 +785,7 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         statement: str,
         params: dict[str, Any],
         now: float,
-    ) -> int:
+    ) -> set[str]:
         conn.execute("BEGIN IMMEDIATE")
         try:
             rows = conn.execute(statement, params).fetchall()
@@ -777,7 +793,7 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        return sum(1 for (e,) in rows if e is None or e > now)
+        return {key for key, e in rows if e is None or e > now}
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         db_key = self._key(key, version)
