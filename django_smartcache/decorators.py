@@ -129,11 +129,15 @@ class _Options:
     using: str
     lock: bool
     lock_timeout: float
+    #: ``lock_timeout`` rounded up for the backend: Django's Redis and memcached
+    #: backends keep whole seconds (``int()``), and 0.9 would store an expired lock.
+    lock_seconds: int
     beta: float  # 0: no early refresh
     stale_if_error: float
     random: Callable[[], float]
     clock: Callable[[], float]
     prefix: str
+    name: str | None
 
     @classmethod
     def validate(
@@ -150,6 +154,7 @@ class _Options:
         random: Any,
         clock: Any,
         prefix: Any,
+        name: Any = None,
     ) -> _Options:
         if (
             timeout is not DEFAULT_TIMEOUT
@@ -196,10 +201,10 @@ class _Options:
             raise _invalid(
                 "stale_if_error", f"expected seconds >= 0, got {stale_if_error!r}"
             )
-        for name, value in (("random", random), ("clock", clock)):
+        for option, value in (("random", random), ("clock", clock)):
             if value is not None and not callable(value):
                 raise _invalid(
-                    name, f"expected a function of no arguments, got {value!r}"
+                    option, f"expected a function of no arguments, got {value!r}"
                 )
         if (
             not isinstance(prefix, str)
@@ -209,6 +214,12 @@ class _Options:
             raise _invalid(
                 "prefix", f"expected a non-empty string without spaces, got {prefix!r}"
             )
+        if name is not None and (
+            not isinstance(name, str) or not name or any(c.isspace() for c in name)
+        ):
+            raise _invalid(
+                "name", f"expected a non-empty string without spaces, got {name!r}"
+            )
         return cls(
             timeout=timeout,
             tags=tags,
@@ -216,11 +227,13 @@ class _Options:
             using=using,
             lock=lock,
             lock_timeout=float(lock_timeout),
+            lock_seconds=math.ceil(lock_timeout),
             beta=beta,
             stale_if_error=float(stale_if_error),
             random=random or _random.random,
             clock=clock or time.time,
             prefix=prefix,
+            name=name,
         )
 
 
@@ -238,8 +251,7 @@ class CachedFunction(Generic[P, R]):
         functools.update_wrapper(self, func)
         self._func = func
         self._options = options
-        qualname = getattr(func, "__qualname__", type(func).__qualname__)
-        self._name = f"{getattr(func, '__module__', type(func).__module__)}.{qualname}"
+        self._name = options.name or _name_of(func)
         self._signature = inspect.signature(func)
         # Plain positional-or-keyword parameters: calls with positional arguments only
         # skip Signature.bind(), giving the very same (name, value) pairs.
@@ -355,7 +367,11 @@ class CachedFunction(Generic[P, R]):
         now = self._options.clock()
         ttl = self._ttl(cache)
         expires_at = None if ttl is None else now + ttl
-        backend_timeout = None if ttl is None else ttl + self._options.stale_if_error
+        # Whole seconds, rounded up: backends that keep int() of a timeout would store
+        # an entry of 0.5 s as already expired. The envelope's expiry stays exact.
+        backend_timeout = (
+            None if ttl is None else math.ceil(ttl + self._options.stale_if_error)
+        )
         return (
             ENVELOPE_MARK,
             value,
@@ -447,7 +463,7 @@ class CachedFunction(Generic[P, R]):
         deadline = since + 2 * self._options.lock_timeout
         waited = False
         while True:
-            if cache.add(lock_key, token, timeout=self._options.lock_timeout):
+            if cache.add(lock_key, token, timeout=self._options.lock_seconds):
                 try:
                     # The previous holder may have stored the value and let go just now.
                     found = _unpack(cache.get(key, _MISSING))
@@ -507,7 +523,7 @@ class CachedFunction(Generic[P, R]):
             return entry.value
         lock_key, token = f"{key}:lock", uuid.uuid4().hex
         if self._options.lock and not cache.add(
-            lock_key, token, timeout=self._options.lock_timeout
+            lock_key, token, timeout=self._options.lock_seconds
         ):
             return entry.value
         try:
@@ -575,7 +591,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         deadline = since + 2 * self._options.lock_timeout
         waited = False
         while True:
-            if await cache.aadd(lock_key, token, timeout=self._options.lock_timeout):
+            if await cache.aadd(lock_key, token, timeout=self._options.lock_seconds):
                 try:
                     found = _unpack(await cache.aget(key, _MISSING))
                     if found is not None and found.fresh(self._options.clock()):
@@ -637,7 +653,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             return entry.value
         lock_key, token = f"{key}:lock", uuid.uuid4().hex
         if self._options.lock and not await cache.aadd(
-            lock_key, token, timeout=self._options.lock_timeout
+            lock_key, token, timeout=self._options.lock_seconds
         ):
             return entry.value
         try:
@@ -700,6 +716,34 @@ class _CachedClassMethod:
         return _Bound(self.__func__, owner if owner is not None else type(instance))
 
 
+def _name_of(func: Callable[..., Any]) -> str:
+    """``module.qualname``: what tells ``func``'s entries apart from other functions'.
+
+    Refused where it does not: a lambda, a ``partial`` or another callable object (their
+    name is their type's), and a closure made inside a function (every closure its
+    factory makes has the same name, whatever it captured). Their entries would be
+    shared, and one function would silently return another's results.
+    """
+    qualname = getattr(func, "__qualname__", None)
+    if not inspect.isfunction(func) or qualname is None:
+        why = f"{func!r} is not a function: its name is its type's"
+    elif "<lambda>" in qualname:
+        why = f"{qualname} is a lambda: every lambda has that name"
+    elif "<locals>" in qualname and set(func.__code__.co_freevars) - {"__class__"}:
+        captured = ", ".join(sorted(set(func.__code__.co_freevars) - {"__class__"}))
+        why = (
+            f"{qualname} is a closure over {captured}: every function its factory "
+            f"makes has that name, whatever it captured"
+        )
+    else:
+        return f"{func.__module__}.{qualname}"
+    raise _invalid(
+        "name",
+        f"{why}, so functions sharing it would share entries. Pass name= unique to "
+        "this function (or define it at module level).",
+    )
+
+
 def cached(
     func: Callable[..., Any] | None = None,
     *,
@@ -714,6 +758,7 @@ def cached(
     random: Callable[[], float] | None = None,
     clock: Callable[[], float] | None = None,
     prefix: str = DEFAULT_PREFIX,
+    name: str | None = None,
 ) -> Any:
     """Memoize ``func`` in the cache ``using``; ``@cached`` or ``@cached(...)``.
 
@@ -731,6 +776,9 @@ def cached(
     - ``random``, ``clock``: the random source (``random.random``) and the clock
       (``time.time``), for deterministic tests.
     - ``prefix``: the first part of every key (default ``"smartcache.memo"``).
+    - ``name``: the function's name in its keys (default ``module.qualname``); needed
+      for a lambda, a ``partial``, a callable object or a closure, which a name alone
+      does not tell apart.
     """
     options = _Options.validate(
         timeout=timeout,
@@ -744,6 +792,7 @@ def cached(
         random=random,
         clock=clock,
         prefix=prefix,
+        name=name,
     )
     _check_alias(using)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 import threading
 import time
 from collections import Counter
@@ -95,7 +97,7 @@ def wait_until(condition, timeout: float = ARRIVAL_TIMEOUT) -> None:
 def test_computes_once_and_caches_none(alias) -> None:
     runs = Counter()
 
-    @cached(using=alias)
+    @cached(name="test_computes_once_and_caches_none.lookup", using=alias)
     def lookup(name, missing=False):
         runs[name] += 1
         return None if missing else name.upper()
@@ -108,7 +110,7 @@ def test_computes_once_and_caches_none(alias) -> None:
 
 
 def test_equal_calls_share_one_key_whatever_their_spelling() -> None:
-    @cached
+    @cached(name=f"{__name__}.area")
     def area(width, height=2, *, unit="m"):
         return width * height
 
@@ -124,7 +126,7 @@ def test_equal_calls_share_one_key_whatever_their_spelling() -> None:
 
 
 def test_positional_fast_path_and_bound_path_agree() -> None:
-    @cached
+    @cached(name="test_positional_fast_path_and_bound_path_agree.plain")
     def plain(a, b=2):
         return a + b
 
@@ -140,7 +142,7 @@ def test_positional_fast_path_and_bound_path_agree() -> None:
 def test_key_names_the_stored_entry_and_foreign_values_are_misses() -> None:
     runs = []
 
-    @cached
+    @cached(name="test_key_names_the_stored_entry_and_foreign_values_are_misses.double")
     def double(x):
         runs.append(x)
         return 2 * x
@@ -155,7 +157,7 @@ def test_key_names_the_stored_entry_and_foreign_values_are_misses() -> None:
 def test_invalidate_and_refresh() -> None:
     value = {"n": 1}
 
-    @cached
+    @cached(name="test_invalidate_and_refresh.read")
     def read(key):
         return value["n"]
 
@@ -174,7 +176,9 @@ def test_unsupported_arguments_raise_and_key_function_is_the_way_out() -> None:
     class Opaque:
         pass
 
-    @cached
+    @cached(
+        name="test_unsupported_arguments_raise_and_key_function_is_the_way_out.strict"
+    )
     def strict(obj):
         return 1
 
@@ -183,7 +187,10 @@ def test_unsupported_arguments_raise_and_key_function_is_the_way_out() -> None:
 
     calls = []
 
-    @cached(key=lambda obj, n: n)
+    @cached(
+        name="test_unsupported_arguments_raise_and_key_function_is_the_way_out.lenient",
+        key=lambda obj, n: n,
+    )
     def lenient(obj, n):
         calls.append(n)
         return n
@@ -193,7 +200,7 @@ def test_unsupported_arguments_raise_and_key_function_is_the_way_out() -> None:
 
 
 def test_model_instances_are_keyed_by_label_and_pk() -> None:
-    @cached
+    @cached(name="test_model_instances_are_keyed_by_label_and_pk.name_of")
     def name_of(user):
         return user.username
 
@@ -296,7 +303,9 @@ def test_tags_need_a_backend_that_can_store_them() -> None:
     assert not supports_tags(caches["default"])
     assert supports_tags(caches["tagging"])
 
-    @cached(tags=["products"])
+    @cached(
+        name="test_tags_need_a_backend_that_can_store_them.on_locmem", tags=["products"]
+    )
     def on_locmem():
         return 1
 
@@ -309,7 +318,11 @@ def test_tags_need_a_backend_that_can_store_them() -> None:
 def test_tags_static_and_computed_reach_the_backend() -> None:
     runs = []
 
-    @cached(using="tagging", tags=lambda pk: [f"product:{pk}", "products"])
+    @cached(
+        name="test_tags_static_and_computed_reach_the_backend.product",
+        using="tagging",
+        tags=lambda pk: [f"product:{pk}", "products"],
+    )
     def product(pk):
         runs.append(pk)
         return {"pk": pk}
@@ -323,7 +336,11 @@ def test_tags_static_and_computed_reach_the_backend() -> None:
     product(1), product(2)
     assert runs == [1, 2, 1, 1, 2]
 
-    @cached(using="tagging", tags=lambda pk: "oops")
+    @cached(
+        name="test_tags_static_and_computed_reach_the_backend.bad",
+        using="tagging",
+        tags=lambda pk: "oops",
+    )
     def bad(pk):
         return pk
 
@@ -332,7 +349,7 @@ def test_tags_static_and_computed_reach_the_backend() -> None:
 
 
 def test_unknown_alias_after_settings_change_is_named(settings) -> None:
-    @cached(using="smart")
+    @cached(name="test_unknown_alias_after_settings_change_is_named.f", using="smart")
     def f():
         return 1
 
@@ -348,12 +365,14 @@ def test_logical_expiry_and_timeout_none() -> None:
     clock = Clock()
     runs = []
 
-    @cached(timeout=10, clock=clock)
+    @cached(name="test_logical_expiry_and_timeout_none.short", timeout=10, clock=clock)
     def short():
         runs.append("short")
         return len(runs)
 
-    @cached(timeout=None, clock=clock)
+    @cached(
+        name="test_logical_expiry_and_timeout_none.forever", timeout=None, clock=clock
+    )
     def forever():
         runs.append("forever")
         return len(runs)
@@ -370,7 +389,7 @@ def test_logical_expiry_and_timeout_none() -> None:
 def test_timeout_zero_always_recomputes() -> None:
     runs = []
 
-    @cached(timeout=0)
+    @cached(name="test_timeout_zero_always_recomputes.f", timeout=0)
     def f():
         runs.append(1)
         return len(runs)
@@ -383,7 +402,7 @@ def test_default_timeout_is_the_caches_timeout(settings) -> None:
     clock = Clock()
     runs = []
 
-    @cached(clock=clock)
+    @cached(name="test_default_timeout_is_the_caches_timeout.f", clock=clock)
     def f():
         runs.append(1)
         return len(runs)
@@ -405,8 +424,10 @@ def test_stale_value_is_served_when_recomputing_fails_within_grace() -> None:
         state["n"] += 1
         return state["n"]
 
-    tolerant = cached(timeout=10, stale_if_error=60, clock=clock)(lambda: compute())
-    strict = cached(timeout=10, clock=clock, prefix="strict")(lambda: compute())
+    tolerant = cached(name="tolerant", timeout=10, stale_if_error=60, clock=clock)(
+        lambda: compute()
+    )
+    strict = cached(name="strict", timeout=10, clock=clock)(lambda: compute())
     assert tolerant() == 1 and strict() == 2
     state["fail"] = True
     clock.now += 11
@@ -430,9 +451,13 @@ def test_early_refresh_follows_xfetch_with_an_injected_random_source() -> None:
         clock.now += 5  # the computation "costs" 5 seconds of the clock
         return len(runs)
 
-    f = cached(timeout=100, early_refresh=True, clock=clock, random=lambda: draws[0])(
-        slow
-    )
+    f = cached(
+        name="slow",
+        timeout=100,
+        early_refresh=True,
+        clock=clock,
+        random=lambda: draws[0],
+    )(slow)
     assert f() == 1  # stored at t0+5, expires at t0+105, cost 5
     clock.now += 90  # 10 s before expiry
     assert f() == 1  # draw 0: -ln(1) = 0, no head start
@@ -443,7 +468,7 @@ def test_early_refresh_follows_xfetch_with_an_injected_random_source() -> None:
     assert f() == 2
 
     g = cached(
-        timeout=100, early_refresh=0.1, clock=clock, random=lambda: 0.99, prefix="g"
+        name="g", timeout=100, early_refresh=0.1, clock=clock, random=lambda: 0.99
     )(slow)
     assert g() == 3
     clock.now += 90  # beta 0.1: head start 2.3 s < 10 s left
@@ -460,9 +485,13 @@ def test_failed_early_refresh_keeps_the_fresh_value() -> None:
         clock.now += 1
         return "value"
 
-    f = cached(timeout=10, early_refresh=True, clock=clock, random=lambda: 0.999999)(
-        compute
-    )
+    f = cached(
+        name="compute",
+        timeout=10,
+        early_refresh=True,
+        clock=clock,
+        random=lambda: 0.999999,
+    )(compute)
     assert f() == "value"
     state["fail"] = True
     assert f() == "value"
@@ -480,7 +509,7 @@ def test_fifty_threads_on_a_cold_key_compute_once(alias) -> None:
     def on_wait(sender, key, scope, seconds, **kwargs):
         waits.append(scope)
 
-    @cached(using=alias)
+    @cached(name="test_fifty_threads_on_a_cold_key_compute_once.expensive", using=alias)
     def expensive(x):
         runs.append(x)
         flight_key = (alias, expensive.key(x))
@@ -543,7 +572,11 @@ def test_get_or_set_of_a_mixin_backend_computes_once() -> None:
 def test_lock_taken_by_a_crashed_holder_expires() -> None:
     runs = []
 
-    @cached(lock=True, lock_timeout=1)
+    @cached(
+        name="test_lock_taken_by_a_crashed_holder_expires.guarded",
+        lock=True,
+        lock_timeout=1,
+    )
     def guarded():
         runs.append(1)
         return "computed"
@@ -559,7 +592,11 @@ def test_lock_waiter_takes_the_value_another_holder_stores() -> None:
     runs = []
     waits = []
 
-    @cached(lock=True, lock_timeout=30)
+    @cached(
+        name="test_lock_waiter_takes_the_value_another_holder_stores.guarded",
+        lock=True,
+        lock_timeout=30,
+    )
     def guarded():
         runs.append(1)
         return "mine"
@@ -595,7 +632,7 @@ def test_exception_reaches_every_waiter_and_nothing_is_cached() -> None:
     runs = []
     errors = []
 
-    @cached
+    @cached(name="test_exception_reaches_every_waiter_and_nothing_is_cached.failing")
     def failing():
         runs.append(1)
         wait_until(lambda: decorators._FLIGHT.waiting(("default", failing.key())) == 4)
@@ -623,7 +660,7 @@ def test_async_functions_are_memoized_once_per_cold_key() -> None:
     runs = []
     callers = 50
 
-    @cached
+    @cached(name="test_async_functions_are_memoized_once_per_cold_key.fetch")
     async def fetch(x):
         runs.append(x)
         flight_key = ("default", fetch.key(x))
@@ -652,6 +689,7 @@ def test_async_tags_stale_and_lock() -> None:
     state = {"fail": False, "n": 0}
 
     @cached(
+        name="test_async_tags_stale_and_lock.value",
         using="tagging",
         tags=["t"],
         timeout=10,
@@ -686,7 +724,7 @@ def test_async_methods_bind_their_instance() -> None:
         def __cache_key__(self):
             return self.ident
 
-        @cached
+        @cached(name="test_async_methods_bind_their_instance.get")
         async def get(self, n):
             return (self.ident, n)
 
@@ -706,7 +744,11 @@ def test_tags_on_each_of_our_backends(tagged_cache) -> None:
 
     runs = []
 
-    @cached(using="tagged", tags=lambda pk: [f"product:{pk}", "products"])
+    @cached(
+        name="test_tags_on_each_of_our_backends.product",
+        using="tagged",
+        tags=lambda pk: [f"product:{pk}", "products"],
+    )
     def product(pk):
         runs.append(pk)
         return None if pk == 2 else {"pk": pk}  # a cached None is a hit too
@@ -729,7 +771,11 @@ def test_an_invalidation_during_the_computation_leaves_the_value_stale(
     computed from data an invalidation then replaced is stored stale, never valid."""
     data = {"title": "old"}
 
-    @cached(using="tagged", tags=lambda pk: [f"book:{pk}"])
+    @cached(
+        name="test_an_invalidation_during_the_computation_leaves_the_value_stale.title",
+        using="tagged",
+        tags=lambda pk: [f"book:{pk}"],
+    )
     def title(pk):
         seen = data["title"]
         if seen == "old":  # a writer commits and invalidates while this runs
@@ -747,7 +793,11 @@ def test_async_an_invalidation_during_the_computation_leaves_the_value_stale(
 ) -> None:
     data = {"title": "old"}
 
-    @cached(using="tagged", tags=lambda pk: [f"book:{pk}"])
+    @cached(
+        name="test_async_an_invalidation_during_the_computation_leaves_the_value_stale.title",
+        using="tagged",
+        tags=lambda pk: [f"book:{pk}"],
+    )
     async def title(pk):
         seen = data["title"]
         if seen == "old":
@@ -802,7 +852,7 @@ def test_every_path_gives_the_keys_of_signature_bind(args, kwargs) -> None:
 
 
 def test_calls_bind_would_refuse_still_raise() -> None:
-    @cached
+    @cached(name="test_calls_bind_would_refuse_still_raise.lookup")
     def lookup(a, b="b"):
         return a
 
@@ -811,3 +861,89 @@ def test_calls_bind_would_refuse_still_raise() -> None:
             lookup.key(*args, **kwargs)
         with pytest.raises(TypeError):
             lookup(*args, **kwargs)
+
+
+# -- functions a name does not tell apart ------------------------------------------------
+
+
+class Multiplier:
+    def __init__(self, n):
+        self.n = n
+
+    def __call__(self, x):
+        return self.n * x
+
+
+def _multiplier(n, **options):
+    @cached(**options)
+    def times(x):
+        return n * x
+
+    return times
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda: cached(lambda x: x + 1), "is a lambda"),
+        (lambda: cached(functools.partial(operator.mul, 2)), "is not a function"),
+        (lambda: cached(Multiplier(2)), "is not a function"),
+        (lambda: _multiplier(2), "is a closure over n"),
+    ],
+)
+def test_functions_a_name_cannot_tell_apart_need_one(make, why) -> None:
+    with pytest.raises(ImproperlyConfigured, match=rf"cached\(name=\.\.\.\).*{why}"):
+        make()
+
+
+def test_name_tells_apart_what_the_qualname_cannot() -> None:
+    double, triple = _multiplier(2, name="times2"), _multiplier(3, name="times3")
+    assert (double(10), triple(10)) == (20, 30)
+    assert (double(10), triple(10)) == (20, 30)  # hits, each its own
+    assert cached(name="mul2")(functools.partial(operator.mul, 2))(10) == 20
+    assert cached(name="mul3")(functools.partial(operator.mul, 3))(10) == 30
+    assert cached(name="m4")(Multiplier(4))(10) == 40
+    with pytest.raises(ImproperlyConfigured, match=r"cached\(name=\.\.\.\)"):
+        cached(name="two words")
+
+
+def test_a_method_calling_super_in_a_local_class_needs_no_name() -> None:
+    class Base:
+        def area(self, side):
+            return side * side
+
+    class Square(Base):
+        def __cache_key__(self):
+            return "square"
+
+        @cached
+        def area(self, side):  # a closure over __class__ only
+            return super().area(side)
+
+    assert Square().area(3) == 9
+
+
+@pytest.mark.redis
+def test_sub_second_timeouts_reach_whole_second_backends(settings, redis_url) -> None:
+    """Django's RedisCache keeps int() of a timeout: 0.9 s would store nothing."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "redis": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+        },
+    }
+    seen_lock = []
+
+    @cached(name="short", using="redis", timeout=0.5, lock=True, lock_timeout=0.9)
+    def short(x):
+        seen_lock.append(caches["redis"].get(f"{short.key(x)}:lock") is not None)
+        return x
+
+    try:
+        assert short(1) == 1
+        assert seen_lock == [True]  # the lock was held while computing
+        assert short(1) == 1
+        assert seen_lock == [True]  # and the 0.5 s entry was stored: a hit
+    finally:
+        caches["redis"].clear()

@@ -73,7 +73,7 @@ def _make(
 ):
     from django_smartcache.decorators import cached
 
-    @cached(lock=lock, lock_timeout=lock_timeout, timeout=300)
+    @cached(name="_make.expensive", lock=lock, lock_timeout=lock_timeout, timeout=300)
     def expensive(n):
         (workdir / "runs" / f"{os.getpid()}-{threading.get_ident()}").touch()
         if crash:
