@@ -7,6 +7,7 @@ and the count of distinct keys removed across levels was a maximum, not a union.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -163,6 +164,12 @@ def test_multilevel_over_redis_counts_distinct_keys_across_levels(
     ]
     cache = MultiLevelCache("", {"KEY_PREFIX": "p", "OPTIONS": {"LEVELS": levels}})
     try:
+        # Connecting the coherence channel drops L1 (it may have missed messages):
+        # write the L1-only keys after that.
+        deadline = time.monotonic() + 5
+        while not cache._co.connected:
+            assert time.monotonic() < deadline, "coherence channel not connected"
+            time.sleep(0.01)
         _count_case(cache)
     finally:
         cache._co.stop()
