@@ -173,3 +173,31 @@ def test_multilevel_over_redis_counts_distinct_keys_across_levels(
         _count_case(cache)
     finally:
         cache._co.stop()
+
+
+# -- tag version keys on a SQLite L2 ------------------------------------------------------
+
+
+def test_tag_version_keys_deleted_by_a_sqlite_level_make_misses_everywhere(
+    tmp_path: Any,
+) -> None:
+    location = str(tmp_path / "l2.sqlite3")
+
+    def make() -> MultiLevelCache:
+        levels = [
+            {"BACKEND": SMART, "LOCATION": _prefix()},
+            {"BACKEND": SQLITE, "LOCATION": location},
+        ]
+        return MultiLevelCache("", {"KEY_PREFIX": "p", "OPTIONS": {"LEVELS": levels}})
+
+    cache, other = make(), make()
+    cache.set("old", 1, tags=["t"])
+    cache.invalidate_tags("t")
+    cache.set("new", 2, tags=["t"])
+    assert other.get_many(["old", "new"]) == {"new": 2}
+    assert cache.delete_pattern("smartcache.tag:*") == 1  # the version key of "t"
+    # Never revived, and a miss in this process as in another one.
+    assert cache.get_many(["old", "new"]) == {}
+    other._co.deadline = 0.0
+    assert other.get_many(["old", "new"]) == {}
+    assert make().get_many(["old", "new"]) == {}

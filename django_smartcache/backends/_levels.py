@@ -865,7 +865,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         """Delete the keys matching a glob (or ``regex=True``: a regex) from every level.
 
         ``KEY_PREFIX`` and ``version`` are honoured; tag version keys are kept, but a
-        SQLiteCache level deletes those matching.
+        SQLiteCache level deletes those matching, and then so do the levels above it
+        (the tagged entries read as misses).
         Lowest level first (Redis: ``SCAN``/``UNLINK`` in batches), then upwards; the
         other processes drop their L1 copies through the coherence channel. Returns
         the number of distinct live keys removed: the union of the keys each level
@@ -885,6 +886,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 continue
             try:
                 got = delete_matching(self._levels[i], kp, self._labels[i], keep)
+                # A level below (SQLiteCache) deleted tag version keys: the levels
+                # above drop their copies too, as the other processes' L1 do.
+                tags = [key for key in removed if key.startswith(keep)]
+                if tags:
+                    self._levels[i].delete_many(tags)
             except FAULTS as exc:
                 if i == 0:
                     raise
