@@ -225,6 +225,14 @@ class TaggingMixin:
         """
         return self._raw_get_many(keys, version)
 
+    def _add_bookkeeping(self, key: str, value: str, timeout: Any) -> bool:
+        """``add`` of a tag version key: backends that count writes leave it out."""
+        return bool(super().add(key, value, timeout=timeout))  # type: ignore[misc]
+
+    def _write_bookkeeping(self, data: dict[str, str], timeout: Any) -> None:
+        """``set_many`` of tag version keys: backends that count writes leave them out."""
+        super().set_many(data, timeout=timeout)  # type: ignore[misc]
+
     def _stale_reads(self, keys: Sequence[str], version: int | None) -> None:
         """Called when reads counted as hits found envelopes gone stale: a backend
         with statistics counts them as misses, which is what the caller got."""
@@ -268,7 +276,7 @@ class TaggingMixin:
             if tag not in versions:
                 token = new_version()
                 vkey = self._version_key(tag)
-                if not super().add(vkey, token, timeout=timeout):  # type: ignore[misc]
+                if not self._add_bookkeeping(vkey, token, timeout):
                     # Another writer created it first: use theirs (or, if it is
                     # already gone again, a token nothing else will ever match).
                     theirs = self._read_bookkeeping([vkey]).get(vkey)
@@ -278,8 +286,8 @@ class TaggingMixin:
 
     def _bump(self, tags: Sequence[str]) -> None:
         timeout = conf.get("TAG_VERSION_TIMEOUT")
-        super().set_many(  # type: ignore[misc]
-            {self._version_key(tag): new_version() for tag in tags}, timeout=timeout
+        self._write_bookkeeping(
+            {self._version_key(tag): new_version() for tag in tags}, timeout
         )
         self._tags_invalidated(tags)
 
@@ -395,7 +403,11 @@ class TaggingMixin:
         """Delete stale envelopes to free their bytes (never while this thread is dirty)."""
         keys = list(keys)
         if keys and not dirty_tags():
-            super().delete_many(keys, version=version)  # type: ignore[misc]
+            self._delete_stale(keys, version)
+
+    def _delete_stale(self, keys: list[str], version: int | None) -> None:
+        """Remove stale envelopes: backends that count deletes count an invalidation."""
+        super().delete_many(keys, version=version)  # type: ignore[misc]
 
     # the cache API ------------------------------------------------------------
     def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
@@ -535,7 +547,12 @@ class TaggingMixin:
             default if prepared is None else self._envelope(default, *prepared)
         )
         self._add(key, payload, timeout, version)
-        return self.get(key, default, version=version)
+        # What is stored now (ours, or another writer's that got there first), read as
+        # bookkeeping: the caller's one read, a miss, is counted already.
+        found = self._read_bookkeeping([key], version).get(key, _MISSING)
+        if type(found) is Tagged:
+            return found.value if key in self._valid({key: found}) else default
+        return default if found is _MISSING else found
 
     # async ------------------------------------------------------------------
     async def aset(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, **kwargs: Any) -> None:  # fmt: skip

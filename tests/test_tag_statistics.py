@@ -7,7 +7,10 @@ entry found stale is a miss: that is what the caller gets.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,3 +165,86 @@ def test_uncounted_version_reads_still_keep_the_versions_resident() -> None:
         assert cache.get("page") == "html"
         cache.set(f"filler:{i}", i)  # evicts the least recently used entry
     assert reads(cache) == (20, 0)
+
+
+# -- get_or_set, has_key, bookkeeping writes, stale drops (review findings) ---------------
+
+
+@pytest.mark.parametrize("default", [5, lambda: 5], ids=["value", "callable"])
+@pytest.mark.parametrize("tags", [None, ["t"]], ids=["plain", "tagged"])
+def test_a_get_or_set_is_one_read(cache: Any, default: Any, tags: Any) -> None:
+    """Its read-back of what was stored is bookkeeping, not a hit."""
+    assert cache.get_or_set("k", default, tags=tags) == 5
+    assert reads(cache) == (0, 1)
+    assert cache.get_or_set("k", default, tags=tags) == 5
+    assert reads(cache) == (1, 1)
+    assert asyncio.run(cache.aget_or_set("j", default, tags=tags)) == 5
+    assert reads(cache) == (1, 2)
+
+
+def test_callers_waiting_for_one_computation_each_count_a_miss(cache: Any) -> None:
+    started = threading.Event()
+
+    def slow() -> int:
+        started.set()
+        time.sleep(0.2)
+        return 5
+
+    def call() -> None:
+        cache.get_or_set("k", slow)
+
+    first = threading.Thread(target=call)
+    first.start()
+    started.wait(5)
+    others = [threading.Thread(target=call) for _ in range(7)]
+    for thread in others:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join()
+    assert reads(cache) == (0, 8)
+
+
+def test_has_key_is_not_a_read_wherever_the_key_is(cache: Any) -> None:
+    cache.set("a", 1)
+    if isinstance(cache, MultiLevelCache):
+        cache.levels[0].clear()  # in L2 only: has_key asks the level below
+    assert cache.has_key("a") and not cache.has_key("nope")
+    assert reads(cache) == (0, 0)
+
+
+def test_tag_versions_written_are_not_sets() -> None:
+    cache = SmartCache(f"tag-stats-{next(_names)}", {})
+    cache.set("a", 1, tags=["t", "u"])
+    assert cache.stats()["sets"] == 1
+    cache.invalidate_tags("t")
+    assert cache.stats()["sets"] == 1
+
+
+def test_a_stale_entry_read_leaves_as_invalidated_not_deleted() -> None:
+    cache = SmartCache(f"tag-stats-{next(_names)}", {})
+    cache.set("a", 1, tags=["t"])
+    cache.invalidate_tags("t")
+    assert cache.get("a") is None
+    stats = cache.stats()
+    assert (stats["deletes"], stats["evictions_invalidated"]) == (0, 1)
+    assert stats["entries"] == 1  # the tag's version key only
+
+
+def test_a_multilevel_l1_does_not_count_tag_version_reads(tmp_path: Path) -> None:
+    levels = [
+        {"BACKEND": "django_smartcache.backends.SmartCache", "LOCATION": "tl1-own"},
+        {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "l2.sqlite3"),
+        },
+    ]
+    ml = MultiLevelCache("", {"OPTIONS": {"LEVELS": levels}})
+    try:
+        ml.set("t", 1, tags=["x", "y"])
+        for _ in range(10):
+            assert ml.get("t") == 1
+        l1 = ml.levels[0].stats()
+        assert (l1["hits"], l1["misses"]) == (10, 0)
+        assert [key for key, _ in l1["top_accessed"]] == [":1:t"]
+    finally:
+        ml.close()

@@ -216,6 +216,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         self._l1_payload, self._loads = _fast_reader(self._l1)
         #: L1's store when L1 is a SmartCache: read on the event loop by the async twins.
         self._l1_store = _in_process_store(self._l1)
+        #: L1 read for the tagging layer's bookkeeping: an access for L1's policy, not a
+        #: hit or a miss in L1's own statistics (SmartCache); a counted read otherwise.
+        self._l1_quiet = _quiet_reader(self._l1)
 
         with _SHARED_LOCK:
             shared = _SHARED.get(self._name)
@@ -457,9 +460,15 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         return self._get_below_at(key, default, depth, promote)[0]
 
     def _get_below_at(
-        self, key: str, default: Any, depth: int, promote: bool = True
+        self,
+        key: str,
+        default: Any,
+        depth: int,
+        promote: bool = True,
+        counted: bool = True,
     ) -> tuple[Any, int]:
-        """``_get_below``, and the level that answered (0: none did)."""
+        """``_get_below``, and the level that answered (0: none did); ``counted=False``
+        counts neither a hit nor a miss (``has_key`` is not a read)."""
         generation = self._co.generation
         for i in range(1, depth):
             if not self._usable(i):
@@ -476,11 +485,13 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 self._lat_calls[i] += 1
             self._ok(i)
             if value is not _MISSING:
-                self._hits[i] += 1
+                if counted:
+                    self._hits[i] += 1
                 if promote:
                     self._promote(i, {key: value}, generation)
                 return value, i
-        self._misses[0] += 1
+        if counted:
+            self._misses[0] += 1
         return default, 0
 
     def _promote(self, index: int, found: dict[str, Any], generation: int) -> None:
@@ -571,7 +582,10 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 continue
             start = _perf_ns()
             try:
-                got = self._levels[i].get_many(missing)
+                if i == 0 and not counted:
+                    got = self._l1_quiet(missing)
+                else:
+                    got = self._levels[i].get_many(missing)
             except FAULTS as exc:
                 if i == 0:
                     raise
@@ -990,6 +1004,21 @@ def _fast_reader(l1: BaseCache) -> tuple[Any, Any]:
         return boxed[0]
 
     return payload, loads
+
+
+def _quiet_reader(l1: BaseCache) -> Any:
+    """``keys -> {key: value}`` of L1 for bookkeeping reads (see ``_l1_quiet``)."""
+    from .smart import SmartCache, _loads
+
+    store = getattr(l1, "_store", None)
+    if isinstance(l1, SmartCache) and store is not None:
+
+        def quiet(keys: list[str]) -> dict[str, Any]:
+            found = store.get_many(keys, counted=False)
+            return {key: _loads(payload) for key, payload in found.items()}
+
+        return quiet
+    return l1.get_many
 
 
 def _in_process_store(l1: BaseCache) -> Any:

@@ -70,9 +70,14 @@ class SingleFlightMixin(SingleFlightGetOrSetMixin):
     """
 
     def stampede_waited(self, key: str, seconds: float) -> None:
+        self._waited_read()
         stampede_wait.send(
             sender=type(self), cache=self, key=key, scope="process", seconds=seconds
         )
+
+    def _waited_read(self) -> None:
+        """The caller that waited asked for one read and found no value: a backend that
+        counts reads counts a miss (the leader's miss is counted by its own read)."""
 
 
 class ThreadedIncrMixin:

@@ -46,6 +46,9 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     covers the tag bookkeeping).
     """
 
+    def _waited_read(self) -> None:
+        self._misses[0] += 1
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._version_keys = VersionKeys(self._key)
@@ -62,12 +65,11 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         (promoted like any read) but not counted as the caller's hits or misses."""
         keys = list(keys)
         self._poll_if_due()
-        if len(keys) <= 4:  # the usual tag versions: all in L1
-            payloads = [self._l1_payload(self._key(k, version)) for k in keys]
-            if None not in payloads:
-                loads = self._loads
-                return {k: _raw(loads(p)) for k, p in zip(keys, payloads, strict=True)}
         by_final = self._finals(keys, version)
+        if len(keys) <= 4:  # the usual tag versions: all in L1
+            in_l1 = self._l1_quiet(list(by_final))
+            if len(in_l1) == len(by_final):
+                return {by_final[final]: _raw(v) for final, v in in_l1.items()}
         found = self._read_levels(
             list(by_final), {}, 0, len(self._levels), counted=False
         )
@@ -130,13 +132,11 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         versions = env.versions
         made = self._version_keys(tuple(versions))
         self._poll_if_due()
-        l1 = self._l1_payload
-        payloads = [l1(made_key) for made_key in made]
-        if None in payloads:  # not all in L1: the levels below decide
+        in_l1 = self._l1_quiet(list(made))
+        if len(in_l1) < len(made):  # not all in L1: the levels below decide
             return bool(self._valid({key: env}))
-        loads = self._loads
-        for payload, ver in zip(payloads, versions.values(), strict=True):
-            if loads(payload) != ver:
+        for made_key, ver in zip(made, versions.values(), strict=True):
+            if in_l1[made_key] != ver:
                 return False
         return True
 
@@ -180,7 +180,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
 
     def _has_after_l1(self, key: Any, final: str, depth: int) -> bool:
         """``has_key`` after L1 missed: the levels below, without promotion."""
-        value = self._get_below(final, _MISSING, depth, False)
+        value, _ = self._get_below_at(final, _MISSING, depth, False, False)
         if value is _MISSING:
             return False
         return type(value) is not _LevelTagged or self._still_valid(key, value)

@@ -380,6 +380,24 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
     def _stale_reads(self, keys: Sequence[str], version: int | None) -> None:
         self._store.recount_as_misses(len(keys))
 
+    # Tag version writes are bookkeeping: not counted as sets.
+    def _add_bookkeeping(self, key: str, value: str, timeout: Any) -> bool:
+        made = self._key(key)
+        return self._store.add(
+            made, dumps(made, value), self._ttl(timeout), counted=False
+        )
+
+    def _write_bookkeeping(self, data: dict[str, str], timeout: Any) -> None:
+        items = [
+            (made, dumps(made, value))
+            for made, value in ((self._key(key), value) for key, value in data.items())
+        ]
+        self._store.set_many(items, self._ttl(timeout), counted=False)
+
+    def _delete_stale(self, keys: list[str], version: int | None) -> None:
+        # A stale envelope read is an invalidated entry leaving, not a caller's delete.
+        self._store.invalidate_keys(self._keys(keys, version))
+
     def _unwrap(self, key: Any, env: Tagged, default: Any, version: Any) -> Any:
         if env.deps or not nothing_pending():
             valid = bool(self._valid({key: env}))
@@ -517,3 +535,6 @@ class SmartCache(SingleFlightMixin, _TaggedStoreCache):
     ``signals.entry_evicted``;
     ``delete_pattern()`` deletes by glob or regex.
     """
+
+    def _waited_read(self) -> None:
+        self._store.count_misses(1)

@@ -206,6 +206,12 @@ class MemoryStore:
             self._deliver()
         return found
 
+    def count_misses(self, reads: int) -> None:
+        """``reads`` the caller asked for that found nothing here without reading the
+        store (a caller that waited for another's computation of the value)."""
+        with self.lock:
+            self.counters.misses += reads
+
     def recount_as_misses(self, reads: int) -> None:
         """``reads`` counted as hits gave the caller nothing (a value found invalid above
         the store, such as a tagged entry whose tag moved on): count them as misses."""
@@ -266,8 +272,14 @@ class MemoryStore:
         items: Iterable[tuple[Hashable, bytes]],
         ttl: float | None = None,
         tags: tuple[str, ...] | None = None,
+        *,
+        counted: bool = True,
     ) -> list[Hashable]:
-        """Store every ``(key, payload)`` (all with ``tags``); return the keys refused as too large."""
+        """Store every ``(key, payload)`` (all with ``tags``); return the keys refused as too large.
+
+        ``counted=False``: a caller's own bookkeeping (a tagging layer's version keys),
+        not counted in ``sets``.
+        """
         refused: list[Hashable] = []
         with self.lock:
             now = self._clock()
@@ -277,7 +289,7 @@ class MemoryStore:
                 self._drain(PURGE_BATCH)
             expires = INF if ttl is None else now + ttl
             for key, payload in items:
-                if not self._store(key, payload, expires, now, tags):
+                if not self._store(key, payload, expires, now, tags, counted):
                     refused.append(key)
         if self._evicted:
             self._deliver()
@@ -289,8 +301,13 @@ class MemoryStore:
         payload: bytes,
         ttl: float | None = None,
         tags: tuple[str, ...] | None = None,
+        *,
+        counted: bool = True,
     ) -> bool:
-        """Store ``payload`` only if ``key`` is not live; atomic. False if present or refused."""
+        """Store ``payload`` only if ``key`` is not live; atomic. False if present or refused.
+
+        ``counted=False``: bookkeeping, as in :meth:`set_many`.
+        """
         try:
             with self.lock:
                 now = self._clock()
@@ -302,7 +319,7 @@ class MemoryStore:
                 if entry is not None and entry[1] > now:
                     return False
                 return self._store(
-                    key, payload, INF if ttl is None else now + ttl, now, tags
+                    key, payload, INF if ttl is None else now + ttl, now, tags, counted
                 )
         finally:
             if self._evicted:
@@ -331,7 +348,8 @@ class MemoryStore:
         """Replace a live ``key``'s payload by ``fn(payload)`` atomically, keeping its expiry.
 
         Raises ``KeyError`` if ``key`` is not live. ``fn`` runs with the lock held; if it
-        raises, the store is unchanged. Used for ``incr``/``decr``.
+        raises, the store is unchanged. A new payload refused as too large drops the old
+        one, as a refused ``set`` does, and raises ``ValueError``. Used for ``incr``/``decr``.
         """
         try:
             with self.lock:
@@ -407,6 +425,21 @@ class MemoryStore:
                     self._purge.append((keys, stamp))
                     queued += len(keys)
         return queued
+
+    def invalidate_keys(self, keys: Iterable[Hashable]) -> int:
+        """Remove ``keys`` found holding invalidated values (a caller above the store
+        saw their tags move on), counted as ``evictions_invalidated``; how many left."""
+        removed = 0
+        with self.lock:
+            now = self._clock()
+            for key in keys:
+                entry = self._live_entry(key, now)
+                if entry is not None:
+                    self._invalidate(key, entry)
+                    removed += 1
+        if self._evicted:
+            self._deliver()
+        return removed
 
     def purge_invalidated(self, limit: int = _UNLIMITED) -> int:
         """Remove up to ``limit`` queued entries of invalidated tags now; return how many."""
@@ -494,9 +527,12 @@ class MemoryStore:
         return snapshot
 
     def reset_stats(self) -> None:
-        """Zero the counters (not the gauges)."""
+        """Zero the counters (not the gauges), and each entry's read count
+        (``top_accessed``): O(n) in the entries, under the lock."""
         with self.lock:
             self.counters.reset()
+            for entry in self._data.values():
+                entry[3] = 0
 
     @property
     def bytes_used(self) -> int:
@@ -505,11 +541,21 @@ class MemoryStore:
     # -- internals (lock held) -----------------------------------------------------------
 
     def _store(
-        self, key: Hashable, payload: bytes, expires: float, now: float, tags: Any
+        self,
+        key: Hashable,
+        payload: bytes,
+        expires: float,
+        now: float,
+        tags: Any,
+        counted: bool = True,
     ) -> bool:
         size = len(payload) + ENTRY_OVERHEAD
         data = self._data
         old = data.get(key)
+        if old is not None and old[1] <= now:
+            # Expired, not yet swept: it leaves as an expiry, counted as one.
+            self._expire(key, old)
+            old = None
         if size > self._item_limit:
             self.counters.refused += 1
             if old is not None:
@@ -522,7 +568,8 @@ class MemoryStore:
                 self._item_limit,
             )
             return False
-        self.counters.sets += 1
+        if counted:
+            self.counters.sets += 1
         if expires <= now:
             # Django semantics for a zero/negative timeout: written, and expired at once.
             if old is not None:

@@ -174,6 +174,27 @@ def test_rewrites_and_touches_keep_one_expiry_filing_per_key():
     assert store.stats()["evictions_expired"] == 1
 
 
+def test_a_write_over_an_expired_entry_not_yet_swept_counts_the_expiry():
+    store, clock = make(max_bytes=100_000)
+    store.set("k", b"v", ttl=0.3)  # filed under the next whole second
+    store.set("a", b"v", ttl=0.3)
+    clock.now += 0.5  # expired, its second not yet due: not swept
+    store.set("k", b"w")
+    assert store.add("a", b"w") is True
+    assert store.stats()["evictions_expired"] == 2
+    assert (store.get("k"), store.get("a")) == (b"w", b"w")
+
+
+def test_reset_stats_zeroes_the_read_counts_of_top_accessed():
+    store, _ = make(max_bytes=100_000)
+    store.set("a", b"1")
+    store.get("a")
+    assert store.stats()["top_accessed"] == [("a", 1)]
+    store.reset_stats()
+    assert store.stats()["top_accessed"] == []
+    assert store.stats()["hits"] == 0
+
+
 def test_clear_expired_counts_everything_expired_including_this_second():
     store, clock = make(max_bytes=1_000_000)
     for i in range(5):
