@@ -1013,7 +1013,7 @@ def _quiet_reader(l1: BaseCache) -> Any:
     store = getattr(l1, "_store", None)
     if isinstance(l1, SmartCache) and store is not None:
 
-        def quiet(keys: list[str]) -> dict[str, Any]:
+        def quiet(keys: Iterable[str]) -> dict[str, Any]:
             found = store.get_many(keys, counted=False)
             return {key: _loads(payload) for key, payload in found.items()}
 

@@ -132,7 +132,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         versions = env.versions
         made = self._version_keys(tuple(versions))
         self._poll_if_due()
-        in_l1 = self._l1_quiet(list(made))
+        in_l1 = self._l1_quiet(made)
         if len(in_l1) < len(made):  # not all in L1: the levels below decide
             return bool(self._valid({key: env}))
         for made_key, ver in zip(made, versions.values(), strict=True):
