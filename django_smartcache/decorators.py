@@ -162,6 +162,8 @@ class _Options:
             and not (_is_number(timeout) and timeout >= 0)
         ):
             raise _invalid("timeout", f"expected None or seconds >= 0, got {timeout!r}")
+        if _is_number(timeout) and math.isinf(timeout):
+            timeout = None  # forever, as Django's None
         if isinstance(tags, str | bytes):
             raise _invalid(
                 "tags",
@@ -182,9 +184,14 @@ class _Options:
             raise _invalid("using", f"expected a cache alias (str), got {using!r}")
         if not isinstance(lock, bool):
             raise _invalid("lock", f"expected True or False, got {lock!r}")
-        if not (_is_number(lock_timeout) and lock_timeout > 0):
+        if not (
+            _is_number(lock_timeout)
+            and lock_timeout > 0
+            and math.isfinite(lock_timeout)
+        ):
             raise _invalid(
-                "lock_timeout", f"expected seconds > 0, got {lock_timeout!r}"
+                "lock_timeout",
+                f"expected a finite number of seconds > 0, got {lock_timeout!r}",
             )
         if early_refresh is True:
             beta = 1.0
@@ -197,9 +204,14 @@ class _Options:
                 "early_refresh",
                 f"expected True, False or a beta > 0, got {early_refresh!r}",
             )
-        if not (_is_number(stale_if_error) and stale_if_error >= 0):
+        if not (
+            _is_number(stale_if_error)
+            and stale_if_error >= 0
+            and math.isfinite(stale_if_error)
+        ):
             raise _invalid(
-                "stale_if_error", f"expected seconds >= 0, got {stale_if_error!r}"
+                "stale_if_error",
+                f"expected a finite number of seconds >= 0, got {stale_if_error!r}",
             )
         for option, value in (("random", random), ("clock", clock)):
             if value is not None and not callable(value):
@@ -724,19 +736,28 @@ def _name_of(func: Callable[..., Any]) -> str:
     factory makes has the same name, whatever it captured). Their entries would be
     shared, and one function would silently return another's results.
     """
-    qualname = getattr(func, "__qualname__", None)
-    if not inspect.isfunction(func) or qualname is None:
+    # A wrapper made with functools.wraps (lru_cache, csrf_exempt, ...) is judged by
+    # the function it wraps: its name and what that function captures.
+    inner = inspect.unwrap(func)
+    qualname = getattr(inner, "__qualname__", None)
+    # Captured: free variables but __class__ (super()) and the function's own name
+    # (a recursive function calls itself: nothing that differs between closures).
+    captured = (
+        sorted(set(inner.__code__.co_freevars) - {"__class__", inner.__name__})
+        if inspect.isfunction(inner)
+        else []
+    )
+    if not inspect.isfunction(inner) or qualname is None:
         why = f"{func!r} is not a function: its name is its type's"
     elif "<lambda>" in qualname:
         why = f"{qualname} is a lambda: every lambda has that name"
-    elif "<locals>" in qualname and set(func.__code__.co_freevars) - {"__class__"}:
-        captured = ", ".join(sorted(set(func.__code__.co_freevars) - {"__class__"}))
+    elif "<locals>" in qualname and captured:
         why = (
-            f"{qualname} is a closure over {captured}: every function its factory "
-            f"makes has that name, whatever it captured"
+            f"{qualname} is a closure over {', '.join(captured)}: every function its "
+            f"factory makes has that name, whatever it captured"
         )
     else:
-        return f"{func.__module__}.{qualname}"
+        return f"{inner.__module__}.{qualname}"
     raise _invalid(
         "name",
         f"{why}, so functions sharing it would share entries. Pass name= unique to "

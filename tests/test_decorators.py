@@ -947,3 +947,43 @@ def test_sub_second_timeouts_reach_whole_second_backends(settings, redis_url) ->
         assert seen_lock == [True]  # and the 0.5 s entry was stored: a hit
     finally:
         caches["redis"].clear()
+
+
+def _module_level_square(x):
+    return x * x
+
+
+def _wrapping(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def test_wrappers_are_judged_by_the_function_they_wrap() -> None:
+    lru = cached(functools.lru_cache(_module_level_square))
+    assert lru(3) == 9 and lru.key(3).startswith(
+        f"smartcache.memo:{__name__}._module_level_square:"
+    )
+
+    @cached
+    @_wrapping
+    def inner(x):  # captures nothing; its wrapper captures func
+        return x + 1
+
+    assert inner(1) == 2
+
+    @cached
+    def fib(n):  # a recursive function captures itself only
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    assert fib(20) == 6765
+
+
+def test_infinite_times() -> None:
+    forever = cached(name="forever", timeout=float("inf"))(_module_level_square)
+    assert forever(4) == 16 and forever(4) == 16
+    for option in ("lock_timeout", "stale_if_error"):
+        with pytest.raises(ImproperlyConfigured, match=rf"cached\({option}=\.\.\.\)"):
+            cached(**{option: float("inf")})
