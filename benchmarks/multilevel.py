@@ -53,16 +53,18 @@ def _bypassing_reads(cache: Any, key: str) -> Any:
     def general_check(k: Any, env: Any) -> bool:
         return bool(
             cache._valid({k: env})
-        )  # skip the L1 fast path: read via _raw_get_many
+        )  # skip the L1 fast path: read via _read_bookkeeping
 
     def run(n: int) -> None:
-        cache._raw_get_many = versions_below  # one Redis round trip per hit
+        # The tagging layer reads versions through _read_bookkeeping: one Redis round
+        # trip per hit here.
+        cache._read_bookkeeping = versions_below
         cache._current = general_check
         try:
             for _ in range(n):
                 cache.get(key)
         finally:
-            del cache._raw_get_many
+            del cache._read_bookkeeping
             del cache._current
 
     return run
