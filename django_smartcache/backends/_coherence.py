@@ -162,7 +162,8 @@ class SQLiteChangeLog(Coherence):
                 self.flush()  # whatever L1 holds predates the cursor
                 self.cursor = cursor
                 return
-            cursor, keys = lowest.changes_since(self.cursor)
+            # This process's own writes went through its L1: not dropped from it.
+            cursor, keys = lowest.changes_since(self.cursor, skip_own=True)
         except (OSError, sqlite3.Error) as exc:
             # The level is down: nobody can write it either, and L1_MAX_TTL bounds
             # what L1 keeps serving meanwhile.

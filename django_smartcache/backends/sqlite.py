@@ -955,13 +955,19 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
 
         An ``int`` that also names the file it counts in (:class:`ChangeCursor`).
         """
-        conn = self._reconnect(self._state, force_check=True)
+        state = self._state
+        conn = self._reconnect(state, force_check=True)
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
         (head,) = conn.execute(sql.LOG_HEAD).fetchone()
         if head is None:
             (head,) = conn.execute(sql.LOG_FLOOR).fetchone()
-        return ChangeCursor(int(head), self._state.file)
+        # As a changes_since answer ending at ``head``: see its own-changes rule.
+        state.seen = (version, conn.total_changes, int(head))
+        return ChangeCursor(int(head), state.file)
 
-    def changes_since(self, cursor: int) -> tuple[ChangeCursor, list[str] | None]:
+    def changes_since(
+        self, cursor: int, *, skip_own: bool = False
+    ) -> tuple[ChangeCursor, list[str] | None]:
         """The new cursor and the DB keys changed after ``cursor``.
 
         ``None`` instead of the list means "drop everything": a ``clear()`` happened, the
@@ -970,7 +976,10 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         :class:`ChangeCursor` of another file, or a number above this log's head).
         Checks first that LOCATION still names this thread's file (one ``os.stat``).
         When no other connection committed since this thread's last call, answering
-        costs that and one ``PRAGMA data_version``, and no query.
+        costs that and one ``PRAGMA data_version``. ``skip_own``: the caller made
+        every write of this thread's connection itself (MultiLevelCache: its L1 has
+        them), so when only this connection committed since its last answer, the
+        answer is the new head and nothing to drop.
         """
         state = self._state
         conn = self._reconnect(state, force_check=True)
@@ -978,8 +987,23 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         other_file = getattr(cursor, "file", file) != file
         (version,) = conn.execute("PRAGMA data_version").fetchone()
         mark = (version, conn.total_changes, cursor)
-        if state.seen == mark and not other_file:
+        seen = state.seen
+        if seen == mark and not other_file:
             return ChangeCursor(cursor, file), []
+        if (
+            skip_own
+            and seen is not None
+            and seen[0] == version
+            and seen[2] == cursor
+            and not other_file
+        ):
+            # No other connection committed since this one's last answer, which ended
+            # at ``cursor``: every change after it is this connection's own, made
+            # through the caller (whose L1 has them). Nothing to drop: the new head.
+            (last,) = conn.execute(sql.LOG_HEAD).fetchone()
+            head = max(int(last or 0), int(cursor))
+            state.seen = (version, conn.total_changes, head)
+            return ChangeCursor(head, file), []
         conn.execute("BEGIN")  # one snapshot for the floor, the head and the rows
         try:
             (floor,) = conn.execute(sql.LOG_FLOOR).fetchone()

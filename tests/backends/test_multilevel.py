@@ -822,3 +822,28 @@ def test_a_value_the_sqlite_level_refuses_is_not_kept_in_l1(tmp_path: Path) -> N
 def test_options_that_are_not_a_dict_are_named(given: Any) -> None:
     with pytest.raises(ImproperlyConfigured, match="OPTIONS must be a dict"):
         MultiLevelCache("", {"OPTIONS": given})
+
+
+def test_own_writes_stay_in_l1_and_other_connections_writes_leave_it(
+    tmp_path: Any,
+) -> None:
+    """The SQLite change log names no writer, but a connection that alone committed
+    since its last poll knows the changes are its own: its L1 has them already."""
+    from django_smartcache.backends import SQLiteCache
+
+    path = str(tmp_path / "own.sqlite3")
+    ml = MultiLevelCache(path, {"OPTIONS": {"COHERENCE_INTERVAL": 0.01}})
+    other = SQLiteCache(path, {})  # another connection (as another process would be)
+    try:
+        ml.get("warm-up")  # the first poll: the cursor
+        ml.set("k", 1)
+        time.sleep(0.05)
+        assert ml.get("k") == 1
+        assert ml.stats()["levels"][0]["hits"] == 1  # still in L1 after the poll
+        other.set("k", 2)
+        time.sleep(0.05)
+        assert ml.get("k") == 2  # the other connection's write dropped L1's copy
+        assert ml.stats()["coherence"]["invalidations_applied"] >= 1
+    finally:
+        ml.close()
+        other.close()
