@@ -54,9 +54,10 @@ def toolbar_settings(tmp_path: Path) -> dict[str, Any]:
                 "BACKEND": "django_smartcache.backends.MultiLevelCache",
                 "LOCATION": str(tmp_path / "l2.sqlite3"),
                 # No change-log poll within a test: a poll more than the default
-                # 50 ms after the view's set (a loaded machine) drops this process's
-                # own write from L1 (the log does not name writers), and the panel
-                # would then show the following get as served by L2.
+                # 50 ms after the view's set (a loaded machine) can drop this
+                # process's own write from L1 (when another connection, such as the
+                # test thread's, wrote too), and the panel would then show the
+                # following get as served by L2.
                 "OPTIONS": {"COHERENCE_INTERVAL": 3600},
             },
         },
