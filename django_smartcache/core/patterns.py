@@ -48,6 +48,21 @@ def glob_literal_prefix(glob: str) -> str:
     return "".join(out)
 
 
+def _class_end(glob: str, start: int) -> int | None:
+    """Index of the ``]`` closing the class whose ``[`` is just before ``start``, or None.
+
+    A ``!``/``^`` negation, then a ``]`` first in the class, are members, not its end.
+    """
+    j, n = start, len(glob)
+    if j < n and glob[j] in "!^":
+        j += 1
+    if j < n and glob[j] == "]":
+        j += 1
+    while j < n and glob[j] != "]":
+        j += 1
+    return j if j < n else None
+
+
 def _glob_tokens(glob: str) -> list[str | None]:
     """The glob as a list of literal characters and ``None`` for each ``*``, ``?`` or class.
 
@@ -64,14 +79,8 @@ def _glob_tokens(glob: str) -> list[str | None]:
             out.append(glob[i] if i < n else "\\")
             i += 1
         elif ch == "[":
-            j = i
-            if j < n and glob[j] in "!^":
-                j += 1
-            if j < n and glob[j] == "]":
-                j += 1
-            while j < n and glob[j] != "]":
-                j += 1
-            if j >= n:  # no closing bracket: a literal "["
+            j = _class_end(glob, i)
+            if j is None:  # no closing bracket: a literal "["
                 out.append("[")
             else:
                 out.append(None)
@@ -99,14 +108,8 @@ def glob_to_regex(glob: str) -> str:
             else:
                 out.append(re.escape("\\"))
         elif ch == "[":
-            j = i
-            if j < n and glob[j] in "!^":
-                j += 1
-            if j < n and glob[j] == "]":
-                j += 1
-            while j < n and glob[j] != "]":
-                j += 1
-            if j >= n:  # no closing bracket: a literal "["
+            j = _class_end(glob, i)
+            if j is None:  # no closing bracket: a literal "["
                 out.append(re.escape("["))
                 continue
             body = glob[i:j]
