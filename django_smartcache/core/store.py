@@ -374,8 +374,7 @@ class MemoryStore:
                 entry = self._live_entry(key, self._clock())
                 if entry is None:
                     return False
-                self._remove(key, entry)
-                self.counters.deletes += 1
+                self._deleted(key, entry)
                 return True
         finally:
             if self._evicted:
@@ -383,18 +382,7 @@ class MemoryStore:
 
     def delete_many(self, keys: Iterable[Hashable]) -> int:
         """Remove every key; return how many were live."""
-        removed = 0
-        with self.lock:
-            now = self._clock()
-            for key in keys:
-                entry = self._live_entry(key, now)
-                if entry is not None:
-                    self._remove(key, entry)
-                    self.counters.deletes += 1
-                    removed += 1
-        if self._evicted:
-            self._deliver()
-        return removed
+        return self._remove_live(keys, self._deleted)
 
     def clear(self) -> None:
         """Drop every entry. Counters are cumulative and survive; see :meth:`reset_stats`."""
@@ -429,13 +417,19 @@ class MemoryStore:
     def invalidate_keys(self, keys: Iterable[Hashable]) -> int:
         """Remove ``keys`` found holding invalidated values (a caller above the store
         saw their tags move on), counted as ``evictions_invalidated``; how many left."""
+        return self._remove_live(keys, self._invalidate)
+
+    def _remove_live(
+        self, keys: Iterable[Hashable], remove: Callable[[Hashable, list[Any]], None]
+    ) -> int:
+        """``remove(key, entry)`` for each live key, in one critical section; how many."""
         removed = 0
         with self.lock:
             now = self._clock()
             for key in keys:
                 entry = self._live_entry(key, now)
                 if entry is not None:
-                    self._invalidate(key, entry)
+                    remove(key, entry)
                     removed += 1
         if self._evicted:
             self._deliver()
@@ -632,6 +626,10 @@ class MemoryStore:
         self.counters.evictions_expired += 1
         if self.on_evict is not None:
             self._evicted.append((key, "expired"))
+
+    def _deleted(self, key: Hashable, entry: list[Any]) -> None:
+        self._remove(key, entry)
+        self.counters.deletes += 1
 
     def _invalidate(self, key: Hashable, entry: list[Any]) -> None:
         self._remove(key, entry)
