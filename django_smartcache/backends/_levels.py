@@ -213,12 +213,12 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         self._reports_refusals = self._last > 0 and isinstance(
             self._levels[-1], BaseSQLiteCache
         )
-        self._l1_payload, self._loads = _fast_reader(self._l1)
         #: L1's store when L1 is a SmartCache: read on the event loop by the async twins.
         self._l1_store = _in_process_store(self._l1)
+        self._l1_payload, self._loads = _fast_reader(self._l1, self._l1_store)
         #: L1 read for the tagging layer's bookkeeping: an access for L1's policy, not a
         #: hit or a miss in L1's own statistics (SmartCache); a counted read otherwise.
-        self._l1_quiet = _quiet_reader(self._l1)
+        self._l1_quiet = _quiet_reader(self._l1, self._l1_store)
 
         with _SHARED_LOCK:
             shared = _SHARED.get(self._name)
@@ -984,16 +984,15 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         }
 
 
-def _fast_reader(l1: BaseCache) -> tuple[Any, Any]:
+def _fast_reader(l1: BaseCache, store: Any) -> tuple[Any, Any]:
     """(payload getter, loads) for the L1 hit path.
 
-    For SmartCache, its store's serialized payload by final key (no second key pass);
-    for any other backend, its ``get`` wrapped so that a miss is None.
+    With L1's ``store`` (a SmartCache), its serialized payload by final key (no second
+    key pass); for any other backend, its ``get`` wrapped so that a miss is None.
     """
-    from .smart import SmartCache, _loads
+    if store is not None:
+        from .smart import _loads
 
-    store = getattr(l1, "_store", None)
-    if isinstance(l1, SmartCache) and store is not None:
         return store.get, _loads
 
     def payload(key: str) -> Any:
@@ -1006,27 +1005,24 @@ def _fast_reader(l1: BaseCache) -> tuple[Any, Any]:
     return payload, loads
 
 
-def _quiet_reader(l1: BaseCache) -> Any:
+def _quiet_reader(l1: BaseCache, store: Any) -> Any:
     """``keys -> {key: value}`` of L1 for bookkeeping reads (see ``_l1_quiet``)."""
-    from .smart import SmartCache, _loads
+    if store is None:
+        return l1.get_many
+    from .smart import _loads
 
-    store = getattr(l1, "_store", None)
-    if isinstance(l1, SmartCache) and store is not None:
+    def quiet(keys: Iterable[str]) -> dict[str, Any]:
+        found = store.get_many(keys, counted=False)
+        return {key: _loads(payload) for key, payload in found.items()}
 
-        def quiet(keys: Iterable[str]) -> dict[str, Any]:
-            found = store.get_many(keys, counted=False)
-            return {key: _loads(payload) for key, payload in found.items()}
-
-        return quiet
-    return l1.get_many
+    return quiet
 
 
 def _in_process_store(l1: BaseCache) -> Any:
     """L1's ``MemoryStore`` when L1 is a SmartCache (reading it never waits on I/O)."""
     from .smart import SmartCache
 
-    store = getattr(l1, "_store", None)
-    return store if isinstance(l1, SmartCache) else None
+    return getattr(l1, "_store", None) if isinstance(l1, SmartCache) else None
 
 
 def _no_validation(key: Any) -> None:

@@ -388,10 +388,10 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         )
 
     def _write_bookkeeping(self, data: dict[str, str], timeout: Any) -> None:
-        items = [
-            (made, dumps(made, value))
-            for made, value in ((self._key(key), value) for key, value in data.items())
-        ]
+        items = []
+        for key, value in data.items():
+            made = self._key(key)
+            items.append((made, dumps(made, value)))
         self._store.set_many(items, self._ttl(timeout), counted=False)
 
     def _delete_stale(self, keys: list[str], version: int | None) -> None:
