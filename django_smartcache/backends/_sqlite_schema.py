@@ -184,12 +184,12 @@ PURGE_EXPIRED_SOME = (
 #: connection). Parameters are a dict.
 DELETE_PATTERN = (
     "DELETE FROM smartcache_entry WHERE key >= :low AND key < :high"
-    " AND substr(key, :start) {op} :pattern RETURNING expires"
+    " AND substr(key, :start) {op} :pattern RETURNING key, expires"
 )
 #: The same without an upper bound (a prefix of U+10FFFF characters has none).
 DELETE_PATTERN_OPEN = (
     "DELETE FROM smartcache_entry WHERE key >= :low"
-    " AND substr(key, :start) {op} :pattern RETURNING expires"
+    " AND substr(key, :start) {op} :pattern RETURNING key, expires"
 )
 
 LOG_HEAD = "SELECT max(seq) FROM smartcache_change"

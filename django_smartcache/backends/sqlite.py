@@ -760,10 +760,7 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             )
         end = prefix_end(match.literal_prefix)
         template = sql.DELETE_PATTERN if end is not None else sql.DELETE_PATTERN_OPEN
-        # Returning the keys too (RETURNING: SQLite 3.35+, as every delete here).
-        statement = template.format(op=op).replace(
-            "RETURNING expires", "RETURNING key, expires"
-        )
+        statement = template.format(op=op)
         params = {
             "low": match.literal_prefix,
             "high": end,
