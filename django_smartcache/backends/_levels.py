@@ -357,13 +357,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
 
     # -- timeouts --------------------------------------------------------------------
     def _timeouts(self, timeout: Any) -> tuple[float | None, float | None]:
-        """(timeout for the lowest level, timeout for the levels above it)."""
-        if timeout is DEFAULT_TIMEOUT:
-            timeout = self.default_timeout
+        """(timeout for the lowest level, timeout for the levels above it); a NaN
+        raises here (``_ttl``), before any level is written."""
+        timeout = self._ttl(timeout)
         if timeout is None:
             return None, self._l1_max_ttl
-        if type(timeout) is float and math.isnan(timeout):  # before any write
-            raise ValueError("timeout must be a number of seconds or None, not NaN")
         if timeout <= 0:
             return timeout, timeout
         return timeout, min(timeout, self._l1_max_ttl)

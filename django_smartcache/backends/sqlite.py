@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import pickle
 import sqlite3
@@ -351,13 +350,8 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         return len(key) + (8 if type(stored) is int else len(stored)) + ENTRY_OVERHEAD
 
     def _expiry(self, timeout: Any, now: float) -> float | None:
-        if timeout is DEFAULT_TIMEOUT:
-            timeout = self.default_timeout
-        if timeout is None:
-            return None
-        if type(timeout) is float and math.isnan(timeout):  # SQLite: NULL, never
-            raise ValueError("timeout must be a number of seconds or None, not NaN")
-        return now + timeout
+        ttl = self._ttl(timeout)  # a NaN raises: SQLite would store NULL, never expire
+        return None if ttl is None else now + ttl
 
     # -- reads -----------------------------------------------------------------------
 
