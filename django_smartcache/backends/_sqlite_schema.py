@@ -223,3 +223,41 @@ def set_rows(count: int) -> str:
 def in_clause(count: int) -> str:
     """``(?, ?, ...)`` for ``count`` parameters."""
     return "(" + ",".join("?" * count) + ")"
+
+
+def glob_operand(pattern: str) -> str | None:
+    """Our glob (``core.patterns``) in SQLite's ``GLOB`` syntax, or ``None`` if it has none.
+
+    SQLite's glob has no escape character: a literal ``*``, ``?`` or ``[`` becomes a
+    one-character class. A class holding ``]``, ``^``, ``-`` or ``\\`` literally is
+    left to the regex path rather than spelled in SQLite's positional rules.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch in "*?":
+            out.append(ch)
+        elif ch == "\\" and i < n:
+            ch = pattern[i]
+            i += 1
+            out.append(f"[{ch}]" if ch in "*?[" else ch)
+        elif ch == "[":
+            start = i + 1 if pattern[i : i + 1] in ("!", "^") else i
+            if pattern[start : start + 1] == "]":
+                return None  # "]" as the first member
+            close = pattern.find("]", start)
+            if close < 0:  # no closing bracket: a literal "["
+                out.append("[[]")
+                continue
+            body = pattern[start:close]
+            if any(c in body for c in "\\^") or body[0] == "-" or body[-1] == "-":
+                return None
+            out.append(("[^" if start > i else "[") + body + "]")
+            i = close + 1
+        elif ch == "\\":
+            out.append("\\")  # a trailing backslash is literal
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -24,18 +24,22 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Set as AbstractSet
-from typing import Any, Self, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
-from django.core.exceptions import ImproperlyConfigured
 
 from ..core.patterns import KeyPattern, glob_to_regex, prefix_end
 from ..tagging import TaggingMixin
-from . import _sqlite_file as sqlite_file, _sqlite_schema as sql
+from . import _sqlite_schema as sql
+from ._sqlite_budget import BudgetMixin
+from ._sqlite_changes import ChangeCursor, ChangeLogMixin
+from ._sqlite_connection import ConnectionMixin, ThreadState
 from ._sqlite_options import parse
 from .base import SingleFlightMixin, SmartCacheKeyMixin, ThreadedIncrMixin, dumps
+
+__all__ = ["BaseSQLiteCache", "ChangeCursor", "SQLiteCache"]
 
 logger = logging.getLogger("django_smartcache.sqlite")
 
@@ -45,132 +49,15 @@ ENTRY_OVERHEAD = 64
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 #: Parameters per ``IN (...)`` (SQLite's historical limit is 999).
 _CHUNK = 500
-#: Rows inspected per eviction batch.
-_VICTIM_BATCH = 64
-#: Writes between two maintenance passes (log pruning, bounded purge of expired rows).
-_MAINTENANCE_EVERY = 512
-#: Expired rows deleted per maintenance pass (bounded so no write pays for a big purge).
-_PURGE_BATCH = 256
 #: Pending ``accessed`` refreshes that trigger a flush from the read path.
 _ACCESS_FLUSH = 256
-#: Beyond this many changes, ``changes_since`` tells the caller to drop everything.
-_CHANGES_LIMIT = 10_000
-#: Seconds between two checks, per thread, that ``LOCATION`` still names the file the
-#: thread's connection is on (one ``os.stat``): a file moved aside or deleted by another
-#: process is left within this delay (see docs/sqlite.md, "Damaged or wrong files").
-FILE_CHECK_INTERVAL = 0.1
-_monotonic = time.monotonic
-
 _missing = object()
 _T = TypeVar("_T")
-
-# Every connection opened before the current generation reopens at its next use: in a
-# forked child (connections must not cross a fork), and in every thread of a process
-# once one thread found that a LOCATION now names another file.
-_generation = 0
-
-
-def _after_fork() -> None:
-    # A new generation: connections reopen. And a fresh _prepare_lock, which a parent
-    # thread opening a file at the moment of fork() would otherwise hold here forever.
-    global _generation, _prepare_lock
-    _generation += 1
-    _prepare_lock = threading.Lock()
-
-
-def _new_generation() -> None:
-    global _generation
-    with _prepare_lock:
-        _generation += 1
-
-
-#: A file's identity: (st_dev, st_ino). While a connection holds the file open its inode
-#: cannot be reused, so another identity at LOCATION means another file.
-FileId = tuple[int, int]
-
-
-def _file_id(path: str) -> FileId | None:
-    """The identity of the file ``path`` names now; ``None`` if there is none."""
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-class ChangeCursor(int):
-    """A change-log sequence number that remembers the file it was read from.
-
-    An ``int`` (arithmetic and comparisons as before); ``file`` is the identity of the
-    file whose log it counts, so :meth:`BaseSQLiteCache.changes_since` can tell a cursor
-    of a file that was since replaced (another log, other sequence numbers) and answer
-    "drop everything" instead of comparing numbers of two different logs.
-    """
-
-    file: FileId | None
-
-    def __new__(cls, seq: int, file: FileId | None) -> Self:
-        cursor = super().__new__(cls, seq)
-        cursor.file = file
-        return cursor
-
-    def __repr__(self) -> str:
-        return f"ChangeCursor({int(self)}, file={self.file})"
-
-
-if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
-    os.register_at_fork(after_in_child=_after_fork)
-
-#: Paths whose file this process has created or checked (once per process and path).
-_prepared: set[str] = set()
-#: Paths this process has prepared at least once (a later failure is a runtime error).
-_ever_prepared: set[str] = set()
-_prepare_lock = threading.Lock()
-#: Connections inherited through fork: never closed in the child, never used again.
-_orphans: list[sqlite3.Connection] = []
-
-
-class _ThreadState(threading.local):
-    #: (connection, ``monotonic()`` time of the next check that LOCATION still names
-    #: ``file``, generation it was opened in): one tuple, because the hot path pays
-    #: ~50 ns per attribute read of a ``threading.local``.
-    live: tuple[sqlite3.Connection | None, float, int] = (None, 0.0, -1)
-    #: The process that opened the connection (one inherited through fork is left).
-    pid = -1
-    #: Identity of the file the connection is on (stat before connecting: never newer).
-    file: FileId | None = None
-    #: key -> time of a read not yet written to ``accessed``.
-    pending: dict[str, float]
-    #: (data_version, total_changes, cursor) of the last ``changes_since`` answer.
-    seen: tuple[int, int, int] | None = None
-    #: Whether the connection has ``json_each`` (``get_many`` in one statement).
-    json = False
-
-    def __init__(self) -> None:
-        self.pending = {}
-
-    @property
-    def conn(self) -> sqlite3.Connection | None:
-        return self.live[0]
-
-    @conn.setter
-    def conn(self, conn: sqlite3.Connection | None) -> None:
-        # Only ever set to None from outside _open: the next use reopens.
-        self.live = (conn, 0.0, -1)
 
 
 @functools.lru_cache(maxsize=16)
 def _set_rows_statement(count: int) -> str:
     return sql.set_rows(count)
-
-
-def _has_json(conn: sqlite3.Connection) -> bool:
-    """Whether SQLite has its JSON functions (built in since 3.38; optional before)."""
-    try:
-        conn.execute(sql.HAS_JSON).fetchone()
-    except sqlite3.OperationalError:
-        return False
-    return True
 
 
 #: A list of keys as a JSON array (raw UTF-8: SQLite's JSON parser takes it as is).
@@ -182,7 +69,14 @@ def _chunks(items: list[_T]) -> Iterator[list[_T]]:
         yield items[start : start + _CHUNK]
 
 
-class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
+class BaseSQLiteCache(
+    ConnectionMixin,
+    BudgetMixin,
+    ChangeLogMixin,
+    SmartCacheKeyMixin,
+    ThreadedIncrMixin,
+    BaseCache,
+):
     """The SQLite store: Django's cache API on the file named by ``LOCATION``.
 
     Values come back exactly as stored (a tag envelope is not unwrapped): this is the
@@ -201,123 +95,12 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         self._max_entries = options.max_entries  # type: ignore[assignment]
         self._cull_frequency = options.cull_frequency
         self._access_interval = options.access_interval
-        self._state = _ThreadState()
+        self._state = ThreadState()
         self._maintenance_lock = threading.Lock()
         self._writes = 0
         #: (time, newest log seq then), oldest first: what may be pruned, and when.
         self._checkpoints: deque[tuple[float, int]] = deque()
         self._clock: Callable[[], float] = time.time
-
-    # -- connections -----------------------------------------------------------------
-
-    @property
-    def path(self) -> str:
-        """The absolute path of the cache file."""
-        return self._path
-
-    def _connection(self) -> sqlite3.Connection:
-        conn, check_at, generation = self._state.live
-        if generation == _generation and _monotonic() < check_at:
-            return conn  # type: ignore[return-value]  # generation -1 when None
-        return self._reconnect(self._state)
-
-    def _reconnect(
-        self, state: _ThreadState, force_check: bool = False
-    ) -> sqlite3.Connection:
-        """The connection, after the checks ``_connection`` found due.
-
-        At most every ``FILE_CHECK_INTERVAL`` per thread (and on every ``changes_since``):
-        one ``os.stat`` of LOCATION. Another file there (moved aside as damaged by
-        another process and replaced, deleted and recreated), or none: this thread and
-        then every other thread of the process (a new generation) reopen on LOCATION,
-        creating a fresh file if there is none. Without it, a process that never met
-        the damage kept using the old file forever, invisible to the others.
-        """
-        conn, check_at, generation = state.live
-        if conn is not None and generation == _generation:
-            now = _monotonic()
-            if not force_check and now < check_at:
-                return conn
-            try:
-                same = _file_id(self._path) == state.file
-            except OSError:  # cannot tell (no permission on the directory?): keep it
-                same = True
-            if same:
-                state.live = (conn, now + FILE_CHECK_INTERVAL, generation)
-                return conn
-            logger.warning(
-                "SQLiteCache: %s is no longer the file this process had open (moved "
-                "aside or deleted by another process); reopening it.",
-                self._path,
-            )
-            _new_generation()
-            with _prepare_lock:
-                _prepared.discard(self._path)
-        return self._open(state)
-
-    def _open(self, state: _ThreadState) -> sqlite3.Connection:
-        old, state.conn = state.conn, None
-        if old is not None:
-            if state.pid != os.getpid():
-                _orphans.append(old)  # inherited through fork: never closed here
-            else:
-                # Left for a new file: SQLite neither checkpoints nor deletes the WAL
-                # of a file that was moved or unlinked (its path names another one).
-                old.close()
-        with _prepare_lock:
-            if self._path not in _prepared:
-                try:
-                    sqlite_file.prepare(self._path, self._options.busy_timeout)
-                except ImproperlyConfigured as exc:
-                    if self._path not in _ever_prepared:
-                        raise
-                    # It worked before: LOCATION cannot be recreated now (its directory
-                    # gone and not creatable...). An error of the level, which
-                    # MultiLevelCache skips for RETRY_INTERVAL, not a configuration error
-                    # raised from a get().
-                    raise sqlite3.OperationalError(str(exc)) from exc
-                _prepared.add(self._path)
-                _ever_prepared.add(self._path)
-            generation = _generation
-        # Identity first: if the file is replaced before connect() opens it, the next
-        # check sees a mismatch and reopens (the other order could miss it forever).
-        file = _file_id(self._path)
-        conn = sqlite_file.connect(
-            self._path, self._options.busy_timeout, self._options.synchronous
-        )
-        state.live = (conn, _monotonic() + FILE_CHECK_INTERVAL, generation)
-        state.pid = os.getpid()
-        state.file = file
-        state.pending = {}
-        state.seen = None
-        state.json = _has_json(conn)
-        return conn
-
-    def _on_error(self, exc: sqlite3.DatabaseError) -> None:
-        """Re-raise ``exc`` unless it says the file is damaged; then start a fresh file."""
-        if not sqlite_file.is_corruption(exc):
-            raise exc
-        state = self._state
-        conn, state.conn = state.conn, None
-        if conn is not None:
-            conn.close()
-        with sqlite_file.open_lock(self._path):
-            current = _file_id(self._path)
-            # Another process may already have replaced the file: then just reconnect.
-            if current is not None and current == state.file:
-                sqlite_file.quarantine(self._path, str(exc))
-        with _prepare_lock:
-            _prepared.discard(self._path)
-        # The other threads of this process leave the old file too.
-        _new_generation()
-
-    def _write(self, operation: Callable[..., _T], *args: Any) -> _T:
-        """Run a write; after a damaged file was replaced, run it once more on the new one."""
-        try:
-            return operation(self._connection(), *args)
-        except sqlite3.DatabaseError as exc:
-            self._on_error(exc)
-        return operation(self._connection(), *args)
 
     def close(self, **kwargs: Any) -> None:
         """Write pending ``accessed`` refreshes; the connection stays open for reuse."""
@@ -745,7 +528,7 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         if match.regex:
             op, operand = "REGEXP", match.pattern
         else:
-            glob = _sqlite_glob(match.pattern)
+            glob = sql.glob_operand(match.pattern)
             # A class SQLite's GLOB cannot spell ("[]^-]"...): the same test in Python.
             op, operand = (
                 ("GLOB", glob)
@@ -843,92 +626,6 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 conn.execute("ROLLBACK")
         self._state.pending.clear()
 
-    # -- budget and maintenance (called inside a write transaction) -------------------
-
-    def _housekeep(
-        self,
-        conn: sqlite3.Connection,
-        now: float,
-        protected: AbstractSet[str],
-        writes: int,
-    ) -> None:
-        if self._state.pending:
-            self._flush_access(conn)
-        size, count = conn.execute(sql.TOTALS).fetchone()
-        if size > self._max_size or (
-            self._max_entries is not None and count > self._max_entries
-        ):
-            self._cull(conn, now, size, count, protected)
-        with self._maintenance_lock:
-            self._writes += writes
-            due = self._writes >= _MAINTENANCE_EVERY
-            if due:
-                self._writes = 0
-        if due:
-            self._maintain(conn, now)
-
-    def _cull(
-        self,
-        conn: sqlite3.Connection,
-        now: float,
-        size: int,
-        count: int,
-        protected: AbstractSet[str],
-    ) -> None:
-        """Delete expired entries, then the least recently used, until within budget."""
-        excess_bytes = size - self._max_size
-        excess_entries = 0
-        max_entries = self._max_entries
-        if max_entries is not None and count > max_entries:
-            # Django's MAX_ENTRIES semantics: drop 1/CULL_FREQUENCY of the entries (0: all).
-            if self._cull_frequency == 0:
-                excess_entries = count
-            else:
-                excess_entries = max(
-                    count - max_entries, (count - 1) // self._cull_frequency
-                )
-        limit = _VICTIM_BATCH + len(protected)
-        for query, params in (
-            (sql.EXPIRED_VICTIMS, (now, limit)),
-            (sql.LRU_VICTIMS, (limit,)),
-        ):
-            while excess_bytes > 0 or excess_entries > 0:
-                victims = []
-                for key, victim_size in conn.execute(query, params).fetchall():
-                    if key in protected:
-                        continue
-                    victims.append((key,))
-                    excess_bytes -= victim_size
-                    excess_entries -= 1
-                    if excess_bytes <= 0 and excess_entries <= 0:
-                        break
-                if not victims:
-                    break
-                conn.executemany(sql.DELETE, victims)
-
-    def _maintain(self, conn: sqlite3.Connection, now: float) -> None:
-        """Bounded purge of expired rows, and pruning of the change log."""
-        conn.execute(sql.PURGE_EXPIRED_SOME, (now, _PURGE_BATCH))
-        (head,) = conn.execute(sql.LOG_HEAD).fetchone()
-        if head is None:
-            return
-        with self._maintenance_lock:
-            checkpoints = self._checkpoints
-            checkpoints.append((now, head))
-            cut = 0
-            horizon = now - self._options.log_retention
-            while checkpoints and checkpoints[0][0] <= horizon:
-                cut = checkpoints.popleft()[1]
-        cut = max(cut, head - self._options.log_max_rows)
-        cut = min(cut, head - 1)  # the newest row stays: sequence numbers never go back
-        if cut > 0:
-            conn.execute(sql.LOG_PRUNE, (cut,))
-            conn.execute(sql.LOG_RAISE_FLOOR, (cut,))
-
-    def purge_expired(self) -> int:
-        """Delete every expired entry now (through the ``expires`` index); return how many."""
-        return self._write(self._autocommit_count, sql.PURGE_EXPIRED, (self._clock(),))
-
     def stats(self) -> dict[str, Any]:
         """Entries and accounted bytes, as kept in the file's meta row."""
         size, count = self._connection().execute(sql.TOTALS).fetchone()
@@ -938,135 +635,6 @@ class BaseSQLiteCache(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             "max_bytes": self._max_size,
             "location": self._path,
         }
-
-    # -- coherence API (for MultiLevelCache) ------------------------------------------
-
-    def change_cursor(self) -> ChangeCursor:
-        """The sequence number of the newest change; pass it to :meth:`changes_since`.
-
-        An ``int`` that also names the file it counts in (:class:`ChangeCursor`).
-        """
-        state = self._state
-        conn = self._reconnect(state, force_check=True)
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
-        (head,) = conn.execute(sql.LOG_HEAD).fetchone()
-        if head is None:
-            (head,) = conn.execute(sql.LOG_FLOOR).fetchone()
-        # As a changes_since answer ending at ``head``: see its own-changes rule.
-        state.seen = (version, conn.total_changes, int(head))
-        return ChangeCursor(int(head), state.file)
-
-    def changes_since(
-        self, cursor: int, *, skip_own: bool = False
-    ) -> tuple[ChangeCursor, list[str] | None]:
-        """The new cursor and the DB keys changed after ``cursor``.
-
-        ``None`` instead of the list means "drop everything": a ``clear()`` happened, the
-        log was pruned past ``cursor``, more than 10,000 keys changed, or ``cursor``
-        counts in another file's log: LOCATION was replaced since (a
-        :class:`ChangeCursor` of another file, or a number above this log's head).
-        Checks first that LOCATION still names this thread's file (one ``os.stat``).
-        When no other connection committed since this thread's last call, answering
-        costs that and one ``PRAGMA data_version``. ``skip_own``: the caller made
-        every write of this thread's connection itself (MultiLevelCache: its L1 has
-        them), so when only this connection committed since its last answer, the
-        answer is the new head and nothing to drop.
-        """
-        state = self._state
-        conn = self._reconnect(state, force_check=True)
-        file = state.file
-        other_file = getattr(cursor, "file", file) != file
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
-        mark = (version, conn.total_changes, cursor)
-        seen = state.seen
-        if seen == mark and not other_file:
-            return ChangeCursor(cursor, file), []
-        if (
-            skip_own
-            and seen is not None
-            and seen[0] == version
-            and seen[2] == cursor
-            and not other_file
-        ):
-            # No other connection committed since this one's last answer, which ended
-            # at ``cursor``: every change after it is this connection's own, made
-            # through the caller (whose L1 has them). Nothing to drop: the new head.
-            (last,) = conn.execute(sql.LOG_HEAD).fetchone()
-            head = max(int(last or 0), int(cursor))
-            state.seen = (version, conn.total_changes, head)
-            return ChangeCursor(head, file), []
-        conn.execute("BEGIN")  # one snapshot for the floor, the head and the rows
-        try:
-            (floor,) = conn.execute(sql.LOG_FLOOR).fetchone()
-            rows = (
-                []
-                if other_file
-                else conn.execute(
-                    sql.LOG_SINCE + " LIMIT ?", (cursor, _CHANGES_LIMIT + 1)
-                ).fetchall()
-            )
-            keys: list[str] | None
-            if rows and len(rows) <= _CHANGES_LIMIT and cursor >= floor:
-                head = rows[-1][0]
-                keys = []
-                for _, key in rows:
-                    if key is None:
-                        keys = None
-                        break
-                    keys.append(key)
-            else:
-                (last,) = conn.execute(sql.LOG_HEAD).fetchone()
-                head = max(int(last or 0), floor)
-                # Nothing new, and the cursor is this file's: nothing to drop. A cursor
-                # above the head counts in the log of a file since replaced.
-                same = not other_file and not rows and floor <= cursor <= head
-                keys = [] if same else None
-                if same:
-                    head = int(cursor)
-        finally:
-            conn.execute("COMMIT")
-        if keys:
-            keys = list(dict.fromkeys(keys))
-        state.seen = (version, conn.total_changes, head)
-        return ChangeCursor(head, file), keys
-
-
-def _sqlite_glob(pattern: str) -> str | None:
-    """Our glob (``core.patterns``) in SQLite's ``GLOB`` syntax, or ``None`` if it has none.
-
-    SQLite's glob has no escape character: a literal ``*``, ``?`` or ``[`` becomes a
-    one-character class. A class holding ``]``, ``^``, ``-`` or ``\\`` literally is
-    left to the regex path rather than spelled in SQLite's positional rules.
-    """
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        i += 1
-        if ch in "*?":
-            out.append(ch)
-        elif ch == "\\" and i < n:
-            ch = pattern[i]
-            i += 1
-            out.append(f"[{ch}]" if ch in "*?[" else ch)
-        elif ch == "[":
-            start = i + 1 if pattern[i : i + 1] in ("!", "^") else i
-            if pattern[start : start + 1] == "]":
-                return None  # "]" as the first member
-            close = pattern.find("]", start)
-            if close < 0:  # no closing bracket: a literal "["
-                out.append("[[]")
-                continue
-            body = pattern[start:close]
-            if any(c in body for c in "\\^") or body[0] == "-" or body[-1] == "-":
-                return None
-            out.append(("[^" if start > i else "[") + body + "]")
-            i = close + 1
-        elif ch == "\\":
-            out.append("\\")  # a trailing backslash is literal
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 class SQLiteCache(SingleFlightMixin, TaggingMixin, BaseSQLiteCache):

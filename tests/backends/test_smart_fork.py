@@ -161,7 +161,7 @@ def test_a_child_forked_mid_call_can_use_the_cache() -> None:
 def test_a_child_opens_a_sqlite_file_while_a_parent_thread_held_the_open_lock(
     tmp_path: Path,
 ) -> None:
-    from django_smartcache.backends import SQLiteCache, sqlite
+    from django_smartcache.backends import SQLiteCache, _sqlite_connection
 
     def child() -> bool:
         cache = SQLiteCache(str(tmp_path / "child.sqlite3"), {})
@@ -169,6 +169,6 @@ def test_a_child_opens_a_sqlite_file_while_a_parent_thread_held_the_open_lock(
         return bool(cache.get("k") == 1)
 
     # As a thread opening (preparing) another file at the moment of fork().
-    with _held_by_another_thread(sqlite._prepare_lock):
+    with _held_by_another_thread(_sqlite_connection._prepare_lock):
         code = _fork_and_run(child)
     assert code == 0, "None: the child hung on the file-opening lock"

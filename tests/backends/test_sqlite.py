@@ -526,9 +526,9 @@ def test_a_file_of_a_version_with_this_layout_is_kept_and_stamped(tmp_path, capl
     conn.execute("PRAGMA user_version = 0")
     conn.execute("PRAGMA application_id = 0")
     conn.close()
-    from django_smartcache.backends import sqlite as sqlite_module
+    from django_smartcache.backends import _sqlite_connection
 
-    sqlite_module._prepared.discard(path)  # as a freshly started process
+    _sqlite_connection._prepared.discard(path)  # as a freshly started process
     with caplog.at_level(logging.ERROR, "django_smartcache.sqlite"):
         cache = SQLiteCache(path, {})
         assert cache.get("kept") == {"a": 1}
@@ -722,7 +722,10 @@ def test_a_cursor_of_another_file_means_drop_everything(make_cache, tmp_path):
 
 def test_every_thread_leaves_a_replaced_file(make_cache, location, monkeypatch):
     """One thread finding LOCATION replaced makes every thread of the process reopen."""
-    from django_smartcache.backends import _sqlite_file as sqlite_file, sqlite
+    from django_smartcache.backends import (
+        _sqlite_connection,
+        _sqlite_file as sqlite_file,
+    )
 
     cache = make_cache()
     cache.set("k", "old")
@@ -741,7 +744,7 @@ def test_every_thread_leaves_a_replaced_file(make_cache, location, monkeypatch):
     ready.wait(5)
     sqlite_file.quarantine(location, "test")
     # Created as by another process (this one has prepared LOCATION already).
-    monkeypatch.setattr(sqlite, "_prepared", set())
+    monkeypatch.setattr(_sqlite_connection, "_prepared", set())
     SQLiteCache(location, {}).set("k", "new")
     # This thread checks at once (a change-log poll forces the check)...
     cache.change_cursor()
@@ -1029,8 +1032,14 @@ def test_no_numbered_placeholders_bound_to_sequences():
     assert "INCR" in statements and "DELETE_PATTERN" in statements
     offenders = [name for name, text in statements.items() if numbered.search(text)]
     assert offenders == []
-    source = Path(sql.__file__).with_name("sqlite.py").read_text()
-    assert not numbered.search(source)
+    backends = Path(sql.__file__).parent
+    for module in [backends / "sqlite.py", *backends.glob("_sqlite_*.py")]:
+        code = [
+            line
+            for line in module.read_text().splitlines()
+            if not line.lstrip().startswith("#")
+        ]
+        assert not numbered.search("\n".join(code)), module.name
 
 
 @pytest.mark.filterwarnings("error::DeprecationWarning")

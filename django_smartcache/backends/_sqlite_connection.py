@@ -1,0 +1,234 @@
+"""Per-thread connections to a SQLiteCache file.
+
+One connection per thread and file, opened lazily; reopened in a forked child
+(connections must not cross a fork) and in every thread of a process once one of them
+finds that ``LOCATION`` names another file (moved aside as damaged, or deleted and
+recreated, by another process). Opening creates and checks the file once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.core.exceptions import ImproperlyConfigured
+
+from . import _sqlite_file as sqlite_file, _sqlite_schema as sql
+from ._sqlite_options import SQLiteOptions
+
+logger = logging.getLogger("django_smartcache.sqlite")
+
+#: Seconds between two checks, per thread, that ``LOCATION`` still names the file the
+#: thread's connection is on (one ``os.stat``): a file moved aside or deleted by another
+#: process is left within this delay (see docs/sqlite.md, "Damaged or wrong files").
+FILE_CHECK_INTERVAL = 0.1
+_monotonic = time.monotonic
+_T = TypeVar("_T")
+
+# Every connection opened before the current generation reopens at its next use: in a
+# forked child (connections must not cross a fork), and in every thread of a process
+# once one thread found that a LOCATION now names another file.
+_generation = 0
+
+
+def _after_fork() -> None:
+    # A new generation: connections reopen. And a fresh _prepare_lock, which a parent
+    # thread opening a file at the moment of fork() would otherwise hold here forever.
+    global _generation, _prepare_lock
+    _generation += 1
+    _prepare_lock = threading.Lock()
+
+
+def new_generation() -> None:
+    global _generation
+    with _prepare_lock:
+        _generation += 1
+
+
+#: A file's identity: (st_dev, st_ino). While a connection holds the file open its inode
+#: cannot be reused, so another identity at LOCATION means another file.
+FileId = tuple[int, int]
+
+
+def file_id(path: str) -> FileId | None:
+    """The identity of the file ``path`` names now; ``None`` if there is none."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_after_fork)
+
+#: Paths whose file this process has created or checked (once per process and path).
+_prepared: set[str] = set()
+#: Paths this process has prepared at least once (a later failure is a runtime error).
+_ever_prepared: set[str] = set()
+_prepare_lock = threading.Lock()
+#: Connections inherited through fork: never closed in the child, never used again.
+_orphans: list[sqlite3.Connection] = []
+
+
+class ThreadState(threading.local):
+    #: (connection, ``monotonic()`` time of the next check that LOCATION still names
+    #: ``file``, generation it was opened in): one tuple, because the hot path pays
+    #: ~50 ns per attribute read of a ``threading.local``.
+    live: tuple[sqlite3.Connection | None, float, int] = (None, 0.0, -1)
+    #: The process that opened the connection (one inherited through fork is left).
+    pid = -1
+    #: Identity of the file the connection is on (stat before connecting: never newer).
+    file: FileId | None = None
+    #: key -> time of a read not yet written to ``accessed``.
+    pending: dict[str, float]
+    #: (data_version, total_changes, cursor) of the last ``changes_since`` answer.
+    seen: tuple[int, int, int] | None = None
+    #: Whether the connection has ``json_each`` (``get_many`` in one statement).
+    json = False
+
+    def __init__(self) -> None:
+        self.pending = {}
+
+    @property
+    def conn(self) -> sqlite3.Connection | None:
+        return self.live[0]
+
+    @conn.setter
+    def conn(self, conn: sqlite3.Connection | None) -> None:
+        # Only ever set to None from outside _open: the next use reopens.
+        self.live = (conn, 0.0, -1)
+
+
+def has_json(conn: sqlite3.Connection) -> bool:
+    """Whether SQLite has its JSON functions (built in since 3.38; optional before)."""
+    try:
+        conn.execute(sql.HAS_JSON).fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+class ConnectionMixin:
+    """The cache's connection for the calling thread: ``_connection()`` on the hot path.
+
+    Needs ``_path`` (absolute LOCATION), ``_options`` and ``_state`` (a ``ThreadState``).
+    """
+
+    _path: str
+    _options: SQLiteOptions
+    _state: ThreadState
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the cache file."""
+        return self._path
+
+    def _connection(self) -> sqlite3.Connection:
+        conn, check_at, generation = self._state.live
+        if generation == _generation and _monotonic() < check_at:
+            return conn  # type: ignore[return-value]  # generation -1 when None
+        return self._reconnect(self._state)
+
+    def _reconnect(
+        self, state: ThreadState, force_check: bool = False
+    ) -> sqlite3.Connection:
+        """The connection, after the checks ``_connection`` found due.
+
+        At most every ``FILE_CHECK_INTERVAL`` per thread (and on every ``changes_since``):
+        one ``os.stat`` of LOCATION. Another file there (moved aside as damaged by
+        another process and replaced, deleted and recreated), or none: this thread and
+        then every other thread of the process (a new generation) reopen on LOCATION,
+        creating a fresh file if there is none. Without it, a process that never met
+        the damage kept using the old file forever, invisible to the others.
+        """
+        conn, check_at, generation = state.live
+        if conn is not None and generation == _generation:
+            now = _monotonic()
+            if not force_check and now < check_at:
+                return conn
+            try:
+                same = file_id(self._path) == state.file
+            except OSError:  # cannot tell (no permission on the directory?): keep it
+                same = True
+            if same:
+                state.live = (conn, now + FILE_CHECK_INTERVAL, generation)
+                return conn
+            logger.warning(
+                "SQLiteCache: %s is no longer the file this process had open (moved "
+                "aside or deleted by another process); reopening it.",
+                self._path,
+            )
+            new_generation()
+            with _prepare_lock:
+                _prepared.discard(self._path)
+        return self._open(state)
+
+    def _open(self, state: ThreadState) -> sqlite3.Connection:
+        old, state.conn = state.conn, None
+        if old is not None:
+            if state.pid != os.getpid():
+                _orphans.append(old)  # inherited through fork: never closed here
+            else:
+                # Left for a new file: SQLite neither checkpoints nor deletes the WAL
+                # of a file that was moved or unlinked (its path names another one).
+                old.close()
+        with _prepare_lock:
+            if self._path not in _prepared:
+                try:
+                    sqlite_file.prepare(self._path, self._options.busy_timeout)
+                except ImproperlyConfigured as exc:
+                    if self._path not in _ever_prepared:
+                        raise
+                    # It worked before: LOCATION cannot be recreated now (its directory
+                    # gone and not creatable...). An error of the level, which
+                    # MultiLevelCache skips for RETRY_INTERVAL, not a configuration error
+                    # raised from a get().
+                    raise sqlite3.OperationalError(str(exc)) from exc
+                _prepared.add(self._path)
+                _ever_prepared.add(self._path)
+            generation = _generation
+        # Identity first: if the file is replaced before connect() opens it, the next
+        # check sees a mismatch and reopens (the other order could miss it forever).
+        file = file_id(self._path)
+        conn = sqlite_file.connect(
+            self._path, self._options.busy_timeout, self._options.synchronous
+        )
+        state.live = (conn, _monotonic() + FILE_CHECK_INTERVAL, generation)
+        state.pid = os.getpid()
+        state.file = file
+        state.pending = {}
+        state.seen = None
+        state.json = has_json(conn)
+        return conn
+
+    def _on_error(self, exc: sqlite3.DatabaseError) -> None:
+        """Re-raise ``exc`` unless it says the file is damaged; then start a fresh file."""
+        if not sqlite_file.is_corruption(exc):
+            raise exc
+        state = self._state
+        conn, state.conn = state.conn, None
+        if conn is not None:
+            conn.close()
+        with sqlite_file.open_lock(self._path):
+            current = file_id(self._path)
+            # Another process may already have replaced the file: then just reconnect.
+            if current is not None and current == state.file:
+                sqlite_file.quarantine(self._path, str(exc))
+        with _prepare_lock:
+            _prepared.discard(self._path)
+        # The other threads of this process leave the old file too.
+        new_generation()
+
+    def _write(self, operation: Callable[..., _T], *args: Any) -> _T:
+        """Run a write; after a damaged file was replaced, run it once more on the new one."""
+        try:
+            return operation(self._connection(), *args)
+        except sqlite3.DatabaseError as exc:
+            self._on_error(exc)
+        return operation(self._connection(), *args)
