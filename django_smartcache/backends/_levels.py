@@ -9,29 +9,24 @@ for ``RETRY_INTERVAL`` and treated as a miss. Counts per level are kept for ``st
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
-from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
 
 from .. import conf
 from ..core.tags import Tagged
-from . import _coherence
+from . import _coherence, _level_config
 from ._level_health import FAULTS, LevelHealth, _caller_error
 from ._level_patterns import delete_matching
 from ._level_tally import _Tally
-from ._level_ttl import _NO_EXPIRY, _redis_options, _redis_url, _remaining_ttls
-from .base import SmartCacheKeyMixin, ThreadedIncrMixin, option_timeout
+from ._level_ttl import _NO_EXPIRY, _remaining_ttls
+from .base import SmartCacheKeyMixin, ThreadedIncrMixin
 from .sqlite import BaseSQLiteCache
 
 logger = logging.getLogger("django_smartcache.multilevel")
@@ -40,54 +35,12 @@ _MISSING = object()
 _monotonic = time.monotonic
 _perf_ns = time.perf_counter_ns
 
-DEFAULT_L1 = "django_smartcache.backends.SmartCache"
-DEFAULT_L2 = "django_smartcache.backends.SQLiteCache"
-
-#: Options of MultiLevelCache with their defaults (documented in docs/multilevel.md).
-DEFAULTS: dict[str, Any] = {
-    "LEVELS": None,  # None: SmartCache over SQLiteCache(LOCATION)
-    "L1_MAX_TTL": 1.0,
-    "COHERENCE": "auto",
-    "COHERENCE_INTERVAL": 0.05,
-    "CHANNEL": "django_smartcache:invalidate",
-    "REDIS_URL": None,
-    "RETRY_INTERVAL": 1.0,
-    "ERROR_LOG_INTERVAL": 60.0,
-    "RAISE_ERRORS": False,
-    "MAX_SUSPECT_KEYS": 100_000,
-}
-
-#: Options held by the state that instances of one configuration share in a process
-#: (coherence channel, level health): aliases differing in any of them share nothing.
-_SHARED_OPTIONS = (
-    "COHERENCE",
-    "COHERENCE_INTERVAL",
-    "CHANNEL",
-    "REDIS_URL",
-    "RETRY_INTERVAL",
-    "ERROR_LOG_INTERVAL",
-    "MAX_SUSPECT_KEYS",
-)
-
-#: Django's generic capacity options: with the default levels they size the SQLite L2
-#: (the cache as a whole); with explicit LEVELS, set them on the level they are for.
-_PASSED_TO_L2 = ("MAX_ENTRIES", "CULL_FREQUENCY")
-
 #: L1 hits are counted exactly but timed one in this many (the other levels: every call).
 L1_LATENCY_SAMPLE = 16
-
-#: Per-level options that would change the key a level stores; set them on the
-#: MultiLevelCache entry instead.
-_KEY_OPTIONS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION")
 
 #: delete_pattern() publishes at most this many keys; beyond, it tells the other
 #: processes to drop their whole L1 (one message instead of thousands).
 PUBLISH_KEYS_MAX = 1000
-
-
-def _identity_key(key: str, key_prefix: str, version: Any) -> str:
-    """Levels store MultiLevelCache's final key unchanged."""
-    return key
 
 
 class _Shared:
@@ -118,20 +71,6 @@ if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
     os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
-def _number(options: dict[str, Any], name: str, *, positive: bool = True) -> float:
-    value = options[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ImproperlyConfigured(
-            f"OPTIONS['{name}'] must be a number of seconds, got {value!r}"
-        )
-    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ImproperlyConfigured(
-            f"OPTIONS['{name}'] must be a finite number of seconds {bound}, got {value!r}"
-        )
-    return float(value)
-
-
 class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
     """The levels themselves: raw values (a tag envelope is just a value here).
 
@@ -140,72 +79,21 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
     """
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
-        params = dict(params)
-        given = params.get("OPTIONS") or {}
-        if not isinstance(given, Mapping):
-            raise ImproperlyConfigured(
-                f"MultiLevelCache OPTIONS must be a dict, got {given!r}"
-            )
-        raw = dict(given)
-        unknown = sorted(set(raw) - set(DEFAULTS) - set(_PASSED_TO_L2))
-        if unknown:
-            raise ImproperlyConfigured(
-                f"unknown MultiLevelCache OPTIONS {unknown}; known: {sorted(DEFAULTS)}"
-            )
-        options = {**DEFAULTS, **raw}
+        options = _level_config.parse(location, params, _MultiLevelBase)
         # BaseCache reads OPTIONS for MAX_ENTRIES/CULL_FREQUENCY, which we do not use.
-        params["OPTIONS"] = {}
-        option_timeout("MultiLevelCache", params)
-        super().__init__(params)
+        super().__init__({**params, "OPTIONS": {}})
         self._location = location
-        self._l1_max_ttl = _number(options, "L1_MAX_TTL")
-        self._interval = _number(options, "COHERENCE_INTERVAL")
-        retry = _number(options, "RETRY_INTERVAL")
-        log_interval = _number(options, "ERROR_LOG_INTERVAL", positive=False)
-        max_suspects = options["MAX_SUSPECT_KEYS"]
-        if (
-            isinstance(max_suspects, bool)
-            or not isinstance(max_suspects, int)
-            or max_suspects < 0
-        ):
-            raise ImproperlyConfigured(
-                f"OPTIONS['MAX_SUSPECT_KEYS'] must be an int >= 0, got {max_suspects!r}"
-            )
-        if not isinstance(options["RAISE_ERRORS"], bool):
-            raise ImproperlyConfigured(
-                f"OPTIONS['RAISE_ERRORS'] must be True or False, got {options['RAISE_ERRORS']!r}"
-            )
-        self._raise = options["RAISE_ERRORS"]
-
-        configs = self._level_configs(location, options["LEVELS"])
-        l2_options = {k: raw[k] for k in _PASSED_TO_L2 if k in raw}
-        if l2_options:
-            if options["LEVELS"] is not None:
-                name = next(iter(l2_options))
-                raise ImproperlyConfigured(
-                    f"OPTIONS['{name}'] only sizes the default SQLite level; with "
-                    f"OPTIONS['LEVELS'], set it in the OPTIONS of the level it is for"
-                )
-            configs[-1]["OPTIONS"] = l2_options
-        # Not KEY_PREFIX/VERSION: final keys already contain them, so aliases over the
-        # same levels share one L1 (a write through one is seen by the others at once).
-        # But the options of that shared state are part of the name: an alias with
-        # another CHANNEL, COHERENCE, ... used to get the first alias's coherence and
-        # health objects (listening on the other channel) without a word.
-        # Numbers as parsed (RETRY_INTERVAL 1 and 1.0 are one configuration).
-        parsed = {
-            "COHERENCE_INTERVAL": self._interval,
-            "RETRY_INTERVAL": retry,
-            "ERROR_LOG_INTERVAL": log_interval,
-        }
-        shared_options = tuple((k, parsed.get(k, options[k])) for k in _SHARED_OPTIONS)
-        self._name = hashlib.sha1(
-            repr((location, configs, shared_options)).encode()
-        ).hexdigest()[:16]
+        self._l1_max_ttl = options.l1_max_ttl
+        self._interval = options.interval
+        self._raise = options.raise_errors
+        self._name = options.name
         self._levels: list[BaseCache] = [
-            self._build_level(i, config) for i, config in enumerate(configs)
+            _level_config.build_level(i, config, self._name)
+            for i, config in enumerate(options.configs)
         ]
-        self._labels = [self._label(i, config) for i, config in enumerate(configs)]
+        self._labels = [
+            _level_config.label(i, config) for i, config in enumerate(options.configs)
+        ]
         self._last = len(self._levels) - 1
         self._l1 = self._levels[0]
         #: The lowest level says which values it refused (SQLiteCache: larger than
@@ -225,10 +113,12 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             if shared is None:
                 shared = _SHARED[self._name] = _Shared(len(self._levels))
                 shared.health = [
-                    LevelHealth(label, retry, log_interval, max_suspects)
+                    LevelHealth(
+                        label, options.retry, options.log_interval, options.max_suspects
+                    )
                     for label in self._labels
                 ]
-                shared.coherence = self._make_coherence(options)
+                shared.coherence = _level_config.make_coherence(options, self._levels)
         self._health = shared.health
         assert shared.coherence is not None
         self._co = shared.coherence
@@ -243,117 +133,6 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         self._lat_calls = counts.lat_calls
         self._misses = counts.misses
         self._sample = L1_LATENCY_SAMPLE
-
-    # -- configuration ---------------------------------------------------------------
-    @staticmethod
-    def _level_configs(location: str, levels: Any) -> list[Any]:
-        if levels is None:
-            l2: dict[str, Any] = {"BACKEND": DEFAULT_L2}
-            if location:
-                l2["LOCATION"] = location
-            return [{"BACKEND": DEFAULT_L1}, l2]
-        if not isinstance(levels, list | tuple) or not levels:
-            raise ImproperlyConfigured(
-                f"OPTIONS['LEVELS'] must be a non-empty list of cache aliases or "
-                f"backend configs, fastest first; got {levels!r}"
-            )
-        configs: list[Any] = []
-        for i, level in enumerate(levels):
-            if isinstance(level, str):
-                if level not in settings.CACHES:
-                    raise ImproperlyConfigured(
-                        f"OPTIONS['LEVELS'][{i}]: {level!r} is not an alias in CACHES"
-                    )
-                config = dict(settings.CACHES[level])
-            elif isinstance(level, dict):
-                config = dict(level)
-            else:
-                raise ImproperlyConfigured(
-                    f"OPTIONS['LEVELS'][{i}] must be a CACHES alias or a dict with a "
-                    f"BACKEND, got {level!r}"
-                )
-            backend = config.get("BACKEND")
-            if not isinstance(backend, str):
-                raise ImproperlyConfigured(f"OPTIONS['LEVELS'][{i}] has no 'BACKEND'")
-            for option in _KEY_OPTIONS:
-                if option in config:
-                    raise ImproperlyConfigured(
-                        f"OPTIONS['LEVELS'][{i}] sets {option}: levels store "
-                        f"MultiLevelCache's final key unchanged, so set {option} on "
-                        f"the MultiLevelCache entry instead"
-                    )
-            try:
-                cls = import_string(backend)
-            except ImportError as exc:
-                raise ImproperlyConfigured(
-                    f"OPTIONS['LEVELS'][{i}]: cannot import BACKEND {backend!r}: {exc}"
-                ) from exc
-            if issubclass(cls, _MultiLevelBase):
-                raise ImproperlyConfigured(
-                    f"OPTIONS['LEVELS'][{i}] is itself a MultiLevelCache; list its levels instead"
-                )
-            configs.append(config)
-        return configs
-
-    def _build_level(self, index: int, config: dict[str, Any]) -> BaseCache:
-        params = dict(config)
-        cls = import_string(params.pop("BACKEND"))
-        location = params.pop("LOCATION", "")
-        if index == 0 and not location:
-            # The L1 store is shared by this configuration's threads, and only by them.
-            location = f"django_smartcache.multilevel:{self._name}"
-        params["KEY_FUNCTION"] = _identity_key
-        level: BaseCache = cls(location, params)
-        if type(level).validate_key is BaseCache.validate_key:
-            # MultiLevelCache already emitted Django's warnings for this key.
-            level.validate_key = _no_validation  # type: ignore[method-assign]
-        return level
-
-    @staticmethod
-    def _label(index: int, config: dict[str, Any]) -> str:
-        backend = config["BACKEND"].rsplit(".", 1)[-1]
-        return f"L{index + 1} {backend}"
-
-    def _make_coherence(self, options: dict[str, Any]) -> _coherence.Coherence:
-        mode = options["COHERENCE"]
-        if mode not in ("auto", "redis", "sqlite", "none"):
-            raise ImproperlyConfigured(
-                f"OPTIONS['COHERENCE'] must be 'auto', 'redis', 'sqlite' or 'none', got {mode!r}"
-            )
-        lowest = self._levels[-1]
-        if len(self._levels) == 1 or mode == "none":
-            return _coherence.NoCoherence(self._l1)
-        has_log = callable(getattr(lowest, "changes_since", None)) and callable(
-            getattr(lowest, "change_cursor", None)
-        )
-        url = options["REDIS_URL"] or _redis_url(lowest)
-        if mode == "sqlite" or (mode == "auto" and has_log):
-            if not has_log:
-                raise ImproperlyConfigured(
-                    "OPTIONS['COHERENCE'] is 'sqlite' but the lowest level has no "
-                    "change_cursor()/changes_since() (use SQLiteCache)"
-                )
-            return _coherence.SQLiteChangeLog(self._l1, lowest, self._interval)
-        if mode == "redis" or (mode == "auto" and url):
-            if not url:
-                raise ImproperlyConfigured(
-                    "OPTIONS['COHERENCE'] is 'redis' but no Redis URL is known for the "
-                    "lowest level: set OPTIONS['REDIS_URL']"
-                )
-            channel = options["CHANNEL"]
-            if not isinstance(channel, str) or not channel:
-                raise ImproperlyConfigured(
-                    f"OPTIONS['CHANNEL'] must be a non-empty string, got {channel!r}"
-                )
-            return _coherence.RedisPubSub(
-                self._l1,
-                url,
-                channel,
-                _redis_options(lowest),
-                _number(options, "ERROR_LOG_INTERVAL", positive=False),
-            )
-        # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
-        return _coherence.NoCoherence(self._l1)
 
     # -- timeouts --------------------------------------------------------------------
     def _timeouts(self, timeout: Any) -> tuple[float | None, float | None]:
@@ -1021,10 +800,6 @@ def _in_process_store(l1: BaseCache) -> Any:
     from .smart import SmartCache
 
     return getattr(l1, "_store", None) if isinstance(l1, SmartCache) else None
-
-
-def _no_validation(key: Any) -> None:
-    return None
 
 
 # -- tag envelopes as the levels store them --------------------------------------------

@@ -1,0 +1,285 @@
+"""MultiLevelCache's options and levels: checked, then built, once per instance.
+
+Every wrong option is an ``ImproperlyConfigured`` naming it, raised when the cache is
+first used (as Django does for its own backends); defaults are in ``DEFAULTS`` and
+documented in docs/multilevel.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache.backends.base import BaseCache
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from . import _coherence
+from ._level_ttl import _redis_options, _redis_url
+from .base import option_timeout
+
+DEFAULT_L1 = "django_smartcache.backends.SmartCache"
+DEFAULT_L2 = "django_smartcache.backends.SQLiteCache"
+
+#: Options of MultiLevelCache with their defaults (documented in docs/multilevel.md).
+DEFAULTS: dict[str, Any] = {
+    "LEVELS": None,  # None: SmartCache over SQLiteCache(LOCATION)
+    "L1_MAX_TTL": 1.0,
+    "COHERENCE": "auto",
+    "COHERENCE_INTERVAL": 0.05,
+    "CHANNEL": "django_smartcache:invalidate",
+    "REDIS_URL": None,
+    "RETRY_INTERVAL": 1.0,
+    "ERROR_LOG_INTERVAL": 60.0,
+    "RAISE_ERRORS": False,
+    "MAX_SUSPECT_KEYS": 100_000,
+}
+
+#: Options held by the state that instances of one configuration share in a process
+#: (coherence channel, level health): aliases differing in any of them share nothing.
+_SHARED_OPTIONS = (
+    "COHERENCE",
+    "COHERENCE_INTERVAL",
+    "CHANNEL",
+    "REDIS_URL",
+    "RETRY_INTERVAL",
+    "ERROR_LOG_INTERVAL",
+    "MAX_SUSPECT_KEYS",
+)
+
+#: Django's generic capacity options: with the default levels they size the SQLite L2
+#: (the cache as a whole); with explicit LEVELS, set them on the level they are for.
+_PASSED_TO_L2 = ("MAX_ENTRIES", "CULL_FREQUENCY")
+
+#: Per-level options that would change the key a level stores; set them on the
+#: MultiLevelCache entry instead.
+_KEY_OPTIONS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION")
+
+
+@dataclass(frozen=True)
+class LevelOptions:
+    """MultiLevelCache's OPTIONS, checked; numbers as floats."""
+
+    configs: list[dict[str, Any]]  # one backend config per level, fastest first
+    #: Names the state shared by this configuration's instances in a process (the
+    #: levels and the options of that state; not KEY_PREFIX/VERSION, see ``parse``).
+    name: str
+    l1_max_ttl: float
+    interval: float
+    retry: float
+    log_interval: float
+    max_suspects: int
+    raise_errors: bool
+    coherence: str
+    channel: Any
+    redis_url: Any
+
+
+def parse(location: str, params: dict[str, Any], outer: type) -> LevelOptions:
+    """Check ``params["OPTIONS"]`` (and TIMEOUT); ``outer`` is refused as a level."""
+    given = params.get("OPTIONS") or {}
+    if not isinstance(given, Mapping):
+        raise ImproperlyConfigured(
+            f"MultiLevelCache OPTIONS must be a dict, got {given!r}"
+        )
+    raw = dict(given)
+    unknown = sorted(set(raw) - set(DEFAULTS) - set(_PASSED_TO_L2))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"unknown MultiLevelCache OPTIONS {unknown}; known: {sorted(DEFAULTS)}"
+        )
+    options = {**DEFAULTS, **raw}
+    option_timeout("MultiLevelCache", params)
+    interval = number(options, "COHERENCE_INTERVAL")
+    retry = number(options, "RETRY_INTERVAL")
+    log_interval = number(options, "ERROR_LOG_INTERVAL", positive=False)
+    max_suspects = options["MAX_SUSPECT_KEYS"]
+    if (
+        isinstance(max_suspects, bool)
+        or not isinstance(max_suspects, int)
+        or max_suspects < 0
+    ):
+        raise ImproperlyConfigured(
+            f"OPTIONS['MAX_SUSPECT_KEYS'] must be an int >= 0, got {max_suspects!r}"
+        )
+    if not isinstance(options["RAISE_ERRORS"], bool):
+        raise ImproperlyConfigured(
+            f"OPTIONS['RAISE_ERRORS'] must be True or False, got {options['RAISE_ERRORS']!r}"
+        )
+    mode = options["COHERENCE"]
+    if mode not in ("auto", "redis", "sqlite", "none"):
+        raise ImproperlyConfigured(
+            f"OPTIONS['COHERENCE'] must be 'auto', 'redis', 'sqlite' or 'none', got {mode!r}"
+        )
+
+    configs = level_configs(location, options["LEVELS"], outer)
+    l2_options = {k: raw[k] for k in _PASSED_TO_L2 if k in raw}
+    if l2_options:
+        if options["LEVELS"] is not None:
+            name = next(iter(l2_options))
+            raise ImproperlyConfigured(
+                f"OPTIONS['{name}'] only sizes the default SQLite level; with "
+                f"OPTIONS['LEVELS'], set it in the OPTIONS of the level it is for"
+            )
+        configs[-1]["OPTIONS"] = l2_options
+    # Not KEY_PREFIX/VERSION: final keys already contain them, so aliases over the
+    # same levels share one L1 (a write through one is seen by the others at once).
+    # But the options of that shared state are part of the name: an alias with
+    # another CHANNEL, COHERENCE, ... used to get the first alias's coherence and
+    # health objects (listening on the other channel) without a word.
+    # Numbers as parsed (RETRY_INTERVAL 1 and 1.0 are one configuration).
+    parsed = {
+        "COHERENCE_INTERVAL": interval,
+        "RETRY_INTERVAL": retry,
+        "ERROR_LOG_INTERVAL": log_interval,
+    }
+    shared_options = tuple((k, parsed.get(k, options[k])) for k in _SHARED_OPTIONS)
+    name = hashlib.sha1(repr((location, configs, shared_options)).encode()).hexdigest()
+    return LevelOptions(
+        configs=configs,
+        name=name[:16],
+        l1_max_ttl=number(options, "L1_MAX_TTL"),
+        interval=interval,
+        retry=retry,
+        log_interval=log_interval,
+        max_suspects=max_suspects,
+        raise_errors=options["RAISE_ERRORS"],
+        coherence=mode,
+        channel=options["CHANNEL"],
+        redis_url=options["REDIS_URL"],
+    )
+
+
+def number(options: dict[str, Any], name: str, *, positive: bool = True) -> float:
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ImproperlyConfigured(
+            f"OPTIONS['{name}'] must be a number of seconds, got {value!r}"
+        )
+    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ImproperlyConfigured(
+            f"OPTIONS['{name}'] must be a finite number of seconds {bound}, got {value!r}"
+        )
+    return float(value)
+
+
+def level_configs(location: str, levels: Any, outer: type) -> list[Any]:
+    if levels is None:
+        l2: dict[str, Any] = {"BACKEND": DEFAULT_L2}
+        if location:
+            l2["LOCATION"] = location
+        return [{"BACKEND": DEFAULT_L1}, l2]
+    if not isinstance(levels, list | tuple) or not levels:
+        raise ImproperlyConfigured(
+            f"OPTIONS['LEVELS'] must be a non-empty list of cache aliases or "
+            f"backend configs, fastest first; got {levels!r}"
+        )
+    configs: list[Any] = []
+    for i, level in enumerate(levels):
+        if isinstance(level, str):
+            if level not in settings.CACHES:
+                raise ImproperlyConfigured(
+                    f"OPTIONS['LEVELS'][{i}]: {level!r} is not an alias in CACHES"
+                )
+            config = dict(settings.CACHES[level])
+        elif isinstance(level, dict):
+            config = dict(level)
+        else:
+            raise ImproperlyConfigured(
+                f"OPTIONS['LEVELS'][{i}] must be a CACHES alias or a dict with a "
+                f"BACKEND, got {level!r}"
+            )
+        backend = config.get("BACKEND")
+        if not isinstance(backend, str):
+            raise ImproperlyConfigured(f"OPTIONS['LEVELS'][{i}] has no 'BACKEND'")
+        for option in _KEY_OPTIONS:
+            if option in config:
+                raise ImproperlyConfigured(
+                    f"OPTIONS['LEVELS'][{i}] sets {option}: levels store "
+                    f"MultiLevelCache's final key unchanged, so set {option} on "
+                    f"the MultiLevelCache entry instead"
+                )
+        try:
+            cls = import_string(backend)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"OPTIONS['LEVELS'][{i}]: cannot import BACKEND {backend!r}: {exc}"
+            ) from exc
+        if issubclass(cls, outer):
+            raise ImproperlyConfigured(
+                f"OPTIONS['LEVELS'][{i}] is itself a MultiLevelCache; list its levels instead"
+            )
+        configs.append(config)
+    return configs
+
+
+def build_level(index: int, config: dict[str, Any], name: str) -> BaseCache:
+    """Level ``index`` of the configuration named ``name`` (see ``LevelOptions``)."""
+    params = dict(config)
+    cls = import_string(params.pop("BACKEND"))
+    location = params.pop("LOCATION", "")
+    if index == 0 and not location:
+        # The L1 store is shared by this configuration's threads, and only by them.
+        location = f"django_smartcache.multilevel:{name}"
+    params["KEY_FUNCTION"] = _identity_key
+    level: BaseCache = cls(location, params)
+    if type(level).validate_key is BaseCache.validate_key:
+        # MultiLevelCache already emitted Django's warnings for this key.
+        level.validate_key = _no_validation  # type: ignore[method-assign]
+    return level
+
+
+def label(index: int, config: dict[str, Any]) -> str:
+    backend = config["BACKEND"].rsplit(".", 1)[-1]
+    return f"L{index + 1} {backend}"
+
+
+def make_coherence(
+    options: LevelOptions, levels: list[BaseCache]
+) -> _coherence.Coherence:
+    """The channel that keeps L1 of ``levels`` coherent across processes."""
+    mode = options.coherence
+    l1, lowest = levels[0], levels[-1]
+    if len(levels) == 1 or mode == "none":
+        return _coherence.NoCoherence(l1)
+    has_log = callable(getattr(lowest, "changes_since", None)) and callable(
+        getattr(lowest, "change_cursor", None)
+    )
+    url = options.redis_url or _redis_url(lowest)
+    if mode == "sqlite" or (mode == "auto" and has_log):
+        if not has_log:
+            raise ImproperlyConfigured(
+                "OPTIONS['COHERENCE'] is 'sqlite' but the lowest level has no "
+                "change_cursor()/changes_since() (use SQLiteCache)"
+            )
+        return _coherence.SQLiteChangeLog(l1, lowest, options.interval)
+    if mode == "redis" or (mode == "auto" and url):
+        if not url:
+            raise ImproperlyConfigured(
+                "OPTIONS['COHERENCE'] is 'redis' but no Redis URL is known for the "
+                "lowest level: set OPTIONS['REDIS_URL']"
+            )
+        channel = options.channel
+        if not isinstance(channel, str) or not channel:
+            raise ImproperlyConfigured(
+                f"OPTIONS['CHANNEL'] must be a non-empty string, got {channel!r}"
+            )
+        return _coherence.RedisPubSub(
+            l1, url, channel, _redis_options(lowest), options.log_interval
+        )
+    # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
+    return _coherence.NoCoherence(l1)
+
+
+def _identity_key(key: str, key_prefix: str, version: Any) -> str:
+    """Levels store MultiLevelCache's final key unchanged."""
+    return key
+
+
+def _no_validation(key: Any) -> None:
+    return None
