@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -90,7 +90,8 @@ def parse(location: str, params: dict[str, Any], outer: type) -> LevelOptions:
     unknown = sorted(set(raw) - set(DEFAULTS) - set(_PASSED_TO_L2))
     if unknown:
         raise ImproperlyConfigured(
-            f"unknown MultiLevelCache OPTIONS {unknown}; known: {sorted(DEFAULTS)}"
+            f"unknown MultiLevelCache OPTIONS {unknown}; known: "
+            f"{sorted([*DEFAULTS, *_PASSED_TO_L2])}"
         )
     options = {**DEFAULTS, **raw}
     option_timeout("MultiLevelCache", params)
@@ -104,26 +105,41 @@ def parse(location: str, params: dict[str, Any], outer: type) -> LevelOptions:
         or max_suspects < 0
     ):
         raise ImproperlyConfigured(
-            f"OPTIONS['MAX_SUSPECT_KEYS'] must be an int >= 0, got {max_suspects!r}"
+            f"MultiLevelCache OPTIONS['MAX_SUSPECT_KEYS'] must be an int >= 0, got {max_suspects!r}"
         )
     if not isinstance(options["RAISE_ERRORS"], bool):
         raise ImproperlyConfigured(
-            f"OPTIONS['RAISE_ERRORS'] must be True or False, got {options['RAISE_ERRORS']!r}"
+            f"MultiLevelCache OPTIONS['RAISE_ERRORS'] must be True or False, got {options['RAISE_ERRORS']!r}"
         )
     mode = options["COHERENCE"]
     if mode not in ("auto", "redis", "sqlite", "none"):
         raise ImproperlyConfigured(
-            f"OPTIONS['COHERENCE'] must be 'auto', 'redis', 'sqlite' or 'none', got {mode!r}"
+            f"MultiLevelCache OPTIONS['COHERENCE'] must be 'auto', 'redis', 'sqlite' or 'none', got {mode!r}"
         )
 
+    channel = options["CHANNEL"]
+    if not isinstance(channel, str) or not channel:
+        raise ImproperlyConfigured(
+            f"MultiLevelCache OPTIONS['CHANNEL'] must be a non-empty string, got {channel!r}"
+        )
+    url = options["REDIS_URL"]
+    if url is not None and (not isinstance(url, str) or not url):
+        raise ImproperlyConfigured(
+            f"MultiLevelCache OPTIONS['REDIS_URL'] must be a redis:// URL or None, got {url!r}"
+        )
+    if options["LEVELS"] is None and not location:
+        raise ImproperlyConfigured(
+            "MultiLevelCache LOCATION must be the path of the SQLite file of its "
+            "default L2 level (or set OPTIONS['LEVELS'])"
+        )
     configs = level_configs(location, options["LEVELS"], outer)
     l2_options = {k: raw[k] for k in _PASSED_TO_L2 if k in raw}
     if l2_options:
         if options["LEVELS"] is not None:
             name = next(iter(l2_options))
             raise ImproperlyConfigured(
-                f"OPTIONS['{name}'] only sizes the default SQLite level; with "
-                f"OPTIONS['LEVELS'], set it in the OPTIONS of the level it is for"
+                f"MultiLevelCache OPTIONS['{name}'] only sizes the default SQLite level; with "
+                f"MultiLevelCache OPTIONS['LEVELS'], set it in the OPTIONS of the level it is for"
             )
         configs[-1]["OPTIONS"] = l2_options
     # Not KEY_PREFIX/VERSION: final keys already contain them, so aliases over the
@@ -158,12 +174,12 @@ def number(options: dict[str, Any], name: str, *, positive: bool = True) -> floa
     value = options[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ImproperlyConfigured(
-            f"OPTIONS['{name}'] must be a number of seconds, got {value!r}"
+            f"MultiLevelCache OPTIONS['{name}'] must be a number of seconds, got {value!r}"
         )
     if not math.isfinite(value) or (value <= 0 if positive else value < 0):
         bound = "> 0" if positive else ">= 0"
         raise ImproperlyConfigured(
-            f"OPTIONS['{name}'] must be a finite number of seconds {bound}, got {value!r}"
+            f"MultiLevelCache OPTIONS['{name}'] must be a finite number of seconds {bound}, got {value!r}"
         )
     return float(value)
 
@@ -176,7 +192,7 @@ def level_configs(location: str, levels: Any, outer: type) -> list[Any]:
         return [{"BACKEND": DEFAULT_L1}, l2]
     if not isinstance(levels, list | tuple) or not levels:
         raise ImproperlyConfigured(
-            f"OPTIONS['LEVELS'] must be a non-empty list of cache aliases or "
+            f"MultiLevelCache OPTIONS['LEVELS'] must be a non-empty list of cache aliases or "
             f"backend configs, fastest first; got {levels!r}"
         )
     configs: list[Any] = []
@@ -184,23 +200,25 @@ def level_configs(location: str, levels: Any, outer: type) -> list[Any]:
         if isinstance(level, str):
             if level not in settings.CACHES:
                 raise ImproperlyConfigured(
-                    f"OPTIONS['LEVELS'][{i}]: {level!r} is not an alias in CACHES"
+                    f"MultiLevelCache OPTIONS['LEVELS'][{i}]: {level!r} is not an alias in CACHES"
                 )
             config = dict(settings.CACHES[level])
         elif isinstance(level, dict):
             config = dict(level)
         else:
             raise ImproperlyConfigured(
-                f"OPTIONS['LEVELS'][{i}] must be a CACHES alias or a dict with a "
+                f"MultiLevelCache OPTIONS['LEVELS'][{i}] must be a CACHES alias or a dict with a "
                 f"BACKEND, got {level!r}"
             )
         backend = config.get("BACKEND")
         if not isinstance(backend, str):
-            raise ImproperlyConfigured(f"OPTIONS['LEVELS'][{i}] has no 'BACKEND'")
+            raise ImproperlyConfigured(
+                f"MultiLevelCache OPTIONS['LEVELS'][{i}] has no 'BACKEND'"
+            )
         for option in _KEY_OPTIONS:
             if option in config:
                 raise ImproperlyConfigured(
-                    f"OPTIONS['LEVELS'][{i}] sets {option}: levels store "
+                    f"MultiLevelCache OPTIONS['LEVELS'][{i}] sets {option}: levels store "
                     f"MultiLevelCache's final key unchanged, so set {option} on "
                     f"the MultiLevelCache entry instead"
                 )
@@ -208,11 +226,11 @@ def level_configs(location: str, levels: Any, outer: type) -> list[Any]:
             cls = import_string(backend)
         except ImportError as exc:
             raise ImproperlyConfigured(
-                f"OPTIONS['LEVELS'][{i}]: cannot import BACKEND {backend!r}: {exc}"
+                f"MultiLevelCache OPTIONS['LEVELS'][{i}]: cannot import BACKEND {backend!r}: {exc}"
             ) from exc
         if issubclass(cls, outer):
             raise ImproperlyConfigured(
-                f"OPTIONS['LEVELS'][{i}] is itself a MultiLevelCache; list its levels instead"
+                f"MultiLevelCache OPTIONS['LEVELS'][{i}] is itself a MultiLevelCache; list its levels instead"
             )
         configs.append(config)
     return configs
@@ -231,7 +249,37 @@ def build_level(index: int, config: dict[str, Any], name: str) -> BaseCache:
     if type(level).validate_key is BaseCache.validate_key:
         # MultiLevelCache already emitted Django's warnings for this key.
         level.validate_key = _no_validation  # type: ignore[method-assign]
+    _round_up_fractions(level)
     return level
+
+
+def _round_up_fractions(level: BaseCache) -> None:
+    """Make a level that truncates timeouts to whole seconds round them up instead.
+
+    Django's RedisCache keeps ``int(0.5)`` = 0, which deletes the key, and memcached
+    makes it -1: a sub-second ``set`` reached only the writer's L1 while every other
+    process missed. Rounded up, the lower level keeps it (at most a second longer).
+    Backends that keep fractions (ours, the database and file caches, django-redis,
+    which works in milliseconds) are left alone.
+    """
+    try:
+        probe = level.get_backend_timeout(0.5)
+    except Exception:  # noqa: BLE001 - an unusual backend: leave it as it is
+        return
+    if not isinstance(probe, int) or probe > 0:
+        return
+    truncating = level.get_backend_timeout
+
+    def get_backend_timeout(timeout: Any = DEFAULT_TIMEOUT) -> Any:
+        if (
+            type(timeout) is float
+            and 0 < timeout < math.inf
+            and not timeout.is_integer()
+        ):
+            timeout = math.ceil(timeout)
+        return truncating(timeout)
+
+    level.get_backend_timeout = get_backend_timeout  # type: ignore[method-assign]
 
 
 def label(index: int, config: dict[str, Any]) -> str:
@@ -254,23 +302,18 @@ def make_coherence(
     if mode == "sqlite" or (mode == "auto" and has_log):
         if not has_log:
             raise ImproperlyConfigured(
-                "OPTIONS['COHERENCE'] is 'sqlite' but the lowest level has no "
+                "MultiLevelCache OPTIONS['COHERENCE'] is 'sqlite' but the lowest level has no "
                 "change_cursor()/changes_since() (use SQLiteCache)"
             )
         return _coherence.SQLiteChangeLog(l1, lowest, options.interval)
     if mode == "redis" or (mode == "auto" and url):
         if not url:
             raise ImproperlyConfigured(
-                "OPTIONS['COHERENCE'] is 'redis' but no Redis URL is known for the "
+                "MultiLevelCache OPTIONS['COHERENCE'] is 'redis' but no Redis URL is known for the "
                 "lowest level: set OPTIONS['REDIS_URL']"
             )
-        channel = options.channel
-        if not isinstance(channel, str) or not channel:
-            raise ImproperlyConfigured(
-                f"OPTIONS['CHANNEL'] must be a non-empty string, got {channel!r}"
-            )
         return _coherence.RedisPubSub(
-            l1, url, channel, _redis_options(lowest), options.log_interval
+            l1, url, options.channel, _redis_options(lowest), options.log_interval
         )
     # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
     return _coherence.NoCoherence(l1)

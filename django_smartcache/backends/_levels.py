@@ -111,17 +111,19 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         with _SHARED_LOCK:
             shared = _SHARED.get(self._name)
             if shared is None:
-                shared = _SHARED[self._name] = _Shared(len(self._levels))
+                # Shared only once complete: a refused channel (COHERENCE "redis"
+                # without a URL) raises here for every instance, not just the first.
+                shared = _Shared(len(self._levels))
+                shared.coherence = _level_config.make_coherence(options, self._levels)
                 shared.health = [
                     LevelHealth(
                         label, options.retry, options.log_interval, options.max_suspects
                     )
                     for label in self._labels
                 ]
-                shared.coherence = _level_config.make_coherence(options, self._levels)
+                _SHARED[self._name] = shared
         self._health = shared.health
-        assert shared.coherence is not None
-        self._co = shared.coherence
+        self._co: _coherence.Coherence = shared.coherence  # type: ignore[assignment]
         # Start listening now rather than at the first read: fewer missed messages.
         self._poll_if_due()
         # Counters of this instance (one per thread), kept by the shared tally after

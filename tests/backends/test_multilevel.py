@@ -847,3 +847,74 @@ def test_own_writes_stay_in_l1_and_other_connections_writes_leave_it(
     finally:
         ml.close()
         other.close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"COHERENCE": "redis"},  # no Redis URL known for a LocMem level
+        {"COHERENCE": "SQLITE"},
+    ],
+)
+def test_a_refused_option_raises_for_every_instance_not_only_the_first(
+    options: dict[str, Any],
+) -> None:
+    """Django builds one instance per thread: the second used to meet a bare
+    AssertionError, the first having left half-built shared state behind."""
+    levels = [
+        {"BACKEND": LOCMEM, "LOCATION": "refused-twice-1"},
+        {"BACKEND": LOCMEM, "LOCATION": "refused-twice-2"},
+    ]
+    for _ in range(3):
+        with pytest.raises(ImproperlyConfigured, match="MultiLevelCache OPTIONS"):
+            MultiLevelCache("", {"OPTIONS": {"LEVELS": levels, **options}})
+
+
+@pytest.mark.parametrize(
+    ("location", "options", "named"),
+    [
+        ("", {}, "MultiLevelCache LOCATION"),
+        ("x.sqlite3", {"REDIS_URL": 123}, "REDIS_URL"),
+        ("x.sqlite3", {"REDIS_URL": ""}, "REDIS_URL"),
+        ("x.sqlite3", {"CHANNEL": ""}, "CHANNEL"),  # checked with coherence over SQLite too
+        ("x.sqlite3", {"CHANNEL": None}, "CHANNEL"),
+    ],
+)
+def test_options_are_checked_whatever_the_channel(
+    location: str, options: dict[str, Any], named: str, tmp_path: Path
+) -> None:
+    location = str(tmp_path / location) if location else ""
+    with pytest.raises(ImproperlyConfigured, match=named):
+        MultiLevelCache(location, {"OPTIONS": options})
+
+
+def test_unknown_option_lists_every_known_one(tmp_path: Path) -> None:
+    with pytest.raises(ImproperlyConfigured) as info:
+        MultiLevelCache(str(tmp_path / "x.sqlite3"), {"OPTIONS": {"L1_MAX_TLL": 1}})
+    message = str(info.value)
+    assert "L1_MAX_TLL" in message
+    assert "MAX_ENTRIES" in message and "CULL_FREQUENCY" in message
+
+
+@pytest.mark.redis
+def test_sub_second_timeouts_reach_a_redis_level(redis_url: str) -> None:
+    """Django's RedisCache keeps int(0.5) = 0 (a delete): the value lived only in the
+    writer's L1. Rounded up, every process finds it, and it still expires."""
+    cache = make(
+        [{"BACKEND": SMART}, {"BACKEND": REDIS, "LOCATION": redis_url}],
+        L1_MAX_TTL=0.3,
+    )
+    lowest = cache.levels[-1]
+    cache.set("half", "x", 0.5)
+    assert lowest.get(cache.make_key("half")) == "x"
+    assert cache.set_many({"m": 1}, 0.4) == []
+    assert lowest.get(cache.make_key("m")) == 1
+    assert cache.add("added", 2, 0.5)
+    assert lowest.get(cache.make_key("added")) == 2
+    client = lowest._cache.get_client(cache.make_key("half"))  # type: ignore[attr-defined]
+    assert 0 < client.pttl(cache.make_key("half")) <= 1000
+    time.sleep(1.1)
+    assert cache.get("half") is None
+    # Whole seconds, 0 and negative timeouts are passed on unchanged.
+    cache.set("zero", "z", 0)
+    assert lowest.get(cache.make_key("zero")) is None
