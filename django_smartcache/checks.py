@@ -7,7 +7,7 @@ from typing import Any
 from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
 
-from . import conf
+from . import conf, registry
 
 
 @register(Tags.caches)
@@ -16,6 +16,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     conf.get_config.cache_clear()
     try:
         conf.get_config()
+        registry.check_labels()
     except ImproperlyConfigured as exc:
         return [
             Error(

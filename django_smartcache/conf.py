@@ -2,8 +2,8 @@
 
 Read through :func:`get_config`, cached until ``setting_changed`` clears it (so
 ``override_settings`` works), the pattern django-debug-toolbar uses. A wrong value
-raises ``ImproperlyConfigured`` naming the option. Keys other parts of the project
-read are passed through unchanged; each part validates its own.
+raises ``ImproperlyConfigured`` naming the option, and so does an unknown option (a
+typo would otherwise be ignored without a word).
 """
 
 from __future__ import annotations
@@ -115,6 +115,11 @@ def get_config() -> dict[str, Any]:
     if not isinstance(user, dict):
         raise ImproperlyConfigured(
             f"SMARTCACHE must be a dict, not {type(user).__name__}"
+        )
+    unknown = sorted(set(user) - set(DEFAULTS), key=str)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"SMARTCACHE has unknown options {unknown!r}; known: {sorted(DEFAULTS)}"
         )
     config = {**DEFAULTS, **user}
     for name, validate in VALIDATORS.items():

@@ -130,6 +130,7 @@ def connect() -> None:
     """Connect the receivers (idempotent); ``SMARTCACHE["MODELS"]`` decides which models."""
     if _connected:
         return
+    registry.check_labels()
     for model in apps.get_models():
         if not is_tracked(model):  # proxies too: their signals name the proxy class
             continue

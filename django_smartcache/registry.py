@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db.models import Model
 from django.dispatch import receiver
@@ -115,6 +116,28 @@ def row_tags(model: type[Model], pks: Iterable[Any]) -> list[str]:
 def _matches(model: type[Model], labels: Iterable[str]) -> bool:
     meta = model._meta
     return any(label in (meta.app_label, meta.label_lower) for label in labels)
+
+
+def check_labels() -> None:
+    """Refuse a ``MODELS``/``EXCLUDE_MODELS`` label that names no installed app or model.
+
+    A typo in ``MODELS`` would leave the intended model untracked: its writes would
+    invalidate nothing and its cached values would be served stale, without a word.
+    """
+    known = {config.label for config in apps.get_app_configs()}
+    known.update(
+        model._meta.label_lower for model in apps.get_models(include_auto_created=True)
+    )
+    for name in ("MODELS", "EXCLUDE_MODELS"):
+        labels = conf.get(name)
+        if labels == conf.ALL:
+            continue
+        unknown = [label for label in labels if label not in known]
+        if unknown:
+            raise ImproperlyConfigured(
+                f"SMARTCACHE[{name!r}] names {unknown!r}: no installed app or model has "
+                f"that label ('app_label' or 'app_label.ModelName')"
+            )
 
 
 @functools.cache

@@ -47,7 +47,7 @@ from .base import (
 DEFAULT_MAX_MEMORY = 64 * 1024 * 1024
 
 #: OPTIONS read by SmartCache. ``CULL_FREQUENCY`` is Django's generic option; a byte
-#: budget evicts one victim at a time instead of culling, so it is accepted and ignored.
+#: budget evicts one victim at a time instead of culling, so it is checked and ignored.
 OPTIONS = ("MAX_MEMORY", "MAX_ENTRIES", "MAX_ITEM_SIZE", "POLICY", "CULL_FREQUENCY")
 
 _BACKEND = "SmartCache"
@@ -164,6 +164,8 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
             _BACKEND, options, "MAX_ITEM_SIZE", None, allow_none=True
         )
         policy = option_choice(_BACKEND, options, "POLICY", DEFAULT_POLICY, POLICIES)
+        # Not used, but a value Django's caches would mean nothing by is still refused.
+        option_int(_BACKEND, options, "CULL_FREQUENCY", 3, minimum=0, allow_none=False)
         if max_bytes is None and max_entries is None:
             raise ImproperlyConfigured(
                 f"{_BACKEND}: OPTIONS['MAX_MEMORY'] may be None only when "

@@ -876,7 +876,11 @@ def test_a_refused_option_raises_for_every_instance_not_only_the_first(
         ("", {}, "MultiLevelCache LOCATION"),
         ("x.sqlite3", {"REDIS_URL": 123}, "REDIS_URL"),
         ("x.sqlite3", {"REDIS_URL": ""}, "REDIS_URL"),
-        ("x.sqlite3", {"CHANNEL": ""}, "CHANNEL"),  # checked with coherence over SQLite too
+        (
+            "x.sqlite3",
+            {"CHANNEL": ""},
+            "CHANNEL",
+        ),  # checked with coherence over SQLite too
         ("x.sqlite3", {"CHANNEL": None}, "CHANNEL"),
     ],
 )

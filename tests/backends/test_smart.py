@@ -269,6 +269,8 @@ def test_async_twins():
         ({"MAX_ITEM_SIZE": -3}, "MAX_ITEM_SIZE"),
         ({"POLICY": "random"}, "POLICY"),
         ({"MAX_MEMROY": "1MB"}, "MAX_MEMROY"),
+        ({"CULL_FREQUENCY": "abc"}, "CULL_FREQUENCY"),
+        ({"CULL_FREQUENCY": -3}, "CULL_FREQUENCY"),
     ],
 )
 def test_bad_options_raise_improperly_configured_naming_the_option(options, named):

@@ -1,0 +1,96 @@
+"""The ``SMARTCACHE`` setting: every wrong value, unknown option or unknown model label
+is refused by name, at start-up (``AppConfig.ready()``) and by ``manage.py check``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from django_smartcache import conf, registry
+from django_smartcache.checks import check_settings
+from tests.testapp.models import Book
+
+
+@pytest.fixture(autouse=True)
+def fresh_config() -> Any:
+    """Receivers off while the setting is wrong (a change would reconnect them, and
+    raise); back on, as at start-up, afterwards."""
+    from django_smartcache import invalidation
+
+    invalidation.disconnect()
+    conf.get_config.cache_clear()
+    yield
+    invalidation.disconnect()
+    conf.get_config.cache_clear()
+    registry.clear_caches()
+    invalidation.connect()
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"EXCLUDE_MODEL": ["testapp.book"]}, "EXCLUDE_MODEL"),  # a missing S
+        ({"models": "__all__"}, "models"),
+        ({"WATCH_SQL": 1}, "WATCH_SQL"),
+        ({"MODELS": "testapp.book"}, "MODELS"),
+        ({"TAG_CACHES": ["no-such-alias"]}, "TAG_CACHES"),
+        ({"TAG_VERSION_TIMEOUT": 0}, "TAG_VERSION_TIMEOUT"),
+        ({"TAG_KEY_PREFIX": "a b"}, "TAG_KEY_PREFIX"),
+    ],
+)
+def test_a_wrong_or_unknown_option_is_named(
+    setting: dict[str, Any], named: str
+) -> None:
+    with override_settings(SMARTCACHE=setting):
+        conf.get_config.cache_clear()
+        with pytest.raises(ImproperlyConfigured, match=named):
+            conf.get_config()
+        (error,) = check_settings()
+        assert error.id == "smartcache.E010" and named in error.msg
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"MODELS": ["testapp.bok"]},  # a typo: Book would be served stale
+        {"MODELS": ["testapp.book", "nosuchapp"]},
+        {"EXCLUDE_MODELS": ["testapp.auditlgo"]},
+    ],
+)
+def test_a_label_that_names_no_installed_model_is_refused(
+    setting: dict[str, Any],
+) -> None:
+    with override_settings(SMARTCACHE=setting):
+        conf.get_config.cache_clear()
+        with pytest.raises(ImproperlyConfigured, match="no installed app or model"):
+            registry.check_labels()
+        (error,) = check_settings()
+        assert error.id == "smartcache.E010"
+
+
+def test_installed_app_and_model_labels_are_accepted() -> None:
+    setting = {
+        "MODELS": ["testapp", "testapp.book", "auth.user"],
+        "EXCLUDE_MODELS": ["testapp.auditlog", "contenttypes"],
+    }
+    with override_settings(SMARTCACHE=setting):
+        conf.get_config.cache_clear()
+        registry.check_labels()
+        assert check_settings() == []
+
+
+def test_the_receivers_refuse_to_connect_on_a_typo() -> None:
+    """``AppConfig.ready()`` connects the receivers at start-up: it raises rather than
+    run with the misspelt model silently untracked."""
+    from django_smartcache import invalidation
+
+    with override_settings(SMARTCACHE={"MODELS": ["testapp.bok"]}):
+        conf.get_config.cache_clear()
+        with pytest.raises(ImproperlyConfigured, match="testapp.bok"):
+            invalidation.connect()
+    conf.get_config.cache_clear()
+    invalidation.connect()
+    assert registry.is_tracked(Book)
