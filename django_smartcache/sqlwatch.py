@@ -14,7 +14,8 @@ model signals. After a write statement succeeds, its table is mapped to models
   an ``UPDATE`` that also sets that column moves rows to a new key: the new key's
   rows too if it is a bare ``%s``, else all rows;
 - an ``INSERT`` without the pk creates rows nobody could have cached: the model tag;
-- anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``/``INSERT OR REPLACE``,
+- anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``/``INSERT OR REPLACE``/
+  ``UPDATE OR REPLACE``,
   upserts, ``MERGE``, ``WITH``: every table it writes, in its CTEs too):
   the model tag and every row tag (``model:<label>#*``).
 
@@ -199,7 +200,7 @@ def parse(sql: str) -> tuple[Write, ...]:
 def _verb(match: re.Match[str]) -> tuple[str, str]:
     """The matched alternative of ``_VERB`` and the statement's verb."""
     kind = next(k for k in _KINDS if match.group(k) is not None)
-    if kind == "insert" and _OR_REPLACE.search(match.group("insert")):
+    if kind in ("insert", "update") and _OR_REPLACE.search(match.group(kind)):
         # a conflict on any unique column deletes that row first, whatever its pk
         return kind, "REPLACE"
     return kind, kind.upper()

@@ -162,6 +162,29 @@ def test_replace_on_a_unique_conflict_reaches_the_deleted_row(
     assert cache.get_or_set("link", exists, tags=[model_tag(old)]) is False
 
 
+@on_every_tagged_backend
+def test_update_or_replace_reaches_the_row_it_deletes(ann: Author, cache: Any) -> None:
+    """SQLite's UPDATE OR REPLACE: moving a row onto a unique value deletes the row
+    that held it, whose pk the WHERE never names."""
+    through = Book.genres.through
+    book = Book.objects.create(title="b", author=ann)
+    first, second = Genre.objects.create(name="g1"), Genre.objects.create(name="g2")
+    book.genres.add(first, second)
+    moved = through.objects.get(genre=first)
+    kept = through.objects.get(genre=second)
+
+    def exists() -> bool:
+        return through.objects.filter(pk=kept.pk).exists()
+
+    assert cache.get_or_set("kept", exists, tags=[model_tag(kept)]) is True
+    _execute(
+        f"UPDATE OR REPLACE {_table(through)} SET genre_id = %s WHERE id = %s",
+        [second.pk, moved.pk],
+    )
+    assert not through.objects.filter(pk=kept.pk).exists()
+    assert cache.get_or_set("kept", exists, tags=[model_tag(kept)]) is False
+
+
 @pytest.mark.parametrize(
     ("sql", "verb", "all_rows"),
     [
@@ -170,6 +193,9 @@ def test_replace_on_a_unique_conflict_reaches_the_deleted_row(
         ('REPLACE INTO "t" ("id") VALUES (%s)', "REPLACE", True),
         ('INSERT OR IGNORE INTO "t" ("a") VALUES (%s)', "INSERT", False),
         ('INSERT OR ABORT INTO "t" ("a") VALUES (%s)', "INSERT", False),
+        ('UPDATE OR REPLACE "t" SET "a" = %s WHERE "t"."id" = %s', "REPLACE", True),
+        ('update or replace "t" SET "a" = %s WHERE "id" IN (%s)', "REPLACE", True),
+        ('UPDATE OR IGNORE "t" SET "a" = %s WHERE "t"."id" = %s', "UPDATE", False),
         # MySQL: modifiers, and INTO is optional
         ("INSERT IGNORE INTO `t` (`a`) VALUES (%s)", "INSERT", False),
         ("INSERT `t` (`a`) VALUES (%s)", "INSERT", False),
