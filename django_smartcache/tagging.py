@@ -45,6 +45,13 @@ __all__ = [
 ]
 
 _MISSING = object()
+
+
+def _wid(value: Any) -> str | None:
+    """The write id of a stored envelope (any ``Tagged``), None for anything else."""
+    return value.wid if isinstance(value, Tagged) else None
+
+
 #: Recorded for a dependency key that was absent at write time.
 _ABSENT = "-"
 
@@ -399,15 +406,24 @@ class TaggingMixin:
                 valid.add(key)
         return valid
 
-    def _drop_stale(self, keys: Iterable[str], version: int | None) -> None:
-        """Delete stale envelopes to free their bytes (never while this thread is dirty)."""
-        keys = list(keys)
-        if keys and not dirty_tags():
-            self._delete_stale(keys, version)
+    def _drop_stale(self, stale: Mapping[str, Tagged], version: int | None) -> None:
+        """Delete the stale envelopes read, to free their bytes (never while this
+        thread is dirty); ``stale`` maps each key to the envelope found there."""
+        if stale and not dirty_tags():
+            self._delete_stale({key: env.wid for key, env in stale.items()}, version)
 
-    def _delete_stale(self, keys: list[str], version: int | None) -> None:
-        """Remove stale envelopes: backends that count deletes count an invalidation."""
-        super().delete_many(keys, version=version)  # type: ignore[misc]
+    def _delete_stale(self, writes: dict[str, str], version: int | None) -> None:
+        """Delete each key that still holds the write (``Tagged.wid``) judged stale.
+
+        Another thread or process may have stored a fresh value since the read:
+        deleting by key alone lost that write. Here a re-read, then a delete of the
+        keys unchanged (a small window remains); SmartCache and SQLiteCache compare
+        and delete atomically.
+        """
+        current = self._raw_get_many(list(writes), version)
+        unchanged = [k for k, wid in writes.items() if _wid(current.get(k)) == wid]
+        if unchanged:
+            super().delete_many(unchanged, version=version)  # type: ignore[misc]
 
     # the cache API ------------------------------------------------------------
     def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
@@ -419,7 +435,7 @@ class TaggingMixin:
         if self._valid({key: value}):
             return value.value
         self._stale_reads([key], version)
-        self._drop_stale([key], version)
+        self._drop_stale({key: value}, version)
         return default
 
     def get_many(
@@ -441,7 +457,7 @@ class TaggingMixin:
         stale = [k for k in envelopes if k not in valid]
         if stale:
             self._stale_reads(stale, version)
-            self._drop_stale(stale, version)
+            self._drop_stale({k: envelopes[k] for k in stale}, version)
         return {
             k: (v.value if type(v) is kind else v)
             for k, v in raw.items()

@@ -105,7 +105,31 @@ def test_stale_entries_are_deleted_when_read(cache: Any) -> None:
     cache.set("a", "x" * 1000, tags=["t"])
     cache.invalidate_tags("t")
     assert cache.get("a") is None
-    assert cache._raw_get("a") is _MISSING  # its bytes are freed, not just hidden
+    if hasattr(cache, "levels"):
+        # MultiLevelCache frees L1 only (its judgement may lag the shared level).
+        l1 = cache.levels[0]
+        assert l1.get(cache.make_key("a")) is None
+        assert isinstance(cache._raw_get("a"), Tagged)
+    else:
+        assert cache._raw_get("a") is _MISSING  # its bytes are freed, not just hidden
+
+
+def test_dropping_a_stale_read_keeps_a_value_written_since(cache: Any) -> None:
+    """A reader judged the envelope it read stale; before it deleted the key, another
+    writer stored a fresh value there. Deleting by key lost that write for everyone:
+    only the envelope read (its write id) is deleted."""
+    cache.set("k", "old", tags=["t"])
+    read = cache._raw_get("k")
+    cache.invalidate_tags("t")
+    cache.set("k", "fresh", tags=["t"])  # the other writer, between read and drop
+    cache._drop_stale({"k": read}, None)
+    assert cache.get("k") == "fresh"
+    # The envelope read is still there: dropped.
+    cache.set("j", "old", tags=["t"])
+    read = cache._raw_get("j")
+    cache.invalidate_tags("t")
+    cache._drop_stale({"j": read}, None)
+    assert cache.get("j") is None
 
 
 def test_invalidation_during_compute_never_stores_a_valid_stale_value(

@@ -17,11 +17,13 @@ flight and the async fast paths.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
+from ..core.tags import Tagged
 from ..tagging import (
     TaggingMixin,
     VersionKeys,
@@ -29,6 +31,7 @@ from ..tagging import (
 )
 from ._levels import _MISSING, _LevelTagged, _monotonic, _MultiLevelBase, _raw
 from .base import SingleFlightMixin
+from .smart import _holds_write
 
 
 def _in_thread(fn: Any) -> Any:
@@ -56,6 +59,33 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     def singleflight_scope(self) -> Any:
         # LOCATION is often "" with explicit LEVELS: group by the levels' configuration.
         return ("django_smartcache.MultiLevelCache", self._name)
+
+    def _delete_stale(self, writes: dict[str, str], version: Any) -> None:
+        """Drop the stale envelopes read from L1 only, each if it still holds that write.
+
+        This process judged them by its L1 copies of the tag versions, which may lag
+        the shared level by the coherence delay: an envelope another process has just
+        written can look stale here. Deleted from the shared levels, that fresh write
+        was lost for every process; dropped from L1, it costs this process one miss.
+        An envelope that is stale below is skipped by every reader (its tags moved on)
+        until it is overwritten, expires or is evicted.
+        """
+        finals = self._finals(list(writes), version)
+        expected = {final: writes[key] for final, key in finals.items()}
+        store = self._l1_store
+        if store is not None:
+            store.invalidate_unchanged(
+                {final: partial(_holds_write, wid) for final, wid in expected.items()}
+            )
+            return
+        found = self._l1.get_many(list(expected))
+        unchanged = [
+            final
+            for final, wid in expected.items()
+            if isinstance(found.get(final), Tagged) and found[final].wid == wid
+        ]
+        if unchanged:
+            self._l1.delete_many(unchanged)
 
     # -- the tagging layer's own reads (envelopes back to plain Tagged) ---------------
     def _read_bookkeeping(
@@ -106,7 +136,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         if self._current(key, env):
             return env.value
         self._recount_stale(level)
-        self._drop_stale([key], version)
+        self._drop_stale({key: env}, version)
         return default
 
     def _get_after_l1(

@@ -17,6 +17,7 @@ The store reports evictions to a listener set when it is created, which sends
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import threading
@@ -57,6 +58,15 @@ _stores: dict[tuple[Any, ...], MemoryStore] = {}
 _stores_lock = threading.Lock()
 
 _loads = pickle.loads
+
+
+def _holds_write(wid: str, payload: bytes) -> bool:
+    """Whether ``payload`` is the envelope written as ``wid`` (a stale-drop's check)."""
+    try:
+        value = _loads(payload)
+    except Exception:  # noqa: BLE001 - unreadable: not the envelope read before
+        return False
+    return isinstance(value, Tagged) and value.wid == wid
 
 
 # Each store's eviction listener, installed on the store only while ``entry_evicted``
@@ -396,9 +406,15 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
             items.append((made, dumps(made, value)))
         self._store.set_many(items, self._ttl(timeout), counted=False)
 
-    def _delete_stale(self, keys: list[str], version: int | None) -> None:
-        # A stale envelope read is an invalidated entry leaving, not a caller's delete.
-        self._store.invalidate_keys(self._keys(keys, version))
+    def _delete_stale(self, writes: dict[str, str], version: int | None) -> None:
+        # A stale envelope read is an invalidated entry leaving, not a caller's delete;
+        # compared and removed under the store's lock (a write since is kept).
+        self._store.invalidate_unchanged(
+            {
+                made: functools.partial(_holds_write, writes[key])
+                for made, key in self._keys(list(writes), version).items()
+            }
+        )
 
     def _unwrap(self, key: Any, env: Tagged, default: Any, version: Any) -> Any:
         if env.deps or not nothing_pending():
@@ -417,9 +433,8 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
                         break
         if valid:
             return env.value
-        stale = [key]
-        self._stale_reads(stale, version)
-        self._drop_stale(stale, version)
+        self._stale_reads([key], version)
+        self._drop_stale({key: env}, version)
         return default
 
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:

@@ -31,6 +31,7 @@ from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from ..core.patterns import KeyPattern, glob_to_regex, prefix_end
+from ..core.tags import Tagged
 from ..tagging import TaggingMixin
 from . import _sqlite_schema as sql
 from ._sqlite_budget import BudgetMixin
@@ -652,3 +653,39 @@ class SQLiteCache(SingleFlightMixin, TaggingMixin, BaseSQLiteCache):
     ) -> dict[str, Any]:
         # The store's get_many is raw already: skip TaggingMixin's copy of its result.
         return BaseSQLiteCache.get_many(self, keys, version)
+
+    def _delete_stale(self, writes: dict[str, str], version: int | None) -> None:
+        made = self._keys(list(writes), version)
+        expected = {db_key: writes[key] for db_key, key in made.items()}
+        try:
+            self._write(self._delete_unchanged_txn, expected)
+        except sqlite3.OperationalError as exc:  # busy, read-only: the read stands
+            logger.debug("SQLiteCache: stale entries kept for now (%s).", exc)
+
+    def _delete_unchanged_txn(
+        self, conn: sqlite3.Connection, expected: dict[str, str]
+    ) -> int:
+        """Delete each key of ``expected`` still holding the envelope written as its
+        ``wid``; the read and the delete hold the write lock, so a value stored since
+        by any process is kept. How many went."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            gone = []
+            for chunk in _chunks(list(expected)):
+                rows = conn.execute(
+                    "SELECT key, value FROM smartcache_entry WHERE key IN "
+                    + sql.in_clause(len(chunk)),
+                    chunk,
+                ).fetchall()
+                for key, stored in rows:
+                    if type(stored) is bytes:
+                        value = self._decode(stored, key)
+                        if isinstance(value, Tagged) and value.wid == expected[key]:
+                            gone.append((key,))
+            if gone:
+                conn.executemany(sql.DELETE, gone)
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return len(gone)

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 from .expiry import INF, ExpiryBuckets
@@ -414,10 +414,24 @@ class MemoryStore:
                     queued += len(keys)
         return queued
 
-    def invalidate_keys(self, keys: Iterable[Hashable]) -> int:
-        """Remove ``keys`` found holding invalidated values (a caller above the store
-        saw their tags move on), counted as ``evictions_invalidated``; how many left."""
-        return self._remove_live(keys, self._invalidate)
+    def invalidate_unchanged(
+        self, expected: Mapping[Hashable, Callable[[bytes], bool]]
+    ) -> int:
+        """Remove the keys whose payload still passes its test, in one critical
+        section, counted as ``evictions_invalidated``; how many left. A caller above
+        the store that judged a value it read stale (its tags moved on) removes that
+        value, never one another thread stored since (a lost write)."""
+        removed = 0
+        with self.lock:
+            now = self._clock()
+            for key, unchanged in expected.items():
+                entry = self._live_entry(key, now)
+                if entry is not None and unchanged(entry[0]):
+                    self._invalidate(key, entry)
+                    removed += 1
+        if self._evicted:
+            self._deliver()
+        return removed
 
     def _remove_live(
         self, keys: Iterable[Hashable], remove: Callable[[Hashable, list[Any]], None]
