@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.core.cache.backends.base import BaseCache
 from django.utils.module_loading import import_string
@@ -75,8 +75,18 @@ class LevelHealth:
     logged per ``log_interval`` for the whole process, not per call or per thread.
     """
 
-    def __init__(self, name: str, retry: float, log_interval: float, max_suspects: int):
+    def __init__(
+        self,
+        name: str,
+        retry: float,
+        log_interval: float,
+        max_suspects: int,
+        rebuild: Callable[[], BaseCache] | None = None,
+    ):
         self.name = name
+        #: Builds an instance of the level for the background repair's own thread.
+        self._rebuild = rebuild
+        self._timer: threading.Timer | None = None
         self.retry = retry
         self.log_interval = log_interval
         self.max_suspects = max_suspects
@@ -93,8 +103,10 @@ class LevelHealth:
         self.clear_pending = False
 
     def forked(self) -> None:
-        """In a forked child: the lock may be held by a parent thread, gone here."""
+        """In a forked child: the lock may be held by a parent thread, gone here; so
+        is the repair timer's thread (the next suspect arms a new one)."""
         self.lock = threading.Lock()
+        self._timer = None
 
     def failed(self, exc: BaseException, op: str) -> None:
         now = _monotonic()
@@ -118,6 +130,7 @@ class LevelHealth:
 
     def missed(self, keys: Iterable[str]) -> None:
         with self.lock:
+            self._arm()
             if self.clear_pending:
                 return
             self.suspects.update(keys)
@@ -127,8 +140,47 @@ class LevelHealth:
 
     def missed_clear(self) -> None:
         with self.lock:
+            self._arm()
             self.suspects.clear()
             self.clear_pending = True
+
+    def _arm(self) -> None:
+        """Schedule a background repair (called with ``lock`` held).
+
+        Repairs used to run only inside this process's next call to the level: a
+        worker that went idle after writing through an outage left the level holding
+        the values those writes replaced, and every other process read them, with no
+        time bound. Now a timer repairs at ``down_until`` and retries while it fails.
+        """
+        if self._rebuild is None or self._timer is not None:
+            return
+        delay = max(self.down_until - _monotonic(), 0.0) or self.retry
+        timer = threading.Timer(delay, self._repair_in_background)
+        timer.daemon = True
+        timer.name = f"smartcache-repair {self.name}"
+        self._timer = timer
+        timer.start()
+
+    def _repair_in_background(self) -> None:
+        with self.lock:
+            self._timer = None
+            pending = self.clear_pending or bool(self.suspects)
+            early = self.down_until - _monotonic() > 0
+            if pending and early:
+                self._arm()
+        if not pending or early:
+            return
+        assert self._rebuild is not None
+        try:
+            self.repair(self._rebuild())  # an instance of this thread's own
+        except FAULTS as exc:
+            self.failed(exc, "repair")
+            with self.lock:
+                self._arm()
+        except Exception:
+            logger.exception("smartcache level %s: background repair failed", self.name)
+            with self.lock:
+                self._arm()
 
     def repair(self, level: BaseCache) -> None:
         """Before a level that was down serves again: undo what the outage may have hidden."""

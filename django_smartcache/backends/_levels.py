@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -117,9 +118,15 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 shared.coherence = _level_config.make_coherence(options, self._levels)
                 shared.health = [
                     LevelHealth(
-                        label, options.retry, options.log_interval, options.max_suspects
+                        label,
+                        options.retry,
+                        options.log_interval,
+                        options.max_suspects,
+                        partial(_level_config.build_level, i, config, self._name),
                     )
-                    for label in self._labels
+                    for i, (label, config) in enumerate(
+                        zip(self._labels, options.configs, strict=True)
+                    )
                 ]
                 _SHARED[self._name] = shared
         self._health = shared.health

@@ -42,6 +42,16 @@ class ForeignDatabaseError(Exception):
     """``LOCATION`` holds a valid SQLite database that is not a cache."""
 
 
+class UnusableLocation(ImproperlyConfigured, sqlite3.OperationalError):
+    """LOCATION cannot be created or written (permissions, a missing mount...).
+
+    A configuration error to a SQLiteCache used alone, raised at its first use; an
+    ``sqlite3.OperationalError`` too, so a MultiLevelCache treats it as a level that is
+    down (skipped, logged once per interval, retried): a worker started while the file
+    is briefly unwritable serves from its other levels instead of failing every call.
+    """
+
+
 class IncompatibleSchemaError(Exception):
     """``LOCATION`` holds a SQLiteCache file this release cannot use as it is."""
 
@@ -294,8 +304,13 @@ def prepare(path: str, busy_timeout: float) -> None:
                     raise
                 quarantine(path, str(exc))
                 _install(path, busy_timeout)
-    except (OSError, sqlite3.OperationalError, ForeignDatabaseError) as exc:
+    except ForeignDatabaseError as exc:
         raise ImproperlyConfigured(
+            f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "
+            f"of its own."
+        ) from exc
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise UnusableLocation(
             f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "
             f"in a directory this process can create and write."
         ) from exc

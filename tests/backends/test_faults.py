@@ -197,3 +197,65 @@ def test_unreachable_redis_from_the_start(
     assert cache.incr_version("k") == 2  # built on get/set/delete
     assert cache.get("k", version=2) == "v"
     assert cache.stats()["levels"][1]["errors"] >= 1
+
+
+def test_an_idle_writer_repairs_the_level_by_itself(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """A process wrote through an outage, then made no more calls: the values its
+    writes replaced stayed in the shared level, read by every other process, until
+    its next call (none: no time bound). A timer repairs it once the level is back."""
+    cache = make_cache({"BACKEND": REDIS, "LOCATION": redis_url})
+    key = cache.make_key("k")
+    gone = cache.make_key("gone")
+    client = redis.Redis.from_url(redis_url)
+    cache.set("k", "old")
+    cache.set("gone", "old")
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)  # Redis refuses every write (OOM), reads work
+    try:
+        cache.set("k", "new")  # refused below: "old" stays there
+        cache.delete("gone")
+        assert cache.stats()["levels"][1]["pending_repairs"] == 2
+    finally:
+        client.config_set("maxmemory", 0)
+    # No call to ``cache`` from here on.
+    _wait_for(lambda: client.exists(key) == 0 and client.exists(gone) == 0)
+    stats = cache.stats()["levels"][1]
+    assert stats["pending_repairs"] == 0 and stats["down"] is False
+
+
+def test_sqlite_level_unusable_from_the_start(
+    tmp_path: Path, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """A worker started while the file cannot be created (here its directory is a
+    file; read-only mounts and permissions fail alike) used to raise
+    ImproperlyConfigured from every call: the level is down instead, then recovers."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a directory")
+    location = str(blocker / "cache.sqlite3")
+    cache = make_cache(
+        {"BACKEND": "django_smartcache.backends.SQLiteCache", "LOCATION": location}
+    )
+    cache.set("k", "v")  # L1 only
+    assert cache.get("k") == "v"
+    assert cache.get("absent", "miss") == "miss"
+    assert cache.stats()["levels"][1]["errors"] >= 1
+
+    blocker.unlink()
+    time.sleep(RETRY * 1.5)
+    cache.set("k2", "v2")
+    cache.levels[0].clear()
+    assert cache.get("k2") == "v2"  # from the SQLite level, back by itself
+    assert cache.get("k", "repaired") == "repaired"  # written while down: not stale
+
+
+def test_sqlite_alone_still_names_an_unusable_location(tmp_path: Path) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_smartcache.backends import SQLiteCache
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a directory")
+    with pytest.raises(ImproperlyConfigured, match="LOCATION"):
+        SQLiteCache(str(blocker / "c.sqlite3"), {}).get("k")
