@@ -425,6 +425,13 @@ class TaggingMixin:
         if unchanged:
             super().delete_many(unchanged, version=version)  # type: ignore[misc]
 
+    def _clear_stale_occupant(
+        self, key: str, occupant: Tagged, version: int | None
+    ) -> None:
+        """Let an ``add`` take a key held by an envelope judged stale: delete that
+        envelope, never a value written since (the same compare as ``_delete_stale``)."""
+        self._delete_stale({key: occupant.wid}, version)
+
     # the cache API ------------------------------------------------------------
     def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
         value = self._raw_get(key, version)
@@ -513,7 +520,7 @@ class TaggingMixin:
         # A stale envelope still occupying the key must not block the add.
         occupant = self._read_bookkeeping([key], version).get(key, _MISSING)
         if type(occupant) is Tagged and key not in self._valid({key: occupant}):
-            super().delete(key, version=version)  # type: ignore[misc]
+            self._clear_stale_occupant(key, occupant, version)
             if super().add(key, payload, timeout=timeout, version=version):  # type: ignore[misc]
                 if tagged:
                     self._tags_stored(key, version, tuple(payload.versions))

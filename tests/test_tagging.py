@@ -114,6 +114,19 @@ def test_stale_entries_are_deleted_when_read(cache: Any) -> None:
         assert cache._raw_get("a") is _MISSING  # its bytes are freed, not just hidden
 
 
+def test_an_add_over_a_stale_occupant_keeps_a_value_written_since(cache: Any) -> None:
+    """``add`` deletes a stale occupant to take the key: only that envelope."""
+    cache.set("k", "old", tags=["t"])
+    occupant = cache._raw_get("k")
+    cache.invalidate_tags("t")
+    assert cache.add("k", "added", tags=["t"])  # over the stale occupant: it wins
+    assert cache.get("k") == "added"
+    cache.invalidate_tags("t")
+    cache.set("k", "fresh", tags=["t"])  # another writer, between read and delete
+    cache._clear_stale_occupant("k", occupant, None)
+    assert cache.get("k") == "fresh"
+
+
 def test_dropping_a_stale_read_keeps_a_value_written_since(cache: Any) -> None:
     """A reader judged the envelope it read stale; before it deleted the key, another
     writer stored a fresh value there. Deleting by key lost that write for everyone:

@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from ..core.tags import Tagged
 from ..tagging import (
@@ -29,9 +29,11 @@ from ..tagging import (
     VersionKeys,
     nothing_pending,
 )
+from ._level_health import FAULTS
 from ._levels import _MISSING, _LevelTagged, _monotonic, _MultiLevelBase, _raw
 from .base import SingleFlightMixin
-from .smart import _holds_write
+from .smart import SmartCache, _holds_write
+from .sqlite import SQLiteCache
 
 
 def _in_thread(fn: Any) -> Any:
@@ -71,21 +73,34 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         until it is overwritten, expires or is evicted.
         """
         finals = self._finals(list(writes), version)
-        expected = {final: writes[key] for final, key in finals.items()}
-        store = self._l1_store
-        if store is not None:
-            store.invalidate_unchanged(
-                {final: partial(_holds_write, wid) for final, wid in expected.items()}
-            )
+        _delete_unchanged(
+            self._l1, {final: writes[key] for final, key in finals.items()}
+        )
+
+    def _clear_stale_occupant(self, key: Any, occupant: Tagged, version: Any) -> None:
+        """For an ``add``: delete the occupant from every level, but only once the
+        lowest level's versions confirm it stale (L1's copies may lag it: a fresh
+        envelope of another process would be lost), and only where it still is."""
+        if occupant.deps:
+            return  # judged through dependencies: keep it, the add fails
+        made = self._version_keys(tuple(occupant.versions))
+        lowest = self._levels[-1]
+        try:
+            found = lowest.get_many(list(made))
+        except FAULTS:
             return
-        found = self._l1.get_many(list(expected))
-        unchanged = [
-            final
-            for final, wid in expected.items()
-            if isinstance(found.get(final), Tagged) and found[final].wid == wid
-        ]
-        if unchanged:
-            self._l1.delete_many(unchanged)
+        if all(
+            found.get(made_key) == ver
+            for made_key, ver in zip(made, occupant.versions.values(), strict=True)
+        ):
+            return  # current below: L1 lagged
+        expected = {self._key(key, version): occupant.wid}
+        for index, level in enumerate(self._levels):
+            if self._usable(index):
+                try:
+                    _delete_unchanged(level, expected)
+                except FAULTS as exc:
+                    self._fault(index, exc, "delete")
 
     # -- the tagging layer's own reads (envelopes back to plain Tagged) ---------------
     def _read_bookkeeping(
@@ -364,3 +379,25 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         return _MultiLevelBase.set_many(
             self, envelopes, timeout, version, levels=levels
         )
+
+
+def _delete_unchanged(level: BaseCache, expected: dict[str, str]) -> None:
+    """Delete from ``level`` each final key still holding the envelope written as
+    its ``wid``: atomically on SmartCache and SQLiteCache, by re-read elsewhere."""
+    store = getattr(level, "_store", None)
+    if isinstance(level, SmartCache) and store is not None:
+        store.remove_unchanged(
+            {final: partial(_holds_write, wid) for final, wid in expected.items()},
+            invalidated=False,  # a level's copy: deleted, as a delete() would
+        )
+    elif isinstance(level, SQLiteCache):
+        level._delete_stale(expected, None)  # identity keys: final keys as given
+    else:
+        found = level.get_many(list(expected))
+        unchanged = [
+            final
+            for final, wid in expected.items()
+            if isinstance(found.get(final), Tagged) and found[final].wid == wid
+        ]
+        if unchanged:
+            level.delete_many(unchanged)

@@ -409,7 +409,7 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
     def _delete_stale(self, writes: dict[str, str], version: int | None) -> None:
         # A stale envelope read is an invalidated entry leaving, not a caller's delete;
         # compared and removed under the store's lock (a write since is kept).
-        self._store.invalidate_unchanged(
+        self._store.remove_unchanged(
             {
                 made: functools.partial(_holds_write, writes[key])
                 for made, key in self._keys(list(writes), version).items()

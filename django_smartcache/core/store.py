@@ -414,20 +414,26 @@ class MemoryStore:
                     queued += len(keys)
         return queued
 
-    def invalidate_unchanged(
-        self, expected: Mapping[Hashable, Callable[[bytes], bool]]
+    def remove_unchanged(
+        self,
+        expected: Mapping[Hashable, Callable[[bytes], bool]],
+        *,
+        invalidated: bool = True,
     ) -> int:
         """Remove the keys whose payload still passes its test, in one critical
-        section, counted as ``evictions_invalidated``; how many left. A caller above
-        the store that judged a value it read stale (its tags moved on) removes that
-        value, never one another thread stored since (a lost write)."""
+        section; how many left. A caller above the store that judged a value it read
+        stale (its tags moved on) removes that value, never one another thread stored
+        since (a lost write). Counted as ``evictions_invalidated`` (and reported to
+        ``on_evict``), or as deletes when not ``invalidated`` (a copy of a value
+        kept elsewhere, as in a multi-level cache's L1)."""
+        remove = self._invalidate if invalidated else self._deleted
         removed = 0
         with self.lock:
             now = self._clock()
             for key, unchanged in expected.items():
                 entry = self._live_entry(key, now)
                 if entry is not None and unchanged(entry[0]):
-                    self._invalidate(key, entry)
+                    remove(key, entry)
                     removed += 1
         if self._evicted:
             self._deliver()

@@ -946,3 +946,13 @@ def test_a_stale_judgement_never_deletes_a_fresh_write(tmp_path: Path) -> None:
     assert lagging.get("k") is None  # judged by its lagging version of t: a miss
     assert writer.get("k") == "fresh"
     assert isinstance(writer.levels[-1].get(writer.make_key("k")), Tagged)
+    # Nor does an add, which would have to delete it to take the key.
+    assert lagging.add("k", "mine", tags=["t"]) is False
+    assert writer.get("k") == "fresh"
+    # Stale by the shared level's versions too: then the add takes the key.
+    writer.invalidate_tags("t")
+    lagging.levels[0].clear()  # its L1 copies of the versions expired, say
+    assert lagging.add("k", "mine", tags=["t"]) is True
+    assert lagging.get("k") == "mine"
+    assert writer.levels[-1].get(writer.make_key("k")).value == "mine"
+
