@@ -171,7 +171,9 @@ class TinyLFUPolicy:
             self.protected_max = int(
                 PROTECTED_SHARE * (self.capacity - self.window_max)
             )
-            self._step, self._previous_rate = like._step, like._previous_rate
+            # The step is a share of the capacity: a shadow's is 1/rate of ours.
+            self._step = like._step * self.capacity / like.capacity
+            self._previous_rate = like._previous_rate
             if like.capacity == self.capacity:
                 self._sketch = like._sketch.copy()
                 self._hits, self._misses = like._hits, like._misses
@@ -318,7 +320,7 @@ class TinyLFUPolicy:
             return victim
         nodes = self._nodes
         cnode, vnode = nodes[candidate], nodes[victim]
-        if cnode[_WEIGHT] > self.capacity or not self._admit(cnode, vnode):
+        if cnode[_WEIGHT] > self.capacity or not self._admit(cnode, vnode, victim):
             return self._evict_candidate(candidate)
         if self._candidates and self._candidates[-1] == candidate:
             self._candidates.pop()  # admitted: the next victim faces the next candidate
@@ -389,10 +391,20 @@ class TinyLFUPolicy:
         self._forget(key, self._nodes[key])
         return key
 
-    def _admit(self, candidate: Node, victim: Node) -> bool:
-        """TinyLFU admission: the candidate must be more popular than the victim."""
+    def _admit(self, candidate: Node, victim: Node, victim_key: Hashable) -> bool:
+        """TinyLFU admission: the candidate must be more popular than the victim.
+
+        The candidate's count came from the sketch when it was inserted, collisions
+        included; the victim's is exact (its hits are counted in its node). Compared
+        as they are, the sketch's noise alone made newcomers win: on a loop over ten
+        times the cache's keys every newcomer beat every resident, and the cache held
+        nothing (0% where Caffeine-like caches hold ~8%). The victim is given the same
+        noise: its count plus what the sketch says of it now (Caffeine counts every
+        access in the sketch, so both sides carry it there).
+        """
         candidate_count = self._count(candidate)
-        if candidate_count > self._count(victim):
+        victim_count = self._count(victim) + self._sketch.frequency(victim_key)
+        if candidate_count > victim_count:
             return True
         if candidate_count >= ADMIT_HASHDOS_THRESHOLD:
             return (self._random.getrandbits(7)) == 0

@@ -34,6 +34,17 @@ def test_tinylfu_keeps_part_of_a_loop_lru_always_misses() -> None:
     assert ratio("tinylfu", keys, 200) > 50
 
 
+@pytest.mark.parametrize("policy", ["tinylfu", DEFAULT_POLICY])
+def test_a_loop_ten_times_the_cache_is_partly_kept(policy: str) -> None:
+    """Admission compared a newcomer's sketch estimate (collisions included) with a
+    resident's exact count: with ten times more keys than the sketch was sized for,
+    every newcomer won and the cache kept none of the loop (0%; OPT holds ~10%)."""
+    keys = workloads.loop(60_000, 3_000)
+    optimum = 100.0 * opt.opt_hits(keys, 300) / len(keys)
+    assert optimum > 9
+    assert ratio(policy, keys, 300) > optimum / 2
+
+
 @pytest.mark.parametrize("policy", ["lru", "s3fifo", "tinylfu"])
 def test_no_policy_beats_opt(policy: str, scanned: list[int]) -> None:
     optimum = 100.0 * opt.opt_hits(scanned, 200) / len(scanned)
