@@ -16,7 +16,7 @@ flight and the async fast paths.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..core.tags import Tagged
 from ..tagging import (
     TaggingMixin,
     VersionKeys,
+    dirty_tags,
     nothing_pending,
 )
 from ._level_health import FAULTS
@@ -62,43 +63,53 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         # LOCATION is often "" with explicit LEVELS: group by the levels' configuration.
         return ("django_smartcache.MultiLevelCache", self._name)
 
-    def _delete_stale(self, writes: dict[str, str], version: Any) -> None:
-        """Drop the stale envelopes read from L1 only, each if it still holds that write.
+    def _drop_stale(self, stale: Mapping[str, Tagged], version: Any) -> None:
+        """Drop stale envelopes read: from L1, and from the levels below only once the
+        lowest level's versions confirm them stale; each only where it still is.
 
         This process judged them by its L1 copies of the tag versions, which may lag
         the shared level by the coherence delay: an envelope another process has just
-        written can look stale here. Deleted from the shared levels, that fresh write
-        was lost for every process; dropped from L1, it costs this process one miss.
-        An envelope that is stale below is skipped by every reader (its tags moved on)
-        until it is overwritten, expires or is evicted.
+        written can look stale here. Deleted from the shared levels on that judgement
+        alone, that fresh write was lost for every process.
         """
-        finals = self._finals(list(writes), version)
-        _delete_unchanged(
-            self._l1, {final: writes[key] for final, key in finals.items()}
-        )
+        if not stale or dirty_tags():
+            return
+        finals = self._finals(list(stale), version)
+        by_final = {final: stale[key] for final, key in finals.items()}
+        _delete_unchanged(self._l1, {final: env.wid for final, env in by_final.items()})
+        below = {
+            final: env.wid for final, env in by_final.items() if self._stale_below(env)
+        }
+        if below:
+            self._delete_below(below)
 
     def _clear_stale_occupant(self, key: Any, occupant: Tagged, version: Any) -> None:
-        """For an ``add``: delete the occupant from every level, but only once the
-        lowest level's versions confirm it stale (L1's copies may lag it: a fresh
-        envelope of another process would be lost), and only where it still is."""
-        if occupant.deps:
-            return  # judged through dependencies: keep it, the add fails
-        made = self._version_keys(tuple(occupant.versions))
-        lowest = self._levels[-1]
+        """For an ``add``: the occupant goes from every level, on the same terms."""
+        final = self._key(key, version)
+        _delete_unchanged(self._l1, {final: occupant.wid})
+        if self._stale_below(occupant):
+            self._delete_below({final: occupant.wid})
+
+    def _stale_below(self, env: Tagged) -> bool:
+        """Whether the lowest level's tag versions say ``env`` is stale (an envelope
+        with dependencies, or a level that cannot answer, counts as not stale)."""
+        if env.deps or not self._last:
+            return False
+        made = self._version_keys(tuple(env.versions))
         try:
-            found = lowest.get_many(list(made))
+            found = self._levels[-1].get_many(list(made))
         except FAULTS:
-            return
-        if all(
-            found.get(made_key) == ver
-            for made_key, ver in zip(made, occupant.versions.values(), strict=True)
-        ):
-            return  # current below: L1 lagged
-        expected = {self._key(key, version): occupant.wid}
-        for index, level in enumerate(self._levels):
+            return False
+        return any(
+            found.get(made_key) != ver
+            for made_key, ver in zip(made, env.versions.values(), strict=True)
+        )
+
+    def _delete_below(self, expected: dict[str, str]) -> None:
+        for index in range(1, len(self._levels)):
             if self._usable(index):
                 try:
-                    _delete_unchanged(level, expected)
+                    _delete_unchanged(self._levels[index], expected)
                 except FAULTS as exc:
                     self._fault(index, exc, "delete")
 
