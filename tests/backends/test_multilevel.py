@@ -954,4 +954,3 @@ def test_a_stale_judgement_never_deletes_a_fresh_write(tmp_path: Path) -> None:
     assert lagging.add("k", "mine", tags=["t"]) is True
     assert lagging.get("k") == "mine"
     assert writer.levels[-1].get(writer.make_key("k")).value == "mine"
-
