@@ -17,7 +17,7 @@ from django.db.models import Model
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from . import registry
+from . import conf, registry
 from .registry import (
     family,
     is_tracked,
@@ -158,5 +158,9 @@ def disconnect() -> None:
 def _reconnect(*, setting: str, **kwargs: Any) -> None:
     if setting == "SMARTCACHE" and apps.ready and _connected:
         registry.clear_caches()
+        conf.get_config.cache_clear()
+        # Refused before anything is disconnected: the receivers of the setting in
+        # force stay, and leaving the override reconnects as usual.
+        registry.check_labels()
         disconnect()
         connect()

@@ -94,3 +94,24 @@ def test_the_receivers_refuse_to_connect_on_a_typo() -> None:
     conf.get_config.cache_clear()
     invalidation.connect()
     assert registry.is_tracked(Book)
+
+
+def test_a_refused_override_leaves_the_receivers_connected() -> None:
+    """A test asserting the error for a bad label left every later test of the
+    process without model invalidation (receivers off, never reconnected)."""
+    from django_smartcache import invalidation
+
+    conf.get_config.cache_clear()
+    registry.clear_caches()
+    invalidation.connect()
+    connected = len(invalidation._connected)
+    assert connected > 0
+    with (
+        pytest.raises(ImproperlyConfigured, match="testapp.bok"),
+        override_settings(SMARTCACHE={"MODELS": ["testapp.bok"]}),
+    ):
+        pass  # pragma: no cover - entering raises
+    assert len(invalidation._connected) == connected
+    with override_settings(SMARTCACHE={"MODELS": ["testapp.book"]}):
+        assert 0 < len(invalidation._connected) < connected
+    assert len(invalidation._connected) == connected

@@ -84,9 +84,13 @@ class LevelHealth:
         rebuild: Callable[[], BaseCache] | None = None,
     ):
         self.name = name
-        #: Builds an instance of the level for the background repair's own thread.
+        #: Builds an instance of the level for the background repair (built once per
+        #: outage, reused by its retries, which run one at a time).
         self._rebuild = rebuild
+        self._repair_level: BaseCache | None = None
         self._timer: threading.Timer | None = None
+        self._failed_repairs = 0
+        self._stopped = False
         self.retry = retry
         self.log_interval = log_interval
         self.max_suspects = max_suspects
@@ -107,6 +111,9 @@ class LevelHealth:
         is the repair timer's thread (the next suspect arms a new one)."""
         self.lock = threading.Lock()
         self._timer = None
+        self._repair_level = None
+        if self.clear_pending or self.suspects:
+            self._arm()  # what the parent had to repair, the child repairs too
 
     def failed(self, exc: BaseException, op: str) -> None:
         now = _monotonic()
@@ -152,9 +159,12 @@ class LevelHealth:
         the values those writes replaced, and every other process read them, with no
         time bound. Now a timer repairs at ``down_until`` and retries while it fails.
         """
-        if self._rebuild is None or self._timer is not None:
+        if self._rebuild is None or self._timer is not None or self._stopped:
             return
         delay = max(self.down_until - _monotonic(), 0.0) or self.retry
+        # Failed attempts back off (doubling, up to 32 intervals): a level that stays
+        # down for long is not hammered by every process.
+        delay *= 2 ** min(self._failed_repairs, 5)
         timer = threading.Timer(delay, self._repair_in_background)
         timer.daemon = True
         timer.name = f"smartcache-repair {self.name}"
@@ -172,15 +182,31 @@ class LevelHealth:
             return
         assert self._rebuild is not None
         try:
-            self.repair(self._rebuild())  # an instance of this thread's own
-        except FAULTS as exc:
-            self.failed(exc, "repair")
+            if self._repair_level is None:
+                self._repair_level = self._rebuild()
+            self.repair(self._repair_level)
+        except Exception as exc:
+            if isinstance(exc, FAULTS):
+                self.failed(exc, "repair")
+            else:
+                logger.exception(
+                    "smartcache level %s: background repair failed", self.name
+                )
             with self.lock:
+                self._failed_repairs += 1
                 self._arm()
-        except Exception:
-            logger.exception("smartcache level %s: background repair failed", self.name)
-            with self.lock:
-                self._arm()
+            return
+        level, self._repair_level = self._repair_level, None
+        self._failed_repairs = 0
+        level.close()
+
+    def stop(self) -> None:
+        """Cancel the background repair for good (tests; a process shutting down)."""
+        with self.lock:
+            self._stopped = True
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     def repair(self, level: BaseCache) -> None:
         """Before a level that was down serves again: undo what the outage may have hidden."""

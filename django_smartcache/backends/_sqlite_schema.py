@@ -135,6 +135,11 @@ SET = (
 #: Stores only when the key is absent or expired: ``rowcount`` says whether it stored.
 ADD = SET + " WHERE smartcache_entry.expires <= excluded.accessed"
 DELETE = "DELETE FROM smartcache_entry WHERE key = ?"
+#: A stale tagged envelope, only if the key still holds it (its write id is in the blob).
+DELETE_IF_HOLDS = (
+    "DELETE FROM smartcache_entry"
+    " WHERE key = ? AND typeof(value) = 'blob' AND instr(value, ?) > 0"
+)
 DELETE_LIVE = (
     "DELETE FROM smartcache_entry WHERE key = ? AND (expires IS NULL OR expires > ?)"
 )

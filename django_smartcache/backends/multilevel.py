@@ -75,43 +75,49 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         if not stale or dirty_tags():
             return
         finals = self._finals(list(stale), version)
-        by_final = {final: stale[key] for final, key in finals.items()}
-        _delete_unchanged(self._l1, {final: env.wid for final, env in by_final.items()})
-        below = {
-            final: env.wid for final, env in by_final.items() if self._stale_below(env)
-        }
-        if below:
-            self._delete_below(below)
+        self._drop_everywhere({final: stale[key] for final, key in finals.items()})
 
     def _clear_stale_occupant(self, key: Any, occupant: Tagged, version: Any) -> None:
         """For an ``add``: the occupant goes from every level, on the same terms."""
-        final = self._key(key, version)
-        _delete_unchanged(self._l1, {final: occupant.wid})
-        if self._stale_below(occupant):
-            self._delete_below({final: occupant.wid})
+        self._drop_everywhere({self._key(key, version): occupant})
 
-    def _stale_below(self, env: Tagged) -> bool:
-        """Whether the lowest level's tag versions say ``env`` is stale (an envelope
-        with dependencies, or a level that cannot answer, counts as not stale)."""
-        if env.deps or not self._last:
-            return False
-        made = self._version_keys(tuple(env.versions))
+    def _drop_everywhere(self, envelopes: dict[str, Tagged]) -> None:
+        _delete_unchanged(self._l1, {f: env.wid for f, env in envelopes.items()})
+        below = self._stale_below(envelopes)
+        if below:
+            for index in range(1, len(self._levels)):
+                if self._usable(index):
+                    try:
+                        _delete_unchanged(self._levels[index], below)
+                    except FAULTS as exc:
+                        self._fault(index, exc, "delete")
+
+    def _stale_below(self, envelopes: dict[str, Tagged]) -> dict[str, str]:
+        """``final -> wid`` of the envelopes the lowest level's tag versions say are
+        stale: one read of all their version keys, skipped while that level is down.
+        Envelopes with dependencies are left to expire there (judging them needs the
+        dependencies' values, another read of each)."""
+        judged = {f: env for f, env in envelopes.items() if not env.deps}
+        if not judged or not self._last or not self._usable(self._last):
+            return {}
+        made = {f: self._version_keys(tuple(env.versions)) for f, env in judged.items()}
+        wanted = list(dict.fromkeys(k for keys in made.values() for k in keys))
         try:
-            found = self._levels[-1].get_many(list(made))
-        except FAULTS:
-            return False
-        return any(
-            found.get(made_key) != ver
-            for made_key, ver in zip(made, env.versions.values(), strict=True)
-        )
-
-    def _delete_below(self, expected: dict[str, str]) -> None:
-        for index in range(1, len(self._levels)):
-            if self._usable(index):
-                try:
-                    _delete_unchanged(self._levels[index], expected)
-                except FAULTS as exc:
-                    self._fault(index, exc, "delete")
+            found = self._levels[-1].get_many(wanted)
+        except FAULTS as exc:
+            self._fault(self._last, exc, "get_many")
+            return {}
+        self._ok(self._last)
+        return {
+            final: env.wid
+            for final, env in judged.items()
+            if any(
+                found.get(made_key) != ver
+                for made_key, ver in zip(
+                    made[final], env.versions.values(), strict=True
+                )
+            )
+        }
 
     # -- the tagging layer's own reads (envelopes back to plain Tagged) ---------------
     def _read_bookkeeping(
@@ -398,7 +404,10 @@ def _delete_unchanged(level: BaseCache, expected: dict[str, str]) -> None:
     store = getattr(level, "_store", None)
     if isinstance(level, SmartCache) and store is not None:
         store.remove_unchanged(
-            {final: partial(_holds_write, wid) for final, wid in expected.items()},
+            {
+                final: partial(_holds_write, wid.encode())
+                for final, wid in expected.items()
+            },
             invalidated=False,  # a level's copy: deleted, as a delete() would
         )
     elif isinstance(level, SQLiteCache):

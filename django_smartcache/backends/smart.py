@@ -60,13 +60,27 @@ _stores_lock = threading.Lock()
 _loads = pickle.loads
 
 
-def _holds_write(wid: str, payload: bytes) -> bool:
-    """Whether ``payload`` is the envelope written as ``wid`` (a stale-drop's check)."""
+def _check_cull_frequency(value: Any) -> None:
+    """Not used (SmartCache evicts one victim at a time), but read as Django reads it,
+    ``int()`` of it (``"3"`` from an environment variable is 3), and refused when
+    Django's caches would mean nothing by it (silently using 3 instead)."""
     try:
-        value = _loads(payload)
-    except Exception:  # noqa: BLE001 - unreadable: not the envelope read before
-        return False
-    return isinstance(value, Tagged) and value.wid == wid
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        number = -1
+    if isinstance(value, bool) or number < 0:
+        raise ImproperlyConfigured(
+            f"{_BACKEND}: OPTIONS['CULL_FREQUENCY'] must be an integer >= 0, got {value!r}"
+        )
+
+
+def _holds_write(wid: bytes, payload: bytes) -> bool:
+    """Whether ``payload`` is the envelope written as ``wid`` (a stale-drop's check).
+
+    The write id (random, 33 ASCII characters) is in the pickle verbatim: a search
+    of the bytes, not an unpickling of a value of any size under the store's lock.
+    """
+    return wid in payload
 
 
 # Each store's eviction listener, installed on the store only while ``entry_evicted``
@@ -174,8 +188,7 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
             _BACKEND, options, "MAX_ITEM_SIZE", None, allow_none=True
         )
         policy = option_choice(_BACKEND, options, "POLICY", DEFAULT_POLICY, POLICIES)
-        # Not used, but a value Django's caches would mean nothing by is still refused.
-        option_int(_BACKEND, options, "CULL_FREQUENCY", 3, minimum=0, allow_none=False)
+        _check_cull_frequency(options.get("CULL_FREQUENCY", 3))
         if max_bytes is None and max_entries is None:
             raise ImproperlyConfigured(
                 f"{_BACKEND}: OPTIONS['MAX_MEMORY'] may be None only when "
@@ -411,7 +424,7 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         # compared and removed under the store's lock (a write since is kept).
         self._store.remove_unchanged(
             {
-                made: functools.partial(_holds_write, writes[key])
+                made: functools.partial(_holds_write, writes[key].encode())
                 for made, key in self._keys(list(writes), version).items()
             }
         )

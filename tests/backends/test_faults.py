@@ -33,6 +33,13 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]  # nothing listens there once closed
+    return port
+
+
 def _failure_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
         r
@@ -65,6 +72,8 @@ def make_cache() -> Iterator[Callable[..., MultiLevelCache]]:
     yield make
     for cache in made:
         cache._co.stop()
+        for health in cache._health:
+            health.stop()  # no repair timer outlives the test (its Redis may be gone)
 
 
 def test_redis_stopped_and_restarted(
@@ -259,3 +268,28 @@ def test_sqlite_alone_still_names_an_unusable_location(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(ImproperlyConfigured, match="LOCATION"):
         SQLiteCache(str(blocker / "c.sqlite3"), {}).get("k")
+
+
+def test_background_repair_reuses_one_level_and_backs_off(
+    make_cache: Callable[..., MultiLevelCache],
+) -> None:
+    """While the level stays down, the repair timer retries with one level instance
+    (not one per attempt, each a new client left unclosed), less and less often."""
+    port = _closed_port()
+    cache = make_cache({"BACKEND": REDIS, "LOCATION": f"redis://127.0.0.1:{port}/0"})
+    health = cache._health[1]
+    built: list[Any] = []
+    rebuild = health._rebuild
+    assert rebuild is not None
+
+    def counting() -> Any:
+        built.append(rebuild())
+        return built[-1]
+
+    health._rebuild = counting
+    cache.set("k", "v")  # L2 unreachable: a suspect, a repair timer armed
+    time.sleep(RETRY * 8)
+    assert len(built) == 1
+    assert 2 <= health._failed_repairs <= 4  # delays RETRY, 2x, 4x...: not every RETRY
+    health.stop()
+    assert health._timer is None

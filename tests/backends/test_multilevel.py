@@ -954,3 +954,36 @@ def test_a_stale_judgement_never_deletes_a_fresh_write(tmp_path: Path) -> None:
     assert lagging.add("k", "mine", tags=["t"]) is True
     assert lagging.get("k") == "mine"
     assert writer.levels[-1].get(writer.make_key("k")).value == "mine"
+
+
+def test_confirming_stale_envelopes_below_is_one_read_skipped_while_down() -> None:
+    """Confirming stale envelopes with the lowest level's versions: one read for the
+    batch, not one per envelope, and none while that level is marked down."""
+    cache = make(
+        [
+            {"BACKEND": SMART},
+            {
+                "BACKEND": "tests.backends.test_multilevel.CountingLocMem",
+                "LOCATION": _unique(),
+            },
+        ],
+        L1_MAX_TTL=1000,
+    )
+    l2 = cache.levels[1]
+    l2.get_many_calls = []  # type: ignore[attr-defined]
+    keys = [f"k{i}" for i in range(20)]
+    cache.set_many(dict.fromkeys(keys, 1), tags=["t"])
+    cache.invalidate_tags("t")
+    l2.get_many_calls = []  # type: ignore[attr-defined]
+    assert cache.get_many(keys) == {}
+    assert len(l2.get_many_calls) <= 2  # type: ignore[attr-defined]
+    assert all(l2.get(cache.make_key(k)) is None for k in keys)  # confirmed, deleted
+
+    cache.set_many(dict.fromkeys(keys, 1), tags=["t"])
+    cache.invalidate_tags("t")
+    health = cache._health[1]
+    health.down_until = time.monotonic() + 60  # marked down (by an earlier fault)
+    l2.get_many_calls = []  # type: ignore[attr-defined]
+    assert cache.get_many(keys) == {}
+    assert l2.get_many_calls == []  # type: ignore[attr-defined]
+    health.down_until = 0.0

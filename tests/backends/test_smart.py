@@ -416,3 +416,8 @@ def test_async_tagged_calls_run_inline_without_a_thread_hop():
 
     loop_thread = asyncio.run(main())
     assert where and set(where) == {loop_thread}
+
+
+@pytest.mark.parametrize("value", [3, "3", 0, "0", 2.0])
+def test_cull_frequency_is_read_as_django_reads_it(value):
+    make(CULL_FREQUENCY=value)  # accepted, as LocMemCache takes int() of it
