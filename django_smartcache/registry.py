@@ -115,7 +115,7 @@ def row_tags(model: type[Model], pks: Iterable[Any]) -> list[str]:
 
 def _matches(model: type[Model], labels: Iterable[str]) -> bool:
     meta = model._meta
-    return any(label in (meta.app_label, meta.label_lower) for label in labels)
+    return any(label in (meta.app_label.lower(), meta.label_lower) for label in labels)
 
 
 def check_labels() -> None:
@@ -124,7 +124,7 @@ def check_labels() -> None:
     A typo in ``MODELS`` would leave the intended model untracked: its writes would
     invalidate nothing and its cached values would be served stale, without a word.
     """
-    known = {config.label for config in apps.get_app_configs()}
+    known = {config.label.lower() for config in apps.get_app_configs()}
     known.update(
         model._meta.label_lower for model in apps.get_models(include_auto_created=True)
     )

@@ -115,3 +115,14 @@ def test_a_refused_override_leaves_the_receivers_connected() -> None:
     with override_settings(SMARTCACHE={"MODELS": ["testapp.book"]}):
         assert 0 < len(invalidation._connected) < connected
     assert len(invalidation._connected) == connected
+
+
+def test_an_app_label_with_capitals_can_be_named() -> None:
+    """Labels are lower-cased when read: an app labelled "MyShop" is "myshop" there."""
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(
+        _meta=SimpleNamespace(app_label="MyShop", label_lower="myshop.product")
+    )
+    assert registry._matches(model, ("myshop",))  # type: ignore[arg-type]
+    assert registry._matches(model, ("myshop.product",))  # type: ignore[arg-type]
