@@ -47,6 +47,27 @@ __all__ = [
 _MISSING = object()
 
 
+_warned = threading.local()
+
+
+class key_warnings_given:
+    """Within it, this thread's key checks emit no ``CacheKeyWarning``: the call
+    being served has emitted it already, and Django's backends warn once per call
+    (an ``add`` that reads the key's occupant back used to warn twice)."""
+
+    def __enter__(self) -> None:
+        self._outer = getattr(_warned, "on", False)
+        _warned.on = True
+
+    def __exit__(self, *exc: object) -> None:
+        _warned.on = self._outer
+
+
+def key_warnings_on() -> bool:
+    """Whether a key check of this thread should warn (see :class:`key_warnings_given`)."""
+    return not getattr(_warned, "on", False)
+
+
 def _wid(value: Any) -> str | None:
     """The write id of a stored envelope (any ``Tagged``), None for anything else."""
     return value.wid if isinstance(value, Tagged) else None
@@ -518,13 +539,14 @@ class TaggingMixin:
                 self._tags_stored(key, version, tuple(payload.versions))
             return True
         # A stale envelope still occupying the key must not block the add.
-        occupant = self._read_bookkeeping([key], version).get(key, _MISSING)
-        if type(occupant) is Tagged and key not in self._valid({key: occupant}):
-            self._clear_stale_occupant(key, occupant, version)
-            if super().add(key, payload, timeout=timeout, version=version):  # type: ignore[misc]
-                if tagged:
-                    self._tags_stored(key, version, tuple(payload.versions))
-                return True
+        with key_warnings_given():
+            occupant = self._read_bookkeeping([key], version).get(key, _MISSING)
+            if type(occupant) is Tagged and key not in self._valid({key: occupant}):
+                self._clear_stale_occupant(key, occupant, version)
+                if super().add(key, payload, timeout=timeout, version=version):  # type: ignore[misc]
+                    if tagged:
+                        self._tags_stored(key, version, tuple(payload.versions))
+                    return True
         return False
 
     def set_many(

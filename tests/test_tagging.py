@@ -422,3 +422,25 @@ def test_tag_index_forgets_keys_and_tags() -> None:
     index.add("k3", ["c"])
     index.discard("k3")
     assert len(index) == 0 and index.tag_count == 0
+
+
+def test_an_add_over_an_occupied_bad_key_warns_once(cache: Any) -> None:
+    """As Django's backends: one CacheKeyWarning per call (reading the occupant back
+    used to warn a second time). Our backends only: the test-only mixins over
+    Django's LocMem and Redis make keys with Django's own, unsilenced, path."""
+    import warnings
+
+    if type(cache).__module__.startswith("tests."):
+        pytest.skip("a test-only mixin over a Django backend")
+
+    from django.core.cache import CacheKeyWarning
+
+    bad = "key with spaces"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cache.set(bad, 1, tags=["t"])
+    for tags in (None, ["t"]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert cache.add(bad, 2, tags=tags) is False
+        assert [w.category for w in caught] == [CacheKeyWarning]

@@ -28,6 +28,7 @@ from ..core.patterns import KeyPattern
 from ..core.singleflight import SingleFlightGetOrSetMixin
 from ..core.sizing import parse_size
 from ..signals import stampede_wait
+from ..tagging import key_warnings_on
 
 __all__ = [
     "KeyPattern",
@@ -124,7 +125,8 @@ class SmartCacheKeyMixin:
                 and " " not in made
             ):
                 return made
-            self.validate_key(made)  # type: ignore[attr-defined]
+            if key_warnings_on():
+                self.validate_key(made)  # type: ignore[attr-defined]
             return made
         return self.make_and_validate_key(key, version=version)  # type: ignore[attr-defined, no-any-return]
 
@@ -137,10 +139,13 @@ class SmartCacheKeyMixin:
             )
             for key in keys:
                 full = f"{prefix}{key}"
-                if not (
-                    len(full) <= MEMCACHE_MAX_KEY_LENGTH
-                    and full.isprintable()
-                    and " " not in full
+                if (
+                    not (
+                        len(full) <= MEMCACHE_MAX_KEY_LENGTH
+                        and full.isprintable()
+                        and " " not in full
+                    )
+                    and key_warnings_on()
                 ):
                     self.validate_key(full)  # type: ignore[attr-defined]
                 made[full] = key

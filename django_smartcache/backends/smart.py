@@ -32,7 +32,7 @@ from ..core.policy import DEFAULT_POLICY, POLICIES
 from ..core.store import EvictionListener, MemoryStore
 from ..core.tags import Tagged
 from ..signals import entry_evicted
-from ..tagging import TaggingMixin, VersionKeys, nothing_pending
+from ..tagging import TaggingMixin, VersionKeys, key_warnings_given, nothing_pending
 from .base import (
     SingleFlightMixin,
     SmartCacheKeyMixin,
@@ -510,7 +510,12 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
             peeked = self._store.peek(made)
             if peeked is None or not peeked[1]:
                 return False
-            # A tagged occupant: the mixin lets a stale one not block the add.
+            # A tagged occupant: the mixin lets a stale one not block the add (the
+            # key's warning, if any, was given above).
+            with key_warnings_given():
+                return TaggingMixin.add(
+                    self, key, value, timeout, version, tags, depends_on
+                )
         return TaggingMixin.add(self, key, value, timeout, version, tags, depends_on)
 
     def set_many(
