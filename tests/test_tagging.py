@@ -443,4 +443,6 @@ def test_an_add_over_an_occupied_bad_key_warns_once(cache: Any) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             assert cache.add(bad, 2, tags=tags) is False
-        assert [w.category for w in caught] == [CacheKeyWarning]
+        # (Only key warnings: a ResourceWarning of a collected socket may land here.)
+        keys = [w.category for w in caught if issubclass(w.category, CacheKeyWarning)]
+        assert keys == [CacheKeyWarning]

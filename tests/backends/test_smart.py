@@ -228,10 +228,12 @@ def test_key_warnings_are_djangos_exactly(key):
         with warnings.catch_warnings(record=True) as expected:
             warnings.simplefilter("always")
             getattr(theirs, method)(*call)
+        # Key warnings only: a ResourceWarning of a collected socket may land here.
+        got = [w for w in got if issubclass(w.category, CacheKeyWarning)]
+        expected = [w for w in expected if issubclass(w.category, CacheKeyWarning)]
         assert [(w.category, str(w.message)) for w in got] == [
             (w.category, str(w.message)) for w in expected
         ]
-        assert all(w.category is CacheKeyWarning for w in got)
 
 
 def test_async_twins():
