@@ -20,10 +20,11 @@ which must not reach the cache and would survive a rollback).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -71,6 +72,20 @@ def key_warnings_on() -> bool:
 def _wid(value: Any) -> str | None:
     """The write id of a stored envelope (any ``Tagged``), None for anything else."""
     return value.wid if isinstance(value, Tagged) else None
+
+
+def delete_unchanged(
+    writes: dict[str, str],
+    read_many: Callable[[list[str]], Mapping[str, Any]],
+    delete_many: Callable[[list[str]], Any],
+) -> None:
+    """Delete each key of ``writes`` that still holds the envelope written as its
+    ``wid``: a re-read, then a delete of the keys unchanged (a small window remains,
+    for backends without an atomic compare)."""
+    current = read_many(list(writes))
+    unchanged = [k for k, wid in writes.items() if _wid(current.get(k)) == wid]
+    if unchanged:
+        delete_many(unchanged)
 
 
 #: Recorded for a dependency key that was absent at write time.
@@ -437,14 +452,14 @@ class TaggingMixin:
         """Delete each key that still holds the write (``Tagged.wid``) judged stale.
 
         Another thread or process may have stored a fresh value since the read:
-        deleting by key alone lost that write. Here a re-read, then a delete of the
-        keys unchanged (a small window remains); SmartCache and SQLiteCache compare
-        and delete atomically.
+        deleting by key alone lost that write. Here by :func:`delete_unchanged`;
+        SmartCache and SQLiteCache compare and delete atomically.
         """
-        current = self._raw_get_many(list(writes), version)
-        unchanged = [k for k, wid in writes.items() if _wid(current.get(k)) == wid]
-        if unchanged:
-            super().delete_many(unchanged, version=version)  # type: ignore[misc]
+        delete_unchanged(
+            writes,
+            functools.partial(self._raw_get_many, version=version),
+            functools.partial(super().delete_many, version=version),  # type: ignore[misc]
+        )
 
     def _clear_stale_occupant(
         self, key: str, occupant: Tagged, version: int | None

@@ -185,11 +185,8 @@ def number(options: dict[str, Any], name: str, *, positive: bool = True) -> floa
 
 
 def level_configs(location: str, levels: Any, outer: type) -> list[Any]:
-    if levels is None:
-        l2: dict[str, Any] = {"BACKEND": DEFAULT_L2}
-        if location:
-            l2["LOCATION"] = location
-        return [{"BACKEND": DEFAULT_L1}, l2]
+    if levels is None:  # ``parse`` has required a LOCATION for the SQLite file
+        return [{"BACKEND": DEFAULT_L1}, {"BACKEND": DEFAULT_L2, "LOCATION": location}]
     if not isinstance(levels, list | tuple) or not levels:
         raise ImproperlyConfigured(
             f"MultiLevelCache OPTIONS['LEVELS'] must be a non-empty list of cache aliases or "

@@ -17,7 +17,6 @@ flight and the async fast paths.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -27,13 +26,21 @@ from ..core.tags import Tagged
 from ..tagging import (
     TaggingMixin,
     VersionKeys,
+    delete_unchanged,
     dirty_tags,
     nothing_pending,
 )
 from ._level_health import FAULTS
-from ._levels import _MISSING, _LevelTagged, _monotonic, _MultiLevelBase, _raw
+from ._levels import (
+    _MISSING,
+    _in_process_store,
+    _LevelTagged,
+    _monotonic,
+    _MultiLevelBase,
+    _raw,
+)
 from .base import SingleFlightMixin
-from .smart import SmartCache, _holds_write
+from .smart import remove_writes
 from .sqlite import SQLiteCache
 
 
@@ -91,6 +98,8 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
                         _delete_unchanged(self._levels[index], below)
                     except FAULTS as exc:
                         self._fault(index, exc, "delete")
+                    else:
+                        self._ok(index)
 
     def _stale_below(self, envelopes: dict[str, Tagged]) -> dict[str, str]:
         """``final -> wid`` of the envelopes the lowest level's tag versions say are
@@ -401,23 +410,11 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
 def _delete_unchanged(level: BaseCache, expected: dict[str, str]) -> None:
     """Delete from ``level`` each final key still holding the envelope written as
     its ``wid``: atomically on SmartCache and SQLiteCache, by re-read elsewhere."""
-    store = getattr(level, "_store", None)
-    if isinstance(level, SmartCache) and store is not None:
-        store.remove_unchanged(
-            {
-                final: partial(_holds_write, wid.encode())
-                for final, wid in expected.items()
-            },
-            invalidated=False,  # a level's copy: deleted, as a delete() would
-        )
+    store = _in_process_store(level)
+    if store is not None:
+        # A level's copy: deleted, as a delete() would, not an invalidation.
+        remove_writes(store, expected, invalidated=False)
     elif isinstance(level, SQLiteCache):
         level._delete_stale(expected, None)  # identity keys: final keys as given
     else:
-        found = level.get_many(list(expected))
-        unchanged = [
-            final
-            for final, wid in expected.items()
-            if isinstance(found.get(final), Tagged) and found[final].wid == wid
-        ]
-        if unchanged:
-            level.delete_many(unchanged)
+        delete_unchanged(expected, level.get_many, level.delete_many)

@@ -83,6 +83,20 @@ def _holds_write(wid: bytes, payload: bytes) -> bool:
     return wid in payload
 
 
+def remove_writes(
+    store: MemoryStore, writes: dict[str, str], *, invalidated: bool = True
+) -> int:
+    """Remove each made key of ``writes`` that still holds the envelope written as its
+    ``wid`` (``MemoryStore.remove_unchanged``); how many went."""
+    return store.remove_unchanged(
+        {
+            made: functools.partial(_holds_write, wid.encode())
+            for made, wid in writes.items()
+        },
+        invalidated=invalidated,
+    )
+
+
 # Each store's eviction listener, installed on the store only while ``entry_evicted``
 # has receivers: otherwise the store records nothing.
 _listeners: dict[tuple[Any, ...], EvictionListener] = {}
@@ -422,12 +436,8 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
     def _delete_stale(self, writes: dict[str, str], version: int | None) -> None:
         # A stale envelope read is an invalidated entry leaving, not a caller's delete;
         # compared and removed under the store's lock (a write since is kept).
-        self._store.remove_unchanged(
-            {
-                made: functools.partial(_holds_write, writes[key].encode())
-                for made, key in self._keys(list(writes), version).items()
-            }
-        )
+        made = self._keys(list(writes), version)
+        remove_writes(self._store, {m: writes[key] for m, key in made.items()})
 
     def _unwrap(self, key: Any, env: Tagged, default: Any, version: Any) -> Any:
         if env.deps or not nothing_pending():
