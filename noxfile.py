@@ -17,7 +17,11 @@ _PYENV_BINS = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin")))
 os.environ["PATH"] = os.pathsep.join([*_PYENV_BINS, os.environ.get("PATH", "")])
 
 #: Django series -> Python versions it is supported on here.
-MATRIX = {"5.2": ["3.11", "3.12", "3.13"], "6.0": ["3.12", "3.13"]}
+MATRIX = {
+    "5.2": ["3.11", "3.12", "3.13"],
+    "6.0": ["3.12", "3.13"],
+    "6.1": ["3.12", "3.13"],
+}
 
 
 def _install_for_tests(session: nox.Session, django: str) -> None:
@@ -52,7 +56,7 @@ def tests(session: nox.Session) -> None:
     "python,django", [(py, dj) for dj, pys in MATRIX.items() for py in pys]
 )
 def matrix(session: nox.Session, django: str) -> None:
-    """Django 5.2 on Python 3.11-3.13 and Django 6.0 on 3.12/3.13."""
+    """Django 5.2 on Python 3.11-3.13, Django 6.0 and 6.1 on 3.12/3.13."""
     _install_for_tests(session, django)
     session.run("pytest", "-m", "not e2e", *session.posargs)
 
