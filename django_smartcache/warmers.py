@@ -96,14 +96,16 @@ class WarmerRegistry:
             raise ImproperlyConfigured(f"warmer {name!r}: tags: {exc}") from exc
         entry = Warmer(name, func, caches, tags)
         existing = self._warmers.get(name)
-        if (
-            existing is not None
-            and existing != entry
-            and not _same_function(existing.func, func)
-        ):
-            raise ImproperlyConfigured(
-                f"warmer {name!r} is already registered by {_where(existing.func)}"
-            )
+        if existing is not None and existing != entry:
+            if not _same_function(existing.func, func):
+                raise ImproperlyConfigured(
+                    f"warmer {name!r} is already registered by {_where(existing.func)}"
+                )
+            if (existing.caches, existing.tags) != (caches, tags):
+                raise ImproperlyConfigured(
+                    f"warmer {name!r} is already registered by {_where(func)} with "
+                    f"caches={existing.caches!r}, tags={existing.tags!r}"
+                )
         self._warmers[name] = entry
         return entry
 
@@ -141,8 +143,13 @@ class WarmerRegistry:
 
 
 def _same_function(a: Callable[..., object], b: Callable[..., object]) -> bool:
-    # A module imported twice (e.g. under two names) registers an equal function again.
-    return _where(a) == _where(b)
+    """Whether ``b`` is ``a`` registered again: the same object, or the same module-level
+    function of a module imported twice (e.g. under two names). Lambdas, and functions
+    defined inside a function (a factory's), share a name without being the same."""
+    if a is b:
+        return True
+    where = _where(a)
+    return where == _where(b) and "<lambda>" not in where and "<locals>" not in where
 
 
 def _where(func: Callable[..., object]) -> str:
@@ -199,7 +206,14 @@ class _Counting:
 
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if self._tags:
-            kwargs["tags"] = (*self._tags, *normalize_tags(kwargs.get("tags")))
+            given = kwargs.get("tags")
+            if isinstance(given, Mapping):
+                # Versions pinned by the warmer (``cache.tag_versions()``, read before
+                # computing) stay pinned: an invalidation since then makes the entry
+                # stale at once. The warmer's own tags join at their current versions.
+                kwargs["tags"] = {**self._cache.tag_versions(self._tags), **given}  # type: ignore[attr-defined]
+            else:
+                kwargs["tags"] = (*self._tags, *normalize_tags(given))
         return kwargs
 
     def set(

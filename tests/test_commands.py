@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -241,8 +242,8 @@ def test_expire_purges_every_level(cache_set: Any) -> None:
         ),
         "sqlite: 3 expired entries removed (SQLiteCache 3)",
         (
-            "tagged: 6 expired entries removed (L1 SmartCache 3, L2 SQLiteCache 3); "
-            "in-process levels: this process's store only"
+            "tagged: 3 expired entries removed (L2 SQLiteCache 3); L1 SmartCache: 3 "
+            "expired copies dropped; in-process levels: this process's store only"
         ),
     ]
     for alias in ("smart", "sqlite", "tagged"):
@@ -282,7 +283,10 @@ def test_expire_and_stats_on_multilevel_over_redis(redis_url: str) -> None:
         time.sleep(0.1)
         out, _ = run("smartcache_expire", "--cache", "ml")
         # Redis expires keys itself: only the L1 has something to purge.
-        assert out.startswith("ml: 2 expired entries removed (L1 SmartCache 2);")
+        assert out.startswith(
+            "ml: no expired entries to remove (L2 RedisCache: expired by the level "
+            "itself); L1 SmartCache: 2 expired copies dropped;"
+        )
         assert ml.get("long") == "kept"
         out, _ = run("smartcache_stats", "--cache", "ml")
         assert "  L2 RedisCache (RedisCache)\n" in out
@@ -360,7 +364,10 @@ def test_invalidate_tag_on_every_tagging_alias(cache_set: Any) -> None:
         cache_set[alias].set("a", 1, tags=["news"])
         cache_set[alias].set("b", 2, tags=["sport"])
     out, _ = run("smartcache_invalidate", "tag:news")
-    assert out == "Invalidated 1 tag(s) on smart, sqlite, tagged.\n"
+    assert (
+        out
+        == "Invalidated 1 tag(s) on smart (in-process: this process only), sqlite, tagged.\n"
+    )
     for alias in TAGGING:
         assert cache_set[alias].get_many(["a", "b"]) == {"b": 2}
 
@@ -443,8 +450,9 @@ def test_invalidate_patterns_on_every_alias_that_has_them(cache_set: Any) -> Non
     out, _ = run(
         "smartcache_invalidate", "--pattern", "user:1:*", "--regex", r"^user:\d:mail$"
     )
+    note = {"smart": " (in-process: this process only)"}
     assert out.splitlines() == [
-        f"Deleted {n} key(s) matching {kind} on '{alias}'."
+        f"Deleted {n} key(s) matching {kind} on '{alias}'{note.get(alias, '')}."
         for alias in TAGGING
         for n, kind in ((2, "pattern 'user:1:*'"), (0, r"regex '^user:\\d:mail$'"))
     ]
@@ -475,10 +483,10 @@ def test_invalidate_dry_run_changes_nothing(cache_set: Any) -> None:
         "--dry-run",
     )
     assert out.splitlines() == [
-        "Would invalidate 2 tag(s) on smart.",
+        "Would invalidate 2 tag(s) on smart (in-process: this process only).",
         "  model:testapp.author",
         "  model:testapp.author#*",
-        "Would delete pattern 'a' on 'smart'.",
+        "Would delete pattern 'a' on 'smart' (in-process: this process only).",
     ]
     assert cache_set["smart"].get("a") == 1
 
@@ -625,3 +633,155 @@ def test_stats_sizes_have_their_unit(cache_set: Any) -> None:
     out, _ = run("smartcache_stats", "--cache", "smart")
     assert has_row(out, "entry overhead", "1.0 KB")
     assert has_row(out, "max item size", "unlimited")
+
+
+# -- review fixes (outside probe, session 6) ----------------------------------
+
+
+def test_call_command_takes_one_pattern_or_alias_as_a_string(cache_set: Any) -> None:
+    """``pattern="user:*"`` is one glob, not five (the last, ``*``, deleted everything)."""
+    for alias in ("smart", "sqlite"):
+        cache_set[alias].set_many({"user:1": 1, "user:2": 2, "home": 3})
+    out, _ = run("smartcache_invalidate", pattern="user:*", cache="sqlite")
+    assert out == "Deleted 2 key(s) matching pattern 'user:*' on 'sqlite'.\n"
+    assert cache_set["sqlite"].get_many(["user:1", "user:2", "home"]) == {"home": 3}
+    assert cache_set["smart"].get("home") == 3  # another alias: untouched
+    out, _ = run("smartcache_invalidate", regex=r"^user:\d+$", cache=["smart"])
+    assert "Deleted 2 key(s) matching regex" in out
+    assert cache_set["smart"].get_many(["user:1", "home"]) == {"home": 3}
+
+
+def test_a_bad_glob_changes_nothing(cache_set: Any) -> None:
+    """Every pattern is checked before the tags or any pattern run."""
+    cache = cache_set["tagged"]
+    cache.set("page", "p", tags=["news"])
+    cache.set("user:1", 1)
+    with pytest.raises(CommandError, match=r"Invalid glob '\[z-a\]'.*z-a is reversed"):
+        run(
+            "smartcache_invalidate",
+            "tag:news",
+            "--pattern",
+            "user:*",
+            "--pattern",
+            "[z-a]",
+        )
+    assert cache.get_many(["page", "user:1"]) == {"page": "p", "user:1": 1}
+
+
+def test_patterns_skip_an_alias_that_cannot_match_and_name_it_when_asked(
+    cache_set: Any, tmp_path: Path
+) -> None:
+    config = {
+        "smart": {
+            "BACKEND": "django_smartcache.backends.SmartCache",
+            "LOCATION": f"skip-{tmp_path.name}",
+        },
+        "mlfile": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": "django_smartcache.backends.SmartCache"},
+                    {
+                        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                        "LOCATION": str(tmp_path / "files"),
+                    },
+                ]
+            },
+        },
+        "hashed": {
+            "BACKEND": "django_smartcache.backends.SmartCache",
+            "LOCATION": f"hashed-{tmp_path.name}",
+            "KEY_FUNCTION": "tests.test_commands.hashed_key",
+        },
+    }
+    with override_settings(CACHES=config):
+        caches["smart"].set("user:1", 1)
+        for args in ((), ("--dry-run",)):
+            out, _ = run("smartcache_invalidate", "--pattern", "user:*", *args)
+            lines = out.splitlines()
+            assert (
+                "Skipped 'mlfile' (MultiLevelCache): it has a level (L2 "
+                "FileBasedCache) that cannot list its keys." in lines
+            )
+            assert any(
+                line.startswith("Skipped 'hashed' (SmartCache): ") for line in lines
+            )
+            assert not any(
+                "on 'mlfile'" in line or "on 'hashed'" in line for line in lines
+            )
+        assert caches["smart"].get("user:1") is None
+        with pytest.raises(CommandError, match="'mlfile'.*cannot list its keys"):
+            run("smartcache_invalidate", "--pattern", "user:*", "--cache", "mlfile")
+        for cache in caches.all():
+            cache.close()
+
+
+def hashed_key(key: str, key_prefix: str, version: int) -> str:
+    """A KEY_FUNCTION that cannot be inverted (the key is hashed)."""
+    import hashlib
+
+    return hashlib.sha256(f"{key_prefix}:{version}:{key}".encode()).hexdigest()
+
+
+def test_warm_runs_each_alias_once(cache_set: Any, temporary_warmers: Any) -> None:
+    calls: list[str] = []
+    temporary_warmers("count_calls", lambda cache: calls.append("x"))
+    run("smartcache_warm", "count_calls", "--cache", "sqlite", "--cache", "sqlite")
+    assert calls == ["x"]
+
+
+def test_invalidate_on_an_in_process_alias_says_so(cache_set: Any) -> None:
+    out, _ = run("smartcache_invalidate", "tag:news", "--cache", "smart")
+    assert out == "Invalidated 1 tag(s) on smart (in-process: this process only).\n"
+    out, _ = run("smartcache_invalidate", "--pattern", "x*", "--cache", "smart")
+    assert out == (
+        "Deleted 0 key(s) matching pattern 'x*' on 'smart' (in-process: this process only).\n"
+    )
+
+
+@pytest.fixture
+def broken_l2(tmp_path: Path) -> Iterator[Any]:
+    """``ml``: a SmartCache L1 over a FileBasedCache whose directory became a file (down)."""
+    blocker = tmp_path / "files"
+    config = {
+        "default": {"BACKEND": LOCMEM, "LOCATION": f"broken-{tmp_path.name}"},
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": "django_smartcache.backends.SmartCache"},
+                    {
+                        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                        "LOCATION": str(blocker),
+                    },
+                ],
+            },
+        },
+    }
+    with override_settings(CACHES=config):
+        caches["ml"]  # FileBasedCache makes its directory when built
+        shutil.rmtree(blocker)
+        blocker.write_text("")
+        yield caches["ml"]
+        for health in caches["ml"]._health:
+            health.stop()
+        caches["ml"].close()
+
+
+def test_commands_fail_when_the_shared_level_missed_the_change(
+    broken_l2: Any, temporary_warmers: Any
+) -> None:
+    """The process that missed a level repairs it on recovery, but a command exits
+    first: the level would keep serving the old entries, so the command fails."""
+    with pytest.raises(CommandError, match=r"The invalidation did not reach 'ml' L2"):
+        run("smartcache_invalidate", "tag:news", "--cache", "ml")
+    temporary_warmers("fill_ml", lambda cache: cache.set("k", 1), caches="ml")
+    with pytest.raises(
+        CommandError, match=r"Warming did not reach 'ml' L2 FileBasedCache"
+    ):
+        run("smartcache_warm", "fill_ml")
+    # Down now (it failed): the clear skips it, to be cleared on its recovery.
+    with pytest.raises(
+        CommandError, match=r"The clear did not reach 'ml' L2 FileBasedCache"
+    ):
+        run("smartcache_clear", "--cache", "ml", "--noinput")

@@ -72,6 +72,35 @@ def test_one_name_two_functions_is_an_error_the_same_function_again_is_not() -> 
         reg.register("w", other)
 
 
+def test_same_name_lambdas_and_factory_functions_are_different_functions() -> None:
+    """They share a qualified name (``<lambda>``, ``make.<locals>.warm``) without being
+    the same function: the second one used to replace the first silently."""
+    reg = WarmerRegistry()
+    reg.register("w", lambda cache: None)
+    with pytest.raises(ImproperlyConfigured, match="already registered by"):
+        reg.register("w", lambda cache: None)
+
+    def make() -> Any:
+        def warm(cache: Any) -> None:
+            pass
+
+        return warm
+
+    reg.register("f", make())
+    with pytest.raises(ImproperlyConfigured, match="already registered by"):
+        reg.register("f", make())
+
+
+def test_the_same_function_with_other_options_is_an_error() -> None:
+    reg = WarmerRegistry()
+    reg.register("w", noop, caches="default", tags=["a"])
+    with pytest.raises(ImproperlyConfigured, match=r"with caches=\('default',\)"):
+        reg.register("w", noop, caches="other", tags=["a"])
+    with pytest.raises(ImproperlyConfigured, match=r"tags=\('a',\)"):
+        reg.register("w", noop, caches="default")
+    assert reg.get("w").caches == ("default",)
+
+
 def test_get_names_the_known_warmers() -> None:
     reg = WarmerRegistry()
     reg.register("b", noop)
@@ -173,6 +202,23 @@ def test_run_adds_the_warmers_tags_to_each_write(smart: Any) -> None:
     }
     smart.invalidate_tags("shared")
     assert smart.get_many(["a", "b", "c", "untagged"]) == {"untagged": 0}
+
+
+def test_run_keeps_the_tag_versions_a_warmer_pinned(smart: Any) -> None:
+    """``tags=cache.tag_versions([...])``, read before computing, stays pinned: an
+    invalidation while the warmer computed makes its entry stale at once."""
+
+    def fill(cache: Any) -> None:
+        versions = cache.tag_versions(["news"])
+        smart.invalidate_tags("news")  # the data changed while the warmer computed
+        cache.set("page", "rendered-from-old-data", tags=versions)
+        cache.set("fresh", "ok", tags=cache.tag_versions(["news"]))
+
+    assert run(Warmer("fill", fill, None, ("shared",)), "smart").ok
+    assert smart.get("page") is None
+    assert smart.get("fresh") == "ok"
+    smart.invalidate_tags("shared")  # the warmer's own tag still applies
+    assert smart.get("fresh") is None
 
 
 def test_run_returns_the_error_and_the_keys_set_before_it(smart: Any) -> None:

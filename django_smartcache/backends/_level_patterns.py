@@ -31,7 +31,7 @@ from django.core.cache.backends.locmem import LocMemCache
 
 from ..core.patterns import KeyPattern
 
-__all__ = ["SCAN_COUNT", "delete_matching"]
+__all__ = ["SCAN_COUNT", "delete_matching", "lists_keys"]
 
 #: Keys asked per ``SCAN`` call and deleted per pipelined ``UNLINK`` batch.
 SCAN_COUNT = 500
@@ -44,6 +44,18 @@ _LOOKS_BEHIND_TEXT = re.compile(r"\(\?<[=!]|\(\?[a-zA-Z]*m")
 _LEADING_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
 _LEADING_COMMENT = re.compile(r"\(\?#(?:\\.|[^\\)])*\)", re.DOTALL)
 _VERBOSE_BLANK = re.compile(r"(?:\s+|#[^\n]*(?:\n|\Z))+")
+
+
+def lists_keys(level: BaseCache) -> bool:
+    """Whether :func:`delete_matching` can work on ``level`` (the same tests, in order)."""
+    store = getattr(level, "_store", None)
+    return (
+        _redis_client(level) is not None
+        or (store is not None and callable(getattr(store, "delete_matching", None)))
+        or callable(getattr(level, "_delete_key_pattern", None))
+        or callable(getattr(level, "delete_pattern", None))
+        or isinstance(level, LocMemCache)
+    )
 
 
 def delete_matching(

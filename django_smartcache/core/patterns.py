@@ -16,7 +16,9 @@ Glob syntax (our own, on characters; *not* Redis's, which works on bytes with ot
 bracket rules): ``*`` any run of characters (``:`` included), ``?`` one character,
 ``[abc]``/``[a-z]`` a class, ``[!abc]`` or ``[^abc]`` a negated class (a ``]`` right
 after ``[``, ``[!`` or ``[^`` is a member; a ``-`` first or last is literal; ``\\x`` in a
-class is ``x``), ``\\x`` the character ``x`` literally, and a ``[`` with no closing
+class is ``x``, but the first ``]`` after the start still closes the class: ``[\\]]``
+is the class ``[\\]`` then a literal ``]``; a reversed range such as ``[z-a]`` is a
+``ValueError``), ``\\x`` the character ``x`` literally, and a ``[`` with no closing
 ``]`` is a literal ``[``. A regex (``regex=True``) is Python's
 ``re`` syntax applied with ``re.search`` to the caller's key (anchor it with
 ``^``/``$``/``\\Z`` for a whole-key match). Pure standard library: no Django here.
@@ -90,50 +92,91 @@ def _glob_tokens(glob: str) -> list[str | None]:
     return out
 
 
+def _class_regex(glob: str, body: str) -> str:
+    """The regex class for a glob class's ``body`` (between the brackets).
+
+    A reversed range (``[z-a]``) is refused with ``ValueError``: ``re`` would raise a
+    ``re.error`` about the translation, and Redis and SQLite read it differently.
+    """
+    negate = body[:1] in ("!", "^")
+    if negate:
+        body = body[1:]
+    parts: list[str] = []
+    last = ""  # the last member character
+    ranged = (
+        False  # whether ``last`` ended a range (a "-" after it is literal, as in re)
+    )
+    k = 0
+    while k < len(body):
+        c = body[k]
+        if c == "\\" and k + 1 < len(body):
+            k += 1
+            c = body[k]
+        elif c == "-" and 0 < k < len(body) - 1:
+            parts.append("-")  # a range, as in [a-z]; re reads it the same way
+            if not ranged:
+                high = body[k + 1]
+                if high == "\\" and k + 2 < len(body):
+                    high = body[k + 2]
+                if last > high:
+                    raise ValueError(
+                        f"invalid glob {glob!r}: the range {last}-{high} is reversed"
+                    )
+                ranged = True
+                # The next member ends the range; ``ranged`` stays set for it.
+                k += 1
+                if body[k] == "\\" and k + 1 < len(body):
+                    k += 1
+                parts.append(re.escape(body[k]))
+                last = body[k]
+                k += 1
+                continue
+        parts.append(re.escape(c))
+        last, ranged = c, False
+        k += 1
+    return f"[{'^' if negate else ''}{''.join(parts)}]"
+
+
 def glob_to_regex(glob: str) -> str:
-    """Translate a glob (syntax in the module docstring) to an anchored Python regex."""
-    out: list[str] = []
+    """Translate a glob (syntax in the module docstring) to an anchored Python regex.
+
+    ``ValueError`` for a class with a reversed range. Every ``*`` but the last becomes
+    an atomic lazy group, as :func:`fnmatch.translate` does: ``a*b*c`` is
+    ``a(?>.*?b).*c``. What lies between two stars matches a fixed number of
+    characters, so its leftmost match is always a right one and nothing is retried,
+    where ``.*a.*a.*a...`` backtracks exponentially (minutes for ten stars on a
+    long key).
+    """
+    segments: list[list[str]] = [[]]  # the regex pieces between the stars
     i, n = 0, len(glob)
     while i < n:
         ch = glob[i]
         i += 1
         if ch == "*":
-            out.append(".*")
+            if segments[-1] or len(segments) == 1:
+                segments.append([])  # "**" is one star
         elif ch == "?":
-            out.append(".")
+            segments[-1].append(".")
         elif ch == "\\":
             if i < n:
-                out.append(re.escape(glob[i]))
+                segments[-1].append(re.escape(glob[i]))
                 i += 1
             else:
-                out.append(re.escape("\\"))
+                segments[-1].append(re.escape("\\"))
         elif ch == "[":
             j = _class_end(glob, i)
             if j is None:  # no closing bracket: a literal "["
-                out.append(re.escape("["))
+                segments[-1].append(re.escape("["))
                 continue
-            body = glob[i:j]
+            segments[-1].append(_class_regex(glob, glob[i:j]))
             i = j + 1
-            negate = body[:1] in ("!", "^")
-            if negate:
-                body = body[1:]
-            parts: list[str] = []
-            k = 0
-            while k < len(body):
-                c = body[k]
-                if c == "\\" and k + 1 < len(body):
-                    k += 1
-                    parts.append(re.escape(body[k]))
-                elif c == "-" and 0 < k < len(body) - 1:
-                    parts.append("-")  # a range, as in [a-z]
-                else:
-                    parts.append(re.escape(c))
-                k += 1
-            body = "".join(parts)
-            out.append(f"[{'^' if negate else ''}{body}]")
         else:
-            out.append(re.escape(ch))
-    return "(?s:" + "".join(out) + r")\Z"
+            segments[-1].append(re.escape(ch))
+    out = "".join(segments[0])
+    if len(segments) > 1:
+        out += "".join(f"(?>.*?{''.join(s)})" for s in segments[1:-1])
+        out += ".*" + "".join(segments[-1])
+    return "(?s:" + out + r")\Z"
 
 
 def prefix_end(prefix: str) -> str | None:
@@ -145,7 +188,8 @@ def prefix_end(prefix: str) -> str | None:
     while chars:
         last = ord(chars[-1])
         if last < 0x10FFFF:
-            chars[-1] = chr(last + 1)
+            # Past U+D7FF come the surrogates, which no UTF-8 text (SQLite's) holds.
+            chars[-1] = chr(0xE000 if 0xD7FF <= last < 0xE000 else last + 1)
             return "".join(chars)
         chars.pop()
     return None

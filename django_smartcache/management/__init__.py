@@ -25,9 +25,26 @@ def add_cache_argument(parser: ArgumentParser, text: str) -> None:
     )
 
 
+def listed(value: Any) -> list[str]:
+    """An ``append`` option's values as a list, duplicates dropped.
+
+    ``call_command("smartcache_invalidate", pattern="user:*")`` passes the string
+    itself, which would otherwise be read one character at a time (and ``"*"`` is one).
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(dict.fromkeys(value))
+
+
 def check_aliases(options: dict[str, Any]) -> None:
-    """``CommandError`` naming the known aliases if a ``--cache`` alias is unknown."""
-    unknown = [a for a in options.get("caches") or () if a not in settings.CACHES]
+    """``CommandError`` naming the known aliases if a ``--cache`` alias is unknown.
+
+    Also reads ``options["caches"]`` as a list (``listed()``), None when empty.
+    """
+    options["caches"] = listed(options.get("caches")) or None
+    unknown = [a for a in options["caches"] or () if a not in settings.CACHES]
     if unknown:
         names = ", ".join(repr(a) for a in dict.fromkeys(unknown))
         known = ", ".join(repr(a) for a in settings.CACHES) or "none"
@@ -63,3 +80,48 @@ def levels(cache: BaseCache) -> tuple[BaseCache, ...]:
 
 def level_label(index: int, level: BaseCache) -> str:
     return f"L{index + 1} {backend_name(level)}"
+
+
+def pattern_problem(cache: BaseCache) -> str | None:
+    """Why ``delete_pattern()`` cannot work on ``cache`` whatever the pattern; None if it can."""
+    if not callable(getattr(cache, "delete_pattern", None)):
+        return "has no delete_pattern()"
+    key_pattern = getattr(cache, "key_pattern", None)
+    if callable(key_pattern):
+        try:
+            key_pattern("probe")
+        except ValueError as exc:  # a KEY_FUNCTION that cannot be inverted
+            return f"cannot match patterns: {exc}"
+    from ..backends._level_patterns import lists_keys
+
+    for index, level in enumerate(levels(cache)):
+        if not lists_keys(level):
+            return (
+                f"has a level ({level_label(index, level)}) that cannot list its keys"
+            )
+    return None
+
+
+def unreached_levels(cache: BaseCache) -> list[str]:
+    """The shared levels of a MultiLevelCache that missed a change made by this process.
+
+    They were down when it was made and still hold what it replaced. The process
+    repairs them once they are back, but only while it runs: a command exits first.
+    """
+    if not levels(cache):
+        return []
+    found = []
+    for level in cache.stats()["levels"][1:]:  # type: ignore[attr-defined]
+        if level["pending_repairs"]:
+            error = level["last_error"] or "down"
+            found.append(f"{level['level']} ({error})")
+    return found
+
+
+def fail_if_unreached(missed: list[str], what: str) -> None:
+    """``CommandError`` (status 1) naming the levels ``unreached_levels()`` found."""
+    if missed:
+        raise CommandError(
+            f"{what} did not reach {'; '.join(missed)}: that level was down and still "
+            "serves what was there before. Run the command again once it is back."
+        )

@@ -120,3 +120,51 @@ def test_redis_match_is_a_superset(glob: str, key: str) -> None:
             for part in re.findall(r"\\.|\*|[^\\*]", redis)
         )
         assert re.fullmatch(regex, "h[1]:" + key, re.DOTALL), (glob, key, redis)
+
+
+def _glob_to_regex_with_backtracking(glob: str) -> str:
+    """The translation before the atomic groups: each ``*`` a greedy ``.*``."""
+    return glob_to_regex(glob).replace("(?>.*?", "(?:.*?")
+
+
+@given(
+    st.text(alphabet="ab*?[]!-\\^", max_size=10),
+    st.text(alphabet="ab-]![\\^*?\n", max_size=8),
+)
+def test_atomic_stars_match_what_plain_stars_match(glob: str, key: str) -> None:
+    try:
+        fast = re.compile(glob_to_regex(glob))
+    except ValueError:
+        return  # a reversed range: refused (below)
+    slow = re.compile(_glob_to_regex_with_backtracking(glob))
+    assert bool(fast.match(key)) == bool(slow.match(key))
+
+
+def test_many_stars_do_not_backtrack() -> None:
+    """``*a*a...*a`` on a long key that fails at the end: linear, not exponential
+    (``.*a.*a...`` took minutes for 40 stars; fnmatch has the same guard)."""
+    pattern = KeyPattern("*a" * 40 + "*b")
+    assert pattern.matches_key("a" * 200) is False
+    assert pattern.matches_key("a" * 60 + "b") is True
+    assert "(?>" in glob_to_regex("*a*b")
+
+
+@pytest.mark.parametrize("glob", ["[z-a]", "x[!9-0]", "[ab-a]"])
+def test_a_reversed_range_is_a_clear_error(glob: str) -> None:
+    with pytest.raises(ValueError, match=r"invalid glob .* the range .* is reversed"):
+        KeyPattern(glob)
+
+
+@pytest.mark.parametrize(
+    ("glob", "key"),
+    [("[a-c-b]", "-"), ("[a-c-b]", "b"), ("[--a]", "-"), ("[!--/]", "a")],
+)
+def test_a_dash_after_a_range_is_a_member_as_in_re(glob: str, key: str) -> None:
+    assert KeyPattern(glob).matches_key(key)
+
+
+def test_prefix_end_skips_the_surrogates() -> None:
+    """U+D7FF + 1 is a surrogate, which no UTF-8 text (SQLite's) can hold."""
+    assert prefix_end("a\ud7ff") == "a\ue000"
+    assert prefix_end("a\ud7fe") == "a\ud7ff"
+    "a\ue000".encode()  # encodable

@@ -9,7 +9,14 @@ from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.management.base import BaseCommand, CommandError
 
-from .. import add_cache_argument, backend_name, check_aliases, in_process
+from .. import (
+    add_cache_argument,
+    backend_name,
+    check_aliases,
+    fail_if_unreached,
+    in_process,
+    unreached_levels,
+)
 
 
 class Command(BaseCommand):
@@ -57,6 +64,7 @@ class Command(BaseCommand):
             if answer != "yes":
                 self.stdout.write("Clear cancelled.")
                 return
+        missed: list[str] = []
         for alias in aliases:
             cache = caches[alias]
             cache.clear()
@@ -64,3 +72,5 @@ class Command(BaseCommand):
                 " (in-process: this process's store only)" if in_process(cache) else ""
             )
             self.stdout.write(f"Cleared {alias!r} ({backend_name(cache)}){note}.")
+            missed += [f"{alias!r} {m}" for m in unreached_levels(cache)]
+        fail_if_unreached(missed, "The clear")

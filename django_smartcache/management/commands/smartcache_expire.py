@@ -43,20 +43,42 @@ class Command(BaseCommand):
             cache = caches[alias]
             parts = levels(cache)
             if parts:
-                counts = [(level_label(i, lv), purge(lv)) for i, lv in enumerate(parts)]
-            else:
-                counts = [(backend_name(cache), purge(cache))]
-            done = [(label, n) for label, n in counts if n is not None]
-            if not done:
+                self.stdout.write(f"{alias}: {self._levels(parts)}")
+                continue
+            removed = purge(cache)
+            if removed is None:
                 self.stdout.write(
                     f"{alias}: {backend_name(cache)} has no purge of expired entries "
                     "(it drops them itself); skipped"
                 )
                 continue
-            total = sum(n for _, n in done)
-            detail = ", ".join(f"{label} {n}" for label, n in counts if n is not None)
-            noun = "entry" if total == 1 else "entries"
-            line = f"{alias}: {total} expired {noun} removed ({detail})"
-            if in_process(cache) or parts and in_process(parts[0]):
+            line = f"{alias}: {_entries(removed)} removed ({backend_name(cache)} {removed})"
+            if in_process(cache):
                 line += "; in-process levels: this process's store only"
             self.stdout.write(line)
+
+    def _levels(self, parts: tuple[BaseCache, ...]) -> str:
+        """A MultiLevelCache: the levels below L1 hold the entries, L1 only copies of
+        them (which also expire at ``L1_MAX_TTL``): counted apart, never summed."""
+        below = [(level_label(i, lv), purge(lv)) for i, lv in enumerate(parts) if i]
+        done = [(label, n) for label, n in below if n is not None]
+        if done:
+            total = sum(n for _, n in done)
+            detail = ", ".join(f"{label} {n}" for label, n in done)
+            line = f"{_entries(total)} removed ({detail})"
+        else:
+            names = ", ".join(label for label, _ in below)
+            line = (
+                f"no expired entries to remove ({names}: expired by the level itself)"
+            )
+        copies = purge(parts[0])
+        if copies is not None:
+            noun = "copy" if copies == 1 else "copies"
+            line += f"; {level_label(0, parts[0])}: {copies} expired {noun} dropped"
+        if in_process(parts[0]):
+            line += "; in-process levels: this process's store only"
+        return line
+
+
+def _entries(n: int) -> str:
+    return f"{n} expired {'entry' if n == 1 else 'entries'}"

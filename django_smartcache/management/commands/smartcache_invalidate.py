@@ -16,10 +16,21 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Model
 
+from ...core.patterns import KeyPattern
 from ...core.tags import InvalidTag, normalize_tags
 from ...registry import family, model_tag, row_tags, rows_tag
 from ...tagging import expand_tags, tagging_caches
-from .. import add_cache_argument, backend_name, check_aliases, chosen_aliases
+from .. import (
+    add_cache_argument,
+    backend_name,
+    check_aliases,
+    chosen_aliases,
+    fail_if_unreached,
+    in_process,
+    listed,
+    pattern_problem,
+    unreached_levels,
+)
 
 REASON = "manage.py smartcache_invalidate"
 
@@ -113,17 +124,22 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         check_aliases(options)
-        labels, patterns = options["labels"], options["pattern"]
-        regexes = options["regex"]
+        labels = listed(options["labels"])
+        patterns, regexes = listed(options["pattern"]), listed(options["regex"])
         if not (labels or patterns or regexes):
             raise CommandError("Give at least one label, --pattern or --regex.")
         tags = list(dict.fromkeys(t for label in labels for t in tags_for(label)))
-        for regex in regexes:  # every input is checked before anything changes
+        # Every input is checked before anything changes.
+        for pattern, regex in [(p, False) for p in patterns] + [
+            (r, True) for r in regexes
+        ]:
             try:
-                re.compile(regex)
-            except re.error as exc:
-                raise CommandError(f"Invalid regex {regex!r}: {exc}") from exc
+                KeyPattern(pattern, regex=regex)
+            except (re.error, ValueError) as exc:
+                kind = "regex" if regex else "glob"
+                raise CommandError(f"Invalid {kind} {pattern!r}: {exc}") from exc
         dry = options["dry_run"]
+        missed: list[str] = []
         if tags:
             try:
                 targets = tagging_caches(options["caches"])
@@ -133,17 +149,24 @@ class Command(BaseCommand):
                 raise CommandError(
                     "No cache alias supports tags (SMARTCACHE['TAG_CACHES'])."
                 )
-            names = ", ".join(alias for alias, _ in targets)
+            names = ", ".join(
+                f"{alias} (in-process: this process only)"
+                if in_process(cache)
+                else alias
+                for alias, cache in targets
+            )
             verb = "Would invalidate" if dry else "Invalidated"
             if not dry:
-                for _alias, cache in targets:
+                for alias, cache in targets:
                     cache.invalidate_tags(*tags, reason=REASON)
+                    missed += [f"{alias!r} {m}" for m in unreached_levels(cache)]
             self.stdout.write(f"{verb} {len(tags)} tag(s) on {names}.")
             if options["verbosity"] > 1 or dry:
                 for tag in expand_tags(tags) if options["verbosity"] > 2 else tags:
                     self.stdout.write(f"  {tag}")
         if patterns or regexes:
-            self._patterns(options, patterns, regexes, dry)
+            missed += self._patterns(options, patterns, regexes, dry)
+        fail_if_unreached(missed, "The invalidation")
 
     def _patterns(
         self,
@@ -151,27 +174,47 @@ class Command(BaseCommand):
         patterns: list[str],
         regexes: list[str],
         dry: bool,
-    ) -> None:
+    ) -> list[str]:
+        """Run the pattern deletes; the levels they could not reach (see ``handle``)."""
         explicit = bool(options["caches"])
         targets = []
         for alias in chosen_aliases(options):
             cache = caches[alias]
-            if callable(getattr(cache, "delete_pattern", None)):
+            problem = pattern_problem(cache)
+            if problem is None:
                 targets.append((alias, cache))
             elif explicit:
                 raise CommandError(
-                    f"Cache alias {alias!r} ({backend_name(cache)}) has no delete_pattern()."
+                    f"Cache alias {alias!r} ({backend_name(cache)}) {problem}."
+                )
+            elif callable(getattr(cache, "delete_pattern", None)):
+                self.stdout.write(
+                    f"Skipped {alias!r} ({backend_name(cache)}): it {problem}."
                 )
         if not targets:
-            raise CommandError("No cache alias has delete_pattern().")
+            raise CommandError("No cache alias has a delete_pattern() that can work.")
         work = [(p, False) for p in patterns] + [(r, True) for r in regexes]
+        missed: list[str] = []
         for alias, cache in targets:
+            note = " (in-process: this process only)" if in_process(cache) else ""
             for pattern, regex in work:
                 kind = "regex" if regex else "pattern"
                 if dry:
-                    self.stdout.write(f"Would delete {kind} {pattern!r} on {alias!r}.")
+                    self.stdout.write(
+                        f"Would delete {kind} {pattern!r} on {alias!r}{note}."
+                    )
                     continue
-                removed = cache.delete_pattern(pattern, regex=regex)
+                try:
+                    removed = cache.delete_pattern(pattern, regex=regex)
+                except (NotImplementedError, ValueError) as exc:
+                    # A regex a level cannot rewrite (a lookbehind over final keys).
+                    raise CommandError(
+                        f"{kind} {pattern!r} on {alias!r}: {exc}"
+                    ) from exc
                 self.stdout.write(
-                    f"Deleted {removed} key(s) matching {kind} {pattern!r} on {alias!r}."
+                    f"Deleted {removed} key(s) matching {kind} {pattern!r} on "
+                    f"{alias!r}{note}."
                 )
+            if not dry:
+                missed += [f"{alias!r} {m}" for m in unreached_levels(cache)]
+        return missed

@@ -10,7 +10,14 @@ from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import warmers
-from .. import add_cache_argument, check_aliases, in_process
+from .. import (
+    add_cache_argument,
+    check_aliases,
+    fail_if_unreached,
+    in_process,
+    listed,
+    unreached_levels,
+)
 
 
 def _keys_set(n: int) -> str:
@@ -59,7 +66,9 @@ class Command(BaseCommand):
             self._list()
             return
         try:
-            selected = warmers.registry.select(options["names"], options["tags"])
+            selected = warmers.registry.select(
+                listed(options["names"]), listed(options["tags"])
+            )
         except LookupError as exc:
             raise CommandError(exc.args[0]) from exc
         plan = [(w, alias) for w in selected for alias in w.aliases(options["caches"])]
@@ -98,6 +107,12 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{len(failed)} of {len(plan)} warmer runs failed: {', '.join(failed)}"
             )
+        missed = [
+            f"{alias!r} {m}"
+            for alias in dict.fromkeys(alias for _, alias in plan)
+            for m in unreached_levels(caches[alias])
+        ]
+        fail_if_unreached(missed, "Warming")
 
     def _list(self) -> None:
         if not len(warmers.registry):
