@@ -208,9 +208,8 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
                 f"{_BACKEND}: OPTIONS['MAX_MEMORY'] may be None only when "
                 "OPTIONS['MAX_ENTRIES'] sets an entry budget"
             )
-        self._store = _store_for(
-            (location, max_bytes, max_entries, max_item_size, policy), self
-        )
+        self._store_config = (location, max_bytes, max_entries, max_item_size, policy)
+        self._store = _store_for(self._store_config, self)
 
     # -- the primitives ------------------------------------------------------------------
 
@@ -580,6 +579,12 @@ class SmartCache(SingleFlightMixin, _TaggedStoreCache):
     ``signals.entry_evicted``;
     ``delete_pattern()`` deletes by glob or regex.
     """
+
+    def singleflight_scope(self) -> Any:
+        # What picks the store (LOCATION *and* the budgets, as _store_for does): two
+        # aliases with the default LOCATION and other budgets have two stores, and
+        # must not hand each other a computation of the same made key.
+        return ("django_smartcache.SmartCache", self._store_config)
 
     def _waited_read(self) -> None:
         self._store.count_misses(1)

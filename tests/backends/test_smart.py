@@ -423,3 +423,40 @@ def test_async_tagged_calls_run_inline_without_a_thread_hop():
 @pytest.mark.parametrize("value", [3, "3", 0, "0", 2.0])
 def test_cull_frequency_is_read_as_django_reads_it(value):
     make(CULL_FREQUENCY=value)  # accepted, as LocMemCache takes int() of it
+
+
+def test_two_stores_of_one_location_never_share_a_computation():
+    """Same LOCATION, other budgets: two stores (``_store_for``), so two scopes. With
+    one scope, concurrent ``get_or_set`` of one key on both handed one alias the
+    other's value and left its own store empty."""
+    location = f"scope-{next(_names)}"
+    first, second = make(location, MAX_MEMORY="1MB"), make(location, MAX_MEMORY="2MB")
+    assert first._store is not second._store
+    assert first.singleflight_scope() != second.singleflight_scope()
+    same = make(location, MAX_MEMORY="1MB")
+    assert same._store is first._store
+    assert same.singleflight_scope() == first.singleflight_scope()
+    started, release = threading.Event(), threading.Event()
+
+    def slow_first():
+        started.set()
+        release.wait(5)
+        return "of-first"
+
+    results = {}
+    thread = threading.Thread(
+        target=lambda: results.update(first=first.get_or_set("k", slow_first))
+    )
+    thread.start()
+    started.wait(5)
+    helper = threading.Thread(
+        target=lambda: results.update(
+            second=second.get_or_set("k", lambda: "of-second")
+        )
+    )
+    helper.start()
+    helper.join(5)
+    release.set()
+    thread.join(5)
+    assert results == {"first": "of-first", "second": "of-second"}
+    assert second.get("k") == "of-second"
