@@ -445,18 +445,40 @@ class CachedFunction(Generic[P, R]):
         return value  # type: ignore[no-any-return]
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
-        """Delete this call's entry; whether there was one."""
-        return bool(self._cache().delete(self.key(*args, **kwargs)))
+        """Delete this call's entry; whether there was one.
 
-    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Recompute this call now, store it, and return it."""
+        A computation of it already running (in any process) will not store its
+        result (see :meth:`_void`), and later callers do not join it.
+        """
         key = self.key(*args, **kwargs)
         cache = self._cache()
+        self._void(cache, key)
+        _FLIGHT.forget((self._options.using, key))
+        return bool(cache.delete(key))
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Recompute this call now, store it, and return it (never the result of a
+        computation that was already running: it may predate the change)."""
+        key = self.key(*args, **kwargs)
+        cache = self._cache()
+        self._void(cache, key)
+        _FLIGHT.forget((self._options.using, key))
         value, _ = _FLIGHT.do(
             (self._options.using, key),
             lambda: self._compute(cache, key, args, kwargs, None),
         )
         return value  # type: ignore[no-any-return]
+
+    def _void(self, cache: BaseCache, key: str) -> None:
+        """Void the computations of ``key`` running now, in every process.
+
+        Each computation reads ``key:void`` before calling the function and again
+        before storing; a new token in between (an ``invalidate()`` or ``refresh()``)
+        means its inputs may predate the change, so its result goes to its callers
+        but not into the cache. The token lives ``lock_timeout``: a computation
+        running longer may still store (as with ``lock=True``, that is the bound).
+        """
+        cache.set(f"{key}:void", uuid.uuid4().hex, timeout=self._options.lock_seconds)
 
     def _lead(
         self, cache: BaseCache, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -509,6 +531,7 @@ class CachedFunction(Generic[P, R]):
         read_versions = getattr(cache, "tag_versions", None) if tags else None
         if read_versions is not None:  # before computing: see TaggingMixin._prepare
             tags = {"tags": read_versions(tags["tags"])}
+        void = cache.get(f"{key}:void")  # see _void()
         started = self._options.clock()
         try:
             value = self._func(*args, **kwargs)
@@ -516,6 +539,8 @@ class CachedFunction(Generic[P, R]):
             if self._serve_stale(stale, exc):
                 return stale.value  # type: ignore[union-attr]
             raise
+        if cache.get(f"{key}:void") != void:
+            return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
         cache.set(key, envelope, timeout=timeout, **tags)
         return value
@@ -579,16 +604,28 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         return value  # type: ignore[no-any-return]
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:  # type: ignore[override]
-        return bool(await self._cache().adelete(self.key(*args, **kwargs)))
+        key = self.key(*args, **kwargs)
+        cache = self._cache()
+        await self._avoid(cache, key)
+        _ASYNC_FLIGHT.forget((self._options.using, key))
+        return bool(await cache.adelete(key))
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
         key = self.key(*args, **kwargs)
         cache = self._cache()
+        await self._avoid(cache, key)
+        _ASYNC_FLIGHT.forget((self._options.using, key))
         value, _ = await _ASYNC_FLIGHT.do(
             (self._options.using, key),
             lambda: self._acompute(cache, key, args, kwargs, None),
         )
         return value  # type: ignore[no-any-return]
+
+    async def _avoid(self, cache: BaseCache, key: str) -> None:
+        """:meth:`CachedFunction._void`, awaited."""
+        await cache.aset(
+            f"{key}:void", uuid.uuid4().hex, timeout=self._options.lock_seconds
+        )
 
     async def _alead(
         self, cache: BaseCache, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -637,6 +674,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         if read_versions is not None:  # before computing: see TaggingMixin._prepare
             versions = sync_to_async(read_versions, thread_sensitive=True)
             tags = {"tags": await versions(tags["tags"])}
+        void = await cache.aget(f"{key}:void")  # see CachedFunction._void()
         started = self._options.clock()
         try:
             value = await self._func(*args, **kwargs)  # type: ignore[misc]
@@ -644,6 +682,8 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             if self._serve_stale(stale, exc):
                 return stale.value  # type: ignore[union-attr]
             raise
+        if await cache.aget(f"{key}:void") != void:
+            return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
         if tags and not _accepts_tags(type(cache).aset):
             # BaseCache.aset() does not pass tags= on; reach set() in a thread instead.

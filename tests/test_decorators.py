@@ -987,3 +987,80 @@ def test_infinite_times() -> None:
     for option in ("lock_timeout", "stale_if_error"):
         with pytest.raises(ImproperlyConfigured, match=rf"cached\({option}=\.\.\.\)"):
             cached(**{option: float("inf")})
+
+
+# -- invalidate()/refresh() while a computation runs (outside probe, session 6) -------
+
+
+def _slow_source():
+    """A data source and a memoized reader that blocks until released."""
+    data = {"v": "old"}
+    entered, release = threading.Event(), threading.Event()
+
+    @cached(name="slow_reader", timeout=300)
+    def reader():
+        value = data["v"]  # read before the change...
+        entered.set()
+        release.wait(ARRIVAL_TIMEOUT)
+        return value  # ...returned after it
+
+    return data, entered, release, reader
+
+
+def _in_thread(fn, results, name):
+    thread = threading.Thread(target=lambda: results.__setitem__(name, fn()))
+    thread.start()
+    return thread
+
+
+def test_invalidate_while_computing_keeps_the_old_result_out_of_the_cache():
+    data, entered, release, reader = _slow_source()
+    results = {}
+    first = _in_thread(reader, results, "first")
+    assert entered.wait(ARRIVAL_TIMEOUT)
+    data["v"] = "new"
+    reader.invalidate()
+    entered.clear()
+    # A caller after the invalidation starts its own computation, not the old one's.
+    second = _in_thread(reader, results, "second")
+    assert entered.wait(ARRIVAL_TIMEOUT)
+    release.set()
+    first.join(ARRIVAL_TIMEOUT)
+    second.join(ARRIVAL_TIMEOUT)
+    assert results == {"first": "old", "second": "new"}
+    assert reader() == "new"  # the stored value is the second computation's
+
+
+def test_refresh_while_computing_recomputes_and_wins():
+    data, entered, release, reader = _slow_source()
+    results = {}
+    first = _in_thread(reader, results, "first")
+    assert entered.wait(ARRIVAL_TIMEOUT)
+    data["v"] = "new"
+    refreshed = _in_thread(reader.refresh, results, "refresh")
+    time.sleep(0.05)
+    release.set()
+    first.join(ARRIVAL_TIMEOUT)
+    refreshed.join(ARRIVAL_TIMEOUT)
+    assert results == {"first": "old", "refresh": "new"}
+    assert reader() == "new"  # the older computation did not overwrite it
+
+
+def test_async_invalidate_while_computing_keeps_the_old_result_out():
+    data = {"v": "old"}
+
+    @cached(name="async_slow_reader", timeout=300)
+    async def reader():
+        value = data["v"]
+        await asyncio.sleep(0.1)
+        return value
+
+    async def scenario():
+        first = asyncio.ensure_future(reader())
+        await asyncio.sleep(0.02)
+        data["v"] = "new"
+        await reader.invalidate()
+        second = await reader()
+        return await first, second, await reader()
+
+    assert asyncio.run(scenario()) == ("old", "new", "new")

@@ -83,6 +83,13 @@ class SingleFlight:
             call.done.set()
         return call.result, False
 
+    def forget(self, key: Hashable) -> bool:
+        """Detach the call in flight for ``key`` (whether there was one): callers from
+        now on start a new call instead of joining one that began before, say, the
+        data changed. Its leader finishes, and those already waiting get its result."""
+        with self._lock:
+            return self._calls.pop(key, None) is not None
+
     def waiting(self, key: Hashable) -> int:
         """How many callers wait for the call in flight for ``key`` (0 if none)."""
         with self._lock:
@@ -154,6 +161,10 @@ class AsyncSingleFlight:
         if not task.cancelled():
             # Mark the exception retrieved: its callers may all have been cancelled.
             task.exception()
+
+    def forget(self, key: Hashable) -> bool:
+        """As :meth:`SingleFlight.forget`, in the running loop."""
+        return self._calls.pop((asyncio.get_running_loop(), key), None) is not None
 
     def waiting(self, key: Hashable) -> int:
         """How many coroutines of the running loop wait for ``key`` (0 if none)."""
