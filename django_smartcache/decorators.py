@@ -32,6 +32,7 @@ from django.utils.functional import Promise
 from .core import keys
 from .core.singleflight import AsyncSingleFlight, SingleFlight
 from .signals import stampede_wait
+from .tagging import dirty_tags, nothing_pending
 
 __all__ = ["CachedFunction", "cached", "supports_tags"]
 
@@ -436,6 +437,11 @@ class CachedFunction(Generic[P, R]):
                 if self._refresh_early(entry, now):
                     return self._refresh_ahead(cache, key, args, kwargs, entry)  # type: ignore[no-any-return]
                 return entry.value  # type: ignore[no-any-return]
+        if not nothing_pending() and dirty_tags():
+            # Writes in an open transaction: neither share a computation with other
+            # threads (this one's may hold uncommitted data) nor take theirs (made
+            # without its writes); no cross-process lock either.
+            return self._compute(cache, key, args, kwargs, None)  # type: ignore[no-any-return]
         since = time.monotonic()
         value, shared = _FLIGHT.do(
             (self._options.using, key), lambda: self._lead(cache, key, args, kwargs)
@@ -595,6 +601,9 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             if self._refresh_early(entry, now):
                 return await self._arefresh_ahead(cache, key, args, kwargs, entry)  # type: ignore[no-any-return]
             return entry.value  # type: ignore[no-any-return]
+        if not nothing_pending() and dirty_tags():
+            # Writes in an open transaction: compute alone (CachedFunction.__call__).
+            return await self._acompute(cache, key, args, kwargs, None)  # type: ignore[no-any-return]
         since = time.monotonic()
         value, shared = await _ASYNC_FLIGHT.do(
             (self._options.using, key), lambda: self._alead(cache, key, args, kwargs)

@@ -131,9 +131,18 @@ _MANUAL = object()
 
 
 def _in_manual_transaction(conn: Any) -> bool:
-    """Autocommit turned off by the application, outside any ``atomic()``."""
+    """Autocommit turned off by the application (``set_autocommit(False)``).
+
+    Inside an ``atomic()`` too: in manual mode Django's outermost ``atomic()`` neither
+    begins nor commits (``commit_on_exit`` is False), so the transaction outlives the
+    block. Django wraps many writes in one (``bulk_update()``, ``QuerySet.delete()``,
+    ``get_or_create()``, a child model's ``save()``): keyed to that block, the dirty
+    state ended with it while the transaction stayed open.
+    """
     return (
-        conn.connection is not None and not conn.autocommit and not conn.in_atomic_block
+        conn.connection is not None
+        and not conn.autocommit
+        and (not conn.in_atomic_block or not conn.commit_on_exit)
     )
 
 
@@ -154,14 +163,16 @@ def _open_transactions(db: str | None) -> list[Any]:
 def _repeat_at_commit(conn: Any, repeat: Any) -> None:
     """Run ``repeat`` when ``conn``'s transaction commits, dropped if it rolls back.
 
-    In ``atomic()`` that is ``on_commit``. In manual transaction management Django
-    refuses ``on_commit``, but keeps its own hooks the same way: after ``commit()``
-    they run when autocommit is turned back on, and ``rollback()`` drops them.
+    Queued as ``on_commit(repeat, robust=True)`` queues it (with the savepoints it is
+    inside, so rolling one back drops it), but first in Django's queue: a hook of the
+    application's that raises stops Django from running every hook after it (only
+    robust ones are guarded), and this one must run. In manual transaction management
+    Django refuses ``on_commit``, but keeps its own hooks the same way: after
+    ``commit()`` they run when autocommit is turned back on, and ``rollback()`` drops
+    them (all of them, a committed transaction's too: see ``docs/tagging.md``).
     """
-    if conn.in_atomic_block:
-        conn.on_commit(repeat, robust=True)
-    else:
-        conn.run_on_commit.append((set(), repeat, True))
+    savepoints = set(conn.savepoint_ids) if conn.in_atomic_block else set()
+    conn.run_on_commit.insert(0, (savepoints, repeat, True))
 
 
 def _mark_dirty(conn: Any, tags: Iterable[str]) -> None:

@@ -200,3 +200,108 @@ def test_manual_transaction_commit_repeats_the_invalidation(
     assert any(row in tags and on_commit for tags, on_commit in signals)
     assert cache.get(key) is None
     assert cached("book_row", book.pk)["title"] == "new"
+
+
+# -- outside probe, session 6 -------------------------------------------------------
+
+
+def test_manual_transaction_keeps_its_dirty_state_through_djangos_own_atomic(
+    book: Book, cache: Any
+) -> None:
+    """``bulk_update()`` (like ``QuerySet.delete()``, ``get_or_create()``, a child
+    model's ``save()``) runs inside Django's own ``atomic()``. In manual mode that
+    block neither begins nor commits: the dirty state used to end with it, and the
+    thread then cached its uncommitted write, left there by the rollback."""
+    key = f"book_row:{book.pk}"
+    cached("book_row", book.pk)
+    transaction.set_autocommit(False)
+    try:
+        book.title = "uncommitted"
+        Book.objects.bulk_update([book], ["title"])
+        assert model_tag(book) in dirty_tags()
+        with transaction.atomic():  # an explicit one ends the same way
+            pass
+        assert model_tag(book) in dirty_tags()
+        assert cached("book_row", book.pk)["title"] == "uncommitted"  # not stored
+        assert cache.get(key) is None
+        transaction.rollback()
+    finally:
+        transaction.set_autocommit(True)
+    assert cached("book_row", book.pk)["title"] == "old"
+    assert cached("book_row", book.pk) == fresh("book_row", book.pk)
+
+
+def test_the_repeat_at_commit_runs_before_a_failing_hook(
+    book: Book, cache: Any
+) -> None:
+    """A non-robust ``on_commit`` hook that raises stops Django from running the hooks
+    after it; the repeat of the invalidation is queued first, so it still runs."""
+    row = model_tag(book)
+    key = f"book_row:{book.pk}"
+
+    def send_mail() -> None:
+        raise RuntimeError("SMTP down")
+
+    with pytest.raises(RuntimeError, match="SMTP down"), transaction.atomic():
+        transaction.on_commit(send_mail)
+        book.title = "new"
+        book.save()
+        # Another thread caches the committed (old) row before the commit.
+        _in_other_thread(lambda: cache.set(key, {"title": "old"}, tags=[row]))
+    assert cache.get(key) is None
+    assert cached("book_row", book.pk)["title"] == "new"
+
+
+def test_a_writer_in_a_transaction_shares_no_computation(
+    book: Book, cache: Any
+) -> None:
+    """Single flight across threads ignored transactions: a reader joining the
+    writer's computation got its uncommitted value (then rolled back), and a writer
+    joining a reader's got the value from before its own write."""
+    row = model_tag(book)
+    key = f"flight_row:{book.pk}"
+    entered, release = threading.Event(), threading.Event()
+
+    def read_title() -> str:
+        title = Book.objects.get(pk=book.pk).title
+        entered.set()
+        release.wait(10)
+        return title
+
+    # (a) The writer leads; a reader arriving meanwhile does not join it.
+    got: dict[str, Any] = {}
+
+    def reader_a() -> None:
+        entered.wait(10)  # the writer's computation is under way
+        got["reader"] = cache.get_or_set(key, lambda: "committed", 60, tags=[row])
+        release.set()  # (joined, it would wait for the writer: 10 s, then fail)
+
+    with pytest.raises(Rollback), transaction.atomic():
+        book.title = "uncommitted"
+        book.save()
+        reader = threading.Thread(target=reader_a)
+        reader.start()
+        got["writer"] = cache.get_or_set(key, read_title, 60, tags=[row])
+        reader.join(10)
+        raise Rollback
+    assert got == {"writer": "uncommitted", "reader": "committed"}
+    # (b) A reader leads; the writer arriving meanwhile computes its own.
+    entered.clear()
+    release.clear()
+    got.clear()
+    reader = threading.Thread(
+        target=lambda: got.update(
+            reader=cache.get_or_set(f"{key}:b", read_title, 60, tags=[row])
+        )
+    )
+    reader.start()
+    assert entered.wait(10)
+    with pytest.raises(Rollback), transaction.atomic():
+        Book.objects.filter(pk=book.pk).update(title="mine")
+        got["writer"] = cache.get_or_set(
+            f"{key}:b", lambda: Book.objects.get(pk=book.pk).title, 60, tags=[row]
+        )
+        raise Rollback
+    release.set()
+    reader.join(10)
+    assert got == {"writer": "mine", "reader": "old"}

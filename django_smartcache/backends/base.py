@@ -28,7 +28,7 @@ from ..core.patterns import KeyPattern
 from ..core.singleflight import SingleFlightGetOrSetMixin
 from ..core.sizing import parse_size
 from ..signals import stampede_wait
-from ..tagging import key_warnings_on
+from ..tagging import dirty_tags, key_warnings_on, nothing_pending
 
 __all__ = [
     "KeyPattern",
@@ -69,6 +69,13 @@ class SingleFlightMixin(SingleFlightGetOrSetMixin):
     for another thread's (or coroutine's) computation sends
     :data:`~django_smartcache.signals.stampede_wait` with ``scope="process"``.
     """
+
+    def singleflight_allowed(self) -> bool:
+        # A thread with writes in an open transaction neither hands others its result
+        # (it may hold uncommitted data, and roll back) nor takes theirs (computed
+        # without its own writes): it computes alone, as the tagging layer neither
+        # reads nor stores its dirty entries.
+        return nothing_pending() or not dirty_tags()
 
     def stampede_waited(self, key: str, seconds: float) -> None:
         self._waited_read()

@@ -205,6 +205,12 @@ class SingleFlightGetOrSetMixin:
         cls = type(self)
         return (cls.__module__, cls.__qualname__, repr(self._singleflight_location))
 
+    def singleflight_allowed(self) -> bool:
+        """Whether this caller may share a computation with other callers; if not, it
+        computes on its own. Always here; ``backends.base.SingleFlightMixin`` says no
+        to a thread with writes in an open database transaction."""
+        return True
+
     def stampede_waited(self, key: str, seconds: float) -> None:
         """Called after a caller waited ``seconds`` for another one's computation.
 
@@ -214,7 +220,7 @@ class SingleFlightGetOrSetMixin:
 
     def get_or_set(self, key: Any, default: Any, *args: Any, **kwargs: Any) -> Any:
         base = cast(Any, super())
-        if not callable(default):
+        if not callable(default) or not self.singleflight_allowed():
             return base.get_or_set(key, default, *args, **kwargs)
         full_key = self._singleflight_key(key, args, kwargs)
         started = time.monotonic()
@@ -230,7 +236,7 @@ class SingleFlightGetOrSetMixin:
         self, key: Any, default: Any, *args: Any, **kwargs: Any
     ) -> Any:
         base = cast(Any, super())
-        if not callable(default):
+        if not callable(default) or not self.singleflight_allowed():
             return await base.aget_or_set(key, default, *args, **kwargs)
         full_key = self._singleflight_key(key, args, kwargs)
         started = time.monotonic()
