@@ -65,14 +65,19 @@ class BudgetMixin:
                     count - max_entries, (count - 1) // self._cull_frequency
                 )
         limit = _VICTIM_BATCH + len(protected)
-        for query, params in (
-            (sql.EXPIRED_VICTIMS, (now, limit)),
-            (sql.LRU_VICTIMS, (limit,)),
+        # The keys just written are kept while others can go; a batch that alone is
+        # over the budget loses its least recently used keys too (as a loop of set()
+        # would, each culling before the next), so no transaction ends above it.
+        no_keys: AbstractSet[str] = frozenset()
+        for query, params, kept in (
+            (sql.EXPIRED_VICTIMS, (now, limit), protected),
+            (sql.LRU_VICTIMS, (limit,), protected),
+            (sql.LRU_VICTIMS, (_VICTIM_BATCH,), no_keys),
         ):
             while excess_bytes > 0 or excess_entries > 0:
                 victims = []
                 for key, victim_size in conn.execute(query, params).fetchall():
-                    if key in protected:
+                    if key in kept:
                         continue
                     victims.append((key,))
                     excess_bytes -= victim_size

@@ -179,7 +179,10 @@ class ConnectionMixin:
                 # of a file that was moved or unlinked (its path names another one).
                 old.close()
         with _prepare_lock:
-            if self._path not in _prepared:
+            # Prepared once per process, but a file deleted since (its directory with
+            # it) is made again: a connection of a new thread would otherwise open a
+            # path that no longer exists, and fail on every call.
+            if self._path not in _prepared or not os.path.exists(self._path):
                 try:
                     sqlite_file.prepare(self._path, self._options.busy_timeout)
                 except ImproperlyConfigured as exc:

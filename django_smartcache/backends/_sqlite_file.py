@@ -18,6 +18,7 @@ import os
 import re
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 
 from django.core.exceptions import ImproperlyConfigured
@@ -34,6 +35,8 @@ logger = logging.getLogger("django_smartcache.sqlite")
 _MAGIC = b"SQLite format 3\x00"
 #: SQLite result codes (low byte of ``sqlite_errorcode``) that mean "this file is damaged".
 CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+#: SQLITE_BUSY, SQLITE_LOCKED: another connection holds a lock (transient).
+_BUSY_CODES = frozenset({5, 6})
 #: WAL pages between automatic checkpoints (SQLite's default is 1000).
 WAL_AUTOCHECKPOINT_PAGES = 4000
 
@@ -95,6 +98,54 @@ def diagnose(path: str) -> str | None:
     return None
 
 
+def foreign_beside_a_wal(path: str) -> str | None:
+    """Why ``path`` is someone else's database though a WAL file lies beside it; None if not.
+
+    A WAL left by a cache process (killed, or still running on a file since moved
+    away) would be replayed by SQLite into whatever database is now at ``path``,
+    destroying it: renaming a database onto ``LOCATION`` did exactly that. So when a
+    WAL is there and the header is not ours, the file is read without its WAL
+    (``immutable=1``: nothing replayed, nothing written) before anything opens it.
+    """
+    wal = path + "-wal"
+    try:
+        if os.path.getsize(wal) == 0:
+            return None
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except FileNotFoundError:
+        return None
+    if not header.startswith(_MAGIC) or len(header) < 100:
+        return None  # not a database: diagnose() moves it aside
+    app_id = int.from_bytes(header[68:72], "big")
+    if app_id == schema.APPLICATION_ID:
+        return None
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            tables = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                )
+            ]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return None  # damaged: diagnose() and _install() decide
+    others = sorted(t for t in tables if not t.startswith(schema.NAME_PREFIX))
+    if not others and app_id == 0:
+        return None  # empty, or ours before its first checkpoint
+    return (
+        f"it is an SQLite database but not a SQLiteCache file (tables: "
+        f"{', '.join(sorted(tables)) or 'none'}, application_id {app_id}), and a WAL "
+        f"file lies beside it ({wal}) that SQLite would replay into it; refusing to "
+        f"open it (move the WAL away if it is stale, or point LOCATION elsewhere)"
+    )
+
+
 def quarantine(path: str, reason: str, kind: str = "corrupt") -> str:
     """Rename the unusable file (and its WAL) aside, log both paths, return the new path.
 
@@ -102,6 +153,11 @@ def quarantine(path: str, reason: str, kind: str = "corrupt") -> str:
     """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = f"{path}.{kind}-{stamp}-{os.getpid()}"
+    n = 1
+    while os.path.lexists(aside) or os.path.lexists(aside + "-wal"):
+        # Two files moved aside by one process in one second: never overwrite the first.
+        n += 1
+        aside = f"{path}.{kind}-{stamp}-{os.getpid()}-{n}"
     os.replace(path, aside)
     for suffix in ("-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
@@ -178,16 +234,21 @@ def _install(path: str, busy_timeout: float) -> None:
             )
         }
         (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        (found,) = conn.execute("PRAGMA user_version").fetchone()
         others = sorted(t for t in tables if not t.startswith(schema.NAME_PREFIX))
-        if others or app_id not in (0, schema.APPLICATION_ID):
+        known = {0, schema.SCHEMA_VERSION, *schema.STAMPED_IN_PLACE}
+        if (
+            others
+            or app_id not in (0, schema.APPLICATION_ID)
+            or (app_id == 0 and not tables and found not in known)
+        ):
             # A healthy database of something else: most likely LOCATION pointing at
             # the site's own data. Never modify it, never move it.
             raise ForeignDatabaseError(
                 f"it is an SQLite database but not a SQLiteCache file (tables: "
                 f"{', '.join(sorted(tables)) or 'none'}, application_id {app_id}); "
-                f"refusing to touch it"
+                f"user_version {found}; refusing to touch it"
             )
-        (found,) = conn.execute("PRAGMA user_version").fetchone()
         if tables:
             problem = check_layout(conn, found)
             if problem is not None:
@@ -195,6 +256,15 @@ def _install(path: str, busy_timeout: float) -> None:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise sqlite3.OperationalError(f"cannot switch {path} to WAL (got {mode})")
+        if (
+            tables
+            and found == schema.SCHEMA_VERSION
+            and app_id == schema.APPLICATION_ID
+        ):
+            # Installed and current: nothing to write. Taking the write lock here made a
+            # worker's first call wait for (and, past BUSY_TIMEOUT, fail on) any long
+            # write of another process, though reads need no lock in WAL mode.
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _statements(schema.DDL):
@@ -291,6 +361,9 @@ def prepare(path: str, busy_timeout: float) -> None:
         if os.path.isdir(path):
             raise IsADirectoryError(21, "is a directory", path)
         with open_lock(path):
+            foreign = foreign_beside_a_wal(path)
+            if foreign is not None:
+                raise ForeignDatabaseError(foreign)
             problem = diagnose(path)
             if problem is not None:
                 quarantine(path, problem)
@@ -309,7 +382,14 @@ def prepare(path: str, busy_timeout: float) -> None:
             f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "
             f"of its own."
         ) from exc
-    except (OSError, sqlite3.OperationalError) as exc:
+    except sqlite3.OperationalError as exc:
+        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+            raise  # another process holds the lock past BUSY_TIMEOUT: transient
+        raise UnusableLocation(
+            f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "
+            f"in a directory this process can create and write."
+        ) from exc
+    except OSError as exc:
         raise UnusableLocation(
             f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "
             f"in a directory this process can create and write."

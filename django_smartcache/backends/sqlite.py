@@ -370,13 +370,14 @@ class BaseSQLiteCache(
             self._write(self._set_txn, rows, dropped, now)
         return failed
 
-    def _too_large(self, key: str, size: int) -> None:
+    def _too_large(self, key: str, size: int, *, kept: bool = False) -> None:
+        """Log a refused value; ``kept``: the older value stays (``add``), else it went."""
         logger.warning(
-            "SQLiteCache: not storing %r: %d bytes exceed MAX_SIZE (%d); any older value "
-            "was deleted.",
+            "SQLiteCache: not storing %r: %d bytes exceed MAX_SIZE (%d); %s.",
             key,
             size,
             self._max_size,
+            "any older value is kept" if kept else "any older value was deleted",
         )
 
     def _set_txn(
@@ -420,7 +421,7 @@ class BaseSQLiteCache(
         expires = self._expiry(timeout, now)
         size = self._size(key, stored)
         if size > self._max_size:
-            self._too_large(key, size)
+            self._too_large(key, size, kept=True)
             return False
         return self._write(self._add_txn, (key, stored, expires, now, size), now)
 

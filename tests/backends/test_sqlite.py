@@ -1285,3 +1285,121 @@ def test_adelete_pattern_is_delete_pattern(make_cache) -> None:
     cache.set_many({"p:1": 1, "p:2": 2, "q:1": 3})
     assert asyncio.run(cache.adelete_pattern("p:*")) == 2
     assert cache.get_many(["p:1", "p:2", "q:1"]) == {"q:1": 3}
+
+
+# -- outside probe, session 6 -------------------------------------------------------
+
+
+def test_someone_elses_database_beside_a_stale_wal_is_refused_untouched(
+    make_cache, location
+):
+    """A WAL left by a cache process, then another database renamed onto LOCATION:
+    SQLite would replay the WAL into it (its tables were gone). Refused, unopened."""
+    cache = make_cache()
+    cache.set("k", "v")
+    assert os.path.getsize(location + "-wal") > 0
+    with open(location + "-wal", "rb") as f:
+        wal = f.read()
+    cache.close()
+    os.remove(location)
+    users = location + ".users"
+    conn = raw(users)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.executemany("INSERT INTO users (name) VALUES (?)", [("a",), ("b",)])
+    conn.close()
+    os.replace(users, location)
+    with open(location + "-wal", "wb") as f:
+        f.write(wal)  # the stale WAL beside it, as a killed process leaves it
+    from django_smartcache.backends import _sqlite_connection
+
+    _sqlite_connection._prepared.discard(location)
+    _sqlite_connection._ever_prepared.discard(location)  # as in a fresh process
+    with pytest.raises(ImproperlyConfigured, match="WAL file lies beside it"):
+        SQLiteCache(location, {}).get("k")
+    os.replace(location + "-wal", location + ".stale-wal")
+    conn = raw(location)
+    assert conn.execute("SELECT count(*) FROM users").fetchone() == (2,)
+    assert not conn.execute(
+        "SELECT name FROM sqlite_master WHERE name LIKE 'smartcache%'"
+    ).fetchall()
+    conn.close()
+
+
+def test_a_batch_over_the_budget_leaves_no_transaction_above_it(make_cache, location):
+    cache = make_cache(MAX_SIZE=10_000)
+    assert cache.set_many({f"k{i}": os.urandom(1000) for i in range(30)}) == []
+    conn = raw(location)
+    total, _count = conn.execute(sql.TOTALS).fetchone()
+    assert total <= 10_000
+    assert total == conn.execute("SELECT sum(size) FROM smartcache_entry").fetchone()[0]
+    conn.close()
+    entries = make_cache(path=location + "-entries", MAX_ENTRIES=10)
+    entries.set_many({f"k{i}": i for i in range(50)})
+    assert entries.stats()["entries"] <= 10
+
+
+def test_two_files_moved_aside_in_one_second_keep_their_names(tmp_path):
+    from django_smartcache.backends._sqlite_file import quarantine
+
+    path = str(tmp_path / "c.sqlite3")
+    asides = []
+    for content in (b"first", b"second"):
+        with open(path, "wb") as f:
+            f.write(content)
+        asides.append(quarantine(path, "test"))
+    assert asides[0] != asides[1]
+    contents = []
+    for aside in asides:
+        with open(aside, "rb") as f:
+            contents.append(f.read())
+    assert contents == [b"first", b"second"]
+
+
+def test_a_new_instance_recreates_a_removed_directory(tmp_path):
+    import shutil
+
+    location = str(tmp_path / "dir" / "cache.sqlite3")
+    first = SQLiteCache(location, {})
+    first.set("k", 1)
+    shutil.rmtree(tmp_path / "dir")
+    later = SQLiteCache(location, {})  # a new thread's instance, after the removal
+    later.set("k", 2)
+    assert later.get("k") == 2
+    first.close()
+    later.close()
+
+
+def test_opening_an_installed_file_takes_no_write_lock(make_cache, location):
+    """A worker's first call used to need the write lock (BEGIN IMMEDIATE), and fail
+    with a misleading ImproperlyConfigured behind a long write of another process."""
+    from django_smartcache.backends._sqlite_file import prepare
+
+    make_cache().set("k", "v")
+    holder = raw(location)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        prepare(location, busy_timeout=0.05)  # no "database is locked"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_tableless_database_with_a_foreign_user_version_is_refused(location):
+    conn = raw(location)
+    conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    with pytest.raises(ImproperlyConfigured, match="user_version 7"):
+        SQLiteCache(location, {}).get("k")
+    conn = raw(location)
+    assert conn.execute("PRAGMA user_version").fetchone() == (7,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    conn.close()
+
+
+def test_an_oversized_add_says_the_older_value_is_kept(make_cache, caplog):
+    cache = make_cache(MAX_SIZE=2000)
+    cache.set("k", "small")
+    with caplog.at_level(logging.WARNING, logger="django_smartcache.sqlite"):
+        assert cache.add("k", os.urandom(5000)) is False
+    assert cache.get("k") == "small"
+    assert "any older value is kept" in caplog.text
