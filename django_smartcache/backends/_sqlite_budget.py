@@ -65,28 +65,46 @@ class BudgetMixin:
                     count - max_entries, (count - 1) // self._cull_frequency
                 )
         limit = _VICTIM_BATCH + len(protected)
-        # The keys just written are kept while others can go; a batch that alone is
-        # over the budget loses its least recently used keys too (as a loop of set()
-        # would, each culling before the next), so no transaction ends above it.
-        no_keys: AbstractSet[str] = frozenset()
-        for query, params, kept in (
-            (sql.EXPIRED_VICTIMS, (now, limit), protected),
-            (sql.LRU_VICTIMS, (limit,), protected),
-            (sql.LRU_VICTIMS, (_VICTIM_BATCH,), no_keys),
+        for query, params in (
+            (sql.EXPIRED_VICTIMS, (now, limit)),
+            (sql.LRU_VICTIMS, (limit,)),
         ):
             while excess_bytes > 0 or excess_entries > 0:
                 victims = []
                 for key, victim_size in conn.execute(query, params).fetchall():
-                    if key in kept:
+                    if key in protected:
                         continue
                     victims.append((key,))
                     excess_bytes -= victim_size
                     excess_entries -= 1
+                    size -= victim_size
+                    count -= 1
                     if excess_bytes <= 0 and excess_entries <= 0:
                         break
                 if not victims:
                     break
                 conn.executemany(sql.DELETE, victims)
+        # Only the keys just written are left and still over the budget: a batch that
+        # alone exceeds it loses its least recently used keys too, down to the budget
+        # itself (as a loop of set() would, each culling before the next), so no
+        # transaction ends above it.
+        over_bytes = size - self._max_size
+        # The last key written stays whatever MAX_ENTRIES says, as in Django (a set
+        # culls, then stores; test_cull_delete_when_store_empty sets it to -1).
+        over_entries = count - max(max_entries, 1) if max_entries is not None else 0
+        while over_bytes > 0 or over_entries > 0:
+            victims = []
+            for key, victim_size in conn.execute(
+                sql.LRU_VICTIMS, (_VICTIM_BATCH,)
+            ).fetchall():
+                victims.append((key,))
+                over_bytes -= victim_size
+                over_entries -= 1
+                if over_bytes <= 0 and over_entries <= 0:
+                    break
+            if not victims:
+                break
+            conn.executemany(sql.DELETE, victims)
 
     def _maintain(self, conn: sqlite3.Connection, now: float) -> None:
         """Bounded purge of expired rows, and pruning of the change log."""
