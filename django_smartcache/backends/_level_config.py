@@ -15,6 +15,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -229,8 +231,42 @@ def level_configs(location: str, levels: Any, outer: type) -> list[Any]:
             raise ImproperlyConfigured(
                 f"MultiLevelCache OPTIONS['LEVELS'][{i}] is itself a MultiLevelCache; list its levels instead"
             )
+        if issubclass(cls, DummyCache):
+            raise ImproperlyConfigured(
+                f"MultiLevelCache OPTIONS['LEVELS'][{i}] is a DummyCache, which keeps "
+                f"nothing: add() would always succeed and values live only in L1"
+            )
+        if i == 0 and not _in_process(cls):
+            # L1 is cleared whenever this process may have missed an invalidation
+            # (at start-up, on every reconnection of the channel): a shared L1 (a
+            # Redis alias) lost everything in it, other users' keys included.
+            raise ImproperlyConfigured(
+                f"MultiLevelCache OPTIONS['LEVELS'][0] must be an in-process cache "
+                f"(SmartCache or LocMemCache), not {backend}: L1 is this process's own "
+                f"copy, cleared whenever it may have missed an invalidation"
+            )
+        if i > 0:
+            same = [
+                j
+                for j, other in enumerate(configs[1:], 1)
+                if other.get("BACKEND") == backend
+                and other.get("LOCATION") == config.get("LOCATION")
+            ]
+            if same:
+                raise ImproperlyConfigured(
+                    f"MultiLevelCache OPTIONS['LEVELS'][{i}] is the same store as "
+                    f"LEVELS[{same[0]}] ({backend}, LOCATION "
+                    f"{config.get('LOCATION')!r}): each write would overwrite the "
+                    f"other's copy with its own timeout"
+                )
         configs.append(config)
     return configs
+
+
+def _in_process(cls: type) -> bool:
+    from .smart import SmartCache
+
+    return issubclass(cls, SmartCache | LocMemCache)
 
 
 def build_level(index: int, config: dict[str, Any], name: str) -> BaseCache:
@@ -238,9 +274,13 @@ def build_level(index: int, config: dict[str, Any], name: str) -> BaseCache:
     params = dict(config)
     cls = import_string(params.pop("BACKEND"))
     location = params.pop("LOCATION", "")
-    if index == 0 and not location:
-        # The L1 store is shared by this configuration's threads, and only by them.
-        location = f"django_smartcache.multilevel:{name}"
+    if index == 0:
+        # The L1 store is shared by this configuration's threads, and only by them:
+        # an alias's LOCATION is kept in the name but never names the alias's own
+        # store (in-process stores are shared by LOCATION), which L1 would clear.
+        location = f"django_smartcache.multilevel:{name}" + (
+            f":{location}" if location else ""
+        )
     params["KEY_FUNCTION"] = _identity_key
     level: BaseCache = cls(location, params)
     if type(level).validate_key is BaseCache.validate_key:

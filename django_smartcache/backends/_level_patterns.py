@@ -30,6 +30,7 @@ from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.locmem import LocMemCache
 
 from ..core.patterns import KeyPattern
+from ._level_ttl import raw_redis_client
 
 __all__ = ["SCAN_COUNT", "delete_matching", "lists_keys"]
 
@@ -97,14 +98,9 @@ def delete_matching(
 
 
 def _redis_client(level: BaseCache) -> Any:
-    cache = getattr(level, "_cache", None)
-    get_client = getattr(cache, "get_client", None)
-    servers = getattr(level, "_servers", None)
-    if get_client is None or not servers:
-        return None
-    if not str(servers[0]).startswith(("redis://", "rediss://", "unix://")):
-        return None
-    return get_client(None, write=True)
+    """The level's redis-py client (Django's RedisCache, django-redis), else None: our
+    glob and regex then apply, never Redis's glob or django-redis's own pattern API."""
+    return raw_redis_client(level, write=True)
 
 
 def _redis_delete(client: Any, kp: KeyPattern, keep: str) -> set[str]:

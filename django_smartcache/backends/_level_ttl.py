@@ -18,7 +18,11 @@ _NO_EXPIRY = object()
 
 def _redis_url(level: BaseCache) -> str | None:
     """The URL of a Redis-backed level (Django's RedisCache, django-redis), else None."""
-    servers = getattr(level, "_servers", None)
+    servers = getattr(level, "_servers", None)  # Django's RedisCache: a list
+    if servers is None:
+        servers = getattr(level, "_server", None)  # django-redis: LOCATION as given
+        if isinstance(servers, str):
+            servers = servers.split(",")
     if isinstance(servers, list | tuple) and servers:
         first = servers[0]
         if isinstance(first, str) and first.startswith(
@@ -26,6 +30,29 @@ def _redis_url(level: BaseCache) -> str | None:
         ):
             return first
     return None
+
+
+def raw_redis_client(level: BaseCache, *, write: bool = False) -> Any:
+    """A redis-py client of a Redis-backed level, or None.
+
+    Django's RedisCache (``_cache.get_client``) and django-redis's default client
+    (``client.get_client``); other client classes (sharded, ...) give None, and the
+    level is then used through its own methods only.
+    """
+    if not _redis_url(level):
+        return None
+    cache = getattr(level, "_cache", None)
+    get_client = getattr(cache, "get_client", None)
+    if get_client is not None:
+        return get_client(None, write=write)
+    client = getattr(level, "client", None)
+    get_client = getattr(client, "get_client", None)
+    if get_client is None:
+        return None
+    try:
+        return get_client(write=write)
+    except TypeError:  # another signature: not the default client
+        return None
 
 
 def _redis_options(level: BaseCache) -> dict[str, Any]:
@@ -42,21 +69,16 @@ def _remaining_ttls(level: BaseCache, keys: list[str]) -> dict[str, Any]:
             key: _NO_EXPIRY if (value := found.get(key, 0.0)) is None else float(value)
             for key in keys
         }
-    ttl = getattr(level, "ttl", None)
-    if callable(ttl):
-        out: dict[str, Any] = {}
-        for key in keys:
-            value = ttl(key)
-            out[key] = _NO_EXPIRY if value is None else float(value)
-        return out
-    cache = getattr(level, "_cache", None)
-    get_client = getattr(cache, "get_client", None)
-    if get_client is not None and _redis_url(level):
-        client = get_client(keys[0])
+    # Redis (Django's RedisCache, django-redis) before ``ttl``: one pipelined PTTL for
+    # all the keys, in milliseconds. django-redis's ``ttl()`` is two round trips per
+    # key, and rounds to the nearest second: a promotion kept up to half a second
+    # more than the level had left.
+    client = raw_redis_client(level)
+    if client is not None:
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.pttl(key)
-        out = {}
+        out: dict[str, Any] = {}
         for key, ms in zip(keys, pipe.execute(), strict=True):
             if ms == -1:
                 out[key] = _NO_EXPIRY
@@ -64,6 +86,13 @@ def _remaining_ttls(level: BaseCache, keys: list[str]) -> dict[str, Any]:
                 out[key] = ms / 1000.0
             else:
                 out[key] = 0.0  # gone meanwhile
+        return out
+    ttl = getattr(level, "ttl", None)
+    if callable(ttl):
+        out = {}
+        for key in keys:
+            value = ttl(key)
+            out[key] = _NO_EXPIRY if value is None else float(value)
         return out
     expire_info = getattr(level, "_expire_info", None)  # Django's LocMemCache
     if isinstance(expire_info, dict):

@@ -339,6 +339,17 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
             return True
         return await _in_thread(self._still_valid)(key, value)
 
+    async def adelete(
+        self, key: Any, version: Any = None, *, levels: int | None = None
+    ) -> bool:
+        """``delete`` in a thread, ``levels=`` included (Django's own drops it)."""
+        return await _in_thread(self.delete)(key, version, levels=levels)  # type: ignore[no-any-return]
+
+    async def adelete_many(
+        self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
+    ) -> None:
+        await _in_thread(self.delete_many)(keys, version, levels=levels)
+
     async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> Any:  # fmt: skip
         store = self._l1_in_place()
         if store is not None:

@@ -1,0 +1,167 @@
+"""MultiLevelCache over kinds of lower level found wanting by an outside probe:
+django-redis, a shared or aliased L1, duplicated and DummyCache levels, and the
+``levels=`` keyword on the async deletes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from django_smartcache.backends.multilevel import MultiLevelCache
+from tests.backends.test_multilevel import LOCMEM, REDIS, SMART, _unique, make
+
+DJANGO_REDIS = "django_redis.cache.RedisCache"
+
+
+def _stop(cache: MultiLevelCache) -> None:
+    cache._co.stop()
+    for health in cache._health:
+        health.stop()
+    cache.close()
+
+
+# -- configuration -----------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_a_shared_l1_is_refused(redis_url: str) -> None:
+    """L1 is cleared whenever the process may have missed an invalidation (at start-up,
+    on each reconnection): a Redis L1 lost every key of its database, others' too."""
+    with pytest.raises(
+        ImproperlyConfigured, match=r"LEVELS'\]\[0\] must be an in-process"
+    ):
+        make([{"BACKEND": REDIS, "LOCATION": redis_url}, {"BACKEND": LOCMEM}]).get("k")
+
+
+def test_a_dummy_level_is_refused() -> None:
+    dummy = "django.core.cache.backends.dummy.DummyCache"
+    with pytest.raises(ImproperlyConfigured, match="DummyCache, which keeps nothing"):
+        make([{"BACKEND": SMART}, {"BACKEND": dummy}]).get("k")
+
+
+@pytest.mark.redis
+def test_one_store_listed_twice_is_refused(redis_url: str) -> None:
+    """The lowest copy written with the caller's timeout, then overwritten by the
+    level above with L1_MAX_TTL's: the value was gone after a second."""
+    level = {"BACKEND": REDIS, "LOCATION": redis_url}
+    with pytest.raises(ImproperlyConfigured, match=r"LEVELS\[1\]"):
+        make([{"BACKEND": SMART}, level, dict(level)]).get("k")
+    config = {"r": level, "ml": {"BACKEND": "django_smartcache.backends.MultiLevelCache",
+                                  "OPTIONS": {"LEVELS": [{"BACKEND": SMART}, "r", "r"]}}}  # fmt: skip
+    with override_settings(CACHES=config), pytest.raises(ImproperlyConfigured):
+        caches["ml"].get("k")
+
+
+def test_an_aliased_l1_is_a_store_of_its_own() -> None:
+    """Levels are built afresh: a SmartCache alias as L1 used to be the alias's own
+    store (shared by LOCATION), flushed with L1 and serving the alias's writes."""
+    location = _unique()
+    config = {
+        "default": {"BACKEND": LOCMEM},
+        "local": {"BACKEND": SMART, "LOCATION": location},
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": ["local", {"BACKEND": LOCMEM, "LOCATION": _unique()}]
+            },
+        },
+    }
+    with override_settings(CACHES=config):
+        local, ml = caches["local"], caches["ml"]
+        local.set("mine", "alias")
+        assert ml.levels[0]._store is not local._store
+        ml.clear()
+        assert local.get("mine") == "alias"  # not flushed with L1
+        assert ml.get("mine") is None  # never served from the alias's store
+        _stop(ml)
+
+
+def test_async_deletes_take_levels() -> None:
+    lower = {"BACKEND": LOCMEM, "LOCATION": _unique()}
+    cache = make([{"BACKEND": SMART}, lower], L1_MAX_TTL=1000)
+    cache.set_many({"a": 1, "b": 2, "c": 3})
+
+    async def scenario() -> None:
+        assert await cache.adelete("a", levels=1) is True
+        await cache.adelete_many(["b"], levels=1)
+
+    asyncio.run(scenario())
+    # Deleted from L1 only: the level below still has them.
+    finals = [cache.make_key(k) for k in "abc"]
+    assert cache.levels[1].get_many(finals) == dict(zip(finals, [1, 2, 3], strict=True))
+    assert cache.get("a", levels=1) is None
+    _stop(cache)
+
+
+# -- django-redis ------------------------------------------------------------------
+
+
+@pytest.fixture
+def over_django_redis(redis_url: str) -> Iterator[MultiLevelCache]:
+    pytest.importorskip("django_redis")
+    cache = make(
+        [{"BACKEND": SMART}, {"BACKEND": DJANGO_REDIS, "LOCATION": redis_url}],
+        L1_MAX_TTL=30,
+    )
+    yield cache
+    _stop(cache)
+
+
+@pytest.mark.redis
+def test_django_redis_gets_the_pub_sub_channel(
+    over_django_redis: MultiLevelCache,
+) -> None:
+    """Its LOCATION is ``_server`` (Django's RedisCache: ``_servers``): no channel was
+    found, and another process served its L1 copy until L1_MAX_TTL."""
+    assert type(over_django_redis._co).__name__ == "RedisPubSub"
+
+
+@pytest.mark.redis
+def test_django_redis_promotion_keeps_the_remaining_ttl_in_milliseconds(
+    over_django_redis: MultiLevelCache, redis_url: str
+) -> None:
+    """django-redis's ttl() rounds to whole seconds (0.7 s left became 1.0 s in L1)."""
+    cache = over_django_redis
+    final = cache.make_key("k")
+    raw = redis.Redis.from_url(redis_url)
+    cache.set("k", "v", timeout=30)
+    raw.pexpire(final, 700)
+    cache.levels[0].delete(final)
+    commands_before = raw.info("commandstats")
+    assert cache.get_many(["k"]) == {"k": "v"}
+    expires_at = cache.levels[0]._store._data[final][1]  # the L1 entry's expiry
+    assert 0 < expires_at - time.monotonic() <= 0.7  # the store's clock is monotonic
+    stats = raw.info("commandstats")
+    ttl_calls = stats.get("cmdstat_ttl", {}).get("calls", 0) - commands_before.get(
+        "cmdstat_ttl", {}
+    ).get("calls", 0)
+    assert ttl_calls == 0  # one pipelined PTTL, not a TTL (and an EXISTS) per key
+    time.sleep(0.8)
+    assert cache.get("k") is None  # L1's copy did not outlive the level's
+    raw.close()
+
+
+@pytest.mark.redis
+def test_django_redis_patterns_are_ours(
+    over_django_redis: MultiLevelCache, redis_url: str
+) -> None:
+    """django-redis's own delete_pattern took no regex= and used Redis's glob."""
+    cache = over_django_redis
+    cache.set_many({"dp:é": 1, "dp:[a": 2, "dp:12": 3, "other": 4})
+    assert cache.delete_pattern("dp:?") == 1  # one character, é included
+    assert cache.delete_pattern(r"^dp:\d+$", regex=True) == 1
+    assert cache.delete_pattern("dp:[a") == 1  # an unclosed "[" is literal
+    assert (
+        cache.levels[1].get_many(
+            [cache.make_key(k) for k in ("dp:é", "dp:[a", "dp:12")]
+        )
+        == {}
+    )
+    assert cache.get("other") == 4
