@@ -83,6 +83,13 @@ class SingleFlightMixin(SingleFlightGetOrSetMixin):
             sender=type(self), cache=self, key=key, scope="process", seconds=seconds
         )
 
+    def stampede_shared_hit(self, key: str) -> None:
+        self._shared_hit()
+
+    def _shared_hit(self) -> None:
+        """The caller that joined another's ``get_or_set`` got the value that one found:
+        a backend that counts reads counts a hit (the leader's hit is its own)."""
+
     def _waited_read(self) -> None:
         """The caller that waited asked for one read and found no value: a backend that
         counts reads counts a miss (the leader's miss is counted by its own read)."""

@@ -62,6 +62,9 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     def _waited_read(self) -> None:
         self._misses[0] += 1
 
+    def _shared_hit(self) -> None:
+        self._hits[0] += 1  # the value came from the leader's read: counted at L1
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._version_keys = VersionKeys(self._key)

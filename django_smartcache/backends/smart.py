@@ -29,7 +29,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .. import conf
 from ..core.policy import DEFAULT_POLICY, POLICIES
-from ..core.store import EvictionListener, MemoryStore
+from ..core.store import ENTRY_OVERHEAD, EvictionListener, MemoryStore
 from ..core.tags import Tagged
 from ..signals import entry_evicted
 from ..tagging import TaggingMixin, VersionKeys, key_warnings_given, nothing_pending
@@ -203,6 +203,17 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
         )
         policy = option_choice(_BACKEND, options, "POLICY", DEFAULT_POLICY, POLICIES)
         _check_cull_frequency(options.get("CULL_FREQUENCY", 3))
+        for option, value in (
+            ("MAX_MEMORY", max_bytes),
+            ("MAX_ITEM_SIZE", max_item_size),
+        ):
+            if value is not None and value <= ENTRY_OVERHEAD:
+                # Every entry costs its payload plus ENTRY_OVERHEAD: nothing would fit.
+                raise ImproperlyConfigured(
+                    f"{_BACKEND}: OPTIONS['{option}'] must be more than the per-entry "
+                    f"overhead of {ENTRY_OVERHEAD} bytes (every entry is accounted as its "
+                    f"pickled value plus that), got {value!r}"
+                )
         if max_bytes is None and max_entries is None:
             raise ImproperlyConfigured(
                 f"{_BACKEND}: OPTIONS['MAX_MEMORY'] may be None only when "
@@ -588,3 +599,6 @@ class SmartCache(SingleFlightMixin, _TaggedStoreCache):
 
     def _waited_read(self) -> None:
         self._store.count_misses(1)
+
+    def _shared_hit(self) -> None:
+        self._store.count_hits(1)

@@ -224,12 +224,12 @@ class SingleFlightGetOrSetMixin:
             return base.get_or_set(key, default, *args, **kwargs)
         full_key = self._singleflight_key(key, args, kwargs)
         started = time.monotonic()
-        result, shared = self._singleflight.do(
+        (result, computed), shared = self._singleflight.do(
             (self.singleflight_scope(), full_key),
-            lambda: base.get_or_set(key, default, *args, **kwargs),
+            lambda: _leading(base.get_or_set, key, default, args, kwargs),
         )
         if shared:
-            self.stampede_waited(full_key, time.monotonic() - started)
+            self._joined(full_key, computed, time.monotonic() - started)
         return result
 
     async def aget_or_set(
@@ -240,13 +240,24 @@ class SingleFlightGetOrSetMixin:
             return await base.aget_or_set(key, default, *args, **kwargs)
         full_key = self._singleflight_key(key, args, kwargs)
         started = time.monotonic()
-        result, shared = await self._async_singleflight.do(
+        (result, computed), shared = await self._async_singleflight.do(
             (self.singleflight_scope(), full_key),
-            lambda: base.aget_or_set(key, default, *args, **kwargs),
+            lambda: _aleading(base.aget_or_set, key, default, args, kwargs),
         )
         if shared:
-            self.stampede_waited(full_key, time.monotonic() - started)
+            self._joined(full_key, computed, time.monotonic() - started)
         return result
+
+    def _joined(self, key: str, computed: bool, seconds: float) -> None:
+        """A caller shared another's call: a wait for its computation, or its hit."""
+        if computed:
+            self.stampede_waited(key, seconds)
+        else:
+            self.stampede_shared_hit(key)
+
+    def stampede_shared_hit(self, key: str) -> None:
+        """Called for a caller that joined another's ``get_or_set`` which found the
+        value (nothing was computed): a hit for backends that count reads. No-op here."""
 
     def _singleflight_key(
         self, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -254,3 +265,40 @@ class SingleFlightGetOrSetMixin:
         # get_or_set(key, default, timeout=DEFAULT_TIMEOUT, version=None)
         version = kwargs.get("version", args[1] if len(args) > 1 else None)
         return cast(str, cast(Any, self).make_key(key, version=version))
+
+
+def _leading(
+    get_or_set: Callable[..., Any],
+    key: Any,
+    default: Callable[[], Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[Any, bool]:
+    """The leader's ``get_or_set``: its result, and whether ``default`` was called (the
+    callers that joined it waited for a computation, or shared a hit)."""
+    computed = False
+
+    def compute() -> Any:
+        nonlocal computed
+        computed = True
+        return default()
+
+    return get_or_set(key, compute, *args, **kwargs), computed
+
+
+async def _aleading(
+    aget_or_set: Callable[..., Awaitable[Any]],
+    key: Any,
+    default: Callable[[], Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[Any, bool]:
+    """:func:`_leading`, awaited."""
+    computed = False
+
+    def compute() -> Any:
+        nonlocal computed
+        computed = True
+        return default()
+
+    return await aget_or_set(key, compute, *args, **kwargs), computed

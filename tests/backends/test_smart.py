@@ -7,6 +7,7 @@ import logging
 import pickle
 import sys
 import threading
+import time
 import warnings
 from itertools import count
 
@@ -460,3 +461,87 @@ def test_two_stores_of_one_location_never_share_a_computation():
     thread.join(5)
     assert results == {"first": "of-first", "second": "of-second"}
     assert second.get("k") == "of-second"
+
+
+# -- outside probe, session 6 -------------------------------------------------------
+
+
+def test_expired_entries_make_room_before_live_ones():
+    """The sweep's batches alone left expired entries holding the budget while a write
+    evicted live ones (counted as capacity evictions)."""
+    clock = [1000.0]
+    cache = make(MAX_MEMORY=200 * 2048, POLICY="lru")
+    cache._store._clock = lambda: clock[0]  # this test's own store
+    for i in range(100):
+        cache.set(f"live{i}", b"L" * 1000, None)
+    for i in range(100):
+        cache.set(f"dead{i}", b"D" * 1000, 0.5)
+    for i in range(100):
+        cache.get(f"dead{i}")  # hot, for a policy
+    clock[0] += 2.0  # every dead* has expired, its second is due
+    cache.set("new", b"N" * (60 * 2048), None)
+    stats = cache.stats()
+    assert sum(cache.has_key(f"live{i}") for i in range(100)) == 100
+    assert cache.has_key("new")
+    assert stats["evictions_capacity"] == 0
+    assert stats["evictions_expired"] >= 60
+
+
+def test_add_is_false_when_the_policy_turns_the_value_away():
+    """TinyLFU's admission may drop a newcomer at once: add() used to say True (a lock
+    taken with add() then had two holders)."""
+    cache = make(MAX_MEMORY=50 * 1100, POLICY="tinylfu")
+    for i in range(50):
+        cache.set(f"hot{i}", b"h" * 50)
+    for _ in range(10):
+        for i in range(50):
+            cache.get(f"hot{i}")
+    for j in range(50):
+        added = cache.add(f"lock{j}", b"L" * 50, 30)
+        assert added is cache.has_key(f"lock{j}")
+        if added:
+            assert cache.add(f"lock{j}", b"L" * 50, 30) is False
+
+
+def test_joining_a_get_or_set_that_found_the_value_is_a_hit():
+    """A caller that shared another's get_or_set of a present key counted a miss."""
+    cache = make()
+    cache.set("hot", "v")
+    store, entered, release = cache._store, threading.Event(), threading.Event()
+    real_get = store.get
+
+    def slow_get(key):
+        if not entered.is_set():  # the leader's read: hold it until the other joins
+            entered.set()
+            release.wait(5)
+        return real_get(key)
+
+    store.get = slow_get
+    results = []
+    leader = threading.Thread(
+        target=lambda: results.append(cache.get_or_set("hot", lambda: "x"))
+    )
+    leader.start()
+    assert entered.wait(5)
+    joiner = threading.Thread(
+        target=lambda: results.append(cache.get_or_set("hot", lambda: "x"))
+    )
+    joiner.start()
+    scope = (cache.singleflight_scope(), cache.make_key("hot"))
+    deadline = time.monotonic() + 5
+    while cache._singleflight.waiting(scope) < 1:
+        assert time.monotonic() < deadline, "the second caller did not join"
+        threading.Event().wait(0.001)
+    release.set()
+    leader.join(5)
+    joiner.join(5)
+    del store.get
+    assert results == ["v", "v"]
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"]) == (2, 0)
+
+
+@pytest.mark.parametrize("option", ["MAX_MEMORY", "MAX_ITEM_SIZE"])
+def test_a_budget_no_entry_fits_is_refused(option):
+    with pytest.raises(ImproperlyConfigured, match=rf"{option}.*per-entry overhead"):
+        make(**{option: "1KB"})
