@@ -129,6 +129,12 @@ def parse(location: str, params: dict[str, Any], outer: type) -> LevelOptions:
         raise ImproperlyConfigured(
             f"MultiLevelCache OPTIONS['REDIS_URL'] must be a redis:// URL or None, got {url!r}"
         )
+    if options["LEVELS"] is None and "://" in location:
+        raise ImproperlyConfigured(
+            f"MultiLevelCache LOCATION is the path of the SQLite file of its default L2 "
+            f"level, not a URL ({location!r}); for Redis, list it in OPTIONS['LEVELS'] "
+            f"(docs/multilevel.md)"
+        )
     if options["LEVELS"] is None and not location:
         raise ImproperlyConfigured(
             "MultiLevelCache LOCATION must be the path of the SQLite file of its "

@@ -59,6 +59,15 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     covers the tag bookkeeping).
     """
 
+    def _own(self, name: str) -> Any:
+        """Our own method ``name``, bound, past any wrapper set on the instance.
+
+        The async twins run the synchronous method in a thread: through the instance
+        attribute, a debug-toolbar panel (which wraps methods on the instance) saw a
+        second call inside the first, and took its level hits for a read-back.
+        """
+        return getattr(type(self), name).__get__(self)
+
     def _waited_read(self) -> None:
         self._misses[0] += 1
 
@@ -285,7 +294,9 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     ) -> Any:
         store = self._l1_in_place()
         if store is None:
-            return await _in_thread(self.get)(key, default, version, levels=levels)
+            return await _in_thread(self._own("get"))(
+                key, default, version, levels=levels
+            )
         final = self._key(key, version)
         depth = self._depth(levels)
         payload = store.get(final)
@@ -304,7 +315,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     ) -> dict[Any, Any]:
         store = self._l1_in_place()
         if store is None:
-            return await _in_thread(self.get_many)(keys, version, levels=levels)
+            return await _in_thread(self._own("get_many"))(keys, version, levels=levels)
         depth = self._depth(levels)
         by_final = self._finals(keys, version)
         if not by_final:
@@ -331,7 +342,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     ) -> bool:
         store = self._l1_in_place()
         if store is None:
-            return await _in_thread(self.has_key)(key, version, levels=levels)
+            return await _in_thread(self._own("has_key"))(key, version, levels=levels)
         final = self._key(key, version)
         depth = self._depth(levels)
         payload = store.get(final)
@@ -346,12 +357,12 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         self, key: Any, version: Any = None, *, levels: int | None = None
     ) -> bool:
         """``delete`` in a thread, ``levels=`` included (Django's own drops it)."""
-        return await _in_thread(self.delete)(key, version, levels=levels)  # type: ignore[no-any-return]
+        return await _in_thread(self._own("delete"))(key, version, levels=levels)  # type: ignore[no-any-return]
 
     async def adelete_many(
         self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
     ) -> None:
-        await _in_thread(self.delete_many)(keys, version, levels=levels)
+        await _in_thread(self._own("delete_many"))(keys, version, levels=levels)
 
     async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> Any:  # fmt: skip
         store = self._l1_in_place()

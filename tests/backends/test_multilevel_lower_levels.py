@@ -165,3 +165,9 @@ def test_django_redis_patterns_are_ours(
         == {}
     )
     assert cache.get("other") == 4
+
+
+def test_a_url_as_the_default_locations_file_is_refused() -> None:
+    """It was taken as a relative path: a SQLite file under ./redis:/127.0.0.1:.../0."""
+    with pytest.raises(ImproperlyConfigured, match="not a URL"):
+        MultiLevelCache("redis://127.0.0.1:6379/0", {})

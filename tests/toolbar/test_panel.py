@@ -490,3 +490,31 @@ def test_caches_table_shows_the_l1_l2_split_and_one_decimal_rates() -> None:
     assert rows["smartcache-alias-smart"][served] == "\u2014"
     assert rows["smartcache-alias-smart"][rate] == "62.5%"  # 5 hits of 8 lookups
     assert rows["smartcache-alias-default"][rate] == "\u2014"
+
+
+def test_async_reads_of_a_multilevel_cache_keep_their_served_by(tmp_path: Any) -> None:
+    """``aget`` runs ``get`` in a thread when L1 cannot answer in place (the coherence
+    poll due): through the instance attribute, which the panel wraps, the inner call's
+    level hits were taken for a read-back and the "served by" split lost them."""
+    import asyncio
+    import time
+
+    from django.conf import settings
+
+    layered = {
+        "BACKEND": "django_smartcache.backends.MultiLevelCache",
+        "LOCATION": str(tmp_path / "levels.sqlite3"),
+    }
+    with override_settings(CACHES={**settings.CACHES, "layered": layered}):
+        multi = caches["layered"]
+        multi.set("k", 1, 60)
+        recorder = instrumentation.Recorder()
+        recorder.start()
+        try:
+            time.sleep(0.2)  # past the coherence poll's deadline: aget takes the thread
+            assert asyncio.run(caches["layered"].aget("k")) == 1
+        finally:
+            recorder.stop()
+        assert sum(call["hits"] for call in recorder.calls) == 1
+        assert recorder.unlisted_level_hits.get("layered", [0, 0]) == [0, 0]
+        multi.close()

@@ -135,9 +135,10 @@ class Command(BaseCommand):
         ]:
             try:
                 KeyPattern(pattern, regex=regex)
-            except (re.error, ValueError) as exc:
-                kind = "regex" if regex else "glob"
-                raise CommandError(f"Invalid {kind} {pattern!r}: {exc}") from exc
+            except re.error as exc:
+                raise CommandError(f"Invalid regex {pattern!r}: {exc}") from exc
+            except ValueError as exc:  # it names the glob already
+                raise CommandError(f"{str(exc)[:1].upper()}{str(exc)[1:]}") from exc
         dry = options["dry_run"]
         missed: list[str] = []
         if tags:
