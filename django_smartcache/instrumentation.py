@@ -93,6 +93,7 @@ class _Call:
         "asks",
         "compute_seconds",
         "computed",
+        "error",
         "hit",
         "hits",
         "misses",
@@ -111,6 +112,8 @@ class _Call:
         #: callable), and the time it took, part of the call's time.
         self.computed: bool | None = None
         self.compute_seconds = 0.0
+        #: The exception's class name when the call raised (shown instead of a result).
+        self.error: str | None = None
 
 
 class Recorder:
@@ -195,6 +198,7 @@ class Recorder:
                 "hits": call.hits,
                 "misses": call.misses,
                 "waited": call.waited,
+                "error": call.error,
                 "ms": seconds * 1000.0,
                 "compute_ms": (
                     call.compute_seconds * 1000.0 if call.computed else None
@@ -345,6 +349,9 @@ def _wrapper(
                 else:
                     result = await original(*args, **kwargs)
                     _infer(call)
+            except BaseException as exc:
+                call.error = type(exc).__name__
+                raise
             finally:
                 seconds = time.perf_counter() - start
                 _outer.reset(token)
@@ -385,6 +392,9 @@ def _wrapper(
             else:
                 result = original(*args, **kwargs)
                 _infer(call)
+        except BaseException as exc:
+            call.error = type(exc).__name__
+            raise
         finally:
             seconds = time.perf_counter() - start
             _outer.reset(token)

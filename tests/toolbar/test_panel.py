@@ -518,3 +518,20 @@ def test_async_reads_of_a_multilevel_cache_keep_their_served_by(tmp_path: Any) -
         assert sum(call["hits"] for call in recorder.calls) == 1
         assert recorder.unlisted_level_hits.get("layered", [0, 0]) == [0, 0]
         multi.close()
+
+
+def test_a_call_that_raised_says_so() -> None:
+    """It was listed with a blank result, like a call whose answer is not known."""
+
+    def view(request: Any) -> HttpResponse:
+        smart = caches["smart"]
+        try:
+            smart.incr("no-such-counter")
+        except ValueError:
+            pass
+        return HttpResponse("ok")
+
+    toolbar_panel = run(view)
+    calls = [c for c in toolbar_panel.get_stats()["calls"] if c["op"] == "incr"]
+    assert [c["error"] for c in calls] == ["ValueError"]
+    assert "raised ValueError" in toolbar_panel.content
