@@ -8,6 +8,7 @@ import operator
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 from asgiref.sync import iscoroutinefunction
@@ -1047,17 +1048,20 @@ def test_refresh_while_computing_recomputes_and_wins():
 
 
 def test_async_invalidate_while_computing_keeps_the_old_result_out():
-    data = {"v": "old"}
+    data: dict[str, Any] = {"v": "old"}
 
     @cached(name="async_slow_reader", timeout=300)
     async def reader():
         value = data["v"]
+        data["read"].set()
         await asyncio.sleep(0.1)
         return value
 
     async def scenario():
+        data["read"] = asyncio.Event()
         first = asyncio.ensure_future(reader())
-        await asyncio.sleep(0.02)
+        await data["read"].wait()  # the first computation has read the old data
+        data["read"] = asyncio.Event()
         data["v"] = "new"
         await reader.invalidate()
         second = await reader()
