@@ -30,6 +30,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._level_ttl import raw_redis_client
+
 logger = logging.getLogger("django_smartcache.multilevel")
 
 _monotonic = time.monotonic
@@ -112,6 +114,10 @@ class Coherence:
     def publish(self, keys: Iterable[str]) -> None:
         """Tell the other processes that ``keys`` changed (no-op without a broadcast)."""
 
+    def publish_failed(self, exc: BaseException) -> None:
+        """A publish raised: the other processes keep their copies until L1_MAX_TTL."""
+        self.errors += 1
+
     def publish_clear(self) -> None:
         """Tell the other processes to drop their whole L1."""
 
@@ -190,6 +196,13 @@ class RedisPubSub(Coherence):
     #: How often the hot path checks that the listener thread is alive (seconds).
     CHECK_INTERVAL = 0.5
 
+    #: Silence on the subscription after which the listener sends a PING...
+    PING_AFTER = 10.0
+    #: ...and how long it waits for the answer before it reconnects: a connection
+    #: dropped without a FIN or RST (a NAT timeout, a partition) raises nothing, and
+    #: the listener sat on it for good, deaf to every invalidation.
+    PONG_WITHIN = 5.0
+
     def __init__(
         self,
         l1: Any,
@@ -197,9 +210,13 @@ class RedisPubSub(Coherence):
         channel: str,
         options: dict[str, Any],
         log_interval: float = 60.0,
+        level: Any = None,
     ) -> None:
         super().__init__(l1)
         self.log_interval = log_interval
+        #: The Redis level whose connection settings (credentials, socket, TLS) the
+        #: channel uses; None when REDIS_URL names the server.
+        self.level = level
         self.url = url
         self.channel = channel
         self.options = options
@@ -249,12 +266,46 @@ class RedisPubSub(Coherence):
         self._thread = None
 
     # -- publishing ---------------------------------------------------------------
+    def _new_client(self, **overrides: Any) -> Any:
+        """A client of the channel's server: the level's connection settings when it
+        is the level's (a password or username in its OPTIONS, a unix socket, TLS),
+        else ``REDIS_URL``'s; ``options`` fill in what they leave unset."""
+        import redis
+
+        raw = (
+            raw_redis_client(self.level, write=True) if self.level is not None else None
+        )
+        pool = getattr(raw, "connection_pool", None)
+        kwargs = getattr(pool, "connection_kwargs", None)
+        if isinstance(kwargs, dict):
+            merged = {**self.options, **kwargs, **overrides}
+            if "path" in merged:  # a unix socket: no TCP keepalive to set
+                merged.pop("socket_keepalive", None)
+            return redis.Redis(
+                connection_pool=redis.ConnectionPool(
+                    connection_class=pool.connection_class, **merged
+                )
+            )
+        if self.url.startswith("unix://"):
+            overrides.pop("socket_keepalive", None)
+        return redis.Redis.from_url(self.url, **{**self.options, **overrides})
+
     def _client(self) -> Any:
         if self._publisher is None:
-            import redis
-
-            self._publisher = redis.Redis.from_url(self.url, **self.options)
+            self._publisher = self._new_client()
         return self._publisher
+
+    def publish_failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        now = _monotonic()
+        if now - self._last_log >= self.log_interval:
+            self._last_log = now
+            logger.warning(
+                "smartcache coherence channel %r: publishing failed (%s); other "
+                "processes keep their L1 copies up to L1_MAX_TTL",
+                self.channel,
+                exc,
+            )
 
     def publish(self, keys: Iterable[str]) -> None:
         prefix = self.token + _KIND_KEY
@@ -274,16 +325,25 @@ class RedisPubSub(Coherence):
         while not self._stopping.is_set():
             pubsub = None
             try:
-                client = redis.Redis.from_url(
-                    self.url, **{**self.options, "socket_timeout": None}
-                )
+                client = self._new_client(socket_timeout=None, socket_keepalive=True)
                 pubsub = client.pubsub()
                 pubsub.subscribe(self.channel)
+                heard, pinged = _monotonic(), 0.0
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=0.5)
+                    now = _monotonic()
                     if message is not None:
+                        heard, pinged = now, 0.0
                         self._handle(message)
                         backoff = 0.05
+                    elif pinged:
+                        if now - pinged > self.PONG_WITHIN:
+                            raise redis.ConnectionError(
+                                f"no answer to a PING in {self.PONG_WITHIN} s"
+                            )
+                    elif now - heard > self.PING_AFTER:
+                        pubsub.ping()
+                        pinged = now
             except (redis.RedisError, OSError) as exc:
                 self.connected = False
                 self.errors += 1

@@ -125,7 +125,10 @@ def parse(location: str, params: dict[str, Any], outer: type) -> LevelOptions:
             f"MultiLevelCache OPTIONS['CHANNEL'] must be a non-empty string, got {channel!r}"
         )
     url = options["REDIS_URL"]
-    if url is not None and (not isinstance(url, str) or not url):
+    if url is not None and (
+        not isinstance(url, str)
+        or not url.startswith(("redis://", "rediss://", "unix://"))
+    ):
         raise ImproperlyConfigured(
             f"MultiLevelCache OPTIONS['REDIS_URL'] must be a redis:// URL or None, got {url!r}"
         )
@@ -356,7 +359,13 @@ def make_coherence(
                 "lowest level: set OPTIONS['REDIS_URL']"
             )
         return _coherence.RedisPubSub(
-            l1, url, options.channel, _redis_options(lowest), options.log_interval
+            l1,
+            url,
+            options.channel,
+            _redis_options(lowest),
+            options.log_interval,
+            # The level's own connection settings, unless REDIS_URL names the server.
+            level=None if options.redis_url else lowest,
         )
     # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
     return _coherence.NoCoherence(l1)

@@ -453,7 +453,10 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         try:
             self._co.publish(keys)
         except FAULTS as exc:
-            self._fault(self._last, exc, "publish")
+            # The channel's failure, not the level's: the level took the write. Marking
+            # it down made every later write skip a healthy Redis (a password in the
+            # level's OPTIONS the channel lacked, an ACL without channel rights).
+            self._co.publish_failed(exc)
 
     def set(
         self,
@@ -657,7 +660,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             try:
                 self._co.publish_clear()
             except FAULTS as exc:
-                self._fault(self._last, exc, "publish")
+                self._co.publish_failed(exc)
 
     def delete_pattern(
         self, pattern: str, regex: bool = False, version: Any = None
@@ -710,7 +713,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 elif removed:
                     self._co.publish(removed)
             except FAULTS as exc:
-                self._fault(self._last, exc, "publish")
+                self._co.publish_failed(exc)
         return max(counted, len(removed))
 
     async def adelete_pattern(

@@ -293,3 +293,85 @@ def test_background_repair_reuses_one_level_and_backs_off(
     assert 2 <= health._failed_repairs <= 4  # delays RETRY, 2x, 4x...: not every RETRY
     health.stop()
     assert health._timer is None
+
+
+# -- the channel is not the level (outside probe, session 6) -------------------------
+
+
+def test_the_channel_uses_the_levels_password(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """A password in the level's OPTIONS: the channel was built from the URL alone,
+    its publish failed, and that failure marked the healthy level down (3 writes of
+    60 reached Redis; add() as a lock said True to two holders)."""
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.config_set("requirepass", "s3cret")
+    try:
+        cache = make_cache(
+            {
+                "BACKEND": REDIS,
+                "LOCATION": private_redis.url,
+                "OPTIONS": {"password": "s3cret"},
+            }
+        )
+        _wait_for(lambda: cache.stats()["coherence"]["connected"])
+        for i in range(20):
+            cache.set(f"k{i}", i)
+        stats = cache.stats()
+        assert stats["levels"][1]["errors"] == 0
+        assert stats["coherence"]["errors"] == 0
+        assert cache.levels[1].get_many([cache.make_key(f"k{i}") for i in range(20)])
+        assert (
+            len(cache.levels[1].get_many([cache.make_key(f"k{i}") for i in range(20)]))
+            == 20
+        )
+    finally:
+        authed = redis.Redis.from_url(private_redis.url, password="s3cret")
+        authed.config_set("requirepass", "")
+        authed.close()
+        admin.close()
+
+
+def test_a_failing_channel_does_not_take_the_level_down(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """Publishing to a channel server that is down is the channel's error: the level
+    took the write, and keeps taking them."""
+    dead = f"redis://127.0.0.1:{_closed_port()}/0"
+    cache = make_cache(
+        {"BACKEND": REDIS, "LOCATION": private_redis.url}, REDIS_URL=dead
+    )
+    for i in range(10):
+        cache.set(f"k{i}", i)
+    finals = [cache.make_key(f"k{i}") for i in range(10)]
+    assert len(cache.levels[1].get_many(finals)) == 10
+    stats = cache.stats()
+    assert stats["levels"][1]["errors"] == 0
+    assert not stats["levels"][1]["down"]
+    assert stats["coherence"]["errors"] >= 1
+
+
+def test_a_silent_subscription_is_pinged_and_renewed(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache], monkeypatch: Any
+) -> None:
+    """A subscription whose connection died without a FIN or RST raised nothing: the
+    listener is deaf for good. Silence now gets a PING; no answer, a new subscription."""
+    from django_smartcache.backends import _coherence
+
+    monkeypatch.setattr(_coherence.RedisPubSub, "PING_AFTER", 0.2)
+    monkeypatch.setattr(_coherence.RedisPubSub, "PONG_WITHIN", 0.5)
+    cache = make_cache({"BACKEND": REDIS, "LOCATION": private_redis.url})
+    _wait_for(lambda: cache.stats()["coherence"]["connected"])
+    time.sleep(1.0)  # silence answered by PONGs: still the first subscription
+    assert cache.stats()["coherence"]["subscriptions"] == 1
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")  # no answer to the PING
+    _wait_for(lambda: cache.stats()["coherence"]["subscriptions"] >= 2, timeout=10)
+    admin.close()
+
+
+def test_redis_url_must_be_a_url() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL"):
+        MultiLevelCache("", {"OPTIONS": {"LEVELS": [{"BACKEND": SMART}, {"BACKEND": FILES, "LOCATION": "/tmp/x"}], "REDIS_URL": "127.0.0.1:6379"}})  # fmt: skip
