@@ -135,6 +135,21 @@ class LevelHealth:
                 self.errors,
             )
 
+    def claim_probe(self, now: float) -> bool:
+        """Whether this caller may try the level (down, its ``down_until`` passed).
+
+        One caller per ``retry`` interval in the process: it pushes ``down_until`` on,
+        so the others keep skipping the level while it tries. Every caller used to try
+        at once, each waiting out the client's timeout against a server that hangs.
+        """
+        with self.lock:
+            if self.down_until == 0.0:
+                return True  # back meanwhile
+            if now < self.down_until:
+                return False
+            self.down_until = now + self.retry
+            return True
+
     def missed(self, keys: Iterable[str]) -> None:
         with self.lock:
             self._arm()

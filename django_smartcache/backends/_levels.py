@@ -165,7 +165,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         health = self._health[index]
         if health.down_until == 0.0:
             return True
-        if not self._raise and _monotonic() < health.down_until:
+        if not self._raise and not health.claim_probe(_monotonic()):
             return False
         try:
             health.repair(self._levels[index])

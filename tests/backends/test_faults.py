@@ -375,3 +375,35 @@ def test_redis_url_must_be_a_url() -> None:
 
     with pytest.raises(ImproperlyConfigured, match="REDIS_URL"):
         MultiLevelCache("", {"OPTIONS": {"LEVELS": [{"BACKEND": SMART}, {"BACKEND": FILES, "LOCATION": "/tmp/x"}], "REDIS_URL": "127.0.0.1:6379"}})  # fmt: skip
+
+
+def test_one_caller_per_retry_interval_tries_a_down_level(
+    make_cache: Callable[..., MultiLevelCache],
+) -> None:
+    """Once RETRY_INTERVAL had passed, every arriving thread tried the level, each
+    waiting out the client's timeout against a server that hangs (8 threads spent 5 s
+    of every 6 blocked). One caller per interval tries it now; the others skip it."""
+    import threading
+
+    port = _closed_port()
+    cache = make_cache(
+        {"BACKEND": REDIS, "LOCATION": f"redis://127.0.0.1:{port}/0"},
+        RETRY_INTERVAL=2.0,
+    )
+    cache.get("first")  # the level fails: down for RETRY_INTERVAL
+    assert cache.stats()["levels"][1]["errors"] == 1
+    health = cache._health[1]
+    health.down_until = time.monotonic() - 0.01  # the interval has passed
+    barrier = threading.Barrier(8)
+
+    def read() -> None:
+        barrier.wait()
+        for i in range(20):
+            cache.get(f"k{i}")
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.stats()["levels"][1]["errors"] == 2  # one probe, not one per thread
