@@ -295,17 +295,20 @@ class RedisPubSub(Coherence):
             self._publisher = self._new_client()
         return self._publisher
 
-    def publish_failed(self, exc: BaseException) -> None:
+    def _failed(self, message: str, exc: BaseException) -> None:
+        """Count a channel error; warn (``message`` % channel, error) once per interval."""
         self.errors += 1
         now = _monotonic()
         if now - self._last_log >= self.log_interval:
             self._last_log = now
-            logger.warning(
-                "smartcache coherence channel %r: publishing failed (%s); other "
-                "processes keep their L1 copies up to L1_MAX_TTL",
-                self.channel,
-                exc,
-            )
+            logger.warning(message, self.channel, exc)
+
+    def publish_failed(self, exc: BaseException) -> None:
+        self._failed(
+            "smartcache coherence channel %r: publishing failed (%s); other "
+            "processes keep their L1 copies up to L1_MAX_TTL",
+            exc,
+        )
 
     def publish(self, keys: Iterable[str]) -> None:
         prefix = self.token + _KIND_KEY
@@ -346,16 +349,11 @@ class RedisPubSub(Coherence):
                         pinged = now
             except (redis.RedisError, OSError) as exc:
                 self.connected = False
-                self.errors += 1
-                now = _monotonic()
-                if now - self._last_log >= self.log_interval:
-                    self._last_log = now
-                    logger.warning(
-                        "smartcache coherence channel %r lost (%s); L1 entries are "
-                        "bounded by L1_MAX_TTL until it reconnects",
-                        self.channel,
-                        exc,
-                    )
+                self._failed(
+                    "smartcache coherence channel %r lost (%s); L1 entries are "
+                    "bounded by L1_MAX_TTL until it reconnects",
+                    exc,
+                )
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 1.0)
             finally:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django.core.cache.backends.base import BaseCache
@@ -48,15 +49,8 @@ _VERBOSE_BLANK = re.compile(r"(?:\s+|#[^\n]*(?:\n|\Z))+")
 
 
 def lists_keys(level: BaseCache) -> bool:
-    """Whether :func:`delete_matching` can work on ``level`` (the same tests, in order)."""
-    store = getattr(level, "_store", None)
-    return (
-        _redis_client(level) is not None
-        or (store is not None and callable(getattr(store, "delete_matching", None)))
-        or callable(getattr(level, "_delete_key_pattern", None))
-        or callable(getattr(level, "delete_pattern", None))
-        or isinstance(level, LocMemCache)
-    )
+    """Whether :func:`delete_matching` can work on ``level``."""
+    return _deleter(level) is not None
 
 
 def delete_matching(
@@ -69,29 +63,44 @@ def delete_matching(
     ``delete_pattern()`` delete those that match too: a tagged entry then reads as a
     miss, never as revived. Only a level's own ``delete_pattern()`` gives a number.
     """
+    deleter = _deleter(level)
+    if deleter is None:
+        raise NotImplementedError(
+            f"delete_pattern(): level {label} ({type(level).__module__}."
+            f"{type(level).__qualname__}) cannot list its keys; use SmartCache, "
+            f"SQLiteCache, Django's RedisCache or LocMemCache there"
+        )
+    return deleter(kp, label, keep)
+
+
+_Deleter = Callable[[KeyPattern, str, str], "set[str] | int"]
+
+
+def _deleter(level: BaseCache) -> _Deleter | None:
+    """How ``level`` deletes by pattern (the first kind that applies), or None."""
     client = _redis_client(level)
     if client is not None:
-        return _redis_delete(client, kp, keep)
+        return lambda kp, label, keep: _redis_delete(client, kp, keep)
     store = getattr(level, "_store", None)
     if store is not None and callable(getattr(store, "delete_matching", None)):
-        return _store_delete(store, kp, keep)
+        return lambda kp, label, keep: _store_delete(store, kp, keep)
     exact = getattr(level, "_delete_key_pattern", None)
     if callable(exact):
         # SQLiteCache: the caller's pattern applied after the head, as on its own keys;
         # the keys that went come back, to be counted once across levels.
-        return set(exact(kp))
+        return lambda kp, label, keep: set(exact(kp))
     native = getattr(level, "delete_pattern", None)
     if callable(native):
-        if kp.regex:
-            return int(native(_regex_on_final_keys(kp, label), regex=True))
-        return int(native(_glob_escape(kp.head) + kp.pattern))
+
+        def own(kp: KeyPattern, label: str, keep: str) -> int:
+            if kp.regex:
+                return int(native(_regex_on_final_keys(kp, label), regex=True))
+            return int(native(_glob_escape(kp.head) + kp.pattern))
+
+        return own
     if isinstance(level, LocMemCache):
-        return _locmem_delete(level, kp, keep)
-    raise NotImplementedError(
-        f"delete_pattern(): level {label} ({type(level).__module__}."
-        f"{type(level).__qualname__}) cannot list its keys; use SmartCache, "
-        f"SQLiteCache, Django's RedisCache or LocMemCache there"
-    )
+        return lambda kp, label, keep: _locmem_delete(level, kp, keep)
+    return None
 
 
 # -- Redis ------------------------------------------------------------------------------

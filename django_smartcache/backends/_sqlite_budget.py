@@ -65,46 +65,31 @@ class BudgetMixin:
                     count - max_entries, (count - 1) // self._cull_frequency
                 )
         limit = _VICTIM_BATCH + len(protected)
+        target_entries = excess_entries
         for query, params in (
             (sql.EXPIRED_VICTIMS, (now, limit)),
             (sql.LRU_VICTIMS, (limit,)),
         ):
-            while excess_bytes > 0 or excess_entries > 0:
-                victims = []
-                for key, victim_size in conn.execute(query, params).fetchall():
-                    if key in protected:
-                        continue
-                    victims.append((key,))
-                    excess_bytes -= victim_size
-                    excess_entries -= 1
-                    size -= victim_size
-                    count -= 1
-                    if excess_bytes <= 0 and excess_entries <= 0:
-                        break
-                if not victims:
-                    break
-                conn.executemany(sql.DELETE, victims)
+            excess_bytes, excess_entries = _delete_victims(
+                conn, query, params, excess_bytes, excess_entries, protected
+            )
         # Only the keys just written are left and still over the budget: a batch that
         # alone exceeds it loses its least recently used keys too, down to the budget
         # itself (as a loop of set() would, each culling before the next), so no
-        # transaction ends above it.
-        over_bytes = size - self._max_size
-        # The last key written stays whatever MAX_ENTRIES says, as in Django (a set
+        # transaction ends above it. ``excess_bytes`` is that excess already; the
+        # entries are counted against MAX_ENTRIES itself, not the cull's target, and
+        # the last key written stays whatever MAX_ENTRIES says, as in Django (a set
         # culls, then stores; test_cull_delete_when_store_empty sets it to -1).
-        over_entries = count - max(max_entries, 1) if max_entries is not None else 0
-        while over_bytes > 0 or over_entries > 0:
-            victims = []
-            for key, victim_size in conn.execute(
-                sql.LRU_VICTIMS, (_VICTIM_BATCH,)
-            ).fetchall():
-                victims.append((key,))
-                over_bytes -= victim_size
-                over_entries -= 1
-                if over_bytes <= 0 and over_entries <= 0:
-                    break
-            if not victims:
-                break
-            conn.executemany(sql.DELETE, victims)
+        left = count - (target_entries - excess_entries)
+        over_entries = left - max(max_entries, 1) if max_entries is not None else 0
+        _delete_victims(
+            conn,
+            sql.LRU_VICTIMS,
+            (_VICTIM_BATCH,),
+            excess_bytes,
+            over_entries,
+            frozenset(),
+        )
 
     def _maintain(self, conn: sqlite3.Connection, now: float) -> None:
         """Bounded purge of expired rows, and pruning of the change log."""
@@ -128,3 +113,29 @@ class BudgetMixin:
     def purge_expired(self) -> int:
         """Delete every expired entry now (through the ``expires`` index); return how many."""
         return self._write(self._autocommit_count, sql.PURGE_EXPIRED, (self._clock(),))
+
+
+def _delete_victims(
+    conn: sqlite3.Connection,
+    query: str,
+    params: tuple[object, ...],
+    excess_bytes: int,
+    excess_entries: int,
+    protected: AbstractSet[str],
+) -> tuple[int, int]:
+    """Delete the rows ``query`` lists (``key, size``, in eviction order), skipping
+    ``protected``, until neither excess is positive or none is left; the excesses left."""
+    while excess_bytes > 0 or excess_entries > 0:
+        victims = []
+        for key, victim_size in conn.execute(query, params).fetchall():
+            if key in protected:
+                continue
+            victims.append((key,))
+            excess_bytes -= victim_size
+            excess_entries -= 1
+            if excess_bytes <= 0 and excess_entries <= 0:
+                break
+        if not victims:
+            break
+        conn.executemany(sql.DELETE, victims)
+    return excess_bytes, excess_entries

@@ -267,6 +267,21 @@ class SingleFlightGetOrSetMixin:
         return cast(str, cast(Any, self).make_key(key, version=version))
 
 
+class _Tracked:
+    """The leader's callable ``default``, noting whether ``get_or_set`` called it (the
+    callers that joined it then waited for a computation; otherwise they shared a hit)."""
+
+    __slots__ = ("called", "default")
+
+    def __init__(self, default: Callable[[], Any]) -> None:
+        self.default = default
+        self.called = False
+
+    def __call__(self) -> Any:
+        self.called = True
+        return self.default()
+
+
 def _leading(
     get_or_set: Callable[..., Any],
     key: Any,
@@ -274,16 +289,9 @@ def _leading(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> tuple[Any, bool]:
-    """The leader's ``get_or_set``: its result, and whether ``default`` was called (the
-    callers that joined it waited for a computation, or shared a hit)."""
-    computed = False
-
-    def compute() -> Any:
-        nonlocal computed
-        computed = True
-        return default()
-
-    return get_or_set(key, compute, *args, **kwargs), computed
+    """The leader's ``get_or_set``: its result, and whether ``default`` was called."""
+    tracked = _Tracked(default)
+    return get_or_set(key, tracked, *args, **kwargs), tracked.called
 
 
 async def _aleading(
@@ -294,11 +302,5 @@ async def _aleading(
     kwargs: dict[str, Any],
 ) -> tuple[Any, bool]:
     """:func:`_leading`, awaited."""
-    computed = False
-
-    def compute() -> Any:
-        nonlocal computed
-        computed = True
-        return default()
-
-    return await aget_or_set(key, compute, *args, **kwargs), computed
+    tracked = _Tracked(default)
+    return await aget_or_set(key, tracked, *args, **kwargs), tracked.called
