@@ -32,7 +32,7 @@ from django.utils.functional import Promise
 from .core import keys
 from .core.singleflight import AsyncSingleFlight, SingleFlight
 from .signals import stampede_wait
-from .tagging import dirty_tags, nothing_pending
+from .tagging import dirty_tags
 
 __all__ = ["CachedFunction", "cached", "supports_tags"]
 
@@ -437,7 +437,7 @@ class CachedFunction(Generic[P, R]):
                 if self._refresh_early(entry, now):
                     return self._refresh_ahead(cache, key, args, kwargs, entry)  # type: ignore[no-any-return]
                 return entry.value  # type: ignore[no-any-return]
-        if not nothing_pending() and dirty_tags():
+        if dirty_tags():
             # Writes in an open transaction: neither share a computation with other
             # threads (this one's may hold uncommitted data) nor take theirs (made
             # without its writes); no cross-process lock either.
@@ -601,7 +601,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             if self._refresh_early(entry, now):
                 return await self._arefresh_ahead(cache, key, args, kwargs, entry)  # type: ignore[no-any-return]
             return entry.value  # type: ignore[no-any-return]
-        if not nothing_pending() and dirty_tags():
+        if dirty_tags():
             # Writes in an open transaction: compute alone (CachedFunction.__call__).
             return await self._acompute(cache, key, args, kwargs, None)  # type: ignore[no-any-return]
         since = time.monotonic()

@@ -28,7 +28,7 @@ from ..core.patterns import KeyPattern
 from ..core.singleflight import SingleFlightGetOrSetMixin
 from ..core.sizing import parse_size
 from ..signals import stampede_wait
-from ..tagging import dirty_tags, key_warnings_on, nothing_pending
+from ..tagging import dirty_tags, key_warnings_on
 
 __all__ = [
     "KeyPattern",
@@ -75,7 +75,7 @@ class SingleFlightMixin(SingleFlightGetOrSetMixin):
         # (it may hold uncommitted data, and roll back) nor takes theirs (computed
         # without its own writes): it computes alone, as the tagging layer neither
         # reads nor stores its dirty entries.
-        return nothing_pending() or not dirty_tags()
+        return not dirty_tags()
 
     def stampede_waited(self, key: str, seconds: float) -> None:
         self._waited_read()

@@ -102,8 +102,9 @@ def pattern_problem(cache: BaseCache) -> str | None:
     return None
 
 
-def unreached_levels(cache: BaseCache) -> list[str]:
-    """The shared levels of a MultiLevelCache that missed a change made by this process.
+def unreached_levels(alias: str, cache: BaseCache) -> list[str]:
+    """The shared levels of a MultiLevelCache that missed a change made by this process,
+    each named with ``alias`` (for :func:`fail_if_unreached`).
 
     They were down when it was made and still hold what it replaced. The process
     repairs them once they are back, but only while it runs: a command exits first.
@@ -114,7 +115,7 @@ def unreached_levels(cache: BaseCache) -> list[str]:
     for level in cache.stats()["levels"][1:]:  # type: ignore[attr-defined]
         if level["pending_repairs"]:
             error = level["last_error"] or "down"
-            found.append(f"{level['level']} ({error})")
+            found.append(f"{alias!r} {level['level']} ({error})")
     return found
 
 

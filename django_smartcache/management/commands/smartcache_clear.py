@@ -72,5 +72,5 @@ class Command(BaseCommand):
                 " (in-process: this process's store only)" if in_process(cache) else ""
             )
             self.stdout.write(f"Cleared {alias!r} ({backend_name(cache)}){note}.")
-            missed += [f"{alias!r} {m}" for m in unreached_levels(cache)]
+            missed += unreached_levels(alias, cache)
         fail_if_unreached(missed, "The clear")

@@ -160,7 +160,7 @@ class Command(BaseCommand):
             if not dry:
                 for alias, cache in targets:
                     cache.invalidate_tags(*tags, reason=REASON)
-                    missed += [f"{alias!r} {m}" for m in unreached_levels(cache)]
+                    missed += unreached_levels(alias, cache)
             self.stdout.write(f"{verb} {len(tags)} tag(s) on {names}.")
             if options["verbosity"] > 1 or dry:
                 for tag in expand_tags(tags) if options["verbosity"] > 2 else tags:
@@ -217,5 +217,5 @@ class Command(BaseCommand):
                     f"{alias!r}{note}."
                 )
             if not dry:
-                missed += [f"{alias!r} {m}" for m in unreached_levels(cache)]
+                missed += unreached_levels(alias, cache)
         return missed

@@ -108,9 +108,9 @@ class Command(BaseCommand):
                 f"{len(failed)} of {len(plan)} warmer runs failed: {', '.join(failed)}"
             )
         missed = [
-            f"{alias!r} {m}"
+            line
             for alias in dict.fromkeys(alias for _, alias in plan)
-            for m in unreached_levels(caches[alias])
+            for line in unreached_levels(alias, caches[alias])
         ]
         fail_if_unreached(missed, "Warming")
 
