@@ -144,6 +144,24 @@ class SmartCacheKeyMixin:
             return made
         return self.make_and_validate_key(key, version=version)  # type: ignore[attr-defined, no-any-return]
 
+    def _quiet_key(self, key: Any, version: int | None = None) -> str | None:
+        """The made key when it is plainly valid (no warning to give), else None: for a
+        fast path that falls back to a call that makes and warns about the key itself."""
+        if not self._plain_keys:
+            return None  # an own make_key/validate_key: only it knows what it accepts
+        if self.key_func is default_key_func:
+            made = f"{self.key_prefix}:{self.version if version is None else version}:{key}"
+        else:
+            made = self.make_key(key, version=version)  # type: ignore[attr-defined]
+        if (
+            isinstance(made, str)
+            and len(made) <= MEMCACHE_MAX_KEY_LENGTH
+            and made.isprintable()
+            and " " not in made
+        ):
+            return made
+        return None
+
     def _keys(self, keys: Iterable[Any], version: int | None = None) -> dict[str, Any]:
         """Made key -> caller's key, for the batch methods."""
         made: dict[str, Any] = {}

@@ -366,8 +366,9 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
 
     async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> Any:  # fmt: skip
         store = self._l1_in_place()
-        if store is not None:
-            final = self._key(key, version)
+        # A key that warns takes the slow path only, which warns as Django does.
+        final = None if store is None else self._quiet_key(key, version)
+        if store is not None and final is not None:
             peeked = store.peek(final)
             if peeked is not None:
                 value = self._loads(peeked[0])

@@ -266,3 +266,34 @@ def test_async_edge_cases_match_the_sync_methods(hops: list[str]) -> None:
         assert run(cache.aget("has space", "d")) == "d"
     assert any(issubclass(w.category, CacheKeyWarning) for w in caught)
     assert hops == ["_get_after_l1"]  # only the miss of the badly named key
+
+
+@pytest.mark.parametrize("name", ["get_or_set", "get", "set", "add", "get_many"])
+def test_async_key_warnings_are_counted_as_the_sync_methods_give_them(
+    name: str,
+) -> None:
+    """A badly named key warns as often from ``aget_or_set`` as from ``get_or_set``
+    (Django's get, add, get): the L1 fast path used to warn once more before it."""
+    import warnings
+
+    from django.core.cache import CacheKeyWarning
+
+    cache = make()
+
+    def call(method: Any, key: str) -> Any:
+        if name == "get_many":
+            return method([key, key + "2"])
+        if name in ("get", "get_or_set"):
+            return method(key, "d") if name == "get" else method(key, lambda: "v")
+        return method(key, "v")
+
+    counts = []
+    for method, key in (
+        (getattr(cache, name), "has space sync"),
+        (lambda *a: run(getattr(cache, "a" + name)(*a)), "has space async"),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call(method, key)
+        counts.append(sum(issubclass(w.category, CacheKeyWarning) for w in caught))
+    assert counts[0] == counts[1] > 0
