@@ -20,6 +20,7 @@ from django.dispatch import receiver
 from . import conf, registry
 from .registry import (
     family,
+    holds_pks,
     is_tracked,
     m2m_relations,
     model_tag,
@@ -58,11 +59,16 @@ def invalidate_model(
 
 def _sides(instance: Model) -> list[str]:
     """Row tags of both sides of a through-model row (a custom through model's save)."""
-    by_column = {f.column: f.attname for f in instance._meta.concrete_fields}
+    by_column = {f.column.lower(): f.attname for f in instance._meta.concrete_fields}
     tags: list[str] = []
     for column, side in through_sides(type(instance)):
+        if not is_tracked(side):
+            continue
+        if column is None:  # a to_field link: not the side's pk
+            tags += _model_tags(side) + [rows_tag(m) for m in family(side)]
+            continue
         value = getattr(instance, by_column[column], None)
-        if value is not None and is_tracked(side):
+        if value is not None:
             tags += _model_tags(side) + row_tags(side, [value])
     return tags
 
@@ -112,7 +118,9 @@ def _on_m2m(
         tags += _model_tags(type(instance)) + row_tags(type(instance), [instance.pk])
     if is_tracked(model):
         tags += _model_tags(model)
-        if pk_set is None:  # clear(): the other side's rows are not known
+        # clear(): the other side's rows are not known; nor are they when the links
+        # hold another field than the pk (``to_field``: ``pk_set`` holds its values).
+        if pk_set is None or not holds_pks(sender, model):
             tags += [rows_tag(m) for m in family(model)]
         else:
             tags += row_tags(model, pk_set)

@@ -107,10 +107,38 @@ def family(model: type[Model]) -> tuple[type[Model], ...]:
     return tuple(members)
 
 
+@functools.cache
+def _pk_root(model: type[Model]) -> type[Model]:
+    """The ancestor whose pk values ``model``'s pks are: up the chain of parent links
+    that are the pk (a child's pk is the link to its first parent; the links to any
+    other parents are columns of their own, holding those parents' pks)."""
+    model = _concrete(model)
+    while True:
+        pk = model._meta.pk
+        remote = pk.remote_field
+        if remote is None or not getattr(remote, "parent_link", False):
+            return model
+        model = _concrete(remote.model)
+
+
 def row_tags(model: type[Model], pks: Iterable[Any]) -> list[str]:
-    """Row tags of ``pks`` in every model of ``model``'s family."""
+    """Row tags of ``pks`` in every model of ``model``'s family.
+
+    A member whose pks are another ancestor's (multiple inheritance: the same row has
+    another pk there) gets its all-rows tag instead: which of its rows it is, is not
+    known without a query.
+    """
     pks = [normalize_pk(model, pk) for pk in pks]
-    return [f"model:{m._meta.label_lower}#{pk}" for m in family(model) for pk in pks]
+    if not pks:
+        return []
+    root = _pk_root(model)
+    tags: list[str] = []
+    for member in family(model):
+        if _pk_root(member) is root:
+            tags += [f"model:{member._meta.label_lower}#{pk}" for pk in pks]
+        else:
+            tags.append(rows_tag(member))
+    return tags
 
 
 def _matches(model: type[Model], labels: Iterable[str]) -> bool:
@@ -157,7 +185,7 @@ class Table:
     model: type[Model]
     pk_column: str
     #: For a many-to-many through table: (column, model) of both sides.
-    sides: tuple[tuple[str, type[Model]], ...] = ()
+    sides: tuple[tuple[str | None, type[Model]], ...] = ()
 
 
 @functools.cache
@@ -172,30 +200,58 @@ def tables() -> dict[str, tuple[Table, ...]]:
         sides = tuple((col, m) for col, m in through.get(model, ()) if is_tracked(m))
         if not is_tracked(model) and not sides:
             continue
+        # Lower-cased, as ``sqlwatch`` reads column names: a legacy ``"ID"`` column.
         out.setdefault(meta.db_table.lower(), []).append(
-            Table(model=model, pk_column=meta.pk.column, sides=sides)
+            Table(model=model, pk_column=meta.pk.column.lower(), sides=sides)
         )
     return {name: tuple(uses) for name, uses in out.items()}
 
 
+def _side(
+    through: type[Model], name: str, model: type[Model]
+) -> tuple[str | None, type[Model]]:
+    """(column, model) of one side of a through model; the column is None when it
+    holds another field's values than the pk (a ``ForeignKey(to_field=...)``)."""
+    field = through._meta.get_field(name)
+    by_pk = field.target_field.primary_key  # type: ignore[union-attr]
+    return (field.column.lower() if by_pk else None), _concrete(model)  # type: ignore[union-attr]
+
+
 @functools.cache
-def _through_sides() -> dict[type[Model], tuple[tuple[str, type[Model]], ...]]:
+def _through_sides() -> dict[type[Model], tuple[tuple[str | None, type[Model]], ...]]:
     """Through model -> its (column, model) for the source and the target side."""
-    found: dict[type[Model], tuple[tuple[str, type[Model]], ...]] = {}
+    found: dict[type[Model], tuple[tuple[str | None, type[Model]], ...]] = {}
     for model in apps.get_models():
         for field in model._meta.local_many_to_many:
             through = field.remote_field.through
             if isinstance(through, type):
                 found[through] = (
-                    (field.m2m_column_name(), _concrete(model)),
-                    (field.m2m_reverse_name(), _concrete(field.remote_field.model)),
+                    _side(through, field.m2m_field_name(), model),
+                    _side(
+                        through,
+                        field.m2m_reverse_field_name(),
+                        field.remote_field.model,
+                    ),
                 )
     return found
 
 
-def through_sides(model: type[Model]) -> tuple[tuple[str, type[Model]], ...]:
-    """For a many-to-many through model: (column, model) of both sides, else ``()``."""
+def through_sides(model: type[Model]) -> tuple[tuple[str | None, type[Model]], ...]:
+    """For a many-to-many through model: (column, model) of both sides, else ``()``.
+
+    A column is None when it does not hold the side's pks (``to_field``): the rows it
+    names are not known without a query.
+    """
     return _through_sides().get(_concrete(model), ())
+
+
+def holds_pks(through: type[Model], model: type[Model]) -> bool:
+    """Whether the through model's links to ``model`` hold its pks (what Django's
+    ``m2m_changed`` sends as ``pk_set``: the linked field's values, not always pks)."""
+    model = _concrete(model)
+    return all(
+        column is not None for column, side in through_sides(through) if side is model
+    )
 
 
 def m2m_relations(model: type[Model]) -> list[type[Model]]:
@@ -211,7 +267,7 @@ def m2m_relations(model: type[Model]) -> list[type[Model]]:
 
 
 def clear_caches() -> None:
-    for cached in (family, is_tracked, tables, _through_sides):
+    for cached in (family, is_tracked, tables, _through_sides, _pk_root):
         cached.cache_clear()
 
 

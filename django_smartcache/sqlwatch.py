@@ -156,7 +156,7 @@ def parse(sql: str) -> tuple[Write, ...]:
         if (
             tail is None
             # the WHERE of a subquery, or a condition on another table's column
-            or before.count("(") != before.count(")")
+            or _unbalanced(before)
             or (tail.group(1) is not None and _table(tail.group(1)) != table)
         ):
             return (Write(verb, table),)
@@ -195,6 +195,16 @@ def parse(sql: str) -> tuple[Write, ...]:
             ),
         )
     return (Write(verb, table),)
+
+
+_LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+def _unbalanced(text: str) -> bool:
+    """Whether ``text`` leaves a parenthesis open (or closes one it did not open),
+    parentheses inside string literals and quoted names not counted."""
+    text = _LITERAL.sub("''", text)
+    return text.count("(") != text.count(")")
 
 
 def _verb(match: re.Match[str]) -> tuple[str, str]:
@@ -290,7 +300,8 @@ def _tags_for_use(
     if use.sides:  # a many-to-many table: both sides' rows
         tags.append(model_tag(model))
         for column, side in use.sides:
-            pks = _values_of(write, column, rows)
+            # A column of None holds another field's values than the side's pks.
+            pks = None if column is None else _values_of(write, column, rows)
             if pks is None:
                 tags += _everything(side)
             else:

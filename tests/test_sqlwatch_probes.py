@@ -408,3 +408,23 @@ def test_parse_all_rows_writes(sql: str, expected: set[tuple[str, str]]) -> None
     writes = sqlwatch.parse(sql)
     assert all(w.all_rows for w in writes)
     assert {(w.verb, w.table) for w in writes} >= expected
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM t WHERE code = ':)' OR code IN (SELECT name FROM u WHERE id = %s)",
+        "UPDATE t SET a = 1 WHERE b = 'x)' OR c IN (SELECT d FROM u WHERE id = %s)",
+        'DELETE FROM t WHERE "odd)" = 1 OR x IN (SELECT y FROM u WHERE id = %s)',
+    ],
+)
+def test_a_parenthesis_in_a_literal_does_not_close_a_subquery(sql: str) -> None:
+    (write,) = sqlwatch.parse(sql)
+    assert write.all_rows
+
+
+def test_a_parenthesis_in_a_literal_of_a_pk_delete_keeps_its_row() -> None:
+    (write,) = sqlwatch.parse("DELETE FROM t WHERE (id = %s)")
+    assert not write.all_rows
+    (write,) = sqlwatch.parse("DELETE FROM t WHERE id = %s")
+    assert not write.all_rows

@@ -78,3 +78,64 @@ class City(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Plain(models.Model):
+    """A model of the mapping cases below: named by its pk."""
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__} {self.pk}"
+
+
+class Legacy(Plain):
+    """A legacy schema's upper-case pk column: SQL reads it lower-cased."""
+
+    id = models.AutoField(primary_key=True, db_column="ID")
+    name = models.CharField(max_length=100)
+
+
+class Article(Plain):
+    """Two concrete parents (Django's multiple inheritance): the child's pk is the
+    link to ``Place``; its ``Article`` part has a pk of its own."""
+
+    article_id = models.AutoField(primary_key=True)
+    headline = models.CharField(max_length=100)
+
+
+class PlaceArticle(Place, Article):
+    pass
+
+
+class Student(Plain):
+    code = models.CharField(max_length=20, unique=True)
+
+
+class Course(Plain):
+    """A through model whose link to ``Student`` holds its code, not its pk."""
+
+    students = models.ManyToManyField(
+        Student, through="Enrollment", related_name="courses"
+    )
+
+
+class Enrollment(Plain):
+    student = models.ForeignKey(Student, models.CASCADE, to_field="code")
+    course = models.ForeignKey(Course, models.CASCADE)
+
+
+class Badge(Plain):
+    number = models.IntegerField(unique=True)
+
+
+class Guild(Plain):
+    """As ``Course`` with an integer ``to_field``: its values look like pks."""
+
+    badges = models.ManyToManyField(Badge, through="Awarded", related_name="guilds")
+
+
+class Awarded(Plain):
+    badge = models.ForeignKey(Badge, models.CASCADE, to_field="number")
+    guild = models.ForeignKey(Guild, models.CASCADE)
