@@ -21,14 +21,16 @@ import functools
 import os
 import pickle
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
 from .. import conf
 from ..core.policy import DEFAULT_POLICY, POLICIES
+from ..core.singleflight import computed_elsewhere, leading
 from ..core.store import ENTRY_OVERHEAD, EvictionListener, MemoryStore
 from ..core.tags import Tagged
 from ..signals import entry_evicted
@@ -573,8 +575,25 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         return self.set_many(data, timeout, version, **kwargs)
 
     async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> Any:  # fmt: skip
-        # Not self.get_or_set: SmartCache's async single flight already runs in front.
-        return TaggingMixin.get_or_set(self, key, default, timeout, version, **kwargs)
+        """The async single flight (one per loop) runs in front of this; here the
+        coroutine joins the threads' one, so that a thread's ``get_or_set`` and a
+        coroutine's ``aget_or_set`` of one key compute once. It leads on the loop
+        (in-memory work), or awaits a thread's computation without blocking it."""
+        get_or_set = functools.partial(TaggingMixin.get_or_set, self)
+        flight = cast(Any, self)
+        if not callable(default) or not flight.singleflight_allowed():
+            return get_or_set(key, default, timeout, version, **kwargs)
+        full_key = self.make_key(key, version=version)
+        started = time.monotonic()
+        (result, computed), shared = await flight._singleflight.ado(
+            (flight.singleflight_scope(), full_key),
+            lambda: leading(get_or_set, key, default, (timeout, version), kwargs),
+        )
+        if shared:
+            flight._joined(full_key, computed, time.monotonic() - started)
+            if computed:
+                computed_elsewhere(default)
+        return result
 
     async def ainvalidate_tags(self, *tags: str, **kwargs: Any) -> None:
         self.invalidate_tags(*tags, **kwargs)

@@ -23,7 +23,7 @@ T = TypeVar("T")
 class _Call(Generic[T]):
     """One computation in flight and the callers waiting for it."""
 
-    __slots__ = ("done", "error", "owner", "result", "waiters")
+    __slots__ = ("done", "error", "owner", "result", "waiters", "wakers")
 
     def __init__(self, owner: int) -> None:
         self.done = threading.Event()
@@ -31,6 +31,13 @@ class _Call(Generic[T]):
         self.result: T | None = None
         self.error: BaseException | None = None
         self.waiters = 0
+        #: Called when it is done: how a waiting coroutine learns it without a thread.
+        self.wakers: list[Callable[[], None]] = []
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.result)
 
 
 class SingleFlight:
@@ -54,25 +61,53 @@ class SingleFlight:
         Returns ``(result, shared)``; ``shared`` is true for a caller that waited for
         another thread's result. An exception raised by ``fn`` reaches every caller.
         """
+        call, leader = self._enter(key)
+        if not leader:
+            call.done.wait()
+            return call.outcome(), True
+        return self._lead(key, call, fn), False
+
+    async def ado(self, key: Hashable, fn: Callable[[], T]) -> tuple[T, bool]:
+        """:meth:`do` from a coroutine, with a synchronous ``fn``: leads by running it
+        on the loop, as a thread would, so threads that miss meanwhile wait for it; or
+        waits for a thread's call without blocking the loop (woken by the leader)."""
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(_resolve, woken)
+            except RuntimeError:  # the loop has closed: nobody waits any more
+                pass
+
+        call, leader = self._enter(key, wake)
+        if not leader:
+            await woken
+            return call.outcome(), True
+        return self._lead(key, call, fn), False
+
+    def _enter(
+        self, key: Hashable, waker: Callable[[], None] | None = None
+    ) -> tuple[_Call[Any], bool]:
+        """The call in flight for ``key`` (joined; ``waker`` runs when it is done), or
+        a new one this caller leads."""
         me = threading.get_ident()
         with self._lock:
             call = self._calls.get(key)
             if call is None:
                 call = self._calls[key] = _Call(me)
-                leader = True
-            elif call.owner == me:
+                return call, True
+            if call.owner == me:
                 # Waiting here would wait for ourselves, forever.
                 raise RuntimeError(f"recursive single-flight call for {key!r}")
-            else:
-                call.waiters += 1
-                leader = False
-        if not leader:
-            call.done.wait()
-            if call.error is not None:
-                raise call.error
-            return cast(T, call.result), True
+            call.waiters += 1
+            if waker is not None:
+                call.wakers.append(waker)  # not done: done is set under this lock
+            return call, False
+
+    def _lead(self, key: Hashable, call: _Call[T], fn: Callable[[], T]) -> T:
         try:
-            call.result = fn()
+            result = call.result = fn()
         except BaseException as exc:
             call.error = exc
             raise
@@ -80,8 +115,11 @@ class SingleFlight:
             with self._lock:
                 if self._calls.get(key) is call:  # (not forgotten by a fork since)
                     del self._calls[key]
-            call.done.set()
-        return call.result, False
+                call.done.set()
+                wakers, call.wakers = call.wakers, []
+            for wake in wakers:
+                wake()
+        return result
 
     def forget(self, key: Hashable) -> bool:
         """Detach the call in flight for ``key`` (whether there was one): callers from
@@ -175,6 +213,11 @@ class AsyncSingleFlight:
         return (asyncio.get_running_loop(), key) in self._calls
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # (its waiter may have been cancelled)
+        future.set_result(None)
+
+
 async def _run(fn: Callable[[], Awaitable[T]]) -> T:
     return await fn()
 
@@ -226,7 +269,7 @@ class SingleFlightGetOrSetMixin:
         started = time.monotonic()
         (result, computed), shared = self._singleflight.do(
             (self.singleflight_scope(), full_key),
-            lambda: _leading(base.get_or_set, key, default, args, kwargs),
+            lambda: leading(base.get_or_set, key, default, args, kwargs),
         )
         if shared:
             self._joined(full_key, computed, time.monotonic() - started)
@@ -282,7 +325,14 @@ class _Tracked:
         return self.default()
 
 
-def _leading(
+def computed_elsewhere(default: Any) -> None:
+    """A leader's ``default`` whose value came from another flight's computation (the
+    async leader joined a thread's): its own joiners waited for a computation too."""
+    if type(default) is _Tracked:
+        default.called = True
+
+
+def leading(
     get_or_set: Callable[..., Any],
     key: Any,
     default: Callable[[], Any],
@@ -301,6 +351,6 @@ async def _aleading(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> tuple[Any, bool]:
-    """:func:`_leading`, awaited."""
+    """:func:`leading`, awaited."""
     tracked = _Tracked(default)
     return await aget_or_set(key, tracked, *args, **kwargs), tracked.called

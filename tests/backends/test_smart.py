@@ -392,6 +392,68 @@ def test_get_or_set_is_single_flight_and_tagged():
     assert cache.get_or_set("hot", lambda: "fresh", tags=["t"]) == "fresh"
 
 
+@pytest.mark.parametrize("first", ["thread", "coroutine"])
+def test_a_thread_and_a_coroutine_missing_one_key_compute_once(first: str) -> None:
+    """docs/backends.md: once per process for concurrent misses, whether the callers
+    are threads (``get_or_set``) or coroutines (``aget_or_set``), in either order."""
+    cache = make()
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def compute():
+        calls.append(1)
+        started.set()
+        release.wait(10)
+        return "value"
+
+    results = []
+    scope = (cache.singleflight_scope(), cache.make_key("hot"))
+
+    async def coroutine():
+        results.append(await cache.aget_or_set("hot", compute, 60))
+
+    def in_thread():
+        results.append(cache.get_or_set("hot", compute, 60))
+
+    async def main():
+        if first == "thread":
+            leader = threading.Thread(target=in_thread)
+            leader.start()
+            started.wait(10)
+            joining = asyncio.ensure_future(coroutine())
+            deadline = time.monotonic() + 10  # a regression fails, never hangs
+            while cache._singleflight.waiting(scope) < 1 < deadline - time.monotonic():
+                await asyncio.sleep(0.001)
+            release.set()
+            await joining
+        else:
+            # The coroutine leads on the loop (no await while it computes): the
+            # thread joins from inside the computation.
+            joiner = threading.Thread(target=in_thread)
+
+            def compute_and_let_a_thread_join():
+                calls.append(1)
+                joiner.start()
+                deadline = time.monotonic() + 10
+                while (
+                    cache._singleflight.waiting(scope) < 1 < deadline - time.monotonic()
+                ):
+                    time.sleep(0.001)
+                return "value"
+
+            results.append(
+                await cache.aget_or_set("hot", compute_and_let_a_thread_join, 60)
+            )
+            joiner.join(10)
+        if first == "thread":
+            leader.join(10)
+
+    asyncio.run(main())
+    assert calls == [1] and results == ["value", "value"]
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"]) == (0, 2)
+
+
 def test_async_tagged_calls_run_inline_without_a_thread_hop():
     cache = make()
     where = []

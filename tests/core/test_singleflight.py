@@ -172,3 +172,99 @@ def test_async_exception_reaches_waiters_and_recursion_is_refused() -> None:
             await flight.do("r", recurse)
 
     asyncio.run(main())
+
+
+def test_a_coroutine_waits_for_a_threads_call_without_blocking_its_loop() -> None:
+    flight = SingleFlight()
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow() -> str:
+        calls.append("thread")
+        started.set()
+        release.wait(5)
+        return "from thread"
+
+    leader = threading.Thread(target=lambda: flight.do("k", slow))
+    leader.start()
+    started.wait(5)
+
+    async def main() -> tuple[tuple[str, bool], int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticking = asyncio.ensure_future(ticker())
+        waiting = asyncio.ensure_future(flight.ado("k", lambda: "from loop"))
+        await asyncio.sleep(0.1)  # the loop runs while the coroutine waits
+        release.set()
+        result = await waiting
+        ticking.cancel()
+        return result, ticks
+
+    result, ticks = asyncio.run(main())
+    leader.join(5)
+    assert result == ("from thread", True)
+    assert calls == ["thread"]
+    assert ticks >= 5
+
+
+def test_a_thread_waits_for_a_coroutines_call_and_gets_its_error() -> None:
+    flight = SingleFlight()
+    joined = threading.Event()
+    outcome: list[object] = []
+
+    def join() -> None:
+        joined.set()
+        try:
+            outcome.append(flight.do("k", lambda: "thread computed"))
+        except LookupError as exc:
+            outcome.append(exc)
+
+    def failing() -> str:
+        # A thread joins while the coroutine leads (no await: it runs on the loop).
+        threading.Thread(target=join).start()
+        joined.wait(5)
+        time.sleep(0.1)
+        raise LookupError("from loop")
+
+    async def main() -> None:
+        with pytest.raises(LookupError):
+            await flight.ado("k", failing)
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 5
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(outcome) == 1 and isinstance(outcome[0], LookupError)
+    assert not flight.in_flight("k")
+
+
+def test_a_cancelled_coroutine_leaves_the_threads_call_to_its_other_waiters() -> None:
+    flight = SingleFlight()
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(5)
+        return "v"
+
+    leader = threading.Thread(target=lambda: flight.do("k", slow))
+    leader.start()
+    started.wait(5)
+
+    async def main() -> tuple[str, bool]:
+        cancelled = asyncio.ensure_future(flight.ado("k", lambda: "x"))
+        other = asyncio.ensure_future(flight.ado("k", lambda: "x"))
+        await asyncio.sleep(0.02)
+        cancelled.cancel()
+        release.set()
+        return await other
+
+    assert asyncio.run(main()) == ("v", True)
+    leader.join(5)
+    assert not flight.in_flight("k")
