@@ -199,6 +199,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         levels: int | None = None,
     ) -> Any:
         key = self._key(key, version)
+        if levels is not None:
+            self._depth(levels)  # a bad value raises whether or not L1 holds the key
         co = self._co
         if co.deadline <= _monotonic():
             co.refresh(self._levels[-1])

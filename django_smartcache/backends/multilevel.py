@@ -168,6 +168,8 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         levels: int | None = None,
     ) -> Any:
         final = self._key(key, version)
+        if levels is not None:
+            self._depth(levels)  # a bad value raises whether or not L1 holds the key
         co = self._co
         if co.deadline <= _monotonic():
             co.refresh(self._levels[-1])
@@ -254,10 +256,11 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         # Like the levels' has_key: no promotion (a promotion without a known TTL
         # would keep the key for L1_MAX_TTL); a tagged entry must still be current.
         final = self._key(key, version)
+        depth = self._depth(levels)
         self._poll_if_due()
         payload = self._l1_payload(final)
         if payload is None:
-            return self._has_after_l1(key, final, self._depth(levels))
+            return self._has_after_l1(key, final, depth)
         value = self._loads(payload)
         return type(value) is not _LevelTagged or self._still_valid(key, value)
 

@@ -297,3 +297,17 @@ def test_async_key_warnings_are_counted_as_the_sync_methods_give_them(
             call(method, key)
         counts.append(sum(issubclass(w.category, CacheKeyWarning) for w in caught))
     assert counts[0] == counts[1] > 0
+
+
+@pytest.mark.parametrize("levels", [0, 5, -1, "x", True])
+def test_a_bad_levels_raises_even_when_l1_holds_the_key(levels: Any) -> None:
+    cache = make()
+    cache.set("k", "v")
+    for read in (
+        lambda: cache.get("k", levels=levels),
+        lambda: cache.has_key("k", levels=levels),
+        lambda: run(cache.aget("k", levels=levels)),
+        lambda: run(cache.ahas_key("k", levels=levels)),
+    ):
+        with pytest.raises(ValueError, match="levels must be an int"):
+            read()
