@@ -198,7 +198,12 @@ def regexp(pattern: str, value: object) -> bool:
     return isinstance(value, str) and _compiled(pattern).search(value) is not None
 
 
-def connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
+class Connection(sqlite3.Connection):
+    """A cache connection: one that can be weakly referenced (a forked child finds and
+    closes every connection it inherited)."""
+
+
+def connect(path: str, busy_timeout: float, synchronous: str) -> Connection:
     """A connection in autocommit mode (transactions are explicit) with our pragmas."""
     conn = sqlite3.connect(
         path,
@@ -206,6 +211,7 @@ def connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connect
         isolation_level=None,
         check_same_thread=False,
         cached_statements=256,
+        factory=Connection,
     )
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA temp_store = MEMORY")

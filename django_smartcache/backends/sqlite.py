@@ -35,7 +35,7 @@ from ..tagging import TaggingMixin
 from . import _sqlite_schema as sql
 from ._sqlite_budget import BudgetMixin
 from ._sqlite_changes import ChangeCursor, ChangeLogMixin
-from ._sqlite_connection import ConnectionMixin, ThreadState
+from ._sqlite_connection import ConnectionMixin, ThreadState, gated
 from ._sqlite_options import parse
 from .base import SingleFlightMixin, SmartCacheKeyMixin, ThreadedIncrMixin, dumps
 
@@ -680,3 +680,38 @@ class SQLiteCache(SingleFlightMixin, TaggingMixin, BaseSQLiteCache):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         return gone
+
+
+# Every method that reaches SQLite runs with fork() kept out (``_sqlite_connection``:
+# a child must not inherit a SQLite mutex held by a parent thread, nor a connection
+# in use). ``tests/backends/test_sqlite_fork.py`` checks that no statement runs outside.
+for _cls, _names in (
+    (
+        BaseSQLiteCache,
+        (
+            "close",
+            "get",
+            "get_many",
+            "has_key",
+            "ttl",
+            "ttl_many",
+            "set",
+            "set_many",
+            "add",
+            "touch",
+            "delete",
+            "delete_many",
+            "delete_pattern",
+            "_delete_key_pattern",
+            "incr",
+            "clear",
+            "stats",
+            "purge_expired",
+            "change_cursor",
+            "changes_since",
+        ),
+    ),
+    (SQLiteCache, ("_delete_stale",)),
+):
+    for _name in _names:
+        setattr(_cls, _name, gated(getattr(_cls, _name)))
