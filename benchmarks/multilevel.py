@@ -8,6 +8,7 @@ a free loopback port and are skipped (with a line saying so) when it is not inst
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -258,7 +259,11 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "--reader":
         _reader(argv[1], argv[2], argv[3])
         return 0
-    quick = "--quick" in argv
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks multilevel", description=__doc__
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter samples")
+    quick = parser.parse_args(argv).quick
     setup_django(
         {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     )

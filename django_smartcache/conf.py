@@ -85,7 +85,7 @@ def _timeout(name: str, value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ImproperlyConfigured(
-            f"SMARTCACHE[{name!r}] must be a positive number of seconds or None, not {value!r}"
+            f"SMARTCACHE[{name!r}] must be a positive whole number of seconds (an int) or None, not {value!r}"
         )
     return value
 

@@ -38,6 +38,7 @@ def fresh_config() -> Any:
         ({"MODELS": "testapp.book"}, "MODELS"),
         ({"TAG_CACHES": ["no-such-alias"]}, "TAG_CACHES"),
         ({"TAG_VERSION_TIMEOUT": 0}, "TAG_VERSION_TIMEOUT"),
+        ({"TAG_VERSION_TIMEOUT": 1.5}, "whole number of seconds"),
         ({"TAG_KEY_PREFIX": "a b"}, "TAG_KEY_PREFIX"),
     ],
 )

@@ -22,6 +22,7 @@ from django.utils.module_loading import import_string
 
 from . import _coherence
 from ._level_ttl import _redis_options, _redis_url
+from ._sqlite_options import django_count
 from .base import option_timeout
 
 DEFAULT_L1 = "django_smartcache.backends.SmartCache"
@@ -152,6 +153,16 @@ def parse(location: str, params: dict[str, Any], outer: type) -> LevelOptions:
                 f"MultiLevelCache OPTIONS['{name}'] only sizes the default SQLite level; with "
                 f"MultiLevelCache OPTIONS['LEVELS'], set it in the OPTIONS of the level it is for"
             )
+        for name, value in l2_options.items():
+            # Checked here, so that the error names the option the user set.
+            minimum = 1 if name == "MAX_ENTRIES" else 0
+            try:
+                django_count(name, value, minimum=minimum)
+            except ImproperlyConfigured:
+                raise ImproperlyConfigured(
+                    f"MultiLevelCache OPTIONS['{name}'] must be an integer >= {minimum} "
+                    f"(it sizes the default SQLite level), got {value!r}"
+                ) from None
         configs[-1]["OPTIONS"] = l2_options
     # Not KEY_PREFIX/VERSION: final keys already contain them, so aliases over the
     # same levels share one L1 (a write through one is seen by the others at once).

@@ -52,6 +52,18 @@ def _number(name: str, value: object, *, minimum: float = 0.0) -> float:
     return float(value)
 
 
+def django_count(name: str, value: object, *, minimum: int) -> int:
+    """Django's generic ``MAX_ENTRIES``/``CULL_FREQUENCY``, read as Django reads them:
+    ``int()`` of the value (``"3"`` from an environment variable is 3)."""
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        number = minimum - 1
+    if isinstance(value, bool) or number < minimum:
+        raise _fail(name, value, f"an integer >= {minimum}")
+    return number
+
+
 def _count(name: str, value: object, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _fail(name, value, f"an integer >= {minimum}")
@@ -81,7 +93,7 @@ def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
         raise _fail("MAX_SIZE", merged["MAX_SIZE"], "a positive size in bytes")
     max_entries = merged["MAX_ENTRIES"]
     if max_entries is not None:
-        max_entries = _count("MAX_ENTRIES", max_entries, minimum=1)
+        max_entries = django_count("MAX_ENTRIES", max_entries, minimum=1)
     synchronous = merged["SYNCHRONOUS"]
     if not isinstance(synchronous, str) or synchronous.upper() not in (
         "NORMAL",
@@ -93,7 +105,9 @@ def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
         timeout=timeout,
         max_size=max_size,
         max_entries=max_entries,
-        cull_frequency=_count("CULL_FREQUENCY", merged["CULL_FREQUENCY"], minimum=0),
+        cull_frequency=django_count(
+            "CULL_FREQUENCY", merged["CULL_FREQUENCY"], minimum=0
+        ),
         busy_timeout=_number("BUSY_TIMEOUT", merged["BUSY_TIMEOUT"]),
         synchronous=synchronous.upper(),
         access_interval=_number("ACCESS_INTERVAL", merged["ACCESS_INTERVAL"]),

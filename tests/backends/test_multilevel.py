@@ -7,6 +7,7 @@ Django's RedisCache on a real redis-server.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -987,3 +988,21 @@ def test_confirming_stale_envelopes_below_is_one_read_skipped_while_down() -> No
     assert cache.get_many(keys) == {}
     assert l2.get_many_calls == []  # type: ignore[attr-defined]
     health.down_until = 0.0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"MAX_ENTRIES": 0}, "MultiLevelCache OPTIONS['MAX_ENTRIES'] must be"),
+        ({"CULL_FREQUENCY": "often"}, "MultiLevelCache OPTIONS['CULL_FREQUENCY'] must"),
+    ],
+)
+def test_default_level_sizes_are_named_as_the_user_set_them(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        MultiLevelCache(str(tmp_path / "l2.sqlite3"), {"OPTIONS": options})
+    cache = MultiLevelCache(
+        str(tmp_path / "ok.sqlite3"), {"OPTIONS": {"CULL_FREQUENCY": "2"}}
+    )
+    assert cache._levels[-1]._cull_frequency == 2

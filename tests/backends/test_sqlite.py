@@ -76,6 +76,8 @@ def entry_size(key: str, value: object) -> int:
         ("x.db", {"OPTIONS": {"MAX_SIZE": 0}}, "MAX_SIZE"),
         ("x.db", {"OPTIONS": {"MAX_ENTRIES": 0}}, "MAX_ENTRIES"),
         ("x.db", {"OPTIONS": {"CULL_FREQUENCY": -1}}, "CULL_FREQUENCY"),
+        ("x.db", {"OPTIONS": {"CULL_FREQUENCY": "often"}}, "CULL_FREQUENCY"),
+        ("x.db", {"OPTIONS": {"MAX_ENTRIES": True}}, "MAX_ENTRIES"),
         ("x.db", {"OPTIONS": {"BUSY_TIMEOUT": "5"}}, "BUSY_TIMEOUT"),
         ("x.db", {"OPTIONS": {"SYNCHRONOUS": "OFF"}}, "SYNCHRONOUS"),
         ("x.db", {"OPTIONS": {"ACCESS_INTERVAL": -1}}, "ACCESS_INTERVAL"),
@@ -93,6 +95,15 @@ def test_wrong_setting_names_the_option(tmp_path, location, params, named):
     path = str(tmp_path / location) if location.endswith(".db") else location
     with pytest.raises(ImproperlyConfigured, match=named):
         SQLiteCache(path, params)
+
+
+def test_django_generic_options_are_read_as_django_reads_them(location):
+    """``int()`` of the value, as Django's backends (and SmartCache) read them: an
+    environment variable's ``"3"`` is 3."""
+    cache = SQLiteCache(
+        location, {"OPTIONS": {"CULL_FREQUENCY": "2", "MAX_ENTRIES": "50"}}
+    )
+    assert (cache._cull_frequency, cache._max_entries) == (2, 50)
 
 
 def test_max_size_accepts_units(location):
