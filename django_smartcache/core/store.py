@@ -56,6 +56,11 @@ EVICTION_CAUSES = ("capacity", "expired", "invalidated")
 EvictionListener = Callable[[list[tuple[Hashable, str]]], None]
 
 
+#: Evictions for the entry limit between two checks that the policy's byte capacity
+#: still fits the entries held (``MemoryStore._fit_policy``).
+FIT_EVERY = 32
+
+
 def _capacity(max_bytes: int | None, max_entries: int | None) -> int:
     """The policy's capacity: bytes under a byte budget, else entries (weight 1 each)."""
     if max_bytes is not None:
@@ -123,6 +128,7 @@ class MemoryStore:
         self._bytes = 0
         self._clock = clock
         self._sweep_batch = sweep_batch
+        self._fit_countdown = 0
         self._set_limits()
         #: Held for every operation; callers may hold it to compose operations atomically.
         self.lock = threading.Lock()
@@ -518,6 +524,7 @@ class MemoryStore:
                 self.max_bytes, self.max_entries = max_bytes, max_entries
                 self._set_limits()
                 self._policy.resize(_capacity(max_bytes, max_entries))
+                self._fit_countdown = 0
                 self._evict(self._clock())
         finally:
             if self._evicted:
@@ -643,6 +650,13 @@ class MemoryStore:
             self._bytes > self._byte_limit or len(data) > self._entry_limit
         ):
             self._sweep(now)
+        if self._weigh_bytes and len(data) > self._entry_limit:
+            self._fit_countdown -= 1
+            if self._fit_countdown < 0:  # the first time, then every FIT_EVERY
+                self._fit_countdown = FIT_EVERY
+                self._fit_policy(len(data) - self._entry_limit)
+        elif self._bytes > self._byte_limit and policy.capacity < self._byte_limit:
+            policy.resize(self._byte_limit)  # the bytes bind again: all of them
         while data and (
             self._bytes > self._byte_limit or len(data) > self._entry_limit
         ):
@@ -660,6 +674,19 @@ class MemoryStore:
                 counters.evictions_capacity += 1
             if self.on_evict is not None:
                 self._evicted.append((victim, cause))
+
+    def _fit_policy(self, excess: int) -> None:
+        """With both budgets, the policy works in bytes; when the entry limit is the one
+        that binds, its capacity is the bytes of ``max_entries`` entries as held now,
+        not ``max_bytes``. Sized by a byte budget it is far from, it sized its window
+        and queues for entries it never holds, evicted whatever the store asked next,
+        and its shadows never filled: LRU-like hit ratios (up to 20 points below
+        W-TinyLFU). Resized only on a drift of 1/16, so it keeps what it learnt."""
+        count = len(self._data)
+        fitted = min(self._byte_limit, self._bytes * (count - excess) // count)
+        capacity = self._policy.capacity
+        if abs(fitted - capacity) > capacity >> 4:
+            self._policy.resize(max(1, fitted))
 
     # One helper per cause: the counter and the listener's record never part ways.
 

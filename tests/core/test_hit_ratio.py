@@ -159,3 +159,36 @@ def test_the_duel_switches_with_the_counters_in_the_store() -> None:
     # To W-TinyLFU and back to an S3-FIFO attached to the store: the paths the test
     # above relies on.
     assert store._policy.switches >= 2
+
+
+def _replay_budgets(keys: list[int], **budgets: int | None) -> float:
+    from django_smartcache.core.store import MemoryStore
+
+    store = MemoryStore(**budgets)
+    hits = 0
+    for key in keys:
+        if store.get(key) is None:
+            store.set(key, b"x" * 100)
+        else:
+            hits += 1
+    return 100.0 * hits / len(keys)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        pytest.param(workloads.zipf(60_000, 20_000, 0.9), id="zipf"),
+        pytest.param(workloads.zipf_scan(60_000, 6_000, 0.9, every=4_000), id="scan"),
+    ],
+)
+def test_an_entry_budget_under_a_distant_byte_budget_keeps_the_policy(
+    keys: list[int],
+) -> None:
+    """``MAX_ENTRIES`` with the default 64 MB ``MAX_MEMORY`` (LocMemCache's users' first
+    setting): the entry limit binds, and the policy must work as with entries alone.
+    Sized by the byte budget, it fell to LRU's level (up to 20 points down)."""
+    capacity = 300
+    entries_only = _replay_budgets(keys, max_entries=capacity)
+    both = _replay_budgets(keys, max_entries=capacity, max_bytes=64 * 1024 * 1024)
+    assert abs(both - entries_only) < 1.0
+    assert both > ratio("lru", keys, capacity) + 2
