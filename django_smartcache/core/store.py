@@ -22,7 +22,7 @@ from typing import Any
 
 from .expiry import INF, ExpiryBuckets
 from .policy import DEFAULT_POLICY, make_policy
-from .sizing import ENTRY_OVERHEAD
+from .sizing import ENTRY_OVERHEAD, KEY_ALLOWANCE, long_key_excess
 from .stats import Stats
 from .tags import TagIndex
 
@@ -585,6 +585,8 @@ class MemoryStore:
         counted: bool = True,
     ) -> bool:
         size = len(payload) + ENTRY_OVERHEAD
+        if type(key) is str and len(key) > KEY_ALLOWANCE:
+            size += long_key_excess(key)
         data = self._data
         old = data.get(key)
         if old is not None and old[1] <= now:

@@ -530,3 +530,19 @@ def test_listener_errors_reach_the_caller_and_the_store_stays_consistent():
     with pytest.raises(RuntimeError, match="receiver failed"):
         store.set("c", payload(10))
     assert store.get("c") == payload(10) and store.get("a") is None
+
+
+def test_a_long_key_is_charged_what_it_costs_beyond_the_overhead() -> None:
+    from django_smartcache.core.sizing import KEY_ALLOWANCE
+
+    store, _ = make(max_bytes=10 * entry_weight(100))
+    store.set("k" * KEY_ALLOWANCE, payload(100))
+    assert store.bytes_used == entry_weight(100)
+    long_key = "k" * 4000
+    store.set(long_key, payload(100))
+    assert store.bytes_used == 2 * entry_weight(100) + 4000 - KEY_ALLOWANCE
+    assert entry_weight(100, long_key) == entry_weight(100) + 4000 - KEY_ALLOWANCE
+    # A budget of long keys holds as many entries as the keys' real cost allows.
+    for i in range(100):
+        store.set(f"{i:04d}" + long_key, payload(100))
+    assert len(store) <= 10 * entry_weight(100) // entry_weight(100, long_key) + 1
