@@ -264,10 +264,13 @@ def test_adaptive_s3fifo_share_stays_within_bounds_and_survives_resize() -> None
         policy._adjust(1)
     assert policy.small_share == pytest.approx(MAX_SMALL_SHARE)
     policy.resize(100)
-    assert (policy.small_share, policy.small_max) == (pytest.approx(0.5), 50)
+    assert (policy.small_share, policy.small_max) == (
+        pytest.approx(MAX_SMALL_SHARE),
+        int(MAX_SMALL_SHARE * 100),
+    )
     adopter = AdaptiveS3FIFOPolicy(400)
     adopter.adopt([(1, 1, 0)], like=policy)
-    assert adopter.small_max == 200
+    assert adopter.small_max == int(MAX_SMALL_SHARE * 400)
 
 
 @settings(max_examples=60, deadline=None)
