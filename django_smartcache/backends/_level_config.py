@@ -154,6 +154,8 @@ def parse(location: str, params: dict[str, Any], outer: type) -> LevelOptions:
                 f"MultiLevelCache OPTIONS['LEVELS'], set it in the OPTIONS of the level it is for"
             )
         for name, value in l2_options.items():
+            if value is None and name == "MAX_ENTRIES":
+                continue  # its default: no entry limit
             # Checked here, so that the error names the option the user set.
             minimum = 1 if name == "MAX_ENTRIES" else 0
             try:

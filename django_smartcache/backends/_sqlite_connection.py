@@ -65,6 +65,9 @@ _fork_done.set()
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
 #: Whether the last fork() happened with no thread inside SQLite.
 _quiet_fork = True
+#: (thread, process) of the fork in progress: that thread's own calls (from another
+#: fork hook) go on; in the child they first do the child's work (``_after_fork``).
+_forker: tuple[int, int] | None = None
 
 
 def gated(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -97,6 +100,12 @@ def _wait_for_fork(me: int) -> None:
     the outer one to finish, which needs this one to go on."""
     if _inside.count(me) > 1:
         return
+    forker = _forker
+    if forker is not None and forker[0] == me:
+        # The forking thread itself, from another fork hook: the others are kept out.
+        if forker[1] != os.getpid():
+            _after_fork()  # in the child, before our own hook: its work first
+        return
     while _forking:
         _inside.remove(me)
         _fork_done.wait()
@@ -105,7 +114,8 @@ def _wait_for_fork(me: int) -> None:
 
 def _before_fork() -> None:
     """Keep new calls out, and wait (at most ``FORK_WAIT``) for those inside SQLite."""
-    global _forking, _quiet_fork
+    global _forking, _quiet_fork, _forker
+    _forker = (_get_ident(), os.getpid())
     _fork_done.clear()
     _forking = True
     deadline = _monotonic() + FORK_WAIT
@@ -118,7 +128,8 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_parent() -> None:
-    global _forking
+    global _forking, _forker
+    _forker = None
     _forking = False
     _fork_done.set()
 
@@ -126,7 +137,10 @@ def _after_fork_in_parent() -> None:
 def _after_fork() -> None:
     # A new generation: connections reopen. And a fresh _prepare_lock, which a parent
     # thread opening a file at the moment of fork() would otherwise hold here forever.
-    global _generation, _prepare_lock, _forking, _fork_done
+    global _generation, _prepare_lock, _forking, _fork_done, _forker
+    if _forker is None:
+        return  # done already, by a call from a fork hook that ran before this one
+    _forker = None
     _generation += 1
     _prepare_lock = threading.Lock()
     _inside.clear()  # the calls of the parent's other threads do not exist here
@@ -170,12 +184,26 @@ def file_id(path: str) -> FileId | None:
     return (st.st_dev, st.st_ino)
 
 
-if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
-    os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
-        after_in_child=_after_fork,
-    )
+_hooks_lock = threading.Lock()
+_hooks_registered = False
+
+
+def _register_fork_hooks() -> None:
+    """Registered at the first connection, not at import: ``before`` hooks run in the
+    reverse order of registration, and the SmartCache stores' hook (which holds every
+    store's lock across the fork) must run after this one's wait for SQLite calls, not
+    hold those locks through it."""
+    global _hooks_registered
+    with _hooks_lock:
+        if _hooks_registered or not hasattr(os, "register_at_fork"):
+            return
+        _hooks_registered = True
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_after_fork_in_parent,
+            after_in_child=_after_fork,
+        )
+
 
 #: Paths whose file this process has created or checked (once per process and path).
 _prepared: set[str] = set()
@@ -280,6 +308,7 @@ class ConnectionMixin:
         return self._open(state)
 
     def _open(self, state: ThreadState) -> sqlite3.Connection:
+        _register_fork_hooks()
         old, state.conn = state.conn, None
         if old is not None:
             if state.pid != os.getpid():

@@ -1006,3 +1006,10 @@ def test_default_level_sizes_are_named_as_the_user_set_them(
         str(tmp_path / "ok.sqlite3"), {"OPTIONS": {"CULL_FREQUENCY": "2"}}
     )
     assert cache._levels[-1]._cull_frequency == 2
+
+
+def test_max_entries_none_is_the_default_level_s_default(tmp_path: Path) -> None:
+    cache = MultiLevelCache(
+        str(tmp_path / "l2.sqlite3"), {"OPTIONS": {"MAX_ENTRIES": None}}
+    )
+    assert cache._levels[-1]._max_entries is None

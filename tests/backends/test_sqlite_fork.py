@@ -9,6 +9,7 @@ its own; these tests fork real processes on a real file.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import pytest
 
 from django_smartcache.backends import (
     MultiLevelCache,
+    SmartCache,
     SQLiteCache,
     _sqlite_connection,
     _sqlite_file,
@@ -229,3 +231,79 @@ def test_a_fork_waits_for_a_call_within_a_call_and_holds_new_calls_back(
     first.join(10)
     assert order == ["inner", "late"]
     assert _sqlite_connection._inside == []
+
+
+def test_a_fork_waiting_for_sqlite_keeps_no_smartcache_store_locked(
+    tmp_path: Path,
+) -> None:
+    """The SQLite wait runs before the stores' own fork hook takes their locks: an
+    in-memory read in another thread goes on while the fork waits for a SQLite write
+    that waits for another connection's lock."""
+    path = str(tmp_path / "cache.sqlite3")
+    sqlite = SQLiteCache(path, {"TIMEOUT": None, "OPTIONS": {"BUSY_TIMEOUT": 10}})
+    sqlite.set("warm", 1)
+    memory = SmartCache("fork-stall", {"TIMEOUT": None})
+    memory.set("x", 1)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process's write, for a while
+    writer = threading.Thread(target=_untraced(lambda: sqlite.set("k", 2)))
+    writer.start()
+    time.sleep(0.2)  # the write waits inside the gate
+    forker = threading.Thread(target=_untraced(lambda: _fork_and_run(lambda: True)))
+    forker.start()
+    deadline = time.monotonic() + 5
+    while not _sqlite_connection._forking and time.monotonic() < deadline:
+        time.sleep(0.005)
+    started = time.monotonic()
+    try:
+        assert memory.get("x") == 1
+        took = time.monotonic() - started
+    finally:
+        other.execute("COMMIT")
+        forker.join(10)
+        writer.join(10)
+        other.close()
+    assert took < 1.0
+    assert sqlite.get("k") == 2
+
+
+_HOOKS = """
+import os, sys, time
+os.register_at_fork(  # registered first: runs after ours before, before ours after
+    before=lambda: CACHE[0].close() if CACHE else None,
+    after_in_child=lambda: CACHE[0].get("warm") if CACHE else None,
+)
+CACHE = []
+import django
+from django.conf import settings
+settings.configure()
+django.setup()
+from django_smartcache.backends import SQLiteCache
+cache = SQLiteCache(sys.argv[1], {"TIMEOUT": None})
+cache.set("warm", 1)
+CACHE.append(cache)
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if cache.get("warm") == 1 else 1)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_cache_calls_from_other_fork_hooks_neither_hang_nor_use_the_parents(
+    tmp_path: Path,
+) -> None:
+    """A call from a fork hook of the forking thread goes on: in the parent the other
+    threads are kept out; in the child it first does the child's work."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _HOOKS, str(tmp_path / "cache.sqlite3")],
+        check=False,
+        env=env,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "0"), done.stderr
