@@ -534,9 +534,17 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         key = self._key(key, version)
         low, high = self._timeouts(timeout)
         last = self._last
+        answers: list[bool] = []
 
         def call(level: BaseCache, i: int) -> bool:
-            return level.touch(key, low if i == last else high)
+            if answers and not answers[0]:
+                # Gone from the lowest level that answered: a copy above (written a
+                # moment later, so not yet expired) must not be extended past it.
+                level.delete(key)
+                return False
+            answer = bool(level.touch(key, low if i == last else high))
+            answers.append(answer)
+            return answer
 
         return bool(self._write("touch", [key], len(self._levels), call))
 

@@ -588,6 +588,7 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         (result, computed), shared = await flight._singleflight.ado(
             (flight.singleflight_scope(), full_key),
             lambda: leading(get_or_set, key, default, (timeout, version), kwargs),
+            flight._waited_for_error(full_key, started),
         )
         if shared:
             flight._joined(full_key, computed, time.monotonic() - started)

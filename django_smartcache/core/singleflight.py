@@ -55,19 +55,33 @@ class SingleFlight:
         self._lock = threading.Lock()
         self._calls = {}
 
-    def do(self, key: Hashable, fn: Callable[[], T]) -> tuple[T, bool]:
+    def do(
+        self,
+        key: Hashable,
+        fn: Callable[[], T],
+        joined_error: Callable[[], None] | None = None,
+    ) -> tuple[T, bool]:
         """Run ``fn`` unless a call for ``key`` is in flight; wait for it then.
 
         Returns ``(result, shared)``; ``shared`` is true for a caller that waited for
-        another thread's result. An exception raised by ``fn`` reaches every caller.
+        another thread's result. An exception raised by ``fn`` reaches every caller;
+        ``joined_error`` is called first in each caller that waited for it (it has no
+        ``shared`` to look at).
         """
         call, leader = self._enter(key)
         if not leader:
             call.done.wait()
+            if call.error is not None and joined_error is not None:
+                joined_error()
             return call.outcome(), True
         return self._lead(key, call, fn), False
 
-    async def ado(self, key: Hashable, fn: Callable[[], T]) -> tuple[T, bool]:
+    async def ado(
+        self,
+        key: Hashable,
+        fn: Callable[[], T],
+        joined_error: Callable[[], None] | None = None,
+    ) -> tuple[T, bool]:
         """:meth:`do` from a coroutine, with a synchronous ``fn``: leads by running it
         on the loop, as a thread would, so threads that miss meanwhile wait for it; or
         waits for a thread's call without blocking the loop (woken by the leader)."""
@@ -83,6 +97,8 @@ class SingleFlight:
         call, leader = self._enter(key, wake)
         if not leader:
             await woken
+            if call.error is not None and joined_error is not None:
+                joined_error()
             return call.outcome(), True
         return self._lead(key, call, fn), False
 
@@ -166,15 +182,22 @@ class AsyncSingleFlight:
         ] = {}
         self._waiters: dict[tuple[asyncio.AbstractEventLoop, Hashable], int] = {}
 
-    async def do(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+    async def do(
+        self,
+        key: Hashable,
+        fn: Callable[[], Awaitable[T]],
+        joined_error: Callable[[], None] | None = None,
+    ) -> tuple[T, bool]:
         """Await ``fn()`` unless a call for ``key`` is in flight; await that one then.
 
-        Returns ``(result, shared)`` like :meth:`SingleFlight.do`.
+        Returns ``(result, shared)`` like :meth:`SingleFlight.do` (``joined_error`` too).
         """
         loop = asyncio.get_running_loop()
         slot = (loop, key)
         task = self._calls.get(slot)
-        if task is None:
+        # A finished task stays listed until its done-callback runs, a loop iteration
+        # later: joining it then returned a result older than a delete made since.
+        if task is None or task.done():
             task = loop.create_task(_run(fn))
             self._calls[slot] = task
             task.add_done_callback(lambda done: self._finish(slot, done))
@@ -183,7 +206,12 @@ class AsyncSingleFlight:
             raise RuntimeError(f"recursive single-flight call for {key!r}")
         self._waiters[slot] = self._waiters.get(slot, 0) + 1
         try:
-            return await asyncio.shield(task), True
+            try:
+                return await asyncio.shield(task), True
+            except Exception:
+                if task.done() and joined_error is not None:
+                    joined_error()  # the computation raised (not: this caller cancelled)
+                raise
         finally:
             left = self._waiters.get(slot, 1) - 1
             if left:
@@ -270,6 +298,7 @@ class SingleFlightGetOrSetMixin:
         (result, computed), shared = self._singleflight.do(
             (self.singleflight_scope(), full_key),
             lambda: leading(base.get_or_set, key, default, args, kwargs),
+            self._waited_for_error(full_key, started),
         )
         if shared:
             self._joined(full_key, computed, time.monotonic() - started)
@@ -286,10 +315,16 @@ class SingleFlightGetOrSetMixin:
         (result, computed), shared = await self._async_singleflight.do(
             (self.singleflight_scope(), full_key),
             lambda: _aleading(base.aget_or_set, key, default, args, kwargs),
+            self._waited_for_error(full_key, started),
         )
         if shared:
             self._joined(full_key, computed, time.monotonic() - started)
         return result
+
+    def _waited_for_error(self, key: str, started: float) -> Callable[[], None]:
+        """For a caller whose shared computation raised: it waited all the same (a
+        read that found nothing: counted as the others are)."""
+        return lambda: self.stampede_waited(key, time.monotonic() - started)
 
     def _joined(self, key: str, computed: bool, seconds: float) -> None:
         """A caller shared another's call: a wait for its computation, or its hit."""

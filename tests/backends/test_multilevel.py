@@ -1013,3 +1013,26 @@ def test_max_entries_none_is_the_default_level_s_default(tmp_path: Path) -> None
         str(tmp_path / "l2.sqlite3"), {"OPTIONS": {"MAX_ENTRIES": None}}
     )
     assert cache._levels[-1]._max_entries is None
+
+
+def test_touch_of_a_key_gone_below_drops_the_copy_above() -> None:
+    """touch() answers the lowest level's False: a copy above (say L1's, written a
+    moment after, not yet expired) is dropped, not extended past the entry's end."""
+    cache = MultiLevelCache(
+        "",
+        {
+            "KEY_PREFIX": _unique(),
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": "django_smartcache.backends.SmartCache"},
+                    {"BACKEND": LOCMEM, "LOCATION": _unique()},
+                ]
+            },
+        },
+    )
+    cache.set("k", "value", levels=1)  # in L1 only: gone from the level below
+    assert cache.touch("k", 30) is False
+    assert cache.get("k") is None
+    cache.set("both", "value")
+    assert cache.touch("both", 30) is True
+    assert cache.get("both") == "value"

@@ -10,6 +10,7 @@ import threading
 import time
 import warnings
 from itertools import count
+from typing import Any
 
 import pytest
 from django.core.cache import CacheKeyWarning
@@ -607,3 +608,73 @@ def test_joining_a_get_or_set_that_found_the_value_is_a_hit():
 def test_a_budget_no_entry_fits_is_refused(option):
     with pytest.raises(ImproperlyConfigured, match=rf"{option}.*per-entry overhead"):
         make(**{option: "1KB"})
+
+
+@pytest.mark.parametrize("offset", range(5))
+def test_aget_or_set_after_a_delete_never_joins_a_finished_flight(offset: int) -> None:
+    """The per-loop flight's task stays listed until its done-callback runs, a loop
+    iteration after it finished: a call in between joined it and got a value deleted
+    before the call began."""
+    cache = make()
+
+    async def trial() -> Any:
+        await cache.aset("k", "OLD")
+        leader = asyncio.ensure_future(cache.aget_or_set("k", lambda: "computed"))
+        for _ in range(offset):
+            await asyncio.sleep(0)
+        await cache.adelete("k")
+        assert await cache.aget("k") is None
+        got = await cache.aget_or_set("k", lambda: "NEW")
+        await leader
+        return got
+
+    assert asyncio.run(trial()) in ("NEW", "computed")
+
+
+@pytest.mark.parametrize("kind", ["threads", "coroutines"])
+def test_callers_of_a_get_or_set_that_raised_are_each_counted(kind: str) -> None:
+    """docs/backends.md: a get_or_set is one read, a miss when it waits for another
+    caller's computation; so it is when that computation raised."""
+    cache = make()
+    release = threading.Event()
+    callers = 6
+
+    def fail() -> Any:
+        release.wait(10)
+        raise LookupError("no value")
+
+    scope = (cache.singleflight_scope(), cache.make_key("k"))
+    if kind == "threads":
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                cache.get_or_set("k", fail)
+            except LookupError as exc:
+                errors.append(exc)
+
+        pool = [threading.Thread(target=call) for _ in range(callers)]
+        for thread in pool:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while (
+            cache._singleflight.waiting(scope) < callers - 1
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.001)
+        release.set()
+        for thread in pool:
+            thread.join(10)
+        assert len(errors) == callers
+    else:
+        release.set()
+
+        async def main() -> list[Any]:
+            return await asyncio.gather(
+                *(cache.aget_or_set("k", fail) for _ in range(callers)),
+                return_exceptions=True,
+            )
+
+        assert all(isinstance(e, LookupError) for e in asyncio.run(main()))
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"]) == (0, callers)
