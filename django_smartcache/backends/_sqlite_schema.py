@@ -140,6 +140,8 @@ DELETE_IF_HOLDS = (
     "DELETE FROM smartcache_entry"
     " WHERE key = ? AND typeof(value) = 'blob' AND instr(value, ?) > 0"
 )
+#: An unreadable value, only if the key still holds exactly it.
+DELETE_IF_VALUE = "DELETE FROM smartcache_entry WHERE key = ? AND value = ?"
 DELETE_LIVE = (
     "DELETE FROM smartcache_entry WHERE key = ? AND (expires IS NULL OR expires > ?)"
 )

@@ -123,10 +123,19 @@ class BaseSQLiteCache(
         try:
             return pickle.loads(stored)
         except Exception as exc:  # noqa: BLE001
-            # Unreadable (a class that no longer exists, a damaged value): a miss, logged.
+            # Unreadable (a class that no longer exists, a damaged value): a miss, logged,
+            # and dropped if it is still there: left, it made add() refuse (the key is
+            # taken), so get_or_set recomputed on every call and never stored.
             logger.error(
-                "SQLiteCache: cannot unpickle %r in %s (%r).", key, self._path, exc
+                "SQLiteCache: cannot unpickle %r in %s (%r); dropping it.",
+                key,
+                self._path,
+                exc,
             )
+            try:
+                self._connection().execute(sql.DELETE_IF_VALUE, (key, stored))
+            except sqlite3.DatabaseError:
+                pass  # busy, read-only: a miss all the same
             return _missing
 
     def _size(self, key: str, stored: Any) -> int:

@@ -197,6 +197,23 @@ def test_unreadable_value_is_a_logged_miss(make_cache, location, caplog):
     assert "cannot unpickle ':1:k'" in caplog.text
 
 
+def test_an_unreadable_value_does_not_block_add_or_get_or_set(make_cache, location):
+    """A miss for get is a miss for add: left in place, it made add() refuse, and so
+    get_or_set recomputed on every call and never stored its value."""
+    cache = make_cache()
+    cache.set_many({"k": "v", "g": "v"}, timeout=None)
+    raw(location).execute("UPDATE smartcache_entry SET value = x'80059501'")
+    assert cache.get("k") is None
+    assert cache.add("k", "fresh") is True
+    assert cache.get("k") == "fresh"
+    calls = []
+    for _ in range(3):
+        assert (
+            cache.get_or_set("g", lambda: calls.append(1) or "computed") == "computed"
+        )
+    assert calls == [1]
+
+
 # -- expiry ----------------------------------------------------------------------------
 
 
@@ -1241,10 +1258,15 @@ def test_get_many_of_an_unreadable_value_is_a_logged_miss_on_both_paths(
     cache = make_cache(clock, ACCESS_INTERVAL=30)
     cache.set_many({"bad": "x", "good": "y"})
     conn = raw(location)
-    conn.execute("UPDATE smartcache_entry SET value = x'800563' WHERE key = ':1:bad'")
     for path in _paths(cache):
         for step in (1, 31):  # fresh, then due a refresh (the marked form)
             clock.now += step
+            cache.set("bad", "x")  # (each read drops the unreadable value)
+            conn.execute(
+                "UPDATE smartcache_entry SET value = x'800563', accessed = ?"
+                " WHERE key = ':1:bad'",
+                (clock.now - step,),
+            )
             caplog.clear()
             with caplog.at_level(logging.ERROR, "django_smartcache.sqlite"):
                 assert cache.get_many(["bad", "good"]) == {"good": "y"}, path
