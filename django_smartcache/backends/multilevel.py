@@ -261,12 +261,24 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         payload = self._l1_payload(final)
         if payload is None:
             return self._has_after_l1(key, final, depth)
-        value = self._loads(payload)
+        value = self._loads_for_has_key(payload)
         return type(value) is not _LevelTagged or self._still_valid(key, value)
+
+    def _loads_for_has_key(self, payload: bytes) -> Any:
+        """The value, to see whether it is a tagged envelope; one that cannot be
+        unpickled (its class gone) is there all the same: True, as every other backend
+        answers, and only ``get`` raises."""
+        try:
+            return self._loads(payload)
+        except Exception:  # noqa: BLE001 - whatever unpickling raises
+            return None
 
     def _has_after_l1(self, key: Any, final: str, depth: int) -> bool:
         """``has_key`` after L1 missed: the levels below, without promotion."""
-        value, _ = self._get_below_at(final, _MISSING, depth, False, False)
+        try:
+            value, _ = self._get_below_at(final, _MISSING, depth, False, False)
+        except Exception:  # noqa: BLE001 - a level's value that cannot be unpickled
+            return True
         if value is _MISSING:
             return False
         return type(value) is not _LevelTagged or self._still_valid(key, value)
@@ -351,7 +363,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         payload = store.get(final)
         if payload is None:
             return await _in_thread(self._has_after_l1)(key, final, depth)
-        value = self._loads(payload)
+        value = self._loads_for_has_key(payload)
         if type(value) is not _LevelTagged:
             return True
         return await _in_thread(self._still_valid)(key, value)

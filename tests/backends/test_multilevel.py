@@ -6,6 +6,7 @@ Django's RedisCache on a real redis-server.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import time
@@ -1036,3 +1037,13 @@ def test_touch_of_a_key_gone_below_drops_the_copy_above() -> None:
     cache.set("both", "value")
     assert cache.touch("both", 30) is True
     assert cache.get("both") == "value"
+
+
+def test_has_key_of_a_value_that_cannot_be_unpickled_is_true(tmp_path: Path) -> None:
+    """As on every other backend: the key is there; only get() raises."""
+    cache = MultiLevelCache(str(tmp_path / "l2.sqlite3"), {})
+    cache.set("k", 1)
+    final = cache.make_key("k")
+    cache._l1_store.set(final, b"\x80\x05cno_such_module\nGone\n.")
+    assert cache.has_key("k") is True
+    assert asyncio.run(cache.ahas_key("k")) is True
