@@ -214,6 +214,27 @@ _prepare_lock = threading.Lock()
 _orphans: list[sqlite3.Connection] = []
 
 
+class _Closer:
+    """Closes a thread's connection when the thread's state goes (the thread ended, or
+    the cache instance was dropped): left to the garbage collector, each one was an
+    open file descriptor until a collection, and a ResourceWarning on Python 3.13."""
+
+    __slots__ = ("conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+    def __del__(self) -> None:
+        # Never in a forked child: an inherited connection is closed after the fork
+        # (or kept as an orphan when the fork could not wait for the calls inside).
+        if self.pid == os.getpid():
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001, S110 - at teardown: nothing to report to
+                pass
+
+
 class ThreadState(threading.local):
     #: (connection, ``monotonic()`` time of the next check that LOCATION still names
     #: ``file``, generation it was opened in): one tuple, because the hot path pays
@@ -229,6 +250,8 @@ class ThreadState(threading.local):
     seen: tuple[int, int, int] | None = None
     #: Whether the connection has ``json_each`` (``get_many`` in one statement).
     json = False
+    #: Closes the connection when this thread's state goes.
+    closer: _Closer | None = None
 
     def __init__(self) -> None:
         self.pending = {}
@@ -348,6 +371,7 @@ class ConnectionMixin:
         state.pending = {}
         state.seen = None
         state.json = has_json(conn)
+        state.closer = _Closer(conn)
         return conn
 
     def _on_error(self, exc: sqlite3.DatabaseError) -> None:

@@ -1436,3 +1436,37 @@ def test_an_oversized_add_says_the_older_value_is_kept(make_cache, caplog):
         assert cache.add("k", os.urandom(5000)) is False
     assert cache.get("k") == "small"
     assert "any older value is kept" in caplog.text
+
+
+def test_a_finished_threads_connection_is_closed_at_once(location):
+    """runserver serves each request in a new thread: its connection must not wait for
+    the garbage collector (an open descriptor each, a ResourceWarning on 3.13)."""
+    import gc
+    import threading
+    import warnings
+
+    cache = SQLiteCache(location, {})
+    cache.set("k", 1)
+
+    def request():
+        cache.get("k")
+        cache.close()
+
+    def open_descriptors():
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    before = open_descriptors()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.disable()
+        try:
+            for _ in range(10):
+                thread = threading.Thread(target=request)
+                thread.start()
+                thread.join()
+            after = open_descriptors()
+        finally:
+            gc.enable()
+    assert after <= before + 2
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
