@@ -127,3 +127,40 @@ def test_an_app_label_with_capitals_can_be_named() -> None:
     )
     assert registry._matches(model, ("myshop",))  # type: ignore[arg-type]
     assert registry._matches(model, ("myshop.product",))  # type: ignore[arg-type]
+
+
+def test_a_relative_or_served_sqlite_file_is_warned_about(tmp_path: Any) -> None:
+    from django_smartcache.checks import (
+        check_sqlite_location_is_absolute,
+        check_sqlite_location_not_exposed,
+    )
+
+    media = tmp_path / "media"
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "rel": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": "cache.sqlite3",
+        },
+        "served": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "LOCATION": str(media / "cache" / "l2.sqlite3"),
+        },
+        "fine": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": "django_smartcache.backends.SmartCache"},
+                    {
+                        "BACKEND": "django_smartcache.backends.SQLiteCache",
+                        "LOCATION": str(tmp_path / "l2.sqlite3"),
+                    },
+                ]
+            },
+        },
+    }
+    with override_settings(CACHES=caches, MEDIA_ROOT=str(media)):
+        relative = check_sqlite_location_is_absolute()
+        exposed = check_sqlite_location_not_exposed()
+    assert [(m.id, "'rel'" in m.msg) for m in relative] == [("smartcache.W040", True)]
+    assert [(m.id, "'served'" in m.msg) for m in exposed] == [("smartcache.W041", True)]
