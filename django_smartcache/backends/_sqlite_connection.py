@@ -333,13 +333,11 @@ class ConnectionMixin:
     def _open(self, state: ThreadState) -> sqlite3.Connection:
         _register_fork_hooks()
         old, state.conn = state.conn, None
-        if old is not None:
-            if state.pid != os.getpid():
-                pass  # inherited through fork: closed after it (or an orphan)
-            else:
-                # Left for a new file: SQLite neither checkpoints nor deletes the WAL
-                # of a file that was moved or unlinked (its path names another one).
-                old.close()
+        # One inherited through fork was closed after it (or kept as an orphan). One of
+        # this process's is left for a new file: SQLite neither checkpoints nor deletes
+        # the WAL of a file that was moved or unlinked (its path names another one).
+        if old is not None and state.pid == os.getpid():
+            old.close()
         with _prepare_lock:
             # Prepared once per process, but a file deleted since (its directory with
             # it) is made again: a connection of a new thread would otherwise open a

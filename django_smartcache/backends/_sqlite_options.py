@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from ..core.sizing import parse_size
-from .base import option_timeout
+from .base import django_int, option_timeout
 
 #: ``OPTIONS`` keys and their defaults (documented in ``docs/sqlite.md``).
 DEFAULTS: dict[str, Any] = {
@@ -55,11 +55,8 @@ def _number(name: str, value: object, *, minimum: float = 0.0) -> float:
 def django_count(name: str, value: object, *, minimum: int) -> int:
     """Django's generic ``MAX_ENTRIES``/``CULL_FREQUENCY``, read as Django reads them:
     ``int()`` of the value (``"3"`` from an environment variable is 3)."""
-    try:
-        number = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError, OverflowError):
-        number = minimum - 1
-    if isinstance(value, bool) or number < minimum:
+    number = django_int(value)
+    if number is None or number < minimum:
         raise _fail(name, value, f"an integer >= {minimum}")
     return number
 

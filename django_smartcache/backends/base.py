@@ -37,6 +37,7 @@ __all__ = [
     "ThreadedIncrMixin",
     "UnpicklableValueError",
     "check_options",
+    "django_int",
     "dumps",
     "option_choice",
     "option_int",
@@ -275,6 +276,18 @@ def option_size(
             f"{backend}: OPTIONS['{name}'] must be at least 1 byte, got {value!r}"
         )
     return size
+
+
+def django_int(value: object) -> int | None:
+    """A Django generic option (``MAX_ENTRIES``, ``CULL_FREQUENCY``) read as Django's own
+    backends read it, ``int()`` of it (``"3"`` from an environment variable is 3); None
+    when it is no such number (a bool, text that is not one)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)  # type: ignore[call-overload, no-any-return]
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def option_int(

@@ -39,6 +39,7 @@ from .base import (
     SingleFlightMixin,
     SmartCacheKeyMixin,
     check_options,
+    django_int,
     dumps,
     option_choice,
     option_int,
@@ -66,11 +67,8 @@ def _check_cull_frequency(value: Any) -> None:
     """Not used (SmartCache evicts one victim at a time), but read as Django reads it,
     ``int()`` of it (``"3"`` from an environment variable is 3), and refused when
     Django's caches would mean nothing by it (silently using 3 instead)."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        number = -1
-    if isinstance(value, bool) or number < 0:
+    number = django_int(value)
+    if number is None or number < 0:
         raise ImproperlyConfigured(
             f"{_BACKEND}: OPTIONS['CULL_FREQUENCY'] must be an integer >= 0, got {value!r}"
         )

@@ -54,8 +54,8 @@ class ExpiryBuckets:
         size = len(bucket)
         if not size:
             del self._buckets[second]
-            heap = self._heap
-            if len(heap) > 2 * len(self._buckets) + 64:  # seconds of deleted buckets
+            # The heap still holds the seconds of deleted buckets: drop them in bulk.
+            if len(self._heap) > 2 * len(self._buckets) + 64:
                 self._heap = list(self._buckets)
                 heapq.heapify(self._heap)
         elif not size & 63 and sys.getsizeof(bucket) > 128 * size:

@@ -34,8 +34,11 @@ class _Call(Generic[T]):
         #: Called when it is done: how a waiting coroutine learns it without a thread.
         self.wakers: list[Callable[[], None]] = []
 
-    def outcome(self) -> T:
+    def outcome(self, joined_error: Callable[[], None] | None = None) -> T:
+        """The result, or the exception raised (``joined_error`` called first)."""
         if self.error is not None:
+            if joined_error is not None:
+                joined_error()
             raise self.error
         return cast(T, self.result)
 
@@ -71,9 +74,7 @@ class SingleFlight:
         call, leader = self._enter(key)
         if not leader:
             call.done.wait()
-            if call.error is not None and joined_error is not None:
-                joined_error()
-            return call.outcome(), True
+            return call.outcome(joined_error), True
         return self._lead(key, call, fn), False
 
     async def ado(
@@ -97,9 +98,7 @@ class SingleFlight:
         call, leader = self._enter(key, wake)
         if not leader:
             await woken
-            if call.error is not None and joined_error is not None:
-                joined_error()
-            return call.outcome(), True
+            return call.outcome(joined_error), True
         return self._lead(key, call, fn), False
 
     def _enter(

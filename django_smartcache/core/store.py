@@ -669,13 +669,12 @@ class MemoryStore:
                 self._expiry.discard(victim, entry[1])
             if entry[4] is not None:
                 self._tag_index.discard(victim)
-            cause = "expired" if entry[1] <= now else "capacity"
-            if cause == "expired":  # the policy's victim had expired this second
-                counters.evictions_expired += 1
-            else:
-                counters.evictions_capacity += 1
+            if entry[1] <= now:  # the policy's victim had expired this second
+                self._expired(victim)
+                continue
+            counters.evictions_capacity += 1
             if self.on_evict is not None:
-                self._evicted.append((victim, cause))
+                self._evicted.append((victim, "capacity"))
 
     def _fit_policy(self, excess: int) -> None:
         """With both budgets, the policy works in bytes; when the entry limit is the one
