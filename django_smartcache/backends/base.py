@@ -40,7 +40,6 @@ __all__ = [
     "django_int",
     "dumps",
     "option_choice",
-    "option_int",
     "option_size",
     "option_timeout",
 ]
@@ -288,27 +287,6 @@ def django_int(value: object) -> int | None:
         return int(value)  # type: ignore[call-overload, no-any-return]
     except (TypeError, ValueError, OverflowError):
         return None
-
-
-def option_int(
-    backend: str,
-    options: Mapping[str, Any],
-    name: str,
-    default: int | None,
-    *,
-    minimum: int = 1,
-    allow_none: bool = True,
-) -> int | None:
-    """``OPTIONS[name]`` as an int ``>= minimum`` (or None when allowed)."""
-    value = options.get(name, default)
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        none = " or None" if allow_none else ""
-        raise ImproperlyConfigured(
-            f"{backend}: OPTIONS['{name}'] must be an integer >= {minimum}{none}, got {value!r}"
-        )
-    return value
 
 
 def option_choice(

@@ -42,7 +42,6 @@ from .base import (
     django_int,
     dumps,
     option_choice,
-    option_int,
     option_size,
     option_timeout,
 )
@@ -72,6 +71,20 @@ def _check_cull_frequency(value: Any) -> None:
         raise ImproperlyConfigured(
             f"{_BACKEND}: OPTIONS['CULL_FREQUENCY'] must be an integer >= 0, got {value!r}"
         )
+
+
+def _max_entries(value: Any) -> int | None:
+    """``MAX_ENTRIES`` read as Django's backends read it, ``int()`` of it (``"500"``
+    from an environment variable is 500), as SQLiteCache reads it; None: no limit."""
+    if value is None:
+        return None
+    number = django_int(value)
+    if number is None or number < 1:
+        raise ImproperlyConfigured(
+            f"{_BACKEND}: OPTIONS['MAX_ENTRIES'] must be an integer >= 1 or None, "
+            f"got {value!r}"
+        )
+    return number
 
 
 def _holds_write(wid: bytes, payload: bytes) -> bool:
@@ -197,7 +210,7 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
         max_bytes = option_size(
             _BACKEND, options, "MAX_MEMORY", DEFAULT_MAX_MEMORY, allow_none=True
         )
-        max_entries = option_int(_BACKEND, options, "MAX_ENTRIES", None)
+        max_entries = _max_entries(options.get("MAX_ENTRIES"))
         max_item_size = option_size(
             _BACKEND, options, "MAX_ITEM_SIZE", None, allow_none=True
         )

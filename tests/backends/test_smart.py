@@ -270,6 +270,8 @@ def test_async_twins():
         ({"MAX_MEMORY": None}, "MAX_MEMORY"),
         ({"MAX_ENTRIES": "ten"}, "MAX_ENTRIES"),
         ({"MAX_ENTRIES": 0}, "MAX_ENTRIES"),
+        ({"MAX_ENTRIES": True}, "MAX_ENTRIES"),
+        ({"MAX_ENTRIES": [5]}, "MAX_ENTRIES"),
         ({"MAX_ITEM_SIZE": -3}, "MAX_ITEM_SIZE"),
         ({"POLICY": "random"}, "POLICY"),
         ({"MAX_MEMROY": "1MB"}, "MAX_MEMROY"),
@@ -302,6 +304,8 @@ def test_option_defaults_and_forms():
     )
     assert stats["policy"] == "lru"
     assert make(MAX_MEMORY=None, MAX_ENTRIES=5).stats()["max_bytes"] is None
+    # MAX_ENTRIES is read as Django (and SQLiteCache) read it: int() of it.
+    assert make(MAX_ENTRIES="500").stats()["max_entries"] == 500
     make(CULL_FREQUENCY=0)  # Django's generic option: accepted, ignored
 
 
