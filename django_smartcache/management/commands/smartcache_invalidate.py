@@ -12,6 +12,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Model
@@ -139,6 +140,11 @@ class Command(BaseCommand):
                 raise CommandError(f"Invalid regex {pattern!r}: {exc}") from exc
             except ValueError as exc:  # it names the glob already
                 raise CommandError(f"{str(exc)[:1].upper()}{str(exc)[1:]}") from exc
+        # The aliases too: a --pattern alias that cannot delete patterns fails here,
+        # before any tag is invalidated.
+        deletes_on, skipped = (
+            self._pattern_targets(options) if patterns or regexes else ([], [])
+        )
         dry = options["dry_run"]
         missed: list[str] = []
         if tags:
@@ -165,20 +171,20 @@ class Command(BaseCommand):
             if options["verbosity"] > 1 or dry:
                 for tag in expand_tags(tags) if options["verbosity"] > 2 else tags:
                     self.stdout.write(f"  {tag}")
-        if patterns or regexes:
-            missed += self._patterns(options, patterns, regexes, dry)
+        for line in skipped:
+            self.stdout.write(line)
+        if deletes_on:
+            missed += self._patterns(deletes_on, patterns, regexes, dry)
         fail_if_unreached(missed, "The invalidation")
 
-    def _patterns(
-        self,
-        options: dict[str, Any],
-        patterns: list[str],
-        regexes: list[str],
-        dry: bool,
-    ) -> list[str]:
-        """Run the pattern deletes; the levels they could not reach (see ``handle``)."""
+    def _pattern_targets(
+        self, options: dict[str, Any]
+    ) -> tuple[list[tuple[str, BaseCache]], list[str]]:
+        """The aliases the pattern deletes run on, and a line for each one skipped;
+        ``CommandError`` for a ``--cache`` alias that cannot, or when none can."""
         explicit = bool(options["caches"])
-        targets = []
+        targets: list[tuple[str, BaseCache]] = []
+        skipped: list[str] = []
         for alias in chosen_aliases(options):
             cache = caches[alias]
             problem = pattern_problem(cache)
@@ -189,11 +195,21 @@ class Command(BaseCommand):
                     f"Cache alias {alias!r} ({backend_name(cache)}) {problem}."
                 )
             elif callable(getattr(cache, "delete_pattern", None)):
-                self.stdout.write(
+                skipped.append(
                     f"Skipped {alias!r} ({backend_name(cache)}): it {problem}."
                 )
         if not targets:
             raise CommandError("No cache alias has a delete_pattern() that can work.")
+        return targets, skipped
+
+    def _patterns(
+        self,
+        targets: list[tuple[str, BaseCache]],
+        patterns: list[str],
+        regexes: list[str],
+        dry: bool,
+    ) -> list[str]:
+        """Run the pattern deletes; the levels they could not reach (see ``handle``)."""
         work = [(p, False) for p in patterns] + [(r, True) for r in regexes]
         missed: list[str] = []
         for alias, cache in targets:
