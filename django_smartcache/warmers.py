@@ -10,11 +10,13 @@ warmed entries and ``smartcache_warm --tag`` fills them again.
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
@@ -284,6 +286,12 @@ class _Counting:
         return value
 
 
+async def _awaited(outcome: Awaitable[object]) -> None:
+    """Await an async warmer's coroutine; ``async_to_sync`` runs it on an event loop
+    of its own, or on the caller's when ``run`` is called through ``sync_to_async``."""
+    await outcome
+
+
 @dataclass(frozen=True)
 class Result:
     """One warmer run on one alias."""
@@ -300,7 +308,12 @@ class Result:
 
 
 def run(entry: Warmer, alias: str) -> Result:
-    """Run ``entry`` on cache ``alias``; an exception is returned in the result, not raised."""
+    """Run ``entry`` on cache ``alias``; an exception is returned in the result, not raised.
+
+    An ``async def`` warmer is awaited (``async_to_sync``); its ``aset``/``aadd``/
+    ``aset_many``/``aget_or_set`` writes are counted as the sync ones are. ``run`` is
+    sync: from async code, call it through ``sync_to_async``.
+    """
     start = time.perf_counter()
     counting: _Counting | None = None
     try:
@@ -315,7 +328,9 @@ def run(entry: Warmer, alias: str) -> Result:
                 f"({type(cache).__name__}) does not support tags"
             )
         counting = _Counting(cache, entry.tags)
-        entry.func(counting)
+        outcome = entry.func(counting)
+        if inspect.isawaitable(outcome):  # an ``async def`` warmer
+            async_to_sync(_awaited)(outcome)
     except Exception as exc:  # noqa: BLE001 - reported; the other warmers still run
         error: BaseException | None = exc
     else:

@@ -270,3 +270,32 @@ def test_async_writes_are_counted_and_tagged(smart: Any) -> None:
     assert sorted(smart.get_many(["a", "b", "c", "d", "e"])) == ["a", "b", "c", "d"]
     smart.invalidate_tags("shared")
     assert smart.get_many(["a", "b", "c", "d", "present"]) == {"present": 0}
+
+
+def test_an_async_def_warmer_is_awaited_and_its_writes_counted(smart: Any) -> None:
+    """It was called, never awaited, and reported as a success with 0 keys set."""
+
+    async def fill(cache: Any) -> None:
+        await cache.aset("async:1", 1)
+        await cache.aset_many({"async:2": 2, "async:3": 3})
+
+    result = run(Warmer("fill", fill, None, ("shared",)), "smart")
+    assert result.ok, result.error
+    assert result.keys_set == 3
+    assert smart.get_many(["async:1", "async:2", "async:3"]) == {
+        "async:1": 1,
+        "async:2": 2,
+        "async:3": 3,
+    }
+    smart.invalidate_tags("shared")
+    assert smart.get_many(["async:1", "async:2", "async:3"]) == {}
+
+
+def test_an_async_warmer_that_raises_is_a_failed_run(smart: Any) -> None:
+    async def broken(cache: Any) -> None:
+        await cache.aset("first", 1)
+        raise RuntimeError("database is down")
+
+    result = run(Warmer("broken", broken, None, ()), "smart")
+    assert isinstance(result.error, RuntimeError)
+    assert result.keys_set == 1
