@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,57 @@ def test_a_pattern_alias_that_cannot_delete_patterns_fails_before_any_tag_goes(
     with pytest.raises(CommandError, match="cannot list its keys"):
         run("smartcache_invalidate", "tag:books", pattern="x*", caches=["mlfile"])
     assert mlfile.get("k") == "v"
+
+
+@pytest.fixture
+def unusable_sqlite(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """``ml`` (MultiLevelCache) and ``sqlite`` whose SQLite LOCATION is a directory,
+    next to a working ``smart``."""
+    config = {
+        "default": {"BACKEND": SMART, "LOCATION": f"unusable-{tmp_path.name}"},
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "LOCATION": str(tmp_path),
+        },
+        "sqlite": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path),
+        },
+    }
+    with override_settings(CACHES=config):
+        yield {alias: caches[alias] for alias in config}
+        for health in caches["ml"]._health:
+            health.stop()
+        for cache in caches.all():
+            cache.close()
+
+
+def test_stats_reports_an_unusable_level_as_down_and_the_other_aliases(
+    unusable_sqlite: Any,
+) -> None:
+    with pytest.raises(CommandError, match=r"No statistics from 'sqlite' \(Unusable"):
+        out, _ = run("smartcache_stats")
+    out, _ = run("smartcache_stats", "--cache", "ml", "--cache", "default")
+    l2 = out.split("L2 SQLiteCache (SQLiteCache)")[1]
+    assert "down             True" in l2
+    assert "unavailable      UnusableLocation: SQLiteCache LOCATION" in l2
+    assert out.count("hit rate") == 3  # ml, its L1, and default
+    report = json.loads(run("smartcache_stats", "--cache", "ml", "--json")[0])
+    assert report["ml"]["levels"][1]["error"].startswith("UnusableLocation:")
+
+
+def test_expire_names_an_unusable_level_in_a_command_error(
+    unusable_sqlite: Any,
+) -> None:
+    out = io.StringIO()
+    with pytest.raises(CommandError) as info:
+        call_command("smartcache_expire", stdout=out)
+    message = str(info.value)
+    assert message.startswith(
+        "The purge of expired entries failed on 'ml' L2 SQLiteCache (UnusableLocation:"
+    )
+    assert "; 'sqlite' (UnusableLocation:" in message
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("default: 0 expired entries removed")
+    assert "L2 SQLiteCache failed" in lines[1]
+    assert lines[2] == "sqlite: SQLiteCache failed"

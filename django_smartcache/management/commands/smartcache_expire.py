@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from .. import (
     add_cache_argument,
@@ -39,13 +39,21 @@ class Command(BaseCommand):
         add_cache_argument(parser, "Cache alias to purge (repeatable; default: all).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        failed: list[str] = []
         for alias in chosen_aliases(options):
             cache = caches[alias]
             parts = levels(cache)
             if parts:
-                self.stdout.write(f"{alias}: {self._levels(parts)}")
+                line, errors = self._levels(parts)
+                self.stdout.write(f"{alias}: {line}")
+                failed += [f"{alias!r} {label} ({error})" for label, error in errors]
                 continue
-            removed = purge(cache)
+            try:
+                removed = purge(cache)
+            except Exception as exc:  # noqa: BLE001 - reported; the other aliases still run
+                self.stdout.write(f"{alias}: {backend_name(cache)} failed")
+                failed.append(f"{alias!r} ({_failure(exc)})")
+                continue
             if removed is None:
                 self.stdout.write(
                     f"{alias}: {backend_name(cache)} has no purge of expired entries "
@@ -56,28 +64,51 @@ class Command(BaseCommand):
             if in_process(cache):
                 line += "; in-process levels: this process's store only"
             self.stdout.write(line)
+        if failed:
+            raise CommandError(
+                f"The purge of expired entries failed on {'; '.join(failed)}."
+            )
 
-    def _levels(self, parts: tuple[BaseCache, ...]) -> str:
-        """A MultiLevelCache: the levels below L1 hold the entries, L1 only copies of
-        them (which also expire at ``L1_MAX_TTL``): counted apart, never summed."""
-        below = [(level_label(i, lv), purge(lv)) for i, lv in enumerate(parts) if i]
+    def _levels(
+        self, parts: tuple[BaseCache, ...]
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """A MultiLevelCache's line, and each level whose purge failed (its label and error).
+
+        The levels below L1 hold the entries, L1 only copies of them (which also
+        expire at ``L1_MAX_TTL``): counted apart, never summed."""
+        below: list[tuple[str, int | None]] = []
+        errors: list[tuple[str, str]] = []
+        for index, level in enumerate(parts[1:], start=1):
+            label = level_label(index, level)
+            try:
+                below.append((label, purge(level)))
+            except Exception as exc:  # noqa: BLE001 - a level that is down: reported
+                errors.append((label, _failure(exc)))
         done = [(label, n) for label, n in below if n is not None]
         if done:
             total = sum(n for _, n in done)
             detail = ", ".join(f"{label} {n}" for label, n in done)
             line = f"{_entries(total)} removed ({detail})"
-        else:
+        elif below:
             names = ", ".join(label for label, _ in below)
             line = (
                 f"no expired entries to remove ({names}: expired by the level itself)"
             )
+        else:
+            line = "no expired entries removed"
+        if errors:
+            line += f"; {', '.join(label for label, _ in errors)} failed"
         copies = purge(parts[0])
         if copies is not None:
             noun = "copy" if copies == 1 else "copies"
             line += f"; {level_label(0, parts[0])}: {copies} expired {noun} dropped"
         if in_process(parts[0]):
             line += "; in-process levels: this process's store only"
-        return line
+        return line, errors
+
+
+def _failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _entries(n: int) -> str:

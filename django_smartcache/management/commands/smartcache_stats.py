@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from .. import (
     add_cache_argument,
@@ -48,13 +48,22 @@ _FOLDED = {
 
 def snapshot(cache: BaseCache) -> dict[str, Any]:
     """``{"backend", "in_process", "stats"}`` (``stats`` is None without ``stats()``),
-    and for a MultiLevelCache each level's own snapshot under ``"levels"``."""
+    and for a MultiLevelCache each level's own snapshot under ``"levels"``.
+
+    A backend whose ``stats()`` raised (a level that is down: a SQLite LOCATION that
+    is a directory, a Redis server gone) has ``stats`` None and ``"error"``, so the
+    other levels and aliases are still reported."""
     func = getattr(cache, "stats", None)
     out: dict[str, Any] = {
         "backend": backend_name(cache),
         "in_process": in_process(cache),
-        "stats": func() if callable(func) else None,
+        "stats": None,
     }
+    if callable(func):
+        try:
+            out["stats"] = func()
+        except Exception as exc:  # noqa: BLE001 - reported, not a traceback
+            out["error"] = f"{type(exc).__name__}: {exc}"
     parts = levels(cache)
     if parts:
         out["levels"] = [
@@ -129,9 +138,12 @@ class Command(BaseCommand):
         report = {alias: snapshot(caches[alias]) for alias in chosen_aliases(options)}
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2, default=str))
-            return
-        for alias, snap in report.items():
-            self._table(alias, snap, indent="")
+        else:
+            for alias, snap in report.items():
+                self._table(alias, snap, indent="")
+        failed = [f"{a!r} ({s['error']})" for a, s in report.items() if "error" in s]
+        if failed:
+            raise CommandError(f"No statistics from {'; '.join(failed)}.")
 
     def _table(self, title: str, snap: dict[str, Any], indent: str) -> None:
         scope = ", in-process: this process only" if snap["in_process"] else ""
@@ -140,6 +152,9 @@ class Command(BaseCommand):
             + f" ({snap['backend']}{scope})"
         )
         stats = snap["stats"]
+        if "error" in snap:
+            self.stdout.write(f"{indent}  unavailable: {snap['error']}")
+            return
         if stats is None:
             self.stdout.write(f"{indent}  no statistics (the backend has no stats())")
             return
@@ -164,6 +179,9 @@ class Command(BaseCommand):
             for k, v in level.items()
             if k != "level"
         }
+        if "error" in sub:  # its own stats() failed: the level is down
+            served["down"] = True
+            served["unavailable"] = sub["error"]
         lines = rows(served)
         if sub["stats"] is not None:
             lines += rows(sub["stats"])
