@@ -11,6 +11,7 @@ warmed entries and ``smartcache_warm --tag`` fills them again.
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -146,12 +147,30 @@ class WarmerRegistry:
 
 def _same_function(a: Callable[..., object], b: Callable[..., object]) -> bool:
     """Whether ``b`` is ``a`` registered again: the same object, or the same module-level
-    function of a module imported twice (e.g. under two names). Lambdas, and functions
-    defined inside a function (a factory's), share a name without being the same."""
+    function of a module imported twice, under one name (a reload) or two (Django's
+    classic double import, ``proj.shop.cache_warmers`` and ``shop.cache_warmers``). So
+    the module name is not compared: the qualified name and where the code is (file and
+    first line) are. Lambdas, and functions defined inside a function (a factory's),
+    share all that without being the same."""
     if a is b:
         return True
-    where = _where(a)
-    return where == _where(b) and "<lambda>" not in where and "<locals>" not in where
+    qualname = getattr(a, "__qualname__", None)
+    if qualname is None or "<lambda>" in qualname or "<locals>" in qualname:
+        return False
+    source = _source(a)
+    return (
+        source is not None
+        and qualname == getattr(b, "__qualname__", None)
+        and source == _source(b)
+    )
+
+
+def _source(func: Callable[..., object]) -> tuple[str, int] | None:
+    """(file, first line) of ``func``'s code; None without a code object."""
+    code = getattr(inspect.unwrap(func), "__code__", None)
+    if code is None:
+        return None
+    return os.path.realpath(code.co_filename), code.co_firstlineno
 
 
 def _where(func: Callable[..., object]) -> str:

@@ -299,3 +299,44 @@ def test_an_async_warmer_that_raises_is_a_failed_run(smart: Any) -> None:
     result = run(Warmer("broken", broken, None, ()), "smart")
     assert isinstance(result.error, RuntimeError)
     assert result.keys_set == 1
+
+
+def _load_as(name: str, path: Path) -> Any:
+    """Import the file at ``path`` as module ``name`` (a second import of one file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_module_imported_under_two_names_registers_its_warmers_once(
+    tmp_path: Path,
+) -> None:
+    """Django's double import (``proj.shop.cache_warmers`` and ``shop.cache_warmers``)
+    raised "already registered"; a different function under the name still does."""
+    source = tmp_path / "cache_warmers.py"
+    source.write_text("def plain(cache):\n    pass\n\n\ndef other(cache):\n    pass\n")
+    first = _load_as("shop.cache_warmers", source)
+    second = _load_as("proj.shop.cache_warmers", source)
+    reg = WarmerRegistry()
+    reg.register("a.plain", first.plain)
+    reg.register("a.plain", second.plain)
+    assert len(reg) == 1
+    with pytest.raises(ImproperlyConfigured, match="already registered by"):
+        reg.register("a.plain", second.other)
+    moved = tmp_path / "elsewhere.py"
+    moved.write_text(source.read_text())
+    with pytest.raises(ImproperlyConfigured, match="already registered by"):
+        reg.register("a.plain", _load_as("elsewhere", moved).plain)
+
+
+def test_callables_without_code_are_only_the_same_when_identical() -> None:
+    import functools
+
+    reg = WarmerRegistry()
+    reg.register("p", functools.partial(noop))
+    with pytest.raises(ImproperlyConfigured, match="already registered by"):
+        reg.register("p", functools.partial(other))
