@@ -237,11 +237,13 @@ class _Counting:
                 kwargs["tags"] = (*self._tags, *normalize_tags(given))
         return kwargs
 
+    # ``set`` goes through ``set_many``, which names a value the backend refused (too
+    # large for SmartCache's MAX_ITEM_SIZE, over SQLiteCache's MAX_SIZE); ``set`` would
+    # not, and a refused write was counted. ``_levels`` does the same.
     def set(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
     ) -> None:  # fmt: skip
-        self._cache.set(key, value, timeout, version, **self._kwargs(kwargs))
-        self.keys_set += 1
+        self.set_many({key: value}, timeout, version, **kwargs)
 
     def add(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
@@ -273,8 +275,7 @@ class _Counting:
     async def aset(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
     ) -> None:  # fmt: skip
-        await self._cache.aset(key, value, timeout, version, **self._kwargs(kwargs))
-        self.keys_set += 1
+        await self.aset_many({key: value}, timeout, version, **kwargs)
 
     async def aadd(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any

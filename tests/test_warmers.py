@@ -340,3 +340,31 @@ def test_callables_without_code_are_only_the_same_when_identical() -> None:
     reg.register("p", functools.partial(noop))
     with pytest.raises(ImproperlyConfigured, match="already registered by"):
         reg.register("p", functools.partial(other))
+
+
+def test_a_set_the_backend_refused_is_not_counted(tmp_path: Path) -> None:
+    """Five 10 KB ``set()`` over MAX_ITEM_SIZE=4KB printed "5 keys set" (``set_many``'s
+    refusals were already left out)."""
+    config = {
+        "default": {
+            "BACKEND": "django_smartcache.backends.SmartCache",
+            "LOCATION": f"refusing-{tmp_path.name}",
+            "OPTIONS": {"MAX_ITEM_SIZE": "4KB"},
+        }
+    }
+    big = "x" * 10_000
+
+    def fill(cache: Any) -> None:
+        for i in range(5):
+            cache.set(f"set:{i}", big)
+        cache.set("small", 1)
+
+    async def afill(cache: Any) -> None:
+        await cache.aset("aset:big", big)
+        await cache.aset("aset:small", 1)
+
+    with override_settings(CACHES=config):
+        assert run(Warmer("fill", fill, None, ()), "default").keys_set == 1
+        assert run(Warmer("afill", afill, None, ()), "default").keys_set == 1
+        assert caches["default"].stats()["entries"] == 2
+        caches["default"].clear()
