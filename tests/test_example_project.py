@@ -245,3 +245,13 @@ def test_debug_toolbar_with_the_smartcache_panel(tmp_path: Path) -> None:
     assert (panel in seen["panels"]) is shipped
     if shipped:
         assert "SmartCachePanel" in seen["html"]
+
+
+def test_the_tools_page_says_what_a_pattern_does_to_tag_versions(
+    shop: dict[str, Any],
+) -> None:
+    """It said tag versions are kept; on the example's MultiLevelCache over SQLite
+    ``delete_pattern("*")`` deletes them (docs/multilevel.md)."""
+    html = shop["tools"]["html"]
+    assert "tag versions are kept" not in html
+    assert "deletes them, and every entry carrying" in html
