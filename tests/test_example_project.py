@@ -76,6 +76,9 @@ out["list_4"] = page(client.get("/"))
 out["warm_button"] = page(client.post("/cache/command/", {"name": "smartcache_warm"}, follow=True))
 out["list_5"] = page(client.get("/"))
 out["stats"] = page(client.get("/stats/"))
+out["long_pattern"] = page(client.post("/cache/delete-pattern/", {"pattern": "p" * 201}, follow=True))
+out["long_tag"] = page(client.post("/cache/invalidate/", {"tag": "t" * 201}, follow=True))
+out["empty_tag"] = page(client.post("/cache/invalidate/", {"tag": ""}, follow=True))
 out["badges"] = {k: badge(v["html"]) for k, v in out.items()
                  if isinstance(v, dict) and "html" in v and 'class="badge ' in v["html"]}
 print(json.dumps(out))
@@ -255,3 +258,16 @@ def test_the_tools_page_says_what_a_pattern_does_to_tag_versions(
     html = shop["tools"]["html"]
     assert "tag versions are kept" not in html
     assert "deletes them, and every entry carrying" in html
+
+
+def test_a_too_long_pattern_or_tag_is_named_as_such(shop: dict[str, Any]) -> None:
+    """A 201-character input said "A pattern is required." / "A tag is required."."""
+    assert (
+        "A pattern is at most 200 characters (this one has 201)."
+        in shop["long_pattern"]["html"]
+    )
+    assert (
+        "A tag is at most 200 characters (this one has 201)."
+        in shop["long_tag"]["html"]
+    )
+    assert "A tag is required." in shop["empty_tag"]["html"]

@@ -131,7 +131,7 @@ def delete_pattern(request: HttpRequest) -> HttpResponse:
                 f"delete_pattern({pattern!r}) [{kind}]: {deleted} key(s) deleted.",
             )
     else:
-        messages.error(request, "A pattern is required.")
+        messages.error(request, form.error_message())
     return redirect("shop:tools")
 
 
@@ -149,7 +149,7 @@ def invalidate(request: HttpRequest) -> HttpResponse:
                 request, f"invalidate_tags({tag!r}): every entry carrying it is gone."
             )
     else:
-        messages.error(request, "A tag is required.")
+        messages.error(request, form.error_message())
     return redirect("shop:tools")
 
 
