@@ -550,7 +550,12 @@ def _materialized(
 
 
 def _asked(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    return len(args[0] if args else kwargs["keys"])
+    """How many distinct keys were asked: a key asked twice is found once."""
+    keys = args[0] if args else kwargs["keys"]
+    try:
+        return len(set(keys))
+    except TypeError:  # an unhashable key: the backend will say what it thinks of it
+        return len(keys)
 
 
 def _note_many(call: _Call, asked: int, found: int) -> None:
