@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,18 @@ def test_expire_names_an_unusable_level_in_a_command_error(
     assert lines[0].startswith("default: 0 expired entries removed")
     assert "L2 SQLiteCache failed" in lines[1]
     assert lines[2] == "sqlite: SQLiteCache failed"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("bad tag", "Invalid tag 'bad tag' for --tag: tags may not contain whitespace"),
+        ("", "Invalid tag '' for --tag: tag length must be 1..200"),
+    ],
+)
+def test_warm_an_invalid_tag_is_a_command_error(
+    mlfile: Any, value: str, message: str
+) -> None:
+    """It matched no warmer: "No warmers to run.", exit status 0."""
+    with pytest.raises(CommandError, match=re.escape(message)):
+        run("smartcache_warm", f"--tag={value}")

@@ -10,6 +10,7 @@ from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import warmers
+from ...core.tags import InvalidTag, normalize_tags
 from .. import (
     add_cache_argument,
     check_aliases,
@@ -22,6 +23,15 @@ from .. import (
 
 def _keys_set(n: int) -> str:
     return f"{n} key set" if n == 1 else f"{n} keys set"
+
+
+def _tag(value: str) -> str:
+    """A ``--tag`` value, normalized; ``CommandError`` for an invalid or empty one (it
+    matched no warmer: "No warmers to run.", exit status 0)."""
+    try:
+        return normalize_tags([value])[0]
+    except (InvalidTag, TypeError, ValueError) as exc:
+        raise CommandError(f"Invalid tag {value!r} for --tag: {exc}") from exc
 
 
 class Command(BaseCommand):
@@ -65,10 +75,9 @@ class Command(BaseCommand):
         if options["list_only"]:
             self._list()
             return
+        tags = [_tag(value) for value in listed(options["tags"])]
         try:
-            selected = warmers.registry.select(
-                listed(options["names"]), listed(options["tags"])
-            )
+            selected = warmers.registry.select(listed(options["names"]), tags)
         except LookupError as exc:
             raise CommandError(exc.args[0]) from exc
         plan = [(w, alias) for w in selected for alias in w.aliases(options["caches"])]
