@@ -22,3 +22,14 @@ def test_get_many_with_a_repeated_key_is_all_hits() -> None:
     calls = run(view).get_stats()["calls"]
     many = [(c["hits"], c["misses"], c["hit"]) for c in calls if c["op"] == "get_many"]
     assert many == [(1, 0, True)] * 3
+
+
+def test_server_timing_says_1_call() -> None:
+    def view(request: HttpRequest) -> HttpResponse:
+        caches["smart"].get("one")
+        return HttpResponse("ok")
+
+    panel = run(view)
+    panel.generate_server_timing(None, None)
+    timing = panel.get_server_timing_stats()["smartcache"]
+    assert timing["title"] == "Smart cache 1 call"

@@ -310,6 +310,7 @@ class SmartCachePanel(Panel):
     def generate_server_timing(self, request: Any, response: Any) -> None:
         totals = self.get_stats().get("totals")
         if totals:
-            self.record_server_timing(
-                "smartcache", f"Smart cache {totals['calls']} calls", totals["ms"]
-            )
+            calls = ngettext(
+                "Smart cache %(n)d call", "Smart cache %(n)d calls", totals["calls"]
+            ) % {"n": totals["calls"]}
+            self.record_server_timing("smartcache", calls, totals["ms"])
