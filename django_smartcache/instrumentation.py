@@ -62,6 +62,7 @@ KEY_CHARS = 200
 _current: ContextVar[Recorder | None] = ContextVar("smartcache_recorder", default=None)
 #: The call being recorded in this context: inner calls (``get_or_set`` -> ``get``)
 #: are not listed again, but the first inner lookup answers hit or miss for it.
+#: Unset while a ``get_or_set``'s callable default runs: those calls are the caller's.
 _outer: ContextVar[_Call | None] = ContextVar("smartcache_outer_call", default=None)
 
 _MISS = object()
@@ -178,8 +179,15 @@ class Recorder:
 
     # -- what the wrappers and receivers feed --------------------------------------------
 
+    def begin_call(self) -> int:
+        """A place in ``calls`` for a call starting now: calls are listed in the order
+        they start, so a ``get_or_set`` comes before the calls of its callable."""
+        self.calls.append({})
+        return len(self.calls) - 1
+
     def add_call(
         self,
+        index: int,
         alias: str,
         cache: Any,
         op: str,
@@ -188,24 +196,20 @@ class Recorder:
         seconds: float,
         is_async: bool,
     ) -> None:
-        self.calls.append(
-            {
-                "alias": alias,
-                "backend": _class_name(cache),
-                "op": op,
-                "keys": keys,
-                "hit": call.hit,
-                "hits": call.hits,
-                "misses": call.misses,
-                "waited": call.waited,
-                "error": call.error,
-                "ms": seconds * 1000.0,
-                "compute_ms": (
-                    call.compute_seconds * 1000.0 if call.computed else None
-                ),
-                "is_async": is_async,
-            }
-        )
+        self.calls[index] = {
+            "alias": alias,
+            "backend": _class_name(cache),
+            "op": op,
+            "keys": keys,
+            "hit": call.hit,
+            "hits": call.hits,
+            "misses": call.misses,
+            "waited": call.waited,
+            "error": call.error,
+            "ms": seconds * 1000.0,
+            "compute_ms": (call.compute_seconds * 1000.0 if call.computed else None),
+            "is_async": is_async,
+        }
 
     def unlisted(
         self, alias: str, before: list[int] | None, after: list[int] | None
@@ -340,6 +344,7 @@ def _wrapper(
                         recorder.unlisted(alias, before, _level_hits(cache))
                 return await original(*args, **kwargs)
             call = _Call(name == "get_or_set")
+            index = recorder.begin_call()
             args, kwargs = _prepared(call, name, args, kwargs)
             token = _outer.set(call)
             start = time.perf_counter()
@@ -356,6 +361,7 @@ def _wrapper(
                 seconds = time.perf_counter() - start
                 _outer.reset(token)
                 recorder.add_call(
+                    index,
                     alias,
                     cache,
                     "a" + name,
@@ -383,6 +389,7 @@ def _wrapper(
                     recorder.unlisted(alias, before, _level_hits(cache))
             return original(*args, **kwargs)
         call = _Call(name == "get_or_set")
+        index = recorder.begin_call()
         args, kwargs = _prepared(call, name, args, kwargs)
         token = _outer.set(call)
         start = time.perf_counter()
@@ -399,6 +406,7 @@ def _wrapper(
             seconds = time.perf_counter() - start
             _outer.reset(token)
             recorder.add_call(
+                index,
                 alias,
                 cache,
                 ("a" + name) if is_async else name,
@@ -452,12 +460,16 @@ def _timed_default(
 
     @functools.wraps(default)
     def compute(*a: Any, **kw: Any) -> Any:
+        # The callable is the caller's code, not the backend's: its cache calls are
+        # listed, so no outer call while it runs.
+        outer = _outer.set(None)
         start = time.perf_counter()
         try:
             return default(*a, **kw)
         finally:
             call.computed = True
             call.compute_seconds += time.perf_counter() - start
+            _outer.reset(outer)
 
     if len(args) >= 2:
         return (args[0], compute, *args[2:]), kwargs

@@ -3,6 +3,8 @@ store, aliases that cannot be built, repeated keys, the Server-Timing text."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
@@ -33,3 +35,34 @@ def test_server_timing_says_1_call() -> None:
     panel.generate_server_timing(None, None)
     timing = panel.get_server_timing_stats()["smartcache"]
     assert timing["title"] == "Smart cache 1 call"
+
+
+def test_calls_made_by_a_get_or_set_callable_are_listed() -> None:
+    """The callable is the caller's code: its calls are listed, on every alias, while
+    the backend's own get/add inside get_or_set stay hidden."""
+
+    def view(request: HttpRequest) -> HttpResponse:
+        smart = caches["smart"]
+        smart.delete("outer")
+
+        def compute() -> Any:
+            caches["default"].set("inner-loc", 1)
+            caches["multi"].get("inner-multi")
+            return smart.get("inner-smart", "x")
+
+        smart.get_or_set("outer", compute)
+        return HttpResponse("ok")
+
+    stats = run(view).get_stats()
+    listed = [(c["alias"], c["op"], c["keys"], c["hit"]) for c in stats["calls"]]
+    assert listed == [
+        ("smart", "delete", ["outer"], None),
+        # Listed in the order they start: get_or_set first, then its callable's.
+        ("smart", "get_or_set", ["outer"], False),
+        ("default", "set", ["inner-loc"], None),
+        ("multi", "get", ["inner-multi"], False),
+        ("smart", "get", ["inner-smart"], False),
+    ]
+    outer = stats["calls"][1]
+    assert outer["compute_ms"] is not None
+    assert outer["compute_ms"] <= outer["ms"]
