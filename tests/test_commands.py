@@ -235,7 +235,10 @@ def test_expire_purges_every_level(cache_set: Any) -> None:
     out, _ = run("smartcache_expire")
     lines = out.splitlines()
     assert lines == [
-        "default: LocMemCache has no purge of expired entries (it drops them itself); skipped",
+        (
+            "default: LocMemCache has no purge of expired entries (it drops one when "
+            "its key is read); skipped"
+        ),
         (
             "smart: 3 expired entries removed (SmartCache 3); in-process levels: this "
             "process's store only"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.cache import caches
 from django.core.management import CommandError, call_command
 from django.test import override_settings
@@ -122,3 +124,33 @@ def test_warm_an_invalid_tag_is_a_command_error(
     """It matched no warmer: "No warmers to run.", exit status 0."""
     with pytest.raises(CommandError, match=re.escape(message)):
         run("smartcache_warm", f"--tag={value}")
+
+
+def test_expire_deletes_a_filebasedcache_s_expired_files(
+    mlfile: Any, tmp_path: Path
+) -> None:
+    """It said FileBasedCache "drops them itself"; its expired files stayed on disk
+    (Django removes one only when its key is read)."""
+    config = {
+        "files": {"BACKEND": FILES, "LOCATION": str(tmp_path / "alone")},
+        "mlfile": settings.CACHES["mlfile"],
+    }
+    with override_settings(CACHES=config):
+        files, level = caches["files"], caches["mlfile"].levels[1]
+        for cache in (files, level):
+            for i in range(5):
+                cache.set(f"gone{i}", "x", timeout=1)
+            cache.set("kept", "x", timeout=300)
+        time.sleep(1.1)
+        out, _ = run("smartcache_expire")
+        assert out.splitlines() == [
+            "files: 5 expired entries removed (FileBasedCache 5)",
+            (
+                "mlfile: 5 expired entries removed (L2 FileBasedCache 5); "
+                "L1 SmartCache: 0 expired copies dropped; "
+                "in-process levels: this process's store only"
+            ),
+        ]
+        for cache in (files, level):
+            assert len(cache._list_cache_files()) == 1
+            assert cache.get("kept") == "x"
