@@ -261,35 +261,39 @@ def _class_name(obj: Any) -> str:
 
 
 class _Wrapped:
-    """What ``_wrap`` put on an instance: undone by the last ``_unwrap``."""
+    """What ``_wrap`` put on an instance, kept while a wrapper of ours is on it."""
 
     __slots__ = ("count", "methods", "nested")
 
     def __init__(self) -> None:
-        self.count = 1  # recorders watching the instance (one per context using it)
+        self.count = 0  # recorders watching the instance (one per context using it)
         self.nested = False  # some method was already wrapped on the instance
         #: method name -> (our wrapper, the instance attribute it replaced or _MISS)
         self.methods: dict[str, tuple[Any, Any]] = {}
 
 
 def _wrap(cache: Any, alias: str) -> bool:
-    """Wrap ``cache``'s methods; True if some were already wrapped by someone else."""
+    """Wrap ``cache``'s methods; True if some were already wrapped by someone else.
+
+    A wrapper of ours left in place under someone else's (see ``_unwrap``) is used
+    again, never wrapped a second time.
+    """
     wrapped: _Wrapped | None = cache.__dict__.get(_ATTR)
-    if wrapped is not None:
-        wrapped.count += 1
+    if wrapped is None:
+        wrapped = cache.__dict__[_ATTR] = _Wrapped()
+    wrapped.count += 1
+    if wrapped.count > 1:
         return wrapped.nested
-    wrapped = _Wrapped()
     for name in WRAPPED_METHODS:
         for method in (name, "a" + name):
             original = getattr(cache, method, None)
-            if original is None:
+            if original is None or method in wrapped.methods:
                 continue
             wrapper = _wrapper(cache, alias, name, original, method != name)
             previous = cache.__dict__.get(method, _MISS)
             wrapped.nested = wrapped.nested or previous is not _MISS
             wrapped.methods[method] = (wrapper, previous)
             setattr(cache, method, wrapper)
-    cache.__dict__[_ATTR] = wrapped
     return wrapped.nested
 
 
@@ -306,20 +310,28 @@ def _others_active(cache: Any) -> bool:
 
 
 def _unwrap(cache: Any) -> None:
-    wrapped = cache.__dict__.get(_ATTR)
+    """Undo ``_wrap`` when the last recorder watching ``cache`` stops.
+
+    A method someone wrapped after us (the toolbar's CachePanel, listed after ours)
+    cannot be put back without dropping their wrapper: ours stays under it, calling
+    straight through while no recorder is started, and the next ``_wrap`` reuses it.
+    """
+    wrapped: _Wrapped | None = cache.__dict__.get(_ATTR)
     if wrapped is None:
         return
     wrapped.count -= 1
-    if wrapped.count:
+    if wrapped.count > 0:
         return
-    del cache.__dict__[_ATTR]
-    for method, (wrapper, previous) in wrapped.methods.items():
+    for method, (wrapper, previous) in list(wrapped.methods.items()):
         if cache.__dict__.get(method) is not wrapper:
-            continue  # someone wrapped it after us (the toolbar's CachePanel): leave it
+            continue  # covered by someone else's wrapper: left in place, inert
+        del wrapped.methods[method]
         if previous is _MISS:
             del cache.__dict__[method]
         else:
             setattr(cache, method, previous)
+    if not wrapped.methods:
+        del cache.__dict__[_ATTR]
 
 
 def _wrapper(

@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
+from django.test import override_settings
 
-from tests.toolbar.test_panel import run
+from django_smartcache import instrumentation
+from tests.toolbar.conftest import PANEL
+from tests.toolbar.test_panel import PANEL_ID, alias, run, toolbar_get
 
 pytestmark = pytest.mark.usefixtures("toolbar_settings_on")
 
@@ -66,3 +69,41 @@ def test_calls_made_by_a_get_or_set_callable_are_listed() -> None:
     outer = stats["calls"][1]
     assert outer["compute_ms"] is not None
     assert outer["compute_ms"] <= outer["ms"]
+
+
+def _stats_of(response: Any) -> dict[str, Any]:
+    from debug_toolbar.toolbar import DebugToolbar
+
+    request_id = response.headers["djdt-request-id"]
+    toolbar = DebugToolbar.fetch(request_id, PANEL_ID)
+    return toolbar.get_panel_by_id(PANEL_ID).get_stats()  # type: ignore[no-any-return]
+
+
+def _our_wrappers(method: Any) -> int:
+    """How many wrappers of ours are in the ``__wrapped__`` chain of ``method``."""
+    count = 0
+    while method is not None:
+        code = getattr(method, "__code__", None)  # functools.wraps copies the rest
+        count += code is not None and code.co_filename == instrumentation.__file__
+        method = getattr(method, "__wrapped__", None)
+    return count
+
+
+def test_panel_listed_before_the_cache_panel(client: Any) -> None:
+    """Ours wraps first, the toolbar's CachePanel on top: the split stays right from
+    the second request on and ours is never wrapped twice."""
+    from debug_toolbar.settings import PANELS_DEFAULTS
+
+    with override_settings(DEBUG_TOOLBAR_PANELS=[PANEL, *PANELS_DEFAULTS]):
+        for _ in range(3):
+            stats = _stats_of(toolbar_get(client, "/multi-hit/"))
+            multi = alias(stats, "multi")
+            assert multi["hits"] == 1
+            assert [lv["hits"] for lv in multi["levels"]] == [1, 0]
+    get = caches["multi"].__dict__["get"]
+    assert _our_wrappers(get) == 1  # left under the CachePanel's, and inert
+    before = caches["multi"].stats()["levels"][0]["hits"]
+    caches["multi"].set("idle", 1)
+    assert caches["multi"].get("idle") == 1
+    assert caches["multi"].stats()["levels"][0]["hits"] == before + 1
+    assert instrumentation.current_recorder() is None

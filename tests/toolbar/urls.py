@@ -11,5 +11,6 @@ urlpatterns = [
     path("stampede/", views.stampede),
     path("async/", views.async_lookups),
     path("nothing/", views.no_cache),
+    path("multi-hit/", views.multi_hit),
     *debug_toolbar_urls(),
 ]

@@ -95,3 +95,11 @@ async def async_lookups(request: HttpRequest) -> HttpResponse:
 
 def no_cache(request: HttpRequest) -> HttpResponse:
     return page("nothing", "no cache calls")
+
+
+def multi_hit(request: HttpRequest) -> HttpResponse:
+    """One L1 hit on the MultiLevelCache."""
+    multi = caches["multi"]
+    multi.set("k", 1)
+    multi.get("k")
+    return page("multi", "one L1 hit")
