@@ -130,6 +130,8 @@ class Recorder:
         #: Aliases whose methods were already wrapped on the instance by someone else
         #: (django-debug-toolbar's CachePanel): their times include that wrapper's work.
         self.nested: list[str] = []
+        #: alias -> why its cache could not be built ("ModuleNotFoundError: ...").
+        self.unavailable: dict[str, str] = {}
         #: alias -> hits per level of a MultiLevelCache made by lookups that are not
         #: listed (the read-back of ``get_or_set`` after storing): not this request's
         #: answers, so the panel takes them out of its L1/L2 split.
@@ -142,7 +144,10 @@ class Recorder:
         """Watch ``aliases`` (default: every alias in ``CACHES``) in this thread or task.
 
         Every alias is initialised here, as the request would on first use, so that
-        the instance the view gets is the wrapped one.
+        the instance the view gets is the wrapped one. An alias that cannot be built
+        (a backend whose client library is missing) is noted in ``unavailable`` and
+        left alone: the page may never use it. If starting fails, nothing is left
+        started.
         """
         global _started
         from django.conf import settings
@@ -150,32 +155,48 @@ class Recorder:
         if self._token is not None:
             return  # idempotent, like enable_instrumentation()
         self._token = _current.set(self)
-        for alias in settings.CACHES if aliases is None else aliases:
-            cache = caches[alias]
-            self.watched[alias] = cache
-            if _wrap(cache, alias) and _others_active(cache):
-                self.nested.append(alias)
-        with _receivers_lock:
-            if _started == 0:
-                _connect()
-            _started += 1
+        try:
+            self._watch(settings.CACHES if aliases is None else aliases)
+            with _receivers_lock:
+                if _started == 0:
+                    _connect()
+                _started += 1
+        except BaseException:
+            self._undo()
+            raise
 
     def stop(self) -> None:
         """Unwrap the instances, reset the context and disconnect when no recorder is left."""
         global _started
         if self._token is None:
             return
-        for cache in self.watched.values():
-            _unwrap(cache)
-        try:
-            _current.reset(self._token)
-        except ValueError:  # stopped in another context than it started in
-            _current.set(None)
-        self._token = None
+        self._undo()
         with _receivers_lock:
             _started -= 1
             if _started == 0:
                 _disconnect()
+
+    def _watch(self, aliases: Iterable[str]) -> None:
+        for alias in aliases:
+            try:
+                cache = caches[alias]
+            except Exception as exc:  # noqa: BLE001 (an alias the page may never use)
+                self.unavailable[alias] = _text(f"{type(exc).__name__}: {exc}")
+                continue
+            self.watched[alias] = cache
+            if _wrap(cache, alias) and _others_active(cache):
+                self.nested.append(alias)
+
+    def _undo(self) -> None:
+        """Unwrap what ``_watch`` wrapped and leave this context without a recorder."""
+        for cache in self.watched.values():
+            _unwrap(cache)
+        if self._token is not None:
+            try:
+                _current.reset(self._token)
+            except ValueError:  # stopped in another context than it started in
+                _current.set(None)
+        self._token = None
 
     # -- what the wrappers and receivers feed --------------------------------------------
 

@@ -107,3 +107,44 @@ def test_panel_listed_before_the_cache_panel(client: Any) -> None:
     assert caches["multi"].get("idle") == 1
     assert caches["multi"].stats()["levels"][0]["hits"] == before + 1
     assert instrumentation.current_recorder() is None
+
+
+def test_an_alias_that_cannot_be_built_does_not_break_the_page(client: Any) -> None:
+    """As a memcached alias without its client library: the page never uses it."""
+    from django.conf import settings
+
+    broken = {"BACKEND": "tests.toolbar.no_such_module.Cache"}
+    with override_settings(CACHES={**settings.CACHES, "broken": broken}):
+        response = toolbar_get(client, "/multi-hit/")
+        assert response.status_code == 200
+        stats = _stats_of(response)
+        assert alias(stats, "multi")["hits"] == 1
+        [row] = stats["unavailable"]
+        assert row["alias"] == "broken"
+        assert "No module named 'tests.toolbar.no_such_module'" in row["error"]
+        with override_settings(DEBUG=True):
+            content = client.get(
+                "/__debug__/render_panel/",
+                {
+                    "request_id": response.headers["djdt-request-id"],
+                    "panel_id": PANEL_ID,
+                },
+            ).json()["content"]
+        assert "could not be loaded: InvalidCacheBackendError" in content
+    assert instrumentation.current_recorder() is None
+
+
+def test_a_failed_start_leaves_nothing_started(monkeypatch: Any) -> None:
+    def fail() -> None:
+        raise RuntimeError("connect failed")
+
+    monkeypatch.setattr(instrumentation, "_connect", fail)
+    recorder = instrumentation.Recorder()
+    with pytest.raises(RuntimeError):
+        recorder.start()
+    assert instrumentation.current_recorder() is None
+    assert "_smartcache_wrapped" not in caches["smart"].__dict__
+    assert "get" not in caches["smart"].__dict__
+    assert instrumentation._started == 0
+    caches["smart"].get("after")
+    assert recorder.calls == []

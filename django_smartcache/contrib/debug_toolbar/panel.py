@@ -299,6 +299,10 @@ class SmartCachePanel(Panel):
                     },
                     "aliases": aliases,
                     "nested": rec.nested,
+                    "unavailable": [
+                        {"alias": alias, "error": error}
+                        for alias, error in rec.unavailable.items()
+                    ],
                     "calls": calls,
                     "evictions": rec.evictions,
                     "invalidations": rec.invalidations,
