@@ -16,6 +16,8 @@ from django.core.cache import caches
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
+from django_smartcache.warmers import registry
+
 SMART = "django_smartcache.backends.SmartCache"
 FILES = "django.core.cache.backends.filebased.FileBasedCache"
 
@@ -154,3 +156,33 @@ def test_expire_deletes_a_filebasedcache_s_expired_files(
         for cache in (files, level):
             assert len(cache._list_cache_files()) == 1
             assert cache.get("kept") == "x"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("smartcache_warm", "probe.quiet"),
+        ("smartcache_expire",),
+        ("smartcache_clear", "--noinput"),
+        ("smartcache_invalidate", "tag:news", "--pattern", "x*", "--cache", "default"),
+    ],
+)
+def test_verbosity_0_prints_nothing(mlfile: Any, args: tuple[str, ...]) -> None:
+    """Every smartcache command printed its lines at ``-v 0``, where Django's own
+    commands go quiet."""
+    registry.register("probe.quiet", lambda cache: cache.set("k", 1))
+    try:
+        assert run(*args, verbosity=0) == ("", "")
+        assert run(*args, verbosity=1)[0]
+    finally:
+        registry.unregister("probe.quiet")
+
+
+def test_verbosity_0_keeps_what_was_asked_for_and_the_errors(mlfile: Any) -> None:
+    """A listing is the output asked for (as ``dumpdata``'s); errors still raise."""
+    assert run("smartcache_stats", verbosity=0)[0]
+    assert run("smartcache_warm", "--list", verbosity=0)[0]
+    with pytest.raises(CommandError, match="cannot list its keys"):
+        run(
+            "smartcache_invalidate", "--pattern", "x*", "--cache", "mlfile", verbosity=0
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from argparse import ArgumentParser
 from typing import Any
 
@@ -9,7 +10,21 @@ from django.conf import settings
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
+
+
+class QuietCommand(BaseCommand):
+    """A command that prints nothing at ``-v 0`` but its errors (on stderr), like
+    Django's own ``migrate`` or ``flush``; ``reports()`` names the runs whose output
+    is what was asked for (a listing), printed at any verbosity as ``dumpdata`` does."""
+
+    def reports(self, options: dict[str, Any]) -> bool:
+        return False
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        if options.get("verbosity") == 0 and not self.reports(options):
+            options["stdout"] = io.StringIO()
+        return super().execute(*args, **options)
 
 
 def add_cache_argument(parser: ArgumentParser, text: str) -> None:

@@ -7,9 +7,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from .. import (
+    QuietCommand,
     add_cache_argument,
     backend_name,
     check_aliases,
@@ -19,7 +20,7 @@ from .. import (
 )
 
 
-class Command(BaseCommand):
+class Command(QuietCommand):
     help = (
         "Remove every entry from a cache alias (the default one unless --cache or "
         "--all); every level of a MultiLevelCache, other processes' L1 included."

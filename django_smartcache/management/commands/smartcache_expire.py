@@ -9,9 +9,10 @@ from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.memcached import BaseMemcachedCache
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from .. import (
+    QuietCommand,
     add_cache_argument,
     backend_name,
     chosen_aliases,
@@ -54,7 +55,7 @@ def no_purge(cache: BaseCache) -> str:
     return "has no purge of expired entries (it drops one when its key is read)"
 
 
-class Command(BaseCommand):
+class Command(QuietCommand):
     help = (
         "Remove expired entries now rather than on their next read or cull: "
         "SmartCache.clear_expired(), SQLiteCache.purge_expired(), FileBasedCache's "

@@ -14,7 +14,7 @@ from django.apps import apps
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db.models import Model
 
 from ...core.patterns import KeyPattern
@@ -22,6 +22,7 @@ from ...core.tags import InvalidTag, normalize_tags
 from ...registry import family, model_tag, row_tags, rows_tag
 from ...tagging import expand_tags, tagging_caches
 from .. import (
+    QuietCommand,
     add_cache_argument,
     backend_name,
     check_aliases,
@@ -85,7 +86,7 @@ def tags_for(label: str) -> list[str]:
         ) from exc
 
 
-class Command(BaseCommand):
+class Command(QuietCommand):
     help = (
         "Invalidate cached entries by tag (tag:NAME), app (app), model (app.Model) or "
         "row (app.Model.pk), and/or delete the keys matching --pattern/--regex."

@@ -7,11 +7,12 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.cache import caches
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from ... import warmers
 from ...core.tags import InvalidTag, normalize_tags
 from .. import (
+    QuietCommand,
     add_cache_argument,
     check_aliases,
     fail_if_unreached,
@@ -34,7 +35,7 @@ def _tag(value: str) -> str:
         raise CommandError(f"Invalid tag {value!r} for --tag: {exc}") from exc
 
 
-class Command(BaseCommand):
+class Command(QuietCommand):
     help = (
         "Fill caches by running the registered warmers (every one, or those named). "
         "Warmers are registered with @warmer in each app's cache_warmers module."
@@ -68,6 +69,9 @@ class Command(BaseCommand):
             dest="list_only",
             help="List the registered warmers and exit.",
         )
+
+    def reports(self, options: dict[str, Any]) -> bool:
+        return bool(options.get("list_only"))
 
     def handle(self, *args: Any, **options: Any) -> None:
         check_aliases(options)
