@@ -23,10 +23,12 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
+from types import CodeType
 from typing import Any
 
 from django.core.cache import caches
@@ -117,10 +119,26 @@ class _Call:
         self.error: str | None = None
 
 
-class Recorder:
-    """Records the cache calls and cache events of one request (see the module doc)."""
+#: The outer call of a call that is not listed (``Recorder.is_quiet``): what it makes
+#: inside is not listed either.
+_QUIET = _Call(asks=False)
 
-    def __init__(self) -> None:
+
+class Recorder:
+    """Records the cache calls and cache events of one request (see the module doc).
+
+    ``quiet_apps``: app labels whose models' tag invalidations are not this request's
+    (the toolbar's own history rows). ``quiet_callers``: code objects whose direct
+    cache calls are not listed (the toolbar's own store).
+    """
+
+    def __init__(
+        self,
+        quiet_apps: Iterable[str] = (),
+        quiet_callers: Iterable[CodeType] = (),
+    ) -> None:
+        self.quiet_tags = tuple(f"model:{app}." for app in quiet_apps)
+        self.quiet_callers = frozenset(quiet_callers)
         self.calls: list[dict[str, Any]] = []
         self.evictions: list[dict[str, Any]] = []
         self.invalidations: list[dict[str, Any]] = []
@@ -199,6 +217,30 @@ class Recorder:
         self._token = None
 
     # -- what the wrappers and receivers feed --------------------------------------------
+
+    def is_quiet(self, cache: Any, name: str, args: tuple[Any, ...]) -> bool:
+        """Whether a call is someone else's business: made by a quiet caller, or an
+        invalidation of the quiet apps' models only."""
+        if name == "invalidate_tags":
+            return self.quiet_tags_only(args)
+        # The toolbar sets ``_djdt_panel = None`` around its own store's calls: a
+        # cheap test before looking at the callers.
+        if not self.quiet_callers or cache.__dict__.get("_djdt_panel", _MISS):
+            return False
+        frame = sys._getframe(2)  # the wrapper's caller
+        for _ in range(4):  # through other wrappers (the toolbar's CachePanel)
+            if frame is None:
+                return False
+            if frame.f_code in self.quiet_callers:
+                return True
+            frame = frame.f_back
+        return False
+
+    def quiet_tags_only(self, tags: Iterable[Any]) -> bool:
+        tags = list(tags)
+        return bool(self.quiet_tags and tags) and all(
+            isinstance(tag, str) and tag.startswith(self.quiet_tags) for tag in tags
+        )
 
     def begin_call(self) -> int:
         """A place in ``calls`` for a call starting now: calls are listed in the order
@@ -376,6 +418,12 @@ def _wrapper(
                     finally:
                         recorder.unlisted(alias, before, _level_hits(cache))
                 return await original(*args, **kwargs)
+            if recorder.is_quiet(cache, name, args):
+                token = _outer.set(_QUIET)
+                try:
+                    return await awrapper(*args, **kwargs)
+                finally:
+                    _outer.reset(token)
             call = _Call(name == "get_or_set")
             index = recorder.begin_call()
             args, kwargs = _prepared(call, name, args, kwargs)
@@ -421,6 +469,12 @@ def _wrapper(
                 finally:
                     recorder.unlisted(alias, before, _level_hits(cache))
             return original(*args, **kwargs)
+        if recorder.is_quiet(cache, name, args):
+            token = _outer.set(_QUIET)
+            try:
+                return wrapper(*args, **kwargs)  # now as an inner call: not listed
+            finally:
+                _outer.reset(token)
         call = _Call(name == "get_or_set")
         index = recorder.begin_call()
         args, kwargs = _prepared(call, name, args, kwargs)
@@ -642,7 +696,7 @@ def _on_invalidated(
     **kwargs: Any,
 ) -> None:
     recorder = _current.get()
-    if recorder is not None:
+    if recorder is not None and not recorder.quiet_tags_only(tags):
         recorder.invalidations.append(
             {
                 "alias": recorder.alias_of(cache),

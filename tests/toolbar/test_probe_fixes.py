@@ -148,3 +148,51 @@ def test_a_failed_start_leaves_nothing_started(monkeypatch: Any) -> None:
     assert instrumentation._started == 0
     caches["smart"].get("after")
     assert recorder.calls == []
+
+
+def _toolbar_config(**config: Any) -> Any:
+    return override_settings(DEBUG_TOOLBAR_CONFIG={"IS_RUNNING_TESTS": False, **config})
+
+
+def _listed(stats: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    return [(c["alias"], c["op"], c["keys"]) for c in stats["calls"]]
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["after", "before"])
+def test_the_toolbar_cache_store_calls_are_not_listed(client: Any, first: bool) -> None:
+    """``CacheStore`` on a watched alias: its get/set of ``djdt:*`` are the toolbar's,
+    with our panel listed after the toolbar's CachePanel (wrapping over it) or before."""
+    from debug_toolbar.settings import PANELS_DEFAULTS
+
+    panels = [PANEL, *PANELS_DEFAULTS] if first else [*PANELS_DEFAULTS, PANEL]
+    store = {"TOOLBAR_STORE_CLASS": "debug_toolbar.store.CacheStore"}
+    with (
+        override_settings(DEBUG_TOOLBAR_PANELS=panels),
+        _toolbar_config(**store, CACHE_BACKEND="multi"),
+    ):
+        toolbar_get(client, "/multi-hit/")
+        stats = _stats_of(toolbar_get(client, "/multi-hit/"))
+    assert _listed(stats) == [("multi", "set", ["k"]), ("multi", "get", ["k"])]
+    # The store's reads are not in the L1/L2 split either.
+    assert [lv["hits"] for lv in alias(stats, "multi")["levels"]] == [1, 0]
+
+
+def test_the_toolbar_history_rows_do_not_list_invalidations() -> None:
+    """What ``DatabaseStore`` saving a ``HistoryEntry`` in the request causes: the
+    invalidation of the toolbar's own model is not the page's; the page's is listed."""
+    from django_smartcache.tagging import invalidate_tags
+
+    def view(request: HttpRequest) -> HttpResponse:
+        invalidate_tags(
+            "model:debug_toolbar.historyentry",
+            "model:debug_toolbar.historyentry#abc",
+            reason="post_save debug_toolbar.historyentry pk=abc created",
+        )
+        invalidate_tags("book:1", using="smart", reason="book 1 saved")
+        return HttpResponse("ok")
+
+    stats = run(view).get_stats()
+    assert [i["reason"] for i in stats["invalidations"]] == ["book 1 saved"]
+    assert [(c["alias"], c["op"], c["keys"]) for c in stats["calls"]] == [
+        ("smart", "invalidate_tags", ["book:1"])
+    ]

@@ -10,6 +10,7 @@ what a :class:`~django_smartcache.instrumentation.Recorder` saw into JSON primit
 from __future__ import annotations
 
 from collections import Counter
+from types import CodeType
 from typing import Any
 
 from debug_toolbar.panels import Panel
@@ -152,6 +153,18 @@ def _served_by(levels: list[dict[str, Any]] | None) -> list[dict[str, Any]] | No
     ]
 
 
+def _toolbar_store_callers() -> tuple[CodeType, ...]:
+    """The code of the toolbar's ``_UntrackedCache`` proxy, through which its store
+    (``CacheStore``) makes its own cache calls; none before django-debug-toolbar 8."""
+    from debug_toolbar import store
+
+    getattr_ = getattr(getattr(store, "_UntrackedCache", None), "__getattr__", None)
+    code = getattr(getattr_, "__code__", None)
+    if code is None:
+        return ()
+    return tuple(c for c in code.co_consts if isinstance(c, CodeType))
+
+
 class SmartCachePanel(Panel):
     """The django-smartcache panel; see ``docs/debug-toolbar.md``."""
 
@@ -162,8 +175,13 @@ class SmartCachePanel(Panel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.recorder = Recorder()
+        # The toolbar's own work in the request is not the page's: its store's cache
+        # calls, and the invalidations its history rows (DatabaseStore) cause.
+        self.recorder = Recorder(
+            quiet_apps=("debug_toolbar",), quiet_callers=_toolbar_store_callers()
+        )
         self._levels_before: dict[str, list[tuple[str, int]]] = {}
+        self._levels_after: dict[str, list[tuple[str, int]]] = {}
 
     @property
     def nav_subtitle(self) -> str:
@@ -229,6 +247,12 @@ class SmartCachePanel(Panel):
                 self._levels_before[alias] = levels
 
     def disable_instrumentation(self) -> None:
+        # The split is measured over the recording only: panels that generate their
+        # stats before ours save them through the toolbar's store, maybe this cache.
+        for alias in self._levels_before:
+            levels = _level_hits(self.recorder.watched[alias])
+            if levels is not None:
+                self._levels_after[alias] = levels
         self.recorder.stop()
 
     def generate_stats(self, request: Any, response: Any) -> None:
@@ -245,7 +269,7 @@ class SmartCachePanel(Panel):
                 if e["alias"] == alias or e["alias"].startswith(f"{alias} L")
             )
             before = self._levels_before.get(alias)
-            after = _level_hits(cache) if before is not None else None
+            after = self._levels_after.get(alias)
             # Without the read-backs of get_or_set (not listed), so that the split
             # adds up to the row's hits.
             unlisted = rec.unlisted_level_hits.get(alias, [])
