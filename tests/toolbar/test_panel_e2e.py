@@ -150,3 +150,30 @@ def test_evictions_in_the_browser(server: str, browser: Any) -> None:
         expect(panel.locator("#smartcache-alias-tiny")).to_contain_text("capacity: ")
     finally:
         page.close()
+
+
+def test_long_keys_wrap_and_the_result_column_stays_in_the_panel(
+    server: str, browser: Any
+) -> None:
+    """``cache_page`` keys at a 1280 px window: the keys wrap instead of pushing the
+    Result and Time columns off the panel."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(server + "/cached/?q=1")
+        page.locator("#djDebugToolbar a.SmartCachePanel").click()
+        panel = page.locator("#SmartCachePanel")
+        rows = panel.locator("table.djdt-smartcache-calls tbody tr")
+        expect(rows.first).to_be_visible()
+        content = panel.locator(".djDebugPanelContent").bounding_box()
+        assert content is not None
+        right = content["x"] + content["width"]
+        assert rows.count() >= 3
+        for i in range(rows.count()):
+            for column in (4, 5):  # Result, Time
+                box = rows.nth(i).locator("td").nth(column).bounding_box()
+                assert box is not None
+                assert box["x"] + box["width"] <= right, (i, column, box, right)
+    finally:
+        page.close()

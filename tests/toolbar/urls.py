@@ -12,5 +12,6 @@ urlpatterns = [
     path("async/", views.async_lookups),
     path("nothing/", views.no_cache),
     path("multi-hit/", views.multi_hit),
+    path("cached/", views.cached_page),
     *debug_toolbar_urls(),
 ]

@@ -8,6 +8,7 @@ import time
 
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.cache import cache_page
 
 PAGE = "<!DOCTYPE html><html><head><title>{title}</title></head><body><p>{body}</p></body></html>"
 
@@ -103,3 +104,10 @@ def multi_hit(request: HttpRequest) -> HttpResponse:
     multi.set("k", 1)
     multi.get("k")
     return page("multi", "one L1 hit")
+
+
+@cache_page(60, cache="smart")
+def cached_page(request: HttpRequest) -> HttpResponse:
+    """A ``cache_page`` view: its keys are long and have no space."""
+    caches["smart"].get_many([f"{request.path}?q={i}" * 4 for i in range(3)])
+    return page("cached", "a cached page")
