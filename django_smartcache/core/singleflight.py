@@ -72,6 +72,8 @@ class SingleFlight:
         ``shared`` to look at).
         """
         call, leader = self._enter(key)
+        if call is None:  # asked again by its own computation: computed, as unshared
+            return fn(), False
         if not leader:
             call.done.wait()
             return call.outcome(joined_error), True
@@ -96,6 +98,8 @@ class SingleFlight:
                 pass
 
         call, leader = self._enter(key, wake)
+        if call is None:
+            return fn(), False
         if not leader:
             await woken
             return call.outcome(joined_error), True
@@ -103,9 +107,14 @@ class SingleFlight:
 
     def _enter(
         self, key: Hashable, waker: Callable[[], None] | None = None
-    ) -> tuple[_Call[Any], bool]:
+    ) -> tuple[_Call[Any] | None, bool]:
         """The call in flight for ``key`` (joined; ``waker`` runs when it is done), or
-        a new one this caller leads."""
+        a new one this caller leads; None when this thread leads it already: the
+        computation asks for its own key (a ``get_or_set`` inside its callable), and
+        waiting would wait for itself. That nested call computes on its own, as it
+        would without a flight (LocMemCache: the inner value is stored, the outer
+        ``add`` loses); a computation that always asks again recurses until Python's
+        recursion limit, as it would there."""
         me = threading.get_ident()
         with self._lock:
             call = self._calls.get(key)
@@ -113,8 +122,7 @@ class SingleFlight:
                 call = self._calls[key] = _Call(me)
                 return call, True
             if call.owner == me:
-                # Waiting here would wait for ourselves, forever.
-                raise RuntimeError(f"recursive single-flight call for {key!r}")
+                return None, True
             call.waiters += 1
             if waker is not None:
                 call.wakers.append(waker)  # not done: done is set under this lock
@@ -201,8 +209,8 @@ class AsyncSingleFlight:
             self._calls[slot] = task
             task.add_done_callback(lambda done: self._finish(slot, done))
             return await asyncio.shield(task), False
-        if task is asyncio.current_task():
-            raise RuntimeError(f"recursive single-flight call for {key!r}")
+        if task is asyncio.current_task():  # asked by its own computation: see _enter
+            return await fn(), False
         self._waiters[slot] = self._waiters.get(slot, 0) + 1
         try:
             try:

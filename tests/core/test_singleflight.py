@@ -96,11 +96,18 @@ def test_different_keys_do_not_wait_for_each_other() -> None:
     assert results == {"a": "a", "b": "b"}
 
 
-def test_recursive_call_for_the_same_key_raises_instead_of_deadlocking() -> None:
+def test_a_call_from_its_own_computation_computes_instead_of_deadlocking() -> None:
+    # get_or_set(key, f) where f calls get_or_set(key, ...): LocMemCache computes both.
     flight = SingleFlight()
-    with pytest.raises(RuntimeError, match="recursive"):
-        flight.do("k", lambda: flight.do("k", lambda: 1))
+    assert flight.do("k", lambda: flight.do("k", lambda: 1)) == ((1, False), False)
     assert not flight.in_flight("k")
+
+    def forever() -> object:
+        return flight.do("r", forever)
+
+    with pytest.raises(RecursionError):  # as without a flight
+        flight.do("r", forever)
+    assert not flight.in_flight("r")
 
 
 def test_fifty_coroutines_one_computation() -> None:
@@ -151,7 +158,7 @@ def test_cancelled_caller_cancels_neither_computation_nor_other_waiters() -> Non
     assert asyncio.run(main()) == ("done", True)
 
 
-def test_async_exception_reaches_waiters_and_recursion_is_refused() -> None:
+def test_async_exception_reaches_waiters_and_a_nested_call_computes() -> None:
     flight = AsyncSingleFlight()
 
     async def fail() -> None:
@@ -159,8 +166,11 @@ def test_async_exception_reaches_waiters_and_recursion_is_refused() -> None:
             await asyncio.sleep(0)
         raise ValueError("boom")
 
-    async def recurse() -> object:
-        return await flight.do("r", recurse)
+    async def leaf() -> str:
+        return "leaf"
+
+    async def nested() -> object:
+        return await flight.do("r", leaf)
 
     async def main() -> None:
         results = await asyncio.gather(
@@ -168,8 +178,8 @@ def test_async_exception_reaches_waiters_and_recursion_is_refused() -> None:
         )
         assert all(isinstance(r, ValueError) for r in results)
         assert not flight.in_flight("k")
-        with pytest.raises(RuntimeError, match="recursive"):
-            await flight.do("r", recurse)
+        assert await flight.do("r", nested) == (("leaf", False), False)
+        assert not flight.in_flight("r")
 
     asyncio.run(main())
 
