@@ -142,7 +142,15 @@ class SmartCacheKeyMixin:
             if key_warnings_on():
                 self.validate_key(made)  # type: ignore[attr-defined]
             return made
-        return self.make_and_validate_key(key, version=version)  # type: ignore[attr-defined, no-any-return]
+        return self._made_and_checked(key, version)
+
+    def _made_and_checked(self, key: Any, version: int | None) -> str:
+        """``make_and_validate_key``, the check skipped where the call being served
+        has warned already (:class:`~django_smartcache.tagging.key_warnings_given`)."""
+        made: str = self.make_key(key, version=version)  # type: ignore[attr-defined]
+        if key_warnings_on():
+            self.validate_key(made)  # type: ignore[attr-defined]
+        return made
 
     def _quiet_key(self, key: Any, version: int | None = None) -> str | None:
         """The made key when it is plainly valid (no warning to give), else None: for a
@@ -183,7 +191,7 @@ class SmartCacheKeyMixin:
                 made[full] = key
             return made
         for key in keys:
-            made[self.make_and_validate_key(key, version=version)] = key  # type: ignore[attr-defined]
+            made[self._made_and_checked(key, version)] = key
         return made
 
     def key_pattern(

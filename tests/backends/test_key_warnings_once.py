@@ -1,0 +1,44 @@
+"""One ``CacheKeyWarning`` per call, as LocMemCache gives, whatever the KEY_FUNCTION.
+
+An ``add`` that finds the key taken reads the occupant back (a stale tagged envelope
+must not block it); that read must not warn a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+
+import pytest
+from django.core.cache.backends.locmem import LocMemCache
+
+from django_smartcache.backends import MultiLevelCache, SmartCache, SQLiteCache
+
+BACKENDS = [LocMemCache, SmartCache, SQLiteCache, MultiLevelCache]
+
+
+def dashed(key, key_prefix, version):
+    return f"{key_prefix}-{version}-{key}"
+
+
+def make(backend, tmp_path):
+    params = {"KEY_FUNCTION": dashed}
+    if backend is LocMemCache:
+        return LocMemCache("key-warnings-reference", params)
+    return backend(str(tmp_path / "c.sqlite3"), params)
+
+
+def warned(call):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = call()
+    return result, len(caught)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.__name__)
+def test_add_of_a_taken_key_warns_once_with_a_custom_key_function(backend, tmp_path):
+    cache = make(backend, tmp_path)
+    warned(lambda: cache.set("a key", 1))
+    assert warned(lambda: cache.add("a key", 2)) == (False, 1)
+    assert warned(lambda: asyncio.run(cache.aadd("a key", 2))) == (False, 1)
+    assert warned(lambda: cache.get_many(["a key", "b key"])) == ({"a key": 1}, 2)
