@@ -56,6 +56,9 @@ _CALLER_ERRORS = (
     "WRONGTYPE",
 )
 
+#: How redis-py prefixes the answer to one command of a pipeline.
+_PIPELINE_ERROR = "of pipeline caused error: "
+
 
 def _caller_error(exc: BaseException) -> bool:
     """A Redis error about the call itself (as ``ValueError``/``TypeError`` elsewhere)."""
@@ -65,7 +68,12 @@ def _caller_error(exc: BaseException) -> bool:
         return False
     if isinstance(exc, DataError):
         return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(_CALLER_ERRORS)
+    if not isinstance(exc, ResponseError):
+        return False
+    # A pipeline (Django's RedisCache.set_many) wraps the answer:
+    # "Command # 2 (EXPIRE ...) of pipeline caused error: value is not an integer ..."
+    answer = str(exc).rpartition(_PIPELINE_ERROR)[2]
+    return answer.startswith(_CALLER_ERRORS)
 
 
 class LevelHealth:

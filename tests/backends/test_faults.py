@@ -407,3 +407,24 @@ def test_one_caller_per_retry_interval_tries_a_down_level(
     for thread in threads:
         thread.join()
     assert cache.stats()["levels"][1]["errors"] == 2  # one probe, not one per thread
+
+
+def test_a_timeout_redis_refuses_in_set_many_is_the_callers_error(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    # Django's RedisCache.set_many sends a pipeline: Redis' answer to EXPIRE comes back
+    # wrapped ("Command # 2 (EXPIRE ...) of pipeline caused error: value is not an
+    # integer ..."). It is the call's fault, as for set(): raised, the level stays up.
+    cache = make_cache({"BACKEND": REDIS, "LOCATION": redis_url})
+    client = redis.Redis.from_url(redis_url)
+    for call in (
+        lambda: cache.set("one", 1, timeout=2**63),
+        lambda: cache.set_many({"many": 1}, timeout=2**63),
+    ):
+        with pytest.raises(redis.exceptions.ResponseError, match="not an integer"):
+            call()
+    assert cache.stats()["levels"][1]["down"] is False
+    cache.set("after", "shared", timeout=300)  # reaches Redis: not skipped as down
+    assert client.exists(cache.make_key("after")) == 1
+    assert cache.add("lock", 1, timeout=300) is True
+    assert client.exists(cache.make_key("lock")) == 1
