@@ -21,7 +21,7 @@ from typing import Any
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.db.models import Model
+from django.db.models import Field, Model
 from django.dispatch import receiver
 
 from . import conf
@@ -31,6 +31,7 @@ __all__ = [
     "is_tracked",
     "m2m_relations",
     "model_tag",
+    "pk_fields",
     "row_tags",
     "rows_tag",
     "tables",
@@ -61,16 +62,44 @@ def _escape(found: re.Match[str]) -> str:
     return "".join(f"%{byte:02X}" for byte in found.group().encode())
 
 
+#: In a composite pk's text, each part is escaped as above and ``,`` too: ``,`` joins them.
+_NOT_IN_PART = re.compile(r"[\s\x00-\x20\x7f#%,]")
+
+
+def pk_fields(model: type[Model]) -> tuple[Field[Any, Any], ...]:
+    """The fields of ``model``'s pk: one, or those of a ``CompositePrimaryKey``."""
+    pk = _concrete(model)._meta.pk
+    return tuple(getattr(pk, "fields", None) or (pk,))  # type: ignore[arg-type]
+
+
+def _field_text(field: Field[Any, Any], value: Any) -> str:
+    return str(field.to_python(value))
+
+
 def normalize_pk(model: type[Model], pk: Any) -> str:
     """The pk as its field's Python value in text: ``5`` and ``"5"`` give one tag.
 
     Any pk makes a valid tag: characters a tag may not hold are %-escaped
     (``"New York"`` gives ``New%20York``), and text over :data:`MAX_PK_TEXT`
     characters becomes ``%~`` and a digest (no escape starts with ``%~``).
+    A ``CompositePrimaryKey`` takes the tuple of its fields' values (what
+    ``instance.pk`` holds): their texts, each escaped (``,`` too), joined by ``,``.
     """
-    text = str(model._meta.pk.to_python(pk))
-    if _NOT_IN_TAG.search(text):
-        text = _NOT_IN_TAG.sub(_escape, text)
+    fields = pk_fields(model)
+    if len(fields) == 1:
+        text = _field_text(fields[0], pk)
+        if _NOT_IN_TAG.search(text):
+            text = _NOT_IN_TAG.sub(_escape, text)
+    else:
+        if not isinstance(pk, list | tuple) or len(pk) != len(fields):
+            raise ValueError(
+                f"the pk of {model._meta.label} is composite: give a tuple of "
+                f"{len(fields)} values, not {pk!r}"
+            )
+        text = ",".join(
+            _NOT_IN_PART.sub(_escape, _field_text(field, value))
+            for field, value in zip(fields, pk, strict=True)
+        )
     if len(text) > MAX_PK_TEXT:
         digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
         text = f"%~{digest}"
@@ -183,9 +212,12 @@ class Table:
     """What a write to one database table means for the models that use it."""
 
     model: type[Model]
-    pk_column: str
+    #: The pk's column; None for a ``CompositePrimaryKey`` (see ``pk_columns``).
+    pk_column: str | None
     #: For a many-to-many through table: (column, model) of both sides.
     sides: tuple[tuple[str | None, type[Model]], ...] = ()
+    #: The pk's columns: one, or those of a ``CompositePrimaryKey`` in its order.
+    pk_columns: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -201,8 +233,14 @@ def tables() -> dict[str, tuple[Table, ...]]:
         if not is_tracked(model) and not sides:
             continue
         # Lower-cased, as ``sqlwatch`` reads column names: a legacy ``"ID"`` column.
+        columns = tuple(f.column.lower() for f in pk_fields(model))
         out.setdefault(meta.db_table.lower(), []).append(
-            Table(model=model, pk_column=meta.pk.column.lower(), sides=sides)
+            Table(
+                model=model,
+                pk_column=columns[0] if len(columns) == 1 else None,
+                sides=sides,
+                pk_columns=columns,
+            )
         )
     return {name: tuple(uses) for name, uses in out.items()}
 

@@ -76,6 +76,18 @@ _PK_TAIL = re.compile(
     r"(?:=\s*%s|IN\s*\(\s*(%s(?:\s*,\s*%s)*)\s*\))\s*\)?\s*$",
     re.IGNORECASE,
 )
+_CONDITION = rf"(?:{_IDENT}\s*\.\s*)?{_IDENT}\s*=\s*%s"
+_CONJUNCTION = rf"{_CONDITION}(?:\s+AND\s+{_CONDITION})+"
+#: What Django writes for a ``CompositePrimaryKey``: ``WHERE (a = %s AND b = %s)``,
+#: and for several rows ``WHERE ((a = %s AND b = %s) OR (a = %s AND b = %s))``.
+_COMPOSITE_TAIL = re.compile(
+    rf"\bWHERE\s+\(\s*(?:{_CONJUNCTION}|\(\s*{_CONJUNCTION}\s*\)"
+    rf"(?:\s+OR\s+\(\s*{_CONJUNCTION}\s*\))*)\s*\)\s*$",
+    re.IGNORECASE,
+)
+_CONDITION_PARTS = re.compile(
+    rf"(?:({_IDENT})\s*\.\s*)?({_IDENT})\s*=\s*%s", re.IGNORECASE
+)
 _INSERT_COLUMNS = re.compile(
     rf"^\s*\(\s*({_IDENT}(?:\s*,\s*{_IDENT})*)\s*\)\s*VALUES\b", re.IGNORECASE
 )
@@ -121,7 +133,10 @@ class Write:
     out of ``placeholders`` in all: a row moved to another key is a row too;
     an INSERT's ``placeholders`` are ``0`` unless its VALUES tuples hold exactly one
     ``%s`` per column (a literal shifts the columns);
-    ``all_rows``: rows are unknown.
+    ``all_rows``: rows are unknown;
+    ``key_columns``: for ``WHERE (a = %s AND b = %s)`` (several rows: ``OR``-ed), the
+    columns of one row's condition in their order; ``pk_params`` then holds
+    ``len(key_columns)`` parameters per row.
     """
 
     verb: str
@@ -132,6 +147,7 @@ class Write:
     assigned: tuple[tuple[str, int | None], ...] = ()
     placeholders: int = 0
     all_rows: bool = True
+    key_columns: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -152,6 +168,8 @@ def parse(sql: str) -> tuple[Write, ...]:
     rest = text[match.end() :]
     if kind in ("update", "delete"):
         tail = _PK_TAIL.search(rest)
+        if tail is None:
+            return _by_key_columns(text, match.end(), kind, verb, table)
         before = rest[: tail.start()] if tail else ""
         if (
             tail is None
@@ -195,6 +213,36 @@ def parse(sql: str) -> tuple[Write, ...]:
             ),
         )
     return (Write(verb, table),)
+
+
+def _by_key_columns(
+    text: str, start: int, kind: str, verb: str, table: str
+) -> tuple[Write, ...]:
+    """An UPDATE/DELETE of rows named by conditions on several columns (a composite
+    pk, see ``_COMPOSITE_TAIL``), or of rows not known."""
+    tail = _COMPOSITE_TAIL.search(text, start)
+    if tail is None or _unbalanced(text[start : tail.start()]):
+        return (Write(verb, table),)
+    parts = _CONDITION_PARTS.findall(text, tail.start())
+    if any(q and _table(q) != table for q, _ in parts):
+        return (Write(verb, table),)
+    columns = [_unquote(column) for _, column in parts]
+    width = len(dict.fromkeys(columns))
+    if len(columns) % width or columns != columns[:width] * (len(columns) // width):
+        return (Write(verb, table),)
+    return (
+        Write(
+            verb,
+            table,
+            pk_params=tuple(range(-len(columns), 0)),
+            assigned=_assignments(text, start, tail.start())
+            if kind == "update"
+            else (),
+            placeholders=_count_placeholders(text),
+            all_rows=False,
+            key_columns=tuple(columns[:width]),
+        ),
+    )
 
 
 _LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
@@ -315,13 +363,47 @@ def _tags_for_use(
     if (
         write.verb == "INSERT"
         and not write.all_rows
-        and use.pk_column not in write.columns
+        and not set(use.pk_columns) <= set(write.columns)
     ):
         return [model_tag(m) for m in family(model)]  # new rows only
-    pks = _values_of(write, use.pk_column, rows)
+    pks: list[Any] | None
+    if use.pk_column is None:
+        pks = _composite_values(write, use.pk_columns, rows)
+    else:
+        pks = _values_of(write, use.pk_column, rows)
     if pks is None:
         return _everything(model)
     return [model_tag(m) for m in family(model)] + registry.row_tags(model, pks)
+
+
+def _composite_values(
+    write: Write, columns: tuple[str, ...], rows: list[Sequence[Any]]
+) -> list[Any] | None:
+    """A ``CompositePrimaryKey``'s values (tuples) in the parameters, or ``None``:
+    an INSERT naming its columns, or an UPDATE/DELETE by ``WHERE (a = %s AND b = %s)``
+    (``OR``-ed for several rows) that does not ``SET`` any of them."""
+    if write.all_rows or not rows:
+        return None
+    if write.key_columns:
+        if sorted(write.key_columns) != sorted(columns) or any(
+            name in (*columns, "*") for name, _ in write.assigned
+        ):
+            return None
+        width = len(columns)
+        order = [write.key_columns.index(column) for column in columns]
+        found = []
+        for row in rows:
+            values = [row[i] for i in write.pk_params]
+            for begin in range(0, len(values), width):
+                group = values[begin : begin + width]
+                found.append(tuple(group[i] for i in order))
+        return found
+    if not write.columns:
+        return None
+    parts = [_values_of(write, column, rows) for column in columns]
+    if any(part is None for part in parts):
+        return None
+    return list(zip(*parts, strict=True))  # type: ignore[arg-type]
 
 
 def _values_of(

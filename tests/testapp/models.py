@@ -139,3 +139,15 @@ class Guild(Plain):
 class Awarded(Plain):
     badge = models.ForeignKey(Badge, models.CASCADE, to_field="number")
     guild = models.ForeignKey(Guild, models.CASCADE)
+
+
+class Seat(models.Model):
+    """A ``CompositePrimaryKey`` (Django 5.2): the row tag is the text of the tuple."""
+
+    pk = models.CompositePrimaryKey("hall", "number")
+    hall = models.CharField(max_length=20)
+    number = models.IntegerField()
+    holder = models.CharField(max_length=100, default="")
+
+    def __str__(self) -> str:
+        return f"{self.hall} {self.number}"
