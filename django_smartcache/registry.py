@@ -11,6 +11,8 @@ write to one invalidates the same pk in every model of the family.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import functools
 import hashlib
 import re
@@ -19,10 +21,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.db.models import Field, Model
+from django.db.backends.utils import format_number
+from django.db.models import (
+    DateTimeField,
+    DecimalField,
+    DurationField,
+    Field,
+    FloatField,
+    ForeignKey,
+    Model,
+    TimeField,
+)
 from django.dispatch import receiver
+from django.utils import timezone
 
 from . import conf
 
@@ -72,12 +86,54 @@ def pk_fields(model: type[Model]) -> tuple[Field[Any, Any], ...]:
     return tuple(getattr(pk, "fields", None) or (pk,))  # type: ignore[arg-type]
 
 
-def _field_text(field: Field[Any, Any], value: Any) -> str:
-    return str(field.to_python(value))
+def _field_text(field: Field[Any, Any], value: Any, db_timezone: Any = None) -> str:
+    """One canonical text per value of ``field``, however it was given: the instance's
+    value, the one read back from the database, or an SQL parameter."""
+    while isinstance(field, ForeignKey):  # a parent link, or a foreign key in a pk
+        field = field.target_field
+    if isinstance(field, DurationField) and isinstance(value, int):
+        value = datetime.timedelta(microseconds=value)  # as SQLite and MySQL store it
+    value = field.to_python(value)
+    if value is None:
+        return "None"
+    if isinstance(field, DecimalField):
+        # Rounded to the field's places as the database stores it: 1.5 is 1.50.
+        try:
+            text = format_number(value, field.max_digits, field.decimal_places)
+        except decimal.InvalidOperation:
+            text = f"{value:f}"
+        return text[1:] if text.startswith("-") and not value else text
+    if isinstance(field, DateTimeField):
+        return _datetime_text(value, db_timezone)
+    if isinstance(field, TimeField):
+        return str(value.isoformat(timespec="microseconds"))
+    if isinstance(field, FloatField):
+        return repr(value + 0.0)  # -0.0 is 0.0
+    return str(value)
 
 
-def normalize_pk(model: type[Model], pk: Any) -> str:
-    """The pk as its field's Python value in text: ``5`` and ``"5"`` give one tag.
+def _datetime_text(value: datetime.datetime, db_timezone: Any) -> str:
+    """UTC with ``USE_TZ`` (a naive value is in ``db_timezone``, the SQL parameters'
+    zone, else in the default time zone, as Django saves it), else as given."""
+    if not settings.USE_TZ:
+        if timezone.is_aware(value):
+            value = timezone.make_naive(value, timezone.get_default_timezone())
+        return value.isoformat(timespec="microseconds")
+    if timezone.is_naive(value):
+        value = timezone.make_aware(
+            value, db_timezone or timezone.get_default_timezone()
+        )
+    utc = value.astimezone(datetime.UTC).replace(tzinfo=None)
+    return f"{utc.isoformat(timespec='microseconds')}Z"
+
+
+def normalize_pk(model: type[Model], pk: Any, *, db_timezone: Any = None) -> str:
+    """The pk in one text per value, for its field's type: ``5`` and ``"5"``,
+    ``Decimal("1.5")`` and ``Decimal("1.50")`` in a ``DecimalField(decimal_places=2)``,
+    an aware datetime and its naive UTC text from an SQL parameter each give one tag.
+
+    ``db_timezone``: the zone of naive datetimes (the SQL parameters of a connection
+    are in its ``timezone``); by default they are in the default time zone.
 
     Any pk makes a valid tag: characters a tag may not hold are %-escaped
     (``"New York"`` gives ``New%20York``), and text over :data:`MAX_PK_TEXT`
@@ -87,7 +143,7 @@ def normalize_pk(model: type[Model], pk: Any) -> str:
     """
     fields = pk_fields(model)
     if len(fields) == 1:
-        text = _field_text(fields[0], pk)
+        text = _field_text(fields[0], pk, db_timezone)
         if _NOT_IN_TAG.search(text):
             text = _NOT_IN_TAG.sub(_escape, text)
     else:
@@ -97,7 +153,7 @@ def normalize_pk(model: type[Model], pk: Any) -> str:
                 f"{len(fields)} values, not {pk!r}"
             )
         text = ",".join(
-            _NOT_IN_PART.sub(_escape, _field_text(field, value))
+            _NOT_IN_PART.sub(_escape, _field_text(field, value, db_timezone))
             for field, value in zip(fields, pk, strict=True)
         )
     if len(text) > MAX_PK_TEXT:
@@ -150,14 +206,16 @@ def _pk_root(model: type[Model]) -> type[Model]:
         model = _concrete(remote.model)
 
 
-def row_tags(model: type[Model], pks: Iterable[Any]) -> list[str]:
+def row_tags(
+    model: type[Model], pks: Iterable[Any], *, db_timezone: Any = None
+) -> list[str]:
     """Row tags of ``pks`` in every model of ``model``'s family.
 
     A member whose pks are another ancestor's (multiple inheritance: the same row has
     another pk there) gets its all-rows tag instead: which of its rows it is, is not
-    known without a query.
+    known without a query. ``db_timezone``: see :func:`normalize_pk`.
     """
-    pks = [normalize_pk(model, pk) for pk in pks]
+    pks = [normalize_pk(model, pk, db_timezone=db_timezone) for pk in pks]
     if not pks:
         return []
     root = _pk_root(model)

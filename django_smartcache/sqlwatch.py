@@ -327,10 +327,12 @@ def _param_rows(params: Any, many: bool) -> list[Sequence[Any]]:
     return [params] if isinstance(params, list | tuple) else []
 
 
-def _tags_for(write: Write, params: Any, many: bool) -> list[str]:
+def _tags_for(
+    write: Write, params: Any, many: bool, db_timezone: Any = None
+) -> list[str]:
     tags: list[str] = []
     for use in registry.tables().get(write.table, ()):
-        tags.extend(_tags_for_use(write, use, params, many))
+        tags.extend(_tags_for_use(write, use, params, many, db_timezone))
     return tags
 
 
@@ -339,8 +341,13 @@ def _everything(model: Any) -> list[str]:
 
 
 def _tags_for_use(
-    write: Write, use: registry.Table, params: Any, many: bool
+    write: Write,
+    use: registry.Table,
+    params: Any,
+    many: bool,
+    db_timezone: Any = None,
 ) -> list[str]:
+    """``db_timezone``: the zone of naive datetimes in ``params`` (the connection's)."""
     model = use.model
     tags: list[str] = []
     tracked = registry.is_tracked(model)
@@ -354,7 +361,7 @@ def _tags_for_use(
                 tags += _everything(side)
             else:
                 tags += [model_tag(m) for m in family(side)]
-                tags += registry.row_tags(side, pks)
+                tags += registry.row_tags(side, pks, db_timezone=db_timezone)
         if tracked and write.verb != "INSERT":
             tags += _everything(model)
         return tags
@@ -373,7 +380,8 @@ def _tags_for_use(
         pks = _values_of(write, use.pk_column, rows)
     if pks is None:
         return _everything(model)
-    return [model_tag(m) for m in family(model)] + registry.row_tags(model, pks)
+    rows_written = registry.row_tags(model, pks, db_timezone=db_timezone)
+    return [model_tag(m) for m in family(model)] + rows_written
 
 
 def _composite_values(
@@ -484,16 +492,17 @@ def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> 
     writes = parse(sql)
     if not writes:
         return
+    conn = context["connection"]
     tags: list[str] = []
     for write in writes:
         try:
-            tags += _tags_for(write, params, many)
+            # Naive datetimes among the parameters are in the connection's zone.
+            tags += _tags_for(write, params, many, conn.timezone)
         except Exception:
             logger.debug("row tags of %r: all rows instead", sql, exc_info=True)
             tags += _all_rows_of(write)
     if not tags:
         return
-    conn = context["connection"]
     verbs = " ".join(sorted({f"{w.verb} {w.table}" for w in writes}))
     try:
         invalidate_tags(*dict.fromkeys(tags), reason=f"sql {verbs}", db=conn.alias)

@@ -151,3 +151,23 @@ class Seat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hall} {self.number}"
+
+
+class Price(models.Model):
+    """A ``DecimalField`` pk: ``1.5`` is stored and read back as ``1.50``."""
+
+    amount = models.DecimalField(max_digits=6, decimal_places=2, primary_key=True)
+    label = models.CharField(max_length=100, default="")
+
+    def __str__(self) -> str:
+        return str(self.amount)
+
+
+class Reading(models.Model):
+    """A ``DateTimeField`` pk: aware in Python, naive UTC text in SQLite's parameters."""
+
+    taken_at = models.DateTimeField(primary_key=True)
+    value = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return str(self.taken_at)
