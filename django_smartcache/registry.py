@@ -233,6 +233,20 @@ def _matches(model: type[Model], labels: Iterable[str]) -> bool:
     return any(label in (meta.app_label.lower(), meta.label_lower) for label in labels)
 
 
+def _with_concrete(labels: Iterable[str]) -> list[str]:
+    """``labels`` plus the concrete model of each proxy model named: a proxy shares
+    its concrete model's rows and tags, so naming it names them."""
+    out = list(labels)
+    for label in labels:
+        if "." in label:
+            try:
+                model = apps.get_model(label)
+            except LookupError:
+                continue
+            out.append(_concrete(model)._meta.label_lower)
+    return out
+
+
 def check_labels() -> None:
     """Refuse a ``MODELS``/``EXCLUDE_MODELS`` label that names no installed app or model.
 
@@ -257,12 +271,16 @@ def check_labels() -> None:
 
 @functools.cache
 def is_tracked(model: type[Model]) -> bool:
-    """Whether writes to ``model`` invalidate its tags (``MODELS``/``EXCLUDE_MODELS``)."""
+    """Whether writes to ``model`` invalidate its tags (``MODELS``/``EXCLUDE_MODELS``).
+
+    A proxy model named there stands for its concrete model, and so for all of that
+    model's proxies: they share its rows and its tags.
+    """
     model = _concrete(model)
     chosen = conf.get("MODELS")
-    if chosen != conf.ALL and not _matches(model, chosen):
+    if chosen != conf.ALL and not _matches(model, _with_concrete(chosen)):
         return False
-    return not _matches(model, conf.get("EXCLUDE_MODELS"))
+    return not _matches(model, _with_concrete(conf.get("EXCLUDE_MODELS")))
 
 
 @dataclass(frozen=True)
