@@ -10,6 +10,7 @@ Across processes the decorator adds a lock in the shared cache level.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 import time
@@ -18,6 +19,20 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
+
+#: The (flight, key) calls whose computation runs in this context. Child tasks
+#: (``asyncio.gather``, ``create_task``) and ``sync_to_async``/``copy_context`` threads
+#: inherit it, so a computation that asks for its own key through one of them computes
+#: instead of waiting for itself (a plain ``threading.Thread`` or pool does not carry
+#: the context: from there, such a call waits for its own computation).
+_LEADING: contextvars.ContextVar[frozenset[tuple[int, Hashable]]] = (
+    contextvars.ContextVar("smartcache_flights_leading", default=frozenset())
+)
+
+
+def _nested(flight: object, key: Hashable) -> bool:
+    """Whether this context runs ``flight``'s computation of ``key`` already."""
+    return (id(flight), key) in _LEADING.get()
 
 
 class _Call(Generic[T]):
@@ -109,12 +124,15 @@ class SingleFlight:
         self, key: Hashable, waker: Callable[[], None] | None = None
     ) -> tuple[_Call[Any] | None, bool]:
         """The call in flight for ``key`` (joined; ``waker`` runs when it is done), or
-        a new one this caller leads; None when this thread leads it already: the
+        a new one this caller leads; None when this thread, or this context (see
+        :data:`_LEADING`), leads it already: the
         computation asks for its own key (a ``get_or_set`` inside its callable), and
         waiting would wait for itself. That nested call computes on its own, as it
         would without a flight (LocMemCache: the inner value is stored, the outer
         ``add`` loses); a computation that always asks again recurses until Python's
         recursion limit, as it would there."""
+        if _nested(self, key):
+            return None, True
         me = threading.get_ident()
         with self._lock:
             call = self._calls.get(key)
@@ -129,12 +147,14 @@ class SingleFlight:
             return call, False
 
     def _lead(self, key: Hashable, call: _Call[T], fn: Callable[[], T]) -> T:
+        token = _LEADING.set(_LEADING.get() | {(id(self), key)})
         try:
             result = call.result = fn()
         except BaseException as exc:
             call.error = exc
             raise
         finally:
+            _LEADING.reset(token)
             with self._lock:
                 if self._calls.get(key) is call:  # (not forgotten by a fork since)
                     del self._calls[key]
@@ -204,13 +224,13 @@ class AsyncSingleFlight:
         task = self._calls.get(slot)
         # A finished task stays listed until its done-callback runs, a loop iteration
         # later: joining it then returned a result older than a delete made since.
+        if _nested(self, key):  # asked by its own computation: see _enter
+            return await fn(), False
         if task is None or task.done():
-            task = loop.create_task(_run(fn))
+            task = loop.create_task(_run(fn, (id(self), key)))
             self._calls[slot] = task
             task.add_done_callback(lambda done: self._finish(slot, done))
             return await asyncio.shield(task), False
-        if task is asyncio.current_task():  # asked by its own computation: see _enter
-            return await fn(), False
         self._waiters[slot] = self._waiters.get(slot, 0) + 1
         try:
             try:
@@ -253,7 +273,9 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def _run(fn: Callable[[], Awaitable[T]]) -> T:
+async def _run(fn: Callable[[], Awaitable[T]], call: tuple[int, Hashable]) -> T:
+    """The computation, as its own task, marked as led in that task's context."""
+    _LEADING.set(_LEADING.get() | {call})
     return await fn()
 
 

@@ -278,3 +278,38 @@ def test_a_cancelled_coroutine_leaves_the_threads_call_to_its_other_waiters() ->
     assert asyncio.run(main()) == ("v", True)
     leader.join(5)
     assert not flight.in_flight("k")
+
+
+def test_a_computation_asking_through_a_child_task_computes() -> None:
+    # asyncio.gather wraps the nested call in a task of its own: not the leader's task,
+    # but it inherits the leader's context, which marks the call as led there.
+    flight = AsyncSingleFlight()
+
+    async def leaf() -> str:
+        return "leaf"
+
+    async def outer() -> str:
+        (inner,) = await asyncio.gather(flight.do("k", leaf))
+        return f"outer({inner[0]})"
+
+    async def main() -> tuple[str, bool]:
+        return await asyncio.wait_for(flight.do("k", outer), 5)
+
+    assert asyncio.run(main()) == ("outer(leaf)", False)
+
+
+def test_a_computation_asking_from_a_thread_with_its_context_computes() -> None:
+    # sync_to_async and copy_context().run carry the context into the worker thread.
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    flight = SingleFlight()
+    with ThreadPoolExecutor(1) as pool:
+
+        def outer() -> str:
+            context = contextvars.copy_context()
+            nested = pool.submit(context.run, flight.do, "k", lambda: "leaf")
+            return f"outer({nested.result(timeout=5)[0]})"
+
+        assert flight.do("k", outer) == ("outer(leaf)", False)
+    assert not flight.in_flight("k")
