@@ -13,6 +13,7 @@ or give the decorator a ``key=`` function.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import decimal
 import enum
@@ -40,6 +41,14 @@ def _qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+#: Builtin types whose exact instances have a plain encoding; an instance of a
+#: subclass (``SafeString``, ``OrderedDict``, ``Counter``) is encoded with its type's
+#: name, since code may treat it differently (``conditional_escape`` does not escape
+#: a ``SafeString``; ``OrderedDict`` equality follows order). Tuples are tagged with
+#: their type's name already (namedtuples).
+_BUILTIN_BASES = (str, int, float, bytes, bytearray, list, dict, set, frozenset)
+
+
 class _Encoder:
     """Write one value as canonical bytes; one instance per call tracks cycles."""
 
@@ -63,6 +72,8 @@ class _Encoder:
             return b"T" if obj else b"F"
         if isinstance(obj, enum.Enum):
             return self._tagged(b"E", _qualified_name(type(obj)), obj.value)
+        if kind not in _BUILTIN_BASES and isinstance(obj, _BUILTIN_BASES):
+            return self._subclass(obj)
         if isinstance(obj, int):
             return self._atom(b"i", str(int(obj)).encode())
         if isinstance(obj, float):
@@ -130,6 +141,38 @@ class _Encoder:
                 return self._atom(b"{", b"".join(k + v for k, v in pairs))
             tag = b"S" if isinstance(obj, frozenset) else b"<"
             return self._atom(tag, b"".join(sorted(self.encode(item) for item in obj)))
+        finally:
+            self.active.discard(ident)
+
+    def _subclass(self, obj: Any) -> bytes:
+        """An instance of a subclass of a builtin: its type's name, then its value as
+        the builtin's (an ``OrderedDict``'s items in their order)."""
+        value: Any
+        if isinstance(obj, str):
+            value = str.encode(obj, "utf-8", "surrogatepass").decode(
+                "utf-8", "surrogatepass"
+            )  # an exact str: str() of a SafeString is the SafeString itself
+        elif isinstance(obj, int):
+            value = int.__int__(obj)
+        elif isinstance(obj, float):
+            value = float.__float__(obj)
+        elif isinstance(obj, bytes | bytearray):
+            value = (bytearray if isinstance(obj, bytearray) else bytes)(
+                memoryview(obj)
+            )
+        elif isinstance(obj, collections.OrderedDict):
+            value = [(k, v) for k, v in obj.items()]  # equality follows order
+        else:
+            value = next(b for b in _BUILTIN_BASES if isinstance(obj, b))(obj)
+        ident = id(obj)
+        if ident in self.active:
+            raise TypeError(
+                f"cannot build a cache key from a self-referencing {type(obj).__name__}"
+            )
+        self.active.add(ident)
+        try:
+            name = self.encode(_qualified_name(type(obj)))
+            return self._atom(b"z", name + self.encode(value))
         finally:
             self.active.discard(ident)
 

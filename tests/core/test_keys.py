@@ -303,3 +303,34 @@ def test_call_keys_fall_back_to_the_extension_and_detect_cycles() -> None:
     loop.append((loop,))
     with pytest.raises(TypeError, match="self-referencing"):
         builder.of_values(((loop,),))
+
+
+def test_subclasses_of_builtins_are_told_apart_from_their_base() -> None:
+    from collections import Counter, OrderedDict, defaultdict
+
+    from django.utils.safestring import mark_safe
+
+    # conditional_escape() leaves a SafeString alone and escapes the same plain text:
+    # one entry for both served a trusted call's unescaped HTML to untrusted input.
+    assert keys.digest(mark_safe("<b>new</b>")) != keys.digest("<b>new</b>")
+    # OrderedDicts with other orders are not equal, so their keys differ too.
+    assert keys.digest(OrderedDict(x=1, y=2)) != keys.digest(OrderedDict(y=2, x=1))
+    assert keys.digest(OrderedDict(x=1)) == keys.digest(OrderedDict(x=1))
+    assert keys.digest(OrderedDict(x=1)) != keys.digest({"x": 1})
+    assert keys.digest(Counter("ab")) != keys.digest({"a": 1, "b": 1})
+    assert keys.digest(defaultdict(int, a=1)) == keys.digest(defaultdict(int, a=1))
+
+    class Meters(float):
+        pass
+
+    class Tags(list):
+        pass
+
+    assert keys.digest(Meters(1.5)) != keys.digest(1.5)
+    assert keys.digest(Tags([1])) != keys.digest([1])
+    # Exact builtins keep their encoding (and so the keys of earlier releases).
+    assert keys.encode("a") == b"s1:a"
+    loop = OrderedDict()
+    loop["self"] = loop
+    with pytest.raises(TypeError, match="self-referencing"):
+        keys.digest(loop)
