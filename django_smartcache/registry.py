@@ -43,6 +43,7 @@ from . import conf
 __all__ = [
     "family",
     "is_tracked",
+    "is_watched",
     "m2m_relations",
     "model_tag",
     "pk_fields",
@@ -283,6 +284,18 @@ def is_tracked(model: type[Model]) -> bool:
     return not _matches(model, _with_concrete(conf.get("EXCLUDE_MODELS")))
 
 
+@functools.cache
+def is_watched(model: type[Model]) -> bool:
+    """Whether writes to ``model``'s table invalidate: it is tracked, or it is a
+    multi-table-inheritance parent of a tracked model (``Restaurant(Place)``: an
+    ``update()`` of ``name`` writes only ``Place``'s table, rows of a ``Restaurant``)."""
+    model = _concrete(model)
+    return is_tracked(model) or any(
+        member is not model and issubclass(member, model) and is_tracked(member)
+        for member in family(model)
+    )
+
+
 @dataclass(frozen=True)
 class Table:
     """What a write to one database table means for the models that use it."""
@@ -306,7 +319,7 @@ def tables() -> dict[str, tuple[Table, ...]]:
         if meta.proxy:
             continue
         sides = tuple((col, m) for col, m in through.get(model, ()) if is_tracked(m))
-        if not is_tracked(model) and not sides:
+        if not is_watched(model) and not sides:
             continue
         # Lower-cased, as ``sqlwatch`` reads column names: a legacy ``"ID"`` column.
         columns = tuple(f.column.lower() for f in pk_fields(model))
@@ -381,7 +394,7 @@ def m2m_relations(model: type[Model]) -> list[type[Model]]:
 
 
 def clear_caches() -> None:
-    for cached in (family, is_tracked, tables, _through_sides, _pk_root):
+    for cached in (family, is_tracked, is_watched, tables, _through_sides, _pk_root):
         cached.cache_clear()
 
 

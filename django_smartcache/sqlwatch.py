@@ -350,7 +350,8 @@ def _tags_for_use(
     """``db_timezone``: the zone of naive datetimes in ``params`` (the connection's)."""
     model = use.model
     tags: list[str] = []
-    tracked = registry.is_tracked(model)
+    # A parent's table is watched for the rows of its tracked children too.
+    tracked = registry.is_watched(model)
     rows = _param_rows(params, many)
     if use.sides:  # a many-to-many table: both sides' rows
         tags.append(model_tag(model))

@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 
 from django_smartcache import model_tag, registry
-from tests.testapp.models import Author, Book, FamousAuthor
+from tests.testapp.models import Article, Author, Book, FamousAuthor, Place, Restaurant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,3 +43,27 @@ def test_a_proxy_named_in_exclude_models_excludes_its_concrete_model() -> None:
     with override_settings(SMARTCACHE={"EXCLUDE_MODELS": ["testapp.famousauthor"]}):
         assert not registry.is_tracked(Author)
         assert registry.is_tracked(Book)
+
+
+def test_a_tracked_child_watches_its_parents_table(cache: Any) -> None:
+    with override_settings(SMARTCACHE={"MODELS": ["testapp.Restaurant"]}):
+        assert not registry.is_tracked(Place) and registry.is_watched(Place)
+        assert not registry.is_watched(Article)  # not a parent of Restaurant
+        place = Place.objects.create(name="a plain place")
+        shop = Restaurant.objects.create(name="old")
+
+        def name() -> str:
+            return Restaurant.objects.get(pk=shop.pk).name
+
+        def cached() -> str:
+            return cache.get_or_set("r", name, tags=[model_tag(Restaurant, shop.pk)])  # type: ignore[no-any-return]
+
+        assert cached() == "old"
+        Restaurant.objects.filter(pk=shop.pk).update(name="updated")  # place table
+        assert cached() == "updated"
+        Restaurant.objects.bulk_update([Restaurant(pk=shop.pk, name="bulk")], ["name"])
+        assert cached() == "bulk"
+        Place.objects.filter(pk=place.pk).update(name="x")  # another row: kept
+        assert cache.get("r") == "bulk"
+        Place.objects.filter(name="bulk").update(name="any")  # rows unknown: all
+        assert cached() == "any"
