@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
 import logging
 import math
 import random as _random
@@ -20,7 +21,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from asgiref.sync import markcoroutinefunction, sync_to_async
+from asgiref.sync import (
+    AsyncToSync,
+    SyncToAsync,
+    markcoroutinefunction,
+    sync_to_async,
+)
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, InvalidCacheBackendError, caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
@@ -265,7 +271,7 @@ class CachedFunction(Generic[P, R]):
         self._func = func
         self._options = options
         self._name = options.name or _name_of(func)
-        self._signature = inspect.signature(func)
+        self._signature = _signature_of(func)
         # Plain positional-or-keyword parameters: calls with positional arguments only
         # skip Signature.bind(), giving the very same (name, value) pairs.
         params = list(self._signature.parameters.values())
@@ -766,6 +772,15 @@ class _Bound:
         return f"<bound {self.__func__!r} of {self.__self__!r}>"
 
 
+def _signature_of(func: Callable[..., Any]) -> inspect.Signature:
+    """The signature of what is called: not of what a ``functools.wraps`` wrapper
+    wraps (``inspect.signature`` follows ``__wrapped__``), since the wrapper may take
+    other arguments (``method_decorator`` binds ``self``; a decorator may add one).
+    Wrappers that pass their arguments on (``lru_cache``) are looked through."""
+    outer = next((f for f in _layers(func) if not _transparent(f)), func)
+    return inspect.signature(outer, follow_wrapped=False)
+
+
 class _CachedClassMethod:
     """``@cached`` over ``@classmethod``: binds the class itself, on every Python."""
 
@@ -784,10 +799,13 @@ def _name_of(func: Callable[..., Any]) -> str:
     name is their type's), and a closure made inside a function (every closure its
     factory makes has the same name, whatever it captured). Their entries would be
     shared, and one function would silently return another's results.
+
+    A wrapper made with ``functools.wraps`` copies the name of the function it wraps,
+    so each wrapper in the chain adds its own identity (see :func:`_wrapper_name`):
+    two wrappers of one function are two functions.
     """
-    # A wrapper made with functools.wraps (lru_cache, csrf_exempt, ...) is judged by
-    # the function it wraps: its name and what that function captures.
-    inner = inspect.unwrap(func)
+    layers = _layers(func)
+    inner = layers[-1]
     qualname = getattr(inner, "__qualname__", None)
     # Captured: free variables but __class__ (super()) and the function's own name
     # (a recursive function calls itself: nothing that differs between closures).
@@ -806,12 +824,89 @@ def _name_of(func: Callable[..., Any]) -> str:
             f"factory makes has that name, whatever it captured"
         )
     else:
-        return f"{inner.__module__}.{qualname}"
-    raise _invalid(
-        "name",
-        f"{why}, so functions sharing it would share entries. Pass name= unique to "
-        "this function (or define it at module level).",
+        wrappers = [
+            _wrapper_name(layer, wrapped)
+            for layer, wrapped in itertools.pairwise(layers)
+            if not _transparent(layer)
+        ]
+        return "@".join([f"{inner.__module__}.{qualname}", *reversed(wrappers)])
+    raise _invalid("name", f"{why}, {_SHARED}")
+
+
+_SHARED = (
+    "so functions sharing it would share entries. Pass name= unique to this "
+    "function (or define it at module level)."
+)
+
+
+def _layers(func: Any) -> list[Any]:
+    """``func`` and the callables it wraps (``__wrapped__``), outermost first."""
+    layers, seen = [func], {id(func)}
+    while (wrapped := getattr(layers[-1], "__wrapped__", None)) is not None:
+        if id(wrapped) in seen:
+            break
+        seen.add(id(wrapped))
+        layers.append(wrapped)
+    return layers
+
+
+def _transparent(obj: Any) -> bool:
+    """A wrapper returning what it wraps returns, whatever its state: ``lru_cache``,
+    asgiref's ``sync_to_async``/``async_to_sync``, a memoized function."""
+    return isinstance(
+        obj, _LRU_WRAPPER | SyncToAsync | AsyncToSync | CachedFunction | _Bound
     )
+
+
+_LRU_WRAPPER = type(functools.lru_cache(len))
+
+
+def _wrapper_name(layer: Any, wrapped: Any) -> str:
+    """The identity of a wrapper of ``wrapped``: its own function's name (its code's,
+    since ``functools.wraps`` replaced ``__qualname__``) and a digest of what it
+    captures besides ``wrapped``; for a ``partial`` of ``wrapped``, a digest of what it
+    binds (``method_decorator`` binds the instance). Refused when that state has no
+    stable encoding."""
+    state: list[tuple[str, Any]] = []
+    if inspect.isfunction(layer):
+        module = layer.__globals__.get("__name__", layer.__module__)
+        name = f"{module}.{layer.__code__.co_qualname}"
+        cells = zip(layer.__code__.co_freevars, layer.__closure__ or (), strict=True)
+        for variable, cell in cells:
+            try:
+                value = cell.cell_contents
+            except ValueError:  # not assigned yet
+                continue
+            if variable != "__class__" and value is not wrapped and value is not layer:
+                state.append((variable, value))
+    elif isinstance(layer, functools.partial):
+        name = "functools.partial"
+        bound = layer.func
+        if inspect.ismethod(bound) and bound.__func__ is wrapped:
+            state.append(("self", bound.__self__))
+        elif bound is not wrapped:
+            raise _invalid(
+                "name",
+                f"{layer!r} wraps {wrapped!r} but calls {bound!r}, {_SHARED}",
+            )
+        state += [("args", layer.args), ("keywords", layer.keywords)]
+    else:
+        raise _invalid(
+            "name",
+            f"{layer!r} wraps {wrapped!r}, and its state (its type's) is not known, "
+            f"{_SHARED}",
+        )
+    if not state:
+        return name
+    try:
+        return f"{name}[{keys.digest(tuple(state), _django_identity)}]"
+    except TypeError as exc:
+        raise _invalid(
+            "name",
+            f"{name} wraps {wrapped!r} with {', '.join(v for v, _ in state)} "
+            f"that cannot be keyed ({exc}): wrappers holding other values would share "
+            f"entries. Give that value a __cache_key__() method, or {_SHARED[3:]}",
+        ) from None
 
 
 def cached(

@@ -1,0 +1,107 @@
+"""``@cached``: defects found by an outside probe of memoization (session 7)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.decorators import method_decorator
+
+from django_smartcache.decorators import cached
+from tests.test_decorators import memo_caches  # noqa: F401 (autouse fixture)
+
+# -- wrappers made with functools.wraps -----------------------------------------------
+
+
+class Rates:
+    def __init__(self, source: str = "bank") -> None:
+        self.source = source
+
+    def __cache_key__(self):
+        return self.source
+
+    @method_decorator(cached)
+    def latest(self, base, quote="USD"):
+        return f"{self.source}:{base}/{quote}"
+
+
+def _with_user(func):
+    """A decorator adding a leading argument."""
+
+    @functools.wraps(func)
+    def wrapper(user, *args, **kwargs):
+        return f"{user}: {func(*args, **kwargs)}"
+
+    return wrapper
+
+
+@cached
+@_with_user
+def _greeting(lang):
+    return {"fr": "bonjour"}.get(lang, "hello")
+
+
+def test_a_wrapper_is_called_with_its_own_signature() -> None:
+    """inspect.signature() follows __wrapped__: method_decorator(cached) raised
+    "missing a required argument: 'base'", a wrapper adding an argument "too many
+    positional arguments"."""
+    rates = Rates()
+    assert rates.latest("EUR") == "bank:EUR/USD"
+    assert rates.latest("EUR", quote="GBP") == "bank:EUR/GBP"
+    assert Rates("ecb").latest("EUR") == "ecb:EUR/USD"  # the instance is keyed
+    assert rates.latest("EUR") == "bank:EUR/USD"
+    assert _greeting("alice", "fr") == "alice: bonjour"
+    assert _greeting("bob", "fr") == "bob: bonjour"
+    assert _greeting("alice", lang="en") == "alice: hello"
+
+
+def _in_currency(rate):
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(amount):
+            return round(func(amount) * rate, 2)
+
+        return wrapper
+
+    return decorate
+
+
+def _net_price(amount):
+    return amount * 1.2
+
+
+def _logging(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def test_two_wrappers_of_one_function_do_not_share_entries() -> None:
+    usd = cached(_in_currency(1.0)(_net_price))
+    eur = cached(_in_currency(0.9)(_net_price))
+    assert (usd(100), eur(100)) == (120.0, 108.0)
+    assert usd.key(100) != eur.key(100)
+    plain = cached(_net_price)
+    logged = cached(_logging(_net_price))  # another wrapper's code
+    assert len({plain.key(1), logged.key(1), usd.key(1)}) == 3
+    # The same wrapper of the same function, with the same captures: the same key.
+    assert cached(_in_currency(0.9)(_net_price)).key(5) == eur.key(5)
+
+
+def test_a_wrapper_capturing_what_cannot_be_keyed_needs_a_name() -> None:
+    def tagged(marker):
+        def decorate(func):
+            @functools.wraps(func)
+            def wrapper(amount):
+                return (marker, func(amount))
+
+            return wrapper
+
+        return decorate
+
+    with pytest.raises(ImproperlyConfigured, match=r"cached\(name=.*marker"):
+        cached(tagged(object())(_net_price))
+    assert cached(name="tagged_net")(tagged(object())(_net_price))(1)[1] == 1.2
