@@ -97,7 +97,6 @@ class LevelHealth:
         self._rebuild = rebuild
         self._repair_level: BaseCache | None = None
         self._timer: threading.Timer | None = None
-        self._failed_repairs = 0
         self._stopped = False
         self.retry = retry
         self.log_interval = log_interval
@@ -184,10 +183,11 @@ class LevelHealth:
         """
         if self._rebuild is None or self._timer is not None or self._stopped:
             return
+        # Every ``retry``, failed attempts included: the level is tried that often by
+        # the process's calls anyway. Failed attempts used to back off (doubling, up to
+        # 32 intervals): after a 40 s outage an idle writer repaired 24 s after the
+        # level's return, and every other process read the values it had replaced.
         delay = max(self.down_until - _monotonic(), 0.0) or self.retry
-        # Failed attempts back off (doubling, up to 32 intervals): a level that stays
-        # down for long is not hammered by every process.
-        delay *= 2 ** min(self._failed_repairs, 5)
         timer = threading.Timer(delay, self._repair_in_background)
         timer.daemon = True
         timer.name = f"smartcache-repair {self.name}"
@@ -216,11 +216,9 @@ class LevelHealth:
                     "smartcache level %s: background repair failed", self.name
                 )
             with self.lock:
-                self._failed_repairs += 1
                 self._arm()
             return
         level, self._repair_level = self._repair_level, None
-        self._failed_repairs = 0
         level.close()
 
     def stop(self) -> None:

@@ -270,29 +270,64 @@ def test_sqlite_alone_still_names_an_unusable_location(tmp_path: Path) -> None:
         SQLiteCache(str(blocker / "c.sqlite3"), {}).get("k")
 
 
-def test_background_repair_reuses_one_level_and_backs_off(
+def test_background_repair_reuses_one_level_and_retries_every_interval(
     make_cache: Callable[..., MultiLevelCache],
 ) -> None:
     """While the level stays down, the repair timer retries with one level instance
-    (not one per attempt, each a new client left unclosed), less and less often."""
+    (not one per attempt, each a new client left unclosed), every RETRY_INTERVAL: it
+    used to back off (doubling), so after a long outage an idle writer repaired long
+    after the level's return while other processes read what its writes replaced."""
     port = _closed_port()
     cache = make_cache({"BACKEND": REDIS, "LOCATION": f"redis://127.0.0.1:{port}/0"})
     health = cache._health[1]
     built: list[Any] = []
-    rebuild = health._rebuild
+    attempts: list[float] = []
+    rebuild, repair = health._rebuild, health.repair
     assert rebuild is not None
 
     def counting() -> Any:
         built.append(rebuild())
         return built[-1]
 
+    def counted_repair(level: Any) -> None:
+        attempts.append(time.monotonic())
+        repair(level)
+
     health._rebuild = counting
+    health.repair = counted_repair  # type: ignore[method-assign]
     cache.set("k", "v")  # L2 unreachable: a suspect, a repair timer armed
     time.sleep(RETRY * 8)
     assert len(built) == 1
-    assert 2 <= health._failed_repairs <= 4  # delays RETRY, 2x, 4x...: not every RETRY
+    assert len(attempts) >= 5  # at RETRY, 2x, 3x...: doubling made it 3
     health.stop()
     assert health._timer is None
+
+
+def test_an_idle_writer_repairs_within_an_interval_of_a_long_outages_end(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    import signal
+
+    cache = make_cache(
+        {
+            "BACKEND": REDIS,
+            "LOCATION": private_redis.url,
+            "OPTIONS": {"socket_timeout": 0.1, "socket_connect_timeout": 0.1},
+        }
+    )
+    client = redis.Redis.from_url(private_redis.url)
+    _wait_for(lambda: cache.stats()["coherence"]["connected"])
+    cache.set("k", "before")
+    private_redis.process.send_signal(signal.SIGSTOP)  # hangs, keeps its data
+    try:
+        cache.set("k", "during")  # times out in L2: a suspect; the writer goes idle
+        time.sleep(RETRY * 12)  # repairs fail all along
+    finally:
+        private_redis.process.send_signal(signal.SIGCONT)
+    back = time.monotonic()
+    # Redis still holds "before" (or the hung write's "during": redis-py had sent it).
+    _wait_for(lambda: client.exists(cache.make_key("k")) == 0, timeout=RETRY * 10)
+    assert time.monotonic() - back < RETRY * 3
 
 
 # -- the channel is not the level (outside probe, session 6) -------------------------
