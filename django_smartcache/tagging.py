@@ -20,14 +20,16 @@ which must not reach the cache and would survive a rollback).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import pickle
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import AsyncToSync, sync_to_async
 from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.db import connections
@@ -115,6 +117,35 @@ class _Pending(threading.local):
 
 _pending = _Pending()
 
+#: Threads whose ``_pending.by_db`` may hold dirty tags, so that a coroutine run by
+#: ``async_to_sync`` from one of them (in another thread) can tell: see
+#: :func:`sync_caller_dirty`. Added by the thread itself, removed when it finds its
+#: transactions ended; weak, so a thread that ends leaves nothing behind.
+_dirty_threads: weakref.WeakKeyDictionary[threading.Thread, bool] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def sync_caller_dirty() -> bool:
+    """From a coroutine: whether the sync thread that ``async_to_sync`` blocks in (the
+    thread holding the caller's transaction, where ``sync_to_async(thread_sensitive=
+    True)`` runs) has dirty tags. One check of a module-level dict while no thread has
+    any; then asgiref's executor of the caller's thread is looked up."""
+    if not _dirty_threads:
+        return False
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    executor = AsyncToSync.loop_thread_executors.get(loop)
+    if executor is None:
+        executor = getattr(AsyncToSync.executors, "current", None)
+    if executor is None:
+        return False
+    thread = getattr(executor, "_work_thread", None)
+    # An asgiref without that attribute: any dirty thread may be the caller.
+    return thread is None or thread in _dirty_threads
+
 
 def _outermost(conn: Any) -> object | None:
     """The outermost ``atomic()`` block of the application (a ``TestCase``'s own
@@ -172,7 +203,12 @@ def _repeat_at_commit(conn: Any, repeat: Any) -> None:
     them (all of them, a committed transaction's too: see ``docs/tagging.md``).
     """
     savepoints = set(conn.savepoint_ids) if conn.in_atomic_block else set()
-    conn.run_on_commit.insert(0, (savepoints, repeat, True))
+
+    def repeat_then_forget() -> None:
+        repeat()
+        dirty_tags()  # committed: this thread's dirty state ends (_dirty_threads too)
+
+    conn.run_on_commit.insert(0, (savepoints, repeat_then_forget, True))
 
 
 def _mark_dirty(conn: Any, tags: Iterable[str]) -> None:
@@ -182,6 +218,7 @@ def _mark_dirty(conn: Any, tags: Iterable[str]) -> None:
         entry = (outermost, set())
         _pending.by_db[conn.alias] = entry
     entry[1].update(tags)
+    _dirty_threads[threading.current_thread()] = True
 
 
 def nothing_pending() -> bool:
@@ -206,6 +243,8 @@ def dirty_tags() -> set[str]:
             del _pending.by_db[alias]  # committed (repeat already sent) or rolled back
         else:
             dirty |= tags
+    if not _pending.by_db:
+        _dirty_threads.pop(threading.current_thread(), None)
     return dirty
 
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
@@ -34,7 +35,13 @@ from ..core.singleflight import computed_elsewhere, leading
 from ..core.store import ENTRY_OVERHEAD, EvictionListener, MemoryStore
 from ..core.tags import Tagged
 from ..signals import entry_evicted
-from ..tagging import TaggingMixin, VersionKeys, key_warnings_given, nothing_pending
+from ..tagging import (
+    TaggingMixin,
+    VersionKeys,
+    key_warnings_given,
+    nothing_pending,
+    sync_caller_dirty,
+)
 from .base import (
     SingleFlightMixin,
     SmartCacheKeyMixin,
@@ -564,25 +571,54 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         return TaggingMixin.set_many(self, data, timeout, version, tags, depends_on)
 
     # -- async twins: in-memory work never waits on I/O, so no thread hop --------------------
+    # Except for a coroutine that async_to_sync runs for a thread with dirty tags (writes
+    # in its open transaction; the coroutine's ORM calls run there): its reads and tagged
+    # writes hop to that thread, which neither reads nor stores those tags' entries.
+    # Untagged writes never look; the rest pay one dict check while no thread is dirty.
 
     async def aget(self, key: Any, default: Any = None, version: Any = None) -> Any:
+        if sync_caller_dirty():
+            return await sync_to_async(self.get, thread_sensitive=True)(
+                key, default, version
+            )
         return self.get(key, default, version)
 
     async def aget_many(
         self, keys: Iterable[Any], version: Any = None
     ) -> dict[Any, Any]:
+        if sync_caller_dirty():
+            return await sync_to_async(self.get_many, thread_sensitive=True)(
+                keys, version
+            )
         return self.get_many(keys, version)
 
     async def ahas_key(self, key: Any, version: Any = None) -> bool:
+        if sync_caller_dirty():
+            return await sync_to_async(self.has_key, thread_sensitive=True)(
+                key, version
+            )
         return self.has_key(key, version)
 
     async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> None:  # fmt: skip
+        if kwargs and sync_caller_dirty():
+            await sync_to_async(self.set, thread_sensitive=True)(
+                key, value, timeout, version, **kwargs
+            )
+            return
         self.set(key, value, timeout, version, **kwargs)
 
     async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> bool:  # fmt: skip
+        if kwargs and sync_caller_dirty():
+            return await sync_to_async(self.add, thread_sensitive=True)(
+                key, value, timeout, version, **kwargs
+            )
         return self.add(key, value, timeout, version, **kwargs)
 
     async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> list[Any]:  # fmt: skip
+        if kwargs and sync_caller_dirty():
+            return await sync_to_async(self.set_many, thread_sensitive=True)(
+                data, timeout, version, **kwargs
+            )
         return self.set_many(data, timeout, version, **kwargs)
 
     async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> Any:  # fmt: skip
@@ -590,6 +626,11 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         coroutine joins the threads' one, so that a thread's ``get_or_set`` and a
         coroutine's ``aget_or_set`` of one key compute once. It leads on the loop
         (in-memory work), or awaits a thread's computation without blocking it."""
+        if sync_caller_dirty():
+            # Computed and stored (or not) in the caller's thread: see aget.
+            return await sync_to_async(self.get_or_set, thread_sensitive=True)(
+                key, default, timeout, version, **kwargs
+            )
         get_or_set = functools.partial(TaggingMixin.get_or_set, self)
         flight = cast(Any, self)
         if not callable(default) or not flight.singleflight_allowed():
