@@ -416,6 +416,23 @@ class CachedFunction(Generic[P, R]):
         logger.warning("%s raised %r; serving the stale value", self._name, exc)
         return True
 
+    def _check_storable(self, value: Any) -> None:
+        """Refuse a coroutine or generator returned at call time (a sync wrapper of an
+        ``async def``): it runs once and cannot be stored. Closed, so that Python does
+        not warn later that it was never awaited."""
+        if inspect.iscoroutine(value) or inspect.isgenerator(value):
+            kind = "coroutine" if inspect.iscoroutine(value) else "generator"
+            value.close()
+        elif inspect.isasyncgen(value):
+            kind = "async generator"
+        else:
+            return
+        raise TypeError(
+            f"{self._name} returned a {kind}, which @cached cannot store (it runs "
+            "once). Decorate the async def itself, mark a sync wrapper of one with "
+            "asgiref.sync.markcoroutinefunction, or return a list."
+        )
+
     def _waited(self, key: str, scope: str, since: float) -> None:
         stampede_wait.send(
             sender=self, key=key, scope=scope, seconds=time.monotonic() - since
@@ -551,6 +568,7 @@ class CachedFunction(Generic[P, R]):
             if self._serve_stale(stale, exc):
                 return stale.value  # type: ignore[union-attr]
             raise
+        self._check_storable(value)
         if cache.get(f"{key}:void") != void:
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
@@ -697,6 +715,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             if self._serve_stale(stale, exc):
                 return stale.value  # type: ignore[union-attr]
             raise
+        self._check_storable(value)
         if await cache.aget(f"{key}:void") != void:
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
@@ -968,6 +987,14 @@ def cached(
             return _CachedClassMethod(decorate(function.__func__))
         if not callable(function):
             raise TypeError(f"@cached decorates functions, not {function!r}")
+        if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(
+            function
+        ):
+            raise TypeError(
+                f"@cached cannot memoize the generator function {function!r}: a "
+                "generator is consumed once and cannot be stored. Memoize a function "
+                "returning a list instead."
+            )
         if inspect.iscoroutinefunction(function):
             return AsyncCachedFunction(function, options)
         return CachedFunction(function, options)

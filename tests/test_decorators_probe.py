@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -105,3 +106,38 @@ def test_a_wrapper_capturing_what_cannot_be_keyed_needs_a_name() -> None:
     with pytest.raises(ImproperlyConfigured, match=r"cached\(name=.*marker"):
         cached(tagged(object())(_net_price))
     assert cached(name="tagged_net")(tagged(object())(_net_price))(1)[1] == 1.2
+
+
+# -- generators and coroutines ----------------------------------------------------------
+
+
+def _rows(n):
+    yield from range(n)
+
+
+async def _arows(n):
+    yield n
+
+
+async def _fetch(n):
+    return n
+
+
+def test_generator_functions_are_refused_at_decoration() -> None:
+    """They were accepted, then every call failed with UnpicklableValueError naming
+    'its value of type tuple' (the envelope) on SmartCache."""
+    for function in (_rows, _arows):
+        with pytest.raises(TypeError, match="generator function"):
+            cached(using="smart")(function)
+
+
+def test_a_sync_wrapper_returning_a_coroutine_is_named(recwarn) -> None:
+    wrapped = cached(using="smart", name="sync_wrapper")(_logging(_fetch))
+    with pytest.raises(TypeError, match="sync_wrapper returned a coroutine"):
+        wrapped(3)
+    gen = cached(name="sync_gen")(_logging(_rows))
+    with pytest.raises(TypeError, match="sync_gen returned a generator"):
+        gen(3)
+
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
