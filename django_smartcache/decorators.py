@@ -102,6 +102,32 @@ def _django_identity(obj: Any) -> Any:
     return NotImplemented
 
 
+def _defaults_identity(params: Iterable[inspect.Parameter]) -> keys.Extension | None:
+    """Key extension for defaults without an encoding (a sentinel ``object()``,
+    ``str.lower``): the default is fixed at decoration, so it stands for itself by
+    the name of (the first) parameter it is the default of; passing that very object
+    is the same call as leaving it out. None when every default has an encoding."""
+    stand_ins: dict[int, tuple[Any, tuple[str, str]]] = {}
+    for param in params:
+        default = param.default
+        if default is param.empty or id(default) in stand_ins:
+            continue
+        try:
+            keys.encode(default, _django_identity)
+        except TypeError:
+            stand_ins[id(default)] = (default, ("default of", param.name))
+    if not stand_ins:
+        return None
+
+    def identity(obj: Any) -> Any:
+        found = stand_ins.get(id(obj))
+        if found is not None and found[0] is obj:
+            return found[1]
+        return _django_identity(obj)
+
+    return identity
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     value: Any
@@ -287,7 +313,7 @@ class CachedFunction(Generic[P, R]):
             self._name,
             self._names,
             prefix=options.prefix,
-            extension=_django_identity,
+            extension=_defaults_identity(params) or _django_identity,
         )
         # Read on every hit: kept on the instance rather than behind ``_options``.
         self._positional = self._plain and options.key is None

@@ -141,3 +141,40 @@ def test_a_sync_wrapper_returning_a_coroutine_is_named(recwarn) -> None:
 
     gc.collect()
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+# -- defaults without an encoding --------------------------------------------------------
+
+_MISSING = object()
+
+
+def test_sentinel_and_function_defaults_are_keyed_by_their_parameter() -> None:
+    """Every call relying on them raised "cannot build a stable cache key from
+    builtins.object objects", not naming the parameter."""
+    runs = []
+
+    @cached(name="probe.setting")
+    def setting(name, default=_MISSING):
+        runs.append(name)
+        return {"SITE": "example"}.get(
+            name, "fallback" if default is _MISSING else default
+        )
+
+    @cached
+    def slug(text, normalize=str.lower):
+        return normalize(text)
+
+    assert setting("SITE") == "example"
+    assert setting("OTHER") == "fallback"
+    assert setting("OTHER", "x") == "x"
+    # Passing the default itself is the same call as leaving it out.
+    assert setting.key("SITE", _MISSING) == setting.key("SITE")
+    assert setting.key("SITE", default=_MISSING) == setting.key("SITE")
+    assert setting("SITE", _MISSING) == "example"
+    assert runs == ["SITE", "OTHER", "OTHER"]
+    assert slug("Ab") == "ab"
+    assert slug("Ab", str.lower) == "ab"
+    with pytest.raises(TypeError, match="builtins.object"):
+        setting("SITE", object())  # another object still has no encoding
+    with pytest.raises(TypeError):
+        slug("Ab", str.upper)
