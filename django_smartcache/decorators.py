@@ -15,6 +15,7 @@ import itertools
 import logging
 import math
 import random as _random
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -61,6 +62,30 @@ POLL_LONGEST = 0.25
 _MISSING = object()
 _FLIGHT = SingleFlight()
 _ASYNC_FLIGHT = AsyncSingleFlight()
+
+
+class _Claims:
+    """Keys some caller of this process is early-refreshing: deciding who refreshes
+    is one atomic step (a check of the flight, then joining it, let every caller that
+    decided at once lead or wait for the whole computation)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: set[Any] = set()
+
+    def claim(self, key: Any) -> bool:
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+    def release(self, key: Any) -> None:
+        with self._lock:
+            self._keys.discard(key)
+
+
+_REFRESHING = _Claims()
 
 
 def supports_tags(cache: BaseCache) -> bool:
@@ -612,27 +637,32 @@ class CachedFunction(Generic[P, R]):
         """Recompute a still-fresh entry, unless another thread or process already does;
         a failure keeps the fresh value."""
         flight_key = (self._options.using, key)
-        if _FLIGHT.in_flight(flight_key):
-            return entry.value
-        lock_key, token = f"{key}:lock", uuid.uuid4().hex
-        if self._options.lock and not cache.add(
-            lock_key, token, timeout=self._options.lock_seconds
-        ):
-            return entry.value
+        if not _REFRESHING.claim(flight_key):
+            return entry.value  # another caller refreshes it
         try:
-            return _FLIGHT.do(
-                flight_key, lambda: self._compute(cache, key, args, kwargs, None)
-            )[0]
-        except Exception:  # the fresh value is still good
-            logger.warning(
-                "early refresh of %s failed; keeping the cached value",
-                self._name,
-                exc_info=True,
-            )
-            return entry.value
+            if _FLIGHT.in_flight(flight_key):
+                return entry.value
+            lock_key, token = f"{key}:lock", uuid.uuid4().hex
+            if self._options.lock and not cache.add(
+                lock_key, token, timeout=self._options.lock_seconds
+            ):
+                return entry.value
+            try:
+                return _FLIGHT.do(
+                    flight_key, lambda: self._compute(cache, key, args, kwargs, None)
+                )[0]
+            except Exception:  # the fresh value is still good
+                logger.warning(
+                    "early refresh of %s failed; keeping the cached value",
+                    self._name,
+                    exc_info=True,
+                )
+                return entry.value
+            finally:
+                if self._options.lock and cache.get(lock_key) == token:
+                    cache.delete(lock_key)
         finally:
-            if self._options.lock and cache.get(lock_key) == token:
-                cache.delete(lock_key)
+            _REFRESHING.release(flight_key)
 
 
 class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
@@ -761,29 +791,35 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         entry: _Entry,
     ) -> Any:
         flight_key = (self._options.using, key)
-        if _ASYNC_FLIGHT.in_flight(flight_key):
-            return entry.value
-        lock_key, token = f"{key}:lock", uuid.uuid4().hex
-        if self._options.lock and not await cache.aadd(
-            lock_key, token, timeout=self._options.lock_seconds
-        ):
-            return entry.value
+        if not _REFRESHING.claim(flight_key):  # (never blocks the loop for long)
+            return entry.value  # another caller refreshes it
         try:
-            return (
-                await _ASYNC_FLIGHT.do(
-                    flight_key, lambda: self._acompute(cache, key, args, kwargs, None)
+            if _ASYNC_FLIGHT.in_flight(flight_key):
+                return entry.value
+            lock_key, token = f"{key}:lock", uuid.uuid4().hex
+            if self._options.lock and not await cache.aadd(
+                lock_key, token, timeout=self._options.lock_seconds
+            ):
+                return entry.value
+            try:
+                return (
+                    await _ASYNC_FLIGHT.do(
+                        flight_key,
+                        lambda: self._acompute(cache, key, args, kwargs, None),
+                    )
+                )[0]
+            except Exception:  # the fresh value is still good
+                logger.warning(
+                    "early refresh of %s failed; keeping the cached value",
+                    self._name,
+                    exc_info=True,
                 )
-            )[0]
-        except Exception:  # the fresh value is still good
-            logger.warning(
-                "early refresh of %s failed; keeping the cached value",
-                self._name,
-                exc_info=True,
-            )
-            return entry.value
+                return entry.value
+            finally:
+                if self._options.lock and await cache.aget(lock_key) == token:
+                    await cache.adelete(lock_key)
         finally:
-            if self._options.lock and await cache.aget(lock_key) == token:
-                await cache.adelete(lock_key)
+            _REFRESHING.release(flight_key)
 
 
 class _Bound:

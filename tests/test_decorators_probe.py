@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import gc
+import threading
+import time
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -178,3 +180,47 @@ def test_sentinel_and_function_defaults_are_keyed_by_their_parameter() -> None:
         setting("SITE", object())  # another object still has no encoding
     with pytest.raises(TypeError):
         slug("Ab", str.upper)
+
+
+# -- early refresh ------------------------------------------------------------------------
+
+
+def test_callers_deciding_to_refresh_at_once_refresh_once(monkeypatch) -> None:
+    """The check of the flight and joining it were two steps: callers deciding at once
+    all waited for the whole computation (8 of 8 with the window widened)."""
+    import uuid
+
+    from django_smartcache import decorators
+
+    class SlowUUID:  # a thread preempted between the check and the join
+        def uuid4(self):
+            time.sleep(0.05)
+            return uuid.uuid4()
+
+    runs = []
+
+    @cached(
+        name="probe.report", timeout=10, early_refresh=True, random=lambda: 0.999999999
+    )
+    def report(x):
+        runs.append(x)
+        time.sleep(0.5)
+        return len(runs)
+
+    assert report(1) == 1
+    monkeypatch.setattr(decorators, "uuid", SlowUUID())
+    barrier, waited = threading.Barrier(8), []
+
+    def call():
+        barrier.wait()
+        started = time.perf_counter()
+        report(1)
+        waited.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(runs) == 2  # one refresh
+    assert sum(seconds > 0.3 for seconds in waited) == 1  # the refresher only
