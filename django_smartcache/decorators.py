@@ -25,6 +25,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from asgiref.sync import (
     AsyncToSync,
     SyncToAsync,
+    async_to_sync,
     markcoroutinefunction,
     sync_to_async,
 )
@@ -692,14 +693,35 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             self._waited(key, "process", since)
         return value  # type: ignore[no-any-return]
 
-    async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:  # type: ignore[override]
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """:meth:`CachedFunction.invalidate`. Called where an event loop runs, it
+        returns :meth:`ainvalidate`'s coroutine to await; from sync code (a
+        ``post_save`` receiver), it invalidates now and returns whether there was an
+        entry."""
+        if _loop_running():
+            return self.ainvalidate(*args, **kwargs)
+        key = self.key(*args, **kwargs)
+        cache = self._cache()
+        self._void(cache, key)
+        return bool(cache.delete(key))
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """:meth:`CachedFunction.refresh`: as :meth:`invalidate`, a coroutine of
+        :meth:`arefresh` where an event loop runs, else the value, computed now."""
+        if _loop_running():
+            return self.arefresh(*args, **kwargs)
+        return async_to_sync(self.arefresh)(*args, **kwargs)
+
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Delete this call's entry (see :meth:`CachedFunction.invalidate`)."""
         key = self.key(*args, **kwargs)
         cache = self._cache()
         await self._avoid(cache, key)
         _ASYNC_FLIGHT.forget((self._options.using, key))
         return bool(await cache.adelete(key))
 
-    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
+    async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Recompute this call now (see :meth:`CachedFunction.refresh`)."""
         key = self.key(*args, **kwargs)
         cache = self._cache()
         await self._avoid(cache, key)
@@ -822,6 +844,14 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             _REFRESHING.release(flight_key)
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class _Bound:
     """A memoized method looked up on an instance: the instance is its first argument."""
 
@@ -848,6 +878,12 @@ class _Bound:
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
         return self.__func__.refresh(self.__self__, *args, **kwargs)
+
+    def ainvalidate(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__func__.ainvalidate(self.__self__, *args, **kwargs)  # type: ignore[attr-defined]
+
+    def arefresh(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__func__.arefresh(self.__self__, *args, **kwargs)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"<bound {self.__func__!r} of {self.__self__!r}>"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import threading
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.decorators import method_decorator
 
@@ -224,3 +226,37 @@ def test_callers_deciding_to_refresh_at_once_refresh_once(monkeypatch) -> None:
         thread.join()
     assert len(runs) == 2  # one refresh
     assert sum(seconds > 0.3 for seconds in waited) == 1  # the refresher only
+
+
+# -- async functions invalidated from sync code ----------------------------------------
+
+
+_PRICE_RUNS = [0]
+
+
+@cached(timeout=300)
+async def _price(pk):
+    _PRICE_RUNS[0] += 1
+    return _PRICE_RUNS[0]
+
+
+def test_async_invalidate_and_refresh_work_from_sync_code() -> None:
+    """invalidate() returned a never-awaited coroutine (truthy) and deleted nothing."""
+    price = _price
+    _PRICE_RUNS[0] = 0
+    assert asyncio.run(price(1)) == 1
+    assert price.invalidate(1) is True  # a post_save receiver: no loop here
+    assert price.invalidate(1) is False
+    assert asyncio.run(price(1)) == 2
+    assert price.refresh(1) == 3
+    assert asyncio.run(price(1)) == 3
+
+    async def in_a_loop():
+        assert await price.invalidate(1) is True  # still awaitable in async code
+        assert await price.ainvalidate(1) is False
+        assert await price.arefresh(1) == 4
+        # A sync receiver run in a thread by sync_to_async: no loop in that thread.
+        assert await sync_to_async(price.invalidate)(1) is True
+
+    asyncio.run(in_a_loop())
+    assert asyncio.run(price(1)) == 5
