@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.fixtures.redis_server", "tests.fixtures.tagged_caches"]
+pytest_plugins = [
+    "tests.fixtures.redis_server",
+    "tests.fixtures.memcached_server",
+    "tests.fixtures.tagged_caches",
+]

@@ -21,6 +21,26 @@ logger = logging.getLogger("django_smartcache.multilevel")
 _monotonic = time.monotonic
 
 
+#: pylibmc's errors that mean the server is unreachable or failing (not ``TooBig``,
+#: ``BadKeyProvided``, ``ClientError``: the call's fault, raised to the caller).
+_PYLIBMC_FAULTS = (
+    "ConnectionError",
+    "ConnectionBindError",
+    "HostLookupError",
+    "SocketCreateError",
+    "UnixSocketError",
+    "WriteError",
+    "ReadError",
+    "UnknownReadFailure",
+    "ServerDead",
+    "ServerDown",
+    "NoServers",
+    "SomeErrors",
+    "ServerError",
+    "Failure",
+)
+
+
 def _fault_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "this level is unavailable", not "the call was wrong"."""
     types: list[type[BaseException]] = [OSError, sqlite3.Error]
@@ -39,6 +59,7 @@ def _fault_types() -> tuple[type[BaseException], ...]:
     for name in (
         "django_redis.exceptions.ConnectionInterrupted",
         "pymemcache.exceptions.MemcacheError",
+        *(f"pylibmc.{name}" for name in _PYLIBMC_FAULTS),
     ):
         try:
             types.append(import_string(name))
@@ -53,6 +74,7 @@ FAULTS = _fault_types()
 _CALLER_ERRORS = (
     "value is not an integer",
     "increment or decrement would overflow",
+    "invalid expire time",
     "WRONGTYPE",
 )
 
@@ -61,7 +83,10 @@ _PIPELINE_ERROR = "of pipeline caused error: "
 
 
 def _caller_error(exc: BaseException) -> bool:
-    """A Redis error about the call itself (as ``ValueError``/``TypeError`` elsewhere)."""
+    """A level's error about the call itself (as ``ValueError``/``TypeError``
+    elsewhere): raised to the caller, as the backend alone raises it; the level is up."""
+    if _memcache_caller_error(exc):
+        return True
     try:
         from redis.exceptions import DataError, ResponseError
     except ImportError:  # pragma: no cover - redis is an optional dependency
@@ -74,6 +99,20 @@ def _caller_error(exc: BaseException) -> bool:
     # "Command # 2 (EXPIRE ...) of pipeline caused error: value is not an integer ..."
     answer = str(exc).rpartition(_PIPELINE_ERROR)[2]
     return answer.startswith(_CALLER_ERRORS)
+
+
+def _memcache_caller_error(exc: BaseException) -> bool:
+    """pymemcache's answers to a bad call: a key or value memcached refuses to parse
+    (``CLIENT_ERROR``: too long a key in bytes, ``incr`` of text or past 2**64) or a
+    value over its item size (``SERVER_ERROR object too large for cache``)."""
+    module = type(exc).__module__
+    if module.startswith("pymemcache"):
+        from pymemcache.exceptions import MemcacheClientError, MemcacheServerError
+
+        if isinstance(exc, MemcacheClientError):
+            return True
+        return isinstance(exc, MemcacheServerError) and "too large" in str(exc)
+    return False
 
 
 class LevelHealth:

@@ -89,7 +89,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         self._raise = options.raise_errors
         self._name = options.name
         self._levels: list[BaseCache] = [
-            _level_config.build_level(i, config, self._name)
+            _level_config.build_level(i, config, self._name, options.retry)
             for i, config in enumerate(options.configs)
         ]
         self._labels = [
@@ -122,7 +122,13 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                         options.retry,
                         options.log_interval,
                         options.max_suspects,
-                        partial(_level_config.build_level, i, config, self._name),
+                        partial(
+                            _level_config.build_level,
+                            i,
+                            config,
+                            self._name,
+                            options.retry,
+                        ),
                     )
                     for i, (label, config) in enumerate(
                         zip(self._labels, options.configs, strict=True)
