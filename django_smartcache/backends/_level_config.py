@@ -21,9 +21,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import _coherence
-from ._level_ttl import _redis_options, _redis_url
+from ._level_ttl import _NO_EXPIRY, _redis_options, _redis_url, _remaining_ttls
 from ._sqlite_options import django_count
 from .base import option_timeout
+
+_ABSENT = object()
 
 DEFAULT_L1 = "django_smartcache.backends.SmartCache"
 DEFAULT_L2 = "django_smartcache.backends.SQLiteCache"
@@ -291,11 +293,16 @@ def _in_process(cls: type) -> bool:
     return issubclass(cls, SmartCache | LocMemCache)
 
 
-def build_level(index: int, config: dict[str, Any], name: str) -> BaseCache:
-    """Level ``index`` of the configuration named ``name`` (see ``LevelOptions``)."""
+def build_level(
+    index: int, config: dict[str, Any], name: str, retry: float = 1.0
+) -> BaseCache:
+    """Level ``index`` of the configuration named ``name`` (see ``LevelOptions``);
+    ``retry`` is its ``RETRY_INTERVAL``."""
     params = dict(config)
     cls = import_string(params.pop("BACKEND"))
     location = params.pop("LOCATION", "")
+    if _is_pymemcache(cls):
+        params["OPTIONS"] = _loud_pymemcache(params.get("OPTIONS"), retry)
     if index == 0:
         # The L1 store is shared by this configuration's threads, and only by them:
         # an alias's LOCATION is kept in the name but never names the alias's own
@@ -309,7 +316,63 @@ def build_level(index: int, config: dict[str, Any], name: str) -> BaseCache:
         # MultiLevelCache already emitted Django's warnings for this key.
         level.validate_key = _no_validation  # type: ignore[method-assign]
     _round_up_fractions(level)
+    _keep_ttl_on_incr(level)
     return level
+
+
+def _keep_ttl_on_incr(level: BaseCache) -> None:
+    """Give a level whose ``incr`` is ``BaseCache``'s one that keeps the entry's TTL.
+
+    ``BaseCache.incr`` (FileBasedCache, DatabaseCache) is a get, then a ``set`` with the
+    backend's own default timeout: an entry that never expired got 300 s, one with 30 s
+    left got 300 s. This one sets the remaining TTL, read as promotions read it
+    (``_level_ttl``); still a get then a set, no more atomic than before.
+    """
+    if type(level).incr is not BaseCache.incr:
+        return
+
+    def incr(key: Any, delta: int = 1, version: Any = None) -> Any:
+        value = level.get(key, _ABSENT, version=version)
+        if value is _ABSENT:
+            raise ValueError(f"Key '{key}' not found.")
+        new_value = value + delta
+        made = level.make_key(key, version=version)
+        remaining = _remaining_ttls(level, [made]).get(made, _ABSENT)
+        if remaining is _ABSENT:
+            timeout: Any = DEFAULT_TIMEOUT  # unknown: the level's own default
+        elif remaining is _NO_EXPIRY:
+            timeout = None
+        else:
+            timeout = remaining
+        level.set(key, new_value, timeout, version=version)
+        return new_value
+
+    level.incr = incr  # type: ignore[method-assign]
+
+
+def _is_pymemcache(cls: type) -> bool:
+    try:
+        from django.core.cache.backends.memcached import PyMemcacheCache
+    except ImportError:  # pragma: no cover - Django always has it
+        return False
+    return issubclass(cls, PyMemcacheCache)
+
+
+def _loud_pymemcache(options: Any, retry: float) -> Any:
+    """pymemcache's client options for a level: failures raised, not hidden.
+
+    By default pymemcache's ``HashClient`` answers quietly for a second after a
+    connection error (a read misses, a write does nothing, no error), then drops the
+    server for 60 s. A write in that second left memcached holding the value it
+    replaced, undetected, so never repaired. A server marked dead at its first failure
+    (``retry_attempts=0``) raises instead, and is tried again after ``RETRY_INTERVAL``
+    (``dead_timeout``), as the level is. Options set in the level's config win.
+    """
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        return options  # not ours to fix: the backend reports it
+    return {"retry_attempts": 0, "dead_timeout": retry, **options}
 
 
 def _round_up_fractions(level: BaseCache) -> None:

@@ -6,10 +6,14 @@ Redis ``PTTL``, LocMemCache's expiry table); a level that cannot say gets ``L1_M
 
 from __future__ import annotations
 
+import datetime
+import pickle
 import time
 from typing import Any
 
 from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.db import DatabaseCache
+from django.core.cache.backends.filebased import FileBasedCache
 
 _MISSING = object()
 
@@ -94,6 +98,10 @@ def _remaining_ttls(level: BaseCache, keys: list[str]) -> dict[str, Any]:
             value = ttl(key)
             out[key] = _NO_EXPIRY if value is None else float(value)
         return out
+    if isinstance(level, FileBasedCache):
+        return _file_ttls(level, keys)
+    if isinstance(level, DatabaseCache):
+        return _database_ttls(level, keys)
     expire_info = getattr(level, "_expire_info", None)  # Django's LocMemCache
     if isinstance(expire_info, dict):
         now = time.time()
@@ -105,3 +113,51 @@ def _remaining_ttls(level: BaseCache, keys: list[str]) -> dict[str, Any]:
             out[key] = _NO_EXPIRY if exp is None else exp - now
         return out
     return {}
+
+
+def _file_ttls(level: FileBasedCache, keys: list[str]) -> dict[str, Any]:
+    """A FileBasedCache entry's expiry is the first pickle of its file (None: never)."""
+    now = time.time()
+    out: dict[str, Any] = {}
+    for key in keys:
+        try:
+            with open(level._key_to_file(key), "rb") as f:
+                expires = pickle.load(f)
+        except FileNotFoundError:
+            continue
+        except (OSError, EOFError, pickle.UnpicklingError):
+            continue  # unreadable: unknown, as Django's get would treat it
+        out[key] = _NO_EXPIRY if expires is None else max(0.0, expires - now)
+    return out
+
+
+def _database_ttls(level: DatabaseCache, keys: list[str]) -> dict[str, Any]:
+    """A DatabaseCache entry's ``expires`` column, read as Django's ``get_many`` reads
+    it (the backend's converters; ``datetime.max`` for "never": ``timeout=None``)."""
+    from django.db import connections, models, router
+
+    db = router.db_for_read(level.cache_model_class)
+    connection = connections[db]
+    quote_name = connection.ops.quote_name
+    table = quote_name(level._table)
+    expression = models.Expression(output_field=models.DateTimeField())
+    converters = connection.ops.get_db_converters(
+        expression
+    ) + expression.get_db_converters(connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {quote_name('cache_key')}, {quote_name('expires')} FROM {table}"
+            f" WHERE {quote_name('cache_key')} IN ({', '.join(['%s'] * len(keys))})",
+            keys,
+        )
+        rows = cursor.fetchall()
+    now = time.time()
+    out: dict[str, Any] = {}
+    for key, expires in rows:
+        for converter in converters:
+            expires = converter(expires, expression, connection)
+        if expires.year == datetime.MAXYEAR:
+            out[key] = _NO_EXPIRY
+        else:  # aware in UTC with USE_TZ; naive local time without: as Django wrote it
+            out[key] = max(0.0, expires.timestamp() - now)
+    return out
