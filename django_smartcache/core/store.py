@@ -17,7 +17,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from .expiry import INF, ExpiryBuckets
@@ -48,6 +49,30 @@ SWEEP_BATCH = 32
 PURGE_BATCH = 8
 
 _UNLIMITED = sys.maxsize
+
+#: A batch method (``get_many``, ``set_many``, ``delete_many``) takes the lock once per
+#: this many keys, not once for the whole batch: a 200,000-key ``set_many`` held it for
+#: a second, and every other thread (an event loop's async calls, which run inline)
+#: waited that long. Django promises no atomicity for batches (LocMemCache locks per key).
+HOLD_BATCH = 512
+
+
+def _batches(items: Iterable[Any]) -> Iterable[Sequence[Any]]:
+    """``items`` in lists of at most :data:`HOLD_BATCH` (a short list or tuple as is)."""
+    if isinstance(items, list | tuple) and len(items) <= HOLD_BATCH:
+        return (items,)
+    return _sliced(iter(items))
+
+
+def _sliced(items: Iterator[Any]) -> Iterator[list[Any]]:
+    batch = list(islice(items, HOLD_BATCH))
+    while batch:
+        yield batch
+        batch = list(islice(items, HOLD_BATCH))
+        # Asked for between critical sections: let a thread waiting for the lock take
+        # it (a lock is not handed over; this thread would take it straight back).
+        time.sleep(0)
+
 
 #: The causes an eviction is reported with; ``stats()`` counts each as ``evictions_<cause>``.
 EVICTION_CAUSES = ("capacity", "expired", "invalidated")
@@ -177,7 +202,7 @@ class MemoryStore:
     def get_many(
         self, keys: Iterable[Hashable], *, counted: bool = True
     ) -> dict[Hashable, bytes]:
-        """Payloads of the live ``keys``, in one critical section.
+        """Payloads of the live ``keys`` (one critical section per :data:`HOLD_BATCH`).
 
         ``counted=False`` is for a caller's own bookkeeping (a tagging layer reading its
         tag versions): still an access for the eviction policy, which keeps those keys
@@ -185,29 +210,30 @@ class MemoryStore:
         """
         found: dict[Hashable, bytes] = {}
         data, record_hit = self._data, self._policy.record_hit
-        hits = misses = 0
-        with self.lock:
-            now = self._clock()
-            if now >= self._expiry.next_due:
-                self._sweep(now)
-            for key in keys:
-                entry = data.get(key)
-                if entry is None or entry[1] <= now:
-                    if entry is not None:
-                        self._expire(key, entry)
-                    misses += 1
-                    self._policy.record_miss(key)
-                else:
-                    if counted:
-                        entry[3] += 1  # hits
-                    if entry[5] < 3:  # reads, the policy's counter
-                        entry[5] += 1
-                    hits += 1
-                    record_hit(key)
-                    found[key] = entry[0]  # payload
-            if counted:
-                self.counters.hits += hits
-                self.counters.misses += misses
+        for batch in _batches(keys):
+            hits = misses = 0
+            with self.lock:
+                now = self._clock()
+                if now >= self._expiry.next_due:
+                    self._sweep(now)
+                for key in batch:
+                    entry = data.get(key)
+                    if entry is None or entry[1] <= now:
+                        if entry is not None:
+                            self._expire(key, entry)
+                        misses += 1
+                        self._policy.record_miss(key)
+                    else:
+                        if counted:
+                            entry[3] += 1  # hits
+                        if entry[5] < 3:  # reads, the policy's counter
+                            entry[5] += 1
+                        hits += 1
+                        record_hit(key)
+                        found[key] = entry[0]  # payload
+                if counted:
+                    self.counters.hits += hits
+                    self.counters.misses += misses
         if self._evicted:
             self._deliver()
         return found
@@ -293,16 +319,19 @@ class MemoryStore:
         not counted in ``sets``.
         """
         refused: list[Hashable] = []
-        with self.lock:
-            now = self._clock()
-            if now >= self._expiry.next_due:
-                self._sweep(now)
-            if self._purge:
-                self._drain(PURGE_BATCH)
-            expires = INF if ttl is None else now + ttl
-            for key, payload in items:
-                if not self._store(key, payload, expires, now, tags, counted):
-                    refused.append(key)
+        expires = None
+        for batch in _batches(items):
+            with self.lock:
+                now = self._clock()
+                if now >= self._expiry.next_due:
+                    self._sweep(now)
+                if self._purge:
+                    self._drain(PURGE_BATCH)
+                if expires is None:  # one expiry for the whole batch
+                    expires = INF if ttl is None else now + ttl
+                for key, payload in batch:
+                    if not self._store(key, payload, expires, now, tags, counted):
+                        refused.append(key)
         if self._evicted:
             self._deliver()
         return refused
@@ -458,15 +487,17 @@ class MemoryStore:
     def _remove_live(
         self, keys: Iterable[Hashable], remove: Callable[[Hashable, list[Any]], None]
     ) -> int:
-        """``remove(key, entry)`` for each live key, in one critical section; how many."""
+        """``remove(key, entry)`` for each live key (one critical section per
+        :data:`HOLD_BATCH`); how many."""
         removed = 0
-        with self.lock:
-            now = self._clock()
-            for key in keys:
-                entry = self._live_entry(key, now)
-                if entry is not None:
-                    remove(key, entry)
-                    removed += 1
+        for batch in _batches(keys):
+            with self.lock:
+                now = self._clock()
+                for key in batch:
+                    entry = self._live_entry(key, now)
+                    if entry is not None:
+                        remove(key, entry)
+                        removed += 1
         if self._evicted:
             self._deliver()
         return removed
@@ -484,8 +515,8 @@ class MemoryStore:
         """Delete every live str key starting with ``prefix`` for which ``predicate`` holds.
 
         O(n) in the resident keys: the keys are copied under the lock (one C-level
-        pass), matched outside it (other threads keep going), then deleted in one
-        critical section. A key written after the copy is not deleted. Returns how
+        pass), matched outside it (other threads keep going), then deleted a
+        :data:`HOLD_BATCH` per critical section. A key written after the copy is not deleted. Returns how
         many live keys were removed.
         """
         with self.lock:

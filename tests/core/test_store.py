@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from django_smartcache.core.sizing import ENTRY_OVERHEAD, entry_weight, parse_size
-from django_smartcache.core.store import PURGE_BATCH, MemoryStore
+from django_smartcache.core.store import HOLD_BATCH, PURGE_BATCH, MemoryStore
 
 
 class Clock:
@@ -546,3 +546,28 @@ def test_a_long_key_is_charged_what_it_costs_beyond_the_overhead() -> None:
     for i in range(100):
         store.set(f"{i:04d}" + long_key, payload(100))
     assert len(store) <= 10 * entry_weight(100) // entry_weight(100, long_key) + 1
+
+
+@pytest.mark.parametrize("method", ["set_many", "get_many", "delete_many"])
+def test_a_big_batch_lets_other_threads_in_between(method: str) -> None:
+    """A 200,000-key set_many held the lock for a second: every other thread (an event
+    loop's inline async calls) waited that long. Batches take it a HOLD_BATCH at a time."""
+    store = MemoryStore(max_bytes=1 << 30)
+    store.set("hot", b"v")
+    keys = [f"k{i}" for i in range(100_000)]
+    if method != "set_many":
+        store.set_many((k, b"x") for k in keys)
+    started = threading.Event()
+
+    def batch_items() -> object:
+        for i, key in enumerate(keys):
+            if i == HOLD_BATCH:
+                started.set()  # one critical section done, the next one coming
+            yield (key, b"x") if method == "set_many" else key
+
+    worker = threading.Thread(target=getattr(store, method), args=(batch_items(),))
+    worker.start()
+    assert started.wait(10)
+    assert store.get("hot") == b"v"
+    assert worker.is_alive()  # the get did not wait for the whole batch
+    worker.join()
