@@ -365,7 +365,10 @@ class MemoryStore:
                 # then nothing was added, and add() must not say it was (a lock
                 # taken with add() would have two holders). A timeout <= 0 is added
                 # and expired at once, True as in Django.
-                return stored and (key in self._data or expires <= now)
+                if stored and key not in self._data and expires > now:
+                    self._unadd(key, counted)
+                    return False
+                return stored
         finally:
             if self._evicted:
                 self._deliver()
@@ -668,6 +671,19 @@ class MemoryStore:
         if self._bytes > self._byte_limit or len(data) > self._entry_limit:
             self._evict(now)
         return True
+
+    def _unadd(self, key: Hashable, counted: bool) -> None:
+        """An ``add`` whose newcomer the policy turned away at once: nothing was added,
+        so it is neither a set nor an eviction (``stats()`` counted both), and no
+        ``entry_evicted`` is sent for a key that was never in the cache."""
+        if counted:
+            self.counters.sets -= 1
+        self.counters.evictions_capacity -= 1
+        pending = self._evicted
+        for i in range(len(pending) - 1, -1, -1):
+            if pending[i] == (key, "capacity"):
+                del pending[i]
+                break
 
     def _evict(self, now: float) -> None:
         data, policy, counters = self._data, self._policy, self.counters

@@ -571,3 +571,27 @@ def test_a_big_batch_lets_other_threads_in_between(method: str) -> None:
     assert store.get("hot") == b"v"
     assert worker.is_alive()  # the get did not wait for the whole batch
     worker.join()
+
+
+def test_an_add_the_policy_turns_away_is_neither_a_set_nor_an_eviction():
+    # W-TinyLFU admission rejects a newcomer colder than its victim: add() says False
+    # (nothing was added), so stats() must not count a set or an eviction for it.
+    store, _, rec = listened(max_bytes=20 * entry_weight(100), policy="tinylfu")
+    for i in range(20):
+        store.set(f"hot{i}", payload(100))
+        for _ in range(10):
+            store.get(f"hot{i}")
+    before = store.stats()
+    refused = [
+        k for k in (f"new{i}" for i in range(50)) if not store.add(k, payload(100))
+    ]
+    after = store.stats()
+    added = 50 - len(refused)
+    assert refused  # the policy did turn some away
+    assert after["sets"] - before["sets"] == added
+    assert (
+        after["evictions_capacity"] - before["evictions_capacity"]
+        == len(rec.keys("capacity"))
+        <= added
+    )
+    assert not set(rec.keys("capacity")) & set(refused)
