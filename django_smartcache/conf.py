@@ -72,6 +72,13 @@ def _aliases(name: str, value: Any) -> Any:
         raise ImproperlyConfigured(
             f'SMARTCACHE[{name!r}] must be "__all__" or a list of CACHES aliases, not {value!r}'
         )
+    for alias in value:
+        if not isinstance(
+            alias, str
+        ):  # a list in the list was a TypeError (unhashable)
+            raise ImproperlyConfigured(
+                f"SMARTCACHE[{name!r}] holds {alias!r}: each entry must be a CACHES alias (a str)"
+            )
     unknown = [alias for alias in value if alias not in settings.CACHES]
     if unknown:
         raise ImproperlyConfigured(

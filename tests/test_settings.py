@@ -37,6 +37,8 @@ def fresh_config() -> Any:
         ({"WATCH_SQL": 1}, "WATCH_SQL"),
         ({"MODELS": "testapp.book"}, "MODELS"),
         ({"TAG_CACHES": ["no-such-alias"]}, "TAG_CACHES"),
+        # An outside probe: a TypeError (unhashable list) that named nothing.
+        ({"TAG_CACHES": [["default"]]}, "TAG_CACHES'] holds"),
         ({"TAG_VERSION_TIMEOUT": 0}, "TAG_VERSION_TIMEOUT"),
         ({"TAG_VERSION_TIMEOUT": 1.5}, "whole number of seconds"),
         ({"TAG_KEY_PREFIX": "a b"}, "TAG_KEY_PREFIX"),

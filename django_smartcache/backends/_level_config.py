@@ -92,7 +92,8 @@ def parse(location: str, params: dict[str, Any], outer: type) -> LevelOptions:
             f"MultiLevelCache OPTIONS must be a dict, got {given!r}"
         )
     raw = dict(given)
-    unknown = sorted(set(raw) - set(DEFAULTS) - set(_PASSED_TO_L2))
+    # key=repr: a key that is not a string ({1: 2}) is named, not a TypeError.
+    unknown = sorted(set(raw) - set(DEFAULTS) - set(_PASSED_TO_L2), key=repr)
     if unknown:
         raise ImproperlyConfigured(
             f"unknown MultiLevelCache OPTIONS {unknown}; known: "
@@ -251,6 +252,14 @@ def level_configs(location: str, levels: Any, outer: type) -> list[Any]:
             raise ImproperlyConfigured(
                 f"MultiLevelCache OPTIONS['LEVELS'][{i}]: cannot import BACKEND {backend!r}: {exc}"
             ) from exc
+        if not isinstance(cls, type) or not issubclass(cls, BaseCache):
+            # Checked before the L1 rule below, which names only an in-process cache;
+            # an L2 such as collections.OrderedDict failed at its construction with a
+            # TypeError that named no option.
+            raise ImproperlyConfigured(
+                f"MultiLevelCache OPTIONS['LEVELS'][{i}]: BACKEND {backend!r} is not a "
+                f"cache backend (a subclass of django.core.cache.backends.base.BaseCache)"
+            )
         if issubclass(cls, outer):
             raise ImproperlyConfigured(
                 f"MultiLevelCache OPTIONS['LEVELS'][{i}] is itself a MultiLevelCache; list its levels instead"

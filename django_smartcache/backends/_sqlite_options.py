@@ -75,10 +75,11 @@ def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
     options = params.get("OPTIONS") or {}
     if not isinstance(options, dict):
         raise _fail("OPTIONS", options, "a dict")
-    unknown = sorted(set(options) - set(DEFAULTS))
+    # key=str: a key that is not a string ({1: 2}) is named, not a TypeError.
+    unknown = sorted(set(options) - set(DEFAULTS), key=str)
     if unknown:
         raise ImproperlyConfigured(
-            f"SQLiteCache OPTIONS has unknown key(s) {', '.join(unknown)}; "
+            f"SQLiteCache OPTIONS has unknown key(s) {', '.join(map(str, unknown))}; "
             f"known: {', '.join(DEFAULTS)}."
         )
     merged = {**DEFAULTS, **options}

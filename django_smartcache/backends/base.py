@@ -252,7 +252,9 @@ def check_options(
 ) -> None:
     """Refuse unknown ``OPTIONS`` keys (a typo would otherwise be silently ignored)."""
     known = set(known)
-    unknown = sorted(set(options) - known)
+    # key=repr: a key that is not a string (``{1: 2}``) is named too, not a TypeError
+    # from comparing it with the others.
+    unknown = sorted(set(options) - known, key=repr)
     if unknown:
         raise ImproperlyConfigured(
             f"{backend}: unknown OPTIONS {', '.join(map(repr, unknown))}; "
