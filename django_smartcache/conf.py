@@ -84,7 +84,33 @@ def _aliases(name: str, value: Any) -> Any:
         raise ImproperlyConfigured(
             f"SMARTCACHE[{name!r}] names unknown CACHES aliases {unknown!r}"
         )
+    untagged = [alias for alias in value if not _takes_tags(alias)]
+    if untagged:
+        # Left in, such an alias was skipped without a word: invalidate_tags() and
+        # model writes invalidated nothing (invalidate_tags(using=it) raises).
+        raise ImproperlyConfigured(
+            f"SMARTCACHE[{name!r}] names CACHES aliases whose backend does not support "
+            f"tags: {untagged!r} (use SmartCache, SQLiteCache or MultiLevelCache)"
+        )
     return tuple(value)
+
+
+def _takes_tags(alias: str) -> bool:
+    """Whether the BACKEND of ``alias`` takes tags (one that cannot be imported is
+    left for Django to report when the alias is used)."""
+    from django.utils.module_loading import import_string
+
+    from .tagging import TaggingMixin
+
+    config = settings.CACHES[alias]
+    backend = config.get("BACKEND") if isinstance(config, dict) else None
+    if not isinstance(backend, str):
+        return True
+    try:
+        cls = import_string(backend)
+    except ImportError:
+        return True
+    return not isinstance(cls, type) or issubclass(cls, TaggingMixin)
 
 
 def _timeout(name: str, value: Any) -> int | None:

@@ -39,6 +39,9 @@ def fresh_config() -> Any:
         ({"TAG_CACHES": ["no-such-alias"]}, "TAG_CACHES"),
         # An outside probe: a TypeError (unhashable list) that named nothing.
         ({"TAG_CACHES": [["default"]]}, "TAG_CACHES'] holds"),
+        # An outside probe: a LocMemCache alias was skipped without a word, so
+        # invalidate_tags() and model writes invalidated nothing.
+        ({"TAG_CACHES": ["default"]}, "does not support tags"),
         ({"TAG_VERSION_TIMEOUT": 0}, "TAG_VERSION_TIMEOUT"),
         ({"TAG_VERSION_TIMEOUT": 1.5}, "whole number of seconds"),
         ({"TAG_KEY_PREFIX": "a b"}, "TAG_KEY_PREFIX"),
