@@ -56,3 +56,102 @@ def test_an_options_key_that_is_no_string_is_named(
     assert "1" in str(info.value)
     if "A" in options:
         assert "A" in str(info.value)
+
+
+REDIS = "django.core.cache.backends.redis.RedisCache"
+FILE = "django.core.cache.backends.filebased.FileBasedCache"
+
+
+def _levels(*lower: dict[str, Any]) -> dict[str, Any]:
+    return {"OPTIONS": {"LEVELS": [{"BACKEND": SMART}, *lower]}}
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("{d}/c.sqlite3", "{d}/./c.sqlite3"),
+        ("{d}/c.sqlite3", "{d}//sub/../c.sqlite3"),
+        ("{d}/c.sqlite3", "{d}/link.sqlite3"),  # a symlink to c.sqlite3
+    ],
+)
+def test_one_sqlite_file_spelled_two_ways_is_refused(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    # Accepted before: each write overwrote the other level's copy with L1_MAX_TTL,
+    # so a value set for 300 s expired after about a second.
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.sqlite3").symlink_to(tmp_path / "c.sqlite3")
+    q = "django_smartcache.backends.SQLiteCache"
+    params = _levels(
+        {"BACKEND": q, "LOCATION": first.format(d=tmp_path)},
+        {"BACKEND": q, "LOCATION": second.format(d=tmp_path)},
+    )
+    with pytest.raises(ImproperlyConfigured, match=re.escape("[2] is the same store")):
+        MultiLevelCache("", params)
+
+
+def test_one_file_cache_directory_spelled_two_ways_is_refused(tmp_path: Path) -> None:
+    params = _levels(
+        {"BACKEND": FILE, "LOCATION": str(tmp_path / "fb")},
+        {"BACKEND": FILE, "LOCATION": f"{tmp_path}/x/../fb/"},
+    )
+    with pytest.raises(ImproperlyConfigured, match="same store"):
+        MultiLevelCache("", params)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("redis://127.0.0.1:16399/7", "redis://localhost:16399/7"),
+        ("redis://127.0.0.1/0", "redis://LOCALHOST:6379"),  # default port and db
+        ("redis://127.0.0.1:6379?db=3", "redis://:secret@127.0.0.1:6379/3"),
+        ("redis://127.0.0.1:6379/1,redis://replica:6379/1", "redis://localhost/1"),
+        ("unix://{d}/r.sock?db=2", "unix://{d}/./r.sock?db=2"),
+    ],
+)
+def test_one_redis_database_spelled_two_ways_is_refused(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    # No server needed: refused before any connection.
+    params = _levels(
+        {"BACKEND": REDIS, "LOCATION": first.format(d=tmp_path)},
+        {"BACKEND": REDIS, "LOCATION": second.format(d=tmp_path)},
+    )
+    with pytest.raises(ImproperlyConfigured, match="same store"):
+        MultiLevelCache("", params)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("redis://127.0.0.1:6379/1", "redis://127.0.0.1:6379/2"),
+        ("redis://127.0.0.1:6379/1", "redis://127.0.0.1:6380/1"),
+        ("redis://127.0.0.1:6379/1", "redis://no-such-host.invalid:6379/1"),
+        ("unix://{d}/a.sock", "unix://{d}/b.sock"),
+    ],
+)
+def test_two_redis_databases_are_two_levels(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    from django_smartcache.backends._level_config import level_configs
+
+    levels = [
+        {"BACKEND": SMART},
+        {"BACKEND": REDIS, "LOCATION": first.format(d=tmp_path)},
+        {"BACKEND": REDIS, "LOCATION": second.format(d=tmp_path)},
+    ]
+    assert len(level_configs("", levels, MultiLevelCache)) == 3
+
+
+def test_two_sqlite_files_are_two_levels(tmp_path: Path) -> None:
+    q = "django_smartcache.backends.SQLiteCache"
+    cache = MultiLevelCache(
+        "",
+        _levels(
+            {"BACKEND": q, "LOCATION": str(tmp_path / "a.sqlite3")},
+            {"BACKEND": q, "LOCATION": str(tmp_path / "b.sqlite3")},
+        ),
+    )
+    cache.set("k", "v", 300)
+    assert cache.get("k") == "v"
+    cache.close()

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
@@ -220,6 +223,7 @@ def level_configs(location: str, levels: Any, outer: type) -> list[Any]:
             f"backend configs, fastest first; got {levels!r}"
         )
     configs: list[Any] = []
+    classes: list[type] = []
     for i, level in enumerate(levels):
         if isinstance(level, str):
             if level not in settings.CACHES:
@@ -282,18 +286,96 @@ def level_configs(location: str, levels: Any, outer: type) -> list[Any]:
             same = [
                 j
                 for j, other in enumerate(configs[1:], 1)
-                if other.get("BACKEND") == backend
-                and other.get("LOCATION") == config.get("LOCATION")
+                if _same_store(other, classes[j], config, cls)
             ]
             if same:
+                other = configs[same[0]]
                 raise ImproperlyConfigured(
                     f"MultiLevelCache OPTIONS['LEVELS'][{i}] is the same store as "
                     f"LEVELS[{same[0]}] ({backend}, LOCATION "
-                    f"{config.get('LOCATION')!r}): each write would overwrite the "
+                    f"{config.get('LOCATION')!r}; LEVELS[{same[0]}]: "
+                    f"{other.get('LOCATION')!r}): each write would overwrite the "
                     f"other's copy with its own timeout"
                 )
         configs.append(config)
+        classes.append(cls)
     return configs
+
+
+def _same_store(a: dict[str, Any], a_cls: type, b: dict[str, Any], b_cls: type) -> bool:
+    """Whether two levels are one store, however their LOCATIONs are spelled.
+
+    Compared as written, ``/d/cache.sqlite3`` and ``/d/./cache.sqlite3`` (or
+    ``redis://127.0.0.1:6379/7`` and ``redis://localhost:6379/7``) were two levels:
+    each write then overwrote the other's copy with L1_MAX_TTL, and values expired
+    after a second. A location that cannot be understood is compared as written.
+    """
+    la, lb = a.get("LOCATION"), b.get("LOCATION")
+    if a.get("BACKEND") == b.get("BACKEND") and la == lb:
+        return True
+    fa, fb = _file_path(a_cls, la), _file_path(b_cls, lb)
+    if fa is not None and fb is not None:
+        return fa == fb
+    ra, rb = _redis_server(la), _redis_server(lb)
+    if ra is None or rb is None or ra[0] != rb[0] or ra[2:] != rb[2:]:
+        return False
+    # Same port and database: the same server if the hosts share an address.
+    return ra[1] == rb[1] or (
+        ra[0] == "tcp" and bool(_addresses(ra[1]) & _addresses(rb[1]))
+    )
+
+
+def _file_path(cls: type, location: Any) -> str | None:
+    """The real path of a file-backed level's store (SQLiteCache's file,
+    FileBasedCache's directory); None for other backends."""
+    from django.core.cache.backends.filebased import FileBasedCache
+
+    from .sqlite import BaseSQLiteCache
+
+    if not isinstance(location, str) or not location or location == ":memory:":
+        return None
+    if not issubclass(cls, BaseSQLiteCache | FileBasedCache):
+        return None
+    return os.path.realpath(location)
+
+
+#: URL schemes of Redis servers (Django's RedisCache, django-redis, django-valkey).
+_REDIS_SCHEMES = ("redis", "rediss", "valkey", "valkeys")
+
+
+def _redis_server(location: Any) -> tuple[str, str, int, str] | None:
+    """(``"tcp"``/``"unix"``, host or socket path, port, database) of the server a Redis
+    level writes to (the first of several, as Django's RedisCache does); None when
+    ``location`` is no Redis URL."""
+    if isinstance(location, list | tuple):
+        location = location[0] if location else None
+    if not isinstance(location, str):
+        return None
+    url = urlsplit(location.split(",")[0].strip())
+    query = parse_qs(url.query)
+    try:
+        if url.scheme == "unix":
+            path = os.path.realpath(url.path) if url.path else ""
+            return ("unix", path, 0, _db(query.get("db", ["0"])[0]))
+        if url.scheme in _REDIS_SCHEMES and url.hostname:
+            db = url.path.strip("/") or query.get("db", ["0"])[0]
+            return ("tcp", url.hostname, url.port or 6379, _db(db))
+    except ValueError:  # a port that is no number: compared as written
+        return None
+    return None
+
+
+def _db(text: str) -> str:
+    """A database number as its digits (``"07"`` is ``"7"``); other text as it is."""
+    return str(int(text)) if text.isdigit() else text
+
+
+def _addresses(host: str) -> set[str]:
+    """The addresses ``host`` resolves to; ``{host}`` itself when it resolves to none."""
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return {host}
 
 
 def _in_process(cls: type) -> bool:
