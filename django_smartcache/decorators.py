@@ -14,11 +14,12 @@ import inspect
 import itertools
 import logging
 import math
+import os
 import random as _random
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -38,7 +39,7 @@ from django.utils.connection import ConnectionProxy
 from django.utils.functional import Promise
 
 from .core import keys
-from .core.singleflight import AsyncSingleFlight, SingleFlight
+from .core.singleflight import SingleFlight
 from .signals import stampede_wait
 from .tagging import dirty_tags
 
@@ -62,7 +63,171 @@ POLL_LONGEST = 0.25
 
 _MISSING = object()
 _FLIGHT = SingleFlight()
-_ASYNC_FLIGHT = AsyncSingleFlight()
+
+
+class _AsyncCall:
+    """One async computation in flight: a task of its leader's loop."""
+
+    __slots__ = (
+        "cancelled",
+        "error",
+        "finished",
+        "loop",
+        "result",
+        "task",
+        "waiters",
+        "wakers",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.task: asyncio.Task[Any] | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.finished = False
+        self.waiters = 0
+        self.wakers: list[Callable[[], None]] = []
+
+
+class _ProcessAsyncFlight:
+    """Concurrent coroutines asking for one key share one computation, in every event
+    loop of the process (``core.singleflight.AsyncSingleFlight`` shares within one
+    loop: 8 threads calling through ``async_to_sync`` computed 8 times).
+
+    The computation runs as a task of its leader's loop, so a caller that is cancelled
+    cancels neither it nor the others. Coroutines of that loop await the task;
+    coroutines of other loops wait without blocking theirs, woken by the leader
+    through ``call_soon_threadsafe`` (as ``SingleFlight.ado`` does). If the leader's
+    task is cancelled (its loop shut down), they start again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[Hashable, _AsyncCall] = {}
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._calls = {}
+
+    async def do(
+        self, key: Hashable, fn: Callable[[], Awaitable[Any]]
+    ) -> tuple[Any, bool]:
+        """Await ``fn()`` unless a call for ``key`` is in flight in any loop; share
+        that one then. Returns ``(result, shared)`` like ``SingleFlight.do``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            woken: asyncio.Future[None] | None = None
+            with self._lock:
+                call = self._calls.get(key)
+                leader = call is None
+                if call is None:
+                    call = self._calls[key] = _AsyncCall(loop)
+                elif call.loop is loop:
+                    task = call.task
+                    if task is None or task is asyncio.current_task():
+                        task = None  # asked by its own computation (see below)
+                    else:
+                        call.waiters += 1
+                else:
+                    task = None
+                    call.waiters += 1
+                    woken = loop.create_future()
+                    call.wakers.append(_waker(loop, woken))
+            if leader:
+                # Created outside the lock: an eager task would finish under it.
+                task = call.task = loop.create_task(self._run(key, call, fn))
+                task.add_done_callback(functools.partial(self._finished, key, call))
+                return await asyncio.shield(task), False
+            if task is None and woken is None:
+                # Asked by its own computation: computed on its own, as SingleFlight
+                # does (waiting would wait for itself).
+                return await fn(), False
+            try:
+                if task is not None:
+                    return await asyncio.shield(task), True
+                await woken  # type: ignore[misc]
+            finally:
+                with self._lock:
+                    call.waiters -= 1
+            if call.cancelled:
+                continue  # its loop went away: lead or join anew
+            if call.error is not None:
+                raise call.error
+            return call.result, True
+
+    async def _run(
+        self, key: Hashable, call: _AsyncCall, fn: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        try:
+            call.result = await fn()
+            return call.result
+        except asyncio.CancelledError:
+            call.cancelled = True
+            raise
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            self._finish(key, call)
+
+    def _finished(
+        self, key: Hashable, call: _AsyncCall, task: asyncio.Task[Any]
+    ) -> None:
+        if task.cancelled():
+            call.cancelled = True  # (cancelled before it started: _run never ran)
+        else:
+            task.exception()  # retrieved: its callers may all have been cancelled
+        self._finish(key, call)
+
+    def _finish(self, key: Hashable, call: _AsyncCall) -> None:
+        with self._lock:
+            if call.finished:
+                return
+            call.finished = True
+            if self._calls.get(key) is call:
+                del self._calls[key]
+            wakers, call.wakers = call.wakers, []
+        for wake in wakers:
+            wake()
+
+    def forget(self, key: Hashable) -> bool:
+        """Detach the call in flight for ``key``, from any thread: later callers start
+        a new one (``SingleFlight.forget``)."""
+        with self._lock:
+            return self._calls.pop(key, None) is not None
+
+    def waiting(self, key: Hashable) -> int:
+        """How many coroutines, of any loop, wait for the call in flight for ``key``."""
+        with self._lock:
+            call = self._calls.get(key)
+            return 0 if call is None else call.waiters
+
+    def in_flight(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._calls
+
+
+def _waker(
+    loop: asyncio.AbstractEventLoop, woken: asyncio.Future[None]
+) -> Callable[[], None]:
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(_resolve, woken)
+        except RuntimeError:  # the loop has closed: nobody waits any more
+            pass
+
+    return wake
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # (its waiter may have been cancelled)
+        future.set_result(None)
+
+
+_ASYNC_FLIGHT = _ProcessAsyncFlight()
+if hasattr(os, "register_at_fork"):  # the leaders were the parent's threads
+    os.register_at_fork(after_in_child=_ASYNC_FLIGHT._forked)
 
 
 class _Claims:
@@ -703,6 +868,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         key = self.key(*args, **kwargs)
         cache = self._cache()
         self._void(cache, key)
+        _ASYNC_FLIGHT.forget((self._options.using, key))
         return bool(cache.delete(key))
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Any:

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.decorators import method_decorator
 
@@ -260,3 +260,67 @@ def test_async_invalidate_and_refresh_work_from_sync_code() -> None:
 
     asyncio.run(in_a_loop())
     assert asyncio.run(price(1)) == 5
+
+
+# -- async functions: one computation per process, not per event loop --------------------
+
+_RATE_RUNS = []
+
+
+@cached(timeout=300)
+async def _rate(code):
+    _RATE_RUNS.append(code)
+    await asyncio.sleep(0.3)
+    return 1.1
+
+
+def test_async_misses_compute_once_across_event_loops() -> None:
+    """8 threads calling through async_to_sync (8 loops) computed 8 times."""
+    _RATE_RUNS.clear()
+    barrier, results = threading.Barrier(8), []
+
+    def call():
+        barrier.wait()
+        results.append(async_to_sync(_rate)("EUR"))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [1.1] * 8
+    assert _RATE_RUNS == ["EUR"]
+    assert _rate.invalidate("EUR") is True  # from sync code, forgets the flight too
+
+
+_SLOW_RUNS = []
+
+
+@cached(timeout=300)
+async def _slow(code):
+    _SLOW_RUNS.append(code)
+    await asyncio.sleep(0.3 if len(_SLOW_RUNS) == 1 else 0)
+    return len(_SLOW_RUNS)
+
+
+def test_a_waiter_of_another_loop_computes_when_the_leaders_loop_goes_away() -> None:
+    from django_smartcache import decorators
+
+    _SLOW_RUNS.clear()
+    flight_key = ("default", _slow.key("x"))
+
+    async def leader():  # its loop shuts down mid-computation, cancelling it
+        asyncio.get_running_loop().create_task(_slow("x"))
+        while not decorators._ASYNC_FLIGHT.waiting(flight_key):
+            await asyncio.sleep(0.005)
+
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(asyncio.run(_slow("x"))))
+    started = threading.Thread(target=lambda: asyncio.run(leader()))
+    started.start()
+    while not decorators._ASYNC_FLIGHT.in_flight(flight_key):
+        time.sleep(0.005)
+    waiter.start()
+    started.join()
+    waiter.join(10)
+    assert results == [2]  # it led a new computation
