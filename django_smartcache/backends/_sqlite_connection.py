@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 from . import _sqlite_file as sqlite_file, _sqlite_schema as sql
 from ._sqlite_file import Connection
@@ -168,6 +169,53 @@ def new_generation() -> None:
     global _generation
     with _prepare_lock:
         _generation += 1
+
+
+# -- CACHES changed ---------------------------------------------------------------------
+# When CACHES changes (override_settings), Django closes the cache instances and drops
+# them from its handler, but each stays alive in the asgiref Local it was kept in (a
+# context variable's value outlives the variable), and close() keeps SQLite connections
+# for reuse: every override with a SQLiteCache (a MultiLevelCache's default level too)
+# left three open files (the file, -wal, -shm), until "Too many open files".
+
+
+def _caches_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CACHES":
+        close_all_connections()
+
+
+def close_all_connections() -> None:
+    """Close every SQLiteCache connection of this process; each thread opens a new one
+    at its next use (a new generation).
+
+    A thread inside a SQLiteCache call now keeps its connections: it leaves them at its
+    next call, which reopens. Anyone else's are closed here.
+    """
+    from django.core.cache import caches
+
+    # Django closes the caches when CACHES changes; first, here, so that their pending
+    # writes (``accessed`` refreshes) go out before their connections are closed, not
+    # reopen a connection afterwards (receivers run in no guaranteed order).
+    caches.close_all()
+    # First the new generation, then who is inside: a call that starts later sees the
+    # new generation and opens a new connection instead of using one closed here.
+    new_generation()
+    busy = set(_inside)
+    me = os.getpid()
+    for conn in list(_live):
+        pid, thread = conn.owner
+        if pid != me or thread in busy:
+            continue
+        _live.discard(conn)
+        try:
+            conn.close()
+        except Exception:  # closing only: nothing to save
+            logger.debug("SQLiteCache: could not close a connection", exc_info=True)
+
+
+setting_changed.connect(
+    _caches_changed, dispatch_uid="django_smartcache.sqlite.caches_changed"
+)
 
 
 #: A file's identity: (st_dev, st_ino). While a connection holds the file open its inode
@@ -362,6 +410,7 @@ class ConnectionMixin:
         conn = sqlite_file.connect(
             self._path, self._options.busy_timeout, self._options.synchronous
         )
+        conn.owner = (os.getpid(), _get_ident())
         _live.add(conn)
         state.live = (conn, _monotonic() + FILE_CHECK_INTERVAL, generation)
         state.pid = os.getpid()

@@ -202,6 +202,9 @@ class Connection(sqlite3.Connection):
     """A cache connection: one that can be weakly referenced (a forked child finds and
     closes every connection it inherited)."""
 
+    #: (process, thread) that opened it: the only thread that uses it.
+    owner: tuple[int, int] = (0, 0)
+
 
 def connect(path: str, busy_timeout: float, synchronous: str) -> Connection:
     """A connection in autocommit mode (transactions are explicit) with our pragmas."""
