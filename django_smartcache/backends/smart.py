@@ -298,7 +298,7 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
     def clear(self) -> None:
         self._store.clear()
 
-    # -- batches: one key pass, one critical section ----------------------------------------
+    # -- batches: one key pass, one critical section per 512 keys (HOLD_BATCH) -------------
 
     def get_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
         made = self._keys(keys, version)

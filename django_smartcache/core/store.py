@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sized
 from itertools import islice
 from typing import Any
 
@@ -57,9 +57,10 @@ _UNLIMITED = sys.maxsize
 HOLD_BATCH = 512
 
 
-def _batches(items: Iterable[Any]) -> Iterable[Sequence[Any]]:
-    """``items`` in lists of at most :data:`HOLD_BATCH` (a short list or tuple as is)."""
-    if isinstance(items, list | tuple) and len(items) <= HOLD_BATCH:
+def _batches(items: Iterable[Any]) -> Iterable[Iterable[Any]]:
+    """``items`` in batches of at most :data:`HOLD_BATCH`; a sized collection that
+    small (the usual dict of made keys) as is, with no copy and no pause."""
+    if isinstance(items, Sized) and len(items) <= HOLD_BATCH:
         return (items,)
     return _sliced(iter(items))
 
@@ -69,9 +70,10 @@ def _sliced(items: Iterator[Any]) -> Iterator[list[Any]]:
     while batch:
         yield batch
         batch = list(islice(items, HOLD_BATCH))
-        # Asked for between critical sections: let a thread waiting for the lock take
-        # it (a lock is not handed over; this thread would take it straight back).
-        time.sleep(0)
+        if batch:
+            # Between two critical sections: let a thread waiting for the lock take
+            # it (a lock is not handed over; this thread would take it straight back).
+            time.sleep(0)
 
 
 #: The causes an eviction is reported with; ``stats()`` counts each as ``evictions_<cause>``.
