@@ -39,7 +39,7 @@ from django.utils.connection import ConnectionProxy
 from django.utils.functional import Promise
 
 from .core import keys
-from .core.singleflight import SingleFlight
+from .core.singleflight import SingleFlight, mark_leading, nested
 from .signals import stampede_wait
 from .tagging import dirty_tags
 
@@ -116,6 +116,10 @@ class _ProcessAsyncFlight:
         """Await ``fn()`` unless a call for ``key`` is in flight in any loop; share
         that one then. Returns ``(result, shared)`` like ``SingleFlight.do``."""
         loop = asyncio.get_running_loop()
+        if nested(self, key):
+            # Asked by its own computation, from a child task or a thread carrying its
+            # context (asyncio.gather, sync_to_async): computed on its own, as below.
+            return await fn(), False
         while True:
             woken: asyncio.Future[None] | None = None
             with self._lock:
@@ -159,6 +163,7 @@ class _ProcessAsyncFlight:
     async def _run(
         self, key: Hashable, call: _AsyncCall, fn: Callable[[], Awaitable[Any]]
     ) -> Any:
+        mark_leading(self, key)  # this task's own context
         try:
             call.result = await fn()
             return call.result

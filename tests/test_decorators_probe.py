@@ -324,3 +324,23 @@ def test_a_waiter_of_another_loop_computes_when_the_leaders_loop_goes_away() -> 
     started.join()
     waiter.join(10)
     assert results == [2]  # it led a new computation
+
+
+def test_an_async_computation_asking_for_its_key_through_a_child_task_computes() -> None:
+    # The process-wide async flight waited for itself when the computation asked for
+    # its own key from asyncio.gather's child task (a call from its own task computed).
+    depth = 0
+
+    @cached(using="smart", name="nested_through_gather")
+    async def report(n: int) -> str:
+        nonlocal depth
+        depth += 1
+        if depth == 1:
+            (inner,) = await asyncio.gather(report(n))
+            return f"outer({inner})"
+        return "leaf"
+
+    async def main() -> str:
+        return await asyncio.wait_for(report(1), 5)
+
+    assert asyncio.run(main()) == "outer(leaf)"

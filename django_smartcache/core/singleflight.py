@@ -30,9 +30,16 @@ _LEADING: contextvars.ContextVar[frozenset[tuple[int, Hashable]]] = (
 )
 
 
-def _nested(flight: object, key: Hashable) -> bool:
-    """Whether this context runs ``flight``'s computation of ``key`` already."""
+def nested(flight: object, key: Hashable) -> bool:
+    """Whether this context runs ``flight``'s computation of ``key`` already: a call
+    for ``key`` now comes from that computation and must not wait for it."""
     return (id(flight), key) in _LEADING.get()
+
+
+def mark_leading(flight: object, key: Hashable) -> contextvars.Token[Any]:
+    """Mark this context (a computation's own task or frame) as running ``flight``'s
+    computation of ``key`` (see :func:`nested`); ``_LEADING.reset(token)`` unmarks."""
+    return _LEADING.set(_LEADING.get() | {(id(flight), key)})
 
 
 class _Call(Generic[T]):
@@ -131,7 +138,7 @@ class SingleFlight:
         would without a flight (LocMemCache: the inner value is stored, the outer
         ``add`` loses); a computation that always asks again recurses until Python's
         recursion limit, as it would there."""
-        if _nested(self, key):
+        if nested(self, key):
             return None, True
         me = threading.get_ident()
         with self._lock:
@@ -147,7 +154,7 @@ class SingleFlight:
             return call, False
 
     def _lead(self, key: Hashable, call: _Call[T], fn: Callable[[], T]) -> T:
-        token = _LEADING.set(_LEADING.get() | {(id(self), key)})
+        token = mark_leading(self, key)
         try:
             result = call.result = fn()
         except BaseException as exc:
@@ -224,7 +231,7 @@ class AsyncSingleFlight:
         task = self._calls.get(slot)
         # A finished task stays listed until its done-callback runs, a loop iteration
         # later: joining it then returned a result older than a delete made since.
-        if _nested(self, key):  # asked by its own computation: see _enter
+        if nested(self, key):  # asked by its own computation: see _enter
             return await fn(), False
         if task is None or task.done():
             task = loop.create_task(_run(fn, (id(self), key)))
@@ -275,7 +282,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 async def _run(fn: Callable[[], Awaitable[T]], call: tuple[int, Hashable]) -> T:
     """The computation, as its own task, marked as led in that task's context."""
-    _LEADING.set(_LEADING.get() | {call})
+    _LEADING.set(_LEADING.get() | {call})  # its own task's context: never reset
     return await fn()
 
 
