@@ -1065,8 +1065,23 @@ def _signature_of(func: Callable[..., Any]) -> inspect.Signature:
     wraps (``inspect.signature`` follows ``__wrapped__``), since the wrapper may take
     other arguments (``method_decorator`` binds ``self``; a decorator may add one).
     Wrappers that pass their arguments on (``lru_cache``) are looked through."""
-    outer = next((f for f in _layers(func) if not _transparent(f)), func)
-    return inspect.signature(outer, follow_wrapped=False)
+    for layer in _layers(func):
+        if _transparent(layer):
+            continue
+        signature = inspect.signature(layer, follow_wrapped=False)
+        if _passes_on(signature) and getattr(layer, "__wrapped__", None) is not None:
+            # ``(*args, **kwargs)``: what it wraps says what the arguments mean, so
+            # f("x"), f(item="x") and f("x", rate=1.0) stay one entry (bound to the
+            # wrapper's own signature they were three, and invalidate() missed two).
+            continue
+        return signature
+    return inspect.signature(func)
+
+
+def _passes_on(signature: inspect.Signature) -> bool:
+    """Whether ``signature`` is ``(*args, **kwargs)``: a wrapper passing everything on."""
+    kinds = [p.kind for p in signature.parameters.values()]
+    return kinds == [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
 
 
 class _CachedClassMethod:
@@ -1153,8 +1168,8 @@ def _wrapper_name(layer: Any, wrapped: Any) -> str:
     """The identity of a wrapper of ``wrapped``: its own function's name (its code's,
     since ``functools.wraps`` replaced ``__qualname__``) and a digest of what it
     captures besides ``wrapped``; for a ``partial`` of ``wrapped``, a digest of what it
-    binds (``method_decorator`` binds the instance). Refused when that state has no
-    stable encoding."""
+    binds (``method_decorator`` binds the instance), refused when that has no stable
+    encoding; a captured value without one counts by its type (:func:`_keyable_or_type`)."""
     state: list[tuple[str, Any]] = []
     if inspect.isfunction(layer):
         module = layer.__globals__.get("__name__", layer.__module__)
@@ -1189,12 +1204,29 @@ def _wrapper_name(layer: Any, wrapped: Any) -> str:
     try:
         return f"{name}[{keys.digest(tuple(state), _django_identity)}]"
     except TypeError as exc:
-        raise _invalid(
-            "name",
-            f"{name} wraps {wrapped!r} with {', '.join(v for v, _ in state)} "
-            f"that cannot be keyed ({exc}): wrappers holding other values would share "
-            f"entries. Give that value a __cache_key__() method, or {_SHARED[3:]}",
-        ) from None
+        if isinstance(layer, functools.partial):  # it binds arguments: they must key
+            raise _invalid(
+                "name",
+                f"{name} wraps {wrapped!r} with {', '.join(v for v, _ in state)} "
+                f"that cannot be keyed ({exc}): wrappers holding other values would "
+                f"share entries. Give that value a __cache_key__() method, or "
+                f"{_SHARED[3:]}",
+            ) from None
+    # A captured value with no key encoding (the Atomic of @transaction.atomic, a
+    # Logger, a Lock) counts by its type: refusing it refused those everyday
+    # decorators; two wrappers differing only by such a value share entries.
+    keyed = [(variable, _keyable_or_type(value)) for variable, value in state]
+    return f"{name}[{keys.digest(tuple(keyed), _django_identity)}]"
+
+
+def _keyable_or_type(value: Any) -> Any:
+    """``value`` when it has a key encoding, else its type's qualified name."""
+    try:
+        keys.digest(value, _django_identity)
+    except TypeError:
+        kind = type(value)
+        return f"<{kind.__module__}.{kind.__qualname__}>"
+    return value
 
 
 def cached(

@@ -10,7 +10,6 @@ import time
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
-from django.core.exceptions import ImproperlyConfigured
 from django.utils.decorators import method_decorator
 
 from django_smartcache.decorators import cached
@@ -96,20 +95,56 @@ def test_two_wrappers_of_one_function_do_not_share_entries() -> None:
     assert cached(_in_currency(0.9)(_net_price)).key(5) == eur.key(5)
 
 
-def test_a_wrapper_capturing_what_cannot_be_keyed_needs_a_name() -> None:
-    def tagged(marker):
+def test_a_wrapper_capturing_what_cannot_be_keyed_counts_it_by_type() -> None:
+    # @transaction.atomic (an Atomic), a logging decorator (a Logger), a Lock: refusing
+    # them refused everyday decorators. Such a value counts by its type.
+    import threading as threads
+
+    def holding(value):
         def decorate(func):
             @functools.wraps(func)
             def wrapper(amount):
-                return (marker, func(amount))
+                with value:
+                    return func(amount)
 
             return wrapper
 
         return decorate
 
-    with pytest.raises(ImproperlyConfigured, match=r"cached\(name=.*marker"):
-        cached(tagged(object())(_net_price))
-    assert cached(name="tagged_net")(tagged(object())(_net_price))(1)[1] == 1.2
+    first = cached(holding(threads.Lock())(_net_price))
+    assert first(1) == 1.2
+    assert first.key(1) == cached(holding(threads.Lock())(_net_price)).key(1)
+    assert first.key(1) != cached(holding(threads.RLock())(_net_price)).key(1)
+
+
+def test_a_wrapper_passing_everything_on_binds_as_the_function_it_wraps() -> None:
+    # (*args, **kwargs): price("x"), price(item="x") and price("x", rate=1.0) are one
+    # call, one entry; bound to the wrapper's own signature they were three, and
+    # invalidate(item="x") left the others stale.
+    calls = []
+
+    def base_price(item, rate=1.0):
+        calls.append(item)
+        return 100 * rate
+
+    def logged(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    price = cached(using="smart", name="passing_on_price")(logged(base_price))
+    for call in (
+        lambda: price("x"),
+        lambda: price("x", 1.0),
+        lambda: price(item="x"),
+        lambda: price("x", rate=1.0),
+    ):
+        assert call() == 100.0
+    assert calls == ["x"]
+    assert price.invalidate(item="x") is True
+    assert price("x") == 100.0 and calls == ["x", "x"]
 
 
 # -- generators and coroutines ----------------------------------------------------------
@@ -326,7 +361,9 @@ def test_a_waiter_of_another_loop_computes_when_the_leaders_loop_goes_away() -> 
     assert results == [2]  # it led a new computation
 
 
-def test_an_async_computation_asking_for_its_key_through_a_child_task_computes() -> None:
+def test_an_async_computation_asking_for_its_key_through_a_child_task_computes() -> (
+    None
+):
     # The process-wide async flight waited for itself when the computation asked for
     # its own key from asyncio.gather's child task (a call from its own task computed).
     depth = 0
