@@ -425,8 +425,9 @@ def _wrapper(
                 finally:
                     _outer.reset(token)
             call = _Call(name == "get_or_set")
-            index = recorder.begin_call()
+            # Arguments first: reading them may raise, and must not leave a hole.
             args, kwargs = _prepared(call, name, args, kwargs)
+            index = recorder.begin_call()
             token = _outer.set(call)
             start = time.perf_counter()
             try:
@@ -476,8 +477,9 @@ def _wrapper(
             finally:
                 _outer.reset(token)
         call = _Call(name == "get_or_set")
-        index = recorder.begin_call()
+        # Arguments first: reading them may raise, and must not leave a hole.
         args, kwargs = _prepared(call, name, args, kwargs)
+        index = recorder.begin_call()
         token = _outer.set(call)
         start = time.perf_counter()
         try:

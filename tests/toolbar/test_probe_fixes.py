@@ -196,3 +196,25 @@ def test_the_toolbar_history_rows_do_not_list_invalidations() -> None:
     assert [(c["alias"], c["op"], c["keys"]) for c in stats["calls"]] == [
         ("smart", "invalidate_tags", ["book:1"])
     ]
+
+
+@pytest.mark.parametrize("alias_name", ["smart", "default"])
+def test_a_call_whose_arguments_fail_leaves_no_hole(alias_name: str) -> None:
+    # A keys generator that raises (the view handles it): an empty {} stayed in the
+    # calls, and the panel's aggregation failed on c["alias"].
+    def keys() -> Any:
+        yield "a"
+        raise ValueError("bad key source")
+
+    cache = caches[alias_name]
+    recorder = instrumentation.Recorder()
+    recorder.start()
+    try:
+        with pytest.raises(ValueError):
+            cache.get_many(keys())
+        cache.get("b")
+    finally:
+        recorder.stop()
+    assert [(c["alias"], c["op"], c["keys"]) for c in recorder.calls] == [
+        (alias_name, "get", ["b"])
+    ]
