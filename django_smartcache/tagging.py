@@ -137,13 +137,18 @@ def sync_caller_dirty() -> bool:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return False
-    executor = AsyncToSync.loop_thread_executors.get(loop)
+    # asgiref's private attributes (3.x): where one is missing (another version), any
+    # dirty thread may be the caller, and the call goes to the caller's thread.
+    by_loop = getattr(AsyncToSync, "loop_thread_executors", None)
+    executors = getattr(AsyncToSync, "executors", None)
+    if by_loop is None or executors is None:
+        return True
+    executor = by_loop.get(loop)
     if executor is None:
-        executor = getattr(AsyncToSync.executors, "current", None)
+        executor = getattr(executors, "current", None)
     if executor is None:
         return False
     thread = getattr(executor, "_work_thread", None)
-    # An asgiref without that attribute: any dirty thread may be the caller.
     return thread is None or thread in _dirty_threads
 
 

@@ -80,3 +80,25 @@ def test_without_a_dirty_caller_async_writes_stay_inline(cache: Any) -> None:
     async_to_sync(write)()
     assert cache.get("plain") == 1 and cache.get("tagged") == 1
     assert seen and seen[0] != loop_thread  # ran on the loop's thread, no hop needed
+
+
+def test_an_asgiref_without_the_private_tables_counts_any_dirty_thread(
+    monkeypatch,
+) -> None:
+    # sync_caller_dirty() reads asgiref's AsyncToSync.loop_thread_executors and
+    # .executors: without them (another asgiref) it raised AttributeError from every
+    # SmartCache aget() while any thread had dirty tags. Now: assume the caller's.
+    import asyncio
+    import threading
+
+    from asgiref.sync import AsyncToSync
+
+    from django_smartcache import tagging
+
+    monkeypatch.delattr(AsyncToSync, "loop_thread_executors")
+    monkeypatch.setitem(tagging._dirty_threads, threading.Thread(), True)
+
+    async def ask() -> bool:
+        return tagging.sync_caller_dirty()
+
+    assert asyncio.run(ask()) is True
