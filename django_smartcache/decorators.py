@@ -39,7 +39,7 @@ from django.utils.connection import ConnectionProxy
 from django.utils.functional import Promise
 
 from .core import keys
-from .core.singleflight import SingleFlight, mark_leading, nested
+from .core.singleflight import SingleFlight, mark_leading, nested, waker
 from .signals import stampede_wait
 from .tagging import dirty_tags
 
@@ -137,7 +137,7 @@ class _ProcessAsyncFlight:
                     task = None
                     call.waiters += 1
                     woken = loop.create_future()
-                    call.wakers.append(_waker(loop, woken))
+                    call.wakers.append(waker(loop, woken))
             if leader:
                 # Created outside the lock: an eager task would finish under it.
                 task = call.task = loop.create_task(self._run(key, call, fn))
@@ -211,23 +211,6 @@ class _ProcessAsyncFlight:
     def in_flight(self, key: Hashable) -> bool:
         with self._lock:
             return key in self._calls
-
-
-def _waker(
-    loop: asyncio.AbstractEventLoop, woken: asyncio.Future[None]
-) -> Callable[[], None]:
-    def wake() -> None:
-        try:
-            loop.call_soon_threadsafe(_resolve, woken)
-        except RuntimeError:  # the loop has closed: nobody waits any more
-            pass
-
-    return wake
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():  # (its waiter may have been cancelled)
-        future.set_result(None)
 
 
 _ASYNC_FLIGHT = _ProcessAsyncFlight()

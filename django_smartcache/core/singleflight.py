@@ -112,14 +112,7 @@ class SingleFlight:
         waits for a thread's call without blocking the loop (woken by the leader)."""
         loop = asyncio.get_running_loop()
         woken = loop.create_future()
-
-        def wake() -> None:
-            try:
-                loop.call_soon_threadsafe(_resolve, woken)
-            except RuntimeError:  # the loop has closed: nobody waits any more
-                pass
-
-        call, leader = self._enter(key, wake)
+        call, leader = self._enter(key, waker(loop, woken))
         if call is None:
             return fn(), False
         if not leader:
@@ -273,6 +266,21 @@ class AsyncSingleFlight:
     def in_flight(self, key: Hashable) -> bool:
         """Whether a call for ``key`` runs in the running loop now."""
         return (asyncio.get_running_loop(), key) in self._calls
+
+
+def waker(
+    loop: asyncio.AbstractEventLoop, woken: asyncio.Future[None]
+) -> Callable[[], None]:
+    """A function any thread may call to resolve ``woken`` in ``loop``: how a
+    coroutine waits for another thread's (or loop's) call without blocking its loop."""
+
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(_resolve, woken)
+        except RuntimeError:  # the loop has closed: nobody waits any more
+            pass
+
+    return wake
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
