@@ -167,3 +167,45 @@ def test_smartcache_and_sqlitecache_agree_with_the_reference(tmp_path: Any) -> N
             assert cache.delete_pattern(pattern, regex=regex) == len(expected), pattern
             assert set(KEYS) - set(cache.get_many(KEYS)) == expected, pattern
             cache.clear()
+
+
+def test_keys_and_patterns_holding_a_nul_character(tmp_path: Any) -> None:
+    # SQLite's substr and GLOB stop at a NUL: delete_pattern("report") also deleted
+    # "report\x00draft", "?*" missed "\x00hidden", and a MultiLevelCache's L1 and L2
+    # then disagreed. Those keys are now matched in Python on the whole key.
+    keys = ["report", "report\x00draft", "\x00hidden", "[", "[\x00", "x"]
+    cases = [
+        ("report", False),
+        ("?*", False),
+        ("[\x00", False),
+        ("*\x00*", False),
+        (r"^report\Z", True),
+        ("draft", True),
+    ]
+    caches = [
+        SQLiteCache(str(tmp_path / "a.sqlite3"), {"KEY_PREFIX": "p"}),
+        MultiLevelCache(
+            "",
+            {
+                "KEY_PREFIX": "p",
+                "OPTIONS": {
+                    "LEVELS": [
+                        {"BACKEND": SMART, "LOCATION": _prefix()},
+                        {"BACKEND": SQLITE, "LOCATION": str(tmp_path / "m.sqlite3")},
+                    ]
+                },
+            },
+        ),
+    ]
+    for cache in caches:
+        for pattern, regex in cases:
+            cache.set_many({k: k for k in keys})
+            matcher = re.compile(pattern if regex else glob_to_regex(pattern))
+            expected = {k for k in keys if matcher.search(k)}
+            assert cache.delete_pattern(pattern, regex=regex) == len(expected), pattern
+            assert set(keys) - set(cache.get_many(keys)) == expected, pattern
+            if isinstance(cache, MultiLevelCache):
+                l2 = cache.levels[1]
+                made = {cache.make_key(k): k for k in keys}
+                assert set(keys) - {made[k] for k in l2.get_many(list(made))} == expected
+            cache.clear()

@@ -198,6 +198,14 @@ def regexp(pattern: str, value: object) -> bool:
     return isinstance(value, str) and _compiled(pattern).search(value) is not None
 
 
+def tail_regexp(pattern: str, start: int, value: object) -> bool:
+    """``re.search(pattern, value[start - 1:])`` (``start`` as SQLite counts): the
+    pattern test on a key holding a NUL, which SQLite's ``substr`` would cut there."""
+    return isinstance(value, str) and (
+        _compiled(pattern).search(value[start - 1 :]) is not None
+    )
+
+
 class Connection(sqlite3.Connection):
     """A cache connection: one that can be weakly referenced (a forked child finds and
     closes every connection it inherited)."""
@@ -219,6 +227,7 @@ def connect(path: str, busy_timeout: float, synchronous: str) -> Connection:
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.create_function("regexp", 2, regexp, deterministic=True)
+    conn.create_function("smartcache_tail_regexp", 3, tail_regexp, deterministic=True)
     # Checkpoints are where WAL mode fsyncs; every 4000 pages (16 MB at 4 KiB pages)
     # instead of SQLite's 1000 halves the cost of a small write (see docs/sqlite.md).
     # The WAL is truncated back to 32 MB after a checkpoint that let it grow past that.

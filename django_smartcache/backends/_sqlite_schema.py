@@ -189,14 +189,31 @@ PURGE_EXPIRED_SOME = (
 #: the primary key) and whose caller's part (from character ``:start`` on) matches
 #: ``:pattern``. ``{op}`` is ``GLOB`` or ``REGEXP`` (the latter registered on every
 #: connection). Parameters are a dict.
+#: SQLite's text functions (``substr``, ``GLOB``, ``length``) stop at a key's first NUL
+#: character, so keys holding one are left to :data:`DELETE_PATTERN_NUL`.
+_NO_NUL = " AND instr(CAST(key AS BLOB), x'00') = 0"
 DELETE_PATTERN = (
     "DELETE FROM smartcache_entry WHERE key >= :low AND key < :high"
-    " AND substr(key, :start) {op} :pattern RETURNING key, expires"
+    + _NO_NUL
+    + " AND substr(key, :start) {op} :pattern RETURNING key, expires"
 )
 #: The same without an upper bound (a prefix of U+10FFFF characters has none).
 DELETE_PATTERN_OPEN = (
     "DELETE FROM smartcache_entry WHERE key >= :low"
-    " AND substr(key, :start) {op} :pattern RETURNING key, expires"
+    + _NO_NUL
+    + " AND substr(key, :start) {op} :pattern RETURNING key, expires"
+)
+#: The keys of the range holding a NUL, matched in Python on the whole key
+#: (``smartcache_tail_regexp``: ``:tail`` searched from character ``:start`` on).
+DELETE_PATTERN_NUL = (
+    "DELETE FROM smartcache_entry WHERE key >= :low AND key < :high"
+    " AND instr(CAST(key AS BLOB), x'00') > 0"
+    " AND smartcache_tail_regexp(:tail, :start, key) RETURNING key, expires"
+)
+DELETE_PATTERN_NUL_OPEN = (
+    "DELETE FROM smartcache_entry WHERE key >= :low"
+    " AND instr(CAST(key AS BLOB), x'00') > 0"
+    " AND smartcache_tail_regexp(:tail, :start, key) RETURNING key, expires"
 )
 
 LOG_HEAD = "SELECT max(seq) FROM smartcache_change"
@@ -237,8 +254,11 @@ def glob_operand(pattern: str) -> str | None:
 
     SQLite's glob has no escape character: a literal ``*``, ``?`` or ``[`` becomes a
     one-character class. A class holding ``]``, ``^``, ``-`` or ``\\`` literally is
-    left to the regex path rather than spelled in SQLite's positional rules.
+    left to the regex path rather than spelled in SQLite's positional rules, and so is
+    a pattern holding a NUL (SQLite's ``GLOB`` would end the pattern there).
     """
+    if "\x00" in pattern:
+        return None
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:

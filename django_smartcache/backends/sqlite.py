@@ -535,26 +535,29 @@ class BaseSQLiteCache(
         keys (so its caller's regex is matched as written, and it learns which keys
         went from every level to count each once).
         """
+        tail = match.pattern if match.regex else r"\A" + glob_to_regex(match.pattern)
         if match.regex:
             op, operand = "REGEXP", match.pattern
         else:
             glob = sql.glob_operand(match.pattern)
             # A class SQLite's GLOB cannot spell ("[]^-]"...): the same test in Python.
-            op, operand = (
-                ("GLOB", glob)
-                if glob is not None
-                else ("REGEXP", r"\A" + glob_to_regex(match.pattern))
-            )
+            op, operand = ("GLOB", glob) if glob is not None else ("REGEXP", tail)
         end = prefix_end(match.literal_prefix)
-        template = sql.DELETE_PATTERN if end is not None else sql.DELETE_PATTERN_OPEN
-        statement = template.format(op=op)
+        if end is not None:
+            statements = (sql.DELETE_PATTERN.format(op=op), sql.DELETE_PATTERN_NUL)
+        else:
+            statements = (
+                sql.DELETE_PATTERN_OPEN.format(op=op),
+                sql.DELETE_PATTERN_NUL_OPEN,
+            )
         params = {
             "low": match.literal_prefix,
             "high": end,
             "start": len(match.head) + 1,
             "pattern": operand,
+            "tail": tail,
         }
-        return self._write(self._delete_pattern_txn, statement, params, self._clock())
+        return self._write(self._delete_pattern_txn, statements, params, self._clock())
 
     async def adelete_pattern(
         self, pattern: str, regex: bool = False, version: int | None = None
@@ -566,13 +569,13 @@ class BaseSQLiteCache(
     def _delete_pattern_txn(
         self,
         conn: sqlite3.Connection,
-        statement: str,
+        statements: tuple[str, ...],
         params: dict[str, Any],
         now: float,
     ) -> set[str]:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows = conn.execute(statement, params).fetchall()
+            rows = [row for s in statements for row in conn.execute(s, params)]
             conn.execute("COMMIT")
         finally:
             if conn.in_transaction:
