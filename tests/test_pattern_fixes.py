@@ -207,5 +207,36 @@ def test_keys_and_patterns_holding_a_nul_character(tmp_path: Any) -> None:
             if isinstance(cache, MultiLevelCache):
                 l2 = cache.levels[1]
                 made = {cache.make_key(k): k for k in keys}
-                assert set(keys) - {made[k] for k in l2.get_many(list(made))} == expected
+                assert (
+                    set(keys) - {made[k] for k in l2.get_many(list(made))} == expected
+                )
             cache.clear()
+
+
+def _lowered(key: str, key_prefix: str, version: int) -> str:
+    return f"{key_prefix}:{version}:{key}".lower()
+
+
+def _spaceless(key: str, key_prefix: str, version: int) -> str:
+    return f"{key_prefix}:{version}:{key}".replace(" ", "_")
+
+
+def _dashed(key: str, key_prefix: str, version: int) -> str:
+    return f"{key_prefix}-{version}-{key}"
+
+
+@pytest.mark.parametrize("backend", [SmartCache, SQLiteCache])
+def test_a_key_function_rewriting_the_key_is_refused(
+    backend: Any, tmp_path: Any
+) -> None:
+    # Lower-casing or space-replacing key functions left two plain probe keys alone,
+    # so delete_pattern("User:*") was accepted and silently deleted nothing.
+    for function in (_lowered, _spaceless):
+        cache = backend(
+            str(tmp_path / f"{function.__name__}.db"), {"KEY_FUNCTION": function}
+        )
+        with pytest.raises(ValueError, match="KEY_FUNCTION"):
+            cache.delete_pattern("User:*")
+    cache = backend(str(tmp_path / "dashed.db"), {"KEY_FUNCTION": _dashed})
+    cache.set("User:1", "v")
+    assert cache.delete_pattern("User:*") == 1

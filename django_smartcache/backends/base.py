@@ -217,12 +217,15 @@ class SmartCacheKeyMixin:
 
         Works for any ``KEY_FUNCTION``/``make_key`` that makes ``head + key`` with a head
         that does not depend on the key (Django's default: ``"prefix:version:"``); the
-        head is found by making two probe keys. Any other key function cannot be
-        inverted and raises ``ValueError`` naming ``KEY_FUNCTION``.
+        head is found by making probe keys. Any other key function cannot be inverted
+        and raises ``ValueError`` naming ``KEY_FUNCTION``. The probes hold what key
+        functions commonly rewrite (upper case, spaces, ``:``, ``/``, non-ASCII, a key
+        over memcached's 250 characters): one that lower-cased keys or replaced spaces
+        passed two plain probes, and its delete_pattern() then deleted nothing.
         """
         if version is None:
             version = self.version
-        probes = ("\x00probe-a\x00", "\x01probe-b\x01")
+        probes = ("\x00Probe A:é/\x00", "\x01probe-b\x01", "Long " * 60)
         made = [self.make_key(p, version=version) for p in probes]  # type: ignore[attr-defined]
         heads = {
             m[: len(m) - len(p)] if isinstance(m, str) and m.endswith(p) else None
