@@ -186,3 +186,19 @@ def test_verbosity_0_keeps_what_was_asked_for_and_the_errors(mlfile: Any) -> Non
         run(
             "smartcache_invalidate", "--pattern", "x*", "--cache", "mlfile", verbosity=0
         )
+
+
+def test_positional_arguments_can_be_given_by_name_to_call_command() -> None:
+    # nargs="*" without a default is "required" to argparse, and Django's
+    # call_command then failed with ValueError: min() arg is an empty sequence.
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    smart = {"default": {"BACKEND": SMART, "LOCATION": "by-name"}}
+    with override_settings(CACHES=smart):
+        call_command("smartcache_invalidate", labels="tag:books", stdout=out)
+        call_command("smartcache_invalidate", labels=["tag:books"], stdout=out)
+        call_command("smartcache_warm", names=[], list=True, stdout=out)
+    assert out.getvalue().count("Invalidated 1 tag") == 2

@@ -96,6 +96,7 @@ class Command(QuietCommand):
         parser.add_argument(
             "labels",
             nargs="*",
+            default=[],  # not "required": call_command(labels=...) works
             metavar="label",
             help="tag:NAME, app_label, app_label.Model or app_label.Model.pk",
         )

@@ -43,7 +43,11 @@ class Command(QuietCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
-            "names", nargs="*", metavar="name", help="Warmers to run (default: all)."
+            "names",
+            nargs="*",
+            default=[],  # not "required": call_command(names=...) works
+            metavar="name",
+            help="Warmers to run (default: all).",
         )
         add_cache_argument(
             parser,
