@@ -73,8 +73,11 @@ def dumps(key: Any, value: Any) -> bytes:
             f"pickled ({type(exc).__name__}: {exc})"
         ) from exc
     if len(payload) < _PICKLE_BUFFER:
-        return bytes(memoryview(payload))
+        return _join((payload, b""))  # a new object, its own size (join of one: the same)
     return payload
+
+
+_join = b"".join
 
 
 class SingleFlightMixin(SingleFlightGetOrSetMixin):
