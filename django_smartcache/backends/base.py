@@ -73,7 +73,8 @@ def dumps(key: Any, value: Any) -> bytes:
             f"pickled ({type(exc).__name__}: {exc})"
         ) from exc
     if len(payload) < _PICKLE_BUFFER:
-        return _join((payload, b""))  # a new object, its own size (join of one: the same)
+        # A new object of its own size (a join of one item would return the same one).
+        return _join((payload, b""))
     return payload
 
 
