@@ -85,6 +85,17 @@ _COMPOSITE_TAIL = re.compile(
     rf"(?:\s+OR\s+\(\s*{_CONJUNCTION}\s*\))*)\s*\)\s*$",
     re.IGNORECASE,
 )
+_COLUMN_REF = rf"(?:{_IDENT}\s*\.\s*)?{_IDENT}"
+_TUPLE_OF_PARAMS = r"\(\s*%s(?:\s*,\s*%s)*\s*\)"
+#: The same as Django 6 writes it on backends with tuple comparisons (SQLite among
+#: them): ``WHERE (a, b) = (%s, %s)``, several rows ``WHERE (a, b) IN ((%s, %s), ...)``.
+_TUPLE_TAIL = re.compile(
+    rf"\bWHERE\s+\(\s*({_COLUMN_REF}(?:\s*,\s*{_COLUMN_REF})+)\s*\)\s*"
+    rf"(?:=\s*{_TUPLE_OF_PARAMS}"
+    rf"|IN\s*\(\s*{_TUPLE_OF_PARAMS}(?:\s*,\s*{_TUPLE_OF_PARAMS})*\s*\))\s*$",
+    re.IGNORECASE,
+)
+_COLUMN_PARTS = re.compile(rf"(?:({_IDENT})\s*\.\s*)?({_IDENT})")
 _CONDITION_PARTS = re.compile(
     rf"(?:({_IDENT})\s*\.\s*)?({_IDENT})\s*=\s*%s", re.IGNORECASE
 )
@@ -219,11 +230,21 @@ def _by_key_columns(
     text: str, start: int, kind: str, verb: str, table: str
 ) -> tuple[Write, ...]:
     """An UPDATE/DELETE of rows named by conditions on several columns (a composite
-    pk, see ``_COMPOSITE_TAIL``), or of rows not known."""
+    pk, see ``_COMPOSITE_TAIL`` and ``_TUPLE_TAIL``), or of rows not known."""
     tail = _COMPOSITE_TAIL.search(text, start)
-    if tail is None or _unbalanced(text[start : tail.start()]):
+    if tail is not None:
+        parts = _CONDITION_PARTS.findall(text, tail.start())
+    else:
+        tail = _TUPLE_TAIL.search(text, start)
+        if tail is None:
+            return (Write(verb, table),)
+        names = _COLUMN_PARTS.findall(tail.group(1))
+        params = tail.group(0).count("%s")
+        if params % len(names):
+            return (Write(verb, table),)
+        parts = names * (params // len(names))
+    if _unbalanced(text[start : tail.start()]):
         return (Write(verb, table),)
-    parts = _CONDITION_PARTS.findall(text, tail.start())
     if any(q and _table(q) != table for q, _ in parts):
         return (Write(verb, table),)
     columns = [_unquote(column) for _, column in parts]

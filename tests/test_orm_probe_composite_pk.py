@@ -96,3 +96,17 @@ def test_writes_invalidate_its_rows(cache: Any) -> None:
     assert cache.get("new") == "bulk" and cache.get("one") == "z"
     Seat.objects.filter(pk=("B", 1)).delete()
     assert cache.get("new") is None
+
+
+def test_django_6_tuple_comparisons_name_the_rows() -> None:
+    # Django 6 writes a composite pk's rows as tuples on SQLite: save() and pk__in
+    # invalidated every row of the model until the watcher read them (matrix, 6.1).
+    one = 'UPDATE "t" SET "x" = %s WHERE ("t"."hall", "t"."number") = (%s, %s)'
+    (write,) = sqlwatch.parse(one)
+    assert not write.all_rows and write.key_columns == ("hall", "number")
+    assert write.pk_params == (-2, -1)
+    two = 'DELETE FROM "t" WHERE ("t"."hall", "t"."number") IN ((%s, %s), (%s, %s))'
+    (write,) = sqlwatch.parse(two)
+    assert not write.all_rows and write.pk_params == (-4, -3, -2, -1)
+    other = 'DELETE FROM "t" WHERE ("t"."hall", "u"."number") IN ((%s, %s))'
+    assert sqlwatch.parse(other)[0].all_rows  # another table's column: unknown rows
