@@ -14,7 +14,6 @@ import inspect
 import itertools
 import logging
 import math
-import os
 import random as _random
 import threading
 import time
@@ -39,7 +38,7 @@ from django.utils.connection import ConnectionProxy
 from django.utils.functional import Promise
 
 from .core import keys
-from .core.singleflight import SingleFlight, mark_leading, nested, waker
+from .core.singleflight import CallTable, SingleFlight, mark_leading, nested, waker
 from .signals import stampede_wait
 from .tagging import dirty_tags
 
@@ -90,7 +89,7 @@ class _AsyncCall:
         self.wakers: list[Callable[[], None]] = []
 
 
-class _ProcessAsyncFlight:
+class _ProcessAsyncFlight(CallTable):
     """Concurrent coroutines asking for one key share one computation, in every event
     loop of the process (``core.singleflight.AsyncSingleFlight`` shares within one
     loop: 8 threads calling through ``async_to_sync`` computed 8 times).
@@ -101,14 +100,6 @@ class _ProcessAsyncFlight:
     through ``call_soon_threadsafe`` (as ``SingleFlight.ado`` does). If the leader's
     task is cancelled (its loop shut down), they start again.
     """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[Hashable, _AsyncCall] = {}
-
-    def _forked(self) -> None:
-        self._lock = threading.Lock()
-        self._calls = {}
 
     async def do(
         self, key: Hashable, fn: Callable[[], Awaitable[Any]]
@@ -196,26 +187,8 @@ class _ProcessAsyncFlight:
         for wake in wakers:
             wake()
 
-    def forget(self, key: Hashable) -> bool:
-        """Detach the call in flight for ``key``, from any thread: later callers start
-        a new one (``SingleFlight.forget``)."""
-        with self._lock:
-            return self._calls.pop(key, None) is not None
 
-    def waiting(self, key: Hashable) -> int:
-        """How many coroutines, of any loop, wait for the call in flight for ``key``."""
-        with self._lock:
-            call = self._calls.get(key)
-            return 0 if call is None else call.waiters
-
-    def in_flight(self, key: Hashable) -> bool:
-        with self._lock:
-            return key in self._calls
-
-
-_ASYNC_FLIGHT = _ProcessAsyncFlight()
-if hasattr(os, "register_at_fork"):  # the leaders were the parent's threads
-    os.register_at_fork(after_in_child=_ASYNC_FLIGHT._forked)
+_ASYNC_FLIGHT = _ProcessAsyncFlight()  # a CallTable: a forked child starts it empty
 
 
 class _Claims:

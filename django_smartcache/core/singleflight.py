@@ -65,12 +65,13 @@ class _Call(Generic[T]):
         return cast(T, self.result)
 
 
-class SingleFlight:
-    """Deduplicate concurrent calls per key among the threads of one process."""
+class CallTable:
+    """The calls in flight of one process, by key, under one lock: what every flight
+    here (and the decorator's process-wide async one) keeps, and answers about."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._calls: dict[Hashable, _Call[Any]] = {}
+        self._calls: dict[Hashable, Any] = {}
         _FLIGHTS.add(self)
 
     def _forked(self) -> None:
@@ -79,6 +80,28 @@ class SingleFlight:
         of the lock. Start empty."""
         self._lock = threading.Lock()
         self._calls = {}
+
+    def forget(self, key: Hashable) -> bool:
+        """Detach the call in flight for ``key`` (whether there was one): callers from
+        now on start a new call instead of joining one that began before, say, the
+        data changed. Its leader finishes, and those already waiting get its result."""
+        with self._lock:
+            return self._calls.pop(key, None) is not None
+
+    def waiting(self, key: Hashable) -> int:
+        """How many callers wait for the call in flight for ``key`` (0 if none)."""
+        with self._lock:
+            call = self._calls.get(key)
+            return 0 if call is None else int(call.waiters)
+
+    def in_flight(self, key: Hashable) -> bool:
+        """Whether a call for ``key`` is running now."""
+        with self._lock:
+            return key in self._calls
+
+
+class SingleFlight(CallTable):
+    """Deduplicate concurrent calls per key among the threads of one process."""
 
     def do(
         self,
@@ -164,26 +187,8 @@ class SingleFlight:
                 wake()
         return result
 
-    def forget(self, key: Hashable) -> bool:
-        """Detach the call in flight for ``key`` (whether there was one): callers from
-        now on start a new call instead of joining one that began before, say, the
-        data changed. Its leader finishes, and those already waiting get its result."""
-        with self._lock:
-            return self._calls.pop(key, None) is not None
 
-    def waiting(self, key: Hashable) -> int:
-        """How many callers wait for the call in flight for ``key`` (0 if none)."""
-        with self._lock:
-            call = self._calls.get(key)
-            return 0 if call is None else call.waiters
-
-    def in_flight(self, key: Hashable) -> bool:
-        """Whether a call for ``key`` is running now."""
-        with self._lock:
-            return key in self._calls
-
-
-_FLIGHTS: weakref.WeakSet[SingleFlight] = weakref.WeakSet()
+_FLIGHTS: weakref.WeakSet[CallTable] = weakref.WeakSet()
 
 
 def _forget_flights_in_child() -> None:
