@@ -122,12 +122,7 @@ class _Encoder:
         | set[Any]
         | frozenset[Any],
     ) -> bytes:
-        ident = id(obj)
-        if ident in self.active:
-            raise TypeError(
-                f"cannot build a cache key from a self-referencing {type(obj).__name__}"
-            )
-        self.active.add(ident)
+        ident = self._enter(obj)
         try:
             if isinstance(obj, tuple):
                 if type(obj) is tuple:
@@ -143,6 +138,17 @@ class _Encoder:
             return self._atom(tag, b"".join(sorted(self.encode(item) for item in obj)))
         finally:
             self.active.discard(ident)
+
+    def _enter(self, obj: Any) -> int:
+        """Mark ``obj`` as being encoded (its ``id``, for the caller's ``finally`` to
+        discard); a container met again inside itself has no finite key."""
+        ident = id(obj)
+        if ident in self.active:
+            raise TypeError(
+                f"cannot build a cache key from a self-referencing {type(obj).__name__}"
+            )
+        self.active.add(ident)
+        return ident
 
     def _subclass(self, obj: Any) -> bytes:
         """An instance of a subclass of a builtin: its type's name, then its value as
@@ -164,12 +170,7 @@ class _Encoder:
             value = [(k, v) for k, v in obj.items()]  # equality follows order
         else:
             value = next(b for b in _BUILTIN_BASES if isinstance(obj, b))(obj)
-        ident = id(obj)
-        if ident in self.active:
-            raise TypeError(
-                f"cannot build a cache key from a self-referencing {type(obj).__name__}"
-            )
-        self.active.add(ident)
+        ident = self._enter(obj)
         try:
             name = self.encode(_qualified_name(type(obj)))
             return self._atom(b"z", name + self.encode(value))
