@@ -1,5 +1,5 @@
-"""Panel fixes found by an outside probe: nested calls, panel order, the toolbar's own
-store, aliases that cannot be built, repeated keys, the Server-Timing text."""
+"""The panel at its edges: nested calls, panel order, the toolbar's own store, aliases
+that cannot be built, repeated keys, the Server-Timing text."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Command defects an outside probe found: each test fails without its fix."""
+"""Management commands at their edges: unusable levels and aliases, invalid tags,
+FileBasedCache expiry, ``-v 0``, and ``call_command`` with arguments given by name."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from django_smartcache.backends._level_patterns import _regex_on_final_keys
 from django_smartcache.backends.multilevel import MultiLevelCache
 from django_smartcache.core.patterns import KeyPattern
 
-from .test_pattern_fixes import (
+from .test_patterns_across_backends import (
     GLOBS,
     KEYS,
     REDIS,

@@ -1,4 +1,4 @@
-"""Wrong settings found by an outside probe: each one an ``ImproperlyConfigured`` naming
+"""Wrong level settings: each one an ``ImproperlyConfigured`` naming
 the option, never a ``TypeError`` from deep inside (which named nothing)."""
 
 from __future__ import annotations

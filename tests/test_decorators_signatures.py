@@ -1,4 +1,5 @@
-"""``@cached``: defects found by an outside probe of memoization (session 7)."""
+"""``@cached``: wrapper signatures, keys of unusual arguments and defaults, refused
+function kinds."""
 
 from __future__ import annotations
 
