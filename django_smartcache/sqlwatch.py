@@ -13,7 +13,9 @@ model signals. After a write statement succeeds, its table is mapped to models
   column one ``%s``: those row tags;
   an ``UPDATE`` that also sets that column moves rows to a new key: the new key's
   rows too if it is a bare ``%s``, else all rows;
-- an ``INSERT`` without the pk creates rows nobody could have cached: the model tag;
+- an ``INSERT`` without the pk creates rows nobody else could have cached: the
+  model tag; inside a transaction, the all-rows tag is also held dirty for this
+  thread until it ends (``tagging.hold_tags``);
 - anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``/``INSERT OR REPLACE``/
   ``UPDATE OR REPLACE``,
   upserts, ``MERGE``, ``WITH``: every table it writes, in its CTEs too):
@@ -38,7 +40,7 @@ from django.db.backends.signals import connection_created
 from . import conf, registry
 from .core.tags import InvalidTag
 from .registry import family, model_tag, rows_tag
-from .tagging import invalidate_tags
+from .tagging import hold_tags, invalidate_tags
 
 __all__ = ["Write", "install", "parse", "uninstall"]
 
@@ -507,6 +509,21 @@ def _all_rows_of(write: Write) -> list[str]:
     return tags
 
 
+def _unnamed_new_rows(write: Write) -> list[str]:
+    """All-rows tags of the models an ``INSERT`` adds rows to without naming their
+    pks (``bulk_create()`` without pks, raw SQL): to hold dirty in this thread's
+    transaction (``tagging.hold_tags``), not to invalidate."""
+    if write.verb != "INSERT" or write.all_rows:
+        return []
+    tags: list[str] = []
+    for use in registry.tables().get(write.table, ()):
+        if registry.is_watched(use.model) and not set(use.pk_columns) <= set(
+            write.columns
+        ):
+            tags += [rows_tag(m) for m in family(use.model)]
+    return tags
+
+
 def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> None:
     """Invalidate what ``sql`` wrote. The write already ran: a failure to work out
     its rows (a parameter that is no pk value, a misread statement) must not reach
@@ -523,6 +540,14 @@ def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> 
         except Exception:
             logger.debug("row tags of %r: all rows instead", sql, exc_info=True)
             tags += _all_rows_of(write)
+    # Rows added under pks the statement does not name: this thread reads them
+    # (``bulk_create()`` returns their pks) before they are committed, and they go
+    # if it rolls back (SQLite then gives their pks again), so their row tags are
+    # dirty for it until the transaction ends. Not invalidated: no one else can
+    # have cached them, and the other rows' entries stay valid.
+    held = [t for write in writes for t in _unnamed_new_rows(write)]
+    if held:
+        hold_tags(*dict.fromkeys(held), db=conn.alias)
     if not tags:
         return
     verbs = " ".join(sorted({f"{w.verb} {w.table}" for w in writes}))

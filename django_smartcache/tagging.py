@@ -42,6 +42,7 @@ __all__ = [
     "TaggingMixin",
     "VersionKeys",
     "expand_tags",
+    "hold_tags",
     "invalidate_tags",
     "nothing_pending",
     "tagging_caches",
@@ -224,6 +225,24 @@ def _mark_dirty(conn: Any, tags: Iterable[str]) -> None:
         _pending.by_db[conn.alias] = entry
     entry[1].update(tags)
     _dirty_threads[threading.current_thread()] = True
+
+
+def hold_tags(*tags: str, db: str | None = None) -> None:
+    """Make ``tags`` dirty for this thread until its open transactions end, without
+    invalidating them: for rows this transaction added whose pks are not known (an
+    ``INSERT`` that does not name them). Nobody else can have cached those rows yet,
+    and the other rows' entries stay valid; but this thread sees the new rows, so it
+    must neither store nor serve entries carrying these tags until it commits (its
+    rows are then committed data) or rolls back (they are gone, and a pk they took
+    may be given again).
+
+    ``db``: only the transaction of that database alias (else every open one);
+    outside a transaction, nothing to do.
+    """
+    norm = normalize_tags(tags)
+    if norm:
+        for conn in _open_transactions(db):
+            _mark_dirty(conn, norm)
 
 
 def nothing_pending() -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.core.cache import caches
-from django.db import transaction
+from django.db import connection, transaction
 
 from django_smartcache import model_tag
 from django_smartcache.signals import tags_invalidated
@@ -305,3 +305,49 @@ def test_a_writer_in_a_transaction_shares_no_computation(
     release.set()
     reader.join(10)
     assert got == {"writer": "mine", "reader": "old"}
+
+
+def test_rows_inserted_without_pks_are_dirty_until_the_transaction_ends(
+    book: Book, cache: Any
+) -> None:
+    """``bulk_create()`` without pks and a raw ``INSERT`` not naming the pk used to
+    mark only the model tag dirty: a row-tagged read of the new row stored its
+    uncommitted value, another thread got it before the commit, and it outlived
+    the rollback (SQLite then gives the same pk to the next row)."""
+    author = book.author
+    with pytest.raises(Rollback), transaction.atomic():
+        (ghost,) = Book.objects.bulk_create([Book(title="ghost", author=author)])
+        assert ghost.pk is not None
+        assert cached("book_row", ghost.pk)["title"] == "ghost"
+        assert cache.get(f"book_row:{ghost.pk}") is None  # not stored
+        assert _in_other_thread(lambda: cache.get(f"book_row:{ghost.pk}")) is None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO testapp_book (title, author_id) VALUES (%s, %s)",
+                ["raw ghost", author.pk],
+            )
+            raw_pk = cursor.lastrowid
+        assert cached("book_row", raw_pk)["title"] == "raw ghost"
+        assert cache.get(f"book_row:{raw_pk}") is None
+        raise Rollback
+    assert dirty_tags() == set()
+    (real,) = Book.objects.bulk_create([Book(title="real", author=author)])
+    assert real.pk == ghost.pk  # the rolled-back pk, given again
+    assert cached("book_row", real.pk)["title"] == "real"
+
+
+def test_a_committed_insert_without_pks_leaves_other_rows_cached(
+    book: Book, cache: Any, signals: list[Any]
+) -> None:
+    """The new rows' tags are held dirty, not invalidated: an entry of another row
+    cached before stays valid, and after the commit the new row is cached."""
+    cached("book_row", book.pk)
+    with transaction.atomic():
+        (new,) = Book.objects.bulk_create([Book(title="new", author=book.author)])
+        assert cached("book_row", new.pk)["title"] == "new"
+        assert cache.get(f"book_row:{new.pk}") is None
+    assert not any(model_tag(Book, new.pk) in tags for tags, _ in signals)
+    assert cache.get(f"book_row:{book.pk}") == fresh("book_row", book.pk)
+    assert cached("book_row", new.pk)["title"] == "new"
+    assert cache.get(f"book_row:{new.pk}") == fresh("book_row", new.pk)
+    assert cached("book_titles") == ["new", "old"]
