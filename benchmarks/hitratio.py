@@ -20,7 +20,9 @@ Every cell replays one request stream at an equal budget: on a miss the key is s
 
 Sizes are 1%, 5% and 10% of the unique keys of each stream, except the loop, whose length
 is 125% of the cache at each size. A byte-budget section then compares object and byte
-hit ratios on values of varied sizes. Everything is seeded: two runs print the same table.
+hit ratios on values of varied sizes, and on every trace replayed that has a sizes file
+(``NAME.sizes.xz``: twitter52 once fetched, see ``python -m benchmarks fetch-traces``)
+with its real sizes. Everything is seeded: two runs print the same table.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from django_smartcache.core import DEFAULT_POLICY, POLICIES, make_policy
@@ -199,17 +202,11 @@ def entry_table(
     return rows
 
 
-def byte_table(quick: bool) -> None:
-    """Values of varied sizes under a byte budget: object and byte hit ratios."""
-    requests, keys = (60_000, 6_000) if quick else (300_000, 20_000)
-    stream = workloads.zipf(requests, keys, 0.9, seed=7)
-    unique = sorted(set(stream))
-    total = sum(workloads.weight_of(k) for k in unique)
+def _byte_rows(
+    stream: Sequence[int], weight_of: Callable[[int], int], total: int
+) -> None:
+    """Object and byte hit ratios at 1/5/10% of ``total`` bytes, one row per budget."""
     names = [DEFAULT_POLICY, *(p for p in ("lru", "s3fifo") if p != DEFAULT_POLICY)]
-    print(
-        f"\nByte budget: Zipf 0.9, {requests:,} requests over {len(unique):,} keys whose "
-        f"values weigh 64 B..64 KiB (log-uniform), {total / 2**20:.0f} MiB in all."
-    )
     print(
         f"{'budget':<16}" + "".join(f"{n + ' obj':>14}{n + ' byte':>14}" for n in names)
     )
@@ -217,14 +214,44 @@ def byte_table(quick: bool) -> None:
         capacity = round(share * total)
         cells = []
         for name in names:
-            hits, byte_hits, requested = replay(
-                name, stream, capacity, workloads.weight_of
-            )
+            hits, byte_hits, requested = replay(name, stream, capacity, weight_of)
             cells.append(
                 f"{_pct(hits, len(stream)):>14.1f}{_pct(byte_hits, requested):>14.1f}"
             )
         label = f"{share:.0%} = {capacity / 2**20:.1f} MiB"
         print(f"{label:<16}" + "".join(cells), flush=True)
+
+
+def byte_table(quick: bool) -> None:
+    """Values of varied sizes under a byte budget: object and byte hit ratios."""
+    requests, keys = (60_000, 6_000) if quick else (300_000, 20_000)
+    stream = workloads.zipf(requests, keys, 0.9, seed=7)
+    unique = sorted(set(stream))
+    total = sum(workloads.weight_of(k) for k in unique)
+    print(
+        f"\nByte budget: Zipf 0.9, {requests:,} requests over {len(unique):,} keys whose "
+        f"values weigh 64 B..64 KiB (log-uniform), {total / 2**20:.0f} MiB in all."
+    )
+    _byte_rows(stream, workloads.weight_of, total)
+
+
+def trace_byte_table(name: str, keys: Sequence[int], sizes: Sequence[int]) -> None:
+    """A trace with real request sizes (``NAME.sizes.xz``) under a byte budget.
+
+    A key weighs the size of its first request (twitter52's sizes never change per key;
+    the replay asks a key's weight when it misses, not a request's)."""
+    if len(sizes) < len(keys):
+        raise ValueError(f"{name}: {len(sizes)} sizes for {len(keys)} requests")
+    weight: dict[int, int] = {}
+    for key, size in zip(keys, sizes, strict=False):
+        weight.setdefault(key, max(1, size))
+    total = sum(weight.values())
+    print(
+        f"\nByte budget: {name}, {len(keys):,} requests over {len(weight):,} keys with "
+        f"their real sizes ({min(weight.values()):,} B..{max(weight.values()):,} B), "
+        f"{total / 2**20:.1f} MiB in all."
+    )
+    _byte_rows(keys, weight.__getitem__, total)
 
 
 def micro(n: int = 200_000) -> None:
@@ -277,20 +304,33 @@ def main(argv: list[str]) -> int:
         return 0
     only = set(args.only.split(",")) if args.only else None
     given: Streams = []
+    sized: dict[str, list[int]] = {}
     for path in args.trace:
         keys = traces.load_file(path, column=args.column, limit=args.limit)
         if not keys:
             parser.error(f"--trace {path}: no requests read")
         given.append((os.path.basename(path), keys))
+        sizes = traces.load_sizes(Path(path), limit=args.limit)
+        if sizes is not None and args.column is None:
+            sized[os.path.basename(path)] = sizes
     started = time.perf_counter()
     print(
         f"Hit ratio (%) at an equal entry budget; default policy: {DEFAULT_POLICY!r}; "
-        f"traces from {', '.join(args.trace) or traces.TRACE_DIR}"
-        f"{'' if args.trace else ' (cache2k, CC BY 4.0)'}."
+        f"traces from {', '.join(args.trace) or ', '.join(map(str, traces.trace_dirs()))}"
+        f"{'' if args.trace else ' (credits: benchmarks/data/README.md)'}."
     )
-    entry_table(args.quick, only, store=not args.no_store, given=given)
-    if not args.no_bytes and not only and not given:
-        byte_table(args.quick)
+    rows = entry_table(args.quick, only, store=not args.no_store, given=given)
+    if not args.no_bytes:
+        if not only and not given:
+            byte_table(args.quick)
+        for name, stream in given:
+            if stream is not None and name in sized:
+                trace_byte_table(name, stream, sized[name])
+        named = {row["workload"] for row in rows} & set(traces.available())
+        for name in sorted(named if not given else ()):
+            real = traces.load_sizes(name)
+            if real is not None:
+                trace_byte_table(name, traces.load(name), real)
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
 

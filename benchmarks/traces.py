@@ -2,9 +2,12 @@
 
 The bundled traces (cache2k, CC BY 4.0; origin, licence and credit in
 ``benchmarks/data/README.md``) are xz-compressed streams of big-endian signed 32-bit
-keys, one per request. Every ``*.trace.xz`` / ``*.trace`` file of :data:`TRACE_DIR` is a
-trace; :func:`load_file` also reads text traces (one request per line), so a trace
-nobody here has seen can be replayed with ``python -m benchmarks hitratio --trace PATH``.
+keys, one per request. Every ``*.trace.xz`` / ``*.trace`` file of :data:`TRACE_DIR`, or
+of its ``fetched/`` folder (where ``python -m benchmarks fetch-traces`` writes public
+traces it converts; not committed), is a trace. A ``NAME.sizes.xz`` file beside
+``NAME.trace.xz``, in the same format, holds the size in bytes of each request.
+:func:`load_file` also reads text traces (one request per line), so a trace nobody here
+has seen can be replayed with ``python -m benchmarks hitratio --trace PATH``.
 """
 
 from __future__ import annotations
@@ -12,23 +15,40 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
+import sys
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["TRACES", "TRACE_DIR", "available", "load", "load_file"]
+__all__ = [
+    "FETCH_DIR",
+    "TRACES",
+    "TRACE_DIR",
+    "available",
+    "load",
+    "load_file",
+    "load_sizes",
+    "sizes_file",
+    "trace_dirs",
+    "write_file",
+]
 
 #: Where the traces live: ``$SMARTCACHE_TRACES``, else ``benchmarks/data``.
 TRACE_DIR = Path(
     os.environ.get("SMARTCACHE_TRACES", Path(__file__).resolve().parent / "data")
 )
 
+#: Where ``fetch-traces`` writes: ``$SMARTCACHE_TRACES``, else ``benchmarks/data/fetched``
+#: (git-ignored: downloaded traces are never committed).
+FETCH_DIR = TRACE_DIR if "SMARTCACHE_TRACES" in os.environ else TRACE_DIR / "fetched"
+
 #: Requests used of a named trace: orm-busy is cut to its first 2,000,000 requests, the
 #: prefix its published reference ratios were measured on; others are used whole.
 TRACES: dict[str, int | None] = {"orm-busy": 2_000_000}
 
 _BINARY_SUFFIXES = (".trace.xz", ".trace")
+_SIZES_SUFFIX = ".sizes.xz"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -40,24 +60,88 @@ def _name(path: Path) -> str:
     return path.name
 
 
+def trace_dirs() -> list[Path]:
+    """The folders scanned for traces: :data:`TRACE_DIR`, then its ``fetched/``."""
+    return [TRACE_DIR, TRACE_DIR / "fetched"]
+
+
+def _find(name: str) -> Path | None:
+    for folder in trace_dirs():
+        for suffix in _BINARY_SUFFIXES:
+            path = folder / f"{name}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
 def available() -> list[str]:
-    """The names of the binary traces in :data:`TRACE_DIR`, sorted."""
-    if not TRACE_DIR.is_dir():
-        return []
+    """The names of the binary traces in :func:`trace_dirs`, sorted (once each)."""
     return sorted(
-        _name(path)
-        for path in TRACE_DIR.iterdir()
-        if path.is_file() and path.name.endswith(_BINARY_SUFFIXES)
+        {
+            _name(path)
+            for folder in trace_dirs()
+            if folder.is_dir()
+            for path in folder.iterdir()
+            if path.is_file() and path.name.endswith(_BINARY_SUFFIXES)
+        }
     )
 
 
 def load(name: str, limit: int | None = None) -> list[int]:
-    """The keys of trace ``name`` of :data:`TRACE_DIR` (its standard prefix, or ``limit``)."""
-    for suffix in _BINARY_SUFFIXES:
-        path = TRACE_DIR / f"{name}{suffix}"
-        if path.exists():
-            return load_file(path, limit=limit if limit else TRACES.get(name))
-    raise FileNotFoundError(f"no trace {name!r} in {TRACE_DIR}")
+    """The keys of trace ``name`` (its standard prefix, or ``limit``); the first folder of
+    :func:`trace_dirs` holding it wins."""
+    path = _find(name)
+    if path is None:
+        raise FileNotFoundError(
+            f"no trace {name!r} in {' or '.join(map(str, trace_dirs()))}"
+        )
+    return load_file(path, limit=limit if limit else TRACES.get(name))
+
+
+def sizes_file(trace: str | Path) -> Path | None:
+    """The ``NAME.sizes.xz`` file of a trace: ``trace`` is a name (str) or a binary
+    trace file (Path); ``None`` when there is none."""
+    path = _find(trace) if isinstance(trace, str) else Path(trace)
+    if path is None or not path.name.endswith(_BINARY_SUFFIXES):
+        return None
+    sizes = path.with_name(_name(path) + _SIZES_SUFFIX)
+    return sizes if sizes.is_file() else None
+
+
+def load_sizes(trace: str | Path, limit: int | None = None) -> list[int] | None:
+    """The size in bytes of each request of a trace (a name, or a trace file as a Path),
+    cut like its keys (``limit``, else a named trace's standard prefix); ``None`` when
+    it has no sizes file."""
+    path = sizes_file(trace)
+    if path is None:
+        return None
+    if limit is None and isinstance(trace, str):
+        limit = TRACES.get(trace)
+    return _read_binary(path, limit)
+
+
+def write_file(path: str | Path, values: array[int] | Sequence[int]) -> None:
+    """Write ``values`` in the cache2k binary format (xz, big-endian signed 32-bit)."""
+    data = values if isinstance(values, array) else array("i", values)
+    if data.typecode != "i" or data.itemsize != 4:
+        raise TypeError("write_file wants array('i') of 32-bit ints")
+    if sys.byteorder == "little":
+        data = array("i", data)
+        data.byteswap()
+    with lzma.open(path, "wb") as fh:
+        fh.write(data.tobytes())
+
+
+def _read_binary(path: Path, limit: int | None) -> list[int]:
+    data = array("i")
+    with _opener(path)(path, "rb") as fh:
+        data.frombytes(fh.read())
+    if data.itemsize != 4:  # pragma: no cover - array("i") is 32-bit on CPython
+        raise RuntimeError("array('i') is not 32-bit here")
+    if sys.byteorder == "little":
+        data.byteswap()  # stored big-endian; array() reads native order
+    keys = data.tolist()
+    return keys[:limit] if limit is not None else keys
 
 
 def _opener(path: Path) -> Callable[..., IO[Any]]:
@@ -82,16 +166,9 @@ def load_file(
     first appearance. Plain, gzip and xz files are read alike (by their magic bytes).
     """
     path = Path(path)
-    opener = _opener(path)
     if path.name.endswith(_BINARY_SUFFIXES) and column is None:
-        data = array("i")
-        with opener(path, "rb") as fh:
-            data.frombytes(fh.read())
-        if data.itemsize != 4:  # pragma: no cover - array("i") is 32-bit on CPython
-            raise RuntimeError("array('i') is not 32-bit here")
-        data.byteswap()  # stored big-endian; array() reads native (little-endian) order
-        keys = data.tolist()
-        return keys[:limit] if limit is not None else keys
+        return _read_binary(path, limit)
+    opener = _opener(path)
     field = column or 0
     ids: dict[str, int] = {}
     out: list[int] = []
