@@ -41,7 +41,8 @@ def invalidate_rows(
     model: type[Model], pks: Iterable[Any], *, reason: str, db: str | None = None
 ) -> None:
     """Rows ``pks`` of ``model`` changed: their row tags and the model tags, family-wide."""
-    invalidate_tags(*_model_tags(model), *row_tags(model, pks), reason=reason, db=db)
+    rows = row_tags(model, pks, using=db)
+    invalidate_tags(*_model_tags(model), *rows, reason=reason, db=db)
 
 
 def invalidate_model(
@@ -57,7 +58,7 @@ def invalidate_model(
     invalidate_tags(*tags, reason=reason, db=db)
 
 
-def _sides(instance: Model) -> list[str]:
+def _sides(instance: Model, using: str) -> list[str]:
     """Row tags of both sides of a through-model row (a custom through model's save)."""
     by_column = {f.column.lower(): f.attname for f in instance._meta.concrete_fields}
     tags: list[str] = []
@@ -69,7 +70,7 @@ def _sides(instance: Model) -> list[str]:
             continue
         value = getattr(instance, by_column[column], None)
         if value is not None:
-            tags += _model_tags(side) + row_tags(side, [value])
+            tags += _model_tags(side) + row_tags(side, [value], using=using)
     return tags
 
 
@@ -78,8 +79,8 @@ def _on_save(sender: type[Model], instance: Model, using: str, **kwargs: Any) ->
     reason = f"post_save {sender._meta.label_lower} pk={instance.pk} {verb}"
     invalidate_tags(
         *_model_tags(sender),
-        *row_tags(sender, [instance.pk]),
-        *_sides(instance),
+        *row_tags(sender, [instance.pk], using=using),
+        *_sides(instance, using),
         reason=reason,
         db=using,
     )
@@ -89,8 +90,8 @@ def _on_delete(sender: type[Model], instance: Model, using: str, **kwargs: Any) 
     reason = f"post_delete {sender._meta.label_lower} pk={instance.pk}"
     invalidate_tags(
         *_model_tags(sender),
-        *row_tags(sender, [instance.pk]),
-        *_sides(instance),
+        *row_tags(sender, [instance.pk], using=using),
+        *_sides(instance, using),
         reason=reason,
         db=using,
     )
@@ -115,7 +116,8 @@ def _on_m2m(
     reason = f"m2m_changed {action} {type(instance)._meta.label_lower} pk={instance.pk}"
     tags: list[str] = [model_tag(sender)]  # the through model (custom or auto-created)
     if is_tracked(type(instance)):
-        tags += _model_tags(type(instance)) + row_tags(type(instance), [instance.pk])
+        tags += _model_tags(type(instance))
+        tags += row_tags(type(instance), [instance.pk], using=using)
     if is_tracked(model):
         tags += _model_tags(model)
         # clear(): the other side's rows are not known; nor are they when the links
@@ -123,7 +125,7 @@ def _on_m2m(
         if pk_set is None or not holds_pks(sender, model):
             tags += [rows_tag(m) for m in family(model)]
         else:
-            tags += row_tags(model, pk_set)
+            tags += row_tags(model, pk_set, using=using)
     invalidate_tags(*tags, reason=reason, db=using)
 
 

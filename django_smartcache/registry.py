@@ -16,7 +16,7 @@ import decimal
 import functools
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.db import connections
 from django.db.backends.utils import format_number
 from django.db.models import (
     DateTimeField,
@@ -207,18 +208,106 @@ def _pk_root(model: type[Model]) -> type[Model]:
         model = _concrete(remote.model)
 
 
+#: Internal types whose values :func:`normalize_pk` gives one text per value the
+#: database holds (numbers, dates, UUIDs: ``to_python`` folds their forms). Any other
+#: pk is text, and the database compares text under a collation.
+_NOT_TEXT = frozenset(
+    {
+        "AutoField",
+        "BigAutoField",
+        "SmallAutoField",
+        "IntegerField",
+        "BigIntegerField",
+        "SmallIntegerField",
+        "PositiveIntegerField",
+        "PositiveBigIntegerField",
+        "PositiveSmallIntegerField",
+        "BooleanField",
+        "DecimalField",
+        "FloatField",
+        "DateField",
+        "DateTimeField",
+        "TimeField",
+        "DurationField",
+        "UUIDField",
+        "BinaryField",
+    }
+)
+
+#: Collations, per vendor, under which two texts are equal only if they are the same
+#: characters (no case or accent folding, no PAD SPACE): ``None`` is the column's
+#: default. Anything else may fold: SQLite's ``NOCASE`` and ``RTRIM``, MySQL's
+#: ``*_ci``/``*_ai_ci`` and its PAD SPACE ``*_bin``, a PostgreSQL collation created
+#: ``deterministic = false``. MySQL's default collation (of the table, the database
+#: or the server) is not known without a query and is ``_ci`` unless changed; a
+#: vendor not listed (a third-party backend: SQL Server's defaults are ``_CI_``) is
+#: not trusted either.
+_EXACT_COLLATIONS: dict[str, Callable[[str | None], bool]] = {
+    "sqlite": lambda c: c is None or c == "binary",
+    "postgresql": lambda c: (
+        c is None or c in ("c", "posix", "ucs_basic", "pg_c_utf8", "default")
+    ),
+    "oracle": lambda c: c is None or c == "binary",
+    "mysql": lambda c: (
+        c is not None and (c == "binary" or c.endswith("_0900_bin") or "nopad_bin" in c)
+    ),
+}
+
+
+def _exact_text(field: Field[Any, Any], alias: str) -> bool:
+    """Whether the database of ``alias`` finds a value of ``field`` only under the
+    very text :func:`normalize_pk` gives it (``WHERE slug = 'acme'`` does not also
+    find ``'Acme'``)."""
+    while isinstance(field, ForeignKey):  # its column takes the target's collation
+        field = field.target_field
+    if field.get_internal_type() in _NOT_TEXT:
+        return True
+    connection = connections[alias]
+    exact = _EXACT_COLLATIONS.get(connection.vendor)
+    collation = getattr(field, "db_collation", None)
+    if exact is None or not exact(collation.lower() if collation else None):
+        return False
+    if connection.vendor in ("sqlite", "postgresql"):  # types known without a query
+        db_type = (field.db_type(connection) or "").lower()
+        # PostgreSQL's citext compares lower(); a type may carry its own COLLATE.
+        if db_type.startswith("citext") or "collate" in db_type:
+            return False
+    return True
+
+
+@functools.cache
+def _exact_pks(model: type[Model], alias: str | None) -> bool:
+    """Whether ``model``'s rows are found only by their pk's own text on ``alias``
+    (every database when ``None``); see :func:`row_tags`."""
+    aliases = list(connections) if alias is None else [alias]
+    return all(
+        _exact_text(field, name) for name in aliases for field in pk_fields(model)
+    )
+
+
 def row_tags(
-    model: type[Model], pks: Iterable[Any], *, db_timezone: Any = None
+    model: type[Model],
+    pks: Iterable[Any],
+    *,
+    db_timezone: Any = None,
+    using: str | None = None,
 ) -> list[str]:
     """Row tags of ``pks`` in every model of ``model``'s family.
 
     A member whose pks are another ancestor's (multiple inheritance: the same row has
     another pk there) gets its all-rows tag instead: which of its rows it is, is not
     known without a query. ``db_timezone``: see :func:`normalize_pk`.
+
+    ``using``: the database written (every database when ``None``). Where it compares
+    a text pk under a collation that may fold (case, accents, trailing spaces:
+    ``UPDATE ... WHERE slug = 'acme'`` writes row ``'Acme'``), the rows written are
+    not known by their text, and every member gets its all-rows tag.
     """
     pks = [normalize_pk(model, pk, db_timezone=db_timezone) for pk in pks]
     if not pks:
         return []
+    if not _exact_pks(_concrete(model), using):
+        return [rows_tag(member) for member in family(model)]
     root = _pk_root(model)
     tags: list[str] = []
     for member in family(model):
@@ -394,11 +483,19 @@ def m2m_relations(model: type[Model]) -> list[type[Model]]:
 
 
 def clear_caches() -> None:
-    for cached in (family, is_tracked, is_watched, tables, _through_sides, _pk_root):
+    for cached in (
+        family,
+        is_tracked,
+        is_watched,
+        tables,
+        _through_sides,
+        _pk_root,
+        _exact_pks,
+    ):
         cached.cache_clear()
 
 
 @receiver(setting_changed, dispatch_uid="django_smartcache.registry.reset")
 def _reset(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("SMARTCACHE", "INSTALLED_APPS"):
+    if setting in ("SMARTCACHE", "INSTALLED_APPS", "DATABASES"):
         clear_caches()

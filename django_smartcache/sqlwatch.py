@@ -351,11 +351,15 @@ def _param_rows(params: Any, many: bool) -> list[Sequence[Any]]:
 
 
 def _tags_for(
-    write: Write, params: Any, many: bool, db_timezone: Any = None
+    write: Write,
+    params: Any,
+    many: bool,
+    db_timezone: Any = None,
+    using: str | None = None,
 ) -> list[str]:
     tags: list[str] = []
     for use in registry.tables().get(write.table, ()):
-        tags.extend(_tags_for_use(write, use, params, many, db_timezone))
+        tags.extend(_tags_for_use(write, use, params, many, db_timezone, using))
     return tags
 
 
@@ -369,8 +373,10 @@ def _tags_for_use(
     params: Any,
     many: bool,
     db_timezone: Any = None,
+    using: str | None = None,
 ) -> list[str]:
-    """``db_timezone``: the zone of naive datetimes in ``params`` (the connection's)."""
+    """``db_timezone``: the zone of naive datetimes in ``params`` (the connection's);
+    ``using``: its alias (how it compares text pks: see ``registry.row_tags``)."""
     model = use.model
     tags: list[str] = []
     # A parent's table is watched for the rows of its tracked children too.
@@ -385,7 +391,9 @@ def _tags_for_use(
                 tags += _everything(side)
             else:
                 tags += [model_tag(m) for m in family(side)]
-                tags += registry.row_tags(side, pks, db_timezone=db_timezone)
+                tags += registry.row_tags(
+                    side, pks, db_timezone=db_timezone, using=using
+                )
         if tracked and write.verb != "INSERT":
             tags += _everything(model)
         return tags
@@ -404,7 +412,7 @@ def _tags_for_use(
         pks = _values_of(write, use.pk_column, rows)
     if pks is None:
         return _everything(model)
-    rows_written = registry.row_tags(model, pks, db_timezone=db_timezone)
+    rows_written = registry.row_tags(model, pks, db_timezone=db_timezone, using=using)
     return [model_tag(m) for m in family(model)] + rows_written
 
 
@@ -536,7 +544,7 @@ def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> 
     for write in writes:
         try:
             # Naive datetimes among the parameters are in the connection's zone.
-            tags += _tags_for(write, params, many, conn.timezone)
+            tags += _tags_for(write, params, many, conn.timezone, conn.alias)
         except Exception:
             logger.debug("row tags of %r: all rows instead", sql, exc_info=True)
             tags += _all_rows_of(write)

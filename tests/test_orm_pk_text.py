@@ -15,7 +15,7 @@ from django.test import override_settings
 
 from django_smartcache import model_tag
 from django_smartcache.registry import normalize_pk
-from tests.testapp.models import Price, Reading
+from tests.testapp.models import Brand, City, Price, Reading
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,3 +87,53 @@ def test_a_datetime_pk_row_is_invalidated_by_sql(cache: Any) -> None:
     assert cached() == 3
     Reading.objects.bulk_update([Reading(taken_at=NOON_UTC, value=4)], ["value"])
     assert cached() == 4
+
+
+def test_a_pk_compared_without_case_is_invalidated_whatever_case_a_write_uses(
+    cache: Any,
+) -> None:
+    """A text pk under a collation that folds case (SQLite's ``NOCASE``, MySQL's
+    default ``_ci``, PostgreSQL's ``citext``): ``filter(pk="acme").update()``, raw
+    ``WHERE slug = 'ACME'`` and ``Brand(slug="acme").save()`` write row ``'Acme'``,
+    but invalidated ``#acme`` only, and ``model_tag(Brand, "Acme")`` stayed stale."""
+    Brand.objects.create(slug="Acme", name="v0")
+
+    def cached() -> str:
+        return cache.get_or_set(  # type: ignore[no-any-return]
+            "brand",
+            lambda: Brand.objects.get(pk="Acme").name,
+            tags=[model_tag(Brand, "Acme")],
+        )
+
+    assert cached() == "v0"
+    Brand.objects.filter(pk="acme").update(name="v1")
+    assert cached() == "v1"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE testapp_brand SET name = %s WHERE slug = %s", ["v2", "ACME"]
+        )
+    assert cached() == "v2"
+    Brand(slug="acme", name="v3").save()
+    assert Brand.objects.count() == 1
+    assert cached() == "v3"
+    Brand(slug="aCmE").delete()
+    assert not Brand.objects.exists()
+    with pytest.raises(Brand.DoesNotExist):
+        cached()
+
+
+def test_which_pks_are_found_only_by_their_own_text() -> None:
+    """How ``row_tags`` decides, per vendor, from the field and its collation."""
+    from django_smartcache.registry import _EXACT_COLLATIONS, _exact_pks
+
+    assert _exact_pks(City, "default")  # SQLite's default BINARY
+    assert not _exact_pks(Brand, "default")  # NOCASE
+    assert _exact_pks(Price, None) and _exact_pks(Reading, None)  # not text
+    sqlite, pg, mysql = (
+        _EXACT_COLLATIONS[v] for v in ("sqlite", "postgresql", "mysql")
+    )
+    assert sqlite(None) and sqlite("binary") and not sqlite("rtrim")
+    assert pg(None) and pg("c") and not pg("case_insensitive")
+    # MySQL: the default is the table's, usually *_ci; a PAD SPACE *_bin folds spaces.
+    assert not mysql(None) and not mysql("utf8mb4_0900_ai_ci")
+    assert not mysql("utf8mb4_bin") and mysql("utf8mb4_0900_bin")

@@ -80,6 +80,16 @@ class City(models.Model):
         return self.name
 
 
+class Brand(models.Model):
+    """A text pk compared without case (SQLite's NOCASE; MySQL's default ``_ci``)."""
+
+    slug = models.CharField(max_length=50, primary_key=True, db_collation="NOCASE")
+    name = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
 class Plain(models.Model):
     """A model of the mapping cases below: named by its pk."""
 
