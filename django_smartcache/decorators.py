@@ -40,7 +40,7 @@ from django.utils.functional import Promise
 from .core import keys
 from .core.singleflight import CallTable, SingleFlight, mark_leading, nested, waker
 from .signals import stampede_wait
-from .tagging import dirty_tags
+from .tagging import at_commit, dirty_tags
 
 __all__ = ["CachedFunction", "cached", "supports_tags"]
 
@@ -655,9 +655,16 @@ class CachedFunction(Generic[P, R]):
         """Delete this call's entry; whether there was one.
 
         A computation of it already running (in any process) will not store its
-        result (see :meth:`_void`), and later callers do not join it.
+        result (see :meth:`_void`), and later callers do not join it. Inside a
+        transaction (a ``post_save`` receiver), again when it commits: until then
+        other threads read the committed, old data and may cache it.
         """
         key = self.key(*args, **kwargs)
+        at_commit(functools.partial(self._drop, key))
+        return self._drop(key)
+
+    def _drop(self, key: str) -> bool:
+        """:meth:`invalidate` of ``key``."""
         cache = self._cache()
         self._void(cache, key)
         _FLIGHT.forget((self._options.using, key))
@@ -665,8 +672,18 @@ class CachedFunction(Generic[P, R]):
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Recompute this call now, store it, and return it (never the result of a
-        computation that was already running: it may predate the change)."""
+        computation that was already running: it may predate the change).
+
+        Inside a transaction (a ``post_save`` receiver) the value computed now may
+        hold uncommitted data: it is returned, not stored; the entry is invalidated
+        now, and the call is refreshed (computed and stored) when the transaction
+        commits, as :meth:`invalidate` would be. A rollback leaves nothing.
+        """
         key = self.key(*args, **kwargs)
+        if at_commit(functools.partial(self.refresh, *args, **kwargs)):
+            self._drop(key)
+            at_commit(functools.partial(self._drop, key))
+            return self._func(*args, **kwargs)
         cache = self._cache()
         self._void(cache, key)
         _FLIGHT.forget((self._options.using, key))
@@ -827,6 +844,11 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         if _loop_running():
             return self.ainvalidate(*args, **kwargs)
         key = self.key(*args, **kwargs)
+        at_commit(functools.partial(self._drop, key))
+        return self._drop(key)
+
+    def _drop(self, key: str) -> bool:
+        """:meth:`invalidate` of ``key``, from sync code."""
         cache = self._cache()
         self._void(cache, key)
         _ASYNC_FLIGHT.forget((self._options.using, key))
@@ -834,9 +856,15 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """:meth:`CachedFunction.refresh`: as :meth:`invalidate`, a coroutine of
-        :meth:`arefresh` where an event loop runs, else the value, computed now."""
+        :meth:`arefresh` where an event loop runs, else the value, computed now
+        (inside a transaction: returned, stored only when it commits)."""
         if _loop_running():
             return self.arefresh(*args, **kwargs)
+        if at_commit(functools.partial(self.refresh, *args, **kwargs)):
+            key = self.key(*args, **kwargs)
+            self._drop(key)
+            at_commit(functools.partial(self._drop, key))
+            return async_to_sync(self._func)(*args, **kwargs)
         return async_to_sync(self.arefresh)(*args, **kwargs)
 
     async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:

@@ -41,6 +41,7 @@ from .signals import tags_invalidated
 __all__ = [
     "TaggingMixin",
     "VersionKeys",
+    "at_commit",
     "expand_tags",
     "hold_tags",
     "invalidate_tags",
@@ -214,7 +215,31 @@ def _repeat_at_commit(conn: Any, repeat: Any) -> None:
         repeat()
         dirty_tags()  # committed: this thread's dirty state ends (_dirty_threads too)
 
+    repeat_then_forget.smartcache_repeat = True  # type: ignore[attr-defined]
     conn.run_on_commit.insert(0, (savepoints, repeat_then_forget, True))
+
+
+def at_commit(func: Callable[[], Any]) -> bool:
+    """Run ``func`` when each of this thread's open transactions (an application
+    ``atomic()``, a manual transaction) commits; dropped if it rolls back. Whether
+    one was open (outside, nothing is queued).
+
+    Queued as the repeats of invalidations are (robust, before the application's own
+    hooks, see :func:`_repeat_at_commit`) but after those already queued, so that a
+    recomputation at commit comes after the invalidations of the transaction's
+    earlier writes (those of later writes go first anyway).
+    """
+    conns = _open_transactions(None)
+    for conn in conns:
+        savepoints = set(conn.savepoint_ids) if conn.in_atomic_block else set()
+        hooks = conn.run_on_commit
+        position = 0
+        while position < len(hooks) and getattr(
+            hooks[position][1], "smartcache_repeat", False
+        ):
+            position += 1
+        hooks.insert(position, (savepoints, func, True))
+    return bool(conns)
 
 
 def _mark_dirty(conn: Any, tags: Iterable[str]) -> None:

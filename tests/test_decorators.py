@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import operator
 import threading
@@ -11,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from asgiref.sync import iscoroutinefunction
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 from django.contrib.auth.models import User
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
@@ -1068,3 +1069,143 @@ def test_async_invalidate_while_computing_keeps_the_old_result_out():
         return await first, second, await reader()
 
     assert asyncio.run(scenario()) == ("old", "new", "new")
+
+
+# -- invalidate() and refresh() inside the writer's transaction ----------------------
+
+
+class _Rollback(Exception):
+    pass
+
+
+#: Set in the "other request" threads: SQLite's shared in-memory test database locks a
+#: table a transaction writes, so they read the committed rows from ``_COMMITTED``.
+_ANOTHER_REQUEST = contextvars.ContextVar("another_request", default=False)
+_COMMITTED: dict[int, str] = {}
+
+
+def _title(pk: int) -> str:
+    from tests.testapp.models import Book
+
+    if _ANOTHER_REQUEST.get():
+        return _COMMITTED[pk]
+    return Book.objects.get(pk=pk).title
+
+
+@pytest.fixture
+def on_book_save():
+    """Connect ``receiver(book)`` to ``Book``'s ``post_save`` for the test."""
+    from django.db.models.signals import post_save
+
+    from tests.testapp.models import Book
+
+    connected = []
+
+    def connect(receiver):
+        def on_save(sender, instance, **kwargs):
+            receiver(instance)
+
+        post_save.connect(on_save, sender=Book, weak=False)
+        connected.append(on_save)
+
+    yield connect
+    for on_save in connected:
+        post_save.disconnect(on_save, sender=Book)
+
+
+def _book(title: str = "old") -> Any:
+    from tests.testapp.models import Author, Book
+
+    book = Book.objects.create(title=title, author=Author.objects.create(name="A"))
+    _COMMITTED[book.pk] = title
+    return book
+
+
+def _another_request(func):
+    out = []
+
+    def run():
+        _ANOTHER_REQUEST.set(True)
+        out.append(func())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(ARRIVAL_TIMEOUT)
+    return out[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_refresh_in_a_transaction_stores_only_when_it_commits(on_book_save, kind):
+    """``refresh()`` from a ``post_save`` receiver (as memoize.md suggests) ran inside
+    the writer's transaction: it stored the uncommitted value, which other threads
+    were served before the commit and which outlived a rollback."""
+    from django.db import transaction
+
+    calls = Counter()
+    if kind == "sync":
+
+        @cached(name=f"refresh_in_transaction_{kind}")
+        def title(pk):
+            calls[pk] += 1
+            return _title(pk)
+
+        read = title
+    else:
+
+        @cached(name=f"refresh_in_transaction_{kind}")
+        async def atitle(pk):
+            calls[pk] += 1
+            return await sync_to_async(_title)(pk)
+
+        title, read = atitle, async_to_sync(atitle)
+
+    book = _book()
+    seen: list[str] = []
+    on_book_save(lambda instance: seen.append(title.refresh(instance.pk)))
+    assert read(book.pk) == "old"
+    with pytest.raises(_Rollback), transaction.atomic():
+        book.title = "uncommitted"
+        book.save()
+        assert seen == ["uncommitted"]  # returned to the receiver...
+        assert _another_request(lambda: read(book.pk)) == "old"  # ...not stored
+        raise _Rollback
+    assert _another_request(lambda: read(book.pk)) == "old"
+    assert read(book.pk) == "old"
+    with transaction.atomic():
+        book.title = "new"
+        book.save()
+        assert _another_request(lambda: read(book.pk)) == "old"  # committed data
+    # Refreshed at the commit: computed from the committed row and stored.
+    before = calls[book.pk]
+    assert _another_request(lambda: read(book.pk)) == "new"
+    assert read(book.pk) == "new"
+    assert calls[book.pk] == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invalidate_in_a_transaction_is_repeated_at_commit(on_book_save):
+    """``invalidate()`` from a ``post_save`` receiver acted before the commit only:
+    another thread re-cached the committed, old row meanwhile, stale until timeout."""
+    from django.db import transaction
+
+    @cached(name="invalidate_in_transaction")
+    def title(pk):
+        return _title(pk)
+
+    book = _book()
+    on_book_save(lambda instance: title.invalidate(instance.pk))
+    assert title(book.pk) == "old"
+    with transaction.atomic():
+        book.title = "new"
+        book.save()
+        assert _another_request(lambda: title(book.pk)) == "old"  # re-cached
+    _COMMITTED[book.pk] = "new"
+    assert _another_request(lambda: title(book.pk)) == "new"
+    # Rolled back: the repeat is dropped, and the committed value stays cached.
+    with pytest.raises(_Rollback), transaction.atomic():
+        book.title = "uncommitted"
+        book.save()
+        assert _another_request(lambda: title(book.pk)) == "new"  # re-cached
+        raise _Rollback
+    assert title(book.pk) == "new"
