@@ -58,18 +58,31 @@ def invalidate_model(
     invalidate_tags(*tags, reason=reason, db=db)
 
 
-def _sides(instance: Model, using: str) -> list[str]:
-    """Row tags of both sides of a through-model row (a custom through model's save)."""
-    by_column = {f.column.lower(): f.attname for f in instance._meta.concrete_fields}
+def _sides(
+    instance: Model, using: str, moved: frozenset[str] | None = frozenset()
+) -> list[str]:
+    """Row tags of both sides of a through-model row (a custom through model's save).
+
+    ``moved``: the fields an update wrote (``None``: all of them). A link among them
+    may have moved from another row, which is not known without a query (the row was
+    read, if at all, before the save): that side's rows are all invalidated.
+    """
+    by_column = {f.column.lower(): f for f in instance._meta.concrete_fields}
     tags: list[str] = []
     for column, side in through_sides(type(instance)):
         if not is_tracked(side):
             continue
-        if column is None:  # a to_field link: not the side's pk
+        field = None if column is None else by_column[column]
+        value = None if field is None else getattr(instance, field.attname, None)
+        if (
+            field is None  # a to_field link: not the side's pk
+            or value is None  # not known (an instance built with its pk only)
+            or moved is None
+            or field.name in moved
+            or field.attname in moved
+        ):
             tags += _model_tags(side) + [rows_tag(m) for m in family(side)]
-            continue
-        value = getattr(instance, by_column[column], None)
-        if value is not None:
+        else:
             tags += _model_tags(side) + row_tags(side, [value], using=using)
     return tags
 
@@ -77,10 +90,15 @@ def _sides(instance: Model, using: str) -> list[str]:
 def _on_save(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
     verb = "created" if kwargs.get("created") else "saved"
     reason = f"post_save {sender._meta.label_lower} pk={instance.pk} {verb}"
+    # An update may move the row's links: from which rows is not known.
+    fields = kwargs.get("update_fields")
+    moved: frozenset[str] | None = frozenset()
+    if not kwargs.get("created"):
+        moved = None if fields is None else frozenset(fields)
     invalidate_tags(
         *_model_tags(sender),
         *row_tags(sender, [instance.pk], using=using),
-        *_sides(instance, using),
+        *_sides(instance, using, moved),
         reason=reason,
         db=using,
     )

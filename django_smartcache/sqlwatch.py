@@ -34,8 +34,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db import connections
 from django.db.backends.signals import connection_created
+from django.dispatch import receiver
 
 from . import conf, registry
 from .core.tags import InvalidTag
@@ -598,3 +602,23 @@ def uninstall() -> None:
     for conn in connections.all(initialized_only=True):
         while _wrapper in conn.execute_wrappers:
             conn.execute_wrappers.remove(_wrapper)
+
+
+@receiver(setting_changed, dispatch_uid="django_smartcache.sqlwatch.follow")
+def _follow(*, setting: str, **kwargs: Any) -> None:
+    """Follow ``SMARTCACHE["WATCH_SQL"]`` when it changes (``override_settings``), as
+    the signal receivers follow ``MODELS``. Turned on, it watches the connections
+    opened from then on and this thread's open ones; turned off, none of them."""
+    if setting != "SMARTCACHE" or not apps.ready:
+        return
+    if not apps.is_installed("django_smartcache"):
+        return
+    conf.get_config.cache_clear()
+    try:
+        watch = conf.get("WATCH_SQL")
+    except ImproperlyConfigured:
+        return  # reported where the settings are read (and by the system check)
+    if watch and not _state.enabled:
+        install()
+    elif not watch and _state.enabled:
+        uninstall()

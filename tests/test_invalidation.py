@@ -98,6 +98,15 @@ WRITES = {
         lib["bob"], through_defaults={"role": "new"}
     ),
     "through_save": lambda lib: _save_membership(lib),
+    "through_move_to_another_club": lambda lib: _move_membership(lib),
+    "through_move_by_pk_only": lambda lib: Membership(
+        pk=Membership.objects.get(author=lib["ann"]).pk,
+        club=Club.objects.create(name="Elsewhere"),
+        author=lib["bob"],
+    ).save(),
+    "through_delete_by_pk_only": lambda lib: Membership(
+        pk=Membership.objects.get(author=lib["ann"]).pk
+    ).delete(),
     "through_remove": lambda lib: lib["ann"].clubs.remove(lib["club"]),
     "through_delete_author": lambda lib: lib["ann"].delete(),
     "fk_cascade_delete": lambda lib: lib["bob"].delete(),
@@ -109,6 +118,14 @@ WRITES = {
 def _save_membership(lib: dict[str, Any]) -> None:
     m = Membership.objects.get(author=lib["ann"])
     m.role = "treasurer"
+    m.save()
+
+
+def _move_membership(lib: dict[str, Any]) -> None:
+    """A custom through row moved to another club: the old club loses a member. With
+    signals only, just the new club's row was invalidated, and the old club's stayed."""
+    m = Membership.objects.get(author=lib["ann"])
+    m.club = Club.objects.create(name="Elsewhere")
     m.save()
 
 
@@ -240,3 +257,53 @@ def test_connect_is_idempotent_and_reversible() -> None:
     finally:
         invalidation.connect()
     assert len(post_save.receivers) == before
+
+
+def test_override_settings_turns_the_sql_watcher_off_and_on(
+    library: dict[str, Any],
+) -> None:
+    """``override_settings(SMARTCACHE={"WATCH_SQL": False})`` reconnected the signal
+    receivers but left the SQL watcher on."""
+    from django.db import connection
+
+    b1 = library["b1"]
+    with override_settings(SMARTCACHE={"WATCH_SQL": False}):
+        assert sqlwatch._wrapper not in connection.execute_wrappers
+        cached("book_row", b1.pk)
+        Book.objects.filter(pk=b1.pk).update(title="unseen")  # no signal, no watcher
+        assert cached("book_row", b1.pk)["title"] == "B1"
+    assert connection.execute_wrappers.count(sqlwatch._wrapper) == 1
+    Book.objects.filter(pk=b1.pk).update(title="seen")
+    assert cached("book_row", b1.pk)["title"] == "seen"
+
+
+@pytest.mark.parametrize("how", ["instance", "pk only"])
+def test_a_through_row_moved_by_save_invalidates_the_side_it_left(
+    library: dict[str, Any], tagged_cache: Any, how: str
+) -> None:
+    """With signals only (``WATCH_SQL`` off), ``m.club = c2; m.save()`` invalidated
+    the new club's row, not the old one's: a read tagged ``model_tag(c1)`` still
+    listed the member (the SQL watcher, invalidating every club, hid it)."""
+    c1, c2 = library["club"], Club.objects.create(name="Elsewhere")
+    ann = library["ann"]
+
+    def members(club: Club) -> list[str]:
+        return tagged_cache.get_or_set(  # type: ignore[no-any-return]
+            f"members:{club.pk}",
+            lambda: sorted(
+                Author.objects.filter(clubs=club).values_list("name", flat=True)
+            ),
+            tags=[model_tag(club)],
+        )
+
+    assert (members(c1), members(c2)) == (["Ann"], [])
+    sqlwatch.uninstall()
+    try:
+        m = Membership.objects.get(author=ann)
+        if how == "pk only":
+            m = Membership(pk=m.pk, author=ann, role=m.role)
+        m.club = c2
+        m.save()
+    finally:
+        sqlwatch.install()
+    assert (members(c1), members(c2)) == ([], ["Ann"])
