@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -245,12 +244,12 @@ def invalidation_delay(
 
 
 def _start_redis(workdir: Path) -> Any:
-    from tests.fixtures.redis_server import RedisServer, _free_port
+    from tests.fixtures.servers import RedisServer, find_binary, free_port
 
-    binary = shutil.which("redis-server")
+    binary = find_binary("redis-server")
     if binary is None:
         return None
-    server = RedisServer(binary, _free_port(), workdir)
+    server = RedisServer(binary, free_port(), workdir)
     server.start()
     return server
 

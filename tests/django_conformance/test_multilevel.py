@@ -25,7 +25,12 @@ import pytest
 import redis
 from django.core.cache import caches
 
-from tests.fixtures.redis_server import INSTALL_HINT, RedisServer, _free_port
+from tests.fixtures.servers import (
+    REDIS_INSTALL_HINT as INSTALL_HINT,
+    RedisServer,
+    find_binary,
+    free_port,
+)
 
 from .suite import make_conformance_tests
 
@@ -64,8 +69,8 @@ MultiLevelCacheConformanceTests = make_conformance_tests(
 # own RedisCache suite, the "cull" aliases are excluded (Redis culls by maxmemory, not
 # MAX_ENTRIES; upstream skips those tests with "Culling isn't implemented.").
 
-_REDIS_BINARY = shutil.which("redis-server")
-_REDIS_PORT = _free_port()
+_REDIS_BINARY = find_binary("redis-server")
+_REDIS_PORT = free_port()
 _REDIS_LEVELS = [
     {"BACKEND": "django_smartcache.backends.SmartCache"},
     {

@@ -300,11 +300,14 @@ def prepare_tree(
 def redis_url(required: bool) -> Iterator[str | None]:
     """A fresh redis-server on a free loopback port, or None where there is none."""
     sys.path.insert(0, str(ROOT))
-    from tests.fixtures.redis_server import INSTALL_HINT, RedisServer, _free_port
-
-    binary = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    from tests.fixtures.servers import (
+        REDIS_INSTALL_HINT as INSTALL_HINT,
+        RedisServer,
+        find_binary,
+        free_port,
     )
+
+    binary = find_binary("redis-server")
     if binary is None:
         if required:
             raise SystemExit(f"{INSTALL_HINT} (SMARTCACHE_REQUIRE_REDIS=1)")
@@ -312,7 +315,7 @@ def redis_url(required: bool) -> Iterator[str | None]:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="smartcache-upstream-redis-") as workdir:
-        server = RedisServer(binary, _free_port(), Path(workdir))
+        server = RedisServer(binary, free_port(), Path(workdir))
         server.start()
         try:
             yield f"redis://127.0.0.1:{server.port}"
