@@ -188,10 +188,28 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         if health.down_until != 0.0:
             health.recovered()
 
-    def _fault(self, index: int, exc: BaseException, op: str) -> None:
+    def _fault(
+        self,
+        index: int,
+        exc: BaseException,
+        op: str,
+        missed: list[str] | None = None,
+        *,
+        cleared: bool = False,
+    ) -> None:
+        """Level ``index`` raised ``exc`` during ``op``: a caller's error is raised,
+        anything else marks the level down and remembers what it missed (``missed``
+        keys, or a clear). A caller's error leaves no suspect: the level is up and
+        refused the call, so the value it holds is still valid (a set whose timeout
+        Redis refused used to schedule a repair that deleted the key's old value)."""
         if _caller_error(exc):
             raise exc  # the level works; the call was wrong (incr of a non-integer)
-        self._health[index].failed(exc, op)
+        health = self._health[index]
+        health.failed(exc, op)
+        if cleared:
+            health.missed_clear()
+        elif missed:
+            health.missed(missed)
         if self._raise:
             raise exc
 
@@ -446,8 +464,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 try:
                     answer = call(self._levels[i], i)
                 except FAULTS as exc:
-                    self._health[i].missed(keys)
-                    self._fault(i, exc, op)
+                    self._fault(i, exc, op, keys)
                     continue
                 self._ok(i)
             if result is _MISSING:
@@ -525,8 +542,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             except FAULTS as exc:
                 if i == 0:
                     raise
-                self._health[i].missed([key])
-                self._fault(i, exc, "add")
+                self._fault(i, exc, "add", [key])
             else:
                 if i:
                     self._ok(i)
@@ -599,8 +615,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 try:
                     self._levels[j].delete(key)
                 except FAULTS as exc:
-                    self._health[j].missed([key])
-                    self._fault(j, exc, "incr")
+                    self._fault(j, exc, "incr", [key])
             self._co.local_write()
             self._publish([key])
             return value
@@ -667,8 +682,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             try:
                 self._levels[i].clear()
             except FAULTS as exc:
-                self._health[i].missed_clear()
-                self._fault(i, exc, "clear")
+                self._fault(i, exc, "clear", cleared=True)
             else:
                 self._ok(i)
         self._co.flush()
@@ -713,8 +727,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             except FAULTS as exc:
                 if i == 0:
                     raise
-                self._health[i].missed_clear()
-                self._fault(i, exc, "delete_pattern")
+                self._fault(i, exc, "delete_pattern", cleared=True)
                 continue
             if i:
                 self._ok(i)
