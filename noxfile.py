@@ -74,7 +74,8 @@ def example(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Print the benchmark tables (hit ratio, latency, memory, persistent levels)."""
+    """Print the benchmark tables (every suite of ``python -m benchmarks``; arguments
+    after ``--`` pick suites and options, e.g. ``nox -s bench -- latency``)."""
     session.install("-e", ".[redis]", "--group", "bench")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
