@@ -522,10 +522,17 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         if type(value) is Tagged:
             value = _to_level(value)
         # The lowest working level decides atomically; the levels above follow it.
+        # A level below the decider, skipped or failing, is not made to forget the key
+        # on recovery: what it holds then is older than this add (which would have
+        # lost to it) or another process's later write (a lock taken once the level
+        # was back: deleting it let a third process take the lock too). An add that
+        # timed out and that the level applies after all made this process the holder
+        # there too. Only the levels above the decider, which follow it, may be stale.
         decided: bool | None = None
         for i in range(self._last, -1, -1):
             if i and not self._usable(i):
-                self._health[i].missed([key])
+                if decided is not None:
+                    self._health[i].missed([key])
                 continue
             level = self._levels[i]
             try:
@@ -542,7 +549,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             except FAULTS as exc:
                 if i == 0:
                     raise
-                self._fault(i, exc, "add", [key])
+                self._fault(i, exc, "add", None if decided is None else [key])
             else:
                 if i:
                     self._ok(i)

@@ -77,3 +77,89 @@ def test_a_write_refused_as_the_callers_error_leaves_no_suspect(
     assert client.get(cache.make_key("many")) is not None
     cache.levels[0].clear()
     assert cache.get("one") == "old"
+
+
+# -- another process's write after the level came back -------------------------------
+
+
+def _worker(url: str, prefix: str, retry: float, commands: Any, results: Any) -> None:
+    """A separate process with its own MultiLevelCache over Redis at ``url``: runs
+    ``(method, *args)`` from ``commands`` and puts each answer in ``results``."""
+    import django
+
+    django.setup()
+    cache = MultiLevelCache(
+        "",
+        {
+            "KEY_PREFIX": prefix,
+            "OPTIONS": {
+                "LEVELS": [{"BACKEND": SMART}, {"BACKEND": REDIS, "LOCATION": url}],
+                "RETRY_INTERVAL": retry,
+            },
+        },
+    )
+    cache.get("warm-up")  # starts the listener
+    while True:
+        command = commands.get()
+        if command[0] == "quit":
+            return
+        if command[0] == "connected":
+            deadline = time.monotonic() + 10
+            while not cache._co.connected and time.monotonic() < deadline:
+                time.sleep(0.01)
+            results.put(cache._co.connected)
+        else:
+            results.put(getattr(cache, command[0])(*command[1:]))
+
+
+class _Processes:
+    """Named worker processes (spawned: no state inherited from the test runner)."""
+
+    def __init__(self, names: str, url: str, prefix: str, retry: float) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.queues = {name: (context.Queue(), context.Queue()) for name in names}
+        self.processes = [
+            context.Process(target=_worker, args=(url, prefix, retry, *self.queues[n]))
+            for n in names
+        ]
+        for process in self.processes:
+            process.start()
+
+    def __call__(self, name: str, *command: Any) -> Any:
+        commands, results = self.queues[name]
+        commands.put(command)
+        return results.get(timeout=30)
+
+    def stop(self) -> None:
+        for commands, _ in self.queues.values():
+            commands.put(("quit",))
+        for process in self.processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+
+
+def test_an_add_during_an_outage_never_deletes_a_later_holders_lock(
+    private_redis: Any,
+) -> None:
+    """Redis down, process A's add wins in its L1 (documented: each process may win
+    while the level is down). Redis back, B (which met no outage) takes the lock in
+    Redis. A's repair, within RETRY_INTERVAL, deleted B's lock as a suspect of A's
+    add, and C's add won as well: two holders (outside probe, 3 runs of 3)."""
+    client = redis.Redis.from_url(private_redis.url)
+    run = _Processes("ABC", private_redis.url, _unique(), retry=1.0)
+    try:
+        for name in "ABC":
+            assert run(name, "connected")
+        private_redis.stop()
+        assert run("A", "add", "lock", "A", 60) is True  # L1 alone decided
+        private_redis.start()  # empty
+        assert run("B", "add", "lock", "B", 60) is True  # the lock, in Redis
+        time.sleep(1.5)  # A's repair runs within RETRY_INTERVAL of the return
+        assert run("C", "add", "lock", "C", 60) is False
+        assert run("C", "get", "lock") == "B"
+        assert client.exists(run("C", "make_key", "lock")) == 1
+    finally:
+        run.stop()
