@@ -47,6 +47,9 @@ def _new_token() -> str:
 #: Message kinds on the Redis channel: one key, or "drop everything".
 _KIND_KEY = "k"
 _KIND_CLEAR = "c"
+#: Follows ``_KIND_CLEAR`` when the level itself was cleared (not only many keys
+#: deleted): it subsumes a clear another process missed. Older readers see "c".
+_CLEARED = "cleared"
 
 _ALL_STATES: weakref.WeakSet[Coherence] = weakref.WeakSet()
 
@@ -73,7 +76,22 @@ class Coherence:
         self.invalidations = 0
         self.flushes = 0
         self.errors = 0
+        #: Counts what the channel heard from other processes (see ``LevelHealth``).
+        self.epoch = 0
+        #: ``heard(keys or None, epoch)``: another process changed (None: cleared) the
+        #: lowest level; ``reached()``: the channel reached the lowest level's server.
+        self.heard: Callable[[list[str] | None, int], None] | None = None
+        self.reached: Callable[[], None] | None = None
         _ALL_STATES.add(self)
+
+    def watch(
+        self,
+        heard: Callable[[list[str] | None, int], None],
+        reached: Callable[[], None],
+    ) -> None:
+        """Tell the lowest level's health what the channel learns about the level."""
+        self.heard = heard
+        self.reached = reached
 
     def refresh(self, lowest: Any) -> None:
         """Bring L1 up to date with the shared level; ``lowest`` is the caller's instance."""
@@ -118,8 +136,9 @@ class Coherence:
         """A publish raised: the other processes keep their copies until L1_MAX_TTL."""
         self.errors += 1
 
-    def publish_clear(self) -> None:
-        """Tell the other processes to drop their whole L1."""
+    def publish_clear(self, cleared: bool = False) -> None:
+        """Tell the other processes to drop their whole L1 (``cleared``: the level was
+        cleared too)."""
 
     def stop(self) -> None:
         """Release threads and connections (tests; a process normally keeps them)."""
@@ -146,6 +165,7 @@ class SQLiteChangeLog(Coherence):
         self.interval = interval
         self._poll_lock = threading.Lock()
         self.cursor: int | None = None
+        self._cursor_epoch = 0
         self.deadline = 0.0
         self.last_error: BaseException | None = None
 
@@ -162,11 +182,15 @@ class SQLiteChangeLog(Coherence):
             self._poll_lock.release()
 
     def _poll(self, lowest: Any) -> None:
+        self.epoch += 1
+        started = self.epoch
         try:
             if self.cursor is None:
                 cursor = lowest.change_cursor()
                 self.flush()  # whatever L1 holds predates the cursor
                 self.cursor = cursor
+                self._cursor_epoch = started
+                self._reached()
                 return
             # This process's own writes went through its L1: not dropped from it.
             cursor, keys = lowest.changes_since(self.cursor, skip_own=True)
@@ -177,10 +201,21 @@ class SQLiteChangeLog(Coherence):
             self.last_error = exc
             return
         if keys is None:
-            self.flush()
+            self.flush()  # a clear, or too much: not known to be a clear
         else:
             self.invalidate(keys)
+            if keys and self.heard is not None:
+                # Changes after a cursor read by a poll that started after a suspect
+                # was recorded are later than it: the poll that found the level back
+                # may bring older ones too (made before the outage), not used.
+                self.heard(keys, self._cursor_epoch)
         self.cursor = cursor
+        self._cursor_epoch = started
+        self._reached()
+
+    def _reached(self) -> None:
+        if self.reached is not None:
+            self.reached()
 
     def forked(self) -> None:
         super().forked()
@@ -317,8 +352,9 @@ class RedisPubSub(Coherence):
             pipe.publish(self.channel, prefix + key)
         pipe.execute()
 
-    def publish_clear(self) -> None:
-        self._client().publish(self.channel, self.token + _KIND_CLEAR)
+    def publish_clear(self, cleared: bool = False) -> None:
+        message = self.token + _KIND_CLEAR + (_CLEARED if cleared else "")
+        self._client().publish(self.channel, message)
 
     # -- listener thread ----------------------------------------------------------
     def _listen(self) -> None:
@@ -355,7 +391,9 @@ class RedisPubSub(Coherence):
                     exc,
                 )
                 self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 1.0)
+                # At most 0.25 s: the level's return is noticed that soon, and this
+                # process's repair of it follows (``reached``).
+                backoff = min(backoff * 2, 0.25)
             finally:
                 self.connected = False
                 if pubsub is not None:
@@ -369,6 +407,8 @@ class RedisPubSub(Coherence):
             self.flush()
             self.connected = True
             self.reconnects += 1
+            if self.level is not None and self.reached is not None:
+                self.reached()  # the level's own server answers: repair it now
             return
         if kind != "message":
             return
@@ -377,10 +417,17 @@ class RedisPubSub(Coherence):
             data = data.decode("utf-8", "surrogateescape")
         if data[:16] == self.token:
             return
+        self.epoch += 1
+        heard = self.heard
         if data[16:17] == _KIND_CLEAR:
             self.flush()
+            if heard is not None and data[17:] == _CLEARED:
+                heard(None, self.epoch)
         else:
-            self.invalidate((data[17:],))
+            key = data[17:]
+            self.invalidate((key,))
+            if heard is not None:
+                heard([key], self.epoch)
 
     def snapshot(self) -> dict[str, Any]:
         snap = super().snapshot()

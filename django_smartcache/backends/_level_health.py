@@ -115,6 +115,10 @@ def _memcache_caller_error(exc: BaseException) -> bool:
     return False
 
 
+def _no_epoch() -> int:
+    return 0
+
+
 class LevelHealth:
     """Per-process state of one level: down until when, errors, what it may have missed.
 
@@ -147,10 +151,17 @@ class LevelHealth:
         self.last_error = ""
         self._last_log = float("-inf")
         #: Keys written or deleted while this level could not be: deleted from it on
-        #: recovery, so it never serves the value they replaced.
-        self.suspects: set[str] = set()
+        #: recovery, so it never serves the value they replaced. Each with the
+        #: coherence channel's ``epoch`` when it was recorded (see ``heard``).
+        self.suspects: dict[str, int] = {}
         #: A clear() was missed, or too many suspects: clear the level on recovery.
         self.clear_pending = False
+        self._clear_epoch = 0
+        #: The coherence channel's count of what it heard (the lowest level's only):
+        #: a change heard at a later count was made after the suspect was recorded.
+        self.epoch: Callable[[], int] = _no_epoch
+        #: When ``reachable()`` last brought the repair forward.
+        self._hinted = float("-inf")
 
     def forked(self) -> None:
         """In a forked child: the lock may be held by a parent thread, gone here; so
@@ -197,22 +208,81 @@ class LevelHealth:
             return True
 
     def missed(self, keys: Iterable[str]) -> None:
+        epoch = self.epoch()
         with self.lock:
             self._arm()
             if self.clear_pending:
                 return
-            self.suspects.update(keys)
+            self.suspects.update(dict.fromkeys(keys, epoch))
             if len(self.suspects) > self.max_suspects:
                 self.suspects.clear()
                 self.clear_pending = True
+                self._clear_epoch = epoch
 
     def missed_clear(self) -> None:
+        epoch = self.epoch()
         with self.lock:
             self._arm()
             self.suspects.clear()
             self.clear_pending = True
+            self._clear_epoch = epoch
 
-    def _arm(self) -> None:
+    def written(self, keys: Iterable[str] | None) -> None:
+        """This process wrote (``None``: cleared) the level since it came back: that
+        is newer than its outage writes, which must no longer be repaired."""
+        if not (self.suspects or self.clear_pending):
+            return
+        with self.lock:
+            if keys is None:
+                self.suspects.clear()
+                self.clear_pending = False
+            else:
+                for key in keys:
+                    self.suspects.pop(key, None)
+
+    def heard(self, keys: list[str] | None, since: int) -> None:
+        """Another process changed ``keys`` in the level (``None``: cleared it), as the
+        coherence channel heard with epoch ``since``: suspects recorded before that
+        are older than the change, so the repair must leave it (it used to delete
+        another process's write made after the level's return, a lock included)."""
+        if not (self.suspects or self.clear_pending):
+            return
+        with self.lock:
+            if keys is None:
+                for key, epoch in list(self.suspects.items()):
+                    if epoch < since:
+                        del self.suspects[key]
+                if self.clear_pending and self._clear_epoch < since:
+                    self.clear_pending = False
+            elif not self.clear_pending:
+                for key in keys:
+                    if self.suspects.get(key, since) < since:
+                        del self.suspects[key]
+
+    def reachable(self) -> None:
+        """The coherence channel reached the level's server (Redis: a subscription;
+        SQLite: a poll of the change log): repair now rather than at the next retry,
+        which was up to ``retry`` later, while the other processes wrote to the level
+        what the repair then deleted. At most 4 times per ``retry`` (a level that
+        answers the channel may still refuse writes: a full disk)."""
+        if not (self.suspects or self.clear_pending) or self._rebuild is None:
+            return
+        now = _monotonic()
+        with self.lock:
+            if self._stopped or not (self.suspects or self.clear_pending):
+                return
+            due = max(now, self._hinted + self.retry / 4)
+            if self.down_until != 0.0:
+                if due >= self.down_until:
+                    return  # the timer, or the next call, tries it first anyway
+                self.down_until = due  # the callers may try it from then on too
+            self._hinted = due
+            timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
+            self._arm(due - now)
+
+    def _arm(self, delay: float | None = None) -> None:
         """Schedule a background repair (called with ``lock`` held).
 
         Repairs used to run only inside this process's next call to the level: a
@@ -226,7 +296,8 @@ class LevelHealth:
         # the process's calls anyway. Failed attempts used to back off (doubling, up to
         # 32 intervals): after a 40 s outage an idle writer repaired 24 s after the
         # level's return, and every other process read the values it had replaced.
-        delay = max(self.down_until - _monotonic(), 0.0) or self.retry
+        if delay is None:
+            delay = max(self.down_until - _monotonic(), 0.0) or self.retry
         timer = threading.Timer(delay, self._repair_in_background)
         timer.daemon = True
         timer.name = f"smartcache-repair {self.name}"
@@ -235,7 +306,8 @@ class LevelHealth:
 
     def _repair_in_background(self) -> None:
         with self.lock:
-            self._timer = None
+            if self._timer is threading.current_thread():
+                self._timer = None  # not one armed meanwhile (``reachable``)
             pending = self.clear_pending or bool(self.suspects)
             early = self.down_until - _monotonic() > 0
             if pending and early:
@@ -271,16 +343,18 @@ class LevelHealth:
     def repair(self, level: BaseCache) -> None:
         """Before a level that was down serves again: undo what the outage may have hidden."""
         with self.lock:
-            suspects = list(self.suspects)
+            suspects = dict(self.suspects)
             clear = self.clear_pending
         if not (clear or suspects):
             return  # the next call is the probe; ``recovered()`` follows its success
         if clear:
             level.clear()
         else:
-            level.delete_many(suspects)
+            level.delete_many(list(suspects))
         with self.lock:
-            self.suspects.difference_update(suspects)
+            for key, epoch in suspects.items():
+                if self.suspects.get(key) == epoch:
+                    del self.suspects[key]
             if clear:
                 self.clear_pending = False
         self.recovered(len(suspects))

@@ -134,6 +134,12 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                         zip(self._labels, options.configs, strict=True)
                     )
                 ]
+                if len(shared.health) > 1:
+                    # What the channel hears of the lowest level decides its repair.
+                    lowest = shared.health[-1]
+                    co = shared.coherence
+                    lowest.epoch = lambda: co.epoch
+                    co.watch(lowest.heard, lowest.reachable)
                 _SHARED[self._name] = shared
         self._health = shared.health
         self._co: _coherence.Coherence = shared.coherence  # type: ignore[assignment]
@@ -467,6 +473,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                     self._fault(i, exc, op, keys)
                     continue
                 self._ok(i)
+                if op != "touch":
+                    self._health[i].written(keys)
             if result is _MISSING:
                 result = answer
         self._publish(keys)
@@ -542,6 +550,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                     decided = level.add(key, value, low if i == self._last else high)
                     if decided and i:
                         self._co.local_write()
+                        self._health[i].written([key])
                 elif decided:
                     level.set(key, value, high)
                 else:
@@ -692,10 +701,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 self._fault(i, exc, "clear", cleared=True)
             else:
                 self._ok(i)
+                self._health[i].written(None)
         self._co.flush()
         if self._co.kind == "redis" and self._usable(self._last):
             try:
-                self._co.publish_clear()
+                self._co.publish_clear(cleared=True)
             except FAULTS as exc:
                 self._co.publish_failed(exc)
 

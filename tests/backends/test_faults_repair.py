@@ -163,3 +163,104 @@ def test_an_add_during_an_outage_never_deletes_a_later_holders_lock(
         assert client.exists(run("C", "make_key", "lock")) == 1
     finally:
         run.stop()
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_the_writer_repairs_as_soon_as_the_channel_is_back(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """The repair waited for the retry timer, up to RETRY_INTERVAL after Redis came
+    back, and deleted what other processes wrote meanwhile (a write this process does
+    not hear: made before its listener subscribed again). It now runs when the
+    listener subscribes again: a write made after that is left alone."""
+    cache = make_cache(
+        {"BACKEND": REDIS, "LOCATION": private_redis.url}, RETRY_INTERVAL=3.0
+    )
+    key = cache.make_key("k")
+    assert _wait(lambda: cache.stats()["coherence"]["connected"])
+    private_redis.stop()
+    cache.set("k", "during the outage")  # a suspect; the writer then goes idle
+    assert cache.stats()["levels"][1]["pending_repairs"] == 1
+    private_redis.start()
+    back = time.monotonic()
+    assert _wait(lambda: cache.stats()["levels"][1]["pending_repairs"] == 0, 2.0)
+    assert time.monotonic() - back < 1.0  # not RETRY_INTERVAL (3 s) later
+    client = redis.Redis.from_url(private_redis.url)
+    client.set(key, b"another process's")  # unheard: not published
+    time.sleep(3.5)  # past the retry timer's own time
+    assert client.get(key) == b"another process's"
+
+
+def _down_for_one_process(
+    server: Any, make_cache: Callable[..., MultiLevelCache]
+) -> tuple[MultiLevelCache, MultiLevelCache, Callable[[bool], None]]:
+    """Caches ``a`` and ``b`` over one Redis, and ``down(True/False)``: the level fails
+    for ``a`` only (its Redis user loses access to the keys, as a command timing out
+    under load would), while ``a``'s listener keeps hearing ``b``. ``b`` is another
+    configuration: an L1, a token and a health of its own (another process), on the
+    same channel and keys."""
+    admin = redis.Redis.from_url(server.url)
+    admin.execute_command("ACL", "SETUSER", "a", "on", ">pw", "~*", "&*", "+@all")
+    prefix = _unique()
+    level_a = {
+        "BACKEND": REDIS,
+        "LOCATION": server.url,
+        "OPTIONS": {"username": "a", "password": "pw"},
+    }
+    a = make_cache(level_a, prefix, RETRY_INTERVAL=2.0)
+    b = make_cache({"BACKEND": REDIS, "LOCATION": server.url}, prefix,
+                   MAX_SUSPECT_KEYS=1000)  # fmt: skip
+    assert _wait(lambda: a.stats()["coherence"]["connected"])
+    assert _wait(lambda: b.stats()["coherence"]["connected"])
+
+    def down(yes: bool) -> None:
+        rules = ("resetkeys", "-flushdb") if yes else ("~*", "+flushdb")
+        admin.execute_command("ACL", "SETUSER", "a", *rules)
+
+    return a, b, down
+
+
+def test_a_write_heard_from_another_process_is_not_repaired_away(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """Another process wrote a key this process had written through its outage, after
+    the level was back for it: the repair deleted that newer write. A change heard
+    after the suspect was recorded now takes the key off the suspects."""
+    a, b, down = _down_for_one_process(private_redis, make_cache)
+    a.set("k", "before")
+    down(True)
+    a.set("k", "A during its outage")  # NOPERM: a suspect, the level down for a
+    assert a.stats()["levels"][1]["pending_repairs"] == 1
+    down(False)
+    b.set("k", "B after")  # heard by a
+    assert _wait(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 1.0)
+    time.sleep(2.5)  # past a's retry: a repair would have run
+    a.levels[0].clear()
+    assert a.get("k") == "B after"
+
+
+def test_a_clear_heard_from_another_process_subsumes_a_missed_clear(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """A clear() this process missed was repaired by clearing the level on its return,
+    deleting everything the others wrote since; another process's clear after it
+    already did what was asked."""
+    a, b, down = _down_for_one_process(private_redis, make_cache)
+    down(True)
+    a.clear()  # missed: the level is to be cleared on its return
+    assert a.stats()["levels"][1]["pending_repairs"] == 1
+    down(False)
+    b.clear()  # heard by a
+    assert _wait(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 1.0)
+    b.set("k", "B after the clear")
+    time.sleep(2.5)  # past a's retry: a repair would have run
+    a.levels[0].clear()
+    assert a.get("k") == "B after the clear"
