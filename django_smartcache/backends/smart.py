@@ -61,6 +61,9 @@ DEFAULT_MAX_MEMORY = 64 * 1024 * 1024
 OPTIONS = ("MAX_MEMORY", "MAX_ENTRIES", "MAX_ITEM_SIZE", "POLICY", "CULL_FREQUENCY")
 
 _BACKEND = "SmartCache"
+#: The accounted size of the smallest entry: the overhead plus the shortest pickle
+#: (``None``, 4 bytes). A budget below it could never store anything.
+_SMALLEST_ENTRY = ENTRY_OVERHEAD + len(pickle.dumps(None, pickle.HIGHEST_PROTOCOL))
 
 # Stores shared per process, keyed by LOCATION and budget options (locmem.py's pattern).
 _stores: dict[tuple[Any, ...], MemoryStore] = {}
@@ -227,12 +230,13 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
             ("MAX_MEMORY", max_bytes),
             ("MAX_ITEM_SIZE", max_item_size),
         ):
-            if value is not None and value <= ENTRY_OVERHEAD:
+            if value is not None and value < _SMALLEST_ENTRY:
                 # Every entry costs its payload plus ENTRY_OVERHEAD: nothing would fit.
                 raise ImproperlyConfigured(
-                    f"{_BACKEND}: OPTIONS['{option}'] must be more than the per-entry "
-                    f"overhead of {ENTRY_OVERHEAD} bytes (every entry is accounted as its "
-                    f"pickled value plus that), got {value!r}"
+                    f"{_BACKEND}: OPTIONS['{option}'] must be at least "
+                    f"{_SMALLEST_ENTRY} bytes, the smallest entry (every entry is "
+                    f"accounted as its pickled value plus an overhead of "
+                    f"{ENTRY_OVERHEAD} bytes), got {value!r}"
                 )
         if max_bytes is None and max_entries is None:
             raise ImproperlyConfigured(

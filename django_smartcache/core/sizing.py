@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 
@@ -52,8 +53,9 @@ def parse_size(value: object) -> int:
         if match:
             number, unit = match.groups()
             factor = _UNITS.get(unit.upper())
-            if factor is not None:
-                return int(float(number) * factor)
+            size = float(number) * factor if factor is not None else math.inf
+            if math.isfinite(size):
+                return int(size)
     raise ValueError(
         f"expected a size in bytes: an int or a string such as '64MB', '512KB', "
         f"'1GB' (binary units), got {value!r}"

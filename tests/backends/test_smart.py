@@ -609,9 +609,19 @@ def test_joining_a_get_or_set_that_found_the_value_is_a_hit():
 
 
 @pytest.mark.parametrize("option", ["MAX_MEMORY", "MAX_ITEM_SIZE"])
-def test_a_budget_no_entry_fits_is_refused(option):
-    with pytest.raises(ImproperlyConfigured, match=rf"{option}.*per-entry overhead"):
-        make(**{option: "1KB"})
+@pytest.mark.parametrize("size", ["1KB", 1025, 1027])
+def test_a_budget_no_entry_fits_is_refused(option, size):
+    """The smallest entry is the overhead plus a 4-byte pickle (``None``): budgets of
+    1,025-1,027 bytes were accepted, and every write then refused."""
+    with pytest.raises(ImproperlyConfigured, match=rf"{option}.*at least 1028 bytes"):
+        make(**{option: size})
+
+
+@pytest.mark.parametrize("option", ["MAX_MEMORY", "MAX_ITEM_SIZE"])
+def test_the_smallest_budget_stores_the_smallest_entry(option):
+    cache = make(**{option: 1028})
+    cache.set("k", None)
+    assert cache.has_key("k")
 
 
 @pytest.mark.parametrize("offset", range(5))

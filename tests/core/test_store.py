@@ -385,7 +385,9 @@ def test_parse_size(value, expected):
     assert parse_size(value) == expected
 
 
-@pytest.mark.parametrize("value", ["", "MB", "12 parsecs", True, 1.5, None, "-5MB"])
+@pytest.mark.parametrize(
+    "value", ["", "MB", "12 parsecs", True, 1.5, None, "-5MB", "1" + "0" * 400 + "GB"]
+)
 def test_parse_size_rejects(value):
     with pytest.raises(ValueError, match="64MB"):
         parse_size(value)
