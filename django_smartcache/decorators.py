@@ -38,7 +38,17 @@ from django.utils.connection import ConnectionProxy
 from django.utils.functional import Promise
 
 from .core import keys
-from .core.singleflight import CallTable, SingleFlight, mark_leading, nested, waker
+from .core.singleflight import (
+    UNSURE_WAIT,
+    CallTable,
+    SingleFlight,
+    alone,
+    blocks_lane,
+    mark_leading,
+    nested,
+    sync_lane,
+    waker,
+)
 from .signals import stampede_wait
 from .tagging import at_commit, dirty_tags
 
@@ -71,6 +81,7 @@ class _AsyncCall:
         "cancelled",
         "error",
         "finished",
+        "lane",
         "loop",
         "result",
         "task",
@@ -78,8 +89,10 @@ class _AsyncCall:
         "wakers",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, lane: Any) -> None:
         self.loop = loop
+        #: Where its sync work runs (core.singleflight.sync_lane).
+        self.lane = lane
         self.task: asyncio.Task[Any] | None = None
         self.result: Any = None
         self.error: BaseException | None = None
@@ -99,6 +112,11 @@ class _ProcessAsyncFlight(CallTable):
     coroutines of other loops wait without blocking theirs, woken by the leader
     through ``call_soon_threadsafe`` (as ``SingleFlight.ado`` does). If the leader's
     task is cancelled (its loop shut down), they start again.
+
+    A caller that runs for a sync thread (``async_to_sync``) which the leader's sync
+    work needs (``sync_to_async``: a request's one thread under ASGI, or asgiref's one
+    global thread) computes on its own instead of waiting: its wait would block that
+    thread, and the leader would wait for it (``core.singleflight.blocks_lane``).
     """
 
     async def do(
@@ -111,40 +129,51 @@ class _ProcessAsyncFlight(CallTable):
             # Asked by its own computation, from a child task or a thread carrying its
             # context (asyncio.gather, sync_to_async): computed on its own, as below.
             return await fn(), False
+        lane = sync_lane(loop)
         while True:
             woken: asyncio.Future[None] | None = None
+            task: asyncio.Task[Any] | None = None
             with self._lock:
                 call = self._calls.get(key)
                 leader = call is None
                 if call is None:
-                    call = self._calls[key] = _AsyncCall(loop)
-                elif call.loop is loop:
-                    task = call.task
-                    if task is None or task is asyncio.current_task():
-                        task = None  # asked by its own computation (see below)
-                    else:
-                        call.waiters += 1
+                    call = self._calls[key] = _AsyncCall(loop, lane)
+                    blocks: bool | None = False
+                elif call.loop is loop and call.task in (None, asyncio.current_task()):
+                    blocks = True  # asked by its own computation (see below)
                 else:
-                    task = None
-                    call.waiters += 1
-                    woken = loop.create_future()
-                    call.wakers.append(waker(loop, woken))
+                    blocks = blocks_lane(call.lane)
+                    if not blocks:
+                        call.waiters += 1
+                        if call.loop is loop:
+                            task = call.task
+                        else:
+                            woken = loop.create_future()
+                            call.wakers.append(waker(loop, woken))
             if leader:
                 # Created outside the lock: an eager task would finish under it.
                 task = call.task = loop.create_task(self._run(key, call, fn))
                 task.add_done_callback(functools.partial(self._finished, key, call))
                 return await asyncio.shield(task), False
-            if task is None and woken is None:
-                # Asked by its own computation: computed on its own, as SingleFlight
-                # does (waiting would wait for itself).
-                return await fn(), False
+            if blocks:
+                # Asked by its own computation (waiting would wait for itself, as in
+                # SingleFlight), or waiting would deadlock (see the class docstring):
+                # computed on its own, as without a flight.
+                return await alone(self, key, fn), False
+            patience = UNSURE_WAIT if blocks is None else None
             try:
                 if task is not None:
-                    return await asyncio.shield(task), True
-                await woken  # type: ignore[misc]
+                    return await asyncio.wait_for(asyncio.shield(task), patience), True
+                await asyncio.wait_for(asyncio.shield(woken), patience)  # type: ignore[arg-type]
+            except TimeoutError:
+                pass  # unsure whether it waits for itself: computes below
             finally:
                 with self._lock:
                     call.waiters -= 1
+            if woken is None or not woken.done():
+                if task is not None and task.done():  # (just now)
+                    return task.result(), True
+                return await alone(self, key, fn), False
             if call.cancelled:
                 continue  # its loop went away: lead or join anew
             if call.error is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib
 import os
 import threading
 import time
@@ -18,7 +19,17 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 
+try:  # asgiref comes with Django; without it no sync thread waits for a coroutine
+    _asgiref: Any = importlib.import_module("asgiref.sync")
+except ImportError:  # pragma: no cover
+    _asgiref = None
+
 T = TypeVar("T")
+
+#: How long a waiter that cannot tell whether its wait blocks the leader's sync thread
+#: (an asgiref whose internals differ from those :func:`blocks_lane` reads) waits for
+#: the leader before computing on its own.
+UNSURE_WAIT = 2.0
 
 #: The (flight, key) calls whose computation runs in this context. Child tasks
 #: (``asyncio.gather``, ``create_task``) and ``sync_to_async``/``copy_context`` threads
@@ -40,6 +51,79 @@ def mark_leading(flight: object, key: Hashable) -> contextvars.Token[Any]:
     """Mark this context (a computation's own task or frame) as running ``flight``'s
     computation of ``key`` (see :func:`nested`); ``_LEADING.reset(token)`` unmarks."""
     return _LEADING.set(_LEADING.get() | {(id(flight), key)})
+
+
+def sync_lane(loop: asyncio.AbstractEventLoop) -> Any:
+    """What asgiref's ``sync_to_async(thread_sensitive=True)``, called in this context,
+    would run its function with, in asgiref's order of choice: the executor of the sync
+    thread this coroutine runs for (``async_to_sync``), the request's
+    ``ThreadSensitiveContext`` (its executor is looked up later: it may not exist yet),
+    the loop's executor, or asgiref's one global sync thread. A computation taken
+    here as a leader's runs its sync work (the ORM, ``sync_to_async``) there."""
+    if _asgiref is None:
+        return None
+    try:
+        current = getattr(_asgiref.AsyncToSync.executors, "current", None)
+        if current is not None:
+            return current
+        context = _asgiref.SyncToAsync.thread_sensitive_context.get(None)
+        if context is not None:
+            return context
+        executor = _asgiref.AsyncToSync.loop_thread_executors.get(loop)
+        if executor is not None:
+            return executor
+        return _asgiref.SyncToAsync.single_thread_executor
+    except AttributeError:  # another asgiref: see blocks_lane
+        return _UNKNOWN_LANE
+
+
+_UNKNOWN_LANE = object()
+
+
+def blocks_lane(lane: Any) -> bool | None:
+    """Whether this coroutine, were it to wait, would block the thread ``lane`` (a
+    leader's :func:`sync_lane`) runs sync work on: it runs for ``async_to_sync`` in a
+    sync thread that waits for it, and that thread is the lane's. The leader's next
+    ``sync_to_async`` would then queue behind this wait, which waits for the leader: a
+    deadlock (Django gives each ASGI request one such thread; without a request, the
+    process has one). False when this coroutine blocks no sync thread, or another one;
+    None when asgiref's internals do not tell (the caller waits a bounded time).
+
+    Reads asgiref's ``AsyncToSync.executors.current`` (the executor of the sync thread
+    that waits for this coroutine), ``SyncToAsync.context_to_thread_executor``, and
+    which thread an executor runs on: ``CurrentThreadExecutor._work_thread`` and
+    ``ThreadPoolExecutor._threads`` (private, but unchanged for years)."""
+    if lane is None or _asgiref is None:
+        return False
+    try:
+        mine = getattr(_asgiref.AsyncToSync.executors, "current", None)
+    except AttributeError:  # pragma: no cover
+        return None
+    if mine is None or lane is mine:
+        return False  # no thread waits for this coroutine; or it serves lane meanwhile
+    blocked = getattr(mine, "_work_thread", None)
+    if blocked is None or lane is _UNKNOWN_LANE:
+        return None
+    executor = lane
+    if isinstance(lane, _asgiref.ThreadSensitiveContext):
+        executor = _asgiref.SyncToAsync.context_to_thread_executor.get(lane)
+        if executor is None:
+            return False  # no thread yet, so not the one this wait blocks
+    thread = getattr(executor, "_work_thread", None)  # a CurrentThreadExecutor
+    if thread is not None:
+        return thread is blocked
+    threads = getattr(executor, "_threads", None)  # a ThreadPoolExecutor
+    return None if threads is None else blocked in threads
+
+
+async def alone(flight: object, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
+    """Await ``fn()`` without a flight, marked as ``flight``'s computation of ``key``
+    in this context while it runs (a nested call for ``key`` computes too)."""
+    token = mark_leading(flight, key)
+    try:
+        return await fn()
+    finally:
+        _LEADING.reset(token)
 
 
 class _Call(Generic[T]):
@@ -213,6 +297,8 @@ class AsyncSingleFlight:
             tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Task[Any]
         ] = {}
         self._waiters: dict[tuple[asyncio.AbstractEventLoop, Hashable], int] = {}
+        #: Where each computation runs its sync work (see sync_lane).
+        self._lanes: dict[tuple[asyncio.AbstractEventLoop, Hashable], Any] = {}
 
     async def do(
         self,
@@ -234,11 +320,26 @@ class AsyncSingleFlight:
         if task is None or task.done():
             task = loop.create_task(_run(fn, (id(self), key)))
             self._calls[slot] = task
+            self._lanes[slot] = sync_lane(loop)
             task.add_done_callback(lambda done: self._finish(slot, done))
             return await asyncio.shield(task), False
+        blocks = blocks_lane(self._lanes.get(slot))
+        if blocks:
+            # This coroutine runs for a sync thread (async_to_sync) that the leader's
+            # sync work needs: waiting would deadlock, so it computes, as without us.
+            return await alone(self, key, fn), False
         self._waiters[slot] = self._waiters.get(slot, 0) + 1
         try:
             try:
+                if blocks is None:  # cannot tell: wait a while, then compute
+                    try:
+                        return await asyncio.wait_for(
+                            asyncio.shield(task), UNSURE_WAIT
+                        ), True
+                    except TimeoutError:
+                        if task.done():  # (just now)
+                            return task.result(), True
+                        return await alone(self, key, fn), False
                 return await asyncio.shield(task), True
             except Exception:
                 if task.done() and joined_error is not None:
@@ -256,13 +357,16 @@ class AsyncSingleFlight:
     ) -> None:
         if self._calls.get(slot) is task:
             del self._calls[slot]
+            self._lanes.pop(slot, None)
         if not task.cancelled():
             # Mark the exception retrieved: its callers may all have been cancelled.
             task.exception()
 
     def forget(self, key: Hashable) -> bool:
         """As :meth:`SingleFlight.forget`, in the running loop."""
-        return self._calls.pop((asyncio.get_running_loop(), key), None) is not None
+        slot = (asyncio.get_running_loop(), key)
+        self._lanes.pop(slot, None)
+        return self._calls.pop(slot, None) is not None
 
     def waiting(self, key: Hashable) -> int:
         """How many coroutines of the running loop wait for ``key`` (0 if none)."""

@@ -1,0 +1,167 @@
+"""``@cached`` on ``async def``: the process-wide flight shared by every event loop,
+when sync threads (``async_to_sync``) wait for it and when a leader's loop goes away.
+
+Each scenario runs in a fresh interpreter: a deadlock there blocks threads that
+interpreter exit joins (asgiref's executors), so a hang fails the test by timeout and
+leaves this process clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A scenario's own bound on every wait, and the interpreter's (a bug fails, never hangs).
+SCENARIO_TIMEOUT = 5
+PROCESS_TIMEOUT = 60
+
+PRELUDE = """
+import asyncio, json, os, threading, time
+import django
+from django.conf import settings
+settings.configure(
+    CACHES={"default": {"BACKEND": "django_smartcache.backends.SmartCache",
+                        "LOCATION": "async-flight"}},
+    INSTALLED_APPS=["django_smartcache"],
+)
+django.setup()
+from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
+from django_smartcache import cached
+
+TIMEOUT = %(timeout)s
+runs = []
+
+def orm():  # stands for the async ORM: Django runs it in the request's sync thread
+    return "row"
+
+@cached(timeout=60)
+async def card(pk):
+    runs.append(pk)
+    await asyncio.sleep(0.1)
+    return f"card {pk}: " + await sync_to_async(orm)()
+
+def report(**outcome):
+    print(json.dumps(outcome), flush=True)
+    os._exit(0)  # threads a deadlock left behind are not joined
+"""
+
+
+def run_scenario(body: str) -> dict:
+    code = PRELUDE % {"timeout": SCENARIO_TIMEOUT} + body
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+            env=env,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired:  # pragma: no cover (the scenario bounds itself)
+        raise AssertionError("the scenario hung") from None
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_sync_helper_of_the_request_awaiting_its_computation_does_not_deadlock() -> (
+    None
+):
+    # An async view awaits card(1); a sync helper of the same request (a template tag)
+    # calls it through async_to_sync. Both used the request's one sync thread: the
+    # helper blocked it waiting for the computation, whose sync_to_async needed it.
+    # Another request for the key joined and hung as well.
+    outcome = run_scenario("""
+async def mixed_request():
+    async with ThreadSensitiveContext():
+        def sidebar():
+            return async_to_sync(card)(1)
+        return await asyncio.gather(card(1), sync_to_async(sidebar)())
+
+async def other_request():
+    async with ThreadSensitiveContext():
+        return await card(1)
+
+async def main():
+    first = asyncio.create_task(mixed_request())
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(other_request())
+    done, _ = await asyncio.wait({first, second}, timeout=TIMEOUT)
+    report(
+        first=first.result() if first in done else "hung",
+        second=second.result() if second in done else "hung",
+        runs=len(runs),
+    )
+
+asyncio.run(main())
+""")
+    assert outcome == {
+        "first": ["card 1: row", "card 1: row"],
+        "second": "card 1: row",
+        "runs": 2,  # the helper computed on its own; the other request waited
+    }
+
+
+def test_a_sync_view_without_a_request_context_does_not_lose_the_sync_thread() -> None:
+    # Without a ThreadSensitiveContext (a script, a command) asgiref has one sync
+    # thread for the process: the sync caller blocked it for good.
+    outcome = run_scenario("""
+async def main():
+    leader = asyncio.create_task(card(2))
+    await asyncio.sleep(0.02)
+    sync_view = asyncio.create_task(
+        sync_to_async(lambda: async_to_sync(card)(2), thread_sensitive=True)()
+    )
+    done, _ = await asyncio.wait({leader, sync_view}, timeout=TIMEOUT)
+    try:
+        later = await asyncio.wait_for(sync_to_async(orm)(), TIMEOUT)
+    except asyncio.TimeoutError:
+        later = "hung"
+    report(
+        leader=leader.result() if leader in done else "hung",
+        sync_view=sync_view.result() if sync_view in done else "hung",
+        later=later,
+        runs=len(runs),
+    )
+
+asyncio.run(main())
+""")
+    assert outcome == {
+        "leader": "card 2: row",
+        "sync_view": "card 2: row",
+        "later": "row",
+        "runs": 2,
+    }
+
+
+def test_sync_helpers_of_other_requests_still_wait_for_one_computation() -> None:
+    # The deadlock check is precise: a sync thread that the leader does not need
+    # (another request's) waits for it, as every other caller does.
+    outcome = run_scenario("""
+async def leading_request():
+    async with ThreadSensitiveContext():
+        return await card(3)
+
+async def helper_request():
+    async with ThreadSensitiveContext():
+        return await sync_to_async(lambda: async_to_sync(card)(3))()
+
+async def main():
+    leader = asyncio.create_task(leading_request())
+    await asyncio.sleep(0.02)
+    helpers = [asyncio.create_task(helper_request()) for _ in range(8)]
+    done, _ = await asyncio.wait({leader, *helpers}, timeout=TIMEOUT)
+    report(
+        results=sorted({t.result() if t in done else "hung" for t in [leader, *helpers]}),
+        runs=len(runs),
+    )
+
+asyncio.run(main())
+""")
+    assert outcome == {"results": ["card 3: row"], "runs": 1}
