@@ -70,6 +70,10 @@ POLL_FIRST = 0.005
 POLL_GROWTH = 1.5
 POLL_LONGEST = 0.25
 
+#: How often a coroutine waiting for another loop's computation checks that loop is
+#: still running it (see _ProcessAsyncFlight._await_other_loop).
+ABANDONED_CHECK = 0.25
+
 _MISSING = object()
 _FLIGHT = SingleFlight()
 
@@ -111,7 +115,9 @@ class _ProcessAsyncFlight(CallTable):
     cancels neither it nor the others. Coroutines of that loop await the task;
     coroutines of other loops wait without blocking theirs, woken by the leader
     through ``call_soon_threadsafe`` (as ``SingleFlight.ado`` does). If the leader's
-    task is cancelled (its loop shut down), they start again.
+    task is cancelled (its loop shut down), or its loop is closed or no longer run
+    (``run_until_complete(wait_for(f(x), 1))`` timed out, the loop was left), they
+    start again.
 
     A caller that runs for a sync thread (``async_to_sync``) which the leader's sync
     work needs (``sync_to_async``: a request's one thread under ASGI, or asgiref's one
@@ -164,7 +170,7 @@ class _ProcessAsyncFlight(CallTable):
             try:
                 if task is not None:
                     return await asyncio.wait_for(asyncio.shield(task), patience), True
-                await asyncio.wait_for(asyncio.shield(woken), patience)  # type: ignore[arg-type]
+                await self._await_other_loop(key, call, woken, patience)  # type: ignore[arg-type]
             except TimeoutError:
                 pass  # unsure whether it waits for itself: computes below
             finally:
@@ -179,6 +185,52 @@ class _ProcessAsyncFlight(CallTable):
             if call.error is not None:
                 raise call.error
             return call.result, True
+
+    async def _await_other_loop(
+        self,
+        key: Hashable,
+        call: _AsyncCall,
+        woken: asyncio.Future[None],
+        patience: float | None,
+    ) -> None:
+        """Wait until ``call``, a task of another loop, wakes ``woken``. A loop that is
+        closed, or not running at two checks in a row (``ABANDONED_CHECK`` seconds
+        apart: left by ``run_until_complete`` after a timeout), will not finish it:
+        the call is abandoned, and its waiters start again. TimeoutError after
+        ``patience`` seconds (None: none)."""
+        deadline = None if patience is None else time.monotonic() + patience
+        idle = 0
+        while not woken.done():
+            leader_loop = call.loop
+            if leader_loop.is_closed():
+                idle = 2
+            elif not leader_loop.is_running():
+                idle += 1
+            else:
+                idle = 0
+            if idle >= 2:
+                self._abandon(key, call)
+                return
+            pause = ABANDONED_CHECK
+            if deadline is not None:
+                pause = min(pause, deadline - time.monotonic())
+                if pause <= 0:
+                    raise TimeoutError
+            await asyncio.wait((woken,), timeout=pause)
+
+    def _abandon(self, key: Hashable, call: _AsyncCall) -> None:
+        """Detach ``call``, whose loop will not run it to the end, and wake its waiters
+        of other loops to lead or join anew (those of its loop await its task, which
+        finishes if that loop ever runs again)."""
+        with self._lock:
+            if call.finished:
+                return
+            call.cancelled = True  # for its waiters: start again
+            if self._calls.get(key) is call:
+                del self._calls[key]
+            wakers, call.wakers = call.wakers, []
+        for wake in wakers:
+            wake()
 
     async def _run(
         self, key: Hashable, call: _AsyncCall, fn: Callable[[], Awaitable[Any]]

@@ -8,11 +8,19 @@ leaves this process clean.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
+
+from django_smartcache import decorators
+from django_smartcache.decorators import cached
+from tests.test_decorators import memo_caches  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A scenario's own bound on every wait, and the interpreter's (a bug fails, never hangs).
@@ -165,3 +173,51 @@ async def main():
 asyncio.run(main())
 """)
     assert outcome == {"results": ["card 3: row"], "runs": 1}
+
+
+# -- a computation whose loop is closed or left mid-way ----------------------------------
+
+
+def _in_a_thread(call) -> list:
+    """``call()``'s result, from a thread joined with a timeout (empty: it hung)."""
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(call()), daemon=True)
+    thread.start()
+    thread.join(SCENARIO_TIMEOUT)
+    return results
+
+
+def _abandoned_price(name: str):
+    runs: list[str] = []
+
+    @cached(timeout=60, name=name)
+    async def price(item: str) -> int:
+        runs.append(item)
+        await asyncio.sleep(0.2)
+        return len(runs)
+
+    loop = asyncio.new_event_loop()
+    with pytest.raises(TimeoutError):  # a caller with a timeout; the task stays
+        loop.run_until_complete(asyncio.wait_for(price("book"), 0.05))
+    assert decorators._ASYNC_FLIGHT.in_flight(("default", price.key("book")))
+    return price, runs, loop
+
+
+def test_a_computation_left_in_a_closed_loop_is_taken_over() -> None:
+    # Every later call of the key, from any loop or thread, waited forever.
+    price, runs, loop = _abandoned_price("left_in_a_closed_loop")
+    loop.close()  # without running it again: its task never finishes
+    assert _in_a_thread(lambda: asyncio.run(price("book"))) == [2]
+    assert asyncio.run(price("book")) == 2  # stored
+    assert runs == ["book", "book"]
+
+
+def test_a_computation_left_in_a_loop_no_longer_run_is_taken_over() -> None:
+    price, runs, loop = _abandoned_price("left_in_a_loop_no_longer_run")
+    assert _in_a_thread(lambda: asyncio.run(price("book"))) == [2]
+    # The old loop runs again: its computation ends without disturbing the new one's.
+    loop.run_until_complete(asyncio.sleep(0.3))
+    loop.close()
+    assert runs == ["book", "book"]
+    assert not decorators._ASYNC_FLIGHT.in_flight(("default", price.key("book")))
+    assert asyncio.run(price("book")) in (1, 2)  # whichever stored last
