@@ -488,6 +488,50 @@ def test_async_tagged_calls_run_inline_without_a_thread_hop():
     assert where and set(where) == {loop_thread}
 
 
+def test_large_async_batches_run_in_a_thread_small_ones_inline():
+    # Every a* batch ran inline: 100k keys stalled the event loop 220-1030 ms.
+    from django_smartcache.core.store import HOLD_BATCH as INLINE_BATCH  # (the same)
+
+    cache = make(MAX_MEMORY="256MB")
+    store = cache._store
+    where: dict[str, set[int]] = {}
+
+    def recorded(name):
+        method = getattr(store, name)
+
+        def call(*args, **kwargs):
+            where.setdefault(name, set()).add(threading.get_ident())
+            return method(*args, **kwargs)
+
+        return call
+
+    for name in ("set_many", "get_many", "delete_many", "delete_matching", "clear"):
+        setattr(store, name, recorded(name))
+    small = {f"s{i}": i for i in range(INLINE_BATCH)}
+    large = {f"l{i}": i for i in range(INLINE_BATCH + 1)}
+
+    async def main():
+        loop_thread = threading.get_ident()
+        await cache.aset_many(small)
+        assert await cache.aget_many(iter(small)) == small
+        await cache.adelete_many(list(small))
+        inline = {name: set(threads) for name, threads in where.items()}
+        where.clear()
+        await cache.aset_many(large)
+        assert await cache.aget_many(k for k in large) == large
+        assert await cache.adelete_pattern("l1*") == 1 + 10 + 100
+        await cache.adelete_many(list(large))
+        await cache.aset_many(large)
+        await cache.aclear()
+        assert await cache.aget("l1") is None
+        return loop_thread, inline
+
+    loop_thread, inline = asyncio.run(main())
+    assert inline == {name: {loop_thread} for name in inline} and len(inline) == 3
+    assert set(where) == {*inline, "delete_matching", "clear"}
+    assert all(loop_thread not in threads for threads in where.values())
+
+
 @pytest.mark.parametrize("value", [3, "3", 0, "0", 2.0])
 def test_cull_frequency_is_read_as_django_reads_it(value):
     make(CULL_FREQUENCY=value)  # accepted, as LocMemCache takes int() of it
