@@ -47,6 +47,12 @@ def _new_token() -> str:
 #: Message kinds on the Redis channel: one key, or "drop everything".
 _KIND_KEY = "k"
 _KIND_CLEAR = "c"
+#: One key whose copies above the lowest level changed but whose value in the lowest
+#: level did not (a ``touch``, a write with ``levels`` < the number of levels): drop
+#: the L1 copy, and do not take it for another process's write of the lowest level,
+#: which would spare the key this process's repair. Older readers, which know "k"
+#: and "c" only, read it as "k": the same key, dropped from L1.
+_KIND_COPY = "t"
 #: Follows ``_KIND_CLEAR`` when the level itself was cleared (not only many keys
 #: deleted): it subsumes a clear another process missed. Older readers see "c".
 _CLEARED = "cleared"
@@ -79,7 +85,7 @@ class Coherence:
         #: Counts what the channel heard from other processes (see ``LevelHealth``).
         self.epoch = 0
         #: ``heard(keys or None, epoch)``: another process changed (None: cleared) the
-        #: lowest level; ``reached()``: the channel reached the lowest level's server.
+        #: lowest level's values (Redis only); ``reached()``: the channel reached the lowest level's server.
         self.heard: Callable[[list[str] | None, int], None] | None = None
         self.reached: Callable[[], None] | None = None
         _ALL_STATES.add(self)
@@ -129,8 +135,10 @@ class Coherence:
             write()
             return True
 
-    def publish(self, keys: Iterable[str]) -> None:
-        """Tell the other processes that ``keys`` changed (no-op without a broadcast)."""
+    def publish(self, keys: Iterable[str], written: bool = True) -> None:
+        """Tell the other processes that ``keys`` changed (no-op without a broadcast);
+        ``written``: their values in the lowest level, not only their expiry or the
+        levels above."""
 
     def publish_failed(self, exc: BaseException) -> None:
         """A publish raised: the other processes keep their copies until L1_MAX_TTL."""
@@ -165,7 +173,6 @@ class SQLiteChangeLog(Coherence):
         self.interval = interval
         self._poll_lock = threading.Lock()
         self.cursor: int | None = None
-        self._cursor_epoch = 0
         self.deadline = 0.0
         self.last_error: BaseException | None = None
 
@@ -182,14 +189,11 @@ class SQLiteChangeLog(Coherence):
             self._poll_lock.release()
 
     def _poll(self, lowest: Any) -> None:
-        self.epoch += 1
-        started = self.epoch
         try:
             if self.cursor is None:
                 cursor = lowest.change_cursor()
                 self.flush()  # whatever L1 holds predates the cursor
                 self.cursor = cursor
-                self._cursor_epoch = started
                 self._reached()
                 return
             # This process's own writes went through its L1: not dropped from it.
@@ -203,14 +207,13 @@ class SQLiteChangeLog(Coherence):
         if keys is None:
             self.flush()  # a clear, or too much: not known to be a clear
         else:
+            # Not ``heard``: the log names the key of a touch (an UPDATE of the expiry
+            # only) as of a write, and a touch leaves the value an outage write of
+            # this process replaced, which its repair must delete (a touch taken for
+            # a write spared it, even extended). Another process's write is deleted
+            # by the repair (a miss), which runs at this poll (``reached``).
             self.invalidate(keys)
-            if keys and self.heard is not None:
-                # Changes after a cursor read by a poll that started after a suspect
-                # was recorded are later than it: the poll that found the level back
-                # may bring older ones too (made before the outage), not used.
-                self.heard(keys, self._cursor_epoch)
         self.cursor = cursor
-        self._cursor_epoch = started
         self._reached()
 
     def _reached(self) -> None:
@@ -345,8 +348,8 @@ class RedisPubSub(Coherence):
             exc,
         )
 
-    def publish(self, keys: Iterable[str]) -> None:
-        prefix = self.token + _KIND_KEY
+    def publish(self, keys: Iterable[str], written: bool = True) -> None:
+        prefix = self.token + (_KIND_KEY if written else _KIND_COPY)
         pipe = self._client().pipeline(transaction=False)
         for key in keys:
             pipe.publish(self.channel, prefix + key)
@@ -426,7 +429,7 @@ class RedisPubSub(Coherence):
         else:
             key = data[17:]
             self.invalidate((key,))
-            if heard is not None:
+            if heard is not None and data[16:17] != _KIND_COPY:
                 heard([key], self.epoch)
 
     def snapshot(self) -> dict[str, Any]:

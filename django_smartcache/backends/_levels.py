@@ -477,14 +477,19 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                     self._health[i].written(keys)
             if result is _MISSING:
                 result = answer
-        self._publish(keys)
+        # Another process takes a write of the lowest level's value for a change newer
+        # than its own outage writes, and spares the key its repair; a touch (the
+        # expiry only) or a write that stopped above the lowest level is no such
+        # change (it spared the value an outage write replaced: kept, a touch even
+        # extended it). Both drop the other processes' L1 copies.
+        self._publish(keys, op != "touch" and depth == len(self._levels))
         return result
 
-    def _publish(self, keys: list[str]) -> None:
+    def _publish(self, keys: list[str], written: bool = True) -> None:
         if self._co.kind != "redis" or not self._usable(self._last):
             return
         try:
-            self._co.publish(keys)
+            self._co.publish(keys, written)
         except FAULTS as exc:
             # The channel's failure, not the level's: the level took the write. Marking
             # it down made every later write skip a healthy Redis (a password in the

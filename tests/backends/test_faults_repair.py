@@ -17,7 +17,11 @@ from typing import Any
 import pytest
 import redis
 
+from django_smartcache.backends._coherence import SQLiteChangeLog
+from django_smartcache.backends._level_health import LevelHealth
 from django_smartcache.backends.multilevel import MultiLevelCache
+from django_smartcache.backends.smart import SmartCache
+from django_smartcache.backends.sqlite import SQLiteCache
 from tests.backends.test_faults import RETRY
 from tests.backends.test_multilevel import REDIS, SMART, _unique
 
@@ -264,3 +268,56 @@ def test_a_clear_heard_from_another_process_subsumes_a_missed_clear(
     time.sleep(2.5)  # past a's retry: a repair would have run
     a.levels[0].clear()
     assert a.get("k") == "B after the clear"
+
+
+@pytest.mark.parametrize("change", ["touch", "levels=1"])
+def test_a_touch_or_an_l1_write_heard_from_another_process_is_no_write(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache], change: str
+) -> None:
+    """Every write was published as a change of the lowest level, a touch and a write
+    limited to L1 (``levels=1``) included: the process that wrote the key through its
+    outage dropped its suspect, and Redis kept serving every process the value the
+    outage write replaced (a touch even extended it). Now they drop the L1 copies of
+    the others and leave their suspects (reviewer's reproducer; the control, a write
+    of Redis heard, is ``test_a_write_heard_from_another_process_...``)."""
+    a, b, down = _down_for_one_process(private_redis, make_cache)
+    a.set("k", "before")
+    down(True)
+    a.set("k", "A during its outage")  # NOPERM: a suspect, the level down for a
+    down(False)
+    applied = a.stats()["coherence"]["invalidations_applied"]
+    if change == "touch":
+        assert b.touch("k", 300)  # extends Redis' "before"
+    else:
+        b.set("k", "B in its L1 only", levels=1)  # Redis untouched
+    # a's listener handles b's message (it drops a's L1 copy)...
+    assert _wait(lambda: a.stats()["coherence"]["invalidations_applied"] > applied)
+    # ... then a repairs, at its retry timer (2 s after the outage write).
+    assert _wait(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 30.0)
+    reader = make_cache({"BACKEND": REDIS, "LOCATION": private_redis.url}, a.key_prefix)
+    assert reader.get("k") is None  # "before" is gone
+
+
+def test_a_touch_in_the_sqlite_change_log_is_not_taken_for_a_write(
+    tmp_path: Any,
+) -> None:
+    """SQLite's change log names the key of a touch (an UPDATE of the expiry) as of a
+    write: heard, it spared a suspect the value its outage write replaced. The log
+    does not tell them apart, so what it names no longer spares suspects."""
+    location = str(tmp_path / "cache.sqlite3")
+    mine, other = SQLiteCache(location, {}), SQLiteCache(location, {})
+    co = SQLiteChangeLog(SmartCache(_unique(), {}), mine, interval=0.0)
+    health = LevelHealth("L2", retry=60.0, log_interval=60.0, max_suspects=10)
+    health.epoch = lambda: co.epoch
+    co.watch(health.heard, health.reachable)
+    key = mine.make_key("k")
+    other.set("k", "before")
+    co.refresh(mine)  # the cursor
+    health.failed(OSError("disk I/O error"), "set")
+    health.missed([key])  # this process's write of "k" failed
+    co.refresh(mine)  # the level answers again: a poll after the suspect
+    co.l1.set(key, "an L1 copy")
+    assert other.touch("k", 300)
+    co.refresh(mine)
+    assert co.l1.get(key) is None  # the touch dropped the L1 copy, as before
+    assert health.suspects.keys() == {key}  # and left the suspect
