@@ -140,6 +140,10 @@ class LevelHealth:
         self._rebuild = rebuild
         self._repair_level: BaseCache | None = None
         self._timer: threading.Timer | None = None
+        #: A background repair is running: no other is started meanwhile (it re-arms
+        #: for what is left when it ends). Two used to run at once, sharing
+        #: ``_repair_level``: the first to end closed it, the other raised on None.
+        self._repairing = False
         self._stopped = False
         self.retry = retry
         self.log_interval = log_interval
@@ -169,6 +173,7 @@ class LevelHealth:
         self.lock = threading.Lock()
         self._timer = None
         self._repair_level = None
+        self._repairing = False
         if self.clear_pending or self.suspects:
             self._arm()  # what the parent had to repair, the child repairs too
 
@@ -271,6 +276,8 @@ class LevelHealth:
         with self.lock:
             if self._stopped or not (self.suspects or self.clear_pending):
                 return
+            if self._repairing:
+                return  # the running repair re-arms for what it leaves
             due = max(now, self._hinted + self.retry / 4)
             if self.down_until != 0.0:
                 if due >= self.down_until:
@@ -290,7 +297,12 @@ class LevelHealth:
         the values those writes replaced, and every other process read them, with no
         time bound. Now a timer repairs at ``down_until`` and retries while it fails.
         """
-        if self._rebuild is None or self._timer is not None or self._stopped:
+        if (
+            self._rebuild is None
+            or self._timer is not None
+            or self._stopped
+            or self._repairing
+        ):
             return
         # Every ``retry``, failed attempts included: the level is tried that often by
         # the process's calls anyway. Failed attempts used to back off (doubling, up to
@@ -308,12 +320,15 @@ class LevelHealth:
         with self.lock:
             if self._timer is threading.current_thread():
                 self._timer = None  # not one armed meanwhile (``reachable``)
+            if self._repairing:
+                return  # one at a time: that one re-arms when it ends
             pending = self.clear_pending or bool(self.suspects)
             early = self.down_until - _monotonic() > 0
             if pending and early:
                 self._arm()
-        if not pending or early:
-            return
+            if not pending or early:
+                return
+            self._repairing = True
         assert self._rebuild is not None
         try:
             if self._repair_level is None:
@@ -327,10 +342,17 @@ class LevelHealth:
                     "smartcache level %s: background repair failed", self.name
                 )
             with self.lock:
+                self._repairing = False
                 self._arm()
             return
         level, self._repair_level = self._repair_level, None
-        level.close()
+        try:
+            level.close()
+        finally:
+            with self.lock:
+                self._repairing = False
+                if self.clear_pending or self.suspects:
+                    self._arm()  # missed meanwhile
 
     def stop(self) -> None:
         """Cancel the background repair for good (tests; a process shutting down)."""
