@@ -3,7 +3,8 @@
 ``connect()``/``disconnect()`` are symmetric and idempotent (``dispatch_uid``);
 ``AppConfig.ready()`` calls ``connect()`` and a change of ``SMARTCACHE`` reconnects.
 ``post_save``/``post_delete`` are connected per tracked model, so models opted out
-keep Django's fast deletes.
+keep Django's fast deletes; ``pre_save``/``post_save`` also per model whose save may
+insert into a watched table without naming the pk (``sqlwatch.save_started``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 from django.apps import apps
 from django.core.signals import setting_changed
 from django.db.models import Model
-from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from . import conf, registry
+from . import conf, registry, sqlwatch
 from .registry import (
     family,
     holds_pks,
@@ -160,12 +161,20 @@ def connect() -> None:
         return
     registry.check_labels()
     for model in apps.get_models():
-        if not is_tracked(model):  # proxies too: their signals name the proxy class
-            continue
-        for signal, func, kind in (
-            (post_save, _on_save, "post_save"),
-            (post_delete, _on_delete, "post_delete"),
-        ):
+        # proxies too: their signals name the proxy class
+        receivers: list[tuple[Any, Any, str]] = []
+        if is_tracked(model):
+            receivers += [
+                (post_save, _on_save, "post_save"),
+                (post_delete, _on_delete, "post_delete"),
+            ]
+        if sqlwatch.inserts_unnamed(model):
+            # After _on_save: the new row is dirty before the save's holds go.
+            receivers += [
+                (pre_save, sqlwatch.save_started, "pre_save.holds"),
+                (post_save, sqlwatch.save_ended, "post_save.holds"),
+            ]
+        for signal, func, kind in receivers:
             uid = _uid(kind, model)
             signal.connect(func, sender=model, weak=False, dispatch_uid=uid)
             _connected.append((signal, model, uid))

@@ -15,7 +15,8 @@ model signals. After a write statement succeeds, its table is mapped to models
   rows too if it is a bare ``%s``, else all rows;
 - an ``INSERT`` without the pk creates rows nobody else could have cached: the
   model tag; inside a transaction, the all-rows tag is also held dirty for this
-  thread until it ends (``tagging.hold_tags``);
+  thread until it ends (``tagging.hold_tags``), unless it was a ``save()``'s, whose
+  ``post_save`` names the new row: that releases the hold;
 - anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``/``INSERT OR REPLACE``/
   ``UPDATE OR REPLACE``,
   upserts, ``MERGE``, ``WITH``: every table it writes, in its CTEs too):
@@ -30,8 +31,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
@@ -39,12 +41,19 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import connections
 from django.db.backends.signals import connection_created
+from django.db.models import Model
 from django.dispatch import receiver
 
 from . import conf, registry
 from .core.tags import InvalidTag
 from .registry import family, model_tag, rows_tag
-from .tagging import hold_tags, invalidate_tags
+from .tagging import (
+    Holds,
+    hold_tags,
+    in_transaction,
+    invalidate_tags,
+    release_tags,
+)
 
 __all__ = ["Write", "install", "parse", "uninstall"]
 
@@ -521,19 +530,102 @@ def _all_rows_of(write: Write) -> list[str]:
     return tags
 
 
-def _unnamed_new_rows(write: Write) -> list[str]:
-    """All-rows tags of the models an ``INSERT`` adds rows to without naming their
-    pks (``bulk_create()`` without pks, raw SQL): to hold dirty in this thread's
-    transaction (``tagging.hold_tags``), not to invalidate."""
+def _unnamed_new_rows(write: Write) -> list[tuple[type[Model], list[str]]]:
+    """The models an ``INSERT`` adds rows to without naming their pks (``save()`` of
+    a new row under an ``AutoField``, ``bulk_create()`` without pks, raw SQL), each
+    with the all-rows tags to hold dirty in this thread's transaction
+    (``tagging.hold_tags``), not to invalidate."""
     if write.verb != "INSERT" or write.all_rows:
         return []
-    tags: list[str] = []
-    for use in registry.tables().get(write.table, ()):
-        if registry.is_watched(use.model) and not set(use.pk_columns) <= set(
-            write.columns
-        ):
-            tags += [rows_tag(m) for m in family(use.model)]
-    return tags
+    return [
+        (use.model, [rows_tag(m) for m in family(use.model)])
+        for use in registry.tables().get(write.table, ())
+        if registry.is_watched(use.model)
+        and not set(use.pk_columns) <= set(write.columns)
+    ]
+
+
+@dataclass
+class _Save:
+    """A ``Model.save()`` under way in this thread (``pre_save`` sent, ``post_save``
+    not yet): ``expected`` are the concrete models (the instance's own and its
+    multi-table parents) whose ``AutoField`` pk it had no value for, whose rows it
+    inserts without naming the pk; ``claimed``, the holds of such inserts."""
+
+    instance: Model
+    using: str
+    expected: set[type[Model]]
+    claimed: Holds = field(default_factory=list)
+
+
+class _Saves(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[_Save] = []
+
+
+_saves = _Saves()
+#: A save that raised sends no ``post_save``: its entry is left behind (harmless: its
+#: holds are never released) until this many newer ones push it out.
+_MAX_SAVES = 32
+
+
+def inserts_unnamed(model: type[Model]) -> bool:
+    """Whether a ``save()`` of ``model`` can insert a row of a watched table without
+    naming its pk (an ``AutoField``; in multi-table inheritance, a parent's): the
+    models :func:`save_started` and :func:`save_ended` are connected for
+    (``invalidation.connect()``)."""
+    concrete = model._meta.concrete_model
+    if concrete is None:
+        return False
+    return any(
+        registry.is_watched(m) and m._meta.pk is m._meta.auto_field
+        for m in (concrete, *concrete._meta.get_parent_list())
+    )
+
+
+def save_started(
+    sender: type[Model], instance: Model, raw: bool, using: str, **kwargs: Any
+) -> None:
+    """``pre_save``: note a save that will insert rows without naming their pks,
+    inside a transaction (where such inserts hold the all-rows tag): its
+    ``post_save`` names the new pks (and ``invalidation`` makes their row tags
+    dirty), so :func:`save_ended` then releases those holds."""
+    if raw or not _state.enabled or not in_transaction(using):
+        return
+    concrete = sender._meta.concrete_model
+    expected = set()
+    for model in (concrete, *concrete._meta.get_parent_list()):
+        meta = model._meta
+        if meta.pk is meta.auto_field and getattr(instance, meta.pk.attname) is None:
+            expected.add(model)
+    if expected:
+        stack = _saves.stack
+        if len(stack) >= _MAX_SAVES:
+            del stack[0]
+        stack.append(_Save(instance, using, expected))
+
+
+def save_ended(sender: type[Model], instance: Model, **kwargs: Any) -> None:
+    """``post_save``: release the holds of the inserts of the save that ends."""
+    stack = _saves.stack
+    for index in range(len(stack) - 1, -1, -1):
+        if stack[index].instance is instance:
+            save = stack[index]
+            del stack[index:]  # and the saves within it that raised
+            release_tags(save.claimed)
+            return
+
+
+def _claim(model: type[Model], alias: str, holds: Holds) -> None:
+    """Give the holds of an ``INSERT`` into ``model``'s table without its pk to the
+    innermost save under way that inserts such a row (its own, then: a save's
+    ``INSERT`` comes after every ``pre_save`` receiver). Once per model and save: any
+    other insert into the table (``bulk_create()``, raw SQL) keeps its hold."""
+    for save in reversed(_saves.stack):
+        if save.using == alias and model in save.expected:
+            save.expected.discard(model)
+            save.claimed += holds
+            return
 
 
 def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> None:
@@ -557,9 +649,13 @@ def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> 
     # if it rolls back (SQLite then gives their pks again), so their row tags are
     # dirty for it until the transaction ends. Not invalidated: no one else can
     # have cached them, and the other rows' entries stay valid.
-    held = [t for write in writes for t in _unnamed_new_rows(write)]
-    if held:
-        hold_tags(*dict.fromkeys(held), db=conn.alias)
+    # A save() of a new row is one of them until its post_save names the pk (the
+    # receivers in ``invalidation`` then invalidate the row): it releases its holds.
+    for write in writes:
+        for model, held in _unnamed_new_rows(write):
+            holds = hold_tags(*held, db=conn.alias)
+            if holds and _saves.stack:
+                _claim(model, conn.alias, holds)
     if not tags:
         return
     verbs = " ".join(sorted({f"{w.verb} {w.table}" for w in writes}))
@@ -599,6 +695,7 @@ def uninstall() -> None:
     """Undo :func:`install` (connections of other threads keep an inert wrapper)."""
     _state.enabled = False
     connection_created.disconnect(dispatch_uid="django_smartcache.sqlwatch")
+    _saves.stack.clear()
     for conn in connections.all(initialized_only=True):
         while _wrapper in conn.execute_wrappers:
             conn.execute_wrappers.remove(_wrapper)

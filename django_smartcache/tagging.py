@@ -46,6 +46,7 @@ __all__ = [
     "hold_tags",
     "invalidate_tags",
     "nothing_pending",
+    "release_tags",
     "tagging_caches",
 ]
 
@@ -111,10 +112,12 @@ def expand_tags(tags: Iterable[str]) -> tuple[str, ...]:
 
 
 class _Pending(threading.local):
-    """Per thread (Django connections are per thread): db alias -> (block, tags)."""
+    """Per thread (Django connections are per thread): db alias -> (block, tags,
+    holds). ``tags`` were invalidated; ``holds`` counts the :func:`hold_tags` of each
+    tag not yet released (:func:`release_tags`). Both are dirty."""
 
     def __init__(self) -> None:
-        self.by_db: dict[str, tuple[object, set[str]]] = {}
+        self.by_db: dict[str, tuple[object, set[str], dict[str, int]]] = {}
 
 
 _pending = _Pending()
@@ -242,17 +245,30 @@ def at_commit(func: Callable[[], Any]) -> bool:
     return bool(conns)
 
 
-def _mark_dirty(conn: Any, tags: Iterable[str]) -> None:
+def _mark_dirty(
+    conn: Any, tags: Iterable[str], hold: bool = False
+) -> tuple[str, object, tuple[str, ...]]:
     outermost = _MANUAL if _in_manual_transaction(conn) else _outermost(conn)
     entry = _pending.by_db.get(conn.alias)
     if entry is None or entry[0] is not outermost:
-        entry = (outermost, set())
+        entry = (outermost, set(), {})
         _pending.by_db[conn.alias] = entry
-    entry[1].update(tags)
+    if hold:
+        holds = entry[2]
+        for tag in tags:
+            holds[tag] = holds.get(tag, 0) + 1
+    else:
+        entry[1].update(tags)
     _dirty_threads[threading.current_thread()] = True
+    return (conn.alias, outermost, tuple(tags))
 
 
-def hold_tags(*tags: str, db: str | None = None) -> None:
+#: What :func:`hold_tags` held, for :func:`release_tags`: (db alias, the
+#: transaction's outermost block, tags) per transaction.
+Holds = list[tuple[str, object, tuple[str, ...]]]
+
+
+def hold_tags(*tags: str, db: str | None = None) -> Holds:
     """Make ``tags`` dirty for this thread until its open transactions end, without
     invalidating them: for rows this transaction added whose pks are not known (an
     ``INSERT`` that does not name them). Nobody else can have cached those rows yet,
@@ -262,12 +278,41 @@ def hold_tags(*tags: str, db: str | None = None) -> None:
     may be given again).
 
     ``db``: only the transaction of that database alias (else every open one);
-    outside a transaction, nothing to do.
+    outside a transaction, nothing to do. Returns what was held, for
+    :func:`release_tags` once the new rows' pks are known after all (each hold is
+    counted: a tag stays dirty while one is not released, or if it was invalidated).
     """
     norm = normalize_tags(tags)
-    if norm:
-        for conn in _open_transactions(db):
-            _mark_dirty(conn, norm)
+    if not norm:
+        return []
+    return [_mark_dirty(conn, norm, hold=True) for conn in _open_transactions(db)]
+
+
+def release_tags(holds: Holds) -> None:
+    """Undo :func:`hold_tags` ``holds`` in the transactions still open that they were
+    made in (a transaction that ended took its holds with it). A tag stays dirty while
+    another hold of it is not released, or if this transaction invalidated it."""
+    for alias, outermost, tags in holds:
+        entry = _pending.by_db.get(alias)
+        if entry is None or entry[0] is not outermost:
+            continue
+        counts = entry[2]
+        for tag in tags:
+            left = counts.get(tag, 0) - 1
+            if left > 0:
+                counts[tag] = left
+            else:
+                counts.pop(tag, None)
+        if not entry[1] and not counts:
+            del _pending.by_db[alias]
+    if not _pending.by_db:
+        _dirty_threads.pop(threading.current_thread(), None)
+
+
+def in_transaction(db: str) -> bool:
+    """Whether this thread is in an application ``atomic()`` block or a manual
+    transaction on ``db`` (where :func:`hold_tags` holds)."""
+    return bool(_open_transactions(db))
 
 
 def nothing_pending() -> bool:
@@ -281,7 +326,7 @@ def dirty_tags() -> set[str]:
     if not _pending.by_db:
         return set()
     dirty: set[str] = set()
-    for alias, (outermost, tags) in list(_pending.by_db.items()):
+    for alias, (outermost, tags, holds) in list(_pending.by_db.items()):
         conn = connections[alias]
         if outermost is _MANUAL:
             # Until autocommit is back on: commit() does not end manual management.
@@ -292,6 +337,7 @@ def dirty_tags() -> set[str]:
             del _pending.by_db[alias]  # committed (repeat already sent) or rolled back
         else:
             dirty |= tags
+            dirty.update(holds)
     if not _pending.by_db:
         _dirty_threads.pop(threading.current_thread(), None)
     return dirty

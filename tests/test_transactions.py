@@ -10,11 +10,11 @@ import pytest
 from django.core.cache import caches
 from django.db import connection, transaction
 
-from django_smartcache import model_tag
+from django_smartcache import model_tag, tagging
 from django_smartcache.signals import tags_invalidated
 from django_smartcache.tagging import dirty_tags
 from tests.fixtures.tagged_caches import on_every_tagged_backend
-from tests.testapp.models import Author, Book
+from tests.testapp.models import Author, Book, Place, PlaceArticle, Restaurant
 from tests.testapp.reads import cached, fresh
 
 # Every scenario runs on every backend that takes tags.
@@ -351,3 +351,79 @@ def test_a_committed_insert_without_pks_leaves_other_rows_cached(
     assert cached("book_row", new.pk)["title"] == "new"
     assert cache.get(f"book_row:{new.pk}") == fresh("book_row", new.pk)
     assert cached("book_titles") == ["new", "old"]
+
+
+def _held(model: Any) -> bool:
+    """Whether ``model``'s all-rows tag is dirty for this thread."""
+    return f"model:{model._meta.label_lower}#*" in dirty_tags()
+
+
+def test_a_created_row_leaves_the_other_rows_cached(book: Book, cache: Any) -> None:
+    """``create()``'s ``INSERT`` does not name the pk either, but its ``post_save``
+    does (and makes that row dirty): it used to hold every row of the model too, so
+    that until the commit no row-tagged entry of it was read or stored."""
+    cached("book_row", book.pk)
+    with transaction.atomic():
+        new = Book.objects.create(title="new", author=book.author)
+        assert cache.get(f"book_row:{book.pk}") == fresh("book_row", book.pk)
+        assert not _held(Book)
+        assert model_tag(Book, new.pk) in dirty_tags()
+        other = Book.objects.create(title="other", author=book.author)
+        assert cached("book_row", other.pk)["title"] == "other"
+        assert cache.get(f"book_row:{other.pk}") is None  # its own row: dirty
+        Book.objects.get_or_create(title="got", author=book.author)
+        Book.objects.update_or_create(title="upd", defaults={"author": book.author})
+        assert not _held(Book)
+        assert cache.get(f"book_row:{book.pk}") == fresh("book_row", book.pk)
+    assert cache.get(f"book_row:{book.pk}") == fresh("book_row", book.pk)
+
+
+def test_a_child_model_save_leaves_the_parents_rows_cached(cache: Any) -> None:
+    """A multi-table child's ``save()`` inserts its parent's row without the pk
+    (only the child's ``post_save`` is sent), then its own naming it."""
+    place = Place.objects.create(name="P")
+    cached("place_row", place.pk)
+    with transaction.atomic():
+        Restaurant.objects.create(name="R")
+        assert not _held(Place) and not _held(Restaurant)
+        PlaceArticle.objects.create(name="PA", headline="H")  # two such parents
+        assert not _held(Place) and not _held(Restaurant)
+        # Its post_save invalidates every Article row (it links two models, as a
+        # through model does), which is dirty then; but nothing is held.
+        assert not any(holds for _, _, holds in tagging._pending.by_db.values())
+        assert cache.get(f"place_row:{place.pk}") == fresh("place_row", place.pk)
+
+
+def test_inserts_without_pks_around_a_save_keep_their_hold(book: Book) -> None:
+    """A ``bulk_create()`` (no ``post_save``) before or after a ``save()``, or a raw
+    ``INSERT``, keeps the model's rows dirty: a ``save()`` releases only its own
+    hold, and one that names its pk releases none."""
+    author = book.author
+    for before in (True, False):
+        with pytest.raises(Rollback), transaction.atomic():
+            if before:
+                Book.objects.bulk_create([Book(title="bulk", author=author)])
+            Book.objects.create(title="saved", author=author)
+            assert _held(Book) is before
+            if not before:
+                Book.objects.bulk_create([Book(title="bulk", author=author)])
+            Book.objects.create(pk=1000, title="named", author=author)
+            Book.objects.create(title="saved again", author=author)
+            assert _held(Book)
+            raise Rollback
+    with pytest.raises(Rollback), transaction.atomic():
+        Book.objects.create(title="saved", author=author)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO testapp_book (title, author_id) VALUES (%s, %s)",
+                ["raw", author.pk],
+            )
+        Book.objects.create(title="saved again", author=author)
+        assert _held(Book)
+        raise Rollback
+    with pytest.raises(Rollback), transaction.atomic():
+        Place.objects.bulk_create([Place(name="bulk")])
+        Restaurant.objects.create(name="R")
+        assert _held(Place) and _held(Restaurant)
+        raise Rollback
+    assert dirty_tags() == set()
