@@ -10,7 +10,7 @@ import logging
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,10 @@ import pytest
 import redis
 
 from django_smartcache.backends.multilevel import MultiLevelCache
-from tests.backends.test_multilevel import FILES, REDIS, SMART, _unique
+from tests.backends.conftest import RETRY
+from tests.backends.test_multilevel import FILES, REDIS, SMART
 
 pytestmark = pytest.mark.redis
-
-RETRY = 0.2
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -47,33 +46,6 @@ def _failure_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecor
         if r.name == "django_smartcache.multilevel"
         and "failed during" in r.getMessage()
     ]
-
-
-@pytest.fixture
-def make_cache() -> Iterator[Callable[..., MultiLevelCache]]:
-    made: list[MultiLevelCache] = []
-
-    def make(l2: dict[str, Any], **options: Any) -> MultiLevelCache:
-        cache = MultiLevelCache(
-            "",
-            {
-                "KEY_PREFIX": _unique(),
-                "OPTIONS": {
-                    "LEVELS": [{"BACKEND": SMART, "LOCATION": _unique()}, l2],
-                    "L1_MAX_TTL": 1000,
-                    "RETRY_INTERVAL": RETRY,
-                    **options,
-                },
-            },
-        )
-        made.append(cache)
-        return cache
-
-    yield make
-    for cache in made:
-        cache._co.stop()
-        for health in cache._health:
-            health.stop()  # no repair timer outlives the test (its Redis may be gone)
 
 
 def test_redis_stopped_and_restarted(

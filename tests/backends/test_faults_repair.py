@@ -11,7 +11,7 @@ defect needs them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,39 +22,10 @@ from django_smartcache.backends._level_health import LevelHealth
 from django_smartcache.backends.multilevel import MultiLevelCache
 from django_smartcache.backends.smart import SmartCache
 from django_smartcache.backends.sqlite import SQLiteCache
-from tests.backends.test_faults import RETRY
+from tests.backends.conftest import RETRY
 from tests.backends.test_multilevel import REDIS, SMART, _unique
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def make_cache() -> Iterator[Callable[..., MultiLevelCache]]:
-    """A MultiLevelCache over ``l2`` with an L1 of its own (``KEY_PREFIX`` given, as
-    another process would have: several in one test share the keys)."""
-    made: list[MultiLevelCache] = []
-
-    def make(l2: dict[str, Any], prefix: str = "", **options: Any) -> MultiLevelCache:
-        cache = MultiLevelCache(
-            "",
-            {
-                "KEY_PREFIX": prefix or _unique(),
-                "OPTIONS": {
-                    "LEVELS": [{"BACKEND": SMART, "LOCATION": _unique()}, l2],
-                    "L1_MAX_TTL": 1000,
-                    "RETRY_INTERVAL": RETRY,
-                    **options,
-                },
-            },
-        )
-        made.append(cache)
-        return cache
-
-    yield make
-    for cache in made:
-        cache._co.stop()
-        for health in cache._health:
-            health.stop()  # no repair timer outlives the test (its Redis may be gone)
 
 
 def test_a_write_refused_as_the_callers_error_leaves_no_suspect(
