@@ -3,7 +3,10 @@
 A cache must never take the site down: a file that is not an SQLite database, is
 truncated, or is a cache file of another schema version (an upgrade or a downgrade of
 this package), is renamed next to itself (both paths logged at ERROR) and replaced by a
-fresh store. A database of someone else's is refused untouched (``ImproperlyConfigured``).
+fresh store. A database of someone else's is refused untouched (``ImproperlyConfigured``):
+only a file whose header carries our ``application_id`` is ever judged from its bytes
+and moved; a ``-journal`` beside it is settled by SQLite (rolled back) before anything
+else, and companions (``-wal``, ``-shm``, ``-journal``) move with a file, never deleted.
 An exclusive ``flock`` on a sibling ``.lock`` file serialises this between the
 processes that open the file at once: the second one checks the file the first one
 left, which is current, so it never moves a fresh file aside.
@@ -39,6 +42,8 @@ CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _BUSY_CODES = frozenset({5, 6})
 #: WAL pages between automatic checkpoints (SQLite's default is 1000).
 WAL_AUTOCHECKPOINT_PAGES = 4000
+#: The files SQLite keeps beside a database: moved along with it, never deleted.
+_COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 class ForeignDatabaseError(Exception):
@@ -85,6 +90,12 @@ def diagnose(path: str) -> str | None:
         return None
     if len(header) < 100 or not header.startswith(_MAGIC):
         return "not an SQLite database (bad header)"
+    if int.from_bytes(header[68:72], "big") != schema.APPLICATION_ID:
+        # Someone else's database (or ours before it was stamped): SQLite decides,
+        # never these bytes. A rollback-journal database read in the middle of a
+        # commit, or left by a writer killed in one, looks truncated here and is
+        # healthy once SQLite rolls its journal back.
+        return None
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
@@ -96,6 +107,80 @@ def diagnose(path: str) -> str | None:
     if header_valid and wal_empty and pages * page_size > length:
         return f"truncated: the header says {pages * page_size} bytes, the file has {length}"
     return None
+
+
+def ours_by_header(path: str) -> bool:
+    """Whether the header of the file at ``path`` carries our ``application_id``."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError:
+        return False
+    return (
+        header.startswith(_MAGIC)
+        and len(header) == 100
+        and int.from_bytes(header[68:72], "big") == schema.APPLICATION_ID
+    )
+
+
+def _identity(conn: sqlite3.Connection) -> tuple[set[str], int, int]:
+    """The tables, ``application_id`` and ``user_version`` SQLite reads in the file."""
+    tables = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        )
+    }
+    (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    return tables, app_id, found
+
+
+def _not_ours(tables: set[str], app_id: int, found: int) -> str | None:
+    """Why a readable database is someone else's; ``None`` when it may be ours."""
+    others = sorted(t for t in tables if not t.startswith(schema.NAME_PREFIX))
+    known = {0, schema.SCHEMA_VERSION, *schema.STAMPED_IN_PLACE}
+    if (
+        others
+        or app_id not in (0, schema.APPLICATION_ID)
+        or (app_id == 0 and not tables and found not in known)
+    ):
+        return (
+            f"it is an SQLite database but not a SQLiteCache file (tables: "
+            f"{', '.join(sorted(tables)) or 'none'}, application_id {app_id}); "
+            f"user_version {found}; refusing to touch it"
+        )
+    return None
+
+
+def settle_journal(path: str, busy_timeout: float) -> None:
+    """A ``-journal`` lies beside ``path``: let SQLite settle it, then refuse what is not ours.
+
+    SQLiteCache files use a WAL; a rollback journal is someone else's database
+    (or ours killed while it was being created). Its bytes are not ours to judge:
+    a hot journal (a writer killed mid-commit) or a live writer's journal means the
+    file is half-written and healthy once the journal is rolled back. So SQLite
+    opens it first, as any connection of its owner would: a hot journal is rolled
+    back (restoring the database), a live writer is waited for (``BUSY_TIMEOUT``).
+    Raises ``ForeignDatabaseError`` unless SQLite then reads an empty file or ours.
+    """
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    try:
+        identity = _identity(conn)
+    except sqlite3.DatabaseError as exc:
+        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+            raise  # a live writer past BUSY_TIMEOUT: transient
+        raise ForeignDatabaseError(
+            f"SQLite cannot read it ({exc}) and a rollback journal lies beside it "
+            f"({path}-journal), which a SQLiteCache file never keeps: it is not "
+            f"provably a SQLiteCache file; refusing to touch it or its journal"
+        ) from exc
+    finally:
+        conn.close()
+    reason = _not_ours(*identity)
+    if reason is not None:
+        raise ForeignDatabaseError(reason)
 
 
 def foreign_beside_a_wal(path: str) -> str | None:
@@ -154,17 +239,16 @@ def quarantine(path: str, reason: str, kind: str = "corrupt") -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = f"{path}.{kind}-{stamp}-{os.getpid()}"
     n = 1
-    while os.path.lexists(aside) or os.path.lexists(aside + "-wal"):
+    while any(os.path.lexists(aside + suffix) for suffix in ("", *_COMPANIONS)):
         # Two files moved aside by one process in one second: never overwrite the first.
         n += 1
         aside = f"{path}.{kind}-{stamp}-{os.getpid()}-{n}"
     os.replace(path, aside)
-    for suffix in ("-wal", "-shm", "-journal"):
+    # Its WAL, shared memory and journal go with it, never deleted: a journal or WAL
+    # is part of the database (deleting one alone is what damages a database).
+    for suffix in _COMPANIONS:
         with contextlib.suppress(FileNotFoundError):
-            if suffix == "-wal":
-                os.replace(path + suffix, aside + suffix)
-            else:
-                os.remove(path + suffix)
+            os.replace(path + suffix, aside + suffix)
     logger.error(
         "SQLiteCache: %s is unusable (%s); moved it to %s and started a fresh cache there.",
         path,
@@ -244,29 +328,12 @@ def _install(path: str, busy_timeout: float) -> None:
     """
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
-        tables = {
-            row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'"
-                " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-            )
-        }
-        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-        (found,) = conn.execute("PRAGMA user_version").fetchone()
-        others = sorted(t for t in tables if not t.startswith(schema.NAME_PREFIX))
-        known = {0, schema.SCHEMA_VERSION, *schema.STAMPED_IN_PLACE}
-        if (
-            others
-            or app_id not in (0, schema.APPLICATION_ID)
-            or (app_id == 0 and not tables and found not in known)
-        ):
+        tables, app_id, found = _identity(conn)
+        reason = _not_ours(tables, app_id, found)
+        if reason is not None:
             # A healthy database of something else: most likely LOCATION pointing at
             # the site's own data. Never modify it, never move it.
-            raise ForeignDatabaseError(
-                f"it is an SQLite database but not a SQLiteCache file (tables: "
-                f"{', '.join(sorted(tables)) or 'none'}, application_id {app_id}); "
-                f"user_version {found}; refusing to touch it"
-            )
+            raise ForeignDatabaseError(reason)
         if tables:
             problem = check_layout(conn, found)
             if problem is not None:
@@ -379,6 +446,8 @@ def prepare(path: str, busy_timeout: float) -> None:
         if os.path.isdir(path):
             raise IsADirectoryError(21, "is a directory", path)
         with open_lock(path):
+            if os.path.lexists(path + "-journal"):
+                settle_journal(path, busy_timeout)
             foreign = foreign_beside_a_wal(path)
             if foreign is not None:
                 raise ForeignDatabaseError(foreign)
@@ -393,6 +462,14 @@ def prepare(path: str, busy_timeout: float) -> None:
             except sqlite3.DatabaseError as exc:
                 if not is_corruption(exc):
                     raise
+                if not ours_by_header(path):
+                    # Damaged, or read half-way through someone's commit: only a
+                    # file that says it is ours is ever moved.
+                    raise ForeignDatabaseError(
+                        f"SQLite cannot read it ({exc}) and its header does not carry "
+                        f"the SQLiteCache application_id: it is not provably a "
+                        f"SQLiteCache file; refusing to move it"
+                    ) from exc
                 quarantine(path, str(exc))
                 _install(path, busy_timeout)
     except ForeignDatabaseError as exc:

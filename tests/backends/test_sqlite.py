@@ -396,7 +396,9 @@ def test_damaged_file_is_moved_aside_logged_and_replaced(tmp_path, kind, caplog)
         cache.set("k", "v")
         assert cache.get("k") == "v"
     aside = [
-        p for p in os.listdir(tmp_path) if ".corrupt-" in p and not p.endswith("-wal")
+        p
+        for p in os.listdir(tmp_path)
+        if ".corrupt-" in p and not p.endswith(("-wal", "-shm", "-journal"))
     ]
     assert len(aside) == 1
     with open(tmp_path / aside[0], "rb") as f:

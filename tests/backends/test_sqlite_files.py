@@ -1,0 +1,159 @@
+"""SQLiteCache and the files at LOCATION that are not (or not only) its own: someone
+else's database in the middle of a commit, a foreign WAL, a file it cannot write.
+
+Real files and real processes; every damaged state is built deliberately (a writer
+killed with SIGKILL inside an open transaction, a header patched to what a torn commit
+leaves), never by racing a kill against a commit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from django_smartcache.backends import SQLiteCache, _sqlite_connection
+
+PAGE = 4096
+
+#: Opens a rollback-journal transaction big enough to spill pages into the database
+#: file (a tiny page cache), says so, and waits to be killed.
+WRITER = r"""
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size = 10")
+conn.execute("BEGIN")
+conn.executemany("INSERT INTO orders (data) VALUES (?)", [(os.urandom(800),) for _ in range(2000)])
+print("inside", flush=True)
+sys.stdin.read()
+"""
+
+
+def _fresh_process(path: str) -> None:
+    """Forget that this process checked ``path`` (as a newly started worker)."""
+    _sqlite_connection._prepared.discard(path)
+    _sqlite_connection._ever_prepared.discard(path)
+
+
+def _site_database(path: str) -> None:
+    """The site's own database, rollback journal (Django's default), 500 orders."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, data BLOB)")
+    conn.executemany(
+        "INSERT INTO orders (data) VALUES (?)", [(os.urandom(800),) for _ in range(500)]
+    )
+    conn.execute("CREATE TABLE auth_user (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO auth_user (name) VALUES ('alice')")
+    conn.commit()
+    conn.close()
+
+
+def _claim_pages(path: str, pages: int) -> None:
+    """Make the header of ``path`` declare ``pages`` pages (its change counter valid)."""
+    with open(path, "r+b") as f:
+        f.seek(28)
+        f.write(pages.to_bytes(4, "big"))
+
+
+def _looks_truncated(path: str) -> bool:
+    """Whether the header, valid, declares more pages than the file holds."""
+    with open(path, "rb") as f:
+        header = f.read(100)
+    valid = header[24:28] == header[92:96]
+    declared = int.from_bytes(header[28:32], "big") * int.from_bytes(
+        header[16:18], "big"
+    )
+    return valid and declared > os.path.getsize(path)
+
+
+def _hot_journal(path: str) -> None:
+    """A writer killed inside a commit: pages of its transaction in the file, its
+    rollback journal beside it, and page 1 declaring the size the commit was going to
+    have (what a kill between writing page 1 and the last page leaves)."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "inside"
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    # Page 1 is in the journal (its original): the rollback restores it whatever
+    # the file holds now.
+    _claim_pages(path, os.path.getsize(path) // PAGE + 64)
+
+
+def _truncated_foreign(path: str) -> None:
+    """Someone else's database whose header declares more pages than the file has."""
+    _claim_pages(path, os.path.getsize(path) // PAGE + 64)
+
+
+@pytest.mark.parametrize("state", ["hot_journal", "truncated_foreign"])
+def test_someone_elses_database_that_looks_truncated_is_never_moved(tmp_path, state):
+    """LOCATION at the site's database: a writer killed mid-commit left a hot journal
+    (or its header declares more than the file holds). Before, the header check called
+    it truncated before asking whose it was: the database was moved aside and its
+    journal deleted, so the half-written transaction stayed in it."""
+    path = str(tmp_path / "db.sqlite3")
+    _site_database(path)
+    {"hot_journal": _hot_journal, "truncated_foreign": _truncated_foreign}[state](path)
+    assert _looks_truncated(path)  # what the header says, read as bytes
+    if state == "hot_journal":
+        assert os.path.getsize(path + "-journal") > 0
+    with open(path, "rb") as f:
+        before = f.read()
+    _fresh_process(path)
+    with pytest.raises(
+        ImproperlyConfigured, match="not (provably )?a SQLiteCache file"
+    ) as caught:
+        SQLiteCache(path, {"OPTIONS": {"BUSY_TIMEOUT": 1}}).get("k")
+    assert path in str(caught.value)
+    assert not [name for name in os.listdir(tmp_path) if ".corrupt-" in name]
+    if state == "truncated_foreign":  # damaged, but not ours to judge: untouched
+        assert sorted(os.listdir(tmp_path)) == ["db.sqlite3", "db.sqlite3.lock"]
+        with open(path, "rb") as f:
+            assert f.read() == before
+        return
+    # SQLite rolled the journal back, as the site's next connection would have.
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (500,)
+        assert conn.execute("SELECT name FROM auth_user").fetchall() == [("alice",)]
+        assert not conn.execute(
+            "SELECT name FROM sqlite_master WHERE name LIKE 'smartcache%'"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_file_moved_aside_takes_its_journal_wal_and_shm_along(tmp_path):
+    """Quarantine never deletes a companion file: each goes with the file it belongs to."""
+    path = str(tmp_path / "cache.sqlite3")
+    with open(path, "wb") as f:
+        f.write(b"not a database\n" * 100)
+    for suffix in ("-wal", "-shm"):
+        with open(path + suffix, "wb") as f:
+            f.write(suffix.encode())
+    _fresh_process(path)
+    cache = SQLiteCache(path, {})
+    cache.set("k", "v")
+    assert cache.get("k") == "v"
+    cache.close()
+    (aside,) = [
+        name
+        for name in os.listdir(tmp_path)
+        if ".corrupt-" in name and not name.endswith(("-wal", "-shm", "-journal"))
+    ]
+    for suffix in ("-wal", "-shm"):
+        with open(tmp_path / (aside + suffix), "rb") as f:
+            assert f.read() == suffix.encode()
