@@ -775,8 +775,19 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         )
 
     def close(self, **kwargs: Any) -> None:
+        # Every level is closed even if one fails: Django calls this at the end of
+        # each request, and an exception here stopped the levels (and the aliases)
+        # after the failing one from closing. A level's failure is logged, not raised.
         for level in self._levels:
-            level.close(**kwargs)
+            try:
+                level.close(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - closing: nothing to return
+                logger.warning(
+                    "smartcache level %s failed to close (%s: %s).",
+                    type(level).__name__,
+                    type(exc).__name__,
+                    exc,
+                )
 
     # -- introspection ---------------------------------------------------------------
     @property

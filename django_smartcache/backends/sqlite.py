@@ -51,6 +51,11 @@ _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _CHUNK = 500
 #: Pending ``accessed`` refreshes that trigger a flush from the read path.
 _ACCESS_FLUSH = 256
+#: Seconds ``close()`` (the end of a request) waits for another process's write lock
+#: to write pending access times, instead of ``BUSY_TIMEOUT``; then it defers them.
+_CLOSE_WAIT = 0.05
+#: SQLITE_BUSY, SQLITE_LOCKED: another connection holds a lock (transient).
+_BUSY_CODES = frozenset({5, 6})
 _missing = object()
 _T = TypeVar("_T")
 
@@ -103,10 +108,41 @@ class BaseSQLiteCache(
         self._clock: Callable[[], float] = time.time
 
     def close(self, **kwargs: Any) -> None:
-        """Write pending ``accessed`` refreshes; the connection stays open for reuse."""
+        """Write pending ``accessed`` refreshes if the file's write lock is free within
+        :data:`_CLOSE_WAIT`; the connection stays open for reuse. Never raises.
+
+        Django calls it at the end of every request (``request_finished``): a failure
+        here raised out of the signal, from a read-only request, and stopped the
+        aliases after this one from closing. A busy file defers the refreshes to the
+        thread's next write (they are only LRU hints); any other error drops them.
+        """
         state = self._state
-        if state.pending and state.conn is not None:
-            self._write(self._flush_access_txn)
+        conn = state.conn
+        if not state.pending or conn is None:
+            return
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(_CLOSE_WAIT * 1000)}")
+            try:
+                self._write(self._flush_access_txn)
+            finally:
+                if state.conn is not None:  # (None: replaced after damage)
+                    state.conn.execute(
+                        f"PRAGMA busy_timeout = {int(self._options.busy_timeout * 1000)}"
+                    )
+        except sqlite3.DatabaseError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+                logger.debug(
+                    "SQLiteCache: access times of %s deferred, the file is busy (%s).",
+                    self._path,
+                    exc,
+                )
+                return
+            state.pending.clear()
+            logger.warning(
+                "SQLiteCache: access times not written to %s (%s); dropped.",
+                self._path,
+                exc,
+            )
 
     # -- values ----------------------------------------------------------------------
 

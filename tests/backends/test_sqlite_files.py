@@ -157,3 +157,86 @@ def test_a_file_moved_aside_takes_its_journal_wal_and_shm_along(tmp_path):
     for suffix in ("-wal", "-shm"):
         with open(tmp_path / (aside + suffix), "rb") as f:
             assert f.read() == suffix.encode()
+
+
+# -- close() at the end of a request ---------------------------------------------------
+
+#: Holds the write lock of the file named in argv until told to stop.
+LOCK_HOLDER = r"""
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def _hold_write_lock(path: str) -> subprocess.Popen[str]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def _release(holder: subprocess.Popen[str]) -> None:
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+
+
+def test_close_never_raises_nor_waits_for_a_locked_file(tmp_path):
+    """A read noted an access; at the request's end another process holds the write
+    lock. Before, close() waited BUSY_TIMEOUT and raised "database is locked" out of
+    request_finished. Now it waits at most a moment, raises nothing, and writes the
+    refresh at a later close() once the lock is free."""
+    import time
+
+    path = str(tmp_path / "cache.sqlite3")
+    cache = SQLiteCache(path, {"OPTIONS": {"BUSY_TIMEOUT": 3, "ACCESS_INTERVAL": 1}})
+    cache.set("page", "html", timeout=None)
+    clock = time.time() + 60
+    cache._clock = lambda: clock  # the entry's access time is a minute old
+    holder = _hold_write_lock(path)
+    try:
+        assert cache.get("page") == "html"  # reads need no lock in WAL mode
+        assert cache._state.pending
+        started = time.monotonic()
+        cache.close()
+        assert time.monotonic() - started < 1.5  # not BUSY_TIMEOUT (3 s)
+        assert cache._state.pending  # deferred, not lost
+    finally:
+        _release(holder)
+    cache.close()
+    assert not cache._state.pending
+    conn = sqlite3.connect(path)
+    (accessed,) = conn.execute("SELECT accessed FROM smartcache_entry").fetchone()
+    conn.close()
+    assert accessed == clock
+
+
+def test_multilevel_close_closes_every_level_when_one_fails(tmp_path, caplog):
+    from django_smartcache.backends import MultiLevelCache
+
+    cache = MultiLevelCache(
+        str(tmp_path / "levels.sqlite3"), {"OPTIONS": {"COHERENCE": "none"}}
+    )
+    closed = []
+    first, *rest = cache.levels
+
+    def broken(**kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    first.close = broken  # type: ignore[method-assign]
+    for level in rest:
+        level.close = lambda level=level, **kw: closed.append(level)  # type: ignore[method-assign]
+    try:
+        cache.close()
+    finally:
+        for health in cache._health:
+            health.stop()
+    assert closed == rest
+    assert "failed to close" in caplog.text
