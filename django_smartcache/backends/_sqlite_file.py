@@ -64,6 +64,11 @@ class IncompatibleSchemaError(Exception):
     """``LOCATION`` holds a SQLiteCache file this release cannot use as it is."""
 
 
+class DamagedCacheError(Exception):
+    """``LOCATION``'s header says it is a SQLiteCache file, but SQLite reads another
+    database there (another database's WAL beside it, replayed on opening)."""
+
+
 def is_corruption(exc: BaseException) -> bool:
     """Whether ``exc`` says the file is damaged (as opposed to busy, full, read-only...)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -324,12 +329,22 @@ def _install(path: str, busy_timeout: float) -> None:
     """Create or check the schema.
 
     Raises ``ForeignDatabaseError`` for someone else's database, ``IncompatibleSchemaError``
-    for a cache file of another version, ``sqlite3.DatabaseError`` when it is damaged.
+    for a cache file of another version, ``DamagedCacheError`` for a file whose header
+    is ours but whose tables are not, ``sqlite3.DatabaseError`` when it is damaged.
     """
+    ours = ours_by_header(path)  # before SQLite reads a WAL into it
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
         tables, app_id, found = _identity(conn)
         reason = _not_ours(tables, app_id, found)
+        if reason is not None and ours:
+            # Our file, and SQLite reads someone else's tables: another database's
+            # WAL lay beside it and was replayed. A damaged cache file, not theirs.
+            raise DamagedCacheError(
+                f"its header is a SQLiteCache file's but SQLite reads another "
+                f"database in it (tables: {', '.join(sorted(tables)) or 'none'}, "
+                f"application_id {app_id}): the WAL beside it was another database's"
+            )
         if reason is not None:
             # A healthy database of something else: most likely LOCATION pointing at
             # the site's own data. Never modify it, never move it.
@@ -458,6 +473,9 @@ def prepare(path: str, busy_timeout: float) -> None:
                 _install(path, busy_timeout)
             except IncompatibleSchemaError as exc:
                 quarantine(path, str(exc), "schema")
+                _install(path, busy_timeout)
+            except DamagedCacheError as exc:
+                quarantine(path, str(exc))
                 _install(path, busy_timeout)
             except sqlite3.DatabaseError as exc:
                 if not is_corruption(exc):

@@ -240,3 +240,47 @@ def test_multilevel_close_closes_every_level_when_one_fails(tmp_path, caplog):
             health.stop()
     assert closed == rest
     assert "failed to close" in caplog.text
+
+
+# -- another database's WAL beside the cache file --------------------------------------
+
+
+def test_another_databases_wal_beside_the_cache_file_is_quarantined(tmp_path, caplog):
+    """Our header passes, SQLite replays the foreign WAL: before, every call of every
+    worker raised "not a SQLiteCache file (tables: t...)" forever, nothing logged or
+    moved. A file whose header is ours is a damaged cache file: moved aside with its
+    WAL, logged, and a fresh cache serves."""
+    import logging
+
+    path = str(tmp_path / "cache.sqlite3")
+    writer = SQLiteCache(path, {})
+    writer.set_many({f"k{i}": "v" * 200 for i in range(300)})
+    writer._state.conn.close()
+    writer._state.conn = None
+    other = str(tmp_path / "other.sqlite3")
+    conn = sqlite3.connect(other, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE t (x BLOB)")
+    conn.executemany(
+        "INSERT INTO t VALUES (?)", [(os.urandom(500),) for _ in range(200)]
+    )
+    with open(other + "-wal", "rb") as f:
+        foreign_wal = f.read()
+    conn.close()
+    checkpoint = sqlite3.connect(path)  # our own WAL goes into the file first
+    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint.close()
+    with open(path + "-wal", "wb") as f:
+        f.write(foreign_wal)
+    _fresh_process(path)
+    with caplog.at_level(logging.ERROR, "django_smartcache.sqlite"):
+        cache = SQLiteCache(path, {})
+        cache.set("a", 1)
+        assert cache.get("a") == 1
+        assert cache.incr("a") == 2
+    cache.close()
+    aside = [name for name in os.listdir(tmp_path) if ".corrupt-" in name]
+    (moved,) = [name for name in aside if not name.endswith(("-wal", "-shm"))]
+    assert path in caplog.text and str(tmp_path / moved) in caplog.text
+    assert "another database" in caplog.text
