@@ -53,6 +53,8 @@ class BudgetMixin:
         protected: AbstractSet[str],
     ) -> None:
         """Delete expired entries, then the least recently used, until within budget."""
+        if self._turnover[1] is None:
+            self._turnover = (0.0, None)  # full after all: the next read looks again
         excess_bytes = size - self._max_size
         excess_entries = 0
         max_entries = self._max_entries

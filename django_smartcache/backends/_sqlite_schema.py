@@ -166,6 +166,11 @@ REFRESH_ACCESS = (
     "UPDATE smartcache_entry SET accessed = ? WHERE key = ? AND accessed < ?"
 )
 TOTALS = "SELECT size, count FROM smartcache_meta WHERE id = 0"
+#: The oldest ``accessed`` (one descent of its index) and the totals.
+OLDEST_ACCESS_AND_TOTALS = (
+    "SELECT (SELECT min(accessed) FROM smartcache_entry), size, count"
+    " FROM smartcache_meta WHERE id = 0"
+)
 EXPIRED_VICTIMS = (
     "SELECT key, size FROM smartcache_entry INDEXED BY smartcache_entry_expires"
     " WHERE expires <= ? ORDER BY expires LIMIT ?"

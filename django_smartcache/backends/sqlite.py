@@ -54,6 +54,8 @@ _ACCESS_FLUSH = 256
 #: Seconds ``close()`` (the end of a request) waits for another process's write lock
 #: to write pending access times, instead of ``BUSY_TIMEOUT``; then it defers them.
 _CLOSE_WAIT = 0.05
+#: Seconds of the cache's clock between two looks at its turnover (``_stale_before``).
+_TURNOVER_EVERY = 1.0
 #: SQLITE_BUSY, SQLITE_LOCKED: another connection holds a lock (transient).
 _BUSY_CODES = frozenset({5, 6})
 _missing = object()
@@ -100,6 +102,9 @@ class BaseSQLiteCache(
         self._max_entries = options.max_entries  # type: ignore[assignment]
         self._cull_frequency = options.cull_frequency
         self._access_interval = options.access_interval
+        #: (clock time of the next look, refresh bound when the cache is full: the
+        #: middle of its access-time span): see :meth:`_stale_before`.
+        self._turnover: tuple[float, float | None] = (0.0, None)
         self._state = ThreadState()
         self._maintenance_lock = threading.Lock()
         self._writes = 0
@@ -189,7 +194,7 @@ class BaseSQLiteCache(
         try:
             row = (
                 self._connection()
-                .execute(sql.GET_LIVE, (now - self._access_interval, key, now))
+                .execute(sql.GET_LIVE, (self._stale_before(now), key, now))
                 .fetchone()
             )
         except sqlite3.DatabaseError as exc:
@@ -235,7 +240,7 @@ class BaseSQLiteCache(
         """One statement, one row of one column per key, in order (``GET_MANY_JSON``);
         ``encoded`` is the JSON array of ``originals``' keys."""
         rows = conn.execute(
-            sql.GET_MANY_JSON, (now - self._access_interval, encoded, now)
+            sql.GET_MANY_JSON, (self._stale_before(now), encoded, now)
         ).fetchall()
         found: dict[Any, Any] = {}
         loads = pickle.loads
@@ -267,7 +272,7 @@ class BaseSQLiteCache(
     ) -> dict[Any, Any]:
         """Without JSON functions: ``SELECT ... IN (...)`` per 500 keys."""
         found: dict[Any, Any] = {}
-        stale_before = now - self._access_interval
+        stale_before = self._stale_before(now)
         loads = pickle.loads
         for chunk in _chunks(list(originals)):
             rows = conn.execute(
@@ -325,6 +330,38 @@ class BaseSQLiteCache(
             self._on_error(exc)
             return {}
         return found
+
+    def _stale_before(self, now: float) -> float:
+        """Entries last accessed before this are due an ``accessed`` refresh.
+
+        ``now - ACCESS_INTERVAL``; but when the cache holds half its budget or
+        more and turns over faster than that, no entry would ever be refreshed
+        before it is evicted, and LRU would be FIFO. Then the middle of the
+        cache's access-time span (its oldest ``accessed`` and now) is the bound:
+        an entry read in the older half, the half eviction takes next, is moved
+        up, at most once per half a turnover. Looked up (one indexed ``min``) at
+        most once per :data:`_TURNOVER_EVERY` of clock time per instance.
+        """
+        bound = now - self._access_interval
+        due, oldest = self._turnover
+        if now >= due and bound < now:  # (ACCESS_INTERVAL 0: every read refreshes)
+            oldest = self._oldest_if_full()
+            self._turnover = (now + _TURNOVER_EVERY, oldest)
+        if oldest is not None and (oldest + now) / 2 > bound:
+            return (oldest + now) / 2
+        return bound
+
+    def _oldest_if_full(self) -> float | None:
+        try:
+            oldest, size, count = (
+                self._connection().execute(sql.OLDEST_ACCESS_AND_TOTALS).fetchone()
+            )
+        except sqlite3.DatabaseError:
+            return None  # the read itself reports it
+        full = size >= 0.5 * self._max_size or (
+            self._max_entries is not None and count >= 0.5 * self._max_entries
+        )
+        return oldest if full else None
 
     def _note_access(self, key: str, now: float) -> None:
         pending = self._state.pending

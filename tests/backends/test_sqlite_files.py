@@ -284,3 +284,29 @@ def test_another_databases_wal_beside_the_cache_file_is_quarantined(tmp_path, ca
     (moved,) = [name for name in aside if not name.endswith(("-wal", "-shm"))]
     assert path in caplog.text and str(tmp_path / moved) in caplog.text
     assert "another database" in caplog.text
+
+
+# -- eviction order when the cache turns over faster than ACCESS_INTERVAL ----------------
+
+
+def test_a_hot_entry_survives_a_turnover_faster_than_the_access_interval(tmp_path):
+    """Before, a read refreshed ``accessed`` only when it was older than ACCESS_INTERVAL
+    (30 s): a cache replacing its contents every 3 s never refreshed anything, and
+    evicted in insertion order (FIFO) however often an entry was read."""
+    from django_smartcache.backends.sqlite import ENTRY_OVERHEAD
+
+    now = [1_000_000.0]
+    size = len(":1:k0000") + len(b"x" * 100) + 40 + ENTRY_OVERHEAD
+    cache = SQLiteCache(
+        str(tmp_path / "cache.sqlite3"),
+        {"OPTIONS": {"MAX_SIZE": 300 * size, "ACCESS_INTERVAL": 30}},
+    )
+    cache._clock = lambda: now[0]
+    cache.set("hot", b"x" * 100, timeout=None)
+    for i in range(2000):  # 0.01 s per write: 300 entries turn over in about 3 s
+        now[0] += 0.01
+        cache.set(f"k{i:04d}", b"x" * 100, timeout=None)
+        if i % 10 == 0:
+            assert cache.get("hot") is not None, f"evicted after {i} writes"
+    assert cache.stats()["entries"] < 400  # the budget did turn over
+    cache.close()
