@@ -15,9 +15,11 @@ import itertools
 import logging
 import math
 import random as _random
+import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -530,6 +532,8 @@ class CachedFunction(Generic[P, R]):
         self._func = func
         self._options = options
         self._name = options.name or _name_of(func)
+        if options.name is None:
+            _warn_if_unnamed_script(func, self._name)
         self._signature = _signature_of(func)
         # Plain positional-or-keyword parameters: calls with positional arguments only
         # skip Signature.bind(), giving the very same (name, value) pairs.
@@ -1199,6 +1203,44 @@ def _name_of(func: Callable[..., Any]) -> str:
         ]
         return "@".join([f"{inner.__module__}.{qualname}", *reversed(wrappers)])
     raise _invalid("name", f"{why}, {_SHARED}")
+
+
+def _warn_if_unnamed_script(func: Callable[..., Any], name: str) -> None:
+    """Warn, at decoration, that ``func`` has no module of its own to be named by.
+
+    A script's functions (``python script.py``, ``python -m``, a notebook) live in
+    ``__main__``, and code compiled from a string (``python -c``, ``manage.py shell``,
+    ``exec()``) has no module (``None``) or borrows another's, so two unrelated
+    scripts defining ``lookup`` would read each other's entries of a shared cache.
+    A warning rather than a refusal: a one-off script on a private cache is fine,
+    and it stays quiet once the function has a ``name=``."""
+    inner = _layers(func)[-1]
+    module = getattr(inner, "__module__", None)
+    code = getattr(inner, "__code__", None)
+    from_string = code is not None and code.co_filename.startswith("<")
+    if module not in (None, "__main__") and not from_string:
+        return
+    where = (
+        "was compiled from a string (python -c, a shell, exec())"
+        if from_string and module != "__main__"
+        else "is defined in __main__ (a script, python -m, a notebook)"
+    )
+    warnings.warn(
+        f"@cached {name} {where}: its entries are named by a module every such "
+        f"script shares, so another script's function of that name would read "
+        f"them on a shared cache. Pass name= unique to this function, e.g. "
+        f'@cached(name="myscript.{getattr(inner, "__qualname__", "?")}").',
+        RuntimeWarning,
+        stacklevel=_outside_this_module(),
+    )
+
+
+def _outside_this_module() -> int:
+    """The ``stacklevel`` of the first caller outside this file (the decorated line)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
 
 
 _SHARED = (
