@@ -562,6 +562,13 @@ class CachedFunction(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<cached {self._name} using={self._options.using!r}>"
 
+    def __reduce__(self) -> str:
+        # Pickled by reference, as functions and lru_cache wrappers are: by the name
+        # of the module attribute it is (multiprocessing, ProcessPoolExecutor). Its
+        # __dict__ holds the plain function, which pickle refused since that name
+        # now holds this object ("not the same object as ...").
+        return self.__qualname__
+
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         # Methods: ``self`` is an argument like the others, so it must have an identity
         # (a saved model instance, or ``__cache_key__()``), or the ``key=`` skips it.
@@ -1127,6 +1134,10 @@ class _Bound:
 
     def __repr__(self) -> str:
         return f"<bound {self.__func__!r} of {self.__self__!r}>"
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, str]]:
+        # As a bound method pickles: looked up again on its instance (or class).
+        return getattr, (self.__self__, self.__func__.__name__)
 
 
 def _signature_of(func: Callable[..., Any]) -> inspect.Signature:

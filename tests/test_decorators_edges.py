@@ -3,6 +3,8 @@ values that cannot be stored, arguments too deep to key."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 import warnings
 
 import pytest
@@ -53,3 +55,49 @@ def test_a_named_script_function_and_a_module_function_are_not_warned_about() ->
             return item
 
         assert module_level("x") == "x"
+
+
+# -- pickling -------------------------------------------------------------------------
+
+
+@cached(timeout=60)
+def square(x):
+    return x * x
+
+
+class Shelf:
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __cache_key__(self):
+        return self.label
+
+    @cached(timeout=60)
+    def item(self, n):
+        return f"{self.label}:{n}"
+
+    @cached(timeout=60)
+    @classmethod
+    def kind(cls, n):
+        return f"{cls.__name__}:{n}"
+
+    @cached(timeout=60)
+    @staticmethod
+    def twice(n):
+        return 2 * n
+
+
+@pytest.mark.parametrize(
+    "protocol", [2, pickle.DEFAULT_PROTOCOL, pickle.HIGHEST_PROTOCOL]
+)
+def test_memoized_functions_pickle_by_reference(protocol) -> None:
+    # As functions and lru_cache wrappers do: multiprocessing with spawn and
+    # ProcessPoolExecutor send the function by name.
+    assert pickle.loads(pickle.dumps(square, protocol)) is square
+    assert pickle.loads(pickle.dumps(Shelf.item, protocol)) is Shelf.item
+    assert pickle.loads(pickle.dumps(Shelf.twice, protocol))(3) == 6
+    assert pickle.loads(pickle.dumps(Shelf.kind, protocol))(1) == "Shelf:1"
+    bound = pickle.loads(pickle.dumps(Shelf("top").item, protocol))
+    assert bound(2) == "top:2"
+    assert bound.__self__.label == "top"
+    assert copy.copy(square) is square and copy.deepcopy(square) is square
