@@ -558,6 +558,9 @@ class CachedFunction(Generic[P, R]):
         self._using = options.using
         self._clock = options.clock
         self._beta = options.beta
+        #: Calls with ``lock=True`` that computed without the lock, because the cache
+        #: refused to store it with no holder (see :meth:`_lock_refused`).
+        self.locks_refused = 0
 
     def __repr__(self) -> str:
         return f"<cached {self._name} using={self._options.using!r}>"
@@ -703,6 +706,20 @@ class CachedFunction(Generic[P, R]):
             "asgiref.sync.markcoroutinefunction, or return a list."
         )
 
+    def _lock_refused(self, key: str) -> None:
+        """Count a lock the cache would not store while nobody held it: the call
+        computes without it. Logged as a warning once per function, then at DEBUG."""
+        self.locks_refused += 1
+        logger.log(
+            logging.WARNING if self.locks_refused == 1 else logging.DEBUG,
+            "%s: the cache %r did not store the lock %s:lock (add() refused it with "
+            "no holder: an admission policy or a full cache); computing without "
+            "the cross-process lock",
+            self._name,
+            self._using,
+            key,
+        )
+
     def _waited(self, key: str, scope: str, since: float) -> None:
         stampede_wait.send(
             sender=self, key=key, scope=scope, seconds=time.monotonic() - since
@@ -825,6 +842,16 @@ class CachedFunction(Generic[P, R]):
                 finally:
                     if cache.get(lock_key) == token:
                         cache.delete(lock_key)
+            if cache.get(lock_key, _MISSING) is _MISSING:
+                # Refused with no holder: the cache did not store the lock (an
+                # admission policy, a full cache). Waiting would wait for nobody.
+                found = _unpack(cache.get(key, _MISSING))
+                if found is not None and found.fresh(self._options.clock()):
+                    # A holder stored it and let go just now: this call waited for it.
+                    self._waited(key, "shared", since)
+                    return found.value
+                self._lock_refused(key)
+                return self._compute(cache, key, args, kwargs, entry)
             if time.monotonic() > deadline:
                 return self._compute(cache, key, args, kwargs, entry)
             time.sleep(pause)
@@ -1009,6 +1036,14 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                 finally:
                     if await cache.aget(lock_key) == token:
                         await cache.adelete(lock_key)
+            if await cache.aget(lock_key, _MISSING) is _MISSING:
+                # Refused with no holder (see CachedFunction._lead).
+                found = _unpack(await cache.aget(key, _MISSING))
+                if found is not None and found.fresh(self._options.clock()):
+                    self._waited(key, "shared", since)
+                    return found.value
+                self._lock_refused(key)
+                return await self._acompute(cache, key, args, kwargs, entry)
             if time.monotonic() > deadline:
                 return await self._acompute(cache, key, args, kwargs, entry)
             await asyncio.sleep(pause)

@@ -3,11 +3,15 @@ values that cannot be stored, arguments too deep to key."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import logging
 import pickle
+import time
 import warnings
 
 import pytest
+from django.core.cache.backends.locmem import LocMemCache
 
 from django_smartcache.decorators import cached
 from tests.test_decorators import memo_caches  # noqa: F401 (autouse fixture)
@@ -101,3 +105,58 @@ def test_memoized_functions_pickle_by_reference(protocol) -> None:
     assert bound(2) == "top:2"
     assert bound.__self__.label == "top"
     assert copy.copy(square) is square and copy.deepcopy(square) is square
+
+
+# -- a lock the cache will not store --------------------------------------------------
+
+
+class RefusingLockCache(LocMemCache):
+    """Turns every lock away without storing it, as an admission policy of a full
+    cache does (SmartCache under tinylfu): add() is False and nobody holds it."""
+
+    def add(self, key, value, timeout=None, version=None):
+        if key.endswith(":lock"):
+            return False
+        return super().add(key, value, timeout=timeout, version=version)
+
+
+@pytest.fixture
+def refusing(settings):
+    settings.CACHES = {
+        **settings.CACHES,
+        "refusing": {
+            "BACKEND": f"{__name__}.RefusingLockCache",
+            "LOCATION": "refusing",
+        },
+    }
+    return "refusing"
+
+
+def test_a_lock_refused_with_no_holder_computes_at_once(refusing, caplog) -> None:
+    calls = []
+
+    @cached(using=refusing, timeout=60, lock=True, lock_timeout=2, name="t.lookup")
+    def lookup(x):
+        calls.append(x)
+        return x
+
+    started = time.monotonic()
+    with caplog.at_level(logging.DEBUG, "django_smartcache.decorators"):
+        assert [lookup(1), lookup(2), lookup(1)] == [1, 2, 1]
+    # It waited 2 x lock_timeout (4 s) per call for a holder that did not exist.
+    assert time.monotonic() - started < 1.0
+    assert calls == [1, 2]  # stored: the third call is a hit
+    assert lookup.locks_refused == 2
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "did not store the lock" in warned[0].getMessage()
+
+
+def test_an_async_lock_refused_with_no_holder_computes_at_once(refusing) -> None:
+    @cached(using=refusing, timeout=60, lock=True, lock_timeout=2)
+    async def lookup(x):
+        return x
+
+    started = time.monotonic()
+    assert asyncio.run(lookup(1)) == 1
+    assert time.monotonic() - started < 1.0
+    assert lookup.locks_refused == 1
