@@ -14,6 +14,7 @@ import inspect
 import itertools
 import logging
 import math
+import pickle
 import random as _random
 import sys
 import threading
@@ -706,6 +707,23 @@ class CachedFunction(Generic[P, R]):
             "asgiref.sync.markcoroutinefunction, or return a list."
         )
 
+    def _unstorable(self, key: str, value: Any, exc: Exception) -> None:
+        """After ``exc`` from storing ``value``: when ``value`` cannot be pickled,
+        raise one error naming the function, whatever the backend (ours name the key,
+        Django's Redis raises a bare ``TypeError``); else return, for ``exc`` to go on."""
+        try:
+            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception as why:  # noqa: BLE001 (a __reduce__ may raise anything)
+            from .backends.base import UnpicklableValueError  # (loads every backend)
+
+            raise UnpicklableValueError(
+                f"{self._name} returned {type(value).__module__}."
+                f"{type(value).__qualname__}, which cannot be pickled ({why}), so "
+                f"@cached cannot store it under {key}. Return a picklable value "
+                "(the data rather than a connection, lock or generator), or do not "
+                "memoize this function."
+            ) from exc
+
     def _lock_refused(self, key: str) -> None:
         """Count a lock the cache would not store while nobody held it: the call
         computes without it. Logged as a warning once per function, then at DEBUG."""
@@ -886,7 +904,11 @@ class CachedFunction(Generic[P, R]):
         if cache.get(f"{key}:void") != void:
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
-        cache.set(key, envelope, timeout=timeout, **tags)
+        try:
+            cache.set(key, envelope, timeout=timeout, **tags)
+        except Exception as exc:
+            self._unstorable(key, value, exc)
+            raise
         return value
 
     def _refresh_ahead(
@@ -1079,11 +1101,15 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         if await cache.aget(f"{key}:void") != void:
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
-        if tags and not _accepts_tags(type(cache).aset):
-            # BaseCache.aset() does not pass tags= on; reach set() in a thread instead.
-            await sync_to_async(cache.set)(key, envelope, timeout=timeout, **tags)
-        else:
-            await cache.aset(key, envelope, timeout=timeout, **tags)
+        try:
+            if tags and not _accepts_tags(type(cache).aset):
+                # BaseCache.aset() does not pass tags= on; reach set() in a thread.
+                await sync_to_async(cache.set)(key, envelope, timeout=timeout, **tags)
+            else:
+                await cache.aset(key, envelope, timeout=timeout, **tags)
+        except Exception as exc:
+            self._unstorable(key, value, exc)
+            raise
         return value
 
     async def _arefresh_ahead(

@@ -7,6 +7,7 @@ import asyncio
 import copy
 import logging
 import pickle
+import threading
 import time
 import warnings
 
@@ -160,3 +161,60 @@ def test_an_async_lock_refused_with_no_holder_computes_at_once(refusing) -> None
     assert asyncio.run(lookup(1)) == 1
     assert time.monotonic() - started < 1.0
     assert lookup.locks_refused == 1
+
+
+# -- a value that cannot be stored ----------------------------------------------------
+
+
+@pytest.fixture(params=["locmem", "smart", "redis", "ml_redis"])
+def any_backend(request, settings):
+    kind = request.param
+    caches_setting = dict(settings.CACHES)
+    if kind in ("redis", "ml_redis"):
+        caches_setting["redis"] = {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": request.getfixturevalue("redis_url"),
+        }
+        caches_setting["ml_redis"] = {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": [
+                    {
+                        "BACKEND": "django_smartcache.backends.SmartCache",
+                        "LOCATION": "l1",
+                    },
+                    "redis",
+                ]
+            },
+        }
+    settings.CACHES = caches_setting
+    return {"locmem": "default"}.get(kind, kind)
+
+
+def test_a_value_that_cannot_be_pickled_raises_one_error_naming_the_function(
+    any_backend,
+) -> None:
+    from django_smartcache.backends.base import UnpicklableValueError
+
+    calls = []
+
+    @cached(using=any_backend, timeout=60, name="shop.open_lock")
+    def open_lock(x):
+        calls.append(x)
+        return threading.Lock()
+
+    for _ in range(2):  # nothing stored: each call computes and raises
+        with pytest.raises(
+            UnpicklableValueError, match=r"shop\.open_lock returned"
+        ) as e:
+            open_lock(1)
+        assert isinstance(e.value, TypeError)
+        assert "_thread.lock" in str(e.value) and open_lock.key(1) in str(e.value)
+    assert calls == [1, 1]
+
+    @cached(using=any_backend, timeout=60, name="shop.aopen_lock")
+    async def aopen_lock(x):
+        return threading.Lock()
+
+    with pytest.raises(UnpicklableValueError, match=r"shop\.aopen_lock returned"):
+        asyncio.run(aopen_lock(1))
