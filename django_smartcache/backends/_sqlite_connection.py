@@ -31,6 +31,14 @@ logger = logging.getLogger("django_smartcache.sqlite")
 #: thread's connection is on (one ``os.stat``): a file moved aside or deleted by another
 #: process is left within this delay (see docs/sqlite.md, "Damaged or wrong files").
 FILE_CHECK_INTERVAL = 0.1
+#: Seconds between two looks, per cache instance, at the size of the WAL after a write.
+WAL_CHECK_INTERVAL = 0.1
+#: A WAL file larger than this has not restarted since it grew past SQLite's
+#: ``journal_size_limit`` (the same 32 MB): a writer then forces the restart.
+WAL_RESTART_BYTES = sqlite_file.JOURNAL_SIZE_LIMIT
+#: Seconds that forced checkpoint waits for the write lock and for readers to leave
+#: the WAL (then SQLite's PASSIVE checkpoint is all it did, and a later write retries).
+WAL_TRUNCATE_WAIT = 0.02
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _T = TypeVar("_T")
@@ -332,6 +340,8 @@ class ConnectionMixin:
     _path: str
     _options: SQLiteOptions
     _state: ThreadState
+    #: ``monotonic()`` time after which a write looks at the WAL's size again.
+    _wal_check_at = 0.0
 
     @property
     def path(self) -> str:
@@ -442,7 +452,71 @@ class ConnectionMixin:
     def _write(self, operation: Callable[..., _T], *args: Any) -> _T:
         """Run a write; after a damaged file was replaced, run it once more on the new one."""
         try:
-            return operation(self._connection(), *args)
+            result = operation(self._connection(), *args)
         except sqlite3.DatabaseError as exc:
             self._on_error(exc)
-        return operation(self._connection(), *args)
+            result = operation(self._connection(), *args)
+        if _monotonic() >= self._wal_check_at:
+            self._bound_wal()
+        return result
+
+    def _bound_wal(self) -> None:
+        """Restart a WAL that outgrew :data:`WAL_RESTART_BYTES`, if that is quick.
+
+        SQLite's automatic checkpoint is PASSIVE, and the WAL starts again from its
+        beginning only when a write begins with every frame checkpointed. With two
+        processes writing without pause, the other one's write has always begun by
+        the time the committer's checkpoint ends: every checkpoint completed, and the
+        WAL still grew to 100-245 MB (docs/sqlite.md). A TRUNCATE checkpoint takes
+        the write lock, so nothing is appended while it finishes. Run after a PASSIVE
+        one (which copies the bulk without blocking anyone), it holds that lock for
+        the few frames written since; it waits :data:`WAL_TRUNCATE_WAIT` at most for
+        the lock and the readers, then is a PASSIVE checkpoint (a later write retries).
+        """
+        self._wal_check_at = _monotonic() + WAL_CHECK_INTERVAL
+        try:
+            if os.stat(self._path + "-wal").st_size <= WAL_RESTART_BYTES:
+                return
+        except OSError:
+            return
+        conn = self._state.conn
+        if conn is None or conn.in_transaction:
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            busy, frames, done = self._truncate_wal(conn)
+        except sqlite3.DatabaseError as exc:  # only an upkeep: the write is done
+            logger.debug("SQLiteCache: no checkpoint of %s (%s).", self._path, exc)
+            return
+        if busy:
+            logger.debug(
+                "SQLiteCache: the WAL of %s is busy, not restarted (%s of %s frames "
+                "checkpointed); a later write retries.",
+                self._path,
+                done,
+                frames,
+            )
+
+    def _truncate_wal(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
+        """``PRAGMA wal_checkpoint(TRUNCATE)``, retried for :data:`WAL_TRUNCATE_WAIT`.
+
+        SQLite does not wait for another connection's checkpoint (busy, -1 frames):
+        the other writers' automatic checkpoints, one after each of their commits
+        while the WAL is long, hold that lock often; a retry a millisecond later
+        finds it free.
+        """
+        deadline = _monotonic() + WAL_TRUNCATE_WAIT
+        try:
+            while True:
+                left = max(1, int((deadline - _monotonic()) * 1000))
+                conn.execute(f"PRAGMA busy_timeout = {left}")
+                busy, frames, done = conn.execute(
+                    "PRAGMA wal_checkpoint(TRUNCATE)"
+                ).fetchone()
+                if not busy or _monotonic() >= deadline:
+                    return busy, frames, done
+                time.sleep(0.001)
+        finally:
+            conn.execute(
+                f"PRAGMA busy_timeout = {int(self._options.busy_timeout * 1000)}"
+            )

@@ -42,6 +42,8 @@ CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _BUSY_CODES = frozenset({5, 6})
 #: WAL pages between automatic checkpoints (SQLite's default is 1000).
 WAL_AUTOCHECKPOINT_PAGES = 4000
+#: Bytes SQLite truncates the WAL file back to when it restarts it (``journal_size_limit``).
+JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024
 #: The files SQLite keeps beside a database: moved along with it, never deleted.
 _COMPANIONS = ("-wal", "-shm", "-journal")
 
@@ -321,7 +323,7 @@ def connect(path: str, busy_timeout: float, synchronous: str) -> Connection:
     # instead of SQLite's 1000 halves the cost of a small write (see docs/sqlite.md).
     # The WAL is truncated back to 32 MB after a checkpoint that let it grow past that.
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
-    conn.execute(f"PRAGMA journal_size_limit = {32 * 1024 * 1024}")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     return conn
 
 

@@ -310,3 +310,35 @@ def test_a_hot_entry_survives_a_turnover_faster_than_the_access_interval(tmp_pat
             assert cache.get("hot") is not None, f"evicted after {i} writes"
     assert cache.stats()["entries"] < 400  # the budget did turn over
     cache.close()
+
+
+def test_a_wal_grown_past_its_limit_is_restarted_by_the_next_write(tmp_path):
+    """Two processes writing without pause: every automatic (PASSIVE) checkpoint
+    completed, yet the WAL never restarted (the other writer's write had always begun
+    by then) and grew to 100-245 MB. Built here deterministically: a reader holds an
+    old snapshot while 40 MB are written, so the WAL cannot restart; the reader goes.
+    Before, the next write left the WAL over 32 MB (a restart waits for a write that
+    begins with everything checkpointed). Now that write restarts it, and while the
+    reader was there the writes were not held up by the attempts."""
+    import time
+
+    path = str(tmp_path / "cache.sqlite3")
+    cache = SQLiteCache(path, {"OPTIONS": {"BUSY_TIMEOUT": 5}})
+    cache.set("seed", b"x", timeout=None)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM smartcache_entry").fetchone()
+    value = os.urandom(1_000_000)
+    slowest = 0.0
+    for i in range(40):
+        started = time.monotonic()
+        cache.set(f"big{i}", value, timeout=None)
+        slowest = max(slowest, time.monotonic() - started)
+    assert os.path.getsize(path + "-wal") > 40_000_000
+    assert slowest < 1.0  # the checkpoint attempts gave up quickly, not BUSY_TIMEOUT
+    reader.execute("COMMIT")
+    reader.close()
+    cache._wal_check_at = 0.0  # (the writes above may have looked a moment ago)
+    cache.set("small", b"y", timeout=None)
+    assert os.path.getsize(path + "-wal") < 1_000_000
+    assert cache.get("big39") == value
