@@ -432,8 +432,26 @@ class ConnectionMixin:
         return conn
 
     def _on_error(self, exc: sqlite3.DatabaseError) -> None:
-        """Re-raise ``exc`` unless it says the file is damaged; then start a fresh file."""
+        """Re-raise ``exc`` unless it says the file is damaged; then start a fresh file.
+
+        A file this process cannot write (made read-only since it was opened: a new
+        thread's connection opens it read-only) raises an ``OperationalError`` naming
+        ``LOCATION`` and the OS error, not SQLite's bare "attempt to write a readonly
+        database": an error of the level, as for a ``LOCATION`` that became unusable.
+        """
         if not sqlite_file.is_corruption(exc):
+            if (
+                getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            ) == sqlite_file.READONLY_CODE:
+                denied = sqlite_file.write_denied(self._path)
+                error = sqlite3.OperationalError(
+                    f"SQLiteCache LOCATION {self._path!r} cannot be written by this "
+                    f"process: {denied or exc}. Make the file, its -wal and -shm and "
+                    f"their directory writable by this process's user."
+                )
+                error.sqlite_errorcode = exc.sqlite_errorcode  # type: ignore[attr-defined]
+                error.sqlite_errorname = exc.sqlite_errorname  # type: ignore[attr-defined]
+                raise error from exc
             raise exc
         state = self._state
         conn, state.conn = state.conn, None

@@ -15,6 +15,7 @@ left, which is current, so it never moves a fresh file aside.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -40,6 +41,8 @@ _MAGIC = b"SQLite format 3\x00"
 CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 #: SQLITE_BUSY, SQLITE_LOCKED: another connection holds a lock (transient).
 _BUSY_CODES = frozenset({5, 6})
+#: SQLITE_READONLY (and its extended codes): the file cannot be written.
+READONLY_CODE = 8
 #: WAL pages between automatic checkpoints (SQLite's default is 1000).
 WAL_AUTOCHECKPOINT_PAGES = 4000
 #: Bytes SQLite truncates the WAL file back to when it restarts it (``journal_size_limit``).
@@ -451,6 +454,49 @@ def _statements(script: str) -> Iterator[str]:
             buffer = ""
 
 
+def write_denied(path: str) -> OSError | None:
+    """The OS error that opening the cache file, its ``-wal`` or ``-shm`` for writing
+    raises in this process (the call SQLite makes); ``None`` if none does."""
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            fd = os.open(name, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return exc
+        os.close(fd)
+    return None
+
+
+def check_writable(path: str) -> None:
+    """Raise ``OSError`` (SQLite's error if it sees no OS one) unless this process can
+    write the cache file and the ``-wal`` and ``-shm`` beside it.
+
+    SQLite opens a file it may not write read-only, without a word: reads worked and
+    every write raised a bare "attempt to write a readonly database" naming neither
+    the file nor the cause. ``os.open(O_RDWR)`` is the call SQLite makes, so it
+    answers as the file's mode, the mount and the process's capabilities do, and its
+    error names the path. Then SQLite itself is asked to begin a write (not waiting
+    for another writer's lock: a busy file is a writable one), for what the OS
+    allows and SQLite refuses.
+    """
+    denied = write_denied(path)
+    if denied is not None:
+        raise denied
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) != READONLY_CODE:
+            return  # busy (another process writes it, so it can be written), or else
+        raise PermissionError(
+            errno.EACCES, f"SQLite cannot write it ({exc})", path
+        ) from exc
+    finally:
+        conn.close()
+
+
 def prepare(path: str, busy_timeout: float) -> None:
     """Make ``path`` a usable store: create it, or repair it by starting afresh.
 
@@ -492,6 +538,7 @@ def prepare(path: str, busy_timeout: float) -> None:
                     ) from exc
                 quarantine(path, str(exc))
                 _install(path, busy_timeout)
+            check_writable(path)
     except ForeignDatabaseError as exc:
         raise ImproperlyConfigured(
             f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "

@@ -369,10 +369,21 @@ class BaseSQLiteCache(
         if len(pending) >= _ACCESS_FLUSH:
             try:
                 self._write(self._flush_access_txn)
-            except (
-                sqlite3.OperationalError
-            ) as exc:  # busy past BUSY_TIMEOUT: retry later
-                logger.warning("SQLiteCache: access times not written yet (%s).", exc)
+            except sqlite3.OperationalError as exc:
+                if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+                    # Busy past BUSY_TIMEOUT: kept, retried at the next write.
+                    logger.warning(
+                        "SQLiteCache: access times not written yet (%s).", exc
+                    )
+                    return
+                # Read-only, full: dropped (LRU hints), or every read after the 256th
+                # retried the write and logged a WARNING.
+                pending.clear()
+                logger.warning(
+                    "SQLiteCache: access times not written to %s (%s); dropped.",
+                    self._path,
+                    exc,
+                )
 
     def _flush_access_txn(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")

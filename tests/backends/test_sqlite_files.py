@@ -342,3 +342,123 @@ def test_a_wal_grown_past_its_limit_is_restarted_by_the_next_write(tmp_path):
     cache.set("small", b"y", timeout=None)
     assert os.path.getsize(path + "-wal") < 1_000_000
     assert cache.get("big39") == value
+
+
+#: In a process that may not write the cache file (its mode obeyed: no
+#: CAP_DAC_OVERRIDE), what a first call raises, then what a thread opening the file
+#: after it was made read-only (``late``) raises and logs.
+READ_ONLY_CHILD = r"""
+import json, logging, os, sys, threading
+import django
+from django.conf import settings
+settings.configure(CACHES={}, INSTALLED_APPS=[])
+django.setup()
+from django_smartcache.backends import SQLiteCache
+path, late = sys.argv[1], sys.argv[2]
+out = {"can_write": os.access(path, os.W_OK)}
+warnings = []
+class Count(logging.Handler):
+    def emit(self, record):
+        if record.levelno >= logging.WARNING:
+            warnings.append(record.getMessage())
+logging.getLogger("django_smartcache").addHandler(Count())
+def attempt(name, call):
+    try:
+        out[name] = ["ok", repr(call())]
+    except Exception as exc:
+        out[name] = [type(exc).__name__, str(exc)]
+cache = SQLiteCache(path, {"OPTIONS": {"ACCESS_INTERVAL": 0}})
+attempt("first_get", lambda: cache.get("k0"))
+attempt("set", lambda: cache.set("new", 1))
+attempt("incr", lambda: cache.incr("k0"))
+if late:
+    cache = SQLiteCache(late, {"OPTIONS": {"ACCESS_INTERVAL": 0}})
+    cache.set_many({f"k{i}": i for i in range(300)}, timeout=None)
+    for suffix in ("", "-wal", "-shm"):
+        os.chmod(late + suffix, 0o444)
+    def later():
+        attempt("late_set", lambda: cache.set("new", 1))
+        attempt("late_incr", lambda: cache.incr("k1"))
+        for _ in range(2):
+            for i in range(300):
+                cache.get(f"k{i}")
+        attempt("late_get", lambda: cache.get("k299"))
+    thread = threading.Thread(target=later)
+    thread.start()
+    thread.join()
+out["warnings"] = warnings
+print(json.dumps(out))
+"""
+
+
+READ_ONLY_SETUP = r"""
+import os, sys
+import django
+from django.conf import settings
+settings.configure(CACHES={}, INSTALLED_APPS=[])
+django.setup()
+from django_smartcache.backends import SQLiteCache
+cache = SQLiteCache(sys.argv[1], {})  # kept: its connection is never closed
+cache.set_many({f"k{i}": i for i in range(300)}, timeout=None)
+os._exit(0)
+"""
+
+
+def _without_dac_override(args: list[str]) -> list[str]:
+    """``args`` run so that file modes bind the process even as root."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return args
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root and util-linux's setpriv is missing")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *args]
+
+
+def test_a_cache_file_this_process_cannot_write(tmp_path):
+    """The cache file and its -wal/-shm exist, read-only to the worker (created by
+    manage.py as root, workers as www-data). Before, reads worked and set/incr raised
+    a bare 'attempt to write a readonly database' naming neither the file nor the
+    cause. Now the first call raises ImproperlyConfigured naming LOCATION and the OS
+    error. A file made read-only after it was opened: a new thread's write raises an
+    OperationalError naming LOCATION and the OS error, reads still work, and the
+    access-time refreshes that cannot be written are dropped with one WARNING, not
+    retried and logged on every read."""
+    import json
+
+    path = str(tmp_path / "ro" / "cache.sqlite3")
+    late = str(tmp_path / "late" / "cache.sqlite3")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    # Written by another process that exits without closing: -wal and -shm stay.
+    subprocess.run(
+        [sys.executable, "-c", READ_ONLY_SETUP, path],
+        check=True,
+        timeout=60,
+        env=env,
+    )
+    for suffix in ("", "-wal", "-shm"):
+        assert os.path.exists(path + suffix)
+        os.chmod(path + suffix, 0o444)
+    run = subprocess.run(
+        _without_dac_override([sys.executable, "-c", READ_ONLY_CHILD, path, late]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["can_write"] is False
+    for call in ("first_get", "set", "incr"):
+        kind, message = out[call]
+        assert kind == "UnusableLocation", (call, out[call])  # ImproperlyConfigured
+        assert path in message and "Permission denied" in message, message
+    for call in ("late_set", "late_incr"):
+        kind, message = out[call]
+        assert kind == "OperationalError", (call, out[call])
+        assert late in message and "Permission denied" in message, message
+    assert out["late_get"] == ["ok", "299"]
+    assert 1 <= len(out["warnings"]) <= 3, out["warnings"]
