@@ -218,3 +218,27 @@ def test_a_value_that_cannot_be_pickled_raises_one_error_naming_the_function(
 
     with pytest.raises(UnpicklableValueError, match=r"shop\.aopen_lock returned"):
         asyncio.run(aopen_lock(1))
+
+
+# -- arguments too deep to key --------------------------------------------------------
+
+
+@cached(timeout=60)
+def scale(x, factor=1):
+    return x * factor
+
+
+def test_an_argument_nested_too_deeply_is_the_documented_type_error() -> None:
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    for call in (
+        lambda: scale(deep),  # the positional path
+        lambda: scale(x=deep, factor=2),  # the keyword path
+        lambda: scale((deep,)),  # inside a tuple (the fast encoder)
+        lambda: scale.key(deep),
+        lambda: scale.invalidate(deep),
+    ):
+        with pytest.raises(TypeError, match="nested too deeply"):
+            call()
+    assert scale([[[1]]], 2) == [[[1]], [[1]]]  # a shallow one still works

@@ -219,7 +219,19 @@ def _datetime_text(value: datetime.datetime) -> str:
 
 def encode(value: Any, extension: Extension | None = None) -> bytes:
     """The canonical bytes of ``value``; ``TypeError`` for unsupported types."""
-    return _fast(value, extension)
+    try:
+        return _fast(value, extension)
+    except RecursionError:
+        raise _too_deep() from None
+
+
+def _too_deep() -> TypeError:
+    """The documented ``TypeError`` for a value nested deeper than Python recurses
+    (a list in a list ... 5000 deep raised ``RecursionError``)."""
+    return TypeError(
+        "cannot build a cache key from a value nested too deeply (Python's "
+        "recursion limit was reached encoding it): pass key= to the decorator"
+    )
 
 
 def _fast(obj: Any, extension: Extension | None) -> bytes:
@@ -251,7 +263,7 @@ def _fast(obj: Any, extension: Extension | None) -> bytes:
 
 def digest(value: Any, extension: Extension | None = None) -> str:
     """A hex BLAKE2b digest of :func:`encode`: stable across processes and runs."""
-    return _blake2b(_fast(value, extension), digest_size=DIGEST_SIZE).hexdigest()
+    return _blake2b(encode(value, extension), digest_size=DIGEST_SIZE).hexdigest()
 
 
 def call_key(
@@ -333,7 +345,7 @@ class CallKeys:
 
     def of(self, arguments: Any) -> str:
         """``call_key(name, arguments, ...)``."""
-        return self._key(_fast(arguments, self._extension))
+        return self._key(encode(arguments, self._extension))
 
     def of_values(self, values: tuple[Any, ...]) -> str:
         """``call_key(name, tuple(zip(parameters, values)), ...)``: one value for
@@ -363,7 +375,10 @@ class CallKeys:
                 raw = b"%d" % value
                 data = b"i%d:%b" % (len(raw), raw)
             else:
-                data = _fast(value, extension)
+                try:
+                    data = _fast(value, extension)
+                except RecursionError:
+                    raise _too_deep() from None
             append(b"(%d:%b%b" % (len(name) + len(data), name, data))
         data = b"".join(parts)
         data = b"(%d:%b" % (len(data), data)
