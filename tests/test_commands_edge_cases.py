@@ -203,3 +203,37 @@ def test_positional_arguments_can_be_given_by_name_to_call_command() -> None:
         call_command("smartcache_invalidate", labels=["tag:books"], stdout=out)
         call_command("smartcache_warm", names=[], list=True, stdout=out)
     assert out.getvalue().count("Invalidated 1 tag") == 2
+
+
+def test_clear_and_invalidate_name_an_unusable_alias_and_do_the_others(
+    unusable_sqlite: Any,
+) -> None:
+    """An alias that raises (an unusable SQLite LOCATION here, a Redis server down
+    alike) is a CommandError naming it, not a traceback; the aliases after it still run."""
+    default = unusable_sqlite["default"]
+    default.set("k", 1)
+    out = io.StringIO()
+    with pytest.raises(CommandError) as info:
+        call_command(
+            "smartcache_clear", "--cache", "sqlite", "--cache", "default",
+            "--noinput", stdout=out,
+        )  # fmt: skip
+    assert str(info.value).startswith(
+        "The clear failed on 'sqlite' (UnusableLocation: SQLiteCache LOCATION"
+    )
+    assert out.getvalue().startswith("Cleared 'default' (SmartCache)")
+    assert default.get("k") is None
+    default.set("x1", 1, tags=["t"])
+    for args, gone in [
+        (("tag:t", "--cache", "sqlite", "--cache", "default"), "Invalidated 1 tag(s) on default"),
+        (("--pattern", "x*", "--cache", "sqlite", "--cache", "default"), "Deleted 1 key(s)"),
+    ]:  # fmt: skip
+        default.set("x1", 1, tags=["t"])
+        out = io.StringIO()
+        with pytest.raises(
+            CommandError,
+            match=r"^The invalidation failed on 'sqlite' \(UnusableLocation: ",
+        ):
+            call_command("smartcache_invalidate", *args, stdout=out)
+        assert out.getvalue().startswith(gone)
+        assert default.get("x1") is None

@@ -134,10 +134,23 @@ def unreached_levels(alias: str, cache: BaseCache) -> list[str]:
     return found
 
 
-def fail_if_unreached(missed: list[str], what: str) -> None:
-    """``CommandError`` (status 1) naming the levels ``unreached_levels()`` found."""
+def failure(exc: BaseException) -> str:
+    """How a failed alias or level is named in a command's error: ``Class: message``."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def fail_if_unreached(
+    missed: list[str], what: str, failed: list[str] | None = None
+) -> None:
+    """``CommandError`` (status 1) naming the aliases that ``failed`` (each
+    ``'alias' (failure())``) and the levels ``unreached_levels()`` found."""
+    problems = []
+    if failed:
+        problems.append(f"{what} failed on {'; '.join(failed)}.")
     if missed:
-        raise CommandError(
+        problems.append(
             f"{what} did not reach {'; '.join(missed)}: that level was down and still "
             "serves what was there before. Run the command again once it is back."
         )
+    if problems:
+        raise CommandError(" ".join(problems))

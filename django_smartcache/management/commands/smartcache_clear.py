@@ -15,6 +15,7 @@ from .. import (
     backend_name,
     check_aliases,
     fail_if_unreached,
+    failure,
     in_process,
     unreached_levels,
 )
@@ -66,12 +67,17 @@ class Command(QuietCommand):
                 self.stdout.write("Clear cancelled.")
                 return
         missed: list[str] = []
+        failed: list[str] = []
         for alias in aliases:
-            cache = caches[alias]
-            cache.clear()
+            try:
+                cache = caches[alias]
+                cache.clear()
+            except Exception as exc:  # noqa: BLE001 - named in the error; the other aliases are still cleared
+                failed.append(f"{alias!r} ({failure(exc)})")
+                continue
             note = (
                 " (in-process: this process's store only)" if in_process(cache) else ""
             )
             self.stdout.write(f"Cleared {alias!r} ({backend_name(cache)}){note}.")
             missed += unreached_levels(alias, cache)
-        fail_if_unreached(missed, "The clear")
+        fail_if_unreached(missed, "The clear", failed)

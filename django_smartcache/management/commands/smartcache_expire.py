@@ -16,6 +16,7 @@ from .. import (
     add_cache_argument,
     backend_name,
     chosen_aliases,
+    failure,
     in_process,
     level_label,
     levels,
@@ -79,7 +80,7 @@ class Command(QuietCommand):
                 removed = purge(cache)
             except Exception as exc:  # noqa: BLE001 - reported; the other aliases still run
                 self.stdout.write(f"{alias}: {backend_name(cache)} failed")
-                failed.append(f"{alias!r} ({_failure(exc)})")
+                failed.append(f"{alias!r} ({failure(exc)})")
                 continue
             if removed is None:
                 self.stdout.write(
@@ -109,7 +110,7 @@ class Command(QuietCommand):
             try:
                 below.append((label, purge(level)))
             except Exception as exc:  # noqa: BLE001 - a level that is down: reported
-                errors.append((label, _failure(exc)))
+                errors.append((label, failure(exc)))
         done = [(label, n) for label, n in below if n is not None]
         if done:
             total = sum(n for _, n in done)
@@ -131,10 +132,6 @@ class Command(QuietCommand):
         if in_process(parts[0]):
             line += "; in-process levels: this process's store only"
         return line, errors
-
-
-def _failure(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _entries(n: int) -> str:

@@ -28,6 +28,7 @@ from .. import (
     check_aliases,
     chosen_aliases,
     fail_if_unreached,
+    failure,
     in_process,
     listed,
     pattern_problem,
@@ -149,6 +150,8 @@ class Command(QuietCommand):
         )
         dry = options["dry_run"]
         missed: list[str] = []
+        #: Aliases that raised (down, unusable): named in the error, the others still run.
+        failed: list[str] = []
         if tags:
             try:
                 targets = tagging_caches(options["caches"])
@@ -158,26 +161,34 @@ class Command(QuietCommand):
                 raise CommandError(
                     "No cache alias supports tags (SMARTCACHE['TAG_CACHES'])."
                 )
+            done = targets
+            if not dry:
+                done = []
+                for alias, cache in targets:
+                    try:
+                        cache.invalidate_tags(*tags, reason=REASON)
+                    except Exception as exc:  # noqa: BLE001 - named in the error
+                        failed.append(f"{alias!r} ({failure(exc)})")
+                        continue
+                    done.append((alias, cache))
+                    missed += unreached_levels(alias, cache)
             names = ", ".join(
                 f"{alias} (in-process: this process only)"
                 if in_process(cache)
                 else alias
-                for alias, cache in targets
+                for alias, cache in done
             )
             verb = "Would invalidate" if dry else "Invalidated"
-            if not dry:
-                for alias, cache in targets:
-                    cache.invalidate_tags(*tags, reason=REASON)
-                    missed += unreached_levels(alias, cache)
-            self.stdout.write(f"{verb} {len(tags)} tag(s) on {names}.")
+            if done:
+                self.stdout.write(f"{verb} {len(tags)} tag(s) on {names}.")
             if options["verbosity"] > 1 or dry:
                 for tag in expand_tags(tags) if options["verbosity"] > 2 else tags:
                     self.stdout.write(f"  {tag}")
         for line in skipped:
             self.stdout.write(line)
         if deletes_on:
-            missed += self._patterns(deletes_on, patterns, regexes, dry)
-        fail_if_unreached(missed, "The invalidation")
+            missed += self._patterns(deletes_on, patterns, regexes, dry, failed)
+        fail_if_unreached(missed, "The invalidation", failed)
 
     def _pattern_targets(
         self, options: dict[str, Any]
@@ -210,8 +221,12 @@ class Command(QuietCommand):
         patterns: list[str],
         regexes: list[str],
         dry: bool,
+        failed: list[str],
     ) -> list[str]:
-        """Run the pattern deletes; the levels they could not reach (see ``handle``)."""
+        """Run the pattern deletes; the levels they could not reach (see ``handle``).
+
+        An alias whose delete raises (down, unusable) is added to ``failed`` and its
+        other patterns are not tried; the other aliases still are."""
         work = [(p, False) for p in patterns] + [(r, True) for r in regexes]
         missed: list[str] = []
         for alias, cache in targets:
@@ -230,10 +245,14 @@ class Command(QuietCommand):
                     raise CommandError(
                         f"{kind} {pattern!r} on {alias!r}: {exc}"
                     ) from exc
+                except Exception as exc:  # noqa: BLE001 - named in the error
+                    failed.append(f"{alias!r} ({failure(exc)})")
+                    break
                 self.stdout.write(
                     f"Deleted {removed} key(s) matching {kind} {pattern!r} on "
                     f"{alias!r}{note}."
                 )
-            if not dry:
-                missed += unreached_levels(alias, cache)
+            else:
+                if not dry:
+                    missed += unreached_levels(alias, cache)
         return missed

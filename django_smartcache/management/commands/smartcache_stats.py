@@ -14,6 +14,7 @@ from .. import (
     add_cache_argument,
     backend_name,
     chosen_aliases,
+    failure,
     in_process,
     level_label,
     levels,
@@ -63,7 +64,7 @@ def snapshot(cache: BaseCache) -> dict[str, Any]:
         try:
             out["stats"] = func()
         except Exception as exc:  # noqa: BLE001 - reported, not a traceback
-            out["error"] = f"{type(exc).__name__}: {exc}"
+            out["error"] = failure(exc)
     parts = levels(cache)
     if parts:
         out["levels"] = [
