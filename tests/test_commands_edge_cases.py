@@ -237,3 +237,42 @@ def test_clear_and_invalidate_name_an_unusable_alias_and_do_the_others(
             call_command("smartcache_invalidate", *args, stdout=out)
         assert out.getvalue().startswith(gone)
         assert default.get("x1") is None
+
+
+def test_stats_shows_a_level_without_stats_that_is_down(tmp_path: Path) -> None:
+    """Django's RedisCache has no stats(): a level of it whose server is gone is
+    asked has_key() and shown down with the error (it used to read ``down False``)."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = {
+        "default": {"BACKEND": SMART, "LOCATION": f"redis-down-{tmp_path.name}"},
+        "mlr": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": SMART},
+                    {
+                        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                        "LOCATION": f"redis://127.0.0.1:{port}/0",
+                    },
+                ]
+            },
+        },
+    }
+    with override_settings(CACHES=config):
+        try:
+            out, _ = run("smartcache_stats", "--cache", "mlr")
+            l2 = out.split("L2 RedisCache (RedisCache)")[1]
+            assert re.search(r"^    down +True$", l2, re.MULTILINE)
+            assert re.search(r"^    unavailable +ConnectionError: ", l2, re.MULTILINE)
+            report = json.loads(run("smartcache_stats", "--cache", "mlr", "--json")[0])
+            levels = report["mlr"]["levels"]
+            assert "error" not in levels[0]
+            assert levels[1]["error"].startswith("ConnectionError:")
+        finally:
+            for health in caches["mlr"]._health:
+                health.stop()
+            caches["mlr"].close()

@@ -47,13 +47,19 @@ _FOLDED = {
 }
 
 
-def snapshot(cache: BaseCache) -> dict[str, Any]:
+#: The key a level without ``stats()`` is asked about (``has_key``): any key does.
+PROBE_KEY = "smartcache_stats:probe"
+
+
+def snapshot(cache: BaseCache, *, level: bool = False) -> dict[str, Any]:
     """``{"backend", "in_process", "stats"}`` (``stats`` is None without ``stats()``),
     and for a MultiLevelCache each level's own snapshot under ``"levels"``.
 
     A backend whose ``stats()`` raised (a level that is down: a SQLite LOCATION that
     is a directory, a Redis server gone) has ``stats`` None and ``"error"``, so the
-    other levels and aliases are still reported."""
+    other levels and aliases are still reported. A ``level`` without ``stats()``
+    (Django's RedisCache) is asked ``has_key()`` instead, one round trip bounded by its
+    client's timeouts: else nothing would find that it is down."""
     func = getattr(cache, "stats", None)
     out: dict[str, Any] = {
         "backend": backend_name(cache),
@@ -65,11 +71,16 @@ def snapshot(cache: BaseCache) -> dict[str, Any]:
             out["stats"] = func()
         except Exception as exc:  # noqa: BLE001 - reported, not a traceback
             out["error"] = failure(exc)
+    elif level:
+        try:
+            cache.has_key(PROBE_KEY)
+        except Exception as exc:  # noqa: BLE001 - the level is down: reported
+            out["error"] = failure(exc)
     parts = levels(cache)
     if parts:
         out["levels"] = [
-            {"level": level_label(i, level), **snapshot(level)}
-            for i, level in enumerate(parts)
+            {"level": level_label(i, part), **snapshot(part, level=True)}
+            for i, part in enumerate(parts)
         ]
     return out
 
