@@ -790,3 +790,23 @@ def test_commands_fail_when_the_shared_level_missed_the_change(
         CommandError, match=r"The clear did not reach 'ml' L2 FileBasedCache"
     ):
         run("smartcache_clear", "--cache", "ml", "--noinput")
+
+
+def test_success_lines_name_the_level_the_change_did_not_reach(
+    broken_l2: Any, temporary_warmers: Any
+) -> None:
+    """The line before the error says the change was partial (it used to read as a
+    full success: "Cleared 'ml' (MultiLevelCache).")."""
+    temporary_warmers("fill_ml", lambda cache: cache.set("k", 1), caches="ml")
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"Warming did not reach 'ml' L2"):
+        call_command("smartcache_warm", "fill_ml", stdout=out, no_color=True)
+    assert out.getvalue().startswith(
+        "Warmed fill_ml on 'ml' but not its L2 FileBasedCache: 1 key set in "
+    )
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"The clear did not reach 'ml' L2"):
+        call_command("smartcache_clear", "--cache", "ml", "--noinput", stdout=out)
+    assert out.getvalue() == (
+        "Cleared 'ml' (MultiLevelCache) but not its L2 FileBasedCache.\n"
+    )

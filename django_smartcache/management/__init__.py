@@ -117,21 +117,32 @@ def pattern_problem(cache: BaseCache) -> str | None:
     return None
 
 
-def unreached_levels(alias: str, cache: BaseCache) -> list[str]:
-    """The shared levels of a MultiLevelCache that missed a change made by this process,
-    each named with ``alias`` (for :func:`fail_if_unreached`).
+def unreached(cache: BaseCache) -> list[tuple[str, str]]:
+    """(label, last error) of each shared level of a MultiLevelCache that missed a
+    change made by this process.
 
     They were down when it was made and still hold what it replaced. The process
     repairs them once they are back, but only while it runs: a command exits first.
     """
     if not levels(cache):
         return []
-    found = []
-    for level in cache.stats()["levels"][1:]:  # type: ignore[attr-defined]
-        if level["pending_repairs"]:
-            error = level["last_error"] or "down"
-            found.append(f"{alias!r} {level['level']} ({error})")
-    return found
+    return [
+        (level["level"], level["last_error"] or "down")
+        for level in cache.stats()["levels"][1:]  # type: ignore[attr-defined]
+        if level["pending_repairs"]
+    ]
+
+
+def unreached_levels(alias: str, cache: BaseCache) -> list[str]:
+    """``unreached()``, each level named with ``alias`` (for :func:`fail_if_unreached`)."""
+    return [f"{alias!r} {label} ({error})" for label, error in unreached(cache)]
+
+
+def but_not(cache: BaseCache) -> str:
+    """`` but not its L2 RedisCache`` for the success line of a change that did not
+    reach those levels (``unreached()``; the command's error then names them), else ``""``."""
+    missed = [label for label, _ in unreached(cache)]
+    return f" but not its {', '.join(missed)}" if missed else ""
 
 
 def failure(exc: BaseException) -> str:

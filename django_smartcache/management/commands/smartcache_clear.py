@@ -13,6 +13,7 @@ from .. import (
     QuietCommand,
     add_cache_argument,
     backend_name,
+    but_not,
     check_aliases,
     fail_if_unreached,
     failure,
@@ -78,6 +79,8 @@ class Command(QuietCommand):
             note = (
                 " (in-process: this process's store only)" if in_process(cache) else ""
             )
-            self.stdout.write(f"Cleared {alias!r} ({backend_name(cache)}){note}.")
+            self.stdout.write(
+                f"Cleared {alias!r} ({backend_name(cache)}){but_not(cache)}{note}."
+            )
             missed += unreached_levels(alias, cache)
         fail_if_unreached(missed, "The clear", failed)

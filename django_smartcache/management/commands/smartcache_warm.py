@@ -14,6 +14,7 @@ from ...core.tags import InvalidTag, normalize_tags
 from .. import (
     QuietCommand,
     add_cache_argument,
+    but_not,
     check_aliases,
     fail_if_unreached,
     in_process,
@@ -107,8 +108,11 @@ class Command(QuietCommand):
                     if in_process(caches[alias])
                     else ""
                 )
+                # A level it did not reach is named here and in the error at the end.
+                partly = but_not(caches[alias])
+                style = self.style.WARNING if partly else self.style.SUCCESS
                 self.stdout.write(
-                    self.style.SUCCESS(f"Warmed {entry.name} on {alias!r}")
+                    style(f"Warmed {entry.name} on {alias!r}{partly}")
                     + f": {_keys_set(result.keys_set)} in {ms:.1f} ms{note}"
                 )
                 continue
