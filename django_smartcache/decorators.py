@@ -1486,3 +1486,22 @@ def _check_alias(using: str) -> None:
     """Refuse an unknown alias at decoration time when settings are ready already."""
     if settings.configured and using not in settings.CACHES:
         raise _invalid("using", f"no cache alias {using!r} in settings.CACHES")
+
+
+#: The code of the methods whose cache calls are @cached's own bookkeeping, not
+#: lookups its caller made: the entry read again under the single flight and the
+#: lock, the lock itself, the ``:void`` token, the store of the result. The
+#: debug-toolbar panel (:mod:`django_smartcache.instrumentation`) does not list the
+#: calls they make themselves; the calls of the memoized function are listed, and so
+#: is the first read of each call (in ``__call__``), the caller's hit or miss.
+BOOKKEEPING = frozenset(
+    method.__code__
+    for method in (
+        CachedFunction._lead,
+        CachedFunction._compute,
+        CachedFunction._refresh_ahead,
+        AsyncCachedFunction._alead,
+        AsyncCachedFunction._acompute,
+        AsyncCachedFunction._arefresh_ahead,
+    )
+)

@@ -33,6 +33,7 @@ from typing import Any
 
 from django.core.cache import caches
 
+from .decorators import BOOKKEEPING
 from .signals import entry_evicted, stampede_wait, tags_invalidated
 
 __all__ = ["WRAPPED_METHODS", "Recorder", "current_recorder", "jsonable"]
@@ -219,10 +220,12 @@ class Recorder:
     # -- what the wrappers and receivers feed --------------------------------------------
 
     def is_quiet(self, cache: Any, name: str, args: tuple[Any, ...]) -> bool:
-        """Whether a call is someone else's business: made by a quiet caller, or an
-        invalidation of the quiet apps' models only."""
+        """Whether a call is someone else's business: made by a quiet caller, by
+        @cached's bookkeeping, or an invalidation of the quiet apps' models only."""
         if name == "invalidate_tags":
             return self.quiet_tags_only(args)
+        if _bookkeeping(sys._getframe(2)):
+            return True
         # The toolbar sets ``_djdt_panel = None`` around its own store's calls: a
         # cheap test before looking at the callers.
         if not self.quiet_callers or cache.__dict__.get("_djdt_panel", _MISS):
@@ -313,6 +316,22 @@ class Recorder:
                         if getattr(level, "_store", None) is store:
                             return f"{alias} L{index + 1}"
         return f"({_class_name(cache)})"
+
+
+def _bookkeeping(frame: Any) -> bool:
+    """Whether the caller above the wrappers at ``frame`` (the toolbar's CachePanel
+    wraps over ours) is @cached's bookkeeping (``decorators.BOOKKEEPING``). Only the
+    first frame that is not a wrapper counts: the memoized function's own calls, made
+    from its frames (called by that bookkeeping), are the caller's and are listed."""
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+        _WRAPPER_MODULES
+    ):
+        frame = frame.f_back
+    return frame is not None and frame.f_code in BOOKKEEPING
+
+
+#: Modules whose frames are wrappers of cache methods, passed over by ``_bookkeeping``.
+_WRAPPER_MODULES = (__name__, "debug_toolbar.")
 
 
 def _class_name(obj: Any) -> str:
