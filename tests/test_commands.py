@@ -810,3 +810,28 @@ def test_success_lines_name_the_level_the_change_did_not_reach(
     assert out.getvalue() == (
         "Cleared 'ml' (MultiLevelCache) but not its L2 FileBasedCache.\n"
     )
+
+
+def test_stats_into_a_closed_pipe_exits_without_a_traceback() -> None:
+    """``smartcache_stats | head -1``: the reader is gone before the output is written;
+    exit status 1 and no BrokenPipeError traceback (there used to be one)."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    env["PYTHONPATH"] = str(root)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "django", "smartcache_stats"],
+        cwd=root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before Django has started: its first write finds no reader
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err
+    assert "BrokenPipeError" not in err

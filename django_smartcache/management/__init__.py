@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 from argparse import ArgumentParser
 from typing import Any
 
@@ -13,7 +15,24 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.core.management.base import BaseCommand, CommandError
 
 
-class QuietCommand(BaseCommand):
+class PipedCommand(BaseCommand):
+    """A command whose output may be piped into a reader that stops early
+    (``smartcache_stats | head -1``): it then exits with status 1 and no
+    ``BrokenPipeError`` traceback, as Python's documentation of SIGPIPE recommends."""
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        try:
+            return super().execute(*args, **options)
+        except BrokenPipeError:
+            if options.get("stdout") is not None:
+                raise  # not the process's stdout (call_command's stream): not ours
+            # Python flushes stdout again at exit, which would raise once more.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
+
+
+class QuietCommand(PipedCommand):
     """A command that prints nothing at ``-v 0`` but its errors (on stderr), like
     Django's own ``migrate`` or ``flush``; ``reports()`` names the runs whose output
     is what was asked for (a listing), printed at any verbosity as ``dumpdata`` does."""

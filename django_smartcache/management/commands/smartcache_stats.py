@@ -8,9 +8,10 @@ from typing import Any
 
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from .. import (
+    PipedCommand,
     add_cache_argument,
     backend_name,
     chosen_aliases,
@@ -133,7 +134,7 @@ def rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-class Command(BaseCommand):
+class Command(PipedCommand):
     help = (
         "Show each cache alias's statistics: hit rate, hits, misses, evictions by "
         "cause, bytes used and budget, entries, top keys; per level for a "
