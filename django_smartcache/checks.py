@@ -21,10 +21,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         conf.get_config()
         registry.check_labels()
     except ImproperlyConfigured as exc:
+        # The panel's option is documented with the panel.
+        hint = (
+            "See docs/debug-toolbar.md."
+            if "'TOOLBAR_" in str(exc)
+            else "See docs/tagging.md for every option."
+        )
         return [
             Error(
                 str(exc),
-                hint="See docs/tagging.md for every option.",
+                hint=hint,
                 id="smartcache.E010",
             )
         ]

@@ -19,7 +19,8 @@ from django.dispatch import receiver
 
 ALL = "__all__"
 
-#: Every option of the tagging and invalidation machinery, with its default.
+#: Every option of the tagging and invalidation machinery and of the debug-toolbar
+#: panel, with its default.
 DEFAULTS: dict[str, Any] = {
     # Models whose writes invalidate their tags: "__all__" or a list of
     # "app_label" / "app_label.ModelName" labels.
@@ -37,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "TAG_VERSION_TIMEOUT": None,
     # Prefix of the reserved keys holding tag versions (before KEY_PREFIX/VERSION).
     "TAG_KEY_PREFIX": "smartcache.tag:",
+    # How many cache calls of a request the debug-toolbar panel lists (the first
+    # ones); the totals count every call. None: no cap; 0: list none.
+    "TOOLBAR_MAX_CALLS": 1000,
 }
 
 
@@ -131,6 +135,16 @@ def _prefix(name: str, value: Any) -> str:
     return value
 
 
+def _count(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ImproperlyConfigured(
+            f"SMARTCACHE[{name!r}] must be a whole number (an int, 0 or more) or None, not {value!r}"
+        )
+    return value
+
+
 VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "MODELS": lambda n, v: _labels(n, v, allow_all=True),
     "EXCLUDE_MODELS": lambda n, v: _labels(n, v, allow_all=False),
@@ -138,6 +152,7 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "TAG_CACHES": _aliases,
     "TAG_VERSION_TIMEOUT": _timeout,
     "TAG_KEY_PREFIX": _prefix,
+    "TOOLBAR_MAX_CALLS": _count,
 }
 
 

@@ -36,7 +36,7 @@ from django.core.cache import caches
 from .decorators import BOOKKEEPING
 from .signals import entry_evicted, stampede_wait, tags_invalidated
 
-__all__ = ["WRAPPED_METHODS", "Recorder", "current_recorder", "jsonable"]
+__all__ = ["WRAPPED_METHODS", "Recorder", "Totals", "current_recorder", "jsonable"]
 
 #: Methods wrapped on each cache instance, with their async twins. A method the
 #: instance does not have (``delete_pattern`` on a Django backend) is skipped.
@@ -120,6 +120,18 @@ class _Call:
         self.error: str | None = None
 
 
+class Totals:
+    """Running totals of one alias's listed calls: every call counts, kept or not."""
+
+    __slots__ = ("calls", "hits", "misses", "seconds")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.hits = 0
+        self.misses = 0
+        self.seconds = 0.0
+
+
 #: The outer call of a call that is not listed (``Recorder.is_quiet``): what it makes
 #: inside is not listed either.
 _QUIET = _Call(asks=False)
@@ -130,17 +142,27 @@ class Recorder:
 
     ``quiet_apps``: app labels whose models' tag invalidations are not this request's
     (the toolbar's own history rows). ``quiet_callers``: code objects whose direct
-    cache calls are not listed (the toolbar's own store).
+    cache calls are not listed (the toolbar's own store). ``max_calls``: how many
+    calls ``calls`` keeps, the first ones (None: all); ``totals`` counts every call.
     """
 
     def __init__(
         self,
         quiet_apps: Iterable[str] = (),
         quiet_callers: Iterable[CodeType] = (),
+        max_calls: int | None = None,
     ) -> None:
         self.quiet_tags = tuple(f"model:{app}." for app in quiet_apps)
         self.quiet_callers = frozenset(quiet_callers)
+        self.max_calls = max_calls
+        #: The first ``max_calls`` listed calls, in the order they started.
         self.calls: list[dict[str, Any]] = []
+        #: Listed calls started but not kept in ``calls`` (over ``max_calls``).
+        self.dropped = 0
+        #: alias -> running totals of its listed calls, kept or not (see ``add_call``).
+        self.totals: dict[str, Totals] = {}
+        # += is not atomic, and sync_to_async runs calls in other threads.
+        self._lock = threading.Lock()
         self.evictions: list[dict[str, Any]] = []
         self.invalidations: list[dict[str, Any]] = []
         self.stampede_waits: list[dict[str, Any]] = []
@@ -247,9 +269,14 @@ class Recorder:
 
     def begin_call(self) -> int:
         """A place in ``calls`` for a call starting now: calls are listed in the order
-        they start, so a ``get_or_set`` comes before the calls of its callable."""
-        self.calls.append({})
-        return len(self.calls) - 1
+        they start, so a ``get_or_set`` comes before the calls of its callable.
+        -1 once ``max_calls`` are kept: the call is counted, not kept."""
+        with self._lock:
+            if self.max_calls is not None and len(self.calls) >= self.max_calls:
+                self.dropped += 1
+                return -1
+            self.calls.append({})
+            return len(self.calls) - 1
 
     def add_call(
         self,
@@ -262,6 +289,17 @@ class Recorder:
         seconds: float,
         is_async: bool,
     ) -> None:
+        """Count a finished call in ``totals``, and fill its place in ``calls``."""
+        with self._lock:
+            totals = self.totals.get(alias)
+            if totals is None:
+                totals = self.totals[alias] = Totals()
+            totals.calls += 1
+            totals.hits += call.hits
+            totals.misses += call.misses
+            totals.seconds += seconds
+        if index < 0:
+            return  # over max_calls: only counted
         self.calls[index] = {
             "alias": alias,
             "backend": _class_name(cache),

@@ -45,6 +45,10 @@ def fresh_config() -> Any:
         ({"TAG_VERSION_TIMEOUT": 0}, "TAG_VERSION_TIMEOUT"),
         ({"TAG_VERSION_TIMEOUT": 1.5}, "whole number of seconds"),
         ({"TAG_KEY_PREFIX": "a b"}, "TAG_KEY_PREFIX"),
+        ({"TOOLBAR_MAX_CALLS": -1}, "0 or more"),
+        ({"TOOLBAR_MAX_CALLS": "1000"}, "0 or more"),
+        ({"TOOLBAR_MAX_CALLS": 1e3}, "0 or more"),
+        ({"TOOLBAR_MAX_CALLS": True}, "0 or more"),
     ],
 )
 def test_a_wrong_or_unknown_option_is_named(
@@ -56,6 +60,22 @@ def test_a_wrong_or_unknown_option_is_named(
             conf.get_config()
         (error,) = check_settings()
         assert error.id == "smartcache.E010" and named in error.msg
+
+
+def test_the_toolbar_cap_defaults_to_a_thousand_and_takes_none_or_zero() -> None:
+    assert conf.get("TOOLBAR_MAX_CALLS") == 1000
+    for value in (None, 0, 5):
+        with override_settings(SMARTCACHE={"TOOLBAR_MAX_CALLS": value}):
+            conf.get_config.cache_clear()
+            assert conf.get("TOOLBAR_MAX_CALLS") == value
+            assert check_settings() == []
+    with override_settings(SMARTCACHE={"TOOLBAR_MAX_CALLS": -1}):
+        (error,) = check_settings()
+    assert error.msg == (
+        "SMARTCACHE['TOOLBAR_MAX_CALLS'] must be a whole number (an int, 0 or more) "
+        "or None, not -1"
+    )
+    assert error.hint == "See docs/debug-toolbar.md."
 
 
 @pytest.mark.parametrize(

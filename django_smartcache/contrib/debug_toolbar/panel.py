@@ -19,7 +19,8 @@ from django.core import checks
 from django.template.loader import render_to_string
 from django.utils.translation import gettext_lazy as _, ngettext
 
-from ...instrumentation import Recorder, jsonable
+from ... import conf
+from ...instrumentation import Recorder, Totals, jsonable
 
 __all__ = ["SmartCachePanel"]
 
@@ -177,8 +178,11 @@ class SmartCachePanel(Panel):
         super().__init__(*args, **kwargs)
         # The toolbar's own work in the request is not the page's: its store's cache
         # calls, and the invalidations its history rows (DatabaseStore) cause.
+        # The first SMARTCACHE["TOOLBAR_MAX_CALLS"] calls are listed; every call counts.
         self.recorder = Recorder(
-            quiet_apps=("debug_toolbar",), quiet_callers=_toolbar_store_callers()
+            quiet_apps=("debug_toolbar",),
+            quiet_callers=_toolbar_store_callers(),
+            max_calls=conf.get("TOOLBAR_MAX_CALLS"),
         )
         self._levels_before: dict[str, list[tuple[str, int]]] = {}
         self._levels_after: dict[str, list[tuple[str, int]]] = {}
@@ -257,12 +261,11 @@ class SmartCachePanel(Panel):
 
     def generate_stats(self, request: Any, response: Any) -> None:
         rec = self.recorder
-        calls = rec.calls
+        # Totals come from the recorder's running totals, which count every call:
+        # the list keeps only the first TOOLBAR_MAX_CALLS of them.
         aliases = []
         for alias, cache in rec.watched.items():
-            mine = [c for c in calls if c["alias"] == alias]
-            hits = sum(c["hits"] for c in mine)
-            misses = sum(c["misses"] for c in mine)
+            mine = rec.totals.get(alias) or Totals()
             evicted = Counter(
                 e["cause"]
                 for e in rec.evictions
@@ -290,11 +293,11 @@ class SmartCachePanel(Panel):
                 {
                     "alias": alias,
                     "backend": f"{type(cache).__module__}.{type(cache).__qualname__}",
-                    "calls": len(mine),
-                    "hits": hits,
-                    "misses": misses,
-                    "hit_rate": _rate(hits, misses),
-                    "ms": sum(c["ms"] for c in mine),
+                    "calls": mine.calls,
+                    "hits": mine.hits,
+                    "misses": mine.misses,
+                    "hit_rate": _rate(mine.hits, mine.misses),
+                    "ms": mine.seconds * 1000.0,
                     "evictions": dict(sorted(evicted.items())),
                     "invalidations": sum(
                         1 for i in rec.invalidations if i["alias"] == alias
@@ -306,17 +309,18 @@ class SmartCachePanel(Panel):
                     "lifetime": _lifetime(cache),
                 }
             )
-        hits = sum(c["hits"] for c in calls)
-        misses = sum(c["misses"] for c in calls)
+        every = rec.totals.values()
+        hits = sum(t.hits for t in every)
+        misses = sum(t.misses for t in every)
         self.record_stats(
             jsonable(
                 {
                     "totals": {
-                        "calls": len(calls),
+                        "calls": sum(t.calls for t in every),
                         "hits": hits,
                         "misses": misses,
                         "hit_rate": _rate(hits, misses),
-                        "ms": sum(c["ms"] for c in calls),
+                        "ms": sum(t.seconds for t in every) * 1000.0,
                         "evictions": len(rec.evictions),
                         "invalidations": len(rec.invalidations),
                         "stampede_waits": len(rec.stampede_waits),
@@ -327,7 +331,10 @@ class SmartCachePanel(Panel):
                         {"alias": alias, "error": error}
                         for alias, error in rec.unavailable.items()
                     ],
-                    "calls": calls,
+                    "calls": rec.calls,
+                    # Calls not in "calls" (over TOOLBAR_MAX_CALLS), and that cap.
+                    "calls_dropped": rec.dropped,
+                    "max_calls": rec.max_calls,
                     "evictions": rec.evictions,
                     "invalidations": rec.invalidations,
                     "stampede_waits": rec.stampede_waits,
