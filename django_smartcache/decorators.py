@@ -144,6 +144,8 @@ class _ProcessAsyncFlight(CallTable):
             task: asyncio.Task[Any] | None = None
             with self._lock:
                 call = self._calls.get(key)
+                if call is not None and call.cancelled:
+                    call = None  # (its task was cancelled and not yet removed)
                 leader = call is None
                 if call is None:
                     call = self._calls[key] = _AsyncCall(loop, lane)
@@ -179,15 +181,18 @@ class _ProcessAsyncFlight(CallTable):
             finally:
                 with self._lock:
                     call.waiters -= 1
-            if woken is None or not woken.done():
-                if task is not None and task.done():  # (just now)
-                    return task.result(), True
-                return await alone(self, key, fn), False
             if call.cancelled:
-                continue  # its loop went away: lead or join anew
-            if call.error is not None:
-                raise call.error
-            return call.result, True
+                # Its loop went away (found so by this waiter, whose own wake is
+                # still on its way, or by another): lead or join anew, so the
+                # waiters elect one new leader instead of computing each.
+                continue
+            if task is None and call.finished:  # woken, or finished just now
+                if call.error is not None:
+                    raise call.error
+                return call.result, True
+            if task is not None and task.done():  # (just now)
+                return task.result(), True
+            return await alone(self, key, fn), False
 
     async def _await_other_loop(
         self,
@@ -203,7 +208,7 @@ class _ProcessAsyncFlight(CallTable):
         ``patience`` seconds (None: none)."""
         deadline = None if patience is None else time.monotonic() + patience
         idle = 0
-        while not woken.done():
+        while not woken.done() and not call.cancelled:
             leader_loop = call.loop
             if leader_loop.is_closed():
                 idle = 2
@@ -226,7 +231,7 @@ class _ProcessAsyncFlight(CallTable):
         of other loops to lead or join anew (those of its loop await its task, which
         finishes if that loop ever runs again)."""
         with self._lock:
-            if call.finished:
+            if call.finished or call.cancelled:  # (another waiter found it first)
                 return
             call.cancelled = True  # for its waiters: start again
             if self._calls.get(key) is call:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,47 @@ def test_a_computation_left_in_a_loop_no_longer_run_is_taken_over() -> None:
     assert runs == ["book", "book"]
     assert not decorators._ASYNC_FLIGHT.in_flight(("default", price.key("book")))
     assert asyncio.run(price("book")) in (1, 2)  # whichever stored last
+
+
+def test_waiters_of_an_abandoned_computation_elect_one_new_leader() -> None:
+    # The waiter that found the loop left woke the others, then computed on its own
+    # (its own wake was still on its way), as did any whose check fired with it:
+    # 8 threads computed 3 to 5 times. Now one leads anew and the others join it.
+    flight = decorators._ProcessAsyncFlight()
+    waiters = 8
+    runs: list[int] = []
+
+    async def compute() -> int:
+        runs.append(threading.get_ident())
+        if len(runs) == 1:
+            await asyncio.sleep(60)  # left with its loop
+        # The new leader holds on until every other caller waits for it (a caller
+        # that computed on its own would never come: bounded).
+        deadline = time.monotonic() + SCENARIO_TIMEOUT
+        while flight.waiting("k") < waiters - 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return len(runs)
+
+    left = asyncio.new_event_loop()
+    with pytest.raises(TimeoutError):
+        left.run_until_complete(asyncio.wait_for(flight.do("k", compute), 0.05))
+    results: list[tuple[int, bool]] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(asyncio.run(flight.do("k", compute)))
+        )
+        for _ in range(waiters)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(PROCESS_TIMEOUT)
+    finally:
+        tasks = asyncio.all_tasks(left)
+        for task in tasks:
+            task.cancel()
+        left.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        left.close()
+    assert len(runs) == 2  # the abandoned one, and one after it
+    assert sorted(results) == [(2, False)] + [(2, True)] * (waiters - 1)
