@@ -852,6 +852,7 @@ class CachedFunction(Generic[P, R]):
         # most; the deadline only guards against a backend that never expires it.
         deadline = since + 2 * self._options.lock_timeout
         waited = False
+        absent = False  # the lock was absent after the last failed add()
         while True:
             if cache.add(lock_key, token, timeout=self._options.lock_seconds):
                 try:
@@ -867,14 +868,21 @@ class CachedFunction(Generic[P, R]):
                         cache.delete(lock_key)
             if cache.get(lock_key, _MISSING) is _MISSING:
                 # Refused with no holder: the cache did not store the lock (an
-                # admission policy, a full cache). Waiting would wait for nobody.
+                # admission policy, a full cache), or its holder let go just now.
                 found = _unpack(cache.get(key, _MISSING))
                 if found is not None and found.fresh(self._options.clock()):
                     # A holder stored it and let go just now: this call waited for it.
                     self._waited(key, "shared", since)
                     return found.value
+                if not absent:
+                    # A holder that let go without storing (its function raised, the
+                    # value was refused, invalidated): add() again.
+                    absent = True
+                    continue
+                # Refused twice in a row with no holder: waiting would wait for nobody.
                 self._lock_refused(key)
                 return self._compute(cache, key, args, kwargs, entry)
+            absent = False
             if time.monotonic() > deadline:
                 return self._compute(cache, key, args, kwargs, entry)
             time.sleep(pause)
@@ -1051,6 +1059,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         pause, since = POLL_FIRST, time.monotonic()
         deadline = since + 2 * self._options.lock_timeout
         waited = False
+        absent = False  # the lock was absent after the last failed add()
         while True:
             if await cache.aadd(lock_key, token, timeout=self._options.lock_seconds):
                 try:
@@ -1069,8 +1078,12 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                 if found is not None and found.fresh(self._options.clock()):
                     self._waited(key, "shared", since)
                     return found.value
+                if not absent:
+                    absent = True
+                    continue
                 self._lock_refused(key)
                 return await self._acompute(cache, key, args, kwargs, entry)
+            absent = False
             if time.monotonic() > deadline:
                 return await self._acompute(cache, key, args, kwargs, entry)
             await asyncio.sleep(pause)

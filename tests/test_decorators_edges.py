@@ -10,8 +10,10 @@ import pickle
 import threading
 import time
 import warnings
+from typing import ClassVar
 
 import pytest
+from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
 from django_smartcache.decorators import cached
@@ -161,6 +163,59 @@ def test_an_async_lock_refused_with_no_holder_computes_at_once(refusing) -> None
     assert asyncio.run(lookup(1)) == 1
     assert time.monotonic() - started < 1.0
     assert lookup.locks_refused == 1
+
+
+class HolderLeftCache(LocMemCache):
+    """The first add() of each lock fails as if a holder had it, and that holder
+    lets go without storing (its function raised) before the caller reads the lock."""
+
+    refused: ClassVar[set[str]] = set()
+
+    def add(self, key, value, timeout=None, version=None):
+        if key.endswith(":lock") and key not in self.refused:
+            self.refused.add(key)
+            return False
+        return super().add(key, value, timeout=timeout, version=version)
+
+
+@pytest.fixture
+def holder_left(settings):
+    HolderLeftCache.refused = set()
+    settings.CACHES = {
+        **settings.CACHES,
+        "holder_left": {
+            "BACKEND": f"{__name__}.HolderLeftCache",
+            "LOCATION": "holder_left",
+        },
+    }
+    return "holder_left"
+
+
+def test_a_holder_letting_go_without_storing_is_not_an_admission_refusal(
+    holder_left, caplog
+) -> None:
+    # Every waiter in that window logged the admission-policy WARNING, counted a
+    # refused lock and computed without the lock. Now it takes the lock on a second
+    # add(); only a second refusal with nobody holding it is a refusal.
+    held: list[bool] = []
+
+    @cached(using=holder_left, timeout=60, lock=True, name="t.left")
+    def lookup(x):
+        held.append(caches[holder_left].get(lookup.key(x) + ":lock") is not None)
+        return x
+
+    @cached(using=holder_left, timeout=60, lock=True, name="t.aleft")
+    async def alookup(x):
+        lock = await caches[holder_left].aget(alookup.key(x) + ":lock")
+        held.append(lock is not None)
+        return x
+
+    with caplog.at_level(logging.DEBUG, "django_smartcache.decorators"):
+        assert lookup(1) == 1
+        assert asyncio.run(alookup(1)) == 1
+    assert held == [True, True]  # computed under the lock
+    assert lookup.locks_refused == 0 and alookup.locks_refused == 0
+    assert not [r for r in caplog.records if "did not store the lock" in r.getMessage()]
 
 
 # -- a value that cannot be stored ----------------------------------------------------
