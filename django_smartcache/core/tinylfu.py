@@ -448,6 +448,20 @@ class TinyLFUPolicy:
         elif adjustment < 0:
             self._decrease_window(-adjustment)
 
+    def follow(self, like: TinyLFUPolicy) -> None:
+        """Move the window toward ``like``'s share of its capacity: the adaptive policy's
+        live W-TinyLFU follows its shadow's window instead of climbing on its own. At
+        most ``TRANSFER_LIMIT`` keys move per call, as in a climb."""
+        if like.adaptive:
+            target = max(1, round(like.window_max / like.capacity * self.capacity))
+        else:  # a fixed window: its share of this capacity, as ``resize`` sets it
+            share = like._window_share
+            target = max(1, self.capacity - int((1.0 - share) * self.capacity))
+        if target > self.window_max:
+            self._increase_window(target - self.window_max)
+        elif target < self.window_max:
+            self._decrease_window(self.window_max - target)
+
     def _increase_window(self, amount: int) -> None:
         """Give ``amount`` of protected's share to the window, moving main's oldest keys."""
         if self.protected_max <= 0:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from benchmarks import workloads
-from django_smartcache.core.duel import DuelPolicy
+from django_smartcache.core.duel import HOLD_CHECKS, DuelPolicy
 from django_smartcache.core.s3fifo import S3FIFOPolicy
 from django_smartcache.core.tinylfu import TinyLFUPolicy
 from tests.core.store_loop import replay
@@ -135,7 +135,81 @@ def test_an_unsampled_hit_leaves_the_shadows_alone() -> None:
     assert ([s.policy.segments() for s in policy._shadows], policy._sampled) == before
     policy.record_hit(inside)
     assert policy._sampled == before[1] + 1
-    assert [s.hits for s in policy._shadows] == [1, 1]
+    assert [s.hits for s in policy._shadows] == [1, 1, 1]
+
+
+def _check(policy: DuelPolicy, hits: tuple[int, ...], splits: list[int]) -> None:
+    """One check of the duel whose sampled requests gave each candidate these hits and
+    split each pair (s3fifo/tinylfu, s3fifo/climbing, tinylfu/climbing) this often."""
+    for shadow, count in zip(policy._shadows, hits, strict=True):
+        shadow.hits = count
+    policy._split = list(splits)
+    policy._decide()
+
+
+def _full(capacity: int = 1_000) -> DuelPolicy:
+    policy = DuelPolicy(capacity)
+    for key in range(capacity):
+        policy.insert(key, 1)
+    return policy
+
+
+def test_the_best_candidate_challenges_on_the_evidence_of_its_own_pair() -> None:
+    """Three candidates: the challenger is the best score, and its lead is weighed
+    against the splits of its own pair with the live one (McNemar's test per pair)."""
+    policy = _full()
+    hits = (100, 110, 120)  # s3fifo (live), tinylfu, tinylfu-climbing
+    # The climbing W-TinyLFU leads, but its pair with S3-FIFO split so often that the
+    # lead is noise; the fixed one's lead over S3-FIFO is not the question.
+    for _ in range(4 * HOLD_CHECKS):
+        _check(policy, hits, [20, 100_000, 20])
+    assert (policy.live, policy.switches) == ("s3fifo", 0)
+    # With a clear lead of its own it goes live (``SURE`` deviations, twice).
+    policy._noise = [100.0, 100.0, 100.0]
+    _check(policy, hits, [20, 20, 20])
+    _check(policy, hits, [20, 20, 20])
+    assert (policy.live, policy.switches) == ("tinylfu-climbing", 1)
+    assert {k for k, _, _ in policy._live.entries()} == set(range(1_000))
+
+
+def test_the_fast_path_wants_a_lead_in_the_last_checks_themselves() -> None:
+    """A decayed lead left over from older requests (the cache filling, a past phase)
+    is not a fast switch: the last two checks' requests must show it on their own."""
+    policy = _full()
+    for shadow, score in zip(policy._shadows, (1_000, 1_200, 1_000), strict=True):
+        shadow.score = score
+    policy._noise = [100.0, 100.0, 100.0]
+    for _ in range(3):  # equal hits now: the old lead is 10+ deviations, decaying
+        _check(policy, (100, 100, 100), [10, 10, 10])
+    assert policy.switches == 0
+    _check(policy, (100, 130, 100), [30, 30, 30])
+    _check(policy, (100, 130, 100), [30, 30, 30])
+    assert (policy.live, policy.switches) == ("tinylfu", 1)
+
+
+def test_a_live_tinylfu_follows_its_shadows_window() -> None:
+    """The live W-TinyLFU does not climb: it takes its shadow's window share at every
+    check (the climbing one's as it moves), and from the climbing candidate to the
+    fixed one it keeps its segments and counts."""
+    policy = _full()
+    _check(policy, (100, 100, 150), [50, 50, 50])
+    _check(policy, (100, 100, 150), [50, 50, 50])
+    assert policy.live == "tinylfu-climbing"
+    live, shadow = policy._live, policy._shadows[2].policy
+    assert isinstance(live, TinyLFUPolicy) and not live.adaptive
+    shadow._decrease_window(shadow.window_max)  # the shadow's window: one key
+    shadow._increase_window(shadow.capacity // 4)
+    share = shadow.window_max / shadow.capacity
+    _check(policy, (100, 100, 150), [0, 0, 0])
+    assert live.window_max == round(share * live.capacity)
+    assert live.window_weight == live.window_max
+    protected = set(live.segments()["protected"])
+    for _ in range(2 * HOLD_CHECKS):  # the fixed window leads: a switch, same policy
+        _check(policy, (100, 150, 100), [0, 50, 50])
+    assert policy.live == "tinylfu" and policy._live is live
+    assert live.window_max == 10  # 1% of 1,000
+    assert protected <= set(live.segments()["protected"])
+    assert len(live) == 1_000
 
 
 def test_s3fifo_adopt_puts_the_newest_in_small_with_their_reads() -> None:
