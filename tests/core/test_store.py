@@ -691,3 +691,28 @@ def test_clear_frees_the_entries_without_the_lock():
     store.set("a", b"1")  # a working, empty store: a new policy, attached
     assert store.get_many(["a", "k1"]) == {"a": b"1"}
     assert store.stats()["entries"] == 1
+
+
+def test_clear_frees_a_small_store_at_once_and_refits_its_policy(monkeypatch):
+    # clear() went through the chunked _release whatever the size (1.3-1.8x the cost
+    # of freeing at once), and kept the fit countdown of the old policy: the new one,
+    # at full capacity, went unfitted for up to FIT_EVERY evictions.
+    from django_smartcache.core import store as store_module
+
+    released: list[int] = []
+    real = store_module._release
+
+    def counted(data, rest):
+        released.append(len(data))
+        real(data, rest)
+
+    monkeypatch.setattr(store_module, "_release", counted)
+    store, _ = make(max_bytes=1 << 30, max_entries=100)
+    store.set_many((f"k{i}", b"v" * 50) for i in range(150))  # evicts: fitted
+    assert store._fit_countdown > 0
+    store.clear()
+    assert store._fit_countdown == 0 and released == []
+    big, _ = make(max_bytes=1 << 30)
+    big.set_many((f"k{i}", b"v") for i in range(store_module.CLEAR_AT_ONCE + 1))
+    big.clear()
+    assert released == [store_module.CLEAR_AT_ONCE + 1] and len(big) == 0
