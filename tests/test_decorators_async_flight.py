@@ -190,17 +190,23 @@ def _in_a_thread(call) -> list:
 
 def _abandoned_price(name: str):
     runs: list[str] = []
+    release = threading.Event()  # the first computation ends only once it is set
 
     @cached(timeout=60, name=name)
     async def price(item: str) -> int:
         runs.append(item)
-        await asyncio.sleep(0.2)
+        first = len(runs) == 1
+        while first and not release.is_set():
+            # Not a timed sleep: on a loaded machine a 0.2 s sleep could end within
+            # the caller's 0.05 s timeout, and the first computation then finished.
+            await asyncio.sleep(0.01)
         return len(runs)
 
     loop = asyncio.new_event_loop()
     with pytest.raises(TimeoutError):  # a caller with a timeout; the task stays
         loop.run_until_complete(asyncio.wait_for(price("book"), 0.05))
     assert decorators._ASYNC_FLIGHT.in_flight(("default", price.key("book")))
+    price.release = release  # type: ignore[attr-defined]
     return price, runs, loop
 
 
@@ -217,6 +223,7 @@ def test_a_computation_left_in_a_loop_no_longer_run_is_taken_over() -> None:
     price, runs, loop = _abandoned_price("left_in_a_loop_no_longer_run")
     assert _in_a_thread(lambda: asyncio.run(price("book"))) == [2]
     # The old loop runs again: its computation ends without disturbing the new one's.
+    price.release.set()
     loop.run_until_complete(asyncio.sleep(0.3))
     loop.close()
     assert runs == ["book", "book"]
