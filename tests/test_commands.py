@@ -835,3 +835,16 @@ def test_stats_into_a_closed_pipe_exits_without_a_traceback() -> None:
     assert proc.wait(timeout=120) == 1
     assert "Traceback" not in err
     assert "BrokenPipeError" not in err
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_raised() -> None:
+    """Only a reader gone from stdout ends a command quietly: a BrokenPipeError from
+    anything else (a socket the command uses) is an error like any other."""
+    from django_smartcache.management import PipedCommand
+
+    class Command(PipedCommand):
+        def handle(self, *args: object, **options: object) -> None:
+            raise BrokenPipeError("a socket, not stdout")
+
+    with pytest.raises(BrokenPipeError, match="a socket"):
+        Command().run_from_argv(["manage.py", "boom", "--skip-checks"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import sys
 from argparse import ArgumentParser
 from typing import Any
@@ -24,12 +25,28 @@ class PipedCommand(BaseCommand):
         try:
             return super().execute(*args, **options)
         except BrokenPipeError:
-            if options.get("stdout") is not None:
-                raise  # not the process's stdout (call_command's stream): not ours
+            if options.get("stdout") is not None or not _stdout_is_broken():
+                raise  # call_command's stream, or a pipe of its own (a socket): not ours
             # Python flushes stdout again at exit, which would raise once more.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(1)
+
+
+def _stdout_is_broken() -> bool:
+    """Whether the process's stdout has lost its reader. A failed write leaves nothing
+    to flush, so ask the descriptor: a pipe whose reader is gone polls as an error."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # not a file (a test's capture): not a pipe that broke
+    if not hasattr(select, "poll"):
+        return True  # no way to tell (Windows): the quiet exit, as before
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(
+        events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)
+    )
 
 
 class QuietCommand(PipedCommand):
