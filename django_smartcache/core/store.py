@@ -191,7 +191,24 @@ class MemoryStore:
         self.max_entries = max_entries
         self.max_item_size = max_item_size
         self._weigh_bytes = max_bytes is not None
-        self._policy = make_policy(policy, _capacity(max_bytes, max_entries))
+        self._start_empty()
+        self._clock = clock
+        self._sweep_batch = sweep_batch
+        self._set_limits()
+        #: Held for every operation; callers may hold it to compose operations atomically.
+        self.lock = threading.Lock()
+        self.counters = Stats()
+        #: See the class docstring; None: evictions are only counted.
+        self.on_evict = on_evict
+        # Evictions not yet delivered to on_evict; appended to with the lock held.
+        self._evicted: list[tuple[Hashable, str]] = []
+
+    def _start_empty(self) -> None:
+        """Empty structures and a fresh policy: at construction, and swapped in by
+        ``clear()``."""
+        self._policy = make_policy(
+            self.policy_name, _capacity(self.max_bytes, self.max_entries)
+        )
         self._data: dict[Hashable, list[Any]] = {}
         attach = getattr(self._policy, "attach", None)
         if attach is not None:
@@ -202,17 +219,7 @@ class MemoryStore:
         # by _sweep a batch at a time (invalidation itself stays O(1) per tag).
         self._purge: deque[tuple[set[Hashable], int]] = deque()
         self._bytes = 0
-        self._clock = clock
-        self._sweep_batch = sweep_batch
-        self._fit_countdown = 0
-        self._set_limits()
-        #: Held for every operation; callers may hold it to compose operations atomically.
-        self.lock = threading.Lock()
-        self.counters = Stats()
-        #: See the class docstring; None: evictions are only counted.
-        self.on_evict = on_evict
-        # Evictions not yet delivered to on_evict; appended to with the lock held.
-        self._evicted: list[tuple[Hashable, str]] = []
+        self._fit_countdown = 0  # the policy has the full capacity: refit when it binds
 
     def _set_limits(self) -> None:
         self._byte_limit = self.max_bytes if self.max_bytes is not None else _UNLIMITED
@@ -496,20 +503,9 @@ class MemoryStore:
         history went with its queues), refitted at the next eviction.
         """
         with self.lock:
-            self._fit_countdown = 0  # the new policy has the full capacity: refit
             data = self._data
             rest = (self._expiry, self._policy, self._tag_index, self._purge)
-            self._policy = make_policy(
-                self.policy_name, _capacity(self.max_bytes, self.max_entries)
-            )
-            self._data = {}
-            attach = getattr(self._policy, "attach", None)
-            if attach is not None:
-                attach(self._data, READS_SLOT)
-            self._expiry = ExpiryBuckets()
-            self._tag_index = TagIndex()
-            self._purge = deque()
-            self._bytes = 0
+            self._start_empty()
         if len(data) > CLEAR_AT_ONCE:
             _release(data, rest)
         del data, rest  # (at once, or what _release emptied)
