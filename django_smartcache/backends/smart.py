@@ -62,8 +62,9 @@ OPTIONS = ("MAX_MEMORY", "MAX_ENTRIES", "MAX_ITEM_SIZE", "POLICY", "CULL_FREQUEN
 
 _BACKEND = "SmartCache"
 #: The accounted size of the smallest entry: the overhead plus the shortest pickle
-#: (``None``, 4 bytes). A budget below it could never store anything.
-_SMALLEST_ENTRY = ENTRY_OVERHEAD + len(pickle.dumps(None, pickle.HIGHEST_PROTOCOL))
+#: (``None``, 4 bytes), pickled as every write is. A budget below it could never
+#: store anything.
+_SMALLEST_ENTRY = ENTRY_OVERHEAD + len(dumps(None, None))
 
 # Stores shared per process, keyed by LOCATION and budget options (locmem.py's pattern).
 _stores: dict[tuple[Any, ...], MemoryStore] = {}
