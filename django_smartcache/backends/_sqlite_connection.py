@@ -440,9 +440,7 @@ class ConnectionMixin:
         database": an error of the level, as for a ``LOCATION`` that became unusable.
         """
         if not sqlite_file.is_corruption(exc):
-            if (
-                getattr(exc, "sqlite_errorcode", 0) & 0xFF
-            ) == sqlite_file.READONLY_CODE:
+            if sqlite_file.result_code(exc) == sqlite_file.READONLY_CODE:
                 denied = sqlite_file.write_denied(self._path)
                 error = sqlite3.OperationalError(
                     f"SQLiteCache LOCATION {self._path!r} cannot be written by this "

@@ -74,6 +74,17 @@ class DamagedCacheError(Exception):
     database there (another database's WAL beside it, replayed on opening)."""
 
 
+def result_code(exc: BaseException) -> int:
+    """SQLite's primary result code in ``exc`` (the low byte of ``sqlite_errorcode``),
+    0 when it carries none."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says another connection holds a lock (transient)."""
+    return result_code(exc) in _BUSY_CODES
+
+
 def is_corruption(exc: BaseException) -> bool:
     """Whether ``exc`` says the file is damaged (as opposed to busy, full, read-only...)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -179,7 +190,7 @@ def settle_journal(path: str, busy_timeout: float) -> None:
     try:
         identity = _identity(conn)
     except sqlite3.DatabaseError as exc:
-        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+        if is_busy(exc):
             raise  # a live writer past BUSY_TIMEOUT: transient
         raise ForeignDatabaseError(
             f"SQLite cannot read it ({exc}) and a rollback journal lies beside it "
@@ -488,7 +499,7 @@ def check_writable(path: str) -> None:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
     except sqlite3.OperationalError as exc:
-        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) != READONLY_CODE:
+        if result_code(exc) != READONLY_CODE:
             return  # busy (another process writes it, so it can be written), or else
         raise PermissionError(
             errno.EACCES, f"SQLite cannot write it ({exc})", path
@@ -545,7 +556,7 @@ def prepare(path: str, busy_timeout: float) -> None:
             f"of its own."
         ) from exc
     except sqlite3.OperationalError as exc:
-        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+        if is_busy(exc):
             raise  # another process holds the lock past BUSY_TIMEOUT: transient
         raise UnusableLocation(
             f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "

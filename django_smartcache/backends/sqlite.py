@@ -36,6 +36,7 @@ from . import _sqlite_schema as sql
 from ._sqlite_budget import BudgetMixin
 from ._sqlite_changes import ChangeCursor, ChangeLogMixin
 from ._sqlite_connection import ConnectionMixin, ThreadState, gated
+from ._sqlite_file import is_busy
 from ._sqlite_options import parse
 from .base import SingleFlightMixin, SmartCacheKeyMixin, ThreadedIncrMixin, dumps
 
@@ -56,8 +57,6 @@ _ACCESS_FLUSH = 256
 _CLOSE_WAIT = 0.05
 #: Seconds of the cache's clock between two looks at its turnover (``_stale_before``).
 _TURNOVER_EVERY = 1.0
-#: SQLITE_BUSY, SQLITE_LOCKED: another connection holds a lock (transient).
-_BUSY_CODES = frozenset({5, 6})
 _missing = object()
 _T = TypeVar("_T")
 
@@ -135,7 +134,7 @@ class BaseSQLiteCache(
                         f"PRAGMA busy_timeout = {int(self._options.busy_timeout * 1000)}"
                     )
         except sqlite3.DatabaseError as exc:
-            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+            if is_busy(exc):
                 logger.debug(
                     "SQLiteCache: access times of %s deferred, the file is busy (%s).",
                     self._path,
@@ -370,7 +369,7 @@ class BaseSQLiteCache(
             try:
                 self._write(self._flush_access_txn)
             except sqlite3.OperationalError as exc:
-                if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+                if is_busy(exc):
                     # Busy past BUSY_TIMEOUT: kept, retried at the next write.
                     logger.warning(
                         "SQLiteCache: access times not written yet (%s).", exc
