@@ -857,8 +857,8 @@ class CachedFunction(Generic[P, R]):
             if cache.add(lock_key, token, timeout=self._options.lock_seconds):
                 try:
                     # The previous holder may have stored the value and let go just now.
-                    found = _unpack(cache.get(key, _MISSING))
-                    if found is not None and found.fresh(self._options.clock()):
+                    found = self._fresh(cache.get(key, _MISSING))
+                    if found is not None:
                         if waited:
                             self._waited(key, "shared", since)
                         return found.value
@@ -869,8 +869,8 @@ class CachedFunction(Generic[P, R]):
             if cache.get(lock_key, _MISSING) is _MISSING:
                 # Refused with no holder: the cache did not store the lock (an
                 # admission policy, a full cache), or its holder let go just now.
-                found = _unpack(cache.get(key, _MISSING))
-                if found is not None and found.fresh(self._options.clock()):
+                found = self._fresh(cache.get(key, _MISSING))
+                if found is not None:
                     # A holder stored it and let go just now: this call waited for it.
                     self._waited(key, "shared", since)
                     return found.value
@@ -888,10 +888,17 @@ class CachedFunction(Generic[P, R]):
             time.sleep(pause)
             waited = True
             pause = min(pause * POLL_GROWTH, POLL_LONGEST)
-            found = _unpack(cache.get(key, _MISSING))
-            if found is not None and found.fresh(self._options.clock()):
+            found = self._fresh(cache.get(key, _MISSING))
+            if found is not None:
                 self._waited(key, "shared", since)
                 return found.value
+
+    def _fresh(self, raw: Any) -> _Entry | None:
+        """The entry in ``raw`` (a cache read) if it is there and fresh, else None."""
+        found = _unpack(raw)
+        return (
+            found if found is not None and found.fresh(self._options.clock()) else None
+        )
 
     def _compute(
         self,
@@ -1063,8 +1070,8 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         while True:
             if await cache.aadd(lock_key, token, timeout=self._options.lock_seconds):
                 try:
-                    found = _unpack(await cache.aget(key, _MISSING))
-                    if found is not None and found.fresh(self._options.clock()):
+                    found = self._fresh(await cache.aget(key, _MISSING))
+                    if found is not None:
                         if waited:
                             self._waited(key, "shared", since)
                         return found.value
@@ -1074,8 +1081,8 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                         await cache.adelete(lock_key)
             if await cache.aget(lock_key, _MISSING) is _MISSING:
                 # Refused with no holder (see CachedFunction._lead).
-                found = _unpack(await cache.aget(key, _MISSING))
-                if found is not None and found.fresh(self._options.clock()):
+                found = self._fresh(await cache.aget(key, _MISSING))
+                if found is not None:
                     self._waited(key, "shared", since)
                     return found.value
                 if not absent:
@@ -1089,8 +1096,8 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             await asyncio.sleep(pause)
             waited = True
             pause = min(pause * POLL_GROWTH, POLL_LONGEST)
-            found = _unpack(await cache.aget(key, _MISSING))
-            if found is not None and found.fresh(self._options.clock()):
+            found = self._fresh(await cache.aget(key, _MISSING))
+            if found is not None:
                 self._waited(key, "shared", since)
                 return found.value
 
