@@ -175,6 +175,9 @@ def _after_fork() -> None:
 
 def new_generation() -> None:
     global _generation
+    # It takes _prepare_lock, maybe before this process's first connection (from
+    # close_all_connections()): a fork at that moment must find the hooks that renew it.
+    _register_fork_hooks()
     with _prepare_lock:
         _generation += 1
 
@@ -245,10 +248,10 @@ _hooks_registered = False
 
 
 def _register_fork_hooks() -> None:
-    """Registered at the first connection, not at import: ``before`` hooks run in the
-    reverse order of registration, and the SmartCache stores' hook (which holds every
-    store's lock across the fork) must run after this one's wait for SQLite calls, not
-    hold those locks through it."""
+    """Registered at the first use of ``_prepare_lock``, not at import: ``before``
+    hooks run in the reverse order of registration, and the SmartCache stores' hook
+    (which holds every store's lock across the fork) must run after this one's wait
+    for SQLite calls, not hold those locks through it."""
     global _hooks_registered
     with _hooks_lock:
         if _hooks_registered or not hasattr(os, "register_at_fork"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -168,7 +169,57 @@ def test_a_child_opens_a_sqlite_file_while_a_parent_thread_held_the_open_lock(
         cache.set("k", 1)
         return bool(cache.get("k") == 1)
 
-    # As a thread opening (preparing) another file at the moment of fork().
+    # As a thread opening (preparing) another file at the moment of fork(), in a
+    # process that has opened one before (as that thread has begun to).
+    SQLiteCache(str(tmp_path / "parent.sqlite3"), {}).set("k", 1)
     with _held_by_another_thread(_sqlite_connection._prepare_lock):
         code = _fork_and_run(child)
     assert code == 0, "None: the child hung on the file-opening lock"
+
+
+def test_a_fork_during_a_new_generation_before_any_connection(tmp_path: Path) -> None:
+    # close_all_connections() (Django's setting_changed, a test runner) takes the
+    # file-opening lock in a process that has opened no SQLite file yet: the fork
+    # hooks that renew it in a child were registered only at the first connection.
+    script = f"""
+import os, threading, time
+import django
+from django.conf import settings
+settings.configure()
+django.setup()
+from django_smartcache.backends import SQLiteCache, _sqlite_connection
+
+_sqlite_connection.new_generation()  # the first use of the lock in this process
+holding, release = threading.Event(), threading.Event()
+def hold():
+    with _sqlite_connection._prepare_lock:
+        holding.set()
+        release.wait()
+threading.Thread(target=hold, daemon=True).start()
+holding.wait()
+pid = os.fork()
+if pid == 0:
+    cache = SQLiteCache({str(tmp_path / "child.sqlite3")!r}, {{}})
+    cache.set("k", 1)
+    os._exit(0 if cache.get("k") == 1 else 1)
+deadline = time.monotonic() + {CHILD_TIMEOUT}
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+    time.sleep(0.005)
+os.kill(pid, 9)
+raise SystemExit("the child hung on the file-opening lock")
+"""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONWARNINGS": "ignore"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=4 * CHILD_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
