@@ -68,6 +68,10 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _never() -> bool:
+    return False
+
+
 class Coherence:
     """Local generation guard shared by the threads of one process."""
 
@@ -88,16 +92,21 @@ class Coherence:
         #: lowest level's values (Redis only); ``reached()``: the channel reached the lowest level's server.
         self.heard: Callable[[list[str] | None, int], None] | None = None
         self.reached: Callable[[], None] | None = None
+        #: ``repairing()``: the lowest level has a repair pending (its return is
+        #: worth watching for).
+        self.repairing: Callable[[], bool] = _never
         _ALL_STATES.add(self)
 
     def watch(
         self,
         heard: Callable[[list[str] | None, int], None],
         reached: Callable[[], None],
+        repairing: Callable[[], bool] = lambda: False,
     ) -> None:
         """Tell the lowest level's health what the channel learns about the level."""
         self.heard = heard
         self.reached = reached
+        self.repairing = repairing
 
     def refresh(self, lowest: Any) -> None:
         """Bring L1 up to date with the shared level; ``lowest`` is the caller's instance."""
@@ -240,6 +249,12 @@ class RedisPubSub(Coherence):
     #: dropped without a FIN or RST (a NAT timeout, a partition) raises nothing, and
     #: the listener sat on it for good, deaf to every invalidation.
     PONG_WITHIN = 5.0
+    #: While this process has a repair of the level pending, the listener PINGs after
+    #: this much silence: the answer tells that the server is back (a Redis that hung,
+    #: SIGSTOP or a stalled disk, keeps the subscription, so no new one says so), and
+    #: the repair runs then rather than at its timer, up to ``RETRY_INTERVAL`` later,
+    #: while the other processes read the values the outage writes replaced.
+    REPAIR_PING_AFTER = 0.25
 
     def __init__(
         self,
@@ -383,7 +398,9 @@ class RedisPubSub(Coherence):
                             raise redis.ConnectionError(
                                 f"no answer to a PING in {self.PONG_WITHIN} s"
                             )
-                    elif now - heard > self.PING_AFTER:
+                    elif now - heard > self.PING_AFTER or (
+                        now - heard > self.REPAIR_PING_AFTER and self.repairing()
+                    ):
                         pubsub.ping()
                         pinged = now
             except (redis.RedisError, OSError) as exc:
@@ -413,6 +430,8 @@ class RedisPubSub(Coherence):
             if self.level is not None and self.reached is not None:
                 self.reached()  # the level's own server answers: repair it now
             return
+        if kind == "pong" and self.level is not None and self.reached is not None:
+            self.reached()  # the level's server answers (see REPAIR_PING_AFTER)
         if kind != "message":
             return
         data = message["data"]

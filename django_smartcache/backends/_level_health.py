@@ -166,6 +166,15 @@ class LevelHealth:
         self.epoch: Callable[[], int] = _no_epoch
         #: When ``reachable()`` last brought the repair forward.
         self._hinted = float("-inf")
+        #: ``announce(keys or None)``: tell the other processes what a repair deleted
+        #: (None: cleared), so they drop their L1 copies. Those copies were read from
+        #: the level between its return and the repair, the values the outage writes
+        #: replaced, and used to live on up to ``L1_MAX_TTL`` after it.
+        self.announce: Callable[[list[str] | None], None] | None = None
+
+    def repairing(self) -> bool:
+        """Whether a repair is pending (a hint: read without the lock)."""
+        return bool(self.suspects) or self.clear_pending
 
     def forked(self) -> None:
         """In a forked child: the lock may be held by a parent thread, gone here; so
@@ -379,6 +388,8 @@ class LevelHealth:
                     del self.suspects[key]
             if clear:
                 self.clear_pending = False
+        if self.announce is not None:
+            self.announce(None if clear else list(suspects))
         self.recovered(len(suspects))
 
     def recovered(self, repaired: int = 0) -> None:

@@ -139,7 +139,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                     lowest = shared.health[-1]
                     co = shared.coherence
                     lowest.epoch = lambda: co.epoch
-                    co.watch(lowest.heard, lowest.reachable)
+                    co.watch(lowest.heard, lowest.reachable, lowest.repairing)
+                    for health in shared.health[1:]:
+                        health.announce = partial(_announce_repair, co)
                 _SHARED[self._name] = shared
         self._health = shared.health
         self._co: _coherence.Coherence = shared.coherence  # type: ignore[assignment]
@@ -833,6 +835,22 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             "levels": levels,
             "coherence": self._co.snapshot(),
         }
+
+
+def _announce_repair(co: _coherence.Coherence, keys: list[str] | None) -> None:
+    """``LevelHealth.announce`` over a Redis channel: the other processes drop their
+    L1 copies of what a repair deleted (over SQLite the change log says so itself).
+    Published as copies, not writes: a repair's delete is no newer value, so it spares
+    no other process's suspect."""
+    if co.kind != "redis":
+        return
+    try:
+        if keys is None:
+            co.publish_clear()
+        elif keys:
+            co.publish(keys, written=False)
+    except FAULTS as exc:
+        co.publish_failed(exc)
 
 
 def _fast_reader(l1: BaseCache, store: Any) -> tuple[Any, Any]:

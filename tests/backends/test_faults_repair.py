@@ -292,3 +292,59 @@ def test_a_touch_in_the_sqlite_change_log_is_not_taken_for_a_write(
     co.refresh(mine)
     assert co.l1.get(key) is None  # the touch dropped the L1 copy, as before
     assert health.suspects.keys() == {key}  # and left the suspect
+
+
+# -- how soon the repair runs, and what it tells the others --------------------------
+
+
+def test_the_writer_repairs_as_soon_as_a_hung_redis_answers(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """A Redis that hangs (SIGSTOP, a stalled disk) keeps the listener's subscription,
+    so no new subscription told the writer it was back: the repair waited for its
+    timer, up to RETRY_INTERVAL after the return, while every other process read the
+    value the outage write replaced (outside probe: stale reads up to 2.3 s after the
+    commit, with a 1 s bound). While a repair is pending the listener now PINGs; the
+    answer brings the repair forward."""
+    import signal
+
+    level = {
+        "BACKEND": REDIS,
+        "LOCATION": private_redis.url,
+        "OPTIONS": {"socket_timeout": 0.2, "socket_connect_timeout": 0.2},
+    }
+    cache = make_cache(level, RETRY_INTERVAL=5.0)
+    assert _wait(lambda: cache.stats()["coherence"]["connected"])
+    cache.set("k", "before")
+    assert private_redis.process is not None
+    private_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        cache.set("k", "during the outage")  # times out: a suspect
+        assert cache.stats()["levels"][1]["pending_repairs"] == 1
+        time.sleep(1.0)  # hung for a while (under the listener's PONG_WITHIN)
+    finally:
+        private_redis.process.send_signal(signal.SIGCONT)
+    back = time.monotonic()
+    assert _wait(lambda: cache.stats()["levels"][1]["pending_repairs"] == 0, 10.0)
+    assert time.monotonic() - back < 2.5  # not at the timer, 5 s after the write
+    cache.levels[0].clear()
+    assert cache.get("k") is None  # "before" was deleted from Redis
+
+
+def test_what_a_repair_deletes_leaves_the_other_processes_l1(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """Another process that read the key's old value from the level (before the
+    writer's repair, or before the outage) kept its L1 copy up to L1_MAX_TTL after the
+    repair deleted the value from the level: the repair's deletes were not published.
+    They are now (as copies: they drop L1 entries and spare no one's suspects)."""
+    a, b, down = _down_for_one_process(private_redis, make_cache)
+    a.set("k", "before")
+    assert b.get("k") == "before"  # b's L1 copy (L1_MAX_TTL 1000 s here)
+    down(True)
+    a.set("k", "A during its outage")  # NOPERM: a suspect, unpublished
+    down(False)
+    applied = b.stats()["coherence"]["invalidations_applied"]
+    assert _wait(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 30.0)
+    assert _wait(lambda: b.stats()["coherence"]["invalidations_applied"] > applied)
+    assert b.get("k") is None
