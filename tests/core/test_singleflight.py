@@ -237,9 +237,11 @@ def test_a_thread_waits_for_a_coroutines_call_and_gets_its_error() -> None:
 
     def failing() -> str:
         # A thread joins while the coroutine leads (no await: it runs on the loop).
+        # Waited for until it waits for this call: a fixed 0.1 s could end on a loaded
+        # machine before the thread reached flight.do, which then computed on its own.
         threading.Thread(target=join).start()
-        joined.wait(5)
-        time.sleep(0.1)
+        joined.wait(ARRIVAL_TIMEOUT)
+        wait_until(lambda: flight.waiting("k") == 1)
         raise LookupError("from loop")
 
     async def main() -> None:
