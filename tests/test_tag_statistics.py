@@ -184,10 +184,15 @@ def test_a_get_or_set_is_one_read(cache: Any, default: Any, tags: Any) -> None:
 
 def test_callers_waiting_for_one_computation_each_count_a_miss(cache: Any) -> None:
     started = threading.Event()
+    flight = (cache.singleflight_scope(), cache.make_key("k"))
 
     def slow() -> int:
         started.set()
-        time.sleep(0.2)
+        # Computes until the 7 other callers wait for it: a fixed 0.2 s could end on a
+        # loaded machine before they arrived, and they then read the stored value (hits).
+        deadline = time.monotonic() + 30
+        while cache._singleflight.waiting(flight) < 7 and time.monotonic() < deadline:
+            time.sleep(0.001)
         return 5
 
     def call() -> None:
@@ -195,7 +200,7 @@ def test_callers_waiting_for_one_computation_each_count_a_miss(cache: Any) -> No
 
     first = threading.Thread(target=call)
     first.start()
-    started.wait(5)
+    started.wait(30)
     others = [threading.Thread(target=call) for _ in range(7)]
     for thread in others:
         thread.start()
