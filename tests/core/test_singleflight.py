@@ -210,7 +210,12 @@ def test_a_coroutine_waits_for_a_threads_call_without_blocking_its_loop() -> Non
 
         ticking = asyncio.ensure_future(ticker())
         waiting = asyncio.ensure_future(flight.ado("k", lambda: "from loop"))
-        await asyncio.sleep(0.1)  # the loop runs while the coroutine waits
+        # The loop runs while the coroutine waits: 5 ticks before the thread's call
+        # ends (not a fixed 0.1 s, in which a loaded machine ran fewer than 5).
+        deadline = time.monotonic() + ARRIVAL_TIMEOUT
+        while ticks < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert not waiting.done()
         release.set()
         result = await waiting
         ticking.cancel()
