@@ -241,7 +241,9 @@ def test_a_computation_left_in_a_loop_no_longer_run_is_taken_over() -> None:
     assert _in_a_thread(lambda: asyncio.run(price("book"))) == [2]
     # The old loop runs again: its computation ends without disturbing the new one's.
     price.release.set()
-    loop.run_until_complete(asyncio.sleep(0.3))
+    left = asyncio.all_tasks(loop)
+    loop.run_until_complete(asyncio.wait(left, timeout=SCENARIO_TIMEOUT * 6))
+    assert all(task.done() for task in left)
     loop.close()
     assert runs == ["book", "book"]
     assert not decorators._ASYNC_FLIGHT.in_flight(("default", price.key("book")))
