@@ -139,6 +139,7 @@ def _store_for(config: tuple[Any, ...], creator: BaseCache) -> MemoryStore:
                 max_item_size=max_item_size,
                 policy=policy,
                 on_evict=listener if _listening else None,
+                tag_keys=True,  # the store's tags are the made keys of version keys
             )
         return store
 

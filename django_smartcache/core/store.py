@@ -48,6 +48,8 @@ SWEEP_BATCH = 32
 #: purge (a removal costs ~1-2 us, which would multiply a get-hit); a write over
 #: budget purges invalidated entries before the policy evicts any live one.
 PURGE_BATCH = 8
+#: At most this many keys of orphaned tags (``tag_keys``) are removed per write.
+ORPHAN_BATCH = 32
 
 _UNLIMITED = sys.maxsize
 
@@ -162,6 +164,12 @@ class MemoryStore:
     may deliver another's batch. An exception it raises reaches that caller, and
     that batch is lost. Without a listener, nothing is recorded: every operation
     pays one attribute truthiness check.
+
+    ``tag_keys``: a tag that is also a key names that key's bookkeeping (a tagging
+    layer's version key): once no entry carries the tag any more (they expired, were
+    evicted or deleted), that key leaves too, counted as invalidated. Version keys of
+    tags used once (``user:<id>`` on entries with a timeout) used to stay until the
+    policy evicted them: 42% of a 16 MB budget in an outside soak.
     """
 
     def __init__(
@@ -174,6 +182,7 @@ class MemoryStore:
         clock: Callable[[], float] = time.monotonic,
         sweep_batch: int = SWEEP_BATCH,
         on_evict: EvictionListener | None = None,
+        tag_keys: bool = False,
     ) -> None:
         if max_bytes is None and max_entries is None:
             raise ValueError("a store needs max_bytes, max_entries, or both")
@@ -191,6 +200,7 @@ class MemoryStore:
         self.max_entries = max_entries
         self.max_item_size = max_item_size
         self._weigh_bytes = max_bytes is not None
+        self.tag_keys = tag_keys
         self._start_empty()
         self._clock = clock
         self._sweep_batch = sweep_batch
@@ -214,7 +224,7 @@ class MemoryStore:
         if attach is not None:
             attach(self._data, READS_SLOT)
         self._expiry = ExpiryBuckets()
-        self._tag_index = TagIndex()
+        self._tag_index = TagIndex(track_orphans=self.tag_keys)
         # Key sets of invalidated tags, with the index stamp at invalidation; drained
         # by _sweep a batch at a time (invalidation itself stays O(1) per tag).
         self._purge: deque[tuple[set[Hashable], int]] = deque()
@@ -357,6 +367,8 @@ class MemoryStore:
                     self._sweep(now)
                 if self._purge:
                     self._drain(PURGE_BATCH)
+                if self._tag_index.orphans:
+                    self._drop_orphans(ORPHAN_BATCH, now)
                 return self._store(
                     key, payload, INF if ttl is None else now + ttl, now, tags
                 )
@@ -383,9 +395,13 @@ class MemoryStore:
             with self.lock:
                 now = self._clock()
                 if now >= self._expiry.next_due:
-                    self._sweep(now)
+                    # As much as the batch writes: one sweep per call let a stream of
+                    # large batches outrun it, and expired entries held the budget.
+                    self._sweep(now, max(self._sweep_batch, len(batch)))  # type: ignore[arg-type]
                 if self._purge:
                     self._drain(PURGE_BATCH)
+                if self._tag_index.orphans:
+                    self._drop_orphans(max(ORPHAN_BATCH, len(batch)), now)  # type: ignore[arg-type]
                 if expires is None:  # one expiry for the whole batch
                     expires = INF if ttl is None else now + ttl
                 for key, payload in batch:
@@ -415,6 +431,8 @@ class MemoryStore:
                     self._sweep(now)
                 if self._purge:
                     self._drain(PURGE_BATCH)
+                if self._tag_index.orphans:
+                    self._drop_orphans(ORPHAN_BATCH, now)
                 entry = self._data.get(key)
                 if entry is not None and entry[1] > now:
                     return False
@@ -600,7 +618,8 @@ class MemoryStore:
         return self.delete_many(matched) if matched else 0
 
     def clear_expired(self) -> int:
-        """Reclaim every expired entry now; return how many were removed."""
+        """Reclaim every expired entry now; return how many were removed. (With
+        ``tag_keys``, the keys of the tags they orphaned leave too, not counted.)"""
         removed = 0
         with self.lock:
             now = self._clock()
@@ -611,6 +630,7 @@ class MemoryStore:
                 if entry is not None and entry[1] <= now:
                     self._expire(key, entry)
                     removed += 1
+            self._drop_orphans(_UNLIMITED, now)
         if self._evicted:
             self._deliver()
         return removed
@@ -767,6 +787,10 @@ class MemoryStore:
             self._bytes > self._byte_limit or len(data) > self._entry_limit
         ):
             self._drain(PURGE_BATCH)
+        while self._tag_index.orphans and (
+            self._bytes > self._byte_limit or len(data) > self._entry_limit
+        ):
+            self._drop_orphans(ORPHAN_BATCH, now)
         # ...and so are the expired ones of the seconds past, all of them if need be:
         # the sweep's batches alone left them holding the budget while live entries
         # were evicted. Each is swept once, so this stays O(1) amortized.
@@ -860,12 +884,28 @@ class MemoryStore:
             self._tag_index.discard(key)
         self._policy.remove(key)
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: float, limit: int = 0) -> None:
         data = self._data
-        for key in self._expiry.pop_due(now, self._sweep_batch):
+        for key in self._expiry.pop_due(now, limit or self._sweep_batch):
             entry = data.get(key)
             if entry is not None and entry[1] <= now:
                 self._expire(key, entry)
+
+    def _drop_orphans(self, limit: int, now: float) -> None:
+        """Remove up to ``limit`` keys named by tags no entry carries any more
+        (``tag_keys``); a key tagged itself is no tag's bookkeeping, and stays."""
+        orphans, index, data = self._tag_index.orphans, self._tag_index, self._data
+        while orphans and limit > 0:
+            limit -= 1
+            tag = orphans.pop()
+            if index.carried(tag):
+                continue  # carried again since
+            entry = data.get(tag)
+            if entry is not None and entry[4] is None:
+                if entry[1] <= now:
+                    self._expire(tag, entry)
+                else:
+                    self._invalidate(tag, entry)
 
     def _drain(self, limit: int) -> int:
         """Remove up to ``limit`` queued keys that still hold an invalidated write."""

@@ -103,12 +103,17 @@ class TagIndex:
     Not thread-safe on its own: call it under the store's lock.
     """
 
-    __slots__ = ("_keys", "_stamp", "_tags")
+    __slots__ = ("_keys", "_stamp", "_tags", "_track", "orphans")
 
-    def __init__(self) -> None:
+    def __init__(self, *, track_orphans: bool = False) -> None:
         self._keys: dict[str, set[Hashable]] = {}
         self._tags: dict[Hashable, tuple[int, tuple[str, ...]]] = {}
         self._stamp = 0
+        #: With ``track_orphans``: tags whose last key left (not by :meth:`detach`),
+        #: for an owner that frees what it keeps per tag; it empties the list, and
+        #: checks :meth:`carried` first (a key may carry the tag again by then).
+        self._track = track_orphans
+        self.orphans: list[str] = []
 
     def __len__(self) -> int:
         return len(self._tags)
@@ -124,8 +129,11 @@ class TagIndex:
 
     def add(self, key: Hashable, tags: Iterable[str]) -> None:
         """Record that resident ``key`` carries ``tags`` (replacing earlier tags)."""
-        self.discard(key)
         tags = tuple(tags)
+        record = self._tags.pop(key, None)
+        if record is not None:
+            # The tags it keeps are no orphans, not even for a moment.
+            self._forget(key, [tag for tag in record[1] if tag not in tags])
         if not tags:
             return
         self._stamp += 1
@@ -139,16 +147,24 @@ class TagIndex:
                 bucket.add(key)
 
     def discard(self, key: Hashable) -> None:
-        """Forget ``key``; a tag left with no keys is forgotten too."""
+        """Forget ``key``; a tag left with no keys is forgotten too (an orphan)."""
         record = self._tags.pop(key, None)
-        if record is None:
-            return
-        for tag in record[1]:
+        if record is not None:
+            self._forget(key, record[1])
+
+    def _forget(self, key: Hashable, tags: Iterable[str]) -> None:
+        for tag in tags:
             keys = self._keys.get(tag)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
                     del self._keys[tag]
+                    if self._track:
+                        self.orphans.append(tag)
+
+    def carried(self, tag: str) -> bool:
+        """Whether a resident key carries ``tag`` (a detached tag counts as not)."""
+        return tag in self._keys
 
     def detach(self, tag: str) -> tuple[set[Hashable], int]:
         """Hand over ``tag``'s key set and the current stamp, in O(1).
@@ -174,3 +190,4 @@ class TagIndex:
     def clear(self) -> None:
         self._keys.clear()
         self._tags.clear()
+        self.orphans.clear()

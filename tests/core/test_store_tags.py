@@ -149,3 +149,90 @@ def test_delete_matching_counts_live_keys_only():
     assert store.delete_matching(pattern.literal_prefix, pattern.matches) == 1
     assert store.get("p:2:user:1") == b"v" and store.get("p:1:other") == b"v"
     assert store.stats()["evictions_expired"] == 1
+
+
+# -- tag_keys: a tag's own key leaves with the last entry that carries it --------------
+
+
+def _with_version_keys(store, n, ttl=None):
+    """``n`` entries, each tagged with a tag whose own key holds its "version"."""
+    for i in range(n):
+        store.set(f"v{i}", b"version")  # the tagging layer's version key
+        store.set(f"k{i}", b"value", ttl=ttl, tags=(f"v{i}",))
+
+
+@pytest.mark.parametrize("how", ["delete", "expiry", "eviction", "untagged"])
+def test_a_tags_key_leaves_with_the_last_entry_carrying_it(how):
+    # Version keys of tags used once outlived their entries until the policy evicted
+    # them: 42% of a 16 MB budget in an outside soak (one tag per entry, 3 s TTL).
+    store, clock = make(max_entries=1000, tag_keys=True)
+    _with_version_keys(store, 40, ttl=10)
+    if how == "delete":
+        store.delete_many([f"k{i}" for i in range(40)])
+    elif how == "expiry":
+        clock.now += 11
+    elif how == "eviction":
+        for i in range(40):
+            store.get(f"v{i}")  # read with each entry: hotter than the entries
+        store.resize(max_bytes=10**9, max_entries=40)  # LRU: the 40 entries go
+    else:
+        for i in range(40):
+            store.set(f"k{i}", b"value")  # written again, untagged
+    for _ in range(2):  # writes do the work, ORPHAN_BATCH at a time (reads never do)
+        store.set_many([("w", b"write")])
+    left = {key for key in (f"v{i}" for i in range(40)) if store.get(key) is not None}
+    assert not left
+    stats = store.stats()
+    assert stats["evictions_invalidated"] + stats["evictions_expired"] >= 40
+
+
+def test_a_tags_key_stays_while_an_entry_carries_it():
+    store, _ = make(max_entries=1000, tag_keys=True)
+    store.set("v", b"version")
+    store.set("a", b"value", tags=("v",))
+    store.set("b", b"value", tags=("v", "other"))
+    store.set("a", b"again", tags=("v",))  # rewritten with its tag: never orphaned
+    store.delete("a")
+    store.set("w", b"write")
+    assert store.get("v") == b"version"  # b still carries it
+    store.delete("b")
+    store.set("w", b"write")
+    assert store.get("v") is None
+
+
+def test_tag_keys_leave_alone_what_is_no_version_key():
+    store, _ = make(max_entries=1000, tag_keys=True)
+    store.set("t", b"a tagged entry named like a tag", tags=("x",))
+    store.set("a", b"value", tags=("t",))
+    store.delete("a")
+    store.set("w", b"write")
+    assert store.get("t") is not None  # tagged itself: not bookkeeping
+    # Without tag_keys (the default), a tag's key is an ordinary entry.
+    plain, _ = make(max_entries=1000)
+    _with_version_keys(plain, 3)
+    plain.delete_many(["k0", "k1", "k2"])
+    plain.set("w", b"write")
+    assert all(plain.get(f"v{i}") == b"version" for i in range(3))
+
+
+def test_an_invalidated_tags_key_is_kept_for_the_new_version():
+    # invalidate_tags() detaches the tag; its (new) version key stays, as before.
+    store, _ = make(max_entries=1000, tag_keys=True)
+    store.set("v", b"version 1")
+    store.set("a", b"value", tags=("v",))
+    store.invalidate_tags(["v"])
+    store.set("v", b"version 2")
+    store.purge_invalidated()
+    store.set("w", b"write")
+    assert store.get("a") is None
+    assert store.get("v") == b"version 2"
+
+
+def test_a_stream_of_large_batches_reclaims_what_expired():
+    # set_many swept SWEEP_BATCH expired entries per call: batches of 512 with a 1 s
+    # TTL left ~60% of a full budget expired (outside soak), reclaimed only for room.
+    store, clock = make(max_bytes=10**9)
+    for round_ in range(20):
+        store.set_many([(f"r{round_}:{i}", b"x") for i in range(512)], ttl=1)
+        assert len(store) <= 512 + 32  # this round's, and at most a sweep's worth
+        clock.now += 2  # everything written so far has expired
