@@ -151,7 +151,8 @@ class TinyLFUPolicy:
         """Take over another policy's residents (oldest first) in an empty instance.
 
         The newest ``window_max`` of weight fill the window; of the rest, those read
-        since their last pass fill protected, the others join probation, in order.
+        since their last pass fill protected, the others join probation, least counted
+        first (ties in order).
         ``reads`` is the old policy's read counter. When ``like`` counted every access
         of the same keys, a key's count is the larger of its count there and
         ``reads + 1``. Otherwise the sketch counted only misses, so the count is their
@@ -200,6 +201,8 @@ class TinyLFUPolicy:
             if reads and weight <= room:
                 protected.add(index)
                 room -= weight
+        probation = self._probation
+        by_count: list[list[tuple[Hashable, Node]]] = [[] for _ in range(MAX_COUNT + 1)]
         for index, (key, weight, reads) in enumerate(entries):
             if index >= split:
                 segment = self._window
@@ -217,7 +220,17 @@ class TinyLFUPolicy:
             )
             node = [segment, weight, count, epoch]
             self._nodes[key] = node
-            segment[key] = node
+            if segment is probation:
+                by_count[count].append((key, node))
+            else:
+                segment[key] = node
+        # Probation least counted first (a counting sort, O(n)): its head is where
+        # admission looks for victims, and a victim that outcounts the newcomer stays
+        # there, so the old order (oldest first) left the rarely asked-for keys behind
+        # better ones that are not read soon (on arc-mix at 5% the one-hit scan keys
+        # inherited from S3-FIFO stayed 25,000 requests after a switch).
+        for bucket in by_count:
+            probation.update(bucket)
         self._sample = SAMPLE_FACTOR * max(len(self._nodes), MIN_SAMPLE_KEYS)
 
     # -- frequency ---------------------------------------------------------------

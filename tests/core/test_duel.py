@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 from benchmarks import workloads
 from django_smartcache.core.duel import HOLD_CHECKS, DuelPolicy
 from django_smartcache.core.s3fifo import S3FIFOPolicy
+from django_smartcache.core.sketch import FrequencySketch
 from django_smartcache.core.tinylfu import TinyLFUPolicy
 from tests.core.store_loop import replay
 
@@ -232,6 +233,29 @@ def test_tinylfu_adopt_fills_the_window_then_protected_with_read_keys() -> None:
     # Counts are the old read counters plus the write that made the key resident.
     assert [policy.frequency(k) for k in "abc"] == [1, 4, 1]
     assert policy.weight == 3
+
+
+def test_tinylfu_adopt_puts_the_least_counted_at_probations_head() -> None:
+    """Admission takes its victims from probation's head, and a victim that outcounts
+    the newcomer stays there: the adopted keys are ordered by count, ties kept in order."""
+    sketch = FrequencySketch(16)
+    for _ in range(2):
+        sketch.increment("a")
+    sketch.increment("c")
+    for _ in range(3):
+        sketch.increment("e")
+    policy = TinyLFUPolicy(100, adaptive=False)  # window holds 1
+    policy.adopt(
+        [("a", 1, 0), ("b", 1, 0), ("c", 1, 0), ("d", 1, 0), ("e", 1, 0)],
+        sketch=sketch,
+    )
+    assert policy.segments()["window"] == ["e"]
+    assert [policy.frequency(k) for k in "abcde"] == [3, 1, 2, 1, 4]
+    assert policy.segments()["probation"] == ["b", "d", "c", "a"]
+    # "e", leaving the window, faces the least counted key and wins; in the old order
+    # it faced "a" (3, plus its 2 in the sketch) and lost.
+    policy.insert("f", 1)
+    assert policy.evict() == "b"
 
 
 operations = st.lists(
