@@ -321,3 +321,19 @@ def test_computations_left_in_closed_loops_are_reaped_by_later_calls() -> None:
     for i in range(20):
         assert asyncio.run(slow(f"fresh{i}")) == f"fresh{i}"
     assert in_flight() == 0
+
+
+def test_finished_computations_are_not_kept_for_the_reaper() -> None:
+    # The reaper's queue kept every call until two newer ones had looked at it: a
+    # burst of concurrent calls left their results held (100 of 1 MB: 100 MB).
+    @cached(timeout=60, name="reaper_keeps_nothing")
+    async def value(i: int) -> bytes:
+        await asyncio.sleep(0.01)
+        return bytes(1000)
+
+    async def burst() -> None:
+        await asyncio.gather(*(value(i) for i in range(50)))
+
+    asyncio.run(burst())
+    with decorators._ASYNC_FLIGHT._lock:
+        assert not decorators._ASYNC_FLIGHT._started
