@@ -448,11 +448,16 @@ def test_an_add_over_an_occupied_bad_key_warns_once(cache: Any) -> None:
         assert keys == [CacheKeyWarning]
 
 
-def test_smartcache_drops_a_version_key_with_the_last_entry_of_its_tag() -> None:
+def test_smartcache_drops_a_version_key_with_the_last_entry_of_its_tag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """One tag per entry (``user:<id>``) with a timeout: the version keys outlived
     their entries until the policy evicted them, 42% of a 16 MB budget in an outside
     soak. In SmartCache a version key now leaves with the last entry carrying its tag
     (a tag carried by any entry keeps it)."""
+    from django_smartcache.core import store
+
+    monkeypatch.setattr(store, "ORPHAN_GRACE", 0.0)  # (1 s: see the next test)
     with override_settings(CACHES=_caches(SMART, "tagging-orphans")):
         cache = caches["tagged"]
         try:
@@ -464,13 +469,40 @@ def test_smartcache_drops_a_version_key_with_the_last_entry_of_its_tag() -> None
                 "site",
             }
             cache.delete_many(["page:0", "page:1"])
-            cache.set("other", 1)  # writes do the work
+            cache.set("other", 1)  # writes do the work: this one starts the grace,
+            cache.set("other", 2)  # this one ends it
             assert set(cache.current_tag_versions(["user:0", "user:1", "site"])) == {
                 "site"  # page:2 still carries it
             }
             assert cache.get("page:2") == "p"
             cache.set("page:0", "again", tags=["user:0"])  # a new version: valid
             assert cache.get("page:0") == "again"
+        finally:
+            cache.clear()
+            del caches["tagged"]
+
+
+@pytest.mark.parametrize("how", ["delete", "expiry"])
+def test_smartcache_keeps_the_version_a_writer_just_read(how: str) -> None:
+    """Reviewer's reproducer: the version key of a tag whose last entry had just left
+    was dropped by the next write, the very write that carried the tag again (it had
+    read the version first): the value read back as a miss. A tag's key now leaves
+    ORPHAN_GRACE after, or ORPHAN_HOLD after a version read since."""
+    import time
+
+    with override_settings(CACHES=_caches(SMART, f"tagging-grace-{how}")):
+        cache = caches["tagged"]
+        try:
+            cache.set("a", 1, tags=["t"], timeout=0.05 if how == "expiry" else None)
+            if how == "delete":
+                cache.delete("a")
+            else:
+                time.sleep(0.1)
+            assert cache.get_or_set("a", 2, tags=["t"]) == 2
+            assert cache.get("a") == 2
+            cache.delete("a")
+            cache.set("a", 3, tags=["t"])
+            assert cache.get("a") == 3
         finally:
             cache.clear()
             del caches["tagged"]

@@ -127,6 +127,10 @@ _listeners: dict[tuple[Any, ...], EvictionListener] = {}
 _listening = False
 
 
+#: Expired entries each store reclaims when another store is made (``_store_for``).
+RECLAIM_ON_NEW_STORE = 4096
+
+
 def _store_for(config: tuple[Any, ...], creator: BaseCache) -> MemoryStore:
     with _stores_lock:
         store = _stores.get(config)
@@ -138,9 +142,10 @@ def _store_for(config: tuple[Any, ...], creator: BaseCache) -> MemoryStore:
     # ones may have gone idle: no call of theirs sweeps what expired in them. Kept
     # for the process like LocMemCache's (a later instance finds its data), they held
     # it all: 60 MultiLevelCache configurations closed and deleted kept 174 MiB of L1
-    # copies expired long ago (outside soak). Reclaimed here: O(what expired).
+    # copies expired long ago (outside soak). Reclaimed here, a bounded slice of each
+    # (all at once held a store's lock 374 ms for 175,000 expired entries).
     for other in others:
-        other.clear_expired()
+        other.reclaim(RECLAIM_ON_NEW_STORE)
     return store
 
 

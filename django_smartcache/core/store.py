@@ -17,7 +17,7 @@ import logging
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sized
 from itertools import islice
 from typing import Any
@@ -50,6 +50,12 @@ SWEEP_BATCH = 32
 PURGE_BATCH = 8
 #: At most this many keys of orphaned tags (``tag_keys``) are removed per write.
 ORPHAN_BATCH = 32
+#: A tag's key leaves this long after its tag was orphaned: a writer that has just
+#: read the version (``set(..., tags=...)`` after a delete) stores its entry first.
+ORPHAN_GRACE = 1.0
+#: ...or this long after a bookkeeping read of it since (``counted=False``): the
+#: version a computation read before it began (an entry's expiry, then get_or_set).
+ORPHAN_HOLD = 60.0
 
 _UNLIMITED = sys.maxsize
 
@@ -225,6 +231,8 @@ class MemoryStore:
             attach(self._data, READS_SLOT)
         self._expiry = ExpiryBuckets()
         self._tag_index = TagIndex(track_orphans=self.tag_keys)
+        #: Orphaned tags (``tag_keys``) -> when their key may leave, soonest first.
+        self._orphan_due: OrderedDict[Hashable, float] = OrderedDict()
         # Key sets of invalidated tags, with the index stamp at invalidation; drained
         # by _sweep a batch at a time (invalidation itself stays O(1) per tag).
         self._purge: deque[tuple[set[Hashable], int]] = deque()
@@ -303,6 +311,8 @@ class MemoryStore:
                 if counted:
                     self.counters.hits += hits
                     self.counters.misses += misses
+                elif found and (self._orphan_due or self._tag_index.orphans):
+                    self._hold_orphans(batch, now)
         if self._evicted:
             self._deliver()
         return found
@@ -367,7 +377,7 @@ class MemoryStore:
                     self._sweep(now)
                 if self._purge:
                     self._drain(PURGE_BATCH)
-                if self._tag_index.orphans:
+                if self._orphan_due or self._tag_index.orphans:
                     self._drop_orphans(ORPHAN_BATCH, now)
                 return self._store(
                     key, payload, INF if ttl is None else now + ttl, now, tags
@@ -400,7 +410,7 @@ class MemoryStore:
                     self._sweep(now, max(self._sweep_batch, len(batch)))  # type: ignore[arg-type]
                 if self._purge:
                     self._drain(PURGE_BATCH)
-                if self._tag_index.orphans:
+                if self._orphan_due or self._tag_index.orphans:
                     self._drop_orphans(max(ORPHAN_BATCH, len(batch)), now)  # type: ignore[arg-type]
                 if expires is None:  # one expiry for the whole batch
                     expires = INF if ttl is None else now + ttl
@@ -431,7 +441,7 @@ class MemoryStore:
                     self._sweep(now)
                 if self._purge:
                     self._drain(PURGE_BATCH)
-                if self._tag_index.orphans:
+                if self._orphan_due or self._tag_index.orphans:
                     self._drop_orphans(ORPHAN_BATCH, now)
                 entry = self._data.get(key)
                 if entry is not None and entry[1] > now:
@@ -617,6 +627,20 @@ class MemoryStore:
         ]
         return self.delete_many(matched) if matched else 0
 
+    def reclaim(self, limit: int = SWEEP_BATCH) -> None:
+        """Reclaim up to ``limit`` expired entries (and keys of orphaned tags) now, as
+        a write would: for a store whose own calls have stopped."""
+        try:
+            with self.lock:
+                now = self._clock()
+                if now >= self._expiry.next_due:
+                    self._sweep(now, limit)
+                if self._orphan_due or self._tag_index.orphans:
+                    self._drop_orphans(limit, now)
+        finally:
+            if self._evicted:
+                self._deliver()
+
     def clear_expired(self) -> int:
         """Reclaim every expired entry now; return how many were removed. (With
         ``tag_keys``, the keys of the tags they orphaned leave too, not counted.)"""
@@ -787,10 +811,10 @@ class MemoryStore:
             self._bytes > self._byte_limit or len(data) > self._entry_limit
         ):
             self._drain(PURGE_BATCH)
-        while self._tag_index.orphans and (
+        while (
             self._bytes > self._byte_limit or len(data) > self._entry_limit
-        ):
-            self._drop_orphans(ORPHAN_BATCH, now)
+        ) and self._drop_orphans(ORPHAN_BATCH, now):
+            pass
         # ...and so are the expired ones of the seconds past, all of them if need be:
         # the sweep's batches alone left them holding the budget while live entries
         # were evicted. Each is swept once, so this stays O(1) amortized.
@@ -891,13 +915,40 @@ class MemoryStore:
             if entry is not None and entry[1] <= now:
                 self._expire(key, entry)
 
-    def _drop_orphans(self, limit: int, now: float) -> None:
+    def _adopt_orphans(self, now: float) -> None:
+        """Give the tags orphaned since the last call their grace (``ORPHAN_GRACE``)."""
+        due, orphans = self._orphan_due, self._tag_index.orphans
+        for tag in orphans:
+            if tag not in due:
+                due[tag] = now + ORPHAN_GRACE
+        orphans.clear()
+
+    def _hold_orphans(self, keys: Iterable[Hashable], now: float) -> None:
+        """A bookkeeping read of ``keys``: those of orphaned tags stay ``ORPHAN_HOLD``
+        (a computation read the version it will store its entry with)."""
+        if self._tag_index.orphans:
+            self._adopt_orphans(now)
+        due = self._orphan_due
+        for key in keys:
+            if key in due:
+                due[key] = now + ORPHAN_HOLD
+                due.move_to_end(key)
+
+    def _drop_orphans(self, limit: int, now: float) -> bool:
         """Remove up to ``limit`` keys named by tags no entry carries any more
-        (``tag_keys``); a key tagged itself is no tag's bookkeeping, and stays."""
-        orphans, index, data = self._tag_index.orphans, self._tag_index, self._data
-        while orphans and limit > 0:
+        (``tag_keys``) whose grace is over; whether any was due. A key tagged itself
+        is no tag's bookkeeping, and stays."""
+        if self._tag_index.orphans:
+            self._adopt_orphans(now)
+        due, index, data = self._orphan_due, self._tag_index, self._data
+        progressed = False
+        while due and limit > 0:
+            tag = next(iter(due))
+            if due[tag] > now:
+                break
+            del due[tag]
+            progressed = True
             limit -= 1
-            tag = orphans.pop()
             if index.carried(tag):
                 continue  # carried again since
             entry = data.get(tag)
@@ -906,6 +957,7 @@ class MemoryStore:
                     self._expire(tag, entry)
                 else:
                     self._invalidate(tag, entry)
+        return progressed
 
     def _drain(self, limit: int) -> int:
         """Remove up to ``limit`` queued keys that still hold an invalidated write."""

@@ -162,7 +162,7 @@ class TagIndex:
                     if self._track:
                         self.orphans.append(tag)
 
-    def carried(self, tag: str) -> bool:
+    def carried(self, tag: Hashable) -> bool:
         """Whether a resident key carries ``tag`` (a detached tag counts as not)."""
         return tag in self._keys
 
