@@ -101,7 +101,7 @@ class Coherence:
         self,
         heard: Callable[[list[str] | None, int], None],
         reached: Callable[[], None],
-        repairing: Callable[[], bool] = lambda: False,
+        repairing: Callable[[], bool] = _never,
     ) -> None:
         """Tell the lowest level's health what the channel learns about the level."""
         self.heard = heard

@@ -838,12 +838,10 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
 
 
 def _announce_repair(co: _coherence.Coherence, keys: list[str] | None) -> None:
-    """``LevelHealth.announce`` over a Redis channel: the other processes drop their
-    L1 copies of what a repair deleted (over SQLite the change log says so itself).
+    """``LevelHealth.announce``: the other processes drop their L1 copies of what a
+    repair deleted (a no-op but over Redis: SQLite's change log says so itself).
     Published as copies, not writes: a repair's delete is no newer value, so it spares
     no other process's suspect."""
-    if co.kind != "redis":
-        return
     try:
         if keys is None:
             co.publish_clear()

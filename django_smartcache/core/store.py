@@ -402,16 +402,17 @@ class MemoryStore:
         refused: list[Hashable] = []
         expires = None
         for batch in _batches(items):
+            size = len(batch)  # type: ignore[arg-type]
             with self.lock:
                 now = self._clock()
                 if now >= self._expiry.next_due:
                     # As much as the batch writes: one sweep per call let a stream of
                     # large batches outrun it, and expired entries held the budget.
-                    self._sweep(now, max(self._sweep_batch, len(batch)))  # type: ignore[arg-type]
+                    self._sweep(now, max(self._sweep_batch, size))
                 if self._purge:
                     self._drain(PURGE_BATCH)
                 if self._orphan_due or self._tag_index.orphans:
-                    self._drop_orphans(max(ORPHAN_BATCH, len(batch)), now)  # type: ignore[arg-type]
+                    self._drop_orphans(max(ORPHAN_BATCH, size), now)
                 if expires is None:  # one expiry for the whole batch
                     expires = INF if ttl is None else now + ttl
                 for key, payload in batch:
