@@ -9,6 +9,7 @@ import operator
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,9 +24,14 @@ from django_smartcache import decorators
 from django_smartcache.core.singleflight import SingleFlightGetOrSetMixin
 from django_smartcache.decorators import cached, supports_tags
 from django_smartcache.signals import stampede_wait
+from tests.fixtures import waiting
 from tests.fixtures.tagged_caches import on_every_tagged_backend
 
 ARRIVAL_TIMEOUT = 30.0
+
+
+def wait_until(condition: Callable[[], object]) -> None:
+    waiting.wait_until(condition, ARRIVAL_TIMEOUT, "the other callers never arrived")
 
 
 class TaggingLocMemCache(LocMemCache):
@@ -82,14 +88,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def wait_until(condition, timeout: float = ARRIVAL_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the other callers never arrived")
-        time.sleep(0.001)
 
 
 # -- memoization and keys ------------------------------------------------------------------

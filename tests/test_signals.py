@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from itertools import count
 from typing import Any, Self
 
@@ -21,6 +20,7 @@ from django_smartcache.backends.base import SingleFlightMixin
 from django_smartcache.core.singleflight import SingleFlightGetOrSetMixin
 from django_smartcache.core.sizing import entry_weight
 from django_smartcache.signals import entry_evicted, stampede_wait
+from tests.fixtures.waiting import wait_until
 
 _names = count()
 
@@ -28,14 +28,6 @@ _names = count()
 def make(location: str | None = None, **params: Any) -> SmartCache:
     """A fresh store per test unless ``location`` is shared on purpose."""
     return SmartCache(location or f"test-signals-{next(_names)}", params)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.001)
 
 
 class Heard:

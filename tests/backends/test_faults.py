@@ -20,16 +20,9 @@ import redis
 from django_smartcache.backends.multilevel import MultiLevelCache
 from tests.backends.conftest import RETRY
 from tests.backends.test_multilevel import FILES, REDIS, SMART
+from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.redis
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def _closed_port() -> int:
@@ -56,7 +49,7 @@ def test_redis_stopped_and_restarted(
     caplog.set_level(logging.WARNING, logger="django_smartcache.multilevel")
     cache = make_cache({"BACKEND": REDIS, "LOCATION": private_redis.url})
     # Subscribing flushes L1 (messages may have been missed before): wait for it first.
-    _wait_for(lambda: cache.stats()["coherence"]["connected"])
+    wait_until(lambda: cache.stats()["coherence"]["connected"])
     cache.set("kept", "in L1 and L2")
 
     private_redis.stop()
@@ -90,8 +83,8 @@ def test_redis_stopped_and_restarted(
     assert stats["levels"][1]["recoveries"] == 1
     assert stats["levels"][1]["pending_repairs"] == 0
     # The listener resubscribed by itself, and flushed L1 (messages may have been lost).
-    _wait_for(lambda: cache.stats()["coherence"]["subscriptions"] >= 2)
-    _wait_for(lambda: cache.stats()["coherence"]["connected"])
+    wait_until(lambda: cache.stats()["coherence"]["subscriptions"] >= 2)
+    wait_until(lambda: cache.stats()["coherence"]["connected"])
     assert cache.get("written") is None
 
 
@@ -201,7 +194,7 @@ def test_an_idle_writer_repairs_the_level_by_itself(
     finally:
         client.config_set("maxmemory", 0)
     # No call to ``cache`` from here on.
-    _wait_for(lambda: client.exists(key) == 0 and client.exists(gone) == 0)
+    wait_until(lambda: client.exists(key) == 0 and client.exists(gone) == 0)
     stats = cache.stats()["levels"][1]
     assert stats["pending_repairs"] == 0 and stats["down"] is False
 
@@ -288,7 +281,7 @@ def test_an_idle_writer_repairs_within_an_interval_of_a_long_outages_end(
         }
     )
     client = redis.Redis.from_url(private_redis.url)
-    _wait_for(lambda: cache.stats()["coherence"]["connected"])
+    wait_until(lambda: cache.stats()["coherence"]["connected"])
     cache.set("k", "before")
     private_redis.process.send_signal(signal.SIGSTOP)  # hangs, keeps its data
     try:
@@ -298,7 +291,7 @@ def test_an_idle_writer_repairs_within_an_interval_of_a_long_outages_end(
         private_redis.process.send_signal(signal.SIGCONT)
     back = time.monotonic()
     # Redis still holds "before" (or the hung write's "during": redis-py had sent it).
-    _wait_for(lambda: client.exists(cache.make_key("k")) == 0, timeout=RETRY * 10)
+    wait_until(lambda: client.exists(cache.make_key("k")) == 0, timeout=RETRY * 10)
     assert time.monotonic() - back < RETRY * 3
 
 
@@ -321,7 +314,7 @@ def test_the_channel_uses_the_levels_password(
                 "OPTIONS": {"password": "s3cret"},
             }
         )
-        _wait_for(lambda: cache.stats()["coherence"]["connected"])
+        wait_until(lambda: cache.stats()["coherence"]["connected"])
         for i in range(20):
             cache.set(f"k{i}", i)
         stats = cache.stats()
@@ -368,12 +361,12 @@ def test_a_silent_subscription_is_pinged_and_renewed(
     monkeypatch.setattr(_coherence.RedisPubSub, "PING_AFTER", 0.2)
     monkeypatch.setattr(_coherence.RedisPubSub, "PONG_WITHIN", 0.5)
     cache = make_cache({"BACKEND": REDIS, "LOCATION": private_redis.url})
-    _wait_for(lambda: cache.stats()["coherence"]["connected"])
+    wait_until(lambda: cache.stats()["coherence"]["connected"])
     time.sleep(1.0)  # silence answered by PONGs: still the first subscription
     assert cache.stats()["coherence"]["subscriptions"] == 1
     admin = redis.Redis.from_url(private_redis.url)
     admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")  # no answer to the PING
-    _wait_for(lambda: cache.stats()["coherence"]["subscriptions"] >= 2, timeout=10)
+    wait_until(lambda: cache.stats()["coherence"]["subscriptions"] >= 2, timeout=10)
     admin.close()
 
 

@@ -24,6 +24,7 @@ from django_smartcache.backends.smart import SmartCache
 from django_smartcache.backends.sqlite import SQLiteCache
 from tests.backends.conftest import RETRY
 from tests.backends.test_multilevel import REDIS, SMART, _unique
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -140,15 +141,6 @@ def test_an_add_during_an_outage_never_deletes_a_later_holders_lock(
         run.stop()
 
 
-def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_the_writer_repairs_as_soon_as_the_channel_is_back(
     private_redis: Any, make_cache: Callable[..., MultiLevelCache]
 ) -> None:
@@ -160,13 +152,13 @@ def test_the_writer_repairs_as_soon_as_the_channel_is_back(
         {"BACKEND": REDIS, "LOCATION": private_redis.url}, RETRY_INTERVAL=6.0
     )
     key = cache.make_key("k")
-    assert _wait(lambda: cache.stats()["coherence"]["connected"])
+    assert eventually(lambda: cache.stats()["coherence"]["connected"])
     private_redis.stop()
     cache.set("k", "during the outage")  # a suspect; the writer then goes idle
     assert cache.stats()["levels"][1]["pending_repairs"] == 1
     private_redis.start()
     back = time.monotonic()
-    assert _wait(lambda: cache.stats()["levels"][1]["pending_repairs"] == 0, 2.0)
+    assert eventually(lambda: cache.stats()["levels"][1]["pending_repairs"] == 0, 2.0)
     assert time.monotonic() - back < 3.0  # not RETRY_INTERVAL (6 s) later
     client = redis.Redis.from_url(private_redis.url)
     client.set(key, b"another process's")  # unheard: not published
@@ -193,8 +185,8 @@ def _down_for_one_process(
     a = make_cache(level_a, prefix, RETRY_INTERVAL=2.0)
     b = make_cache({"BACKEND": REDIS, "LOCATION": server.url}, prefix,
                    MAX_SUSPECT_KEYS=1000)  # fmt: skip
-    assert _wait(lambda: a.stats()["coherence"]["connected"])
-    assert _wait(lambda: b.stats()["coherence"]["connected"])
+    assert eventually(lambda: a.stats()["coherence"]["connected"])
+    assert eventually(lambda: b.stats()["coherence"]["connected"])
 
     def down(yes: bool) -> None:
         rules = ("resetkeys", "-flushdb") if yes else ("~*", "+flushdb")
@@ -218,7 +210,7 @@ def test_a_write_heard_from_another_process_is_not_repaired_away(
     b.set("k", "B after")  # heard by a
     # (Heard within milliseconds; a broken hearing is caught below: the repair at
     # a's retry timer then deletes b's write.)
-    assert _wait(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 10.0)
+    assert eventually(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 10.0)
     time.sleep(2.5)  # past a's retry: a repair would have run
     a.levels[0].clear()
     assert a.get("k") == "B after"
@@ -238,7 +230,7 @@ def test_a_clear_heard_from_another_process_subsumes_a_missed_clear(
     b.clear()  # heard by a
     # (Heard within milliseconds; a broken hearing is caught below: the repair at
     # a's retry timer then deletes b's write.)
-    assert _wait(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 10.0)
+    assert eventually(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 10.0)
     b.set("k", "B after the clear")
     time.sleep(2.5)  # past a's retry: a repair would have run
     a.levels[0].clear()
@@ -266,9 +258,9 @@ def test_a_touch_or_an_l1_write_heard_from_another_process_is_no_write(
     else:
         b.set("k", "B in its L1 only", levels=1)  # Redis untouched
     # a's listener handles b's message (it drops a's L1 copy)...
-    assert _wait(lambda: a.stats()["coherence"]["invalidations_applied"] > applied)
+    assert eventually(lambda: a.stats()["coherence"]["invalidations_applied"] > applied)
     # ... then a repairs, at its retry timer (2 s after the outage write).
-    assert _wait(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 30.0)
+    assert eventually(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 30.0)
     reader = make_cache({"BACKEND": REDIS, "LOCATION": private_redis.url}, a.key_prefix)
     assert reader.get("k") is None  # "before" is gone
 
@@ -318,7 +310,7 @@ def test_the_writer_repairs_as_soon_as_a_hung_redis_answers(
         "OPTIONS": {"socket_timeout": 0.2, "socket_connect_timeout": 0.2},
     }
     cache = make_cache(level, RETRY_INTERVAL=10.0)
-    assert _wait(lambda: cache.stats()["coherence"]["connected"])
+    assert eventually(lambda: cache.stats()["coherence"]["connected"])
     cache.set("k", "before")
     assert private_redis.process is not None
     private_redis.process.send_signal(signal.SIGSTOP)
@@ -329,7 +321,7 @@ def test_the_writer_repairs_as_soon_as_a_hung_redis_answers(
     finally:
         private_redis.process.send_signal(signal.SIGCONT)
     back = time.monotonic()
-    assert _wait(lambda: cache.stats()["levels"][1]["pending_repairs"] == 0, 10.0)
+    assert eventually(lambda: cache.stats()["levels"][1]["pending_repairs"] == 0, 10.0)
     assert time.monotonic() - back < 5.0  # not at the timer, 10 s after the write
     cache.levels[0].clear()
     assert cache.get("k") is None  # "before" was deleted from Redis
@@ -349,6 +341,6 @@ def test_what_a_repair_deletes_leaves_the_other_processes_l1(
     a.set("k", "A during its outage")  # NOPERM: a suspect, unpublished
     down(False)
     applied = b.stats()["coherence"]["invalidations_applied"]
-    assert _wait(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 30.0)
-    assert _wait(lambda: b.stats()["coherence"]["invalidations_applied"] > applied)
+    assert eventually(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 30.0)
+    assert eventually(lambda: b.stats()["coherence"]["invalidations_applied"] > applied)
     assert b.get("k") is None

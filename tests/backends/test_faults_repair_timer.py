@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from django_smartcache.backends._level_health import LevelHealth
+from tests.fixtures.waiting import eventually
 
 
 class _Level:
@@ -44,15 +45,6 @@ class _Level:
         self.closed = True
 
 
-def _wait(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_one_background_repair_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """A repair running cleared the timer, so ``reachable()`` (the listener subscribed
     again) and ``missed()`` armed another: two repairs ran at once on the one level
@@ -75,13 +67,13 @@ def test_one_background_repair_at_a_time(monkeypatch: pytest.MonkeyPatch) -> Non
     try:
         health.failed(ConnectionError("down"), "set")
         health.missed(["k"])  # a repair at the end of the retry interval
-        assert _wait(lambda: len(calls) == 1, 10.0)  # it runs, held in delete_many
+        assert eventually(lambda: len(calls) == 1, 10.0)  # it runs, held in delete_many
         assert health.claim_probe(time.monotonic())  # a caller tries the level
         health.missed(["k2"])  # a write the level missed meanwhile
         health.reachable()  # the coherence channel reached the level
-        assert not _wait(lambda: len(calls) > 1, 1.0)  # no second repair meanwhile
+        assert not eventually(lambda: len(calls) > 1, 1.0)  # no second repair meanwhile
         release.set()
-        assert _wait(lambda: not (health.suspects or health._repairing), 10.0)
+        assert eventually(lambda: not (health.suspects or health._repairing), 10.0)
     finally:
         release.set()
         health.stop()

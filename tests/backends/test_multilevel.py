@@ -21,6 +21,7 @@ from django_smartcache import conf
 from django_smartcache.backends.multilevel import MultiLevelCache
 from django_smartcache.core.tags import Tagged
 from django_smartcache.tagging import TaggingMixin
+from tests.fixtures.waiting import wait_until
 
 SMART = "django_smartcache.backends.SmartCache"
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
@@ -606,11 +607,11 @@ def test_delete_pattern_over_redis_scans_in_batches(redis_url: str) -> None:
         {"KEY_PREFIX": prefix, "OPTIONS": {"LEVELS": b_levels, "L1_MAX_TTL": 600}},
     )
     try:
-        _wait(lambda: b._co.connected)
+        wait_until(lambda: b._co.connected)
         n = 3 * SCAN_COUNT
         a.set_many({f"user:{i}": i for i in range(n)})
         a.set_many({f"keep:{i}": i for i in range(10)})
-        _wait(lambda: b._co.invalidations >= n + 10)  # a's writes, told to b
+        wait_until(lambda: b._co.invalidations >= n + 10)  # a's writes, told to b
         assert b.get("user:1") == 1 and b.levels[0].get(b.make_key("user:1")) == 1
         client = redis_py.Redis.from_url(redis_url)
         client.config_resetstat()
@@ -621,21 +622,14 @@ def test_delete_pattern_over_redis_scans_in_batches(redis_url: str) -> None:
         assert client.dbsize() == 10
         # b dropped its L1 copy through the channel (more keys than published one by
         # one: b was told to drop its whole L1).
-        _wait(lambda: b.levels[0].get(b.make_key("user:1")) is None)
+        wait_until(lambda: b.levels[0].get(b.make_key("user:1")) is None)
         assert b.get("user:1") is None and b.get("keep:3") == 3
         assert a.delete_pattern(r"^keep:[0-4]$", regex=True) == 5
-        _wait(lambda: b.get("keep:3") is None)
+        wait_until(lambda: b.get("keep:3") is None)
         assert b.get("keep:7") == 7
     finally:
         a._co.stop()
         b._co.stop()
-
-
-def _wait(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_promotion_from_sqlite_keeps_the_exact_remaining_ttl(tmp_path: Any) -> None:

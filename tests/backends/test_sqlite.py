@@ -19,6 +19,7 @@ from django_smartcache.backends import SQLiteCache, _sqlite_schema as sql
 from django_smartcache.backends.base import UnpicklableValueError
 from django_smartcache.backends.sqlite import ENTRY_OVERHEAD
 from django_smartcache.core.patterns import prefix_end
+from tests.fixtures.waiting import wait_until
 
 
 class Clock:
@@ -919,14 +920,6 @@ def test_tags_are_versions_in_the_same_file(make_cache, location):
     assert any(key.startswith(":1:smartcache.tag:t1") for key in rows)
 
 
-def _wait_for(condition):
-    for _ in range(20_000):  # bounded: a broken single-flight fails, it does not hang
-        if condition():
-            return
-        threading.Event().wait(0.001)
-    raise AssertionError("condition never became true")
-
-
 @pytest.mark.parametrize("tags", [None, ["t"]])
 def test_get_or_set_computes_once_per_process(make_cache, tags):
     cache = make_cache()
@@ -937,7 +930,7 @@ def test_get_or_set_computes_once_per_process(make_cache, tags):
     def compute():
         calls.append(1)
         # Return only once every other caller waits for this computation.
-        _wait_for(lambda: cache._singleflight.waiting(scope) == waiters)
+        wait_until(lambda: cache._singleflight.waiting(scope) == waiters, 20.0)
         return "value"
 
     results = []

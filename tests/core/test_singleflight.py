@@ -5,22 +5,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from django_smartcache.core.singleflight import AsyncSingleFlight, SingleFlight
+from tests.fixtures import waiting
 
 #: A bound on how long a test waits for other threads to arrive, so a bug fails
 #: the test instead of hanging it. Nothing is asserted about durations.
 ARRIVAL_TIMEOUT = 30.0
 
 
-def wait_until(condition, timeout: float = ARRIVAL_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the other callers never arrived")
-        time.sleep(0.001)
+def wait_until(condition: Callable[[], object]) -> None:
+    waiting.wait_until(condition, ARRIVAL_TIMEOUT, "the other callers never arrived")
 
 
 def test_fifty_threads_one_computation() -> None:
