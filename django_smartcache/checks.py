@@ -3,7 +3,9 @@ in ``CACHES`` (``smartcache.W040``, ``W041``)."""
 
 from __future__ import annotations
 
+import os
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -40,23 +42,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 def _sqlite_locations() -> list[tuple[str, str]]:
     """(alias, LOCATION as written) of every SQLite file in ``CACHES``: SQLiteCache
     aliases, a MultiLevelCache's default level, and inline SQLiteCache levels (a level
-    named by alias is checked as that alias)."""
-    found: list[tuple[str, str]] = []
+    named by alias is checked as that alias). A malformed entry is skipped here: the
+    backend itself names what is wrong when the alias is used."""
+    found: list[tuple[str, Any]] = []
     for alias, config in settings.CACHES.items():
+        if not isinstance(config, Mapping):
+            continue
         backend = str(config.get("BACKEND", ""))
         if backend.endswith("SQLiteCache"):
-            found.append((alias, str(config.get("LOCATION", ""))))
+            found.append((alias, config.get("LOCATION")))
         elif backend.endswith("MultiLevelCache"):
-            levels = (config.get("OPTIONS") or {}).get("LEVELS")
+            options = config.get("OPTIONS") or {}
+            levels = options.get("LEVELS") if isinstance(options, Mapping) else ()
             if levels is None:
-                found.append((alias, str(config.get("LOCATION", ""))))
+                found.append((alias, config.get("LOCATION")))
                 continue
             for level in levels if isinstance(levels, list | tuple) else ():
-                if isinstance(level, dict) and str(level.get("BACKEND", "")).endswith(
-                    "SQLiteCache"
-                ):
-                    found.append((alias, str(level.get("LOCATION", ""))))
-    return [(alias, location) for alias, location in found if location]
+                if isinstance(level, Mapping) and str(
+                    level.get("BACKEND", "")
+                ).endswith("SQLiteCache"):
+                    found.append((alias, level.get("LOCATION")))
+    found = [
+        (alias, os.fspath(location) if isinstance(location, os.PathLike) else location)
+        for alias, location in found
+    ]
+    return [(alias, loc) for alias, loc in found if loc and isinstance(loc, str)]
 
 
 @register(Tags.caches)

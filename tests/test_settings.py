@@ -189,3 +189,32 @@ def test_a_relative_or_served_sqlite_file_is_warned_about(tmp_path: Any) -> None
         exposed = check_sqlite_location_not_exposed()
     assert [(m.id, "'rel'" in m.msg) for m in relative] == [("smartcache.W040", True)]
     assert [(m.id, "'served'" in m.msg) for m in exposed] == [("smartcache.W041", True)]
+
+
+def test_the_sqlite_checks_skip_a_malformed_entry_for_the_backend_to_name(
+    tmp_path: Any,
+) -> None:
+    """OPTIONS given as a string (or an entry that is no dict) made ``manage.py check``
+    die with AttributeError instead of the backend's own ImproperlyConfigured."""
+    from django_smartcache.checks import (
+        check_sqlite_location_is_absolute,
+        check_sqlite_location_not_exposed,
+    )
+
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "bad": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "LOCATION": str(tmp_path / "c.sqlite3"),
+            "OPTIONS": "MAX_ENTRIES=5",
+        },
+        "worse": "django_smartcache.backends.SQLiteCache",
+        "path": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": tmp_path.relative_to(tmp_path.parent) / "c.sqlite3",
+        },
+    }
+    with override_settings(CACHES=caches):
+        relative = check_sqlite_location_is_absolute()
+        check_sqlite_location_not_exposed()
+    assert [(m.id, "'path'" in m.msg) for m in relative] == [("smartcache.W040", True)]

@@ -155,3 +155,37 @@ def test_two_sqlite_files_are_two_levels(tmp_path: Path) -> None:
     cache.set("k", "v", 300)
     assert cache.get("k") == "v"
     cache.close()
+
+
+def test_a_pathlib_location_is_a_path_as_for_django_file_cache(tmp_path: Path) -> None:
+    """``"LOCATION": BASE_DIR / "cache.sqlite3"`` is how Django settings spell paths
+    (FileBasedCache takes it): MultiLevelCache raised a bare TypeError at first use
+    (``"://" in location``), SQLiteCache called the Path not a path."""
+    multi = MultiLevelCache(tmp_path / "ml.sqlite3", {})
+    multi.set("k", 1)
+    assert multi.get("k") == 1
+    assert (tmp_path / "ml.sqlite3").exists()
+    single = SQLiteCache(tmp_path / "one.sqlite3", {})
+    single.set("k", 2)
+    assert SQLiteCache(str(tmp_path / "one.sqlite3"), {}).get("k") == 2
+    levels = _levels(
+        {"BACKEND": "django_smartcache.backends.SmartCache"},
+        {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": tmp_path / "x",
+        },
+    )
+    inline = MultiLevelCache(None, levels)  # None: no LOCATION, as Django's ""
+    inline.set("k", 3)
+    assert SQLiteCache(str(tmp_path / "x"), {}).get("k") == 3
+    for cache in (multi, single, inline):
+        cache.close()
+
+
+def test_a_location_that_is_no_path_is_named() -> None:
+    with pytest.raises(ImproperlyConfigured, match="LOCATION must be the path"):
+        MultiLevelCache(None, {})
+    with pytest.raises(ImproperlyConfigured, match="LOCATION must be the path"):
+        MultiLevelCache(42, {})
+    with pytest.raises(ImproperlyConfigured, match="LOCATION"):
+        SQLiteCache(None, {})

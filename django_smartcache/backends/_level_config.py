@@ -87,8 +87,25 @@ class LevelOptions:
     redis_url: Any
 
 
-def parse(location: str, params: dict[str, Any], outer: type) -> LevelOptions:
-    """Check ``params["OPTIONS"]`` (and TIMEOUT); ``outer`` is refused as a level."""
+def location_text(location: Any) -> str:
+    """``LOCATION`` as a string: a ``pathlib.Path`` (``BASE_DIR / "cache.sqlite3"``) as
+    its path, ``None`` as not given (Django's own default is ``""``)."""
+    if location is None:
+        return ""
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
+    if not isinstance(location, str):
+        raise ImproperlyConfigured(
+            f"MultiLevelCache LOCATION must be the path of the SQLite file of its "
+            f"default L2 level (a str or a pathlib.Path), got {location!r}"
+        )
+    return location
+
+
+def parse(location: Any, params: dict[str, Any], outer: type) -> LevelOptions:
+    """Check ``LOCATION``, ``params["OPTIONS"]`` (and TIMEOUT); ``outer`` is refused as
+    a level."""
+    location = location_text(location)
     given = params.get("OPTIONS") or {}
     if not isinstance(given, Mapping):
         raise ImproperlyConfigured(
@@ -332,6 +349,8 @@ def _file_path(cls: type, location: Any) -> str | None:
 
     from .sqlite import BaseSQLiteCache
 
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
     if not isinstance(location, str) or not location or location == ":memory:":
         return None
     if not issubclass(cls, BaseSQLiteCache | FileBasedCache):

@@ -83,7 +83,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         options = _level_config.parse(location, params, _MultiLevelBase)
         # BaseCache reads OPTIONS for MAX_ENTRIES/CULL_FREQUENCY, which we do not use.
         super().__init__({**params, "OPTIONS": {}})
-        self._location = location
+        self._location = _level_config.location_text(location)
         self._l1_max_ttl = options.l1_max_ttl
         self._interval = options.interval
         self._raise = options.raise_errors

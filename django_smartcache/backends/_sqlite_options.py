@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,13 @@ def _count(name: str, value: object, *, minimum: int) -> int:
 
 
 def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
-    """Validate ``LOCATION``, ``TIMEOUT`` and ``OPTIONS``; raise on the first wrong one."""
+    """Validate ``LOCATION``, ``TIMEOUT`` and ``OPTIONS``; raise on the first wrong one.
+
+    ``LOCATION`` may be a ``pathlib.Path`` (``BASE_DIR / "cache.sqlite3"``), as for
+    Django's ``FileBasedCache``.
+    """
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
     if not isinstance(location, str) or not location or location == ":memory:":
         raise _fail("LOCATION", location, "the path of the cache file")
     timeout = option_timeout("SQLiteCache", params)

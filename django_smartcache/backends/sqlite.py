@@ -95,7 +95,7 @@ class BaseSQLiteCache(
         options = parse(location, params)
         super().__init__({**params, "OPTIONS": {}})
         self.default_timeout = options.timeout  # type: ignore[assignment]
-        self._path = os.path.abspath(location)
+        self._path = os.path.abspath(options.location)
         self._options = options
         self._max_size = options.max_size
         self._max_entries = options.max_entries  # type: ignore[assignment]
