@@ -254,7 +254,6 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
             raise ImproperlyConfigured(
                 f"{_BACKEND}: OPTIONS must be a dict, got {options!r}"
             )
-        super().__init__({**params, "OPTIONS": options})
         check_options(_BACKEND, options, OPTIONS)
         max_bytes = option_size(
             _BACKEND, options, "MAX_MEMORY", DEFAULT_MAX_MEMORY, allow_none=True
@@ -265,6 +264,9 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
         )
         policy = option_choice(_BACKEND, options, "POLICY", DEFAULT_POLICY, POLICIES)
         _check_cull_frequency(options.get("CULL_FREQUENCY", 3))
+        # After our checks: Django's own reads MAX_ENTRIES/CULL_FREQUENCY with int(),
+        # whose OverflowError (for inf) would name no option.
+        super().__init__({**params, "OPTIONS": options})
         for option, value in (
             ("MAX_MEMORY", max_bytes),
             ("MAX_ITEM_SIZE", max_item_size),

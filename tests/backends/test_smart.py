@@ -277,6 +277,9 @@ def test_async_twins():
         ({"MAX_MEMROY": "1MB"}, "MAX_MEMROY"),
         ({"CULL_FREQUENCY": "abc"}, "CULL_FREQUENCY"),
         ({"CULL_FREQUENCY": -3}, "CULL_FREQUENCY"),
+        # Django's BaseCache reads these with int(): OverflowError, naming nothing.
+        ({"MAX_ENTRIES": float("inf")}, "MAX_ENTRIES"),
+        ({"CULL_FREQUENCY": float("inf")}, "CULL_FREQUENCY"),
     ],
 )
 def test_bad_options_raise_improperly_configured_naming_the_option(options, named):
