@@ -7,6 +7,7 @@ its count of distinct keys removed across levels.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import time
@@ -240,3 +241,27 @@ def test_a_key_function_rewriting_the_key_is_refused(
     cache = backend(str(tmp_path / "dashed.db"), {"KEY_FUNCTION": _dashed})
     cache.set("User:1", "v")
     assert cache.delete_pattern("User:*") == 1
+
+
+def test_regex_and_version_are_keyword_only_on_every_backend(tmp_path: Any) -> None:
+    """django-redis's signature is ``delete_pattern(pattern, version=None, ...)``: its
+    users write ``delete_pattern("user:*", 2)``. SQLiteCache and MultiLevelCache took
+    that 2 as ``regex=2``: the glob ran as a regex at the default version, deleting
+    unrelated keys (``superuser_settings``) and keeping the version-2 one. Now, as on
+    SmartCache, that call is a TypeError everywhere."""
+    backends = [
+        SmartCache("kw-only", {}),
+        SQLiteCache(str(tmp_path / "kw.sqlite3"), {}),
+        MultiLevelCache(str(tmp_path / "ml.sqlite3"), {}),
+    ]
+    for cache in backends:
+        cache.set("superuser_settings", 1)
+        cache.set("user:1", 2, version=2)
+        with pytest.raises(TypeError):
+            cache.delete_pattern("user:*", 2)
+        with pytest.raises(TypeError):
+            asyncio.run(cache.adelete_pattern("user:*", 2))
+        assert cache.get("superuser_settings") == 1
+        assert cache.delete_pattern("user:*", version=2) == 1
+        assert cache.get("user:1", version=2) is None
+        cache.close()

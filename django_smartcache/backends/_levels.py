@@ -717,7 +717,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 self._co.publish_failed(exc)
 
     def delete_pattern(
-        self, pattern: str, regex: bool = False, version: Any = None
+        self, pattern: str, *, regex: bool = False, version: Any = None
     ) -> int:
         """Delete the keys matching a glob (or ``regex=True``: a regex) from every level.
 
@@ -770,10 +770,10 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         return max(counted, len(removed))
 
     async def adelete_pattern(
-        self, pattern: str, regex: bool = False, version: Any = None
+        self, pattern: str, *, regex: bool = False, version: Any = None
     ) -> int:
         return await sync_to_async(self.delete_pattern, thread_sensitive=True)(
-            pattern, regex, version
+            pattern, regex=regex, version=version
         )
 
     def close(self, **kwargs: Any) -> None:

@@ -591,7 +591,7 @@ class BaseSQLiteCache(
         return live
 
     def delete_pattern(
-        self, pattern: str, regex: bool = False, version: int | None = None
+        self, pattern: str, *, regex: bool = False, version: int | None = None
     ) -> int:
         """Delete the keys matching ``pattern``; return how many of them were live.
 
@@ -643,10 +643,10 @@ class BaseSQLiteCache(
         return self._write(self._delete_pattern_txn, statements, params, self._clock())
 
     async def adelete_pattern(
-        self, pattern: str, regex: bool = False, version: int | None = None
+        self, pattern: str, *, regex: bool = False, version: int | None = None
     ) -> int:
         return await sync_to_async(self.delete_pattern, thread_sensitive=True)(
-            pattern, regex, version
+            pattern, regex=regex, version=version
         )
 
     def _delete_pattern_txn(
