@@ -57,6 +57,13 @@ ORPHAN_GRACE = 1.0
 #: version a computation read before it began (an entry's expiry, then get_or_set).
 ORPHAN_HOLD = 60.0
 
+#: A key refused as too large is logged at WARNING at most once in this many seconds
+#: (at DEBUG otherwise): a multi-level cache promoting a large L2 value, or a
+#: memoized function returning one, retries the write on every read.
+REFUSAL_LOG_INTERVAL = 60.0
+#: The keys whose refusal was logged are remembered up to this many (oldest forgotten).
+REFUSALS_REMEMBERED = 1024
+
 _UNLIMITED = sys.maxsize
 
 #: A batch method (``get_many``, ``set_many``, ``delete_many``) takes the lock once per
@@ -218,6 +225,8 @@ class MemoryStore:
         self.on_evict = on_evict
         # Evictions not yet delivered to on_evict; appended to with the lock held.
         self._evicted: list[tuple[Hashable, str]] = []
+        #: Refused keys -> when their refusal was last logged at WARNING.
+        self._refusals_logged: OrderedDict[Hashable, float] = OrderedDict()
 
     def _start_empty(self) -> None:
         """Empty structures and a fresh policy: at construction, and swapped in by
@@ -238,6 +247,29 @@ class MemoryStore:
         self._purge: deque[tuple[set[Hashable], int]] = deque()
         self._bytes = 0
         self._fit_countdown = 0  # the policy has the full capacity: refit when it binds
+
+    def _log_refusal(self, key: Hashable, size: int, now: float) -> None:
+        """A WARNING for a key refused as too large, then DEBUG for its repeats within
+        :data:`REFUSAL_LOG_INTERVAL` (``stats()["refused"]`` counts every one)."""
+        logged = self._refusals_logged
+        last = logged.get(key)
+        quiet = last is not None and now - last < REFUSAL_LOG_INTERVAL
+        if not quiet:
+            logged[key] = now
+            logged.move_to_end(key)
+            if len(logged) > REFUSALS_REMEMBERED:
+                logged.popitem(last=False)
+        logger.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "django_smartcache: not caching %r: its entry is %d bytes, over the "
+            "limit of %d bytes (MAX_ITEM_SIZE or MAX_MEMORY)%s",
+            key,
+            size,
+            self._item_limit,
+            ""
+            if quiet
+            else f" (again within {REFUSAL_LOG_INTERVAL:.0f} s: logged at DEBUG)",
+        )
 
     def _set_limits(self) -> None:
         self._byte_limit = self.max_bytes if self.max_bytes is not None else _UNLIMITED
@@ -751,13 +783,7 @@ class MemoryStore:
             self.counters.refused += 1
             if old is not None:
                 self._invalidate(key, old)
-            logger.warning(
-                "django_smartcache: not caching %r: its entry is %d bytes, over the "
-                "limit of %d bytes (MAX_ITEM_SIZE or MAX_MEMORY)",
-                key,
-                size,
-                self._item_limit,
-            )
+            self._log_refusal(key, size, now)
             return False
         if counted:
             self.counters.sets += 1

@@ -101,6 +101,27 @@ def test_oversized_entry_refused_logged_and_evicts_nothing(caplog):
     assert stats["refused"] == 2
 
 
+def test_a_key_refused_again_is_logged_at_debug_until_the_interval_passes(caplog):
+    """A MultiLevelCache retried the promotion of a large L2 value into L1 on every
+    read, and a memoized function returning one its write on every call: each refusal
+    was a WARNING (20 reads, 20 warnings). Now one per key per REFUSAL_LOG_INTERVAL;
+    ``refused`` still counts each."""
+    from django_smartcache.core.store import REFUSAL_LOG_INTERVAL
+
+    store, clock = make(max_bytes=10_000)
+    big = payload(20_000)
+    with caplog.at_level(logging.DEBUG, logger="django_smartcache"):
+        for _ in range(5):
+            assert store.set("big", big) is False
+        assert store.add("other", big) is False
+        clock.now += REFUSAL_LOG_INTERVAL
+        assert store.set("big", big) is False
+    warned = [r.args[0] for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == ["big", "other", "big"]
+    assert [r.levelno for r in caplog.records].count(logging.DEBUG) == 4
+    assert store.stats()["refused"] == 7
+
+
 def test_oversized_overwrite_drops_the_stale_value():
     store, _ = make(max_bytes=10_000)
     store.set("k", b"old")
