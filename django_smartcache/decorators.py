@@ -425,6 +425,27 @@ class _Entry:
         return self.expires_at is None or now < self.expires_at
 
 
+def _void_token(seconds: int) -> str:
+    """A new ``:void`` token (see ``CachedFunction._void``): unique, and saying when it
+    expires (wall clock), so that its expiry is not taken for an invalidation."""
+    return f"{uuid.uuid4().hex}@{time.time() + seconds:.3f}"
+
+
+def _voided(before: Any, after: Any) -> bool:
+    """Whether a computation that read the ``:void`` token ``before`` and then ``after``
+    was voided: a new token, or the token gone before its time (deleted, evicted, a
+    ``clear()``). The token expiring meanwhile is none: a computation that straddled
+    it threw its result away, and the next call computed again."""
+    if after == before:
+        return False
+    if after is None and isinstance(before, str):
+        try:
+            return time.time() < float(before.rpartition("@")[2])
+        except ValueError:  # a token of an older version: no expiry in it
+            return True
+    return True
+
+
 def _unpack(raw: Any) -> _Entry | None:
     if type(raw) is tuple and len(raw) == 4 and raw[0] == ENVELOPE_MARK:
         return _Entry(raw[1], raw[2], raw[3])
@@ -880,7 +901,8 @@ class CachedFunction(Generic[P, R]):
         but not into the cache. The token lives ``lock_timeout``: a computation
         running longer may still store (as with ``lock=True``, that is the bound).
         """
-        cache.set(f"{key}:void", uuid.uuid4().hex, timeout=self._options.lock_seconds)
+        seconds = self._options.lock_seconds
+        cache.set(f"{key}:void", _void_token(seconds), timeout=seconds)
 
     def _lead(
         self, cache: BaseCache, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -967,7 +989,7 @@ class CachedFunction(Generic[P, R]):
                 return stale.value  # type: ignore[union-attr]
             raise
         self._check_storable(value)
-        if cache.get(f"{key}:void") != void:
+        if _voided(void, cache.get(f"{key}:void")):
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
         try:
@@ -1096,9 +1118,8 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
 
     async def _avoid(self, cache: BaseCache, key: str) -> None:
         """:meth:`CachedFunction._void`, awaited."""
-        await cache.aset(
-            f"{key}:void", uuid.uuid4().hex, timeout=self._options.lock_seconds
-        )
+        seconds = self._options.lock_seconds
+        await cache.aset(f"{key}:void", _void_token(seconds), timeout=seconds)
 
     async def _alead(
         self, cache: BaseCache, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -1169,7 +1190,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                 return stale.value  # type: ignore[union-attr]
             raise
         self._check_storable(value)
-        if await cache.aget(f"{key}:void") != void:
+        if _voided(void, await cache.aget(f"{key}:void")):
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
         try:

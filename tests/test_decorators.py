@@ -1031,6 +1031,41 @@ def test_invalidate_while_computing_keeps_the_old_result_out_of_the_cache():
     assert reader() == "new"  # the stored value is the second computation's
 
 
+@pytest.mark.parametrize("alias", ["default", "smart"])
+def test_a_computation_outliving_the_void_token_stores_its_result(alias):
+    """The ``:void`` token of an ``invalidate()`` lives ``lock_timeout``. A computation
+    that read it and ended after it expired saw it go (token -> None), took that for an
+    invalidation and stored nothing, so the next call computed again (helper's
+    void_token_expiry_drops_result.py: 2 computations). Its expiry is no invalidation;
+    a token deleted before its time (a clear) still is."""
+    runs = []
+
+    @cached(using=alias, name=f"void_expiry_{alias}", timeout=60, lock_timeout=1)
+    def report(x):
+        runs.append(x)
+        if len(runs) == 1:  # the first computation outlives the token
+            token = report.key(x) + ":void"
+            wait_until(lambda: caches[alias].get(token) is None)
+        return x
+
+    report.invalidate(1)
+    assert report(1) == 1
+    assert report(1) == 1
+    assert len(runs) == 1
+
+    @cached(using=alias, name=f"void_cleared_{alias}", timeout=60, lock_timeout=30)
+    def cleared(x):
+        runs.append(x)
+        if len(runs) == 2:
+            caches[alias].delete(cleared.key(x) + ":void")  # gone before its time
+        return x
+
+    cleared.invalidate(2)
+    assert cleared(2) == 2
+    assert cleared(2) == 2
+    assert len(runs) == 3  # the first result was not stored
+
+
 def test_refresh_while_computing_recomputes_and_wins():
     data, entered, release, reader = _slow_source()
     results = {}
