@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings
 from django.core.cache import caches
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import override_settings
 
 from django_smartcache.warmers import registry
@@ -276,3 +277,56 @@ def test_stats_shows_a_level_without_stats_that_is_down(tmp_path: Path) -> None:
             for health in caches["mlr"]._health:
                 health.stop()
             caches["mlr"].close()
+
+
+@pytest.mark.django_db
+def test_expire_says_a_level_without_a_purge_keeps_its_expired_entries() -> None:
+    """A DatabaseCache level was said to be "expired by the level itself" while its
+    expired rows stayed: it has no purge and is now skipped as a plain alias is."""
+    config = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "dbc": {  # an alias: createcachetable then creates its table
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "expire_levels_table",
+        },
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {"LEVELS": [{"BACKEND": SMART}, "dbc"]},
+        },
+    }
+    with override_settings(CACHES=config):
+        call_command("createcachetable", verbosity=0)
+        caches["ml"].set("short", 1, timeout=0.05)
+        time.sleep(0.1)
+        out, _ = run("smartcache_expire", "--cache", "ml")
+        assert out == (
+            "ml: no expired entries removed; L2 DatabaseCache has no purge of expired "
+            "entries (it drops one when its key is read); skipped; L1 SmartCache: 1 "
+            "expired copy dropped; in-process levels: this process's store only\n"
+        )
+        with connection.cursor() as cursor:  # skipped, as the line says: still there
+            cursor.execute("SELECT COUNT(*) FROM expire_levels_table")
+            assert cursor.fetchone()[0] == 1
+        caches["ml"].close()
+
+
+def test_expire_knows_which_backends_expire_by_themselves() -> None:
+    """By class: a backend whose module merely mentions redis is not one of them."""
+    from django.core.cache.backends.db import DatabaseCache
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.core.cache.backends.memcached import PyMemcacheCache
+    from django.core.cache.backends.redis import RedisCache
+    from django_redis.cache import RedisCache as DjangoRedisCache
+
+    from django_smartcache.management.commands.smartcache_expire import no_purge
+
+    redis_url = "redis://127.0.0.1:1/0"  # never connected to
+    for cache in (
+        RedisCache(redis_url, {}),
+        DjangoRedisCache(redis_url, {}),
+        PyMemcacheCache("127.0.0.1:1", {}),
+    ):
+        assert no_purge(cache) == "expires entries itself"
+    named_redis = type("DatabaseCache", (DatabaseCache,), {"__module__": "redis_db"})
+    for cache in (LocMemCache("x", {}), named_redis("t", {})):
+        assert no_purge(cache).startswith("has no purge of expired entries")

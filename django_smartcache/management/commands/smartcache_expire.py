@@ -9,6 +9,7 @@ from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.memcached import BaseMemcachedCache
+from django.core.cache.backends.redis import RedisCache
 from django.core.management.base import CommandError
 
 from .. import (
@@ -49,11 +50,22 @@ def purge_files(cache: FileBasedCache) -> int:
     return removed
 
 
+def expires_itself(cache: BaseCache) -> bool:
+    """Whether the backend's server drops expired keys by itself (Django's RedisCache,
+    django-redis, memcached), so there is nothing to purge. Decided by class, not by a
+    name: any other backend without a purge keeps its expired entries until read."""
+    if isinstance(cache, RedisCache | BaseMemcachedCache):
+        return True
+    return any(c.__module__.startswith("django_redis.") for c in type(cache).__mro__)
+
+
+#: Why a backend with neither a purge nor expiry of its own is skipped.
+NO_PURGE = "has no purge of expired entries (it drops one when its key is read)"
+
+
 def no_purge(cache: BaseCache) -> str:
     """Why a backend without a purge is skipped, truthfully."""
-    if "redis" in type(cache).__module__ or isinstance(cache, BaseMemcachedCache):
-        return "expires entries itself"
-    return "has no purge of expired entries (it drops one when its key is read)"
+    return "expires entries itself" if expires_itself(cache) else NO_PURGE
 
 
 class Command(QuietCommand):
@@ -103,26 +115,34 @@ class Command(QuietCommand):
 
         The levels below L1 hold the entries, L1 only copies of them (which also
         expire at ``L1_MAX_TTL``): counted apart, never summed."""
-        below: list[tuple[str, int | None]] = []
+        done: list[tuple[str, int]] = []
+        itself: list[str] = []  # Redis, memcached: they expire their keys
+        skipped: list[str] = []  # DatabaseCache, LocMemCache: no purge at all
         errors: list[tuple[str, str]] = []
         for index, level in enumerate(parts[1:], start=1):
             label = level_label(index, level)
             try:
-                below.append((label, purge(level)))
+                removed = purge(level)
             except Exception as exc:  # noqa: BLE001 - a level that is down: reported
                 errors.append((label, failure(exc)))
-        done = [(label, n) for label, n in below if n is not None]
+                continue
+            if removed is not None:
+                done.append((label, removed))
+            else:
+                (itself if expires_itself(level) else skipped).append(label)
+        by_itself = f"{', '.join(itself)}: expired by the level itself"
         if done:
             total = sum(n for _, n in done)
             detail = ", ".join(f"{label} {n}" for label, n in done)
             line = f"{_entries(total)} removed ({detail})"
-        elif below:
-            names = ", ".join(label for label, _ in below)
-            line = (
-                f"no expired entries to remove ({names}: expired by the level itself)"
-            )
+            if itself:
+                line += f"; {by_itself}"
+        elif itself:
+            line = f"no expired entries to remove ({by_itself})"
         else:
             line = "no expired entries removed"
+        if skipped:
+            line += f"; {', '.join(skipped)} {NO_PURGE}; skipped"
         if errors:
             line += f"; {', '.join(label for label, _ in errors)} failed"
         copies = purge(parts[0])
