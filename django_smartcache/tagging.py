@@ -804,8 +804,15 @@ class TaggingMixin:
 # -- module level -----------------------------------------------------------
 
 
-def tagging_caches(using: str | Iterable[str] | None = None) -> list[tuple[str, Any]]:
-    """``(alias, cache)`` pairs of the aliases that take tags (``TAG_CACHES`` by default)."""
+def tagging_caches(
+    using: str | Iterable[str] | None = None,
+    *,
+    on_error: Callable[[str, Exception], None] | None = None,
+) -> list[tuple[str, Any]]:
+    """``(alias, cache)`` pairs of the aliases that take tags (``TAG_CACHES`` by default).
+
+    An alias whose backend cannot be built (``ImproperlyConfigured``) raises, or is
+    passed to ``on_error`` and left out: a command then still does the others."""
     from django.conf import settings
 
     if using is None:
@@ -817,7 +824,13 @@ def tagging_caches(using: str | Iterable[str] | None = None) -> list[tuple[str, 
         explicit = True
     out = []
     for alias in aliases:
-        cache = caches[alias]
+        try:
+            cache = caches[alias]
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(alias, exc)
+            continue
         if isinstance(cache, TaggingMixin):
             out.append((alias, cache))
         elif explicit:

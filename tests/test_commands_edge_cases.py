@@ -330,3 +330,58 @@ def test_expire_knows_which_backends_expire_by_themselves() -> None:
     named_redis = type("DatabaseCache", (DatabaseCache,), {"__module__": "redis_db"})
     for cache in (LocMemCache("x", {}), named_redis("t", {})):
         assert no_purge(cache).startswith("has no purge of expired entries")
+
+
+@pytest.fixture
+def misconfigured(tmp_path: Path) -> Iterator[Any]:
+    """``good`` (SQLiteCache) next to ``bad``, whose OPTIONS cannot be built."""
+    sqlite = "django_smartcache.backends.SQLiteCache"
+    config = {
+        "good": {"BACKEND": sqlite, "LOCATION": str(tmp_path / "good.sqlite3")},
+        "bad": {
+            "BACKEND": sqlite,
+            "LOCATION": str(tmp_path / "bad.sqlite3"),
+            "OPTIONS": {"MAX_SIZE": "lots"},
+        },
+    }
+    with override_settings(CACHES=config):
+        yield caches["good"]
+        caches["good"].close()
+
+
+@pytest.mark.parametrize(
+    ("args", "line", "error"),
+    [
+        (("smartcache_stats",), "bad (SQLiteCache)", "No statistics from 'bad'"),
+        (("smartcache_expire",), "bad: SQLiteCache failed", "The purge of expired"),
+        (("smartcache_invalidate", "tag:x"), None, "The invalidation failed on 'bad'"),
+        (
+            ("smartcache_invalidate", "--pattern", "x*"),
+            None,
+            "The invalidation failed on 'bad'",
+        ),
+        (  # named once though both the tags and the patterns failed on it
+            ("smartcache_invalidate", "tag:x", "--pattern", "y*"),
+            None,
+            "The invalidation failed on 'bad'",
+        ),
+    ],
+)
+def test_a_misconfigured_alias_fails_alone(
+    misconfigured: Any, args: tuple[str, ...], line: str | None, error: str
+) -> None:
+    """A bad OPTIONS value ended stats, expire and invalidate on a raw
+    ImproperlyConfigured (a traceback) before or after the good alias: now, as clear
+    and warm do, the good alias is done and the error names the bad one."""
+    misconfigured.set("x1", 1, tags=["x"])
+    out = io.StringIO()
+    with pytest.raises(CommandError) as info:
+        call_command(*args, stdout=out, stderr=io.StringIO(), no_color=True)
+    assert str(info.value).startswith(error)
+    assert "(ImproperlyConfigured: SQLiteCache MAX_SIZE" in str(info.value)
+    assert str(info.value).count("'bad'") == 1
+    assert "good" in out.getvalue()
+    if line is not None:
+        assert line in out.getvalue()
+    if args[0] == "smartcache_invalidate":
+        assert misconfigured.get("x1") is None

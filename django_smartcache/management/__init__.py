@@ -10,6 +10,7 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
@@ -114,6 +115,12 @@ def backend_name(cache: BaseCache) -> str:
     return type(cache).__name__
 
 
+def configured_backend(alias: str) -> str:
+    """The class name ``settings.CACHES[alias]["BACKEND"]`` gives, for an alias whose
+    backend could not be built (so there is no instance to ask)."""
+    return str(settings.CACHES[alias].get("BACKEND", "?")).rpartition(".")[2]
+
+
 def in_process(cache: BaseCache) -> bool:
     """Whether the cache lives in this process's memory only (SmartCache, LocMemCache):
     a command run by ``manage.py`` then sees its own, separate, store."""
@@ -186,14 +193,32 @@ def failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def note_failure(failed: list[str], alias: str, exc: BaseException) -> None:
+    """Add ``'alias' (failure())`` to ``failed``, for :func:`fail_if_unreached`."""
+    failed.append(f"{alias!r} ({failure(exc)})")
+
+
+def open_cache(alias: str, failed: list[str]) -> BaseCache | None:
+    """``caches[alias]``, or None once ``failed`` names the alias.
+
+    A backend that cannot be built (a bad ``OPTIONS`` value: ``ImproperlyConfigured``)
+    then fails its alias only, as a clear or a warmer that raises does: the command
+    still does the other aliases and names this one in its error at the end."""
+    try:
+        return caches[alias]
+    except Exception as exc:  # noqa: BLE001 - named in the error; the others still run
+        note_failure(failed, alias, exc)
+        return None
+
+
 def fail_if_unreached(
     missed: list[str], what: str, failed: list[str] | None = None
 ) -> None:
     """``CommandError`` (status 1) naming the aliases that ``failed`` (each
     ``'alias' (failure())``) and the levels ``unreached_levels()`` found."""
     problems = []
-    if failed:
-        problems.append(f"{what} failed on {'; '.join(failed)}.")
+    if failed:  # an alias that cannot be built fails every step that opens it
+        problems.append(f"{what} failed on {'; '.join(dict.fromkeys(failed))}.")
     if missed:
         problems.append(
             f"{what} did not reach {'; '.join(missed)}: that level was down and still "

@@ -16,8 +16,8 @@ from .. import (
     but_not,
     check_aliases,
     fail_if_unreached,
-    failure,
     in_process,
+    note_failure,
     unreached_levels,
 )
 
@@ -74,7 +74,7 @@ class Command(QuietCommand):
                 cache = caches[alias]
                 cache.clear()
             except Exception as exc:  # noqa: BLE001 - named in the error; the other aliases are still cleared
-                failed.append(f"{alias!r} ({failure(exc)})")
+                note_failure(failed, alias, exc)
                 continue
             note = (
                 " (in-process: this process's store only)" if in_process(cache) else ""

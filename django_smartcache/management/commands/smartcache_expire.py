@@ -5,7 +5,6 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.memcached import BaseMemcachedCache
@@ -17,10 +16,12 @@ from .. import (
     add_cache_argument,
     backend_name,
     chosen_aliases,
+    configured_backend,
     failure,
     in_process,
     level_label,
     levels,
+    open_cache,
 )
 
 
@@ -81,7 +82,10 @@ class Command(QuietCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         failed: list[str] = []
         for alias in chosen_aliases(options):
-            cache = caches[alias]
+            cache = open_cache(alias, failed)
+            if cache is None:
+                self.stdout.write(f"{alias}: {configured_backend(alias)} failed")
+                continue
             parts = levels(cache)
             if parts:
                 line, errors = self._levels(parts)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from argparse import ArgumentParser
+from functools import partial
 from typing import Any
 
 from django.apps import apps
-from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
@@ -28,9 +28,10 @@ from .. import (
     check_aliases,
     chosen_aliases,
     fail_if_unreached,
-    failure,
     in_process,
     listed,
+    note_failure,
+    open_cache,
     pattern_problem,
     unreached_levels,
 )
@@ -145,19 +146,22 @@ class Command(QuietCommand):
                 raise CommandError(f"{str(exc)[:1].upper()}{str(exc)[1:]}") from exc
         # The aliases too: a --pattern alias that cannot delete patterns fails here,
         # before any tag is invalidated.
+        #: Aliases that raised (down, unusable, misconfigured): named in the error, the
+        #: others still run.
+        failed: list[str] = []
         deletes_on, skipped = (
-            self._pattern_targets(options) if patterns or regexes else ([], [])
+            self._pattern_targets(options, failed) if patterns or regexes else ([], [])
         )
         dry = options["dry_run"]
         missed: list[str] = []
-        #: Aliases that raised (down, unusable): named in the error, the others still run.
-        failed: list[str] = []
         if tags:
             try:
-                targets = tagging_caches(options["caches"])
+                targets = tagging_caches(
+                    options["caches"], on_error=partial(note_failure, failed)
+                )
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
-            if not targets:
+            if not targets and not failed:
                 raise CommandError(
                     "No cache alias supports tags (SMARTCACHE['TAG_CACHES'])."
                 )
@@ -168,7 +172,7 @@ class Command(QuietCommand):
                     try:
                         cache.invalidate_tags(*tags, reason=REASON)
                     except Exception as exc:  # noqa: BLE001 - named in the error
-                        failed.append(f"{alias!r} ({failure(exc)})")
+                        note_failure(failed, alias, exc)
                         continue
                     done.append((alias, cache))
                     missed += unreached_levels(alias, cache)
@@ -191,15 +195,18 @@ class Command(QuietCommand):
         fail_if_unreached(missed, "The invalidation", failed)
 
     def _pattern_targets(
-        self, options: dict[str, Any]
+        self, options: dict[str, Any], failed: list[str]
     ) -> tuple[list[tuple[str, BaseCache]], list[str]]:
         """The aliases the pattern deletes run on, and a line for each one skipped;
-        ``CommandError`` for a ``--cache`` alias that cannot, or when none can."""
+        ``CommandError`` for a ``--cache`` alias that cannot, or when none can. An
+        alias that cannot be built is added to ``failed`` (see ``handle``)."""
         explicit = bool(options["caches"])
         targets: list[tuple[str, BaseCache]] = []
         skipped: list[str] = []
         for alias in chosen_aliases(options):
-            cache = caches[alias]
+            cache = open_cache(alias, failed)
+            if cache is None:
+                continue
             problem = pattern_problem(cache)
             if problem is None:
                 targets.append((alias, cache))
@@ -211,7 +218,7 @@ class Command(QuietCommand):
                 skipped.append(
                     f"Skipped {alias!r} ({backend_name(cache)}): it {problem}."
                 )
-        if not targets:
+        if not targets and not failed:
             raise CommandError("No cache alias has a delete_pattern() that can work.")
         return targets, skipped
 
@@ -246,7 +253,7 @@ class Command(QuietCommand):
                         f"{kind} {pattern!r} on {alias!r}: {exc}"
                     ) from exc
                 except Exception as exc:  # noqa: BLE001 - named in the error
-                    failed.append(f"{alias!r} ({failure(exc)})")
+                    note_failure(failed, alias, exc)
                     break
                 self.stdout.write(
                     f"Deleted {removed} key(s) matching {kind} {pattern!r} on "

@@ -15,6 +15,7 @@ from .. import (
     add_cache_argument,
     backend_name,
     chosen_aliases,
+    configured_backend,
     failure,
     in_process,
     level_label,
@@ -86,6 +87,22 @@ def snapshot(cache: BaseCache, *, level: bool = False) -> dict[str, Any]:
     return out
 
 
+def _alias_snapshot(alias: str) -> dict[str, Any]:
+    """``snapshot()`` of the alias; for one whose backend cannot be built (a bad
+    ``OPTIONS`` value) a snapshot with its ``"error"``, so every other alias is still
+    reported."""
+    try:
+        cache = caches[alias]
+    except Exception as exc:  # noqa: BLE001 - reported, not a traceback
+        return {
+            "backend": configured_backend(alias),
+            "in_process": False,
+            "stats": None,
+            "error": failure(exc),
+        }
+    return snapshot(cache)
+
+
 def size(n: float | None) -> str:
     if n is None:
         return "unlimited"
@@ -148,7 +165,7 @@ class Command(PipedCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = {alias: snapshot(caches[alias]) for alias in chosen_aliases(options)}
+        report = {alias: _alias_snapshot(alias) for alias in chosen_aliases(options)}
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2, default=str))
         else:
