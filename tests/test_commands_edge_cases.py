@@ -385,3 +385,51 @@ def test_a_misconfigured_alias_fails_alone(
         assert line in out.getvalue()
     if args[0] == "smartcache_invalidate":
         assert misconfigured.get("x1") is None
+
+
+@pytest.fixture
+def redis_down(tmp_path: Path) -> Iterator[Any]:
+    """``mlr``: a SmartCache L1 over a RedisCache level whose server is not there."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    redis_level = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{port}/0",
+        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+    }
+    config = {
+        "default": {"BACKEND": SMART, "LOCATION": f"redis-down-{tmp_path.name}"},
+        "mlr": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {"LEVELS": [{"BACKEND": SMART}, redis_level]},
+        },
+    }
+    with override_settings(CACHES=config):
+        yield caches["mlr"]
+        for health in caches["mlr"]._health:
+            health.stop()
+        caches["mlr"].close()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("tag:x",), "Invalidated 1 tag(s) on mlr but not its L2 RedisCache."),
+        (
+            ("--pattern", "k*"),
+            "Deleted 0 key(s) matching pattern 'k*' on 'mlr' but not its L2 RedisCache.",
+        ),
+    ],
+)
+def test_invalidate_lines_name_the_level_they_did_not_reach(
+    redis_down: Any, args: tuple[str, ...], line: str
+) -> None:
+    """With the Redis L2 down, invalidate's lines read as full successes ("Invalidated
+    1 tag(s) on mlr."); like clear's and warm's they now name the level missed."""
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="did not reach 'mlr' L2 RedisCache"):
+        call_command("smartcache_invalidate", *args, "--cache", "mlr", stdout=out)
+    assert out.getvalue() == line + "\n"

@@ -25,6 +25,7 @@ from .. import (
     QuietCommand,
     add_cache_argument,
     backend_name,
+    but_not,
     check_aliases,
     chosen_aliases,
     fail_if_unreached,
@@ -176,10 +177,10 @@ class Command(QuietCommand):
                         continue
                     done.append((alias, cache))
                     missed += unreached_levels(alias, cache)
+            # A level an alias's change did not reach is named on this line too.
             names = ", ".join(
-                f"{alias} (in-process: this process only)"
-                if in_process(cache)
-                else alias
+                f"{alias}{'' if dry else but_not(cache)}"
+                + (" (in-process: this process only)" if in_process(cache) else "")
                 for alias, cache in done
             )
             verb = "Would invalidate" if dry else "Invalidated"
@@ -257,7 +258,7 @@ class Command(QuietCommand):
                     break
                 self.stdout.write(
                     f"Deleted {removed} key(s) matching {kind} {pattern!r} on "
-                    f"{alias!r}{note}."
+                    f"{alias!r}{but_not(cache)}{note}."
                 )
             else:
                 if not dry:
