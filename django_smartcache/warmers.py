@@ -268,7 +268,9 @@ class _Counting:
         value = self._cache.get_or_set(
             key, default, timeout, version, **self._kwargs(kwargs)
         )
-        self.keys_set += not present
+        # Counted when stored: a value the backend refused (over SmartCache's
+        # MAX_ITEM_SIZE) is returned all the same, and was counted.
+        self.keys_set += not present and self._cache.has_key(key, version)
         return value
 
     # The async twins: the same counting and tags (a warmer may write through them).
@@ -302,7 +304,7 @@ class _Counting:
         value = await self._cache.aget_or_set(
             key, default, timeout, version, **self._kwargs(kwargs)
         )
-        self.keys_set += not present
+        self.keys_set += not present and await self._cache.ahas_key(key, version)
         return value
 
 

@@ -368,3 +368,30 @@ def test_a_set_the_backend_refused_is_not_counted(tmp_path: Path) -> None:
         assert run(Warmer("afill", afill, None, ()), "default").keys_set == 1
         assert caches["default"].stats()["entries"] == 2
         caches["default"].clear()
+
+
+def test_a_get_or_set_the_backend_refused_is_not_counted(tmp_path: Path) -> None:
+    """A 10 KB ``get_or_set()`` over MAX_ITEM_SIZE=4KB was counted whenever the key was
+    absent: "2 keys set" for 1 entry stored."""
+    config = {
+        "default": {
+            "BACKEND": "django_smartcache.backends.SmartCache",
+            "LOCATION": f"refusing-gos-{tmp_path.name}",
+            "OPTIONS": {"MAX_ITEM_SIZE": "4KB"},
+        }
+    }
+    big = "x" * 10_000
+
+    def fill(cache: Any) -> None:
+        assert cache.get_or_set("big", lambda: big) == big  # returned, not stored
+        cache.get_or_set("small", 1)
+
+    async def afill(cache: Any) -> None:
+        assert await cache.aget_or_set("abig", lambda: big) == big
+        await cache.aget_or_set("asmall", 1)
+
+    with override_settings(CACHES=config):
+        assert run(Warmer("fill", fill, None, ()), "default").keys_set == 1
+        assert run(Warmer("afill", afill, None, ()), "default").keys_set == 1
+        assert caches["default"].stats()["entries"] == 2
+        caches["default"].clear()
