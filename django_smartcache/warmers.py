@@ -93,6 +93,9 @@ class WarmerRegistry:
                 raise ImproperlyConfigured(
                     f"warmer {name!r}: caches must be None or cache aliases, not {caches!r}"
                 )
+            # Each alias once, like ``--cache default --cache default``: the warmer
+            # fills it once (it ran once per repetition).
+            caches = tuple(dict.fromkeys(caches))
         try:
             tags = normalize_tags(tags)
         except (InvalidTag, TypeError, ValueError) as exc:

@@ -395,3 +395,14 @@ def test_a_get_or_set_the_backend_refused_is_not_counted(tmp_path: Path) -> None
         assert run(Warmer("afill", afill, None, ()), "default").keys_set == 1
         assert caches["default"].stats()["entries"] == 2
         caches["default"].clear()
+
+
+def test_an_alias_given_twice_is_warmed_once(smart: Any) -> None:
+    """``caches=["smart", "smart"]`` ran the warmer twice on it, as a repeated
+    ``--cache`` does not: the aliases are kept once each, in order."""
+    reg = WarmerRegistry()
+    entry = reg.register("w", noop, caches=["smart", "default", "smart"])
+    assert entry.caches == ("smart", "default")
+    assert entry.aliases() == ("smart", "default")
+    # The same registration, spelled without the repetition, is the same warmer.
+    assert reg.register("w", noop, caches=["smart", "default"]) == entry
