@@ -152,9 +152,38 @@ def test_warm_named_on_a_chosen_alias(cache_set: Any) -> None:
     assert out.startswith("Warmed testapp.book_count on 'smart': 1 key set")
     assert cache_set["smart"].get("books:count") == 1
     assert cache_set["default"].get("books:count") is None
-    # testapp.authors fills only "tagged": with --cache smart there is nothing to do.
-    out, _ = run("smartcache_warm", "testapp.authors", "--cache", "smart")
-    assert out == "No warmers to run.\n"
+
+
+def test_warm_a_named_warmer_the_filters_exclude_is_an_error(cache_set: Any) -> None:
+    """testapp.authors fills only "tagged": ``--cache smart`` printed "No warmers to
+    run." with exit status 0, so a deploy script warmed nothing silently."""
+    with pytest.raises(CommandError) as info:
+        run("smartcache_warm", "testapp.authors", "testapp.book_count", cache="smart")
+    assert str(info.value) == (
+        "A named warmer would not run: warmer 'testapp.authors' is registered for "
+        "'tagged' only, not for --cache 'smart'."
+    )
+    assert cache_set["smart"].get("books:count") is None  # nothing ran
+    with pytest.raises(CommandError) as info:
+        run("smartcache_warm", "testapp.book_count", "--tag", "t", "--dry-run")
+    assert str(info.value) == (
+        "A named warmer would not run: warmer 'testapp.book_count' has none of the "
+        "tags t (its tags: none)."
+    )
+
+
+def test_warm_list_takes_the_names_tags_and_aliases_as_filters(cache_set: Any) -> None:
+    """``--list`` ignored them and listed every warmer."""
+    out, _ = run("smartcache_warm", "--list", "testapp.book_count")
+    assert out.startswith("testapp.book_count  caches: default or --cache")
+    assert out.count("\n") == 1
+    out, _ = run("smartcache_warm", "--list", "--tag", model_tag(Author))
+    assert out.startswith("testapp.authors  caches: tagged  tags: ")
+    assert out.count("\n") == 1
+    out, _ = run("smartcache_warm", "--list", "--cache", "tagged", "--tag", "t")
+    assert out == "No registered warmer matches.\n"
+    with pytest.raises(CommandError, match="'testapp.authors' is registered for"):
+        run("smartcache_warm", "--list", "testapp.authors", "--cache", "smart")
 
 
 def test_warm_dry_run_writes_nothing(cache_set: Any) -> None:

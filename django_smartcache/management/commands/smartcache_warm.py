@@ -27,6 +27,26 @@ def _keys_set(n: int) -> str:
     return f"{n} key set" if n == 1 else f"{n} keys set"
 
 
+def _excluded(
+    entry: warmers.Warmer, tags: list[str], chosen: list[str] | None
+) -> str | None:
+    """Why ``--tag``/``--cache`` leave ``entry`` nothing to run; None if they do not."""
+    if tags and not set(tags).intersection(entry.tags):
+        have = ", ".join(entry.tags) or "none"
+        return (
+            f"warmer {entry.name!r} has none of the tags {', '.join(tags)} "
+            f"(its tags: {have})"
+        )
+    if not entry.aliases(chosen):
+        registered = ", ".join(repr(a) for a in entry.caches or ())
+        given = ", ".join(repr(a) for a in chosen or ())
+        return (
+            f"warmer {entry.name!r} is registered for {registered} only, "
+            f"not for --cache {given}"
+        )
+    return None
+
+
 def _tag(value: str) -> str:
     """A ``--tag`` value, normalized; ``CommandError`` for an invalid or empty one (it
     matched no warmer: "No warmers to run.", exit status 0)."""
@@ -72,7 +92,7 @@ class Command(QuietCommand):
             "--list",
             action="store_true",
             dest="list_only",
-            help="List the registered warmers and exit.",
+            help="List the registered warmers (those names, --tag and --cache select) and exit.",
         )
 
     def reports(self, options: dict[str, Any]) -> bool:
@@ -81,14 +101,22 @@ class Command(QuietCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         check_aliases(options)
         warmers.autodiscover()
-        if options["list_only"]:
-            self._list()
-            return
         tags = [_tag(value) for value in listed(options["tags"])]
+        names = listed(options["names"])
         try:
-            selected = warmers.registry.select(listed(options["names"]), tags)
+            candidates = warmers.registry.select(names)
         except LookupError as exc:
             raise CommandError(exc.args[0]) from exc
+        why = {w.name: _excluded(w, tags, options["caches"]) for w in candidates}
+        if names and any(why.values()):
+            # A warmer named but filtered out would be skipped silently ("No warmers
+            # to run.", status 0): a deploy script would then warm nothing.
+            reasons = "; ".join(r for r in why.values() if r)
+            raise CommandError(f"A named warmer would not run: {reasons}.")
+        selected = [w for w in candidates if why[w.name] is None]
+        if options["list_only"]:
+            self._list(selected)
+            return
         plan = [(w, alias) for w in selected for alias in w.aliases(options["caches"])]
         if not plan:
             self.stdout.write("No warmers to run.")
@@ -135,11 +163,15 @@ class Command(QuietCommand):
         ]
         fail_if_unreached(missed, "Warming")
 
-    def _list(self) -> None:
+    def _list(self, selected: list[warmers.Warmer]) -> None:
+        """The warmers that names, ``--tag`` and ``--cache`` select (all without them)."""
         if not len(warmers.registry):
             self.stdout.write("No warmers registered.")
             return
-        for entry in warmers.registry:
+        if not selected:
+            self.stdout.write("No registered warmer matches.")
+            return
+        for entry in selected:
             caches = ", ".join(entry.caches) if entry.caches else "default or --cache"
             line = f"{entry.name}  caches: {caches}"
             if entry.tags:
