@@ -326,7 +326,8 @@ class SmartCachePanel(Panel):
                         "stampede_waits": len(rec.stampede_waits),
                     },
                     "aliases": aliases,
-                    "nested": rec.nested,
+                    # Only aliases this request called: the note is about their times.
+                    "nested": [alias for alias in rec.nested if alias in rec.totals],
                     "unavailable": [
                         {"alias": alias, "error": error}
                         for alias, error in rec.unavailable.items()
