@@ -494,7 +494,10 @@ class ConnectionMixin:
         """
         self._wal_check_at = _monotonic() + WAL_CHECK_INTERVAL
         try:
-            if os.stat(self._path + "-wal").st_size <= WAL_RESTART_BYTES:
+            if (
+                os.stat(sqlite_file.real_path(self._path) + "-wal").st_size
+                <= WAL_RESTART_BYTES
+            ):
                 return
         except OSError:
             return

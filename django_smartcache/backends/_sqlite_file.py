@@ -94,6 +94,17 @@ def is_corruption(exc: BaseException) -> bool:
     return "malformed" in text or "not a database" in text
 
 
+def real_path(path: str) -> str:
+    """``path`` with its symlinks resolved: where SQLite keeps the ``-wal``/``-shm`` of a
+    database opened through a symlink, so where ours must be looked for and moved.
+
+    A LOCATION that is a symlink was checked for a WAL beside the link, found none while
+    one was live beside the target, read a file in mid-checkpoint as "truncated" and
+    moved the healthy cache aside (and replaced the link by a plain file).
+    """
+    return os.path.realpath(path)
+
+
 def diagnose(path: str) -> str | None:
     """Why the file at ``path`` cannot be used, read from its header; ``None`` if it can.
 
@@ -101,6 +112,7 @@ def diagnose(path: str) -> str | None:
     foreign file and a truncated database, which SQLite itself would only notice when a
     query reaches a missing page.
     """
+    path = real_path(path)
     try:
         with open(path, "rb") as f:
             header = f.read(100)
@@ -186,6 +198,7 @@ def settle_journal(path: str, busy_timeout: float) -> None:
     back (restoring the database), a live writer is waited for (``BUSY_TIMEOUT``).
     Raises ``ForeignDatabaseError`` unless SQLite then reads an empty file or ours.
     """
+    path = real_path(path)
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
         identity = _identity(conn)
@@ -213,6 +226,7 @@ def foreign_beside_a_wal(path: str) -> str | None:
     WAL is there and the header is not ours, the file is read without its WAL
     (``immutable=1``: nothing replayed, nothing written) before anything opens it.
     """
+    path = real_path(path)
     wal = path + "-wal"
     try:
         if os.path.getsize(wal) == 0:
@@ -257,6 +271,7 @@ def quarantine(path: str, reason: str, kind: str = "corrupt") -> str:
 
     ``kind`` names the copy: ``corrupt`` (damaged) or ``schema`` (another version).
     """
+    path = real_path(path)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = f"{path}.{kind}-{stamp}-{os.getpid()}"
     n = 1
@@ -282,6 +297,7 @@ def quarantine(path: str, reason: str, kind: str = "corrupt") -> str:
 @contextlib.contextmanager
 def open_lock(path: str) -> Iterator[None]:
     """Hold an exclusive lock on ``<path>.lock`` (one opener/repairer at a time)."""
+    path = real_path(path)
     if fcntl is None:  # pragma: no cover
         yield
         return
@@ -468,6 +484,7 @@ def _statements(script: str) -> Iterator[str]:
 def write_denied(path: str) -> OSError | None:
     """The OS error that opening the cache file, its ``-wal`` or ``-shm`` for writing
     raises in this process (the call SQLite makes); ``None`` if none does."""
+    path = real_path(path)
     for name in (path, path + "-wal", path + "-shm"):
         try:
             fd = os.open(name, os.O_RDWR)
@@ -514,6 +531,7 @@ def prepare(path: str, busy_timeout: float) -> None:
     Raises ``ImproperlyConfigured`` naming ``LOCATION`` when the location itself is
     unusable (a missing parent that cannot be created, no write permission, a directory).
     """
+    path = real_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(directory, exist_ok=True)

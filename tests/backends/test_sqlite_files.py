@@ -159,6 +159,54 @@ def test_a_file_moved_aside_takes_its_journal_wal_and_shm_along(tmp_path):
             assert f.read() == suffix.encode()
 
 
+def test_a_symlinked_location_is_checked_and_moved_where_sqlite_keeps_its_wal(tmp_path):
+    """SQLite keeps the WAL of a database opened through a symlink beside its target.
+    The open-time check looked beside the link, found no WAL, and took a healthy file
+    caught mid-checkpoint (its header already counting pages the WAL still held) for a
+    truncated one: a starting worker moved the live cache aside and replaced the link
+    by a plain file (helper probe: 186,620 of 573,612 checks through the link said
+    "truncated" while one process wrote; 0 through the real path)."""
+    from django_smartcache.backends import _sqlite_file
+
+    real_dir, link_dir = tmp_path / "fast", tmp_path / "site"
+    real_dir.mkdir()
+    link_dir.mkdir()
+    target, link = str(real_dir / "cache.sqlite3"), str(link_dir / "cache.sqlite3")
+    os.symlink(target, link)
+    cache = SQLiteCache(link, {})
+    cache.set("committed", "kept")
+    cache.close()
+    assert os.path.exists(target + "-wal") and not os.path.exists(link + "-wal")
+    # The state a checkpoint passes through: page 1 copied (the header counts one page
+    # more), the page that grows the file not yet, with frames left in the WAL.
+    writer = sqlite3.connect(target, isolation_level=None)
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute("INSERT INTO smartcache_entry VALUES ('x', x'00', NULL, 0, 1)")
+    with open(target, "r+b") as f:
+        header = bytearray(f.read(100))
+        pages = int.from_bytes(header[28:32], "big") + 1
+        f.seek(28)
+        f.write(pages.to_bytes(4, "big"))
+    assert os.path.getsize(target + "-wal") > 0
+    assert _sqlite_file.diagnose(link) is None  # was "truncated: the header says ..."
+    writer.close()
+    _fresh_process(os.path.abspath(link))
+    assert os.path.islink(link)
+
+    # A file that is damaged is moved aside where it is; the link stays and points
+    # at a fresh cache.
+    with open(target, "wb") as f:
+        f.write(b"not a database\n" * 100)
+    _fresh_process(os.path.abspath(link))
+    fresh = SQLiteCache(link, {})
+    fresh.set("k", "v")
+    assert fresh.get("k") == "v"
+    fresh.close()
+    assert os.path.islink(link) and os.readlink(link) == target
+    assert [n for n in os.listdir(real_dir) if ".corrupt-" in n]
+    assert not [n for n in os.listdir(link_dir) if ".corrupt-" in n]
+
+
 # -- close() at the end of a request ---------------------------------------------------
 
 #: Holds the write lock of the file named in argv until told to stop.
