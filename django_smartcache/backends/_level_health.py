@@ -85,7 +85,9 @@ _PIPELINE_ERROR = "of pipeline caused error: "
 def _caller_error(exc: BaseException) -> bool:
     """A level's error about the call itself (as ``ValueError``/``TypeError``
     elsewhere): raised to the caller, as the backend alone raises it; the level is up."""
-    if _memcache_caller_error(exc):
+    if _memcache_caller_error(exc) or isinstance(exc, sqlite3.DataError):
+        # sqlite3.DataError: a value over SQLite's limit (SQLiteCache refuses one over
+        # SQLITE_MAX_LENGTH first; a build or connection with a lower limit raises).
         return True
     try:
         from redis.exceptions import DataError, ResponseError

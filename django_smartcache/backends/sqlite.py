@@ -46,6 +46,10 @@ logger = logging.getLogger("django_smartcache.sqlite")
 
 #: Bytes charged per entry besides its key and value: row header, index entries.
 ENTRY_OVERHEAD = 64
+#: SQLite's default limit on a string or blob (``SQLITE_MAX_LENGTH``), below the default
+#: MAX_SIZE of 1 GiB: a larger value is refused as too large, as one over MAX_SIZE is
+#: (SQLite raised ``DataError`` for it, which a MultiLevelCache took for an outage).
+SQLITE_MAX_LENGTH = 1_000_000_000
 #: Stored ints are SQLite integers (8 bytes); the rest is pickled.
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 #: Parameters per ``IN (...)`` (SQLite's historical limit is 999).
@@ -98,6 +102,8 @@ class BaseSQLiteCache(
         self._path = os.path.abspath(options.location)
         self._options = options
         self._max_size = options.max_size
+        #: The largest entry stored: MAX_SIZE, or SQLite's own limit on a value.
+        self._item_limit = min(options.max_size, SQLITE_MAX_LENGTH)
         self._max_entries = options.max_entries  # type: ignore[assignment]
         self._cull_frequency = options.cull_frequency
         self._access_interval = options.access_interval
@@ -415,12 +421,12 @@ class BaseSQLiteCache(
         now = self._clock()
         expires = self._expiry(timeout, now)
         size = self._size(key, stored)
-        if (expires is not None and expires <= now) or size > self._max_size:
-            if size > self._max_size:
+        if (expires is not None and expires <= now) or size > self._item_limit:
+            if size > self._item_limit:
                 self._too_large(key, size)
             self._write(self._delete_txn, [key], now)
             return
-        self._write(self._set_txn, [(key, stored, expires, now, size)], [], now)
+        self._store_rows([(key, stored, expires, now, size)], [], now)
 
     def set_many(
         self,
@@ -436,9 +442,10 @@ class BaseSQLiteCache(
         rows: list[tuple[str, Any, float | None, float, int]] = []
         dropped: list[str] = []
         failed: list[Any] = []
-        max_size = self._max_size
+        max_size = self._item_limit
         pickle_dumps, protocol = pickle.dumps, self.pickle_protocol
-        for key, original in self._keys(data, version).items():
+        made = self._keys(data, version)
+        for key, original in made.items():
             value = data[original]
             # _encode inlined (a function call per key is a tenth of a 100-key batch).
             if type(value) is int and _INT_MIN <= value <= _INT_MAX:
@@ -459,16 +466,54 @@ class BaseSQLiteCache(
             else:
                 rows.append((key, stored, expires, now, size))
         if rows or dropped:
-            self._write(self._set_txn, rows, dropped, now)
+            failed += [made[key] for key in self._store_rows(rows, dropped, now)]
         return failed
 
-    def _too_large(self, key: str, size: int, *, kept: bool = False) -> None:
-        """Log a refused value; ``kept``: the older value stays (``add``), else it went."""
+    def _store_rows(
+        self,
+        rows: list[tuple[str, Any, float | None, float, int]],
+        dropped: list[str],
+        now: float,
+    ) -> list[str]:
+        """Write ``rows`` and delete ``dropped`` in one transaction; the keys refused.
+
+        SQLite refuses a value over its own limit with ``DataError``, which rolls the
+        whole batch back. The limit is checked before (``SQLITE_MAX_LENGTH``), but a
+        build or connection with a lower one raises: then each row is written alone,
+        and one it refuses is too large, as one over ``MAX_SIZE`` is (its older value
+        deleted, never a level error in a MultiLevelCache).
+        """
+        try:
+            self._write(self._set_txn, rows, dropped, now)
+            return []
+        except sqlite3.DataError:
+            pass
+        refused = []
+        for row in rows:
+            try:
+                self._write(self._set_txn, [row], [], now)
+            except sqlite3.DataError:
+                self._too_large(row[0], row[4], sqlite_refused=True)
+                refused.append(row[0])
+        self._write(self._set_txn, [], dropped + refused, now)
+        return refused
+
+    def _too_large(
+        self, key: str, size: int, *, kept: bool = False, sqlite_refused: bool = False
+    ) -> None:
+        """Log a refused value; ``kept``: the older value stays (``add``), else it went;
+        ``sqlite_refused``: SQLite itself refused it (a limit lower than we knew)."""
+        if sqlite_refused:
+            limit = "the limit of this SQLite (string or blob too big)"
+        elif self._item_limit == self._max_size:
+            limit = f"MAX_SIZE ({self._max_size})"
+        else:
+            limit = f"SQLite's limit on a value ({self._item_limit})"
         logger.warning(
-            "SQLiteCache: not storing %r: %d bytes exceed MAX_SIZE (%d); %s.",
+            "SQLiteCache: not storing %r: %d bytes exceed %s; %s.",
             key,
             size,
-            self._max_size,
+            limit,
             "any older value is kept" if kept else "any older value was deleted",
         )
 
@@ -512,10 +557,14 @@ class BaseSQLiteCache(
         now = self._clock()
         expires = self._expiry(timeout, now)
         size = self._size(key, stored)
-        if size > self._max_size:
+        if size > self._item_limit:
             self._too_large(key, size, kept=True)
             return False
-        return self._write(self._add_txn, (key, stored, expires, now, size), now)
+        try:
+            return self._write(self._add_txn, (key, stored, expires, now, size), now)
+        except sqlite3.DataError:  # over this connection's own limit: see _store_rows
+            self._too_large(key, size, kept=True, sqlite_refused=True)
+            return False
 
     def _add_txn(
         self,

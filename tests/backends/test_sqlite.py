@@ -15,7 +15,11 @@ import pytest
 from django.core.cache import CacheKeyWarning
 from django.core.exceptions import ImproperlyConfigured
 
-from django_smartcache.backends import SQLiteCache, _sqlite_schema as sql
+from django_smartcache.backends import (
+    MultiLevelCache,
+    SQLiteCache,
+    _sqlite_schema as sql,
+)
 from django_smartcache.backends.base import UnpicklableValueError
 from django_smartcache.backends.sqlite import ENTRY_OVERHEAD
 from django_smartcache.core.patterns import prefix_end
@@ -356,6 +360,40 @@ def test_too_large_value_is_refused_logged_and_the_old_value_removed(
     assert cache.get("k") is None  # never the stale "small"
     assert cache.get("ok") == 1
     assert "exceed MAX_SIZE" in caplog.text
+
+
+def test_a_value_over_sqlites_own_limit_is_too_large_not_an_error(
+    make_cache, tmp_path, caplog
+):
+    """SQLite refuses a value over its limit (SQLITE_MAX_LENGTH, 1,000,000,000 bytes,
+    below the default MAX_SIZE of 1 GiB) with a bare DataError: set() raised it, the
+    older value stayed, and a MultiLevelCache took it for an outage of the level (down
+    for RETRY_INTERVAL: two processes both won one add). Now it is refused as too large.
+    The limit is lowered here on the connection (setlimit) to meet it with 2 MB."""
+    from django_smartcache.backends.sqlite import SQLITE_MAX_LENGTH
+
+    assert make_cache(MAX_SIZE="4GB")._item_limit == SQLITE_MAX_LENGTH
+    cache = make_cache()
+    cache.set("k", "small")
+    cache._connection().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000_000)
+    big = b"x" * 2_000_000
+    with caplog.at_level(logging.WARNING, "django_smartcache.sqlite"):
+        cache.set("k", big)
+        assert cache.add("new", big) is False
+        assert cache.set_many({"big": big, "ok": 1, "k2": "v"}) == ["big"]
+    assert cache.get("k") is None  # never the stale "small"
+    assert cache.get_many(["ok", "k2", "big", "new"]) == {"ok": 1, "k2": "v"}
+    assert caplog.text.count("string or blob too big") == 3
+
+    multi = MultiLevelCache(str(tmp_path / "ml.sqlite3"), {})
+    multi.get("warm")
+    multi.levels[-1]._connection().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000_000)
+    multi.set("report", big)
+    assert multi.stats()["levels"][-1]["errors"] == 0  # no outage
+    assert multi.add("lock", 1) is True
+    # ...decided in the shared level, where another process's add() meets it.
+    assert make_cache(path=str(tmp_path / "ml.sqlite3")).add("lock", 2) is False
+    multi.close()
 
 
 # -- damaged files ---------------------------------------------------------------------
