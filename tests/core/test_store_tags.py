@@ -271,3 +271,44 @@ def test_a_version_read_after_its_tag_was_orphaned_holds_it_for_the_computation(
     clock.now += ORPHAN_HOLD
     store.set("w", b"write")
     assert store.get("v") == b"version"  # carried again: stays
+
+
+def test_a_tags_key_written_anew_while_its_tag_is_orphaned_is_held():
+    """A tag orphaned and due, its key gone (evicted), then a tagged write: the tagging
+    layer makes the version again (add), and the sweep at the entry's own write (or
+    in the add's own eviction) removed that fresh key as the orphan's bookkeeping:
+    the entry was stored with a version no longer there, a miss at once; and an add()
+    that saw its key so removed took it for a turn-away, evictions_capacity -1
+    (helper probe). The key written anew is held as a bookkeeping read holds it."""
+    from django_smartcache.core.store import ORPHAN_HOLD
+
+    store, clock = make(max_entries=1000, tag_keys=True)
+    store.set("v", b"version 1")
+    store.set("a", b"value", tags=("v",))
+    store.delete("a")
+    store.set("w", b"write")  # the orphan's grace starts
+    store.delete("v")  # its key evicted meanwhile
+    clock.now += ORPHAN_GRACE + 1
+    assert store.add("v", b"version 2", counted=False)  # made again for a writer
+    store.set("a", b"new value", tags=("v",))
+    assert store.get("v") == b"version 2"  # was None: swept before "a" was stored
+    store.delete("a")
+    clock.now += ORPHAN_HOLD + 1
+    _writes_after_the_grace(store, clock)
+    assert store.get("v") is None  # orphaned again: it leaves as before
+
+    # The same sweep inside the add's own eviction (the budget exactly full).
+    full, full_clock = make(max_bytes=50 * (ENTRY_OVERHEAD + 4), tag_keys=True)
+    for i in range(41):
+        full.set(f"e-T{i}", b"x", tags=(f"T{i}",))
+    full.delete_many([f"e-T{i}" for i in range(41)])
+    full.reclaim(0)  # adopted: due in ORPHAN_GRACE
+    for i in range(50):
+        full.set(f"f{i}", b"1234")
+    full_clock.now += ORPHAN_GRACE + 1
+    full.reset_stats()
+    assert full.add("T40", b"version") is True
+    assert full.get("T40") == b"version"
+    stats = full.stats()
+    assert stats["evictions_capacity"] >= 0
+    assert stats["evictions_capacity"] + stats["evictions_invalidated"] >= 1
