@@ -20,6 +20,7 @@ from django.dispatch import receiver
 
 from . import conf, registry, sqlwatch
 from .registry import (
+    db_deletion_tags,
     family,
     holds_pks,
     is_tracked,
@@ -111,6 +112,9 @@ def _on_delete(sender: type[Model], instance: Model, using: str, **kwargs: Any) 
         *_model_tags(sender),
         *row_tags(sender, [instance.pk], using=using),
         *_sides(instance, using),
+        # Rows the database deletes or rewrites itself (Django 6.1's DB_CASCADE,
+        # DB_SET_NULL, DB_SET_DEFAULT): no SQL of Django's, no signal; not known.
+        *db_deletion_tags(sender),
         reason=reason,
         db=using,
     )
@@ -119,6 +123,18 @@ def _on_delete(sender: type[Model], instance: Model, using: str, **kwargs: Any) 
     for other in m2m_relations(sender):
         if is_tracked(other):
             invalidate_model(other, reason=reason, db=using)
+
+
+def _on_db_deletion(
+    sender: type[Model], instance: Model, using: str, **kwargs: Any
+) -> None:
+    """``post_delete`` of a model that is not tracked itself, whose deletions the
+    database carries on to rows of tracked models (``DB_CASCADE``, ``DB_SET_NULL``,
+    ``DB_SET_DEFAULT``): every row of those models."""
+    reason = (
+        f"post_delete {sender._meta.label_lower} pk={instance.pk} (database on_delete)"
+    )
+    invalidate_tags(*db_deletion_tags(sender), reason=reason, db=using)
 
 
 def _on_m2m(
@@ -168,6 +184,8 @@ def connect() -> None:
                 (post_save, _on_save, "post_save"),
                 (post_delete, _on_delete, "post_delete"),
             ]
+        elif db_deletion_tags(model):
+            receivers += [(post_delete, _on_db_deletion, "post_delete")]
         if sqlwatch.inserts_unnamed(model):
             # After _on_save: the new row is dirty before the save's holds go.
             receivers += [

@@ -35,6 +35,7 @@ from django.db.models import (
     ForeignKey,
     Model,
     TimeField,
+    deletion,
 )
 from django.dispatch import receiver
 from django.utils import timezone
@@ -42,6 +43,8 @@ from django.utils import timezone
 from . import conf
 
 __all__ = [
+    "db_deletion_tables",
+    "db_deletion_tags",
     "family",
     "is_tracked",
     "is_watched",
@@ -482,6 +485,94 @@ def m2m_relations(model: type[Model]) -> list[type[Model]]:
     return others
 
 
+#: Django 6.1's ``on_delete=DB_CASCADE``/``DB_SET_NULL``/``DB_SET_DEFAULT``: the
+#: database deletes or rewrites the referencing rows itself. ``None`` before 6.1.
+_DATABASE_ON_DELETE: type | None = getattr(deletion, "DatabaseOnDelete", None)
+
+
+@functools.cache
+def _db_actions() -> dict[type[Model], tuple[tuple[type[Model], bool], ...]]:
+    """Concrete model -> (model, whether its rows are deleted) for each foreign key
+    to it whose ``on_delete`` the database carries out (``DatabaseOnDelete``): the
+    referencing rows are deleted (``CASCADE``) or rewritten (``SET NULL``, ``SET
+    DEFAULT``) by the database, with no SQL of Django's and no signal."""
+    found: dict[type[Model], dict[tuple[type[Model], bool], None]] = {}
+    if _DATABASE_ON_DELETE is None:
+        return {}
+    for model in apps.get_models(include_auto_created=True):
+        if model._meta.proxy:
+            continue
+        for field in model._meta.local_fields:
+            on_delete = getattr(field.remote_field, "on_delete", None)
+            if not isinstance(on_delete, _DATABASE_ON_DELETE):
+                continue
+            operation = str(getattr(on_delete, "operation", "")).upper()
+            # Only SET NULL / SET DEFAULT keep the row; anything else may delete it.
+            deletes = not operation.startswith("SET ")
+            target = _concrete(field.remote_field.model)  # type: ignore[union-attr]
+            found.setdefault(target, {})[(_concrete(model), deletes)] = None
+    return {target: tuple(uses) for target, uses in found.items()}
+
+
+@functools.cache
+def db_deletion_tags(model: type[Model]) -> tuple[str, ...]:
+    """What the database itself deletes or rewrites when rows of ``model`` are
+    deleted (Django 6.1's ``DB_CASCADE``, ``DB_SET_NULL``, ``DB_SET_DEFAULT``),
+    followed along further database cascades: the model and all-rows tags of each
+    model reached (its rows are not known), both sides of a many-to-many through
+    model reached, and the other side of the many-to-many relations of a model whose
+    rows go. Empty before Django 6.1, or without such foreign keys."""
+    actions = _db_actions()
+    if not actions:
+        return ()
+    reached: dict[type[Model], bool] = {}
+    todo = list(family(model))
+    done: set[type[Model]] = set()
+    while todo:
+        target = todo.pop()
+        if target in done:
+            continue
+        done.add(target)
+        for source, deletes in actions.get(target, ()):
+            reached[source] = reached.get(source, False) or deletes
+            if deletes:
+                todo += family(source)
+    tags: dict[str, None] = {}
+
+    def everything(other: type[Model]) -> None:
+        for member in family(other):
+            tags[model_tag(member)] = None
+            tags[rows_tag(member)] = None
+
+    for source, deleted in reached.items():
+        if is_watched(source) or through_sides(source):
+            everything(source)
+        for _column, side in through_sides(source):
+            if is_tracked(side):
+                everything(side)
+        if deleted:
+            for other in m2m_relations(source):
+                if is_tracked(other):
+                    everything(other)
+    return tuple(tags)
+
+
+@functools.cache
+def db_deletion_tables() -> dict[str, tuple[str, ...]]:
+    """Lower-cased ``db_table`` -> :func:`db_deletion_tags` of the models using it
+    (tracked or not: the database cascades from any table), where there are any."""
+    out: dict[str, dict[str, None]] = {}
+    if not _db_actions():
+        return {}
+    for model in apps.get_models(include_auto_created=True):
+        if model._meta.proxy:
+            continue
+        tags = db_deletion_tags(model)
+        if tags:
+            out.setdefault(model._meta.db_table.lower(), {}).update(dict.fromkeys(tags))
+    return {table: tuple(tags) for table, tags in out.items()}
+
+
 def clear_caches() -> None:
     for cached in (
         family,
@@ -491,6 +582,9 @@ def clear_caches() -> None:
         _through_sides,
         _pk_root,
         _exact_pks,
+        _db_actions,
+        db_deletion_tags,
+        db_deletion_tables,
     ):
         cached.cache_clear()
 

@@ -85,6 +85,8 @@ _VERB = re.compile(
     r")",
     re.IGNORECASE,
 )
+#: Verbs that may delete rows, so that the database's own ``ON DELETE`` actions run.
+_DELETING_VERBS = frozenset({"DELETE", "TRUNCATE", "REPLACE", "MERGE"})
 _KINDS = ("insert", "replace", "update", "delete", "truncate", "merge")
 _PK_TAIL = re.compile(
     rf"\bWHERE\s+\(?\s*(?:({_IDENT})\s*\.\s*)?({_IDENT})\s*"
@@ -373,7 +375,16 @@ def _tags_for(
     tags: list[str] = []
     for use in registry.tables().get(write.table, ()):
         tags.extend(_tags_for_use(write, use, params, many, db_timezone, using))
-    return tags
+    return tags + _db_deletions(write)
+
+
+def _db_deletions(write: Write) -> list[str]:
+    """Rows the database deletes or rewrites itself when ``write`` deletes rows
+    (Django 6.1's ``DB_CASCADE``, ``DB_SET_NULL``, ``DB_SET_DEFAULT``): Django sends
+    no SQL and no signal for them, and which they are is not known."""
+    if write.verb not in _DELETING_VERBS:
+        return []
+    return list(registry.db_deletion_tables().get(write.table, ()))
 
 
 def _everything(model: Any) -> list[str]:
@@ -527,7 +538,7 @@ def _all_rows_of(write: Write) -> list[str]:
         tags += _everything(use.model)
         for _column, side in use.sides:
             tags += _everything(side)
-    return tags
+    return tags + _db_deletions(write)
 
 
 def _unnamed_new_rows(write: Write) -> list[tuple[type[Model], list[str]]]:

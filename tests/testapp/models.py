@@ -181,3 +181,40 @@ class Reading(models.Model):
 
     def __str__(self) -> str:
         return str(self.taken_at)
+
+
+#: Django 6.1's database-level ``on_delete`` (``None`` before): the database deletes
+#: or nulls the referencing rows itself, with no SQL of Django's and no signal.
+DB_CASCADE = getattr(models, "DB_CASCADE", None)
+DB_SET_NULL = getattr(models, "DB_SET_NULL", None)
+
+if DB_CASCADE is not None and DB_SET_NULL is not None:
+
+    class Shelf(models.Model):
+        name = models.CharField(max_length=20)
+
+        def __str__(self) -> str:
+            return self.name
+
+    class Slot(models.Model):
+        shelf = models.ForeignKey(Shelf, on_delete=DB_CASCADE, related_name="slots")
+        label = models.CharField(max_length=20)
+
+        def __str__(self) -> str:
+            return self.label
+
+    class Pin(models.Model):
+        """Two database cascades away from a ``Shelf``."""
+
+        slot = models.ForeignKey(Slot, on_delete=DB_CASCADE, related_name="pins")
+
+        def __str__(self) -> str:
+            return f"pin of {self.slot_id}"
+
+    class Sticker(models.Model):
+        shelf = models.ForeignKey(
+            Shelf, null=True, on_delete=DB_SET_NULL, related_name="stickers"
+        )
+
+        def __str__(self) -> str:
+            return f"sticker on {self.shelf_id}"
