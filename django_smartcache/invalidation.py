@@ -15,7 +15,13 @@ from typing import Any
 from django.apps import apps
 from django.core.signals import setting_changed
 from django.db.models import Model
-from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
+from django.db.models.signals import (
+    m2m_changed,
+    post_delete,
+    post_migrate,
+    post_save,
+    pre_save,
+)
 from django.dispatch import receiver
 
 from . import conf, registry, sqlwatch
@@ -164,6 +170,32 @@ def _on_m2m(
     invalidate_tags(*tags, reason=reason, db=using)
 
 
+def _on_migrate(
+    sender: Any, using: str, plan: list[tuple[Any, bool]] | None = None, **kwargs: Any
+) -> None:
+    """``post_migrate`` (sent per app by ``migrate``, once it has run): a migration
+    of the app was applied or unapplied, so every model of the app is invalidated.
+
+    Schema changes rewrite rows without a statement the SQL watcher maps to the
+    model (SQLite rebuilds the table: ``INSERT INTO "new__<table>" SELECT ...``,
+    then ``RENAME``; PostgreSQL's ``ALTER COLUMN ... TYPE ... USING``), and entries
+    cached before the migration may hold fields it renamed, removed or changed. A
+    ``migrate`` that applies nothing (an empty ``plan``) invalidates nothing.
+    """
+    if not plan or not any(m.app_label == sender.label for m, _ in plan):
+        return
+    tags: dict[str, None] = {}
+    for model in sender.get_models(include_auto_created=True):
+        related = [model] if registry.is_watched(model) else []
+        related += [side for _, side in through_sides(model) if is_tracked(side)]
+        for other in related:
+            for member in family(other):
+                tags[model_tag(member)] = None
+                tags[rows_tag(member)] = None
+    if tags:
+        invalidate_tags(*tags, reason=f"post_migrate {sender.label}", db=using)
+
+
 def _uid(kind: str, model: type[Model]) -> str:
     return f"django_smartcache.{kind}.{model._meta.label_lower}"
 
@@ -199,6 +231,9 @@ def connect() -> None:
     m2m_changed.connect(
         _on_m2m, weak=False, dispatch_uid="django_smartcache.m2m_changed"
     )
+    post_migrate.connect(
+        _on_migrate, weak=False, dispatch_uid="django_smartcache.post_migrate"
+    )
 
 
 def disconnect() -> None:
@@ -207,6 +242,7 @@ def disconnect() -> None:
         signal, model, uid = _connected.pop()
         signal.disconnect(sender=model, dispatch_uid=uid)
     m2m_changed.disconnect(dispatch_uid="django_smartcache.m2m_changed")
+    post_migrate.disconnect(dispatch_uid="django_smartcache.post_migrate")
 
 
 @receiver(setting_changed, dispatch_uid="django_smartcache.invalidation.reconnect")

@@ -14,6 +14,7 @@ INSTALLED_APPS = [
     "django_smartcache",
     "tests.django_conformance",
     "tests.testapp",
+    "tests.migrated",  # with migrations: what migrate invalidates
 ]
 
 DATABASES: dict[str, dict[str, Any]] = {
