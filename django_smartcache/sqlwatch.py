@@ -20,7 +20,10 @@ model signals. After a write statement succeeds, its table is mapped to models
 - anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``/``INSERT OR REPLACE``/
   ``UPDATE OR REPLACE``,
   upserts, ``MERGE``, ``WITH``: every table it writes, in its CTEs too):
-  the model tag and every row tag (``model:<label>#*``).
+  the model tag and every row tag (``model:<label>#*``);
+- schema changes that may rewrite or remove rows (``ALTER TABLE``, with the table a
+  ``RENAME TO`` names: SQLite's rebuild of a table ends with one; ``DROP TABLE``):
+  the same, for each table named.
 
 The hot path for reads is a prefix check on the first characters of the SQL;
 leading whitespace and comments are skipped before the verb.
@@ -67,6 +70,8 @@ _WRITE_HEADS = (
     "TRUNCATE",
     "WITH",
     "MERGE",
+    "ALTER",
+    "DROP",
 )
 #: whitespace, then a block or line comment (an unclosed ``/*`` is left alone)
 _LEAD = re.compile(r"\s*(?:/\*.*?\*/|--[^\n]*)?", re.DOTALL)
@@ -86,7 +91,17 @@ _VERB = re.compile(
     re.IGNORECASE,
 )
 #: Verbs that may delete rows, so that the database's own ``ON DELETE`` actions run.
-_DELETING_VERBS = frozenset({"DELETE", "TRUNCATE", "REPLACE", "MERGE"})
+#: (SQLite's ``DROP TABLE`` deletes the rows first, foreign key actions included.)
+_DELETING_VERBS = frozenset({"DELETE", "TRUNCATE", "REPLACE", "MERGE", "DROP"})
+#: Schema changes that may rewrite or remove a table's rows: ``ALTER TABLE`` (a
+#: PostgreSQL ``ALTER COLUMN ... TYPE ... USING``; the ``RENAME TO`` that ends
+#: SQLite's rebuild of a table through ``"new__<table>"``) and ``DROP TABLE``.
+_SCHEMA = re.compile(
+    rf"(?:ALTER\s+TABLE(?:\s+IF\s+EXISTS)?(?:\s+ONLY)?\s+(?P<alter>{_NAME})"
+    rf"|DROP\s+TABLE(?:\s+IF\s+EXISTS)?\s+(?P<drop>{_NAME}(?:\s*,\s*{_NAME})*))",
+    re.IGNORECASE,
+)
+_RENAME_TO = re.compile(rf"\bRENAME\s+TO\s+({_NAME})", re.IGNORECASE)
 _KINDS = ("insert", "replace", "update", "delete", "truncate", "merge")
 _PK_TAIL = re.compile(
     rf"\bWHERE\s+\(?\s*(?:({_IDENT})\s*\.\s*)?({_IDENT})\s*"
@@ -188,7 +203,7 @@ def parse(sql: str) -> tuple[Write, ...]:
         return tuple(dict.fromkeys(found))
     match = _VERB.match(text)
     if match is None:
-        return ()
+        return _schema_writes(text)
     kind, verb = _verb(match)
     if verb in ("TRUNCATE", "MERGE", "REPLACE"):
         return _all_rows_writes(match)
@@ -241,6 +256,22 @@ def parse(sql: str) -> tuple[Write, ...]:
             ),
         )
     return (Write(verb, table),)
+
+
+def _schema_writes(text: str) -> tuple[Write, ...]:
+    """The tables an ``ALTER TABLE`` (and the table it is renamed to) or a ``DROP
+    TABLE`` changes, rows unknown; nothing for any other statement."""
+    match = _SCHEMA.match(text)
+    if match is None:
+        return ()
+    if match.group("drop"):
+        names = re.split(r"\s*,\s*", match.group("drop"))
+        return tuple(Write("DROP", _table(n)) for n in names)
+    writes = [Write("ALTER", _table(match.group("alter")))]
+    renamed = _RENAME_TO.search(text, match.end())
+    if renamed is not None:
+        writes.append(Write("ALTER", _table(renamed.group(1))))
+    return tuple(dict.fromkeys(writes))
 
 
 def _by_key_columns(

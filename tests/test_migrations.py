@@ -1,6 +1,7 @@
 """``migrate`` invalidates every model of each app whose migrations it applied or
-unapplied: schema changes rewrite rows without a statement the SQL watcher can map to
-the model (SQLite rebuilds the table through ``"new__<table>"``)."""
+unapplied: schema changes rewrite rows without a statement the SQL watcher could map
+to the model (SQLite rebuilds the table through ``"new__<table>"``). The watcher also
+reads ``ALTER TABLE`` (the ``RENAME TO`` that ends the rebuild) and ``DROP TABLE``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from django_smartcache import model_tag
 from django_smartcache.signals import tags_invalidated
@@ -66,3 +69,30 @@ def test_a_migrate_that_applies_nothing_invalidates_nothing(tagged_cache: Any) -
         tags_invalidated.disconnect(receiver)
     assert heard == []
     assert tagged_cache.get(f"note:{note.pk}") == "kept"
+
+
+def test_a_schema_change_outside_migrate_invalidates_the_table_it_rebuilds(
+    tagged_cache: Any, at_0001: None
+) -> None:
+    """Migrations applied without the command (``MigrationExecutor``, or a schema
+    editor) send no ``post_migrate``: the SQL watcher sees the statements that
+    rebuild the table (SQLite: ``ALTER TABLE "new__migrated_note" RENAME TO
+    "migrated_note"``) and invalidates its model."""
+    note = Note.objects.create(body=None)
+    assert _body(tagged_cache, note.pk) is None
+    executor = MigrationExecutor(connection)
+    executor.migrate([("migrated", "0002_body_not_null")])
+    assert Note.objects.get(pk=note.pk).body == "filled"
+    assert _body(tagged_cache, note.pk) == "filled"
+
+
+def test_dropping_a_table_invalidates_its_model(tagged_cache: Any) -> None:
+    note = Note.objects.create(body="a")
+    assert _body(tagged_cache, note.pk) == "a"
+    with connection.schema_editor() as editor:
+        editor.delete_model(Note)
+    try:
+        assert tagged_cache.get(f"note:{note.pk}") is None
+    finally:
+        with connection.schema_editor() as editor:
+            editor.create_model(Note)

@@ -370,6 +370,8 @@ def test_leading_whitespace_and_comments_do_not_hide_a_write(
         ("/**/UPDATE t SET a = 1", True),
         ("--\n--x\n\tMERGE INTO t USING u ON 1 WHEN MATCHED THEN DELETE", True),
         ("\n  WITH x AS (SELECT 1) DELETE FROM t", True),
+        ('ALTER TABLE "new__t" RENAME TO "t"', True),
+        ("drop table t", True),
     ],
 )
 def test_may_write(sql: str, expected: bool) -> None:
@@ -402,6 +404,16 @@ def test_may_write_is_linear_on_pathological_comments() -> None:
             ),
             {("DELETE", "a"), ("INSERT", "b")},
         ),
+        # Schema changes: SQLite's rebuild of a table ends renaming "new__<table>";
+        # PostgreSQL converts values in place.
+        ('ALTER TABLE "new__t" RENAME TO "t"', {("ALTER", "t"), ("ALTER", "new__t")}),
+        (
+            'ALTER TABLE "t" ALTER COLUMN "c" TYPE numeric(5, 1) USING "c"::numeric',
+            {("ALTER", "t")},
+        ),
+        ("/* x */ alter table if exists only s.t add column c int", {("ALTER", "t")}),
+        ('DROP TABLE "t"', {("DROP", "t")}),
+        ("drop table if exists a, b", {("DROP", "a"), ("DROP", "b")}),
     ],
 )
 def test_parse_all_rows_writes(sql: str, expected: set[tuple[str, str]]) -> None:
