@@ -117,6 +117,19 @@ _COMPOSITE_TAIL = re.compile(
     rf"(?:\s+OR\s+\(\s*{_CONJUNCTION}\s*\))*)\s*\)\s*$",
     re.IGNORECASE,
 )
+_TERM = (
+    rf"(?:{_IDENT}\s*\.\s*)?{_IDENT}\s*"
+    r"(?:=\s*%s|IN\s*\(\s*%s(?:\s*,\s*%s)*\s*\))"
+)
+#: ``WHERE (a = %s AND b IN (%s, ...))``: conditions on several columns, ``AND``-ed.
+_AND_TAIL = re.compile(
+    rf"\bWHERE\s+\(\s*{_TERM}(?:\s+AND\s+{_TERM})+\s*\)\s*$", re.IGNORECASE
+)
+_TERM_PARTS = re.compile(
+    rf"(?:({_IDENT})\s*\.\s*)?({_IDENT})\s*"
+    r"(?:=\s*%s|IN\s*\(\s*(%s(?:\s*,\s*%s)*)\s*\))",
+    re.IGNORECASE,
+)
 _COLUMN_REF = rf"(?:{_IDENT}\s*\.\s*)?{_IDENT}"
 _TUPLE_OF_PARAMS = r"\(\s*%s(?:\s*,\s*%s)*\s*\)"
 #: The same as Django 6 writes it on backends with tuple comparisons (SQLite among
@@ -179,7 +192,11 @@ class Write:
     ``all_rows``: rows are unknown;
     ``key_columns``: for ``WHERE (a = %s AND b = %s)`` (several rows: ``OR``-ed), the
     columns of one row's condition in their order; ``pk_params`` then holds
-    ``len(key_columns)`` parameters per row.
+    ``len(key_columns)`` parameters per row;
+    ``conditions``: for a ``WHERE`` that is only ``AND``-ed ``<column> = %s`` and
+    ``<column> IN (%s, ...)`` (what ``m2m.remove()`` writes: ``WHERE (book_id = %s
+    AND genre_id IN (%s, %s))``), each column and the positions of its parameters:
+    every row written holds one of them in that column.
     """
 
     verb: str
@@ -191,6 +208,7 @@ class Write:
     placeholders: int = 0
     all_rows: bool = True
     key_columns: tuple[str, ...] = ()
+    conditions: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -285,7 +303,7 @@ def _by_key_columns(
     else:
         tail = _TUPLE_TAIL.search(text, start)
         if tail is None:
-            return (Write(verb, table),)
+            return _by_conditions(text, start, kind, verb, table)
         names = _COLUMN_PARTS.findall(tail.group(1))
         params = tail.group(0).count("%s")
         if params % len(names):
@@ -310,6 +328,42 @@ def _by_key_columns(
             placeholders=_count_placeholders(text),
             all_rows=False,
             key_columns=tuple(columns[:width]),
+        ),
+    )
+
+
+def _by_conditions(
+    text: str, start: int, kind: str, verb: str, table: str
+) -> tuple[Write, ...]:
+    """An UPDATE/DELETE whose ``WHERE`` only ``AND``s ``<column> = %s`` and
+    ``<column> IN (%s, ...)`` conditions on the written table (``_AND_TAIL``): the
+    values of each of those columns among the rows written are known."""
+    tail = _AND_TAIL.search(text, start)
+    if tail is None or _unbalanced(text[start : tail.start()]):
+        return (Write(verb, table),)
+    terms = list(_TERM_PARTS.finditer(text, tail.start() + len("WHERE")))
+    if any(t.group(1) and _table(t.group(1)) != table for t in terms):
+        return (Write(verb, table),)
+    total = _count_placeholders(text[tail.start() :])
+    found: dict[str, list[int]] = {}
+    seen = 0
+    for term in terms:
+        count = 1 if term.group(3) is None else term.group(3).count("%s")
+        positions = range(seen - total, seen - total + count)
+        found.setdefault(_unquote(term.group(2)), []).extend(positions)
+        seen += count
+    if seen != total:
+        return (Write(verb, table),)
+    return (
+        Write(
+            verb,
+            table,
+            assigned=_assignments(text, start, tail.start())
+            if kind == "update"
+            else (),
+            placeholders=_count_placeholders(text),
+            all_rows=False,
+            conditions=tuple((c, tuple(p)) for c, p in found.items()),
         ),
     )
 
@@ -519,9 +573,28 @@ def _values_of(
                     return None
                 values += [row[i] for i in range(index, len(row), width)]
             return values
-        if write.pk_column != column:
+        if write.conditions:
+            # Each row written holds one of its column's values in the WHERE.
+            positions = dict(write.conditions).get(column)
+            if positions is None:
+                return None
+            values = [row[i] for row in rows for i in positions]
+        elif write.key_columns:
+            # WHERE (a = %s AND b = %s), OR-ed per row: ``len(key_columns)`` each.
+            if column not in write.key_columns:
+                return None
+            width = len(write.key_columns)
+            at = write.key_columns.index(column)
+            params = write.pk_params
+            values = [
+                row[params[group + at]]
+                for row in rows
+                for group in range(0, len(params), width)
+            ]
+        elif write.pk_column != column:
             return None
-        values = [row[i] for row in rows for i in write.pk_params]
+        else:
+            values = [row[i] for row in rows for i in write.pk_params]
         for name, index in write.assigned:
             if name not in (column, "*"):
                 continue

@@ -440,3 +440,103 @@ def test_a_parenthesis_in_a_literal_of_a_pk_delete_keeps_its_row() -> None:
     assert not write.all_rows
     (write,) = sqlwatch.parse("DELETE FROM t WHERE id = %s")
     assert not write.all_rows
+
+
+# m2m.remove(): WHERE (a = %s AND b IN (%s, ...)) names the rows of both sides ---------
+
+
+def _genre_library(ann: Author) -> tuple[list[Book], list[Genre]]:
+    books = [Book.objects.create(title=f"b{i}", author=ann) for i in range(3)]
+    genres = [Genre.objects.create(name=f"g{i}") for i in range(3)]
+    for book in books:
+        book.genres.add(*genres)
+    return books, genres
+
+
+def _warm_sides(cache: Any, books: list[Book], genres: list[Genre]) -> None:
+    for obj in (*books, *genres):
+        cache.set(f"row:{model_tag(obj)}", 1, tags=[model_tag(obj)])
+
+
+def _lost(cache: Any, objs: list[Any]) -> list[Any]:
+    return [o for o in objs if cache.get(f"row:{model_tag(o)}") is None]
+
+
+@pytest.mark.parametrize("watch", ["sql only", "signals+sql"])
+@pytest.mark.parametrize("side", ["forward", "reverse"])
+def test_m2m_remove_invalidates_the_rows_it_names_only(
+    ann: Author, cache: Any, side: str, watch: str
+) -> None:
+    """``b.genres.remove(g)`` invalidated every book and every genre: the watcher
+    did not read ``WHERE (book_id = %s AND genre_id IN (%s))``."""
+    from django_smartcache import invalidation
+
+    books, genres = _genre_library(ann)
+    _warm_sides(cache, books, genres)
+    cached("genre_books", genres[0].pk)
+    cached("book_genres", books[0].pk)
+    if watch == "sql only":
+        invalidation.disconnect()
+    try:
+        if side == "forward":
+            books[0].genres.remove(genres[0], genres[1])
+        else:
+            genres[0].books.remove(books[0], books[1])
+    finally:
+        invalidation.connect()
+    touched = (
+        ([books[0]], genres[:2]) if side == "forward" else (books[:2], [genres[0]])
+    )
+    assert _lost(cache, books) == touched[0]
+    assert _lost(cache, genres) == touched[1]
+    assert_fresh(("genre_books", genres[0].pk), ("book_genres", books[0].pk))
+
+
+def test_through_rows_named_by_both_links_or_moved_by_update(
+    ann: Author, cache: Any
+) -> None:
+    """A through table's ``WHERE (book_id = %s AND genre_id = %s)`` and an UPDATE
+    that moves links named that way reach the rows they name, the destination too."""
+    books, genres = _genre_library(ann)
+    Through = Book.genres.through
+    reads = [("genre_books", g.pk) for g in genres] + [
+        ("book_genres", b.pk) for b in books
+    ]
+    for name, arg in reads:
+        cached(name, arg)
+    _warm_sides(cache, books, genres)
+    Through.objects.filter(book=books[0], genre=genres[0]).delete()
+    assert _lost(cache, books) == [books[0]]
+    assert _lost(cache, genres) == [genres[0]]
+    assert_fresh(*reads)
+    _warm_sides(cache, books, genres)
+    # books[1]'s link to genres[0] moves to books[0] (which has lost its own).
+    Through.objects.filter(book=books[1], genre__in=[genres[0]]).update(book=books[0])
+    assert _lost(cache, books) == books[:2]
+    assert _lost(cache, genres) == [genres[0]]
+    assert_fresh(*reads)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM t WHERE (u.a = %s AND b IN (%s))",  # another table's column
+        "DELETE FROM t WHERE (a = %s AND b IN (%s) OR c = %s)",
+        "DELETE FROM t WHERE (a = %s AND b IN (SELECT x FROM u WHERE y = %s))",
+        "DELETE FROM t WHERE (a = %s AND b > %s)",
+    ],
+)
+def test_conditions_not_all_anded_equalities_are_all_rows(sql: str) -> None:
+    (write,) = sqlwatch.parse(sql)
+    assert write.all_rows
+    assert sqlwatch._values_of(write, "a", [(1, 2, 3)]) is None
+
+
+def test_anded_conditions_give_each_columns_values() -> None:
+    (write,) = sqlwatch.parse(
+        'UPDATE "t" SET "c" = %s WHERE ("t"."a" = %s AND "t"."b" IN (%s, %s))'
+    )
+    row = ("new", 1, 2, 3)
+    assert sqlwatch._values_of(write, "a", [row]) == [1]
+    assert sqlwatch._values_of(write, "b", [row]) == [2, 3]
+    assert sqlwatch._values_of(write, "c", [row]) is None  # not in the WHERE
