@@ -9,6 +9,7 @@ insert into a watched table without naming the pk (``sqlwatch.save_started``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,7 +37,9 @@ from .registry import (
     rows_tag,
     through_sides,
 )
-from .tagging import invalidate_tags
+from .tagging import invalidate_tags, store_exists, tagging_caches
+
+logger = logging.getLogger("django_smartcache")
 
 __all__ = ["connect", "disconnect", "invalidate_model", "invalidate_rows"]
 
@@ -192,8 +195,30 @@ def _on_migrate(
             for member in family(other):
                 tags[model_tag(member)] = None
                 tags[rows_tag(member)] = None
-    if tags:
-        invalidate_tags(*tags, reason=f"post_migrate {sender.label}", db=using)
+    if not tags:
+        return
+    reason = f"post_migrate {sender.label}"
+
+    def unusable(alias: str, exc: Exception) -> None:
+        logger.error(
+            "django_smartcache: cache %r unusable after migrate: %s", alias, exc
+        )
+
+    for alias, cache in tagging_caches(on_error=unusable):
+        if not store_exists(cache):
+            continue
+        try:
+            cache.invalidate_tags(*tags, reason=reason, db=using)
+        except Exception:
+            # The migrations are applied: failing migrate now helps nobody.
+            logger.exception(
+                "django_smartcache: migrate changed app %r but its entries in cache %r "
+                "could not be invalidated; clear it (manage.py smartcache_clear --cache "
+                "%s) before serving from it",
+                sender.label,
+                alias,
+                alias,
+            )
 
 
 def _uid(kind: str, model: type[Model]) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import os
 import pickle
 import threading
 import weakref
@@ -848,4 +849,17 @@ def invalidate_tags(
 ) -> None:
     """Invalidate ``tags`` in every tag-aware cache alias (or those in ``using``)."""
     for _alias, cache in tagging_caches(using):
-        cache.invalidate_tags(*tags, reason=reason, db=db)
+        if store_exists(cache):
+            cache.invalidate_tags(*tags, reason=reason, db=db)
+
+
+def store_exists(cache: Any) -> bool:
+    """False for a cache whose SQLite file was never created: it holds nothing to
+    invalidate, and creating it for an invalidation (a ``migrate`` or a script run as
+    root, the workers as another user) would leave the workers a file they cannot
+    write. Every other cache: True."""
+    from .backends.sqlite import BaseSQLiteCache
+
+    levels = getattr(cache, "levels", None) or [cache]
+    lowest = levels[-1]
+    return not isinstance(lowest, BaseSQLiteCache) or os.path.exists(lowest.path)

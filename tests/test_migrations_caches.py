@@ -1,0 +1,61 @@
+"""What ``migrate``'s invalidation must not do: create a cache file, or fail a migrate
+whose migrations are applied because one cache cannot be reached."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_migrate_creates_no_cache_file_and_survives_a_failing_cache(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The invalidation after ``migrate`` must not create a SQLite cache file that
+    does not exist yet (nothing is cached in it; made by a migrate run as root, the
+    workers could not write it), nor fail a migrate whose migrations are applied
+    because one cache cannot be reached: that one is named, to be cleared."""
+    from django.test import override_settings
+
+    missing = tmp_path / "never-created.sqlite3"
+    caches_config = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "fresh": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(missing),
+        },
+        "broken": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "broken.sqlite3"),
+        },
+    }
+    with override_settings(CACHES=caches_config):
+        from django.core.cache import caches
+
+        broken = caches["broken"]
+        broken.set("k", 1)  # its file exists...
+        broken.invalidate_tags = _raise  # type: ignore[method-assign]  # ...and fails
+        with caplog.at_level("ERROR", logger="django_smartcache"):
+            call_command("migrate", "migrated", verbosity=0)
+        for alias in ("fresh", "broken"):
+            caches[alias].close()
+            del caches[alias]
+    assert not missing.exists()
+    assert "could not be invalidated" in caplog.text and "'broken'" in caplog.text
+
+
+def _raise(*tags: str, reason: str = "", **kwargs: Any) -> None:
+    if reason.startswith("post_migrate"):
+        raise OSError("the cache's disk is gone")
+
+
+@pytest.fixture(autouse=True)
+def _at_0001() -> Any:
+    call_command("migrate", "migrated", "0001", verbosity=0)
+    try:
+        yield
+    finally:
+        call_command("migrate", "migrated", verbosity=0)
