@@ -9,7 +9,6 @@ insert into a watched table without naming the pk (``sqlwatch.save_started``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,9 +36,7 @@ from .registry import (
     rows_tag,
     through_sides,
 )
-from .tagging import invalidate_tags, store_exists, tagging_caches
-
-logger = logging.getLogger("django_smartcache")
+from .tagging import invalidate_after_schema_change, invalidate_tags
 
 __all__ = ["connect", "disconnect", "invalidate_model", "invalidate_rows"]
 
@@ -195,30 +192,10 @@ def _on_migrate(
             for member in family(other):
                 tags[model_tag(member)] = None
                 tags[rows_tag(member)] = None
-    if not tags:
-        return
-    reason = f"post_migrate {sender.label}"
-
-    def unusable(alias: str, exc: Exception) -> None:
-        logger.error(
-            "django_smartcache: cache %r unusable after migrate: %s", alias, exc
+    if tags:
+        invalidate_after_schema_change(
+            *tags, reason=f"post_migrate {sender.label}", db=using
         )
-
-    for alias, cache in tagging_caches(on_error=unusable):
-        if not store_exists(cache):
-            continue
-        try:
-            cache.invalidate_tags(*tags, reason=reason, db=using)
-        except Exception:
-            # The migrations are applied: failing migrate now helps nobody.
-            logger.exception(
-                "django_smartcache: migrate changed app %r but its entries in cache %r "
-                "could not be invalidated; clear it (manage.py smartcache_clear --cache "
-                "%s) before serving from it",
-                sender.label,
-                alias,
-                alias,
-            )
 
 
 def _uid(kind: str, model: type[Model]) -> str:

@@ -54,6 +54,7 @@ from .tagging import (
     Holds,
     hold_tags,
     in_transaction,
+    invalidate_after_schema_change,
     invalidate_tags,
     release_tags,
 )
@@ -73,6 +74,8 @@ _WRITE_HEADS = (
     "ALTER",
     "DROP",
 )
+#: Schema statements read as writes of all rows of their table's models.
+_SCHEMA_VERBS = frozenset({"ALTER", "DROP"})
 #: whitespace, then a block or line comment (an unclosed ``/*`` is left alone)
 _LEAD = re.compile(r"\s*(?:/\*.*?\*/|--[^\n]*)?", re.DOTALL)
 
@@ -774,6 +777,13 @@ def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> 
     if not tags:
         return
     verbs = " ".join(sorted({f"{w.verb} {w.table}" for w in writes}))
+    if any(w.verb in _SCHEMA_VERBS for w in writes):
+        # A schema change (a migration's): made already; a cache that fails must not
+        # fail the migration, nor one never used be made (see the function).
+        invalidate_after_schema_change(
+            *dict.fromkeys(tags), reason=f"sql {verbs}", db=conn.alias
+        )
+        return
     try:
         invalidate_tags(*dict.fromkeys(tags), reason=f"sql {verbs}", db=conn.alias)
     except InvalidTag:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import os
 import pickle
 import threading
@@ -38,6 +39,8 @@ from django.db import connections
 from . import conf
 from .core.tags import Tagged, new_version, normalize_tags, validate_tag
 from .signals import tags_invalidated
+
+logger = logging.getLogger("django_smartcache")
 
 __all__ = [
     "TaggingMixin",
@@ -809,11 +812,14 @@ def tagging_caches(
     using: str | Iterable[str] | None = None,
     *,
     on_error: Callable[[str, Exception], None] | None = None,
+    skip_unmade_files: bool = False,
 ) -> list[tuple[str, Any]]:
     """``(alias, cache)`` pairs of the aliases that take tags (``TAG_CACHES`` by default).
 
     An alias whose backend cannot be built (``ImproperlyConfigured``) raises, or is
-    passed to ``on_error`` and left out: a command then still does the others."""
+    passed to ``on_error`` and left out: a command then still does the others.
+    ``skip_unmade_files``: leave out, unbuilt, the aliases whose SQLite file was never
+    made (see :func:`invalidate_after_schema_change`)."""
     from django.conf import settings
 
     if using is None:
@@ -825,6 +831,8 @@ def tagging_caches(
         explicit = True
     out = []
     for alias in aliases:
+        if skip_unmade_files and _sqlite_file_not_made(settings.CACHES.get(alias)):
+            continue  # nothing cached there, and building it would make the file
         try:
             cache = caches[alias]
         except Exception as exc:
@@ -849,17 +857,57 @@ def invalidate_tags(
 ) -> None:
     """Invalidate ``tags`` in every tag-aware cache alias (or those in ``using``)."""
     for _alias, cache in tagging_caches(using):
-        if store_exists(cache):
+        cache.invalidate_tags(*tags, reason=reason, db=db)
+
+
+def invalidate_after_schema_change(*tags: str, reason: str, db: str | None) -> None:
+    """:func:`invalidate_tags` for a schema change (a migration, DDL the SQL watcher
+    reads), which is made by the time this runs: a cache that fails is logged at
+    ERROR, naming the alias to clear, not raised into the migration (failing it then
+    would leave the change half-recorded, and one busy cache would stop a deploy).
+    An alias whose SQLite file was never made is left alone, unbuilt: nothing is cached
+    there, and building it would make the file (as root when ``migrate`` runs as root,
+    leaving the workers a file they cannot write)."""
+
+    def unusable(alias: str, exc: Exception) -> None:
+        logger.error("django_smartcache: cache %r unusable: %s", alias, exc)
+
+    for alias, cache in tagging_caches(on_error=unusable, skip_unmade_files=True):
+        try:
             cache.invalidate_tags(*tags, reason=reason, db=db)
+        except Exception:
+            logger.exception(
+                "django_smartcache: %s: the entries of cache %r could not be "
+                "invalidated; clear it (manage.py smartcache_clear --cache %s) "
+                "before serving from it",
+                reason,
+                alias,
+                alias,
+            )
 
 
-def store_exists(cache: Any) -> bool:
-    """False for a cache whose SQLite file was never created: it holds nothing to
-    invalidate, and creating it for an invalidation (a ``migrate`` or a script run as
-    root, the workers as another user) would leave the workers a file they cannot
-    write. Every other cache: True."""
-    from .backends.sqlite import BaseSQLiteCache
+def _sqlite_file_not_made(config: Any, depth: int = 0) -> bool:
+    """Whether the ``CACHES`` entry ``config`` keeps its entries in a SQLite file that
+    does not exist yet: nothing is cached there to invalidate, and building the cache
+    would make the file (a MultiLevelCache opens its lowest level when built), as
+    root when a ``migrate`` runs as root. Read from the settings, not from a cache."""
+    if not isinstance(config, Mapping) or depth > 2:
+        return False
+    backend, location = str(config.get("BACKEND", "")), config.get("LOCATION")
+    if backend.endswith("MultiLevelCache"):
+        options = config.get("OPTIONS") or {}
+        levels = options.get("LEVELS") if isinstance(options, Mapping) else ()
+        if levels is not None:
+            if not isinstance(levels, list | tuple) or not levels:
+                return False
+            from django.conf import settings
 
-    levels = getattr(cache, "levels", None) or [cache]
-    lowest = levels[-1]
-    return not isinstance(lowest, BaseSQLiteCache) or os.path.exists(lowest.path)
+            lowest = levels[-1]
+            if isinstance(lowest, str):
+                lowest = settings.CACHES.get(lowest)
+            return _sqlite_file_not_made(lowest, depth + 1)
+    elif not backend.endswith("SQLiteCache"):
+        return False
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
+    return isinstance(location, str) and bool(location) and not os.path.exists(location)
