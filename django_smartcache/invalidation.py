@@ -218,7 +218,9 @@ def connect() -> None:
                 (post_save, _on_save, "post_save"),
                 (post_delete, _on_delete, "post_delete"),
             ]
-        elif db_deletion_tags(model):
+        elif db_deletion_tags(model) and not conf.get("WATCH_SQL"):
+            # Without the SQL watcher, which reads the DELETE: a receiver costs such a
+            # parent Django's fast delete (a SELECT, then one post_delete per row).
             receivers += [(post_delete, _on_db_deletion, "post_delete")]
         if sqlwatch.inserts_unnamed(model):
             # After _on_save: the new row is dirty before the save's holds go.
