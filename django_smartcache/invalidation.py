@@ -167,6 +167,13 @@ def _on_m2m(
             tags += [rows_tag(m) for m in family(model)]
         else:
             tags += row_tags(model, pk_set, using=using)
+    sides = through_sides(sender)
+    if len(sides) > 2:
+        # A through model two fields share: the rows its other links name (another
+        # field's side) are not in the signal; all of them.
+        for _column, side in sides:
+            if is_tracked(side):
+                tags += _model_tags(side) + [rows_tag(m) for m in family(side)]
     invalidate_tags(*tags, reason=reason, db=using)
 
 

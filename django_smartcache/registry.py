@@ -438,25 +438,38 @@ def _side(
 
 @functools.cache
 def _through_sides() -> dict[type[Model], tuple[tuple[str | None, type[Model]], ...]]:
-    """Through model -> its (column, model) for the source and the target side."""
+    """Through model -> its (column, model) sides: the source and the target side of
+    every many-to-many field it serves, once each.
+
+    Django lets two fields share one through model (``through_fields`` naming other
+    links); keeping the last field's two sides only, the SQL watcher read a write
+    whose ``WHERE`` named those two columns as rows known, and never invalidated the
+    rows of the other field's side (a member's clubs served stale after
+    ``filter(club=c, sponsor=s).update(member=m2)``: outside probe).
+    """
     found: dict[type[Model], tuple[tuple[str | None, type[Model]], ...]] = {}
     for model in apps.get_models():
         for field in model._meta.local_many_to_many:
             through = field.remote_field.through
             if isinstance(through, type):
-                found[through] = (
+                sides = found.get(through, ())
+                for side in (
                     _side(through, field.m2m_field_name(), model),
                     _side(
                         through,
                         field.m2m_reverse_field_name(),
                         field.remote_field.model,
                     ),
-                )
+                ):
+                    if side not in sides:
+                        sides += (side,)
+                found[through] = sides
     return found
 
 
 def through_sides(model: type[Model]) -> tuple[tuple[str | None, type[Model]], ...]:
-    """For a many-to-many through model: (column, model) of both sides, else ``()``.
+    """For a many-to-many through model: (column, model) of its sides (two, or more
+    when fields share it), else ``()``.
 
     A column is None when it does not hold the side's pks (``to_field``): the rows it
     names are not known without a query.
@@ -477,11 +490,11 @@ def m2m_relations(model: type[Model]) -> list[type[Model]]:
     """Models on the other side of ``model``'s many-to-many relations (both directions)."""
     model = _concrete(model)
     others = []
-    for (_, source), (_, target) in _through_sides().values():
-        if source is model:
-            others.append(target)
-        if target is model:
-            others.append(source)
+    for sides in _through_sides().values():
+        linked = [side for _, side in sides]
+        for i, side in enumerate(linked):
+            if side is model:  # each other side of its through model (itself too)
+                others += linked[:i] + linked[i + 1 :]
     return others
 
 

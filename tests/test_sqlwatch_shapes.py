@@ -540,3 +540,60 @@ def test_anded_conditions_give_each_columns_values() -> None:
     assert sqlwatch._values_of(write, "a", [row]) == [1]
     assert sqlwatch._values_of(write, "b", [row]) == [2, 3]
     assert sqlwatch._values_of(write, "c", [row]) is None  # not in the WHERE
+
+
+@pytest.mark.parametrize("watch", ["sql only", "signals+sql", "signals only"])
+@pytest.mark.parametrize(
+    "write",
+    [
+        "update(player=p2) where team=, sponsor=",
+        "delete() where team=, sponsor__in=",
+        "sponsor.sponsored.remove(team)",
+    ],
+)
+def test_a_through_model_two_fields_share_invalidates_every_side(
+    cache: Any, write: str, watch: str
+) -> None:
+    """Player.teams and Player.sponsored share Roster. Only the last field's two sides
+    were known, so a WHERE naming team and sponsor read as rows known, and the player
+    whose link moved or went was never invalidated: his teams served stale after the
+    commit (outside probe: 4 stale reads, 6 with Roster opted out)."""
+    from django.test import override_settings
+
+    from django_smartcache import invalidation
+    from tests.testapp.models import Player, Roster, Team
+
+    if watch == "signals only" and write.startswith("update"):
+        pytest.skip(
+            "QuerySet.update() sends no signal: without the watcher, not caught"
+        )
+    p1, p2, sponsor = (Player.objects.create(name=n) for n in ("p1", "p2", "s"))
+    team = Team.objects.create(name="t")
+    Roster.objects.create(player=p1, sponsor=sponsor, team=team)
+
+    def teams_of(player: Player) -> list[int]:
+        return sorted(
+            Player.objects.get(pk=player.pk).teams.values_list("pk", flat=True)
+        )
+
+    for player in (p1, p2):
+        cache.get_or_set(
+            f"teams:{player.pk}", lambda p=player: teams_of(p), tags=[model_tag(player)]
+        )
+    watch_sql = watch != "signals only"
+    with override_settings(SMARTCACHE={"WATCH_SQL": watch_sql}):
+        if watch == "sql only":
+            invalidation.disconnect()
+        try:
+            rows = Roster.objects.filter(team_id=team.pk)
+            if write.startswith("update"):
+                rows.filter(sponsor_id=sponsor.pk).update(player_id=p2.pk)
+            elif write.startswith("delete"):
+                rows.filter(sponsor_id__in=[sponsor.pk]).delete()
+            else:
+                Player.objects.get(pk=sponsor.pk).sponsored.remove(team)
+        finally:
+            invalidation.connect()
+    for player in (p1, p2):
+        cached_teams = cache.get(f"teams:{player.pk}")
+        assert cached_teams is None or cached_teams == teams_of(player), player

@@ -183,6 +183,40 @@ class Reading(models.Model):
         return str(self.taken_at)
 
 
+class Team(models.Model):
+    name = models.CharField(max_length=20)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Player(models.Model):
+    """Two many-to-many fields that share one through model (Django allows it)."""
+
+    name = models.CharField(max_length=20)
+    teams = models.ManyToManyField(
+        Team,
+        through="Roster",
+        through_fields=("player", "team"),
+        related_name="players",
+    )
+    sponsored = models.ManyToManyField(
+        Team, through="Roster", through_fields=("sponsor", "team"), related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Roster(models.Model):
+    player = models.ForeignKey(Player, models.CASCADE, related_name="+")
+    sponsor = models.ForeignKey(Player, models.CASCADE, related_name="+")
+    team = models.ForeignKey(Team, models.CASCADE, related_name="+")
+
+    def __str__(self) -> str:
+        return f"{self.player_id} in {self.team_id} ({self.sponsor_id})"
+
+
 #: Django 6.1's database-level ``on_delete`` (``None`` before): the database deletes
 #: or nulls the referencing rows itself, with no SQL of Django's and no signal.
 DB_CASCADE = getattr(models, "DB_CASCADE", None)
