@@ -448,21 +448,22 @@ def _through_sides() -> dict[type[Model], tuple[tuple[str | None, type[Model]], 
     ``filter(club=c, sponsor=s).update(member=m2)``: outside probe).
     """
     found: dict[type[Model], tuple[tuple[str | None, type[Model]], ...]] = {}
+    # The through model's link fields already counted: a link is one side whatever
+    # its (column, model) looks like (two ``to_field`` links of one model are both
+    # ``(None, model)`` and still two sides).
+    links: dict[type[Model], set[str]] = {}
     for model in apps.get_models():
         for field in model._meta.local_many_to_many:
             through = field.remote_field.through
             if isinstance(through, type):
-                sides = found.get(through, ())
-                for side in (
-                    _side(through, field.m2m_field_name(), model),
-                    _side(
-                        through,
-                        field.m2m_reverse_field_name(),
-                        field.remote_field.model,
-                    ),
+                sides, seen = found.get(through, ()), links.setdefault(through, set())
+                for name, side_model in (
+                    (field.m2m_field_name(), model),
+                    (field.m2m_reverse_field_name(), field.remote_field.model),
                 ):
-                    if side not in sides:
-                        sides += (side,)
+                    if name not in seen:
+                        seen.add(name)
+                        sides += (_side(through, name, side_model),)
                 found[through] = sides
     return found
 
@@ -495,7 +496,7 @@ def m2m_relations(model: type[Model]) -> list[type[Model]]:
         for i, side in enumerate(linked):
             if side is model:  # each other side of its through model (itself too)
                 others += linked[:i] + linked[i + 1 :]
-    return others
+    return list(dict.fromkeys(others))
 
 
 #: Django 6.1's ``on_delete=DB_CASCADE``/``DB_SET_NULL``/``DB_SET_DEFAULT``: the

@@ -831,7 +831,11 @@ def tagging_caches(
         explicit = True
     out = []
     for alias in aliases:
-        if skip_unmade_files and _sqlite_file_not_made(settings.CACHES.get(alias)):
+        if (
+            skip_unmade_files
+            and getattr(caches._connections, alias, None) is None  # not built here
+            and _sqlite_file_not_made(settings.CACHES.get(alias))
+        ):
             continue  # nothing cached there, and building it would make the file
         try:
             cache = caches[alias]
@@ -910,4 +914,10 @@ def _sqlite_file_not_made(config: Any, depth: int = 0) -> bool:
         return False
     if isinstance(location, os.PathLike):
         location = os.fspath(location)
-    return isinstance(location, str) and bool(location) and not os.path.exists(location)
+    # A relative path is not judged: a cache built before a chdir holds its absolute
+    # path, which the working directory no longer names.
+    return (
+        isinstance(location, str)
+        and os.path.isabs(location)
+        and not os.path.exists(location)
+    )

@@ -65,3 +65,39 @@ def _at_0001() -> Any:
         yield
     finally:
         call_command("migrate", "migrated", verbosity=0)
+
+
+def test_a_relative_location_is_never_skipped(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache built before a chdir holds its absolute path, which the settings'
+    relative LOCATION no longer names: judged from the working directory, its real,
+    shared file was skipped and served stale values (reviewer). A relative LOCATION
+    is built and invalidated."""
+    from django.test import override_settings
+
+    from django_smartcache.tagging import tagging_caches
+
+    monkeypatch.chdir(tmp_path)
+    config = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "rel": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": "c.db",
+        },
+        "gone": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "gone.db"),
+        },
+    }
+    with override_settings(CACHES=config):
+        from django.core.cache import caches
+
+        names = [alias for alias, _ in tagging_caches(skip_unmade_files=True)]
+        assert names == ["rel"]  # "gone": absolute, never made, not built
+        caches["gone"].get("k")  # built here (and its file made): no longer skipped
+        names = [alias for alias, _ in tagging_caches(skip_unmade_files=True)]
+        assert names == ["rel", "gone"]
+        for alias in names:
+            caches[alias].close()
+            del caches[alias]

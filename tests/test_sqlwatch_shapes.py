@@ -597,3 +597,20 @@ def test_a_through_model_two_fields_share_invalidates_every_side(
     for player in (p1, p2):
         cached_teams = cache.get(f"teams:{player.pk}")
         assert cached_teams is None or cached_teams == teams_of(player), player
+
+
+def test_a_shared_through_models_sides_are_its_links_once_each() -> None:
+    """Sides are counted by link field, not by (column, model): two ``to_field``
+    links of one model are both ``(None, model)`` and were merged into one side, which
+    dropped a self-referential relation from m2m_relations (reviewer)."""
+    from django_smartcache import registry
+    from tests.testapp.models import Player, Roster, Team
+
+    sides = registry.through_sides(Roster)
+    assert sorted((c or "", m.__name__) for c, m in sides) == [
+        ("player_id", "Player"),
+        ("sponsor_id", "Player"),
+        ("team_id", "Team"),
+    ]
+    assert registry.m2m_relations(Team) == [Player]
+    assert set(registry.m2m_relations(Player)) == {Player, Team}
