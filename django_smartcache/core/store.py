@@ -972,11 +972,7 @@ class MemoryStore:
         self._policy.remove(key)
 
     def _sweep(self, now: float, limit: int = 0) -> None:
-        data = self._data
-        for key in self._expiry.pop_due(now, limit or self._sweep_batch):
-            entry = data.get(key)
-            if entry is not None and entry[1] <= now:
-                self._expire(key, entry)
+        self._expire_keys(self._expiry.pop_due(now, limit or self._sweep_batch), now)
 
     def _adopt_orphans(self, now: float) -> None:
         """Give the tags orphaned since the last call their grace (``ORPHAN_GRACE``)."""
