@@ -45,6 +45,11 @@ def _model_tags(model: type[Model]) -> list[str]:
     return [model_tag(m) for m in family(model)]
 
 
+def _all_rows(model: type[Model]) -> list[str]:
+    """Model tags, then all-rows tags, of ``model``'s family (the order signals show)."""
+    return _model_tags(model) + [rows_tag(m) for m in family(model)]
+
+
 def invalidate_rows(
     model: type[Model], pks: Iterable[Any], *, reason: str, db: str | None = None
 ) -> None:
@@ -61,7 +66,7 @@ def invalidate_model(
     Invalidates the model tag and, through ``model:<label>#*``, every row tag of
     ``model`` and of the models it shares rows with (multi-table inheritance).
     """
-    tags = _model_tags(model) + [rows_tag(m) for m in family(model)]
+    tags = _all_rows(model)
     reason = reason or f"invalidate_model {model._meta.label_lower}"
     invalidate_tags(*tags, reason=reason, db=db)
 
@@ -89,7 +94,7 @@ def _sides(
             or field.name in moved
             or field.attname in moved
         ):
-            tags += _model_tags(side) + [rows_tag(m) for m in family(side)]
+            tags += _all_rows(side)
         else:
             tags += _model_tags(side) + row_tags(side, [value], using=using)
     return tags
@@ -173,7 +178,7 @@ def _on_m2m(
         # field's side) are not in the signal; all of them.
         for _column, side in sides:
             if is_tracked(side):
-                tags += _model_tags(side) + [rows_tag(m) for m in family(side)]
+                tags += _all_rows(side)
     invalidate_tags(*tags, reason=reason, db=using)
 
 
@@ -196,9 +201,7 @@ def _on_migrate(
         related = [model] if registry.is_watched(model) else []
         related += [side for _, side in through_sides(model) if is_tracked(side)]
         for other in related:
-            for member in family(other):
-                tags[model_tag(member)] = None
-                tags[rows_tag(member)] = None
+            tags.update(dict.fromkeys(registry.all_rows_tags(other)))
     if tags:
         invalidate_after_schema_change(
             *tags, reason=f"post_migrate {sender.label}", db=using

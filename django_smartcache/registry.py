@@ -321,6 +321,12 @@ def row_tags(
     return tags
 
 
+def all_rows_tags(model: type[Model]) -> list[str]:
+    """The model tag and the all-rows tag of ``model`` and of each model it shares
+    rows with (multi-table inheritance): what a write of unknown rows invalidates."""
+    return [tag for m in family(model) for tag in (model_tag(m), rows_tag(m))]
+
+
 def _matches(model: type[Model], labels: Iterable[str]) -> bool:
     meta = model._meta
     return any(label in (meta.app_label.lower(), meta.label_lower) for label in labels)
@@ -554,9 +560,7 @@ def db_deletion_tags(model: type[Model]) -> tuple[str, ...]:
     tags: dict[str, None] = {}
 
     def everything(other: type[Model]) -> None:
-        for member in family(other):
-            tags[model_tag(member)] = None
-            tags[rows_tag(member)] = None
+        tags.update(dict.fromkeys(all_rows_tags(other)))
 
     for source, deleted in reached.items():
         if is_watched(source) or through_sides(source):

@@ -475,8 +475,7 @@ def _db_deletions(write: Write) -> list[str]:
     return list(registry.db_deletion_tables().get(write.table, ()))
 
 
-def _everything(model: Any) -> list[str]:
-    return [t for m in family(model) for t in (model_tag(m), rows_tag(m))]
+_everything = registry.all_rows_tags
 
 
 def _tags_for_use(
