@@ -206,9 +206,16 @@ class S3FIFOPolicy:
             self.main_weight -= self._main.pop(key)
 
     def evict(self) -> Hashable:
+        """The next victim. The small queue's newest key is never its victim while main
+        has keys: with a small queue lighter than one entry (a byte budget whose 10% is
+        under a value's size, or an adaptive share that shrank), a key just written went
+        to the ghost before it could be read, and ``add()`` refused every new key. Now
+        it is judged when the next newcomer arrives, as in a queue of one entry."""
         small, main, cells, slot = self._small, self._main, self._cells, self._slot
         while True:
-            if small and (self.small_weight >= self.small_max or not main):
+            if small and (
+                not main or (self.small_weight >= self.small_max and len(small) > 1)
+            ):
                 key, weight = small.popitem(last=False)
                 self.small_weight -= weight
                 self._small_out += weight

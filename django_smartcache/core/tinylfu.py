@@ -374,9 +374,21 @@ class TinyLFUPolicy:
             self.probation_weight += weight
 
     def _drain_window(self) -> None:
-        """Move the window's overflow to probation's tail, as admission candidates."""
+        """Move the window's overflow to probation's tail, as admission candidates.
+
+        The newest key always stays: a window smaller than one entry (a byte budget
+        where 1% is under an entry's size, or a climber that shrank it during a run of
+        hits) sent every newcomer straight to admission, where any resident read once
+        beat it. A key just written was gone before it could be read, and ``add()``
+        refused every new key (Django's cache sessions: no login). So a newcomer is
+        judged at the next insert, as in a window of at least one entry (Caffeine's
+        floor, ``windowMaximum() <= 1``, in entries; by weight it has none). One that
+        outweighs the whole capacity never fits: it leaves, to be evicted first.
+        """
         window, probation, candidates = self._window, self._probation, self._candidates
-        while self.window_weight > self.window_max and window:
+        while self.window_weight > self.window_max and (
+            len(window) > 1 or self.window_weight > self.capacity
+        ):
             key, node = window.popitem(last=False)
             weight = node[_WEIGHT]
             self.window_weight -= weight
@@ -386,7 +398,8 @@ class TinyLFUPolicy:
             candidates.append(key)
 
     def _next_candidate(self) -> Hashable | None:
-        """The newest candidate still in probation, else the window's oldest key."""
+        """The newest candidate still in probation, else the window's oldest key (never
+        its only one: the newest key waits in the window, see ``_drain_window``)."""
         candidates, nodes, probation = self._candidates, self._nodes, self._probation
         while candidates:
             key = candidates[-1]
@@ -394,7 +407,7 @@ class TinyLFUPolicy:
             if node is not None and node[_SEG] is probation:
                 return key
             candidates.pop()
-        if self._window:
+        if len(self._window) > 1:
             return next(iter(self._window))
         return None
 

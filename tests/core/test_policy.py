@@ -82,15 +82,42 @@ def test_tinylfu_protected_overflow_is_demoted_to_probation() -> None:
     assert policy.protected_weight == 7
 
 
-def test_tinylfu_heavy_newcomer_is_refused() -> None:
+def test_tinylfu_heavy_newcomer_is_refused_when_it_leaves_the_window() -> None:
     policy = TinyLFUPolicy(100, adaptive=False)
     for key in range(10):
         miss_then_insert(policy, key, 10)
         policy.record_hit(key)
     miss_then_insert(policy, "big", 30)  # one access: less popular than any resident
+    # The newest key waits in the window (readable, as a write must be) although it
+    # outweighs the window: residents make room for it.
+    while policy.weight > 100:
+        assert policy.evict() != "big"
+    assert policy.segments()["window"] == ["big"]
+    # The next newcomer pushes it out of the window: judged then, and refused.
+    miss_then_insert(policy, "next", 10)
     assert policy.evict() == "big"
     assert "big" not in policy
-    assert policy.weight == 100
+    assert policy.segments()["window"] == ["next"]
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_tinylfu_a_window_smaller_than_an_entry_still_holds_the_newest_key(
+    adaptive: bool,
+) -> None:
+    """By weight, 1% of the capacity (or a window the climber shrank) can be less than
+    one entry: every newcomer went straight to admission and lost to any resident read
+    once, so a key just written was gone before it was read."""
+    policy = TinyLFUPolicy(100_000, adaptive=adaptive)
+    assert policy.window_max < 1_100
+    for key in range(90):  # full, and every resident read
+        miss_then_insert(policy, key, 1_100)
+        policy.record_hit(key)
+    for n in range(50):
+        key = f"new-{n}"
+        miss_then_insert(policy, key, 1_100)
+        while policy.weight > policy.capacity:
+            assert policy.evict() != key
+        assert key in policy
 
 
 def test_tinylfu_entry_larger_than_capacity_is_evicted_first() -> None:
@@ -189,14 +216,20 @@ def test_s3fifo_main_gives_read_keys_another_pass() -> None:
         miss_then_insert(policy, key)
         policy.record_hit(key)
     miss_then_insert(policy, 10)
-    # Small is over its share: its read keys move to main (their count starts over),
-    # the first unread one leaves.
+    # Small is over its share: its read keys move to main (their count starts over).
+    # The newcomer is not its own victim (S3-FIFO evicts before it inserts): main's
+    # head leaves.
+    assert policy.evict() == 0
+    assert policy.segments() == {"small": [10], "main": list(range(1, 10)), "ghost": []}
+    policy.record_hit(1)
+    miss_then_insert(policy, 11)
+    # Small's oldest (10) was never read: to the ghost, now that it is not the newest.
     assert policy.evict() == 10
-    assert policy.segments() == {"small": [], "main": list(range(10)), "ghost": [10]}
-    policy.record_hit(0)
-    # Main's head (0) was read since it arrived: it gets another pass; 1 was not.
-    assert policy.evict() == 1
-    assert policy.segments()["main"] == [2, 3, 4, 5, 6, 7, 8, 9, 0]
+    assert policy.segments()["ghost"] == [10]
+    # Small holds only the newcomer: main's turn. Its head (1) was read since it
+    # arrived: it gets another pass; 2 was not.
+    assert policy.evict() == 2
+    assert policy.segments()["main"] == [3, 4, 5, 6, 7, 8, 9, 1]
 
 
 def test_s3fifo_weights() -> None:

@@ -641,28 +641,34 @@ def test_a_big_batch_lets_other_threads_in_between(method: str) -> None:
     worker.join()
 
 
-def test_an_add_the_policy_turns_away_is_neither_a_set_nor_an_eviction():
-    # W-TinyLFU admission rejects a newcomer colder than its victim: add() says False
-    # (nothing was added), so stats() must not count a set or an eviction for it.
-    store, _, rec = listened(max_bytes=20 * entry_weight(100), policy="tinylfu")
-    for i in range(20):
-        store.set(f"hot{i}", payload(100))
-        for _ in range(10):
+@pytest.mark.parametrize("policy", ["adaptive", "tinylfu", "s3fifo", "lru"])
+@pytest.mark.parametrize(
+    "size, resident", [(100, 20), (3_000, 4), (60_000, 3)], ids=["small", "3k", "60k"]
+)
+def test_a_key_just_written_is_readable_in_a_warm_cache(policy, size, resident):
+    # A W-TinyLFU window or an S3-FIFO small queue lighter than one entry (by weight:
+    # a small budget, large values, a window the climber shrank during a run of hits)
+    # sent each newcomer straight to admission or to the ghost: a key just set was
+    # gone before its first read, and add() said False for keys that were never
+    # there (Django's cache sessions could not create one: no login).
+    store, _, rec = listened(max_bytes=resident * entry_weight(size), policy=policy)
+    for i in range(resident):
+        store.set(f"hot{i}", payload(size))
+    for _ in range(10):
+        for i in range(resident):
             store.get(f"hot{i}")
     before = store.stats()
-    refused = [
-        k for k in (f"new{i}" for i in range(50)) if not store.add(k, payload(100))
-    ]
+    for i in range(50):
+        store.set(f"set{i}", payload(size))
+        assert store.get(f"set{i}") is not None, (policy, i)
+        assert store.add(f"add{i}", payload(size)), (policy, i)
+        assert store.get(f"add{i}") is not None, (policy, i)
     after = store.stats()
-    added = 50 - len(refused)
-    assert refused  # the policy did turn some away
-    assert after["sets"] - before["sets"] == added
-    assert (
-        after["evictions_capacity"] - before["evictions_capacity"]
-        == len(rec.keys("capacity"))
-        <= added
+    assert after["sets"] - before["sets"] == 100
+    assert after["evictions_capacity"] - before["evictions_capacity"] == len(
+        rec.keys("capacity")
     )
-    assert not set(rec.keys("capacity")) & set(refused)
+    assert after["bytes_used"] <= resident * entry_weight(size)
 
 
 def test_batches_pause_only_between_critical_sections(monkeypatch) -> None:
