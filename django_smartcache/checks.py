@@ -1,10 +1,11 @@
-"""System checks: the ``SMARTCACHE`` setting (``smartcache.E010``) and the SQLite files
-in ``CACHES`` (``smartcache.W040``, ``W041``)."""
+"""System checks: the ``SMARTCACHE`` setting (``smartcache.E010``), the SQLite files
+in ``CACHES`` (``smartcache.W040``, ``W041``) and Redis replicas below an L1 (``W042``)."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,4 +118,61 @@ def check_sqlite_location_not_exposed(
                     )
                 )
                 break
+    return messages
+
+
+def _multilevel_lower_levels() -> list[tuple[str, int, Mapping[str, Any]]]:
+    """(alias, index, config) of every level below the first of each MultiLevelCache
+    that lists ``LEVELS``; a level named by alias is that alias's config. A malformed
+    entry is skipped here: the backend itself names what is wrong."""
+    found = []
+    for alias, config in settings.CACHES.items():
+        if not isinstance(config, Mapping) or not str(
+            config.get("BACKEND", "")
+        ).endswith("MultiLevelCache"):
+            continue
+        options = config.get("OPTIONS") or {}
+        levels = options.get("LEVELS") if isinstance(options, Mapping) else None
+        for index, level in enumerate(
+            levels if isinstance(levels, list | tuple) else ()
+        ):
+            if isinstance(level, str):
+                level = settings.CACHES.get(level)
+            if index and isinstance(level, Mapping):
+                found.append((alias, index, level))
+    return found
+
+
+@register(Tags.caches)
+def check_redis_replicas_below_l1(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A Redis level listing several servers reads from its replicas (Django's
+    ``RedisCache`` and django-redis alike). Just after an invalidation a process may read
+    the old value from a replica that has not applied the write yet, and keep it in its
+    L1: the staleness bound becomes the replica's lag plus ``L1_MAX_TTL``."""
+    messages: list[CheckMessage] = []
+    for alias, index, level in _multilevel_lower_levels():
+        if "redis" not in str(level.get("BACKEND", "")).lower():
+            continue
+        location = level.get("LOCATION")
+        servers = (
+            [s for s in re.split("[;,]", location) if s.strip()]
+            if isinstance(location, str)
+            else list(location)
+            if isinstance(location, list | tuple)
+            else []
+        )
+        if len(servers) > 1:
+            messages.append(
+                Warning(
+                    f"Level {index} of cache {alias!r} lists {len(servers)} Redis "
+                    "servers: its reads go to the replicas, and a value a lagging "
+                    "replica still holds after an invalidation can be kept in L1.",
+                    hint="List the primary only (the L1 takes the read load), or "
+                    "accept a staleness bound of the replicas' lag plus L1_MAX_TTL "
+                    "(docs/multilevel.md, Faults).",
+                    id="smartcache.W042",
+                )
+            )
     return messages
