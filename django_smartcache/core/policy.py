@@ -97,7 +97,8 @@ POLICIES: dict[str, PolicyFactory] = {
 
 #: The policy used when none is named: the S3-FIFO / W-TinyLFU duel, within half a point
 #: of the best of LRU, S3-FIFO, theine and LocMemCache in all 21 of our cells
-#: (``docs/eviction.md`` has the table, and where LRU still leads: faster-moving hot sets).
+#: (``docs/eviction.md`` has the table, and where LRU still leads: strongly
+#: recency-driven traffic, by up to 3.5 points in an outside probe's streams).
 DEFAULT_POLICY = "adaptive"
 
 
