@@ -4,10 +4,14 @@ One connection per thread and file, opened lazily; reopened in a forked child
 (connections must not cross a fork) and in every thread of a process once one of them
 finds that ``LOCATION`` names another file (moved aside as damaged, or deleted and
 recreated, by another process). Opening creates and checks the file once per process.
+When a thread's state goes (the thread ended, or the cache instance was dropped), its
+connection waits in a small per-process pool for the next thread that opens the same
+file: a server with a thread per request (ASGI, threaded runserver) reuses them.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
@@ -153,6 +157,7 @@ def _after_fork() -> None:
     _generation += 1
     _prepare_lock = threading.Lock()
     _inside.clear()  # the calls of the parent's other threads do not exist here
+    _pool.clear()  # the parent's idle connections: in _live, closed (or kept) below
     _forking, _fork_done = False, threading.Event()
     _fork_done.set()
     inherited = list(_live)
@@ -211,11 +216,14 @@ def close_all_connections() -> None:
     # First the new generation, then who is inside: a call that starts later sees the
     # new generation and opens a new connection instead of using one closed here.
     new_generation()
+    _close_pool()
     busy = set(_inside)
     me = os.getpid()
     for conn in list(_live):
         pid, thread = conn.owner
-        if pid != me or thread in busy:
+        # Thread 0: idle in the pool (closed just above), or being taken from it by a
+        # thread that has not yet written its name: that thread's next call reopens.
+        if pid != me or thread in busy or thread == 0:
             continue
         _live.discard(conn)
         try:
@@ -273,25 +281,128 @@ _prepare_lock = threading.Lock()
 _orphans: list[sqlite3.Connection] = []
 
 
+#: Idle connections kept per (absolute path, busy_timeout, synchronous) at most.
+POOL_SIZE = 8
+
+#: (absolute path, busy_timeout, synchronous): connections alike, as ``connect`` makes them.
+PoolKey = tuple[str, float, str]
+#: (connection, pid and generation it was opened in, identity of its file, has_json).
+_Idle = tuple[sqlite3.Connection, int, int, FileId | None, bool]
+
+#: Idle connections of this process: a thread's connection, when its state goes (the
+#: thread ended, or the cache instance was dropped), waits here for the next thread
+#: opening the same file. Under ASGI each request runs in a new thread (and Django
+#: builds new cache instances per request context): opening a connection there cost
+#: 4-20 ms per request, and closing the file's last one deleted its WAL each time.
+#: No lock: ``dict.setdefault``, ``list.append`` and ``list.pop`` are atomic under the
+#: GIL, and ``_Closer.__del__`` may run anywhere (even where this thread holds a lock).
+_pool: dict[PoolKey, list[_Idle]] = {}
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001, S110 - closing only: nothing to save
+        pass
+
+
+def _close_pool() -> None:
+    """Close the idle connections of this process (a connection popped here is ours
+    alone: a thread taking one pops it too)."""
+    me = os.getpid()
+    for idle in list(_pool.values()):
+        while idle:
+            try:
+                conn, pid, *_ = idle.pop()
+            except IndexError:
+                break
+            if pid == me:
+                _close_quietly(conn)
+
+
+#: Set at exit: from then on a thread's connection is closed, not kept idle.
+_exiting = False
+
+
+def _at_exit() -> None:
+    # Python 3.13 warns (ResourceWarning) about a sqlite3 connection left unclosed;
+    # the instances still alive drop their connections after this (closed, not kept).
+    global _exiting
+    _exiting = True
+    _close_pool()
+
+
+atexit.register(_at_exit)
+
+
+def _take(key: PoolKey, generation: int, file: FileId | None) -> _Idle | None:
+    """An idle connection for ``key`` opened in this process and ``generation`` on the
+    file ``file`` (LOCATION's identity now), or ``None``. Others met are closed."""
+    idle = _pool.get(key)
+    me = os.getpid()
+    while idle:
+        try:
+            entry = idle.pop()
+        except IndexError:
+            return None
+        conn, pid, opened_in, on_file = entry[:4]
+        if (
+            pid == me
+            and opened_in == generation
+            and file is not None
+            and on_file == file
+        ):
+            return entry
+        if pid == me:
+            _close_quietly(conn)
+    return None
+
+
 class _Closer:
-    """Closes a thread's connection when the thread's state goes (the thread ended, or
-    the cache instance was dropped): left to the garbage collector, each one was an
-    open file descriptor until a collection, and a ResourceWarning on Python 3.13."""
+    """Hands a thread's connection back when the thread's state goes (the thread ended,
+    or the cache instance was dropped): to the pool, or closes it. Left to the garbage
+    collector, each one was an open file descriptor until a collection, and a
+    ResourceWarning on Python 3.13."""
 
-    __slots__ = ("conn", "pid")
+    __slots__ = ("conn", "file", "generation", "json", "key", "pid")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        key: PoolKey,
+        generation: int,
+        file: FileId | None,
+        json: bool,
+    ) -> None:
         self.conn = conn
+        self.key = key
         self.pid = os.getpid()
+        self.generation = generation
+        self.file = file
+        self.json = json
 
     def __del__(self) -> None:
         # Never in a forked child: an inherited connection is closed after the fork
         # (or kept as an orphan when the fork could not wait for the calls inside).
-        if self.pid == os.getpid():
-            try:
-                self.conn.close()
-            except Exception:  # noqa: BLE001, S110 - at teardown: nothing to report to
-                pass
+        # Never a lock here: this may run at any point, in any thread.
+        try:
+            conn, pid = self.conn, self.pid
+            if pid != os.getpid():
+                return
+            # (A closed connection, left after damage or for a new generation, raises.)
+            if (
+                self.generation == _generation
+                and not _exiting
+                and not conn.in_transaction
+            ):
+                idle = _pool.setdefault(self.key, [])
+                if len(idle) < POOL_SIZE:
+                    conn.owner = (pid, 0)  # type: ignore[attr-defined]  # nobody's
+                    idle.append((conn, pid, self.generation, self.file, self.json))
+                    return
+            conn.close()
+        except Exception:  # noqa: BLE001, S110 - at teardown: nothing to report to
+            pass
 
 
 class ThreadState(threading.local):
@@ -420,18 +531,31 @@ class ConnectionMixin:
         # Identity first: if the file is replaced before connect() opens it, the next
         # check sees a mismatch and reopens (the other order could miss it forever).
         file = file_id(self._path)
-        conn = sqlite_file.connect(
-            self._path, self._options.busy_timeout, self._options.synchronous
-        )
+        options = self._options
+        key = (self._path, options.busy_timeout, options.synchronous)
+        idle = _take(key, generation, file)
+        if idle is None:
+            conn = sqlite_file.connect(
+                self._path, options.busy_timeout, options.synchronous
+            )
+            json = has_json(conn)
+        else:
+            # Another thread's, left idle: the same file, opened since the last fork
+            # or new generation. Its busy_timeout as connect() set it (a failed
+            # restore after a shorter wait would otherwise stay).
+            conn, json = idle[0], idle[4]
+            conn.execute(f"PRAGMA busy_timeout = {int(options.busy_timeout * 1000)}")
         conn.owner = (os.getpid(), _get_ident())
         _live.add(conn)
         state.live = (conn, _monotonic() + FILE_CHECK_INTERVAL, generation)
         state.pid = os.getpid()
         state.file = file
         state.pending = {}
+        # Whatever the connection did for another instance is not this one's: its
+        # own-writes bookkeeping (``changes_since(skip_own=True)``) starts afresh.
         state.seen = None
-        state.json = has_json(conn)
-        state.closer = _Closer(conn)
+        state.json = json
+        state.closer = _Closer(conn, key, generation, file, json)
         return conn
 
     def _on_error(self, exc: sqlite3.DatabaseError) -> None:
