@@ -93,7 +93,7 @@ def _caller_error(exc: BaseException) -> bool:
         from redis.exceptions import DataError, ResponseError
     except ImportError:  # pragma: no cover - redis is an optional dependency
         return False
-    if isinstance(exc, DataError):
+    if isinstance(exc, DataError) or _no_permission(exc):
         return True
     if not isinstance(exc, ResponseError):
         return False
@@ -101,6 +101,27 @@ def _caller_error(exc: BaseException) -> bool:
     # "Command # 2 (EXPIRE ...) of pipeline caused error: value is not an integer ..."
     answer = str(exc).rpartition(_PIPELINE_ERROR)[2]
     return answer.startswith(_CALLER_ERRORS)
+
+
+def _no_permission(exc: BaseException) -> bool:
+    """Redis' ``NOPERM``: the ACL user may not run the command (``FLUSHDB`` without
+    ``@dangerous``) or touch the key (outside its ``~pattern``). The configuration's
+    error, not an outage: raised to the caller, as Django's RedisCache alone raises
+    it. It used to mark the level down and queue a repair (a clear, for a refused
+    ``FLUSHDB``) that failed the same way at every retry: the level stayed down in
+    that process for good, and its later writes never reached Redis. Also when a
+    client wraps it (its ``__cause__``)."""
+    try:
+        from redis.exceptions import NoPermissionError
+    except ImportError:  # pragma: no cover - redis is an optional dependency
+        return False
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 4:
+        if isinstance(current, NoPermissionError):
+            return True
+        current, seen = current.__cause__, seen + 1
+    return False
 
 
 def _memcache_caller_error(exc: BaseException) -> bool:
@@ -345,16 +366,19 @@ class LevelHealth:
             if self._repair_level is None:
                 self._repair_level = self._rebuild()
             self.repair(self._repair_level)
-        except Exception as exc:
-            if isinstance(exc, FAULTS):
+        except Exception as exc:  # noqa: BLE001 - retried, or abandoned and logged
+            outage = isinstance(exc, FAULTS) and not _caller_error(exc)
+            if outage:
                 self.failed(exc, "repair")
             else:
-                logger.exception(
-                    "smartcache level %s: background repair failed", self.name
-                )
+                # Not an outage (a NOPERM: the user may not FLUSHDB): every retry
+                # fails the same way. It used to be retried every RETRY_INTERVAL for
+                # good, the level down meanwhile.
+                self.abandon(exc)
             with self.lock:
                 self._repairing = False
-                self._arm()
+                if outage:
+                    self._arm()
             return
         level, self._repair_level = self._repair_level, None
         try:
@@ -364,6 +388,34 @@ class LevelHealth:
                 self._repairing = False
                 if self.clear_pending or self.suspects:
                     self._arm()  # missed meanwhile
+
+    def abandon(self, exc: BaseException) -> None:
+        """The repair failed with an error that is no outage (the level answered: a
+        NOPERM, a bug): retrying would fail the same way, so it is dropped, logged at
+        ERROR with what the level may still hold, and the level counts as back."""
+        with self.lock:
+            keys = len(self.suspects)
+            clear = self.clear_pending
+            self.suspects.clear()
+            self.clear_pending = False
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+        if clear:
+            left = "the clear() it missed is not done: it keeps what was written before"
+        else:
+            left = f"{keys} keys written during the outage keep there the values they replaced"
+        logger.error(
+            "smartcache level %s: its repair after an outage was refused (%s: %s) and "
+            "is abandoned; %s, until they expire. Give the level's user the "
+            "permission the repair needs (FLUSHDB for a clear, UNLINK/DEL of the "
+            "cache's keys)",
+            self.name,
+            type(exc).__name__,
+            exc,
+            left,
+            exc_info=not isinstance(exc, FAULTS),
+        )
+        self.recovered()
 
     def stop(self) -> None:
         """Cancel the background repair for good (tests; a process shutting down)."""

@@ -184,6 +184,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         try:
             health.repair(self._levels[index])
         except FAULTS as exc:
+            if _caller_error(exc):
+                # The level answered and refused the repair (NOPERM): retrying would
+                # fail alike, and kept the level down for good (see ``abandon``).
+                health.abandon(exc)
+                return True
             health.failed(exc, "recovery")
             if self._raise:
                 raise

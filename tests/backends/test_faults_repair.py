@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+from django.core.cache.backends.redis import RedisCache
 
 from django_smartcache.backends._coherence import SQLiteChangeLog
 from django_smartcache.backends._level_health import LevelHealth
@@ -166,31 +167,53 @@ def test_the_writer_repairs_as_soon_as_the_channel_is_back(
     assert client.get(key) == b"another process's"
 
 
+class OneProcessOutage(RedisCache):
+    """Django's RedisCache that fails with a ``ConnectionError`` while ``failing``:
+    the level down for the configurations built over it (the repair's own instance
+    too), as a connection refused or a command timing out under load would be, while
+    their listener and the other configurations keep theirs. (The tests made it with
+    an ACL that refused the keys and FLUSHDB; a NOPERM is now the caller's error, no
+    outage.)"""
+
+    failing = False
+
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        for name in (
+            "add", "get", "set", "touch", "delete", "get_many", "has_key", "incr",
+            "set_many", "delete_many", "clear",
+        ):  # fmt: skip
+            setattr(self, name, self._failing(getattr(self, name)))
+
+    @classmethod
+    def _failing(cls, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if cls.failing:
+                raise redis.ConnectionError("one process's outage (test)")
+            return method(*args, **kwargs)
+
+        return call
+
+
 def _down_for_one_process(
     server: Any, make_cache: Callable[..., MultiLevelCache]
 ) -> tuple[MultiLevelCache, MultiLevelCache, Callable[[bool], None]]:
     """Caches ``a`` and ``b`` over one Redis, and ``down(True/False)``: the level fails
-    for ``a`` only (its Redis user loses access to the keys, as a command timing out
-    under load would), while ``a``'s listener keeps hearing ``b``. ``b`` is another
-    configuration: an L1, a token and a health of its own (another process), on the
-    same channel and keys."""
-    admin = redis.Redis.from_url(server.url)
-    admin.execute_command("ACL", "SETUSER", "a", "on", ">pw", "~*", "&*", "+@all")
+    for ``a`` only (:class:`OneProcessOutage`), while ``a``'s listener keeps hearing
+    ``b``. ``b`` is another configuration: an L1, a token and a health of its own
+    (another process), on the same channel and keys."""
+    OneProcessOutage.failing = False
     prefix = _unique()
-    level_a = {
-        "BACKEND": REDIS,
-        "LOCATION": server.url,
-        "OPTIONS": {"username": "a", "password": "pw"},
-    }
-    a = make_cache(level_a, prefix, RETRY_INTERVAL=2.0)
+    outage = f"{__name__}.OneProcessOutage"
+    a = make_cache({"BACKEND": outage, "LOCATION": server.url}, prefix,
+                   RETRY_INTERVAL=2.0)  # fmt: skip
     b = make_cache({"BACKEND": REDIS, "LOCATION": server.url}, prefix,
                    MAX_SUSPECT_KEYS=1000)  # fmt: skip
     assert eventually(lambda: a.stats()["coherence"]["connected"])
     assert eventually(lambda: b.stats()["coherence"]["connected"])
 
     def down(yes: bool) -> None:
-        rules = ("resetkeys", "-flushdb") if yes else ("~*", "+flushdb")
-        admin.execute_command("ACL", "SETUSER", "a", *rules)
+        OneProcessOutage.failing = yes
 
     return a, b, down
 
@@ -204,7 +227,7 @@ def test_a_write_heard_from_another_process_is_not_repaired_away(
     a, b, down = _down_for_one_process(private_redis, make_cache)
     a.set("k", "before")
     down(True)
-    a.set("k", "A during its outage")  # NOPERM: a suspect, the level down for a
+    a.set("k", "A during its outage")  # refused: a suspect, the level down for a
     assert a.stats()["levels"][1]["pending_repairs"] == 1
     down(False)
     b.set("k", "B after")  # heard by a
@@ -250,7 +273,7 @@ def test_a_touch_or_an_l1_write_heard_from_another_process_is_no_write(
     a, b, down = _down_for_one_process(private_redis, make_cache)
     a.set("k", "before")
     down(True)
-    a.set("k", "A during its outage")  # NOPERM: a suspect, the level down for a
+    a.set("k", "A during its outage")  # refused: a suspect, the level down for a
     down(False)
     applied = a.stats()["coherence"]["invalidations_applied"]
     if change == "touch":
@@ -338,7 +361,7 @@ def test_what_a_repair_deletes_leaves_the_other_processes_l1(
     a.set("k", "before")
     assert b.get("k") == "before"  # b's L1 copy (L1_MAX_TTL 1000 s here)
     down(True)
-    a.set("k", "A during its outage")  # NOPERM: a suspect, unpublished
+    a.set("k", "A during its outage")  # refused: a suspect, unpublished
     down(False)
     applied = b.stats()["coherence"]["invalidations_applied"]
     assert eventually(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 30.0)
