@@ -24,7 +24,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import _coherence
-from ._level_ttl import _NO_EXPIRY, _redis_options, _redis_url, _remaining_ttls
+from ._level_ttl import (
+    _NO_EXPIRY,
+    _redis_options,
+    _redis_url,
+    _remaining_ttls,
+    raw_redis_client,
+)
 from ._sqlite_options import django_count
 from .base import option_timeout
 
@@ -83,7 +89,9 @@ class LevelOptions:
     max_suspects: int
     raise_errors: bool
     coherence: str
-    channel: Any
+    #: The CHANNEL option as given; None: not given (the default, per database: see
+    #: ``default_channel``).
+    channel: str | None
     redis_url: Any
 
 
@@ -199,6 +207,9 @@ def parse(location: Any, params: dict[str, Any], outer: type) -> LevelOptions:
         "COHERENCE_INTERVAL": interval,
         "RETRY_INTERVAL": retry,
         "ERROR_LOG_INTERVAL": log_interval,
+        # Not given: the default, which depends on the lowest level's database; one
+        # given equal to the default's text is another channel (for db 1 and up).
+        "CHANNEL": raw.get("CHANNEL"),
     }
     shared_options = tuple((k, parsed.get(k, options[k])) for k in _SHARED_OPTIONS)
     name = hashlib.sha1(repr((location, configs, shared_options)).encode()).hexdigest()
@@ -212,7 +223,7 @@ def parse(location: Any, params: dict[str, Any], outer: type) -> LevelOptions:
         max_suspects=max_suspects,
         raise_errors=options["RAISE_ERRORS"],
         coherence=mode,
-        channel=options["CHANNEL"],
+        channel=raw.get("CHANNEL"),
         redis_url=options["REDIS_URL"],
     )
 
@@ -547,7 +558,7 @@ def make_coherence(
         return _coherence.RedisPubSub(
             l1,
             url,
-            options.channel,
+            options.channel or default_channel(lowest, options.redis_url),
             _redis_options(lowest),
             options.log_interval,
             # The level's own connection settings, unless REDIS_URL names the server.
@@ -555,6 +566,46 @@ def make_coherence(
         )
     # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
     return _coherence.NoCoherence(l1)
+
+
+def default_channel(lowest: BaseCache, redis_url: str | None = None) -> str:
+    """The channel when CHANNEL is not given: ``DEFAULTS["CHANNEL"]`` for database 0,
+    with ``:db<n>`` appended for database ``n`` of the lowest level.
+
+    Redis pub/sub is server-wide, not per database: two sites on databases 0 and 1 of
+    one server, both on the one default channel, took each other's messages for
+    changes of their own level (a write of a same-named key, or a clear, spared a
+    pending repair: the other site's database kept an outage write's old value with no
+    time bound), and every clear() of one flushed every L1 of the other. Database 0
+    keeps the old name, so the common deployment hears processes of older releases
+    during a rolling upgrade. The database is read from the level's own client (its
+    connection pool's ``db``: the URL's path or ``?db=``, or a ``db`` in its OPTIONS),
+    else from its URL, else from ``REDIS_URL``; unknown: database 0's name.
+    """
+    base: str = DEFAULTS["CHANNEL"]
+    db = _level_db(lowest)
+    if db is None and redis_url:
+        server = _redis_server(redis_url)
+        db = server[3] if server else None
+    if db is None or db in ("", "0"):
+        return base
+    return f"{base}:db{db}"
+
+
+def _level_db(level: BaseCache) -> str | None:
+    """The database number a Redis level (Django's RedisCache, django-redis) writes
+    to, as text; None when unknown."""
+    try:
+        client = raw_redis_client(level, write=True)
+    except Exception:  # noqa: BLE001 - a level we cannot read: its URL, below
+        client = None
+    kwargs = getattr(
+        getattr(client, "connection_pool", None), "connection_kwargs", None
+    )
+    if isinstance(kwargs, dict):
+        return _db(str(kwargs.get("db", 0)))
+    server = _redis_server(_redis_url(level))
+    return server[3] if server else None
 
 
 def _identity_key(key: str, key_prefix: str, version: Any) -> str:

@@ -1,0 +1,133 @@
+"""The default coherence channel is per Redis database (outside probe, session 12).
+
+Redis pub/sub is server-wide, not per database: two sites on databases 0 and 1 of one
+server shared the one default channel, and each took the other's messages for changes
+of its own level. Real redis-server (the session's); the two sites are two
+MultiLevelCache configurations of this process, as two processes would be.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from django_smartcache.backends._level_config import DEFAULTS
+from django_smartcache.backends.multilevel import MultiLevelCache
+from tests.backends.test_faults_repair import OneProcessOutage
+from tests.backends.test_multilevel import REDIS
+from tests.fixtures.waiting import eventually
+
+pytestmark = pytest.mark.redis
+
+DJANGO_REDIS = "django_redis.cache.RedisCache"
+OLD_DEFAULT = "django_smartcache:invalidate"
+
+
+def _db(url: str, db: int) -> str:
+    return url.rsplit("/", 1)[0] + f"/{db}"
+
+
+@pytest.mark.parametrize("backend", [REDIS, DJANGO_REDIS])
+def test_the_default_channel_names_the_database(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache], backend: str
+) -> None:
+    on_0 = make_cache({"BACKEND": backend, "LOCATION": _db(redis_url, 0)})
+    on_1 = make_cache({"BACKEND": backend, "LOCATION": _db(redis_url, 1)})
+    on_3 = make_cache(
+        {"BACKEND": backend, "LOCATION": redis_url.rsplit("/", 1)[0] + "/?db=3"}
+    )
+    assert DEFAULTS["CHANNEL"] == OLD_DEFAULT
+    # Database 0 keeps the old name: a rolling upgrade of a one-database site still
+    # hears its older processes.
+    assert on_0._co.channel == OLD_DEFAULT
+    assert on_1._co.channel == OLD_DEFAULT + ":db1"
+    assert on_3._co.channel == OLD_DEFAULT + ":db3"
+
+
+def test_a_db_in_the_levels_options_names_the_channel(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """Django's RedisCache passes its OPTIONS to the connection pool: a ``db`` there
+    (and none in the URL, whose own wins) is the database written to, and the
+    channel follows it."""
+    server = redis_url.rsplit("/", 1)[0]
+    cache = make_cache({"BACKEND": REDIS, "LOCATION": server, "OPTIONS": {"db": 2}})
+    assert cache._co.channel == OLD_DEFAULT + ":db2"
+    cache.set("k", 1)
+    assert redis.Redis.from_url(_db(redis_url, 2)).exists(cache.make_key("k"))
+
+
+def test_an_explicit_channel_wins(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    level = {"BACKEND": REDIS, "LOCATION": _db(redis_url, 1)}
+    assert make_cache(level, CHANNEL="mine")._co.channel == "mine"
+    # The old default's text, given, is kept as given (an upgrade may pin it).
+    assert make_cache(level, CHANNEL=OLD_DEFAULT)._co.channel == OLD_DEFAULT
+
+
+def test_a_clear_of_one_database_does_not_flush_the_other_sites_l1(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """Every clear() of site A (db 0) flushed every L1 of site B (db 1). A clear of B's
+    own database by another B process still does (the control)."""
+    a = make_cache({"BACKEND": REDIS, "LOCATION": _db(redis_url, 0)})
+    b = make_cache({"BACKEND": REDIS, "LOCATION": _db(redis_url, 1)}, "site-b")
+    b2 = make_cache({"BACKEND": REDIS, "LOCATION": _db(redis_url, 1)}, "site-b")
+    for cache in (a, b, b2):
+        assert eventually(lambda c=cache: c.stats()["coherence"]["connected"])
+    assert a._co.channel != b._co.channel
+    b.set("k", "b's")
+    flushes = b.stats()["coherence"]["flushes"]
+    a.clear()
+    time.sleep(0.3)  # a message is heard within milliseconds
+    assert b.stats()["coherence"]["flushes"] == flushes
+    assert b.get("k", levels=1) == "b's"  # still in b's L1
+    b2.clear()  # the control: b's own database
+    assert eventually(lambda: b.stats()["coherence"]["flushes"] > flushes)
+    assert b.get("k", levels=1) is None
+
+
+@pytest.mark.parametrize("change", ["write", "clear"])
+def test_the_other_databases_changes_do_not_spare_a_pending_repair(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache], change: str
+) -> None:
+    """Site B (db 1) wrote ``k`` through an outage of its own; site A (db 0, no prefix
+    either: same key names) then wrote ``k``, or cleared its database. B took that for
+    a change of *its* level made after its outage write, dropped the suspect, and db 1
+    kept the value B's write replaced, served to every B process with no time bound
+    (probe: crossdb_channel.py). Now B does not hear A, and repairs."""
+    OneProcessOutage.failing = False
+    outage = f"{OneProcessOutage.__module__}.OneProcessOutage"
+    a = make_cache({"BACKEND": REDIS, "LOCATION": _db(redis_url, 0)}, "site")
+    b = make_cache(
+        {"BACKEND": outage, "LOCATION": _db(redis_url, 1)}, "site", RETRY_INTERVAL=2.0
+    )
+    reader = make_cache({"BACKEND": REDIS, "LOCATION": _db(redis_url, 1)}, "site")
+    for cache in (a, b):
+        assert eventually(lambda c=cache: c.stats()["coherence"]["connected"])
+    b.set("k", "old")
+    try:
+        OneProcessOutage.failing = True
+        b.set("k", "new")  # the level down for b: a suspect
+        assert b.stats()["levels"][1]["pending_repairs"] == 1
+    finally:
+        OneProcessOutage.failing = False
+    if change == "write":
+        a.set("k", "site A's")
+    else:
+        a.clear()
+    assert eventually(lambda: b.stats()["levels"][1]["pending_repairs"] == 0, 10.0)
+    assert reader.get("k") is None  # "old" was repaired away
+
+
+def test_the_channel_follows_the_levels_database_with_redis_url(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """REDIS_URL names where to publish; the dataset is still the level's database."""
+    level = {"BACKEND": REDIS, "LOCATION": _db(redis_url, 1)}
+    cache = make_cache(level, REDIS_URL=_db(redis_url, 0))
+    assert cache._co.channel == OLD_DEFAULT + ":db1"
