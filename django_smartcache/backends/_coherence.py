@@ -30,6 +30,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._level_health import _no_permission
 from ._level_ttl import raw_redis_client
 
 logger = logging.getLogger("django_smartcache.multilevel")
@@ -256,6 +257,14 @@ class RedisPubSub(Coherence):
     #: while the other processes read the values the outage writes replaced.
     REPAIR_PING_AFTER = 0.25
 
+    #: A channel the Redis user may not use (NOPERM: Redis 7's ``resetchannels``
+    #: default, ``-@pubsub``) is tried again after 1 s, then 2, 4, ... up to 60 s, both
+    #: by the listener and by the publisher (which skips publishing meanwhile). The
+    #: listener used to reconnect, AUTH and SUBSCRIBE 4 times a second for good, and
+    #: every write's refused publish counted an error (~90 a second).
+    DENIED_FIRST = 1.0
+    DENIED_MAX = 60.0
+
     def __init__(
         self,
         l1: Any,
@@ -282,6 +291,11 @@ class RedisPubSub(Coherence):
         self._start_lock = threading.Lock()
         self._last_log = float("-inf")
         self.token = _new_token()
+        #: Refused with NOPERM: the listener's next wait, the publisher's next wait
+        #: and the time until which it skips publishing (0.0: permitted).
+        self._listen_denied = 0.0
+        self._publish_denied = 0.0
+        self._publish_denied_until = 0.0
 
     # -- hot path -----------------------------------------------------------------
     def refresh(self, lowest: Any) -> None:
@@ -357,22 +371,66 @@ class RedisPubSub(Coherence):
             logger.warning(message, self.channel, exc)
 
     def publish_failed(self, exc: BaseException) -> None:
+        if _no_permission(exc):
+            # Counted once per wait, not per write: publishing is skipped meanwhile.
+            self.errors += 1
+            first = not self._publish_denied
+            self._publish_denied = self._next_wait(self._publish_denied)
+            self._publish_denied_until = _monotonic() + self._publish_denied
+            if first:
+                self._log_denied("publish on", exc)
+            return
         self._failed(
             "smartcache coherence channel %r: publishing failed (%s); other "
             "processes keep their L1 copies up to L1_MAX_TTL",
             exc,
         )
 
+    def _next_wait(self, wait: float) -> float:
+        return min(wait * 2, self.DENIED_MAX) if wait else self.DENIED_FIRST
+
+    def _log_denied(self, what: str, exc: BaseException) -> None:
+        logger.error(
+            "smartcache coherence channel %r: the Redis user has no permission to %s "
+            "it (%s); the L1 copies of this cache are now kept coherent by "
+            "L1_MAX_TTL only, in every process. Grant the user the channel (ACL "
+            "SETUSER <user> &%s, Redis 7 grants none by default) or set CHANNEL to "
+            "one it may use; tried again after 1 s, then up to every %s s",
+            self.channel,
+            what,
+            exc,
+            self.channel,
+            self.DENIED_MAX,
+        )
+
+    def _permitted(self, what: str) -> None:
+        logger.info(
+            "smartcache coherence channel %r: permitted to %s it again",
+            self.channel,
+            what,
+        )
+
     def publish(self, keys: Iterable[str], written: bool = True) -> None:
+        if self._publish_denied and _monotonic() < self._publish_denied_until:
+            return  # refused (NOPERM): L1_MAX_TTL bounds the others' copies
         prefix = self.token + (_KIND_KEY if written else _KIND_COPY)
         pipe = self._client().pipeline(transaction=False)
         for key in keys:
             pipe.publish(self.channel, prefix + key)
         pipe.execute()
+        self._published()
 
     def publish_clear(self, cleared: bool = False) -> None:
+        if self._publish_denied and _monotonic() < self._publish_denied_until:
+            return
         message = self.token + _KIND_CLEAR + (_CLEARED if cleared else "")
         self._client().publish(self.channel, message)
+        self._published()
+
+    def _published(self) -> None:
+        if self._publish_denied:
+            self._publish_denied = 0.0
+            self._permitted("publish on")
 
     # -- listener thread ----------------------------------------------------------
     def _listen(self) -> None:
@@ -405,6 +463,15 @@ class RedisPubSub(Coherence):
                         pinged = now
             except (redis.RedisError, OSError) as exc:
                 self.connected = False
+                if _no_permission(exc):
+                    # Refused, not lost: the same answer 4 times a second helps no
+                    # one. Counted and waited for, logged once (ERROR) until permitted.
+                    self.errors += 1
+                    if not self._listen_denied:
+                        self._log_denied("subscribe to", exc)
+                    self._listen_denied = self._next_wait(self._listen_denied)
+                    self._stopping.wait(self._listen_denied)
+                    continue
                 self._failed(
                     "smartcache coherence channel %r lost (%s); L1 entries are "
                     "bounded by L1_MAX_TTL until it reconnects",
@@ -426,6 +493,9 @@ class RedisPubSub(Coherence):
             # Messages sent while we were not subscribed are lost: start from empty.
             self.flush()
             self.connected = True
+            if self._listen_denied:
+                self._listen_denied = 0.0
+                self._permitted("subscribe to")
             self.reconnects += 1
             if self.level is not None and self.reached is not None:
                 self.reached()  # the level's own server answers: repair it now
@@ -453,5 +523,9 @@ class RedisPubSub(Coherence):
 
     def snapshot(self) -> dict[str, Any]:
         snap = super().snapshot()
-        snap.update(connected=self.connected, subscriptions=self.reconnects)
+        snap.update(
+            connected=self.connected,
+            subscriptions=self.reconnects,
+            permission_denied=bool(self._listen_denied or self._publish_denied),
+        )
         return snap

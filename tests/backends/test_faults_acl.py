@@ -123,3 +123,54 @@ def test_a_repair_refused_by_the_acl_is_abandoned_not_retried_for_good(
     cache.set("k", "after")
     assert not _level(cache)["down"]
     assert reader.get("k") == "after"
+
+
+def test_a_channel_the_user_may_not_use_is_tried_again_slowly_and_logged_once(
+    redis_url: str,
+    acl: Callable[..., dict[str, Any]],
+    make_cache: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A user without channel rights (``resetchannels``, Redis 7's default): the
+    listener reconnected, AUTHed and SUBSCRIBEd 4 times a second for good, each refused
+    (probe: 4.0 connections a second from one idle process), every write's refused
+    publish counted an error, and the log said "lost ... until it reconnects". Now both
+    wait 1, 2, 4, ... up to 60 s, one ERROR each names the channel and L1_MAX_TTL, and
+    staleness stays bounded by L1_MAX_TTL; granted the channel, it subscribes again."""
+    admin = redis.Redis.from_url(redis_url)
+    prefix = "nochannel"
+    with caplog.at_level(logging.INFO, "django_smartcache.multilevel"):
+        cache = make_cache(acl("~*", "resetchannels", "+@all"), prefix, L1_MAX_TTL=0.5)
+        other = make_cache({"BACKEND": REDIS, "LOCATION": redis_url}, prefix)
+        cache.set("k", "v1")
+        assert cache.get("k") == "v1"  # in its L1 now
+        time.sleep(0.5)
+        admin.execute_command("ACL", "LOG", "RESET")
+        errors = cache.stats()["coherence"]["errors"]
+        for i in range(100):  # 3 s of writes
+            cache.set(f"w{i}", i)
+            time.sleep(0.03)
+        refused = sum(entry["count"] for entry in admin.acl_log())
+        assert refused <= 6, refused  # was ~12 SUBSCRIBEs + 100 PUBLISHes
+        assert cache.stats()["coherence"]["errors"] - errors <= 6
+        assert cache.stats()["coherence"]["permission_denied"]
+        logged = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.ERROR and "no permission" in r.getMessage()
+        ]
+        assert 1 <= len(logged) <= 2  # subscribing, publishing
+        assert all(cache._co.channel in m and "L1_MAX_TTL" in m for m in logged)
+        other.set("k", "v2")  # unheard: bounded by L1_MAX_TTL (0.5 s)
+        time.sleep(0.6)
+        assert cache.get("k") == "v2"
+        admin.execute_command("ACL", "SETUSER", "app", "&*")
+        assert eventually(lambda: cache.stats()["coherence"]["connected"], 20.0)
+
+        def published() -> bool:
+            cache.set("again", 1)
+            return not cache.stats()["coherence"]["permission_denied"]
+
+        assert eventually(published, 20.0, poll=0.1)
+    assert any("permitted" in r.getMessage() for r in caplog.records)
+    admin.close()
