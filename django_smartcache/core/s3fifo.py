@@ -59,6 +59,9 @@ class S3FIFOPolicy:
         self._own_cells = True
         #: Weight that has left the small queue so far (a clock for the ghosts' stamps).
         self._small_out = 0
+        #: The key last inserted or updated: never the victim of its own write's
+        #: eviction while another key can go (see ``evict``).
+        self._newest: Hashable | None = None
         self.small_weight = 0
         self.main_weight = 0
         self.ghost_weight = 0
@@ -168,6 +171,7 @@ class S3FIFOPolicy:
         pass
 
     def insert(self, key: Hashable, weight: int) -> None:
+        self._newest = key
         if self._own_cells:
             self._cells[key] = [0]
         ghost_weight = self._ghost.pop(key, None)
@@ -180,6 +184,7 @@ class S3FIFOPolicy:
             self.small_weight += weight
 
     def update(self, key: Hashable, weight: int) -> None:
+        self._newest = key
         small = self._small
         old = small.get(key)
         if old is not None:
@@ -197,6 +202,8 @@ class S3FIFOPolicy:
             cell[slot] += 1
 
     def remove(self, key: Hashable) -> None:
+        if key == self._newest:
+            self._newest = None
         if self._own_cells:
             del self._cells[key]
         weight = self._small.pop(key, None)
@@ -206,42 +213,62 @@ class S3FIFOPolicy:
             self.main_weight -= self._main.pop(key)
 
     def evict(self) -> Hashable:
-        """The next victim. The small queue's newest key is never its victim while main
-        has keys: with a small queue lighter than one entry (a byte budget whose 10% is
-        under a value's size, or an adaptive share that shrank), a key just written went
-        to the ghost before it could be read, and ``add()`` refused every new key. Now
-        it is judged when the next newcomer arrives, as in a queue of one entry."""
-        small, main, cells, slot = self._small, self._main, self._cells, self._slot
+        """The next victim. The key last written is never the victim while another key
+        can go: with a small queue lighter than one entry (a byte budget whose 10% is
+        under a value's size, or an adaptive share that shrank), a key just written
+        went to the ghost before it could be read, and ``add()`` refused every new key.
+        Now it is judged when the next write comes, as in a queue of one entry (the
+        paper's S3-FIFO evicts before it inserts). In main it is passed over (moved to
+        the tail, its counter kept); small gives the victim when main holds only it.
+        """
+        small, main, newest = self._small, self._main, self._newest
         while True:
-            if small and (
-                not main or (self.small_weight >= self.small_max and len(small) > 1)
-            ):
-                key, weight = small.popitem(last=False)
-                self.small_weight -= weight
-                self._small_out += weight
-                cell = cells[key]
-                if cell[slot]:
-                    cell[slot] = 0
-                    main[key] = weight
-                    self.main_weight += weight
+            from_small = bool(small) and (
+                not main or self.small_weight >= self.small_max
+            )
+            if from_small and main and next(iter(small)) == newest:
+                from_small = False  # small holds only the newest: main's turn
+            elif not from_small and next(iter(main)) == newest:
+                if len(main) > 1:
+                    main.move_to_end(newest)  # passed over, its counter kept
                     continue
-                if self._own_cells:
-                    del cells[key]
-                self._left_small(key, weight)
-                return key
-            key, weight = next(iter(main.items()))
-            cell = cells[key]
-            count = cell[slot]
-            if count:
-                cell[slot] = count - 1
-                main.move_to_end(key)
-                continue
-            del main[key]
-            if self._own_cells:
-                del cells[key]
-            self.main_weight -= weight
-            self._left_main(key, weight)
-            return key
+                from_small = bool(small)  # main holds only the newest: small's turn
+            victim = self._leave_small() if from_small else self._leave_main()
+            if victim is not None:
+                return victim
+
+    def _leave_small(self) -> Hashable | None:
+        """Small's oldest key: to main if it was read (None: no victim yet), else out."""
+        key, weight = self._small.popitem(last=False)
+        self.small_weight -= weight
+        self._small_out += weight
+        cell = self._cells[key]
+        if cell[self._slot]:
+            cell[self._slot] = 0
+            self._main[key] = weight
+            self.main_weight += weight
+            return None
+        if self._own_cells:
+            del self._cells[key]
+        self._left_small(key, weight)
+        return key
+
+    def _leave_main(self) -> Hashable | None:
+        """Main's oldest key: another pass if it was read since (None), else out."""
+        main = self._main
+        key, weight = next(iter(main.items()))
+        cell = self._cells[key]
+        count = cell[self._slot]
+        if count:
+            cell[self._slot] = count - 1
+            main.move_to_end(key)
+            return None
+        del main[key]
+        if self._own_cells:
+            del self._cells[key]
+        self.main_weight -= weight
+        self._left_main(key, weight)
+        return key
 
     def _left_small(self, key: Hashable, weight: int) -> None:
         """``key`` was evicted from the small queue: remember it in the ghost FIFO."""
@@ -253,6 +280,7 @@ class S3FIFOPolicy:
         """``key`` was evicted from main: S3-FIFO keeps no record of it."""
 
     def clear(self) -> None:
+        self._newest = None
         self._small.clear()
         self._main.clear()
         if self._own_cells:
@@ -348,6 +376,7 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         super().adopt(entries)
 
     def insert(self, key: Hashable, weight: int) -> None:
+        self._newest = key
         if self._own_cells:
             self._cells[key] = [0]
         ghost = self._ghost_stamps.pop(key, None)

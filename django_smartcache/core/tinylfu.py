@@ -84,6 +84,9 @@ class TinyLFUPolicy:
         self._window_share = window_share
         self._epoch = 0
         self._last_miss: Hashable | None = None
+        #: The key last inserted or updated: never the victim of its own write's
+        #: eviction while another key can go (see ``_drain_window``).
+        self._newest: Hashable | None = None
         self._hits = 0
         self._misses = 0
         self.window_weight = 0
@@ -291,6 +294,7 @@ class TinyLFUPolicy:
         else:
             count = sketch.frequency(key)
         self._last_miss = None
+        self._newest = key
         node = [self._window, weight, count, self._epoch]
         self._nodes[key] = node
         self._window[key] = node
@@ -312,19 +316,24 @@ class TinyLFUPolicy:
             self.protected_weight += delta
         self.record_hit(key)
         self._hits -= 1  # a write is an access, not a read hit for the climber
+        self._newest = key
 
     def remove(self, key: Hashable) -> None:
+        if key == self._newest:
+            self._newest = None
         self._forget(key, self._nodes[key])
 
     def evict(self) -> Hashable:
         self._drain_window()
         candidate = self._next_candidate()
-        probation = self._probation
-        victim = next(iter(probation)) if probation else None
+        probation = iter(self._probation)
+        victim = next(probation, None)
+        if victim is not None and victim == self._newest:
+            victim = next(probation, None)  # (demoted there by a tiny protected)
         if candidate is None and victim is None:
-            # Only protected (and maybe window) keys left: take the oldest.
-            source = self._protected or self._window
-            victim = next(iter(source))
+            # Only protected (and maybe window) keys left: take the oldest, the
+            # newest key last.
+            victim = self._oldest_but_newest()
         if victim is None or candidate == victim:
             assert candidate is not None
             return self._evict_candidate(candidate)
@@ -348,6 +357,7 @@ class TinyLFUPolicy:
         self._probation.clear()
         self._protected.clear()
         self._candidates.clear()
+        self._newest = None
         self.window_weight = self.probation_weight = self.protected_weight = 0
 
     # -- internals ---------------------------------------------------------------
@@ -376,20 +386,21 @@ class TinyLFUPolicy:
     def _drain_window(self) -> None:
         """Move the window's overflow to probation's tail, as admission candidates.
 
-        The newest key always stays: a window smaller than one entry (a byte budget
+        The key last written stays: a window smaller than one entry (a byte budget
         where 1% is under an entry's size, or a climber that shrank it during a run of
         hits) sent every newcomer straight to admission, where any resident read once
         beat it. A key just written was gone before it could be read, and ``add()``
         refused every new key (Django's cache sessions: no login). So a newcomer is
-        judged at the next insert, as in a window of at least one entry (Caffeine's
-        floor, ``windowMaximum() <= 1``, in entries; by weight it has none). One that
-        outweighs the whole capacity never fits: it leaves, to be evicted first.
+        judged at the next write, as in a window of at least one entry (Caffeine's
+        floor, ``windowMaximum() <= 1``, in entries; by weight it has none).
         """
         window, probation, candidates = self._window, self._probation, self._candidates
-        while self.window_weight > self.window_max and (
-            len(window) > 1 or self.window_weight > self.capacity
-        ):
-            key, node = window.popitem(last=False)
+        newest = self._newest
+        while self.window_weight > self.window_max and window:
+            key = next(iter(window))
+            if key == newest:
+                break  # (the newest is the window's last: nothing else is left)
+            node = window.pop(key)
             weight = node[_WEIGHT]
             self.window_weight -= weight
             node[_SEG] = probation
@@ -399,17 +410,28 @@ class TinyLFUPolicy:
 
     def _next_candidate(self) -> Hashable | None:
         """The newest candidate still in probation, else the window's oldest key (never
-        its only one: the newest key waits in the window, see ``_drain_window``)."""
+        the key last written: it waits in the window, see ``_drain_window``)."""
         candidates, nodes, probation = self._candidates, self._nodes, self._probation
         while candidates:
             key = candidates[-1]
             node = nodes.get(key)
-            if node is not None and node[_SEG] is probation:
+            if node is not None and node[_SEG] is probation and key != self._newest:
                 return key
-            candidates.pop()
-        if len(self._window) > 1:
-            return next(iter(self._window))
+            candidates.pop()  # (the newest: rewritten since; back there by a demotion)
+        if self._window:
+            key = next(iter(self._window))
+            if key != self._newest:
+                return key
         return None
+
+    def _oldest_but_newest(self) -> Hashable:
+        """The oldest key of protected, else of the window; the key last written only
+        when it is all that is left."""
+        for segment in (self._protected, self._window, self._probation):
+            for key in segment:  # (at most two steps: the newest is one key)
+                if key != self._newest:
+                    return key
+        return self._newest
 
     def _evict_candidate(self, key: Hashable) -> Hashable:
         if self._candidates and self._candidates[-1] == key:

@@ -120,7 +120,10 @@ def test_tinylfu_a_window_smaller_than_an_entry_still_holds_the_newest_key(
         assert key in policy
 
 
-def test_tinylfu_entry_larger_than_capacity_is_evicted_first() -> None:
+def test_tinylfu_entry_larger_than_capacity_leaves_after_the_others() -> None:
+    # The key last written is the last to go, even one heavier than the capacity
+    # (a store refuses those; its policy capacity can be below its byte budget when
+    # MAX_ENTRIES binds, and a value within the budget must stay readable).
     policy = TinyLFUPolicy(10, adaptive=False)
     miss_then_insert(policy, "small", 1)
     for _ in range(5):
@@ -128,8 +131,9 @@ def test_tinylfu_entry_larger_than_capacity_is_evicted_first() -> None:
         policy.record_miss("huge")
     policy.remove("huge")
     miss_then_insert(policy, "huge", 11)
+    assert policy.evict() == "small"
     assert policy.evict() == "huge"
-    assert policy.weight == 1
+    assert policy.weight == 0
 
 
 def test_tinylfu_update_changes_weight_and_counts_as_access() -> None:
