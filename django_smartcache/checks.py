@@ -153,14 +153,21 @@ def check_redis_replicas_below_l1(
     L1: the staleness bound becomes the replica's lag plus ``L1_MAX_TTL``."""
     messages: list[CheckMessage] = []
     for alias, index, level in _multilevel_lower_levels():
-        if "redis" not in str(level.get("BACKEND", "")).lower():
+        backend = str(level.get("BACKEND", ""))
+        options = level.get("OPTIONS")
+        client = options.get("CLIENT_CLASS", "") if isinstance(options, Mapping) else ""
+        if not any(name in backend.lower() for name in ("redis", "valkey")) or str(
+            client
+        ).endswith("ShardClient"):  # (django-redis's shards hold each key once)
             continue
         location = level.get("LOCATION")
+        # Django's RedisCache splits a string on ";" and ",", django-redis on ",".
+        separators = "[;,]" if backend.startswith("django.core.") else ","
         servers = (
-            [s for s in re.split("[;,]", location) if s.strip()]
+            [s for s in re.split(separators, location) if s.strip()]
             if isinstance(location, str)
             else list(location)
-            if isinstance(location, list | tuple)
+            if isinstance(location, list | tuple | set | frozenset)
             else []
         )
         if len(servers) > 1:

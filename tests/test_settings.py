@@ -258,9 +258,26 @@ def test_a_redis_level_listing_replicas_below_an_l1_is_warned_about() -> None:
             "BACKEND": "django_smartcache.backends.MultiLevelCache",
             "OPTIONS": {"LEVELS": "nope"},
         },
+        "shards": multilevel(  # django-redis's shards hold each key once: no replica
+            {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": ["redis://a:6379/0", "redis://b:6379/0"],
+                "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient"},
+            }
+        ),
+        "valkey": multilevel(
+            {
+                "BACKEND": "django_valkey.cache.ValkeyCache",
+                "LOCATION": "valkey://a:6379/0,valkey://b:6379/0",
+            }
+        ),
+        "semicolon": multilevel(  # django-redis splits on "," only: one server
+            {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://a;b"}
+        ),
     }
     with override_settings(CACHES=caches):
         messages = check_redis_replicas_below_l1()
-    assert [m.id for m in messages] == ["smartcache.W042"] * 3
+    assert [m.id for m in messages] == ["smartcache.W042"] * 4
     assert ["'listed'" in messages[0].msg, "'string'" in messages[1].msg] == [True] * 2
     assert "'by_alias'" in messages[2].msg
+    assert "'valkey'" in messages[3].msg
