@@ -157,10 +157,12 @@ def _after_fork() -> None:
     _generation += 1
     _prepare_lock = threading.Lock()
     _inside.clear()  # the calls of the parent's other threads do not exist here
-    _pool.clear()  # the parent's idle connections: in _live, closed (or kept) below
     _forking, _fork_done = False, threading.Event()
     _fork_done.set()
     inherited = list(_live)
+    # The parent's idle connections: in ``inherited`` (held there, so dropping them
+    # here never closes one the unquiet case below must keep as an orphan).
+    _pool.clear()
     _live.clear()
     if not _quiet_fork:
         logger.warning(
@@ -398,8 +400,13 @@ class _Closer:
                 idle = _pool.setdefault(self.key, [])
                 if len(idle) < POOL_SIZE:
                     conn.owner = (pid, 0)  # type: ignore[attr-defined]  # nobody's
-                    idle.append((conn, pid, self.generation, self.file, self.json))
-                    return
+                    entry = (conn, pid, self.generation, self.file, self.json)
+                    idle.append(entry)
+                    if self.generation == _generation:
+                        return
+                    # close_all_connections() ran since the check above: its pool
+                    # closing missed this one. Taken meanwhile: its taker closes it.
+                    idle.remove(entry)
             conn.close()
         except Exception:  # noqa: BLE001, S110 - at teardown: nothing to report to
             pass
