@@ -146,16 +146,20 @@ DELETE_LIVE = (
     "DELETE FROM smartcache_entry WHERE key = ? AND (expires IS NULL OR expires > ?)"
 )
 DELETE_EXPIRED_ONE = "DELETE FROM smartcache_entry WHERE key = ? AND expires <= ?"
+#: A touch is a use: ``accessed`` moves forward too (LRU eviction). Named parameters.
 TOUCH = (
-    "UPDATE smartcache_entry SET expires = ? WHERE key = ?"
-    " AND (expires IS NULL OR expires > ?)"
+    "UPDATE smartcache_entry SET expires = :expires, accessed = max(accessed, :now)"
+    " WHERE key = :key AND (expires IS NULL OR expires > :now)"
 )
 #: One statement, atomic across processes; refuses (no row) when the sum would leave the
-#: 64-bit range, where SQLite would silently turn it into a float.
+#: 64-bit range, where SQLite would silently turn it into a float. An increment is a
+#: use: ``accessed`` moves forward (a counter bumped on every request was otherwise
+#: as old as its first ``set`` for LRU eviction, and evicted first).
 #: Named parameters (a dict): numbered ones (``?1``) with a sequence warn on Python 3.12
 #: and 3.13 and fail from 3.14.
 INCR = (
-    "UPDATE smartcache_entry SET value = value + :delta WHERE key = :key"
+    "UPDATE smartcache_entry SET value = value + :delta,"
+    " accessed = max(accessed, :now) WHERE key = :key"
     " AND (expires IS NULL OR expires > :now) AND typeof(value) = 'integer'"
     " AND (:delta <= 0 OR value <= 9223372036854775807 - :delta)"
     " AND (:delta >= 0 OR value >= -9223372036854775808 - :delta)"

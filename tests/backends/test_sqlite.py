@@ -1504,3 +1504,85 @@ def test_a_finished_threads_connection_is_closed_at_once(location):
             gc.enable()
     assert after <= before + 2
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def _accessed(path: str, key: str) -> float:
+    (value,) = (
+        raw(path)
+        .execute("SELECT accessed FROM smartcache_entry WHERE key = ?", (key,))
+        .fetchone()
+    )
+    return value
+
+
+@pytest.mark.parametrize("write", ["set", "add", "set_many", "incr_pickled"])
+def test_a_write_that_waited_for_the_lock_is_stamped_when_it_got_it(
+    make_cache, location, write
+):
+    """A write stamped ``accessed`` with the time its call began: after waiting a second
+    for another process's write it was the least recently used row, and the next write
+    needing room evicted it; a lock taken with add() was then granted twice (an outside
+    probe: 8 processes, 1 of 1,348 grants)."""
+    cache = make_cache()
+    cache.set("k", 2**70)  # (incr_pickled: not a SQLite integer: the transaction path)
+    if write == "add":
+        cache.delete("k")
+    other = raw(location)
+    other.execute("BEGIN IMMEDIATE")  # another process's long write
+    done = threading.Thread(
+        target={
+            "set": lambda: cache.set("k", "v"),
+            "add": lambda: cache.add("k", "v"),
+            "set_many": lambda: cache.set_many({"k": "v", "k2": "w"}),
+            "incr_pickled": lambda: cache.incr("k"),
+        }[write]
+    )
+    done.start()
+    wait_until(lambda: done.is_alive(), timeout=5)
+    threading.Event().wait(0.3)
+    released = cache._clock()
+    other.execute("COMMIT")
+    done.join(10)
+    assert _accessed(location, ":1:k") >= released - 0.05
+
+
+def test_an_add_lock_that_waited_is_not_the_next_victim(make_cache, location):
+    """The probe's scenario: rows committed by others while an add() waited are older
+    than the lock once it is granted, so a write that needs room takes them first."""
+    cache = make_cache(MAX_SIZE=64 * 1024)
+    for i in range(50):
+        cache.set(f"k{i}", os.urandom(1000), 300)
+    other = raw(location)
+    other.execute("BEGIN IMMEDIATE")
+    granted: list[bool] = []
+    holder = threading.Thread(target=lambda: granted.append(cache.add("lock", 1, 60)))
+    holder.start()
+    threading.Event().wait(0.2)
+    for i in range(50):  # written by the other process while the add() waits
+        other.execute(
+            "UPDATE smartcache_entry SET accessed = ? WHERE key = ?",
+            (cache._clock(), f":1:k{i}"),
+        )
+    threading.Event().wait(0.2)
+    other.execute("COMMIT")
+    holder.join(10)
+    assert granted == [True]
+    cache.set("filler", os.urandom(12_000), 300)  # needs room: evicts the oldest
+    assert cache.get("lock") == 1
+    assert cache.add("lock", 2, 60) is False
+
+
+@pytest.mark.parametrize("use", ["incr", "touch"])
+def test_incr_and_touch_are_uses_for_eviction(make_cache, location, use):
+    """A counter bumped on every request stayed as old as its first set() (incr and
+    touch left ``accessed`` alone), so LRU eviction took the hottest counter first and
+    every incr() then raised ValueError (an outside probe: 12% of calls)."""
+    clock = Clock()
+    cache = make_cache(clock=clock)
+    cache.set("hits", 0, 300)
+    clock.now += 100
+    if use == "incr":
+        assert cache.incr("hits") == 1
+    else:
+        assert cache.touch("hits", 300)
+    assert _accessed(location, ":1:hits") == clock.now
