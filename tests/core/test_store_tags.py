@@ -312,3 +312,41 @@ def test_a_tags_key_written_anew_while_its_tag_is_orphaned_is_held():
     stats = full.stats()
     assert stats["evictions_capacity"] >= 0
     assert stats["evictions_capacity"] + stats["evictions_invalidated"] >= 1
+
+
+def test_a_held_orphan_does_not_block_the_grace_of_those_behind_it():
+    """One FIFO held both delays: a tag's key held ORPHAN_HOLD (a bookkeeping read)
+    at its head kept every key behind it, whose ORPHAN_GRACE was long over, until
+    the held one was due: ~60 s of orphans outside the budget (outside probe: RSS
+    6.2x a 16 MB budget). Each delay has its own FIFO now, drained by due time."""
+    store, clock = make(max_entries=1000, tag_keys=True)
+    store.set("held", b"version")
+    store.set("a", b"value", tags=("held",))
+    store.delete("a")  # orphaned...
+    assert store.get_many(["held"], counted=False) == {"held": b"version"}  # ...held
+    _with_version_keys(store, 40)
+    store.delete_many([f"k{i}" for i in range(40)])  # orphaned behind it
+    _writes_after_the_grace(store, clock)
+    left = [i for i in range(40) if store.get(f"v{i}") is not None]
+    assert not left  # all 40 stayed before
+    assert store.get("held") == b"version"  # still held
+    clock.now += ORPHAN_HOLD
+    store.set("w", b"write")
+    assert store.get("held") is None  # and leaves when its hold is over
+
+    # A hold moves a key from the grace FIFO to the held one, not into both: a
+    # key held again is due ORPHAN_HOLD after its last hold, not its first.
+    store.set("v", b"version")
+    store.set("b", b"value", tags=("v",))
+    store.delete("b")
+    store.set("w", b"write")  # adopted: its grace starts
+    assert store.get_many(["v"], counted=False)
+    clock.now += ORPHAN_HOLD / 2
+    assert store.get_many(["v"], counted=False)  # held again
+    clock.now += ORPHAN_HOLD / 2 + 1
+    store.set("w", b"write")
+    assert store.get("v") == b"version"
+    clock.now += ORPHAN_HOLD / 2
+    store.set("w", b"write")
+    assert store.get("v") is None
+    assert not store._orphan_due and not store._orphan_held
