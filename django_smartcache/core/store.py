@@ -24,7 +24,7 @@ from typing import Any
 
 from .expiry import INF, ExpiryBuckets
 from .policy import DEFAULT_POLICY, make_policy
-from .sizing import ENTRY_OVERHEAD, KEY_ALLOWANCE, long_key_excess
+from .sizing import ENTRY_OVERHEAD, KEY_ALLOWANCE, TAG_OVERHEAD, long_key_excess
 from .stats import Stats
 from .tags import TagIndex
 
@@ -808,6 +808,8 @@ class MemoryStore:
         size = len(payload) + ENTRY_OVERHEAD
         if type(key) is str and len(key) > KEY_ALLOWANCE:
             size += long_key_excess(key)
+        if tags:  # what the tag index keeps for it (sizing.TAG_OVERHEAD)
+            size += len(tags) * TAG_OVERHEAD
         data = self._data
         old = data.get(key)
         if old is not None and old[1] <= now:
@@ -836,16 +838,16 @@ class MemoryStore:
             old[1] = expires
             old[2] = size
             if tags is not None:
-                self._tag_index.add(key, tags)
+                tags = self._tag_index.add(key, tags)
             elif old[4] is not None:
                 self._tag_index.discard(key)
             old[4] = tags
             self._policy.update(key, weight)
         else:
+            if tags is not None:
+                tags = self._tag_index.add(key, tags)
             data[key] = [payload, expires, size, 0, tags, 0]
             self._bytes += size
-            if tags is not None:
-                self._tag_index.add(key, tags)
             self._policy.insert(key, weight)
             if expires != INF:
                 self._expiry.add(key, expires)

@@ -92,6 +92,14 @@ class Tagged:
         return all(current.get(tag) == ver for tag, ver in self.versions.items())
 
 
+class _Keys(set):  # type: ignore[type-arg]
+    """A tag's key set, which keeps the one ``str`` object its entries share for it."""
+
+    __slots__ = ("tag",)
+
+    tag: str
+
+
 class TagIndex:
     """tag -> resident keys and key -> tags, for a backend that frees bytes on invalidation.
 
@@ -100,13 +108,16 @@ class TagIndex:
     :meth:`detach` hands a tag's whole key set over in O(1); each key remembers the
     stamp of the write that tagged it, so a key written again after the detach is
     told apart (:meth:`tagged_before`) and survives the purge of the old set.
+    Each indexed tag is one ``str`` object, kept with its key set: :meth:`add`
+    returns the tags as those objects, for the owner to keep instead of its own
+    (a caller that builds its tag strings anew per write kept a copy per entry).
     Not thread-safe on its own: call it under the store's lock.
     """
 
     __slots__ = ("_keys", "_stamp", "_tags", "_track", "orphans")
 
     def __init__(self, *, track_orphans: bool = False) -> None:
-        self._keys: dict[str, set[Hashable]] = {}
+        self._keys: dict[str, _Keys] = {}
         self._tags: dict[Hashable, tuple[int, tuple[str, ...]]] = {}
         self._stamp = 0
         #: With ``track_orphans``: tags whose last key left (not by :meth:`detach`),
@@ -127,24 +138,30 @@ class TagIndex:
         record = self._tags.get(key)
         return () if record is None else record[1]
 
-    def add(self, key: Hashable, tags: Iterable[str]) -> None:
-        """Record that resident ``key`` carries ``tags`` (replacing earlier tags)."""
+    def add(self, key: Hashable, tags: Iterable[str]) -> tuple[str, ...]:
+        """Record that resident ``key`` carries ``tags`` (replacing earlier tags);
+        return ``tags`` as the index's own objects (one per tag, shared by its keys)."""
         tags = tuple(tags)
         record = self._tags.pop(key, None)
         if record is not None:
             # The tags it keeps are no orphans, not even for a moment.
             self._forget(key, [tag for tag in record[1] if tag not in tags])
         if not tags:
-            return
-        self._stamp += 1
-        self._tags[key] = (self._stamp, tags)
+            return tags
         keys = self._keys
+        shared = []
         for tag in tags:
             bucket = keys.get(tag)
             if bucket is None:
-                keys[tag] = {key}
+                bucket = keys[tag] = _Keys((key,))
+                bucket.tag = tag
             else:
                 bucket.add(key)
+            shared.append(bucket.tag)
+        tags = tuple(shared)
+        self._stamp += 1
+        self._tags[key] = (self._stamp, tags)
+        return tags
 
     def discard(self, key: Hashable) -> None:
         """Forget ``key``; a tag left with no keys is forgotten too (an orphan)."""
@@ -173,7 +190,8 @@ class TagIndex:
         them; only those for which :meth:`tagged_before` ``(key, stamp)`` still holds
         carry the detached tag's old write.
         """
-        return self._keys.pop(tag, set()), self._stamp
+        keys: set[Hashable] = self._keys.pop(tag, set())
+        return keys, self._stamp
 
     def tagged_before(self, key: Hashable, stamp: int) -> bool:
         """Whether ``key`` is indexed by a write no later than ``stamp``."""

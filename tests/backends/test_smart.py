@@ -773,3 +773,27 @@ def test_a_new_location_reclaims_what_expired_in_idle_ones() -> None:
     SmartCache(f"new-{next(_names)}", {})
     assert len(idle._store) == 1
     assert idle.get("forever") == "v"
+
+
+def test_a_tagged_value_is_charged_per_tag_and_shares_the_tags_strings():
+    """The tag index was outside MAX_MEMORY (20 tags per entry: RSS 2.9x the budget),
+    and each entry kept its own copies of the made tag keys (built anew per write).
+    Deterministic accounting, not a timed memory test: a value written with three
+    tags whose version keys exist grows bytes_used by exactly its tagged weight."""
+    cache = make(MAX_MEMORY=10 * 2**20)
+    tags = ["red", "green", "blue"]
+    cache.set("first", 1, tags=tags)  # makes the three version keys
+    before = cache.stats()["bytes_used"]
+    cache.set("second", 2, tags=tags)
+    made = cache.make_key("second")
+    payload, tagged = cache._store.peek(made)
+    assert tagged
+    assert cache.stats()["bytes_used"] - before == entry_weight(len(payload), made, 3)
+    ids = cache._store._data[made][4]
+    assert ids == cache._tag_ids(tags)
+    assert all(
+        a is b
+        for a, b in zip(
+            ids, cache._store._data[cache.make_key("first")][4], strict=True
+        )
+    )

@@ -22,6 +22,10 @@ PAYLOADS = st.binary(max_size=400)
 TTLS = st.one_of(st.none(), st.floats(min_value=-1, max_value=6))
 BUDGET = 6 * entry_weight(120)
 MAX_ENTRIES = 5
+#: Up to eight distinct tags: a payload of 300 bytes fits untagged, not with them all.
+TAGS = st.lists(
+    st.sampled_from([f"t{i}" for i in range(8)]), max_size=8, unique=True
+).map(tuple)
 ITEM_LIMIT = entry_weight(300)
 
 
@@ -38,7 +42,8 @@ def machine_for(policy: str) -> type[RuleBasedStateMachine]:
                 clock=lambda: self.now,
                 sweep_batch=3,
             )
-            self.model: dict[str, tuple[bytes, float]] = {}
+            # key -> (payload, expires, how many tags it carries)
+            self.model: dict[str, tuple[bytes, float, int]] = {}
             self.hits = self.misses = 0
 
         def _live(self, key: str) -> bytes | None:
@@ -47,16 +52,29 @@ def machine_for(policy: str) -> type[RuleBasedStateMachine]:
                 return None
             return value[0]
 
-        def _write(self, key: str, payload: bytes, ttl: float | None) -> bool:
-            if entry_weight(len(payload)) > ITEM_LIMIT:
+        def _write(
+            self, key: str, payload: bytes, ttl: float | None, tags: int = 0
+        ) -> bool:
+            if entry_weight(len(payload), tags=tags) > ITEM_LIMIT:
                 self.model.pop(key, None)
                 return False
-            self.model[key] = (payload, math.inf if ttl is None else self.now + ttl)
+            expires = math.inf if ttl is None else self.now + ttl
+            self.model[key] = (payload, expires, tags)
             return True
+
+        def _weight(self, key: str) -> int:
+            payload, _, tags = self.model[key]
+            return entry_weight(len(payload), tags=tags)
 
         @rule(key=KEYS, payload=PAYLOADS, ttl=TTLS)
         def set(self, key, payload, ttl):
             assert self.store.set(key, payload, ttl) is self._write(key, payload, ttl)
+
+        @rule(key=KEYS, payload=PAYLOADS, ttl=TTLS, tags=TAGS)
+        def set_tagged(self, key, payload, ttl, tags):
+            # Each tag weighs TAG_OVERHEAD: the budget and the refusal count it.
+            stored = self.store.set(key, payload, ttl, tags=tags)
+            assert stored is self._write(key, payload, ttl, len(tags))
 
         @rule(key=KEYS, payload=PAYLOADS, ttl=TTLS)
         def add(self, key, payload, ttl):
@@ -105,7 +123,9 @@ def machine_for(policy: str) -> type[RuleBasedStateMachine]:
             if self.store.touch(key, ttl):
                 payload = self._live(key)
                 assert payload is not None
-                self.model[key] = (payload, math.inf if ttl is None else self.now + ttl)
+                tags = self.model[key][2]
+                expires = math.inf if ttl is None else self.now + ttl
+                self.model[key] = (payload, expires, tags)
 
         @rule(seconds=st.floats(min_value=0, max_value=3))
         def advance(self, seconds):
@@ -129,7 +149,7 @@ def machine_for(policy: str) -> type[RuleBasedStateMachine]:
             resident = [k for k in live_keys if self.store.has(k)]
             # every expired entry is either reclaimed or never returned (checked in get);
             # bytes of the live residents are exact and never exceed the total.
-            accounted = sum(entry_weight(len(self.model[k][0])) for k in resident)
+            accounted = sum(self._weight(k) for k in resident)
             assert accounted <= self.store.bytes_used
 
         @invariant()
@@ -142,7 +162,7 @@ def machine_for(policy: str) -> type[RuleBasedStateMachine]:
         def teardown(self):
             self.store.clear_expired()
             total = sum(
-                entry_weight(len(self.model[k][0]))
+                self._weight(k)
                 for k in self.model
                 if self._live(k) is not None and self.store.has(k)
             )

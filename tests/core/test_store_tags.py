@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from django_smartcache.core.patterns import KeyPattern
-from django_smartcache.core.sizing import ENTRY_OVERHEAD
+from django_smartcache.core.sizing import ENTRY_OVERHEAD, TAG_OVERHEAD, entry_weight
 from django_smartcache.core.store import (
     ORPHAN_GRACE,
     ORPHAN_HOLD,
@@ -49,7 +49,8 @@ def test_invalidation_queues_and_writes_drain_in_batches():
     assert stats["entries"] == 2  # "other" and "unrelated"
     assert stats["purge_pending"] == 0 and stats["tagged_entries"] == 1
     assert stats["evictions_invalidated"] == n
-    assert stats["bytes_used"] == 2 * (1 + ENTRY_OVERHEAD)
+    # "other" carries a tag, "unrelated" none
+    assert stats["bytes_used"] == entry_weight(1, tags=1) + entry_weight(1)
 
 
 def test_invalidated_entries_are_evicted_before_live_ones():
@@ -350,3 +351,53 @@ def test_a_held_orphan_does_not_block_the_grace_of_those_behind_it():
     store.set("w", b"write")
     assert store.get("v") is None
     assert not store._orphan_due and not store._orphan_held
+
+
+# -- the tag index is charged to the entries that carry tags ----------------------------
+
+
+def test_a_tagged_entry_is_charged_per_tag_it_carries():
+    """The tag index (a slot per tag in the tag's key set and in the entry's tuple)
+    was not charged: 20 tags per entry from a pool of 1,000 held RSS 2.9x a 32 MB
+    budget (outside probe). Each tag adds TAG_OVERHEAD to the entry's weight, for
+    bytes_used, eviction and the MAX_ITEM_SIZE refusal alike."""
+    store, _ = make()
+    store.set("k", b"value", tags=("a", "b", "c"))
+    assert store.bytes_used == entry_weight(5, "k", tags=3)
+    assert entry_weight(5, tags=3) == 5 + ENTRY_OVERHEAD + 3 * TAG_OVERHEAD
+    store.set("k", b"value", tags=("a",))
+    assert store.bytes_used == entry_weight(5, tags=1)
+    store.set("k", b"value")  # untagged again
+    assert store.bytes_used == entry_weight(5)
+    assert store.stats()["bytes_used"] == store.bytes_used
+
+    # Refused as too large by its tagged weight, not its payload's alone.
+    limited, _ = make(max_item_size=entry_weight(10, tags=2))
+    assert limited.set("two", b"x" * 10, tags=("a", "b")) is True
+    assert limited.set("three", b"x" * 10, tags=("a", "b", "c")) is False
+    assert limited.stats()["refused"] == 1
+
+    # Evicted by it: a budget of four tagged entries holds four, not more.
+    full, _ = make(max_bytes=4 * entry_weight(10, tags=5))
+    tags = tuple(f"t{i}" for i in range(5))
+    for i in range(10):
+        full.set(f"e{i}", b"x" * 10, tags=tags)
+        assert full.bytes_used <= 4 * entry_weight(10, tags=5)
+    assert len(full) == 4
+
+
+def test_entries_share_one_string_per_tag():
+    """SmartCache makes its tag strings anew on every write: each entry's tuple kept
+    its own copies. The index hands back its one object per tag, which entries keep."""
+
+    def tag() -> str:
+        return "x-tag"[2:]  # an equal string, a new object each call
+
+    store, _ = make()
+    assert tag() == "tag" and tag() is not tag()
+    for i in range(3):
+        store.set(f"k{i}", b"v", tags=(tag(), f"own{i}"))
+    held = [store._data[f"k{i}"][4] for i in range(3)]
+    assert held[0][0] == "tag" and held[0][0] is held[1][0] is held[2][0]
+    store.set("k0", b"again", tags=(tag(),))  # rewritten: the same
+    assert store._data["k0"][4][0] is held[1][0]
