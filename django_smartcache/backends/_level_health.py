@@ -12,9 +12,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.core.cache.backends.base import BaseCache
 from django.utils.module_loading import import_string
+
+from ._level_patterns import SCAN_COUNT, _glob_escape
+from ._level_ttl import raw_redis_client
 
 logger = logging.getLogger("django_smartcache.multilevel")
 
@@ -124,6 +128,72 @@ def _no_permission(exc: BaseException) -> bool:
     return False
 
 
+#: How many refused keys an ERROR names (the rest are counted).
+_NAMED_MAX = 20
+
+
+def _key_text(key: str | bytes) -> str:
+    return key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
+
+
+def _unlink_each(client: Any, keys: list[Any]) -> tuple[int, list[str]]:
+    """Delete ``keys`` one command each in pipelines, an answer per key: (deleted,
+    the keys refused with NOPERM). Any other error is raised."""
+    deleted, refused = 0, []
+    for start in range(0, len(keys), SCAN_COUNT):
+        batch = keys[start : start + SCAN_COUNT]
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.unlink(key)
+        for key, answer in zip(batch, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(answer, BaseException):
+                if not _no_permission(answer):
+                    raise answer
+                refused.append(_key_text(key))
+            else:
+                deleted += int(answer or 0)
+    return deleted, refused
+
+
+def _delete_each(level: BaseCache, keys: list[str]) -> list[str]:
+    """The suspects one by one, after the level refused to delete them together (one
+    key outside the ACL user's ``~pattern`` makes the multi-key DEL fail): the keys
+    refused with NOPERM. Any other error is raised."""
+    client = raw_redis_client(level, write=True)
+    if client is not None:
+        return _unlink_each(client, list(keys))[1]
+    refused = []
+    for key in keys:
+        try:
+            level.delete(key)
+        except FAULTS as exc:
+            if not _no_permission(exc):
+                raise
+            refused.append(key)
+    return refused
+
+
+def _clear_namespace(level: BaseCache, namespace: str) -> tuple[int, list[str]]:
+    """What a refused ``FLUSHDB`` was to do, for this cache's own keys: ``SCAN MATCH
+    <namespace>*`` and ``UNLINK`` each key (neither is ``@dangerous``). (deleted, the
+    keys refused with NOPERM); a level without a redis-py client raises NOPERM's
+    absence as ``LookupError``."""
+    client = raw_redis_client(level, write=True)
+    if client is None:
+        raise LookupError("no redis-py client to scan the level's keys with")
+    match = _glob_escape(namespace) + "*"
+    deleted, refused = 0, []
+    cursor = 0
+    while True:
+        cursor, batch = client.scan(cursor=cursor, match=match, count=SCAN_COUNT)
+        if batch:
+            gone, denied = _unlink_each(client, list(batch))
+            deleted += gone
+            refused += denied
+        if not cursor:
+            return deleted, refused
+
+
 def _memcache_caller_error(exc: BaseException) -> bool:
     """pymemcache's answers to a bad call: a key or value memcached refuses to parse
     (``CLIENT_ERROR``: too long a key in bytes, ``incr`` of text or past 2**64) or a
@@ -184,6 +254,12 @@ class LevelHealth:
         #: A clear() was missed, or too many suspects: clear the level on recovery.
         self.clear_pending = False
         self._clear_epoch = 0
+        #: Why the level is to be cleared (what the ERROR of an abandoned repair says).
+        self._clear_reason = ""
+        #: How the keys of the caches over this level start (``"prefix:"`` per
+        #: KEY_PREFIX of the aliases sharing it; ``""``: unknown, every key): a
+        #: refused FLUSHDB is done as SCAN + UNLINK of these (see ``_clear``).
+        self.namespaces: set[str] = set()
         #: The coherence channel's count of what it heard (the lowest level's only):
         #: a change heard at a later count was made after the suspect was recorded.
         self.epoch: Callable[[], int] = _no_epoch
@@ -255,14 +331,19 @@ class LevelHealth:
                 self.suspects.clear()
                 self.clear_pending = True
                 self._clear_epoch = epoch
+                self._clear_reason = (
+                    f"more than MAX_SUSPECT_KEYS ({self.max_suspects}) keys were "
+                    f"written during the outage"
+                )
 
-    def missed_clear(self) -> None:
+    def missed_clear(self, reason: str = "a clear() missed during the outage") -> None:
         epoch = self.epoch()
         with self.lock:
             self._arm()
             self.suspects.clear()
             self.clear_pending = True
             self._clear_epoch = epoch
+            self._clear_reason = reason
 
     def written(self, keys: Iterable[str] | None) -> None:
         """This process wrote (``None``: cleared) the level since it came back: that
@@ -371,10 +452,11 @@ class LevelHealth:
             if outage:
                 self.failed(exc, "repair")
             else:
-                # Not an outage (a NOPERM: the user may not FLUSHDB): every retry
-                # fails the same way. It used to be retried every RETRY_INTERVAL for
-                # good, the level down meanwhile.
+                # Not an outage (building the level failed: a bug): every retry fails
+                # the same way. A refusal of the repair itself is handled in
+                # ``repair``.
                 self.abandon(exc)
+                self._close_repair_level()
             with self.lock:
                 self._repairing = False
                 if outage:
@@ -389,26 +471,65 @@ class LevelHealth:
                 if self.clear_pending or self.suspects:
                     self._arm()  # missed meanwhile
 
-    def abandon(self, exc: BaseException) -> None:
-        """The repair failed with an error that is no outage (the level answered: a
-        NOPERM, a bug): retrying would fail the same way, so it is dropped, logged at
-        ERROR with what the level may still hold, and the level counts as back."""
-        with self.lock:
-            keys = len(self.suspects)
-            clear = self.clear_pending
-            self.suspects.clear()
+    def _close_repair_level(self) -> None:
+        level, self._repair_level = self._repair_level, None
+        if level is not None:
+            try:
+                level.close()
+            except Exception:  # noqa: BLE001 - closing an instance no one uses
+                logger.debug("smartcache level %s: closing failed", self.name)
+
+    def _attempt(self) -> tuple[dict[str, int], bool, int, str]:
+        """What a repair starting now is to do (called with ``lock`` held)."""
+        return (
+            dict(self.suspects),
+            self.clear_pending,
+            self._clear_epoch,
+            self._clear_reason,
+        )
+
+    def _done(self, attempt: tuple[dict[str, int], bool, int, str]) -> None:
+        """Forget what ``attempt`` was to do (called with ``lock`` held); what was
+        recorded since (a key written again, a clear missed again) stays pending."""
+        suspects, clear, clear_epoch, _ = attempt
+        for key, epoch in suspects.items():
+            if self.suspects.get(key) == epoch:
+                del self.suspects[key]
+        if clear and self._clear_epoch == clear_epoch:
             self.clear_pending = False
+
+    def abandon(
+        self,
+        exc: BaseException,
+        attempt: tuple[dict[str, int], bool, int, str] | None = None,
+    ) -> None:
+        """The repair failed with an error that is no outage (the level answered: a
+        NOPERM its fallbacks could not get round, a bug): retrying would fail the same
+        way, so what it was to do (``attempt``; None: all that is pending) is dropped,
+        logged at ERROR with what the level may still hold, and the level counts as
+        back. What was recorded after the attempt began stays pending."""
+        with self.lock:
+            if attempt is None:
+                attempt = self._attempt()
+            self._done(attempt)
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
+        suspects, clear, _, reason = attempt
         if clear:
-            left = "the clear() it missed is not done: it keeps what was written before"
+            left = (
+                f"the clear it was to make ({reason}) is not done: the level keeps "
+                f"the values written before the outage"
+            )
         else:
-            left = f"{keys} keys written during the outage keep there the values they replaced"
+            left = (
+                f"{len(suspects)} keys written during the outage keep there the "
+                f"values they replaced"
+            )
         logger.error(
             "smartcache level %s: its repair after an outage was refused (%s: %s) and "
             "is abandoned; %s, until they expire. Give the level's user the "
-            "permission the repair needs (FLUSHDB for a clear, UNLINK/DEL of the "
-            "cache's keys)",
+            "permission the repair needs (FLUSHDB, or SCAN and UNLINK of the cache's "
+            "keys, for a clear; DEL/UNLINK of its keys)",
             self.name,
             type(exc).__name__,
             exc,
@@ -426,25 +547,100 @@ class LevelHealth:
             timer.cancel()
 
     def repair(self, level: BaseCache) -> None:
-        """Before a level that was down serves again: undo what the outage may have hidden."""
+        """Before a level that was down serves again: undo what the outage may have
+        hidden. An outage raises (retried); a refusal its fallbacks cannot get round
+        abandons the repair (``abandon``), and the level serves again."""
         with self.lock:
-            suspects = dict(self.suspects)
-            clear = self.clear_pending
+            attempt = self._attempt()
+        suspects, clear = attempt[0], attempt[1]
         if not (clear or suspects):
             return  # the next call is the probe; ``recovered()`` follows its success
-        if clear:
-            level.clear()
-        else:
-            level.delete_many(list(suspects))
-        with self.lock:
-            for key, epoch in suspects.items():
-                if self.suspects.get(key) == epoch:
-                    del self.suspects[key]
+        try:
             if clear:
-                self.clear_pending = False
+                refused = self._clear(level)
+            else:
+                refused = self._delete(level, list(suspects))
+        except Exception as exc:  # an outage is raised, the rest abandoned
+            if isinstance(exc, FAULTS) and not _caller_error(exc):
+                raise
+            self.abandon(exc, attempt)
+            return
+        with self.lock:
+            self._done(attempt)
+        if refused:
+            self._log_refused(refused)
         if self.announce is not None:
             self.announce(None if clear else list(suspects))
         self.recovered(len(suspects))
+
+    def _clear(self, level: BaseCache) -> list[str]:
+        """Clear the level; when its user may not FLUSHDB (NOPERM: no ``@dangerous``),
+        delete this cache's own keys instead (``_clear_namespace``). The keys still
+        refused (NOPERM) are returned. The repair used to be abandoned at the refused
+        FLUSHDB: the level kept the values the outage writes had replaced, with no
+        time bound (an outside probe read them 1.5-4.5 s after, L1_MAX_TTL 0.5 s)."""
+        try:
+            level.clear()
+            return []
+        except FAULTS as exc:
+            if not _no_permission(exc) or not self.namespaces:
+                raise
+            flush_refused = exc
+        spaces = sorted(self.namespaces)
+        # "a:" covers "a:b:" (and "" every key): each key is scanned once.
+        spaces = [
+            n for n in spaces if not any(n.startswith(o) for o in spaces if o != n)
+        ]
+        deleted, refused = 0, []
+        try:
+            for namespace in spaces:
+                gone, denied = _clear_namespace(level, namespace)
+                deleted += gone
+                refused += denied
+        except LookupError:
+            raise flush_refused from None
+        logger.warning(
+            "smartcache level %s: its user may not FLUSHDB (%s); the repair after an "
+            "outage deleted this cache's keys (%s) with SCAN and UNLINK instead: %d "
+            "deleted",
+            self.name,
+            flush_refused,
+            ", ".join(repr(n + "*") for n in spaces),
+            deleted,
+        )
+        return refused
+
+    def _delete(self, level: BaseCache, keys: list[str]) -> list[str]:
+        """Delete the suspects; when the level refuses the one multi-key DEL (NOPERM:
+        one key outside the user's ``~pattern``), one by one, returning the keys still
+        refused. All were given up at the refusal: valid suspects kept the values the
+        outage writes replaced, with no time bound."""
+        try:
+            level.delete_many(keys)
+            return []
+        except FAULTS as exc:
+            if not _no_permission(exc):
+                raise
+        return _delete_each(level, keys)
+
+    def _log_refused(self, refused: list[str]) -> None:
+        """The keys a repair could not delete (NOPERM), named at ERROR."""
+        with self.lock:
+            self.errors += 1
+            self.last_error = f"NoPermissionError: {len(refused)} keys refused"
+        named = ", ".join(repr(key) for key in refused[:_NAMED_MAX])
+        more = len(refused) - _NAMED_MAX
+        logger.error(
+            "smartcache level %s: its repair after an outage could not delete %d keys "
+            "its user may not touch (NOPERM): %s%s; the level keeps there the values "
+            "the outage writes replaced, until they expire. The other keys were "
+            "repaired. Give the level's user those keys (~pattern) or keep the cache's "
+            "keys within it",
+            self.name,
+            len(refused),
+            named,
+            f" and {more} more" if more > 0 else "",
+        )
 
     def recovered(self, repaired: int = 0) -> None:
         with self.lock:

@@ -144,6 +144,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                         health.announce = partial(_announce_repair, co)
                 _SHARED[self._name] = shared
         self._health = shared.health
+        namespace = _namespace(self)
+        for health in self._health[1:]:
+            health.namespaces.add(namespace)
         self._co: _coherence.Coherence = shared.coherence  # type: ignore[assignment]
         # Start listening now rather than at the first read: fewer missed messages.
         self._poll_if_due()
@@ -182,13 +185,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         if not self._raise and not health.claim_probe(_monotonic()):
             return False
         try:
+            # A refusal (NOPERM) is worked round or abandoned there (see ``repair``).
             health.repair(self._levels[index])
         except FAULTS as exc:
-            if _caller_error(exc):
-                # The level answered and refused the repair (NOPERM): retrying would
-                # fail alike, and kept the level down for good (see ``abandon``).
-                health.abandon(exc)
-                return True
             health.failed(exc, "recovery")
             if self._raise:
                 raise
@@ -220,7 +219,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         health = self._health[index]
         health.failed(exc, op)
         if cleared:
-            health.missed_clear()
+            health.missed_clear(f"a {op}() missed during the outage")
         elif missed:
             health.missed(missed)
         if self._raise:
@@ -744,7 +743,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 self._co.local_write()
             elif not self._usable(i):
                 # Which keys it would have lost is unknown: clear it on recovery.
-                self._health[i].missed_clear()
+                self._health[i].missed_clear(
+                    "a delete_pattern() missed during the outage"
+                )
                 continue
             try:
                 got = delete_matching(self._levels[i], kp, self._labels[i], keep)
@@ -840,6 +841,17 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             "levels": levels,
             "coherence": self._co.snapshot(),
         }
+
+
+def _namespace(cache: BaseCache) -> str:
+    """How every key of ``cache`` starts in its levels, whatever its version: the
+    common start of its heads for versions 1 and 2 (``"prefix:"`` with Django's key
+    function); ``""`` (every key) for a key function that makes no such head."""
+    try:
+        heads = [cache.key_pattern("*", version=v).head for v in (1, 2)]  # type: ignore[attr-defined]
+    except ValueError:
+        return ""
+    return os.path.commonprefix(heads)
 
 
 def _announce_repair(co: _coherence.Coherence, keys: list[str] | None) -> None:

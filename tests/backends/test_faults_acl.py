@@ -87,42 +87,130 @@ def test_a_refused_key_raises_and_leaves_the_level_up(
     assert reader.get("ok") == "reached"
 
 
-def test_a_repair_refused_by_the_acl_is_abandoned_not_retried_for_good(
+OUTAGE = OneProcessOutage.__module__ + ".OneProcessOutage"
+
+
+def _outage_writes(cache: MultiLevelCache, write: Callable[[], None]) -> None:
+    """``write()`` while the level fails for ``cache`` only (a real outage: the
+    level down, what it missed queued for its repair)."""
+    OneProcessOutage.failing = False
+    try:
+        OneProcessOutage.failing = True
+        write()
+        assert _level(cache)["pending_repairs"] >= 1
+    finally:
+        OneProcessOutage.failing = False
+
+
+@pytest.mark.parametrize("missed", ["clear", "overflow"])
+def test_a_missed_clear_whose_flushdb_is_refused_deletes_the_caches_keys_instead(
+    redis_url: str,
+    acl: Callable[..., dict[str, Any]],
+    make_cache: Any,
+    caplog: pytest.LogCaptureFixture,
+    missed: str,
+) -> None:
+    """A clear() missed in a real outage (or more than MAX_SUSPECT_KEYS outage writes)
+    is repaired by a FLUSHDB the user may not run (``-@dangerous``, the usual
+    hardening). The repair was abandoned at the refusal: Redis kept the values the
+    outage writes replaced, with no time bound (probe: readers read them 1.5-4.5 s
+    after, L1_MAX_TTL 0.5 s). Now it deletes this cache's keys (its KEY_PREFIX) with
+    SCAN and UNLINK instead; another prefix's key is left alone."""
+    admin = redis.Redis.from_url(redis_url)
+    level = acl("~*", "&*", "+@all", "-@dangerous", backend=OUTAGE)
+    cache = make_cache(level, "site", MAX_SUSPECT_KEYS=3)
+    reader = make_cache({"BACKEND": REDIS, "LOCATION": redis_url}, "site")
+    for i in range(5):
+        cache.set(f"k{i}", "old", None)
+    admin.set("elsewhere:1:k", "kept")
+    if missed == "clear":
+        _outage_writes(cache, cache.clear)
+    else:
+        _outage_writes(cache, lambda: [cache.set(f"k{i}", "new") for i in range(5)])
+    with caplog.at_level(logging.WARNING, "django_smartcache.multilevel"):
+        assert eventually(lambda: _level(cache)["pending_repairs"] == 0, 5.0)
+        assert eventually(lambda: admin.exists("site:1:k0") == 0, 5.0)
+    assert reader.get("k0") is None
+    assert not any(k.startswith(b"site:") for k in admin.keys("*"))
+    assert admin.get("elsewhere:1:k") == b"kept"
+    assert not any("abandoned" in r.getMessage() for r in caplog.records)
+    assert any("SCAN and UNLINK" in r.getMessage() for r in caplog.records)
+    cache.set("k0", "after")
+    assert reader.get("k0") == "after"
+
+
+def test_a_refused_key_among_the_suspects_leaves_only_that_key_unrepaired(
     redis_url: str,
     acl: Callable[..., dict[str, Any]],
     make_cache: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A clear() missed in a real outage is repaired by a FLUSHDB the user may not run:
-    that repair was retried every RETRY_INTERVAL for good, failing the same way, the
-    level down meanwhile. Now it is abandoned at its first refusal, logged at ERROR,
-    and the level serves again."""
-    OneProcessOutage.failing = False
-    cache = make_cache(
-        acl(
-            "~*",
-            "&*",
-            "+@all",
-            "-@dangerous",
-            backend=OneProcessOutage.__module__ + ".OneProcessOutage",
-        )
-    )
-    reader = make_cache({"BACKEND": REDIS, "LOCATION": redis_url}, cache.key_prefix)
-    try:
-        OneProcessOutage.failing = True
-        cache.clear()  # missed: a clear is queued for the level's return
-        assert _level(cache)["pending_repairs"] == 1
-    finally:
-        OneProcessOutage.failing = False
+    """One suspect key outside the user's ``~pattern`` (a write that would have raised
+    had Redis been up) made the one DEL of every suspect fail, and the whole repair
+    was abandoned: the valid suspects kept the values their outage writes replaced.
+    Now the suspects are deleted one by one, and only the refused key is given up,
+    named at ERROR."""
+    admin = redis.Redis.from_url(redis_url)
+    cache = make_cache(acl("~site:1:k*", "&*", "+@all", backend=OUTAGE), "site")
+    reader = make_cache({"BACKEND": REDIS, "LOCATION": redis_url}, "site")
+    cache.set("k0", "old", None)
+    admin.set("site:1:other", "theirs")
+
+    def writes() -> None:
+        cache.set("k0", "new")
+        cache.set("other", "x")
+
+    _outage_writes(cache, writes)
+    with caplog.at_level(logging.ERROR, "django_smartcache.multilevel"):
+        assert eventually(lambda: _level(cache)["pending_repairs"] == 0, 5.0)
+        assert eventually(lambda: admin.exists("site:1:k0") == 0, 5.0)
+    assert reader.get("k0") is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "'site:1:other'" in errors[0], errors
+    assert "abandoned" not in errors[0]
+    assert not _level(cache)["down"]
+
+
+def test_a_repair_refused_every_way_is_abandoned_and_says_why(
+    redis_url: str,
+    acl: Callable[..., dict[str, Any]],
+    make_cache: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """FLUSHDB refused and SCAN too: the repair is abandoned at once (not retried for
+    good, the level down meanwhile), logged at ERROR, and the level serves again.
+    The ERROR of an overflow of MAX_SUSPECT_KEYS said "the clear() it missed", though
+    no one had called clear()."""
+    level = acl("~*", "&*", "+@all", "-@dangerous", "-scan", backend=OUTAGE)
+    cache = make_cache(level, "site", MAX_SUSPECT_KEYS=2)
+    reader = make_cache({"BACKEND": REDIS, "LOCATION": redis_url}, "site")
+    _outage_writes(cache, lambda: [cache.set(f"k{i}", "new") for i in range(3)])
     with caplog.at_level(logging.ERROR, "django_smartcache.multilevel"):
         assert eventually(lambda: _level(cache)["pending_repairs"] == 0, 5.0)
         errors = _level(cache)["errors"]
         time.sleep(1.0)  # five RETRY_INTERVALs: no retry
         assert _level(cache)["errors"] == errors
-    assert any("abandoned" in r.getMessage() for r in caplog.records)
+    logged = [r.getMessage() for r in caplog.records if "abandoned" in r.getMessage()]
+    assert len(logged) == 1, logged
+    assert "MAX_SUSPECT_KEYS" in logged[0] and "clear()" not in logged[0]
+    assert cache._health[1]._repair_level is None  # closed, not kept
     cache.set("k", "after")
     assert not _level(cache)["down"]
     assert reader.get("k") == "after"
+
+
+def test_abandoning_a_repair_keeps_what_was_recorded_after_it_began() -> None:
+    """``abandon()`` dropped every suspect, those recorded while the refused repair
+    ran included (their writes were never tried)."""
+    from django_smartcache.backends._level_health import LevelHealth
+
+    health = LevelHealth("L2 test", 60.0, 60.0, 100)
+    health.missed(["a", "b"])
+    with health.lock:
+        attempt = health._attempt()
+    health.missed(["c"])  # while the repair of a and b runs
+    health.abandon(redis.exceptions.NoPermissionError("refused"), attempt)
+    assert set(health.suspects) == {"c"}
 
 
 def test_a_channel_the_user_may_not_use_is_tried_again_slowly_and_logged_once(
