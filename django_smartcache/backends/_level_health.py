@@ -247,6 +247,7 @@ class LevelHealth:
         self.recoveries = 0
         self.last_error = ""
         self._last_log = float("-inf")
+        self._last_refusal_log = float("-inf")
         #: Keys written or deleted while this level could not be: deleted from it on
         #: recovery, so it never serves the value they replaced. Each with the
         #: coherence channel's ``epoch`` when it was recorded (see ``heard``).
@@ -302,6 +303,31 @@ class LevelHealth:
                 op,
                 self.last_error,
                 self.retry,
+                self.errors,
+            )
+
+    def refused(self, exc: BaseException, op: str) -> None:
+        """The level refused (NOPERM) a command the cache sends of its own accord (the
+        TTL lookup of a promotion, a promotion's write): no outage, and not the
+        caller's error either, so nothing is raised; counted, and logged once per
+        ``log_interval``. The level stays up."""
+        now = _monotonic()
+        with self.lock:
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log = now - self._last_refusal_log >= self.log_interval
+            if log:
+                self._last_refusal_log = now
+        if log:
+            logger.warning(
+                "smartcache level %s refused the cache's own %s (%s); %s. Give the "
+                "level's user that command (errors so far: %d)",
+                self.name,
+                "TTL lookup" if op == "ttl" else "promotion write",
+                self.last_error,
+                "values read from it are promoted with L1_MAX_TTL"
+                if op == "ttl"
+                else "the promotion into it is skipped",
                 self.errors,
             )
 

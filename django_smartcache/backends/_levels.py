@@ -23,7 +23,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from .. import conf
 from ..core.tags import Tagged
 from . import _coherence, _level_config
-from ._level_health import FAULTS, LevelHealth, _caller_error
+from ._level_health import FAULTS, LevelHealth, _caller_error, _no_permission
 from ._level_patterns import delete_matching
 from ._level_tally import _Tally
 from ._level_ttl import _NO_EXPIRY, _remaining_ttls
@@ -323,11 +323,17 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         try:
             remaining = _remaining_ttls(self._levels[index], list(found))
         except FAULTS as exc:
-            self._fault(index, exc, "ttl")
-            return
+            if not _no_permission(exc):
+                self._fault(index, exc, "ttl")
+                return
+            # The cache's own command (PTTL), not the caller's: a NOPERM raised to
+            # the caller of get() after the value was read (fc8b369). Promoted with
+            # L1_MAX_TTL, as for a level that cannot tell its TTLs.
+            self._health[index].refused(exc, "ttl")
+            remaining = {}
         groups: dict[float | None, dict[str, Any]] = {}
         for key, value in found.items():
-            ttl = remaining.get(key, None)
+            ttl = remaining.get(key)
             if ttl is not None and ttl is not _NO_EXPIRY and ttl <= 0:
                 continue  # expired while we read it
             timeout = self._upper_timeout(
@@ -345,7 +351,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                     try:
                         self._levels[i].set_many(data, timeout)
                     except FAULTS as exc:
-                        self._fault(i, exc, "promote")
+                        if _no_permission(exc):
+                            # The cache's own write, not the caller's: skipped.
+                            self._health[i].refused(exc, "promote")
+                        else:
+                            self._fault(i, exc, "promote")
                         break
 
         self._co.promote(generation, write)

@@ -17,7 +17,7 @@ import redis
 
 from django_smartcache.backends.multilevel import MultiLevelCache
 from tests.backends.test_faults_repair import OneProcessOutage
-from tests.backends.test_multilevel import REDIS
+from tests.backends.test_multilevel import REDIS, SMART, _unique
 from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.redis
@@ -262,3 +262,60 @@ def test_a_channel_the_user_may_not_use_is_tried_again_slowly_and_logged_once(
         assert eventually(published, 20.0, poll=0.1)
     assert any("permitted" in r.getMessage() for r in caplog.records)
     admin.close()
+
+
+def test_a_refused_ttl_lookup_of_a_promotion_is_not_raised_to_get(
+    redis_url: str,
+    acl: Callable[..., dict[str, Any]],
+    make_cache: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A user allowed what Django's RedisCache sends but not PTTL, which only the
+    promotion sends: get() of a key L1 did not hold raised NoPermissionError after
+    the value was read (fc8b369). Now it returns the value, promoted into L1 with
+    L1_MAX_TTL, and the refusal is logged once per ERROR_LOG_INTERVAL."""
+    cache = make_cache(acl("~*", "&*", "+@all", "-pttl"), "site", L1_MAX_TTL=1)
+    writer = make_cache({"BACKEND": REDIS, "LOCATION": redis_url}, "site")
+    with caplog.at_level(logging.WARNING, "django_smartcache.multilevel"):
+        for i in range(3):
+            writer.set(f"k{i}", f"v{i}", None)
+            assert cache.get(f"k{i}") == f"v{i}"
+            assert cache.get(f"k{i}", levels=1) == f"v{i}"  # promoted into L1
+        assert cache.get_many(["k0", "k1"]) == {"k0": "v0", "k1": "v1"}
+    assert not _level(cache)["down"]
+    logged = [r.getMessage() for r in caplog.records if "TTL lookup" in r.getMessage()]
+    assert len(logged) == 1, logged
+    time.sleep(1.1)  # L1_MAX_TTL: the L1 copy is gone
+    assert cache.get("k0", levels=1) is None
+
+
+def test_a_refused_promotion_into_a_middle_level_is_skipped(
+    redis_url: str,
+    acl: Callable[..., dict[str, Any]],
+    make_cache: Any,
+) -> None:
+    """A middle level whose user may not write: a promotion from the level below
+    (the cache's own write) raised NoPermissionError to the caller of get()."""
+    middle = acl("~*", "&*", "+@all", "-@write")
+    middle["LOCATION"] = redis_url.rsplit("/", 1)[0] + "/1"
+    lowest = {"BACKEND": REDIS, "LOCATION": redis_url}
+    cache = MultiLevelCache(
+        "",
+        {
+            "KEY_PREFIX": "site",
+            "OPTIONS": {
+                "LEVELS": [{"BACKEND": SMART, "LOCATION": _unique()}, middle, lowest],
+                "RETRY_INTERVAL": 0.2,
+            },
+        },
+    )
+    try:
+        writer = make_cache(lowest, "site")
+        writer.set("k", "v", None)
+        assert cache.get("k") == "v"
+        assert cache.get("k", levels=1) == "v"  # L1 still got it
+        assert not cache.stats()["levels"][1]["down"]
+    finally:
+        cache._co.stop()
+        for health in cache._health:
+            health.stop()
