@@ -264,6 +264,9 @@ class RedisPubSub(Coherence):
     #: every write's refused publish counted an error (~90 a second).
     DENIED_FIRST = 1.0
     DENIED_MAX = 60.0
+    #: A subscription that held this long resets the listener's wait (a refusal
+    #: after a shorter one keeps doubling it, with no new ERROR).
+    DENIED_STABLE = 60.0
 
     def __init__(
         self,
@@ -296,6 +299,13 @@ class RedisPubSub(Coherence):
         self._listen_denied = 0.0
         self._publish_denied = 0.0
         self._publish_denied_until = 0.0
+        #: SUBSCRIBE is refused now (``_listen_denied`` is the wait, kept until a
+        #: subscription is stable); when the last subscription was confirmed.
+        self._listen_refused = False
+        self._subscribed_at = 0.0
+        #: The user may not PING: the keep-alive is a SUBSCRIBE to the channel again,
+        #: which the server answers too (see ``_listen``).
+        self._ping_refused = False
 
     # -- hot path -----------------------------------------------------------------
     def refresh(self, lowest: Any) -> None:
@@ -324,6 +334,7 @@ class RedisPubSub(Coherence):
         self._publisher = None
         self.connected = False
         self.deadline = 0.0
+        self._ping_refused = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -439,16 +450,39 @@ class RedisPubSub(Coherence):
         backoff = 0.05
         while not self._stopping.is_set():
             pubsub = None
+            # What the last keep-alive was ("ping", "subscribe", "": none yet), and
+            # whether this connection's subscription was confirmed: a NOPERM answers
+            # the SUBSCRIBE only before that, or a keep-alive SUBSCRIBE.
+            probe, confirmed = "", False
             try:
                 client = self._new_client(socket_timeout=None, socket_keepalive=True)
                 pubsub = client.pubsub()
                 pubsub.subscribe(self.channel)
                 heard, pinged = _monotonic(), 0.0
                 while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=0.5)
+                    try:
+                        message = pubsub.get_message(timeout=0.5)
+                    except redis.ResponseError as exc:
+                        if not (confirmed and probe == "ping" and _no_permission(exc)):
+                            raise
+                        # The user may not PING (an ACL without @connection): not a
+                        # refused channel. Kept alive by a SUBSCRIBE again from now on.
+                        self._ping_refused = True
+                        logger.warning(
+                            "smartcache coherence channel %r: the Redis user may not "
+                            "PING (%s); the listener checks its connection with a "
+                            "SUBSCRIBE to the channel again instead",
+                            self.channel,
+                            exc,
+                        )
+                        message = {"type": "pong"}  # the server answered
                     now = _monotonic()
                     if message is not None:
                         heard, pinged = now, 0.0
+                        if message.get("type") == "subscribe":
+                            if confirmed:
+                                message = {"type": "pong"}  # a keep-alive's answer
+                            confirmed = True
                         self._handle(message)
                         backoff = 0.05
                     elif pinged:
@@ -459,16 +493,29 @@ class RedisPubSub(Coherence):
                     elif now - heard > self.PING_AFTER or (
                         now - heard > self.REPAIR_PING_AFTER and self.repairing()
                     ):
-                        pubsub.ping()
+                        if self._ping_refused:
+                            probe = "subscribe"
+                            pubsub.subscribe(self.channel)
+                        else:
+                            probe = "ping"
+                            pubsub.ping()
                         pinged = now
+                    if (
+                        self._listen_denied
+                        and confirmed
+                        and now - self._subscribed_at >= self.DENIED_STABLE
+                    ):
+                        self._listen_denied = 0.0  # stable: a refusal is news again
             except (redis.RedisError, OSError) as exc:
                 self.connected = False
                 if _no_permission(exc):
-                    # Refused, not lost: the same answer 4 times a second helps no
-                    # one. Counted and waited for, logged once (ERROR) until permitted.
+                    # SUBSCRIBE refused, not lost: the same answer 4 times a second
+                    # helps no one. Counted and waited for, logged once (ERROR) until
+                    # a subscription has held for DENIED_STABLE.
                     self.errors += 1
                     if not self._listen_denied:
                         self._log_denied("subscribe to", exc)
+                    self._listen_refused = True
                     self._listen_denied = self._next_wait(self._listen_denied)
                     self._stopping.wait(self._listen_denied)
                     continue
@@ -493,8 +540,9 @@ class RedisPubSub(Coherence):
             # Messages sent while we were not subscribed are lost: start from empty.
             self.flush()
             self.connected = True
-            if self._listen_denied:
-                self._listen_denied = 0.0
+            self._subscribed_at = _monotonic()
+            if self._listen_refused:
+                self._listen_refused = False
                 self._permitted("subscribe to")
             self.reconnects += 1
             if self.level is not None and self.reached is not None:
@@ -526,6 +574,6 @@ class RedisPubSub(Coherence):
         snap.update(
             connected=self.connected,
             subscriptions=self.reconnects,
-            permission_denied=bool(self._listen_denied or self._publish_denied),
+            permission_denied=bool(self._listen_refused or self._publish_denied),
         )
         return snap

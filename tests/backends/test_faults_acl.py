@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from django_smartcache.backends._coherence import RedisPubSub
 from django_smartcache.backends.multilevel import MultiLevelCache
 from tests.backends.test_faults_repair import OneProcessOutage
 from tests.backends.test_multilevel import REDIS, SMART, _unique
@@ -319,3 +320,62 @@ def test_a_refused_promotion_into_a_middle_level_is_skipped(
         cache._co.stop()
         for health in cache._health:
             health.stop()
+
+
+def test_a_user_without_ping_keeps_its_subscription_and_logs_no_error(
+    redis_url: str,
+    acl: Callable[..., dict[str, Any]],
+    make_cache: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A user with the channel but not PING (an ACL without ``@connection``): the
+    listener's keep-alive PING was refused and taken for "no permission to
+    subscribe": an ERROR, a wait, a new subscription (L1 flushed), and again at the
+    next PING (probe: 4 ERRORs in 8 s with PING_AFTER 1 s; ~330 an hour with 10 s).
+    Now the keep-alive is a SUBSCRIBE to the channel again: no ERROR, one WARNING,
+    one subscription, and the listener still hears the others."""
+    monkeypatch.setattr(RedisPubSub, "PING_AFTER", 0.3)
+    with caplog.at_level(logging.INFO, "django_smartcache.multilevel"):
+        cache = make_cache(acl("~*", "&*", "+@all", "-ping"), "site")
+        other = make_cache({"BACKEND": REDIS, "LOCATION": redis_url}, "site")
+        assert eventually(lambda: cache.stats()["coherence"]["connected"], 5.0)
+        time.sleep(3.0)  # ten keep-alives
+        cache.set("k", "v1")
+        assert cache.get("k", levels=1) == "v1"
+        other.set("k", "v2")
+        assert eventually(lambda: cache.get("k", levels=1) is None, 2.0)
+    snap = cache.stats()["coherence"]
+    assert (snap["subscriptions"], snap["flushes"], snap["errors"]) == (1, 1, 0), snap
+    assert snap["connected"] and not snap["permission_denied"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    warned = [r for r in caplog.records if "may not PING" in r.getMessage()]
+    assert len(warned) == 1
+
+
+def test_a_channel_refused_again_soon_after_permitted_logs_no_new_error(
+    redis_url: str,
+    acl: Callable[..., dict[str, Any]],
+    make_cache: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The listener's wait (and its one ERROR) was reset by any subscription, however
+    short: a channel refused, permitted a moment, refused again logged the ERROR again
+    each cycle. The wait is now reset only by a subscription that held DENIED_STABLE."""
+    admin = redis.Redis.from_url(redis_url)
+    with caplog.at_level(logging.INFO, "django_smartcache.multilevel"):
+        cache = make_cache(acl("~*", "resetchannels", "+@all"), "site")
+        assert eventually(lambda: cache.stats()["coherence"]["permission_denied"], 5.0)
+        admin.execute_command("ACL", "SETUSER", "app", "&*")
+        assert eventually(lambda: cache.stats()["coherence"]["connected"], 10.0)
+        # Redis drops the subscribed client whose channel is revoked.
+        admin.execute_command("ACL", "SETUSER", "app", "resetchannels")
+        assert eventually(lambda: cache.stats()["coherence"]["permission_denied"], 5.0)
+        time.sleep(0.5)
+    denied = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "no permission" in r.getMessage()
+    ]
+    assert len(denied) == 1, [r.getMessage() for r in denied]
+    admin.close()
