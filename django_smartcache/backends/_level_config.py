@@ -587,9 +587,47 @@ def default_channel(lowest: BaseCache, redis_url: str | None = None) -> str:
     if db is None and redis_url:
         server = _redis_server(redis_url)
         db = server[3] if server else None
+    level = _level_server(lowest)
+    if redis_url and level is not None and not _serves(redis_url, level):
+        # The channel is on another server (REDIS_URL), which sites whose levels are
+        # on different servers may share: the level's server is in the name too.
+        # They used to share "...:invalidate" there and hear each other.
+        kind, where, port = level
+        address = f"unix:{where}" if kind == "unix" else f"{where}:{port}"
+        return f"{base}:{address}:db{db or 0}"
     if db is None or db in ("", "0"):
         return base
     return f"{base}:db{db}"
+
+
+def _level_server(level: BaseCache) -> tuple[str, str, int] | None:
+    """(``"tcp"``/``"unix"``, host or socket path, port) of the server a Redis level
+    writes to: its client's connection settings, else its URL; None when unknown."""
+    try:
+        client = raw_redis_client(level, write=True)
+    except Exception:  # noqa: BLE001 - a level we cannot read: its URL, below
+        client = None
+    kwargs = getattr(
+        getattr(client, "connection_pool", None), "connection_kwargs", None
+    )
+    if isinstance(kwargs, dict):
+        if kwargs.get("path"):
+            return ("unix", os.path.realpath(str(kwargs["path"])), 0)
+        if kwargs.get("host"):
+            return ("tcp", str(kwargs["host"]).lower(), int(kwargs.get("port") or 6379))
+    server = _redis_server(_redis_url(level))
+    return (server[0], server[1].lower(), server[2]) if server else None
+
+
+def _serves(url: str, level: tuple[str, str, int]) -> bool:
+    """Whether the Redis server at ``url`` is the level's (hosts compared by address)."""
+    server = _redis_server(url)
+    if server is None or server[0] != level[0] or server[2] != level[2]:
+        return False
+    host = server[1].lower()
+    return host == level[1] or (
+        level[0] == "tcp" and bool(_addresses(host) & _addresses(level[1]))
+    )
 
 
 def _level_db(level: BaseCache) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -131,3 +132,33 @@ def test_the_channel_follows_the_levels_database_with_redis_url(
     level = {"BACKEND": REDIS, "LOCATION": _db(redis_url, 1)}
     cache = make_cache(level, REDIS_URL=_db(redis_url, 0))
     assert cache._co.channel == OLD_DEFAULT + ":db1"
+
+
+def test_sites_on_other_servers_sharing_a_pubsub_server_do_not_hear_each_other(
+    redis_url: str, private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """Two sites whose levels are on different servers (both database 0), with
+    REDIS_URL naming one pub/sub server (here B's own): the default channel named the
+    database only, so both used "django_smartcache:invalidate" there, and A's clear()
+    flushed B's L1 and A's writes of a same-named key counted as changes of B's level
+    (sparing B's pending repair). A channel on another server than the level's now
+    names the level's server; on the level's own server database 0 keeps the old
+    name."""
+    pubsub = private_redis.url
+    a = make_cache({"BACKEND": REDIS, "LOCATION": redis_url}, "s", REDIS_URL=pubsub)
+    b = make_cache({"BACKEND": REDIS, "LOCATION": pubsub}, "s", REDIS_URL=pubsub)
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    assert a._co.channel == f"{OLD_DEFAULT}:127.0.0.1:{port}:db0"
+    assert b._co.channel == OLD_DEFAULT
+    for cache in (a, b):
+        assert eventually(lambda c=cache: c.stats()["coherence"]["connected"])
+    b.set("k", "from-b")
+    before = b.stats()["coherence"]
+    for i in range(5):
+        a.set("k", f"from-a-{i}")
+    a.clear()
+    time.sleep(0.3)  # a message is heard within milliseconds
+    after = b.stats()["coherence"]
+    assert after["invalidations_applied"] == before["invalidations_applied"]
+    assert after["flushes"] == before["flushes"]
+    assert b.get("k", levels=1) == "from-b"
