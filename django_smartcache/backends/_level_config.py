@@ -8,6 +8,7 @@ documented in docs/multilevel.md.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import socket
@@ -30,9 +31,12 @@ from ._level_ttl import (
     _redis_url,
     _remaining_ttls,
     raw_redis_client,
+    refuses_client,
 )
 from ._sqlite_options import django_count
 from .base import option_timeout
+
+logger = logging.getLogger("django_smartcache.multilevel")
 
 _ABSENT = object()
 
@@ -555,6 +559,20 @@ def make_coherence(
                 "MultiLevelCache OPTIONS['COHERENCE'] is 'redis' but no Redis URL is known for the "
                 "lowest level: set OPTIONS['REDIS_URL']"
             )
+        if not options.redis_url and refuses_client(lowest):
+            # The channel uses the level's connection settings, and a sharded client
+            # has none to give: its listener raised NotImplementedError, died and was
+            # restarted every 0.5 s, and every write raised it from the publish.
+            logger.error(
+                "MultiLevelCache: the coherence channel cannot be used with the "
+                "lowest level's client (%s.%s: no single Redis connection); the L1 "
+                "copies of this cache are kept coherent by L1_MAX_TTL only (%s s). "
+                "Set OPTIONS['REDIS_URL'] to a Redis server for the channel",
+                type(lowest.client).__module__,  # type: ignore[attr-defined]
+                type(lowest.client).__qualname__,  # type: ignore[attr-defined]
+                options.l1_max_ttl,
+            )
+            return _coherence.NoCoherence(l1)
         return _coherence.RedisPubSub(
             l1,
             url,

@@ -57,6 +57,23 @@ def raw_redis_client(level: BaseCache, *, write: bool = False) -> Any:
         return get_client(write=write)
     except TypeError:  # another signature: not the default client
         return None
+    except NotImplementedError:  # django-redis' ShardClient: no one client
+        return None
+
+
+def refuses_client(level: BaseCache) -> bool:
+    """Whether a Redis level's client has no one redis-py client to give
+    (django-redis' ``ShardClient`` raises ``NotImplementedError``)."""
+    get_client = getattr(getattr(level, "client", None), "get_client", None)
+    if not _redis_url(level) or get_client is None:
+        return False
+    try:
+        get_client(write=True)
+    except NotImplementedError:
+        return True
+    except Exception:  # noqa: BLE001 - another client's trouble: not this question
+        return False
+    return False
 
 
 def _redis_options(level: BaseCache) -> dict[str, Any]:

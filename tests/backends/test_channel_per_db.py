@@ -8,6 +8,8 @@ MultiLevelCache configurations of this process, as two processes would be.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -162,3 +164,45 @@ def test_sites_on_other_servers_sharing_a_pubsub_server_do_not_hear_each_other(
     assert after["invalidations_applied"] == before["invalidations_applied"]
     assert after["flushes"] == before["flushes"]
     assert b.get("k", levels=1) == "from-b"
+
+
+def test_a_sharded_django_redis_level_gets_no_channel_and_says_so(
+    redis_url: str,
+    make_cache: Callable[..., MultiLevelCache],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """django-redis' ShardClient has no single redis-py client (``get_client`` raises
+    NotImplementedError, and only TypeError was caught): every write raised it from
+    the publish, and the listener thread died with a traceback and was restarted
+    every 0.5 s. Now the channel is not used, one ERROR says so (L1_MAX_TTL bounds
+    staleness), and the cache works; with REDIS_URL the channel works."""
+    crashes: list[str] = []
+    monkeypatch.setattr(
+        threading, "excepthook", lambda args: crashes.append(repr(args.exc_value))
+    )
+    level = {
+        "BACKEND": DJANGO_REDIS,
+        "LOCATION": [_db(redis_url, 0), _db(redis_url, 1)],
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient"},
+    }
+    with caplog.at_level(logging.ERROR, "django_smartcache.multilevel"):
+        cache = make_cache(level, "shard", L1_MAX_TTL=0.5)
+        for i in range(10):
+            cache.set(f"k{i}", i)
+            assert cache.get(f"k{i}") == i
+            time.sleep(0.1)  # past CHECK_INTERVAL: a dead listener was restarted
+        cache.delete_pattern("k*")
+    assert crashes == []
+    assert cache.stats()["coherence"]["channel"] == "none"
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(logged) == 1 and "ShardClient" in logged[0], logged
+    assert "L1_MAX_TTL" in logged[0] and "REDIS_URL" in logged[0]
+    with_url = make_cache(level, "shard2", REDIS_URL=redis_url)
+    other = make_cache(level, "shard2", REDIS_URL=redis_url)
+    assert eventually(lambda: with_url.stats()["coherence"]["connected"])
+    with_url.set("k", 1)
+    assert with_url.get("k", levels=1) == 1
+    other.set("k", 2)
+    assert eventually(lambda: with_url.get("k", levels=1) is None, 2.0)
+    assert crashes == []
