@@ -276,7 +276,9 @@ def test_a_refused_ttl_lookup_of_a_promotion_is_not_raised_to_get(
     the value was read (fc8b369). Now it returns the value, promoted into L1 with
     L1_MAX_TTL, and the refusal is logged once per ERROR_LOG_INTERVAL."""
     cache = make_cache(acl("~*", "&*", "+@all", "-pttl"), "site", L1_MAX_TTL=1)
-    writer = make_cache({"BACKEND": REDIS, "LOCATION": redis_url}, "site")
+    # On another channel: its message must not drop the promoted copy meanwhile.
+    level = {"BACKEND": REDIS, "LOCATION": redis_url}
+    writer = make_cache(level, "site", CHANNEL="elsewhere")
     with caplog.at_level(logging.WARNING, "django_smartcache.multilevel"):
         for i in range(3):
             writer.set(f"k{i}", f"v{i}", None)
@@ -311,7 +313,8 @@ def test_a_refused_promotion_into_a_middle_level_is_skipped(
         },
     )
     try:
-        writer = make_cache(lowest, "site")
+        # On another channel: its message must not drop the promoted copy meanwhile.
+        writer = make_cache(lowest, "site", CHANNEL="elsewhere")
         writer.set("k", "v", None)
         assert cache.get("k") == "v"
         assert cache.get("k", levels=1) == "v"  # L1 still got it
