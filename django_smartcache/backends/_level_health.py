@@ -173,6 +173,19 @@ def _delete_each(level: BaseCache, keys: list[str]) -> list[str]:
     return refused
 
 
+#: A caller's own repair deletes at most this many refused suspects one by one; more
+#: are left to the background repair (``RepairDeferred``).
+_INLINE_DELETES = 32
+
+
+class RepairDeferred(Exception):
+    """A caller's repair met a refusal whose way round is slow (a SCAN of the whole
+    database, a DEL per key): it is left to the background repair, and the caller
+    skips the level meanwhile. Run inline, each caller let in per ``retry`` started
+    its own SCAN and waited for it (an outside review: 4 callers, 4.5-4.9 s each,
+    over a database of 3M keys)."""
+
+
 def _clear_namespace(level: BaseCache, namespace: str) -> tuple[int, list[str]]:
     """What a refused ``FLUSHDB`` was to do, for this cache's own keys: ``SCAN MATCH
     <namespace>*`` and ``UNLINK`` each key (neither is ``@dangerous``). (deleted, the
@@ -572,10 +585,12 @@ class LevelHealth:
         if timer is not None:
             timer.cancel()
 
-    def repair(self, level: BaseCache) -> None:
+    def repair(self, level: BaseCache, *, inline: bool = False) -> None:
         """Before a level that was down serves again: undo what the outage may have
         hidden. An outage raises (retried); a refusal its fallbacks cannot get round
-        abandons the repair (``abandon``), and the level serves again."""
+        abandons the repair (``abandon``), and the level serves again. ``inline``: a
+        caller's own repair, which leaves a slow fallback to the background repair
+        (``RepairDeferred`` raised: the caller skips the level meanwhile)."""
         with self.lock:
             attempt = self._attempt()
         suspects, clear = attempt[0], attempt[1]
@@ -583,9 +598,13 @@ class LevelHealth:
             return  # the next call is the probe; ``recovered()`` follows its success
         try:
             if clear:
-                refused = self._clear(level)
+                refused = self._clear(level, inline)
             else:
-                refused = self._delete(level, list(suspects))
+                refused = self._delete(level, list(suspects), inline)
+        except RepairDeferred:
+            with self.lock:
+                self._arm()  # at ``down_until``, when the caller's probe claimed it
+            raise
         except Exception as exc:  # an outage is raised, the rest abandoned
             if isinstance(exc, FAULTS) and not _caller_error(exc):
                 raise
@@ -599,7 +618,7 @@ class LevelHealth:
             self.announce(None if clear else list(suspects))
         self.recovered(len(suspects))
 
-    def _clear(self, level: BaseCache) -> list[str]:
+    def _clear(self, level: BaseCache, inline: bool = False) -> list[str]:
         """Clear the level; when its user may not FLUSHDB (NOPERM: no ``@dangerous``),
         delete this cache's own keys instead (``_clear_namespace``). The keys still
         refused (NOPERM) are returned. The repair used to be abandoned at the refused
@@ -611,6 +630,8 @@ class LevelHealth:
         except FAULTS as exc:
             if not _no_permission(exc) or not self.namespaces:
                 raise
+            if inline:
+                raise RepairDeferred from exc
             flush_refused = exc
         spaces = sorted(self.namespaces)
         # "a:" covers "a:b:" (and "" every key): each key is scanned once.
@@ -636,7 +657,9 @@ class LevelHealth:
         )
         return refused
 
-    def _delete(self, level: BaseCache, keys: list[str]) -> list[str]:
+    def _delete(
+        self, level: BaseCache, keys: list[str], inline: bool = False
+    ) -> list[str]:
         """Delete the suspects; when the level refuses the one multi-key DEL (NOPERM:
         one key outside the user's ``~pattern``), one by one, returning the keys still
         refused. All were given up at the refusal: valid suspects kept the values the
@@ -647,6 +670,8 @@ class LevelHealth:
         except FAULTS as exc:
             if not _no_permission(exc):
                 raise
+            if inline and len(keys) > _INLINE_DELETES:
+                raise RepairDeferred from exc
         return _delete_each(level, keys)
 
     def _log_refused(self, refused: list[str]) -> None:

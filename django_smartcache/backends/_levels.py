@@ -23,7 +23,13 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from .. import conf
 from ..core.tags import Tagged
 from . import _coherence, _level_config
-from ._level_health import FAULTS, LevelHealth, _caller_error, _no_permission
+from ._level_health import (
+    FAULTS,
+    LevelHealth,
+    RepairDeferred,
+    _caller_error,
+    _no_permission,
+)
 from ._level_patterns import delete_matching
 from ._level_tally import _Tally
 from ._level_ttl import _NO_EXPIRY, _remaining_ttls
@@ -185,8 +191,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         if not self._raise and not health.claim_probe(_monotonic()):
             return False
         try:
-            # A refusal (NOPERM) is worked round or abandoned there (see ``repair``).
-            health.repair(self._levels[index])
+            # A refusal (NOPERM) is worked round or abandoned there (see ``repair``);
+            # a slow way round is the background repair's, and the level is skipped.
+            health.repair(self._levels[index], inline=True)
+        except RepairDeferred:
+            return False
         except FAULTS as exc:
             health.failed(exc, "recovery")
             if self._raise:
