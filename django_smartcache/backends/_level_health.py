@@ -250,6 +250,12 @@ class LevelHealth:
         #: for what is left when it ends). Two used to run at once, sharing
         #: ``_repair_level``: the first to end closed it, the other raised on None.
         self._repairing = False
+        #: A caller's repair left its slow way round to the background repair
+        #: (``RepairDeferred``): callers skip the level until that repair has run,
+        #: and it runs at once, not at ``down_until`` (which every probing caller
+        #: pushed on: under steady traffic a caller always came first, and the timer
+        #: found the repair "early" again and again; the level stayed down).
+        self._deferred = False
         self._stopped = False
         self.retry = retry
         self.log_interval = log_interval
@@ -296,6 +302,7 @@ class LevelHealth:
         self._timer = None
         self._repair_level = None
         self._repairing = False
+        self._deferred = False
         if self.clear_pending or self.suspects:
             self._arm()  # what the parent had to repair, the child repairs too
 
@@ -475,7 +482,7 @@ class LevelHealth:
             if self._repairing:
                 return  # one at a time: that one re-arms when it ends
             pending = self.clear_pending or bool(self.suspects)
-            early = self.down_until - _monotonic() > 0
+            early = not self._deferred and self.down_until - _monotonic() > 0
             if pending and early:
                 self._arm()
             if not pending or early:
@@ -498,6 +505,7 @@ class LevelHealth:
                 self._close_repair_level()
             with self.lock:
                 self._repairing = False
+                self._deferred = False
                 if outage:
                     self._arm()
             return
@@ -507,6 +515,7 @@ class LevelHealth:
         finally:
             with self.lock:
                 self._repairing = False
+                self._deferred = False
                 if self.clear_pending or self.suspects:
                     self._arm()  # missed meanwhile
 
@@ -592,6 +601,8 @@ class LevelHealth:
         caller's own repair, which leaves a slow fallback to the background repair
         (``RepairDeferred`` raised: the caller skips the level meanwhile)."""
         with self.lock:
+            if inline and self._deferred:
+                raise RepairDeferred  # the background repair's, running or about to
             attempt = self._attempt()
         suspects, clear = attempt[0], attempt[1]
         if not (clear or suspects):
@@ -603,7 +614,12 @@ class LevelHealth:
                 refused = self._delete(level, list(suspects), inline)
         except RepairDeferred:
             with self.lock:
-                self._arm()  # at ``down_until``, when the caller's probe claimed it
+                self._deferred = True
+                if not self._repairing:  # (a running one re-arms when it ends)
+                    timer, self._timer = self._timer, None
+                    if timer is not None:
+                        timer.cancel()
+                    self._arm(0.0)  # now: see ``_deferred``
             raise
         except Exception as exc:  # an outage is raised, the rest abandoned
             if isinstance(exc, FAULTS) and not _caller_error(exc):

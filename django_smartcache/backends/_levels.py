@@ -193,7 +193,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         try:
             # A refusal (NOPERM) is worked round or abandoned there (see ``repair``);
             # a slow way round is the background repair's, and the level is skipped.
-            health.repair(self._levels[index], inline=True)
+            # (RAISE_ERRORS: the caller waits for the whole repair, as it did: a
+            # level skipped there would be a write silently not made.)
+            health.repair(self._levels[index], inline=not self._raise)
         except RepairDeferred:
             return False
         except FAULTS as exc:

@@ -175,6 +175,55 @@ def test_the_scan_way_round_a_refused_flushdb_never_runs_in_a_callers_thread(
     assert cache.get("k0") is None
 
 
+def test_callers_probing_without_pause_do_not_starve_a_deferred_repair(
+    redis_url: str, acl: Callable[..., dict[str, Any]], make_cache: Any
+) -> None:
+    """Each probing caller pushed ``down_until`` on, and the timer, firing just after
+    it, found the deferred repair "early" again: with 4-8 threads calling get() the
+    level stayed down for good (review: still down after 60 intervals)."""
+    import threading
+
+    level = acl("~*", "&*", "+@all", "-@dangerous", backend=OUTAGE)
+    cache = make_cache(level, "site", RETRY_INTERVAL=0.2)
+    cache.set("k0", "old", None)
+    _outage_writes(cache, cache.clear)
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            cache.get("k0")
+
+    threads = [threading.Thread(target=busy) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert eventually(lambda: _level(cache)["pending_repairs"] == 0, 5.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+    cache.set("k1", "new")
+    assert redis.Redis.from_url(redis_url).get("site:1:k1") is not None
+
+
+def test_raise_errors_waits_for_the_whole_repair_rather_than_skip_the_level(
+    redis_url: str, acl: Callable[..., dict[str, Any]], make_cache: Any
+) -> None:
+    """With RAISE_ERRORS a deferred repair skipped the level: set() returned normally
+    and its value never reached Redis (review)."""
+    level = acl("~*", "&*", "+@all", "-@dangerous", backend=OUTAGE)
+    cache = make_cache(level, "site", RETRY_INTERVAL=5, RAISE_ERRORS=True)
+    cache.set("k0", "old", None)
+    OneProcessOutage.failing = True
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - the outage's own error
+            cache.clear()
+    finally:
+        OneProcessOutage.failing = False
+    cache.set("k1", "new")  # (RAISE_ERRORS: the level is tried at once)
+    assert redis.Redis.from_url(redis_url).get("site:1:k1") is not None
+
+
 def test_a_refused_key_among_the_suspects_leaves_only_that_key_unrepaired(
     redis_url: str,
     acl: Callable[..., dict[str, Any]],
