@@ -1,0 +1,62 @@
+"""LevelHealth's repair bookkeeping on its own (no server): one repair at a time, and a
+deferral that never outlives what it deferred (outside review of ba7b9a4)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from django_smartcache.backends._level_health import LevelHealth
+
+
+class SlowLevel:
+    """A level whose clear() takes a while and counts how many run at once."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.clears = 0
+        self.guard = threading.Lock()
+
+    def clear(self) -> None:
+        with self.guard:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(0.2)
+        with self.guard:
+            self.running -= 1
+            self.clears += 1
+
+    def close(self, **kwargs: Any) -> None:
+        pass
+
+
+def _health() -> LevelHealth:
+    return LevelHealth("L2 test", retry=0.2, log_interval=60, max_suspects=100)
+
+
+def test_a_deferral_with_nothing_left_to_repair_does_not_skip_the_level() -> None:
+    # The pending repair was dropped (another process's writes heard) before the
+    # background repair ran: the deferral stayed set, and every caller skipped a
+    # healthy level for good.
+    health = _health()
+    health._deferred = True
+    health.repair(SlowLevel(), inline=True)  # nothing pending: no RepairDeferred
+    assert health._deferred is False
+
+
+def test_repairs_run_one_at_a_time_and_a_second_finds_nothing_left() -> None:
+    # RAISE_ERRORS callers repaired inline in several threads at once; one's clear
+    # (a SCAN+UNLINK there) deleted writes made after another had finished.
+    health, level = _health(), SlowLevel()
+    health.clear_pending = True
+    health.down_until = time.monotonic()
+    threads = [threading.Thread(target=health.repair, args=(level,)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert level.peak == 1
+    assert level.clears == 1
+    assert not health.clear_pending
