@@ -60,3 +60,38 @@ def test_repairs_run_one_at_a_time_and_a_second_finds_nothing_left() -> None:
     assert level.peak == 1
     assert level.clears == 1
     assert not health.clear_pending
+
+
+class HungLevel(SlowLevel):
+    """A level whose clear() waits out a client timeout, then fails (a hung server)."""
+
+    def clear(self) -> None:
+        super().clear()
+        raise ConnectionError("timed out (test)")
+
+
+def test_waiters_do_not_each_retry_a_repair_that_met_an_outage() -> None:
+    # RAISE_ERRORS callers queued on the one-repair-at-a-time lock each tried the
+    # repair again in turn, against a hung server each waiting out the client's
+    # timeout after the others (review: the sixth of six calls took 6 timeouts).
+    health, level = _health(), HungLevel()
+    health.clear_pending = True
+    health.down_until = time.monotonic()
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            health.repair(level)
+        except ConnectionError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert len(errors) == 4
+    assert level.clears == 1  # one attempt; the waiters raised its outage
+    assert health.clear_pending  # still to do: the next probe tries again
+    health.repair(SlowLevel())  # a later repair (no outage since) does try
+    assert not health.clear_pending
