@@ -7,6 +7,7 @@ and what the level missed meanwhile is repaired before it serves again.
 
 from __future__ import annotations
 
+import copy
 import logging
 import sqlite3
 import threading
@@ -173,6 +174,15 @@ def _delete_each(level: BaseCache, keys: list[str]) -> list[str]:
     return refused
 
 
+def _bare_copy(exc: BaseException) -> BaseException:
+    """``exc`` again, without its traceback, context or cause (``copy.copy`` keeps
+    none); ``exc`` itself when it cannot be copied."""
+    try:
+        return copy.copy(exc)
+    except Exception:  # noqa: BLE001 - an exception class that cannot be rebuilt
+        return exc
+
+
 #: A caller's own repair deletes at most this many refused suspects one by one; more
 #: are left to the background repair (``RepairDeferred``).
 _INLINE_DELETES = 32
@@ -308,6 +318,7 @@ class LevelHealth:
         is the repair timer's thread (the next suspect arms a new one)."""
         self.lock = threading.Lock()
         self._repair_mutex = threading.Lock()
+        self._repair_fault = None
         self._timer = None
         self._repair_level = None
         self._repairing = False
@@ -623,17 +634,22 @@ class LevelHealth:
         else:
             ticket = self._repair_faults
             self._repair_mutex.acquire()
-            if self._repair_faults != ticket and self._repair_fault is not None:
-                fault = self._repair_fault
+            # Only the last repair's outage (a success since clears it), and a copy
+            # of its own: one object raised in several threads grew one traceback
+            # with all their frames, and kept the failed repair's frames alive.
+            fault = self._repair_fault
+            if self._repair_faults != ticket and fault is not None:
                 self._repair_mutex.release()
-                raise fault
+                raise _bare_copy(fault)
         try:
             self._repair(level, inline)
         except BaseException as exc:
             if isinstance(exc, FAULTS) and not _caller_error(exc):
-                self._repair_fault = exc
+                self._repair_fault = _bare_copy(exc)
                 self._repair_faults += 1
             raise
+        else:
+            self._repair_fault = None
         finally:
             self._repair_mutex.release()
 
@@ -749,6 +765,7 @@ class LevelHealth:
         )
 
     def recovered(self, repaired: int = 0) -> None:
+        self._repair_fault = None  # (see ``repair``: no waiter raises it after this)
         with self.lock:
             if self.down_until == 0.0:
                 return

@@ -91,7 +91,11 @@ def test_waiters_do_not_each_retry_a_repair_that_met_an_outage() -> None:
     for thread in threads:
         thread.join(5)
     assert len(errors) == 4
+    assert len({id(exc) for exc in errors}) == 4  # each its own: no shared traceback
     assert level.clears == 1  # one attempt; the waiters raised its outage
     assert health.clear_pending  # still to do: the next probe tries again
     health.repair(SlowLevel())  # a later repair (no outage since) does try
     assert not health.clear_pending
+    # A success forgets the outage: a waiter that queued before it never raises it
+    # for a level that is back (review: the background repair marked it down again).
+    assert health._repair_fault is None
