@@ -174,13 +174,29 @@ def _delete_each(level: BaseCache, keys: list[str]) -> list[str]:
     return refused
 
 
-def _bare_copy(exc: BaseException) -> BaseException:
-    """``exc`` again, without its traceback, context or cause (``copy.copy`` keeps
-    none); ``exc`` itself when it cannot be copied."""
+def _bare_copy(exc: BaseException, depth: int = 3) -> BaseException:
+    """``exc`` again without its traceback or context, its cause copied the same way
+    (a message may read it: django-redis's ``ConnectionInterrupted``); ``exc`` itself
+    only when it cannot be rebuilt at all.
+
+    ``copy.copy`` rebuilds from ``args``, which fails for an exception whose
+    ``__init__`` takes keywords (``ConnectionInterrupted(connection=...)``): then the
+    instance is made without ``__init__`` and given the original's attributes.
+    """
     try:
-        return copy.copy(exc)
-    except Exception:  # noqa: BLE001 - an exception class that cannot be rebuilt
-        return exc
+        new = copy.copy(exc)
+    except Exception:  # noqa: BLE001 - rebuilt below
+        try:
+            new = type(exc).__new__(type(exc), *exc.args)
+            new.__dict__.update(getattr(exc, "__dict__", {}))
+        except Exception:  # noqa: BLE001 - nothing else to do
+            return exc
+    if depth and exc.__cause__ is not None:
+        new.__cause__ = _bare_copy(exc.__cause__, depth - 1)
+    notes = getattr(exc, "__notes__", None)
+    if notes is not None:
+        new.__notes__ = list(notes)
+    return new
 
 
 #: A caller's own repair deletes at most this many refused suspects one by one; more
@@ -765,7 +781,7 @@ class LevelHealth:
         )
 
     def recovered(self, repaired: int = 0) -> None:
-        self._repair_fault = None  # (see ``repair``: no waiter raises it after this)
+        self._repair_fault = None  # (see ``repair``: the level answered since)
         with self.lock:
             if self.down_until == 0.0:
                 return

@@ -99,3 +99,38 @@ def test_waiters_do_not_each_retry_a_repair_that_met_an_outage() -> None:
     # A success forgets the outage: a waiter that queued before it never raises it
     # for a level that is back (review: the background repair marked it down again).
     assert health._repair_fault is None
+
+
+def _raised(exc: BaseException, cause: BaseException | None = None) -> BaseException:
+    try:
+        raise exc from cause
+    except BaseException as caught:  # noqa: BLE001 - returned for inspection
+        return caught
+
+
+def test_the_copy_a_waiter_raises_keeps_the_message_and_drops_the_traceback() -> None:
+    """django-redis's ConnectionInterrupted takes ``connection=`` by keyword and reads
+    its cause in its message: copy.copy cannot rebuild it, so every waiter raised the
+    original object (one traceback for all); a copy without the cause said 'Redis
+    NoneType: None'."""
+    import redis
+    from django_redis.exceptions import ConnectionInterrupted
+
+    from django_smartcache.backends._level_health import _bare_copy
+
+    interrupted = _raised(
+        ConnectionInterrupted(connection=object()),
+        _raised(redis.ConnectionError("Timeout reading from socket")),
+    )
+    copied = _bare_copy(interrupted)
+    assert copied is not interrupted and type(copied) is ConnectionInterrupted
+    assert (
+        str(copied)
+        == str(interrupted)
+        == "Redis ConnectionError: Timeout reading from socket"
+    )
+    assert copied.__traceback__ is None and copied.__cause__.__traceback__ is None
+    missing = _raised(FileNotFoundError(2, "No such file", "/tmp/x.sqlite3"))
+    again = _bare_copy(missing)
+    assert again is not missing and again.filename == "/tmp/x.sqlite3"
+    assert again.__traceback__ is None
