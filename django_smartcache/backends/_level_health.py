@@ -177,26 +177,32 @@ def _delete_each(level: BaseCache, keys: list[str]) -> list[str]:
 def _bare_copy(exc: BaseException, depth: int = 3) -> BaseException:
     """``exc`` again without its traceback or context, its cause copied the same way
     (a message may read it: django-redis's ``ConnectionInterrupted``); ``exc`` itself
-    only when it cannot be rebuilt at all.
+    when it cannot be rebuilt faithfully. Never raises (it runs on an error path).
 
     ``copy.copy`` rebuilds from ``args``, which fails for an exception whose
     ``__init__`` takes keywords (``ConnectionInterrupted(connection=...)``): then the
-    instance is made without ``__init__`` and given the original's attributes.
+    instance is made without ``__init__`` and given the original's attributes, and
+    kept only if its message still reads as the original's.
     """
     try:
-        new = copy.copy(exc)
-    except Exception:  # noqa: BLE001 - rebuilt below
         try:
+            new = copy.copy(exc)
+        except Exception:  # noqa: BLE001 - rebuilt below
             new = type(exc).__new__(type(exc), *exc.args)
             new.__dict__.update(getattr(exc, "__dict__", {}))
-        except Exception:  # noqa: BLE001 - nothing else to do
+            new.__cause__ = exc.__cause__  # (its message may read it)
+            if str(new) != str(exc):
+                return exc  # state kept elsewhere (slots, C fields): not rebuilt
+        if new is exc:
             return exc
-    if depth and exc.__cause__ is not None:
-        new.__cause__ = _bare_copy(exc.__cause__, depth - 1)
-    notes = getattr(exc, "__notes__", None)
-    if notes is not None:
-        new.__notes__ = list(notes)
-    return new
+        if depth and exc.__cause__ is not None:
+            new.__cause__ = _bare_copy(exc.__cause__, depth - 1)
+        notes = getattr(exc, "__notes__", None)
+        if isinstance(notes, list):
+            new.__notes__ = list(notes)
+        return new
+    except Exception:  # noqa: BLE001 - the original, as before
+        return exc
 
 
 #: A caller's own repair deletes at most this many refused suspects one by one; more

@@ -134,3 +134,20 @@ def test_the_copy_a_waiter_raises_keeps_the_message_and_drops_the_traceback() ->
     again = _bare_copy(missing)
     assert again is not missing and again.filename == "/tmp/x.sqlite3"
     assert again.__traceback__ is None
+
+
+def test_a_fault_that_cannot_be_rebuilt_faithfully_is_raised_as_it_is() -> None:
+    """Rebuilt without ``__init__``, a keyword-only OSError subclass lost its errno and
+    message, and a slotted one's ``str()`` raised (review of bf28df9); a non-list
+    ``__notes__`` made the copy itself raise. The original is raised then."""
+    from django_smartcache.backends._level_health import _bare_copy
+
+    class KeywordOSError(OSError):
+        def __init__(self, *, path: str) -> None:
+            super().__init__(13, "Permission denied", path)
+
+    denied = _raised(KeywordOSError(path="/var/cache/l2.sqlite3"))
+    assert str(_bare_copy(denied)) == str(denied)
+    noted = _raised(ConnectionError("gone"))
+    noted.__notes__ = 5  # type: ignore[attr-defined]
+    assert str(_bare_copy(noted)) == "gone"
