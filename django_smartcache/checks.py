@@ -40,6 +40,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return []
 
 
+def _levels_option(config: Mapping[str, Any]) -> Any:
+    """A MultiLevelCache config's ``OPTIONS["LEVELS"]`` as written: None when not
+    given (the default levels), ``()`` when ``OPTIONS`` is no dict (left to the
+    backend to name)."""
+    options = config.get("OPTIONS") or {}
+    return options.get("LEVELS") if isinstance(options, Mapping) else ()
+
+
 def _sqlite_locations() -> list[tuple[str, str]]:
     """(alias, LOCATION as written) of every SQLite file in ``CACHES``: SQLiteCache
     aliases, a MultiLevelCache's default level, and inline SQLiteCache levels (a level
@@ -53,8 +61,7 @@ def _sqlite_locations() -> list[tuple[str, str]]:
         if backend.endswith("SQLiteCache"):
             found.append((alias, config.get("LOCATION")))
         elif backend.endswith("MultiLevelCache"):
-            options = config.get("OPTIONS") or {}
-            levels = options.get("LEVELS") if isinstance(options, Mapping) else ()
+            levels = _levels_option(config)
             if levels is None:
                 found.append((alias, config.get("LOCATION")))
                 continue
@@ -131,8 +138,7 @@ def _multilevel_lower_levels() -> list[tuple[str, int, Mapping[str, Any]]]:
             config.get("BACKEND", "")
         ).endswith("MultiLevelCache"):
             continue
-        options = config.get("OPTIONS") or {}
-        levels = options.get("LEVELS") if isinstance(options, Mapping) else None
+        levels = _levels_option(config)
         for index, level in enumerate(
             levels if isinstance(levels, list | tuple) else ()
         ):

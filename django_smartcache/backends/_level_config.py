@@ -618,17 +618,24 @@ def default_channel(lowest: BaseCache, redis_url: str | None = None) -> str:
     return f"{base}:db{db}"
 
 
-def _level_server(level: BaseCache) -> tuple[str, str, int] | None:
-    """(``"tcp"``/``"unix"``, host or socket path, port) of the server a Redis level
-    writes to: its client's connection settings, else its URL; None when unknown."""
+def _pool_kwargs(level: BaseCache) -> dict[str, Any] | None:
+    """The connection settings of a Redis level's writing client (redis-py's
+    ``connection_pool.connection_kwargs``); None when it has none we can read."""
     try:
         client = raw_redis_client(level, write=True)
-    except Exception:  # noqa: BLE001 - a level we cannot read: its URL, below
-        client = None
+    except Exception:  # noqa: BLE001 - a level we cannot read: the caller's fallback
+        return None
     kwargs = getattr(
         getattr(client, "connection_pool", None), "connection_kwargs", None
     )
-    if isinstance(kwargs, dict):
+    return kwargs if isinstance(kwargs, dict) else None
+
+
+def _level_server(level: BaseCache) -> tuple[str, str, int] | None:
+    """(``"tcp"``/``"unix"``, host or socket path, port) of the server a Redis level
+    writes to: its client's connection settings, else its URL; None when unknown."""
+    kwargs = _pool_kwargs(level)
+    if kwargs is not None:
         if kwargs.get("path"):
             return ("unix", os.path.realpath(str(kwargs["path"])), 0)
         if kwargs.get("host"):
@@ -651,14 +658,8 @@ def _serves(url: str, level: tuple[str, str, int]) -> bool:
 def _level_db(level: BaseCache) -> str | None:
     """The database number a Redis level (Django's RedisCache, django-redis) writes
     to, as text; None when unknown."""
-    try:
-        client = raw_redis_client(level, write=True)
-    except Exception:  # noqa: BLE001 - a level we cannot read: its URL, below
-        client = None
-    kwargs = getattr(
-        getattr(client, "connection_pool", None), "connection_kwargs", None
-    )
-    if isinstance(kwargs, dict):
+    kwargs = _pool_kwargs(level)
+    if kwargs is not None:
         return _db(str(kwargs.get("db", 0)))
     server = _redis_server(_redis_url(level))
     return server[3] if server else None

@@ -348,11 +348,15 @@ class LevelHealth:
         if self.clear_pending or self.suspects:
             self._arm()  # what the parent had to repair, the child repairs too
 
+    def _count_error(self, exc: BaseException) -> None:
+        """Count ``exc`` in ``stats()`` (called with ``lock`` held)."""
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+
     def failed(self, exc: BaseException, op: str) -> None:
         now = _monotonic()
         with self.lock:
-            self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._count_error(exc)
             self.down_until = now + self.retry
             log = now - self._last_log >= self.log_interval
             if log:
@@ -375,8 +379,7 @@ class LevelHealth:
         ``log_interval``. The level stays up."""
         now = _monotonic()
         with self.lock:
-            self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._count_error(exc)
             log = now - self._last_refusal_log >= self.log_interval
             if log:
                 self._last_refusal_log = now
@@ -604,8 +607,7 @@ class LevelHealth:
             if attempt is None:
                 attempt = self._attempt()
             self._done(attempt)
-            self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._count_error(exc)
         suspects, clear, _, reason = attempt
         if clear:
             left = (
