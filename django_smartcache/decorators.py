@@ -54,7 +54,7 @@ from .core.singleflight import (
     waker,
 )
 from .signals import stampede_wait
-from .tagging import at_commit, dirty_tags
+from .tagging import at_commit, dirty_tags, sync_caller_dirty
 
 __all__ = ["CachedFunction", "cached", "supports_tags"]
 
@@ -1054,8 +1054,9 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             if self._refresh_early(entry, now):
                 return await self._arefresh_ahead(cache, key, args, kwargs, entry)  # type: ignore[no-any-return]
             return entry.value  # type: ignore[no-any-return]
-        if dirty_tags():
+        if dirty_tags() or sync_caller_dirty():
             # Writes in an open transaction: compute alone (CachedFunction.__call__).
+            # The loop's thread has none of its own: async_to_sync's caller may.
             return await self._acompute(cache, key, args, kwargs, None)  # type: ignore[no-any-return]
         since = time.monotonic()
         value, shared = await _ASYNC_FLIGHT.do(

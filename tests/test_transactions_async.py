@@ -102,3 +102,70 @@ def test_an_asgiref_without_the_private_tables_counts_any_dirty_thread(
         return tagging.sync_caller_dirty()
 
     assert asyncio.run(ask()) is True
+
+
+@pytest.mark.parametrize("tagged_cache", ["smart"], indirect=True)
+def test_an_async_cached_function_in_a_dirty_thread_computes_alone(
+    cache: Any,
+) -> None:
+    # An outside probe: the coroutine runs on the loop's thread, which has no dirty
+    # tags of its own, so it joined the process's single flight. Another thread was
+    # handed the writer's uncommitted value, and the writer another thread's value
+    # made without its write. The sync @cached path computes alone there.
+    import asyncio
+    import contextvars
+
+    from django_smartcache import cached
+
+    author = Author.objects.create(name="committed")
+    caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller")
+    release = threading.Event()
+    seen: dict[str, str] = {}
+
+    entered = threading.Event()
+    other: threading.Thread | None = None
+
+    @cached(
+        name="test_an_async_cached_function_in_a_dirty_thread_computes_alone.of",
+        using="tagged",
+        tags=lambda pk: [model_tag(Author, pk)],
+    )
+    async def computed_for(pk: int) -> str:
+        """Who computed it: async_to_sync carries the caller's context here."""
+        if caller.get() == "writer" and other is not None and other.ident is None:
+            other.start()  # asks while the writer computes; if it joins, it waits:
+            await asyncio.to_thread(other.join, 2)
+        if caller.get() == "other" and not release.is_set():
+            entered.set()
+            await asyncio.to_thread(release.wait, 5)  # leads, slowly
+        return caller.get()
+
+    def call_as(who: str) -> None:
+        caller.set(who)
+        seen[who] = async_to_sync(computed_for)(author.pk)
+
+    # The writer leads; the other thread asks while the writer computes.
+    other = threading.Thread(target=call_as, args=("other",))
+    release.set()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Author.objects.filter(pk=author.pk).update(name="rolled back")
+        call_as("writer")
+        raise RuntimeError
+    other.join()
+    assert seen == {"writer": "writer", "other": "other"}
+
+    # The other thread leads; the writer asks while it computes.
+    cache.clear()
+    seen.clear()
+    release.clear()
+    leader = threading.Thread(target=call_as, args=("other",))
+    leader.start()
+    assert entered.wait(5)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Author.objects.filter(pk=author.pk).update(name="mine")
+        threading.Timer(2, release.set).start()  # a joined writer waits this long
+        call_as("writer")
+        release.set()
+        raise RuntimeError
+    leader.join()
+    assert seen == {"writer": "writer", "other": "other"}
