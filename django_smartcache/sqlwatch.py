@@ -616,8 +616,18 @@ def _wrapper(
     many: bool,
     context: dict[str, Any],
 ) -> Any:
-    result = execute(sql, params, many, context)
-    if _state.enabled and isinstance(sql, str) and _may_write(sql):
+    watched = _state.enabled and isinstance(sql, str) and _may_write(sql)
+    try:
+        result = execute(sql, params, many, context)
+    except Exception:
+        # A failed write may have changed rows all the same: executemany() in
+        # autocommit commits each parameter row before a later one fails, and a
+        # caller may catch the error inside its transaction and commit the rest.
+        # Invalidating rows that did not change costs misses; the reverse, stale data.
+        if watched:
+            _after_write(sql, params, many, context)
+        raise
+    if watched:
         _after_write(sql, params, many, context)
     return result
 

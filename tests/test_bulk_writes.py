@@ -83,6 +83,26 @@ def test_no_stale_read_after_bulk_write(books: list[Book], write: str) -> None:
     assert_fresh(*reads)
 
 
+def test_a_failed_executemany_invalidates_the_rows_it_committed(
+    books: list[Book],
+) -> None:
+    # An outside probe: in autocommit, executemany() commits each parameter row; the
+    # second failing left the first row's cached read stale (invalidation ran only
+    # after a successful execute()).
+    from django.db import IntegrityError
+
+    reads = _reads(books)
+    for name, arg in reads:
+        cached(name, arg)
+    with pytest.raises(IntegrityError), connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {_table(Book)} SET title = %s WHERE id = %s",
+            [["changed", books[0].pk], [None, books[1].pk]],  # NOT NULL: fails
+        )
+    assert Book.objects.get(pk=books[0].pk).title == "changed"
+    assert_fresh(*reads)
+
+
 @on_every_tagged_backend
 def test_pk_update_keeps_other_rows(books: list[Book], cache: Any) -> None:
     for b in books:
