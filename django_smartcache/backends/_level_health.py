@@ -257,6 +257,15 @@ def _no_epoch() -> int:
     return 0
 
 
+#: What a repair is to do: the suspects with their marks, whether to clear, the
+#: clear's mark and reason (``LevelHealth._attempt``).
+Attempt = tuple[dict[str, tuple[int, int]], bool, tuple[int, int], str]
+
+#: A repair deletes again what was recorded while it ran, this many times at most
+#: before the level is left due another repair (writes go on skipping it meanwhile).
+_REPAIR_ROUNDS = 4
+
+
 class LevelHealth:
     """Per-process state of one level: down until when, errors, what it may have missed.
 
@@ -278,6 +287,8 @@ class LevelHealth:
         self._rebuild = rebuild
         self._repair_level: BaseCache | None = None
         self._timer: threading.Timer | None = None
+        #: When the armed ``_timer`` fires (monotonic): it is only brought forward.
+        self._timer_due = 0.0
         #: A background repair is running: no other is started meanwhile (it re-arms
         #: for what is left when it ends). Two used to run at once, sharing
         #: ``_repair_level``: the first to end closed it, the other raised on None.
@@ -308,12 +319,16 @@ class LevelHealth:
         self._last_log = float("-inf")
         self._last_refusal_log = float("-inf")
         #: Keys written or deleted while this level could not be: deleted from it on
-        #: recovery, so it never serves the value they replaced. Each with the
-        #: coherence channel's ``epoch`` when it was recorded (see ``heard``).
-        self.suspects: dict[str, int] = {}
+        #: recovery, so it never serves the value they replaced. Each with its mark:
+        #: the coherence channel's ``epoch`` when it was recorded (see ``heard``) and
+        #: a count of records, which tells a key recorded again during a repair from
+        #: the record the repair deleted (see ``_done``; the epoch alone is 0 but for
+        #: a Redis lowest level, and a rewrite there was forgotten with the attempt).
+        self.suspects: dict[str, tuple[int, int]] = {}
+        self._records = 0
         #: A clear() was missed, or too many suspects: clear the level on recovery.
         self.clear_pending = False
-        self._clear_epoch = 0
+        self._clear_mark = (0, 0)
         #: Why the level is to be cleared (what the ERROR of an abandoned repair says).
         self._clear_reason = ""
         #: How the keys of the caches over this level start (``"prefix:"`` per
@@ -412,29 +427,47 @@ class LevelHealth:
             return True
 
     def missed(self, keys: Iterable[str]) -> None:
-        epoch = self.epoch()
+        """A write of ``keys`` skipped this level. Recorded while a clear is pending
+        too: a clear under way may have passed them already (another process's write
+        since then would be served in place of this one's)."""
+        mark = self._mark()
         with self.lock:
-            self._arm()
-            if self.clear_pending:
-                return
-            self.suspects.update(dict.fromkeys(keys, epoch))
+            self._pending_now()
+            self.suspects.update(dict.fromkeys(keys, mark))
             if len(self.suspects) > self.max_suspects:
                 self.suspects.clear()
                 self.clear_pending = True
-                self._clear_epoch = epoch
+                self._clear_mark = mark
                 self._clear_reason = (
                     f"more than MAX_SUSPECT_KEYS ({self.max_suspects}) keys were "
                     f"written during the outage"
                 )
 
     def missed_clear(self, reason: str = "a clear() missed during the outage") -> None:
-        epoch = self.epoch()
+        mark = self._mark()
         with self.lock:
-            self._arm()
+            self._pending_now()
             self.suspects.clear()
             self.clear_pending = True
-            self._clear_epoch = epoch
+            self._clear_mark = mark
             self._clear_reason = reason
+
+    def _mark(self) -> tuple[int, int]:
+        """A new record's mark: (the coherence epoch, a count of records)."""
+        epoch = self.epoch()
+        with self.lock:
+            self._records += 1
+            return (epoch, self._records)
+
+    def _pending_now(self) -> None:
+        """Something is to be repaired (called with ``lock`` held): the level may not
+        serve until it is. Usually it is down already (the skipped write found it
+        so); if a repair marked it back meanwhile, it is due a repair at once."""
+        if self.down_until == 0.0:
+            self.down_until = now = _monotonic()
+            self._repair_by(now)
+        else:
+            self._arm()
 
     def written(self, keys: Iterable[str] | None) -> None:
         """This process wrote (``None``: cleared) the level since it came back: that
@@ -458,14 +491,14 @@ class LevelHealth:
             return
         with self.lock:
             if keys is None:
-                for key, epoch in list(self.suspects.items()):
+                for key, (epoch, _) in list(self.suspects.items()):
                     if epoch < since:
                         del self.suspects[key]
-                if self.clear_pending and self._clear_epoch < since:
+                if self.clear_pending and self._clear_mark[0] < since:
                     self.clear_pending = False
-            elif not self.clear_pending:
+            else:
                 for key in keys:
-                    if self.suspects.get(key, since) < since:
+                    if self.suspects.get(key, (since, 0))[0] < since:
                         del self.suspects[key]
 
     def reachable(self) -> None:
@@ -487,11 +520,25 @@ class LevelHealth:
                 if due >= self.down_until:
                     return  # the timer, or the next call, tries it first anyway
                 self.down_until = due  # the callers may try it from then on too
+            if self._timer is not None and self._timer_due <= due:
+                return  # due first anyway
             self._hinted = due
+            self._repair_by(due)
+
+    def _repair_by(self, due: float) -> None:
+        """Have the background repair run at ``due`` at the latest (called with
+        ``lock`` held): an armed timer is only ever brought forward. ``reachable()``
+        used to cancel and re-arm it at each call: calls more often than every
+        ``retry / 4`` (SQLite's change-log poll, every 0.05 s under traffic) pushed
+        it on for good, and the level kept the values the outage writes replaced."""
+        if self._repairing or self._stopped or self._rebuild is None:
+            return  # (a running repair re-arms for what it leaves)
+        if self._timer is not None:
+            if self._timer_due <= due:
+                return
             timer, self._timer = self._timer, None
-            if timer is not None:
-                timer.cancel()
-            self._arm(due - now)
+            timer.cancel()
+        self._arm(max(due - _monotonic(), 0.0))
 
     def _arm(self, delay: float | None = None) -> None:
         """Schedule a background repair (called with ``lock`` held).
@@ -512,12 +559,14 @@ class LevelHealth:
         # the process's calls anyway. Failed attempts used to back off (doubling, up to
         # 32 intervals): after a 40 s outage an idle writer repaired 24 s after the
         # level's return, and every other process read the values it had replaced.
+        now = _monotonic()
         if delay is None:
-            delay = max(self.down_until - _monotonic(), 0.0) or self.retry
+            delay = max(self.down_until - now, 0.0) or self.retry
         timer = threading.Timer(delay, self._repair_in_background)
         timer.daemon = True
         timer.name = f"smartcache-repair {self.name}"
         self._timer = timer
+        self._timer_due = now + delay
         timer.start()
 
     def _repair_in_background(self) -> None:
@@ -574,29 +623,29 @@ class LevelHealth:
             except Exception:  # noqa: BLE001 - closing an instance no one uses
                 logger.debug("smartcache level %s: closing failed", self.name)
 
-    def _attempt(self) -> tuple[dict[str, int], bool, int, str]:
+    def _attempt(self) -> Attempt:
         """What a repair starting now is to do (called with ``lock`` held)."""
         return (
             dict(self.suspects),
             self.clear_pending,
-            self._clear_epoch,
+            self._clear_mark,
             self._clear_reason,
         )
 
-    def _done(self, attempt: tuple[dict[str, int], bool, int, str]) -> None:
+    def _done(self, attempt: Attempt) -> None:
         """Forget what ``attempt`` was to do (called with ``lock`` held); what was
         recorded since (a key written again, a clear missed again) stays pending."""
-        suspects, clear, clear_epoch, _ = attempt
-        for key, epoch in suspects.items():
-            if self.suspects.get(key) == epoch:
+        suspects, clear, clear_mark, _ = attempt
+        for key, mark in suspects.items():
+            if self.suspects.get(key) == mark:
                 del self.suspects[key]
-        if clear and self._clear_epoch == clear_epoch:
+        if clear and self._clear_mark == clear_mark:
             self.clear_pending = False
 
     def abandon(
         self,
         exc: BaseException,
-        attempt: tuple[dict[str, int], bool, int, str] | None = None,
+        attempt: Attempt | None = None,
     ) -> None:
         """The repair failed with an error that is no outage (the level answered: a
         NOPERM its fallbacks could not get round, a bug): retrying would fail the same
@@ -678,40 +727,43 @@ class LevelHealth:
             self._repair_mutex.release()
 
     def _repair(self, level: BaseCache, inline: bool) -> None:
-        with self.lock:
-            attempt = self._attempt()
-            suspects, clear = attempt[0], attempt[1]
-            if not (clear or suspects):
-                self._deferred = False
-                return  # the next call is the probe; ``recovered()`` follows it
-            if inline and self._deferred:
-                raise RepairDeferred  # the background repair's, running or about to
-        try:
-            if clear:
-                refused = self._clear(level, inline)
-            else:
-                refused = self._delete(level, list(suspects), inline)
-        except RepairDeferred:
+        """Delete the suspects (or clear), then again what writes recorded meanwhile
+        (they skipped the level while it was being repaired), and mark it back."""
+        repaired = 0
+        for round_ in range(_REPAIR_ROUNDS):
             with self.lock:
-                self._deferred = True
-                if not self._repairing:  # (a running one re-arms when it ends)
-                    timer, self._timer = self._timer, None
-                    if timer is not None:
-                        timer.cancel()
-                    self._arm(0.0)  # now: see ``_deferred``
-            raise
-        except Exception as exc:  # an outage is raised, the rest abandoned
-            if isinstance(exc, FAULTS) and not _caller_error(exc):
+                attempt = self._attempt()
+                suspects, clear = attempt[0], attempt[1]
+                if not (clear or suspects):
+                    if round_:
+                        break
+                    self._deferred = False
+                    return  # the next call is the probe; ``recovered()`` follows it
+                if inline and self._deferred:
+                    raise RepairDeferred  # the background repair's, running or due
+            try:
+                if clear:
+                    refused = self._clear(level, inline)
+                else:
+                    refused = self._delete(level, list(suspects), inline)
+            except RepairDeferred:
+                with self.lock:
+                    self._deferred = True
+                    self._repair_by(0.0)  # now: see ``_deferred``
                 raise
-            self.abandon(exc, attempt)
-            return
-        with self.lock:
-            self._done(attempt)
-        if refused:
-            self._log_refused(refused)
-        if self.announce is not None:
-            self.announce(None if clear else list(suspects))
-        self.recovered(len(suspects))
+            except Exception as exc:  # an outage is raised, the rest abandoned
+                if isinstance(exc, FAULTS) and not _caller_error(exc):
+                    raise
+                self.abandon(exc, attempt)
+                return
+            with self.lock:
+                self._done(attempt)
+            if refused:
+                self._log_refused(refused)
+            if self.announce is not None:
+                self.announce(None if clear else list(suspects))
+            repaired += len(suspects)
+        self.recovered(repaired)
 
     def _clear(self, level: BaseCache, inline: bool = False) -> list[str]:
         """Clear the level; when its user may not FLUSHDB (NOPERM: no ``@dangerous``),
@@ -789,9 +841,19 @@ class LevelHealth:
         )
 
     def recovered(self, repaired: int = 0) -> None:
+        """The level answered: it is back, unless a repair is pending. A call that
+        began before another thread's write failed, a write skipped while a repair
+        ran, used to mark it back with their keys unrepaired: it served the values
+        they replaced. Then the repair is due at once instead, and the level is back
+        when it is done."""
         self._repair_fault = None  # (see ``repair``: the level answered since)
         with self.lock:
             if self.down_until == 0.0:
+                return
+            if self.suspects or self.clear_pending:
+                now = _monotonic()
+                self.down_until = min(self.down_until, now)
+                self._repair_by(now)
                 return
             self.down_until = 0.0
             self.recoveries += 1

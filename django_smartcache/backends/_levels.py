@@ -203,7 +203,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             if self._raise:
                 raise
             return False
-        return True
+        # Writes recorded during the repair, more than its rounds deleted: the level
+        # stays skipped (those writes' keys would be read stale) and is due again.
+        return not health.repairing()
 
     def _ok(self, index: int) -> None:
         """A call to level ``index`` succeeded: if it was down, it is back."""
