@@ -3,6 +3,7 @@ FileBasedCache expiry, ``-v 0``, and ``call_command`` with arguments given by na
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import re
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import override_settings
@@ -59,6 +61,59 @@ def test_a_pattern_alias_that_cannot_delete_patterns_fails_before_any_tag_goes(
     with pytest.raises(CommandError, match="cannot list its keys"):
         run("smartcache_invalidate", "tag:books", pattern="x*", caches=["mlfile"])
     assert mlfile.get("k") == "v"
+
+
+class PatternLocMem(LocMemCache):
+    """A third-party-style backend with a delete_pattern(pattern, regex=False) of its
+    own: as a MultiLevelCache level it is given the pattern rewritten over final keys,
+    which a regex with a lookbehind cannot be."""
+
+    def delete_pattern(self, pattern: str, regex: bool = False) -> int:
+        removed = 0
+        with self._lock:
+            for key in list(self._cache):
+                if (
+                    re.search(pattern, key)
+                    if regex
+                    else fnmatch.fnmatchcase(key, pattern)
+                ):
+                    self._delete(key)
+                    removed += 1
+        return removed
+
+
+@pytest.mark.parametrize("dry", [False, True])
+def test_a_regex_a_level_cannot_take_fails_before_any_tag_or_key_goes(
+    tmp_path: Path, dry: bool
+) -> None:
+    """The lookbehind was refused by the ``ml`` level only when its delete ran: the
+    tag was already invalidated on both aliases and the keys of ``default`` deleted."""
+    config = {
+        "default": {"BACKEND": SMART, "LOCATION": f"own-{tmp_path.name}"},
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": SMART, "LOCATION": f"own-l1-{tmp_path.name}"},
+                    {"BACKEND": f"{__name__}.PatternLocMem"},
+                ]
+            },
+        },
+    }
+    with override_settings(CACHES=config):
+        default, ml = caches["default"], caches["ml"]
+        try:
+            default.set("page", "old", tags=["t"])
+            ml.set("page", "old", tags=["t"])
+            default.set("xab", 1)
+            with pytest.raises(CommandError, match=r"L2 PatternLocMem.*lookbehind"):
+                run("smartcache_invalidate", "tag:t", regex="(?<=a)b", dry_run=dry)
+            assert (default.get("page"), ml.get("page")) == ("old", "old")
+            assert default.get("xab") == 1
+        finally:
+            for cache in caches.all():
+                cache.clear()
+                cache.close()
 
 
 @pytest.fixture

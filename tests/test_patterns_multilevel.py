@@ -201,3 +201,33 @@ def test_tag_version_keys_deleted_by_a_sqlite_level_make_misses_everywhere(
     other._co.deadline = 0.0
     assert other.get_many(["old", "new"]) == {}
     assert make().get_many(["old", "new"]) == {}
+
+
+# -- a regex a level refuses: refused before any level deletes ---------------------------
+
+
+def test_a_regex_one_level_refuses_deletes_nothing_on_the_levels_below(
+    tmp_path: Any,
+) -> None:
+    """Lowest level first: the SQLite L3 lost its keys before the L2 with its own
+    delete_pattern() refused the lookbehind. Now every level is asked first
+    (``check_pattern()``, which ``smartcache_invalidate`` asks before it runs)."""
+    levels = [
+        {"BACKEND": SMART, "LOCATION": _prefix()},
+        {"BACKEND": "tests.test_commands_edge_cases.PatternLocMem"},
+        {"BACKEND": SQLITE, "LOCATION": str(tmp_path / "l3.sqlite3")},
+    ]
+    cache = MultiLevelCache("", {"KEY_PREFIX": "p", "OPTIONS": {"LEVELS": levels}})
+    try:
+        cache.set("xab", 1)
+        with pytest.raises(NotImplementedError, match="L2 PatternLocMem.*lookbehind"):
+            cache.check_pattern("(?<=a)b", regex=True)
+        with pytest.raises(NotImplementedError, match="L2 PatternLocMem.*lookbehind"):
+            cache.delete_pattern("(?<=a)b", regex=True)
+        assert cache.levels[2].get(cache.make_key("xab")) == 1
+        cache.check_pattern("a(?=b)", regex=True)
+        assert cache.delete_pattern("a(?=b)", regex=True) == 1
+        assert cache.levels[2].get(cache.make_key("xab")) is None
+    finally:
+        cache._co.stop()
+        cache.close()

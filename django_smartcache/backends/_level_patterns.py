@@ -33,7 +33,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from ..core.patterns import KeyPattern
 from ._level_ttl import raw_redis_client
 
-__all__ = ["SCAN_COUNT", "delete_matching", "lists_keys"]
+__all__ = ["SCAN_COUNT", "check_matching", "delete_matching", "lists_keys"]
 
 #: Keys asked per ``SCAN`` call and deleted per pipelined ``UNLINK`` batch.
 SCAN_COUNT = 500
@@ -53,6 +53,15 @@ def lists_keys(level: BaseCache) -> bool:
     return _deleter(level) is not None
 
 
+def check_matching(level: BaseCache, kp: KeyPattern, label: str) -> None:
+    """Raise what :func:`delete_matching` would raise for ``kp`` on ``level`` before it
+    deleted anything (``NotImplementedError``: the level cannot list its keys, or its
+    own ``delete_pattern()`` cannot be given this regex); touches no key. It is the
+    check :func:`delete_matching` makes, so a caller can refuse up front (before it
+    changes other caches) exactly what the run would refuse."""
+    _checked_deleter(level, kp, label)
+
+
 def delete_matching(
     level: BaseCache, kp: KeyPattern, label: str, keep: str
 ) -> set[str] | int:
@@ -62,7 +71,12 @@ def delete_matching(
     listed here; SQLiteCache (as its own ``delete_pattern()`` does) and a level's own
     ``delete_pattern()`` delete those that match too: a tagged entry then reads as a
     miss, never as revived. Only a level's own ``delete_pattern()`` gives a number.
+    What :func:`check_matching` refuses raises before anything is deleted.
     """
+    return _checked_deleter(level, kp, label)(kp, label, keep)
+
+
+def _checked_deleter(level: BaseCache, kp: KeyPattern, label: str) -> _Deleter:
     deleter = _deleter(level)
     if deleter is None:
         raise NotImplementedError(
@@ -70,10 +84,29 @@ def delete_matching(
             f"{type(level).__qualname__}) cannot list its keys; use SmartCache, "
             f"SQLiteCache, Django's RedisCache or LocMemCache there"
         )
-    return deleter(kp, label, keep)
+    if isinstance(deleter, _OwnDeletePattern):
+        deleter.check(kp, label)
+    return deleter
 
 
 _Deleter = Callable[[KeyPattern, str, str], "set[str] | int"]
+
+
+class _OwnDeletePattern:
+    """A level's own ``delete_pattern(pattern, regex=False)``, given the pattern
+    rewritten over final keys (a regex that looks before the caller's key cannot be)."""
+
+    def __init__(self, native: Callable[..., Any]) -> None:
+        self.native = native
+
+    def check(self, kp: KeyPattern, label: str) -> None:
+        if kp.regex:
+            _regex_on_final_keys(kp, label)
+
+    def __call__(self, kp: KeyPattern, label: str, keep: str) -> int:
+        if kp.regex:
+            return int(self.native(_regex_on_final_keys(kp, label), regex=True))
+        return int(self.native(_glob_escape(kp.head) + kp.pattern))
 
 
 def _deleter(level: BaseCache) -> _Deleter | None:
@@ -91,13 +124,7 @@ def _deleter(level: BaseCache) -> _Deleter | None:
         return lambda kp, label, keep: set(exact(kp))
     native = getattr(level, "delete_pattern", None)
     if callable(native):
-
-        def own(kp: KeyPattern, label: str, keep: str) -> int:
-            if kp.regex:
-                return int(native(_regex_on_final_keys(kp, label), regex=True))
-            return int(native(_glob_escape(kp.head) + kp.pattern))
-
-        return own
+        return _OwnDeletePattern(native)
     if isinstance(level, LocMemCache):
         return lambda kp, label, keep: _locmem_delete(level, kp, keep)
     return None

@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from .. import conf
+from ..core.patterns import KeyPattern
 from ..core.tags import Tagged
 from . import _coherence, _level_config
 from ._level_health import (
@@ -30,7 +31,7 @@ from ._level_health import (
     _caller_error,
     _no_permission,
 )
-from ._level_patterns import delete_matching
+from ._level_patterns import check_matching, delete_matching
 from ._level_tally import _Tally
 from ._level_ttl import _NO_EXPIRY, _remaining_ttls
 from .base import SmartCacheKeyMixin, ThreadedIncrMixin
@@ -758,6 +759,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         ``delete_pattern()``, makes it at least that number). See ``docs/multilevel.md``.
         """
         kp = self.key_pattern(pattern, regex=regex, version=version)
+        self._check_pattern(kp)  # a level that would refuse it: before any delete
         keep = kp.head + conf.get("TAG_KEY_PREFIX")
         removed: set[str] = set()
         counted = 0
@@ -797,6 +799,21 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             except FAULTS as exc:
                 self._co.publish_failed(exc)
         return max(counted, len(removed))
+
+    def check_pattern(
+        self, pattern: str, *, regex: bool = False, version: Any = None
+    ) -> None:
+        """Raise what ``delete_pattern()`` would raise for these arguments before it
+        deletes anything, and delete nothing: ``ValueError`` (an invalid glob or
+        regex, a ``KEY_FUNCTION`` that cannot be inverted) or ``NotImplementedError``
+        (a level that cannot list its keys, or whose own ``delete_pattern()`` cannot
+        be given this regex: a lookbehind). Every level is asked, a level that is down
+        too. ``manage.py smartcache_invalidate`` asks it before it changes anything."""
+        self._check_pattern(self.key_pattern(pattern, regex=regex, version=version))
+
+    def _check_pattern(self, kp: KeyPattern) -> None:
+        for level, label in zip(self._levels, self._labels, strict=True):
+            check_matching(level, kp, label)
 
     async def adelete_pattern(
         self, pattern: str, *, regex: bool = False, version: Any = None

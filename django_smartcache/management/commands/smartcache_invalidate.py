@@ -153,6 +153,7 @@ class Command(QuietCommand):
         deletes_on, skipped = (
             self._pattern_targets(options, failed) if patterns or regexes else ([], [])
         )
+        self._check_patterns(deletes_on, patterns, regexes)
         dry = options["dry_run"]
         missed: list[str] = []
         if tags:
@@ -222,6 +223,30 @@ class Command(QuietCommand):
         if not targets and not failed:
             raise CommandError("No cache alias has a delete_pattern() that can work.")
         return targets, skipped
+
+    def _check_patterns(
+        self,
+        targets: list[tuple[str, BaseCache]],
+        patterns: list[str],
+        regexes: list[str],
+    ) -> None:
+        """``CommandError`` for a pattern an alias's ``delete_pattern()`` would refuse
+        (a MultiLevelCache level that cannot take a lookbehind regex), asked through
+        its ``check_pattern()`` as the delete itself asks: before anything changes."""
+        for alias, cache in targets:
+            check = getattr(cache, "check_pattern", None)
+            if not callable(check):
+                continue
+            for pattern, regex in [(p, False) for p in patterns] + [
+                (r, True) for r in regexes
+            ]:
+                try:
+                    check(pattern, regex=regex)
+                except (NotImplementedError, ValueError) as exc:
+                    kind = "regex" if regex else "pattern"
+                    raise CommandError(
+                        f"{kind} {pattern!r} on {alias!r}: {exc}"
+                    ) from exc
 
     def _patterns(
         self,
