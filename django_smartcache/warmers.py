@@ -228,6 +228,18 @@ class _Counting:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cache, name)
 
+    def _stores(self, timeout: Any) -> bool:
+        """Whether a write with ``timeout`` stores anything, as Django reads a timeout:
+        ``DEFAULT_TIMEOUT`` is the cache's ``TIMEOUT``, None is forever, and 0 or less
+        is "do not cache" (the backend deletes the key, or stores it already expired;
+        ``add`` still returns True)."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = getattr(self._cache, "default_timeout", None)
+        try:
+            return timeout is None or timeout > 0
+        except TypeError:  # a timeout of another type the backend took: its own reading
+            return True
+
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if self._tags:
             given = kwargs.get("tags")
@@ -254,14 +266,15 @@ class _Counting:
         added = bool(
             self._cache.add(key, value, timeout, version, **self._kwargs(kwargs))
         )
-        self.keys_set += added
+        self.keys_set += added and self._stores(timeout)
         return added
 
     def set_many(
         self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
     ) -> list[Any]:  # fmt: skip
         failed = self._cache.set_many(data, timeout, version, **self._kwargs(kwargs))
-        self.keys_set += len(data) - len(failed or ())
+        if self._stores(timeout):
+            self.keys_set += len(data) - len(failed or ())
         return failed
 
     def get_or_set(
@@ -288,7 +301,7 @@ class _Counting:
         added = bool(
             await self._cache.aadd(key, value, timeout, version, **self._kwargs(kwargs))
         )
-        self.keys_set += added
+        self.keys_set += added and self._stores(timeout)
         return added
 
     async def aset_many(
@@ -297,7 +310,8 @@ class _Counting:
         failed = await self._cache.aset_many(
             data, timeout, version, **self._kwargs(kwargs)
         )
-        self.keys_set += len(data) - len(failed or ())
+        if self._stores(timeout):
+            self.keys_set += len(data) - len(failed or ())
         return failed  # type: ignore[no-any-return]
 
     async def aget_or_set(

@@ -406,3 +406,57 @@ def test_an_alias_given_twice_is_warmed_once(smart: Any) -> None:
     assert entry.aliases() == ("smart", "default")
     # The same registration, spelled without the repetition, is the same warmer.
     assert reg.register("w", noop, caches=["smart", "default"]) == entry
+
+
+@pytest.mark.parametrize("alias", ["smart", "default"])
+def test_writes_django_does_not_cache_are_not_counted(smart: Any, alias: str) -> None:
+    """A timeout of 0 or less is Django's "do not cache" (the key is deleted, or stored
+    already expired, and ``add`` returns True): four such writes printed "4 keys set"
+    for nothing stored. None (forever) and the default timeout are stored."""
+
+    def fill(cache: Any) -> None:
+        cache.set("a", 1, timeout=0)
+        cache.set_many({"b": 2, "c": 3}, timeout=-5)
+        assert cache.add("d", 4, timeout=0)
+        cache.get_or_set("e", 5, timeout=0)
+        cache.set("kept", 1, timeout=None)
+        cache.add("kept2", 2)
+
+    async def afill(cache: Any) -> None:
+        await cache.aset("aa", 1, timeout=0)
+        await cache.aset_many({"ab": 2}, timeout=-1)
+        await cache.aadd("ac", 3, timeout=0)
+        await cache.aget_or_set("ad", 4, timeout=0)
+        await cache.aset("akept", 1, timeout=60)
+
+    assert run(Warmer("fill", fill, None, ()), alias).keys_set == 2
+    assert run(Warmer("afill", afill, None, ()), alias).keys_set == 1
+    stored = caches[alias].get_many(["a", "b", "c", "d", "e", "aa", "ab", "ac", "ad"])
+    assert stored == {}
+    assert caches[alias].get_many(["kept", "kept2", "akept"]) == {
+        "kept": 1,
+        "kept2": 2,
+        "akept": 1,
+    }
+
+
+def test_a_cache_whose_default_timeout_is_0_stores_nothing_counted(
+    tmp_path: Path,
+) -> None:
+    """``TIMEOUT: 0``: a write with the default timeout is not stored either."""
+    config = {
+        "default": {
+            "BACKEND": "django_smartcache.backends.SmartCache",
+            "LOCATION": f"timeout0-{tmp_path.name}",
+            "TIMEOUT": 0,
+        }
+    }
+
+    def fill(cache: Any) -> None:
+        cache.set("a", 1)
+        cache.set("b", 2, timeout=None)
+
+    with override_settings(CACHES=config):
+        assert run(Warmer("fill", fill, None, ()), "default").keys_set == 1
+        assert caches["default"].get_many(["a", "b"]) == {"b": 2}
+        caches["default"].clear()
