@@ -436,12 +436,28 @@ def test_invalidate_models_and_rows(cache_set: Any, label: str, gone: set[str]) 
     assert set(cache.get_many(list(entries))) == set(entries) - gone
 
 
-def test_invalidate_verbosity_lists_the_tags(cache_set: Any) -> None:
-    out, _ = run("smartcache_invalidate", "testapp.Author.7", verbosity=2)
+@pytest.mark.parametrize("verbosity", [2, 3])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_invalidate_verbosity_lists_the_tags(
+    cache_set: Any, verbosity: int, dry_run: bool
+) -> None:
+    """At -v 3 the list had "model:testapp.author#*" too (the all-rows tag the row
+    tag depends on), under "Invalidated 2 tag(s)", though no other row was dropped."""
+    cache_set["smart"].set("row8", 8, tags=["model:testapp.author#8"])
+    out, _ = run(
+        "smartcache_invalidate",
+        "testapp.Author.7",
+        verbosity=verbosity,
+        dry_run=dry_run,
+    )
+    assert out.splitlines()[0].startswith(
+        f"{'Would invalidate' if dry_run else 'Invalidated'} 2 tag(s) on "
+    )
     assert out.splitlines()[1:] == [
         "  model:testapp.author",
         "  model:testapp.author#7",
     ]
+    assert cache_set["smart"].get("row8") == 8
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from django.db.models import Model
 from ...core.patterns import KeyPattern
 from ...core.tags import InvalidTag, normalize_tags
 from ...registry import family, model_tag, row_tags, rows_tag
-from ...tagging import expand_tags, tagging_caches
+from ...tagging import tagging_caches
 from .. import (
     QuietCommand,
     add_cache_argument,
@@ -188,7 +188,9 @@ class Command(QuietCommand):
             if done:
                 self.stdout.write(f"{verb} {len(tags)} tag(s) on {names}.")
             if options["verbosity"] > 1 or dry:
-                for tag in expand_tags(tags) if options["verbosity"] > 2 else tags:
+                # Exactly the tags bumped, at any verbosity: not the all-rows tag a
+                # row tag depends on (expand_tags), which a row label leaves alone.
+                for tag in tags:
                     self.stdout.write(f"  {tag}")
         for line in skipped:
             self.stdout.write(line)
