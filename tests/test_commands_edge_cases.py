@@ -472,7 +472,7 @@ def redis_down(tmp_path: Path) -> Iterator[Any]:
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (("tag:x",), "Invalidated 1 tag(s) on mlr but not its L2 RedisCache."),
+        (("tag:x",), "Invalidated 1 tag(s) on mlr (but not its L2 RedisCache)."),
         (
             ("--pattern", "k*"),
             "Deleted 0 key(s) matching pattern 'k*' on 'mlr' but not its L2 RedisCache.",
@@ -488,3 +488,48 @@ def test_invalidate_lines_name_the_level_they_did_not_reach(
     with pytest.raises(CommandError, match="did not reach 'mlr' L2 RedisCache"):
         call_command("smartcache_invalidate", *args, "--cache", "mlr", stdout=out)
     assert out.getvalue() == line + "\n"
+
+
+def test_a_level_missed_by_tags_and_patterns_is_named_once(redis_down: Any) -> None:
+    """``tag:x --pattern k*`` named "'mlr' L2 RedisCache (...)" twice in its error."""
+    with pytest.raises(CommandError) as info:
+        run("smartcache_invalidate", "tag:x", pattern="k*", caches=["mlr"])
+    assert str(info.value).count("'mlr' L2 RedisCache") == 1
+
+
+def test_the_tag_line_tells_a_level_missed_from_the_next_alias(
+    redis_down: Any,
+) -> None:
+    """It read "on mlr but not its L2 RedisCache, default (...)": as if ``default``
+    was not reached either."""
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="did not reach 'mlr' L2 RedisCache"):
+        call_command(
+            "smartcache_invalidate", "tag:x", caches=["mlr", "default"], stdout=out
+        )
+    assert out.getvalue() == (
+        "Invalidated 1 tag(s) on mlr (but not its L2 RedisCache) and default "
+        "(in-process: this process only).\n"
+    )
+
+
+def test_warm_names_the_level_missed_when_a_warmer_failed_too(
+    redis_down: Any,
+) -> None:
+    """A failed run raised before the levels were gathered: the error named the
+    failed run only, not the level the other runs did not reach."""
+
+    def bad(cache: Any) -> None:
+        raise RuntimeError("boom")
+
+    registry.register("edge.ok", lambda cache: cache.set("k", 1))
+    registry.register("edge.bad", bad, caches=["default"])
+    try:
+        with pytest.raises(CommandError) as info:
+            run("smartcache_warm", "edge.ok", "edge.bad", caches=["mlr", "default"])
+    finally:
+        registry.unregister("edge.ok")
+        registry.unregister("edge.bad")
+    message = str(info.value)
+    assert message.startswith("1 of 3 warmer runs failed: edge.bad on 'default'. ")
+    assert "Warming did not reach 'mlr' L2 RedisCache (" in message

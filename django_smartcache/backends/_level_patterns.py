@@ -214,7 +214,7 @@ def _regex_on_final_keys(kp: KeyPattern, label: str) -> str:
     if found:
         raise NotImplementedError(
             f"delete_pattern(regex=True): level {label} matches final keys, and "
-            f"{pattern!r} looks at what precedes the caller's key ({found}); "
+            f"'{pattern}' looks at what precedes the caller's key ({found}); "
             f"rewrite it"
         )
     flags, body = _split_global_flags(pattern)

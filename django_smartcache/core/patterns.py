@@ -120,7 +120,7 @@ def _class_regex(glob: str, body: str) -> str:
                     high = body[k + 2]
                 if last > high:
                     raise ValueError(
-                        f"invalid glob {glob!r}: the range {last}-{high} is reversed"
+                        f"invalid glob '{glob}': the range {last}-{high} is reversed"
                     )
                 ranged = True
                 # The next member ends the range; ``ranged`` stays set for it.

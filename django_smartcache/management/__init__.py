@@ -140,6 +140,12 @@ def level_label(index: int, level: BaseCache) -> str:
     return f"L{index + 1} {backend_name(level)}"
 
 
+def quoted(text: str) -> str:
+    r"""A glob or regex as the user typed it, in quotes (``'\d+'``): ``!r`` doubles
+    each backslash (``'\\d+'``), which reads as another pattern."""
+    return f"'{text}'"
+
+
 def pattern_problem(cache: BaseCache) -> str | None:
     """Why ``delete_pattern()`` cannot work on ``cache`` whatever the pattern; None if it can."""
     if not callable(getattr(cache, "delete_pattern", None)):
@@ -181,11 +187,16 @@ def unreached_levels(alias: str, cache: BaseCache) -> list[str]:
     return [f"{alias!r} {label} ({error})" for label, error in unreached(cache)]
 
 
-def but_not(cache: BaseCache) -> str:
+def but_not(cache: BaseCache, *, parenthesized: bool = False) -> str:
     """`` but not its L2 RedisCache`` for the success line of a change that did not
-    reach those levels (``unreached()``; the command's error then names them), else ``""``."""
+    reach those levels (``unreached()``; the command's error then names them), else
+    ``""``. ``parenthesized``: `` (but not its L2 RedisCache)``, for a line that names
+    other aliases after this one."""
     missed = [label for label, _ in unreached(cache)]
-    return f" but not its {', '.join(missed)}" if missed else ""
+    if not missed:
+        return ""
+    text = f"but not its {', '.join(missed)}"
+    return f" ({text})" if parenthesized else f" {text}"
 
 
 def failure(exc: BaseException) -> str:
@@ -219,10 +230,20 @@ def fail_if_unreached(
     problems = []
     if failed:  # an alias that cannot be built fails every step that opens it
         problems.append(f"{what} failed on {'; '.join(dict.fromkeys(failed))}.")
-    if missed:
-        problems.append(
-            f"{what} did not reach {'; '.join(missed)}: that level was down and still "
-            "serves what was there before. Run the command again once it is back."
-        )
+    problem = unreached_problem(missed, what)
+    if problem:
+        problems.append(problem)
     if problems:
         raise CommandError(" ".join(problems))
+
+
+def unreached_problem(missed: list[str], what: str) -> str | None:
+    """The sentence of :func:`fail_if_unreached` naming the levels ``missed`` (each
+    once, as a command that changes an alias twice finds it twice); None if none."""
+    if not missed:
+        return None
+    return (
+        f"{what} did not reach {'; '.join(dict.fromkeys(missed))}: that level was "
+        "down and still serves what was there before. Run the command again once it "
+        "is back."
+    )

@@ -34,10 +34,16 @@ from .. import (
     note_failure,
     open_cache,
     pattern_problem,
+    quoted,
     unreached_levels,
 )
 
 REASON = "manage.py smartcache_invalidate"
+
+
+def _and(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), *names[-1:]]))
 
 
 def _model(app_label: str, name: str) -> type[Model]:
@@ -142,7 +148,7 @@ class Command(QuietCommand):
             try:
                 KeyPattern(pattern, regex=regex)
             except re.error as exc:
-                raise CommandError(f"Invalid regex {pattern!r}: {exc}") from exc
+                raise CommandError(f"Invalid regex {quoted(pattern)}: {exc}") from exc
             except ValueError as exc:  # it names the glob already
                 raise CommandError(f"{str(exc)[:1].upper()}{str(exc)[1:]}") from exc
         # The aliases too: a --pattern alias that cannot delete patterns fails here,
@@ -155,7 +161,9 @@ class Command(QuietCommand):
         )
         self._check_patterns(deletes_on, patterns, regexes)
         dry = options["dry_run"]
-        missed: list[str] = []
+        #: The aliases changed: the levels of theirs a change did not reach are named
+        #: in the error at the end, each once (tags and patterns may both miss one).
+        changed: dict[str, BaseCache] = {}
         if tags:
             try:
                 targets = tagging_caches(
@@ -177,12 +185,16 @@ class Command(QuietCommand):
                         note_failure(failed, alias, exc)
                         continue
                     done.append((alias, cache))
-                    missed += unreached_levels(alias, cache)
-            # A level an alias's change did not reach is named on this line too.
-            names = ", ".join(
-                f"{alias}{'' if dry else but_not(cache)}"
-                + (" (in-process: this process only)" if in_process(cache) else "")
-                for alias, cache in done
+                    changed[alias] = cache
+            # A level an alias's change did not reach is named on this line too, in
+            # parentheses after its alias: never read as the alias that follows.
+            names = _and(
+                [
+                    alias
+                    + ("" if dry else but_not(cache, parenthesized=True))
+                    + (" (in-process: this process only)" if in_process(cache) else "")
+                    for alias, cache in done
+                ]
             )
             verb = "Would invalidate" if dry else "Invalidated"
             if done:
@@ -195,7 +207,12 @@ class Command(QuietCommand):
         for line in skipped:
             self.stdout.write(line)
         if deletes_on:
-            missed += self._patterns(deletes_on, patterns, regexes, dry, failed)
+            changed.update(self._patterns(deletes_on, patterns, regexes, dry, failed))
+        missed = [
+            line
+            for alias, cache in changed.items()
+            for line in unreached_levels(alias, cache)
+        ]
         fail_if_unreached(missed, "The invalidation", failed)
 
     def _pattern_targets(
@@ -247,7 +264,7 @@ class Command(QuietCommand):
                 except (NotImplementedError, ValueError) as exc:
                     kind = "regex" if regex else "pattern"
                     raise CommandError(
-                        f"{kind} {pattern!r} on {alias!r}: {exc}"
+                        f"{kind} {quoted(pattern)} on {alias!r}: {exc}"
                     ) from exc
 
     def _patterns(
@@ -257,20 +274,20 @@ class Command(QuietCommand):
         regexes: list[str],
         dry: bool,
         failed: list[str],
-    ) -> list[str]:
-        """Run the pattern deletes; the levels they could not reach (see ``handle``).
+    ) -> dict[str, BaseCache]:
+        """Run the pattern deletes; the aliases they were all done on (see ``handle``).
 
         An alias whose delete raises (down, unusable) is added to ``failed`` and its
         other patterns are not tried; the other aliases still are."""
         work = [(p, False) for p in patterns] + [(r, True) for r in regexes]
-        missed: list[str] = []
+        done: dict[str, BaseCache] = {}
         for alias, cache in targets:
             note = " (in-process: this process only)" if in_process(cache) else ""
             for pattern, regex in work:
                 kind = "regex" if regex else "pattern"
                 if dry:
                     self.stdout.write(
-                        f"Would delete {kind} {pattern!r} on {alias!r}{note}."
+                        f"Would delete {kind} {quoted(pattern)} on {alias!r}{note}."
                     )
                     continue
                 try:
@@ -278,16 +295,16 @@ class Command(QuietCommand):
                 except (NotImplementedError, ValueError) as exc:
                     # A regex a level cannot rewrite (a lookbehind over final keys).
                     raise CommandError(
-                        f"{kind} {pattern!r} on {alias!r}: {exc}"
+                        f"{kind} {quoted(pattern)} on {alias!r}: {exc}"
                     ) from exc
                 except Exception as exc:  # noqa: BLE001 - named in the error
                     note_failure(failed, alias, exc)
                     break
                 self.stdout.write(
-                    f"Deleted {removed} key(s) matching {kind} {pattern!r} on "
+                    f"Deleted {removed} key(s) matching {kind} {quoted(pattern)} on "
                     f"{alias!r}{but_not(cache)}{note}."
                 )
             else:
                 if not dry:
-                    missed += unreached_levels(alias, cache)
-        return missed
+                    done[alias] = cache
+        return done

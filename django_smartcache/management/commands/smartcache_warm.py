@@ -20,6 +20,7 @@ from .. import (
     in_process,
     listed,
     unreached_levels,
+    unreached_problem,
 )
 
 
@@ -152,15 +153,19 @@ class Command(QuietCommand):
             )
             if options.get("traceback"):
                 self.stderr.write("".join(traceback.format_exception(error)), ending="")
-        if failed:
-            raise CommandError(
-                f"{len(failed)} of {len(plan)} warmer runs failed: {', '.join(failed)}"
-            )
         missed = [
             line
             for alias in dict.fromkeys(alias for _, alias in plan)
             for line in unreached_levels(alias, caches[alias])
         ]
+        if failed:
+            # The levels the other runs did not reach are named too: a run failed
+            # must not hide them (each needs the command run again).
+            message = (
+                f"{len(failed)} of {len(plan)} warmer runs failed: {', '.join(failed)}"
+            )
+            problem = unreached_problem(missed, "Warming")
+            raise CommandError(f"{message}. {problem}" if problem else message)
         fail_if_unreached(missed, "Warming")
 
     def _list(self, selected: list[warmers.Warmer]) -> None:
