@@ -170,6 +170,42 @@ def test_expire_names_an_unusable_level_in_a_command_error(
     assert lines[2] == "sqlite: SQLiteCache failed"
 
 
+def test_expire_skips_a_damaged_filebasedcache_file_and_purges_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first file whose expiry could not be unpickled (garbage, a truncated copy)
+    failed the alias: the expired files after it stayed, on every run. Such a file is
+    left in place (Django leaves it too: only an empty one reads as expired, and goes)
+    and named in a warning; the others are purged."""
+    location = tmp_path / "files"
+    with override_settings(
+        CACHES={"files": {"BACKEND": FILES, "LOCATION": str(location)}}
+    ):
+        files = caches["files"]
+        for i in range(5):
+            files.set(f"gone{i}", "x", timeout=1)
+        files.set("kept", "x", timeout=300)
+        damaged = {
+            location / f"{'0' * 32}.djcache": b"garbage\n",  # ValueError
+            location / f"{'7' * 32}.djcache": b"\x80\x05\x95",  # truncated pickle
+            location / f"{'f' * 32}.djcache": b"\x00\xff",  # UnpicklingError
+        }
+        for path, data in damaged.items():
+            path.write_bytes(data)
+        (location / f"{'e' * 32}.djcache").write_bytes(b"")  # empty: Django's expired
+        time.sleep(1.1)
+        with caplog.at_level("WARNING", logger="django_smartcache.commands"):
+            out, _ = run("smartcache_expire")
+        assert out == "files: 6 expired entries removed (FileBasedCache 6)\n"
+        left = set(location.glob("*.djcache"))
+        assert left - set(damaged) == {Path(files._key_to_file("kept"))}
+        assert set(damaged) <= left
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        for path in damaged:
+            assert f"skipped {path}: its expiry cannot be read" in warned
+        assert files.get("kept") == "x"
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from argparse import ArgumentParser
 from typing import Any
 
@@ -24,6 +25,8 @@ from .. import (
     open_cache,
 )
 
+logger = logging.getLogger("django_smartcache.commands")
+
 
 def purge(cache: BaseCache) -> int | None:
     """Expired entries removed from ``cache``; ``None`` if it has no purge operation."""
@@ -40,7 +43,13 @@ def purge_files(cache: FileBasedCache) -> int:
     """Delete a FileBasedCache's expired files, which Django removes only when their key
     is read (or culls at random once MAX_ENTRIES is reached): they pile up on disk.
     Each file starts with its expiry; Django's own ``_is_expired`` reads it and deletes
-    the file when it is past, as a read of that key would."""
+    the file when it is past, as a read of that key would (an empty file too: Django
+    reads it as expired).
+
+    A file whose expiry cannot be read (damaged: garbage, truncated, unreadable) is
+    left as Django leaves it (its read of that key raises; a ``set`` of the key, a
+    cull or ``clear()`` replaces or removes it) and logged as a warning naming it; the
+    other files are still purged: one such file stopped every purge after it."""
     removed = 0
     for path in cache._list_cache_files():
         try:
@@ -48,6 +57,14 @@ def purge_files(cache: FileBasedCache) -> int:
                 removed += cache._is_expired(file)
         except FileNotFoundError:  # removed meanwhile by another process
             continue
+        except Exception as exc:  # noqa: BLE001 - any unpickling error: logged, skipped
+            logger.warning(
+                "smartcache_expire: skipped %s: its expiry cannot be read (%s: %s); "
+                "left in place, as Django leaves it (a set() of its key replaces it)",
+                path,
+                type(exc).__name__,
+                exc,
+            )
     return removed
 
 
