@@ -252,7 +252,9 @@ class Recorder:
         # cheap test before looking at the callers.
         if not self.quiet_callers or cache.__dict__.get("_djdt_panel", _MISS):
             return False
-        frame = sys._getframe(2)  # the wrapper's caller
+        frame = sys._getframe(2)  # the wrapper's caller (its _Bound's __call__)
+        while frame is not None and frame.f_globals.get("__name__") == __name__:
+            frame = frame.f_back
         for _ in range(4):  # through other wrappers (the toolbar's CachePanel)
             if frame is None:
                 return False
@@ -409,12 +411,79 @@ def _wrap(cache: Any, alias: str) -> bool:
             original = getattr(cache, method, None)
             if original is None or method in wrapped.methods:
                 continue
-            wrapper = _wrapper(cache, alias, name, original, method != name)
+            wrapper = _bound(
+                _wrapper(cache, alias, name, original, method != name), cache, original
+            )
             previous = cache.__dict__.get(method, _MISS)
             wrapped.nested = wrapped.nested or previous is not _MISS
             wrapped.methods[method] = (wrapper, previous)
             setattr(cache, method, wrapper)
     return wrapped.nested
+
+
+class _Bound:
+    """Our wrapper as the instance attribute: called, it is the wrapper; otherwise it
+    looks like the bound method it replaces (``__func__``, ``__self__``, name, doc,
+    ``__wrapped__`` for its signature), as a plain function cannot.
+
+    Django 6.1's async defaults (``BaseCache.aget_many``, ``aget_or_set``, ``ahas_key``,
+    ``aincr``, ``aset_many``, ``adelete_many``, ``aincr_version``) ask
+    ``self.get_many.__func__ is not BaseCache.get_many`` to choose between running the
+    sync method in a thread (overridden) and their own loop over the async calls. A
+    plain function has no ``__func__`` (AttributeError), and a ``types.MethodType`` of
+    the wrapper would read as overridden and change the path: ``__func__`` here is the
+    replaced method's own, so the answer is the one given without the panel.
+
+    ``__func__`` and ``__self__`` are slots, not in ``__dict__``: ``functools.wraps``
+    of this object (``sync_to_async(self.get)``, the toolbar's Cache panel wrapping
+    over ours) copies ``__dict__``, and a copied ``__func__`` would make the copy look
+    like a method of that function (``markcoroutinefunction`` would mark the backend's
+    own ``get`` then).
+    """
+
+    __slots__ = ("__dict__", "__func__", "__self__", "_call")
+
+    def __init__(self, call: Callable[..., Any], func: Any, cache: Any, original: Any):
+        functools.update_wrapper(self, original)
+        self._call = call
+        self.__func__ = func
+        self.__self__ = cache
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+    # A function-like object (inspect._signature_is_functionlike): iscoroutinefunction()
+    # reads the wrapper's code, so an async one is a coroutine function as it was.
+    @property
+    def __code__(self) -> CodeType:
+        return self._call.__code__  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def __defaults__(self) -> tuple[Any, ...] | None:
+        return self._call.__defaults__  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def __kwdefaults__(self) -> dict[str, Any] | None:
+        return self._call.__kwdefaults__  # type: ignore[attr-defined,no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<recorded {self.__wrapped__!r}>"  # type: ignore[attr-defined]
+
+
+def _bound(wrapper: Callable[..., Any], cache: Any, original: Any) -> _Bound | Any:
+    """``wrapper`` as a ``_Bound`` with the ``__func__`` of the method it replaces,
+    found through ``__wrapped__`` when ``original`` is someone else's wrapper (the
+    toolbar's Cache panel: ``functools.wraps`` of the bound method). Without one (a
+    wrapper that does not say what it wraps), ``wrapper`` as it is."""
+    found = original
+    for _ in range(10):
+        func = getattr(found, "__func__", None)
+        if func is not None:
+            return _Bound(wrapper, func, cache, original)
+        found = getattr(found, "__wrapped__", None)
+        if found is None:
+            break
+    return wrapper
 
 
 def _others_active(cache: Any) -> bool:
