@@ -560,8 +560,9 @@ def _wrapper(
                 if lookup and name != "get_or_set":
                     result = await _answer(call, name, original, args, kwargs)
                 else:
+                    before = _counted(call, cache, multi)
                     result = await original(*args, **kwargs)
-                    _infer(call)
+                    _infer(call, cache, before)
             except BaseException as exc:
                 call.error = type(exc).__name__
                 raise
@@ -612,8 +613,9 @@ def _wrapper(
             if lookup and name != "get_or_set":
                 result = _answer_sync(call, name, original, args, kwargs)
             else:
+                before = _counted(call, cache, multi)
                 result = original(*args, **kwargs)
-                _infer(call)
+                _infer(call, cache, before)
         except BaseException as exc:
             call.error = type(exc).__name__
             raise
@@ -691,15 +693,35 @@ def _timed_default(
     return args, {**kwargs, "default": compute}
 
 
-def _infer(call: _Call) -> None:
+def _counted(call: _Call, cache: Any, multi: bool) -> list[int] | None:
+    """The level hits of a MultiLevelCache before a ``get_or_set`` whose default is
+    not callable, for ``_infer``; None when they are not needed."""
+    if multi and call.asks and call.computed is None:
+        return _level_hits(cache)
+    return None
+
+
+def _infer(call: _Call, cache: Any = None, before: list[int] | None = None) -> None:
     """A ``get_or_set`` that no inner lookup answered (a backend's own fast path, as
     ``MultiLevelCache.aget_or_set`` has for L1): a miss if its callable default ran,
-    else a hit. Without a callable default, or after waiting, it stays unknown."""
-    if call.asks and call.hit is None and not call.waited and call.computed is not None:
+    else a hit. With a default that is not callable, on a MultiLevelCache, its level
+    hits (``before`` the call, now) tell: a hit if they went up (they are what the
+    panel's L1/L2 split counts, so the two agree). Otherwise, or after waiting, it
+    stays unknown."""
+    if not call.asks or call.hit is not None or call.waited:
+        return
+    if call.computed is not None:
         if call.computed:
             call.hit, call.misses = False, 1
         else:
             call.hit, call.hits = True, 1
+        return
+    after = None if before is None else _level_hits(cache)
+    if before is not None and after is not None and len(after) == len(before):
+        if sum(after) > sum(before):
+            call.hit, call.hits = True, 1
+        else:
+            call.hit, call.misses = False, 1
 
 
 def _answer_sync(

@@ -84,6 +84,35 @@ def test_multilevel_aget_or_set_hit_is_a_hit() -> None:
     assert [lv["hits"] for lv in multi["levels"]] == [1, 0]
 
 
+async def multi_aget_or_set_plain_default(request: HttpRequest) -> HttpResponse:
+    multi = caches["multi"]
+    await multi.adelete("aos")
+    await multi.adelete("none")
+    await multi.aget_or_set("aos", "stored")  # a miss: stored, read back (not a hit)
+    await multi.aget_or_set("aos", "other")  # an L1 hit on the fast path, no lookup
+    await multi.aget_or_set("none", None)  # a miss
+    return page("aos", "done")
+
+
+def test_multilevel_aget_or_set_with_a_plain_default_adds_up_with_the_split() -> None:
+    """A default that is not callable cannot tell the fast path's hit: the level hits
+    before and after do, so the row's hits and the L1/L2 split agree."""
+    stats = _async_stats(multi_aget_or_set_plain_default)
+    or_sets = [
+        (c["keys"], c["hit"], c["hits"], c["misses"])
+        for c in stats["calls"]
+        if c["op"] == "aget_or_set"
+    ]
+    assert or_sets == [
+        (["aos"], False, 0, 1),
+        (["aos"], True, 1, 0),
+        (["none"], False, 0, 1),
+    ]
+    multi = alias(stats, "multi")
+    assert (multi["hits"], multi["misses"]) == (1, 2)
+    assert [lv["hits"] for lv in multi["levels"]] == [1, 0]
+
+
 def iterator_keys(request: HttpRequest) -> HttpResponse:
     smart = caches["smart"]
     smart.set("a", 1)
