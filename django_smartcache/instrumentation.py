@@ -26,6 +26,7 @@ import json
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from types import CodeType
@@ -136,6 +137,9 @@ class Totals:
 #: inside is not listed either.
 _QUIET = _Call(asks=False)
 
+#: The kinds of events a recorder lists (its attributes of the same names).
+_EVENTS = ("evictions", "invalidations", "stampede_waits")
+
 
 class Recorder:
     """Records the cache calls and cache events of one request (see the module doc).
@@ -144,6 +148,8 @@ class Recorder:
     (the toolbar's own history rows). ``quiet_callers``: code objects whose direct
     cache calls are not listed (the toolbar's own store). ``max_calls``: how many
     calls ``calls`` keeps, the first ones (None: all); ``totals`` counts every call.
+    Each list of events (``evictions``, ``invalidations``, ``stampede_waits``) keeps
+    its first ``max_calls`` too; ``event_counts`` counts every event.
     """
 
     def __init__(
@@ -163,9 +169,15 @@ class Recorder:
         self.totals: dict[str, Totals] = {}
         # += is not atomic, and sync_to_async runs calls in other threads.
         self._lock = threading.Lock()
+        #: The first ``max_calls`` events of each kind, in the order they came.
         self.evictions: list[dict[str, Any]] = []
         self.invalidations: list[dict[str, Any]] = []
         self.stampede_waits: list[dict[str, Any]] = []
+        #: Events of each kind not kept in its list (over ``max_calls``).
+        self.events_dropped: dict[str, int] = dict.fromkeys(_EVENTS, 0)
+        #: Every event of each kind, kept or not: by ``(alias, cause)`` for evictions,
+        #: by alias for the others.
+        self.event_counts: dict[str, Counter[Any]] = {k: Counter() for k in _EVENTS}
         #: alias -> the instance watched in this context.
         self.watched: dict[str, Any] = {}
         #: Aliases whose methods were already wrapped on the instance by someone else
@@ -316,6 +328,17 @@ class Recorder:
             "compute_ms": (call.compute_seconds * 1000.0 if call.computed else None),
             "is_async": is_async,
         }
+
+    def add_event(self, kind: str, counted: Any, event: dict[str, Any]) -> None:
+        """Count an event of ``kind`` (``"evictions"``, ...) under ``counted``, and keep
+        it in its list unless ``max_calls`` are kept already."""
+        with self._lock:
+            self.event_counts[kind][counted] += 1
+            kept: list[dict[str, Any]] = getattr(self, kind)
+            if self.max_calls is not None and len(kept) >= self.max_calls:
+                self.events_dropped[kind] += 1
+            else:
+                kept.append(event)
 
     def unlisted(
         self, alias: str, before: list[int] | None, after: list[int] | None
@@ -832,8 +855,11 @@ def _keys(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]
 def _on_evicted(sender: Any, cache: Any, key: str, cause: str, **kwargs: Any) -> None:
     recorder = _current.get()
     if recorder is not None:
-        recorder.evictions.append(
-            {"alias": recorder.alias_of(cache, key), "key": _text(key), "cause": cause}
+        alias = recorder.alias_of(cache, key)
+        recorder.add_event(
+            "evictions",
+            (alias, cause),
+            {"alias": alias, "key": _text(key), "cause": cause},
         )
 
 
@@ -847,13 +873,16 @@ def _on_invalidated(
 ) -> None:
     recorder = _current.get()
     if recorder is not None and not recorder.quiet_tags_only(tags):
-        recorder.invalidations.append(
+        alias = recorder.alias_of(cache)
+        recorder.add_event(
+            "invalidations",
+            alias,
             {
-                "alias": recorder.alias_of(cache),
+                "alias": alias,
                 "tags": [_text(tag) for tag in tags],
                 "reason": _text(reason),
                 "on_commit": bool(on_commit),
-            }
+            },
         )
 
 
@@ -872,8 +901,10 @@ def _on_stampede_wait(
         if cache is not None
         else f"@cached {getattr(sender, '__qualname__', _class_name(sender))}"
     )
-    recorder.stampede_waits.append(
-        {"alias": alias, "key": _text(key), "scope": scope, "ms": seconds * 1000.0}
+    recorder.add_event(
+        "stampede_waits",
+        alias,
+        {"alias": alias, "key": _text(key), "scope": scope, "ms": seconds * 1000.0},
     )
 
 

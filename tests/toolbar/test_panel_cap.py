@@ -181,3 +181,63 @@ def test_through_the_middleware_and_the_store(client: Any) -> None:
     assert "<small>13 calls, 67% hits, " in response.content.decode()
     valid_html(content)
     assert more_row(content)[0].startswith("11 more calls not listed")
+
+
+def events(request: HttpRequest) -> HttpResponse:
+    """A 4 KB SmartCache overfilled (evictions for capacity) and 6 tag invalidations."""
+    tiny = caches["tiny"]
+    tiny.clear()
+    for i in range(20):
+        tiny.set(f"blob:{i}", "x" * 600)
+    smart = caches["smart"]
+    for i in range(6):
+        smart.invalidate_tags(f"tag:{i}")
+    return HttpResponse("ok")
+
+
+def event_rows(content: str, name: str) -> list[Any]:
+    table = fragment(content).find(f".//table[@class='djdt-smartcache-{name}']")
+    return list(table.findall("./tbody/tr"))
+
+
+def test_evictions_and_invalidations_keep_the_first_ones_and_count_all() -> None:
+    """They were kept (stored and rendered) in full whatever TOOLBAR_MAX_CALLS: 20,000
+    sets into a 256 KB SmartCache made a 2.2 MB panel (outside probe)."""
+    with max_calls(None):
+        full = run(events).get_stats()
+    evicted = len(full["evictions"])
+    assert evicted > 4 and len(full["invalidations"]) == 6
+    assert full["evictions_dropped"] == full["invalidations_dropped"] == 0
+    with max_calls(3):
+        panel = run(events)
+    stats = panel.get_stats()
+    assert stats["evictions"] == full["evictions"][:3]
+    assert stats["invalidations"] == full["invalidations"][:3]
+    assert stats["evictions_dropped"] == evicted - 3
+    assert stats["invalidations_dropped"] == 3
+    assert stats["stampede_waits_dropped"] == 0
+    # The counts are of every event.
+    assert stats["totals"]["evictions"] == evicted
+    assert stats["totals"]["invalidations"] == 6
+    assert alias(stats, "tiny")["evictions"] == {"capacity": evicted}
+    assert alias(stats, "smart")["invalidations"] == 6
+    content = panel.content
+    valid_html(content)
+    for name, dropped, what in (
+        ("evictions", evicted - 3, "evictions"),
+        ("invalidations", 3, "tag invalidations"),
+    ):
+        rows = event_rows(content, name)
+        assert len(rows) == 4
+        (text,) = cells(rows[-1])
+        assert text.startswith(f"{dropped} more {what} not listed")
+        assert 'TOOLBAR_MAX_CALLS"] is 3' in text
+    # None kept: the sections still say how many there were.
+    with max_calls(0):
+        content = run(events).content
+    valid_html(content)
+    assert [len(event_rows(content, n)) for n in ("evictions", "invalidations")] == [
+        1,
+        1,
+    ]
+    assert "6 more tag invalidations not listed" in content

@@ -266,11 +266,11 @@ class SmartCachePanel(Panel):
         aliases = []
         for alias, cache in rec.watched.items():
             mine = rec.totals.get(alias) or Totals()
-            evicted = Counter(
-                e["cause"]
-                for e in rec.evictions
-                if e["alias"] == alias or e["alias"].startswith(f"{alias} L")
-            )
+            # From the counts of every event: the lists keep the first ones only.
+            evicted: Counter[str] = Counter()
+            for (where, cause), n in rec.event_counts["evictions"].items():
+                if where == alias or where.startswith(f"{alias} L"):
+                    evicted[cause] += n
             before = self._levels_before.get(alias)
             after = self._levels_after.get(alias)
             # Without the read-backs of get_or_set (not listed), so that the split
@@ -299,12 +299,8 @@ class SmartCachePanel(Panel):
                     "hit_rate": _rate(mine.hits, mine.misses),
                     "ms": mine.seconds * 1000.0,
                     "evictions": dict(sorted(evicted.items())),
-                    "invalidations": sum(
-                        1 for i in rec.invalidations if i["alias"] == alias
-                    ),
-                    "stampede_waits": sum(
-                        1 for w in rec.stampede_waits if w["alias"] == alias
-                    ),
+                    "invalidations": rec.event_counts["invalidations"][alias],
+                    "stampede_waits": rec.event_counts["stampede_waits"][alias],
                     "levels": levels,
                     "lifetime": _lifetime(cache),
                 }
@@ -321,9 +317,10 @@ class SmartCachePanel(Panel):
                         "misses": misses,
                         "hit_rate": _rate(hits, misses),
                         "ms": sum(t.seconds for t in every) * 1000.0,
-                        "evictions": len(rec.evictions),
-                        "invalidations": len(rec.invalidations),
-                        "stampede_waits": len(rec.stampede_waits),
+                        **{
+                            kind: sum(counts.values())
+                            for kind, counts in rec.event_counts.items()
+                        },
                     },
                     "aliases": aliases,
                     # Only aliases this request called: the note is about their times.
@@ -336,9 +333,14 @@ class SmartCachePanel(Panel):
                     # Calls not in "calls" (over TOOLBAR_MAX_CALLS), and that cap.
                     "calls_dropped": rec.dropped,
                     "max_calls": rec.max_calls,
+                    # The first TOOLBAR_MAX_CALLS events of each kind, and how many
+                    # more there were.
                     "evictions": rec.evictions,
                     "invalidations": rec.invalidations,
                     "stampede_waits": rec.stampede_waits,
+                    "evictions_dropped": rec.events_dropped["evictions"],
+                    "invalidations_dropped": rec.events_dropped["invalidations"],
+                    "stampede_waits_dropped": rec.events_dropped["stampede_waits"],
                 }
             )
         )
