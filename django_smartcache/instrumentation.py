@@ -87,7 +87,15 @@ def jsonable(value: Any) -> Any:
 
 
 def _text(key: Any) -> str:
-    text = key if isinstance(key, str) else repr(key)
+    """``key`` as the panel shows it: a str as it is, anything else as its ``repr()``
+    and its type (``12345 (int)``, ``None (NoneType)``), so an int key does not read
+    as the str of its digits, nor None as no key."""
+    if isinstance(key, str):
+        return _cut(key)
+    return f"{_cut(repr(key))} ({type(key).__name__})"
+
+
+def _cut(text: str) -> str:
     return text if len(text) <= KEY_CHARS else text[: KEY_CHARS - 1] + "…"
 
 
@@ -841,12 +849,17 @@ def _keys(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]
         return [_text(tag) for tag in args]
     if name == "clear":
         return []
-    first = args[0] if args else kwargs.get("key", kwargs.get("keys"))
-    if first is None:
-        first = kwargs.get("data", kwargs.get("pattern"))
+    # A key of None is a key (shown as "None (NoneType)"), not a missing argument.
+    names = ("key", "keys", "data", "pattern")
+    first = args[0] if args else next((kwargs[k] for k in names if k in kwargs), _MISS)
+    if first is _MISS:
+        return []
     if name in ("get_many", "delete_many", "set_many") and first is not None:
-        return [_text(key) for key in first]
-    return [] if first is None else [_text(first)]
+        try:
+            return [_text(key) for key in first]
+        except TypeError:  # not iterable: the backend raised, say what it got
+            pass
+    return [_text(first)]
 
 
 # -- signal receivers ------------------------------------------------------------------

@@ -249,3 +249,37 @@ def test_a_cached_call_is_listed_as_its_one_lookup() -> None:
     ]
     smart = alias(stats, "smart")
     assert (smart["hits"], smart["misses"]) == (1, 1)
+
+
+def test_keys_that_are_not_str_show_their_repr_and_type() -> None:
+    """A None key left the cell empty, and int 12345 read as the str "12345"."""
+    from tests.toolbar.test_panel import cells, fragment, valid_html
+
+    def view(request: HttpRequest) -> HttpResponse:
+        smart = caches["smart"]
+        smart.set(12345, "int")
+        smart.get("12345")
+        smart.get(None)
+        smart.get(key=None)
+        smart.get_many([1, "1", ("<b>",)])
+        return HttpResponse("ok")
+
+    panel = run(view)
+    keys = [c["keys"] for c in panel.get_stats()["calls"]]
+    assert keys == [
+        ["12345 (int)"],
+        ["12345"],
+        ["None (NoneType)"],
+        ["None (NoneType)"],
+        ["1 (int)", "1", "('<b>',) (tuple)"],
+    ]
+    content = panel.content
+    valid_html(content)
+    assert "(&#x27;&lt;b&gt;&#x27;,) (tuple)" in content and "<b>" not in content
+    table = fragment(content).find(".//table[@class='djdt-smartcache-calls']")
+    assert [cells(row)[3] for row in table.findall("./tbody/tr")][:4] == [
+        "12345 (int)",
+        "12345",
+        "None (NoneType)",
+        "None (NoneType)",
+    ]
