@@ -164,6 +164,7 @@ def _after_fork() -> None:
     # here never closes one the unquiet case below must keep as an orphan).
     _pool.clear()
     _live.clear()
+    _held.clear()
     if not _quiet_fork:
         logger.warning(
             "SQLiteCache: this process was forked while a thread of its parent was "
@@ -300,6 +301,15 @@ _Idle = tuple[sqlite3.Connection, int, int, FileId | None, bool]
 #: GIL, and ``_Closer.__del__`` may run anywhere (even where this thread holds a lock).
 _pool: dict[PoolKey, list[_Idle]] = {}
 
+#: Every connection a thread's state holds, until its ``_Closer`` runs: kept reachable
+#: from here so that it is never garbage itself. A request's cache instance is often
+#: cyclic garbage (a MultiLevelCache always is), and the collector finalizes all that
+#: garbage in no set order: the connection too, whose finalizer (Python 3.12 on) closes
+#: it, maybe after its closer had put it in the pool; the next thread took it closed
+#: ("Cannot operate on a closed database", the level marked down, the write lost).
+#: Only its closer lets it go (to the pool, or closed): no connection stays open longer.
+_held: set[sqlite3.Connection] = set()
+
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
     try:
@@ -339,7 +349,9 @@ atexit.register(_at_exit)
 
 def _take(key: PoolKey, generation: int, file: FileId | None) -> _Idle | None:
     """An idle connection for ``key`` opened in this process and ``generation`` on the
-    file ``file`` (LOCATION's identity now), or ``None``. Others met are closed."""
+    file ``file`` (LOCATION's identity now), with ``key``'s busy_timeout set again (a
+    failed restore after a shorter wait would otherwise stay), or ``None``. Others met
+    are closed; a closed one (which should never be idle) is passed over."""
     idle = _pool.get(key)
     me = os.getpid()
     while idle:
@@ -354,6 +366,11 @@ def _take(key: PoolKey, generation: int, file: FileId | None) -> _Idle | None:
             and file is not None
             and on_file == file
         ):
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(key[1] * 1000)}")
+            except sqlite3.ProgrammingError:  # closed: nothing to close or reuse
+                logger.debug("SQLiteCache: a closed connection was idle; skipped.")
+                continue
             return entry
         if pid == me:
             _close_quietly(conn)
@@ -389,6 +406,7 @@ class _Closer:
         # Never a lock here: this may run at any point, in any thread.
         try:
             conn, pid = self.conn, self.pid
+            _held.discard(conn)  # now ours to pool or close
             if pid != os.getpid():
                 return
             # (A closed connection, left after damage or for a new generation, raises.)
@@ -548,12 +566,11 @@ class ConnectionMixin:
             json = has_json(conn)
         else:
             # Another thread's, left idle: the same file, opened since the last fork
-            # or new generation. Its busy_timeout as connect() set it (a failed
-            # restore after a shorter wait would otherwise stay).
+            # or new generation (``_take`` set its busy_timeout as connect() did).
             conn, json = idle[0], idle[4]
-            conn.execute(f"PRAGMA busy_timeout = {int(options.busy_timeout * 1000)}")
         conn.owner = (os.getpid(), _get_ident())
         _live.add(conn)
+        _held.add(conn)  # (before the closer: its creation may run an old one's)
         state.live = (conn, _monotonic() + FILE_CHECK_INTERVAL, generation)
         state.pid = os.getpid()
         state.file = file
