@@ -261,10 +261,6 @@ def _no_epoch() -> int:
 #: clear's mark and reason (``LevelHealth._attempt``).
 Attempt = tuple[dict[str, tuple[int, int]], bool, tuple[int, int], str]
 
-#: A repair deletes again what was recorded while it ran, this many times at most
-#: before the level is left due another repair (writes go on skipping it meanwhile).
-_REPAIR_ROUNDS = 4
-
 
 class LevelHealth:
     """Per-process state of one level: down until when, errors, what it may have missed.
@@ -460,14 +456,20 @@ class LevelHealth:
             return (epoch, self._records)
 
     def _pending_now(self) -> None:
-        """Something is to be repaired (called with ``lock`` held): the level may not
-        serve until it is. Usually it is down already (the skipped write found it
-        so); if a repair marked it back meanwhile, it is due a repair at once."""
+        """Something is to be repaired (called with ``lock`` held). Usually the level
+        is down (the skipped write found it so): repaired when it answers. If a repair
+        marked it back meanwhile, at once; its reads of these keys skip it until then
+        (``pending``)."""
         if self.down_until == 0.0:
-            self.down_until = now = _monotonic()
-            self._repair_by(now)
+            self._repair_by(_monotonic())
         else:
             self._arm()
+
+    def pending(self, key: str) -> bool:
+        """Whether the level may hold a value ``key``'s write replaced (a repair is
+        pending for it): a read of ``key`` skips the level. Callers test
+        ``repairing()`` first, the common case without the lock."""
+        return self.clear_pending or key in self.suspects
 
     def written(self, keys: Iterable[str] | None) -> None:
         """This process wrote (``None``: cleared) the level since it came back: that
@@ -516,10 +518,8 @@ class LevelHealth:
             if self._repairing:
                 return  # the running repair re-arms for what it leaves
             due = max(now, self._hinted + self.retry / 4)
-            if self.down_until != 0.0:
-                if due >= self.down_until:
-                    return  # the timer, or the next call, tries it first anyway
-                self.down_until = due  # the callers may try it from then on too
+            # Down: the callers may try it from then on too (up: 0.0 stays).
+            self.down_until = min(self.down_until, due)
             if self._timer is not None and self._timer_due <= due:
                 return  # due first anyway
             self._hinted = due
@@ -613,7 +613,9 @@ class LevelHealth:
                 self._repairing = False
                 self._deferred = False
                 if self.clear_pending or self.suspects:
-                    self._arm()  # missed meanwhile
+                    # Recorded while it ran: at once if the level is back (its reads
+                    # of those keys skip it meanwhile), else when it is due.
+                    self._arm(0.0 if self.down_until == 0.0 else None)
 
     def _close_repair_level(self) -> None:
         level, self._repair_level = self._repair_level, None
@@ -727,43 +729,40 @@ class LevelHealth:
             self._repair_mutex.release()
 
     def _repair(self, level: BaseCache, inline: bool) -> None:
-        """Delete the suspects (or clear), then again what writes recorded meanwhile
-        (they skipped the level while it was being repaired), and mark it back."""
-        repaired = 0
-        for round_ in range(_REPAIR_ROUNDS):
+        """Delete the suspects (or clear), and mark the level back. What writes
+        recorded meanwhile (they skipped it while it was being repaired) is repaired
+        at once after (``recovered``). Repeating rounds until none was recorded kept
+        the level skipped for good under steady writes (an outside review)."""
+        with self.lock:
+            attempt = self._attempt()
+            suspects, clear = attempt[0], attempt[1]
+            if not (clear or suspects):
+                self._deferred = False
+                return  # the next call is the probe; ``recovered()`` follows it
+            if inline and self._deferred:
+                raise RepairDeferred  # the background repair's, running or about to
+        try:
+            if clear:
+                refused = self._clear(level, inline)
+            else:
+                refused = self._delete(level, list(suspects), inline)
+        except RepairDeferred:
             with self.lock:
-                attempt = self._attempt()
-                suspects, clear = attempt[0], attempt[1]
-                if not (clear or suspects):
-                    if round_:
-                        break
-                    self._deferred = False
-                    return  # the next call is the probe; ``recovered()`` follows it
-                if inline and self._deferred:
-                    raise RepairDeferred  # the background repair's, running or due
-            try:
-                if clear:
-                    refused = self._clear(level, inline)
-                else:
-                    refused = self._delete(level, list(suspects), inline)
-            except RepairDeferred:
-                with self.lock:
-                    self._deferred = True
-                    self._repair_by(0.0)  # now: see ``_deferred``
+                self._deferred = True
+                self._repair_by(0.0)  # now: see ``_deferred``
+            raise
+        except Exception as exc:  # an outage is raised, the rest abandoned
+            if isinstance(exc, FAULTS) and not _caller_error(exc):
                 raise
-            except Exception as exc:  # an outage is raised, the rest abandoned
-                if isinstance(exc, FAULTS) and not _caller_error(exc):
-                    raise
-                self.abandon(exc, attempt)
-                return
-            with self.lock:
-                self._done(attempt)
-            if refused:
-                self._log_refused(refused)
-            if self.announce is not None:
-                self.announce(None if clear else list(suspects))
-            repaired += len(suspects)
-        self.recovered(repaired)
+            self.abandon(exc, attempt)
+            return
+        with self.lock:
+            self._done(attempt)
+        if refused:
+            self._log_refused(refused)
+        if self.announce is not None:
+            self.announce(None if clear else list(suspects))
+        self.recovered(len(suspects))
 
     def _clear(self, level: BaseCache, inline: bool = False) -> list[str]:
         """Clear the level; when its user may not FLUSHDB (NOPERM: no ``@dangerous``),
@@ -841,19 +840,16 @@ class LevelHealth:
         )
 
     def recovered(self, repaired: int = 0) -> None:
-        """The level answered: it is back, unless a repair is pending. A call that
-        began before another thread's write failed, a write skipped while a repair
-        ran, used to mark it back with their keys unrepaired: it served the values
-        they replaced. Then the repair is due at once instead, and the level is back
-        when it is done."""
+        """The level answered: it is back. What is still pending (keys of a write
+        that failed while this call ran, or skipped the level while a repair ran) is
+        repaired at once, and reads of those keys skip the level until then
+        (``pending``). They used to wait for the timer, up to ``retry``, and reads
+        were served the values those writes replaced."""
         self._repair_fault = None  # (see ``repair``: the level answered since)
         with self.lock:
-            if self.down_until == 0.0:
-                return
             if self.suspects or self.clear_pending:
-                now = _monotonic()
-                self.down_until = min(self.down_until, now)
-                self._repair_by(now)
+                self._repair_by(_monotonic())
+            if self.down_until == 0.0:
                 return
             self.down_until = 0.0
             self.recoveries += 1

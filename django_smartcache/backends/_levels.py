@@ -204,9 +204,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             if self._raise:
                 raise
             return False
-        # Writes recorded during the repair, more than its rounds deleted: the level
-        # stays skipped (those writes' keys would be read stale) and is due again.
-        return not health.repairing()
+        return True
 
     def _ok(self, index: int) -> None:
         """A call to level ``index`` succeeded: if it was down, it is back."""
@@ -311,6 +309,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         for i in range(1, depth):
             if not self._usable(i):
                 continue
+            health = self._health[i]
+            if health.repairing() and health.pending(key):
+                continue  # it may hold the value a write replaced: repaired at once
             level = self._levels[i]
             start = _perf_ns()
             try:
@@ -428,12 +429,18 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         for i in range(first, depth):
             if i and not self._usable(i):
                 continue
+            asked = missing
+            if i and self._health[i].repairing():
+                # Keys whose value there a write replaced: skipped until repaired.
+                asked = [k for k in missing if not self._health[i].pending(k)]
+                if not asked:
+                    continue
             start = _perf_ns()
             try:
                 if i == 0 and not counted:
                     got = self._l1_quiet(missing)
                 else:
-                    got = self._levels[i].get_many(missing)
+                    got = self._levels[i].get_many(asked)
             except FAULTS as exc:
                 if i == 0:
                     raise
@@ -467,6 +474,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         for i in range(self._depth(levels)):
             if i and not self._usable(i):
                 continue
+            if i and self._health[i].repairing() and self._health[i].pending(key):
+                continue  # see _get_below_at
             try:
                 found = self._levels[i].has_key(key)
             except FAULTS as exc:

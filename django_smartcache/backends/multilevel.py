@@ -123,6 +123,9 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
             return {}
         made = {f: self._version_keys(tuple(env.versions)) for f, env in judged.items()}
         wanted = list(dict.fromkeys(k for keys in made.values() for k in keys))
+        health = self._health[self._last]
+        if health.repairing() and any(health.pending(k) for k in wanted):
+            return {}  # a version there may be older than a write's: not judged now
         try:
             found = self._levels[-1].get_many(wanted)
         except FAULTS as exc:

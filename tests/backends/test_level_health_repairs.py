@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from django_smartcache.backends._level_health import LevelHealth
+from tests.fixtures.waiting import eventually
 
 
 class SlowLevel:
@@ -174,32 +175,49 @@ def _down_with(health: LevelHealth, *keys: str) -> None:
     health.missed(keys)
 
 
-def test_a_call_that_answers_with_a_repair_pending_does_not_mark_the_level_back() -> (
-    None
-):
+def _timed(level: SlowLevel, retry: float = 30.0) -> LevelHealth:
+    """A health whose background repair runs on ``level``; its timer alone would wait
+    ``retry`` (long: what runs sooner was made due at once)."""
+    return LevelHealth(
+        "L2 test", retry=retry, log_interval=60, max_suspects=100, rebuild=lambda: level
+    )
+
+
+def test_a_call_that_answers_with_a_repair_pending_leaves_its_keys_unread() -> None:
     # Outside review: a read in flight when another thread's write failed returned
-    # a moment later and marked the level back, that write's key unrepaired: the
-    # level served the value it replaced.
-    health = _health()
-    _down_with(health, "k")
-    health.recovered()  # the in-flight call's success
-    assert health.down_until != 0.0 and health.repairing()
-    assert health.down_until <= time.monotonic()  # due a repair now
+    # a moment later and marked the level back, that write's key unrepaired until
+    # the timer (RETRY_INTERVAL): the level served the value it replaced. The key is
+    # now skipped by reads (pending) and repaired at once.
     level = DeletingLevel()
-    health.repair(level, inline=True)
-    assert level.deleted == [["k"]]
-    assert health.down_until == 0.0 and not health.repairing()
+    health = _timed(level)
+    try:
+        _down_with(health, "k")
+        health.recovered()  # the in-flight call's success
+        assert health.down_until == 0.0  # back: writes reach it
+        assert health.pending("k") and not health.pending("other")
+        assert eventually(lambda: level.deleted == [["k"]], 5.0)
+        assert eventually(lambda: not health.repairing(), 5.0)
+    finally:
+        health.stop()
 
 
-def test_writes_skipped_during_a_repair_are_repaired_before_the_level_is_back() -> None:
+def test_writes_skipped_during_a_repair_are_repaired_at_once_after_it() -> None:
     # Outside review: a write that skipped the level while a repair ran stayed a
-    # suspect, yet the repair marked the level back: it served the replaced value.
-    health = _health()
-    _down_with(health, "k")
-    level = DeletingLevel(during=lambda: health.missed(["other"]))
-    health.repair(level, inline=True)
-    assert level.deleted == [["k"], ["other"]]
-    assert health.down_until == 0.0 and not health.repairing()
+    # suspect until the timer, the level back and serving the value it replaced.
+    # (Repairing in rounds until none was recorded kept it skipped under load.)
+    level = DeletingLevel()
+    health = _timed(level)
+    try:
+        _down_with(health, "k")
+        level.during = lambda: health.missed(["other"])
+        health.repair(level, inline=True)
+        assert health.down_until == 0.0 and health.recoveries == 1
+        assert health.pending("other")  # reads skip it meanwhile
+        assert eventually(lambda: level.deleted == [["k"], ["other"]], 5.0)
+        assert eventually(lambda: not health.repairing(), 5.0)
+        assert health.recoveries == 1  # one outage, one return
+    finally:
+        health.stop()
 
 
 def test_a_key_written_again_during_its_repair_is_deleted_again() -> None:
@@ -207,18 +225,19 @@ def test_a_key_written_again_during_its_repair_is_deleted_again() -> None:
     # mark was the coherence epoch, always 0 but for a Redis lowest level. Deleted,
     # then written by another process, then skipped by this one's newer write: the
     # level kept the other process's older value.
-    health = _health()
-    _down_with(health, "k")
-    level = DeletingLevel(during=lambda: health.missed(["k"]))
-    health.repair(level, inline=True)
-    assert level.deleted == [["k"], ["k"]]
-    assert not health.repairing()
+    level = DeletingLevel()
+    health = _timed(level)
+    try:
+        _down_with(health, "k")
+        level.during = lambda: health.missed(["k"])
+        health.repair(level, inline=True)
+        assert health.pending("k")
+        assert eventually(lambda: level.deleted == [["k"], ["k"]], 5.0)
+    finally:
+        health.stop()
 
 
 def test_a_clear_missed_during_a_clear_repair_clears_again() -> None:
-    health = _health()
-    health.failed(ConnectionError("refused (test)"), "clear")
-    health.missed_clear()
     clears: list[int] = []
 
     class Clearing(SlowLevel):
@@ -227,24 +246,36 @@ def test_a_clear_missed_during_a_clear_repair_clears_again() -> None:
             if len(clears) == 1:
                 health.missed_clear()  # another thread's clear, skipped meanwhile
 
-    health.repair(Clearing(), inline=True)
-    assert len(clears) == 2 and not health.repairing()
+    level = Clearing()
+    health = _timed(level)
+    try:
+        health.failed(ConnectionError("refused (test)"), "clear")
+        health.missed_clear()
+        health.repair(level, inline=True)
+        assert health.pending("any key")
+        assert eventually(lambda: len(clears) == 2 and not health.repairing(), 5.0)
+    finally:
+        health.stop()
 
 
 def test_a_write_skipped_during_a_clear_repair_is_deleted_after_it() -> None:
     # The clear under way may have passed the key already: another process's write
     # since then would be served in place of this one's (skipped) newer write.
-    health = _health()
-    health.failed(ConnectionError("refused (test)"), "clear")
-    health.missed_clear()
-
     class Clearing(DeletingLevel):
         def clear(self) -> None:
-            health.missed(["k"])
+            if not self.deleted:
+                health.missed(["k"])
 
     level = Clearing()
-    health.repair(level, inline=True)
-    assert level.deleted == [["k"]] and not health.repairing()
+    health = _timed(level)
+    try:
+        health.failed(ConnectionError("refused (test)"), "clear")
+        health.missed_clear()
+        health.repair(level, inline=True)
+        assert eventually(lambda: level.deleted == [["k"]], 5.0)
+        assert eventually(lambda: not health.repairing(), 5.0)
+    finally:
+        health.stop()
 
 
 def test_frequent_reachable_calls_never_postpone_the_background_repair() -> None:
@@ -265,3 +296,30 @@ def test_frequent_reachable_calls_never_postpone_the_background_repair() -> None
         assert level.deleted == [["k"]]
     finally:
         health.stop()
+
+
+def test_reads_skip_a_level_for_the_keys_a_repair_has_pending(
+    tmp_path: Any, make_cache: Any
+) -> None:
+    # The level is back and a key's repair still pending (a write failed while a
+    # read was in flight; a write skipped it while a repair ran): with L1's copy
+    # gone, get/get_many/has_key read the value that write replaced.
+    cache = make_cache(
+        {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "l2.sqlite3"),
+        }
+    )
+    cache.set("k", "old", None)
+    cache.set("kept", "there", None)
+    health = cache._health[1]
+    health.stop()  # no background repair: the pending state stays for the reads
+    final = cache.make_key("k")
+    health.missed([final])  # a write of "k" skipped it; the level is up
+    assert health.down_until == 0.0 and health.repairing()
+    cache.levels[0].clear()  # L1's copy is gone (evicted, L1_MAX_TTL)
+    assert cache.get("k") is None
+    assert cache.get_many(["k", "kept"]) == {"kept": "there"}
+    assert cache.has_key("k") is False
+    health.repair(cache.levels[1])  # what the background repair would do
+    assert not health.repairing() and cache.get("k") is None
