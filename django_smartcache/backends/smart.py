@@ -17,12 +17,13 @@ The store reports evictions to a listener set when it is created, which sends
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import pickle
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
@@ -228,8 +229,43 @@ INLINE_BATCH = HOLD_BATCH
 
 def _in_worker(fn: Any) -> Any:
     """``fn`` as a coroutine function run in a worker thread: in-memory work, with no
-    thread to keep to (the loop's thread is not the caller's sync thread either)."""
-    return sync_to_async(fn, thread_sensitive=False)
+    thread to keep to (the loop's thread is not the caller's sync thread either).
+
+    Cancelled (``wait_for`` timed out, ``task.cancel()``), it waits for the thread
+    before it raises (see ``_landed``): the batch is in place when the caller goes on."""
+    run = sync_to_async(fn, thread_sensitive=False)
+
+    async def in_worker(*args: Any, **kwargs: Any) -> Any:
+        return await _landed(run(*args, **kwargs))
+
+    return in_worker
+
+
+async def _landed(work: Coroutine[Any, Any, Any]) -> Any:
+    """Await ``work`` (a thread's call); cancelled, wait for it to end, then raise.
+
+    A worker thread cannot be stopped: sync_to_async's call, cancelled, returned at once
+    and the thread ran on, in parallel with what the task did next. A timed-out
+    ``aset_many`` of 20,000 keys then overwrote the caller's later ``aset_many`` of the
+    same keys (all 20,000 left stale), a cancelled ``aclear`` wiped later writes. Django's
+    ``a*`` run in its one thread-sensitive thread, where the next call waits its turn.
+    So ``work`` runs in a task of its own that the caller's cancellation does not reach
+    (shielded); the caller waits for it, cancelled again or not, and raises its
+    CancelledError after (``wait_for`` raises TimeoutError then). At the loop's shutdown
+    that task is cancelled too: the caller then returns at once (and ``asyncio.run``
+    waits for the default executor's threads)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            try:
+                await asyncio.wait((task,))
+            except asyncio.CancelledError:
+                continue  # cancelled again: still wait for the thread
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller gets its cancellation
+        raise
 
 
 def _collected(keys: Iterable[Any]) -> Collection[Any]:

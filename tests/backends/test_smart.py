@@ -797,3 +797,83 @@ def test_a_tagged_value_is_charged_per_tag_and_shares_the_tags_strings():
             ids, cache._store._data[cache.make_key("first")][4], strict=True
         )
     )
+
+
+def _held_batches(cache: SmartCache, release_after: float):
+    """The store's first ``set_many`` held in its worker thread until the next
+    ``set_many`` has landed, or ``release_after`` seconds (whichever comes first)."""
+    store = cache._store
+    real = store.set_many
+    entered, released, landed = threading.Event(), threading.Event(), threading.Event()
+    calls = count()
+
+    def set_many(*args, **kwargs):
+        if next(calls) == 0:
+            entered.set()
+            released.wait(release_after)
+            try:
+                return real(*args, **kwargs)
+            finally:
+                landed.set()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            released.set()  # the later write is in: the first one may land (after it)
+
+    store.set_many = set_many
+    return entered, landed
+
+
+@pytest.mark.parametrize("how", ["cancel", "cancel twice", "wait_for"])
+def test_a_cancelled_batch_lands_before_the_callers_next_write(how):
+    # A large a* batch runs in a worker thread. Cancelled (or timed out in wait_for),
+    # it returned at once while its thread ran on: the caller's next aset_many of the
+    # same keys then landed first, and the cancelled batch overwrote it ("old" kept).
+    from django_smartcache.backends.smart import INLINE_BATCH
+
+    cache = make(MAX_MEMORY="64MB")
+    keys = [f"k{i}" for i in range(INLINE_BATCH + 1)]
+    entered, landed = _held_batches(cache, release_after=0.3)
+
+    async def main():
+        if how == "wait_for":
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    cache.aset_many(dict.fromkeys(keys, "old")), 0.01
+                )
+        else:
+            task = asyncio.ensure_future(cache.aset_many(dict.fromkeys(keys, "old")))
+            await asyncio.to_thread(entered.wait, 5)
+            task.cancel()
+            if how == "cancel twice":
+                await asyncio.sleep(0.05)
+                task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        in_place = landed.is_set()  # when the caller goes on
+        await cache.aset_many(dict.fromkeys(keys, "new"))
+        await asyncio.to_thread(landed.wait, 5)
+        return await cache.aget_many(keys), in_place
+
+    got, in_place = asyncio.run(main())
+    assert set(got.values()) == {"new"} and len(got) == len(keys)
+    assert in_place
+
+
+def test_a_batch_cancelled_at_the_loops_shutdown_does_not_hang_it():
+    from django_smartcache.backends.smart import INLINE_BATCH
+
+    cache = make(MAX_MEMORY="64MB")
+    keys = [f"k{i}" for i in range(INLINE_BATCH + 1)]
+    entered, landed = _held_batches(cache, release_after=0.2)
+
+    async def main():
+        asyncio.ensure_future(cache.aset_many(dict.fromkeys(keys, "v")))
+        await asyncio.to_thread(entered.wait, 5)
+        # returns with the batch in flight: asyncio.run cancels its task and ours
+
+    runner = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    runner.start()
+    runner.join(10)
+    assert not runner.is_alive()
+    assert landed.is_set() and cache.get_many(keys) == dict.fromkeys(keys, "v")
