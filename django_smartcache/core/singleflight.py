@@ -10,6 +10,7 @@ Across processes the decorator adds a lock in the shared cache level.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import importlib
 import os
@@ -291,6 +292,9 @@ class AsyncSingleFlight:
     waits cancels neither the computation nor the other callers' wait.
     """
 
+    #: Computations in flight examined per new one for a closed loop (see ``_reap``).
+    REAP_PER_CALL = 2
+
     def __init__(self) -> None:
         # Keyed by (loop, key): a task belongs to the loop that created it.
         self._calls: dict[
@@ -299,6 +303,14 @@ class AsyncSingleFlight:
         self._waiters: dict[tuple[asyncio.AbstractEventLoop, Hashable], int] = {}
         #: Where each computation runs its sync work (see sync_lane).
         self._lanes: dict[tuple[asyncio.AbstractEventLoop, Hashable], Any] = {}
+        #: The computations in flight (task -> slot), oldest first: each new one
+        #: examines a few (``_reap``); a task leaves when it ends. Shared by the loops
+        #: of every thread, so under a lock (the per-loop tables above are not: a
+        #: loop's slots are touched by its own thread, or by ``_reap`` once closed).
+        self._started: collections.OrderedDict[
+            asyncio.Task[Any], tuple[asyncio.AbstractEventLoop, Hashable]
+        ] = collections.OrderedDict()
+        self._started_lock = threading.Lock()
 
     async def do(
         self,
@@ -321,6 +333,10 @@ class AsyncSingleFlight:
             task = loop.create_task(_run(fn, (id(self), key)))
             self._calls[slot] = task
             self._lanes[slot] = sync_lane(loop)
+            with self._started_lock:
+                self._reap()
+                if not task.done():  # (an eager task may have finished already)
+                    self._started[task] = slot
             task.add_done_callback(lambda done: self._finish(slot, done))
             return await asyncio.shield(task), False
         blocks = blocks_lane(self._lanes.get(slot))
@@ -352,9 +368,35 @@ class AsyncSingleFlight:
             else:
                 self._waiters.pop(slot, None)
 
+    def _reap(self) -> None:
+        """(With ``_started_lock`` held.) Drop the computations whose loop was closed
+        under them, found among the oldest started: ``REAP_PER_CALL`` examined per new
+        computation, O(1). Nothing else ever did: a process that timed out and closed
+        loops (``run_until_complete(wait_for(cache.aget_or_set(k, f), t))`` then
+        ``close()``) kept each one's entry, loop and pending task (500 keys: +6.7 MB).
+        Nobody waits for them: their waiters were that loop's coroutines."""
+        started, calls = self._started, self._calls
+        for _ in range(self.REAP_PER_CALL):
+            if not started:
+                return
+            task, slot = started.popitem(last=False)
+            if task.done():
+                continue  # (its done-callback is on its way)
+            if not slot[0].is_closed():
+                started[task] = slot  # to the end: examined again later
+                continue
+            if calls.get(slot) is task:
+                del calls[slot]
+                self._lanes.pop(slot, None)
+                self._waiters.pop(slot, None)
+            # Its loop is gone: collected without "Task was destroyed but it is pending".
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+
     def _finish(
         self, slot: tuple[asyncio.AbstractEventLoop, Hashable], task: asyncio.Task[Any]
     ) -> None:
+        with self._started_lock:
+            self._started.pop(task, None)
         if self._calls.get(slot) is task:
             del self._calls[slot]
             self._lanes.pop(slot, None)

@@ -318,3 +318,40 @@ def test_a_computation_asking_from_a_thread_with_its_context_computes() -> None:
 
         assert flight.do("k", outer) == ("outer(leaf)", False)
     assert not flight.in_flight("k")
+
+
+def test_computations_left_in_closed_loops_are_reaped_by_later_ones() -> None:
+    # SQLiteCache/MultiLevelCache aget_or_set (run_until_complete(wait_for(...)) timed
+    # out, then loop.close()) kept each such computation's entry, its loop and its
+    # pending task for the life of the process (500 keys: +6.7 MB). Each new
+    # computation now examines a few old ones.
+    flight = AsyncSingleFlight()
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    async def quick() -> str:
+        return "v"
+
+    async def give_up(key: str) -> None:
+        caller = asyncio.ensure_future(flight.do(key, forever))
+        while not flight.in_flight(key):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the computation has started
+        caller.cancel()  # as wait_for does at its timeout
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+
+    def of_closed_loops() -> int:
+        slots = [*flight._calls, *flight._lanes, *flight._waiters]
+        return sum(1 for loop, _ in slots if loop.is_closed())
+
+    for i in range(20):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(give_up(f"left{i}"))
+        loop.close()
+    assert of_closed_loops() >= 1  # (each new one reaped some of those before it)
+    for i in range(20):
+        assert asyncio.run(flight.do(f"fresh{i}", quick)) == ("v", False)
+    assert of_closed_loops() == 0
+    assert not flight._started  # the fresh ones left it as they ended
