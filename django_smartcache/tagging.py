@@ -859,8 +859,13 @@ def invalidate_tags(
     reason: str = "invalidate_tags()",
     db: str | None = None,
 ) -> None:
-    """Invalidate ``tags`` in every tag-aware cache alias (or those in ``using``)."""
-    for _alias, cache in tagging_caches(using):
+    """Invalidate ``tags`` in every tag-aware cache alias (or those in ``using``).
+
+    An alias not built in this thread whose SQLite file was never made is left
+    alone, unbuilt (``skip_unmade_files``): nothing is cached there, and building it
+    made the file, owned by whoever wrote to the database first (``migrate`` as root
+    inserting content types: the workers then could not write it)."""
+    for _alias, cache in tagging_caches(using, skip_unmade_files=using is None):
         cache.invalidate_tags(*tags, reason=reason, db=db)
 
 

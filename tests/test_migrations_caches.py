@@ -101,3 +101,41 @@ def test_a_relative_location_is_never_skipped(
         for alias in names:
             caches[alias].close()
             del caches[alias]
+
+
+def test_building_a_cache_or_invalidating_an_unmade_one_makes_no_file(
+    tmp_path: Any,
+) -> None:
+    """An outside probe, as root: Django's system checks build every alias (migrate
+    runs them), and a MultiLevelCache polled its SQLite change log when built, which
+    made the file; migrate on a fresh database inserts content types, and the SQL
+    watcher's invalidation built the caches. The file, its directory and ``.lock``
+    were root's: every worker call raised UnusableLocation (SQLiteCache) or the L2
+    stayed down for good (MultiLevelCache)."""
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    from django_smartcache.tagging import invalidate_tags
+
+    location = tmp_path / "dir" / "ml.sqlite3"
+    config = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "LOCATION": str(location),
+        },
+    }
+    with override_settings(CACHES=config):
+        invalidate_tags("model:auth.user", reason="a write before any cache call")
+        assert not location.parent.exists()
+        cache = caches["ml"]  # what the system checks do
+        assert not location.parent.exists()
+        try:
+            cache.set("k", 1)  # the first call makes it
+            assert location.exists()
+        finally:
+            cache._co.stop()
+            for health in cache._health:
+                health.stop()
+            cache.close()
+            del caches["ml"]

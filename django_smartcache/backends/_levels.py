@@ -156,7 +156,12 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             health.namespaces.add(namespace)
         self._co: _coherence.Coherence = shared.coherence  # type: ignore[assignment]
         # Start listening now rather than at the first read: fewer missed messages.
-        self._poll_if_due()
+        # Not the SQLite change log: its first poll opens (makes) the file, and
+        # Django's system checks build every alias, migrate as root too (the
+        # workers then got a file they could not write). It keeps what changed
+        # meanwhile, and L1 is empty until the first call, which polls first.
+        if self._co.kind != "sqlite":
+            self._poll_if_due()
         # Counters of this instance (one per thread), kept by the shared tally after
         # the instance is gone; stats() reports the tally's total.
         self._tally = shared.tally
