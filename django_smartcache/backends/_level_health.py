@@ -309,6 +309,11 @@ class LevelHealth:
         self._repair_faults = 0
         self._repair_fault: BaseException | None = None
         self.down_until = 0.0  # 0.0: up
+        #: Outages met (``failed``): a success proves the level back only if none
+        #: came after the probe or repair it ends (see ``probed``).
+        self.failures = 0
+        #: ``probe``: the thread's claim (``failures`` then) of the call it probes with.
+        self._local = threading.local()
         self.errors = 0
         self.recoveries = 0
         self.last_error = ""
@@ -368,6 +373,7 @@ class LevelHealth:
         now = _monotonic()
         with self.lock:
             self._count_error(exc)
+            self.failures += 1
             self.down_until = now + self.retry
             log = now - self._last_log >= self.log_interval
             if log:
@@ -420,7 +426,24 @@ class LevelHealth:
             if now < self.down_until:
                 return False
             self.down_until = now + self.retry
+            self._local.probe = self.failures
             return True
+
+    def probing(self) -> None:
+        """This thread probes the level with its next call (a RAISE_ERRORS caller,
+        which probes without ``claim_probe``)."""
+        self._local.probe = self.failures
+
+    def probed(self) -> None:
+        """A call to the level succeeded while it counts as down: it is back if this
+        thread claimed the probe and no call failed since. A call that was in flight
+        when another failed proves nothing of what failed (reads answered while
+        writes were refused: Redis OOM, a SQLite write lock held past BUSY_TIMEOUT);
+        marking the level back then made it flap, each return repaired at once."""
+        claimed = getattr(self._local, "probe", None)
+        self._local.probe = None
+        if claimed is not None and claimed == self.failures:
+            self.recovered()
 
     def missed(self, keys: Iterable[str]) -> None:
         """A write of ``keys`` skipped this level. Recorded while a clear is pending
@@ -735,6 +758,7 @@ class LevelHealth:
         the level skipped for good under steady writes (an outside review)."""
         with self.lock:
             attempt = self._attempt()
+            failures = self.failures
             suspects, clear = attempt[0], attempt[1]
             if not (clear or suspects):
                 self._deferred = False
@@ -762,7 +786,7 @@ class LevelHealth:
             self._log_refused(refused)
         if self.announce is not None:
             self.announce(None if clear else list(suspects))
-        self.recovered(len(suspects))
+        self.recovered(len(suspects), failures)
 
     def _clear(self, level: BaseCache, inline: bool = False) -> list[str]:
         """Clear the level; when its user may not FLUSHDB (NOPERM: no ``@dangerous``),
@@ -839,14 +863,17 @@ class LevelHealth:
             f" and {more} more" if more > 0 else "",
         )
 
-    def recovered(self, repaired: int = 0) -> None:
-        """The level answered: it is back. What is still pending (keys of a write
-        that failed while this call ran, or skipped the level while a repair ran) is
+    def recovered(self, repaired: int = 0, failures: int | None = None) -> None:
+        """The level answered: it is back, unless a call failed since ``failures``
+        (the count when the repair began: a write refused while it ran). What is still
+        pending (keys of writes that skipped the level while it was repaired) is
         repaired at once, and reads of those keys skip the level until then
         (``pending``). They used to wait for the timer, up to ``retry``, and reads
         were served the values those writes replaced."""
         self._repair_fault = None  # (see ``repair``: the level answered since)
         with self.lock:
+            if failures is not None and failures != self.failures:
+                return  # down again: the timer retries at ``down_until``
             if self.suspects or self.clear_pending:
                 self._repair_by(_monotonic())
             if self.down_until == 0.0:

@@ -194,7 +194,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         health = self._health[index]
         if health.down_until == 0.0:
             return True
-        if not self._raise and not health.claim_probe(_monotonic()):
+        if self._raise:
+            health.probing()
+        elif not health.claim_probe(_monotonic()):
             return False
         try:
             # A refusal (NOPERM) is worked round or abandoned there (see ``repair``);
@@ -212,10 +214,20 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         return True
 
     def _ok(self, index: int) -> None:
-        """A call to level ``index`` succeeded: if it was down, it is back."""
+        """A call to level ``index`` succeeded: if it was down, it is back when this
+        call was the probe (``LevelHealth.probed``)."""
         health = self._health[index]
         if health.down_until != 0.0:
-            health.recovered()
+            health.probed()
+
+    def _usable_for(self, index: int, key: str) -> bool:
+        """``_usable``, and no repair is pending there for ``key``: the level may hold
+        the value a write of it replaced (repaired at once; read, incremented or
+        touched until then, it served or kept that value)."""
+        if not self._usable(index):
+            return False
+        health = self._health[index]
+        return not (health.repairing() and health.pending(key))
 
     def _fault(
         self,
@@ -312,11 +324,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         counts neither a hit nor a miss (``has_key`` is not a read)."""
         generation = self._co.generation
         for i in range(1, depth):
-            if not self._usable(i):
+            if not self._usable_for(i, key):
                 continue
-            health = self._health[i]
-            if health.repairing() and health.pending(key):
-                continue  # it may hold the value a write replaced: repaired at once
             level = self._levels[i]
             start = _perf_ns()
             try:
@@ -477,10 +486,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         key = self._key(key, version)
         self._poll_if_due()
         for i in range(self._depth(levels)):
-            if i and not self._usable(i):
+            if i and not self._usable_for(i, key):
                 continue
-            if i and self._health[i].repairing() and self._health[i].pending(key):
-                continue  # see _get_below_at
             try:
                 found = self._levels[i].has_key(key)
             except FAULTS as exc:
@@ -508,7 +515,10 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 self._co.local_write()
                 answer = call(self._levels[0], 0)
             else:
-                if not self._usable(i):
+                usable = (
+                    self._usable_for(i, keys[0]) if op == "touch" else self._usable(i)
+                )
+                if not usable:
                     self._health[i].missed(keys)
                     continue
                 try:
@@ -587,6 +597,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         # there too. Only the levels above the decider, which follow it, may be stale.
         decided: bool | None = None
         for i in range(self._last, -1, -1):
+            # (Not ``_usable_for``: a level with this key pending holds a value an
+            # outage write replaced, and refusing the add then is the safe way for a
+            # lock; deciding above it instead let another process take it there too.)
             if i and not self._usable(i):
                 if decided is not None:
                     self._health[i].missed([key])
@@ -654,7 +667,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         # Atomic on the lowest working level; the copies above are dropped, not
         # rewritten, so they are refilled with that level's own TTL.
         for i in range(self._last, -1, -1):
-            if i and not self._usable(i):
+            if i and not self._usable_for(i, key):
                 continue
             try:
                 if i == 0 and self._last:

@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from django_smartcache.backends._level_health import LevelHealth
 from tests.fixtures.waiting import eventually
 
@@ -183,22 +185,33 @@ def _timed(level: SlowLevel, retry: float = 30.0) -> LevelHealth:
     )
 
 
-def test_a_call_that_answers_with_a_repair_pending_leaves_its_keys_unread() -> None:
+def test_a_call_in_flight_when_another_failed_does_not_mark_the_level_back() -> None:
     # Outside review: a read in flight when another thread's write failed returned
-    # a moment later and marked the level back, that write's key unrepaired until
-    # the timer (RETRY_INTERVAL): the level served the value it replaced. The key is
-    # now skipped by reads (pending) and repaired at once.
+    # a moment later and marked the level back, that write's key unrepaired: the
+    # level served the value it replaced. Marked back then and repaired at once, it
+    # flapped where reads are answered and writes refused (Redis OOM: 215 returns,
+    # 63 repairs a second). Only the probe's success marks it back.
+    health = _health()
+    _down_with(health, "k")
+    health.probed()  # the in-flight call's success: it claimed no probe
+    assert health.down_until != 0.0 and health.repairing()
+    health.down_until = time.monotonic()  # RETRY_INTERVAL later
+    assert health.claim_probe(time.monotonic())
     level = DeletingLevel()
-    health = _timed(level)
-    try:
-        _down_with(health, "k")
-        health.recovered()  # the in-flight call's success
-        assert health.down_until == 0.0  # back: writes reach it
-        assert health.pending("k") and not health.pending("other")
-        assert eventually(lambda: level.deleted == [["k"]], 5.0)
-        assert eventually(lambda: not health.repairing(), 5.0)
-    finally:
-        health.stop()
+    health.repair(level, inline=True)
+    assert level.deleted == [["k"]] and health.down_until == 0.0
+
+
+def test_a_repair_during_which_a_write_failed_leaves_the_level_down() -> None:
+    # The repair's deletes answered, a write meanwhile was refused (Redis OOM with
+    # noeviction answers DEL): marking the level back there made it flap.
+    health = _health()
+    _down_with(health, "k")
+    level = DeletingLevel(during=lambda: _down_with(health, "other"))
+    health.repair(level, inline=True)
+    assert level.deleted == [["k"]]
+    assert health.down_until > time.monotonic() and health.recoveries == 0
+    assert health.pending("other") and not health.pending("k")
 
 
 def test_writes_skipped_during_a_repair_are_repaired_at_once_after_it() -> None:
@@ -312,14 +325,17 @@ def test_reads_skip_a_level_for_the_keys_a_repair_has_pending(
     )
     cache.set("k", "old", None)
     cache.set("kept", "there", None)
+    cache.set("n", 5, None)
     health = cache._health[1]
     health.stop()  # no background repair: the pending state stays for the reads
     final = cache.make_key("k")
-    health.missed([final])  # a write of "k" skipped it; the level is up
+    health.missed([final, cache.make_key("n")])  # writes skipped it; the level is up
     assert health.down_until == 0.0 and health.repairing()
     cache.levels[0].clear()  # L1's copy is gone (evicted, L1_MAX_TTL)
     assert cache.get("k") is None
     assert cache.get_many(["k", "kept"]) == {"kept": "there"}
     assert cache.has_key("k") is False
+    with pytest.raises(ValueError):
+        cache.incr("n")  # not 6: the level's 5 was replaced (reviewer: incr read it)
     health.repair(cache.levels[1])  # what the background repair would do
     assert not health.repairing() and cache.get("k") is None
