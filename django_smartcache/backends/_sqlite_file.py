@@ -481,6 +481,59 @@ def _statements(script: str) -> Iterator[str]:
             buffer = ""
 
 
+def _make_dirs(directory: str) -> list[str]:
+    """``os.makedirs(directory)``: the directories it created, outermost first."""
+    missing = []
+    current = directory
+    while not os.path.isdir(current) and os.path.dirname(current) != current:
+        missing.append(current)
+        current = os.path.dirname(current)
+    os.makedirs(directory, exist_ok=True)
+    return missing[::-1]
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _give_to_owner(path: str, made: list[str], had: tuple[int | None, bool]) -> None:
+    """Run as root, hand what this call created (directories, the file, ``.lock``,
+    ``-wal``, ``-shm``) to the owner of the directory it was created in.
+
+    A command run as root (a deploy's ``smartcache_warm``, ``shell``) made them
+    root's, and every worker then failed to open the cache (SQLiteCache raised
+    UnusableLocation at each call; a MultiLevelCache's L2 stayed down). SQLite does
+    the same for its journals (they follow the database file's owner under root).
+    Nothing changes where that directory is root's too, or not run as root."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    owner = os.stat(os.path.dirname(made[0]) if made else os.path.dirname(path))
+    if owner.st_uid == 0:
+        return
+    created = list(made)
+    if _inode(path) != had[0]:  # a new file (made here, or fresh after a quarantine)
+        created += [path, path + "-wal", path + "-shm"]
+    if not had[1]:
+        created.append(path + ".lock")
+    for name in created:
+        try:
+            if os.lstat(name).st_uid == 0:
+                os.chown(name, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.warning(
+                "SQLiteCache: could not give %s to the owner of its directory "
+                "(uid %d): %s; processes running as that user may not write it",
+                name,
+                owner.st_uid,
+                exc,
+            )
+
+
 def write_denied(path: str) -> OSError | None:
     """The OS error that opening the cache file, its ``-wal`` or ``-shm`` for writing
     raises in this process (the call SQLite makes); ``None`` if none does."""
@@ -534,9 +587,10 @@ def prepare(path: str, busy_timeout: float) -> None:
     path = real_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(directory, exist_ok=True)
+        made = _make_dirs(directory)
         if os.path.isdir(path):
             raise IsADirectoryError(21, "is a directory", path)
+        had = _inode(path), os.path.lexists(path + ".lock")
         with open_lock(path):
             if os.path.lexists(path + "-journal"):
                 settle_journal(path, busy_timeout)
@@ -567,6 +621,7 @@ def prepare(path: str, busy_timeout: float) -> None:
                     ) from exc
                 quarantine(path, str(exc))
                 _install(path, busy_timeout)
+            _give_to_owner(path, made, had)
             check_writable(path)
     except ForeignDatabaseError as exc:
         raise ImproperlyConfigured(

@@ -510,3 +510,53 @@ def test_a_cache_file_this_process_cannot_write(tmp_path):
         assert late in message and "Permission denied" in message, message
     assert out["late_get"] == ["ok", "299"]
     assert 1 <= len(out["warnings"]) <= 3, out["warnings"]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root (CI is root)"
+)
+def test_files_made_as_root_go_to_the_owner_of_their_directory(tmp_path):
+    """An outside probe: a command run as root (smartcache_warm in a deploy, shell)
+    made the cache file, its directory and .lock root's; every worker call then
+    raised UnusableLocation (a MultiLevelCache's L2 stayed down for good). What the
+    call creates now goes to the owner of the directory it is created in."""
+    import pathlib
+    import shutil
+    import tempfile
+
+    worker = 65534  # nobody
+    top = pathlib.Path(tempfile.mkdtemp(dir="/tmp"))  # (pytest's tmp_path is 0700)
+    os.chmod(top, 0o755)
+    try:
+        _files_go_to_their_owner(top, worker)
+    finally:
+        shutil.rmtree(top)
+
+
+def _files_go_to_their_owner(tmp_path, worker):
+    site = tmp_path / "var"
+    site.mkdir()
+    os.chown(site, worker, worker)
+    path = site / "cache" / "c.sqlite3"
+    cache = SQLiteCache(str(path), {})
+    cache.set("root", "made")
+    for made in (path.parent, path, path.parent / "c.sqlite3.lock"):
+        assert made.stat().st_uid == worker, made
+    cache.close()
+    pid = os.fork()  # a worker: everything imported already, then not root
+    if pid == 0:
+        code = 1
+        try:
+            os.setgid(worker)
+            os.setuid(worker)
+            worker_cache = SQLiteCache(str(path), {})
+            worker_cache.set("worker", 1)
+            if worker_cache.get("root") == "made" and worker_cache.get("worker") == 1:
+                code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    own = tmp_path / "root-owned"  # a directory of root's: nothing changes
+    own.mkdir()
+    SQLiteCache(str(own / "c.sqlite3"), {}).set("k", 1)
+    assert (own / "c.sqlite3").stat().st_uid == 0
