@@ -189,3 +189,57 @@ def test_a_location_that_is_no_path_is_named() -> None:
         MultiLevelCache(42, {})
     with pytest.raises(ImproperlyConfigured, match="LOCATION"):
         SQLiteCache(None, {})
+
+
+@pytest.mark.parametrize(
+    "name", ["BUSY_TIMEOUT", "ACCESS_INTERVAL", "CHANGE_LOG_RETENTION"]
+)
+def test_sqlite_seconds_beyond_what_sqlite_or_threads_take_are_refused(
+    name: str, tmp_path: Path
+) -> None:
+    """BUSY_TIMEOUT of 2,147,484 s or more became SQLite's busy_timeout 0 (an int of
+    milliseconds out of range is read as 0): no wait at all, "database is locked" at
+    once. The other seconds options are bounded at threading.TIMEOUT_MAX."""
+    import threading
+
+    location = str(tmp_path / "c.sqlite3")
+    too_long = 3e6 if name == "BUSY_TIMEOUT" else threading.TIMEOUT_MAX * 2
+    with pytest.raises(ImproperlyConfigured, match=f"{name} must be at most") as info:
+        SQLiteCache(location, {"OPTIONS": {name: too_long}})
+    if name == "BUSY_TIMEOUT":
+        assert "2147483.647" in str(info.value)
+        cache = SQLiteCache(location, {"OPTIONS": {name: 2147483.647}})
+        cache.set("k", 1)
+        busy = cache._connection().execute("PRAGMA busy_timeout").fetchone()[0]
+        assert busy == 2**31 - 1  # the longest wait SQLite takes, not 0
+        cache.close()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "RETRY_INTERVAL",
+        "COHERENCE_INTERVAL",
+        "ERROR_LOG_INTERVAL",
+        "L1_MAX_TTL",
+    ],
+)
+def test_multilevel_seconds_beyond_threading_timeout_max_are_refused(
+    name: str,
+) -> None:
+    """RETRY_INTERVAL 1e10 reached the repair's threading.Timer, whose thread died
+    with OverflowError (no repair ever again)."""
+    import threading
+
+    levels = [
+        {"BACKEND": SMART},
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    ]
+    with pytest.raises(
+        ImproperlyConfigured,
+        match=re.escape(f"OPTIONS['{name}'] must be at most threading.TIMEOUT_MAX"),
+    ):
+        MultiLevelCache(
+            "",
+            {"OPTIONS": {"LEVELS": levels, name: threading.TIMEOUT_MAX * 2}},
+        )

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -242,6 +243,14 @@ def number(options: dict[str, Any], name: str, *, positive: bool = True) -> floa
         bound = "> 0" if positive else ">= 0"
         raise ImproperlyConfigured(
             f"MultiLevelCache OPTIONS['{name}'] must be a finite number of seconds {bound}, got {value!r}"
+        )
+    if value > threading.TIMEOUT_MAX:
+        # A wait (the repair's threading.Timer, the channel's back-off) longer than
+        # that raised OverflowError in the thread, which died: no repair ever again.
+        raise ImproperlyConfigured(
+            f"MultiLevelCache OPTIONS['{name}'] must be at most threading.TIMEOUT_MAX "
+            f"({threading.TIMEOUT_MAX:.10g} s, the longest wait this platform's threads "
+            f"take), got {value!r}"
         )
     return float(value)
 

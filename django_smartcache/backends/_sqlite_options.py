@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,11 +46,25 @@ def _fail(name: str, value: object, expected: str) -> ImproperlyConfigured:
     )
 
 
-def _number(name: str, value: object, *, minimum: float = 0.0) -> float:
+#: The longest BUSY_TIMEOUT: SQLite's busy_timeout is an int of milliseconds, and a
+#: larger number is read as 0 (no wait at all: "database is locked" at once).
+MAX_BUSY_TIMEOUT = (2**31 - 1) / 1000
+
+
+def _number(
+    name: str,
+    value: object,
+    *,
+    minimum: float = 0.0,
+    maximum: float = threading.TIMEOUT_MAX,
+    why: str = "threading.TIMEOUT_MAX",
+) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(name, value, f"a number of seconds >= {minimum:g}")
     if not math.isfinite(value) or value < minimum:
         raise _fail(name, value, f"a number of seconds >= {minimum:g}")
+    if value > maximum:
+        raise _fail(name, value, f"at most {maximum:.10g} seconds ({why})")
     return float(value)
 
 
@@ -113,7 +128,12 @@ def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
         cull_frequency=django_count(
             "CULL_FREQUENCY", merged["CULL_FREQUENCY"], minimum=0
         ),
-        busy_timeout=_number("BUSY_TIMEOUT", merged["BUSY_TIMEOUT"]),
+        busy_timeout=_number(
+            "BUSY_TIMEOUT",
+            merged["BUSY_TIMEOUT"],
+            maximum=MAX_BUSY_TIMEOUT,
+            why="SQLite's busy_timeout is at most 2**31-1 milliseconds",
+        ),
         synchronous=synchronous.upper(),
         access_interval=_number("ACCESS_INTERVAL", merged["ACCESS_INTERVAL"]),
         log_retention=_number("CHANGE_LOG_RETENTION", merged["CHANGE_LOG_RETENTION"]),
