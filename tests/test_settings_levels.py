@@ -243,3 +243,50 @@ def test_multilevel_seconds_beyond_threading_timeout_max_are_refused(
             "",
             {"OPTIONS": {"LEVELS": levels, name: threading.TIMEOUT_MAX * 2}},
         )
+
+
+def test_a_levels_own_error_names_its_place_and_the_alias(tmp_path: Path) -> None:
+    """ "SQLiteCache MAX_SIZE: expected a size ..., got '2 GBs'." named neither the
+    level (two SQLiteCache levels here) nor the cache."""
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    sqlite = "django_smartcache.backends.SQLiteCache"
+    levels = [
+        {"BACKEND": SMART},
+        {"BACKEND": sqlite, "LOCATION": str(tmp_path / "mid.sqlite3")},
+        {
+            "BACKEND": sqlite,
+            "LOCATION": str(tmp_path / "low.sqlite3"),
+            "OPTIONS": {"MAX_SIZE": "2 GBs"},
+        },
+    ]
+    config = {
+        "BACKEND": "django_smartcache.backends.MultiLevelCache",
+        "OPTIONS": {"LEVELS": levels},
+    }
+    with (
+        override_settings(CACHES={"default": {"BACKEND": SMART}, "pages": config}),
+        pytest.raises(ImproperlyConfigured) as info,
+    ):
+        caches["pages"]
+    assert str(info.value).startswith(
+        "MultiLevelCache 'pages' OPTIONS['LEVELS'][2] (SQLiteCache): "
+        "SQLiteCache MAX_SIZE: expected a size"
+    )
+    assert isinstance(info.value.__cause__, ImproperlyConfigured)
+    assert str(info.value.__cause__).startswith("SQLiteCache MAX_SIZE")
+    # Built directly (no alias) and with the default levels: the place still.
+    with pytest.raises(ImproperlyConfigured) as info:
+        MultiLevelCache(
+            "", {"OPTIONS": {"LEVELS": [{"BACKEND": SMART, "TIMEOUT": "x"}]}}
+        )
+    assert str(info.value).startswith(
+        "MultiLevelCache OPTIONS['LEVELS'][0] (SmartCache): SmartCache: TIMEOUT"
+    )
+    with pytest.raises(ImproperlyConfigured) as info:
+        MultiLevelCache(":memory:", {})  # the default levels: no LEVELS to name
+    assert str(info.value).startswith(
+        "MultiLevelCache default level L2 (SQLiteCache of LOCATION): "
+        "SQLiteCache LOCATION must be"
+    )

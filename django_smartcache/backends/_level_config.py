@@ -98,6 +98,8 @@ class LevelOptions:
     #: ``default_channel``).
     channel: str | None
     redis_url: Any
+    #: Whether the levels are OPTIONS["LEVELS"] (False: the default levels).
+    listed: bool = True
 
 
 def location_text(location: Any) -> str:
@@ -230,6 +232,7 @@ def parse(location: Any, params: dict[str, Any], outer: type) -> LevelOptions:
         coherence=mode,
         channel=raw.get("CHANNEL"),
         redis_url=options["REDIS_URL"],
+        listed=options["LEVELS"] is not None,
     )
 
 
@@ -427,11 +430,31 @@ def _in_process(cls: type) -> bool:
     return issubclass(cls, SmartCache | LocMemCache)
 
 
+def alias_of(params: dict[str, Any]) -> str | None:
+    """The ``CACHES`` alias whose entry ``params`` were copied from (Django's cache
+    handler passes a shallow copy: the ``OPTIONS`` dict is the entry's own); None
+    when there is none (a cache built directly)."""
+    options = params.get("OPTIONS")
+    if not isinstance(options, Mapping):
+        return None
+    for alias, config in settings.CACHES.items():
+        if isinstance(config, Mapping) and config.get("OPTIONS") is options:
+            return str(alias)
+    return None
+
+
 def build_level(
-    index: int, config: dict[str, Any], name: str, retry: float = 1.0
+    index: int,
+    config: dict[str, Any],
+    name: str,
+    retry: float = 1.0,
+    alias: str | None = None,
+    listed: bool = True,
 ) -> BaseCache:
     """Level ``index`` of the configuration named ``name`` (see ``LevelOptions``);
-    ``retry`` is its ``RETRY_INTERVAL``."""
+    ``retry`` is its ``RETRY_INTERVAL``. A level's ``ImproperlyConfigured`` names its
+    place: ``LEVELS[index]``, or L<n> of the default levels (``listed`` False), and
+    the MultiLevelCache's ``alias`` when known."""
     params = dict(config)
     cls = import_string(params.pop("BACKEND"))
     location = params.pop("LOCATION", "")
@@ -445,7 +468,18 @@ def build_level(
             f":{location}" if location else ""
         )
     params["KEY_FUNCTION"] = _identity_key
-    level: BaseCache = cls(location, params)
+    try:
+        level: BaseCache = cls(location, params)
+    except ImproperlyConfigured as exc:
+        # The level's own message ("SQLiteCache MAX_SIZE: ...") named neither the
+        # level nor the cache: with several levels of one backend, which one?
+        owner = f"MultiLevelCache {alias!r}" if alias else "MultiLevelCache"
+        place = (
+            f"OPTIONS['LEVELS'][{index}] ({cls.__name__})"
+            if listed
+            else f"default level L{index + 1} ({cls.__name__} of LOCATION)"
+        )
+        raise ImproperlyConfigured(f"{owner} {place}: {exc}") from exc
     if type(level).validate_key is BaseCache.validate_key:
         # MultiLevelCache already emitted Django's warnings for this key.
         level.validate_key = _no_validation  # type: ignore[method-assign]

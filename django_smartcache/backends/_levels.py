@@ -95,8 +95,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         self._interval = options.interval
         self._raise = options.raise_errors
         self._name = options.name
+        alias = _level_config.alias_of(params)
         self._levels: list[BaseCache] = [
-            _level_config.build_level(i, config, self._name, options.retry)
+            _level_config.build_level(
+                i, config, self._name, options.retry, alias, options.listed
+            )
             for i, config in enumerate(options.configs)
         ]
         self._labels = [
