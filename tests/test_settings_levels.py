@@ -290,3 +290,37 @@ def test_a_levels_own_error_names_its_place_and_the_alias(tmp_path: Path) -> Non
         "MultiLevelCache default level L2 (SQLiteCache of LOCATION): "
         "SQLiteCache LOCATION must be"
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"REDIS_URL": "redis://127.0.0.1:1/0"}, "OPTIONS['REDIS_URL']"),
+        ({"COHERENCE": "redis"}, "OPTIONS['COHERENCE'] is 'redis'"),
+        ({}, "OPTIONS['COHERENCE'] is 'auto' and the lowest level is Redis"),
+    ],
+)
+def test_a_redis_channel_without_redis_py_is_refused_when_built(
+    options: dict[str, Any],
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without redis-py (no [redis] extra) the cache was built, its listener thread
+    died with ModuleNotFoundError, then every set() raised it after the lower level
+    had been written."""
+    import threading
+
+    monkeypatch.setitem(__import__("sys").modules, "redis", None)
+    lowest = (
+        {"BACKEND": FILE, "LOCATION": str(tmp_path / "f")}
+        if "REDIS_URL" in options
+        else {"BACKEND": REDIS, "LOCATION": "redis://127.0.0.1:1/0"}
+    )
+    levels = [{"BACKEND": SMART}, lowest]
+    before = set(threading.enumerate())
+    with pytest.raises(ImproperlyConfigured) as info:
+        MultiLevelCache("", {"OPTIONS": {"LEVELS": levels, **options}})
+    message = str(info.value)
+    assert named in message and "django-smartcache[redis]" in message
+    assert not [t for t in set(threading.enumerate()) - before if "coherence" in t.name]

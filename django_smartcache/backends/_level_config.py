@@ -602,6 +602,7 @@ def make_coherence(
                 "MultiLevelCache OPTIONS['COHERENCE'] is 'redis' but no Redis URL is known for the "
                 "lowest level: set OPTIONS['REDIS_URL']"
             )
+        _require_redis_py(options)
         if not options.redis_url and refuses_client(lowest):
             # The channel uses the level's connection settings, and a sharded client
             # has none to give: its listener raised NotImplementedError, died and was
@@ -627,6 +628,25 @@ def make_coherence(
         )
     # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
     return _coherence.NoCoherence(l1)
+
+
+def _require_redis_py(options: LevelOptions) -> None:
+    """The channel over Redis needs redis-py: without it the listener thread died with
+    ModuleNotFoundError and every write raised it after the lower level was written."""
+    try:
+        import redis  # noqa: F401
+    except ImportError as exc:
+        if options.redis_url:
+            why = "OPTIONS['REDIS_URL'] is set"
+        elif options.coherence == "redis":
+            why = "OPTIONS['COHERENCE'] is 'redis'"
+        else:
+            why = "OPTIONS['COHERENCE'] is 'auto' and the lowest level is Redis"
+        raise ImproperlyConfigured(
+            f"MultiLevelCache {why}: its coherence channel over Redis needs redis-py, "
+            f'which cannot be imported ({exc}); pip install "django-smartcache[redis]" '
+            f"(or set OPTIONS['COHERENCE'] to 'none')"
+        ) from exc
 
 
 def default_channel(lowest: BaseCache, redis_url: str | None = None) -> str:
