@@ -324,3 +324,52 @@ def test_a_redis_channel_without_redis_py_is_refused_when_built(
     message = str(info.value)
     assert named in message and "django-smartcache[redis]" in message
     assert not [t for t in set(threading.enumerate()) - before if "coherence" in t.name]
+
+
+def test_an_unknown_key_of_an_inline_level_is_refused() -> None:
+    """{"BACKEND": ..., "OPTION": {"MAX_MEMORY": "1KB"}} (a typo of OPTIONS) was
+    accepted and the level built with its defaults."""
+    levels = [
+        {"BACKEND": SMART, "OPTION": {"MAX_MEMORY": "1KB"}},
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    ]
+    with pytest.raises(ImproperlyConfigured) as info:
+        MultiLevelCache("", {"OPTIONS": {"LEVELS": levels}})
+    message = str(info.value)
+    assert "OPTIONS['LEVELS'][0] has unknown key(s) 'OPTION'" in message
+    assert "BACKEND, LOCATION, OPTIONS, TIMEOUT" in message
+    # Django's keys a level keeps are accepted; KEY_PREFIX keeps its own message.
+    levels[0] = {"BACKEND": SMART, "LOCATION": "", "OPTIONS": {}, "TIMEOUT": 5}
+    MultiLevelCache("", {"OPTIONS": {"LEVELS": levels}}).close()
+    levels[0] = {"BACKEND": SMART, "KEY_PREFIX": "x"}
+    with pytest.raises(ImproperlyConfigured, match="sets KEY_PREFIX"):
+        MultiLevelCache("", {"OPTIONS": {"LEVELS": levels}})
+
+
+@pytest.mark.parametrize("name", ["REDIS_URL", "CHANNEL"])
+@pytest.mark.parametrize("coherence", ["sqlite", "auto", "none", "single", "plain"])
+def test_redis_url_or_channel_that_cannot_take_effect_is_refused(
+    name: str, coherence: str, tmp_path: Path
+) -> None:
+    """REDIS_URL and CHANNEL over the default SQLite levels (coherence by the change
+    log) were accepted and silently ignored."""
+    value = "redis://127.0.0.1:1/0" if name == "REDIS_URL" else "mine"
+    options: dict[str, Any] = {name: value}
+    location = str(tmp_path / "c.sqlite3")
+    if coherence in ("sqlite", "none"):
+        options["COHERENCE"] = coherence
+    elif coherence == "single":
+        location = ""
+        options["LEVELS"] = [{"BACKEND": SMART}]
+    elif coherence == "plain":  # a lower level with no channel at all
+        if name == "REDIS_URL":
+            pytest.skip("REDIS_URL gives that level a channel")
+        location = ""
+        options["LEVELS"] = [
+            {"BACKEND": SMART},
+            {"BACKEND": FILE, "LOCATION": str(tmp_path / "f")},
+        ]
+    with pytest.raises(
+        ImproperlyConfigured, match=re.escape(f"OPTIONS['{name}'] has no effect")
+    ):
+        MultiLevelCache(location, {"OPTIONS": options})

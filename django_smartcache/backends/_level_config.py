@@ -78,6 +78,9 @@ _PASSED_TO_L2 = ("MAX_ENTRIES", "CULL_FREQUENCY")
 #: MultiLevelCache entry instead.
 _KEY_OPTIONS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION")
 
+#: The keys of an inline level config (Django's CACHES keys but ``_KEY_OPTIONS``).
+_LEVEL_KEYS = ("BACKEND", "LOCATION", "OPTIONS", "TIMEOUT")
+
 
 @dataclass(frozen=True)
 class LevelOptions:
@@ -294,6 +297,20 @@ def level_configs(location: str, levels: Any, outer: type) -> list[Any]:
                     f"MultiLevelCache's final key unchanged, so set {option} on "
                     f"the MultiLevelCache entry instead"
                 )
+        # An inline config only (an alias's entry is Django's, used on its own too):
+        # a typo ("OPTION") was ignored, and the level built with its defaults.
+        unknown = (
+            sorted(set(config) - set(_LEVEL_KEYS), key=repr)
+            if isinstance(level, dict)
+            else []
+        )
+        if unknown:
+            raise ImproperlyConfigured(
+                f"MultiLevelCache OPTIONS['LEVELS'][{i}] has unknown key(s) "
+                f"{', '.join(map(repr, unknown))}; a level accepts "
+                f"{', '.join(_LEVEL_KEYS)} (set {', '.join(_KEY_OPTIONS)} on the "
+                f"MultiLevelCache entry)"
+            )
         try:
             cls = import_string(backend)
         except ImportError as exc:
@@ -584,6 +601,12 @@ def make_coherence(
     mode = options.coherence
     l1, lowest = levels[0], levels[-1]
     if len(levels) == 1 or mode == "none":
+        _refuse_inert(
+            options,
+            "COHERENCE is 'none'"
+            if mode == "none"
+            else "with a single level there is no channel",
+        )
         return _coherence.NoCoherence(l1)
     has_log = callable(getattr(lowest, "changes_since", None)) and callable(
         getattr(lowest, "change_cursor", None)
@@ -595,6 +618,10 @@ def make_coherence(
                 "MultiLevelCache OPTIONS['COHERENCE'] is 'sqlite' but the lowest level has no "
                 "change_cursor()/changes_since() (use SQLiteCache)"
             )
+        _refuse_inert(
+            options,
+            f"the channel is the SQLite level's change log (COHERENCE {mode!r})",
+        )
         return _coherence.SQLiteChangeLog(l1, lowest, options.interval)
     if mode == "redis" or (mode == "auto" and url):
         if not url:
@@ -627,7 +654,27 @@ def make_coherence(
             level=None if options.redis_url else lowest,
         )
     # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
+    _refuse_inert(options, "the lowest level has neither a change log nor a Redis URL")
     return _coherence.NoCoherence(l1)
+
+
+def _refuse_inert(options: LevelOptions, why: str) -> None:
+    """REDIS_URL and CHANNEL configure the channel over Redis only: given when the
+    channel is another, they were accepted and silently ignored."""
+    given = [
+        name
+        for name, value in (
+            ("REDIS_URL", options.redis_url),
+            ("CHANNEL", options.channel),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ImproperlyConfigured(
+            f"MultiLevelCache OPTIONS['{given[0]}'] has no effect: it configures the "
+            f"coherence channel over Redis, and {why}; remove it (or set "
+            f"OPTIONS['COHERENCE'] to 'redis' to use Redis pub/sub)"
+        )
 
 
 def _require_redis_py(options: LevelOptions) -> None:
