@@ -1,5 +1,6 @@
 """System checks: the ``SMARTCACHE`` setting (``smartcache.E010``), the SQLite files
-in ``CACHES`` (``smartcache.W040``, ``W041``) and Redis replicas below an L1 (``W042``)."""
+in ``CACHES`` (``smartcache.W040``, ``W041``), Redis replicas below an L1 (``W042``)
+and MultiLevelCache levels that share nothing between processes (``W043``, ``W044``)."""
 
 from __future__ import annotations
 
@@ -186,6 +187,84 @@ def check_redis_replicas_below_l1(
                     "accept a staleness bound of the replicas' lag plus L1_MAX_TTL "
                     "(docs/multilevel.md, Faults).",
                     id="smartcache.W042",
+                )
+            )
+    return messages
+
+
+def _multilevel_levels() -> list[tuple[str, Mapping[str, Any], list[Any]]]:
+    """(alias, config, LEVELS) of every MultiLevelCache that lists its levels (a
+    list); a malformed entry is skipped here: the backend itself names what is wrong."""
+    found = []
+    for alias, config in settings.CACHES.items():
+        if not isinstance(config, Mapping) or not str(
+            config.get("BACKEND", "")
+        ).endswith("MultiLevelCache"):
+            continue
+        levels = _levels_option(config)
+        if isinstance(levels, list | tuple) and levels:
+            found.append((alias, config, list(levels)))
+    return found
+
+
+@register(Tags.caches)
+def check_multilevel_location_with_levels(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """``LOCATION`` names the SQLite file of the default levels only: given with
+    ``LEVELS`` (say to size L1 with an inline SmartCache level) it is ignored, and the
+    SQLite level the user meant is not there."""
+    messages: list[CheckMessage] = []
+    for alias, config, _levels in _multilevel_levels():
+        location = config.get("LOCATION")
+        if location:
+            messages.append(
+                Warning(
+                    f"Cache {alias!r} sets both LOCATION ({location!r}) and "
+                    "OPTIONS['LEVELS']: LOCATION is then not used (no SQLite file is "
+                    "opened there).",
+                    hint="List the SQLite level in LEVELS ({'BACKEND': "
+                    "'django_smartcache.backends.SQLiteCache', 'LOCATION': ...}) and "
+                    "remove LOCATION (docs/multilevel.md).",
+                    id="smartcache.W043",
+                )
+            )
+    return messages
+
+
+@register(Tags.caches)
+def check_multilevel_has_a_shared_level(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A MultiLevelCache whose levels are all in-process (one SmartCache level) is a
+    cache of each process's own: a write in one worker is never seen by another."""
+    from django.utils.module_loading import import_string
+
+    from .backends._level_config import _in_process
+
+    messages: list[CheckMessage] = []
+    for alias, _config, levels in _multilevel_levels():
+        in_process = []
+        for level in levels:
+            if isinstance(level, str):
+                level = settings.CACHES.get(level)
+            backend = level.get("BACKEND") if isinstance(level, Mapping) else None
+            try:
+                cls = import_string(backend) if isinstance(backend, str) else None
+            except ImportError:
+                cls = None
+            in_process.append(isinstance(cls, type) and _in_process(cls))
+        if all(in_process):
+            messages.append(
+                Warning(
+                    f"No level of cache {alias!r} is shared between processes "
+                    f"(OPTIONS['LEVELS'] lists {len(levels)} in-process "
+                    f"cache{'s' if len(levels) > 1 else ''}): each process has a "
+                    "cache of its own, and a write in one is never seen by another.",
+                    hint="List a shared level below L1 (a SQLiteCache file or "
+                    "Redis), or use SmartCache itself if a per-process cache is "
+                    "meant (docs/multilevel.md).",
+                    id="smartcache.W044",
                 )
             )
     return messages

@@ -281,3 +281,64 @@ def test_a_redis_level_listing_replicas_below_an_l1_is_warned_about() -> None:
     assert ["'listed'" in messages[0].msg, "'string'" in messages[1].msg] == [True] * 2
     assert "'by_alias'" in messages[2].msg
     assert "'valkey'" in messages[3].msg
+
+
+def test_a_multilevel_cache_sharing_nothing_between_processes_is_warned_about(
+    tmp_path: Any,
+) -> None:
+    """LOCATION with a one-level LEVELS (sizing L1 with an inline SmartCache level,
+    as docs/multilevel.md suggests) silently gave each process a private cache: the
+    SQLite file at LOCATION was never opened, a write in one worker never seen by
+    another."""
+    from django_smartcache.checks import (
+        check_multilevel_has_a_shared_level,
+        check_multilevel_location_with_levels,
+    )
+
+    multi = "django_smartcache.backends.MultiLevelCache"
+    smart = {
+        "BACKEND": "django_smartcache.backends.SmartCache",
+        "OPTIONS": {"MAX_MEMORY": "128MB"},
+    }
+    sqlite = {
+        "BACKEND": "django_smartcache.backends.SQLiteCache",
+        "LOCATION": str(tmp_path / "l2.sqlite3"),
+    }
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "dropped": {  # both: LOCATION ignored, and one in-process level
+            "BACKEND": multi,
+            "LOCATION": str(tmp_path / "cache.sqlite3"),
+            "OPTIONS": {"LEVELS": [smart]},
+        },
+        "located": {  # LOCATION ignored, but a shared level
+            "BACKEND": multi,
+            "LOCATION": tmp_path / "other.sqlite3",
+            "OPTIONS": {"LEVELS": [smart, sqlite]},
+        },
+        "private": {"BACKEND": multi, "OPTIONS": {"LEVELS": [smart, "default"]}},
+        "fine": {
+            "BACKEND": multi,
+            "LOCATION": "",
+            "OPTIONS": {"LEVELS": [smart, sqlite]},
+        },
+        "defaults": {"BACKEND": multi, "LOCATION": str(tmp_path / "d.sqlite3")},
+        "malformed": {"BACKEND": multi, "LOCATION": "x", "OPTIONS": {"LEVELS": "x"}},
+        "unknown": {
+            "BACKEND": multi,
+            "OPTIONS": {"LEVELS": [smart, {"BACKEND": "no.Such"}]},
+        },
+    }
+    with override_settings(CACHES=caches):
+        ignored = check_multilevel_location_with_levels()
+        private = check_multilevel_has_a_shared_level()
+    assert [(m.id, m.msg.split("'")[1]) for m in ignored] == [
+        ("smartcache.W043", "dropped"),
+        ("smartcache.W043", "located"),
+    ]
+    assert [(m.id, m.msg.split("'")[1]) for m in private] == [
+        ("smartcache.W044", "dropped"),
+        ("smartcache.W044", "private"),
+    ]
+    assert "LOCATION is then not used" in ignored[0].msg
+    assert "a write in one is never seen by another" in private[0].msg
