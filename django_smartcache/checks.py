@@ -1,6 +1,7 @@
 """System checks: the ``SMARTCACHE`` setting (``smartcache.E010``), the SQLite files
 in ``CACHES`` (``smartcache.W040``, ``W041``), Redis replicas below an L1 (``W042``)
-and MultiLevelCache levels that share nothing between processes (``W043``, ``W044``)."""
+MultiLevelCache levels that share nothing between processes (``W043``, ``W044``) and
+aliases that give one SQLite file different budgets (``W045``)."""
 
 from __future__ import annotations
 
@@ -267,4 +268,122 @@ def check_multilevel_has_a_shared_level(
                     id="smartcache.W044",
                 )
             )
+    return messages
+
+
+#: The SQLiteCache options every alias on a file enforces on the whole file.
+_FILE_BUDGET = (
+    "MAX_SIZE",
+    "MAX_ENTRIES",
+    "CULL_FREQUENCY",
+    "CHANGE_LOG_RETENTION",
+    "CHANGE_LOG_MAX_ROWS",
+)
+
+
+def _budget(options: Any) -> dict[str, Any]:
+    """The file budget ``OPTIONS`` give a SQLite file, as the backend reads it (the
+    defaults filled in; ``"1GB"`` and ``1073741824`` alike); a value the backend
+    would refuse is kept as written (it names it itself)."""
+    from .backends._sqlite_options import DEFAULTS
+    from .backends.base import django_int
+    from .core.sizing import parse_size
+
+    given = options if isinstance(options, Mapping) else {}
+    budget: dict[str, Any] = {}
+    for name in _FILE_BUDGET:
+        value = given.get(name, DEFAULTS[name])
+        if name == "MAX_SIZE":
+            try:
+                value = parse_size(value)
+            except (TypeError, ValueError):
+                pass
+        elif name in ("MAX_ENTRIES", "CULL_FREQUENCY") and value is not None:
+            number = django_int(value)
+            value = value if number is None else number
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            value = float(value)  # seconds, rows: 60 and 60.0 alike
+        budget[name] = value
+    return budget
+
+
+def _sqlite_files() -> list[tuple[str, str, dict[str, Any]]]:
+    """(who, real path, budget) of every SQLite file in ``CACHES``, as
+    ``_sqlite_locations`` finds them; ``who`` is the alias, with ``LEVELS[i]`` for an
+    inline level. Paths resolved as the backends compare them (``realpath``)."""
+    from .backends._level_config import _PASSED_TO_L2
+
+    found: list[tuple[str, Any, Any]] = []
+    for alias, config in settings.CACHES.items():
+        if not isinstance(config, Mapping):
+            continue
+        backend = str(config.get("BACKEND", ""))
+        options = config.get("OPTIONS")
+        if backend.endswith("SQLiteCache"):
+            found.append((repr(alias), config.get("LOCATION"), options))
+        elif backend.endswith("MultiLevelCache"):
+            levels = _levels_option(config)
+            if levels is None:  # the default L2: MAX_ENTRIES/CULL_FREQUENCY passed on
+                passed = options if isinstance(options, Mapping) else {}
+                l2 = {k: passed[k] for k in _PASSED_TO_L2 if k in passed}
+                found.append((repr(alias), config.get("LOCATION"), l2))
+                continue
+            for index, level in enumerate(
+                levels if isinstance(levels, list | tuple) else ()
+            ):
+                if isinstance(level, Mapping) and str(
+                    level.get("BACKEND", "")
+                ).endswith("SQLiteCache"):
+                    found.append(
+                        (
+                            f"{alias!r} (LEVELS[{index}])",
+                            level.get("LOCATION"),
+                            level.get("OPTIONS"),
+                        )
+                    )
+    files = []
+    for who, location, options in found:
+        if isinstance(location, os.PathLike):
+            location = os.fspath(location)
+        if isinstance(location, str) and location and location != ":memory:":
+            files.append((who, os.path.realpath(location), _budget(options)))
+    return files
+
+
+@register(Tags.caches)
+def check_sqlite_file_budgets_agree(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Aliases on one SQLite file share one budget: each evicts the whole file down to
+    its own ``MAX_SIZE``/``MAX_ENTRIES`` (and prunes the change log by its own
+    retention), so the strictest governs every alias's entries: a sessions alias with
+    ``MAX_SIZE`` 1MB on a MultiLevelCache's file evicted its pages, the
+    MultiLevelCache's ``MAX_ENTRIES`` evicted the sessions."""
+    by_file: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for who, path, budget in _sqlite_files():
+        by_file.setdefault(path, []).append((who, budget))
+    messages: list[CheckMessage] = []
+    for path, users in by_file.items():
+        differing = [
+            name
+            for name in _FILE_BUDGET
+            if len({repr(budget[name]) for _, budget in users}) > 1
+        ]
+        if not differing:
+            continue
+        detail = "; ".join(
+            f"{name}: " + ", ".join(f"{who} {budget[name]!r}" for who, budget in users)
+            for name in differing
+        )
+        messages.append(
+            Warning(
+                f"Caches {', '.join(who for who, _ in users)} share the SQLite file "
+                f"{path!r} with different budgets ({detail}): each evicts the whole "
+                "file down to its own, so the strictest governs all of them.",
+                hint="Give them the same budget, or each a file of its own (sessions: "
+                "a SQLiteCache alias with its own file). See docs/sqlite.md, Size "
+                "budget and eviction.",
+                id="smartcache.W045",
+            )
+        )
     return messages

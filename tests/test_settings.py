@@ -3,6 +3,7 @@ is refused by name, at start-up (``AppConfig.ready()``) and by ``manage.py check
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -342,3 +343,55 @@ def test_a_multilevel_cache_sharing_nothing_between_processes_is_warned_about(
     ]
     assert "LOCATION is then not used" in ignored[0].msg
     assert "a write in one is never seen by another" in private[0].msg
+
+
+def test_aliases_giving_one_sqlite_file_different_budgets_are_warned_about(
+    tmp_path: Any,
+) -> None:
+    """Each alias on a file evicts the whole file down to its own budget: a sessions
+    alias with MAX_SIZE 1MB on the MultiLevelCache's file evicted its pages, and the
+    MultiLevelCache's MAX_ENTRIES evicted every session. Nothing flagged it."""
+    from django_smartcache.checks import check_sqlite_file_budgets_agree
+
+    multi = "django_smartcache.backends.MultiLevelCache"
+    sqlite = "django_smartcache.backends.SQLiteCache"
+    shared = tmp_path / "shared.sqlite3"
+    (tmp_path / "sub").mkdir()
+    caches = {
+        "default": {"BACKEND": multi, "LOCATION": str(shared)},  # L2: 1GB
+        "sessions": {  # the same file, spelled another way
+            "BACKEND": sqlite,
+            "LOCATION": str(tmp_path / "sub" / ".." / "shared.sqlite3"),
+            "OPTIONS": {"MAX_SIZE": "1MB"},
+        },
+        "pages": {
+            "BACKEND": multi,
+            "LOCATION": tmp_path / "pages.sqlite3",
+            "OPTIONS": {"MAX_ENTRIES": 1000},
+        },
+        "pages_too": {
+            "BACKEND": multi,
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": "django_smartcache.backends.SmartCache"},
+                    {"BACKEND": sqlite, "LOCATION": str(tmp_path / "pages.sqlite3")},
+                ]
+            },
+        },
+        # Agreeing budgets, however spelled: no warning.
+        "a": {"BACKEND": sqlite, "LOCATION": str(tmp_path / "ok.sqlite3")},
+        "b": {
+            "BACKEND": sqlite,
+            "LOCATION": str(tmp_path / "ok.sqlite3"),
+            "OPTIONS": {"MAX_SIZE": 2**30, "CULL_FREQUENCY": "3"},
+        },
+        "c": {"BACKEND": sqlite, "LOCATION": str(tmp_path / "own.sqlite3")},
+    }
+    with override_settings(CACHES=caches):
+        messages = check_sqlite_file_budgets_agree()
+    assert [m.id for m in messages] == ["smartcache.W045"] * 2
+    first, second = (m.msg for m in messages)
+    assert "'default', 'sessions'" in first and "MAX_SIZE" in first
+    assert os.path.realpath(shared) in first and "MAX_ENTRIES" not in first
+    assert "'pages', 'pages_too' (LEVELS[1])" in second
+    assert "MAX_ENTRIES: 'pages' 1000, 'pages_too' (LEVELS[1]) None" in second
