@@ -373,3 +373,21 @@ def test_redis_url_or_channel_that_cannot_take_effect_is_refused(
         ImproperlyConfigured, match=re.escape(f"OPTIONS['{name}'] has no effect")
     ):
         MultiLevelCache(location, {"OPTIONS": options})
+
+
+def test_a_sqlite_budget_below_the_smallest_entry_is_refused(tmp_path: Path) -> None:
+    """As SmartCache refuses a MAX_MEMORY below its smallest entry: MAX_SIZE 1 was
+    accepted and the cache stored nothing. 512 bytes holds small entries (64 bytes of
+    overhead each, not SmartCache's 1024): accepted (docs/sqlite.md)."""
+    from django_smartcache.backends._sqlite_options import SMALLEST_ENTRY
+
+    location = str(tmp_path / "c.sqlite3")
+    assert SMALLEST_ENTRY == 68
+    for size in (1, 67):
+        with pytest.raises(ImproperlyConfigured, match="at least 68 bytes") as info:
+            SQLiteCache(location, {"OPTIONS": {"MAX_SIZE": size}})
+        assert "SQLiteCache MAX_SIZE" in str(info.value)
+    cache = SQLiteCache(location, {"OPTIONS": {"MAX_SIZE": 512}})
+    cache.set("k", 1)
+    assert cache.get("k") == 1
+    cache.close()

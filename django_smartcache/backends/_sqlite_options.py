@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,12 @@ def _fail(name: str, value: object, expected: str) -> ImproperlyConfigured:
         f"SQLiteCache {name} must be {expected}, got {value!r}."
     )
 
+
+#: Bytes charged per entry besides its key and value: row header, index entries.
+ENTRY_OVERHEAD = 64
+#: The accounted size of the smallest entry: an empty key (a KEY_FUNCTION may make
+#: one) and the shortest pickle (``None``), as values are pickled.
+SMALLEST_ENTRY = ENTRY_OVERHEAD + len(pickle.dumps(None, pickle.HIGHEST_PROTOCOL))
 
 #: The longest BUSY_TIMEOUT: SQLite's busy_timeout is an int of milliseconds, and a
 #: larger number is read as 0 (no wait at all: "database is locked" at once).
@@ -109,8 +116,15 @@ def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
         max_size = parse_size(merged["MAX_SIZE"])
     except ValueError as exc:
         raise ImproperlyConfigured(f"SQLiteCache MAX_SIZE: {exc}.") from None
-    if max_size < 1:
-        raise _fail("MAX_SIZE", merged["MAX_SIZE"], "a positive size in bytes")
+    if max_size < SMALLEST_ENTRY:
+        # As SmartCache's MAX_MEMORY: a budget below the smallest entry stores nothing.
+        raise _fail(
+            "MAX_SIZE",
+            merged["MAX_SIZE"],
+            f"at least {SMALLEST_ENTRY} bytes, the smallest entry (an empty key and "
+            f"None: every entry is accounted as its key, its value and an overhead of "
+            f"{ENTRY_OVERHEAD} bytes)",
+        )
     max_entries = merged["MAX_ENTRIES"]
     if max_entries is not None:
         max_entries = django_count("MAX_ENTRIES", max_entries, minimum=1)

@@ -38,15 +38,13 @@ from ._sqlite_budget import BudgetMixin
 from ._sqlite_changes import ChangeCursor, ChangeLogMixin
 from ._sqlite_connection import ConnectionMixin, gated, state_for
 from ._sqlite_file import is_busy
-from ._sqlite_options import parse
+from ._sqlite_options import ENTRY_OVERHEAD, parse
 from .base import SingleFlightMixin, SmartCacheKeyMixin, ThreadedIncrMixin, dumps
 
 __all__ = ["BaseSQLiteCache", "ChangeCursor", "SQLiteCache"]
 
 logger = logging.getLogger("django_smartcache.sqlite")
 
-#: Bytes charged per entry besides its key and value: row header, index entries.
-ENTRY_OVERHEAD = 64
 #: SQLite's default limit on a string or blob (``SQLITE_MAX_LENGTH``), below the default
 #: MAX_SIZE of 1 GiB: a larger value is refused as too large, as one over MAX_SIZE is
 #: (SQLite raised ``DataError`` for it, which a MultiLevelCache took for an outage).
