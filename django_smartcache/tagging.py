@@ -831,12 +831,14 @@ def tagging_caches(
         explicit = True
     out = []
     for alias in aliases:
-        if (
-            skip_unmade_files
-            and getattr(caches._connections, alias, None) is None  # not built here
-            and _sqlite_file_not_made(settings.CACHES.get(alias))
-        ):
-            continue  # nothing cached there, and building it would make the file
+        if skip_unmade_files:
+            built = getattr(caches._connections, alias, None)
+            if (
+                _sqlite_file_not_made(settings.CACHES.get(alias))
+                if built is None
+                else _store_not_made(built)
+            ):
+                continue  # nothing cached there, and using it would make the file
         try:
             cache = caches[alias]
         except Exception as exc:
@@ -893,6 +895,27 @@ def invalidate_after_schema_change(*tags: str, reason: str, db: str | None) -> N
                 alias,
                 alias,
             )
+
+
+def _store_not_made(cache: Any) -> bool:
+    """:func:`_sqlite_file_not_made` for a cache already built in this thread (Django's
+    system checks build every alias, ``migrate`` runs them first): its SQLite file
+    does not exist, and a MultiLevelCache's L1 holds nothing either (written while
+    that file could not be made, it must be invalidated)."""
+    from .backends.sqlite import BaseSQLiteCache
+
+    if isinstance(cache, BaseSQLiteCache):
+        return not os.path.exists(cache._path)
+    levels = getattr(cache, "levels", None)
+    if not isinstance(levels, tuple) or len(levels) < 2:
+        return False
+    lowest, store = levels[-1], getattr(levels[0], "_store", None)
+    return (
+        isinstance(lowest, BaseSQLiteCache)
+        and not os.path.exists(lowest._path)
+        and store is not None
+        and len(store) == 0
+    )
 
 
 def _sqlite_file_not_made(config: Any, depth: int = 0) -> bool:

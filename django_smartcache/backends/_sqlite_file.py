@@ -301,7 +301,7 @@ def open_lock(path: str) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
         yield
         return
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -482,14 +482,36 @@ def _statements(script: str) -> Iterator[str]:
 
 
 def _make_dirs(directory: str) -> list[str]:
-    """``os.makedirs(directory)``: the directories it created, outermost first."""
+    """``os.makedirs(directory)``, each directory it creates private (0700, as
+    Django's FileBasedCache makes its own): the directories created, outermost first."""
     missing = []
     current = directory
     while not os.path.isdir(current) and os.path.dirname(current) != current:
         missing.append(current)
         current = os.path.dirname(current)
-    os.makedirs(directory, exist_ok=True)
+    for name in reversed(missing):
+        try:
+            os.mkdir(name, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(name):
+                raise
     return missing[::-1]
+
+
+def _make_private(path: str, had: tuple[int | None, bool]) -> None:
+    """A new cache file (and its ``-wal``, ``-shm``) readable by its owner only (0600,
+    as FileBasedCache's files): it holds pickles (sessions, pages), which any local
+    user could read at SQLite's 0644; SQLite gives the journals it creates later the
+    database file's mode. A file that existed keeps its mode."""
+    if _inode(path) == had[0]:
+        return
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            os.chmod(name, 0o600)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.warning("SQLiteCache: could not make %s private: %s", name, exc)
 
 
 def _inode(path: str) -> int | None:
@@ -621,6 +643,7 @@ def prepare(path: str, busy_timeout: float) -> None:
                     ) from exc
                 quarantine(path, str(exc))
                 _install(path, busy_timeout)
+            _make_private(path, had)
             _give_to_owner(path, made, had)
             check_writable(path)
     except ForeignDatabaseError as exc:

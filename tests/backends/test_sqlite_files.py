@@ -560,3 +560,33 @@ def _files_go_to_their_owner(tmp_path, worker):
     own.mkdir()
     SQLiteCache(str(own / "c.sqlite3"), {}).set("k", 1)
     assert (own / "c.sqlite3").stat().st_uid == 0
+
+
+def test_what_the_cache_creates_is_private_to_its_user(tmp_path):
+    """An outside probe: the file (pickles: sessions, pages), its -wal and -shm were
+    created 0644, readable by any local user. Directories it creates are 0700 and
+    files 0600 now, as Django's FileBasedCache makes them; a file that existed keeps
+    its mode."""
+    import stat
+
+    path = tmp_path / "a" / "b" / "c.sqlite3"
+    cache = SQLiteCache(str(path), {})
+    cache.set("k", 1)
+    try:
+        for made, mode in (
+            (tmp_path / "a", 0o700),
+            (tmp_path / "a" / "b", 0o700),
+            (path, 0o600),
+            (path.with_name("c.sqlite3-wal"), 0o600),
+            (path.with_name("c.sqlite3-shm"), 0o600),
+            (path.with_name("c.sqlite3.lock"), 0o600),
+        ):
+            assert stat.S_IMODE(made.stat().st_mode) == mode, made
+    finally:
+        cache.close()
+    kept = tmp_path / "kept.sqlite3"
+    SQLiteCache(str(kept), {}).set("k", 1)
+    os.chmod(kept, 0o640)
+    other = SQLiteCache(str(kept), {"OPTIONS": {"BUSY_TIMEOUT": 1}})
+    other.set("k", 2)
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640
