@@ -53,7 +53,7 @@ class ChangeLogMixin:
         if head is None:
             (head,) = conn.execute(sql.LOG_FLOOR).fetchone()
         # As a changes_since answer ending at ``head``: see its own-changes rule.
-        state.seen = (version, conn.total_changes, int(head), state.epoch)
+        state.seen = (version, conn.total_changes, int(head))
         return ChangeCursor(int(head), state.file)
 
     def changes_since(
@@ -77,26 +77,23 @@ class ChangeLogMixin:
         file = state.file
         other_file = getattr(cursor, "file", file) != file
         (version,) = conn.execute("PRAGMA data_version").fetchone()
-        epoch = state.epoch
         mark = (version, conn.total_changes, cursor)
         seen = state.seen
-        if seen is not None and seen[:3] == mark and not other_file:
+        if seen == mark and not other_file:
             return ChangeCursor(cursor, file), []
         if (
             skip_own
             and seen is not None
             and seen[0] == version
             and seen[2] == cursor
-            and seen[3] == epoch
             and not other_file
         ):
             # No other connection committed since this one's last answer, which ended
-            # at ``cursor``, and no other instance of the file used this connection
-            # (its thread's, shared): every change after it is this connection's own,
-            # made through the caller (whose L1 has them). Nothing to drop: the new head.
+            # at ``cursor``: every change after it is this connection's own, made
+            # through the caller (whose L1 has them). Nothing to drop: the new head.
             (last,) = conn.execute(sql.LOG_HEAD).fetchone()
             head = max(int(last or 0), int(cursor))
-            state.seen = (version, conn.total_changes, head, epoch)
+            state.seen = (version, conn.total_changes, head)
             return ChangeCursor(head, file), []
         conn.execute("BEGIN")  # one snapshot for the floor, the head and the rows
         try:
@@ -130,5 +127,5 @@ class ChangeLogMixin:
             conn.execute("COMMIT")
         if keys:
             keys = list(dict.fromkeys(keys))
-        state.seen = (version, conn.total_changes, head, epoch)
+        state.seen = (version, conn.total_changes, head)
         return ChangeCursor(head, file), keys

@@ -1,18 +1,12 @@
 """Per-thread connections to a SQLiteCache file.
 
-One connection per thread and file (its path, busy_timeout and synchronous), shared by
-every cache instance of that file in the thread (Django builds an instance per request
-context: under ASGI, per concurrent request), opened lazily; reopened in a forked child
+One connection per thread and file, opened lazily; reopened in a forked child
 (connections must not cross a fork) and in every thread of a process once one of them
 finds that ``LOCATION`` names another file (moved aside as damaged, or deleted and
 recreated, by another process). Opening creates and checks the file once per process.
 When a thread's state goes (the thread ended, or the cache instance was dropped), its
 connection waits in a small per-process pool for the next thread that opens the same
 file: a server with a thread per request (ASGI, threaded runserver) reuses them.
-A thread that runs sync code for an event loop (asgiref's ``sync_to_async``: Django's
-per-request thread under ASGI, or its one thread-sensitive thread) hands its connections
-to that pool as soon as it is out of SQLite: a request awaiting something else holds
-none, so connections are bounded by the calls inside SQLite at once, not the requests.
 """
 
 from __future__ import annotations
@@ -28,7 +22,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from asgiref.sync import SyncToAsync
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
@@ -110,9 +103,6 @@ def gated(method: Callable[..., _T]) -> Callable[..., _T]:
                 _inside.remove(me)
             except ValueError:  # (a child forked, unquiet, from inside this call)
                 pass
-            # Out of SQLite: an event loop's thread hands its connections back.
-            if me in _lending and me not in _inside:
-                _hand_back(me)
 
     return run
 
@@ -175,9 +165,6 @@ def _after_fork() -> None:
     _pool.clear()
     _live.clear()
     _held.clear()
-    _lending.clear()
-    _lent.clear()
-    _retired.clear()
     if not _quiet_fork:
         logger.warning(
             "SQLiteCache: this process was forked while a thread of its parent was "
@@ -398,8 +385,6 @@ class _Closer:
 
     __slots__ = ("conn", "file", "generation", "json", "key", "pid")
 
-    conn: sqlite3.Connection | None
-
     def __init__(
         self,
         conn: sqlite3.Connection,
@@ -416,19 +401,11 @@ class _Closer:
         self.json = json
 
     def __del__(self) -> None:
-        self.release()
-
-    def release(self) -> None:
-        """Pool or close the connection, once: when the thread's state goes, or from
-        its own thread when it hands its connections back (``_hand_back``)."""
         # Never in a forked child: an inherited connection is closed after the fork
         # (or kept as an orphan when the fork could not wait for the calls inside).
         # Never a lock here: this may run at any point, in any thread.
         try:
             conn, pid = self.conn, self.pid
-            if conn is None:
-                return  # handed back already
-            self.conn = None
             _held.discard(conn)  # now ours to pool or close
             if pid != os.getpid():
                 return
@@ -454,33 +431,18 @@ class _Closer:
 
 
 class ThreadState(threading.local):
-    """A thread's connection to one file, shared by every cache instance of that file
-    (:func:`state_for`): per instance, each of the instances Django builds per request
-    context under ASGI held its own connection (two descriptors) as long as it lived,
-    300 concurrent requests 300 connections, though their calls all ran in one thread."""
-
     #: (connection, ``monotonic()`` time of the next check that LOCATION still names
-    #: ``file``, generation it was opened in, token of the instance that used it last):
-    #: one tuple, because the hot path pays ~50 ns per attribute read of a
-    #: ``threading.local``.
-    live: tuple[sqlite3.Connection | None, float, int, object] = (
-        None,
-        0.0,
-        -1,
-        None,
-    )
-    #: Counts the times another instance took the connection over (``_reconnect``):
-    #: ``changes_since(skip_own=True)`` counts as its caller's only the commits made
-    #: while no other instance used the connection.
-    epoch = 0
+    #: ``file``, generation it was opened in): one tuple, because the hot path pays
+    #: ~50 ns per attribute read of a ``threading.local``.
+    live: tuple[sqlite3.Connection | None, float, int] = (None, 0.0, -1)
     #: The process that opened the connection (one inherited through fork is left).
     pid = -1
     #: Identity of the file the connection is on (stat before connecting: never newer).
     file: FileId | None = None
     #: key -> time of a read not yet written to ``accessed``.
     pending: dict[str, float]
-    #: (data_version, total_changes, cursor, epoch) of the last ``changes_since`` answer.
-    seen: tuple[int, int, int, int] | None = None
+    #: (data_version, total_changes, cursor) of the last ``changes_since`` answer.
+    seen: tuple[int, int, int] | None = None
     #: Whether the connection has ``json_each`` (``get_many`` in one statement).
     json = False
     #: Closes the connection when this thread's state goes.
@@ -496,70 +458,7 @@ class ThreadState(threading.local):
     @conn.setter
     def conn(self, conn: sqlite3.Connection | None) -> None:
         # Only ever set to None from outside _open: the next use reopens.
-        self.live = (conn, 0.0, -1, None)
-
-
-#: The thread states, one per (path, busy_timeout, synchronous): every instance of a
-#: file shares its thread's connection (``dict.setdefault`` is atomic under the GIL).
-_states: dict[PoolKey, ThreadState] = {}
-
-
-def state_for(key: PoolKey) -> ThreadState:
-    """The per-thread connection state of every cache instance on ``key``'s file."""
-    state = _states.get(key)
-    if state is None:
-        state = _states.setdefault(key, ThreadState())
-    return state
-
-
-#: Threads that hand their connections back when they leave SQLite: those running sync
-#: code for an event loop (``sync_to_async``). Django's ASGI handler runs each
-#: request's sync code in a thread of its own that lives as long as the request, even
-#: while its view awaits something else: 300 such requests held 300 connections (600
-#: descriptors) until they ended. Other threads keep theirs (the hot path: a get is
-#: ~6 us, and handing back and taking again would add ~0.5 us to every call).
-_lending: set[int] = set()
-#: Thread -> the states whose connection it holds now (a lending thread).
-_lent: dict[int, list[ThreadState]] = {}
-#: Thread -> connections it replaced while inside a call within a call: the outer call
-#: may still use one, so it is closed when the thread is out of SQLite (next ``_open``
-#: or hand-back), never under its user.
-_retired: dict[int, list[sqlite3.Connection]] = {}
-
-
-def _nested() -> bool:
-    """Whether the calling thread is in a SQLite call within another one."""
-    return _inside.count(_get_ident()) > 1
-
-
-def _close_retired(me: int) -> None:
-    for conn in _retired.pop(me, ()):
-        _live.discard(conn)
-        _close_quietly(conn)
-
-
-def _retire(conn: sqlite3.Connection, state: ThreadState) -> None:
-    """Leave ``conn`` (this thread's, being replaced): closed now, or when the thread
-    is out of SQLite if an outer call of the thread may still be using it."""
-    closer, state.closer = state.closer, None
-    if closer is not None:
-        closer.conn = None  # ours: neither pooled nor closed by the closer
-        _held.discard(conn)
-    if _nested():
-        _retired.setdefault(_get_ident(), []).append(conn)
-    else:
-        conn.close()
-
-
-def _hand_back(me: int) -> None:
-    """Out of SQLite, a lending thread's connections go to the pool (or are closed)."""
-    for state in _lent.pop(me, ()):
-        closer, state.closer = state.closer, None
-        state.live = (None, 0.0, -1, None)
-        if closer is not None:
-            closer.release()
-    if me in _retired:
-        _close_retired(me)
+        self.live = (conn, 0.0, -1)
 
 
 def has_json(conn: sqlite3.Connection) -> bool:
@@ -574,14 +473,12 @@ def has_json(conn: sqlite3.Connection) -> bool:
 class ConnectionMixin:
     """The cache's connection for the calling thread: ``_connection()`` on the hot path.
 
-    Needs ``_path`` (absolute LOCATION), ``_options``, ``_state`` (its file's
-    ``ThreadState``, from :func:`state_for`) and ``_token`` (an object of its own).
+    Needs ``_path`` (absolute LOCATION), ``_options`` and ``_state`` (a ``ThreadState``).
     """
 
     _path: str
     _options: SQLiteOptions
     _state: ThreadState
-    _token: object
     #: ``monotonic()`` time after which a write looks at the WAL's size again.
     _wal_check_at = 0.0
 
@@ -591,12 +488,8 @@ class ConnectionMixin:
         return self._path
 
     def _connection(self) -> sqlite3.Connection:
-        conn, check_at, generation, user = self._state.live
-        if (
-            user is self._token
-            and generation == _generation
-            and _monotonic() < check_at
-        ):
+        conn, check_at, generation = self._state.live
+        if generation == _generation and _monotonic() < check_at:
             return conn  # type: ignore[return-value]  # generation -1 when None
         return self._reconnect(self._state)
 
@@ -612,16 +505,7 @@ class ConnectionMixin:
         creating a fresh file if there is none. Without it, a process that never met
         the damage kept using the old file forever, invisible to the others.
         """
-        conn, check_at, generation, user = state.live
-        if conn is not None and user is not self._token:
-            # Another instance of the file used it since: its commits are not ours.
-            state.epoch += 1
-            state.live = (conn, check_at, generation, self._token)
-        if conn is not None and state.pid == os.getpid() and _nested():
-            # A call within a call of this thread (a default computed, a receiver, an
-            # unpickling that reads the cache): the outer call uses this connection,
-            # and may be inside a transaction; no check or reopening under it.
-            return conn
+        conn, check_at, generation = state.live
         if conn is not None and generation == _generation:
             now = _monotonic()
             if not force_check and now < check_at:
@@ -631,7 +515,7 @@ class ConnectionMixin:
             except OSError:  # cannot tell (no permission on the directory?): keep it
                 same = True
             if same:
-                state.live = (conn, now + FILE_CHECK_INTERVAL, generation, self._token)
+                state.live = (conn, now + FILE_CHECK_INTERVAL, generation)
                 return conn
             logger.warning(
                 "SQLiteCache: %s is no longer the file this process had open (moved "
@@ -645,15 +529,12 @@ class ConnectionMixin:
 
     def _open(self, state: ThreadState) -> sqlite3.Connection:
         _register_fork_hooks()
-        me = _get_ident()
         old, state.conn = state.conn, None
         # One inherited through fork was closed after it (or kept as an orphan). One of
         # this process's is left for a new file: SQLite neither checkpoints nor deletes
         # the WAL of a file that was moved or unlinked (its path names another one).
         if old is not None and state.pid == os.getpid():
-            _retire(old, state)
-        if me in _retired and not _nested():
-            _close_retired(me)
+            old.close()
         with _prepare_lock:
             # Prepared once per process, but a file deleted since (its directory with
             # it) is made again: a connection of a new thread would otherwise open a
@@ -687,15 +568,10 @@ class ConnectionMixin:
             # Another thread's, left idle: the same file, opened since the last fork
             # or new generation (``_take`` set its busy_timeout as connect() did).
             conn, json = idle[0], idle[4]
-        conn.owner = (os.getpid(), me)
+        conn.owner = (os.getpid(), _get_ident())
         _live.add(conn)
         _held.add(conn)  # (before the closer: its creation may run an old one's)
-        state.live = (
-            conn,
-            _monotonic() + FILE_CHECK_INTERVAL,
-            generation,
-            self._token,
-        )
+        state.live = (conn, _monotonic() + FILE_CHECK_INTERVAL, generation)
         state.pid = os.getpid()
         state.file = file
         state.pending = {}
@@ -704,14 +580,6 @@ class ConnectionMixin:
         state.seen = None
         state.json = json
         state.closer = _Closer(conn, key, generation, file, json)
-        # A thread running sync code for an event loop hands it back out of SQLite.
-        if getattr(SyncToAsync.threadlocal, "main_event_loop", None) is not None:
-            _lending.add(me)
-            lent = _lent.setdefault(me, [])
-            if state not in lent:
-                lent.append(state)
-        else:
-            _lending.discard(me)
         return conn
 
     def _on_error(self, exc: sqlite3.DatabaseError) -> None:
@@ -735,10 +603,9 @@ class ConnectionMixin:
                 raise error from exc
             raise exc
         state = self._state
-        conn = state.conn
+        conn, state.conn = state.conn, None
         if conn is not None:
-            _retire(conn, state)  # (an outer call of this thread may still hold it)
-        state.conn = None
+            conn.close()
         with sqlite_file.open_lock(self._path):
             current = file_id(self._path)
             # Another process may already have replaced the file: then just reconnect.

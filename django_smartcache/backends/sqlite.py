@@ -2,8 +2,7 @@
 
 Design notes (details and measurements in ``docs/sqlite.md``):
 
-- One connection per thread and file (shared by the instances of the file), reopened
-  after ``fork``; WAL journal, so readers never
+- One connection per thread, reopened after ``fork``; WAL journal, so readers never
   block the writer and a killed process loses nothing it committed.
 - Single-key reads are one indexed ``SELECT`` and write nothing; the ``accessed``
   column that drives LRU eviction is refreshed write-behind, at most once per key per
@@ -36,7 +35,7 @@ from ..tagging import TaggingMixin
 from . import _sqlite_schema as sql
 from ._sqlite_budget import BudgetMixin
 from ._sqlite_changes import ChangeCursor, ChangeLogMixin
-from ._sqlite_connection import ConnectionMixin, gated, state_for
+from ._sqlite_connection import ConnectionMixin, ThreadState, gated
 from ._sqlite_file import is_busy
 from ._sqlite_options import ENTRY_OVERHEAD, parse
 from .base import SingleFlightMixin, SmartCacheKeyMixin, ThreadedIncrMixin, dumps
@@ -112,9 +111,7 @@ class BaseSQLiteCache(
         #: (clock time of the next look, refresh bound when the cache is full: the
         #: middle of its access-time span): see :meth:`_stale_before`.
         self._turnover: tuple[float, float | None] = (0.0, None)
-        # Every instance of the file shares its thread's connection.
-        self._state = state_for((self._path, options.busy_timeout, options.synchronous))
-        self._token = object()
+        self._state = ThreadState()
         self._maintenance_lock = threading.Lock()
         self._writes = 0
         #: (time, newest log seq then), oldest first: what may be pruned, and when.
@@ -131,11 +128,10 @@ class BaseSQLiteCache(
         thread's next write (they are only LRU hints); any other error drops them.
         """
         state = self._state
-        if not state.pending:
+        conn = state.conn
+        if not state.pending or conn is None:
             return
         try:
-            # (Handed back after a call, under ASGI: then one is taken for this.)
-            conn = self._connection()
             conn.execute(f"PRAGMA busy_timeout = {int(_CLOSE_WAIT * 1000)}")
             try:
                 self._write(self._flush_access_txn)

@@ -598,7 +598,6 @@ def test_a_file_of_a_version_with_this_layout_is_kept_and_stamped(tmp_path, capl
     from django_smartcache.backends import _sqlite_connection
 
     _sqlite_connection._prepared.discard(path)  # as a freshly started process
-    _sqlite_connection.new_generation()  # (whose thread has no connection yet)
     with caplog.at_level(logging.ERROR, "django_smartcache.sqlite"):
         cache = SQLiteCache(path, {})
         assert cache.get("kept") == {"a": 1}
@@ -815,10 +814,7 @@ def test_every_thread_leaves_a_replaced_file(make_cache, location, monkeypatch):
     sqlite_file.quarantine(location, "test")
     # Created as by another process (this one has prepared LOCATION already).
     monkeypatch.setattr(_sqlite_connection, "_prepared", set())
-    # (From another thread: this one's connection is shared by its instances.)
-    writer = threading.Thread(target=lambda: SQLiteCache(location, {}).set("k", "new"))
-    writer.start()
-    writer.join()
+    SQLiteCache(location, {}).set("k", "new")
     # This thread checks at once (a change-log poll forces the check)...
     cache.change_cursor()
     assert cache.get("k") == "new"
@@ -1384,7 +1380,6 @@ def test_someone_elses_database_beside_a_stale_wal_is_refused_untouched(
 
     _sqlite_connection._prepared.discard(location)
     _sqlite_connection._ever_prepared.discard(location)  # as in a fresh process
-    _sqlite_connection.new_generation()  # (whose thread has no connection yet)
     with pytest.raises(ImproperlyConfigured, match="WAL file lies beside it"):
         SQLiteCache(location, {}).get("k")
     os.replace(location + "-wal", location + ".stale-wal")
