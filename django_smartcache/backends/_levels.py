@@ -216,6 +216,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             return False
         return True
 
+    def _up(self, index: int) -> bool:
+        """Whether level ``index`` counts as up, without claiming its probe (a message
+        on its server's channel: a probe spent on one marked nothing back)."""
+        return self._health[index].down_until == 0.0
+
     def _ok(self, index: int) -> None:
         """A call to level ``index`` succeeded: if it was down, it is back when this
         call was the probe (``LevelHealth.probed``)."""
@@ -389,6 +394,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                         else:
                             self._fault(i, exc, "promote")
                         break
+                else:
+                    if i:
+                        self._ok(i)
 
         self._co.promote(generation, write)
 
@@ -543,7 +551,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         return result
 
     def _publish(self, keys: list[str], written: bool = True) -> None:
-        if self._co.kind != "redis" or not self._usable(self._last):
+        if self._co.kind != "redis" or not self._up(self._last):
             return
         try:
             self._co.publish(keys, written)
@@ -697,6 +705,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                     self._levels[j].delete(key)
                 except FAULTS as exc:
                     self._fault(j, exc, "incr", [key])
+                else:
+                    if j:
+                        self._ok(j)
             self._co.local_write()
             self._publish([key])
             return value
@@ -768,7 +779,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 self._ok(i)
                 self._health[i].written(None)
         self._co.flush()
-        if self._co.kind == "redis" and self._usable(self._last):
+        if self._co.kind == "redis" and self._up(self._last):
             try:
                 self._co.publish_clear(cleared=True)
             except FAULTS as exc:
@@ -820,7 +831,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 removed |= got
             else:  # a number only: which keys they were (and overlaps) is unknown
                 counted = max(counted, got)
-        if self._co.kind == "redis" and self._usable(self._last):
+        if self._co.kind == "redis" and self._up(self._last):
             try:
                 if len(removed) > PUBLISH_KEYS_MAX:
                     self._co.publish_clear()
