@@ -252,6 +252,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         refused the call, so the value it holds is still valid (a set whose timeout
         Redis refused used to schedule a repair that deleted the key's old value)."""
         if _caller_error(exc):
+            self._ok(index)  # it answered (a probe's answer marks it back)
             raise exc  # the level works; the call was wrong (incr of a non-integer)
         health = self._health[index]
         health.failed(exc, op)
@@ -520,6 +521,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         is bumped once the shared level is written, so concurrent promotions of the old
         value are dropped, and the other processes are told afterwards.
         """
+        # (The first poll of a SQLite change log flushes L1: it must come before this
+        # writes L1, and the cache no longer polls when it is built.)
+        self._poll_if_due()
         result: Any = _MISSING
         for i in range(depth - 1, -1, -1):
             if i == 0:
@@ -597,6 +601,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
     ) -> bool:
         key = self._key(key, version)
         low, high = self._timeouts(timeout)
+        self._poll_if_due()  # (see _write)
         if type(value) is Tagged:
             value = _to_level(value)
         # The lowest working level decides atomically; the levels above follow it.
@@ -675,6 +680,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
 
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         key = self._key(key, version)
+        self._poll_if_due()  # (see _write)
         # Atomic on the lowest working level; the copies above are dropped, not
         # rewritten, so they are refilled with that level's own TTL.
         for i in range(self._last, -1, -1):
@@ -685,6 +691,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                     value = self._incr_l1(key, delta)
                 else:
                     value = self._levels[i].incr(key, delta)
+            except (ValueError, TypeError):
+                if i:
+                    # "Not found", "not a number": answers (a probe's marks it back).
+                    self._ok(i)
+                raise
             except FAULTS as exc:
                 if i == 0:
                     raise

@@ -135,8 +135,10 @@ def diagnose(path: str) -> str | None:
     # The in-header page count is only valid when "version-valid-for" matches the change
     # counter; the WAL may legitimately hold pages past the end of the main file.
     header_valid = header[24:28] == header[92:96]
-    wal = path + "-wal"
-    wal_empty = not os.path.exists(wal) or os.path.getsize(wal) == 0
+    try:
+        wal_empty = os.path.getsize(path + "-wal") == 0
+    except FileNotFoundError:  # (or deleted meanwhile: another process's last close)
+        wal_empty = True
     if header_valid and wal_empty and pages * page_size > length:
         return f"truncated: the header says {pages * page_size} bytes, the file has {length}"
     return None

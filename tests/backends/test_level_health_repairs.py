@@ -339,3 +339,29 @@ def test_reads_skip_a_level_for_the_keys_a_repair_has_pending(
         cache.incr("n")  # not 6: the level's 5 was replaced (reviewer: incr read it)
     health.repair(cache.levels[1])  # what the background repair would do
     assert not health.repairing() and cache.get("k") is None
+
+
+def test_a_probe_answered_with_not_found_or_a_callers_error_marks_the_level_back(
+    tmp_path: Any, make_cache: Any
+) -> None:
+    # Outside review: the probe's claim was spent by an incr the level answered "not
+    # found" (a rate limiter's new keys) or a caller's error, which never reported
+    # the answer: every RETRY_INTERVAL the same, the level skipped for good.
+    cache = make_cache(
+        {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "l2.sqlite3"),
+        }
+    )
+    cache.set("text", "not a number", None)
+    health = cache._health[1]
+    health.stop()
+    for call, error in (
+        (lambda: cache.incr("new-visitor"), ValueError),
+        (lambda: cache.incr("text"), (TypeError, ValueError)),
+    ):
+        health.failed(ConnectionError("refused (test)"), "get")
+        health.down_until = time.monotonic()  # its RETRY_INTERVAL over: a probe is due
+        with pytest.raises(error):
+            call()
+        assert health.down_until == 0.0
