@@ -218,15 +218,19 @@ def check_multilevel_location_with_levels(
     messages: list[CheckMessage] = []
     for alias, config, _levels in _multilevel_levels():
         location = config.get("LOCATION")
-        if location:
+        text = os.fspath(location) if isinstance(location, str | os.PathLike) else ""
+        # A path (a separator, a suffix): meant as the SQLite file. A plain name only
+        # keeps this cache's L1 apart from another alias's with the same LEVELS.
+        if text and (os.sep in text or os.path.splitext(text)[1]):
             messages.append(
                 Warning(
                     f"Cache {alias!r} sets both LOCATION ({location!r}) and "
-                    "OPTIONS['LEVELS']: LOCATION is then not used (no SQLite file is "
-                    "opened there).",
+                    "OPTIONS['LEVELS']: no SQLite file is opened at LOCATION then (it "
+                    "only names this cache's in-process L1 store).",
                     hint="List the SQLite level in LEVELS ({'BACKEND': "
-                    "'django_smartcache.backends.SQLiteCache', 'LOCATION': ...}) and "
-                    "remove LOCATION (docs/multilevel.md).",
+                    "'django_smartcache.backends.SQLiteCache', 'LOCATION': ...}); to "
+                    "keep two aliases' L1 apart, give LOCATION a name, not a path "
+                    "(docs/multilevel.md).",
                     id="smartcache.W043",
                 )
             )

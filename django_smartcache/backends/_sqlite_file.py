@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -303,7 +304,8 @@ def open_lock(path: str) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
         yield
         return
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    # Never through a symlink: root would create or truncate-open any file named.
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -501,19 +503,63 @@ def _make_dirs(directory: str) -> list[str]:
 
 
 def _make_private(path: str, had: tuple[int | None, bool]) -> None:
-    """A new cache file (and its ``-wal``, ``-shm``) readable by its owner only (0600,
-    as FileBasedCache's files): it holds pickles (sessions, pages), which any local
-    user could read at SQLite's 0644; SQLite gives the journals it creates later the
-    database file's mode. A file that existed keeps its mode."""
+    """A new cache file readable by its owner only (0600, as FileBasedCache's files):
+    it holds pickles (sessions, pages), which any local user could read at SQLite's
+    0644. SQLite gives the ``-wal`` and ``-shm`` it creates the database file's mode
+    (and, as root, its owner). A file that existed keeps its mode."""
     if _inode(path) == had[0]:
         return
-    for name in (path, path + "-wal", path + "-shm"):
-        try:
-            os.chmod(name, 0o600)
-        except FileNotFoundError:
+    fd = _made_here(path)
+    if fd is None:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError as exc:
+        logger.warning("SQLiteCache: could not make %s private: %s", path, exc)
+    finally:
+        os.close(fd)
+
+
+def _made_here(name: str) -> int | None:
+    """A descriptor of ``name`` if it is a regular file of this process's user with one
+    link, opened without following a symlink; else ``None``. A chmod or chown by
+    name followed a symlink (or a hard link) the directory's owner put there in the
+    moment between SQLite's close and ours: as root, any file of the system."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # gone, or a symlink (ELOOP)
+        return None
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == os.geteuid():
+        return fd
+    os.close(fd)
+    return None
+
+
+def _check_symlinks(path: str) -> None:
+    """As root, refuse a path through a symlink someone else owns (``OSError``): the
+    directory's owner (the workers' user) could point ``LOCATION`` or a directory on
+    the way at any file, and root would make a database there. Root's own symlinks,
+    and any symlink for another user, are followed (the kernel's protected_symlinks
+    guards only sticky directories)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    prefix = os.sep
+    for part in os.path.abspath(path).split(os.sep):
+        if not part:
             continue
-        except OSError as exc:
-            logger.warning("SQLiteCache: could not make %s private: %s", name, exc)
+        prefix = os.path.join(prefix, part)
+        try:
+            st = os.lstat(prefix)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode) and st.st_uid != 0:
+            raise OSError(
+                errno.EPERM,
+                f"a symlink of uid {st.st_uid}: run as root, SQLiteCache follows no "
+                f"one else's symlink",
+                prefix,
+            )
 
 
 def _inode(path: str) -> int | None:
@@ -524,38 +570,51 @@ def _inode(path: str) -> int | None:
 
 
 def _give_to_owner(path: str, made: list[str], had: tuple[int | None, bool]) -> None:
-    """Run as root, hand what this call created (directories, the file, ``.lock``,
-    ``-wal``, ``-shm``) to the owner of the directory it was created in.
+    """Run as root, hand what this call created (directories, the file, ``.lock``) to
+    the owner of the directory it was created in.
 
     A command run as root (a deploy's ``smartcache_warm``, ``shell``) made them
     root's, and every worker then failed to open the cache (SQLiteCache raised
     UnusableLocation at each call; a MultiLevelCache's L2 stayed down). SQLite does
     the same for its journals (they follow the database file's owner under root).
-    Nothing changes where that directory is root's too, or not run as root."""
+    Nothing changes where that directory is root's too, or not run as root. Files
+    are changed through a descriptor opened without following symlinks
+    (``_made_here``), directories with ``lchown``."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return
     owner = os.stat(os.path.dirname(made[0]) if made else os.path.dirname(path))
     if owner.st_uid == 0:
         return
-    created = list(made)
-    if _inode(path) != had[0]:  # a new file (made here, or fresh after a quarantine)
-        created += [path, path + "-wal", path + "-shm"]
-    if not had[1]:
-        created.append(path + ".lock")
-    for name in created:
+    for directory in made:
         try:
-            if os.lstat(name).st_uid == 0:
-                os.chown(name, owner.st_uid, owner.st_gid, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
+            st = os.lstat(directory)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == 0:
+                os.chown(directory, owner.st_uid, owner.st_gid, follow_symlinks=False)
         except OSError as exc:
-            logger.warning(
-                "SQLiteCache: could not give %s to the owner of its directory "
-                "(uid %d): %s; processes running as that user may not write it",
-                name,
-                owner.st_uid,
-                exc,
-            )
+            _not_given(directory, owner.st_uid, exc)
+    files = [path] if _inode(path) != had[0] else []  # new (or fresh after quarantine)
+    if not had[1]:
+        files.append(path + ".lock")
+    for name in files:
+        fd = _made_here(name)
+        if fd is None:
+            continue
+        try:
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+        except OSError as exc:
+            _not_given(name, owner.st_uid, exc)
+        finally:
+            os.close(fd)
+
+
+def _not_given(name: str, uid: int, exc: OSError) -> None:
+    logger.warning(
+        "SQLiteCache: could not give %s to the owner of its directory (uid %d): %s; "
+        "processes running as that user may not write it",
+        name,
+        uid,
+        exc,
+    )
 
 
 def write_denied(path: str) -> OSError | None:
@@ -608,6 +667,13 @@ def prepare(path: str, busy_timeout: float) -> None:
     Raises ``ImproperlyConfigured`` naming ``LOCATION`` when the location itself is
     unusable (a missing parent that cannot be created, no write permission, a directory).
     """
+    try:
+        _check_symlinks(path)
+    except OSError as exc:
+        raise UnusableLocation(
+            f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a "
+            f"file reached without another user's symlinks."
+        ) from exc
     path = real_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:

@@ -590,3 +590,31 @@ def test_what_the_cache_creates_is_private_to_its_user(tmp_path):
     other = SQLiteCache(str(kept), {"OPTIONS": {"BUSY_TIMEOUT": 1}})
     other.set("k", 2)
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root (CI is root)"
+)
+def test_as_root_no_symlink_of_another_user_is_followed(tmp_path):
+    """A review: the directory's owner (the workers' user) could plant symlinks that
+    root then followed: ``c.sqlite3.lock -> /etc/nologin`` created that file (every
+    non-root login refused), ``c.sqlite3 -> /etc/x`` made a database there, and the
+    chmod of a new file's -wal (gone at SQLite's close) followed one put there."""
+    from django_smartcache.backends._sqlite_file import UnusableLocation
+
+    site = tmp_path / "site"
+    site.mkdir()
+    os.chown(site, 65534, 65534)
+    victim = tmp_path / "victim"
+    for planted in ("c.sqlite3.lock", "c.sqlite3"):
+        link = site / planted
+        link.symlink_to(victim)
+        os.chown(link, 65534, 65534, follow_symlinks=False)
+        with pytest.raises(UnusableLocation, match="symlink"):
+            SQLiteCache(str(site / "c.sqlite3"), {}).get("k")
+        assert not victim.exists()
+        link.unlink()
+    mine = site / "mine"  # root's own symlink is followed
+    mine.symlink_to(site / "real.sqlite3")
+    SQLiteCache(str(mine), {}).set("k", 1)
+    assert (site / "real.sqlite3").exists()
