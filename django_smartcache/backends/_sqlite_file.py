@@ -115,11 +115,16 @@ def diagnose(path: str) -> str | None:
     """
     path = real_path(path)
     try:
-        with open(path, "rb") as f:
-            header = f.read(100)
-            length = os.fstat(f.fileno()).st_size
+        # Without blocking: a FIFO there hung every opener behind the ``.lock``.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        header = f.read(100)
+        length = st.st_size
     if length == 0:
         return None
     if len(header) < 100 or not header.startswith(_MAGIC):
@@ -569,6 +574,29 @@ def _inode(path: str) -> int | None:
         return None
 
 
+def _warn_root(path: str) -> None:
+    """As root, on a file in another user's directory: say once what that means."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or path in _warned_root:
+        return
+    try:
+        owner = os.stat(os.path.dirname(path)).st_uid
+    except OSError:
+        return
+    if owner != 0:
+        _warned_root.add(path)
+        logger.warning(
+            "SQLiteCache: running as root on %s, a directory of uid %d. Root then "
+            "unpickles what that user wrote (their code runs as root) and SQLite "
+            "follows what they put in the directory: run manage.py as that user "
+            "(sudo -u <user> python manage.py ...). See docs/installation.md.",
+            path,
+            owner,
+        )
+
+
+_warned_root: set[str] = set()
+
+
 def _give_to_owner(path: str, made: list[str], had: tuple[int | None, bool]) -> None:
     """Run as root, hand what this call created (directories, the file, ``.lock``) to
     the owner of the directory it was created in.
@@ -713,6 +741,7 @@ def prepare(path: str, busy_timeout: float) -> None:
                 _install(path, busy_timeout)
             _make_private(path, had)
             _give_to_owner(path, made, had)
+            _warn_root(path)
             check_writable(path)
     except ForeignDatabaseError as exc:
         raise ImproperlyConfigured(

@@ -618,3 +618,23 @@ def test_as_root_no_symlink_of_another_user_is_followed(tmp_path):
     mine.symlink_to(site / "real.sqlite3")
     SQLiteCache(str(mine), {}).set("k", 1)
     assert (site / "real.sqlite3").exists()
+
+
+def test_a_fifo_at_location_does_not_hang_the_opener(tmp_path):
+    """A review: diagnose() opened LOCATION blocking, so a FIFO there (no writer) hung
+    the call while it held the .lock, and every other opener behind it."""
+    import threading
+
+    path = tmp_path / "c.sqlite3"
+    os.mkfifo(path)
+    done: list[object] = []
+
+    def use() -> None:
+        cache = SQLiteCache(str(path), {})
+        cache.set("k", 1)
+        done.append(cache.get("k"))
+
+    thread = threading.Thread(target=use, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert done == [1]
