@@ -818,8 +818,9 @@ def tagging_caches(
 
     An alias whose backend cannot be built (``ImproperlyConfigured``) raises, or is
     passed to ``on_error`` and left out: a command then still does the others.
-    ``skip_unmade_files``: leave out, unbuilt, the aliases whose SQLite file was never
-    made (see :func:`invalidate_after_schema_change`)."""
+    ``skip_unmade_files``: leave out the aliases whose SQLite file was never made and
+    that hold nothing in memory either (:func:`_store_not_made`); building one makes
+    no file."""
     from django.conf import settings
 
     if using is None:
@@ -831,14 +832,6 @@ def tagging_caches(
         explicit = True
     out = []
     for alias in aliases:
-        if skip_unmade_files:
-            built = getattr(caches._connections, alias, None)
-            if (
-                _sqlite_file_not_made(settings.CACHES.get(alias))
-                if built is None
-                else _store_not_made(built)
-            ):
-                continue  # nothing cached there, and using it would make the file
         try:
             cache = caches[alias]
         except Exception as exc:
@@ -846,6 +839,8 @@ def tagging_caches(
                 raise
             on_error(alias, exc)
             continue
+        if skip_unmade_files and _store_not_made(cache):
+            continue  # nothing cached there, and using it would make the file
         if isinstance(cache, TaggingMixin):
             out.append((alias, cache))
         elif explicit:
@@ -863,10 +858,10 @@ def invalidate_tags(
 ) -> None:
     """Invalidate ``tags`` in every tag-aware cache alias (or those in ``using``).
 
-    An alias not built in this thread whose SQLite file was never made is left
-    alone, unbuilt (``skip_unmade_files``): nothing is cached there, and building it
-    made the file, owned by whoever wrote to the database first (``migrate`` as root
-    inserting content types: the workers then could not write it)."""
+    An alias whose SQLite file was never made, holding nothing in memory, is left
+    alone (``skip_unmade_files``): nothing is cached there, and using it made the
+    file, owned by whoever wrote to the database first (``migrate`` as root inserting
+    content types: the workers then could not write it)."""
     for _alias, cache in tagging_caches(using, skip_unmade_files=using is None):
         cache.invalidate_tags(*tags, reason=reason, db=db)
 
@@ -876,9 +871,9 @@ def invalidate_after_schema_change(*tags: str, reason: str, db: str | None) -> N
     reads), which is made by the time this runs: a cache that fails is logged at
     ERROR, naming the alias to clear, not raised into the migration (failing it then
     would leave the change half-recorded, and one busy cache would stop a deploy).
-    An alias whose SQLite file was never made is left alone, unbuilt: nothing is cached
-    there, and building it would make the file (as root when ``migrate`` runs as root,
-    leaving the workers a file they cannot write)."""
+    An alias whose SQLite file was never made, holding nothing in memory, is left
+    alone: nothing is cached there, and using it would make the file (as root when
+    ``migrate`` runs as root, leaving the workers a file they cannot write)."""
 
     def unusable(alias: str, exc: Exception) -> None:
         logger.error("django_smartcache: cache %r unusable: %s", alias, exc)
@@ -898,10 +893,11 @@ def invalidate_after_schema_change(*tags: str, reason: str, db: str | None) -> N
 
 
 def _store_not_made(cache: Any) -> bool:
-    """:func:`_sqlite_file_not_made` for a cache already built in this thread (Django's
-    system checks build every alias, ``migrate`` runs them first): its SQLite file
-    does not exist, and a MultiLevelCache's L1 holds nothing either (written while
-    that file could not be made, it must be invalidated)."""
+    """Whether ``cache`` keeps its entries in a SQLite file that does not exist yet and
+    holds nothing in memory either: a MultiLevelCache's L1 is shared by the process's
+    threads, and what it got while that file could not be made must be invalidated.
+    Judged from the built cache (building makes no file): its path is absolute, as
+    the settings' relative LOCATION may not be after a chdir."""
     from .backends.sqlite import BaseSQLiteCache
 
     if isinstance(cache, BaseSQLiteCache):
@@ -915,37 +911,4 @@ def _store_not_made(cache: Any) -> bool:
         and not os.path.exists(lowest._path)
         and store is not None
         and len(store) == 0
-    )
-
-
-def _sqlite_file_not_made(config: Any, depth: int = 0) -> bool:
-    """Whether the ``CACHES`` entry ``config`` keeps its entries in a SQLite file that
-    does not exist yet: nothing is cached there to invalidate, and building the cache
-    would make the file (a MultiLevelCache opens its lowest level when built), as
-    root when a ``migrate`` runs as root. Read from the settings, not from a cache."""
-    if not isinstance(config, Mapping) or depth > 2:
-        return False
-    backend, location = str(config.get("BACKEND", "")), config.get("LOCATION")
-    if backend.endswith("MultiLevelCache"):
-        options = config.get("OPTIONS") or {}
-        levels = options.get("LEVELS") if isinstance(options, Mapping) else ()
-        if levels is not None:
-            if not isinstance(levels, list | tuple) or not levels:
-                return False
-            from django.conf import settings
-
-            lowest = levels[-1]
-            if isinstance(lowest, str):
-                lowest = settings.CACHES.get(lowest)
-            return _sqlite_file_not_made(lowest, depth + 1)
-    elif not backend.endswith("SQLiteCache"):
-        return False
-    if isinstance(location, os.PathLike):
-        location = os.fspath(location)
-    # A relative path is not judged: a cache built before a chdir holds its absolute
-    # path, which the working directory no longer names.
-    return (
-        isinstance(location, str)
-        and os.path.isabs(location)
-        and not os.path.exists(location)
     )

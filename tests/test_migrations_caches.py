@@ -67,13 +67,13 @@ def _at_0001() -> Any:
         call_command("migrate", "migrated", verbosity=0)
 
 
-def test_a_relative_location_is_never_skipped(
+def test_a_relative_location_is_judged_by_the_built_caches_own_path(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cache built before a chdir holds its absolute path, which the settings'
     relative LOCATION no longer names: judged from the working directory, its real,
-    shared file was skipped and served stale values (reviewer). A relative LOCATION
-    is built and invalidated."""
+    shared file was skipped and served stale values (reviewer). Each alias is judged
+    by its built cache's own path now (building makes no file)."""
     from django.test import override_settings
 
     from django_smartcache.tagging import tagging_caches
@@ -94,15 +94,56 @@ def test_a_relative_location_is_never_skipped(
         from django.core.cache import caches
 
         names = [alias for alias, _ in tagging_caches(skip_unmade_files=True)]
-        assert names == ["rel"]  # "gone": absolute, never made, not built
-        caches["gone"].get("k")  # built here (and its file made): no longer skipped
-        caches["rel"].get("k")  # built here: judged by its own (absolute) path
-        monkeypatch.chdir(tmp_path.parent)
+        assert names == []  # neither file made: nothing cached there
+        assert not (tmp_path / "c.db").exists() and not (tmp_path / "gone.db").exists()
+        caches["gone"].get("k")  # used here: its file made, no longer skipped
+        caches["rel"].get("k")
+        monkeypatch.chdir(tmp_path.parent)  # "c.db" now names another path
         names = [alias for alias, _ in tagging_caches(skip_unmade_files=True)]
         assert names == ["rel", "gone"]
         for alias in names:
             caches[alias].close()
             del caches[alias]
+
+
+def test_another_threads_l1_copy_is_invalidated_though_the_file_is_unmade(
+    tmp_path: Any,
+) -> None:
+    """A review: an alias not built in the invalidating thread was judged from the
+    settings alone (file not made: skipped), while the L1 shared by the process held
+    what another thread wrote when the file could not be made: served stale until
+    L1_MAX_TTL."""
+    import threading
+
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    from django_smartcache.tagging import invalidate_tags
+
+    config = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "LOCATION": str(tmp_path / "a-file" / "ml.sqlite3"),
+            "OPTIONS": {"L1_MAX_TTL": 300},
+        },
+    }
+    (tmp_path / "a-file").write_text("")  # the file cannot be made: L2 fails
+    with override_settings(CACHES=config):
+        writer = caches["ml"]
+        try:
+            writer.set("k", "old", 300, tags=["t"])
+            assert writer.get("k") == "old"  # in L1 only, the file not made
+            thread = threading.Thread(target=invalidate_tags, args=("t",))
+            thread.start()
+            thread.join()
+            assert writer.get("k") is None
+        finally:
+            writer._co.stop()
+            for health in writer._health:
+                health.stop()
+            writer.close()
+            del caches["ml"]
 
 
 def test_building_a_cache_or_invalidating_an_unmade_one_makes_no_file(
