@@ -276,12 +276,18 @@ class RedisPubSub(Coherence):
         options: dict[str, Any],
         log_interval: float = 60.0,
         level: Any = None,
+        on_level_server: bool = False,
     ) -> None:
         super().__init__(l1)
         self.log_interval = log_interval
         #: The Redis level whose connection settings (credentials, socket, TLS) the
         #: channel uses; None when REDIS_URL names the server.
         self.level = level
+        #: The channel's server is the lowest level's (its own client, or a REDIS_URL
+        #: naming it): a subscription or a PONG says the level answers (``reached``).
+        #: With a REDIS_URL it said nothing: another process read a replaced value
+        #: for a full RETRY_INTERVAL after an outage (an outside review).
+        self.on_level_server = level is not None or on_level_server
         self.url = url
         self.channel = channel
         self.options = options
@@ -545,10 +551,10 @@ class RedisPubSub(Coherence):
                 self._listen_refused = False
                 self._permitted("subscribe to")
             self.reconnects += 1
-            if self.level is not None and self.reached is not None:
+            if self.on_level_server and self.reached is not None:
                 self.reached()  # the level's own server answers: repair it now
             return
-        if kind == "pong" and self.level is not None and self.reached is not None:
+        if kind == "pong" and self.on_level_server and self.reached is not None:
             self.reached()  # the level's server answers (see REPAIR_PING_AFTER)
         if kind != "message":
             return

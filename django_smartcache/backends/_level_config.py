@@ -652,10 +652,19 @@ def make_coherence(
             options.log_interval,
             # The level's own connection settings, unless REDIS_URL names the server.
             level=None if options.redis_url else lowest,
+            on_level_server=_names_level_server(options.redis_url, lowest),
         )
     # A lower level with no channel: L1_MAX_TTL alone bounds staleness.
     _refuse_inert(options, "the lowest level has neither a change log nor a Redis URL")
     return _coherence.NoCoherence(l1)
+
+
+def _names_level_server(url: str | None, lowest: BaseCache) -> bool:
+    """Whether REDIS_URL ``url`` names the server of the lowest level (a Redis)."""
+    if not url:
+        return False
+    server = _level_server(lowest)
+    return server is not None and _serves(url, server)
 
 
 def _refuse_inert(options: LevelOptions, why: str) -> None:
