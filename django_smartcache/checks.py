@@ -135,18 +135,11 @@ def _multilevel_lower_levels() -> list[tuple[str, int, Mapping[str, Any]]]:
     that lists ``LEVELS``; a level named by alias is that alias's config. A malformed
     entry is skipped here: the backend itself names what is wrong."""
     found = []
-    for alias, config in settings.CACHES.items():
-        if not isinstance(config, Mapping) or not str(
-            config.get("BACKEND", "")
-        ).endswith("MultiLevelCache"):
-            continue
-        levels = _levels_option(config)
-        for index, level in enumerate(
-            levels if isinstance(levels, list | tuple) else ()
-        ):
+    for alias, _config, levels in _multilevel_levels():
+        for index, level in enumerate(levels[1:], 1):
             if isinstance(level, str):
                 level = settings.CACHES.get(level)
-            if index and isinstance(level, Mapping):
+            if isinstance(level, Mapping):
                 found.append((alias, index, level))
     return found
 

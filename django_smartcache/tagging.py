@@ -906,9 +906,9 @@ def _store_not_made(cache: Any) -> bool:
     if not isinstance(levels, tuple) or len(levels) < 2:
         return False
     lowest, store = levels[-1], getattr(levels[0], "_store", None)
-    return (
-        isinstance(lowest, BaseSQLiteCache)
-        and not os.path.exists(lowest._path)
-        and store is not None
+    return (  # (L1 first: it usually holds something, and then no stat is made)
+        store is not None
         and len(store) == 0
+        and isinstance(lowest, BaseSQLiteCache)
+        and not os.path.exists(lowest._path)
     )

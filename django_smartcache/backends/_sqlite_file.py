@@ -507,13 +507,12 @@ def _make_dirs(directory: str) -> list[str]:
     return missing[::-1]
 
 
-def _make_private(path: str, had: tuple[int | None, bool]) -> None:
+def _make_private(path: str) -> None:
     """A new cache file readable by its owner only (0600, as FileBasedCache's files):
     it holds pickles (sessions, pages), which any local user could read at SQLite's
     0644. SQLite gives the ``-wal`` and ``-shm`` it creates the database file's mode
-    (and, as root, its owner). A file that existed keeps its mode."""
-    if _inode(path) == had[0]:
-        return
+    (and, as root, its owner). Called for a new file only: one that existed keeps its
+    mode."""
     fd = _made_here(path)
     if fd is None:
         return
@@ -597,7 +596,7 @@ def _warn_root(path: str) -> None:
 _warned_root: set[str] = set()
 
 
-def _give_to_owner(path: str, made: list[str], had: tuple[int | None, bool]) -> None:
+def _give_to_owner(path: str, made: list[str], new_file: bool, new_lock: bool) -> None:
     """Run as root, hand what this call created (directories, the file, ``.lock``) to
     the owner of the directory it was created in.
 
@@ -620,8 +619,8 @@ def _give_to_owner(path: str, made: list[str], had: tuple[int | None, bool]) -> 
                 os.chown(directory, owner.st_uid, owner.st_gid, follow_symlinks=False)
         except OSError as exc:
             _not_given(directory, owner.st_uid, exc)
-    files = [path] if _inode(path) != had[0] else []  # new (or fresh after quarantine)
-    if not had[1]:
+    files = [path] if new_file else []
+    if new_lock:
         files.append(path + ".lock")
     for name in files:
         fd = _made_here(name)
@@ -739,8 +738,11 @@ def prepare(path: str, busy_timeout: float) -> None:
                     ) from exc
                 quarantine(path, str(exc))
                 _install(path, busy_timeout)
-            _make_private(path, had)
-            _give_to_owner(path, made, had)
+            # A new file: made here, or fresh after a quarantine (another inode).
+            new_file = _inode(path) != had[0]
+            if new_file:
+                _make_private(path)
+            _give_to_owner(path, made, new_file, not had[1])
             _warn_root(path)
             check_writable(path)
     except ForeignDatabaseError as exc:
