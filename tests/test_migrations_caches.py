@@ -139,11 +139,7 @@ def test_another_threads_l1_copy_is_invalidated_though_the_file_is_unmade(
             thread.join()
             assert writer.get("k") is None
         finally:
-            writer._co.stop()
-            for health in writer._health:
-                health.stop()
-            writer.close()
-            del caches["ml"]
+            _drop(caches, "ml")
 
 
 def test_building_a_cache_or_invalidating_an_unmade_one_makes_no_file(
@@ -185,8 +181,14 @@ def test_building_a_cache_or_invalidating_an_unmade_one_makes_no_file(
             cache.set("k", 1)  # the first call makes it
             assert location.exists()
         finally:
-            cache._co.stop()
-            for health in cache._health:
-                health.stop()
-            cache.close()
-            del caches["ml"]
+            _drop(caches, "ml")
+
+
+def _drop(caches: Any, alias: str) -> None:
+    """Stop a MultiLevelCache's listener and repair timers, close it, forget it."""
+    cache = caches[alias]
+    cache._co.stop()
+    for health in cache._health:
+        health.stop()
+    cache.close()
+    del caches[alias]

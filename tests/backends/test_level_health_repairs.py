@@ -311,18 +311,23 @@ def test_frequent_reachable_calls_never_postpone_the_background_repair() -> None
         health.stop()
 
 
+def _over_sqlite(make_cache: Any, tmp_path: Any) -> Any:
+    """A MultiLevelCache (tests/backends/conftest.py's make_cache) over a SQLite file."""
+    return make_cache(
+        {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "l2.sqlite3"),
+        }
+    )
+
+
 def test_reads_skip_a_level_for_the_keys_a_repair_has_pending(
     tmp_path: Any, make_cache: Any
 ) -> None:
     # The level is back and a key's repair still pending (a write failed while a
     # read was in flight; a write skipped it while a repair ran): with L1's copy
     # gone, get/get_many/has_key read the value that write replaced.
-    cache = make_cache(
-        {
-            "BACKEND": "django_smartcache.backends.SQLiteCache",
-            "LOCATION": str(tmp_path / "l2.sqlite3"),
-        }
-    )
+    cache = _over_sqlite(make_cache, tmp_path)
     cache.set("k", "old", None)
     cache.set("kept", "there", None)
     cache.set("n", 5, None)
@@ -347,12 +352,7 @@ def test_a_probe_answered_with_not_found_or_a_callers_error_marks_the_level_back
     # Outside review: the probe's claim was spent by an incr the level answered "not
     # found" (a rate limiter's new keys) or a caller's error, which never reported
     # the answer: every RETRY_INTERVAL the same, the level skipped for good.
-    cache = make_cache(
-        {
-            "BACKEND": "django_smartcache.backends.SQLiteCache",
-            "LOCATION": str(tmp_path / "l2.sqlite3"),
-        }
-    )
+    cache = _over_sqlite(make_cache, tmp_path)
     cache.set("text", "not a number", None)
     health = cache._health[1]
     health.stop()
