@@ -20,7 +20,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from asgiref.sync import (
@@ -36,6 +35,7 @@ from django.db import models
 from django.utils.connection import ConnectionProxy
 from django.utils.functional import Promise
 
+from ._memo_envelope import ENVELOPE_MARK, _Entry, _unpack, _void_token, _voided
 from ._memo_flight import (
     _ASYNC_FLIGHT,
     _FLIGHT,
@@ -60,9 +60,6 @@ logger = logging.getLogger("django_smartcache.decorators")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: First item of every envelope; a value without it is not ours and reads as a miss.
-ENVELOPE_MARK = "django_smartcache.memo/1"
 
 #: Polling of a waiter for another process's result: first pause, growth, longest pause.
 POLL_FIRST = 0.005
@@ -135,43 +132,6 @@ def _defaults_identity(params: Iterable[inspect.Parameter]) -> keys.Extension | 
         return _django_identity(obj)
 
     return identity
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    value: Any
-    expires_at: float | None  # logical expiry (clock time); None: never
-    cost: float  # seconds the computation took, for early refresh
-
-    def fresh(self, now: float) -> bool:
-        return self.expires_at is None or now < self.expires_at
-
-
-def _void_token(seconds: int) -> str:
-    """A new ``:void`` token (see ``CachedFunction._void``): unique, and saying when it
-    expires (wall clock), so that its expiry is not taken for an invalidation."""
-    return f"{uuid.uuid4().hex}@{time.time() + seconds:.3f}"
-
-
-def _voided(before: Any, after: Any) -> bool:
-    """Whether a computation that read the ``:void`` token ``before`` and then ``after``
-    was voided: a new token, or the token gone before its time (deleted, evicted, a
-    ``clear()``). The token expiring meanwhile is none: a computation that straddled
-    it threw its result away, and the next call computed again."""
-    if after == before:
-        return False
-    if after is None and isinstance(before, str):
-        try:
-            return time.time() < float(before.rpartition("@")[2])
-        except ValueError:  # a token of an older version: no expiry in it
-            return True
-    return True
-
-
-def _unpack(raw: Any) -> _Entry | None:
-    if type(raw) is tuple and len(raw) == 4 and raw[0] == ENVELOPE_MARK:
-        return _Entry(raw[1], raw[2], raw[3])
-    return None
 
 
 class CachedFunction(Generic[P, R]):

@@ -1,0 +1,48 @@
+"""What ``@cached`` stores: the envelope around a value, and the ``:void`` tokens that stop a stale store."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+#: First item of every envelope; a value without it is not ours and reads as a miss.
+ENVELOPE_MARK = "django_smartcache.memo/1"
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    value: Any
+    expires_at: float | None  # logical expiry (clock time); None: never
+    cost: float  # seconds the computation took, for early refresh
+
+    def fresh(self, now: float) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+
+def _void_token(seconds: int) -> str:
+    """A new ``:void`` token (see ``CachedFunction._void``): unique, and saying when it
+    expires (wall clock), so that its expiry is not taken for an invalidation."""
+    return f"{uuid.uuid4().hex}@{time.time() + seconds:.3f}"
+
+
+def _voided(before: Any, after: Any) -> bool:
+    """Whether a computation that read the ``:void`` token ``before`` and then ``after``
+    was voided: a new token, or the token gone before its time (deleted, evicted, a
+    ``clear()``). The token expiring meanwhile is none: a computation that straddled
+    it threw its result away, and the next call computed again."""
+    if after == before:
+        return False
+    if after is None and isinstance(before, str):
+        try:
+            return time.time() < float(before.rpartition("@")[2])
+        except ValueError:  # a token of an older version: no expiry in it
+            return True
+    return True
+
+
+def _unpack(raw: Any) -> _Entry | None:
+    if type(raw) is tuple and len(raw) == 4 and raw[0] == ENVELOPE_MARK:
+        return _Entry(raw[1], raw[2], raw[3])
+    return None
