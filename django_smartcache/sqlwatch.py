@@ -86,8 +86,10 @@ _VERB = re.compile(
     rf"(?P<insert>INSERT(?:\s+OR\s+\w+)?(?:\s+(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY))?"
     rf"(?:\s+IGNORE)?(?:\s+INTO)?)\s+(?P<insert_t>{_NAME})"
     rf"|(?P<replace>REPLACE(?:\s+(?:LOW_PRIORITY|DELAYED))?(?:\s+INTO)?)\s+(?P<replace_t>{_NAME})"
-    rf"|(?P<update>UPDATE(?:\s+OR\s+\w+)?(?:\s+ONLY)?)\s+(?P<update_t>{_NAME})"
-    rf"|(?P<delete>DELETE\s+FROM(?:\s+ONLY)?)\s+(?P<delete_t>{_NAME})"
+    rf"|(?P<update>UPDATE(?:\s+OR\s+\w+)?(?:\s+(?:LOW_PRIORITY|IGNORE)\b)*(?:\s+ONLY)?)"
+    rf"\s+(?P<update_t>{_NAME})"
+    rf"|(?P<delete>DELETE(?:\s+(?:LOW_PRIORITY|QUICK|IGNORE)\b)*\s+FROM(?:\s+ONLY)?)"
+    rf"\s+(?P<delete_t>{_NAME})"
     rf"|(?P<truncate>TRUNCATE(?:\s+TABLE)?(?:\s+ONLY)?)\s+(?P<truncate_t>{_NAME}(?:\s*,\s*{_NAME})*)"
     rf"|(?P<merge>MERGE(?:\s+INTO)?)\s+(?P<merge_t>{_NAME})"
     r")",

@@ -614,3 +614,23 @@ def test_a_shared_through_models_sides_are_its_links_once_each() -> None:
     ]
     assert registry.m2m_relations(Team) == [Player]
     assert set(registry.m2m_relations(Player)) == {Player, Team}
+
+
+@pytest.mark.parametrize(
+    ("sql", "verb", "all_rows"),
+    [
+        # MySQL's modifiers: the table is the word after them
+        ("DELETE IGNORE FROM t WHERE title = %s", "DELETE", False),
+        ("DELETE LOW_PRIORITY QUICK IGNORE FROM t WHERE id = %s", "DELETE", False),
+        ("delete quick from `t` where `id` = %s", "DELETE", False),
+        ("UPDATE IGNORE t SET a = %s WHERE id = %s", "UPDATE", False),
+        ("UPDATE LOW_PRIORITY IGNORE `t` SET a = %s", "UPDATE", True),
+    ],
+)
+def test_a_one_table_write_is_read_as_its_table(
+    sql: str, verb: str, all_rows: bool
+) -> None:
+    """``DELETE IGNORE FROM t`` was read as no write, ``UPDATE IGNORE t`` as a write
+    to a table ``ignore`` (outside probe, MySQL raw SQL)."""
+    (write,) = sqlwatch.parse(sql)
+    assert (write.verb, write.table, write.all_rows) == (verb, "t", all_rows)
