@@ -21,6 +21,9 @@ model signals. After a write statement succeeds, its table is mapped to models
   ``UPDATE OR REPLACE``,
   upserts, ``MERGE``, ``WITH``: every table it writes, in its CTEs too):
   the model tag and every row tag (``model:<label>#*``);
+- a statement not read as one table (MySQL's ``DELETE t FROM t JOIN u``, ``UPDATE a
+  JOIN b ... SET``, ``UPDATE a, b``, ``DELETE ... USING``, an ``UPDATE ... SET ... FROM``,
+  Oracle's ``INSERT ALL``): all rows of every name in it that is a table;
 - schema changes that may rewrite or remove rows (``ALTER TABLE``, with the table a
   ``RENAME TO`` names: SQLite's rebuild of a table ends with one; ``DROP TABLE``):
   the same, for each table named.
@@ -84,7 +87,7 @@ _NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})?"
 _VERB = re.compile(
     r"\b(?:"
     rf"(?P<insert>INSERT(?:\s+OR\s+\w+)?(?:\s+(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY))?"
-    rf"(?:\s+IGNORE)?(?:\s+INTO)?)\s+(?P<insert_t>{_NAME})"
+    rf"(?:\s+IGNORE)?(?:\s+INTO)?)\s+(?!(?:ALL|FIRST)\s)(?P<insert_t>{_NAME})"
     rf"|(?P<replace>REPLACE(?:\s+(?:LOW_PRIORITY|DELAYED))?(?:\s+INTO)?)\s+(?P<replace_t>{_NAME})"
     rf"|(?P<update>UPDATE(?:\s+OR\s+\w+)?(?:\s+(?:LOW_PRIORITY|IGNORE)\b)*(?:\s+ONLY)?)"
     rf"\s+(?P<update_t>{_NAME})"
@@ -108,6 +111,36 @@ _SCHEMA = re.compile(
 )
 _RENAME_TO = re.compile(rf"\bRENAME\s+TO\s+({_NAME})", re.IGNORECASE)
 _KINDS = ("insert", "replace", "update", "delete", "truncate", "merge")
+#: What may follow the table of a one-table ``UPDATE``: an alias, then ``SET``.
+#: Anything else (MySQL's ``UPDATE a JOIN b ... SET`` or ``UPDATE a, b SET``) may
+#: write another table.
+_ONE_UPDATE = re.compile(rf"\s+(?:(?:AS\s+)?(?!SET\b){_IDENT}\s+)?SET\b", re.IGNORECASE)
+#: An ``UPDATE ... SET ... FROM u`` (PostgreSQL, SQLite) writes the table after
+#: ``UPDATE``, but in SQL Server that may be an alias the ``FROM`` declares.
+_FROM = re.compile(r"(?<![\w$])FROM(?![\w$])(?<!\bDISTINCT\sFROM)", re.IGNORECASE)
+#: What may follow the table of a one-table ``DELETE FROM``: an alias, then the end,
+#: ``WHERE``, ``RETURNING``, ``ORDER BY``, ``LIMIT``. Anything else (MySQL's
+#: ``DELETE FROM a, b USING ...``, and ``USING`` itself: in MySQL the table before it
+#: may be an alias it declares) may write another table.
+_ONE_DELETE = re.compile(
+    rf"(?:\s+(?:AS\s+)?(?!(?:WHERE|RETURNING|ORDER|LIMIT|USING)\b){_IDENT})?"
+    r"\s*(?:$|[;)]|(?:WHERE|RETURNING|ORDER|LIMIT)\b)",
+    re.IGNORECASE,
+)
+#: A statement that starts with a write verb. Not read as one table (MySQL's
+#: ``DELETE t FROM t JOIN u ...``, Oracle's ``INSERT ALL INTO a ... INTO b``): it
+#: writes every table it names, as far as is known.
+_HEAD = re.compile(r"(?:INSERT|UPDATE|DELETE|REPLACE|MERGE|TRUNCATE)\b", re.IGNORECASE)
+#: The verb of a statement inside a ``WITH``: a CTE's (after its ``(``) or the main
+#: statement's (after the last CTE's ``)``). Not ``ON CONFLICT DO UPDATE``, ``FOR
+#: UPDATE``, ``THEN DELETE``, nor the ``REPLACE()`` function.
+_STATEMENT_VERB = re.compile(
+    r"[()]\s*(INSERT|UPDATE|DELETE|MERGE|REPLACE(?!\s*\())\b", re.IGNORECASE
+)
+#: Every name in a statement: its words, and its quoted names (a quote inside a
+#: literal may pair them wrongly; the words are there all the same).
+_WORD = re.compile(r"(?<!%)[\w$]+")  # not the s of %s
+_QUOTED = re.compile(r'"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]')
 _PK_TAIL = re.compile(
     rf"\bWHERE\s+\(?\s*(?:({_IDENT})\s*\.\s*)?({_IDENT})\s*"
     r"(?:=\s*%s|IN\s*\(\s*(%s(?:\s*,\s*%s)*)\s*\))\s*\)?\s*$",
@@ -222,11 +255,18 @@ def parse(sql: str) -> tuple[Write, ...]:
     text = _COMMENT.sub(" ", sql).strip()
     if text[:4].upper() == "WITH":
         # the main statement and any CTE may write (WITH d AS (DELETE ...) INSERT ...)
-        found = (w for m in _VERB.finditer(text) for w in _all_rows_writes(m))
+        found = [w for m in _VERB.finditer(text) for w in _all_rows_writes(m)]
+        for statement in _STATEMENT_VERB.finditer(text):
+            if not _one_target(text, _VERB.match(text, statement.start(1))):
+                found += _named(text, statement.group(1).upper())
         return tuple(dict.fromkeys(found))
     match = _VERB.match(text)
-    if match is None:
-        return _schema_writes(text)
+    if not _one_target(text, match):
+        head = _HEAD.match(text)
+        if head is None:
+            return _schema_writes(text)
+        return _named(text, head.group().upper())
+    assert match is not None
     kind, verb = _verb(match)
     if verb in ("TRUNCATE", "MERGE", "REPLACE"):
         return _all_rows_writes(match)
@@ -279,6 +319,39 @@ def parse(sql: str) -> tuple[Write, ...]:
             ),
         )
     return (Write(verb, table),)
+
+
+def _one_target(text: str, match: re.Match[str] | None) -> bool:
+    """Whether ``match`` (of ``_VERB``) reads the one table its statement writes."""
+    if match is None:
+        return False
+    if match.group("update") is not None:
+        one = _ONE_UPDATE.match(text, match.end())
+        if one is None:
+            return False
+        return not _from_outside_parentheses(text, one.end())
+    if match.group("delete") is not None:
+        return _ONE_DELETE.match(text, match.end()) is not None
+    return True
+
+
+def _from_outside_parentheses(text: str, start: int) -> bool:
+    """Whether ``text[start:]`` holds a ``FROM`` not inside parentheses (a subquery's).
+    Found with ``str.find``: a regex scan costs more than the rest of ``parse()``."""
+    upper = text.upper()
+    at = upper.find("FROM", start)
+    while at != -1:
+        if _FROM.match(text, at) and not _unbalanced(text[start:at]):
+            return True
+        at = upper.find("FROM", at + 4)
+    return False
+
+
+def _named(text: str, verb: str) -> tuple[Write, ...]:
+    """A write of unknown rows to every name in ``text``: the tables it may write are
+    among them (the others, columns and aliases and keywords, map to no model)."""
+    names = [*_WORD.findall(text), *_QUOTED.findall(text)]
+    return tuple(Write(verb, name) for name in dict.fromkeys(map(_unquote, names)))
 
 
 def _schema_writes(text: str) -> tuple[Write, ...]:
@@ -787,7 +860,17 @@ def _after_write(sql: str, params: Any, many: bool, context: dict[str, Any]) -> 
                 _claim(model, conn.alias, holds)
     if not tags:
         return
-    verbs = " ".join(sorted({f"{w.verb} {w.table}" for w in writes}))
+    # the tables that mapped to models (not every name of a statement read whole)
+    used, deleting = registry.tables(), registry.db_deletion_tables()
+    verbs = " ".join(
+        sorted(
+            {
+                f"{w.verb} {w.table}"
+                for w in writes
+                if w.table in used or w.table in deleting
+            }
+        )
+    )
     if any(w.verb in _SCHEMA_VERBS for w in writes):
         # A schema change (a migration's): made already; a cache that fails must not
         # fail the migration, nor one never used be made (see the function).

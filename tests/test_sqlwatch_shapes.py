@@ -625,12 +625,173 @@ def test_a_shared_through_models_sides_are_its_links_once_each() -> None:
         ("delete quick from `t` where `id` = %s", "DELETE", False),
         ("UPDATE IGNORE t SET a = %s WHERE id = %s", "UPDATE", False),
         ("UPDATE LOW_PRIORITY IGNORE `t` SET a = %s", "UPDATE", True),
+        # the target is certain: its rows are read as before
+        ('UPDATE "t" SET "a" = %s WHERE "t"."id" = %s', "UPDATE", False),
+        ('UPDATE "t" AS x SET "a" = %s', "UPDATE", True),
+        (
+            'UPDATE "t" SET "a" = (SELECT b FROM u WHERE u.id = %s) WHERE "id" = %s',
+            "UPDATE",
+            False,
+        ),
+        ("UPDATE t SET a = %s WHERE a IS DISTINCT FROM %s", "UPDATE", True),
+        ('DELETE FROM "t" WHERE "t"."id" IN (SELECT id FROM u)', "DELETE", True),
+        ('DELETE FROM "t" x WHERE x.id = %s', "DELETE", True),
+        ('DELETE FROM "t" WHERE "id" = %s RETURNING "id"', "DELETE", True),
+        ("DELETE FROM t ORDER BY id LIMIT 1", "DELETE", True),
+        ("DELETE FROM t", "DELETE", True),
+        ("INSERT OR IGNORE INTO t (id) VALUES (%s)", "INSERT", False),
+        ("UPDATE OR REPLACE t SET a = %s WHERE id = %s", "REPLACE", True),
+        ("REPLACE INTO t (id) VALUES (%s)", "REPLACE", True),
+        (
+            "MERGE INTO t USING u ON (t.id = u.id) WHEN MATCHED THEN DELETE",
+            "MERGE",
+            True,
+        ),
     ],
 )
 def test_a_one_table_write_is_read_as_its_table(
     sql: str, verb: str, all_rows: bool
 ) -> None:
     """``DELETE IGNORE FROM t`` was read as no write, ``UPDATE IGNORE t`` as a write
-    to a table ``ignore`` (outside probe, MySQL raw SQL)."""
+    to a table ``ignore`` (outside probe, MySQL raw SQL). A statement whose target is
+    certain keeps its rows, whatever other tables it reads."""
     (write,) = sqlwatch.parse(sql)
     assert (write.verb, write.table, write.all_rows) == (verb, "t", all_rows)
+
+
+# Statements that may write more than one table, or whose table is not where it is
+# in one-table SQL: every table they name, all rows ---------------------------------
+
+#: Django 5.2's MySQL compiler (captured on MariaDB 10.11) for
+#: ``Book.genres.through.objects.filter(genre__name=...).delete()``: a fast delete
+#: filtered through a relation is ``DELETE <table> FROM <table> INNER JOIN ...``.
+MYSQL_JOIN_DELETE = (
+    "DELETE `{through}` FROM `{through}` INNER JOIN `{genre}` ON "
+    "(`{through}`.`genre_id` = `{genre}`.`id`) WHERE `{genre}`.`name` = %s"
+)
+#: ... and for ``filter(book__author__name=...).delete()``: two joins.
+MYSQL_TWO_JOINS_DELETE = (
+    "DELETE `{through}` FROM `{through}` INNER JOIN `{book}` ON "
+    "(`{through}`.`book_id` = `{book}`.`id`) INNER JOIN `{author}` ON "
+    "(`{book}`.`author_id` = `{author}`.`id`) WHERE `{author}`.`name` = %s"
+)
+
+
+def _mysql(sql: str) -> str:
+    return sql.format(
+        through=Book.genres.through._meta.db_table,
+        genre=Genre._meta.db_table,
+        book=Book._meta.db_table,
+        author=Author._meta.db_table,
+    )
+
+
+@pytest.mark.parametrize(
+    ("sql", "tables"),
+    [
+        (
+            MYSQL_JOIN_DELETE,
+            {"testapp_book_genres", "testapp_genre"},
+        ),
+        (
+            MYSQL_TWO_JOINS_DELETE,
+            {"testapp_book_genres", "testapp_book", "testapp_author"},
+        ),
+        # MySQL's multi-table forms: the SET may write any table joined
+        (
+            "UPDATE book b JOIN author a ON a.id = b.author_id SET a.name = %s",
+            {"book", "author"},
+        ),
+        ("UPDATE book, author SET author.name = %s", {"book", "author"}),
+        ("DELETE book, author FROM book JOIN author ON 1", {"book", "author"}),
+        ("DELETE FROM a, b USING a JOIN b ON a.id = b.id", {"a", "b"}),
+        # in MySQL, the table before USING may be an alias declared after it
+        ("DELETE FROM x USING book AS x JOIN author", {"book", "author"}),
+        ("DELETE FROM t USING u WHERE t.u_id = u.id", {"t", "u"}),  # PostgreSQL
+        # in SQL Server, the table after UPDATE may be an alias declared in FROM
+        ("UPDATE x SET a = 1 FROM book AS x JOIN author ON 1", {"book", "author"}),
+        ('UPDATE "t" SET "a" = "u"."a" FROM "u" WHERE "t"."id" = "u"."id"', {"t"}),
+        # Oracle: a DELETE without FROM, an INSERT into several tables
+        ('DELETE "T" WHERE "ID" = %s', {"t"}),
+        (
+            "INSERT ALL INTO a (x) VALUES (1) INTO b (x) VALUES (2) SELECT 1 FROM dual",
+            {"a", "b"},
+        ),
+        ("INSERT FIRST WHEN x > 1 THEN INTO a VALUES (x) SELECT x FROM u", {"a"}),
+        # a CTE's (or the main statement's) multi-table write
+        ("WITH x AS (SELECT id FROM u) DELETE t FROM t JOIN x ON t.id = x.id", {"t"}),
+        ("WITH d AS (DELETE t FROM t JOIN u ON 1) SELECT 1", {"t", "u"}),
+    ],
+)
+def test_a_statement_not_read_as_one_table_writes_every_table_it_names(
+    sql: str, tables: set[str]
+) -> None:
+    """``DELETE t FROM t INNER JOIN ...`` (Django's MySQL compiler) was read as no
+    write at all, ``UPDATE IGNORE t`` as a write to ``ignore``, and MySQL's
+    ``UPDATE a JOIN b ... SET b.x = ...`` as a write to ``a`` only (outside probe)."""
+    writes = sqlwatch.parse(_mysql(sql))
+    assert all(w.all_rows for w in writes)
+    assert {w.table for w in writes} >= tables
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "WITH x AS (SELECT REPLACE(name, 'a', 'b') AS n FROM t) SELECT * FROM x",
+        "WITH x AS (SELECT id FROM t FOR UPDATE) SELECT * FROM x",
+    ],
+)
+def test_a_with_that_only_reads_writes_nothing(sql: str) -> None:
+    assert sqlwatch.parse(sql) == ()
+
+
+@pytest.mark.parametrize("shape", ["one join", "two joins"])
+def test_a_mysql_join_delete_invalidates_both_sides(
+    ann: Author, cache: Any, shape: str
+) -> None:
+    """What Django's MySQL compiler writes for a through model's fast delete filtered
+    through a relation, seen by the watcher (SQLite cannot run it: the rows go by a
+    statement the watcher does not see). Nothing was invalidated: the books' genres
+    were served stale (outside probe on MariaDB)."""
+    books, genres = _genre_library(ann)
+    reads = [("book_genres", b.pk) for b in books] + [
+        ("genre_books", g.pk) for g in genres
+    ]
+    for name, arg in reads:
+        cached(name, arg)
+    through = Book.genres.through._meta.db_table
+    if shape == "one join":
+        sql, params = _mysql(MYSQL_JOIN_DELETE), ["g0"]
+        gone = f"DELETE FROM {through} WHERE genre_id = {genres[0].pk}"
+    else:
+        sql, params = _mysql(MYSQL_TWO_JOINS_DELETE), ["Ann"]
+        gone = f"DELETE FROM {through}"
+
+    def execute(*args: Any) -> None:
+        connection.connection.execute(gone)  # past the execute wrappers
+
+    sqlwatch._wrapper(execute, sql, params, False, {"connection": connection})
+    assert_fresh(*reads)
+
+
+def test_a_mysql_multi_table_update_invalidates_the_joined_table(
+    ann: Author, cache: Any
+) -> None:
+    """``UPDATE book JOIN author ... SET author.name = %s`` invalidated books only."""
+    book = Book.objects.create(title="t", author=ann)
+    name = cache.get_or_set(
+        "name", lambda: Author.objects.get(pk=ann.pk).name, tags=[model_tag(ann)]
+    )
+    assert name == "Ann"
+    sql = _mysql(
+        "UPDATE `{book}` b JOIN `{author}` a ON a.`id` = b.`author_id` "
+        "SET a.`name` = %s WHERE b.`id` = %s"
+    )
+
+    def execute(*args: Any) -> None:
+        connection.connection.execute(
+            f"UPDATE {Author._meta.db_table} SET name = 'Bea' WHERE id = {ann.pk}"
+        )
+
+    sqlwatch._wrapper(execute, sql, ["Bea", book.pk], False, {"connection": connection})
+    assert cache.get("name") is None
