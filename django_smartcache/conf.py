@@ -36,6 +36,10 @@ DEFAULTS: dict[str, Any] = {
     # Lifetime in seconds of a tag's version key; None keeps it until the backend
     # evicts it. Losing a version key only turns its entries into misses.
     "TAG_VERSION_TIMEOUT": None,
+    # Models whose rows come from other models' tables (an unmanaged model over a
+    # database view): {"app_label.ViewModel": ["app_label.Model", ...]}. A write to
+    # any of those models invalidates all rows of the view model.
+    "VIEWS": {},
     # Prefix of the reserved keys holding tag versions (before KEY_PREFIX/VERSION).
     "TAG_KEY_PREFIX": "smartcache.tag:",
     # How many cache calls of a request the debug-toolbar panel lists (the first
@@ -59,6 +63,33 @@ def _labels(name: str, value: Any, allow_all: bool) -> Any:
                 f"SMARTCACHE[{name!r}] holds {label!r}: use 'app_label' or 'app_label.ModelName'"
             )
     return tuple(label.lower() for label in value)
+
+
+def _views(name: str, value: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(
+            f"SMARTCACHE[{name!r}] must be a dict of 'app_label.ModelName' labels, "
+            f"each to a list of the labels of the models it reads, not {value!r}"
+        )
+    out = {}
+    for view, models in value.items():
+        if not isinstance(view, str) or view.count(".") != 1:
+            raise ImproperlyConfigured(
+                f"SMARTCACHE[{name!r}] holds {view!r}: use 'app_label.ModelName'"
+            )
+        if isinstance(models, str) or not isinstance(models, list | tuple):
+            raise ImproperlyConfigured(
+                f"SMARTCACHE[{name!r}][{view!r}] must be a list of 'app_label.ModelName' "
+                f"labels, not {models!r}"
+            )
+        for label in models:
+            if not isinstance(label, str) or label.count(".") != 1:
+                raise ImproperlyConfigured(
+                    f"SMARTCACHE[{name!r}][{view!r}] holds {label!r}: use "
+                    "'app_label.ModelName'"
+                )
+        out[view.lower()] = tuple(label.lower() for label in models)
+    return out
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -150,6 +181,7 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "EXCLUDE_MODELS": lambda n, v: _labels(n, v, allow_all=False),
     "WATCH_SQL": _bool,
     "TAG_CACHES": _aliases,
+    "VIEWS": _views,
     "TAG_VERSION_TIMEOUT": _timeout,
     "TAG_KEY_PREFIX": _prefix,
     "TOOLBAR_MAX_CALLS": _count,

@@ -55,6 +55,7 @@ __all__ = [
     "rows_tag",
     "tables",
     "through_sides",
+    "with_views",
 ]
 
 
@@ -327,6 +328,43 @@ def all_rows_tags(model: type[Model]) -> list[str]:
     return [tag for m in family(model) for tag in (model_tag(m), rows_tag(m))]
 
 
+@functools.cache
+def _views_reading() -> dict[str, tuple[str, ...]]:
+    """The model tag of each model ``SMARTCACHE["VIEWS"]`` says a view model reads
+    -> the all-rows tags of the view models reading it, and of the views over those."""
+    views = conf.get("VIEWS")
+    if not views:
+        return {}
+    readers: dict[str, list[type[Model]]] = {}
+    for view, reads in views.items():
+        for label in reads:
+            readers.setdefault(model_tag(apps.get_model(label)), []).append(
+                apps.get_model(view)
+            )
+    out = {}
+    for tag, direct in readers.items():
+        found: dict[type[Model], None] = {}
+        todo = list(direct)
+        while todo:
+            view = todo.pop()
+            if view not in found:
+                found[view] = None
+                todo += readers.get(model_tag(view), ())
+        out[tag] = tuple(dict.fromkeys(t for v in found for t in all_rows_tags(v)))
+    return out
+
+
+def with_views(tags: tuple[str, ...]) -> tuple[str, ...]:
+    """``tags`` and, for each tag of a model that a view model reads (its model tag,
+    its all-rows tag, one of its row tags), the all-rows tags of that view model
+    (``SMARTCACHE["VIEWS"]``): which of the view's rows a write changes is not known."""
+    readers = _views_reading()
+    if not readers:
+        return tags
+    extra = [t for tag in tags for t in readers.get(tag.partition("#")[0], ())]
+    return tuple(dict.fromkeys((*tags, *extra))) if extra else tags
+
+
 def _matches(model: type[Model], labels: Iterable[str]) -> bool:
     meta = model._meta
     return any(label in (meta.app_label.lower(), meta.label_lower) for label in labels)
@@ -366,6 +404,15 @@ def check_labels() -> None:
                 f"SMARTCACHE[{name!r}] names {unknown!r}: no installed app or model has "
                 f"that label ('app_label' or 'app_label.ModelName')"
             )
+    views = conf.get("VIEWS")
+    models = {m._meta.label_lower for m in apps.get_models(include_auto_created=True)}
+    named = [label for view, reads in views.items() for label in (view, *reads)]
+    unknown = [label for label in dict.fromkeys(named) if label not in models]
+    if unknown:
+        raise ImproperlyConfigured(
+            f"SMARTCACHE['VIEWS'] names {unknown!r}: no installed model has that "
+            "label ('app_label.ModelName')"
+        )
 
 
 @functools.cache
@@ -603,6 +650,7 @@ def clear_caches() -> None:
         _db_actions,
         db_deletion_tags,
         db_deletion_tables,
+        _views_reading,
     ):
         cached.cache_clear()
 

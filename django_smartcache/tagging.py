@@ -490,11 +490,16 @@ class TaggingMixin:
 
         ``db``: only the transaction of that database alias; by default every
         database connection of this thread that is inside ``atomic()`` or a manual
-        transaction (``set_autocommit(False)``).
+        transaction (``set_autocommit(False)``). The tags of a model a view model reads
+        (``SMARTCACHE["VIEWS"]``) also invalidate all rows of that view model.
         """
         norm = normalize_tags(tags)
         if not norm:
             return
+        if conf.get("VIEWS"):
+            from .registry import with_views  # models: imported when used
+
+            norm = with_views(norm)
         for conn in _open_transactions(db):
             _mark_dirty(conn, norm)
             _repeat_at_commit(

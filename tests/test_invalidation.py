@@ -16,6 +16,7 @@ from tests.testapp.models import (
     AuditLog,
     Author,
     Book,
+    BookSummary,
     Club,
     FamousAuthor,
     Genre,
@@ -307,3 +308,115 @@ def test_a_through_row_moved_by_save_invalidates_the_side_it_left(
     finally:
         sqlwatch.install()
     assert (members(c1), members(c2)) == ([], ["Ann"])
+
+
+# Models over database views: SMARTCACHE["VIEWS"] -----------------------------------
+
+VIEWS = {"VIEWS": {"testapp.BookSummary": ["testapp.Book", "testapp.Author"]}}
+
+
+@pytest.fixture
+def summary_view() -> Iterator[None]:
+    """The view BookSummary reads: Book's and Author's tables."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE VIEW testapp_book_summary AS SELECT b.id AS id, b.title AS title,"
+            " a.name AS author_name FROM testapp_book b"
+            " JOIN testapp_author a ON a.id = b.author_id"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP VIEW testapp_book_summary")
+
+
+def _summaries(cache: Any) -> Any:
+    return cache.get_or_set(
+        "summaries",
+        lambda: sorted(BookSummary.objects.values_list("title", "author_name")),
+        tags=[model_tag(BookSummary)],
+    )
+
+
+def _summary_row(cache: Any, pk: int) -> Any:
+    return cache.get_or_set(
+        f"summary:{pk}",
+        lambda: BookSummary.objects.filter(pk=pk).values_list("author_name").first(),
+        tags=[model_tag(BookSummary, pk)],
+    )
+
+
+@pytest.mark.usefixtures("summary_view")
+@pytest.mark.parametrize(
+    "write",
+    ["update() of a book", "save() of its author", "raw SQL", "invalidate_model()"],
+)
+def test_a_view_model_follows_the_models_it_reads(
+    tagged_cache: Any, write: str
+) -> None:
+    """A model over a view was never invalidated by writes to its base tables: its
+    cached rows were served stale (outside probe). ``VIEWS`` names what it reads."""
+    from django.db import connection
+
+    ann = Author.objects.create(name="Ann")
+    book = Book.objects.create(title="T0", author=ann)
+    with override_settings(SMARTCACHE=VIEWS):
+        assert _summaries(tagged_cache) == [("T0", "Ann")]
+        assert _summary_row(tagged_cache, book.pk) == ("Ann",)
+        if write == "update() of a book":
+            Book.objects.filter(pk=book.pk).update(title="T1")
+        elif write == "save() of its author":
+            ann.name = "Bea"
+            ann.save()
+        elif write == "raw SQL":
+            with connection.cursor() as cursor:
+                cursor.execute("UPDATE testapp_author SET name = 'Bea'")
+        else:
+            sqlwatch.uninstall()  # a write made outside Django, then
+            try:
+                Author.objects.filter(pk=ann.pk).update(name="Bea")
+                invalidate_model(Author)
+            finally:
+                sqlwatch.install()
+        fresh = sorted(BookSummary.objects.values_list("title", "author_name"))
+        assert _summaries(tagged_cache) == fresh
+        assert _summary_row(tagged_cache, book.pk) == (fresh[0][1],)
+
+
+@pytest.mark.usefixtures("summary_view")
+def test_a_view_model_is_dirty_in_the_transaction_that_writes_what_it_reads(
+    tagged_cache: Any,
+) -> None:
+    from django.db import transaction
+
+    ann = Author.objects.create(name="Ann")
+    Book.objects.create(title="T0", author=ann)
+    with override_settings(SMARTCACHE=VIEWS):
+        _summaries(tagged_cache)
+        with transaction.atomic():
+            Author.objects.filter(pk=ann.pk).update(name="Bea")
+            assert _summaries(tagged_cache) == [("T0", "Bea")]
+        assert _summaries(tagged_cache) == [("T0", "Bea")]
+
+
+def test_views_reach_a_view_over_a_view_and_leave_other_tags_alone() -> None:
+    from django_smartcache import registry
+
+    chained = {
+        "testapp.booksummary": ["testapp.book"],
+        "testapp.genre": ["testapp.BookSummary"],
+    }
+    with override_settings(SMARTCACHE={"VIEWS": chained}):
+        tags = registry.with_views((model_tag(Book, 3),))
+        assert set(tags) == {
+            model_tag(Book, 3),
+            model_tag(BookSummary),
+            f"{model_tag(BookSummary)}#*",
+            model_tag(Genre),
+            f"{model_tag(Genre)}#*",
+        }
+        assert registry.with_views(("books", model_tag(Author))) == (
+            "books",
+            model_tag(Author),
+        )

@@ -50,6 +50,10 @@ def fresh_config() -> Any:
         ({"TOOLBAR_MAX_CALLS": "1000"}, "0 or more"),
         ({"TOOLBAR_MAX_CALLS": 1e3}, "0 or more"),
         ({"TOOLBAR_MAX_CALLS": True}, "0 or more"),
+        ({"VIEWS": ["testapp.book"]}, "VIEWS'] must be a dict"),
+        ({"VIEWS": {"testapp": ["testapp.book"]}}, "VIEWS'] holds 'testapp'"),
+        ({"VIEWS": {"testapp.booksummary": "testapp.book"}}, "must be a list"),
+        ({"VIEWS": {"testapp.booksummary": ["testapp"]}}, "holds 'testapp'"),
     ],
 )
 def test_a_wrong_or_unknown_option_is_named(
@@ -85,6 +89,8 @@ def test_the_toolbar_cap_defaults_to_a_thousand_and_takes_none_or_zero() -> None
         {"MODELS": ["testapp.bok"]},  # a typo: Book would be served stale
         {"MODELS": ["testapp.book", "nosuchapp"]},
         {"EXCLUDE_MODELS": ["testapp.auditlgo"]},
+        {"VIEWS": {"testapp.booksumary": ["testapp.book"]}},
+        {"VIEWS": {"testapp.booksummary": ["testapp.bok"]}},
     ],
 )
 def test_a_label_that_names_no_installed_model_is_refused(
@@ -92,7 +98,7 @@ def test_a_label_that_names_no_installed_model_is_refused(
 ) -> None:
     with override_settings(SMARTCACHE=setting):
         conf.get_config.cache_clear()
-        with pytest.raises(ImproperlyConfigured, match="no installed app or model"):
+        with pytest.raises(ImproperlyConfigured, match="no installed (app or )?model"):
             registry.check_labels()
         (error,) = check_settings()
         assert error.id == "smartcache.E010"
@@ -102,6 +108,7 @@ def test_installed_app_and_model_labels_are_accepted() -> None:
     setting = {
         "MODELS": ["testapp", "testapp.book", "auth.user"],
         "EXCLUDE_MODELS": ["testapp.auditlog", "contenttypes"],
+        "VIEWS": {"testapp.BookSummary": ("testapp.Book", "auth.user")},
     }
     with override_settings(SMARTCACHE=setting):
         conf.get_config.cache_clear()

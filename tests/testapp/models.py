@@ -119,6 +119,21 @@ class PlaceArticle(Place, Article):
     pass
 
 
+class BookSummary(models.Model):
+    """An unmanaged model over a database view of Book and Author, made by the tests
+    that read it (``tests/test_invalidation.py``)."""
+
+    title = models.CharField(max_length=100)
+    author_name = models.CharField(max_length=100)
+
+    class Meta:
+        managed = False
+        db_table = "testapp_book_summary"
+
+    def __str__(self) -> str:
+        return self.title
+
+
 class Student(Plain):
     code = models.CharField(max_length=20, unique=True)
 
