@@ -502,11 +502,34 @@ class TaggingMixin:
             norm = with_views(norm)
         for conn in _open_transactions(db):
             _mark_dirty(conn, norm)
-            _repeat_at_commit(
-                conn,
-                lambda n=norm, r=reason: self._invalidate_now(n, r, on_commit=True),
-            )
+            _repeat_at_commit(conn, lambda n=norm, r=reason: self._repeat(n, r))
         self._invalidate_now(norm, reason, on_commit=False)
+
+    def _repeat(self, tags: Sequence[str], reason: str) -> None:
+        """The repeat at commit. A cache that fails it (busy, unreachable) raises into
+        Django, which logs it and runs the other hooks (the repeat is robust); logged
+        first with what to do: entries other threads cached between the write and the
+        commit (old rows, current versions) stay valid until their timeout."""
+        try:
+            self._invalidate_now(tags, reason, on_commit=True)
+        except Exception as exc:
+            alias = _alias_of(self)
+            shown = ", ".join(tags[:8]) + (
+                f" and {len(tags) - 8} more" if len(tags) > 8 else ""
+            )
+            logger.error(
+                "django_smartcache: %s: the repeat at commit of the invalidation of "
+                "%s failed in cache %s (%s: %s); values cached from the old rows "
+                "before the commit may be served: clear it (manage.py "
+                "smartcache_clear --cache %s) before serving from it",
+                reason,
+                shown,
+                repr(alias) if alias else type(self).__name__,
+                type(exc).__name__,
+                exc,
+                alias or "<alias>",
+            )
+            raise
 
     def _invalidate_now(
         self, tags: Sequence[str], reason: str, *, on_commit: bool
@@ -895,6 +918,18 @@ def invalidate_after_schema_change(*tags: str, reason: str, db: str | None) -> N
                 alias,
                 alias,
             )
+
+
+def _alias_of(cache: Any) -> str | None:
+    """The ``CACHES`` alias of ``cache`` among those built in this thread (Django's
+    handler keeps one instance per alias and thread), or None."""
+    from django.conf import settings
+
+    built = getattr(caches, "_connections", None)
+    for alias in settings.CACHES:
+        if getattr(built, alias, None) is cache:
+            return str(alias)
+    return None
 
 
 def _store_not_made(cache: Any) -> bool:
