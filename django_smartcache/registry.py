@@ -168,18 +168,43 @@ def normalize_pk(model: type[Model], pk: Any, *, db_timezone: Any = None) -> str
     return text
 
 
+def _untaggable(meta: Any) -> ValueError:
+    """The error for an abstract model or a swapped-out one (``auth.User`` under a
+    custom ``AUTH_USER_MODEL``): it stores no rows, so no write would ever invalidate
+    its tags. Django refuses to query them too."""
+    if meta.abstract:
+        return ValueError(
+            f"{meta.label} is abstract: no write invalidates its tag; tag the concrete "
+            "models that inherit from it"
+        )
+    return ValueError(
+        f"{meta.label} has been swapped for {meta.swapped!r} "
+        f"(settings.{meta.swappable}): no write invalidates its tag; tag "
+        f"{meta.swapped!r} (get_user_model() for the user model)"
+    )
+
+
 def model_tag(model_or_instance: type[Model] | Model, pk: Any = None) -> str:
-    """The tag of a model, or of one row (an instance, or a model and ``pk``)."""
+    """The tag of a model, or of one row (an instance, or a model and ``pk``).
+
+    ``ValueError`` for an abstract or a swapped-out model (no row is written there).
+    """
     model = _concrete(model_or_instance)
+    meta = model._meta
+    if meta.abstract or (meta.swappable and meta.swapped):
+        raise _untaggable(meta)
     if pk is None and not isinstance(model_or_instance, type):
         pk = model_or_instance.pk
-    base = f"model:{model._meta.label_lower}"
+    base = f"model:{meta.label_lower}"
     return base if pk is None else f"{base}#{normalize_pk(model, pk)}"
 
 
 def rows_tag(model: type[Model]) -> str:
     """The tag every row tag of ``model`` depends on."""
-    return f"model:{_concrete(model)._meta.label_lower}#*"
+    meta = _concrete(model)._meta
+    if meta.abstract or (meta.swappable and meta.swapped):
+        raise _untaggable(meta)
+    return f"model:{meta.label_lower}#*"
 
 
 @functools.cache

@@ -470,6 +470,7 @@ def test_invalidate_verbosity_lists_the_tags(
         ("tag:", "Invalid tag in 'tag:'"),
         ("testapp..1", "Invalid label 'testapp..1'"),
         ("tag:two words", "Invalid tag in 'tag:two words'"),
+        ("testapp.Seat.A", "Invalid label 'testapp.Seat.A': the pk of testapp.Seat"),
     ],
 )
 def test_invalidate_bad_labels(cache_set: Any, label: str, message: str) -> None:
@@ -477,6 +478,17 @@ def test_invalidate_bad_labels(cache_set: Any, label: str, message: str) -> None
     with pytest.raises(CommandError, match=message):
         run("smartcache_invalidate", "tag:news", label)
     assert cache_set["smart"].get("a") == 1  # labels are all checked before any change
+
+
+def test_invalidate_a_swapped_out_model_names_the_one_in_use(cache_set: Any) -> None:
+    """``model_tag()`` refuses a swapped-out model: the command says so, no traceback."""
+    from django.test import override_settings
+
+    with (
+        override_settings(AUTH_USER_MODEL="testapp.Author"),
+        pytest.raises(CommandError, match="swapped for 'testapp.Author'"),
+    ):
+        run("smartcache_invalidate", "auth.User")
 
 
 def test_invalidate_needs_something_to_do(cache_set: Any) -> None:

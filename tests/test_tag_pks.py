@@ -57,3 +57,24 @@ def test_writes_to_rows_with_such_pks_save_and_invalidate(
     invalidate_model(City)
     City.objects.filter(pk=name).update(population=5)
     assert cached() == 5
+
+
+def test_an_abstract_or_swapped_out_model_has_no_tag() -> None:
+    """``model_tag()`` gave tags no write ever invalidates for an abstract model and
+    for ``auth.User`` under a custom ``AUTH_USER_MODEL`` (a reusable app importing
+    it): their cached values were served stale (outside probe). Django refuses to
+    query either; so does ``model_tag()``, saying what to tag instead."""
+    from django.contrib.auth.models import User
+    from django.test import override_settings
+
+    from django_smartcache.registry import rows_tag
+    from tests.testapp.models import Plain
+
+    for make in (model_tag, rows_tag, invalidate_model):
+        with pytest.raises(ValueError, match="testapp.Plain is abstract"):
+            make(Plain)
+    assert model_tag(User, 1) == "model:auth.user#1"  # the user model in use
+    with override_settings(AUTH_USER_MODEL="testapp.Author"):
+        for call in (lambda: model_tag(User, 1), lambda: invalidate_model(User)):
+            with pytest.raises(ValueError, match="swapped for 'testapp.Author'"):
+                call()

@@ -85,14 +85,16 @@ def tags_for(label: str) -> list[str]:
             raise CommandError(f"App {parts[0]!r} has no models.")
         return found
     model = _model(parts[0], parts[1])
-    if len(parts) == 2:
-        return _model_tags(model)
     try:
+        if len(parts) == 2:
+            return _model_tags(model)
         return [model_tag(m) for m in family(model)] + row_tags(model, [parts[2]])
     except ValidationError as exc:
         raise CommandError(
             f"Invalid pk {parts[2]!r} for {model._meta.label}: {'; '.join(exc.messages)}"
         ) from exc
+    except ValueError as exc:  # a swapped-out model, a composite pk given as one
+        raise CommandError(f"Invalid label {label!r}: {exc}") from exc
 
 
 class Command(QuietCommand):
