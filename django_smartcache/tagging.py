@@ -581,11 +581,40 @@ class TaggingMixin:
             versions = {validate_tag(tag): tags[tag] for tag in tags}
             if not all(isinstance(v, str) for v in versions.values()):
                 raise TypeError("tags= as a mapping takes what tag_versions() returns")
+            if versions:
+                self._warn_if_unreached()
             return (versions, deps) if versions or deps else None
         norm = normalize_tags(tags)
         if not norm and not deps:
             return None
+        if norm:
+            self._warn_if_unreached()
         return self.tag_versions(norm), deps
+
+    def _warn_if_unreached(self) -> None:
+        """Warn, once per alias, that this alias stores tagged entries while
+        ``SMARTCACHE["TAG_CACHES"]`` leaves it out: model writes and the module-level
+        ``invalidate_tags()`` never reach it. Checked once per instance and setting."""
+        config = conf.get_config()
+        if self.__dict__.get("_reach_checked") is config:
+            return
+        self._reach_checked = config
+        chosen = config["TAG_CACHES"]
+        alias = None if chosen == conf.ALL else _alias_of(self)
+        if alias is None or alias in chosen or alias in _unreached_warned:
+            return
+        _unreached_warned.add(alias)
+        logger.warning(
+            "django_smartcache: cache %r stores tagged entries, but "
+            "SMARTCACHE['TAG_CACHES'] (%r) does not list it: model writes and "
+            "invalidate_tags() never invalidate them, they are served until their "
+            "timeout. Add %r to TAG_CACHES (or invalidate it yourself: "
+            "invalidate_tags(..., using=%r)).",
+            alias,
+            list(chosen),
+            alias,
+            alias,
+        )
 
     @staticmethod
     def _is_dirty(versions: Iterable[str]) -> bool:
@@ -918,6 +947,10 @@ def invalidate_after_schema_change(*tags: str, reason: str, db: str | None) -> N
                 alias,
                 alias,
             )
+
+
+#: The aliases :meth:`TaggingMixin._warn_if_unreached` warned about.
+_unreached_warned: set[str] = set()
 
 
 def _alias_of(cache: Any) -> str | None:

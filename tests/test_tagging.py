@@ -506,3 +506,40 @@ def test_smartcache_keeps_the_version_a_writer_just_read(how: str) -> None:
         finally:
             cache.clear()
             del caches["tagged"]
+
+
+def test_a_tagged_write_to_an_alias_tag_caches_leaves_out_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With ``TAG_CACHES = ["default"]``, tagged entries stored in another alias (by
+    ``cache.set(..., tags=)`` or ``@cached(using=...)``) were accepted without a word
+    and never invalidated by model writes (outside probe). Each such alias is named
+    once, at its first tagged write; a listed alias, an untagged write, nothing."""
+    from django_smartcache import cached, tagging
+
+    config = {
+        "default": {"BACKEND": SMART, "LOCATION": "reached"},
+        "pages": {"BACKEND": SMART, "LOCATION": "unreached-pages"},
+        "fragments": {"BACKEND": SMART, "LOCATION": "unreached-fragments"},
+    }
+    with override_settings(CACHES=config, SMARTCACHE={"TAG_CACHES": ["default"]}):
+
+        @cached(using="fragments", tags=["books"], name="tests.unreached")
+        def fragment() -> int:
+            return 1
+
+        warned = getattr(tagging, "_unreached_warned", set())  # (process-wide)
+        warned.difference_update({"pages", "fragments"})
+        with caplog.at_level("WARNING", logger="django_smartcache"):
+            caches["default"].set("a", 1, tags=["books"])
+            caches["pages"].set("plain", 1)
+            assert not caplog.records
+            for key in ("b", "c"):
+                caches["pages"].set(key, 1, tags=["books"])
+            caches["pages"].set_many({"d": 1}, tags=caches["pages"].tag_versions(["x"]))
+            fragment()
+    named = [r.message for r in caplog.records if "TAG_CACHES" in r.message]
+    assert len(named) == 2
+    assert "cache 'pages' stores tagged entries" in named[0]
+    assert "cache 'fragments' stores tagged entries" in named[1]
+    assert "Add 'pages' to TAG_CACHES" in named[0]
