@@ -86,8 +86,8 @@ _IDENT = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[\w$]+)'
 _NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})?"
 _VERB = re.compile(
     r"\b(?:"
-    rf"(?P<insert>INSERT(?:\s+OR\s+\w+)?(?:\s+(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY))?"
-    rf"(?:\s+IGNORE)?(?:\s+INTO)?)\s+(?!(?:ALL|FIRST)\s)(?P<insert_t>{_NAME})"
+    rf"(?P<insert>INSERT(?!\s+(?:ALL|FIRST)\s)(?:\s+OR\s+\w+)?(?:\s+(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY))?"
+    rf"(?:\s+IGNORE)?(?:\s+INTO)?)\s+(?P<insert_t>{_NAME})"
     rf"|(?P<replace>REPLACE(?:\s+(?:LOW_PRIORITY|DELAYED))?(?:\s+INTO)?)\s+(?P<replace_t>{_NAME})"
     rf"|(?P<update>UPDATE(?:\s+OR\s+\w+)?(?:\s+(?:LOW_PRIORITY|IGNORE)\b)*(?:\s+ONLY)?)"
     rf"\s+(?P<update_t>{_NAME})"
@@ -117,7 +117,12 @@ _KINDS = ("insert", "replace", "update", "delete", "truncate", "merge")
 _ONE_UPDATE = re.compile(rf"\s+(?:(?:AS\s+)?(?!SET\b){_IDENT}\s+)?SET\b", re.IGNORECASE)
 #: An ``UPDATE ... SET ... FROM u`` (PostgreSQL, SQLite) writes the table after
 #: ``UPDATE``, but in SQL Server that may be an alias the ``FROM`` declares.
-_FROM = re.compile(r"(?<![\w$])FROM(?![\w$])(?<!\bDISTINCT\sFROM)", re.IGNORECASE)
+_FROM = re.compile(r"(?<![\w$])FROM(?![\w$])", re.IGNORECASE)
+#: String literals and quoted names (a column named ``"from"``, ``'x FROM y'``): blanked
+#: before looking for a ``FROM`` clause.
+_QUOTED_OR_LITERAL = re.compile(
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]"
+)
 #: What may follow the table of a one-table ``DELETE FROM``: an alias, then the end,
 #: ``WHERE``, ``RETURNING``, ``ORDER BY``, ``LIMIT``. Anything else (MySQL's
 #: ``DELETE FROM a, b USING ...``, and ``USING`` itself: in MySQL the table before it
@@ -339,9 +344,18 @@ def _from_outside_parentheses(text: str, start: int) -> bool:
     """Whether ``text[start:]`` holds a ``FROM`` not inside parentheses (a subquery's).
     Found with ``str.find``: a regex scan costs more than the rest of ``parse()``."""
     upper = text.upper()
-    at = upper.find("FROM", start)
+    if upper.find("FROM", start) == -1:
+        return False
+    rest = _QUOTED_OR_LITERAL.sub("''", text[start:])
+    upper = rest.upper()
+    at = upper.find("FROM")
     while at != -1:
-        if _FROM.match(text, at) and not _unbalanced(text[start:at]):
+        before = rest[:at]
+        if (
+            _FROM.match(rest, at)
+            and not before.rstrip().upper().endswith("DISTINCT")  # IS DISTINCT FROM
+            and not _unbalanced(before)
+        ):
             return True
         at = upper.find("FROM", at + 4)
     return False

@@ -737,6 +737,35 @@ def test_a_statement_not_read_as_one_table_writes_every_table_it_names(
 @pytest.mark.parametrize(
     "sql",
     [
+        # Model.save() of a model with a column named "from" (every backend's quoting)
+        'UPDATE "t" SET "from" = %s, "body" = %s WHERE "t"."id" = %s',
+        "UPDATE `t` SET `from` = %s WHERE `t`.`id` = %s",
+        "UPDATE [t] SET [from] = %s WHERE [t].[id] = %s",
+        # FROM inside a literal, a JSON literal, IS DISTINCT FROM however spaced
+        "UPDATE t SET name = 'x FROM y' WHERE id = %s",
+        """UPDATE t SET doc = '{"from": 1}' WHERE id = %s""",
+        "UPDATE t SET a = (b IS DISTINCT  FROM %s) WHERE id = %s",
+    ],
+)
+def test_from_in_a_quoted_name_or_literal_keeps_the_row(sql: str) -> None:
+    """A quoted column ``"from"`` (or ``FROM`` in a literal) was read as an ``UPDATE
+    ... SET ... FROM`` clause: every save() of such a model invalidated all its rows
+    (review of 70e0830)."""
+    (write,) = sqlwatch.parse(sql)
+    assert (write.table, write.all_rows) == ("t", False)
+
+
+def test_an_insert_into_a_table_named_first_or_all_is_read_as_it() -> None:
+    """``INSERT INTO first ...`` was read as a write to a table ``into`` (the check
+    for Oracle's INSERT FIRST came after the optional INTO; review of 70e0830)."""
+    for name in ("first", "all"):
+        (write,) = sqlwatch.parse(f"INSERT INTO {name} (a) VALUES (%s)")
+        assert write.table == name
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
         "WITH x AS (SELECT REPLACE(name, 'a', 'b') AS n FROM t) SELECT * FROM x",
         "WITH x AS (SELECT id FROM t FOR UPDATE) SELECT * FROM x",
     ],
