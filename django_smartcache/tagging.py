@@ -601,7 +601,7 @@ class TaggingMixin:
         self._reach_checked = config
         chosen = config["TAG_CACHES"]
         alias = None if chosen == conf.ALL else _alias_of(self)
-        if alias is None or alias in chosen or alias in _unreached_warned:
+        if alias is None or alias in _unreached_warned or alias in _reached(chosen):
             return
         _unreached_warned.add(alias)
         logger.warning(
@@ -951,6 +951,25 @@ def invalidate_after_schema_change(*tags: str, reason: str, db: str | None) -> N
 
 #: The aliases :meth:`TaggingMixin._warn_if_unreached` warned about.
 _unreached_warned: set[str] = set()
+
+
+def _reached(chosen: Iterable[str]) -> set[str]:
+    """The aliases whose tags an invalidation of ``chosen`` bumps: those, and the
+    aliases a chosen MultiLevelCache lists as its levels (it bumps them through its
+    levels), level by level."""
+    from .checks import _multilevel_levels  # (only here: backends import this module)
+
+    levels = {
+        alias: [level for level in lower if isinstance(level, str)]
+        for alias, _config, lower in _multilevel_levels()
+    }
+    reached, todo = set(), list(chosen)
+    while todo:
+        alias = todo.pop()
+        if alias not in reached:
+            reached.add(alias)
+            todo.extend(levels.get(alias, ()))
+    return reached
 
 
 def _alias_of(cache: Any) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -543,3 +544,35 @@ def test_a_tagged_write_to_an_alias_tag_caches_leaves_out_is_warned_about_once(
     assert "cache 'pages' stores tagged entries" in named[0]
     assert "cache 'fragments' stores tagged entries" in named[1]
     assert "Add 'pages' to TAG_CACHES" in named[0]
+
+
+def test_an_alias_a_listed_multilevel_cache_uses_as_a_level_is_not_warned_about(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A tagged write straight to ``caches["l2"]``, the shared level of the listed
+    MultiLevelCache ``ml``, was warned about as never invalidated, while invalidating
+    ``ml`` bumps the same version keys in that level (review of 8b87550)."""
+    from django_smartcache import tagging
+
+    config = {
+        "default": {"BACKEND": SMART, "LOCATION": "reached-default"},
+        "l2": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "l2.sqlite3"),
+        },
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {"LEVELS": [{"BACKEND": SMART}, "l2"]},
+        },
+    }
+    with override_settings(CACHES=config, SMARTCACHE={"TAG_CACHES": ["default", "ml"]}):
+        tagging._unreached_warned.discard("l2")
+        try:
+            with caplog.at_level("WARNING", logger="django_smartcache"):
+                caches["l2"].set("k", "v", tags=["books"])
+            assert not [r for r in caplog.records if "TAG_CACHES" in r.message]
+            invalidate_tags("books")
+            assert caches["l2"].get("k") is None  # reached indeed
+        finally:
+            for alias in ("ml", "l2"):
+                caches[alias].close()
