@@ -658,7 +658,12 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 # moment later, so not yet expired) must not be extended past it.
                 level.delete(key)
                 return False
-            answer = bool(level.touch(key, low if i == last else high))
+            seconds = low if i == last else high
+            answer = bool(level.touch(key, seconds))
+            if not answer and seconds is None:
+                # Django's RedisCache answers touch(key, None) with PERSIST's 0 for a
+                # key that has no expiry already: there, the key is what tells.
+                answer = bool(level.has_key(key))
             answers.append(answer)
             return answer
 

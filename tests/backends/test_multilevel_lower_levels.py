@@ -100,6 +100,29 @@ def test_async_deletes_take_levels() -> None:
     _stop(cache)
 
 
+# -- Django's RedisCache ------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_touch_without_expiry_of_a_key_that_has_none_over_redis_is_true(
+    redis_url: str,
+) -> None:
+    """Django's RedisCache answers touch(key, None) with PERSIST's 0 when the key has
+    no expiry already: MultiLevelCache said False for a live key and dropped the L1
+    copy (every other backend says True)."""
+    cache = make([{"BACKEND": SMART}, {"BACKEND": REDIS, "LOCATION": redis_url}])
+    try:
+        cache.set("k", "v", timeout=None)
+        assert cache.get("k") == "v"
+        hits = cache.stats()["levels"][0]["hits"]
+        assert cache.touch("k", None) is True
+        assert cache.get("k") == "v"
+        assert cache.stats()["levels"][0]["hits"] == hits + 1  # the L1 copy stayed
+        assert cache.touch("gone", None) is False
+    finally:
+        _stop(cache)
+
+
 # -- django-redis ------------------------------------------------------------------
 
 
