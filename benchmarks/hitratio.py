@@ -278,6 +278,17 @@ def micro(n: int = 200_000) -> None:
         print(f"{name:<10}{(best - loop_cost) / n * 1e6:>17.3f}")
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks hitratio")
     parser.add_argument("--quick", action="store_true", help="short streams (seconds)")
@@ -296,7 +307,11 @@ def main(argv: list[str]) -> int:
         "--column", type=int, default=None, help="key field of a text --trace (0)"
     )
     parser.add_argument(
-        "--limit", type=int, default=None, help="first N requests of each --trace"
+        "--limit",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="first N requests of each --trace (only those are read)",
     )
     args = parser.parse_args(argv)
     if args.micro:
@@ -306,7 +321,10 @@ def main(argv: list[str]) -> int:
     given: Streams = []
     sized: dict[str, list[int]] = {}
     for path in args.trace:
-        keys = traces.load_file(path, column=args.column, limit=args.limit)
+        try:
+            keys = traces.load_file(path, column=args.column, limit=args.limit)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--trace {path}: {exc}")
         if not keys:
             parser.error(f"--trace {path}: no requests read")
         given.append((os.path.basename(path), keys))

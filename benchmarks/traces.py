@@ -132,16 +132,42 @@ def write_file(path: str | Path, values: array[int] | Sequence[int]) -> None:
         fh.write(data.tobytes())
 
 
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or limit <= 0):
+        raise ValueError(f"limit must be a positive number of requests, not {limit!r}")
+
+
+def _read_exactly(fh: IO[bytes], size: int) -> bytes:
+    """Up to ``size`` bytes (fewer only at the end of the stream)."""
+    chunks = []
+    while size > 0:
+        chunk = fh.read(min(size, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
 def _read_binary(path: Path, limit: int | None) -> list[int]:
-    data = array("i")
+    """The 32-bit keys of a cache2k binary file; with ``limit``, only its first
+    ``4 * limit`` bytes are read (decompressed)."""
+    _check_limit(limit)
     with _opener(path)(path, "rb") as fh:
-        data.frombytes(fh.read())
+        raw = fh.read() if limit is None else _read_exactly(fh, 4 * limit)
+    if len(raw) % 4:
+        raise ValueError(
+            f"{path}: {len(raw):,} bytes is not a whole number of 32-bit keys "
+            "(not a cache2k binary trace?)"
+        )
+    data = array("i")
+    data.frombytes(raw)
+    del raw
     if data.itemsize != 4:  # pragma: no cover - array("i") is 32-bit on CPython
         raise RuntimeError("array('i') is not 32-bit here")
     if sys.byteorder == "little":
         data.byteswap()  # stored big-endian; array() reads native order
-    keys = data.tolist()
-    return keys[:limit] if limit is not None else keys
+    return data.tolist()
 
 
 def _opener(path: Path) -> Callable[..., IO[Any]]:
@@ -166,6 +192,7 @@ def load_file(
     first appearance. Plain, gzip and xz files are read alike (by their magic bytes).
     """
     path = Path(path)
+    _check_limit(limit)
     if path.name.endswith(_BINARY_SUFFIXES) and column is None:
         return _read_binary(path, limit)
     opener = _opener(path)
