@@ -1,8 +1,9 @@
 """Hit ratios of the eviction policies against Django's LocMemCache, theine and OPT.
 
 ``python -m benchmarks.hitratio [--quick] [--only NAME[,NAME...]] [--micro]``
-``python -m benchmarks.hitratio --trace PATH [--trace PATH...] [--column N] [--limit N]``
-(only the given traces: any file ``benchmarks/traces.py`` reads, binary or text)
+``python -m benchmarks.hitratio --trace PATH [--trace PATH...] [--format F] [--column N]
+[--limit N]`` (only the given traces: any file ``benchmarks/traces.py`` reads, binary or
+text; the formats are listed in docs/benchmarks.md)
 
 Every cell replays one request stream at an equal budget: on a miss the key is stored
 (the store loop: ``insert`` then ``evict`` while over budget). Columns:
@@ -304,6 +305,12 @@ def main(argv: list[str]) -> int:
         help="replay this trace file only (repeatable); see benchmarks/traces.py",
     )
     parser.add_argument(
+        "--format",
+        choices=traces.FORMATS,
+        default="auto",
+        help="format of each --trace (auto: by name and content; see docs/benchmarks.md)",
+    )
+    parser.add_argument(
         "--column", type=int, default=None, help="key field of a text --trace (0)"
     )
     parser.add_argument(
@@ -322,7 +329,9 @@ def main(argv: list[str]) -> int:
     sized: dict[str, list[int]] = {}
     for path in args.trace:
         try:
-            keys = traces.load_file(path, column=args.column, limit=args.limit)
+            keys = traces.load_file(
+                path, column=args.column, limit=args.limit, format=args.format
+            )
         except (OSError, ValueError) as exc:
             parser.error(f"--trace {path}: {exc}")
         if not keys:

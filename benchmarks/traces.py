@@ -6,26 +6,31 @@ keys, one per request. Every ``*.trace.xz`` / ``*.trace`` file of :data:`TRACE_D
 of its ``fetched/`` folder (where ``python -m benchmarks fetch-traces`` writes public
 traces it converts; not committed), is a trace. A ``NAME.sizes.xz`` file beside
 ``NAME.trace.xz``, in the same format, holds the size in bytes of each request.
-:func:`load_file` also reads text traces (one request per line), so a trace nobody here
-has seen can be replayed with ``python -m benchmarks hitratio --trace PATH``.
+:func:`load_file` also reads the other formats of :data:`FORMATS` (text...), plain or
+compressed, so a trace nobody here has seen can be replayed with
+``python -m benchmarks hitratio --trace PATH [--format F]``.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import io
 import lzma
 import os
 import sys
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 __all__ = [
     "FETCH_DIR",
+    "FORMATS",
     "TRACES",
     "TRACE_DIR",
     "available",
+    "detect_format",
     "load",
     "load_file",
     "load_sizes",
@@ -51,6 +56,14 @@ _BINARY_SUFFIXES = (".trace.xz", ".trace")
 _SIZES_SUFFIX = ".sizes.xz"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
+_BZIP2_MAGIC = b"BZh"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".zstd")
+_SNIFF_BYTES = 1 << 16
+
+#: The ``format`` values of :func:`load_file` (``--format`` of ``hitratio``).
+FORMATS = ("auto", "cache2k", "text")
+_BINARY_FORMATS = ("cache2k",)
 
 
 def _name(path: Path) -> str:
@@ -153,7 +166,7 @@ def _read_binary(path: Path, limit: int | None) -> list[int]:
     """The 32-bit keys of a cache2k binary file; with ``limit``, only its first
     ``4 * limit`` bytes are read (decompressed)."""
     _check_limit(limit)
-    with _opener(path)(path, "rb") as fh:
+    with _open(path) as fh:
         raw = fh.read() if limit is None else _read_exactly(fh, 4 * limit)
     if len(raw) % 4:
         raise ValueError(
@@ -170,45 +183,172 @@ def _read_binary(path: Path, limit: int | None) -> list[int]:
     return data.tolist()
 
 
-def _opener(path: Path) -> Callable[..., IO[Any]]:
+def _zstd_open() -> Callable[[Path], IO[bytes]] | None:
+    """How this Python opens a zstd stream: ``compression.zstd`` (Python 3.14+), else the
+    ``zstandard`` package when installed; ``None`` when neither is there."""
+    try:
+        from compression import zstd
+    except ImportError:
+        pass
+    else:
+        return lambda path: zstd.open(path, "rb")
+    try:
+        import zstandard
+    except ImportError:
+        return None
+    return lambda path: zstandard.open(path, "rb")
+
+
+def _open(path: Path) -> IO[bytes]:
+    """``path`` opened for reading bytes, decompressed by its magic bytes (xz, gzip,
+    bzip2, zstd) whatever its name."""
     with open(path, "rb") as fh:
         head = fh.read(6)
     if head.startswith(_XZ_MAGIC):
-        return lzma.open  # type: ignore[return-value]
+        return lzma.open(path, "rb")
     if head.startswith(_GZIP_MAGIC):
-        return gzip.open  # type: ignore[return-value]
-    return open
+        return gzip.open(path, "rb")
+    if head.startswith(_BZIP2_MAGIC):
+        return bz2.open(path, "rb")
+    if head.startswith(_ZSTD_MAGIC):
+        opener = _zstd_open()
+        if opener is None:
+            raise ValueError(
+                f"{path} is zstd-compressed, which this Python cannot read (the "
+                "standard library reads zstd from Python 3.14, or install the "
+                f"'zstandard' package): decompress it first, `zstd -d {path}`, and "
+                "give the decompressed file"
+            )
+        return opener(path)
+    return open(path, "rb")
 
 
-def load_file(
-    path: str | Path, *, column: int | None = None, limit: int | None = None
-) -> list[int]:
-    """The requests of a trace file as keys, at most ``limit`` of them.
+def _head(path: Path) -> bytes:
+    """The first bytes of a file, decompressed."""
+    with _open(path) as fh:
+        return _read_exactly(fh, _SNIFF_BYTES)
 
-    A file named ``*.trace`` or ``*.trace.xz`` is the cache2k binary format (big-endian
-    signed 32-bit keys). Anything else is text: one request per line, blank lines and
-    ``#`` comments skipped, the key being field ``column`` (default 0) of the line split
-    on commas, or on white space when it has none; text keys are numbered in order of
-    first appearance. Plain, gzip and xz files are read alike (by their magic bytes).
+
+def _not_text(head: bytes) -> str | None:
+    """Why ``head`` (the start of a file) is not UTF-8 text, or ``None`` when it is."""
+    if b"\0" in head:
+        return f"a NUL byte at offset {head.index(0)}"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by the end of the sample is still text.
+        if not (exc.reason == "unexpected end of data" and exc.end == len(head)):
+            return f"bytes that are not UTF-8 at offset {exc.start}"
+    return None
+
+
+def _base_name(path: Path) -> str:
+    """The file's name in lower case, less a compression suffix (``.gz``...)."""
+    name = path.name.lower()
+    for suffix in _COMPRESSED_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def detect_format(path: str | Path, *, text_options: bool = False) -> str:
+    """The format ``auto`` reads ``path`` as (one of :data:`FORMATS`).
+
+    A file whose first 64 KiB (decompressed) are UTF-8 text without NUL bytes is text,
+    except a file named ``*.trace`` without a line break there. Otherwise a file named
+    ``*.trace`` (plain or compressed: ``.trace.xz``, ``.trace.gz``...) is cache2k binary;
+    any other binary file is refused, naming the formats to force.
+    ``text_options`` (a column, separator or header was given) is for the error message.
     """
     path = Path(path)
-    _check_limit(limit)
-    if path.name.endswith(_BINARY_SUFFIXES) and column is None:
-        return _read_binary(path, limit)
-    opener = _opener(path)
+    name = _base_name(path)
+    head = _head(path)
+    why = _not_text(head)
+    if why is None and (b"\n" in head or not name.endswith(".trace")):
+        return "text"
+    if name.endswith(".trace"):
+        return "cache2k"
+    raise ValueError(
+        f"{path} is not a text trace ({why}) and its name does not say which binary "
+        "format it is: give --format cache2k (big-endian 32-bit keys)"
+        + (" or --format text" if text_options else "")
+    )
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file, as UTF-8; a NUL byte or bytes that are not
+    UTF-8 raise ``ValueError`` (binary data read as text gives junk keys)."""
+    number = 0
+    with io.TextIOWrapper(_open(path), encoding="utf-8", errors="strict") as fh:
+        try:
+            for number, line in enumerate(fh, 1):
+                if "\0" in line:
+                    raise ValueError(
+                        f"{path}:{number}: a NUL byte: binary data, not a text trace "
+                        f"(--format {'|'.join(_BINARY_FORMATS)}?)"
+                    )
+                yield number, line
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"{path}: near line {number + 1}, bytes that are not UTF-8 "
+                f"({exc.reason}): binary data (--format {'|'.join(_BINARY_FORMATS)}?) or another encoding "
+                "(convert it, e.g. iconv -f latin1 -t utf-8)"
+            ) from None
+
+
+def _read_text(path: Path, column: int | None, limit: int | None) -> list[int]:
     field = column or 0
     ids: dict[str, int] = {}
     out: list[int] = []
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split(",") if "," in line else line.split()
-            if field >= len(parts):
-                raise ValueError(f"{path}:{number}: no field {field} in {line[:80]!r}")
-            key = parts[field].strip()
-            out.append(ids.setdefault(key, len(ids)))
-            if limit is not None and len(out) >= limit:
-                break
+    for number, raw in _lines(path):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(",") if "," in line else line.split()
+        if field >= len(parts):
+            raise ValueError(f"{path}:{number}: no field {field} in {line[:80]!r}")
+        key = parts[field].strip()
+        out.append(ids.setdefault(key, len(ids)))
+        if limit is not None and len(out) >= limit:
+            break
     return out
+
+
+def load_file(
+    path: str | Path,
+    *,
+    column: int | None = None,
+    limit: int | None = None,
+    format: str = "auto",
+) -> list[int]:
+    """The requests of a trace file as keys, at most ``limit`` of them (only as much of
+    the file is read).
+
+    ``format`` is one of :data:`FORMATS`; ``auto`` (the default) is
+    :func:`detect_format`. ``cache2k``: big-endian signed 32-bit keys, used as they
+    are. ``text``: one request per line, blank lines and ``#`` comments skipped, the key
+    being field ``column`` (default 0) of the line split on commas, or on white space
+    when it has none; keys are numbered in order of first appearance; a file that is
+    not UTF-8 text, or holds a NUL byte, is refused. Plain, gzip, xz, bzip2 and zstd
+    (when this Python reads it) files are read alike, by their magic bytes.
+    ``column`` is for text only: given with another format it raises ``ValueError``.
+    """
+    path = Path(path)
+    _check_limit(limit)
+    if format not in FORMATS:
+        raise ValueError(
+            f"unknown trace format {format!r}; known: {', '.join(FORMATS)}"
+        )
+    if column is not None and column < 0:
+        raise ValueError(f"column must be 0 or more, not {column}")
+    text_options = column is not None
+    if format == "auto":
+        format = detect_format(path, text_options=text_options)
+    if text_options and format != "text":
+        raise ValueError(
+            f"--column is for text traces; {path} is read as {format} (binary); "
+            "give --format text if it is text"
+        )
+    if format == "cache2k":
+        return _read_binary(path, limit)
+    return _read_text(path, column, limit)

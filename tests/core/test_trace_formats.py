@@ -3,6 +3,8 @@ brings: small files written here, one per format and per way they were misread."
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import lzma
 import sys
 import tracemalloc
@@ -75,3 +77,130 @@ def test_the_command_refuses_a_limit_below_one(
         hitratio.main(["--trace", str(path), "--limit", "0"])
     assert exit_.value.code == 2
     assert "--limit: '0' is not a positive whole number" in capsys.readouterr().err
+
+
+def zstd_compress(data: bytes) -> bytes | None:
+    """``data`` zstd-compressed by whatever this Python has, else ``None``."""
+    try:
+        from compression import zstd  # Python 3.14+
+
+        return zstd.compress(data)  # type: ignore[no-any-return]
+    except ImportError:
+        pass
+    try:
+        import zstandard
+    except ImportError:
+        return None
+    return zstandard.ZstdCompressor().compress(data)  # type: ignore[no-any-return]
+
+
+COMPRESS = {".gz": gzip.compress, ".bz2": bz2.compress}
+
+
+def test_traces_that_worked_are_read_as_before(tmp_path: Path) -> None:
+    """Not a defect: cache2k ``.trace``/``.trace.xz`` and text traces read as before."""
+    keys = [7, -1, 7, 2**31 - 1]
+    (tmp_path / "b.trace").write_bytes(cache2k_bytes(keys))
+    traces.write_file(tmp_path / "b.trace.xz", keys)
+    assert traces.load_file(tmp_path / "b.trace") == keys
+    assert traces.load_file(tmp_path / "b.trace.xz") == keys
+    (tmp_path / "t.txt").write_text("x\n\n# note\ny\nx\n")
+    assert traces.load_file(tmp_path / "t.txt") == [0, 1, 0]
+    (tmp_path / "t.csv").write_text("# time, id, size\n0, 99, 5\n1, 98, 6\n2, 99, 5\n")
+    assert traces.load_file(tmp_path / "t.csv", column=1) == [0, 1, 0]
+    assert traces.load_file(tmp_path / "t.csv", column=1, limit=2) == [0, 1]
+    (tmp_path / "t.txt.xz").write_bytes(lzma.compress(b"x\ny\nx\n"))
+    assert traces.load_file(tmp_path / "t.txt.xz") == [0, 1, 0]
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESS))
+def test_binary_and_text_traces_are_read_compressed(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A cache2k trace gzipped (``.trace.gz``) was read as text: 300 keys gave 7
+    junk requests. bzip2 was read as text whatever the format."""
+    binary = tmp_path / f"b.trace{suffix}"
+    binary.write_bytes(COMPRESS[suffix](cache2k_bytes([7, -1, 7, 2**31 - 1] * 75)))
+    assert traces.load_file(binary) == [7, -1, 7, 2**31 - 1] * 75
+    assert traces.load_file(binary, limit=3) == [7, -1, 7]
+    text = tmp_path / f"t.txt{suffix}"
+    text.write_bytes(COMPRESS[suffix](b"a\nb\na\n"))
+    assert traces.load_file(text) == [0, 1, 0]
+
+
+def test_a_text_trace_named_like_a_binary_one_is_read_as_text(tmp_path: Path) -> None:
+    """Caffeine ships its LIRS traces as gzipped text named ``NAME.trace.gz``: they
+    were read as big-endian keys (or failed on a length not a multiple of 4)."""
+    path = tmp_path / "loop.trace.gz"
+    path.write_bytes(gzip.compress(b"10\n20\n10\n30\n"))
+    assert traces.load_file(path) == [0, 1, 0, 2]
+    plain = tmp_path / "loop.trace"
+    plain.write_bytes(b"10\n20\n10\n")
+    assert traces.load_file(plain) == [0, 1, 0]
+
+
+def test_a_column_with_a_binary_trace_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--column with a ``.trace.xz`` file read its compressed bytes as text lines."""
+    path = tmp_path / "x.trace.xz"
+    traces.write_file(path, list(range(100)) * 3)
+    with pytest.raises(ValueError, match="--column is for text traces"):
+        traces.load_file(path, column=0)
+    with pytest.raises(SystemExit) as exit_:
+        hitratio.main(["--trace", str(path), "--column", "0"])
+    assert exit_.value.code == 2
+    assert "is read as cache2k (binary)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"1\n2\n\x00\x00\x00\x07\n", "NUL byte"),
+        (b"caf\xe9\n" * 10, "not UTF-8"),
+        (b"k\n" * 40_000 + b"\x00\x01\x02\x03\n", "NUL byte"),  # after the sample
+        (b"k\n" * 40_000 + b"\xff\xfe\n", "not UTF-8"),
+    ],
+)
+def test_binary_data_is_not_read_as_text(
+    tmp_path: Path, data: bytes, message: str
+) -> None:
+    """Bytes that are not text were decoded with replacement characters into keys."""
+    path = tmp_path / "trace.dat"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=message):
+        traces.load_file(path)
+
+
+def test_a_zstd_trace_without_a_decoder_says_to_decompress_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python before 3.14 has no zstd: ``.zst`` files were decoded as text, giving one
+    junk key per line of compressed bytes."""
+    monkeypatch.setattr(traces, "_zstd_open", lambda: None)
+    path = tmp_path / "twitter.csv.zst"
+    path.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r"zstd-compressed.*`zstd -d .*twitter\.csv"):
+        traces.load_file(path, column=1)
+
+
+def test_a_zstd_trace_is_read_when_this_python_can(tmp_path: Path) -> None:
+    data = zstd_compress(b"0, a, 10\n1, b, 10\n2, a, 10\n")
+    if data is None or traces._zstd_open() is None:
+        pytest.skip("no zstd in this Python (compression.zstd or zstandard)")
+    path = tmp_path / "t.csv.zst"
+    path.write_bytes(data)
+    assert traces.load_file(path, column=1) == [0, 1, 0]
+
+
+def test_the_command_takes_a_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cache2k trace not named ``*.trace`` is refused unless --format names it."""
+    path = tmp_path / "keys.bin"
+    path.write_bytes(cache2k_bytes([k % 40 for k in range(400)]))
+    with pytest.raises(SystemExit):
+        hitratio.main(["--trace", str(path), "--no-bytes"])
+    assert "give --format cache2k" in capsys.readouterr().err
+    assert hitratio.main(["--trace", str(path), "--format", "cache2k"]) == 0
+    assert "keys.bin" in capsys.readouterr().out
