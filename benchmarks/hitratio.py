@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.hitratio [--quick] [--only NAME[,NAME...]] [--micro]``
 ``python -m benchmarks.hitratio --trace PATH [--trace PATH...] [--format F] [--column N]
-[--limit N]`` (only the given traces: any file ``benchmarks/traces.py`` reads, binary or
+[--sep S] [--[no-]header] [--limit N]`` (only the given traces: any file ``benchmarks/traces.py`` reads, binary or
 text; the formats are listed in docs/benchmarks.md)
 
 Every cell replays one request stream at an equal budget: on a miss the key is stored
@@ -314,6 +314,18 @@ def main(argv: list[str]) -> int:
         "--column", type=int, default=None, help="key field of a text --trace (0)"
     )
     parser.add_argument(
+        "--sep",
+        default=None,
+        help="field separator of a text --trace: one character, 'tab' or 'space' "
+        "(default: chosen per file from its first lines)",
+    )
+    parser.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a text --trace's first line is (or is not) a header; default: detected",
+    )
+    parser.add_argument(
         "--limit",
         type=_positive,
         default=None,
@@ -330,7 +342,12 @@ def main(argv: list[str]) -> int:
     for path in args.trace:
         try:
             keys = traces.load_file(
-                path, column=args.column, limit=args.limit, format=args.format
+                path,
+                column=args.column,
+                limit=args.limit,
+                format=args.format,
+                sep=args.sep,
+                header=args.header,
             )
         except (OSError, ValueError) as exc:
             parser.error(f"--trace {path}: {exc}")

@@ -14,15 +14,18 @@ compressed, so a trace nobody here has seen can be replayed with
 from __future__ import annotations
 
 import bz2
+import csv
 import gzip
 import io
+import itertools
 import lzma
 import os
+import re
 import sys
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = [
     "FETCH_DIR",
@@ -60,6 +63,10 @@ _BZIP2_MAGIC = b"BZh"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".zstd")
 _SNIFF_BYTES = 1 << 16
+_SAMPLE_LINES = 50
+_DELIMITERS = (",", ";", "\t", "|")
+_WHITESPACE_SEPS = ("space", "spaces", "whitespace", " ")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|0[xX][0-9a-fA-F]+")
 
 #: The ``format`` values of :func:`load_file` (``--format`` of ``hitratio``).
 FORMATS = ("auto", "cache2k", "text")
@@ -275,43 +282,144 @@ def detect_format(path: str | Path, *, text_options: bool = False) -> str:
     )
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a text file, as UTF-8; a NUL byte or bytes that are not
-    UTF-8 raise ``ValueError`` (binary data read as text gives junk keys)."""
+def _lines(path: Path, where: list[int]) -> Iterator[str]:
+    """The data lines of a text trace (neither blank nor ``#`` comments), less their
+    line breaks; ``where[0]`` is the number of the line last given. The file is read
+    as UTF-8: a NUL byte or bytes that are not UTF-8 raise ``ValueError`` (binary data
+    read as text gives junk keys)."""
     number = 0
+    formats = "|".join(_BINARY_FORMATS)
     with io.TextIOWrapper(_open(path), encoding="utf-8", errors="strict") as fh:
         try:
             for number, line in enumerate(fh, 1):
                 if "\0" in line:
                     raise ValueError(
                         f"{path}:{number}: a NUL byte: binary data, not a text trace "
-                        f"(--format {'|'.join(_BINARY_FORMATS)}?)"
+                        f"(--format {formats}?)"
                     )
-                yield number, line
+                stripped = line.strip()
+                if stripped and stripped[0] != "#":
+                    where[0] = number
+                    yield line.rstrip("\r\n")
         except UnicodeDecodeError as exc:
             raise ValueError(
                 f"{path}: near line {number + 1}, bytes that are not UTF-8 "
-                f"({exc.reason}): binary data (--format {'|'.join(_BINARY_FORMATS)}?) or another encoding "
-                "(convert it, e.g. iconv -f latin1 -t utf-8)"
+                f"({exc.reason}): binary data (--format {formats}?) or another "
+                "encoding (convert it, e.g. iconv -f latin1 -t utf-8)"
             ) from None
 
 
-def _read_text(path: Path, column: int | None, limit: int | None) -> list[int]:
+def _split(line: str, sep: str | None) -> list[str]:
+    """The fields of one line: on runs of white space (``sep`` None), else as CSV."""
+    if sep is None:
+        return line.split()
+    return [f.strip() for f in next(csv.reader([line], **_csv_options(sep)), [])]
+
+
+def _csv_options(sep: str) -> dict[str, Any]:
+    return {"delimiter": sep, "skipinitialspace": True, "strict": False}
+
+
+def _choose_sep(sample: list[str]) -> str | None:
+    """The separator of a text trace, from its first data lines (a header aside): the
+    first of ``,`` ``;`` tab ``|`` that splits every line into the same number (2 or
+    more) of CSV fields, unless white space splits every line into more; else white
+    space if it splits every line alike; else the first of them found on every line;
+    else white space (``None``)."""
+    lines = sample[1:] if len(sample) > 1 else sample
+    widths = {len(line.split()) for line in lines}
+    spaces = widths.pop() if len(widths) == 1 else None
+    for sep in _DELIMITERS:
+        counts = {len(_split(line, sep)) for line in lines}
+        if len(counts) == 1 and (n := counts.pop()) >= 2 and (spaces or 0) <= n:
+            return sep
+    if spaces is not None:
+        return None
+    for sep in _DELIMITERS:
+        if all(sep in line for line in lines):
+            return sep
+    return None
+
+
+def _is_number(field: str) -> bool:
+    return _NUMBER.fullmatch(field.strip()) is not None
+
+
+def _looks_like_header(first: list[str], rest: list[list[str]]) -> bool:
+    """A first line none of whose fields is a number, over lines where some field is
+    a number on every one (``timestamp,key,size`` over ``0,k0,10``...)."""
+    if not rest or any(_is_number(field) for field in first):
+        return False
+    return any(
+        all(j < len(row) and _is_number(row[j]) for row in rest)
+        for j in range(len(first))
+    )
+
+
+def _text_sep(sep: str | None) -> str | None:
+    """``--sep`` as :func:`_split` takes it: ``None`` for white space."""
+    if sep in _WHITESPACE_SEPS:
+        return None
+    if sep in ("tab", "\\t"):
+        return "\t"
+    if sep is None or len(sep) != 1 or sep in '"\r\n':
+        raise ValueError(
+            f"sep must be one character (',' ';' '|' ...), 'tab' or 'space', not {sep!r}"
+        )
+    return sep
+
+
+def _read_text(
+    path: Path,
+    column: int | None,
+    limit: int | None,
+    sep: str | None = None,
+    header: bool | None = None,
+) -> list[int]:
+    """The keys of a text trace (see :func:`load_file`)."""
     field = column or 0
+    where = [0]
+    lines = _lines(path, where)
+    sample = [(where[0], line) for line in itertools.islice(lines, _SAMPLE_LINES)]
+    chosen = (
+        _choose_sep([line for _, line in sample]) if sep is None else _text_sep(sep)
+    )
+    if header is None:
+        rows = [_split(line, chosen) for _, line in sample]
+        header = _looks_like_header(rows[0], rows[1:]) if rows else False
+    if header:
+        sample = sample[1:]
+
+    def text() -> Iterator[str]:
+        for number, line in sample:
+            where[0] = number
+            yield line
+        yield from lines
+
+    rows_of: Iterator[list[str]] = (
+        (line.split() for line in text())
+        if chosen is None
+        else csv.reader(text(), **_csv_options(chosen))
+    )
     ids: dict[str, int] = {}
     out: list[int] = []
-    for number, raw in _lines(path):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split(",") if "," in line else line.split()
-        if field >= len(parts):
-            raise ValueError(f"{path}:{number}: no field {field} in {line[:80]!r}")
-        key = parts[field].strip()
-        out.append(ids.setdefault(key, len(ids)))
-        if limit is not None and len(out) >= limit:
-            break
+    try:
+        for parts in rows_of:
+            if field >= len(parts):
+                raise ValueError(
+                    f"{path}:{where[0]}: no field {field} in {parts!r:.80} "
+                    f"(fields split on {_sep_name(chosen)}; --sep to choose)"
+                )
+            out.append(ids.setdefault(parts[field].strip(), len(ids)))
+            if limit is not None and len(out) >= limit:
+                break
+    except csv.Error as exc:
+        raise ValueError(f"{path}:{where[0]}: {exc}") from None
     return out
+
+
+def _sep_name(sep: str | None) -> str:
+    return {None: "white space", "\t": "tabs"}.get(sep, repr(sep))
 
 
 def load_file(
@@ -320,6 +428,8 @@ def load_file(
     column: int | None = None,
     limit: int | None = None,
     format: str = "auto",
+    sep: str | None = None,
+    header: bool | None = None,
 ) -> list[int]:
     """The requests of a trace file as keys, at most ``limit`` of them (only as much of
     the file is read).
@@ -327,11 +437,16 @@ def load_file(
     ``format`` is one of :data:`FORMATS`; ``auto`` (the default) is
     :func:`detect_format`. ``cache2k``: big-endian signed 32-bit keys, used as they
     are. ``text``: one request per line, blank lines and ``#`` comments skipped, the key
-    being field ``column`` (default 0) of the line split on commas, or on white space
-    when it has none; keys are numbered in order of first appearance; a file that is
-    not UTF-8 text, or holds a NUL byte, is refused. Plain, gzip, xz, bzip2 and zstd
-    (when this Python reads it) files are read alike, by their magic bytes.
-    ``column`` is for text only: given with another format it raises ``ValueError``.
+    being field ``column`` (default 0); keys are numbered in order of first appearance;
+    a file that is not UTF-8 text, or holds a NUL byte, is refused. The separator is
+    chosen once per file from its first 50 data lines (:func:`_choose_sep`), or given
+    as ``sep`` (one character, ``"tab"`` or ``"space"``: runs of white space); fields
+    are read as CSV (``"a,b"`` is one field) unless split on white space. ``header``
+    True skips the first data line, False keeps it, None (default) skips it when none
+    of its fields is a number while some field is a number on each of the next 49.
+    Plain, gzip, xz, bzip2 and zstd (when this Python reads it) files are read alike,
+    by their magic bytes. ``column``, ``sep`` and ``header`` are for text only: given
+    with another format they raise ``ValueError``.
     """
     path = Path(path)
     _check_limit(limit)
@@ -341,14 +456,20 @@ def load_file(
         )
     if column is not None and column < 0:
         raise ValueError(f"column must be 0 or more, not {column}")
-    text_options = column is not None
+    if sep is not None:
+        _text_sep(sep)
+    given = [
+        option
+        for option, value in (("column", column), ("sep", sep), ("header", header))
+        if value is not None
+    ]
     if format == "auto":
-        format = detect_format(path, text_options=text_options)
-    if text_options and format != "text":
+        format = detect_format(path, text_options=bool(given))
+    if given and format != "text":
         raise ValueError(
-            f"--column is for text traces; {path} is read as {format} (binary); "
+            f"--{given[0]} is for text traces; {path} is read as {format} (binary); "
             "give --format text if it is text"
         )
     if format == "cache2k":
         return _read_binary(path, limit)
-    return _read_text(path, column, limit)
+    return _read_text(path, column, limit, sep, header)

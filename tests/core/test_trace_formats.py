@@ -204,3 +204,118 @@ def test_the_command_takes_a_format(
     assert "give --format cache2k" in capsys.readouterr().err
     assert hitratio.main(["--trace", str(path), "--format", "cache2k"]) == 0
     assert "keys.bin" in capsys.readouterr().out
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_space_separated_trace_keeps_the_commas_of_its_keys(tmp_path: Path) -> None:
+    """A line holding a comma was split on commas: three Wikipedia URLs with commas
+    became one key, and a size field vanished on the lines whose URL had one."""
+    every = write(
+        tmp_path,
+        "wiki.txt",
+        "1 /wiki/Paris,_Texas 200\n2 /wiki/Austin,_Texas 200\n"
+        "3 /wiki/Dallas,_Texas 200\n",
+    )
+    assert traces.load_file(every, column=1) == [0, 1, 2]
+    some = write(
+        tmp_path, "some.txt", "1 /wiki/A 200\n2 /wiki/Paris,_Texas 300\n3 /wiki/A 200\n"
+    )
+    assert traces.load_file(some, column=1) == [0, 1, 0]
+    assert traces.load_file(some, column=2) == [0, 1, 0]
+
+
+def test_a_quoted_csv_field_is_one_field(tmp_path: Path) -> None:
+    """``"a,b"`` was split inside its quotes: the fields after it shifted."""
+    path = write(tmp_path, "q.csv", '1,"a,b",10\n2,"a,c",10\n3,"a,b",10\n')
+    assert traces.load_file(path, column=1) == [0, 1, 0]
+    assert traces.load_file(path, column=2) == [0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0;k0;10\n1;k1;10\n2;k0;20\n",
+        "0\tNew York\t10\n1\tParis\t10\n2\tNew York\t20\n",
+        "0|k0|10\n1|k1|10\n2|k0|20\n",
+    ],
+)
+def test_a_csv_trace_with_another_separator_is_read(tmp_path: Path, text: str) -> None:
+    """Only commas and white space were separators: a semicolon file had no field 1;
+    a tab file split 'New York' in two."""
+    path = write(tmp_path, "t.csv", text)
+    assert traces.load_file(path, column=1) == [0, 1, 0]
+    assert traces.load_file(path, column=2) == [0, 0, 1]
+
+
+def test_sep_forces_the_separator(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.txt", "a,b c\na,d e\n")
+    assert traces.load_file(path, sep="space") == [0, 1]
+    assert traces.load_file(path, sep=",") == [0, 0]
+    assert traces.load_file(path, sep=",", column=1) == [0, 1]
+    with pytest.raises(ValueError, match="sep must be one character"):
+        traces.load_file(path, sep=";;")
+    with pytest.raises(ValueError, match="no field 1 in .*split on ';'"):
+        traces.load_file(path, sep=";", column=1)
+
+
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [
+        ("timestamp,key,size\n" + "".join(f"{i},k{i % 7},10\n" for i in range(70)), 1),
+        ("time key size\n" + "".join(f"{i} k{i % 7} 10\n" for i in range(70)), 1),
+        # libCacheSim's cloudPhysicsIO.csv
+        (
+            "version,time,op,size,lbn\n"
+            + "".join(
+                f"1,{5633898 + i},2a,512,{42932745 + i % 7}\n" for i in range(70)
+            ),
+            4,
+        ),
+        ("block\n" + "".join(f"{i % 7}\n" for i in range(70)), 0),
+    ],
+)
+def test_a_header_line_is_not_a_request(tmp_path: Path, text: str, column: int) -> None:
+    """A CSV header without '#' was read as a request: 71 requests over 8 keys."""
+    path = write(tmp_path, "h.csv", text)
+    keys = traces.load_file(path, column=column)
+    assert (len(keys), len(set(keys))) == (70, 7)
+    assert len(traces.load_file(path, column=column, header=False)) == 71
+
+
+def test_header_forces_the_first_line_out(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.txt", "a\nb\na\n")
+    assert traces.load_file(path, header=True) == [0, 1]
+    with pytest.raises(ValueError, match="--header is for text traces"):
+        traces.load_file(tmp_path / "missing.trace", header=True, format="cache2k")
+
+
+def test_a_first_line_of_data_is_kept(tmp_path: Path) -> None:
+    """Not a defect: what the header detection must leave alone."""
+    for text, keys in [
+        ("k1\nk2\nk1\n", [0, 1, 0]),  # no field is a number anywhere
+        ("GET,/a\nGET,/b\nGET,/a\n", [0, 0, 0]),
+        ("0,k0,10\n1,k1,10\n", [0, 1]),  # a number on the first line
+        ("/a 1\n", [0]),  # one line
+    ]:
+        assert traces.load_file(write(tmp_path, "t.txt", text)) == keys, text
+
+
+def test_a_negative_column_is_refused(tmp_path: Path) -> None:
+    """--column -1 took the last field of each line."""
+    path = write(tmp_path, "t.csv", "0,a,1\n1,b,1\n")
+    with pytest.raises(ValueError, match="column must be 0 or more"):
+        traces.load_file(path, column=-1)
+
+
+def test_the_command_takes_sep_and_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "t.txt", "".join(f"k{i % 30};{i}\n" for i in range(300)))
+    args = ["--trace", str(path), "--sep", ";", "--no-header", "--no-bytes"]
+    assert hitratio.main(args) == 0
+    assert "t.txt" in capsys.readouterr().out
