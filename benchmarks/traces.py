@@ -66,10 +66,11 @@ _SNIFF_BYTES = 1 << 16
 _SAMPLE_LINES = 50
 _DELIMITERS = (",", ";", "\t", "|")
 _WHITESPACE_SEPS = ("space", "spaces", "whitespace", " ")
+_LIRS_LINE = re.compile(r"[-+]?\d+|\*")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|0[xX][0-9a-fA-F]+")
 
 #: The ``format`` values of :func:`load_file` (``--format`` of ``hitratio``).
-FORMATS = ("auto", "cache2k", "text")
+FORMATS = ("auto", "cache2k", "text", "arc", "lirs")
 _BINARY_FORMATS = ("cache2k",)
 
 
@@ -258,20 +259,39 @@ def _base_name(path: Path) -> str:
     return name
 
 
+def _head_lines(head: bytes, whole: bool) -> list[str]:
+    """The first data lines (neither blank nor ``#`` comments) of a text file's
+    ``head``; its last line is left out unless ``head`` is the ``whole`` file."""
+    lines = head.decode("utf-8", errors="ignore").splitlines()
+    if not whole:
+        lines = lines[:-1]
+    data = (line.strip() for line in lines)
+    return [line for line in data if line and line[0] != "#"][:_SAMPLE_LINES]
+
+
 def detect_format(path: str | Path, *, text_options: bool = False) -> str:
     """The format ``auto`` reads ``path`` as (one of :data:`FORMATS`).
 
-    A file whose first 64 KiB (decompressed) are UTF-8 text without NUL bytes is text,
-    except a file named ``*.trace`` without a line break there. Otherwise a file named
-    ``*.trace`` (plain or compressed: ``.trace.xz``, ``.trace.gz``...) is cache2k binary;
-    any other binary file is refused, naming the formats to force.
-    ``text_options`` (a column, separator or header was given) is for the error message.
+    By name first (less a compression suffix): ``*.lis`` is ``arc``, ``*.trc``
+    ``lirs``. Else by content: a file whose first 64 KiB (decompressed) are UTF-8 text
+    without NUL bytes is ``lirs`` when its first data lines are each one integer or
+    ``*`` (and ``text_options``, a column, separator or header, was not given), else
+    ``text``; a file named ``*.trace`` needs a line break there to be text. A file
+    that is not text is ``cache2k`` if named ``*.trace`` (``.trace.xz``,
+    ``.trace.gz``...); any other binary file is refused, naming the formats to force.
     """
     path = Path(path)
     name = _base_name(path)
+    if name.endswith(".lis"):
+        return "arc"
+    if name.endswith(".trc"):
+        return "lirs"
     head = _head(path)
     why = _not_text(head)
     if why is None and (b"\n" in head or not name.endswith(".trace")):
+        lines = _head_lines(head, whole=len(head) < _SNIFF_BYTES)
+        if not text_options and lines and all(_LIRS_LINE.fullmatch(x) for x in lines):
+            return "lirs"
         return "text"
     if name.endswith(".trace"):
         return "cache2k"
@@ -467,9 +487,64 @@ def load_file(
         format = detect_format(path, text_options=bool(given))
     if given and format != "text":
         raise ValueError(
-            f"--{given[0]} is for text traces; {path} is read as {format} (binary); "
-            "give --format text if it is text"
+            f"--{given[0]} is for --format text; {path} is read as {format}: give "
+            "--format text to read it as text"
         )
     if format == "cache2k":
         return _read_binary(path, limit)
+    if format == "arc":
+        return _read_arc(path, limit)
+    if format == "lirs":
+        return _read_lirs(path, limit)
     return _read_text(path, column, limit, sep, header)
+
+
+def _read_arc(path: Path, limit: int | None) -> list[int]:
+    """The ARC traces' format: a line ``start_block n_blocks ignore request_no`` is
+    ``n_blocks`` requests, of blocks ``start_block`` .. ``start_block + n_blocks - 1``
+    (as Caffeine's ArcTraceReader reads it)."""
+    where = [0]
+    ids: dict[int, int] = {}
+    out: list[int] = []
+    for line in _lines(path, where):
+        parts = line.split()
+        try:
+            start, count = int(parts[0]), int(parts[1])
+        except (IndexError, ValueError):
+            count = -1
+        if count < 0:
+            raise ValueError(
+                f"{path}:{where[0]}: {line!r:.80} is not an ARC trace line "
+                "'start_block n_blocks ignore request_no'"
+            )
+        if limit is not None:
+            count = min(count, limit - len(out))
+        out.extend(
+            ids.setdefault(block, len(ids)) for block in range(start, start + count)
+        )
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _read_lirs(path: Path, limit: int | None) -> list[int]:
+    """The LIRS traces' format: one block number a line, lines ``*`` (separators)
+    skipped (as Caffeine's LirsTraceReader reads it)."""
+    where = [0]
+    ids: dict[int, int] = {}
+    out: list[int] = []
+    for line in _lines(path, where):
+        text = line.strip()
+        if text == "*":
+            continue
+        try:
+            block = int(text)
+        except ValueError:
+            raise ValueError(
+                f"{path}:{where[0]}: {text!r:.80} is not a LIRS trace line (one "
+                "block number, or '*'): give --format text to read it as text"
+            ) from None
+        out.append(ids.setdefault(block, len(ids)))
+        if limit is not None and len(out) >= limit:
+            break
+    return out

@@ -111,6 +111,8 @@ def test_traces_that_worked_are_read_as_before(tmp_path: Path) -> None:
     assert traces.load_file(tmp_path / "t.csv", column=1, limit=2) == [0, 1]
     (tmp_path / "t.txt.xz").write_bytes(lzma.compress(b"x\ny\nx\n"))
     assert traces.load_file(tmp_path / "t.txt.xz") == [0, 1, 0]
+    (tmp_path / "n.txt").write_text("42932745\n42932746\n\n42932745\n7")
+    assert traces.load_file(tmp_path / "n.txt") == [0, 1, 0, 2]
 
 
 @pytest.mark.parametrize("suffix", sorted(COMPRESS))
@@ -145,12 +147,12 @@ def test_a_column_with_a_binary_trace_is_refused(
     """--column with a ``.trace.xz`` file read its compressed bytes as text lines."""
     path = tmp_path / "x.trace.xz"
     traces.write_file(path, list(range(100)) * 3)
-    with pytest.raises(ValueError, match="--column is for text traces"):
+    with pytest.raises(ValueError, match="--column is for --format text"):
         traces.load_file(path, column=0)
     with pytest.raises(SystemExit) as exit_:
         hitratio.main(["--trace", str(path), "--column", "0"])
     assert exit_.value.code == 2
-    assert "is read as cache2k (binary)" in capsys.readouterr().err
+    assert "is read as cache2k" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -290,7 +292,7 @@ def test_a_header_line_is_not_a_request(tmp_path: Path, text: str, column: int) 
 def test_header_forces_the_first_line_out(tmp_path: Path) -> None:
     path = write(tmp_path, "t.txt", "a\nb\na\n")
     assert traces.load_file(path, header=True) == [0, 1]
-    with pytest.raises(ValueError, match="--header is for text traces"):
+    with pytest.raises(ValueError, match="--header is for --format text"):
         traces.load_file(tmp_path / "missing.trace", header=True, format="cache2k")
 
 
@@ -319,3 +321,71 @@ def test_the_command_takes_sep_and_header(
     args = ["--trace", str(path), "--sep", ";", "--no-header", "--no-bytes"]
     assert hitratio.main(args) == 0
     assert "t.txt" in capsys.readouterr().out
+
+
+ARC = "1000 3 0 1\n5 2 0 2\n1001 1 0 3\n"  # blocks 1000-1002, 5-6, 1001
+
+
+@pytest.mark.parametrize("name", ["OLTP.lis", "P1.lis.gz"])
+def test_an_arc_line_is_a_run_of_blocks(tmp_path: Path, name: str) -> None:
+    """A line of the ARC traces, 'start_block n_blocks ignore request_no', was one
+    request (the key being its start block): 1000 lines of 8 blocks gave 1,000
+    requests for 8,000."""
+    path = tmp_path / name
+    data = ARC.encode()
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    assert traces.load_file(path) == [0, 1, 2, 3, 4, 1]
+    assert traces.load_file(path, limit=4) == [0, 1, 2, 3]
+    other = write(tmp_path, "arc.txt", ARC)
+    assert traces.load_file(other, format="arc") == [0, 1, 2, 3, 4, 1]
+
+
+def test_a_long_arc_run_is_cut_at_the_limit(tmp_path: Path) -> None:
+    path = write(tmp_path, "big.lis", "0 2000000000 0 1\n")
+    assert traces.load_file(path, limit=5) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("line", ["1000\n", "x 8 0 1\n", "1000 -1 0 1\n"])
+def test_a_line_that_is_not_arc_is_reported(tmp_path: Path, line: str) -> None:
+    path = write(tmp_path, "t.lis", "1 1 0 1\n" + line)
+    with pytest.raises(ValueError, match=r"t\.lis:2: .* is not an ARC trace line"):
+        traces.load_file(path)
+
+
+@pytest.mark.parametrize("name", ["multi.trc", "multi1.trace.gz", "blocks.txt"])
+def test_lirs_separator_lines_are_skipped(tmp_path: Path, name: str) -> None:
+    """The LIRS traces' '*' lines (Caffeine's LirsTraceReader skips them) were keys:
+    7 requests over 4 keys for 6 over 3. Caffeine names them NAME.trace.gz."""
+    path = tmp_path / name
+    data = b"1\n2\n3\n*\n1\n2\n3\n"
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    assert traces.load_file(path) == [0, 1, 2, 0, 1, 2]
+    assert traces.load_file(path, limit=4) == [0, 1, 2, 0]
+
+
+def test_a_line_that_is_not_lirs_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.trc", "1\n2\n/a\n")
+    with pytest.raises(
+        ValueError, match=r"t\.trc:3: '/a' is not a LIRS.*--format text"
+    ):
+        traces.load_file(path)
+    assert traces.load_file(path, format="text") == [0, 1, 2]
+
+
+def test_text_options_with_an_arc_or_lirs_file_are_refused(tmp_path: Path) -> None:
+    """Column 0 of an ARC file is its start blocks: asked for, it must be said."""
+    path = write(tmp_path, "t.lis", ARC)
+    with pytest.raises(ValueError, match="is read as arc: give --format text"):
+        traces.load_file(path, column=0)
+    assert traces.load_file(path, column=0, format="text") == [0, 1, 2]
+
+
+def test_the_command_takes_arc_and_lirs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "t.log", "".join(f"{i % 50} 3 0 {i}\n" for i in range(200)))
+    assert hitratio.main(["--trace", str(path), "--format", "arc", "--no-bytes"]) == 0
+    assert "t.log" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        hitratio.main(["--trace", str(path), "--format", "lirs"])
+    assert "is not a LIRS trace line" in capsys.readouterr().err
