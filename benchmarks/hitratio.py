@@ -2,8 +2,9 @@
 
 ``python -m benchmarks.hitratio [--quick] [--only NAME[,NAME...]] [--micro]``
 ``python -m benchmarks.hitratio --trace PATH [--trace PATH...] [--format F] [--column N]
-[--sep S] [--[no-]header] [--limit N]`` (only the given traces: any file ``benchmarks/traces.py`` reads, binary or
-text; the formats are listed in docs/benchmarks.md)
+[--sep S] [--[no-]header] [--limit N]`` (only the given traces: any file
+``benchmarks/traces.py`` reads, binary or text; the formats are listed in
+docs/benchmarks.md)
 
 Every cell replays one request stream at an equal budget: on a miss the key is stored
 (the store loop: ``insert`` then ``evict`` while over budget). Columns:
@@ -21,9 +22,9 @@ Every cell replays one request stream at an equal budget: on a miss the key is s
 
 Sizes are 1%, 5% and 10% of the unique keys of each stream, except the loop, whose length
 is 125% of the cache at each size. A byte-budget section then compares object and byte
-hit ratios on values of varied sizes, and on every trace replayed that has a sizes file
-(``NAME.sizes.xz``: twitter52 once fetched, see ``python -m benchmarks fetch-traces``)
-with its real sizes. Everything is seeded: two runs print the same table.
+hit ratios on values of varied sizes, and on every trace replayed that has sizes (a
+``NAME.sizes.xz`` file: twitter52 once fetched, see ``python -m benchmarks
+fetch-traces``; or an oracleGeneral trace's records) with its real sizes. Everything is seeded: two runs print the same table.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from django_smartcache.core import DEFAULT_POLICY, POLICIES, make_policy
@@ -237,7 +237,8 @@ def byte_table(quick: bool) -> None:
 
 
 def trace_byte_table(name: str, keys: Sequence[int], sizes: Sequence[int]) -> None:
-    """A trace with real request sizes (``NAME.sizes.xz``) under a byte budget.
+    """A trace with real request sizes (``NAME.sizes.xz``, oracleGeneral) under a byte
+    budget.
 
     A key weighs the size of its first request (twitter52's sizes never change per key;
     the replay asks a key's weight when it misses, not a request's)."""
@@ -308,7 +309,7 @@ def main(argv: list[str]) -> int:
         "--format",
         choices=traces.FORMATS,
         default="auto",
-        help="format of each --trace (auto: by name and content; see docs/benchmarks.md)",
+        help="format of each --trace (auto: by name and content; docs/benchmarks.md)",
     )
     parser.add_argument(
         "--column", type=int, default=None, help="key field of a text --trace (0)"
@@ -341,7 +342,7 @@ def main(argv: list[str]) -> int:
     sized: dict[str, list[int]] = {}
     for path in args.trace:
         try:
-            keys = traces.load_file(
+            keys, sizes = traces.load_trace(
                 path,
                 column=args.column,
                 limit=args.limit,
@@ -354,8 +355,7 @@ def main(argv: list[str]) -> int:
         if not keys:
             parser.error(f"--trace {path}: no requests read")
         given.append((os.path.basename(path), keys))
-        sizes = traces.load_sizes(Path(path), limit=args.limit)
-        if sizes is not None and args.column is None:
+        if sizes is not None:
             sized[os.path.basename(path)] = sizes
     started = time.perf_counter()
     print(

@@ -21,6 +21,7 @@ import itertools
 import lzma
 import os
 import re
+import struct
 import sys
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "load",
     "load_file",
     "load_sizes",
+    "load_trace",
     "sizes_file",
     "trace_dirs",
     "write_file",
@@ -70,8 +72,11 @@ _LIRS_LINE = re.compile(r"[-+]?\d+|\*")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|0[xX][0-9a-fA-F]+")
 
 #: The ``format`` values of :func:`load_file` (``--format`` of ``hitratio``).
-FORMATS = ("auto", "cache2k", "text", "arc", "lirs")
-_BINARY_FORMATS = ("cache2k",)
+FORMATS = ("auto", "cache2k", "text", "arc", "lirs", "oracle-general")
+_BINARY_FORMATS = ("cache2k", "oracle-general")
+#: An oracleGeneral record (timestamp, next_access_vtime skipped): obj_id, obj_size.
+_ORACLE_RECORD = struct.Struct("<4xQI8x")
+_ORACLE_CHUNK = 1 << 16
 
 
 def _name(path: Path) -> str:
@@ -131,8 +136,11 @@ def sizes_file(trace: str | Path) -> Path | None:
 
 def load_sizes(trace: str | Path, limit: int | None = None) -> list[int] | None:
     """The size in bytes of each request of a trace (a name, or a trace file as a Path),
-    cut like its keys (``limit``, else a named trace's standard prefix); ``None`` when
-    it has no sizes file."""
+    cut like its keys (``limit``, else a named trace's standard prefix): its sizes
+    file, or the records of an oracleGeneral file (named ``*oracleGeneral*``); ``None``
+    when it has none."""
+    if isinstance(trace, Path) and "oraclegeneral" in _base_name(trace):
+        return _read_oracle(trace, limit, sizes=True)[1]
     path = sizes_file(trace)
     if path is None:
         return None
@@ -192,8 +200,8 @@ def _read_binary(path: Path, limit: int | None) -> list[int]:
 
 
 def _zstd_open() -> Callable[[Path], IO[bytes]] | None:
-    """How this Python opens a zstd stream: ``compression.zstd`` (Python 3.14+), else the
-    ``zstandard`` package when installed; ``None`` when neither is there."""
+    """How this Python opens a zstd stream: ``compression.zstd`` (Python 3.14+), else
+    the ``zstandard`` package when installed; ``None`` when neither is there."""
     try:
         from compression import zstd
     except ImportError:
@@ -272,16 +280,21 @@ def _head_lines(head: bytes, whole: bool) -> list[str]:
 def detect_format(path: str | Path, *, text_options: bool = False) -> str:
     """The format ``auto`` reads ``path`` as (one of :data:`FORMATS`).
 
-    By name first (less a compression suffix): ``*.lis`` is ``arc``, ``*.trc``
-    ``lirs``. Else by content: a file whose first 64 KiB (decompressed) are UTF-8 text
-    without NUL bytes is ``lirs`` when its first data lines are each one integer or
-    ``*`` (and ``text_options``, a column, separator or header, was not given), else
-    ``text``; a file named ``*.trace`` needs a line break there to be text. A file
-    that is not text is ``cache2k`` if named ``*.trace`` (``.trace.xz``,
-    ``.trace.gz``...); any other binary file is refused, naming the formats to force.
+    By name first (less a compression suffix): a name holding ``oracleGeneral``
+    (``*.oracleGeneral.bin``, ``*.oracleGeneral.zst``...) is ``oracle-general``,
+    ``*.lis`` is ``arc``, ``*.trc`` ``lirs``. Else by content: a file whose first 64 KiB
+    (decompressed) are UTF-8 text without NUL bytes is ``lirs`` when its first data
+    lines are each one integer or ``*`` (and ``text_options``, a column, separator or
+    header, was not given), else ``text``; a file named ``*.trace`` needs a line break
+    there to be text. A file that is not text is ``cache2k`` if named ``*.trace``
+    (``.trace.xz``, ``.trace.gz``...), else ``oracle-general`` if its first records read
+    as such (:func:`_looks_like_oracle`); any other binary file is refused, naming the
+    formats to force.
     """
     path = Path(path)
     name = _base_name(path)
+    if "oraclegeneral" in name:
+        return "oracle-general"
     if name.endswith(".lis"):
         return "arc"
     if name.endswith(".trc"):
@@ -295,9 +308,12 @@ def detect_format(path: str | Path, *, text_options: bool = False) -> str:
         return "text"
     if name.endswith(".trace"):
         return "cache2k"
+    if _looks_like_oracle(head):
+        return "oracle-general"
     raise ValueError(
         f"{path} is not a text trace ({why}) and its name does not say which binary "
-        "format it is: give --format cache2k (big-endian 32-bit keys)"
+        "format it is: give --format cache2k (big-endian 32-bit keys) or "
+        "--format oracle-general (libCacheSim's 24-byte records)"
         + (" or --format text" if text_options else "")
     )
 
@@ -384,7 +400,8 @@ def _text_sep(sep: str | None) -> str | None:
         return "\t"
     if sep is None or len(sep) != 1 or sep in '"\r\n':
         raise ValueError(
-            f"sep must be one character (',' ';' '|' ...), 'tab' or 'space', not {sep!r}"
+            "sep must be one character (',' ';' '|' ...), 'tab' or 'space', "
+            f"not {sep!r}"
         )
     return sep
 
@@ -455,20 +472,50 @@ def load_file(
     the file is read).
 
     ``format`` is one of :data:`FORMATS`; ``auto`` (the default) is
-    :func:`detect_format`. ``cache2k``: big-endian signed 32-bit keys, used as they
-    are. ``text``: one request per line, blank lines and ``#`` comments skipped, the key
-    being field ``column`` (default 0); keys are numbered in order of first appearance;
-    a file that is not UTF-8 text, or holds a NUL byte, is refused. The separator is
-    chosen once per file from its first 50 data lines (:func:`_choose_sep`), or given
-    as ``sep`` (one character, ``"tab"`` or ``"space"``: runs of white space); fields
-    are read as CSV (``"a,b"`` is one field) unless split on white space. ``header``
-    True skips the first data line, False keeps it, None (default) skips it when none
-    of its fields is a number while some field is a number on each of the next 49.
-    Plain, gzip, xz, bzip2 and zstd (when this Python reads it) files are read alike,
-    by their magic bytes. ``column``, ``sep`` and ``header`` are for text only: given
-    with another format they raise ``ValueError``.
+    :func:`detect_format`. ``cache2k``: big-endian signed 32-bit keys, used as they are.
+    ``oracle-general``: libCacheSim's 24-byte records (:func:`_read_oracle`). ``arc``,
+    ``lirs``: the ARC and LIRS papers' traces (:func:`_read_arc`, :func:`_read_lirs`).
+    Keys of all formats but cache2k are numbered in order of first appearance. ``text``:
+    one request per line, blank lines and ``#`` comments skipped, the key being field
+    ``column`` (default 0); a file that is not UTF-8 text, or holds a NUL byte, is
+    refused. The separator is chosen once per file from its first 50 data lines
+    (:func:`_choose_sep`), or given as ``sep`` (one character, ``"tab"`` or ``"space"``:
+    runs of white space); fields are read as CSV (``"a,b"`` is one field) unless split
+    on white space. ``header`` True skips the first data line, False keeps it, None
+    (default) skips it when none of its fields is a number while some field is a number
+    on each of the next 49. Plain, gzip, xz, bzip2 and zstd (when this Python reads it)
+    files are read alike, by their magic bytes. ``column``, ``sep`` and ``header`` are
+    for text only: given with another format they raise ``ValueError``.
     """
-    path = Path(path)
+    return _load(
+        Path(path),
+        sizes=False,
+        column=column,
+        limit=limit,
+        format=format,
+        sep=sep,
+        header=header,
+    )[0]
+
+
+def load_trace(path: str | Path, **options: Any) -> tuple[list[int], list[int] | None]:
+    """The keys of a trace file as :func:`load_file` reads them (``options`` are its
+    keyword arguments), and the size in bytes of each request when the trace has them:
+    the ``obj_size`` of an oracleGeneral trace's records, or a cache2k trace's
+    ``NAME.sizes.xz`` file (cut at ``limit`` too); ``None`` for the other formats."""
+    return _load(Path(path), sizes=True, **options)
+
+
+def _load(
+    path: Path,
+    *,
+    sizes: bool,
+    column: int | None = None,
+    limit: int | None = None,
+    format: str = "auto",
+    sep: str | None = None,
+    header: bool | None = None,
+) -> tuple[list[int], list[int] | None]:
     _check_limit(limit)
     if format not in FORMATS:
         raise ValueError(
@@ -491,12 +538,62 @@ def load_file(
             "--format text to read it as text"
         )
     if format == "cache2k":
-        return _read_binary(path, limit)
+        keys = _read_binary(path, limit)
+        return keys, load_sizes(path, limit) if sizes else None
+    if format == "oracle-general":
+        return _read_oracle(path, limit, sizes)
     if format == "arc":
-        return _read_arc(path, limit)
+        return _read_arc(path, limit), None
     if format == "lirs":
-        return _read_lirs(path, limit)
-    return _read_text(path, column, limit, sep, header)
+        return _read_lirs(path, limit), None
+    return _read_text(path, column, limit, sep, header), None
+
+
+def _read_oracle(
+    path: Path, limit: int | None, sizes: bool
+) -> tuple[list[int], list[int] | None]:
+    """libCacheSim's oracleGeneral binary format: 24-byte little-endian records
+    ``<IQIq`` (timestamp u32, obj_id u64, obj_size u32, next_access_vtime i64), as
+    Caffeine's OracleGeneralTraceReader reads it; read in chunks, up to ``limit``
+    records. The obj_ids are numbered in order of first appearance."""
+    ids: dict[int, int] = {}
+    keys: list[int] = []
+    weights: list[int] = []
+    size = _ORACLE_RECORD.size
+    with _open(path) as fh:
+        while limit is None or len(keys) < limit:
+            want = (
+                _ORACLE_CHUNK
+                if limit is None
+                else min(_ORACLE_CHUNK, limit - len(keys))
+            )
+            raw = _read_exactly(fh, want * size)
+            if len(raw) % size:
+                raise ValueError(
+                    f"{path}: ends {len(raw) % size} bytes into a record: not an "
+                    f"oracleGeneral trace (records of {size} bytes)?"
+                )
+            records = _ORACLE_RECORD.iter_unpack(raw)
+            if sizes:
+                records = list(records)
+                weights.extend(obj_size for _, obj_size in records)
+            setdefault = ids.setdefault
+            keys.extend([setdefault(obj_id, len(ids)) for obj_id, _ in records])
+            if len(raw) < want * size:
+                break
+    return keys, weights if sizes else None
+
+
+def _looks_like_oracle(head: bytes) -> bool:
+    """Whether ``head`` (a binary file's start) reads as oracleGeneral records: at least
+    two, each one's next_access_vtime -1 (none) or after its own place, below 2**40."""
+    count = len(head) // _ORACLE_RECORD.size
+    if count < 2:
+        return False
+    records = struct.iter_unpack("<IQIq", head[: count * _ORACLE_RECORD.size])
+    return all(
+        nxt == -1 or index < nxt < 2**40 for index, (*_, nxt) in enumerate(records)
+    )
 
 
 def _read_arc(path: Path, limit: int | None) -> list[int]:
