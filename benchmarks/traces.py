@@ -270,11 +270,22 @@ def _base_name(path: Path) -> str:
 def _head_lines(head: bytes, whole: bool) -> list[str]:
     """The first data lines (neither blank nor ``#`` comments) of a text file's
     ``head``; its last line is left out unless ``head`` is the ``whole`` file."""
-    lines = head.decode("utf-8", errors="ignore").splitlines()
+    lines = head.decode("utf-8-sig", errors="ignore").splitlines()
     if not whole:
         lines = lines[:-1]
     data = (line.strip() for line in lines)
     return [line for line in data if line and line[0] != "#"][:_SAMPLE_LINES]
+
+
+def _named_format(name: str) -> str | None:
+    """The format a file's name (lower case, less a compression suffix) says."""
+    if "oraclegeneral" in name:
+        return "oracle-general"
+    if name.endswith(".lis"):
+        return "arc"
+    if name.endswith(".trc"):
+        return "lirs"
+    return None
 
 
 def detect_format(path: str | Path, *, text_options: bool = False) -> str:
@@ -285,20 +296,18 @@ def detect_format(path: str | Path, *, text_options: bool = False) -> str:
     ``*.lis`` is ``arc``, ``*.trc`` ``lirs``. Else by content: a file whose first 64 KiB
     (decompressed) are UTF-8 text without NUL bytes is ``lirs`` when its first data
     lines are each one integer or ``*`` (and ``text_options``, a column, separator or
-    header, was not given), else ``text``; a file named ``*.trace`` needs a line break
-    there to be text. A file that is not text is ``cache2k`` if named ``*.trace``
-    (``.trace.xz``, ``.trace.gz``...), else ``oracle-general`` if its first records read
-    as such (:func:`_looks_like_oracle`); any other binary file is refused, naming the
-    formats to force.
+    header, was not given; :func:`load_file` reads it as text if a later line is not
+    one), else ``text``; a file named ``*.trace`` needs a line break there to be text. A
+    file that is not text is ``cache2k`` if named ``*.trace`` (``.trace.xz``,
+    ``.trace.gz``...), else ``oracle-general`` if its first records read as such
+    (:func:`_looks_like_oracle`); any other binary file is refused, naming the formats
+    to force.
     """
     path = Path(path)
     name = _base_name(path)
-    if "oraclegeneral" in name:
-        return "oracle-general"
-    if name.endswith(".lis"):
-        return "arc"
-    if name.endswith(".trc"):
-        return "lirs"
+    named = _named_format(name)
+    if named is not None:
+        return named
     head = _head(path)
     why = _not_text(head)
     if why is None and (b"\n" in head or not name.endswith(".trace")):
@@ -325,7 +334,7 @@ def _lines(path: Path, where: list[int]) -> Iterator[str]:
     read as text gives junk keys)."""
     number = 0
     formats = "|".join(_BINARY_FORMATS)
-    with io.TextIOWrapper(_open(path), encoding="utf-8", errors="strict") as fh:
+    with io.TextIOWrapper(_open(path), encoding="utf-8-sig", errors="strict") as fh:
         try:
             for number, line in enumerate(fh, 1):
                 if "\0" in line:
@@ -530,6 +539,7 @@ def _load(
         for option, value in (("column", column), ("sep", sep), ("header", header))
         if value is not None
     ]
+    by_content = format == "auto" and _named_format(_base_name(path)) is None
     if format == "auto":
         format = detect_format(path, text_options=bool(given))
     if given and format != "text":
@@ -545,7 +555,12 @@ def _load(
     if format == "arc":
         return _read_arc(path, limit), None
     if format == "lirs":
-        return _read_lirs(path, limit), None
+        try:
+            return _read_lirs(path, limit), None
+        except _NotLirs:
+            if not by_content:
+                raise
+            # One number a line at first, then not: a text trace, read as before.
     return _read_text(path, column, limit, sep, header), None
 
 
@@ -624,6 +639,10 @@ def _read_arc(path: Path, limit: int | None) -> list[int]:
     return out
 
 
+class _NotLirs(ValueError):
+    """A line of a file read as LIRS is not one."""
+
+
 def _read_lirs(path: Path, limit: int | None) -> list[int]:
     """The LIRS traces' format: one block number a line, lines ``*`` (separators)
     skipped (as Caffeine's LirsTraceReader reads it)."""
@@ -637,7 +656,7 @@ def _read_lirs(path: Path, limit: int | None) -> list[int]:
         try:
             block = int(text)
         except ValueError:
-            raise ValueError(
+            raise _NotLirs(
                 f"{path}:{where[0]}: {text!r:.80} is not a LIRS trace line (one "
                 "block number, or '*'): give --format text to read it as text"
             ) from None

@@ -114,6 +114,9 @@ def test_traces_that_worked_are_read_as_before(tmp_path: Path) -> None:
     assert traces.load_file(tmp_path / "t.txt.xz") == [0, 1, 0]
     (tmp_path / "n.txt").write_text("42932745\n42932746\n\n42932745\n7")
     assert traces.load_file(tmp_path / "n.txt") == [0, 1, 0, 2]
+    # numbers first, then a word (auto reads the numbers as LIRS, then as text)
+    (tmp_path / "w.txt").write_text("".join(f"{i}\n" for i in range(60)) + "ab\n0\n")
+    assert traces.load_file(tmp_path / "w.txt") == [*range(60), 60, 0]
 
 
 @pytest.mark.parametrize("suffix", sorted(COMPRESS))
@@ -306,6 +309,13 @@ def test_a_first_line_of_data_is_kept(tmp_path: Path) -> None:
         ("/a 1\n", [0]),  # one line
     ]:
         assert traces.load_file(write(tmp_path, "t.txt", text)) == keys, text
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path) -> None:
+    """A UTF-8 file saved with a BOM (as Windows tools do) had it in its first key."""
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfa,1\nb,2\na,3\n")
+    assert traces.load_file(path) == [0, 1, 0]
 
 
 def test_a_negative_column_is_refused(tmp_path: Path) -> None:
