@@ -71,13 +71,16 @@ class FrequencySketch:
         self._build(grown)
         return True
 
-    def increment(self, key: Hashable) -> None:
-        """Count one access of ``key`` (each of its counters, saturating at 15).
+    def increment(self, key: Hashable) -> int | None:
+        """Count one access of ``key`` (each of its counters, saturating at 15), and
+        return its estimate now (what :meth:`frequency` would say), or None when the
+        doorkeeper is on (then ask :meth:`frequency`).
 
         The four counter indexes come from one mixed hash (the same in every method,
         computed inline, the loop unrolled): the adaptive policy calls this on every
         miss. 880 ns to 670 ns per call on str keys, measured on the shared machine
-        while a benchmark ran.
+        while a benchmark ran. The estimate costs a compare per counter: a miss's
+        count is then at hand for the insert that usually follows (W-TinyLFU).
         """
         h = (hash(key) * _MIX) & _MASK64
         h ^= h >> 31
@@ -86,19 +89,34 @@ class FrequencySketch:
         door = self._door
         if door is not None and not door[a]:
             door[a] = 1
-            return
+            return None
         table = self._table
-        if table[a] < MAX_COUNT:
-            table[a] += 1
+        count = table[a]
+        if count < MAX_COUNT:
+            count += 1
+            table[a] = count
         i = width + ((h >> shift) & mask)
-        if table[i] < MAX_COUNT:
-            table[i] += 1
+        n = table[i]
+        if n < MAX_COUNT:
+            n += 1
+            table[i] = n
+        if n < count:  # noqa: PLR1730 (a compare: min() as a call costs 55 ns more)
+            count = n
         i = 2 * width + ((h >> (2 * shift)) & mask)
-        if table[i] < MAX_COUNT:
-            table[i] += 1
+        n = table[i]
+        if n < MAX_COUNT:
+            n += 1
+            table[i] = n
+        if n < count:  # noqa: PLR1730 (a compare: min() as a call costs 55 ns more)
+            count = n
         i = 3 * width + (((h >> 40) ^ (h >> (3 * shift))) & mask)
-        if table[i] < MAX_COUNT:
-            table[i] += 1
+        n = table[i]
+        if n < MAX_COUNT:
+            n += 1
+            table[i] = n
+        if n < count:  # noqa: PLR1730 (a compare: min() as a call costs 55 ns more)
+            count = n
+        return None if door is not None else count
 
     def frequency(self, key: Hashable) -> int:
         """The estimated number of recent accesses of ``key`` (never an underestimate).
@@ -110,12 +128,17 @@ class FrequencySketch:
         mask, shift, width = self._mask, self._shift, self.width
         table = self._table
         a = h & mask
-        count = min(
-            table[a],
-            table[width + ((h >> shift) & mask)],
-            table[2 * width + ((h >> (2 * shift)) & mask)],
-            table[3 * width + (((h >> 40) ^ (h >> (3 * shift))) & mask)],
-        )
+        # The smallest of four, by compares: min() as a call cost 55 ns more.
+        count = table[a]
+        n = table[width + ((h >> shift) & mask)]
+        if n < count:  # noqa: PLR1730 (a compare: min() as a call costs 55 ns more)
+            count = n
+        n = table[2 * width + ((h >> (2 * shift)) & mask)]
+        if n < count:  # noqa: PLR1730 (a compare: min() as a call costs 55 ns more)
+            count = n
+        n = table[3 * width + (((h >> 40) ^ (h >> (3 * shift))) & mask)]
+        if n < count:  # noqa: PLR1730 (a compare: min() as a call costs 55 ns more)
+            count = n
         door = self._door
         if door is not None and door[a]:
             count += 1
@@ -149,13 +172,15 @@ class FrequencySketch:
         Lets a policy keep exact counts for resident keys and hand them back to the sketch
         when the key leaves, so its history survives the eviction.
         """
+        if count <= 0:
+            return  # a counter never drops below 0: nothing to raise (no hashing)
         h = (hash(key) * _MIX) & _MASK64
         h ^= h >> 31
         mask, shift, width = self._mask, self._shift, self.width
         a = h & mask
         count = min(count, MAX_COUNT)
         door = self._door
-        if door is not None and count:
+        if door is not None:
             door[a] = 1
             count -= 1
         if not count:

@@ -84,6 +84,9 @@ class TinyLFUPolicy:
         self._window_share = window_share
         self._epoch = 0
         self._last_miss: Hashable | None = None
+        #: The sketch's estimate of ``_last_miss`` at its miss, while the sketch has not
+        #: changed since (None: ask the sketch).
+        self._last_count: int | None = None
         #: The key last inserted or updated: never the victim of its own write's
         #: eviction while another key can go (see ``_drain_window``).
         self._newest: Hashable | None = None
@@ -183,6 +186,7 @@ class TinyLFUPolicy:
                 self._hits, self._misses = like._hits, like._misses
         if sketch is not None and (like is None or like.capacity != self.capacity):
             self._sketch = sketch
+        self._last_miss = self._last_count = None
         window_weight = 0
         split = len(entries)
         while split and window_weight + entries[split - 1][1] <= self.window_max:
@@ -255,6 +259,7 @@ class TinyLFUPolicy:
     def _age(self) -> None:
         """End of a sample: halve all counts and let the climber move the window."""
         self._sketch.reset()
+        self._last_count = None
         self._epoch += 1
         if self.adaptive:
             self._climb()
@@ -281,7 +286,7 @@ class TinyLFUPolicy:
             segment.move_to_end(key)
 
     def record_miss(self, key: Hashable) -> None:
-        self._sketch.increment(key)
+        self._last_count = self._sketch.increment(key)
         self._last_miss = key
         self._misses += 1
         if self._hits + self._misses >= self._sample:
@@ -291,9 +296,11 @@ class TinyLFUPolicy:
         sketch = self._sketch
         if key != self._last_miss:  # a write without a read first: count it once
             count = sketch.increment_and_frequency(key)
+        elif self._last_count is not None:
+            count = self._last_count  # the miss's estimate, the sketch unchanged since
         else:
             count = sketch.frequency(key)
-        self._last_miss = None
+        self._last_miss = self._last_count = None
         self._newest = key
         node = [self._window, weight, count, self._epoch]
         self._nodes[key] = node
@@ -350,6 +357,7 @@ class TinyLFUPolicy:
         return victim
 
     def clear(self) -> None:
+        self._last_count = None
         for key in list(self._nodes):
             self._sketch.record(key, self._count(self._nodes[key]))
         self._nodes.clear()
@@ -475,6 +483,7 @@ class TinyLFUPolicy:
         else:
             self.protected_weight -= weight
         self._sketch.record(key, self._count(node))
+        self._last_count = None
 
     # -- hill climbing (Caffeine's climb / determineAdjustment) ------------------
 

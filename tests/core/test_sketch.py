@@ -74,3 +74,23 @@ def test_growing_forgets_history() -> None:
     assert sketch.expected_keys == 128
     assert sketch.width == 512
     assert sketch.frequency("k") == 0
+
+
+def test_increment_returns_the_estimate_frequency_gives() -> None:
+    """W-TinyLFU takes a miss's count from ``increment`` for the insert that follows
+    (one hashing instead of two): it must be what ``frequency`` says, saturation and
+    collisions included; with the doorkeeper on it is not given (None)."""
+    sketch = FrequencySketch(8)
+    for i in range(2_000):
+        key = f"k{i % 37}"
+        assert sketch.increment(key) == sketch.frequency(key)
+    door = FrequencySketch(8, doorkeeper=True)
+    assert door.increment("a") is None
+    assert door.increment("a") is None
+
+
+def test_record_of_nothing_changes_nothing() -> None:
+    sketch = FrequencySketch(8, doorkeeper=True)
+    sketch.record("a", 0)
+    sketch.record("b", -1)
+    assert sketch.frequency("a") == sketch.frequency("b") == 0
