@@ -434,9 +434,19 @@ def check_labels() -> None:
     named = [label for view, reads in views.items() for label in (view, *reads)]
     unknown = [label for label in dict.fromkeys(named) if label not in models]
     if unknown:
+        swapped = {
+            m._meta.label_lower: m._meta.swapped
+            for m in apps.get_models(include_swapped=True)
+            if m._meta.swapped
+        }
+        why = "; ".join(
+            f"{label!r} is swapped for {swapped[label]!r}"
+            for label in unknown
+            if label in swapped
+        )
         raise ImproperlyConfigured(
             f"SMARTCACHE['VIEWS'] names {unknown!r}: no installed model has that "
-            "label ('app_label.ModelName')"
+            "label ('app_label.ModelName')" + (f" ({why})" if why else "")
         )
 
 

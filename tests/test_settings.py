@@ -407,3 +407,17 @@ def test_aliases_giving_one_sqlite_file_different_budgets_are_warned_about(
     assert os.path.realpath(shared) in first and "MAX_ENTRIES" not in first
     assert "'pages', 'pages_too' (LEVELS[1])" in second
     assert "MAX_ENTRIES: 'pages' 1000, 'pages_too' (LEVELS[1]) None" in second
+
+
+def test_a_swapped_out_model_in_views_is_named_as_swapped() -> None:
+    """``auth.User`` under a custom ``AUTH_USER_MODEL`` was refused as "no installed
+    model has that label", which sends the reader looking for a typo (review)."""
+    with override_settings(
+        AUTH_USER_MODEL="testapp.Author",
+        SMARTCACHE={"VIEWS": {"testapp.booksummary": ["auth.user"]}},
+    ):
+        conf.get_config.cache_clear()
+        with pytest.raises(
+            ImproperlyConfigured, match="'auth.user' is swapped for 'testapp.Author'"
+        ):
+            registry.check_labels()
