@@ -40,10 +40,12 @@ def time_calls(
     calls: int,
     rounds: int,
     ops_per_call: int = 1,
+    before_rounds: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Median ns per operation of each ``fn(calls)``, rounds interleaved across ``fns``.
 
     Interleaving means the backends share whatever else the machine is doing.
+    ``before_rounds`` is called once, after the warm-up and before the timed rounds.
     """
     samples: dict[str, list[float]] = {name: [] for name in fns}
     gc_was_enabled = gc.isenabled()
@@ -51,6 +53,8 @@ def time_calls(
     try:
         for fn in fns.values():  # warm up
             fn(max(1, calls // 10))
+        if before_rounds is not None:
+            before_rounds()
         for _ in range(rounds):
             for name, fn in fns.items():
                 start = time.perf_counter_ns()
