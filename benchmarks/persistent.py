@@ -1,11 +1,13 @@
 """Persistent levels through Django's cache API: SQLiteCache against Django's
-FileBasedCache, DatabaseCache on SQLite, and ``diskcache.DjangoCache``, same run.
+FileBasedCache, DatabaseCache on SQLite (twice: at Django's defaults, and in WAL with
+synchronous=NORMAL as SQLiteCache and diskcache run), and ``diskcache.DjangoCache``.
 
 ``python -m benchmarks persistent [--quick] [--check]`` (or ``python -m benchmarks.persistent``).
 Median ns per call over interleaved rounds (every backend shares whatever else the machine
 is doing); each sample runs long enough (~50 ms, 20 ms with ``--quick``) to be timed. Every
-backend runs with its defaults, in a fresh temporary directory. ``--check`` exits 1 when
-SQLiteCache misses a claim of ``docs/sqlite.md``. The batch rows run twice: with ``VALUE``
+backend runs with its defaults, in a fresh temporary directory, except "DatabaseCache WAL"
+(its database's ``init_command``); the table names each one's journal mode and synchronous
+setting. ``--check`` exits 1 when SQLiteCache misses a claim of ``docs/sqlite.md``. The batch rows run twice: with ``VALUE``
 (a dict: its unpickling alone is most of a ``get_many``) and with 100 random bytes (the
 latency benchmark's value); each claim names the value it checks.
 """
@@ -28,7 +30,13 @@ BACKENDS = {
     "diskcache": "diskcache.DjangoCache",
     "FileBasedCache": "django.core.cache.backends.filebased.FileBasedCache",
     "DatabaseCache": "django.core.cache.backends.db.DatabaseCache",
+    "DatabaseCache WAL": "django.core.cache.backends.db.DatabaseCache",
 }
+#: The database of the "DatabaseCache WAL" column: SQLite at the durability of
+#: SQLiteCache and diskcache (WAL, synchronous=NORMAL: no fsync per commit), where
+#: "DatabaseCache" runs on Django's SQLite defaults (rollback journal, synchronous=FULL).
+WAL_DATABASE = {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"}
+WAL_TABLE = "bench_cache_table_wal"
 #: A value like a cached query result or fragment (~150 bytes pickled).
 VALUE = {"id": 12345, "title": "A cached thing " * 4, "tags": ["a", "b", "c"], "n": 3.5}
 #: The latency benchmark's value: 100 random bytes (a rendered fragment, a token).
@@ -135,6 +143,47 @@ OPS: dict[str, tuple[Op, int]] = {
 }
 
 
+class WalCacheRouter:
+    """Sends the "DatabaseCache WAL" table to the ``wal`` database, the other to default."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        return "wal" if model._meta.db_table == WAL_TABLE else None
+
+    db_for_write = db_for_read
+
+    def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool | None:
+        model = hints.get("model")
+        if model is None or not model._meta.db_table.startswith("bench_cache_table"):
+            return None
+        return (db == "wal") == (model._meta.db_table == WAL_TABLE)
+
+
+_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def durability(alias: str, cache: Any) -> str:
+    """The journal mode and synchronous setting of ``cache``'s live SQLite connection."""
+    if alias == "FileBasedCache":
+        return "files, no fsync"
+    if alias.startswith("DatabaseCache"):
+        from django.db import connections, router
+
+        with connections[router.db_for_write(cache.cache_model_class)].cursor() as c:
+            c.execute("PRAGMA journal_mode")
+            mode = c.fetchone()[0]
+            c.execute("PRAGMA synchronous")
+            sync = c.fetchone()[0]
+    else:
+        conn = (
+            cache._cache._shards[0]._con  # diskcache: a FanoutCache's first shard
+            if alias == "diskcache"
+            else cache._connection()
+        )
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+    return f"{mode}/{_SYNCHRONOUS.get(sync, sync)}"
+
+
 def setup(directory: str) -> dict[str, Any]:
     """Configure Django with one alias per backend, create the DB cache table, return caches."""
     import django
@@ -145,6 +194,7 @@ def setup(directory: str) -> dict[str, Any]:
         "diskcache": os.path.join(directory, "diskcache"),
         "FileBasedCache": os.path.join(directory, "filebased"),
         "DatabaseCache": "bench_cache_table",
+        "DatabaseCache WAL": WAL_TABLE,
     }
     settings.configure(
         SECRET_KEY="bench",
@@ -153,8 +203,14 @@ def setup(directory: str) -> dict[str, Any]:
             "default": {
                 "ENGINE": "django.db.backends.sqlite3",
                 "NAME": os.path.join(directory, "django.sqlite3"),
-            }
+            },
+            "wal": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": os.path.join(directory, "django_wal.sqlite3"),
+                "OPTIONS": WAL_DATABASE,
+            },
         },
+        DATABASE_ROUTERS=[WalCacheRouter()],
         CACHES={
             alias: {"BACKEND": BACKENDS[alias], "LOCATION": location, "TIMEOUT": 3600}
             for alias, location in caches.items()
@@ -165,6 +221,7 @@ def setup(directory: str) -> dict[str, Any]:
     from django.core.management import call_command
 
     call_command("createcachetable", verbosity=0)
+    call_command("createcachetable", database="wal", verbosity=0)
     return {alias: handler[alias] for alias in BACKENDS}
 
 
@@ -201,11 +258,11 @@ def measure(
     return results
 
 
-def render(results: dict[str, dict[str, float]]) -> str:
+def render(results: dict[str, dict[str, float]], modes: dict[str, str]) -> str:
     others = [alias for alias in BACKENDS if alias != "SQLiteCache"]
     headers = [
         "operation",
-        *[f"{a} ns" for a in BACKENDS],
+        *[f"{a} ns ({modes[a]})" for a in BACKENDS],
         *[f"x vs {a}" for a in others],
     ]
     rows = []
@@ -278,6 +335,7 @@ def main(argv: list[str]) -> int:
     directory = tempfile.mkdtemp(prefix="smartcache-bench-")
     try:
         caches = setup(directory)
+        modes = {alias: durability(alias, cache) for alias, cache in caches.items()}
         results = measure(caches, rounds, target_ns)
         for cache in caches.values():
             cache.close()
@@ -287,9 +345,13 @@ def main(argv: list[str]) -> int:
     print(
         f"Persistent backends: median ns per call through the Django API, {rounds} "
         f"interleaved rounds; Python {sys.version.split()[0]}, SQLite "
-        f"{__import__('sqlite3').sqlite_version}. 'x vs B' = B's time / SQLiteCache's."
+        f"{__import__('sqlite3').sqlite_version}. 'x vs B' = B's time / SQLiteCache's. "
+        "Beside each name: its journal mode / synchronous, read from its live "
+        "connection (DatabaseCache: Django's SQLite defaults, a rollback journal and "
+        "an fsync per commit; DatabaseCache WAL: init_command "
+        f"{WAL_DATABASE['init_command']!r})."
     )
-    print(render(results))
+    print(render(results, modes))
     verdicts = claims(results)
     for text, ok in verdicts:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
