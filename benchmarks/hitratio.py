@@ -1,6 +1,6 @@
 """Hit ratios of the eviction policies against Django's LocMemCache, theine and OPT.
 
-``python -m benchmarks.hitratio [--quick] [--only NAME[,NAME...]] [--micro]``
+``python -m benchmarks.hitratio [--quick] [--only NAME[,NAME...]] [--micro] [--relabel N]``
 ``python -m benchmarks.hitratio --trace PATH [--trace PATH...] [--format F] [--column N]
 [--sep S] [--[no-]header] [--limit N]`` (only the given traces: any file
 ``benchmarks/traces.py`` reads, binary or text; the formats are listed in
@@ -157,10 +157,29 @@ def _streams(quick: bool, only: set[str] | None) -> Streams:
     return out
 
 
+def relabelled(keys: Sequence[int], seed: int) -> list[int]:
+    """``keys`` with every key renamed one-to-one by a seeded random draw: the same
+    stream, but another sample of the default policy's duel, which samples keys by
+    ``hash(key)`` (an int key is its own hash; a real backend's str keys hash anew in
+    every process)."""
+    unique = sorted(set(keys))
+    labels = random.Random(seed).sample(range(2**61 - 1), len(unique))
+    rename = dict(zip(unique, labels, strict=True))
+    return [rename[k] for k in keys]
+
+
 def entry_table(
-    quick: bool, only: set[str] | None, store: bool, given: Streams | None = None
+    quick: bool,
+    only: set[str] | None,
+    store: bool,
+    given: Streams | None = None,
+    relabel: int = 0,
 ) -> list[dict[str, Any]]:
-    """The table over ``given`` streams (``--trace``), or else the standard ones."""
+    """The table over ``given`` streams (``--trace``), or else the standard ones.
+
+    ``relabel`` N > 0 adds, after each row, the default policy's hit ratio over N
+    seeded relabellings of the keys (``relabelled``, seeds 0..N-1): mean and min-max.
+    The table's own cells are unchanged."""
     policies = sorted(POLICIES)
     columns = [*policies, *(["store"] if store else []), "locmem", "theine", "OPT"]
     streams = given or _streams(quick, only)
@@ -168,7 +187,8 @@ def entry_table(
     head = f"{'workload':<{width}}{'size':>5}{'cache':>7} " + "".join(
         f"{c:>9}" for c in columns
     )
-    print(f"{head}{'gap':>7}{'margin':>8}")
+    extra = f"  {DEFAULT_POLICY} over {relabel} relabellings" if relabel else ""
+    print(f"{head}{'gap':>7}{'margin':>8}{extra}")
     rows = []
     loop_requests = 60_000 if quick else 300_000
     for name, stream in streams:
@@ -195,11 +215,22 @@ def entry_table(
             row["margin"] = ours - best
             rows.append(row)
             cells = "".join(f"{ratios[c]:>9.1f}" for c in columns)
-            print(
-                f"{name:<{width}}{share:>5.0%}{capacity:>7} {cells}"
-                f"{row['gap']:>7.1f}{row['margin']:>+8.1f}",
-                flush=True,
-            )
+            if relabel:
+                spread = [
+                    _pct(
+                        replay(DEFAULT_POLICY, relabelled(keys, seed), capacity)[0],
+                        len(keys),
+                    )
+                    for seed in range(relabel)
+                ]
+                row["relabel"] = spread
+                cells += (
+                    f"{row['gap']:>7.1f}{row['margin']:>+8.1f}  mean "
+                    f"{sum(spread) / relabel:.2f} ({min(spread):.2f}-{max(spread):.2f})"
+                )
+            else:
+                cells += f"{row['gap']:>7.1f}{row['margin']:>+8.1f}"
+            print(f"{name:<{width}}{share:>5.0%}{capacity:>7} {cells}", flush=True)
     return rows
 
 
@@ -333,6 +364,14 @@ def main(argv: list[str]) -> int:
         metavar="N",
         help="first N requests of each --trace (only those are read)",
     )
+    parser.add_argument(
+        "--relabel",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help=f"also replay {DEFAULT_POLICY!r} over N seeded one-to-one relabellings of "
+        "each stream's keys (other samples of its duel's hash); print mean and min-max",
+    )
     args = parser.parse_args(argv)
     if args.micro:
         micro()
@@ -363,7 +402,13 @@ def main(argv: list[str]) -> int:
         f"traces from {', '.join(args.trace) or ', '.join(map(str, traces.trace_dirs()))}"
         f"{'' if args.trace else ' (credits: benchmarks/data/README.md)'}."
     )
-    rows = entry_table(args.quick, only, store=not args.no_store, given=given)
+    rows = entry_table(
+        args.quick,
+        only,
+        store=not args.no_store,
+        given=given,
+        relabel=args.relabel or 0,
+    )
     if not args.no_bytes:
         if not only and not given:
             byte_table(args.quick)
