@@ -8,7 +8,8 @@ key at its head that was read since its last pass (a 2-bit counter) is put back 
 tail with one count less, else it leaves. Selectable for comparison (``"s3fifo"``).
 
 :class:`AdaptiveS3FIFOPolicy` sizes the small queue from the ghosts' regrets, as ARC
-sizes its recency list; the adaptive default's S3-FIFO candidate uses it.
+sizes its recency list, and refuses main's passes that only older reads pay for while
+the evidence says they do not pay; the adaptive default's S3-FIFO candidate uses it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ MAX_SMALL_SHARE = 0.90
 #: A ghost's stamp packs ``small_out`` above its weight: weights stay below 2**48 bytes.
 _STAMP_SHIFT = 48
 _WEIGHT_MASK = (1 << _STAMP_SHIFT) - 1
+#: Main refuses credit only on a lead of this many standard deviations, the duel's
+#: ``SURE`` (at one deviation orm-busy at 1% lost 0.12 point).
+_CREDIT_SURE = 4.0
+_SURE2 = _CREDIT_SURE * _CREDIT_SURE
 
 
 class S3FIFOPolicy:
@@ -313,6 +318,18 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
     ``MIN_SMALL_SHARE`` and ``MAX_SMALL_SHARE``. Where keys go is S3-FIFO's rule;
     only the split changes. A hit costs the same as in S3-FIFO; an eviction from main
     also records a ghost, an insert looks it up.
+
+    Main's pass rule also differs once the evidence says so. S3-FIFO puts a key back
+    while its 2-bit counter is above zero, so a key read three times and never again
+    stays for up to three more passes (a turn of main each): on session-like traffic
+    the keys of finished sessions. A pass that only such older reads pay for is a
+    *credit* pass. Each turn, the share of credit passes in which the key was read
+    (or, refused, asked for again within a turn) is compared with the share of keys
+    evicted with no count left that are asked for again within a turn: credit is
+    refused while the evicted keys lead by more than four deviations (binomial noise,
+    the duel's fast path), and honoured again once credit leads. A key refused
+    credit leaves into small's ghost, so if asked for again it goes straight back to
+    main.
     """
 
     def __init__(self, capacity: int, *, small_share: float = SMALL_SHARE) -> None:
@@ -322,6 +339,25 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self._main_ghost: OrderedDict[Hashable, int] = OrderedDict()
         self.main_ghost_weight = 0
         self._target = small_share * capacity
+        #: Main's clock: weight that has passed main's head (kept or evicted).
+        self._turn = 0
+        self._aged_at = 0
+        #: Main keys put back with a count left: that count << 1 | 1 if the pass was
+        #: bought by credit (reads from before the key's last pass).
+        self._left_over: dict[Hashable, int] = {}
+        #: Keys main evicted (the last ``capacity`` of weight), stamped
+        #: ``(_turn << 1 | credit) << _STAMP_SHIFT | weight``, credit 1 if it was refused.
+        self._turn_ghost: OrderedDict[Hashable, int] = OrderedDict()
+        self._turn_ghost_weight = 0
+        #: [passes bought by credit + keys refused it, how many were read in that pass
+        #: or asked for again within a turn]; the same for keys evicted with no count
+        #: left (halved each turn).
+        self._credit = [0.0, 0.0]
+        self._plain = [0.0, 0.0]
+        #: Whether credit buys a pass (S3-FIFO's rule) or only a read since the last one.
+        self.honour_credit = True
+        #: ``_turn`` of the first credit pass (-1: none yet).
+        self._credit_since = -1
         super().__init__(capacity, small_share=small_share)
 
     @property
@@ -379,6 +415,12 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self._newest = key
         if self._own_cells:
             self._cells[key] = [0]
+        stamp = self._turn_ghost.pop(key, None)
+        if stamp is not None:
+            self._turn_ghost_weight -= stamp & _WEIGHT_MASK
+            stamp >>= _STAMP_SHIFT
+            if self._turn - (stamp >> 1) <= self.main_weight:  # within a turn
+                (self._credit if stamp & 1 else self._plain)[1] += 1
         ghost = self._ghost_stamps.pop(key, None)
         if ghost is not None:
             old_weight, left_at = ghost & _WEIGHT_MASK, ghost >> _STAMP_SHIFT
@@ -404,6 +446,101 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self._main_ghost[key] = weight
         self.main_ghost_weight += weight
         self._trim_main_ghost()
+        self._to_turn_ghost(key, weight, self._turn, 0)
+
+    def _to_turn_ghost(
+        self, key: Hashable, weight: int, turn: int, credit: int
+    ) -> None:
+        """Remember that ``key`` left main at ``turn`` (``credit``: with a count left)."""
+        turn_ghost = self._turn_ghost
+        old = turn_ghost.pop(key, None)
+        if old is not None:
+            self._turn_ghost_weight -= old & _WEIGHT_MASK
+        turn_ghost[key] = (turn << 1 | credit) << _STAMP_SHIFT | weight
+        self._turn_ghost_weight += weight
+        while self._turn_ghost_weight > self.capacity and turn_ghost:
+            self._turn_ghost_weight -= turn_ghost.popitem(last=False)[1] & _WEIGHT_MASK
+
+    def _leave_main(self) -> Hashable | None:
+        """Main's oldest key: another pass if it was read since its last one. If not,
+        its count from older reads (credit) buys one while credit pays (see ``_age``);
+        when it does not, the key leaves, remembered by small's ghost."""
+        main = self._main
+        key, weight = next(iter(main.items()))
+        cell = self._cells[key]
+        count = cell[self._slot]
+        self._turn += weight
+        if self._turn >= self._aged_at:
+            self._age()
+        left = self._left_over.pop(key, 0)
+        read = count > left >> 1
+        if left & 1 and read:
+            self._credit[1] += 1  # its credit pass paid: read during it
+        if count and (read or self.honour_credit):
+            count -= 1
+            cell[self._slot] = count
+            if read:
+                if count:
+                    self._left_over[key] = count << 1
+            else:
+                self._credit[0] += 1
+                if self._credit_since < 0:
+                    self._credit_since = self._turn
+                self._left_over[key] = count << 1 | 1
+            main.move_to_end(key)
+            return None
+        del main[key]
+        self.main_weight -= weight
+        if count:
+            # Credit refused: out, remembered by small's ghost, so that a key asked
+            # for again goes straight back to main (it was there) instead of through
+            # small as a stranger. Stamped 0 (as if it had left small before anything
+            # else): its return is no regret of small's.
+            self._credit[0] += 1
+            if self._own_cells:
+                del self._cells[key]
+            self._ghost_stamps[key] = weight
+            self.ghost_weight += weight
+            self._trim_ghost()
+            self._to_turn_ghost(key, weight, self._turn, 1)
+            return key
+        self._plain[0] += 1
+        if self._own_cells:
+            del self._cells[key]
+        self._left_main(key, weight)
+        return key
+
+    def _age(self) -> None:
+        """Once a turn of main: decide on credit, and halve the evidence."""
+        credit, plain = self._credit, self._plain
+        # Credit is worth a pass when the keys it keeps are read within a turn at
+        # least as often as the keys main evicts without it are asked for again. It
+        # is refused when the evicted keys lead by more than _CREDIT_SURE deviations
+        # of the difference of the two rates (binomial noise), as the duel's fast
+        # path switches, and honoured again as soon as credit leads. Not before a
+        # turn has passed since the first credit pass: a pass's reads are counted at
+        # the key's next pass, so until then credit looks as if it never paid.
+        since = self._credit_since
+        if credit[0] and plain[0] and 0 <= since < self._turn - self.main_weight:
+            lead = credit[1] / credit[0] - plain[1] / plain[0]
+            if self.honour_credit:
+                both = (credit[1] + plain[1]) / (credit[0] + plain[0])
+                noise = both * (1 - both) * (1 / credit[0] + 1 / plain[0])
+                self.honour_credit = lead >= 0 or lead * lead <= _SURE2 * noise
+            else:
+                self.honour_credit = lead > 0
+        for pair in (credit, plain):
+            pair[0] /= 2
+            pair[1] /= 2
+        self._aged_at = self._turn + max(1, self.main_weight)
+
+    def remove(self, key: Hashable) -> None:
+        self._left_over.pop(key, None)
+        super().remove(key)
+
+    def clear(self) -> None:
+        self._left_over.clear()
+        super().clear()
 
     def _trim_ghost(self) -> None:
         ghost = self._ghost_stamps
