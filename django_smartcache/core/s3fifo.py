@@ -138,11 +138,13 @@ class S3FIFOPolicy:
         ``reads`` as counters (at most 3):
         without this, every adopted key would sit in small and the next evictions
         would drop 90% of them in FIFO order, useful or not. ``like`` (a shadow that
-        saw the same requests at the same capacity) lends its ghost.
+        saw the same requests at the same capacity) lends its ghost, less the keys
+        in ``entries`` (the other policy may have dropped a key the cache still holds).
         """
         if like is not None and like.capacity == self.capacity:
+            resident = {entry[0] for entry in entries}
             for key, weight in like._ghost.items():
-                if key not in like:
+                if key not in like and key not in resident:
                     self._ghost[key] = weight
                     self.ghost_weight += weight
             self._trim_ghost()
@@ -403,8 +405,9 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
             self._adjust(0.0)
             if like.capacity == self.capacity:
                 now = self._small_out << _STAMP_SHIFT
+                resident = {entry[0] for entry in entries}
                 for key, stamp in like._ghost_stamps.items():
-                    if key not in like:
+                    if key not in like and key not in resident:
                         weight = stamp & _WEIGHT_MASK
                         self._ghost_stamps[key] = now | weight
                         self.ghost_weight += weight

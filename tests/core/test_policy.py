@@ -311,6 +311,28 @@ def test_adaptive_s3fifo_share_stays_within_bounds_and_survives_resize() -> None
     assert adopter.small_max == int(MAX_SMALL_SHARE * 400)
 
 
+@pytest.mark.parametrize("policy_class", [S3FIFOPolicy, AdaptiveS3FIFOPolicy])
+def test_s3fifo_adopt_lends_no_ghost_of_a_resident_key(
+    policy_class: type[S3FIFOPolicy],
+) -> None:
+    """The shadow lending its ghost may have dropped keys the live cache still holds:
+    those stay out of the adopter's ghost (else one leaving counts its weight twice)."""
+    like = policy_class(10)
+    for key in range(20):  # never read: 0-9 leave through small into its ghost
+        like.insert(key, 1)
+        while len(like) > 10:
+            like.evict()
+    assert set(range(5, 10)) <= set(like.segments()["ghost"])
+    adopter = policy_class(10)
+    adopter.adopt([(key, 1, 0) for key in range(5, 15)], like=like)
+    segments = adopter.segments()
+    assert not set(segments["ghost"]) & set(segments["small"] + segments["main"])
+    assert adopter.ghost_weight == len(segments["ghost"])
+    adopter.insert(15, 1)
+    adopter.evict()
+    assert adopter.ghost_weight == len(adopter.segments()["ghost"])
+
+
 @pytest.mark.parametrize("honour", [True, False])
 def test_adaptive_s3fifo_credit_pass_or_back_to_smalls_ghost(honour: bool) -> None:
     policy = AdaptiveS3FIFOPolicy(10)  # small 1
