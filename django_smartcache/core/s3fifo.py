@@ -347,9 +347,11 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         #: Main keys put back with a count left: that count << 1 | 1 if the pass was
         #: bought by credit (reads from before the key's last pass).
         self._left_over: dict[Hashable, int] = {}
-        #: Keys main evicted (the last ``capacity`` of weight), stamped
-        #: ``(_turn << 1 | credit) << _STAMP_SHIFT | weight``, credit 1 if it was refused.
-        self._turn_ghost: OrderedDict[Hashable, int] = OrderedDict()
+        #: The ``hash()`` of the keys main evicted (the last ``capacity`` of weight),
+        #: stamped ``(_turn << 1 | credit) << _STAMP_SHIFT | weight``, credit 1 if it
+        #: was refused. Hashes, not keys: it only feeds rates, and the keys themselves
+        #: (strings) kept alive here cost memory the byte budget does not count.
+        self._turn_ghost: OrderedDict[int, int] = OrderedDict()
         self._turn_ghost_weight = 0
         #: [passes bought by credit + keys refused it, how many were read in that pass
         #: or asked for again within a turn]; the same for keys evicted with no count
@@ -418,7 +420,7 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self._newest = key
         if self._own_cells:
             self._cells[key] = [0]
-        stamp = self._turn_ghost.pop(key, None)
+        stamp = self._turn_ghost.pop(hash(key), None)
         if stamp is not None:
             self._turn_ghost_weight -= stamp & _WEIGHT_MASK
             stamp >>= _STAMP_SHIFT
@@ -455,11 +457,11 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self, key: Hashable, weight: int, turn: int, credit: int
     ) -> None:
         """Remember that ``key`` left main at ``turn`` (``credit``: with a count left)."""
-        turn_ghost = self._turn_ghost
-        old = turn_ghost.pop(key, None)
+        turn_ghost, hashed = self._turn_ghost, hash(key)
+        old = turn_ghost.pop(hashed, None)
         if old is not None:
             self._turn_ghost_weight -= old & _WEIGHT_MASK
-        turn_ghost[key] = (turn << 1 | credit) << _STAMP_SHIFT | weight
+        turn_ghost[hashed] = (turn << 1 | credit) << _STAMP_SHIFT | weight
         self._turn_ghost_weight += weight
         while self._turn_ghost_weight > self.capacity and turn_ghost:
             self._turn_ghost_weight -= turn_ghost.popitem(last=False)[1] & _WEIGHT_MASK
