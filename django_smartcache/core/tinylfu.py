@@ -294,11 +294,9 @@ class TinyLFUPolicy:
 
     def insert(self, key: Hashable, weight: int) -> None:
         sketch = self._sketch
-        if key != self._last_miss:  # a write without a read first: count it once
-            count = sketch.increment_and_frequency(key)
-        elif self._last_count is not None:
-            count = self._last_count  # the miss's estimate, the sketch unchanged since
-        else:
+        # A write without a read first counts once; after its miss, the miss's estimate.
+        count = sketch.increment(key) if key != self._last_miss else self._last_count
+        if count is None:  # the doorkeeper's, or the sketch changed since the miss
             count = sketch.frequency(key)
         self._last_miss = self._last_count = None
         self._newest = key
