@@ -442,8 +442,12 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self._small[key] = weight
         self.small_weight += weight
 
-    def _left_small(self, key: Hashable, weight: int) -> None:
-        self._ghost_stamps[key] = self._small_out << _STAMP_SHIFT | weight
+    def _left_small(
+        self, key: Hashable, weight: int, left_at: int | None = None
+    ) -> None:
+        """Into small's ghost, stamped with ``small_out`` (or ``left_at``)."""
+        at = self._small_out if left_at is None else left_at
+        self._ghost_stamps[key] = at << _STAMP_SHIFT | weight
         self.ghost_weight += weight
         self._trim_ghost()
 
@@ -451,17 +455,15 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
         self._main_ghost[key] = weight
         self.main_ghost_weight += weight
         self._trim_main_ghost()
-        self._to_turn_ghost(key, weight, self._turn, 0)
+        self._to_turn_ghost(key, weight, 0)
 
-    def _to_turn_ghost(
-        self, key: Hashable, weight: int, turn: int, credit: int
-    ) -> None:
-        """Remember that ``key`` left main at ``turn`` (``credit``: with a count left)."""
+    def _to_turn_ghost(self, key: Hashable, weight: int, credit: int) -> None:
+        """Remember that ``key`` left main now (``credit``: with a count left)."""
         turn_ghost, hashed = self._turn_ghost, hash(key)
         old = turn_ghost.pop(hashed, None)
         if old is not None:
             self._turn_ghost_weight -= old & _WEIGHT_MASK
-        turn_ghost[hashed] = (turn << 1 | credit) << _STAMP_SHIFT | weight
+        turn_ghost[hashed] = (self._turn << 1 | credit) << _STAMP_SHIFT | weight
         self._turn_ghost_weight += weight
         while self._turn_ghost_weight > self.capacity and turn_ghost:
             self._turn_ghost_weight -= turn_ghost.popitem(last=False)[1] & _WEIGHT_MASK
@@ -496,22 +498,18 @@ class AdaptiveS3FIFOPolicy(S3FIFOPolicy):
             return None
         del main[key]
         self.main_weight -= weight
+        if self._own_cells:
+            del self._cells[key]
         if count:
             # Credit refused: out, remembered by small's ghost, so that a key asked
             # for again goes straight back to main (it was there) instead of through
             # small as a stranger. Stamped 0 (as if it had left small before anything
             # else): its return is no regret of small's.
             self._credit[0] += 1
-            if self._own_cells:
-                del self._cells[key]
-            self._ghost_stamps[key] = weight
-            self.ghost_weight += weight
-            self._trim_ghost()
-            self._to_turn_ghost(key, weight, self._turn, 1)
+            self._left_small(key, weight, left_at=0)
+            self._to_turn_ghost(key, weight, 1)
             return key
         self._plain[0] += 1
-        if self._own_cells:
-            del self._cells[key]
         self._left_main(key, weight)
         return key
 
