@@ -201,10 +201,7 @@ def model_tag(model_or_instance: type[Model] | Model, pk: Any = None) -> str:
 
 def rows_tag(model: type[Model]) -> str:
     """The tag every row tag of ``model`` depends on."""
-    meta = _concrete(model)._meta
-    if meta.abstract or (meta.swappable and meta.swapped):
-        raise _untaggable(meta)
-    return f"model:{meta.label_lower}#*"
+    return f"{model_tag(model)}#*"
 
 
 @functools.cache
