@@ -118,11 +118,11 @@ _ONE_UPDATE = re.compile(rf"\s+(?:(?:AS\s+)?(?!SET\b){_IDENT}\s+)?SET\b", re.IGN
 #: An ``UPDATE ... SET ... FROM u`` (PostgreSQL, SQLite) writes the table after
 #: ``UPDATE``, but in SQL Server that may be an alias the ``FROM`` declares.
 _FROM = re.compile(r"(?<![\w$])FROM(?![\w$])", re.IGNORECASE)
-#: String literals and quoted names (a column named ``"from"``, ``'x FROM y'``): blanked
-#: before looking for a ``FROM`` clause.
-_QUOTED_OR_LITERAL = re.compile(
-    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]"
-)
+#: String literals and ``"quoted"`` names (``_unbalanced``'s), and MySQL's and SQL
+#: Server's quoted names (a column named ``"from"``, ``'x FROM y'``): blanked before
+#: looking for a ``FROM`` clause.
+_LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_QUOTED_OR_LITERAL = re.compile(rf"{_LITERAL.pattern}|`[^`]*`|\[[^\]]*\]")
 #: What may follow the table of a one-table ``DELETE FROM``: an alias, then the end,
 #: ``WHERE``, ``RETURNING``, ``ORDER BY``, ``LIMIT``. Anything else (MySQL's
 #: ``DELETE FROM a, b USING ...``, and ``USING`` itself: in MySQL the table before it
@@ -343,10 +343,10 @@ def _one_target(text: str, match: re.Match[str] | None) -> bool:
 def _from_outside_parentheses(text: str, start: int) -> bool:
     """Whether ``text[start:]`` holds a ``FROM`` not inside parentheses (a subquery's).
     Found with ``str.find``: a regex scan costs more than the rest of ``parse()``."""
-    upper = text.upper()
-    if upper.find("FROM", start) == -1:
+    rest = text[start:]
+    if "FROM" not in rest.upper():
         return False
-    rest = _QUOTED_OR_LITERAL.sub("''", text[start:])
+    rest = _QUOTED_OR_LITERAL.sub("''", rest)
     upper = rest.upper()
     at = upper.find("FROM")
     while at != -1:
@@ -458,9 +458,6 @@ def _by_conditions(
             conditions=tuple((c, tuple(p)) for c, p in found.items()),
         ),
     )
-
-
-_LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 
 
 def _unbalanced(text: str) -> bool:
