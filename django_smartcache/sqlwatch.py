@@ -342,7 +342,9 @@ def _one_target(text: str, match: re.Match[str] | None) -> bool:
 
 def _from_outside_parentheses(text: str, start: int) -> bool:
     """Whether ``text[start:]`` holds a ``FROM`` not inside parentheses (a subquery's).
-    Found with ``str.find``: a regex scan costs more than the rest of ``parse()``."""
+    Literals and quoted names are blanked first (only when a FROM is there at all);
+    each FROM is found with ``str.find``: a regex scan for it cost more than the rest
+    of ``parse()``."""
     rest = text[start:]
     if "FROM" not in rest.upper():
         return False
