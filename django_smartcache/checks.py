@@ -1,7 +1,8 @@
 """System checks: the ``SMARTCACHE`` setting (``smartcache.E010``), the SQLite files
 in ``CACHES`` (``smartcache.W040``, ``W041``), Redis replicas below an L1 (``W042``)
-MultiLevelCache levels that share nothing between processes (``W043``, ``W044``) and
-aliases that give one SQLite file different budgets (``W045``)."""
+MultiLevelCache levels that share nothing between processes (``W043``, ``W044``),
+aliases that give one SQLite file different budgets (``W045``) and sessions kept in an
+in-process L1 (``W046``)."""
 
 from __future__ import annotations
 
@@ -230,29 +231,35 @@ def check_multilevel_location_with_levels(
     return messages
 
 
+def _in_process_levels(levels: list[Any] | tuple[Any, ...]) -> list[bool]:
+    """Per level of a ``LEVELS`` list (an alias or an inline config), whether it is
+    an in-process cache; a level that cannot be resolved or imported counts as not."""
+    from django.utils.module_loading import import_string
+
+    from .backends._level_config import _in_process
+
+    found = []
+    for level in levels:
+        if isinstance(level, str):
+            level = settings.CACHES.get(level)
+        backend = level.get("BACKEND") if isinstance(level, Mapping) else None
+        try:
+            cls = import_string(backend) if isinstance(backend, str) else None
+        except ImportError:
+            cls = None
+        found.append(isinstance(cls, type) and _in_process(cls))
+    return found
+
+
 @register(Tags.caches)
 def check_multilevel_has_a_shared_level(
     app_configs: Any = None, **kwargs: Any
 ) -> list[CheckMessage]:
     """A MultiLevelCache whose levels are all in-process (one SmartCache level) is a
     cache of each process's own: a write in one worker is never seen by another."""
-    from django.utils.module_loading import import_string
-
-    from .backends._level_config import _in_process
-
     messages: list[CheckMessage] = []
     for alias, _config, levels in _multilevel_levels():
-        in_process = []
-        for level in levels:
-            if isinstance(level, str):
-                level = settings.CACHES.get(level)
-            backend = level.get("BACKEND") if isinstance(level, Mapping) else None
-            try:
-                cls = import_string(backend) if isinstance(backend, str) else None
-            except ImportError:
-                cls = None
-            in_process.append(isinstance(cls, type) and _in_process(cls))
-        if all(in_process):
+        if all(_in_process_levels(levels)):
             messages.append(
                 Warning(
                     f"No level of cache {alias!r} is shared between processes "
@@ -266,6 +273,63 @@ def check_multilevel_has_a_shared_level(
                 )
             )
     return messages
+
+
+#: Django's session stores that read a session from ``SESSION_CACHE_ALIAS`` first.
+_CACHED_SESSION_STORES = (
+    "django.contrib.sessions.backends.cache.SessionStore",
+    "django.contrib.sessions.backends.cached_db.SessionStore",
+)
+
+
+def _reads_sessions_from_cache(engine: str) -> bool:
+    """Whether ``SESSION_ENGINE``'s store is (or subclasses) one of Django's cached
+    stores; an engine that cannot be imported is Django's own check to report."""
+    from django.utils.module_loading import import_string
+
+    try:
+        store = import_string(f"{engine}.SessionStore")
+        cached = [import_string(path) for path in _CACHED_SESSION_STORES]
+    except Exception:  # noqa: BLE001 - a broken engine is Django's to report, not ours
+        return False
+    return isinstance(store, type) and issubclass(store, tuple(cached))
+
+
+@register(Tags.caches)
+def check_sessions_not_in_an_l1(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Sessions read from a MultiLevelCache with an in-process level: a worker may read
+    its own stale copy within the coherence bound and save it back over a newer session
+    (gunicorn, 3 workers, one client adding 1 to a session counter 200 times over
+    SQLite: it ended at 81 with the ``cache`` engine, 134 with ``cached_db``, which
+    reads the cache first), or undo a logout."""
+    engine = getattr(settings, "SESSION_ENGINE", "")
+    alias = getattr(settings, "SESSION_CACHE_ALIAS", "default")
+    config = settings.CACHES.get(alias) if isinstance(alias, str) else None
+    if (
+        not isinstance(engine, str)
+        or not isinstance(config, Mapping)
+        or not str(config.get("BACKEND", "")).endswith("MultiLevelCache")
+        or not _reads_sessions_from_cache(engine)
+    ):
+        return []
+    levels = _levels_option(config)
+    # (None: the default levels, a SmartCache L1 over a SQLiteCache file.)
+    if isinstance(levels, list | tuple) and not any(_in_process_levels(levels)):
+        return []
+    return [
+        Warning(
+            f"SESSION_CACHE_ALIAS {alias!r} is a MultiLevelCache with an in-process "
+            "level: another worker may read its stale copy of a session within the "
+            "coherence bound and save it back over the newer one (lost writes, "
+            "undone logouts), with the cache and cached_db engines alike.",
+            hint="Give sessions an alias of their own without an L1 (a SQLiteCache "
+            "file of its own, or Redis) and point SESSION_CACHE_ALIAS at it "
+            "(docs/multilevel.md, Sessions and other read-modify-write data).",
+            id="smartcache.W046",
+        )
+    ]
 
 
 #: The SQLiteCache options every alias on a file enforces on the whole file.

@@ -421,3 +421,51 @@ def test_a_swapped_out_model_in_views_is_named_as_swapped() -> None:
             ImproperlyConfigured, match="'auth.user' is swapped for 'testapp.Author'"
         ):
             registry.check_labels()
+
+
+def test_sessions_read_from_a_multilevel_cache_with_an_l1_are_warned_about(
+    tmp_path: Any,
+) -> None:
+    """With 3 gunicorn workers a session counter incremented 200 times ended at 81
+    (``cache`` engine) or 134 (``cached_db``: it reads the cache first) on the default
+    MultiLevelCache: a worker read its stale L1 copy and saved it back. The docs said
+    ``cached_db`` guarded against it, and no check said anything (helper probe)."""
+    from django_smartcache.checks import check_sessions_not_in_an_l1
+
+    multi = "django_smartcache.backends.MultiLevelCache"
+    sqlite = "django_smartcache.backends.SQLiteCache"
+    caches = {
+        "default": {"BACKEND": multi, "LOCATION": str(tmp_path / "c.sqlite3")},
+        "file": {"BACKEND": sqlite, "LOCATION": str(tmp_path / "s.sqlite3")},
+        "no_l1": {
+            "BACKEND": multi,
+            "OPTIONS": {"LEVELS": ["file"]},
+        },
+        "inline_l1": {
+            "BACKEND": multi,
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": "django_smartcache.backends.SmartCache"},
+                    "file",
+                ]
+            },
+        },
+    }
+    cache_engine = "django.contrib.sessions.backends.cache"
+    cases = [
+        (cache_engine, "default", ["smartcache.W046"]),
+        ("django.contrib.sessions.backends.cached_db", "default", ["smartcache.W046"]),
+        (cache_engine, "inline_l1", ["smartcache.W046"]),
+        (cache_engine, "file", []),  # the documented sessions alias
+        (cache_engine, "no_l1", []),  # no in-process level
+        ("django.contrib.sessions.backends.db", "default", []),  # no cache read
+        ("no.such.engine", "default", []),  # Django's own error, not ours
+    ]
+    for engine, alias, expected in cases:
+        with override_settings(
+            CACHES=caches, SESSION_ENGINE=engine, SESSION_CACHE_ALIAS=alias
+        ):
+            found = check_sessions_not_in_an_l1()
+        assert [m.id for m in found] == expected, (engine, alias)
+        if found:
+            assert f"SESSION_CACHE_ALIAS {alias!r}" in found[0].msg
