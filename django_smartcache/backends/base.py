@@ -291,8 +291,11 @@ def option_size(
     default: int | str | None,
     *,
     allow_none: bool = False,
+    minimum: int = 1,
+    why: str = "",
 ) -> int | None:
-    """``OPTIONS[name]`` in bytes (int or ``"64MB"``); must be positive."""
+    """``OPTIONS[name]`` in bytes (int or ``"64MB"``); at least ``minimum`` (``why``
+    says why, after a comma, in the error)."""
     value = options.get(name, default)
     if value is None and allow_none:
         return None
@@ -302,9 +305,11 @@ def option_size(
         raise ImproperlyConfigured(
             f"{backend}: OPTIONS['{name}'] is invalid: {exc}"
         ) from None
-    if size < 1:
+    if size < minimum:
+        unit = "byte" if minimum == 1 else "bytes"
         raise ImproperlyConfigured(
-            f"{backend}: OPTIONS['{name}'] must be at least 1 byte, got {value!r}"
+            f"{backend}: OPTIONS['{name}'] must be at least {minimum} {unit}{why}, "
+            f"got {value!r}"
         )
     return size
 

@@ -291,30 +291,35 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
                 f"{_BACKEND}: OPTIONS must be a dict, got {options!r}"
             )
         check_options(_BACKEND, options, OPTIONS)
+        # Every entry costs its payload plus ENTRY_OVERHEAD: below that nothing fits.
+        why = (
+            ", the smallest entry (every entry is accounted as its pickled value plus "
+            f"an overhead of {ENTRY_OVERHEAD} bytes)"
+        )
         max_bytes = option_size(
-            _BACKEND, options, "MAX_MEMORY", DEFAULT_MAX_MEMORY, allow_none=True
+            _BACKEND,
+            options,
+            "MAX_MEMORY",
+            DEFAULT_MAX_MEMORY,
+            allow_none=True,
+            minimum=_SMALLEST_ENTRY,
+            why=why,
         )
         max_entries = _max_entries(options.get("MAX_ENTRIES"))
         max_item_size = option_size(
-            _BACKEND, options, "MAX_ITEM_SIZE", None, allow_none=True
+            _BACKEND,
+            options,
+            "MAX_ITEM_SIZE",
+            None,
+            allow_none=True,
+            minimum=_SMALLEST_ENTRY,
+            why=why,
         )
         policy = option_choice(_BACKEND, options, "POLICY", DEFAULT_POLICY, POLICIES)
         _check_cull_frequency(options.get("CULL_FREQUENCY", 3))
         # After our checks: Django's own reads MAX_ENTRIES/CULL_FREQUENCY with int(),
         # whose OverflowError (for inf) would name no option.
         super().__init__({**params, "OPTIONS": options})
-        for option, value in (
-            ("MAX_MEMORY", max_bytes),
-            ("MAX_ITEM_SIZE", max_item_size),
-        ):
-            if value is not None and value < _SMALLEST_ENTRY:
-                # Every entry costs its payload plus ENTRY_OVERHEAD: nothing would fit.
-                raise ImproperlyConfigured(
-                    f"{_BACKEND}: OPTIONS['{option}'] must be at least "
-                    f"{_SMALLEST_ENTRY} bytes, the smallest entry (every entry is "
-                    f"accounted as its pickled value plus an overhead of "
-                    f"{ENTRY_OVERHEAD} bytes), got {value!r}"
-                )
         if max_bytes is None and max_entries is None:
             raise ImproperlyConfigured(
                 f"{_BACKEND}: OPTIONS['MAX_MEMORY'] may be None only when "

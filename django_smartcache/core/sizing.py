@@ -47,15 +47,24 @@ _UNITS = {
     "G": 1024**3,
     "GB": 1024**3,
     "GIB": 1024**3,
+    "T": 1024**4,
+    "TB": 1024**4,
+    "TIB": 1024**4,
 }
+#: "64Mb" reads as megabits: refused rather than taken for bytes (a lower-case "mb"
+#: is the informal spelling of MB, and accepted).
+_BITS_RE = re.compile(r"^[KMGT]b$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
 def parse_size(value: object) -> int:
     """Return ``value`` in bytes: an ``int`` or a string like ``"64MB"``, ``"512 KiB"``.
 
-    Units are binary (``KB`` = 1024), as memory budgets are. Raises ``ValueError``
-    with the accepted forms when ``value`` is neither, or is negative.
+    A number (decimals allowed), optional spaces, and a unit: none or ``B`` (bytes),
+    ``K``/``KB``/``KiB``, ``M``/``MB``/``MiB``, ``G``/``GB``/``GiB``, ``T``/``TB``/``TiB``,
+    in any case but bits (``"64Mb"``). Units are binary (``KB`` = 1024), as memory
+    budgets are. Raises ``ValueError`` with the accepted forms when ``value`` is
+    neither, or is negative.
     """
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
@@ -65,13 +74,17 @@ def parse_size(value: object) -> int:
         match = _SIZE_RE.match(value)
         if match:
             number, unit = match.groups()
+            if _BITS_RE.match(unit):
+                raise ValueError(
+                    f"{value!r} reads as bits ({unit}); write {unit.upper()} for bytes"
+                )
             factor = _UNITS.get(unit.upper())
             size = float(number) * factor if factor is not None else math.inf
             if math.isfinite(size):
                 return int(size)
     raise ValueError(
         f"expected a size in bytes: an int or a string such as '64MB', '512KB', "
-        f"'1GB' (binary units), got {value!r}"
+        f"'1.5GB' (units B, KB, MB, GB, TB, binary; also K, KiB, ...), got {value!r}"
     )
 
 

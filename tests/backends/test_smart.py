@@ -656,10 +656,11 @@ def test_joining_a_get_or_set_that_found_the_value_is_a_hit():
 
 
 @pytest.mark.parametrize("option", ["MAX_MEMORY", "MAX_ITEM_SIZE"])
-@pytest.mark.parametrize("size", ["1KB", 1025, 1027])
+@pytest.mark.parametrize("size", ["1KB", 1025, 1027, 0, "0MB", 1])
 def test_a_budget_no_entry_fits_is_refused(option, size):
     """The smallest entry is the overhead plus a 4-byte pickle (``None``): budgets of
-    1,025-1,027 bytes were accepted, and every write then refused."""
+    1,025-1,027 bytes were accepted, and every write then refused. A budget of 0 said
+    "at least 1 byte", and 1 then said 1,028 (helper probe)."""
     with pytest.raises(ImproperlyConfigured, match=rf"{option}.*at least 1028 bytes"):
         make(**{option: size})
 

@@ -407,6 +407,9 @@ def test_unknown_policy_names_the_known_ones():
         ("512 KiB", 512 * 1024),
         ("1.5gb", int(1.5 * 1024**3)),
         ("10k", 10 * 1024),
+        ("64mb", 64 * 1024**2),  # the informal spelling of MB
+        ("2TB", 2 * 1024**4),  # a SQLiteCache file may be that large
+        ("1 tib", 1024**4),
     ],
 )
 def test_parse_size(value, expected):
@@ -418,6 +421,13 @@ def test_parse_size(value, expected):
 )
 def test_parse_size_rejects(value):
     with pytest.raises(ValueError, match="64MB"):
+        parse_size(value)
+
+
+@pytest.mark.parametrize("value", ["64Mb", "512Kb", "1 Gb", "1Tb"])
+def test_parse_size_refuses_bits(value):
+    """ "64Mb" is megabits: it was read as 64 MiB without a word."""
+    with pytest.raises(ValueError, match="reads as bits"):
         parse_size(value)
 
 
