@@ -879,22 +879,14 @@ class MemoryStore:
 
     def _evict(self, now: float) -> None:
         data, policy, counters = self._data, self._policy, self.counters
-        # Invalidated entries are dead weight: they go before any live victim...
-        while self._purge and (
-            self._bytes > self._byte_limit or len(data) > self._entry_limit
+        if (
+            self._purge
+            or self._orphan_due
+            or self._orphan_held
+            or self._tag_index.orphans
+            or now >= self._expiry.next_due
         ):
-            self._drain(PURGE_BATCH)
-        while (
-            self._bytes > self._byte_limit or len(data) > self._entry_limit
-        ) and self._drop_orphans(ORPHAN_BATCH, now):
-            pass
-        # ...and so are the expired ones of the seconds past, all of them if need be:
-        # the sweep's batches alone left them holding the budget while live entries
-        # were evicted. Each is swept once, so this stays O(1) amortized.
-        while now >= self._expiry.next_due and (
-            self._bytes > self._byte_limit or len(data) > self._entry_limit
-        ):
-            self._sweep(now)
+            self._drop_dead_weight(now)  # (most evictions: none, one test, no call)
         if self._weigh_bytes and len(data) > self._entry_limit:
             self._fit_countdown -= 1
             if self._fit_countdown < 0:  # the first time, then every FIT_EVERY
@@ -918,6 +910,26 @@ class MemoryStore:
             counters.evictions_capacity += 1
             if self.on_evict is not None:
                 self._evicted.append((victim, "capacity"))
+
+    def _drop_dead_weight(self, now: float) -> None:
+        """Before the policy evicts a live entry: invalidated entries are dead weight,
+        they go first..."""
+        data = self._data
+        while self._purge and (
+            self._bytes > self._byte_limit or len(data) > self._entry_limit
+        ):
+            self._drain(PURGE_BATCH)
+        while (
+            self._bytes > self._byte_limit or len(data) > self._entry_limit
+        ) and self._drop_orphans(ORPHAN_BATCH, now):
+            pass
+        # ...and so are the expired ones of the seconds past, all of them if need be:
+        # the sweep's batches alone left them holding the budget while live entries
+        # were evicted. Each is swept once, so this stays O(1) amortized.
+        while now >= self._expiry.next_due and (
+            self._bytes > self._byte_limit or len(data) > self._entry_limit
+        ):
+            self._sweep(now)
 
     def _fit_policy(self, excess: int) -> None:
         """With both budgets, the policy works in bytes; when the entry limit is the one
