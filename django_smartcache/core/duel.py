@@ -67,6 +67,10 @@ RECENCY_SMALL_SHARE = 0.10
 # Golden-ratio multiplier: spreads ``hash()`` (the identity for small ints) before sampling.
 _MIX = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
+#: The miss sketch is halved after this many misses at least (``record_miss``).
+_MIN_MISS_PERIOD = SAMPLE_FACTOR * MIN_SAMPLE_KEYS
+#: Equal to no key: ``_missed`` before any miss at the current rate.
+_NO_KEY = object()
 
 
 class _Shadow:
@@ -234,6 +238,10 @@ class DuelPolicy:
         """
         self.rate = rate
         self._mask = rate - 1
+        #: The last missed key and its sample bits at this rate (0: in the sample),
+        #: for the insert that usually follows its miss.
+        self._missed: Hashable = _NO_KEY
+        self._missed_out = 0
         shadow_capacity = max(1, self.capacity // rate)
         shadows: list[_Shadow] | None = getattr(self, "_shadows", None)
         if shadows is None:
@@ -331,11 +339,15 @@ class DuelPolicy:
             self._live.record_miss(key)
         else:
             sketch.increment(key)
-            self._miss_count += 1
-            if self._miss_count >= SAMPLE_FACTOR * max(self._keys, MIN_SAMPLE_KEYS):
+            count = self._miss_count = self._miss_count + 1
+            # (SAMPLE_FACTOR x max(keys, MIN_SAMPLE_KEYS), with no call: every miss)
+            if count >= _MIN_MISS_PERIOD and count >= SAMPLE_FACTOR * self._keys:
                 sketch.reset()
                 self._miss_count = 0
-        if ((hash(key) * _MIX) >> 40) & self._mask:
+        # The usual write after a miss is of this key: ``insert`` reuses the test.
+        self._missed = key
+        self._missed_out = ((hash(key) * _MIX) >> 40) & self._mask
+        if self._missed_out:
             return
         # A shadow may hold a key the live cache lost; a miss stores nothing (no weight).
         first, second, third = self._shadows
@@ -344,9 +356,13 @@ class DuelPolicy:
         )
 
     def insert(self, key: Hashable, weight: int) -> None:
-        self._live.insert(key, weight)
+        self._live_insert(key, weight)
         self._keys += 1
-        if not ((hash(key) * _MIX) >> 40) & self._mask:
+        if key == self._missed:
+            out = self._missed_out
+        else:
+            out = ((hash(key) * _MIX) >> 40) & self._mask
+        if not out:
             self._sampled_keys.add(key)
             for shadow in self._shadows:
                 shadow.store(key, weight)
@@ -375,7 +391,7 @@ class DuelPolicy:
 
     def evict(self) -> Hashable:
         self._keys -= 1
-        key: Hashable = self._live.evict()
+        key: Hashable = self._live_evict()
         self._sampled_keys.discard(key)
         return key
 
@@ -403,6 +419,8 @@ class DuelPolicy:
             None if s3fifo else live.record_hit
         )
         self._live_update: Callable[[Hashable, int], None] = live.update
+        self._live_insert: Callable[[Hashable, int], None] = live.insert
+        self._live_evict: Callable[[], Hashable] = live.evict
         #: The live S3-FIFO's own one-item cells, its hit inlined in ``record_hit``;
         #: None while W-TinyLFU is live or while the store counts reads (attached).
         self._live_cells: dict[Hashable, list[Any]] | None = (
