@@ -275,24 +275,31 @@ def check_multilevel_has_a_shared_level(
     return messages
 
 
-#: Django's session stores that read a session from ``SESSION_CACHE_ALIAS`` first.
+#: Django's session stores that read a session from ``SESSION_CACHE_ALIAS`` first,
+#: cached_db first (it subclasses neither, but a custom store may subclass both).
 _CACHED_SESSION_STORES = (
-    "django.contrib.sessions.backends.cache.SessionStore",
     "django.contrib.sessions.backends.cached_db.SessionStore",
+    "django.contrib.sessions.backends.cache.SessionStore",
 )
 
 
-def _reads_sessions_from_cache(engine: str) -> bool:
-    """Whether ``SESSION_ENGINE``'s store is (or subclasses) one of Django's cached
-    stores; an engine that cannot be imported is Django's own check to report."""
+def _cached_session_store(engine: str) -> str | None:
+    """The one of ``_CACHED_SESSION_STORES`` that ``SESSION_ENGINE``'s store is (or
+    subclasses), None for another store; an engine that cannot be imported is
+    Django's own check to report."""
     from django.utils.module_loading import import_string
 
     try:
         store = import_string(f"{engine}.SessionStore")
         cached = [import_string(path) for path in _CACHED_SESSION_STORES]
     except Exception:  # noqa: BLE001 - a broken engine is Django's to report, not ours
-        return False
-    return isinstance(store, type) and issubclass(store, tuple(cached))
+        return None
+    if not isinstance(store, type):
+        return None
+    for path, cls in zip(_CACHED_SESSION_STORES, cached, strict=True):
+        if issubclass(store, cls):
+            return path
+    return None
 
 
 @register(Tags.caches)
@@ -303,16 +310,19 @@ def check_sessions_not_in_an_l1(
     its own stale copy within the coherence bound and save it back over a newer session
     (gunicorn, 3 workers, one client adding 1 to a session counter 200 times over
     SQLite: it ended at 81 with the ``cache`` engine, 134 with ``cached_db``, which
-    reads the cache first), or undo a logout."""
+    reads the cache first), or, with ``cache``, undo a logout (``cached_db``'s database
+    refuses to save a deleted session again)."""
     engine = getattr(settings, "SESSION_ENGINE", "")
     alias = getattr(settings, "SESSION_CACHE_ALIAS", "default")
     config = settings.CACHES.get(alias) if isinstance(alias, str) else None
-    if (
-        not isinstance(engine, str)
-        or not isinstance(config, Mapping)
-        or not str(config.get("BACKEND", "")).endswith("MultiLevelCache")
-        or not _reads_sessions_from_cache(engine)
-    ):
+    store = (
+        _cached_session_store(engine)
+        if isinstance(engine, str)
+        and isinstance(config, Mapping)
+        and str(config.get("BACKEND", "")).endswith("MultiLevelCache")
+        else None
+    )
+    if store is None:
         return []
     levels = _levels_option(config)
     # (None: the default levels, a SmartCache L1 over a SQLiteCache file.)
@@ -322,8 +332,13 @@ def check_sessions_not_in_an_l1(
         Warning(
             f"SESSION_CACHE_ALIAS {alias!r} is a MultiLevelCache with an in-process "
             "level: another worker may read its stale copy of a session within the "
-            "coherence bound and save it back over the newer one (lost writes, "
-            "undone logouts), with the cache and cached_db engines alike.",
+            "coherence bound and save it back over the newer one ("
+            + (
+                "lost writes; a logged-out session is still read as logged in "
+                "within the bound, though the database refuses to save it again)."
+                if store == _CACHED_SESSION_STORES[0]
+                else "lost writes, undone logouts)."
+            ),
             hint="Give sessions an alias of their own without an L1 (a SQLiteCache "
             "file of its own, or Redis) and point SESSION_CACHE_ALIAS at it "
             "(docs/multilevel.md, Sessions and other read-modify-write data).",

@@ -469,3 +469,31 @@ def test_sessions_read_from_a_multilevel_cache_with_an_l1_are_warned_about(
         assert [m.id for m in found] == expected, (engine, alias)
         if found:
             assert f"SESSION_CACHE_ALIAS {alias!r}" in found[0].msg
+
+
+def test_the_sessions_warning_claims_undone_logouts_for_the_cache_engine_only(
+    tmp_path: Any,
+) -> None:
+    """W046 said "lost writes, undone logouts, with the cache and cached_db engines
+    alike", but cached_db saves a session with an UPDATE of its row: a stale L1 copy
+    of a session logged out in another worker is read (and still logged in) within
+    the bound, but its save raises UpdateError and the logout stands (a reproducer
+    with two MultiLevelCache aliases, separate L1s over one SQLite file: ``cache``
+    saved the session back, ``cached_db`` refused; review of c845b80)."""
+    from django_smartcache.checks import check_sessions_not_in_an_l1
+
+    multi = "django_smartcache.backends.MultiLevelCache"
+    caches = {"default": {"BACKEND": multi, "LOCATION": str(tmp_path / "c.sqlite3")}}
+    found = {}
+    for engine in ("cache", "cached_db"):
+        with override_settings(
+            CACHES=caches,
+            SESSION_ENGINE=f"django.contrib.sessions.backends.{engine}",
+            SESSION_CACHE_ALIAS="default",
+        ):
+            [found[engine]] = check_sessions_not_in_an_l1()
+    assert "lost writes" in found["cache"].msg
+    assert "undone logouts" in found["cache"].msg
+    assert "lost writes" in found["cached_db"].msg
+    assert "undone logout" not in found["cached_db"].msg
+    assert "refuses to save it again" in found["cached_db"].msg
