@@ -51,9 +51,9 @@ _UNITS = {
     "TB": 1024**4,
     "TIB": 1024**4,
 }
-#: "64Mb" reads as megabits: refused rather than taken for bytes (a lower-case "mb"
-#: is the informal spelling of MB, and accepted).
-_BITS_RE = re.compile(r"^[KMGT]b$")
+#: "64Mb" reads as megabits, "64Mib" as mebibits: refused rather than taken for bytes
+#: (a lower-case "mb" is the informal spelling of MB, and accepted).
+_BITS_RE = re.compile(r"^[KMGT]i?b$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
@@ -62,9 +62,9 @@ def parse_size(value: object) -> int:
 
     A number (decimals allowed), optional spaces, and a unit: none or ``B`` (bytes),
     ``K``/``KB``/``KiB``, ``M``/``MB``/``MiB``, ``G``/``GB``/``GiB``, ``T``/``TB``/``TiB``,
-    in any case but bits (``"64Mb"``). Units are binary (``KB`` = 1024), as memory
-    budgets are. Raises ``ValueError`` with the accepted forms when ``value`` is
-    neither, or is negative.
+    in any case but bits (``"64Mb"``, ``"64Mib"``). Units are binary (``KB`` = 1024),
+    as memory budgets are. Raises ``ValueError`` with the accepted forms when ``value``
+    is neither, or is negative.
     """
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
@@ -76,7 +76,7 @@ def parse_size(value: object) -> int:
             number, unit = match.groups()
             if _BITS_RE.match(unit):
                 raise ValueError(
-                    f"{value!r} reads as bits ({unit}); write {unit.upper()} for bytes"
+                    f"{value!r} reads as bits ({unit}); write {unit[:-1]}B for bytes"
                 )
             factor = _UNITS.get(unit.upper())
             size = float(number) * factor if factor is not None else math.inf

@@ -424,10 +424,23 @@ def test_parse_size_rejects(value):
         parse_size(value)
 
 
-@pytest.mark.parametrize("value", ["64Mb", "512Kb", "1 Gb", "1Tb"])
-def test_parse_size_refuses_bits(value):
+@pytest.mark.parametrize(
+    ("value", "suggested"),
+    [
+        ("64Mb", "MB"),
+        ("512Kb", "KB"),
+        ("1 Gb", "GB"),
+        ("1Tb", "TB"),
+        # IEC bits (mebibits...): were still read as 64 MiB (review of eaacc30).
+        ("64Mib", "MiB"),
+        ("512 Kib", "KiB"),
+        ("1Gib", "GiB"),
+        ("1Tib", "TiB"),
+    ],
+)
+def test_parse_size_refuses_bits(value, suggested):
     """ "64Mb" is megabits: it was read as 64 MiB without a word."""
-    with pytest.raises(ValueError, match="reads as bits"):
+    with pytest.raises(ValueError, match=f"reads as bits.*write {suggested} for bytes"):
         parse_size(value)
 
 
