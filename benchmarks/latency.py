@@ -107,7 +107,7 @@ def operations(
 
 
 #: Requests of the mixed stream replayed untimed before its rounds: both caches are full
-#: from request 6,295 on (4,000 entries, 1,001 preloaded), so every timed round, quick
+#: from request 6,137 on (4,000 entries, 1,064 preloaded), so every timed round, quick
 #: or not, runs at the full cache: reads miss, and inserting a missed key evicts.
 MIXED_FILL = 10_000
 
