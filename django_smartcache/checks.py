@@ -324,10 +324,8 @@ def check_sessions_not_in_an_l1(
     )
     if store is None:
         return []
-    levels = _levels_option(config)
-    # (None: the default levels, a SmartCache L1 over a SQLiteCache file.)
-    if isinstance(levels, list | tuple) and not any(_in_process_levels(levels)):
-        return []
+    # Every MultiLevelCache has one: its first level must be in-process (the backend
+    # refuses any other), the default levels' a SmartCache.
     return [
         Warning(
             f"SESSION_CACHE_ALIAS {alias!r} is a MultiLevelCache with an in-process "

@@ -437,10 +437,6 @@ def test_sessions_read_from_a_multilevel_cache_with_an_l1_are_warned_about(
     caches = {
         "default": {"BACKEND": multi, "LOCATION": str(tmp_path / "c.sqlite3")},
         "file": {"BACKEND": sqlite, "LOCATION": str(tmp_path / "s.sqlite3")},
-        "no_l1": {
-            "BACKEND": multi,
-            "OPTIONS": {"LEVELS": ["file"]},
-        },
         "inline_l1": {
             "BACKEND": multi,
             "OPTIONS": {
@@ -457,7 +453,6 @@ def test_sessions_read_from_a_multilevel_cache_with_an_l1_are_warned_about(
         ("django.contrib.sessions.backends.cached_db", "default", ["smartcache.W046"]),
         (cache_engine, "inline_l1", ["smartcache.W046"]),
         (cache_engine, "file", []),  # the documented sessions alias
-        (cache_engine, "no_l1", []),  # no in-process level
         ("django.contrib.sessions.backends.db", "default", []),  # no cache read
         ("no.such.engine", "default", []),  # Django's own error, not ours
     ]
