@@ -43,6 +43,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return []
 
 
+def _backend_is(backend: Any, name: str) -> bool:
+    """Whether a ``BACKEND`` path is our backend ``name`` (``"SQLiteCache"``,
+    ``"MultiLevelCache"``) or a subclass of it, by importing it; a path that cannot be
+    imported is judged by how it ends (the backend names its own error when used)."""
+    if not isinstance(backend, str):
+        return False
+    from django.utils.module_loading import import_string
+
+    from . import backends
+
+    try:
+        cls = import_string(backend)
+    except Exception:  # noqa: BLE001 - a broken BACKEND is the backend's to report
+        return backend.endswith(name)
+    return isinstance(cls, type) and issubclass(cls, getattr(backends, name))
+
+
 def _levels_option(config: Mapping[str, Any]) -> Any:
     """A MultiLevelCache config's ``OPTIONS["LEVELS"]`` as written: None when not
     given (the default levels), ``()`` when ``OPTIONS`` is no dict (left to the
@@ -60,18 +77,18 @@ def _sqlite_locations() -> list[tuple[str, str]]:
     for alias, config in settings.CACHES.items():
         if not isinstance(config, Mapping):
             continue
-        backend = str(config.get("BACKEND", ""))
-        if backend.endswith("SQLiteCache"):
+        backend = config.get("BACKEND")
+        if _backend_is(backend, "SQLiteCache"):
             found.append((alias, config.get("LOCATION")))
-        elif backend.endswith("MultiLevelCache"):
+        elif _backend_is(backend, "MultiLevelCache"):
             levels = _levels_option(config)
             if levels is None:
                 found.append((alias, config.get("LOCATION")))
                 continue
             for level in levels if isinstance(levels, list | tuple) else ():
-                if isinstance(level, Mapping) and str(
-                    level.get("BACKEND", "")
-                ).endswith("SQLiteCache"):
+                if isinstance(level, Mapping) and _backend_is(
+                    level.get("BACKEND"), "SQLiteCache"
+                ):
                     found.append((alias, level.get("LOCATION")))
     found = [
         (alias, os.fspath(location) if isinstance(location, os.PathLike) else location)
@@ -192,9 +209,9 @@ def _multilevel_levels() -> list[tuple[str, Mapping[str, Any], list[Any]]]:
     list); a malformed entry is skipped here: the backend itself names what is wrong."""
     found = []
     for alias, config in settings.CACHES.items():
-        if not isinstance(config, Mapping) or not str(
-            config.get("BACKEND", "")
-        ).endswith("MultiLevelCache"):
+        if not isinstance(config, Mapping) or not _backend_is(
+            config.get("BACKEND"), "MultiLevelCache"
+        ):
             continue
         levels = _levels_option(config)
         if isinstance(levels, list | tuple) and levels:
@@ -319,7 +336,7 @@ def check_sessions_not_in_an_l1(
         _cached_session_store(engine)
         if isinstance(engine, str)
         and isinstance(config, Mapping)
-        and str(config.get("BACKEND", "")).endswith("MultiLevelCache")
+        and _backend_is(config.get("BACKEND"), "MultiLevelCache")
         else None
     )
     if store is None:
@@ -391,11 +408,11 @@ def _sqlite_files() -> list[tuple[str, str, dict[str, Any]]]:
     for alias, config in settings.CACHES.items():
         if not isinstance(config, Mapping):
             continue
-        backend = str(config.get("BACKEND", ""))
+        backend = config.get("BACKEND")
         options = config.get("OPTIONS")
-        if backend.endswith("SQLiteCache"):
+        if _backend_is(backend, "SQLiteCache"):
             found.append((repr(alias), config.get("LOCATION"), options))
-        elif backend.endswith("MultiLevelCache"):
+        elif _backend_is(backend, "MultiLevelCache"):
             levels = _levels_option(config)
             if levels is None:  # the default L2: MAX_ENTRIES/CULL_FREQUENCY passed on
                 passed = options if isinstance(options, Mapping) else {}
@@ -405,9 +422,9 @@ def _sqlite_files() -> list[tuple[str, str, dict[str, Any]]]:
             for index, level in enumerate(
                 levels if isinstance(levels, list | tuple) else ()
             ):
-                if isinstance(level, Mapping) and str(
-                    level.get("BACKEND", "")
-                ).endswith("SQLiteCache"):
+                if isinstance(level, Mapping) and _backend_is(
+                    level.get("BACKEND"), "SQLiteCache"
+                ):
                     found.append(
                         (
                             f"{alias!r} (LEVELS[{index}])",

@@ -7,10 +7,12 @@ import os
 from typing import Any
 
 import pytest
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from django_smartcache import conf, registry
+from django_smartcache.backends import MultiLevelCache, SQLiteCache
 from django_smartcache.checks import check_settings
 from tests.testapp.models import Book
 
@@ -492,3 +494,48 @@ def test_the_sessions_warning_claims_undone_logouts_for_the_cache_engine_only(
     assert "lost writes" in found["cached_db"].msg
     assert "undone logout" not in found["cached_db"].msg
     assert "refuses to save it again" in found["cached_db"].msg
+
+
+class ProjectTwoLevel(MultiLevelCache):
+    """A project's own MultiLevelCache, under a name of its own."""
+
+
+class ProjectFiles(SQLiteCache):
+    """A project's own SQLiteCache, under a name of its own."""
+
+
+class ScratchSQLiteCache(LocMemCache):
+    """Not ours, though its name ends as ours does."""
+
+
+def test_checks_know_subclasses_of_our_backends_by_class_not_name(
+    tmp_path: Any,
+) -> None:
+    """The checks found our backends by how BACKEND ends: a project's subclass named
+    otherwise was never checked (sessions on it, two budgets on one file), and someone
+    else's class named ...SQLiteCache was taken for ours (review)."""
+    from django_smartcache.checks import (
+        check_sessions_not_in_an_l1,
+        check_sqlite_file_budgets_agree,
+        check_sqlite_location_is_absolute,
+    )
+
+    here = __name__
+    shared = str(tmp_path / "shared.sqlite3")
+    caches = {
+        "default": {"BACKEND": f"{here}.ProjectTwoLevel", "LOCATION": shared},
+        "files": {
+            "BACKEND": f"{here}.ProjectFiles",
+            "LOCATION": shared,
+            "OPTIONS": {"MAX_SIZE": "1MB"},
+        },
+        "scratch": {"BACKEND": f"{here}.ScratchSQLiteCache", "LOCATION": "rel"},
+    }
+    with override_settings(
+        CACHES=caches,
+        SESSION_ENGINE="django.contrib.sessions.backends.cache",
+        SESSION_CACHE_ALIAS="default",
+    ):
+        assert [m.id for m in check_sessions_not_in_an_l1()] == ["smartcache.W046"]
+        assert [m.id for m in check_sqlite_file_budgets_agree()] == ["smartcache.W045"]
+        assert check_sqlite_location_is_absolute() == []  # "scratch" is no SQLite file
