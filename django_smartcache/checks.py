@@ -43,21 +43,30 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return []
 
 
-def _backend_is(backend: Any, name: str) -> bool:
-    """Whether a ``BACKEND`` path is our backend ``name`` (``"SQLiteCache"``,
-    ``"MultiLevelCache"``) or a subclass of it, by importing it; a path that cannot be
-    imported is judged by how it ends (the backend names its own error when used)."""
-    if not isinstance(backend, str):
-        return False
+def _backend_class(backend: Any) -> type | None:
+    """The class a ``BACKEND`` path names, or None when it is no path or cannot be
+    imported (the backend names its own error when the alias is used)."""
     from django.utils.module_loading import import_string
 
-    from . import backends
-
+    if not isinstance(backend, str):
+        return None
     try:
         cls = import_string(backend)
     except Exception:  # noqa: BLE001 - a broken BACKEND is the backend's to report
-        return backend.endswith(name)
-    return isinstance(cls, type) and issubclass(cls, getattr(backends, name))
+        return None
+    return cls if isinstance(cls, type) else None
+
+
+def _backend_is(backend: Any, name: str) -> bool:
+    """Whether a ``BACKEND`` path is our backend ``name`` (``"SQLiteCache"``,
+    ``"MultiLevelCache"``) or a subclass of it, by importing it; a path that cannot be
+    imported is judged by how it ends."""
+    from . import backends
+
+    cls = _backend_class(backend)
+    if cls is None:
+        return isinstance(backend, str) and backend.endswith(name)
+    return issubclass(cls, getattr(backends, name))
 
 
 def _levels_option(config: Mapping[str, Any]) -> Any:
@@ -248,35 +257,25 @@ def check_multilevel_location_with_levels(
     return messages
 
 
-def _in_process_levels(levels: list[Any] | tuple[Any, ...]) -> list[bool]:
-    """Per level of a ``LEVELS`` list (an alias or an inline config), whether it is
-    an in-process cache; a level that cannot be resolved or imported counts as not."""
-    from django.utils.module_loading import import_string
-
-    from .backends._level_config import _in_process
-
-    found = []
-    for level in levels:
-        if isinstance(level, str):
-            level = settings.CACHES.get(level)
-        backend = level.get("BACKEND") if isinstance(level, Mapping) else None
-        try:
-            cls = import_string(backend) if isinstance(backend, str) else None
-        except ImportError:
-            cls = None
-        found.append(isinstance(cls, type) and _in_process(cls))
-    return found
-
-
 @register(Tags.caches)
 def check_multilevel_has_a_shared_level(
     app_configs: Any = None, **kwargs: Any
 ) -> list[CheckMessage]:
     """A MultiLevelCache whose levels are all in-process (one SmartCache level) is a
     cache of each process's own: a write in one worker is never seen by another."""
+    from .backends._level_config import _in_process
+
     messages: list[CheckMessage] = []
     for alias, _config, levels in _multilevel_levels():
-        if all(_in_process_levels(levels)):
+        in_process = []
+        for level in levels:
+            if isinstance(level, str):
+                level = settings.CACHES.get(level)
+            cls = _backend_class(
+                level.get("BACKEND") if isinstance(level, Mapping) else None
+            )
+            in_process.append(cls is not None and _in_process(cls))
+        if all(in_process):
             messages.append(
                 Warning(
                     f"No level of cache {alias!r} is shared between processes "

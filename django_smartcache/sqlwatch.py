@@ -355,7 +355,7 @@ def _from_outside_parentheses(text: str, start: int) -> bool:
         before = rest[:at]
         if (
             _FROM.match(rest, at)
-            and not before.rstrip().upper().endswith("DISTINCT")  # IS DISTINCT FROM
+            and not upper[:at].rstrip().endswith("DISTINCT")  # IS DISTINCT FROM
             and not _unbalanced(before)
         ):
             return True
