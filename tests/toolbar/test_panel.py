@@ -537,3 +537,29 @@ def test_a_call_that_raised_says_so() -> None:
     calls = [c for c in toolbar_panel.get_stats()["calls"] if c["op"] == "incr"]
     assert [c["error"] for c in calls] == ["ValueError"]
     assert "raised ValueError" in toolbar_panel.content
+
+
+def test_batch_results_name_only_what_happened() -> None:
+    """A batch that found nothing reads "2 miss", not "0 hit, 2 miss" (outside probe)."""
+
+    def batches(request: Any) -> HttpResponse:
+        smart = caches["smart"]
+        smart.delete_many(["b1", "b2", "b3"])
+        smart.get_many(["b1", "b2"])  # 2 miss
+        smart.set_many({"b1": 1, "b2": 2, "b3": 3})
+        smart.get_many(["b1", "b2", "b3"])  # 3 hit
+        smart.get_many(["b1", "absent"])  # 1 hit, 1 miss
+        smart.get_many(["b1"])  # hit
+        return HttpResponse("ok")
+
+    results = [
+        cell.strip()
+        for cell in run(batches).content.split("<td>")
+        if cell.strip().endswith(("hit</td>", "miss</td>"))
+    ]
+    assert [r.removesuffix("</td>") for r in results] == [
+        "2 miss",
+        "3 hit",
+        "1 hit, 1 miss",
+        "hit",
+    ]
