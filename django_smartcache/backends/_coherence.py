@@ -73,6 +73,28 @@ def _never() -> bool:
     return False
 
 
+#: The publisher's pool holds at most this many connections (fewer when the level's own
+#: pool is bounded lower)...
+PUBLISH_POOL_SIZE = 100
+#: ...and a writer finding them all busy waits this long for one before its publish
+#: counts as failed. A plain ConnectionPool refused the 101st at once: redis-py 8 bounds
+#: pools at 100 by default, and under ASGI each concurrent request's sync calls run in
+#: a thread of their own, so a burst of 150 writers dropped 60-180 invalidations
+#: (other processes then kept their old L1 copies up to L1_MAX_TTL; outside probe).
+PUBLISH_POOL_WAIT = 1.0
+
+
+def _publisher_pool_size(level_pool: Any) -> int:
+    """The level pool's bound when it has a lower one than ours (its owner's choice of
+    how many connections this process may open), else :data:`PUBLISH_POOL_SIZE`.
+    Never the level's own when higher: before redis-py 8 it was 2**31, and a blocking
+    pool fills a queue of that many slots."""
+    bound = getattr(level_pool, "max_connections", None)
+    if isinstance(bound, int) and not isinstance(bound, bool) and bound > 0:
+        return min(bound, PUBLISH_POOL_SIZE)
+    return PUBLISH_POOL_SIZE
+
+
 class Coherence:
     """Local generation guard shared by the threads of one process."""
 
@@ -361,18 +383,29 @@ class RedisPubSub(Coherence):
         )
         pool = getattr(raw, "connection_pool", None)
         kwargs = getattr(pool, "connection_kwargs", None)
+        size = _publisher_pool_size(pool)
         if isinstance(kwargs, dict):
             merged = {**self.options, **kwargs, **overrides}
             if "path" in merged:  # a unix socket: no TCP keepalive to set
                 merged.pop("socket_keepalive", None)
             return redis.Redis(
-                connection_pool=redis.ConnectionPool(
-                    connection_class=pool.connection_class, **merged
+                connection_pool=redis.BlockingConnectionPool(
+                    connection_class=pool.connection_class,
+                    max_connections=size,
+                    timeout=PUBLISH_POOL_WAIT,
+                    **merged,
                 )
             )
         if self.url.startswith("unix://"):
             overrides.pop("socket_keepalive", None)
-        return redis.Redis.from_url(self.url, **{**self.options, **overrides})
+        return redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=size,
+                timeout=PUBLISH_POOL_WAIT,
+                **{**self.options, **overrides},
+            )
+        )
 
     def _client(self) -> Any:
         if self._publisher is None:
