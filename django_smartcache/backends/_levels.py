@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import threading
 import time
 from collections.abc import Iterable
@@ -34,7 +35,7 @@ from ._level_health import (
 from ._level_patterns import check_matching, delete_matching
 from ._level_tally import _Tally
 from ._level_ttl import _NO_EXPIRY, _remaining_ttls
-from .base import SmartCacheKeyMixin, ThreadedIncrMixin
+from .base import SmartCacheKeyMixin, ThreadedIncrMixin, UnpicklableValueError, dumps
 from .sqlite import BaseSQLiteCache
 
 logger = logging.getLogger("django_smartcache.multilevel")
@@ -49,6 +50,23 @@ L1_LATENCY_SAMPLE = 16
 #: delete_pattern() publishes at most this many keys; beyond, it tells the other
 #: processes to drop their whole L1 (one message instead of thousands).
 PUBLISH_KEYS_MAX = 1000
+
+
+#: What a level's own pickling raises for a value it cannot pickle (Django's RedisCache
+#: and memcached: TypeError or PicklingError; a local object: AttributeError).
+_PICKLING_ERRORS = (TypeError, AttributeError, pickle.PicklingError)
+
+
+def _unpicklable(items: Iterable[tuple[str, Any]], exc: BaseException) -> None:
+    """Raise :class:`UnpicklableValueError` (from ``exc``, a level's own error) if one
+    of ``items``' values cannot be pickled; return if they all can (``exc`` was
+    something else: the caller re-raises it). The lowest level is written first, so
+    such an error leaves every level unchanged, as SmartCache and SQLiteCache do."""
+    for key, value in items:
+        try:
+            dumps(key, value)
+        except UnpicklableValueError as error:
+            raise error from exc
 
 
 class _Shared:
@@ -594,7 +612,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             else:
                 level.set(key, value, low if i == last else high)
 
-        self._write("set", [key], self._depth(levels), call)
+        try:
+            self._write("set", [key], self._depth(levels), call)
+        except _PICKLING_ERRORS as exc:
+            _unpicklable([(key, value)], exc)
+            raise
 
     def add(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
@@ -625,7 +647,13 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 if decided is None:
                     if i == 0:
                         self._co.local_write()
-                    decided = level.add(key, value, low if i == self._last else high)
+                    try:
+                        decided = level.add(
+                            key, value, low if i == self._last else high
+                        )
+                    except _PICKLING_ERRORS as exc:
+                        _unpicklable([(key, value)], exc)
+                        raise
                     if decided and i:
                         self._co.local_write()
                         self._health[i].written([key])
@@ -767,7 +795,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             level.delete_many(list(refused))
             return failed
 
-        failed = self._write("set_many", list(finals), self._depth(levels), call)
+        try:
+            failed = self._write("set_many", list(finals), self._depth(levels), call)
+        except _PICKLING_ERRORS as exc:
+            _unpicklable(finals.items(), exc)
+            raise
         return [by_final.get(k, k) for k in failed or []]
 
     def delete_many(
