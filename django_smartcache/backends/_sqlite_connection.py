@@ -610,7 +610,13 @@ class ConnectionMixin:
             current = file_id(self._path)
             # Another process may already have replaced the file: then just reconnect.
             if current is not None and current == state.file:
-                sqlite_file.quarantine(self._path, str(exc))
+                try:
+                    sqlite_file.quarantine(self._path, str(exc))
+                except sqlite_file.NotRegularFileError as refused:
+                    raise ImproperlyConfigured(
+                        f"SQLiteCache LOCATION {self._path!r} is damaged ({exc}) and "
+                        f"cannot be moved aside: {refused}."
+                    ) from exc
         with _prepare_lock:
             _prepared.discard(self._path)
         # The other threads of this process leave the old file too.

@@ -66,6 +66,11 @@ class UnusableLocation(ImproperlyConfigured, sqlite3.OperationalError):
     """
 
 
+class NotRegularFileError(ForeignDatabaseError):
+    """``LOCATION`` (or a file beside it) is not a regular file this process may have
+    written: a device, a FIFO, a socket, a directory, a symlink. Refused untouched."""
+
+
 class IncompatibleSchemaError(Exception):
     """``LOCATION`` holds a SQLiteCache file this release cannot use as it is."""
 
@@ -106,6 +111,51 @@ def real_path(path: str) -> str:
     return os.path.realpath(path)
 
 
+def _what(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, in words."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symlink"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def refuse_unless_regular(path: str, *, follow: bool = True) -> None:
+    """Raise ``NotRegularFileError`` if ``path`` exists and is not a regular file
+    (``follow``: its symlinks followed, judging the target; else a symlink is refused).
+
+    A device, FIFO or socket at ``LOCATION`` was diagnosed "not a regular file",
+    renamed aside and replaced by a fresh cache file: ``LOCATION="/dev/null"`` (to turn
+    the level off) moved the system's ``/dev/null`` aside.
+    """
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFileError(
+            f"{path} is {_what(st.st_mode)}, not a regular file; refusing to touch it"
+        )
+
+
+def _movable(path: str) -> None:
+    """Raise ``NotRegularFileError`` unless ``path`` (not followed if a symlink) is a
+    regular file this process could have written: the only kind ever moved aside."""
+    refuse_unless_regular(path, follow=False)
+    effective = os.access in os.supports_effective_ids
+    if os.path.lexists(path) and not os.access(path, os.W_OK, effective_ids=effective):
+        raise NotRegularFileError(
+            f"{path} is a file this process cannot write, so not one it made; "
+            f"refusing to move it"
+        )
+
+
 def diagnose(path: str) -> str | None:
     """Why the file at ``path`` cannot be used, read from its header; ``None`` if it can.
 
@@ -122,7 +172,11 @@ def diagnose(path: str) -> str | None:
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return "not a regular file"
+            # Never "damaged": a device or FIFO is not ours to move (prepare() refuses
+            # it before this; here if one was put there meanwhile).
+            raise NotRegularFileError(
+                f"{path} is {_what(st.st_mode)}, not a regular file; refusing to touch it"
+            )
         header = f.read(100)
         length = st.st_size
     if length == 0:
@@ -278,8 +332,13 @@ def quarantine(path: str, reason: str, kind: str = "corrupt") -> str:
     """Rename the unusable file (and its WAL) aside, log both paths, return the new path.
 
     ``kind`` names the copy: ``corrupt`` (damaged) or ``schema`` (another version).
+    Only regular files this process could have written are moved: anything else there
+    (the file or a companion a device, FIFO, socket, directory or symlink) raises
+    ``NotRegularFileError`` before anything moves.
     """
     path = real_path(path)
+    for name in (path, *(path + suffix for suffix in _COMPANIONS)):
+        _movable(name)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = f"{path}.{kind}-{stamp}-{os.getpid()}"
     n = 1
@@ -701,14 +760,16 @@ def prepare(path: str, busy_timeout: float) -> None:
             f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a "
             f"file reached without another user's symlinks."
         ) from exc
+    location = path
     path = real_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
         made = _make_dirs(directory)
-        if os.path.isdir(path):
-            raise IsADirectoryError(21, "is a directory", path)
+        # Before the lock (whose name it does not create) and again under it.
+        refuse_unless_regular(path)
         had = _inode(path), os.path.lexists(path + ".lock")
         with open_lock(path):
+            refuse_unless_regular(path)
             if os.path.lexists(path + "-journal"):
                 settle_journal(path, busy_timeout)
             foreign = foreign_beside_a_wal(path)
@@ -745,6 +806,12 @@ def prepare(path: str, busy_timeout: float) -> None:
             _give_to_owner(path, made, new_file, not had[1])
             _warn_root(path)
             check_writable(path)
+    except NotRegularFileError as exc:
+        # ImproperlyConfigured, and a level that is down to a MultiLevelCache.
+        raise UnusableLocation(
+            f"SQLiteCache LOCATION {location!r} is not usable: {exc}. Point LOCATION at "
+            f"a regular file of its own (or a path where one can be created)."
+        ) from exc
     except ForeignDatabaseError as exc:
         raise ImproperlyConfigured(
             f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "

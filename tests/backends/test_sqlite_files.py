@@ -622,8 +622,11 @@ def test_as_root_no_symlink_of_another_user_is_followed(tmp_path):
 
 def test_a_fifo_at_location_does_not_hang_the_opener(tmp_path):
     """A review: diagnose() opened LOCATION blocking, so a FIFO there (no writer) hung
-    the call while it held the .lock, and every other opener behind it."""
+    the call while it held the .lock, and every other opener behind it. (It is now
+    refused untouched, see below: the call must still return, not hang.)"""
     import threading
+
+    from django_smartcache.backends._sqlite_file import UnusableLocation
 
     path = tmp_path / "c.sqlite3"
     os.mkfifo(path)
@@ -631,10 +634,93 @@ def test_a_fifo_at_location_does_not_hang_the_opener(tmp_path):
 
     def use() -> None:
         cache = SQLiteCache(str(path), {})
-        cache.set("k", 1)
-        done.append(cache.get("k"))
+        try:
+            cache.set("k", 1)
+        except UnusableLocation as exc:
+            done.append(exc)
 
     thread = threading.Thread(target=use, daemon=True)
     thread.start()
     thread.join(20)
-    assert done == [1]
+    assert len(done) == 1 and "FIFO" in str(done[0])
+
+
+def _special_files(tmp_path):
+    """Things that are not regular files, made under ``tmp_path`` (never /dev)."""
+    import socket
+    import stat
+
+    made = {}
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    made[fifo] = "a FIFO (named pipe)"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+    sock.close()
+    made[tmp_path / "sock"] = "a socket"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        made[tmp_path / "null"] = "a character device"
+    return made
+
+
+def test_a_location_that_is_not_a_regular_file_is_refused_untouched(tmp_path):
+    """An outside probe (t5_dev.py): a device, FIFO or socket at LOCATION was
+    "diagnosed" as damaged ("not a regular file"), renamed aside and replaced by a
+    fresh cache file: ``LOCATION="/dev/null"`` (to turn the level off) moved the
+    system's /dev/null aside. Now ImproperlyConfigured names LOCATION, the path and
+    what it is, and nothing is moved or created (not even the ``.lock``); a symlink is
+    judged by its target."""
+    import stat
+
+    from django_smartcache.backends._sqlite_file import UnusableLocation
+
+    for special, what in _special_files(tmp_path).items():
+        link = tmp_path / (special.name + "-link")
+        link.symlink_to(special)
+        for location in (special, link):
+            before = {p.name: os.lstat(p).st_mode for p in tmp_path.iterdir()}
+            with pytest.raises(UnusableLocation) as info:
+                SQLiteCache(str(location), {}).set("k", 1)
+            message = str(info.value)
+            assert f"LOCATION {str(location)!r}" in message, message
+            assert f"{special} is {what}, not a regular file" in message, message
+            after = {p.name: os.lstat(p).st_mode for p in tmp_path.iterdir()}
+            assert after == before
+            assert not stat.S_ISREG(os.lstat(special).st_mode)
+    directory = tmp_path / "adir"
+    directory.mkdir()
+    with pytest.raises(UnusableLocation, match="is a directory, not a regular file"):
+        SQLiteCache(str(directory), {}).set("k", 1)
+    assert list(directory.iterdir()) == []
+    # A symlink to a regular file is fine.
+    (tmp_path / "real.sqlite3").touch()
+    (tmp_path / "ok").symlink_to(tmp_path / "real.sqlite3")
+    cache = SQLiteCache(str(tmp_path / "ok"), {})
+    cache.set("k", 1)
+    assert cache.get("k") == 1
+    cache.close()
+
+
+def test_a_damaged_file_is_not_moved_aside_with_a_companion_that_is_not_a_file(
+    tmp_path,
+):
+    """Moving a damaged file aside moves its -wal/-shm/-journal along: one of those
+    that is a FIFO, a symlink or a device is refused, and nothing is moved."""
+    from django_smartcache.backends._sqlite_file import UnusableLocation
+
+    path = tmp_path / "c.sqlite3"
+    path.write_bytes(b"not a database" * 100)
+    os.mkfifo(tmp_path / "c.sqlite3-shm")
+    (tmp_path / "elsewhere").write_bytes(b"x")
+    (tmp_path / "c.sqlite3-wal").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnusableLocation, match="not a regular file"):
+        SQLiteCache(str(path), {}).set("k", 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "c.sqlite3",
+        "c.sqlite3-shm",
+        "c.sqlite3-wal",
+        "c.sqlite3.lock",
+        "elsewhere",
+    ]
+    assert path.read_bytes() == b"not a database" * 100
