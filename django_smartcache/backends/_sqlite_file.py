@@ -328,6 +328,57 @@ def foreign_beside_a_wal(path: str) -> str | None:
     )
 
 
+def _aside(path: str, kind: str) -> str:
+    """A name beside ``path`` for a file moved aside, taken by no file nor companion."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = f"{path}.{kind}-{stamp}-{os.getpid()}"
+    n = 1
+    while any(os.path.lexists(aside + suffix) for suffix in ("", *_COMPANIONS)):
+        # Two files moved aside by one process in one second: never overwrite the first.
+        n += 1
+        aside = f"{path}.{kind}-{stamp}-{os.getpid()}-{n}"
+    return aside
+
+
+def set_aside_orphans(path: str) -> str | None:
+    """No file at ``path`` but a ``-wal``, ``-shm`` or ``-journal`` beside it: move them
+    aside (regular files only), log it, return their new name (without the suffix).
+
+    ``rm cache.sqlite3`` (the file alone) while another process had it open and idle
+    left that process's ``-wal`` and ``-shm``; the new empty file SQLite created then
+    joined them, and every call of every other process failed with ``disk I/O error``
+    (SQLITE_IOERR_SHORT_READ: the old WAL index points past the new file's end) until
+    the idle one made a call. A hot ``-journal`` would be rolled back into the new file
+    alike. Run under ``open_lock`` (as every creation of the file): the first process
+    moves them and creates the file before it releases the lock, so the next ones find
+    a file and move nothing. The idle process keeps its descriptors on the moved
+    files and leaves them at its next call (``LOCATION`` names another file); SQLite
+    neither checkpoints nor deletes a WAL by name for a file that has moved.
+    """
+    path = real_path(path)
+    if os.path.lexists(path):
+        return None
+    found = [s for s in _COMPANIONS if os.path.lexists(path + s)]
+    if not found:
+        return None
+    for suffix in found:
+        _movable(path + suffix)
+    aside = _aside(path, "orphaned")
+    for suffix in found:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path + suffix, aside + suffix)
+    logger.warning(
+        "SQLiteCache: %s was gone but its %s remained (the file was deleted while "
+        "a process still had it open, or a process was killed); moved them to %s%s "
+        "so that the new file does not read them.",
+        path,
+        " and ".join(s.lstrip("-") for s in found),
+        aside,
+        "{" + ",".join(found) + "}" if len(found) > 1 else found[0],
+    )
+    return aside
+
+
 def quarantine(path: str, reason: str, kind: str = "corrupt") -> str:
     """Rename the unusable file (and its WAL) aside, log both paths, return the new path.
 
@@ -339,13 +390,7 @@ def quarantine(path: str, reason: str, kind: str = "corrupt") -> str:
     path = real_path(path)
     for name in (path, *(path + suffix for suffix in _COMPANIONS)):
         _movable(name)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = f"{path}.{kind}-{stamp}-{os.getpid()}"
-    n = 1
-    while any(os.path.lexists(aside + suffix) for suffix in ("", *_COMPANIONS)):
-        # Two files moved aside by one process in one second: never overwrite the first.
-        n += 1
-        aside = f"{path}.{kind}-{stamp}-{os.getpid()}-{n}"
+    aside = _aside(path, kind)
     os.replace(path, aside)
     # Its WAL, shared memory and journal go with it, never deleted: a journal or WAL
     # is part of the database (deleting one alone is what damages a database).
@@ -770,6 +815,7 @@ def prepare(path: str, busy_timeout: float) -> None:
         had = _inode(path), os.path.lexists(path + ".lock")
         with open_lock(path):
             refuse_unless_regular(path)
+            set_aside_orphans(path)
             if os.path.lexists(path + "-journal"):
                 settle_journal(path, busy_timeout)
             foreign = foreign_beside_a_wal(path)

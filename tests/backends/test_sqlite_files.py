@@ -724,3 +724,86 @@ def test_a_damaged_file_is_not_moved_aside_with_a_companion_that_is_not_a_file(
         "elsewhere",
     ]
     assert path.read_bytes() == b"not a database" * 100
+
+
+#: A worker: opens the cache, writes, says "ready", then (as an idle gunicorn worker
+#: or an open ``manage.py shell``) makes no call until its stdin says so.
+IDLE_WORKER = r"""
+import sys
+import django
+from django.conf import settings
+settings.configure(CACHES={}, INSTALLED_APPS=[])
+django.setup()
+from django_smartcache.backends import SQLiteCache
+cache = SQLiteCache(sys.argv[1], {})
+cache.set_many({f"i{j}": "x" * 100 for j in range(100)})
+print("ready", flush=True)
+sys.stdin.readline()
+print(cache.get("i1"), flush=True)
+"""
+
+#: A worker that starts now: writes and reads, prints what it got or raised.
+BUSY_WORKER = r"""
+import sys
+import django
+from django.conf import settings
+settings.configure(CACHES={}, INSTALLED_APPS=[])
+django.setup()
+from django_smartcache.backends import SQLiteCache
+cache = SQLiteCache(sys.argv[1], {})
+try:
+    for i in range(20):
+        cache.set("k", i)
+    print("ok", cache.get("k"), flush=True)
+except Exception as exc:
+    print("ERR", type(exc).__name__, exc, flush=True)
+"""
+
+
+def test_rm_of_the_file_while_an_idle_process_keeps_its_wal(tmp_path):
+    """An outside probe (t1_idle_proc.py, t1_raw.py): ``rm cache.sqlite3`` (the file
+    alone) while another worker was idle with it open left that worker's -wal and
+    -shm; the new empty file SQLite created joined them, and every call of every other
+    worker failed with 'disk I/O error' (SQLITE_IOERR_SHORT_READ) until the idle one
+    made a call. The -wal/-shm without a file are now moved aside (logged) before the
+    file is created; the idle worker leaves the old file at its next call."""
+    import django_smartcache
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(django_smartcache.__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    path = str(tmp_path / "c.sqlite3")
+    idle = subprocess.Popen(
+        [sys.executable, "-c", IDLE_WORKER, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert idle.stdout.readline().strip() == "ready"
+        assert os.path.exists(path + "-wal") and os.path.exists(path + "-shm")
+        os.unlink(path)
+        # Three workers at once race to create the file: one moves the orphans.
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", BUSY_WORKER, path],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(3)
+        ]
+        runs = [worker.communicate(timeout=60) for worker in workers]
+        assert [out.strip() for out, _ in runs] == ["ok 19"] * 3, runs
+        logged = [err for _, err in runs if "moved them to" in err]
+        assert len(logged) == 1 and "wal and shm" in logged[0], runs
+        moved = sorted(p.name for p in tmp_path.iterdir() if ".orphaned-" in p.name)
+        assert [name.rsplit("-", 1)[1] for name in moved] == ["shm", "wal"]
+        idle.stdin.write("go\n")
+        idle.stdin.flush()
+        # The idle worker's old entries went with its file: a miss, not an error.
+        assert idle.stdout.readline().strip() == "None"
+    finally:
+        idle.kill()
+        idle.wait()
