@@ -470,13 +470,15 @@ def connect(path: str, busy_timeout: float, synchronous: str) -> Connection:
     return conn
 
 
-def _install(path: str, busy_timeout: float) -> None:
-    """Create or check the schema.
+def _install(path: str, busy_timeout: float) -> bool:
+    """Create or check the schema; return whether the file held no tables (a new
+    file: its schema written now).
 
     Raises ``ForeignDatabaseError`` for someone else's database, ``IncompatibleSchemaError``
     for a cache file of another version, ``DamagedCacheError`` for a file whose header
     is ours but whose tables are not, ``sqlite3.DatabaseError`` when it is damaged.
     """
+    _create_private(path)
     ours = ours_by_header(path)  # before SQLite reads a WAL into it
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
@@ -509,7 +511,7 @@ def _install(path: str, busy_timeout: float) -> None:
             # Installed and current: nothing to write. Taking the write lock here made a
             # worker's first call wait for (and, past BUSY_TIMEOUT, fail on) any long
             # write of another process, though reads need no lock in WAL mode.
-            return
+            return False
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _statements(schema.DDL):
@@ -524,6 +526,7 @@ def _install(path: str, busy_timeout: float) -> None:
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+        return not tables
     finally:
         conn.close()
 
@@ -611,21 +614,40 @@ def _make_dirs(directory: str) -> list[str]:
     return missing[::-1]
 
 
-def _make_private(path: str) -> None:
-    """A new cache file readable by its owner only (0600, as FileBasedCache's files):
-    it holds pickles (sessions, pages), which any local user could read at SQLite's
-    0644. SQLite gives the ``-wal`` and ``-shm`` it creates the database file's mode
-    (and, as root, its owner). Called for a new file only: one that existed keeps its
-    mode."""
-    fd = _made_here(path)
-    if fd is None:
-        return
+def _create_private(path: str) -> None:
+    """Create ``path`` empty and 0600 unless something is there (SQLite then takes an
+    empty file for a new database).
+
+    SQLite creates a missing file 0644 (the umask's), and a first open that failed
+    after that (a full disk) left it so: the next open found an existing file and
+    kept its mode, readable by any local user (outside probe, t3_perm.py). Made
+    private from its creation, a file is never broader than promised, whatever fails
+    next; SQLite gives the ``-wal`` and ``-shm`` it creates the file's mode.
+    """
     try:
-        os.fchmod(fd, 0o600)
-    except OSError as exc:
-        logger.warning("SQLiteCache: could not make %s private: %s", path, exc)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _make_private(path: str) -> None:
+    """A new cache file, its ``-wal`` and ``-shm``, readable by their owner only (0600,
+    as FileBasedCache's files): they hold pickles (sessions, pages), which any local
+    user could read at SQLite's 0644. Called for a file created here or one whose
+    schema was just written (it held nothing: one left 0644 by an open that failed
+    half-way, an earlier release's): one that already held a cache keeps its mode."""
+    for name in (path, path + "-wal", path + "-shm"):
+        fd = _made_here(name)
+        if fd is None:
+            continue
+        try:
+            if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+                os.fchmod(fd, 0o600)
+        except OSError as exc:
+            logger.warning("SQLiteCache: could not make %s private: %s", name, exc)
+        finally:
+            os.close(fd)
 
 
 def _made_here(name: str) -> int | None:
@@ -825,13 +847,13 @@ def prepare(path: str, busy_timeout: float) -> None:
             if problem is not None:
                 quarantine(path, problem)
             try:
-                _install(path, busy_timeout)
+                created = _install(path, busy_timeout)
             except IncompatibleSchemaError as exc:
                 quarantine(path, str(exc), "schema")
-                _install(path, busy_timeout)
+                created = _install(path, busy_timeout)
             except DamagedCacheError as exc:
                 quarantine(path, str(exc))
-                _install(path, busy_timeout)
+                created = _install(path, busy_timeout)
             except sqlite3.DatabaseError as exc:
                 if not is_corruption(exc):
                     raise
@@ -844,10 +866,10 @@ def prepare(path: str, busy_timeout: float) -> None:
                         f"SQLiteCache file; refusing to move it"
                     ) from exc
                 quarantine(path, str(exc))
-                _install(path, busy_timeout)
+                created = _install(path, busy_timeout)
             # A new file: made here, or fresh after a quarantine (another inode).
             new_file = _inode(path) != had[0]
-            if new_file:
+            if new_file or created:
                 _make_private(path)
             _give_to_owner(path, made, new_file, not had[1])
             _warn_root(path)

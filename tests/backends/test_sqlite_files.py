@@ -807,3 +807,46 @@ def test_rm_of_the_file_while_an_idle_process_keeps_its_wal(tmp_path):
     finally:
         idle.kill()
         idle.wait()
+
+
+def test_a_file_made_by_a_first_open_that_failed_is_private_too(tmp_path, monkeypatch):
+    """An outside probe (t3_perm.py): a worker's first open on a full disk failed after
+    SQLite had created the file, 0644 (the umask's); the next open found an existing
+    file and kept its mode, so the cache (pickled sessions, pages) stayed readable by
+    every local user. The file is now created 0600 before SQLite opens it, and a file
+    that held no cache yet (such a leftover) is made private when its schema is
+    written; one that holds a cache keeps its mode (test above)."""
+    import stat
+
+    from django_smartcache.backends import _sqlite_file
+    from django_smartcache.backends._sqlite_file import UnusableLocation
+
+    real_identity = _sqlite_file._identity
+
+    def disk_full(conn):
+        conn.execute("PRAGMA user_version")  # SQLite creates the file here
+        raise sqlite3.OperationalError("database or disk is full")
+
+    old_umask = os.umask(0o022)
+    try:
+        path = tmp_path / "c.sqlite3"
+        monkeypatch.setattr(_sqlite_file, "_identity", disk_full)
+        with pytest.raises(UnusableLocation, match="full"):
+            SQLiteCache(str(path), {}).get("k")
+        assert path.exists()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        monkeypatch.setattr(_sqlite_file, "_identity", real_identity)
+        _fresh_process(str(path))
+        cache = SQLiteCache(str(path), {})
+        cache.set("k", 1)
+        # A file left 0644 and empty by an earlier release's failed open.
+        left = tmp_path / "left.sqlite3"
+        left.touch(0o644)
+        other = SQLiteCache(str(left), {})
+        other.set("k", 1)
+        for made in (path, left, tmp_path / "left.sqlite3-wal"):
+            assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
+        cache.close()
+        other.close()
+    finally:
+        os.umask(old_umask)
