@@ -888,12 +888,51 @@ def prepare(path: str, busy_timeout: float) -> None:
     except sqlite3.OperationalError as exc:
         if is_busy(exc):
             raise  # another process holds the lock past BUSY_TIMEOUT: transient
-        raise UnusableLocation(
-            f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "
-            f"in a directory this process can create and write."
-        ) from exc
+        raise UnusableLocation(_unusable(path, directory, exc)) from exc
     except OSError as exc:
-        raise UnusableLocation(
-            f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "
-            f"in a directory this process can create and write."
-        ) from exc
+        raise UnusableLocation(_unusable(path, directory, exc)) from exc
+
+
+#: SQLITE_IOERR, SQLITE_FULL: what SQLite raises on a full filesystem (a disk I/O
+#: error when there is no room for the ``-shm``: SQLITE_IOERR_SHMSIZE and others).
+_IOERR, _FULL = 10, 13
+#: Bytes free below which a disk I/O error is put down to a full filesystem.
+_NEARLY_FULL = 1024 * 1024
+
+
+def _no_space(directory: str, exc: BaseException) -> str | None:
+    """How full the filesystem of ``directory`` is, when ``exc`` comes of that."""
+    code = result_code(exc)
+    errno_ = getattr(exc, "errno", None)
+    said = errno_ in (errno.ENOSPC, errno.EDQUOT) or code == _FULL
+    if not said and code != _IOERR:
+        return None
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return "no space left" if said else None
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    free = (st.f_bfree if root else st.f_bavail) * st.f_frsize
+    inodes = st.f_ffree if root else st.f_favail
+    if inodes == 0 and st.f_files:
+        return f"no free inodes ({free} bytes free)"
+    if said or free < _NEARLY_FULL:
+        return f"{free} bytes free"
+    return None
+
+
+def _unusable(path: str, directory: str, exc: BaseException) -> str:
+    """The message of an ``UnusableLocation``: a full filesystem is told from a bad
+    location (a full disk raised "disk I/O error ... Point LOCATION at a file in a
+    directory this process can create and write", blaming the configuration)."""
+    full = _no_space(directory, exc)
+    if full is not None:
+        return (
+            f"SQLiteCache LOCATION {path!r} cannot be written now: the filesystem of "
+            f"{directory} is full ({full}; {exc}). Free space there: the cache needs "
+            f"room for its file, its -wal and its -shm; LOCATION itself is fine."
+        )
+    return (
+        f"SQLiteCache LOCATION {path!r} is not usable: {exc}. Point LOCATION at a file "
+        f"in a directory this process can create and write."
+    )

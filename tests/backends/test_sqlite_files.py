@@ -850,3 +850,48 @@ def test_a_file_made_by_a_first_open_that_failed_is_private_too(tmp_path, monkey
         other.close()
     finally:
         os.umask(old_umask)
+
+
+def test_a_full_disk_is_not_blamed_on_location(tmp_path, monkeypatch):
+    """An outside probe (t3_full_open.py): a worker started on a full disk raised
+    UnusableLocation 'disk I/O error ... Point LOCATION at a file in a directory this
+    process can create and write', blaming the configuration. A full filesystem
+    (ENOSPC, SQLITE_FULL, or a disk I/O error with under 1 MiB free, as os.statvfs
+    says) is now named as such; other errors keep the old advice."""
+    from django_smartcache.backends import _sqlite_file
+    from django_smartcache.backends._sqlite_file import UnusableLocation
+
+    def fails(code, text):
+        def identity(conn):
+            exc = sqlite3.OperationalError(text)
+            exc.sqlite_errorcode = code
+            raise exc
+
+        return identity
+
+    def disk(free):
+        return lambda _: os.statvfs_result(
+            (4096, 4096, 1000, free, free, 99, 9, 9, 0, 255)
+        )
+
+    cases = [
+        (10 | (19 << 8), "disk I/O error", 0, "is full (0 bytes free; disk I/O error)"),
+        (13, "database or disk is full", 512, "is full (2097152 bytes free; database"),
+        (
+            10 | (19 << 8),
+            "disk I/O error",
+            4096,
+            "is not usable: disk I/O error. Point",
+        ),
+        (14, "unable to open database file", 0, "is not usable: unable to open"),
+    ]
+    for n, (code, text, free, expected) in enumerate(cases):
+        path = str(tmp_path / f"c{n}.sqlite3")
+        monkeypatch.setattr(_sqlite_file, "_identity", fails(code, text))
+        monkeypatch.setattr(_sqlite_file.os, "statvfs", disk(free))
+        with pytest.raises(UnusableLocation) as info:
+            SQLiteCache(path, {}).get("k")
+        assert expected in str(info.value), (code, free, str(info.value))
+        if "is full" in expected:
+            assert "Point LOCATION" not in str(info.value)
+            assert "Free space there" in str(info.value)
