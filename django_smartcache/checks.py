@@ -103,7 +103,12 @@ def _sqlite_locations() -> list[tuple[str, str]]:
         (alias, os.fspath(location) if isinstance(location, os.PathLike) else location)
         for alias, location in found
     ]
-    return [(alias, loc) for alias, loc in found if loc and isinstance(loc, str)]
+    # ``~`` is expanded, as SQLiteCache does.
+    return [
+        (alias, os.path.expanduser(loc))
+        for alias, loc in found
+        if loc and isinstance(loc, str)
+    ]
 
 
 @register(Tags.caches)

@@ -118,17 +118,19 @@ def test_a_regex_a_level_cannot_take_fails_before_any_tag_or_key_goes(
 
 @pytest.fixture
 def unusable_sqlite(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """``ml`` (MultiLevelCache) and ``sqlite`` whose SQLite LOCATION is a directory,
-    next to a working ``smart``."""
+    """``ml`` (MultiLevelCache) and ``sqlite`` whose SQLite LOCATION is under a file
+    (an existing directory is refused when the cache is built), next to a working
+    ``smart``."""
+    (tmp_path / "afile").touch()
     config = {
         "default": {"BACKEND": SMART, "LOCATION": f"unusable-{tmp_path.name}"},
         "ml": {
             "BACKEND": "django_smartcache.backends.MultiLevelCache",
-            "LOCATION": str(tmp_path),
+            "LOCATION": str(tmp_path / "afile" / "c.sqlite3"),
         },
         "sqlite": {
             "BACKEND": "django_smartcache.backends.SQLiteCache",
-            "LOCATION": str(tmp_path),
+            "LOCATION": str(tmp_path / "afile" / "c.sqlite3"),
         },
     }
     with override_settings(CACHES=config):

@@ -177,6 +177,10 @@ def test_a_relative_or_served_sqlite_file_is_warned_about(tmp_path: Any) -> None
             "BACKEND": "django_smartcache.backends.SQLiteCache",
             "LOCATION": "cache.sqlite3",
         },
+        "home": {  # ~ is expanded, as SQLiteCache does: absolute
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": "~/cache.sqlite3",
+        },
         "served": {
             "BACKEND": "django_smartcache.backends.MultiLevelCache",
             "LOCATION": str(media / "cache" / "l2.sqlite3"),

@@ -90,6 +90,42 @@ def _count(name: str, value: object, *, minimum: int) -> int:
     return value
 
 
+def _location(location: str) -> str:
+    """``LOCATION`` with ``~`` expanded; refused when it cannot name a file of ours.
+
+    An outside probe (t5_loc.py): ``~/c.sqlite3`` made a directory named ``~`` in the
+    working directory; ``file:/x.sqlite3?mode=memory`` a file of that name (and
+    directories ``file:``...); ``/x/cache/`` the file ``/x/cache``; a NUL byte raised a
+    bare ``ValueError`` at the first call; an existing directory was refused only
+    then (and a MultiLevelCache quietly ran without its L2).
+    """
+    if "\x00" in location:
+        raise _fail("LOCATION", location, "a path without a NUL byte")
+    if location.lower().startswith("file:"):
+        raise _fail(
+            "LOCATION",
+            location,
+            "a file path, not an SQLite 'file:' URI (the cache opens, checks and "
+            "repairs the file by its path; URI parameters are not supported)",
+        )
+    expanded = os.path.expanduser(location)
+    if expanded.startswith("~"):
+        raise _fail("LOCATION", location, "a path whose '~' names a home directory")
+    if expanded.endswith(("/", os.sep)):
+        raise _fail(
+            "LOCATION",
+            location,
+            "the path of a file, not of a directory (a trailing /)",
+        )
+    if os.path.isdir(expanded):
+        raise _fail(
+            "LOCATION",
+            location,
+            "the path of a file, not of a directory (it is an existing directory)",
+        )
+    return expanded
+
+
 def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
     """Validate ``LOCATION``, ``TIMEOUT`` and ``OPTIONS``; raise on the first wrong one.
 
@@ -100,6 +136,7 @@ def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
         location = os.fspath(location)
     if not isinstance(location, str) or not location or location == ":memory:":
         raise _fail("LOCATION", location, "the path of the cache file")
+    location = _location(location)
     timeout = option_timeout("SQLiteCache", params)
     options = params.get("OPTIONS") or {}
     if not isinstance(options, dict):

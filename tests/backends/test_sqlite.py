@@ -125,10 +125,55 @@ def test_unusable_location_is_a_clear_error(tmp_path, kind):
         (tmp_path / "plain").write_text("x")
         path = str(tmp_path / "plain" / "cache.sqlite3")
     else:
-        path = str(tmp_path)
+        path = str(tmp_path / "d")
     cache = SQLiteCache(path, {})
+    if kind == "location_is_a_directory":
+        os.mkdir(path)  # after the build, which refuses an existing directory
     with pytest.raises(ImproperlyConfigured, match="LOCATION"):
         cache.set("k", "v")
+
+
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [
+        ("{d}/c.sqlite3\x00x", "a path without a NUL byte"),
+        ("file:{d}/u.sqlite3?mode=memory", "not an SQLite 'file:' URI"),
+        ("FILE:c.sqlite3", "not an SQLite 'file:' URI"),
+        ("{d}/trailing/", "not of a directory (a trailing /)"),
+        ("{d}", "not of a directory (it is an existing directory)"),
+        ("~no-such-user-smartcache/c.sqlite3", "'~' names a home directory"),
+    ],
+)
+def test_location_spellings_that_name_no_file_are_refused_at_build(
+    tmp_path, spelling, expected
+):
+    """An outside probe (t5_loc.py): these were accepted when the cache was built and
+    then made a file or directory of a strange name (``file:`` URIs, a ``~``
+    directory in the working directory), used ``/x/trailing`` for ``/x/trailing/``,
+    raised a bare ValueError at the first call (NUL), or only then refused the
+    directory (a MultiLevelCache quietly lost its L2). Now ImproperlyConfigured names
+    LOCATION when the cache is built, and nothing is created."""
+    location = spelling.format(d=tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(
+        ImproperlyConfigured, match="SQLiteCache LOCATION must be"
+    ) as info:
+        SQLiteCache(location, {})
+    assert expected in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_location_expands_the_home_directory(tmp_path, monkeypatch):
+    """``~/cache.sqlite3`` is the user's home, as a shell reads it (before: a directory
+    named ``~`` in the working directory)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    cache = SQLiteCache("~/cache.sqlite3", {})
+    cache.set("k", 1)
+    assert cache.path == str(tmp_path / "home" / "cache.sqlite3")
+    assert (tmp_path / "home" / "cache.sqlite3").exists()
+    assert not (tmp_path / "~").exists()
+    cache.close()
 
 
 # -- values and persistence ------------------------------------------------------------
