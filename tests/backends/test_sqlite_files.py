@@ -689,9 +689,10 @@ def test_a_location_that_is_not_a_regular_file_is_refused_untouched(tmp_path):
             assert after == before
             assert not stat.S_ISREG(os.lstat(special).st_mode)
     directory = tmp_path / "adir"
-    directory.mkdir()
+    cache = SQLiteCache(str(directory), {})
+    directory.mkdir()  # after the build, which refuses an existing directory
     with pytest.raises(UnusableLocation, match="is a directory, not a regular file"):
-        SQLiteCache(str(directory), {}).set("k", 1)
+        cache.set("k", 1)
     assert list(directory.iterdir()) == []
     # A symlink to a regular file is fine.
     (tmp_path / "real.sqlite3").touch()
