@@ -441,6 +441,9 @@ class ThreadState(threading.local):
     file: FileId | None = None
     #: key -> time of a read not yet written to ``accessed``.
     pending: dict[str, float]
+    #: The newest ``accessed`` stamp this connection wrote, or found in the file when
+    #: it opened: stamps never go below it (a wall clock stepped back).
+    high = 0.0
     #: (data_version, total_changes, cursor) of the last ``changes_since`` answer.
     seen: tuple[int, int, int] | None = None
     #: Whether the connection has ``json_each`` (``get_many`` in one statement).
@@ -459,6 +462,23 @@ class ThreadState(threading.local):
     def conn(self, conn: sqlite3.Connection | None) -> None:
         # Only ever set to None from outside _open: the next use reopens.
         self.live = (conn, 0.0, -1)
+
+
+#: Seconds ahead of the wall clock beyond which a file's newest ``accessed`` is not
+#: followed: one written under a clock set a year ahead would freeze the stamps.
+MAX_ACCESS_AHEAD = 86400.0
+
+
+def newest_access(conn: sqlite3.Connection) -> float:
+    """The file's newest ``accessed`` (an indexed ``max``), 0 if none or if it is more
+    than :data:`MAX_ACCESS_AHEAD` ahead of the wall clock."""
+    try:
+        (newest,) = conn.execute(sql.NEWEST_ACCESS).fetchone()
+    except sqlite3.DatabaseError:
+        return 0.0  # (the next query reports it)
+    if newest is None or newest > time.time() + MAX_ACCESS_AHEAD:
+        return 0.0
+    return float(newest)
 
 
 def has_json(conn: sqlite3.Connection) -> bool:
@@ -575,6 +595,7 @@ class ConnectionMixin:
         state.pid = os.getpid()
         state.file = file
         state.pending = {}
+        state.high = newest_access(conn)
         # Whatever the connection did for another instance is not this one's: its
         # own-writes bookkeeping (``changes_since(skip_own=True)``) starts afresh.
         state.seen = None

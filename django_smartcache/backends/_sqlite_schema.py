@@ -132,8 +132,9 @@ SET = (
     "INSERT INTO smartcache_entry (key, value, expires, accessed, size)"
     " VALUES (?, ?, ?, ?, ?)" + _UPSERT
 )
-#: Stores only when the key is absent or expired: ``rowcount`` says whether it stored.
-ADD = SET + " WHERE smartcache_entry.expires <= excluded.accessed"
+#: Stores only when the key is absent or expired (at the 6th parameter, the wall clock:
+#: ``accessed`` may be ahead of it, see ``_stamp``): ``rowcount`` says whether it stored.
+ADD = SET + " WHERE smartcache_entry.expires <= ?"
 DELETE = "DELETE FROM smartcache_entry WHERE key = ?"
 #: A stale tagged envelope, only if the key still holds it (its write id is in the blob).
 DELETE_IF_HOLDS = (
@@ -148,7 +149,7 @@ DELETE_LIVE = (
 DELETE_EXPIRED_ONE = "DELETE FROM smartcache_entry WHERE key = ? AND expires <= ?"
 #: A touch is a use: ``accessed`` moves forward too (LRU eviction). Named parameters.
 TOUCH = (
-    "UPDATE smartcache_entry SET expires = :expires, accessed = max(accessed, :now)"
+    "UPDATE smartcache_entry SET expires = :expires, accessed = max(accessed, :stamp)"
     " WHERE key = :key AND (expires IS NULL OR expires > :now)"
 )
 #: One statement, atomic across processes; refuses (no row) when the sum would leave the
@@ -159,7 +160,7 @@ TOUCH = (
 #: and 3.13 and fail from 3.14.
 INCR = (
     "UPDATE smartcache_entry SET value = value + :delta,"
-    " accessed = max(accessed, :now) WHERE key = :key"
+    " accessed = max(accessed, :stamp) WHERE key = :key"
     " AND (expires IS NULL OR expires > :now) AND typeof(value) = 'integer'"
     " AND (:delta <= 0 OR value <= 9223372036854775807 - :delta)"
     " AND (:delta >= 0 OR value >= -9223372036854775808 - :delta)"
@@ -170,6 +171,8 @@ REFRESH_ACCESS = (
     "UPDATE smartcache_entry SET accessed = ? WHERE key = ? AND accessed < ?"
 )
 TOTALS = "SELECT size, count FROM smartcache_meta WHERE id = 0"
+#: The newest ``accessed`` (one descent of its index): where a connection's stamps start.
+NEWEST_ACCESS = "SELECT max(accessed) FROM smartcache_entry"
 #: The oldest ``accessed`` (one descent of its index) and the totals.
 OLDEST_ACCESS_AND_TOTALS = (
     "SELECT (SELECT min(accessed) FROM smartcache_entry), size, count"

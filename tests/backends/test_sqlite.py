@@ -1632,3 +1632,34 @@ def test_incr_and_touch_are_uses_for_eviction(make_cache, location, use):
         assert cache.touch("hits", 300)
     cache.close()  # written behind, as a read's refresh (the end of the request)
     assert _accessed(location, ":1:hits") == clock.now
+
+
+def test_a_wall_clock_stepped_back_does_not_make_new_entries_the_oldest(make_cache):
+    """An outside probe (t6_clock_size.py -60): ``accessed`` was stamped from the wall
+    clock, so after a step back (NTP, a VM restored) every new write looked older than
+    everything written before, and a full cache evicted the new entries first: 12 of
+    400 kept, and an ``add()`` lock among the evicted, which a second ``add()`` then
+    won. Stamps no longer go back (per connection, from the file's newest
+    ``accessed`` when it opens); expiry still counts on the wall clock."""
+    clock = Clock()
+    cache = make_cache(clock, MAX_SIZE=1000 * 82)
+    for i in range(1000):
+        cache.set(f"old{i}", i, None)
+    clock.now -= 60
+    assert cache.add("lock", "holder-1", 30)
+    for i in range(400):
+        cache.set(f"new{i}", i, None)
+    assert cache.get("lock") == "holder-1"
+    assert not cache.add("lock", "holder-2", 30)
+    assert sum(cache.get(f"new{i}") is not None for i in range(400)) == 400
+    # Expiry is the wall clock's: the lock ends 30 s after it was taken, not later.
+    clock.now += 31
+    assert cache.add("lock", "holder-3", 30)
+    # A process started after the step (a new connection) starts from the file's
+    # newest stamp: its writes are the newest too.
+    other = make_cache(Clock(clock.now), MAX_SIZE=1000 * 82)
+    for i in range(400):
+        other.set(f"later{i}", i, None)
+    assert sum(other.get(f"later{i}") is not None for i in range(400)) == 400
+    # What went to make room is the oldest: entries of before the step.
+    assert sum(cache.get(f"new{i}") is not None for i in range(400)) == 400
