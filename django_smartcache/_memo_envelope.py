@@ -21,6 +21,31 @@ class _Entry:
         return self.expires_at is None or now < self.expires_at
 
 
+def _token_key(key: str, kind: str) -> str:
+    """The key of ``@cached``'s own token ``kind`` (``"lock"``, ``"void"``) for the
+    entry ``key`` (``<prefix>:<name>:<digest>``): ``<prefix>:<name>#<digest>:<kind>``.
+
+    Outside the entries' namespace, so that a glob over a function's entries
+    (``delete_pattern("smartcache.memo:<name>:*")``) reaches entries only: it used
+    to reach ``<key>:void`` too, and a computation that an ``invalidate()`` had
+    voided, seeing no token before or after, stored its stale result. It ends in
+    ``:<kind>``, never in the hex digest every entry ends with, so no token is
+    another function's entry; every process derives the same key from ``key``.
+    """
+    head, _, digest = key.rpartition(":")
+    return f"{head}#{digest}:{kind}"
+
+
+def _lock_key(key: str) -> str:
+    """The cross-process lock of ``key`` (``lock=True``)."""
+    return _token_key(key, "lock")
+
+
+def _void_key(key: str) -> str:
+    """The ``:void`` token of ``key`` (see ``CachedFunction._void``)."""
+    return _token_key(key, "void")
+
+
 def _void_token(seconds: int) -> str:
     """A new ``:void`` token (see ``CachedFunction._void``): unique, and saying when it
     expires (wall clock), so that its expiry is not taken for an invalidation."""

@@ -24,7 +24,15 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, InvalidCacheBackendError, cac
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.utils.connection import ConnectionProxy
 
-from ._memo_envelope import ENVELOPE_MARK, _Entry, _unpack, _void_token, _voided
+from ._memo_envelope import (
+    ENVELOPE_MARK,
+    _Entry,
+    _lock_key,
+    _unpack,
+    _void_key,
+    _void_token,
+    _voided,
+)
 from ._memo_flight import (
     _ASYNC_FLIGHT,
     _FLIGHT,
@@ -296,12 +304,12 @@ class CachedFunction(Generic[P, R]):
         self.locks_refused += 1
         logger.log(
             logging.WARNING if self.locks_refused == 1 else logging.DEBUG,
-            "%s: the cache %r did not store the lock %s:lock (add() refused it with "
+            "%s: the cache %r did not store the lock %s (add() refused it with "
             "no holder: an admission policy or a full cache); computing without "
             "the cross-process lock",
             self._name,
             self._using,
-            key,
+            _lock_key(key),
         )
 
     def _waited(self, key: str, scope: str, since: float) -> None:
@@ -396,7 +404,7 @@ class CachedFunction(Generic[P, R]):
         running longer may still store (as with ``lock=True``, that is the bound).
         """
         seconds = self._options.lock_seconds
-        cache.set(f"{key}:void", _void_token(seconds), timeout=seconds)
+        cache.set(_void_key(key), _void_token(seconds), timeout=seconds)
 
     def _lead(
         self, cache: BaseCache, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -408,7 +416,7 @@ class CachedFunction(Generic[P, R]):
             return entry.value
         if not self._options.lock:
             return self._compute(cache, key, args, kwargs, entry)
-        lock_key, token = f"{key}:lock", uuid.uuid4().hex
+        lock_key, token = _lock_key(key), uuid.uuid4().hex
         pause, since = POLL_FIRST, time.monotonic()
         # The lock expires, so a crashed holder delays the others by lock_timeout at
         # most; the deadline only guards against a backend that never expires it.
@@ -474,7 +482,7 @@ class CachedFunction(Generic[P, R]):
         read_versions = getattr(cache, "tag_versions", None) if tags else None
         if read_versions is not None:  # before computing: see TaggingMixin._prepare
             tags = {"tags": read_versions(tags["tags"])}
-        void = cache.get(f"{key}:void")  # see _void()
+        void = cache.get(_void_key(key))  # see _void()
         started = self._options.clock()
         try:
             value = self._func(*args, **kwargs)
@@ -483,7 +491,7 @@ class CachedFunction(Generic[P, R]):
                 return stale.value  # type: ignore[union-attr]
             raise
         self._check_storable(value)
-        if _voided(void, cache.get(f"{key}:void")):
+        if _voided(void, cache.get(_void_key(key))):
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
         try:
@@ -509,7 +517,7 @@ class CachedFunction(Generic[P, R]):
         try:
             if _FLIGHT.in_flight(flight_key):
                 return entry.value
-            lock_key, token = f"{key}:lock", uuid.uuid4().hex
+            lock_key, token = _lock_key(key), uuid.uuid4().hex
             if self._options.lock and not cache.add(
                 lock_key, token, timeout=self._options.lock_seconds
             ):
@@ -614,7 +622,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
     async def _avoid(self, cache: BaseCache, key: str) -> None:
         """:meth:`CachedFunction._void`, awaited."""
         seconds = self._options.lock_seconds
-        await cache.aset(f"{key}:void", _void_token(seconds), timeout=seconds)
+        await cache.aset(_void_key(key), _void_token(seconds), timeout=seconds)
 
     async def _alead(
         self, cache: BaseCache, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -624,7 +632,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             return entry.value
         if not self._options.lock:
             return await self._acompute(cache, key, args, kwargs, entry)
-        lock_key, token = f"{key}:lock", uuid.uuid4().hex
+        lock_key, token = _lock_key(key), uuid.uuid4().hex
         pause, since = POLL_FIRST, time.monotonic()
         deadline = since + 2 * self._options.lock_timeout
         waited = False
@@ -676,7 +684,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         if read_versions is not None:  # before computing: see TaggingMixin._prepare
             versions = sync_to_async(read_versions, thread_sensitive=True)
             tags = {"tags": await versions(tags["tags"])}
-        void = await cache.aget(f"{key}:void")  # see CachedFunction._void()
+        void = await cache.aget(_void_key(key))  # see CachedFunction._void()
         started = self._options.clock()
         try:
             value = await self._func(*args, **kwargs)  # type: ignore[misc]
@@ -685,7 +693,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                 return stale.value  # type: ignore[union-attr]
             raise
         self._check_storable(value)
-        if _voided(void, await cache.aget(f"{key}:void")):
+        if _voided(void, await cache.aget(_void_key(key))):
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
         try:
@@ -713,7 +721,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         try:
             if _ASYNC_FLIGHT.in_flight(flight_key):
                 return entry.value
-            lock_key, token = f"{key}:lock", uuid.uuid4().hex
+            lock_key, token = _lock_key(key), uuid.uuid4().hex
             if self._options.lock and not await cache.aadd(
                 lock_key, token, timeout=self._options.lock_seconds
             ):

@@ -21,6 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 import django_smartcache
 from django_smartcache import decorators
+from django_smartcache._memo_envelope import _lock_key, _void_key
 from django_smartcache.core.singleflight import SingleFlightGetOrSetMixin
 from django_smartcache.decorators import cached, supports_tags
 from django_smartcache.signals import stampede_wait
@@ -582,10 +583,10 @@ def test_lock_taken_by_a_crashed_holder_expires() -> None:
         return "computed"
 
     # A holder that died: its lock stays until its timeout.
-    assert caches["default"].add(f"{guarded.key()}:lock", "dead-holder", timeout=1)
+    assert caches["default"].add(_lock_key(guarded.key()), "dead-holder", timeout=1)
     assert guarded() == "computed"
     assert runs == [1]
-    assert caches["default"].get(f"{guarded.key()}:lock") is None  # released
+    assert caches["default"].get(_lock_key(guarded.key())) is None  # released
 
 
 def test_lock_waiter_takes_the_value_another_holder_stores() -> None:
@@ -602,7 +603,7 @@ def test_lock_waiter_takes_the_value_another_holder_stores() -> None:
         return "mine"
 
     cache = caches["default"]
-    lock_key = f"{guarded.key()}:lock"
+    lock_key = _lock_key(guarded.key())
     assert cache.add(lock_key, "other-process", timeout=30)
 
     def other_process_finishes():
@@ -711,7 +712,7 @@ def test_async_tags_stale_and_lock() -> None:
         state["fail"] = True
         clock.now += 11
         assert await value() == 2  # stale
-        assert caches["tagging"].get(f"{value.key()}:lock") is None
+        assert caches["tagging"].get(_lock_key(value.key())) is None
 
     asyncio.run(main())
 
@@ -937,7 +938,7 @@ def test_sub_second_timeouts_reach_whole_second_backends(settings, redis_url) ->
 
     @cached(name="short", using="redis", timeout=0.5, lock=True, lock_timeout=0.9)
     def short(x):
-        seen_lock.append(caches["redis"].get(f"{short.key(x)}:lock") is not None)
+        seen_lock.append(caches["redis"].get(_lock_key(short.key(x))) is not None)
         return x
 
     try:
@@ -1044,7 +1045,7 @@ def test_a_computation_outliving_the_void_token_stores_its_result(alias):
     def report(x):
         runs.append(x)
         if len(runs) == 1:  # the first computation outlives the token
-            token = report.key(x) + ":void"
+            token = _void_key(report.key(x))
             wait_until(lambda: caches[alias].get(token) is None)
         return x
 
@@ -1057,7 +1058,7 @@ def test_a_computation_outliving_the_void_token_stores_its_result(alias):
     def cleared(x):
         runs.append(x)
         if len(runs) == 2:
-            caches[alias].delete(cleared.key(x) + ":void")  # gone before its time
+            caches[alias].delete(_void_key(cleared.key(x)))  # gone before its time
         return x
 
     cleared.invalidate(2)

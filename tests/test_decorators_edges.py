@@ -16,6 +16,7 @@ import pytest
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
+from django_smartcache._memo_envelope import _lock_key
 from django_smartcache.decorators import cached
 from tests.test_decorators import memo_caches  # noqa: F401 (autouse fixture)
 
@@ -201,12 +202,12 @@ def test_a_holder_letting_go_without_storing_is_not_an_admission_refusal(
 
     @cached(using=holder_left, timeout=60, lock=True, name="t.left")
     def lookup(x):
-        held.append(caches[holder_left].get(lookup.key(x) + ":lock") is not None)
+        held.append(caches[holder_left].get(_lock_key(lookup.key(x))) is not None)
         return x
 
     @cached(using=holder_left, timeout=60, lock=True, name="t.aleft")
     async def alookup(x):
-        lock = await caches[holder_left].aget(alookup.key(x) + ":lock")
+        lock = await caches[holder_left].aget(_lock_key(alookup.key(x)))
         held.append(lock is not None)
         return x
 

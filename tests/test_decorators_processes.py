@@ -18,6 +18,7 @@ import pytest
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache
 
+from django_smartcache._memo_envelope import _lock_key
 from django_smartcache.backends import MultiLevelCache, SQLiteCache
 
 PROCESSES = 4
@@ -219,7 +220,7 @@ def test_a_crashed_lock_holder_does_not_wedge_the_key(
     )
     assert exit_codes == [3]
     # The process died in the computation, holding the lock...
-    lock_key = _make(tmp_path, lock=True, lock_timeout=lock_timeout).key(1) + ":lock"
+    lock_key = _lock_key(_make(tmp_path, lock=True, lock_timeout=lock_timeout).key(1))
     assert shared.get(lock_key) is not None
     assert len(list((crashed / "runs").iterdir())) == 1
     # ... which expires: the next process computes the value.
