@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from .core import keys
+
 #: First item of every envelope; a value without it is not ours and reads as a miss.
 ENVELOPE_MARK = "django_smartcache.memo/1"
 
@@ -44,6 +46,15 @@ def _lock_key(key: str) -> str:
 def _void_key(key: str) -> str:
     """The ``:void`` token of ``key`` (see ``CachedFunction._void``)."""
     return _token_key(key, "void")
+
+
+def _void_all_key(head: str, name: str) -> str:
+    """The token of ``invalidate_all()`` of the function whose keys start with
+    ``head`` (``<prefix>:<name>:``): ``<prefix>:<name>#<digest of the name>:void``,
+    from the whole name (``head`` holds it cut), outside the entries' namespace as
+    :func:`_token_key`'s; no call's token, whose digest is of the name *and* the
+    arguments."""
+    return f"{head[:-1]}#{keys.digest(('invalidate_all', name))}:void"
 
 
 def _void_token(seconds: int) -> str:

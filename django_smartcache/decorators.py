@@ -29,6 +29,7 @@ from ._memo_envelope import (
     _Entry,
     _lock_key,
     _unpack,
+    _void_all_key,
     _void_key,
     _void_token,
     _voided,
@@ -133,6 +134,8 @@ class CachedFunction(Generic[P, R]):
         self._using = options.using
         self._clock = options.clock
         self._beta = options.beta
+        #: The token of invalidate_all(): voids every computation of this function.
+        self._void_all = _void_all_key(self._keys.head, self._name)
         #: Calls with ``lock=True`` that computed without the lock, because the cache
         #: refused to store it with no holder (see :meth:`_lock_refused`).
         self.locks_refused = 0
@@ -406,6 +409,54 @@ class CachedFunction(Generic[P, R]):
         seconds = self._options.lock_seconds
         cache.set(_void_key(key), _void_token(seconds), timeout=seconds)
 
+    def invalidate_all(self) -> int:
+        """Delete the entries of every call of this function (``lru_cache``'s
+        ``cache_clear()``, across processes); how many there were.
+
+        As :meth:`invalidate` for each call: the computations of this function
+        running now, in any process, do not store their results, and later callers
+        do not join them; inside a transaction, again when it commits. Needs a cache
+        with ``delete_pattern()`` (ours, django-redis): ``NotImplementedError`` on
+        others. Functions whose names share their first ``keys.MAX_NAME_LENGTH``
+        (120) characters share the start of their keys: this drops the others' too.
+        """
+        at_commit(self._drop_all)
+        return self._drop_all()
+
+    def _drop_all(self) -> int:
+        """:meth:`invalidate_all`, now."""
+        cache, pattern = self._pattern_cache()
+        self._void_every(cache)
+        self._forget_all(_FLIGHT)
+        return int(cache.delete_pattern(pattern))  # type: ignore[attr-defined]
+
+    def _pattern_cache(self) -> tuple[BaseCache, str]:
+        """The cache, checked for ``delete_pattern()``, and the glob of every entry of
+        this function: its keys' head, escaped (a ``name=`` or ``prefix=`` with glob
+        characters would match other functions' keys), then ``*``."""
+        cache = self._cache()
+        if not callable(getattr(cache, "delete_pattern", None)):
+            raise NotImplementedError(
+                f"{self._name}.invalidate_all(): the cache {self._using!r} "
+                f"({type(cache).__module__}.{type(cache).__qualname__}) has no "
+                "delete_pattern() to find every entry of the function. Use a "
+                "django_smartcache backend (or django-redis), or give the function "
+                "tags= and invalidate the tag."
+            )
+        return cache, _glob_escape(self._keys.head) + "*"
+
+    def _void_every(self, cache: BaseCache) -> None:
+        """:meth:`_void` of every call of this function: one token they all read."""
+        seconds = self._options.lock_seconds
+        cache.set(self._void_all, _void_token(seconds), timeout=seconds)
+
+    def _forget_all(self, flight: Any) -> None:
+        """Detach this function's calls in flight in this process (see ``_drop``)."""
+        using, head = self._using, self._keys.head
+        flight.forget_matching(
+            lambda k: k[0] == using and isinstance(k[1], str) and k[1].startswith(head)
+        )
+
     def _lead(
         self, cache: BaseCache, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
@@ -482,7 +533,8 @@ class CachedFunction(Generic[P, R]):
         read_versions = getattr(cache, "tag_versions", None) if tags else None
         if read_versions is not None:  # before computing: see TaggingMixin._prepare
             tags = {"tags": read_versions(tags["tags"])}
-        void = cache.get(_void_key(key))  # see _void()
+        tokens = (_void_key(key), self._void_all)
+        void = cache.get_many(tokens)  # see _void()
         started = self._options.clock()
         try:
             value = self._func(*args, **kwargs)
@@ -491,7 +543,7 @@ class CachedFunction(Generic[P, R]):
                 return stale.value  # type: ignore[union-attr]
             raise
         self._check_storable(value)
-        if _voided(void, cache.get(_void_key(key))):
+        if _voided_any(tokens, void, cache.get_many(tokens)):
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
         try:
@@ -599,6 +651,32 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             return async_to_sync(self._func)(*args, **kwargs)
         return async_to_sync(self.arefresh)(*args, **kwargs)
 
+    def invalidate_all(self) -> Any:
+        """:meth:`CachedFunction.invalidate_all`: a coroutine of
+        :meth:`ainvalidate_all` where an event loop runs, else done now."""
+        if _loop_running():
+            return self.ainvalidate_all()
+        at_commit(self._drop_all)
+        return self._drop_all()
+
+    def _drop_all(self) -> int:
+        """:meth:`invalidate_all`, from sync code."""
+        cache, pattern = self._pattern_cache()
+        self._void_every(cache)
+        self._forget_all(_ASYNC_FLIGHT)
+        return int(cache.delete_pattern(pattern))  # type: ignore[attr-defined]
+
+    async def ainvalidate_all(self) -> int:
+        """Delete every call's entry (see :meth:`CachedFunction.invalidate_all`)."""
+        cache, pattern = self._pattern_cache()
+        seconds = self._options.lock_seconds
+        await cache.aset(self._void_all, _void_token(seconds), timeout=seconds)
+        self._forget_all(_ASYNC_FLIGHT)
+        adelete = getattr(cache, "adelete_pattern", None)
+        if callable(adelete):
+            return int(await adelete(pattern))
+        return int(await sync_to_async(cache.delete_pattern)(pattern))  # type: ignore[attr-defined]
+
     async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete this call's entry (see :meth:`CachedFunction.invalidate`)."""
         key = self.key(*args, **kwargs)
@@ -684,7 +762,8 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         if read_versions is not None:  # before computing: see TaggingMixin._prepare
             versions = sync_to_async(read_versions, thread_sensitive=True)
             tags = {"tags": await versions(tags["tags"])}
-        void = await cache.aget(_void_key(key))  # see CachedFunction._void()
+        tokens = (_void_key(key), self._void_all)
+        void = await cache.aget_many(tokens)  # see CachedFunction._void()
         started = self._options.clock()
         try:
             value = await self._func(*args, **kwargs)  # type: ignore[misc]
@@ -693,7 +772,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                 return stale.value  # type: ignore[union-attr]
             raise
         self._check_storable(value)
-        if _voided(void, await cache.aget(_void_key(key))):
+        if _voided_any(tokens, void, await cache.aget_many(tokens)):
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
         try:
@@ -747,6 +826,20 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             _REFRESHING.release(flight_key)
 
 
+def _voided_any(
+    tokens: tuple[str, ...], before: dict[str, Any], after: dict[str, Any]
+) -> bool:
+    """Whether any of ``tokens`` (read with ``get_many`` before and after computing)
+    says the computation was voided (see ``_voided``)."""
+    return any(_voided(before.get(token), after.get(token)) for token in tokens)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a glob matching itself (``delete_pattern()``'s glob: ours and
+    Redis's both take a backslash before a special character)."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
 def _loop_running() -> bool:
     try:
         asyncio.get_running_loop()
@@ -784,6 +877,14 @@ class _Bound:
 
     def ainvalidate(self, *args: Any, **kwargs: Any) -> Any:
         return self.__func__.ainvalidate(self.__self__, *args, **kwargs)  # type: ignore[attr-defined]
+
+    def invalidate_all(self) -> Any:
+        """Every call of the method, whatever its instance (as ``cache_clear()`` of
+        an ``lru_cache`` method)."""
+        return self.__func__.invalidate_all()
+
+    def ainvalidate_all(self) -> Any:
+        return self.__func__.ainvalidate_all()  # type: ignore[attr-defined]
 
     def arefresh(self, *args: Any, **kwargs: Any) -> Any:
         return self.__func__.arefresh(self.__self__, *args, **kwargs)  # type: ignore[attr-defined]

@@ -343,6 +343,12 @@ class CallKeys:
         # equality of their encodings (see _memoizable()).
         self._memo: dict[tuple[Any, ...], str] = {}
 
+    @property
+    def head(self) -> str:
+        """What every key of the function starts with: ``<prefix>:<name>:``, the name
+        cut to :data:`MAX_NAME_LENGTH` characters."""
+        return self._head
+
     def of(self, arguments: Any) -> str:
         """``call_key(name, arguments, ...)``."""
         return self._key(encode(arguments, self._extension))

@@ -173,6 +173,14 @@ class CallTable:
         with self._lock:
             return self._calls.pop(key, None) is not None
 
+    def forget_matching(self, predicate: Callable[[Hashable], bool]) -> int:
+        """:meth:`forget` every key ``predicate`` is true of; how many there were."""
+        with self._lock:
+            found = [key for key in self._calls if predicate(key)]
+            for key in found:
+                del self._calls[key]
+        return len(found)
+
     def waiting(self, key: Hashable) -> int:
         """How many callers wait for the call in flight for ``key`` (0 if none)."""
         with self._lock:
