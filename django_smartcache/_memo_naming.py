@@ -233,6 +233,12 @@ def _django_identity(obj: Any) -> Any:
         return ("model", obj._meta.label, obj.pk)
     if isinstance(obj, Promise):  # lazy strings, in the active language
         return str(obj)
+    auth = sys.modules.get("django.contrib.auth.models")  # (never imported for this)
+    if auth is not None and isinstance(obj, auth.AnonymousUser):
+        # request.user of every visitor not logged in: all equal in Django
+        # (AnonymousUser.__eq__), so one constant, by the class (a subclass may differ).
+        cls = obj.__class__
+        return ("anonymous user", f"{cls.__module__}.{cls.__qualname__}")
     return NotImplemented
 
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import SimpleLazyObject
 
 import django_smartcache
 from django_smartcache import decorators
@@ -211,6 +212,52 @@ def test_model_instances_are_keyed_by_label_and_pk() -> None:
     assert name_of.key(User(pk=1)) != name_of.key(User(pk=2))
     with pytest.raises(TypeError, match=r"unsaved auth\.User"):
         name_of.key(User(username="new"))
+
+
+def test_request_user_anonymous_or_logged_in_is_keyed() -> None:
+    """``request.user`` is a ``SimpleLazyObject``: around a saved user it was keyed
+    as the user, around ``AnonymousUser`` it raised TypeError naming
+    ``SimpleLazyObject`` for every visitor not logged in (probe k10). Anonymous
+    users are all equal in Django (``AnonymousUser.__eq__``): one key."""
+    runs = []
+
+    @cached(name="test_request_user_is_keyed.menu_for")
+    def menu_for(user):
+        runs.append(user.is_authenticated)
+        return ["home", "account" if user.is_authenticated else "login"]
+
+    anonymous = [SimpleLazyObject(AnonymousUser) for _ in range(2)]
+    assert menu_for(anonymous[0]) == menu_for(anonymous[1]) == ["home", "login"]
+    assert menu_for(AnonymousUser()) == ["home", "login"]
+    assert runs == [False]
+    saved = User(pk=7, username="alice")
+    assert menu_for.key(SimpleLazyObject(lambda: saved)) == menu_for.key(saved)
+    assert menu_for.key(saved) != menu_for.key(AnonymousUser())
+
+    class Visitor(AnonymousUser):  # a project's own: not the same constant
+        pass
+
+    assert menu_for.key(Visitor()) != menu_for.key(AnonymousUser())
+
+
+def test_an_unkeyable_lazy_object_is_named_by_what_it_wraps() -> None:
+    class Opaque:
+        pass
+
+    class Keyed:
+        def __cache_key__(self):
+            return "k"
+
+    @cached(name="test_an_unkeyable_lazy_object_is_named_by_what_it_wraps.f")
+    def f(x):
+        return x
+
+    with pytest.raises(TypeError) as raised:
+        f.key(SimpleLazyObject(Opaque))
+    assert "Opaque objects (behind a django.utils.functional.SimpleLazyObject)" in (
+        str(raised.value)
+    )
+    assert f.key(SimpleLazyObject(Keyed)) == f.key(Keyed())
 
 
 class Shelf:

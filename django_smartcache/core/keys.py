@@ -178,18 +178,24 @@ class _Encoder:
             self.active.discard(ident)
 
     def _custom(self, obj: Any) -> bytes:
-        method = getattr(type(obj), "__cache_key__", None)
+        # The class an object says it has: a lazy object (Django's SimpleLazyObject,
+        # request.user) answers its wrapped object's, as isinstance() does.
+        cls = obj.__class__
+        method = getattr(cls, "__cache_key__", None)
         if method is not None:
-            name = self.encode(_qualified_name(type(obj)))
+            name = self.encode(_qualified_name(cls))
             return self._atom(b"K", name + self._nested(obj, method))
         if self.extension is not None:
             stand_in = self.extension(obj)
             if stand_in is not NotImplemented:
                 return self._atom(b"X", self._nested(obj, lambda _: stand_in))
+        behind = (
+            f" (behind a {_qualified_name(type(obj))})" if cls is not type(obj) else ""
+        )
         raise TypeError(
-            f"cannot build a stable cache key from {_qualified_name(type(obj))} objects: "
-            "give the class a __cache_key__() method returning supported values "
-            "(str, int, tuple, ...), or pass key= to the decorator"
+            f"cannot build a stable cache key from {_qualified_name(cls)} objects"
+            f"{behind}: give the class a __cache_key__() method returning supported "
+            "values (str, int, tuple, ...), or pass key= to the decorator"
         )
 
     def _nested(self, obj: Any, method: Callable[[Any], Any]) -> bytes:
