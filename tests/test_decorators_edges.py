@@ -298,3 +298,34 @@ def test_an_argument_nested_too_deeply_is_the_documented_type_error() -> None:
         with pytest.raises(TypeError, match="nested too deeply"):
             call()
     assert scale([[[1]]], 2) == [[[1]], [[1]]]  # a shallow one still works
+
+
+# -- a computation asking for its own key from another thread -------------------------
+
+
+def test_a_worker_thread_given_the_context_computes_the_nested_call() -> None:
+    """docs/memoize.md's workaround: a computation that asks for its own key from a
+    pool worker hangs (the nested call waits for it, it waits for the worker) unless
+    the worker runs in its context, ``copy_context().run``: then the nested call is
+    computed on its own, as a recursive call is."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    depth = []
+
+    @cached(using="smart", name="t.edges.nested_in_thread")
+    def config(x):
+        depth.append(x)
+        if len(depth) == 1:
+            ctx = contextvars.copy_context()
+            return {"region": pool.submit(ctx.run, config, x).result()["region"]}
+        return {"region": "eu"}
+
+    out: list[dict[str, str]] = []
+    caller = threading.Thread(target=lambda: out.append(config(1)), daemon=True)
+    caller.start()
+    caller.join(10)
+    pool.shutdown(wait=False)
+    assert out == [{"region": "eu"}]
+    assert len(depth) == 2
