@@ -88,6 +88,21 @@ def test_a_refused_key_raises_and_leaves_the_level_up(
     assert reader.get("ok") == "reached"
 
 
+def test_delete_pattern_without_scripting_unlinks_key_by_key(
+    redis_url: str, acl: Callable[..., dict[str, Any]], make_cache: Any
+) -> None:
+    """The Redis level deletes a pattern's keys with one script per batch; a user
+    without ``@scripting`` gets the pipeline of one UNLINK per key, counted alike."""
+    cache = make_cache(acl("~*", "&*", "+@all", "-@scripting"))
+    reader = make_cache({"BACKEND": REDIS, "LOCATION": redis_url}, cache.key_prefix)
+    cache.set_many({f"user:{i}": i for i in range(30)})
+    cache.set("keep", 1)
+    assert cache.delete_pattern("user:*") == 30
+    assert reader.get("user:3") is None and reader.get("keep") == 1
+    level = _level(cache)
+    assert (level["errors"], level["down"]) == (0, False)
+
+
 OUTAGE = OneProcessOutage.__module__ + ".OneProcessOutage"
 
 
