@@ -372,7 +372,14 @@ class CachedFunction(Generic[P, R]):
         cache = self._cache()
         self._void(cache, key)
         _FLIGHT.forget((self._options.using, key))
-        return bool(cache.delete(key))
+        had = bool(cache.delete(key))
+        if self._options.lock:
+            # The lock of a computation voided just now: the next caller, in any
+            # process, starts a new one instead of waiting for it to end (its holder
+            # deletes only its own lock). After the entry: a waiter that takes the
+            # lock then finds no entry to return.
+            cache.delete(_lock_key(key))
+        return had
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Recompute this call now, store it, and return it (never the result of a
@@ -636,7 +643,10 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         cache = self._cache()
         self._void(cache, key)
         _ASYNC_FLIGHT.forget((self._options.using, key))
-        return bool(cache.delete(key))
+        had = bool(cache.delete(key))
+        if self._options.lock:  # (see CachedFunction._drop)
+            cache.delete(_lock_key(key))
+        return had
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """:meth:`CachedFunction.refresh`: as :meth:`invalidate`, a coroutine of
@@ -683,7 +693,10 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         cache = self._cache()
         await self._avoid(cache, key)
         _ASYNC_FLIGHT.forget((self._options.using, key))
-        return bool(await cache.adelete(key))
+        had = bool(await cache.adelete(key))
+        if self._options.lock:  # (see CachedFunction._drop)
+            await cache.adelete(_lock_key(key))
+        return had
 
     async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Recompute this call now (see :meth:`CachedFunction.refresh`)."""

@@ -329,3 +329,45 @@ def test_a_worker_thread_given_the_context_computes_the_nested_call() -> None:
     pool.shutdown(wait=False)
     assert out == [{"region": "eu"}]
     assert len(depth) == 2
+
+
+# -- invalidate() with lock=True ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_invalidate_lets_the_next_caller_start_at_once_despite_the_lock(kind) -> None:
+    """docs/memoize.md: callers arriving after invalidate() start a new computation
+    instead of waiting for the old one. With lock=True, a caller (of any process)
+    waited for the voided computation's lock until that computation ended (probe i4:
+    0.9 s of 1.0 s), here held by "another process" that never lets go."""
+    runs = []
+
+    @cached(using="smart", name=f"t.edges.inval_lock_{kind}", lock=True, lock_timeout=5)
+    def report(x):
+        runs.append(x)
+        return x
+
+    @cached(
+        using="smart", name=f"t.edges.ainval_lock_{kind}", lock=True, lock_timeout=5
+    )
+    async def areport(x):
+        runs.append(x)
+        return x
+
+    function = report if kind == "sync" else areport
+    lock = _lock_key(function.key(1))
+    assert caches["smart"].add(lock, "another-process", timeout=5)  # computing
+    started = time.monotonic()
+    if kind == "sync":
+        report.invalidate(1)
+        assert report(1) == 1
+    else:
+
+        async def scenario():
+            await areport.invalidate(1)
+            return await areport(1)
+
+        assert asyncio.run(scenario()) == 1
+    assert time.monotonic() - started < 2.0  # not the lock's 5 s
+    assert runs == [1]
+    assert caches["smart"].get(lock) is None  # its own lock, released
