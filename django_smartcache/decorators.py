@@ -943,7 +943,8 @@ def cached(
       ``None`` forever.
     - ``tags``: tags stored with every entry, or a function of the arguments returning
       them; needs a backend that :func:`supports_tags`.
-    - ``key``: a function of the arguments returning the value to hash instead of them.
+    - ``key``: a function of the arguments (as passed: defaults not applied)
+      returning the value to hash instead of them.
     - ``using``: the cache alias (default ``"default"``).
     - ``lock``: also compute once across processes, under a lock in the cache that
       expires after ``lock_timeout`` seconds (default 30).

@@ -371,3 +371,30 @@ def test_invalidate_lets_the_next_caller_start_at_once_despite_the_lock(kind) ->
     assert time.monotonic() - started < 2.0  # not the lock's 5 s
     assert runs == [1]
     assert caches["smart"].get(lock) is None  # its own lock, released
+
+
+def test_the_key_function_gets_the_arguments_as_passed() -> None:
+    """docs/memoize.md, Keys: key= is called as the function was, defaults not
+    applied (probe k8); giving it the function's defaults makes f(1) and f(1, 2)
+    one call."""
+    seen = []
+
+    @cached(
+        using="smart",
+        name="t.edges.key_as_passed",
+        key=lambda *a, **k: seen.append((a, k)),
+    )
+    def f(a, b=2):
+        return a + b
+
+    f(1), f(1, b=2), f(a=1)
+    assert seen == [((1,), {}), ((1,), {"b": 2}), ((), {"a": 1})]
+
+    @cached(using="smart", name="t.edges.key_defaults", key=lambda a, b=2: (a, b))
+    def g(a, b=2):
+        seen.append(a)
+        return a + b
+
+    seen.clear()
+    assert g(1) == g(1, 2) == g(a=1, b=2) == 3
+    assert seen == [1]
