@@ -15,7 +15,9 @@ __all__ = [
     "Workload",
     "loop",
     "shifting",
+    "stack_distance",
     "synthetic",
+    "web_sessions",
     "weight_of",
     "zipf",
     "zipf_scan",
@@ -100,6 +102,67 @@ def shifting(
         offset = phase * shift
         out.extend(k + offset for k in draw(per_phase))
     return out[:requests]
+
+
+def stack_distance(
+    requests: int, mean: float, *, p_new: float = 0.05, seed: int = 13
+) -> list[int]:
+    """An LRU stack-distance model: each request reads the key at a random depth of the
+    LRU stack (exponential, of this ``mean``), or a new key with ``p_new``. Recency is
+    all there is to learn: LRU is the best online policy on it."""
+    rng = random.Random(seed)
+    stack: list[int] = []  # most recent first
+    out: list[int] = []
+    for _ in range(requests):
+        depth = len(stack)
+        if stack and rng.random() >= p_new:
+            depth = int(rng.expovariate(1 / mean))
+        # (a new key: len(out) + requests, never a key seen before)
+        key = stack.pop(depth) if depth < len(stack) else len(out) + requests
+        stack.insert(0, key)
+        out.append(key)
+    return out
+
+
+def web_sessions(
+    requests: int,
+    *,
+    active: int = 200,
+    keys_per_session: tuple[int, int] = (1, 4),
+    reads: tuple[int, int] = (3, 15),
+    shared: float = 0.0,
+    seed: int = 11,
+) -> list[int]:
+    """Web sessions: ``active`` sessions at a time, each of a few keys read 3-15 times
+    while it lives (a few thousand requests), then never; with ``shared``, that share of
+    the requests go to 2,000 shared pages of Zipf(0.9) popularity."""
+    rng = random.Random(seed)
+    draw = _zipf_sampler(2_000, 0.9, rng)
+    next_key = 2_000
+
+    def session() -> list[list[int]]:
+        nonlocal next_key
+        size = rng.randint(*keys_per_session)
+        keys = [[next_key + i, rng.randint(*reads)] for i in range(size)]
+        next_key += size
+        return keys
+
+    sessions = [session() for _ in range(active)]
+    out: list[int] = []
+    while len(out) < requests:
+        if shared and rng.random() < shared:
+            out.append(draw(1)[0])
+            continue
+        index = rng.randrange(active)
+        keys = sessions[index]
+        pick = rng.randrange(len(keys))
+        out.append(keys[pick][0])
+        keys[pick][1] -= 1
+        if not keys[pick][1]:
+            del keys[pick]
+            if not keys:
+                sessions[index] = session()
+    return out
 
 
 def weight_of(key: int, *, seed: int = 5) -> int:

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from benchmarks import workloads
 from django_smartcache.core.duel import HOLD_CHECKS, DuelPolicy
+from django_smartcache.core.policy import LRUPolicy
 from django_smartcache.core.s3fifo import S3FIFOPolicy
 from django_smartcache.core.sketch import FrequencySketch
 from django_smartcache.core.tinylfu import TinyLFUPolicy
@@ -136,12 +137,13 @@ def test_an_unsampled_hit_leaves_the_shadows_alone() -> None:
     assert ([s.policy.segments() for s in policy._shadows], policy._sampled) == before
     policy.record_hit(inside)
     assert policy._sampled == before[1] + 1
-    assert [s.hits for s in policy._shadows] == [1, 1, 1]
+    assert [s.hits for s in policy._shadows] == [1, 1, 1, 1]
 
 
 def _check(policy: DuelPolicy, hits: tuple[int, ...], splits: list[int]) -> None:
     """One check of the duel whose sampled requests gave each candidate these hits and
-    split each pair (s3fifo/tinylfu, s3fifo/climbing, tinylfu/climbing) this often."""
+    split each pair this often: s3fifo/tinylfu, s3fifo/climbing, s3fifo/lru,
+    tinylfu/climbing, tinylfu/lru, climbing/lru."""
     for shadow, count in zip(policy._shadows, hits, strict=True):
         shadow.hits = count
     policy._split = list(splits)
@@ -156,19 +158,19 @@ def _full(capacity: int = 1_000) -> DuelPolicy:
 
 
 def test_the_best_candidate_challenges_on_the_evidence_of_its_own_pair() -> None:
-    """Three candidates: the challenger is the best score, and its lead is weighed
+    """Four candidates: the challenger is the best score, and its lead is weighed
     against the splits of its own pair with the live one (McNemar's test per pair)."""
     policy = _full()
-    hits = (100, 110, 120)  # s3fifo (live), tinylfu, tinylfu-climbing
+    hits = (100, 110, 120, 100)  # s3fifo (live), tinylfu, tinylfu-climbing, lru
     # The climbing W-TinyLFU leads, but its pair with S3-FIFO split so often that the
     # lead is noise; the fixed one's lead over S3-FIFO is not the question.
     for _ in range(4 * HOLD_CHECKS):
-        _check(policy, hits, [20, 100_000, 20])
+        _check(policy, hits, [20, 100_000, 20, 20, 20, 20])
     assert (policy.live, policy.switches) == ("s3fifo", 0)
     # With a clear lead of its own it goes live (``SURE`` deviations, twice).
-    policy._noise = [100.0, 100.0, 100.0]
-    _check(policy, hits, [20, 20, 20])
-    _check(policy, hits, [20, 20, 20])
+    policy._noise = [100.0] * 6
+    _check(policy, hits, [20] * 6)
+    _check(policy, hits, [20] * 6)
     assert (policy.live, policy.switches) == ("tinylfu-climbing", 1)
     assert {k for k, _, _ in policy._live.entries()} == set(range(1_000))
 
@@ -177,14 +179,15 @@ def test_the_fast_path_wants_a_lead_in_the_last_checks_themselves() -> None:
     """A decayed lead left over from older requests (the cache filling, a past phase)
     is not a fast switch: the last two checks' requests must show it on their own."""
     policy = _full()
-    for shadow, score in zip(policy._shadows, (1_000, 1_200, 1_000), strict=True):
+    scores = (1_000, 1_200, 1_000, 1_000)
+    for shadow, score in zip(policy._shadows, scores, strict=True):
         shadow.score = score
-    policy._noise = [100.0, 100.0, 100.0]
+    policy._noise = [100.0] * 6
     for _ in range(3):  # equal hits now: the old lead is 10+ deviations, decaying
-        _check(policy, (100, 100, 100), [10, 10, 10])
+        _check(policy, (100, 100, 100, 100), [10] * 6)
     assert policy.switches == 0
-    _check(policy, (100, 130, 100), [30, 30, 30])
-    _check(policy, (100, 130, 100), [30, 30, 30])
+    _check(policy, (100, 130, 100, 100), [30] * 6)
+    _check(policy, (100, 130, 100, 100), [30] * 6)
     assert (policy.live, policy.switches) == ("tinylfu", 1)
 
 
@@ -193,24 +196,76 @@ def test_a_live_tinylfu_follows_its_shadows_window() -> None:
     check (the climbing one's as it moves), and from the climbing candidate to the
     fixed one it keeps its segments and counts."""
     policy = _full()
-    _check(policy, (100, 100, 150), [50, 50, 50])
-    _check(policy, (100, 100, 150), [50, 50, 50])
+    _check(policy, (100, 100, 150, 100), [50] * 6)
+    _check(policy, (100, 100, 150, 100), [50] * 6)
     assert policy.live == "tinylfu-climbing"
     live, shadow = policy._live, policy._shadows[2].policy
     assert isinstance(live, TinyLFUPolicy) and not live.adaptive
     shadow._decrease_window(shadow.window_max)  # the shadow's window: one key
     shadow._increase_window(shadow.capacity // 4)
     share = shadow.window_max / shadow.capacity
-    _check(policy, (100, 100, 150), [0, 0, 0])
+    _check(policy, (100, 100, 150, 100), [0] * 6)
     assert live.window_max == round(share * live.capacity)
     assert live.window_weight == live.window_max
     protected = set(live.segments()["protected"])
     for _ in range(2 * HOLD_CHECKS):  # the fixed window leads: a switch, same policy
-        _check(policy, (100, 150, 100), [0, 50, 50])
+        _check(policy, (100, 150, 100, 100), [0, 50, 0, 50, 50, 0])
     assert policy.live == "tinylfu" and policy._live is live
     assert live.window_max == 10  # 1% of 1,000
     assert protected <= set(live.segments()["protected"])
     assert len(live) == 1_000
+
+
+def test_lru_goes_live_on_a_held_lead_not_on_the_fast_path() -> None:
+    """LRU's shadow seldom splits with S3-FIFO's, so a burst of recency (a change of
+    hot set) passes ``SURE`` deviations at once: LRU must hold its lead 4 x ``hold``
+    checks. Once live, it takes the residents in the old policy's order."""
+    policy = _full()
+    order = [key for key, _, _ in policy._live.entries()]
+    policy._noise = [100.0] * 6
+    for _ in range(4 * HOLD_CHECKS - 1):
+        _check(policy, (100, 100, 100, 130), [30] * 6)
+    assert (policy.live, policy.switches) == ("s3fifo", 0)
+    _check(policy, (100, 100, 100, 130), [30] * 6)
+    assert (policy.live, policy.switches) == ("lru", 1)
+    assert policy._live.segments()["lru"] == order
+    # From LRU the fast path works as before: a clear lead of W-TinyLFU (a loop).
+    checks = 0
+    while policy.live == "lru" and checks < HOLD_CHECKS:
+        _check(policy, (100, 400, 100, 100), [300] * 6)
+        checks += 1
+    assert (policy.live, policy.switches, checks) == ("tinylfu", 2, 3)
+    assert len(policy._live) == 1_000
+
+
+def test_lrus_slow_lead_does_not_hide_a_clear_one() -> None:
+    """LRU scores best but may not take the fast path; W-TinyLFU's clear lead over the
+    live S3-FIFO still does (CloudPhysics at 20%, relabelled: LRU's lead held the
+    switch to W-TinyLFU back from request 26,850 to 81,198, 36.37 -> 26.59)."""
+    policy = _full()
+    policy._noise = [100.0] * 6
+    _check(policy, (100, 200, 100, 220), [100] * 6)
+    _check(policy, (100, 200, 100, 220), [100] * 6)
+    assert (policy.live, policy.switches) == ("tinylfu", 1)
+
+
+def test_switches_to_lru_on_an_lru_stack_model() -> None:
+    """An LRU stack-distance model: recency is all there is, LRU is the best online
+    policy, and the duel goes live with it (at request 29,867)."""
+    keys = workloads.stack_distance(40_000, 500)
+    policy = DuelPolicy(800)
+    hits = drive(policy, keys)
+    assert (policy.live, policy.switches) == ("lru", 1)
+    assert hits == 28_955  # plain LRU 29,910, S3-FIFO 28,426
+
+
+def test_lru_entries_and_adopt_keep_the_order() -> None:
+    policy = LRUPolicy(10)
+    policy.adopt([("a", 2, 0), ("b", 1, 3), ("c", 1, 1)])
+    policy.record_hit("a")
+    assert policy.entries() == [("b", 1, 0), ("c", 1, 0), ("a", 2, 0)]
+    assert policy.weight_of("a") == 2
+    assert policy.evict() == "b"
 
 
 def test_s3fifo_adopt_puts_the_newest_in_small_with_their_reads() -> None:
