@@ -54,7 +54,8 @@ class BudgetMixin:
     ) -> None:
         """Delete expired entries, then the least recently used, until within budget."""
         if self._turnover[1] is None:
-            self._turnover = (0.0, None)  # full after all: the next read looks again
+            # Full after all: the next read looks again.
+            self._turnover = (0.0, None, self._turnover[2])
         excess_bytes = size - self._max_size
         excess_entries = 0
         max_entries = self._max_entries

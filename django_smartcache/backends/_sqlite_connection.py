@@ -441,9 +441,6 @@ class ThreadState(threading.local):
     file: FileId | None = None
     #: key -> time of a read not yet written to ``accessed``.
     pending: dict[str, float]
-    #: The newest ``accessed`` stamp this connection wrote, or found in the file when
-    #: it opened: stamps never go below it (a wall clock stepped back).
-    high = 0.0
     #: (data_version, total_changes, cursor) of the last ``changes_since`` answer.
     seen: tuple[int, int, int] | None = None
     #: Whether the connection has ``json_each`` (``get_many`` in one statement).
@@ -595,7 +592,6 @@ class ConnectionMixin:
         state.pid = os.getpid()
         state.file = file
         state.pending = {}
-        state.high = newest_access(conn)
         # Whatever the connection did for another instance is not this one's: its
         # own-writes bookkeeping (``changes_since(skip_own=True)``) starts afresh.
         state.seen = None

@@ -35,7 +35,7 @@ from ..tagging import TaggingMixin
 from . import _sqlite_schema as sql
 from ._sqlite_budget import BudgetMixin
 from ._sqlite_changes import ChangeCursor, ChangeLogMixin
-from ._sqlite_connection import ConnectionMixin, ThreadState, gated
+from ._sqlite_connection import ConnectionMixin, ThreadState, gated, newest_access
 from ._sqlite_file import is_busy
 from ._sqlite_options import ENTRY_OVERHEAD, parse
 from .base import SingleFlightMixin, SmartCacheKeyMixin, ThreadedIncrMixin, dumps
@@ -62,6 +62,12 @@ _CLOSE_WAIT = 0.05
 _LOCK_WAIT_NOTED = 0.01
 #: Seconds of the cache's clock between two looks at its turnover (``_stale_before``).
 _TURNOVER_EVERY = 1.0
+_monotonic = time.monotonic
+#: Per process, per file: [the newest ``accessed`` stamp of any thread or instance, the
+#: monotonic time its next raise from the file's own newest is due] (``_stamp``).
+_HIGH: dict[str, list[float]] = {}
+#: Seconds between two reads of a file's newest ``accessed`` by a process (``_mark``).
+_HIGH_EVERY = 1.0
 _missing = object()
 _T = TypeVar("_T")
 
@@ -110,7 +116,8 @@ class BaseSQLiteCache(
         self._access_interval = options.access_interval
         #: (clock time of the next look, refresh bound when the cache is full: the
         #: middle of its access-time span): see :meth:`_stale_before`.
-        self._turnover: tuple[float, float | None] = (0.0, None)
+        #: (next look, oldest ``accessed`` if full, newest stamp): ``_stale_before``.
+        self._turnover: tuple[float, float | None, float] = (0.0, None, 0.0)
         self._state = ThreadState()
         self._maintenance_lock = threading.Lock()
         self._writes = 0
@@ -347,12 +354,20 @@ class BaseSQLiteCache(
         an entry read in the older half, the half eviction takes next, is moved
         up, at most once per half a turnover. Looked up (one indexed ``min``) at
         most once per :data:`_TURNOVER_EVERY` of clock time per instance.
+
+        "Now" is on the stamps' scale (:meth:`_stamp`): the newest stamp when the
+        wall clock is behind it, else no read would be due a refresh while it is
+        (a review: a hot key was evicted as if never read, for as long as a step).
         """
+        due, oldest, high = self._turnover
+        if now >= due or due > now + _TURNOVER_EVERY:  # (or a wall clock stepped back)
+            # (ACCESS_INTERVAL 0: every read refreshes, no oldest to look up.)
+            oldest = self._oldest_if_full() if self._access_interval > 0 else None
+            high = self._mark(None)[0]
+            self._turnover = (now + _TURNOVER_EVERY, oldest, high)
+        if high > now:  # noqa: PLR1730 - (the read path: no call)
+            now = high
         bound = now - self._access_interval
-        due, oldest = self._turnover
-        if now >= due and bound < now:  # (ACCESS_INTERVAL 0: every read refreshes)
-            oldest = self._oldest_if_full()
-            self._turnover = (now + _TURNOVER_EVERY, oldest)
         if oldest is not None and (oldest + now) / 2 > bound:
             return (oldest + now) / 2
         return bound
@@ -369,22 +384,37 @@ class BaseSQLiteCache(
         )
         return oldest if full else None
 
-    def _stamp(self, now: float) -> float:
+    def _mark(self, conn: sqlite3.Connection | None) -> list[float]:
+        """This process's ``[newest stamp, next look due]`` for the file (:data:`_HIGH`),
+        raised to the file's own newest ``accessed`` at most once per :data:`_HIGH_EVERY`
+        (one descent of its index; ``conn``, or this thread's connection)."""
+        mark = _HIGH.get(self._path)
+        tick = _monotonic()
+        if mark is None or tick >= mark[1]:
+            newest = newest_access(conn if conn is not None else self._connection())
+            mark = _HIGH.setdefault(self._path, [0.0, 0.0])
+            mark[0] = max(mark[0], newest)
+            mark[1] = tick + _HIGH_EVERY
+        return mark
+
+    def _stamp(self, now: float, conn: sqlite3.Connection | None = None) -> float:
         """The ``accessed`` stamp of a use at wall-clock time ``now``: ``now``, or just
-        above this connection's newest stamp when the clock is behind it.
+        above the newest stamp when the clock is behind it.
 
         A wall clock stepped back (an NTP step, a VM restored) made every write after
         it look older than everything written before: a full cache evicted the newest
         entries first (an outside probe, t6_clock_size.py -60: 12 of 400 new keys
         kept), an ``add()`` lock among them, which a second ``add()`` then won. The
-        stamps now never go back, per connection, from the file's newest ``accessed``
-        read when it opened; a microsecond apart while the clock catches up, so the
-        order of uses stays. Expiry still counts on the wall clock.
+        stamps now never go back: the newest is shared by the process's threads and
+        instances (a thread idle since before the step stamped low: a review), and
+        raised to the file's newest, every other process's, at least once a second.
+        A microsecond apart while the clock catches up, so the order of uses stays.
+        Expiry still counts on the wall clock.
         """
-        state = self._state
-        high = state.high
+        mark = self._mark(conn)
+        high = mark[0]
         stamp = now if now >= high else high + 1e-6
-        state.high = stamp
+        mark[0] = stamp
         return stamp
 
     def _note_access(self, key: str, now: float) -> None:
@@ -560,7 +590,7 @@ class BaseSQLiteCache(
         conn.execute("BEGIN IMMEDIATE")
         try:
             granted = self._granted_at(now)
-            stamp = self._stamp(granted)
+            stamp = self._stamp(granted, conn)
             if stamp != now:  # waited for the lock (_granted_at), or a clock behind
                 rows = [(k, v, e, stamp, s) for k, v, e, _, s in rows]
                 now = granted
@@ -614,7 +644,7 @@ class BaseSQLiteCache(
         conn.execute("BEGIN IMMEDIATE")
         try:
             now = self._granted_at(now)  # waited for the lock: see _granted_at
-            row = (key, stored_value, expires, self._stamp(now), size)
+            row = (key, stored_value, expires, self._stamp(now, conn), size)
             if expires is not None and expires <= now:
                 # Stored already expired: "added" iff nothing live was there.
                 stored = conn.execute(sql.HAS_KEY, (key, now)).fetchone() is None
@@ -644,7 +674,8 @@ class BaseSQLiteCache(
     def _touch(
         self, conn: sqlite3.Connection, key: str, expires: float | None, now: float
     ) -> int:
-        params = {"expires": expires, "key": key, "now": now, "stamp": self._stamp(now)}
+        stamp = self._stamp(now, conn)
+        params = {"expires": expires, "key": key, "now": now, "stamp": stamp}
         return conn.execute(sql.TOUCH, params).rowcount
 
     def _autocommit_count(
@@ -770,7 +801,7 @@ class BaseSQLiteCache(
             try:
                 conn = self._connection()
                 params = {"delta": delta, "key": db_key, "now": now}
-                params["stamp"] = self._stamp(now)
+                params["stamp"] = self._stamp(now, conn)
                 rows = conn.execute(sql.INCR, params).fetchall()
             except sqlite3.DatabaseError as exc:
                 self._on_error(exc)
@@ -795,7 +826,8 @@ class BaseSQLiteCache(
             new_value = value + delta
             stored = self._encode(db_key, new_value)
             size = self._size(db_key, stored)
-            conn.execute(sql.SET, (db_key, stored, row[1], self._stamp(now), size))
+            stamp = self._stamp(now, conn)
+            conn.execute(sql.SET, (db_key, stored, row[1], stamp, size))
             self._housekeep(conn, now, {db_key}, 1)
             conn.execute("COMMIT")
         finally:

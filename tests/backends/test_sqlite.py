@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import pickle
+import queue
 import sqlite3
 import threading
 import warnings
@@ -19,6 +20,7 @@ from django_smartcache.backends import (
     MultiLevelCache,
     SQLiteCache,
     _sqlite_schema as sql,
+    sqlite as sqlite_module,
 )
 from django_smartcache.backends.base import UnpicklableValueError
 from django_smartcache.backends.sqlite import ENTRY_OVERHEAD
@@ -1639,8 +1641,8 @@ def test_a_wall_clock_stepped_back_does_not_make_new_entries_the_oldest(make_cac
     clock, so after a step back (NTP, a VM restored) every new write looked older than
     everything written before, and a full cache evicted the new entries first: 12 of
     400 kept, and an ``add()`` lock among the evicted, which a second ``add()`` then
-    won. Stamps no longer go back (per connection, from the file's newest
-    ``accessed`` when it opens); expiry still counts on the wall clock."""
+    won. Stamps no longer go back (per process, raised to the file's newest
+    ``accessed`` once a second); expiry still counts on the wall clock."""
     clock = Clock()
     cache = make_cache(clock, MAX_SIZE=1000 * 82)
     for i in range(1000):
@@ -1655,11 +1657,94 @@ def test_a_wall_clock_stepped_back_does_not_make_new_entries_the_oldest(make_cac
     # Expiry is the wall clock's: the lock ends 30 s after it was taken, not later.
     clock.now += 31
     assert cache.add("lock", "holder-3", 30)
-    # A process started after the step (a new connection) starts from the file's
-    # newest stamp: its writes are the newest too.
+    # A process started after the step starts from the file's newest stamp: its
+    # writes are the newest too.
+    sqlite_module._HIGH.clear()  # (what a new process has)
     other = make_cache(Clock(clock.now), MAX_SIZE=1000 * 82)
     for i in range(400):
         other.set(f"later{i}", i, None)
     assert sum(other.get(f"later{i}") is not None for i in range(400)) == 400
     # What went to make room is the oldest: entries of before the step.
     assert sum(cache.get(f"new{i}") is not None for i in range(400)) == 400
+
+
+def test_another_process_after_a_clock_step_stamps_above_the_file(make_cache):
+    """A process whose own newest stamp is from before the step reads the file's newest
+    (every other process's) at least once a second, and stamps above it."""
+    clock = Clock()
+    cache = make_cache(clock, MAX_ENTRIES=100, CULL_FREQUENCY=10)
+    for i in range(99):
+        cache.set(f"a{i}", i, None)
+    sqlite_module._HIGH.clear()  # another process: its own stamps are older...
+    stale = Clock(clock.now - 60)  # ...and its clock is behind
+    lock = make_cache(stale, MAX_ENTRIES=100, CULL_FREQUENCY=10)
+    assert lock.add("lock", "B", 300)
+    for i in range(50):
+        cache.set(f"b{i}", i, None)  # the first process fills the cache
+    assert lock.get("lock") == "B"
+    assert not lock.add("lock", "C", 300)
+
+
+class Worker(threading.Thread):
+    """A long-lived thread (its own connection, kept), as a threaded server's."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.calls: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            fn = self.calls.get()
+            if fn is None:
+                return
+            self.results.put(fn())
+
+    def __call__(self, fn):
+        self.calls.put(fn)
+        return self.results.get(timeout=30)
+
+
+def test_a_thread_idle_since_before_a_clock_step_stamps_above_the_others(make_cache):
+    """A review: the newest stamp was per connection, so a thread that last wrote two
+    hours before a step took an ``add()`` lock stamped below every key its busy
+    neighbour wrote in the last minute; the lock went first, and a second caller won
+    it. The newest stamp is now the process's, whichever thread wrote it."""
+    clock = Clock()
+    cache = make_cache(clock, MAX_ENTRIES=100, CULL_FREQUENCY=10)
+    start = clock.now
+    clock.now = start - 7200
+    idle = Worker()
+    try:
+        idle(lambda: cache.set("b_hello", 1))  # thread B's last write
+        for i in range(90):  # the main thread writes one key a second
+            clock.now = start - 90 + i
+            cache.set(f"a{i}", i)
+        clock.now = start - 60  # the clock steps back
+        assert idle(lambda: cache.add("lock", "B", 300))
+        for i in range(45):
+            clock.now += 1
+            cache.set(f"c{i}", i)
+        assert cache.get("lock") == "B"
+        assert not cache.add("lock", "another caller", 300)
+    finally:
+        idle.calls.put(None)
+        idle.join()
+
+
+def test_reads_refresh_while_the_stamps_are_ahead_of_the_clock(make_cache, location):
+    """A review: one entry written under a clock 12 h ahead (within the day a file's
+    newest stamp is followed) put every later stamp 12 h ahead; the read path's
+    refresh bound stayed on the wall clock, so no read was due a refresh, and a key
+    read every second was evicted in write order as if never read. The bound is now
+    on the stamps' scale."""
+    clock = Clock()
+    ahead = make_cache(Clock(clock.now + 12 * 3600))
+    ahead.set("stray", 1, None)
+    cache = make_cache(clock, MAX_ENTRIES=100, CULL_FREQUENCY=10, ACCESS_INTERVAL=5)
+    cache.set("hot", "h", None)
+    for i in range(300):  # a write a second; "hot" read every second
+        clock.now += 1
+        cache.set(f"k{i}", i, None)
+        assert cache.get("hot") == "h", i
