@@ -206,7 +206,8 @@ _PAIRS = tuple(
     for first in range(len(CANDIDATES))
     for second in range(first + 1, len(CANDIDATES))
 )
-assert len(CANDIDATES) == 4  # (``_replay_hit`` is written out for four)
+assert len(CANDIDATES) == 4  # (``_replay_hit`` is written out for four...)
+assert CANDIDATES[3][1] is LRUPolicy  # (...and moves the fourth's key as LRU's)
 #: Whether a candidate may go live on the fast path (``SURE``). LRU may not: it goes
 #: live only on a lead held for ``_HOLD_FACTOR`` x ``hold`` checks. Its shadow and
 #: S3-FIFO's seldom split, so the burst LRU wins after a change of hot set (its newest
