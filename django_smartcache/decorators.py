@@ -440,7 +440,9 @@ class CachedFunction(Generic[P, R]):
     def _pattern_cache(self) -> tuple[BaseCache, str]:
         """The cache, checked for ``delete_pattern()``, and the glob of every entry of
         this function: its keys' head, escaped (a ``name=`` or ``prefix=`` with glob
-        characters would match other functions' keys), then ``*``."""
+        characters would match other functions' keys), then one ``?`` per character of
+        a digest: ``*`` matched the keys of a function named ``<name>:more`` too (a
+        review: ``rep.invalidate_all()`` dropped ``rep:daily``'s entries)."""
         cache = self._cache()
         if not callable(getattr(cache, "delete_pattern", None)):
             raise NotImplementedError(
@@ -450,7 +452,7 @@ class CachedFunction(Generic[P, R]):
                 "django_smartcache backend (or django-redis), or give the function "
                 "tags= and invalidate the tag."
             )
-        return cache, _glob_escape(self._keys.head) + "*"
+        return cache, _glob_escape(self._keys.head) + "?" * keys.DIGEST_HEX_LENGTH
 
     def _void_every(self, cache: BaseCache) -> None:
         """:meth:`_void` of every call of this function: one token they all read."""
@@ -460,8 +462,14 @@ class CachedFunction(Generic[P, R]):
     def _forget_all(self, flight: Any) -> None:
         """Detach this function's calls in flight in this process (see ``_drop``)."""
         using, head = self._using, self._keys.head
+        length = len(head) + keys.DIGEST_HEX_LENGTH
         flight.forget_matching(
-            lambda k: k[0] == using and isinstance(k[1], str) and k[1].startswith(head)
+            lambda k: (
+                k[0] == using
+                and isinstance(k[1], str)
+                and len(k[1]) == length
+                and k[1].startswith(head)
+            )
         )
 
     def _lead(

@@ -129,6 +129,30 @@ def test_invalidate_all_with_a_long_name_or_glob_characters(tagged_cache):
 
 
 @on_every_pattern_backend
+def test_invalidate_all_leaves_a_function_whose_name_extends_this_ones(tagged_cache):
+    """A review: ``name=`` may hold ``:``, and the glob ``<head>*`` of "rep" matched
+    the keys of "rep:daily" (6 entries dropped for 3, and "rep:daily" recomputed)."""
+    runs: list[str] = []
+
+    @cached(using="tagged", name="t.patterns.rep")
+    def rep(x):
+        runs.append("rep")
+        return x
+
+    @cached(using="tagged", name="t.patterns.rep:daily")
+    def daily(x):
+        runs.append("daily")
+        return x
+
+    for x in (1, 2, 3):
+        rep(x), daily(x)
+    assert rep.invalidate_all() == 3
+    daily(1)
+    assert runs.count("daily") == 3
+    assert daily.invalidate_all() == 3
+
+
+@on_every_pattern_backend
 def test_invalidate_all_voids_the_computations_running(tagged_cache):
     data = {"v": "old"}
     entered = threading.Semaphore(0)

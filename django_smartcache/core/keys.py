@@ -32,6 +32,8 @@ _blake2b = hashlib.blake2b
 
 #: Length of the hex digest in keys (BLAKE2b with a 16-byte digest: 128 bits).
 DIGEST_SIZE = 16
+#: Characters of a digest in a key (hex).
+DIGEST_HEX_LENGTH = 2 * DIGEST_SIZE
 
 #: Longest readable function name kept in a key; the digest covers the full name.
 MAX_NAME_LENGTH = 120
