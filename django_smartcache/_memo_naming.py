@@ -234,9 +234,15 @@ def _django_identity(obj: Any) -> Any:
     if isinstance(obj, Promise):  # lazy strings, in the active language
         return str(obj)
     auth = sys.modules.get("django.contrib.auth.models")  # (never imported for this)
-    if auth is not None and isinstance(obj, auth.AnonymousUser):
+    if (
+        auth is not None
+        and isinstance(obj, auth.AnonymousUser)
+        and obj.__class__.__eq__ is auth.AnonymousUser.__eq__
+    ):
         # request.user of every visitor not logged in: all equal in Django
         # (AnonymousUser.__eq__), so one constant, by the class (a subclass may differ).
+        # A subclass with an equality of its own (per-visitor state) is not: it needs
+        # a __cache_key__() (a review: its instances all shared one key).
         cls = obj.__class__
         return ("anonymous user", f"{cls.__module__}.{cls.__qualname__}")
     return NotImplemented

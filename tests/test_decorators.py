@@ -239,6 +239,18 @@ def test_request_user_anonymous_or_logged_in_is_keyed() -> None:
 
     assert menu_for.key(Visitor()) != menu_for.key(AnonymousUser())
 
+    class Tenant(AnonymousUser):  # state of its own, and an equality that says so
+        def __init__(self, tenant: str) -> None:
+            self.tenant = tenant
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Tenant) and other.tenant == self.tenant
+
+        __hash__ = AnonymousUser.__hash__
+
+    with pytest.raises(TypeError, match="Tenant"):  # (a review: all keyed alike)
+        menu_for.key(Tenant("a"))
+
 
 def test_an_unkeyable_lazy_object_is_named_by_what_it_wraps() -> None:
     class Opaque:

@@ -117,6 +117,14 @@ def _location(location: str) -> str:
             location,
             "the path of a file, not of a directory (a trailing /)",
         )
+    if os.path.basename(expanded) in (".", ".."):
+        raise _fail(
+            "LOCATION",
+            location,
+            "the path of a file, not of a directory (it ends in . or ..)",
+        )
+    if not expanded.strip():
+        raise _fail("LOCATION", location, "the path of the cache file, not blank")
     if os.path.isdir(expanded):
         raise _fail(
             "LOCATION",
