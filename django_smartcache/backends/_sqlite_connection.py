@@ -466,16 +466,14 @@ class ThreadState(threading.local):
 MAX_ACCESS_AHEAD = 86400.0
 
 
-def newest_access(conn: sqlite3.Connection) -> float:
-    """The file's newest ``accessed`` (an indexed ``max``), 0 if none or if it is more
-    than :data:`MAX_ACCESS_AHEAD` ahead of the wall clock."""
+def newest_access(conn: sqlite3.Connection, now: float) -> float:
+    """The file's newest ``accessed`` (an indexed lookup) that is at most
+    :data:`MAX_ACCESS_AHEAD` ahead of ``now`` (the cache's clock); 0 if none."""
     try:
-        (newest,) = conn.execute(sql.NEWEST_ACCESS).fetchone()
+        row = conn.execute(sql.NEWEST_ACCESS, (now + MAX_ACCESS_AHEAD,)).fetchone()
     except sqlite3.DatabaseError:
         return 0.0  # (the next query reports it)
-    if newest is None or newest > time.time() + MAX_ACCESS_AHEAD:
-        return 0.0
-    return float(newest)
+    return 0.0 if row is None else float(row[0])
 
 
 def has_json(conn: sqlite3.Connection) -> bool:

@@ -123,8 +123,15 @@ def _location(location: str) -> str:
             location,
             "the path of a file, not of a directory (it ends in . or ..)",
         )
-    if not expanded.strip():
+    if not os.path.basename(expanded).strip():
         raise _fail("LOCATION", location, "the path of the cache file, not blank")
+    if location != location.strip():
+        raise _fail(
+            "LOCATION",
+            location,
+            "a path without leading or trailing whitespace (an environment variable's "
+            "stray space would name another file)",
+        )
     if os.path.isdir(expanded):
         raise _fail(
             "LOCATION",

@@ -171,8 +171,13 @@ REFRESH_ACCESS = (
     "UPDATE smartcache_entry SET accessed = ? WHERE key = ? AND accessed < ?"
 )
 TOTALS = "SELECT size, count FROM smartcache_meta WHERE id = 0"
-#: The newest ``accessed`` (one descent of its index): where a connection's stamps start.
-NEWEST_ACCESS = "SELECT max(accessed) FROM smartcache_entry"
+#: The newest ``accessed`` up to the parameter (one descent of its index): what a
+#: process's stamps are raised to (``BaseSQLiteCache._mark``); a stray row beyond the
+#: parameter (a day ahead of the clock) does not hide the newest of the others.
+NEWEST_ACCESS = (
+    "SELECT accessed FROM smartcache_entry INDEXED BY smartcache_entry_accessed"
+    " WHERE accessed <= ? ORDER BY accessed DESC LIMIT 1"
+)
 #: The oldest ``accessed`` (one descent of its index) and the totals.
 OLDEST_ACCESS_AND_TOTALS = (
     "SELECT (SELECT min(accessed) FROM smartcache_entry), size, count"

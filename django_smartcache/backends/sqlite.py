@@ -35,7 +35,13 @@ from ..tagging import TaggingMixin
 from . import _sqlite_schema as sql
 from ._sqlite_budget import BudgetMixin
 from ._sqlite_changes import ChangeCursor, ChangeLogMixin
-from ._sqlite_connection import ConnectionMixin, ThreadState, gated, newest_access
+from ._sqlite_connection import (
+    MAX_ACCESS_AHEAD,
+    ConnectionMixin,
+    ThreadState,
+    gated,
+    newest_access,
+)
 from ._sqlite_file import is_busy
 from ._sqlite_options import ENTRY_OVERHEAD, parse
 from .base import SingleFlightMixin, SmartCacheKeyMixin, ThreadedIncrMixin, dumps
@@ -114,8 +120,6 @@ class BaseSQLiteCache(
         self._max_entries = options.max_entries  # type: ignore[assignment]
         self._cull_frequency = options.cull_frequency
         self._access_interval = options.access_interval
-        #: (clock time of the next look, refresh bound when the cache is full: the
-        #: middle of its access-time span): see :meth:`_stale_before`.
         #: (next look, oldest ``accessed`` if full, newest stamp): ``_stale_before``.
         self._turnover: tuple[float, float | None, float] = (0.0, None, 0.0)
         self._state = ThreadState()
@@ -363,7 +367,7 @@ class BaseSQLiteCache(
         if now >= due or due > now + _TURNOVER_EVERY:  # (or a wall clock stepped back)
             # (ACCESS_INTERVAL 0: every read refreshes, no oldest to look up.)
             oldest = self._oldest_if_full() if self._access_interval > 0 else None
-            high = self._mark(None)[0]
+            high = self._mark(None, now)[0]
             self._turnover = (now + _TURNOVER_EVERY, oldest, high)
         if high > now:  # noqa: PLR1730 - (the read path: no call)
             now = high
@@ -384,16 +388,24 @@ class BaseSQLiteCache(
         )
         return oldest if full else None
 
-    def _mark(self, conn: sqlite3.Connection | None) -> list[float]:
+    def _mark(self, conn: sqlite3.Connection | None, now: float) -> list[float]:
         """This process's ``[newest stamp, next look due]`` for the file (:data:`_HIGH`),
         raised to the file's own newest ``accessed`` at most once per :data:`_HIGH_EVERY`
         (one descent of its index; ``conn``, or this thread's connection)."""
         mark = _HIGH.get(self._path)
         tick = _monotonic()
         if mark is None or tick >= mark[1]:
-            newest = newest_access(conn if conn is not None else self._connection())
+            newest = newest_access(
+                conn if conn is not None else self._connection(), now
+            )
             mark = _HIGH.setdefault(self._path, [0.0, 0.0])
-            mark[0] = max(mark[0], newest)
+            if mark[0] > now + MAX_ACCESS_AHEAD:
+                # Its own stamps ran more than a day ahead (a clock stepped forward,
+                # then corrected): followed by no other process, they would rank all
+                # of theirs oldest for the rest of this one's life (a review).
+                mark[0] = newest
+            else:
+                mark[0] = max(mark[0], newest)
             mark[1] = tick + _HIGH_EVERY
         return mark
 
@@ -411,9 +423,11 @@ class BaseSQLiteCache(
         A microsecond apart while the clock catches up, so the order of uses stays.
         Expiry still counts on the wall clock.
         """
-        mark = self._mark(conn)
+        mark = self._mark(conn, now)
         high = mark[0]
         stamp = now if now >= high else high + 1e-6
+        # (Two threads at once may each write theirs: the mark then holds the older of
+        # two stamps microseconds apart, which the next stamp passes. No lock for it.)
         mark[0] = stamp
         return stamp
 

@@ -145,6 +145,8 @@ def test_unusable_location_is_a_clear_error(tmp_path, kind):
         ("{d}/newdir/.", "not of a directory (it ends in . or ..)"),
         ("{d}/newdir/..", "not of a directory (it ends in . or ..)"),
         (" ", "not blank"),
+        ("{d}/ ", "not blank"),
+        ("{d}/c.sqlite3 ", "without leading or trailing whitespace"),
         ("{d}", "not of a directory (it is an existing directory)"),
         ("~no-such-user-smartcache/c.sqlite3", "'~' names a home directory"),
     ],
@@ -1751,3 +1753,20 @@ def test_reads_refresh_while_the_stamps_are_ahead_of_the_clock(make_cache, locat
         clock.now += 1
         cache.set(f"k{i}", i, None)
         assert cache.get("hot") == "h", i
+
+
+def test_stamps_more_than_a_day_ahead_are_given_up(make_cache, location):
+    """A review: a process whose clock ran over a day ahead (then was corrected) kept
+    stamping there for life, and the others, not following a file's newest that far
+    ahead, stamped on the wall clock: all of theirs ranked oldest, their add() locks
+    first to go. A stray row that far ahead no longer hides the newest of the rest,
+    and a process's own mark that far ahead falls back to the file's newest."""
+    clock = Clock()
+    cache = make_cache(clock)
+    cache.set("now", 1, None)
+    ahead = make_cache(Clock(clock.now + 2 * 86400))
+    ahead.set("stray", 1, None)
+    mark = sqlite_module._HIGH[cache._path]
+    assert mark[0] >= clock.now + 2 * 86400  # (this process wrote the stray row)
+    mark[1] = 0.0  # its next look at the file is due
+    assert abs(cache._stamp(clock.now) - clock.now) < 1.0
