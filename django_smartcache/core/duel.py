@@ -107,6 +107,11 @@ class _Shadow:
         """A sampled write: insert (or update) and evict back within the shadow's budget."""
         resident, policy = self.resident, self.policy
         old = resident.get(key)
+        if old is not None and weight > self.capacity:
+            # Rewritten heavier than the whole shadow: it leaves, as a new key that
+            # heavy is never stored (updated, every other key was evicted before it).
+            self.remove(key)
+            return
         if old is not None:
             policy.update(key, weight)
             self.used += weight - old
@@ -154,6 +159,9 @@ class _LRUShadow(_Shadow):
     def store(self, key: Hashable, weight: int) -> None:
         resident: Any = self.resident
         old = resident.get(key)
+        if old is not None and weight > self.capacity:
+            self.remove(key)  # (as _Shadow.store)
+            return
         if old is not None:
             resident[key] = weight
             resident.move_to_end(key)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from benchmarks import workloads
+from django_smartcache.core import duel
 from django_smartcache.core.duel import HOLD_CHECKS, DuelPolicy
 from django_smartcache.core.policy import LRUPolicy
 from django_smartcache.core.s3fifo import S3FIFOPolicy
@@ -340,3 +341,20 @@ def test_invariants_hold_across_switches_and_rate_changes(
             assert shadow.used == sum(shadow.resident.values()) <= shadow.capacity
 
     replay(policy, ops, resize_to, check)
+
+
+@pytest.mark.parametrize("index", range(len(duel.CANDIDATES)))
+def test_a_key_rewritten_heavier_than_a_shadow_leaves_it_alone(index: int) -> None:
+    """A review: updated, such a key stayed while every other key was evicted before
+    it (a shadow of 100 keys went to 0); it now leaves, as a new key that heavy is
+    never stored, and the others stay."""
+    _, factory = duel.CANDIDATES[index]
+    kind = duel._LRUShadow if factory is LRUPolicy else duel._Shadow
+    shadow = kind(factory, 100)
+    for key in range(10):
+        shadow.store(key, 5)
+    shadow.store(0, 150)
+    assert sorted(shadow.resident) == list(range(1, 10))
+    assert shadow.used == 45
+    shadow.store(0, 5)  # and it may come back at a weight that fits
+    assert 0 in shadow.resident and shadow.used == 50
