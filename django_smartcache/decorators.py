@@ -56,6 +56,7 @@ from ._memo_options import (
     _Options,
 )
 from .core import keys
+from .core.patterns import glob_escape
 from .signals import stampede_wait
 from .tagging import at_commit, dirty_tags, sync_caller_dirty
 
@@ -102,6 +103,9 @@ def _accepts_tags(method: Callable[..., Any]) -> bool:
 
 class CachedFunction(Generic[P, R]):
     """A memoized function: call it, or use ``key()``, ``invalidate()``, ``refresh()``."""
+
+    #: The table of this kind's calls in flight in the process (``_forget_all``).
+    _calls_in_flight: Any = _FLIGHT
 
     def __init__(self, func: Callable[P, R], options: _Options) -> None:
         functools.update_wrapper(self, func)
@@ -434,7 +438,7 @@ class CachedFunction(Generic[P, R]):
         """:meth:`invalidate_all`, now."""
         cache, pattern = self._pattern_cache()
         self._void_every(cache)
-        self._forget_all(_FLIGHT)
+        self._forget_all()
         return int(cache.delete_pattern(pattern))  # type: ignore[attr-defined]
 
     def _pattern_cache(self) -> tuple[BaseCache, str]:
@@ -452,18 +456,18 @@ class CachedFunction(Generic[P, R]):
                 "django_smartcache backend (or django-redis), or give the function "
                 "tags= and invalidate the tag."
             )
-        return cache, _glob_escape(self._keys.head) + "?" * keys.DIGEST_HEX_LENGTH
+        return cache, glob_escape(self._keys.head) + "?" * keys.DIGEST_HEX_LENGTH
 
     def _void_every(self, cache: BaseCache) -> None:
         """:meth:`_void` of every call of this function: one token they all read."""
         seconds = self._options.lock_seconds
         cache.set(self._void_all, _void_token(seconds), timeout=seconds)
 
-    def _forget_all(self, flight: Any) -> None:
+    def _forget_all(self) -> None:
         """Detach this function's calls in flight in this process (see ``_drop``)."""
         using, head = self._using, self._keys.head
         length = len(head) + keys.DIGEST_HEX_LENGTH
-        flight.forget_matching(
+        self._calls_in_flight.forget_matching(
             lambda k: (
                 k[0] == using
                 and isinstance(k[1], str)
@@ -610,6 +614,8 @@ class CachedFunction(Generic[P, R]):
 class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
     """A memoized ``async def`` function; ``invalidate()`` and ``refresh()`` are awaitable."""
 
+    _calls_in_flight: Any = _ASYNC_FLIGHT
+
     def __init__(self, func: Callable[P, Awaitable[R]], options: _Options) -> None:
         super().__init__(func, options)
         markcoroutinefunction(self)
@@ -677,19 +683,12 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         at_commit(self._drop_all)
         return self._drop_all()
 
-    def _drop_all(self) -> int:
-        """:meth:`invalidate_all`, from sync code."""
-        cache, pattern = self._pattern_cache()
-        self._void_every(cache)
-        self._forget_all(_ASYNC_FLIGHT)
-        return int(cache.delete_pattern(pattern))  # type: ignore[attr-defined]
-
     async def ainvalidate_all(self) -> int:
         """Delete every call's entry (see :meth:`CachedFunction.invalidate_all`)."""
         cache, pattern = self._pattern_cache()
         seconds = self._options.lock_seconds
         await cache.aset(self._void_all, _void_token(seconds), timeout=seconds)
-        self._forget_all(_ASYNC_FLIGHT)
+        self._forget_all()
         adelete = getattr(cache, "adelete_pattern", None)
         if callable(adelete):
             return int(await adelete(pattern))
@@ -853,12 +852,6 @@ def _voided_any(
     """Whether any of ``tokens`` (read with ``get_many`` before and after computing)
     says the computation was voided (see ``_voided``)."""
     return any(_voided(before.get(token), after.get(token)) for token in tokens)
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` as a glob matching itself (``delete_pattern()``'s glob: ours and
-    Redis's both take a backslash before a special character)."""
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _loop_running() -> bool:

@@ -18,7 +18,8 @@ from typing import Any
 from django.core.cache.backends.base import BaseCache
 from django.utils.module_loading import import_string
 
-from ._level_patterns import SCAN_COUNT, _glob_escape
+from ..core.patterns import glob_escape
+from ._level_patterns import SCAN_COUNT
 from ._level_ttl import raw_redis_client
 
 logger = logging.getLogger("django_smartcache.multilevel")
@@ -226,7 +227,7 @@ def _clear_namespace(level: BaseCache, namespace: str) -> tuple[int, list[str]]:
     client = raw_redis_client(level, write=True)
     if client is None:
         raise LookupError("no redis-py client to scan the level's keys with")
-    match = _glob_escape(namespace) + "*"
+    match = glob_escape(namespace) + "*"
     deleted, refused = 0, []
     cursor = 0
     while True:

@@ -31,7 +31,7 @@ from typing import Any
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.locmem import LocMemCache
 
-from ..core.patterns import KeyPattern
+from ..core.patterns import KeyPattern, glob_escape
 from ._level_ttl import raw_redis_client
 
 __all__ = ["SCAN_COUNT", "check_matching", "delete_matching", "lists_keys"]
@@ -107,7 +107,7 @@ class _OwnDeletePattern:
     def __call__(self, kp: KeyPattern, label: str, keep: str) -> int:
         if kp.regex:
             return int(self.native(_regex_on_final_keys(kp, label), regex=True))
-        return int(self.native(_glob_escape(kp.head) + kp.pattern))
+        return int(self.native(glob_escape(kp.head) + kp.pattern))
 
 
 def _deleter(level: BaseCache) -> _Deleter | None:
@@ -228,10 +228,6 @@ def _locmem_delete(level: LocMemCache, kp: KeyPattern, keep: str) -> set[str]:
 
 
 # -- levels with their own delete_pattern() -------------------------------------------
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _regex_on_final_keys(kp: KeyPattern, label: str) -> str:

@@ -28,9 +28,21 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["KeyPattern", "glob_literal_prefix", "glob_to_regex", "prefix_end"]
+__all__ = [
+    "KeyPattern",
+    "glob_escape",
+    "glob_literal_prefix",
+    "glob_to_regex",
+    "prefix_end",
+]
 
 _GLOB_SPECIAL = frozenset("*?[\\")
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a glob matching itself: a backslash before each special character
+    (this module's globs and Redis's ``MATCH`` both read it so)."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def glob_literal_prefix(glob: str) -> str:
