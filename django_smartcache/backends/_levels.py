@@ -20,6 +20,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.locmem import LocMemCache
 
 from .. import conf
 from ..core.patterns import KeyPattern
@@ -125,6 +126,12 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         ]
         self._last = len(self._levels) - 1
         self._l1 = self._levels[0]
+        #: A key every level can store: UTF-8 once a level keeps keys outside the
+        #: process (refused before L1 holds what the shared level cannot).
+        self._utf8_keys = any(
+            not isinstance(level, LocMemCache) and _in_process_store(level) is None
+            for level in self._levels
+        )
         #: The lowest level says which values it refused (SQLiteCache: larger than
         #: MAX_SIZE, older value deleted): the levels above must not keep them either.
         self._reports_refusals = self._last > 0 and isinstance(

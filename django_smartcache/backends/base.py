@@ -20,6 +20,7 @@ from django.core.cache.backends.base import (
     DEFAULT_TIMEOUT,
     MEMCACHE_MAX_KEY_LENGTH,
     BaseCache,
+    InvalidCacheKey,
     default_key_func,
 )
 from django.core.exceptions import ImproperlyConfigured
@@ -114,6 +115,20 @@ class SingleFlightMixin(SingleFlightGetOrSetMixin):
         counts reads counts a miss (the leader's miss is counted by its own read)."""
 
 
+def refuse_unencodable(key: str, backend: str) -> None:
+    """Raise ``InvalidCacheKey`` if ``key`` cannot be encoded as UTF-8."""
+    if key.isascii():
+        return
+    try:
+        key.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidCacheKey(
+            f"Cache key contains a character that cannot be encoded as UTF-8 "
+            f"({exc.reason}, at position {exc.start}), which {backend} cannot store: "
+            f"{key!r}"
+        ) from None
+
+
 class ThreadedIncrMixin:
     """``aincr`` (and so ``adecr``) as the synchronous ``incr`` run in a thread.
 
@@ -139,6 +154,12 @@ class SmartCacheKeyMixin:
     key_prefix: str
     version: int
     default_timeout: float | None
+    #: Whether keys leave the process as UTF-8 text (a SQLite file, Redis): a key
+    #: that cannot be encoded (a lone surrogate) is then refused with
+    #: ``InvalidCacheKey`` before anything is written, as Django's memcached backends
+    #: refuse the keys memcached cannot store, instead of a raw ``UnicodeEncodeError``
+    #: from the driver. Checked on the slow path only: such a key is never printable.
+    _utf8_keys = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -160,6 +181,8 @@ class SmartCacheKeyMixin:
                 return made
             if key_warnings_on():
                 self.validate_key(made)  # type: ignore[attr-defined]
+            if self._utf8_keys:
+                refuse_unencodable(made, type(self).__name__)
             return made
         return self._made_and_checked(key, version)
 
@@ -169,6 +192,8 @@ class SmartCacheKeyMixin:
         made: str = self.make_key(key, version=version)  # type: ignore[attr-defined]
         if key_warnings_on():
             self.validate_key(made)  # type: ignore[attr-defined]
+        if self._utf8_keys and isinstance(made, str):
+            refuse_unencodable(made, type(self).__name__)
         return made
 
     def _quiet_key(self, key: Any, version: int | None = None) -> str | None:
@@ -198,15 +223,15 @@ class SmartCacheKeyMixin:
             )
             for key in keys:
                 full = f"{prefix}{key}"
-                if (
-                    not (
-                        len(full) <= MEMCACHE_MAX_KEY_LENGTH
-                        and full.isprintable()
-                        and " " not in full
-                    )
-                    and key_warnings_on()
+                if not (
+                    len(full) <= MEMCACHE_MAX_KEY_LENGTH
+                    and full.isprintable()
+                    and " " not in full
                 ):
-                    self.validate_key(full)  # type: ignore[attr-defined]
+                    if key_warnings_on():
+                        self.validate_key(full)  # type: ignore[attr-defined]
+                    if self._utf8_keys:
+                        refuse_unencodable(full, type(self).__name__)
                 made[full] = key
             return made
         for key in keys:

@@ -107,6 +107,7 @@ class BaseSQLiteCache(
     """
 
     pickle_protocol = pickle.HIGHEST_PROTOCOL
+    _utf8_keys = True  # keys are SQLite TEXT
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         options = parse(location, params)
