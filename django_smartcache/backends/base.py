@@ -115,7 +115,7 @@ class SingleFlightMixin(SingleFlightGetOrSetMixin):
         counts reads counts a miss (the leader's miss is counted by its own read)."""
 
 
-def refuse_unencodable(key: str, backend: str) -> None:
+def refuse_unencodable(key: str, backend: str, what: str = "Cache key") -> None:
     """Raise ``InvalidCacheKey`` if ``key`` cannot be encoded as UTF-8."""
     if key.isascii():
         return
@@ -123,9 +123,9 @@ def refuse_unencodable(key: str, backend: str) -> None:
         key.encode()
     except UnicodeEncodeError as exc:
         raise InvalidCacheKey(
-            f"Cache key contains a character that cannot be encoded as UTF-8 "
-            f"({exc.reason}, at position {exc.start}), which {backend} cannot store: "
-            f"{key!r}"
+            f"{what} contains a character that cannot be encoded as UTF-8 "
+            f"({exc.reason}, at position {exc.start}); {backend} keeps keys as UTF-8 "
+            f"text: {key!r}"
         ) from None
 
 
@@ -267,6 +267,9 @@ class SmartCacheKeyMixin:
                 "'<head><key>' with a head that does not depend on the key, as "
                 "Django's default 'prefix:version:key' does; this cache's does not"
             )
+        if self._utf8_keys and isinstance(pattern, str):
+            # No stored key holds such a character: refused as its keys are.
+            refuse_unencodable(pattern, type(self).__name__, "Key pattern")
         return KeyPattern(pattern, regex=regex, head=head)
 
     def _ttl(self, timeout: Any) -> float | None:

@@ -34,6 +34,7 @@ OPERATIONS = {
     "get_or_set": lambda c: c.get_or_set(KEY, 1),
     "aget": lambda c: asyncio.run(c.aget(KEY)),
     "aset": lambda c: asyncio.run(c.aset(KEY, 1)),
+    "delete_pattern": lambda c: c.delete_pattern("report-\udc80*"),
 }
 
 
