@@ -1,8 +1,8 @@
 """System checks: the ``SMARTCACHE`` setting (``smartcache.E010``), the SQLite files
 in ``CACHES`` (``smartcache.W040``, ``W041``), Redis replicas below an L1 (``W042``)
 MultiLevelCache levels that share nothing between processes (``W043``, ``W044``),
-aliases that give one SQLite file different budgets (``W045``) and sessions kept in an
-in-process L1 (``W046``)."""
+aliases that give one SQLite file different budgets (``W045``), sessions kept in an
+in-process L1 (``W046``) and, with ``--deploy``, in a SmartCache (``W047``)."""
 
 from __future__ import annotations
 
@@ -362,6 +362,51 @@ def check_sessions_not_in_an_l1(
             "file of its own, or Redis) and point SESSION_CACHE_ALIAS at it "
             "(docs/multilevel.md, Sessions and other read-modify-write data).",
             id="smartcache.W046",
+        )
+    ]
+
+
+@register(Tags.caches, deploy=True)
+def check_sessions_not_in_one_process(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Sessions in a SmartCache live in one process's memory: every other worker has its
+    own (a user is logged out, or sees an older session, whenever a request reaches
+    another worker), and a restart or an eviction logs everyone out. With ``cached_db``
+    a worker's copy outlives a logout made through another until it expires. Django
+    says as much of LocMemCache in its docs; a deployment check says it here (runserver
+    is one process: no warning without ``--deploy``)."""
+    engine = getattr(settings, "SESSION_ENGINE", "")
+    alias = getattr(settings, "SESSION_CACHE_ALIAS", "default")
+    config = settings.CACHES.get(alias) if isinstance(alias, str) else None
+    store = (
+        _cached_session_store(engine)
+        if isinstance(engine, str)
+        and isinstance(config, Mapping)
+        and _backend_is(config.get("BACKEND"), "SmartCache")
+        else None
+    )
+    if store is None:
+        return []
+    if store == _CACHED_SESSION_STORES[0]:
+        what = (
+            "each worker process keeps its own copy of a session, and a copy outlives "
+            "a logout or a change made through another worker until it expires"
+        )
+    else:
+        what = (
+            "sessions live in one worker process's memory: another worker does not "
+            "know them (its requests are logged out), and a restart or an eviction "
+            "loses them"
+        )
+    return [
+        Warning(
+            f"SESSION_CACHE_ALIAS {alias!r} is a SmartCache: {what}.",
+            hint="Point SESSION_CACHE_ALIAS at a cache shared by every process (a "
+            "SQLiteCache file of its own, or Redis), or use the db session engine; "
+            "silence this for a single-process deployment "
+            "(docs/multilevel.md, Sessions and other read-modify-write data).",
+            id="smartcache.W047",
         )
     ]
 

@@ -543,3 +543,45 @@ def test_checks_know_subclasses_of_our_backends_by_class_not_name(
         assert [m.id for m in check_sessions_not_in_an_l1()] == ["smartcache.W046"]
         assert [m.id for m in check_sqlite_file_budgets_agree()] == ["smartcache.W045"]
         assert check_sqlite_location_is_absolute() == []  # "scratch" is no SQLite file
+
+
+def test_sessions_in_a_smartcache_are_warned_about_at_deploy(tmp_path: Any) -> None:
+    """Sessions on a SmartCache alias live in one process: with several workers a
+    request reaching another worker is logged out (``cache``), or a copy outlives a
+    logout made through another worker (``cached_db``). Only ``check --deploy``
+    says so: runserver is one process."""
+    from django.core import checks
+
+    from django_smartcache.checks import check_sessions_not_in_one_process
+
+    caches = {
+        "default": {"BACKEND": "django_smartcache.backends.SmartCache"},
+        "shared": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "s.sqlite3"),
+        },
+        "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
+    engines = "django.contrib.sessions.backends."
+    cases = [
+        ("cache", "default", "logged out"),
+        ("cached_db", "default", "outlives a logout"),
+        ("cache", "shared", None),
+        ("db", "default", None),
+        ("cache", "locmem", None),  # not ours to judge
+    ]
+    for engine, alias, says in cases:
+        with override_settings(
+            CACHES=caches, SESSION_ENGINE=engines + engine, SESSION_CACHE_ALIAS=alias
+        ):
+            found = check_sessions_not_in_one_process()
+            deploy_ids = [
+                m.id for m in checks.run_checks(include_deployment_checks=True)
+            ]
+            plain_ids = [m.id for m in checks.run_checks()]
+        assert [m.id for m in found] == (["smartcache.W047"] if says else [])
+        assert ("smartcache.W047" in deploy_ids) == bool(says)
+        assert "smartcache.W047" not in plain_ids
+        if says:
+            assert says in found[0].msg
+            assert f"SESSION_CACHE_ALIAS {alias!r} is a SmartCache" in found[0].msg
