@@ -480,6 +480,33 @@ def test_a_misconfigured_alias_fails_alone(
         assert misconfigured.get("x1") is None
 
 
+def test_warm_on_a_misconfigured_alias_fails_that_alias_alone(
+    misconfigured: Any,
+) -> None:
+    """The run on ``bad`` reported its error and ``good`` was warmed, but asking which
+    levels each alias reached built ``bad`` again: a raw ImproperlyConfigured (a
+    traceback) instead of the CommandError docs/commands.md promises (docs probe)."""
+
+    def warm(cache: Any) -> int:
+        cache.set("warm:k", 1)
+        return 1
+
+    registry.register("edge.warm", warm, caches=["good", "bad"])
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.raises(CommandError) as info:
+            call_command(
+                "smartcache_warm", "edge.warm", stdout=out, stderr=err, no_color=True
+            )
+    finally:
+        registry.unregister("edge.warm")
+    assert str(info.value) == "1 of 2 warmer runs failed: edge.warm on 'bad'"
+    assert "Warmed edge.warm on 'good'" in out.getvalue()
+    assert "(ImproperlyConfigured: SQLiteCache MAX_SIZE" not in err.getvalue()
+    assert "ImproperlyConfigured: SQLiteCache MAX_SIZE" in err.getvalue()
+    assert misconfigured.get("warm:k") == 1
+
+
 @pytest.fixture
 def redis_down(tmp_path: Path) -> Iterator[Any]:
     """``mlr``: a SmartCache L1 over a RedisCache level whose server is not there."""

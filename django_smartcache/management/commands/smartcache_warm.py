@@ -127,6 +127,9 @@ class Command(QuietCommand):
                 self.stdout.write(f"Would warm {entry.name} on {alias!r}")
             return
         failed = []
+        #: Aliases whose backend could not be built (their runs failed saying why):
+        #: not asked again which levels they reached.
+        unbuilt: set[str] = set()
         for entry, alias in plan:
             result = warmers.run(entry, alias)
             ms = result.seconds * 1000
@@ -147,6 +150,10 @@ class Command(QuietCommand):
                 continue
             failed.append(f"{entry.name} on {alias!r}")
             error = result.error
+            try:
+                caches[alias]
+            except Exception:  # noqa: BLE001 - the run's error says why
+                unbuilt.add(alias)
             self.stderr.write(
                 f"Warmer {entry.name} on {alias!r} failed after {ms:.1f} ms "
                 f"({_keys_set(result.keys_set)}): {type(error).__name__}: {error}"
@@ -156,6 +163,7 @@ class Command(QuietCommand):
         missed = [
             line
             for alias in dict.fromkeys(alias for _, alias in plan)
+            if alias not in unbuilt
             for line in unreached_levels(alias, caches[alias])
         ]
         if failed:
