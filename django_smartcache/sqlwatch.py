@@ -79,8 +79,14 @@ _WRITE_HEADS = (
 )
 #: Schema statements read as writes of all rows of their table's models.
 _SCHEMA_VERBS = frozenset({"ALTER", "DROP"})
-#: whitespace, then a block or line comment (an unclosed ``/*`` is left alone)
-_LEAD = re.compile(r"\s*(?:/\*.*?\*/|--[^\n]*)?", re.DOTALL)
+#: What may come before a statement's verb: whitespace, empty statements (``;``), a
+#: byte order mark (a ``.sql`` file saved as "UTF-8 with BOM"), then a block or line
+#: comment (MySQL's ``#`` too; an unclosed ``/*`` is left alone). SQLite runs
+#: ``";UPDATE ..."`` and ``"\ufeffUPDATE ..."``: unskipped, they were not watched.
+_LEAD = re.compile(r"[\s;\ufeff]*(?:/\*.*?\*/|--[^\n]*|#[^\n]*)?", re.DOTALL)
+#: SQLite's names for a rowid table's key (its INTEGER PRIMARY KEY when it has one):
+#: a SET of one may move the row to another pk, which the statement does not name.
+_ROWID_ALIASES = frozenset({"rowid", "_rowid_", "oid"})
 
 _IDENT = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[\w$]+)'
 _NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})?"
@@ -257,7 +263,7 @@ class Write:
 @functools.lru_cache(maxsize=1024)
 def parse(sql: str) -> tuple[Write, ...]:
     """The tables an SQL statement writes (empty for reads and DDL). Bounded cache."""
-    text = _COMMENT.sub(" ", sql).strip()
+    text = _COMMENT.sub(" ", sql[_lead_end(sql) :]).strip()
     if text[:4].upper() == "WITH":
         # the main statement and any CTE may write (WITH d AS (DELETE ...) INSERT ...)
         found = [w for m in _VERB.finditer(text) for w in _all_rows_writes(m)]
@@ -686,6 +692,8 @@ def _values_of(
         else:
             values = [row[i] for row in rows for i in write.pk_params]
         for name, index in write.assigned:
+            if name.lower() in _ROWID_ALIASES and name != column:
+                return None  # may be the pk under another name: every row, then
             if name not in (column, "*"):
                 continue
             # the rows also move to the value in SET: that key changes too
@@ -729,10 +737,16 @@ def _may_write(sql: str) -> bool:
         return True
     if head[:1].isalnum():
         return False
-    pos = 0
-    while (end := _LEAD.match(sql, pos).end()) != pos:
-        pos = end
+    pos = _lead_end(sql)
     return sql[pos : pos + 8].upper().startswith(_WRITE_HEADS)
+
+
+def _lead_end(sql: str) -> int:
+    """Where ``sql``'s first word starts, past everything ``_LEAD`` skips."""
+    pos = 0
+    while (end := _LEAD.match(sql, pos).end()) != pos:  # type: ignore[union-attr]
+        pos = end
+    return pos
 
 
 def _all_rows_of(write: Write) -> list[str]:

@@ -824,3 +824,57 @@ def test_a_mysql_multi_table_update_invalidates_the_joined_table(
 
     sqlwatch._wrapper(execute, sql, ["Bea", book.pk], False, {"connection": connection})
     assert cache.get("name") is None
+
+
+# What comes before the verb: empty statements, a byte order mark, MySQL's # ---------
+
+
+@pytest.mark.parametrize(
+    "lead",
+    [";", "; /* c */ ", ";;\n", "\ufeff", "\ufeff-- from fix.sql\n", "# note\n"],
+    ids=["semicolon", "semicolon-comment", "semicolons", "bom", "bom-comment", "hash"],
+)
+def test_a_write_after_a_lead_is_watched(lead: str) -> None:
+    """SQLite runs ``";UPDATE ..."`` and ``"\\ufeffUPDATE ..."`` (a .sql file saved as
+    UTF-8 with BOM, read and executed): the watcher saw no write and the cached
+    value stayed stale (ORM probe). MySQL's ``#`` comment is skipped too (parsed
+    only: SQLite refuses it)."""
+    sql = f"{lead}UPDATE testapp_book SET title = %s WHERE id = %s"
+    assert sqlwatch._may_write(sql)
+    [write] = sqlwatch.parse(sql)
+    assert (write.verb, write.table, write.pk_column) == (
+        "UPDATE",
+        "testapp_book",
+        "id",
+    )
+
+
+@on_every_tagged_backend
+@pytest.mark.parametrize("lead", [";", "; /* c */ ", "\ufeff"])
+def test_a_raw_update_after_a_lead_invalidates(
+    ann: Author, cache: Any, lead: str
+) -> None:
+    book = Book.objects.create(title="old", author=ann)
+    assert _cached_title(cache, book.pk) == "old"
+    _execute(
+        f"{lead}UPDATE {_table(Book)} SET title = %s WHERE id = %s", ["new", book.pk]
+    )
+    assert _cached_title(cache, book.pk) == "new"
+
+
+@on_every_tagged_backend
+@pytest.mark.parametrize("alias", ["rowid", "_rowid_", "oid", "ROWID"])
+def test_a_row_moved_by_a_rowid_alias_reaches_the_new_pk(
+    ann: Author, cache: Any, alias: str
+) -> None:
+    """SQLite's ``rowid``/``_rowid_``/``oid`` are an INTEGER PRIMARY KEY under other
+    names: ``SET rowid = %s`` moved the row, and a cached "no row at the new pk"
+    stayed (ORM probe). The statement no longer names its rows: all of them."""
+    book = Book.objects.create(title="moved", author=ann)
+    new_pk = book.pk + 100_000
+    assert _cached_title(cache, new_pk) is None
+    _execute(
+        f"UPDATE {_table(Book)} SET title = %s, {alias} = %s WHERE id = %s",
+        ["moved", new_pk, book.pk],
+    )
+    assert _cached_title(cache, new_pk) == "moved"
