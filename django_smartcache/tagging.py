@@ -548,33 +548,44 @@ class TaggingMixin:
         self,
         value: object,
         versions: Mapping[str, str],
-        depends_on: Sequence[str],
+        deps: Mapping[str, str],
     ) -> Tagged:
-        versions = dict(versions)
-        deps: dict[str, str] = {}
-        if depends_on:
-            raw = self._read_bookkeeping(list(depends_on))
-            for dep in depends_on:
-                found = raw.get(dep, _MISSING)
-                if isinstance(found, Tagged):
-                    deps[dep] = found.wid
-                    deps.update(found.deps)  # transitive: flattened
-                    for tag, ver in found.versions.items():
-                        versions.setdefault(tag, ver)
-                        if versions[tag] != ver:  # dependency already stale
-                            versions[tag] = _ABSENT
-                else:
-                    deps[dep] = _ABSENT if found is _MISSING else _digest(found)
+        """The envelope of ``value``, with what :meth:`_prepare` read: nothing is read
+        here, so a value computed in between is recorded against the state before."""
         return Tagged(value, versions, deps)
+
+    def _pin_dependencies(
+        self, versions: dict[str, str], depends_on: Sequence[str]
+    ) -> dict[str, str]:
+        """The state of each dependency key now (its write id if tagged, a digest of
+        its value otherwise, ``_ABSENT`` if missing), and its own dependencies; its tag
+        versions join ``versions`` (transitive: a dependant inherits them)."""
+        deps: dict[str, str] = {}
+        raw = self._read_bookkeeping(list(depends_on))
+        for dep in depends_on:
+            found = raw.get(dep, _MISSING)
+            if isinstance(found, Tagged):
+                deps[dep] = found.wid
+                deps.update(found.deps)  # transitive: flattened
+                for tag, ver in found.versions.items():
+                    versions.setdefault(tag, ver)
+                    if versions[tag] != ver:  # dependency already stale
+                        versions[tag] = _ABSENT
+            else:
+                deps[dep] = _ABSENT if found is _MISSING else _digest(found)
+        return deps
 
     def _prepare(
         self, tags: Iterable[str] | None, depends_on: Iterable[str] | None
-    ) -> tuple[dict[str, str], tuple[str, ...]] | None:
-        """Versions and dependency keys to record, or ``None`` for a plain value.
+    ) -> tuple[dict[str, str], dict[str, str]] | None:
+        """Versions and dependency states to record, or ``None`` for a plain value.
 
-        ``tags`` may be a mapping from :meth:`tag_versions`, read before the value was
-        computed: an invalidation landing in between then makes the value stale at
-        once, where versions read now would record it as current.
+        Everything is read here, before a ``get_or_set`` computes its value: an
+        invalidation (or a dependency rewritten, deleted or first written) landing in
+        between then makes the value stale at once, where a state read after the
+        computation would record it as current. ``tags`` may also be a mapping from
+        :meth:`tag_versions`, read before the value was computed (a plain ``set``
+        cannot know when).
         """
         deps = tuple(depends_on or ())
         if isinstance(tags, Mapping):
@@ -583,13 +594,16 @@ class TaggingMixin:
                 raise TypeError("tags= as a mapping takes what tag_versions() returns")
             if versions:
                 self._warn_if_unreached()
-            return (versions, deps) if versions or deps else None
-        norm = normalize_tags(tags)
-        if not norm and not deps:
-            return None
-        if norm:
-            self._warn_if_unreached()
-        return self.tag_versions(norm), deps
+            if not versions and not deps:
+                return None
+        else:
+            norm = normalize_tags(tags)
+            if not norm and not deps:
+                return None
+            if norm:
+                self._warn_if_unreached()
+            versions = self.tag_versions(norm)
+        return versions, (self._pin_dependencies(versions, deps) if deps else {})
 
     def _warn_if_unreached(self) -> None:
         """Warn, once per alias, that this alias stores tagged entries while
@@ -804,8 +818,9 @@ class TaggingMixin:
         value = self.get(key, _MISSING, version=version)
         if value is not _MISSING:
             return value
-        # Versions are read *before* computing: an invalidation that lands while
-        # the value is computed makes what we store stale at once, never valid.
+        # Versions and dependencies are read *before* computing: an invalidation
+        # (or a dependency rewritten or deleted) that lands while the value is
+        # computed makes what we store stale at once, never valid.
         prepared = self._prepare(tags, depends_on)
         if callable(default):
             default = default()
