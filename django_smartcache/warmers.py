@@ -218,11 +218,19 @@ class _Counting:
     """The cache a warmer gets: the real one, counting the keys written through it and
     adding the warmer's tags to every write (the backend must take ``tags=``): ``set``,
     ``add``, ``set_many``, ``get_or_set`` and their async twins. Other methods go
-    straight to the backend."""
+    straight to the backend.
+
+    The warmer's tags are pinned at their versions when this is made, before the
+    warmer is called (and so before it reads any row), as ``get_or_set`` and
+    ``@cached`` read theirs before computing: a write landing while the warmer runs
+    makes what it writes afterwards stale at once, never valid."""
 
     def __init__(self, cache: BaseCache, tags: tuple[str, ...]) -> None:
         self._cache = cache
         self._tags = tags
+        self._pinned: dict[str, str] = (
+            cache.tag_versions(tags) if tags else {}  # type: ignore[attr-defined]
+        )
         self.keys_set = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -244,12 +252,19 @@ class _Counting:
         if self._tags:
             given = kwargs.get("tags")
             if isinstance(given, Mapping):
-                # Versions pinned by the warmer (``cache.tag_versions()``, read before
-                # computing) stay pinned: an invalidation since then makes the entry
-                # stale at once. The warmer's own tags join at their current versions.
-                kwargs["tags"] = {**self._cache.tag_versions(self._tags), **given}  # type: ignore[attr-defined]
+                # Versions the warmer pinned itself (``cache.tag_versions()``, read
+                # before it read its rows) are kept, for the warmer's tags too: a long
+                # warmer re-pins them per batch, so a write during an earlier batch
+                # does not make the later ones miss.
+                kwargs["tags"] = {**self._pinned, **given}
+            elif given is not None:
+                # Tags given as names keep their meaning: read now by a ``set``
+                # (``get_or_set`` would read them before computing: it computes after
+                # this). The warmer's own stay pinned, even if named again.
+                current = self._cache.tag_versions(given)  # type: ignore[attr-defined]
+                kwargs["tags"] = {**current, **self._pinned}
             else:
-                kwargs["tags"] = (*self._tags, *normalize_tags(given))
+                kwargs["tags"] = dict(self._pinned)
         return kwargs
 
     # ``set`` goes through ``set_many``, which names a value the backend refused (too
