@@ -273,7 +273,8 @@ class RedisPubSub(Coherence):
     #: the listener sat on it for good, deaf to every invalidation.
     PONG_WITHIN = 5.0
     #: While this process has a repair of the level pending, the listener PINGs after
-    #: this much silence: the answer tells that the server is back (a Redis that hung,
+    #: this much silence (a message heard says as much, see ``_handle``): the answer
+    #: tells that the server is back (a Redis that hung,
     #: SIGSTOP or a stalled disk, keeps the subscription, so no new one says so), and
     #: the repair runs then rather than at its timer, up to ``RETRY_INTERVAL`` later,
     #: while the other processes read the values the outage writes replaced.
@@ -587,10 +588,17 @@ class RedisPubSub(Coherence):
             if self.on_level_server and self.reached is not None:
                 self.reached()  # the level's own server answers: repair it now
             return
-        if kind == "pong" and self.on_level_server and self.reached is not None:
-            self.reached()  # the level's server answers (see REPAIR_PING_AFTER)
         if kind != "message":
+            if kind == "pong" and self.on_level_server and self.reached is not None:
+                self.reached()  # the level's server answers (see REPAIR_PING_AFTER)
             return
+        if self.on_level_server and self.reached is not None:
+            # A message the server just delivered says it answers as well as a PONG:
+            # a channel kept busy by other processes' writes is never silent long
+            # enough for the PING, and the repair then waited for its timer. (Cheap:
+            # ``reachable`` returns at once without a repair pending, and brings one
+            # forward at most 4 times per RETRY_INTERVAL.)
+            self.reached()
         data = message["data"]
         if isinstance(data, bytes):
             data = data.decode("utf-8", "surrogateescape")

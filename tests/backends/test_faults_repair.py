@@ -350,6 +350,50 @@ def test_the_writer_repairs_as_soon_as_a_hung_redis_answers(
     assert cache.get("k") is None  # "before" was deleted from Redis
 
 
+def test_the_writer_repairs_soon_while_other_processes_keep_the_channel_busy(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """The listener PINGs for the level's return only after 0.25 s of silence on the
+    channel; while other processes kept writing, it was never silent, and the repair
+    of this process's outage writes waited for its timer (RETRY_INTERVAL) while every
+    other process read the values they replaced (Redis probe: up to 4.97 s old with
+    RETRY_INTERVAL 5). A message heard on the channel says the server answers too."""
+    import threading
+
+    OneProcessOutage.failing = False
+    prefix = _unique()
+    outage = f"{__name__}.OneProcessOutage"
+    a = make_cache({"BACKEND": outage, "LOCATION": private_redis.url}, prefix,
+                   RETRY_INTERVAL=10.0)  # fmt: skip
+    b = make_cache({"BACKEND": REDIS, "LOCATION": private_redis.url}, prefix)
+    assert eventually(lambda: a.stats()["coherence"]["connected"])
+    assert eventually(lambda: b.stats()["coherence"]["connected"])
+    a.set("k", "before")
+    OneProcessOutage.failing = True
+    a.set("k", "A during its outage")  # refused: a suspect
+    assert a.stats()["levels"][1]["pending_repairs"] == 1
+    OneProcessOutage.failing = False
+    stop = threading.Event()
+
+    def busy() -> None:  # another process writing all the time
+        i = 0
+        while not stop.wait(0.02):
+            b.set(f"noise:{i % 50}", i)
+            i += 1
+
+    writer = threading.Thread(target=busy)
+    back = time.monotonic()
+    writer.start()
+    try:
+        assert eventually(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 12.0)
+        took = time.monotonic() - back
+    finally:
+        stop.set()
+        writer.join()
+    assert took < 5.0  # not at the timer, 10 s after the write
+    assert b.get("k") is None  # "before" was deleted from Redis
+
+
 def test_what_a_repair_deletes_leaves_the_other_processes_l1(
     private_redis: Any, make_cache: Callable[..., MultiLevelCache]
 ) -> None:
