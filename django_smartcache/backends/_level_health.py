@@ -319,6 +319,11 @@ class LevelHealth:
         self.recoveries = 0
         self.last_error = ""
         self._last_log = float("-inf")
+        #: Whether a failure was logged since the last "is back": a level that flaps
+        #: (reads answered, writes refused: Redis OOM under ``noeviction``) came back
+        #: twice a second, and each return logged an INFO telling the operator the
+        #: opposite of what was happening, between WARNINGs once per interval.
+        self._down_logged = False
         self._last_refusal_log = float("-inf")
         #: Keys written or deleted while this level could not be: deleted from it on
         #: recovery, so it never serves the value they replaced. Each with its mark:
@@ -379,6 +384,7 @@ class LevelHealth:
             log = now - self._last_log >= self.log_interval
             if log:
                 self._last_log = now
+                self._down_logged = True
         if log:
             logger.warning(
                 "smartcache level %s failed during %s (%s); serving from the other "
@@ -881,6 +887,9 @@ class LevelHealth:
                 return
             self.down_until = 0.0
             self.recoveries += 1
-        logger.info(
+            logged, self._down_logged = self._down_logged, False
+        # Once per failure logged (at most once per ERROR_LOG_INTERVAL, as those are):
+        # the returns of a flapping level in between are counted, not logged.
+        (logger.info if logged else logger.debug)(
             "smartcache level %s is back (%d keys repaired)", self.name, repaired
         )

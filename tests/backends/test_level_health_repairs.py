@@ -365,3 +365,35 @@ def test_a_probe_answered_with_not_found_or_a_callers_error_marks_the_level_back
         with pytest.raises(error):
             call()
         assert health.down_until == 0.0
+
+
+def test_a_flapping_level_logs_is_back_once_per_failure_logged(caplog: Any) -> None:
+    """A level whose reads answer while its writes are refused (Redis OOM under
+    noeviction) came back and failed twice a second: one WARNING per interval, but an
+    INFO "is back" at every return, telling the operator the opposite of what was
+    happening (Redis probe: 23 in 10 s). Now one "is back" per failure logged."""
+    import logging
+
+    health = LevelHealth("L2 test", retry=60.0, log_interval=60.0, max_suspects=10)
+    logger = "django_smartcache.multilevel"
+    with caplog.at_level(logging.DEBUG, logger=logger):
+        for _ in range(5):
+            health.failed(OSError("OOM command not allowed"), "set")
+            health.recovered()
+    own = [r for r in caplog.records if r.name == logger]
+    infos = [r for r in own if r.levelno == logging.INFO]
+    warnings = [r for r in own if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert [r.getMessage() for r in infos] == [
+        "smartcache level L2 test is back (0 keys repaired)"
+    ]
+    assert health.recoveries == 5
+    health._last_log = float("-inf")  # the interval has passed
+    with caplog.at_level(logging.DEBUG, logger=logger):
+        caplog.clear()
+        health.failed(OSError("OOM command not allowed"), "set")
+        health.recovered()
+    assert [r.levelno for r in caplog.records if r.name == logger] == [
+        logging.WARNING,
+        logging.INFO,
+    ]
