@@ -30,8 +30,30 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._level_health import _no_permission
+from ._level_health import _PIPELINE_ERROR, _no_permission
 from ._level_ttl import raw_redis_client
+
+
+def _unknown_command(exc: BaseException) -> bool:
+    """The server does not know the command: disabled or renamed by the operator
+    (``rename-command SUBSCRIBE ""``), as much a standing answer as a NOPERM."""
+    try:
+        from redis.exceptions import ResponseError
+    except ImportError:  # pragma: no cover - redis is an optional dependency
+        return False
+    if not isinstance(exc, ResponseError):
+        return False
+    text = str(exc).lower()
+    # A pipeline's: "Command # 1 (PUBLISH ...) of pipeline caused error: unknown ..."
+    text = text.partition(_PIPELINE_ERROR)[2] or text
+    return text.startswith(("unknown command", "err unknown command"))
+
+
+def _refused(exc: BaseException) -> bool:
+    """A refusal the same call meets again at once (NOPERM, an unknown command):
+    waited for, not retried 4 times a second."""
+    return _no_permission(exc) or _unknown_command(exc)
+
 
 logger = logging.getLogger("django_smartcache.multilevel")
 
@@ -422,7 +444,7 @@ class RedisPubSub(Coherence):
             logger.warning(message, self.channel, exc)
 
     def publish_failed(self, exc: BaseException) -> None:
-        if _no_permission(exc):
+        if _refused(exc):
             # Counted once per wait, not per write: publishing is skipped meanwhile.
             self.errors += 1
             first = not self._publish_denied
@@ -441,6 +463,20 @@ class RedisPubSub(Coherence):
         return min(wait * 2, self.DENIED_MAX) if wait else self.DENIED_FIRST
 
     def _log_denied(self, what: str, exc: BaseException) -> None:
+        if _unknown_command(exc):
+            logger.error(
+                "smartcache coherence channel %r: the Redis server does not know the "
+                "command to %s it (%s: disabled or renamed by rename-command?); the "
+                "L1 copies of this cache are now kept coherent by L1_MAX_TTL only, in "
+                "every process. Give the server back PUBLISH and SUBSCRIBE, or set "
+                "COHERENCE to 'none' to say so; tried again after 1 s, then up to "
+                "every %s s",
+                self.channel,
+                what,
+                exc,
+                self.DENIED_MAX,
+            )
+            return
         logger.error(
             "smartcache coherence channel %r: the Redis user has no permission to %s "
             "it (%s); the L1 copies of this cache are now kept coherent by "
@@ -548,7 +584,7 @@ class RedisPubSub(Coherence):
                         self._listen_denied = 0.0  # stable: a refusal is news again
             except (redis.RedisError, OSError) as exc:
                 self.connected = False
-                if _no_permission(exc):
+                if _refused(exc):
                     # SUBSCRIBE refused, not lost: the same answer 4 times a second
                     # helps no one. Counted and waited for, logged once (ERROR) until
                     # a subscription has held for DENIED_STABLE.

@@ -489,3 +489,46 @@ def test_a_channel_refused_again_soon_after_permitted_logs_no_new_error(
     ]
     assert len(denied) == 1, [r.getMessage() for r in denied]
     admin.close()
+
+
+@pytest.mark.parametrize("command", ["SUBSCRIBE", "PUBLISH"])
+def test_a_renamed_channel_command_is_waited_for_and_logged_once(
+    tmp_path: Any, make_cache: Any, caplog: pytest.LogCaptureFixture, command: str
+) -> None:
+    """``rename-command SUBSCRIBE ""`` (or PUBLISH): the server answers "unknown
+    command" at every try. The listener reconnected 4 times a second for good with a
+    WARNING saying it would reconnect, and every write's publish made a failed round
+    trip and counted an error (Redis probe: 56 tries in 14 s, ~1,000 errors). Now
+    waited for as a NOPERM is (1 s, 2, 4, ... 60 s), one ERROR saying what it is."""
+    from tests.fixtures.redis_server import _binary_or_skip
+    from tests.fixtures.servers import RedisServer, free_port
+
+    class Renamed(RedisServer):
+        def command(self) -> list[str]:
+            return [*super().command(), "--rename-command", command, ""]
+
+    server = Renamed(_binary_or_skip(), free_port(), tmp_path)
+    server.start()
+    try:
+        with caplog.at_level(logging.INFO, "django_smartcache.multilevel"):
+            cache = make_cache({"BACKEND": REDIS, "LOCATION": server.url})
+            for i in range(100):  # 3 s of writes
+                cache.set(f"w{i}", i)
+                time.sleep(0.03)
+            snap = cache.stats()["coherence"]
+        assert snap["errors"] <= 6, snap
+        assert snap["permission_denied"]
+        if command == "SUBSCRIBE":
+            assert snap["subscriptions"] == 0
+        errors = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.ERROR and "does not know" in r.getMessage()
+        ]
+        assert len(errors) == 1, errors
+        assert "L1_MAX_TTL" in errors[0]
+        assert not [
+            r for r in caplog.records if "until it reconnects" in r.getMessage()
+        ]
+    finally:
+        server.stop()
