@@ -29,6 +29,7 @@ import pickle
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from asgiref.sync import AsyncToSync, sync_to_async
@@ -99,6 +100,13 @@ def delete_unchanged(
 
 #: Recorded for a dependency key that was absent at write time.
 _ABSENT = "-"
+#: While a ``get_or_set(..., depends_on=...)`` computes: the write ids of the tagged
+#: envelopes made in its context (``_envelope``), so that a dependency the computation
+#: writes itself is recorded in the state it wrote, not taken for a change that makes
+#: the value stale at once (it never cached: a miss at every call).
+_COMPUTED_WRITES: ContextVar[set[str] | None] = ContextVar(
+    "smartcache_computed_writes", default=None
+)
 
 
 def expand_tags(tags: Iterable[str]) -> tuple[str, ...]:
@@ -552,7 +560,40 @@ class TaggingMixin:
     ) -> Tagged:
         """The envelope of ``value``, with what :meth:`_prepare` read: nothing is read
         here, so a value computed in between is recorded against the state before."""
-        return Tagged(value, versions, deps)
+        envelope = Tagged(value, versions, deps)
+        computing = _COMPUTED_WRITES.get()
+        if computing is not None:
+            computing.add(envelope.wid)
+        return envelope
+
+    def _compute_pinned(
+        self,
+        default: Callable[[], Any],
+        prepared: tuple[dict[str, str], dict[str, str]],
+    ) -> Any:
+        """``default()``, with the dependencies it writes itself (tagged: their write
+        ids are this context's) pinned again after it, in the state it wrote; every
+        other dependency keeps the state read before (``_prepare``)."""
+        writes: set[str] = set()
+        outer = _COMPUTED_WRITES.get()
+        token = _COMPUTED_WRITES.set(writes)
+        try:
+            value = default()
+        finally:
+            _COMPUTED_WRITES.reset(token)
+            if outer is not None:
+                outer |= writes  # an enclosing computation wrote them too
+        versions, deps = prepared
+        if writes:
+            raw = self._read_bookkeeping(list(deps))
+            own = [
+                dep
+                for dep in deps
+                if isinstance(found := raw.get(dep), Tagged) and found.wid in writes
+            ]
+            if own:
+                deps.update(self._pin_dependencies(versions, own))
+        return value
 
     def _pin_dependencies(
         self, versions: dict[str, str], depends_on: Sequence[str]
@@ -823,7 +864,10 @@ class TaggingMixin:
         # computed makes what we store stale at once, never valid.
         prepared = self._prepare(tags, depends_on)
         if callable(default):
-            default = default()
+            if prepared is not None and prepared[1]:
+                default = self._compute_pinned(default, prepared)
+            else:
+                default = default()
         payload: Any = (
             default if prepared is None else self._envelope(default, *prepared)
         )

@@ -173,3 +173,55 @@ def test_aget_or_set_pins_the_dependencies_too(tagged_cache: Any, book: Book) ->
 
     assert asyncio.run(go()) == "derived from v1"
     assert cache.get("child") is None
+
+
+# -- a dependency the computation writes itself -----------------------------------------
+
+
+@backends
+def test_a_dependency_the_computation_writes_is_recorded_as_written(
+    tagged_cache: Any, book: Book
+) -> None:
+    """Pinned before the computation, a dependency the computation itself wrote (a
+    tagged refresh of it for other readers) made every result stale at once: computed
+    at every call, never cached (review). Its own tagged writes are now recorded in
+    the state they wrote; another's change during the computation still is not."""
+    cache = tagged_cache
+    computed = []
+
+    def page() -> str:
+        computed.append(1)
+        title = Book.objects.get(pk=book.pk).title
+        cache.set("dep", title, 300, tags=[model_tag(book)])  # refreshed by it
+        return f"page for {title}"
+
+    for _ in range(4):
+        assert cache.get_or_set("page", page, 300, depends_on=["dep"]) == "page for old"
+    assert len(computed) == 1
+    _save(book, "new")  # the dependency's tag: the page goes with it
+    _purge(cache)
+    assert cache.get_or_set("page", page, 300, depends_on=["dep"]) == "page for new"
+    assert len(computed) == 2
+
+
+@backends
+def test_another_write_after_the_computations_own_still_makes_it_stale(
+    tagged_cache: Any, book: Book
+) -> None:
+    cache = tagged_cache
+
+    def theirs_elsewhere() -> str:
+        # The second write from another context: not the computation's own.
+        import contextvars
+
+        return contextvars.Context().run(
+            lambda: cache.set("dep", "theirs", 300, tags=[model_tag(book)])
+        )
+
+    def page_raced() -> str:
+        cache.set("dep", "mine", 300, tags=[model_tag(book)])
+        theirs_elsewhere()
+        return "page for mine"
+
+    cache.get_or_set("page", page_raced, 300, depends_on=["dep"])
+    assert cache.get("page") is None  # stale at once: a miss, not "page for mine"
