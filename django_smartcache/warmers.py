@@ -236,6 +236,31 @@ class _Counting:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cache, name)
 
+    def invalidate_tags(self, *tags: str, **kwargs: Any) -> None:
+        """The backend's; then the warmer's own tags among ``tags`` are pinned again.
+        A warmer that drops its old entries before rewriting them (a refresh) wrote
+        nothing valid otherwise: its writes kept the versions from before its own
+        invalidation. Only through the cache it is given: an invalidation from
+        anywhere else (a save's signal, another thread) is a change of the data."""
+        self._cache.invalidate_tags(*tags, **kwargs)  # type: ignore[attr-defined]
+        self._repin(tags)
+
+    async def ainvalidate_tags(self, *tags: str, **kwargs: Any) -> None:
+        await self._cache.ainvalidate_tags(*tags, **kwargs)  # type: ignore[attr-defined]
+        self._repin(tags)
+
+    def _repin(self, tags: tuple[str, ...]) -> None:
+        own = [tag for tag in tags if tag in self._pinned]
+        if own:
+            self._pinned.update(self._cache.tag_versions(own))  # type: ignore[attr-defined]
+
+    def invalidated_since_pinned(self) -> tuple[str, ...]:
+        """The warmer's tags whose versions moved since they were pinned."""
+        if not self._pinned:
+            return ()
+        now = self._cache.tag_versions(list(self._pinned))  # type: ignore[attr-defined]
+        return tuple(tag for tag, ver in self._pinned.items() if now.get(tag) != ver)
+
     def _stores(self, timeout: Any) -> bool:
         """Whether a write with ``timeout`` stores anything, as Django reads a timeout:
         ``DEFAULT_TIMEOUT`` is the cache's ``TIMEOUT``, None is forever, and 0 or less
@@ -355,6 +380,10 @@ class Result:
     keys_set: int
     seconds: float
     error: BaseException | None = None
+    #: The warmer's tags invalidated while it ran (by a write of the data, not by the
+    #: warmer itself): what it wrote carries their versions from before, so it reads
+    #: as a miss. Run it again to warm those keys.
+    invalidated: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -390,4 +419,12 @@ def run(entry: Warmer, alias: str) -> Result:
     else:
         error = None
     keys = counting.keys_set if counting is not None else 0
-    return Result(entry.name, alias, keys, time.perf_counter() - start, error)
+    invalidated: tuple[str, ...] = ()
+    if counting is not None and error is None and keys:
+        try:
+            invalidated = counting.invalidated_since_pinned()
+        except Exception:  # noqa: BLE001 - a report, not the run: the cache said why
+            invalidated = ()
+    return Result(
+        entry.name, alias, keys, time.perf_counter() - start, error, invalidated
+    )

@@ -151,3 +151,79 @@ def test_a_warmer_without_tags_writes_plain_values(tagged_cache: Any) -> None:
     assert tagged_cache.get("plain") == 1
     tagged_cache.incr("plain")  # untagged: stored as given
     assert tagged_cache.get("plain") == 2
+
+
+# -- a warmer's own invalidation, and the report of a change during the run -----------
+
+
+@backends
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_a_refresh_through_the_given_cache_pins_its_tags_again(
+    tagged_cache: Any, book: Book, how: str
+) -> None:
+    """A warmer that drops its old entries (``cache.invalidate_tags`` on its own tag)
+    before rewriting them wrote nothing valid: its writes kept the versions from
+    before its own invalidation (review: 0 of 50 hits). Through the cache it is
+    given, its own invalidation pins its tags again."""
+    tag = model_tag(Book)
+
+    def warm(cache: Any) -> Any:
+        if how == "async":
+
+            async def awarm() -> None:
+                await cache.ainvalidate_tags(tag)
+                await cache.aset_many({f"r{i}": i for i in range(5)}, timeout=None)
+
+            return awarm()
+        cache.invalidate_tags(tag)
+        cache.set_many({f"r{i}": i for i in range(5)}, timeout=None)
+        return None
+
+    result = _warm(tagged_cache, warm)
+    assert result.invalidated == ()
+    assert tagged_cache.get_many([f"r{i}" for i in range(5)]) == {
+        f"r{i}": i for i in range(5)
+    }
+
+
+@backends
+def test_a_change_during_the_run_is_reported(tagged_cache: Any, book: Book) -> None:
+    """Pinned tags make what a warmer writes after a change of the data a miss: the
+    run says so (the command prints it) rather than report the keys as warmed."""
+
+    def warm(cache: Any) -> None:
+        cache.set("before", 1, timeout=None)
+        _save(book, "NEW")  # a request's save while the warmer runs
+        cache.set("after", 2, timeout=None)
+
+    result = _warm(tagged_cache, warm)
+    assert result.keys_set == 2
+    assert result.invalidated == (model_tag(Book),)
+    assert tagged_cache.get_many(["before", "after"]) == {}
+    quiet = _warm(tagged_cache, lambda cache: cache.set("x", 1, timeout=None))
+    assert quiet.invalidated == ()
+
+
+def test_the_command_says_the_warmed_keys_read_as_misses(
+    tagged_cache: Any, book: Book
+) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    from django_smartcache.warmers import registry
+
+    def warm(cache: Any) -> None:
+        _save(book, "NEW")
+        cache.set("after", 2, timeout=None)
+
+    registry.register("pinning.report", warm, caches=["tagged"], tags=[model_tag(Book)])
+    try:
+        out = io.StringIO()
+        call_command("smartcache_warm", "pinning.report", stdout=out, no_color=True)
+    finally:
+        registry.unregister("pinning.report")
+    text = out.getvalue()
+    assert "Warmed pinning.report on 'tagged': 1 key set" in text
+    assert f"its tag(s) {model_tag(Book)} were invalidated while it ran" in text
+    assert "Run it again" in text

@@ -147,6 +147,17 @@ class Command(QuietCommand):
                     style(f"Warmed {entry.name} on {alias!r}{partly}")
                     + f": {_keys_set(result.keys_set)} in {ms:.1f} ms{note}"
                 )
+                if result.invalidated:
+                    shown = ", ".join(result.invalidated[:5]) + (
+                        " ..." if len(result.invalidated) > 5 else ""
+                    )
+                    self.stdout.write(
+                        self.style.WARNING(
+                            f"  but its tag(s) {shown} were invalidated while it ran "
+                            "(a write of the data): what it wrote reads as a miss. "
+                            "Run it again to warm those keys."
+                        )
+                    )
                 continue
             failed.append(f"{entry.name} on {alias!r}")
             error = result.error
