@@ -539,15 +539,16 @@ class RedisPubSub(Coherence):
                     try:
                         message = pubsub.get_message(timeout=0.5)
                     except redis.ResponseError as exc:
-                        if not (confirmed and probe == "ping" and _no_permission(exc)):
+                        if not (confirmed and probe == "ping" and _refused(exc)):
                             raise
-                        # The user may not PING (an ACL without @connection): not a
-                        # refused channel. Kept alive by a SUBSCRIBE again from now on.
+                        # The user may not PING (an ACL without @connection), or the
+                        # server renamed it: not a refused channel. Kept alive by a
+                        # SUBSCRIBE again from now on.
                         self._ping_refused = True
                         logger.warning(
-                            "smartcache coherence channel %r: the Redis user may not "
-                            "PING (%s); the listener checks its connection with a "
-                            "SUBSCRIBE to the channel again instead",
+                            "smartcache coherence channel %r: PING refused (%s); "
+                            "the listener checks its connection with a SUBSCRIBE "
+                            "to the channel again instead",
                             self.channel,
                             exc,
                         )

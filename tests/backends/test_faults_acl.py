@@ -459,7 +459,7 @@ def test_a_user_without_ping_keeps_its_subscription_and_logs_no_error(
     assert (snap["subscriptions"], snap["flushes"], snap["errors"]) == (1, 1, 0), snap
     assert snap["connected"] and not snap["permission_denied"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    warned = [r for r in caplog.records if "may not PING" in r.getMessage()]
+    warned = [r for r in caplog.records if "PING refused" in r.getMessage()]
     assert len(warned) == 1
 
 
@@ -530,5 +530,44 @@ def test_a_renamed_channel_command_is_waited_for_and_logged_once(
         assert not [
             r for r in caplog.records if "until it reconnects" in r.getMessage()
         ]
+    finally:
+        server.stop()
+
+
+def test_a_renamed_ping_keeps_the_listener_subscribed(
+    tmp_path: Any,
+    make_cache: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``rename-command PING ""``: the keep-alive PING's "unknown command" was read as
+    a refused channel (as a renamed SUBSCRIBE is), and the listener waited 1 s, 2,
+    4 ... 60 s unsubscribed, with an ERROR naming SUBSCRIBE (review: unsubscribed in
+    31 of 40 samples). As a NOPERM on PING: the keep-alive is a SUBSCRIBE instead."""
+    from tests.fixtures.redis_server import _binary_or_skip
+    from tests.fixtures.servers import RedisServer, free_port
+
+    class Renamed(RedisServer):
+        PING = b"ECHO PONG\r\n"
+        PONG = b"$4\r\nPONG"
+
+        def command(self) -> list[str]:
+            return [*super().command(), "--rename-command", "PING", ""]
+
+    monkeypatch.setattr(RedisPubSub, "PING_AFTER", 0.5)
+    server = Renamed(_binary_or_skip(), free_port(), tmp_path)
+    server.start()
+    try:
+        with caplog.at_level(logging.INFO, "django_smartcache.multilevel"):
+            cache = make_cache({"BACKEND": REDIS, "LOCATION": server.url})
+            cache.set("a", 1)
+            unsubscribed = 0
+            for _ in range(40):  # 4 s, channel silent
+                time.sleep(0.1)
+                unsubscribed += not cache.stats()["coherence"]["connected"]
+            snap = cache.stats()["coherence"]
+        assert unsubscribed < 5, snap
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any("PING refused" in r.getMessage() for r in caplog.records)
     finally:
         server.stop()
