@@ -316,6 +316,8 @@ def parse(sql: str) -> tuple[Write, ...]:
         if cols is None or _UPSERT.search(rest):
             return (Write("INSERT", table),)
         columns = tuple(_unquote(c) for c in re.findall(_IDENT, cols.group(1)))
+        if any(column.lower() in _ROWID_ALIASES for column in columns):
+            return (Write("INSERT", table),)  # may name the pk under another name
         values = _VALUES.match(rest, cols.end())
         tuples = values.group().split(")")[:-1] if values else []
         if not all(t.count("%s") == len(columns) for t in tuples):

@@ -878,3 +878,19 @@ def test_a_row_moved_by_a_rowid_alias_reaches_the_new_pk(
         ["moved", new_pk, book.pk],
     )
     assert _cached_title(cache, new_pk) == "moved"
+
+
+@on_every_tagged_backend
+@pytest.mark.parametrize("alias", ["rowid", "oid", "_rowid_"])
+def test_an_insert_naming_a_rowid_alias_reaches_its_row(
+    ann: Author, cache: Any, alias: str
+) -> None:
+    """An INSERT whose column list names SQLite's rowid under an alias names the pk:
+    a cached "no row at that pk" stayed (review). All rows now."""
+    new_pk = 424_242
+    assert _cached_title(cache, new_pk) is None
+    _execute(
+        f"INSERT INTO {_table(Book)} (title, author_id, {alias}) VALUES (%s, %s, %s)",
+        ["ins", ann.pk, new_pk],
+    )
+    assert _cached_title(cache, new_pk) == "ins"

@@ -29,6 +29,11 @@ def validate_tag(tag: object) -> str:
         raise InvalidTag(f"tag length must be 1..{MAX_TAG_LENGTH}: {tag!r}")
     if any(ch.isspace() or ord(ch) < 33 or ord(ch) == 127 for ch in tag):
         raise InvalidTag(f"tags may not contain whitespace or control chars: {tag!r}")
+    if not tag.isascii():
+        try:
+            tag.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no file or server stores it
+            raise InvalidTag(f"tags must be encodable as UTF-8: {tag!r}") from None
     return tag
 
 
