@@ -420,6 +420,8 @@ def test_a_refused_promotion_into_a_middle_level_is_skipped(
         },
     )
     try:
+        # Subscribed first: the subscription's flush of L1 would drop the copy.
+        assert eventually(lambda: cache.stats()["coherence"]["connected"])
         # On another channel: its message must not drop the promoted copy meanwhile.
         writer = make_cache(lowest, "site", CHANNEL="elsewhere")
         writer.set("k", "v", None)
