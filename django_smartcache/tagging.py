@@ -100,6 +100,21 @@ def delete_unchanged(
 
 #: Recorded for a dependency key that was absent at write time.
 _ABSENT = "-"
+#: While a MultiLevelCache increments (``MultiLevelCache.incr``): the envelopes of
+#: its own (a level's type) whose value a level's ``incr`` bumped, for it to judge.
+INCREMENTED_ENVELOPES: ContextVar[list[Tagged] | None] = ContextVar(
+    "smartcache_incremented_envelopes", default=None
+)
+
+
+def note_incremented(envelope: Tagged) -> None:
+    """A level bumped the value inside a lower level's envelope (not its own to
+    judge): handed to the MultiLevelCache incrementing it, if any."""
+    seen = INCREMENTED_ENVELOPES.get()
+    if seen is not None:
+        seen.append(envelope)
+
+
 #: While a ``get_or_set(..., depends_on=...)`` computes: the write ids of the tagged
 #: envelopes made in its context (``_envelope``), so that a dependency the computation
 #: writes itself is recorded in the state it wrote, not taken for a change that makes
@@ -702,6 +717,23 @@ class TaggingMixin:
             ):
                 valid.add(key)
         return valid
+
+    def _incremented_envelope(self, key: str, version: Any, envelope: Tagged) -> None:
+        """An ``incr``/``decr`` bumped the value inside ``envelope`` (kept): if the
+        envelope was stale, the key was absent for ``get`` and ``has_key``, so it is
+        for ``incr`` too: dropped, and ``ValueError`` as for a missing key. (It
+        answered the bumped number, and the next ``get`` dropped the entry: the
+        increments were lost.) A lower level's envelope (a MultiLevelCache's) is its
+        owner's to judge; a thread with those tags dirty leaves it as ``get`` does."""
+        if type(envelope) is not Tagged:
+            note_incremented(envelope)
+            return
+        dirty = dirty_tags()
+        if dirty and not dirty.isdisjoint(envelope.versions):
+            return
+        if key not in self._valid({key: envelope}):
+            self.delete(key, version=version)  # type: ignore[attr-defined]
+            raise ValueError(f"Key '{key}' not found")
 
     def _drop_stale(self, stale: Mapping[str, Tagged], version: int | None) -> None:
         """Delete the stale envelopes read, to free their bytes (never while this

@@ -24,6 +24,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from ..core.tags import Tagged
 from ..tagging import (
+    INCREMENTED_ENVELOPES,
     TaggingMixin,
     VersionKeys,
     delete_unchanged,
@@ -401,6 +402,26 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         return await super().aget_or_set(key, default, timeout, version, **kwargs)
 
     # -- writes ------------------------------------------------------------------------
+    def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
+        """The levels' atomic ``incr``; a tagged value's envelope is kept, and judged
+        here: stale, the key was absent for ``get``, so it is for ``incr`` too
+        (dropped, ``ValueError``). (A level's envelope raised a ``TypeError``.)"""
+        bumped: list[Tagged] = []
+        token = INCREMENTED_ENVELOPES.set(bumped)
+        try:
+            value = _MultiLevelBase.incr(self, key, delta, version)
+        finally:
+            INCREMENTED_ENVELOPES.reset(token)
+        if bumped:
+            envelope = _raw(bumped[-1])
+            dirty = dirty_tags()
+            if (not dirty or dirty.isdisjoint(envelope.versions)) and key not in (
+                self._valid({key: envelope})
+            ):
+                self._clear_stale_occupant(key, envelope, version)
+                raise ValueError(f"Key '{key}' not found")
+        return value
+
     def set(
         self,
         key: Any,

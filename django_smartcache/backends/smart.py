@@ -40,6 +40,7 @@ from ..tagging import (
     TaggingMixin,
     VersionKeys,
     key_warnings_given,
+    note_incremented,
     nothing_pending,
     sync_caller_dirty,
 )
@@ -364,13 +365,15 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         made = self._key(key, version)
         result: list[Any] = []
+        bumped: list[Tagged] = []
 
         def bump(payload: bytes) -> bytes:
             old = _loads(payload)
-            if type(old) is Tagged:  # keep the envelope: its tags and validity
+            if isinstance(old, Tagged):  # keep the envelope: its tags and validity
                 value = old.value + delta
                 result.append(value)
-                return dumps(made, Tagged(value, old.versions, old.deps, old.wid))
+                bumped.append(type(old)(value, old.versions, old.deps, old.wid))
+                return dumps(made, bumped[0])
             value = old + delta
             result.append(value)
             return dumps(made, value)
@@ -379,7 +382,14 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
             self._store.transform(made, bump)
         except KeyError:
             raise ValueError(f"Key '{made}' not found") from None
+        if bumped:
+            self._incremented_envelope(key, version, bumped[0])
         return result[0]
+
+    def _incremented_envelope(self, key: Any, version: Any, envelope: Tagged) -> None:
+        """A tagged value was incremented (its envelope kept): the tagging layer
+        (``TaggingMixin``) judges it; a store without tags hands it to its owner."""
+        note_incremented(envelope)
 
     def clear(self) -> None:
         self._store.clear()

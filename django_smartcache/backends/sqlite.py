@@ -31,7 +31,8 @@ from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from ..core.patterns import KeyPattern, glob_to_regex, prefix_end
-from ..tagging import TaggingMixin
+from ..core.tags import Tagged
+from ..tagging import TaggingMixin, note_incremented
 from . import _sqlite_schema as sql
 from ._sqlite_budget import BudgetMixin
 from ._sqlite_changes import ChangeCursor, ChangeLogMixin
@@ -823,8 +824,16 @@ class BaseSQLiteCache(
                 rows = []
             if rows:
                 return rows[0][0]
-        # Absent, pickled (a big int, a float...), or out of the 64-bit range.
-        return self._write(self._incr_txn, db_key, key, delta, now)
+        # Absent, pickled (a big int, a float, a tag envelope...), or out of range.
+        new_value, envelope = self._write(self._incr_txn, db_key, key, delta, now)
+        if envelope is not None:
+            self._incremented_envelope(key, version, envelope)
+        return new_value
+
+    def _incremented_envelope(self, key: Any, version: Any, envelope: Tagged) -> None:
+        """A tagged value was incremented (its envelope kept): the tagging layer
+        (``TaggingMixin``) judges it; the raw level hands it to its owner."""
+        note_incremented(envelope)
 
     def _incr_txn(
         self, conn: sqlite3.Connection, db_key: str, key: Any, delta: Any, now: float
@@ -838,8 +847,14 @@ class BaseSQLiteCache(
                 value = self._decode(row[0], db_key)
             if value is _missing:
                 raise ValueError(f"Key '{key}' not found")
-            new_value = value + delta
-            stored = self._encode(db_key, new_value)
+            envelope = None
+            if isinstance(value, Tagged):  # keep the envelope: its tags and validity
+                new_value = value.value + delta
+                envelope = type(value)(new_value, value.versions, value.deps, value.wid)
+                stored = self._encode(db_key, envelope)
+            else:
+                new_value = value + delta
+                stored = self._encode(db_key, new_value)
             size = self._size(db_key, stored)
             stamp = self._stamp(now, conn)
             conn.execute(sql.SET, (db_key, stored, row[1], stamp, size))
@@ -848,7 +863,7 @@ class BaseSQLiteCache(
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        return new_value
+        return new_value, envelope
 
     def clear(self) -> None:
         self._write(self._clear_txn)
