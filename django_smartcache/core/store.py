@@ -373,6 +373,9 @@ class MemoryStore:
         """``reads`` counted as hits gave the caller nothing (a value found invalid above
         the store, such as a tagged entry whose tag moved on): count them as misses."""
         with self.lock:
+            # A reset_stats() between the read and this zeroed the hits it counted:
+            # never below zero (stats() showed hits -1 and a hit rate of -1.0).
+            reads = min(reads, self.counters.hits)
             self.counters.hits -= reads
             self.counters.misses += reads
 

@@ -29,3 +29,18 @@ def test_reset_zeroes_every_counter():
         setattr(stats, name, 5)
     stats.reset()
     assert all(getattr(stats, name) == 0 for name in Stats.__slots__)
+
+
+def test_a_recount_after_a_reset_never_makes_hits_negative() -> None:
+    """A tagged read counted a hit, then a ``reset_stats()`` in another thread, then
+    the tagging layer found the value stale and recounted the hit as a miss: hits -1,
+    a hit rate of -1.0 (concurrency probe: 762 such snapshots in 2 s)."""
+    from django_smartcache.core.store import MemoryStore
+
+    store = MemoryStore(max_bytes=1 << 20)
+    store.set("k", b"v", None)
+    assert store.get("k") == b"v"  # a hit
+    store.reset_stats()  # another thread's
+    store.recount_as_misses(1)  # the read above was stale
+    assert store.counters.hits == 0
+    assert store.counters.misses == 0
