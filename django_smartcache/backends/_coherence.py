@@ -629,18 +629,11 @@ class RedisPubSub(Coherence):
             if kind == "pong" and self.on_level_server and self.reached is not None:
                 self.reached()  # the level's server answers (see REPAIR_PING_AFTER)
             return
-        if self.on_level_server and self.reached is not None:
-            # A message the server just delivered says it answers as well as a PONG:
-            # a channel kept busy by other processes' writes is never silent long
-            # enough for the PING, and the repair then waited for its timer. (Cheap:
-            # ``reachable`` returns at once without a repair pending, and brings one
-            # forward at most 4 times per RETRY_INTERVAL.)
-            self.reached()
         data = message["data"]
         if isinstance(data, bytes):
             data = data.decode("utf-8", "surrogateescape")
         if data[:16] == self.token:
-            return
+            return  # our own: it may be one sent before the outage, delivered late
         self.epoch += 1
         heard = self.heard
         if data[16:17] == _KIND_CLEAR:
@@ -652,6 +645,15 @@ class RedisPubSub(Coherence):
             self.invalidate((key,))
             if heard is not None and data[16:17] != _KIND_COPY:
                 heard([key], self.epoch)
+        if self.on_level_server and self.reached is not None:
+            # Another process's message, just delivered, says the server answers as
+            # well as a PONG: a channel kept busy by other processes' writes is never
+            # silent long enough for the PING, and the repair then waited for its
+            # timer. After ``heard``: the write it names is no longer a suspect, or
+            # the repair this brings forward could delete it. (Cheap: ``reachable``
+            # returns at once without a repair pending, and brings one forward at
+            # most 4 times per RETRY_INTERVAL.)
+            self.reached()
 
     def snapshot(self) -> dict[str, Any]:
         snap = super().snapshot()
