@@ -529,9 +529,8 @@ def test_a_renamed_channel_command_is_waited_for_and_logged_once(
         ]
         assert len(errors) == 1, errors
         assert "L1_MAX_TTL" in errors[0]
-        assert not [
-            r for r in caplog.records if "until it reconnects" in r.getMessage()
-        ]
+        # (Not asserted on other WARNINGs: caplog takes every thread's records, and a
+        # listener another test left running may log that its stopped server is gone.)
     finally:
         server.stop()
 
