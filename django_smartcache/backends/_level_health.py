@@ -225,9 +225,14 @@ def _clear_namespace(level: BaseCache, namespace: str) -> tuple[int, list[str]]:
     keys refused with NOPERM); a level without a redis-py client raises NOPERM's
     absence as ``LookupError``."""
     client = raw_redis_client(level, write=True)
-    if client is None:
-        raise LookupError("no redis-py client to scan the level's keys with")
     match = glob_escape(namespace) + "*"
+    if client is None:
+        # A level with a pattern delete of its own (SQLiteCache; django-redis's
+        # ShardClient, whose glob is Redis's: the escaped namespace reads the same).
+        delete_pattern = getattr(level, "delete_pattern", None)
+        if delete_pattern is None:
+            raise LookupError("no redis-py client to scan the level's keys with")
+        return int(delete_pattern(match) or 0), []
     deleted, refused = 0, []
     cursor = 0
     while True:
@@ -260,7 +265,7 @@ def _no_epoch() -> int:
 
 #: What a repair is to do: the suspects with their marks, whether to clear, the
 #: clear's mark and reason (``LevelHealth._attempt``).
-Attempt = tuple[dict[str, tuple[int, int]], bool, tuple[int, int], str]
+Attempt = tuple[dict[str, tuple[int, int]], bool, tuple[int, int], str, bool]
 
 
 class LevelHealth:
@@ -333,9 +338,14 @@ class LevelHealth:
         #: a Redis lowest level, and a rewrite there was forgotten with the attempt).
         self.suspects: dict[str, tuple[int, int]] = {}
         self._records = 0
-        #: A clear() was missed, or too many suspects: clear the level on recovery.
+        #: A clear() was missed, or a delete_pattern(), or too many suspects: clear
+        #: the level on recovery...
         self.clear_pending = False
         self._clear_mark = (0, 0)
+        #: ...all of it (a missed clear(): FLUSHDB, as clear() itself), or only this
+        #: cache's keys (``namespaces``): a missed delete_pattern() or too many
+        #: suspects flushed the whole database, other aliases' keys with it.
+        self._clear_everything = False
         #: Why the level is to be cleared (what the ERROR of an abandoned repair says).
         self._clear_reason = ""
         #: How the keys of the caches over this level start (``"prefix:"`` per
@@ -469,11 +479,21 @@ class LevelHealth:
                     f"written during the outage"
                 )
 
-    def missed_clear(self, reason: str = "a clear() missed during the outage") -> None:
+    def missed_clear(
+        self,
+        reason: str = "a clear() missed during the outage",
+        *,
+        everything: bool = True,
+    ) -> None:
+        """Clear the level on recovery: all of it, or (``everything=False``) only this
+        cache's keys, where the level can find them (``_clear``)."""
         mark = self._mark()
         with self.lock:
             self._pending_now()
             self.suspects.clear()
+            self._clear_everything = everything or (
+                self.clear_pending and self._clear_everything
+            )
             self.clear_pending = True
             self._clear_mark = mark
             self._clear_reason = reason
@@ -662,17 +682,19 @@ class LevelHealth:
             self.clear_pending,
             self._clear_mark,
             self._clear_reason,
+            self._clear_everything,
         )
 
     def _done(self, attempt: Attempt) -> None:
         """Forget what ``attempt`` was to do (called with ``lock`` held); what was
         recorded since (a key written again, a clear missed again) stays pending."""
-        suspects, clear, clear_mark, _ = attempt
+        suspects, clear, clear_mark, _, _ = attempt
         for key, mark in suspects.items():
             if self.suspects.get(key) == mark:
                 del self.suspects[key]
         if clear and self._clear_mark == clear_mark:
             self.clear_pending = False
+            self._clear_everything = False
 
     def abandon(
         self,
@@ -689,7 +711,7 @@ class LevelHealth:
                 attempt = self._attempt()
             self._done(attempt)
             self._count_error(exc)
-        suspects, clear, _, reason = attempt
+        suspects, clear, _, reason, _ = attempt
         if clear:
             left = (
                 f"the clear it was to make ({reason}) is not done: the level keeps "
@@ -774,7 +796,7 @@ class LevelHealth:
                 raise RepairDeferred  # the background repair's, running or about to
         try:
             if clear:
-                refused = self._clear(level, inline)
+                refused = self._clear(level, inline, everything=attempt[4])
             else:
                 refused = self._delete(level, list(suspects), inline)
         except RepairDeferred:
@@ -795,12 +817,34 @@ class LevelHealth:
             self.announce(None if clear else list(suspects))
         self.recovered(len(suspects), failures)
 
-    def _clear(self, level: BaseCache, inline: bool = False) -> list[str]:
-        """Clear the level; when its user may not FLUSHDB (NOPERM: no ``@dangerous``),
-        delete this cache's own keys instead (``_clear_namespace``). The keys still
-        refused (NOPERM) are returned. The repair used to be abandoned at the refused
-        FLUSHDB: the level kept the values the outage writes had replaced, with no
-        time bound (an outside probe read them 1.5-4.5 s after, L1_MAX_TTL 0.5 s)."""
+    def _clear(
+        self, level: BaseCache, inline: bool = False, *, everything: bool = True
+    ) -> list[str]:
+        """Clear the level; or, for a missed ``delete_pattern()`` or too many suspects
+        (``everything=False``), delete only this cache's keys (``namespaces``) where
+        the level can find them (``_clear_namespace``; a memcached level cannot: it is
+        cleared whole). Those used to be a FLUSHDB too, which took every other alias's
+        keys in the database with them. A user who may not FLUSHDB (NOPERM: no
+        ``@dangerous``) gets this cache's keys deleted instead as well, rather than
+        the repair abandoned with the outage's values left in the level. The keys
+        still refused (NOPERM) are returned."""
+        if not everything and self.namespaces:
+            if inline:
+                raise RepairDeferred  # a scan of the level: the background repair's
+            try:
+                deleted, refused, spaces = self._clear_namespaces(level)
+            except LookupError:
+                pass  # nothing finds this cache's keys there: all of it, as before
+            else:
+                logger.info(
+                    "smartcache level %s: the repair after an outage deleted this "
+                    "cache's keys (%s): %d deleted (%s)",
+                    self.name,
+                    ", ".join(repr(n + "*") for n in spaces),
+                    deleted,
+                    self._clear_reason,
+                )
+                return refused
         try:
             level.clear()
             return []
@@ -810,17 +854,8 @@ class LevelHealth:
             if inline:
                 raise RepairDeferred from exc
             flush_refused = exc
-        spaces = sorted(self.namespaces)
-        # "a:" covers "a:b:" (and "" every key): each key is scanned once.
-        spaces = [
-            n for n in spaces if not any(n.startswith(o) for o in spaces if o != n)
-        ]
-        deleted, refused = 0, []
         try:
-            for namespace in spaces:
-                gone, denied = _clear_namespace(level, namespace)
-                deleted += gone
-                refused += denied
+            deleted, refused, spaces = self._clear_namespaces(level)
         except LookupError:
             raise flush_refused from None
         logger.warning(
@@ -833,6 +868,20 @@ class LevelHealth:
             deleted,
         )
         return refused
+
+    def _clear_namespaces(self, level: BaseCache) -> tuple[int, list[str], list[str]]:
+        """Delete this cache's keys from ``level``: (deleted, refused, namespaces)."""
+        spaces = sorted(self.namespaces)
+        # "a:" covers "a:b:" (and "" every key): each key is scanned once.
+        spaces = [
+            n for n in spaces if not any(n.startswith(o) for o in spaces if o != n)
+        ]
+        deleted, refused = 0, []
+        for namespace in spaces:
+            gone, denied = _clear_namespace(level, namespace)
+            deleted += gone
+            refused += denied
+        return deleted, refused, spaces
 
     def _delete(
         self, level: BaseCache, keys: list[str], inline: bool = False

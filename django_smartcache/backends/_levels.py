@@ -282,7 +282,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         health = self._health[index]
         health.failed(exc, op)
         if cleared:
-            health.missed_clear(f"a {op}() missed during the outage")
+            # A clear() is the whole level (FLUSHDB, as clear() itself); another
+            # (delete_pattern) only this cache's keys.
+            health.missed_clear(
+                f"a {op}() missed during the outage", everything=op == "clear"
+            )
         elif missed:
             health.missed(missed)
         if self._raise:
@@ -865,7 +869,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             elif not self._usable(i):
                 # Which keys it would have lost is unknown: clear it on recovery.
                 self._health[i].missed_clear(
-                    "a delete_pattern() missed during the outage"
+                    "a delete_pattern() missed during the outage", everything=False
                 )
                 continue
             try:

@@ -143,14 +143,17 @@ def test_a_missed_clear_whose_flushdb_is_refused_deletes_the_caches_keys_instead
         _outage_writes(cache, cache.clear)
     else:
         _outage_writes(cache, lambda: [cache.set(f"k{i}", "new") for i in range(5)])
-    with caplog.at_level(logging.WARNING, "django_smartcache.multilevel"):
+    with caplog.at_level(logging.INFO, "django_smartcache.multilevel"):
         assert eventually(lambda: _level(cache)["pending_repairs"] == 0, 5.0)
         assert eventually(lambda: admin.exists("site:1:k0") == 0, 5.0)
     assert reader.get("k0") is None
     assert not any(k.startswith(b"site:") for k in admin.keys("*"))
     assert admin.get("elsewhere:1:k") == b"kept"
     assert not any("abandoned" in r.getMessage() for r in caplog.records)
-    assert any("SCAN and UNLINK" in r.getMessage() for r in caplog.records)
+    # A missed clear() tries FLUSHDB first; too many suspects deletes this cache's
+    # keys without (a FLUSHDB took the other aliases' keys too).
+    said = "SCAN and UNLINK" if missed == "clear" else "deleted this cache's keys"
+    assert any(said in r.getMessage() for r in caplog.records)
     cache.set("k0", "after")
     assert reader.get("k0") == "after"
 

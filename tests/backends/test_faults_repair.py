@@ -411,3 +411,75 @@ def test_what_a_repair_deletes_leaves_the_other_processes_l1(
     assert eventually(lambda: a.stats()["levels"][1]["pending_repairs"] == 0, 30.0)
     assert eventually(lambda: b.stats()["coherence"]["invalidations_applied"] > applied)
     assert b.get("k") is None
+
+
+# -- a missed delete_pattern() or too many suspects: this cache's keys, not the level --
+
+
+@pytest.mark.parametrize("missed", ["delete_pattern", "too many suspects", "clear"])
+def test_a_repair_clears_only_this_caches_keys_unless_a_clear_was_missed(
+    private_redis: Any, make_cache: Callable[..., MultiLevelCache], missed: str
+) -> None:
+    """A delete_pattern() the level missed (or more suspects than MAX_SUSPECT_KEYS)
+    was repaired with the level's clear(): a FLUSHDB, which took every other alias's
+    keys in the database (pattern probe: another alias's 5 sessions gone, on Redis
+    and on a shared SQLite file). Only a missed clear() (itself a FLUSHDB) clears it
+    all now; the rest deletes this cache's keys."""
+    import signal
+
+    level = {
+        "BACKEND": REDIS,
+        "LOCATION": private_redis.url,
+        "OPTIONS": {"socket_timeout": 0.2, "socket_connect_timeout": 0.2},
+    }
+    cache = make_cache(level, _unique(), RETRY_INTERVAL=0.2, MAX_SUSPECT_KEYS=3)
+    sessions = RedisCache(private_redis.url, {"KEY_PREFIX": "sessions"})
+    sessions.set_many({f"s{i}": "logged in" for i in range(5)})
+    cache.set_many({"user:1": 1, "page:home": "html"})
+    assert private_redis.process is not None
+    private_redis.process.send_signal(signal.SIGSTOP)  # hangs: every call times out
+    try:
+        if missed == "delete_pattern":
+            cache.delete_pattern("user:*")
+        elif missed == "clear":
+            cache.clear()
+        else:
+            cache.set_many({f"w{i}": i for i in range(5)})  # 5 suspects > 3
+        assert cache.stats()["levels"][1]["pending_repairs"] >= 1
+    finally:
+        private_redis.process.send_signal(signal.SIGCONT)
+    assert eventually(lambda: cache.stats()["levels"][1]["pending_repairs"] == 0, 10.0)
+    lowest = cache.levels[1]
+    assert lowest.get(cache.make_key("user:1")) is None
+    assert lowest.get(cache.make_key("page:home")) is None  # this cache's: all
+    kept = sessions.get_many([f"s{i}" for i in range(5)])
+    assert len(kept) == (0 if missed == "clear" else 5)
+
+
+def test_a_missed_delete_pattern_on_a_shared_sqlite_file_spares_other_aliases(
+    tmp_path: Any, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    import sqlite3
+
+    location = str(tmp_path / "shared.sqlite3")
+    level = {
+        "BACKEND": "django_smartcache.backends.SQLiteCache",
+        "LOCATION": location,
+        "OPTIONS": {"BUSY_TIMEOUT": 0.2},
+    }
+    cache = make_cache(level, "site", RETRY_INTERVAL=0.2)
+    sessions = SQLiteCache(location, {"KEY_PREFIX": "sessions"})
+    sessions.set_many({f"s{i}": "logged in" for i in range(5)})
+    cache.set_many({"user:1": 1, "page:home": "html"})
+    holder = sqlite3.connect(location, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a long write elsewhere: the level refuses
+    try:
+        cache.delete_pattern("user:*")
+        assert cache.stats()["levels"][1]["pending_repairs"] == 1
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert eventually(lambda: cache.stats()["levels"][1]["pending_repairs"] == 0, 10.0)
+    assert cache.levels[1].get(cache.make_key("user:1")) is None
+    assert len(sessions.get_many([f"s{i}" for i in range(5)])) == 5
+    sessions.close()
