@@ -85,7 +85,7 @@ def _checked_deleter(level: BaseCache, kp: KeyPattern, label: str) -> _Deleter:
             f"{type(level).__qualname__}) cannot list its keys; use SmartCache, "
             f"SQLiteCache, Django's RedisCache or LocMemCache there"
         )
-    if isinstance(deleter, _OwnDeletePattern):
+    if isinstance(deleter, _OwnDeletePattern | _RedisGlobDeletePattern):
         deleter.check(kp, label)
     return deleter
 
@@ -110,6 +110,31 @@ class _OwnDeletePattern:
         return int(self.native(glob_escape(kp.head) + kp.pattern))
 
 
+class _RedisGlobDeletePattern:
+    """django-redis's own ``delete_pattern(pattern)`` (a level with no one redis-py
+    client: its ``ShardClient``): Redis's glob, on bytes, and no regex. Given ours as
+    it was, ``[!a]*`` deleted the keys starting with ``a``, ``??`` a two-byte ``é``:
+    only a glob of literals and ``*`` (the same in both) is passed, rewritten
+    exactly; anything else is refused before any key is deleted."""
+
+    def __init__(self, native: Callable[..., Any]) -> None:
+        self.native = native
+
+    def check(self, kp: KeyPattern, label: str) -> str:
+        exact = kp.redis_exact()
+        if exact is None:
+            raise NotImplementedError(
+                f"delete_pattern(): level {label} (django-redis without one redis-py "
+                f"client) matches with Redis's own glob, on bytes, and no regex: only "
+                f"'*' and literal characters mean the same there; "
+                f"{'a regex' if kp.regex else repr(kp.pattern)} cannot be passed"
+            )
+        return exact
+
+    def __call__(self, kp: KeyPattern, label: str, keep: str) -> int:
+        return int(self.native(self.check(kp, label)) or 0)
+
+
 def _deleter(level: BaseCache) -> _Deleter | None:
     """How ``level`` deletes by pattern (the first kind that applies), or None."""
     client = _redis_client(level)
@@ -125,6 +150,8 @@ def _deleter(level: BaseCache) -> _Deleter | None:
         return lambda kp, label, keep: set(exact(kp))
     native = getattr(level, "delete_pattern", None)
     if callable(native):
+        if type(level).__module__.startswith("django_redis"):
+            return _RedisGlobDeletePattern(native)
         return _OwnDeletePattern(native)
     if isinstance(level, LocMemCache):
         return lambda kp, label, keep: _locmem_delete(level, kp, keep)

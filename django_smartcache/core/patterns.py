@@ -289,6 +289,33 @@ class KeyPattern:
             return head + _redis_escape(glob_literal_prefix(self.pattern)) + "*"
         return head + "".join(out)
 
+    def redis_exact(self) -> str | None:
+        """The Redis glob matching exactly this pattern's keys, when there is one: a
+        glob of literal characters and ``*`` only (Redis reads ``?`` as one byte and
+        its classes by other rules: see :meth:`redis_match`); None otherwise, for a
+        regex, and past the ``*``s Redis gives up on."""
+        if self.regex:
+            return None
+        out = [_redis_escape(self.head)]
+        glob, i, n, stars = self.pattern, 0, len(self.pattern), 0
+        while i < n:
+            ch = glob[i]
+            i += 1
+            if ch == "*":
+                if out[-1] != "*":
+                    out.append("*")
+                    stars += 1
+            elif ch == "?":
+                return None
+            elif ch == "\\":
+                out.append(_redis_escape(glob[i] if i < n else "\\"))
+                i += 1
+            elif ch == "[" and _class_end(glob, i) is not None:
+                return None
+            else:
+                out.append(_redis_escape(ch))
+        return None if stars > _REDIS_MAX_STARS else "".join(out)
+
     def sql_like(self) -> str:
         """A ``LIKE ? ESCAPE '\\'`` pre-filter (a superset: check rows with :meth:`matches`)."""
         return _like_escape(self.literal_prefix) + "%"

@@ -168,3 +168,23 @@ def test_prefix_end_skips_the_surrogates() -> None:
     assert prefix_end("a\ud7ff") == "a\ue000"
     assert prefix_end("a\ud7fe") == "a\ud7ff"
     "a\ue000".encode()  # encodable
+
+
+@pytest.mark.parametrize(
+    ("glob", "exact"),
+    [
+        ("user:*", "h:user:*"),
+        ("a\\*b*", "h:a\\*b*"),
+        ("a[b", "h:a\\[b"),  # no closing bracket: a literal "["
+        ("x**y", "h:x*y"),
+        ("é*", "h:é*"),
+        ("[!a]*", None),  # Redis reads classes otherwise ("!" a member, "^" negates)
+        ("??", None),  # Redis's "?" is one byte of a UTF-8 character
+        ("a[\\]b", None),
+    ],
+)
+def test_redis_exact_is_only_literals_and_stars(glob: str, exact: str | None) -> None:
+    """For a level whose own delete_pattern() reads Redis's glob (django-redis's
+    ShardClient): given ours as it was, "[!a]*" deleted the keys starting with "a"."""
+    assert KeyPattern(glob, head="h:").redis_exact() == exact
+    assert KeyPattern("a", regex=True).redis_exact() is None
