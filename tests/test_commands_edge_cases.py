@@ -598,3 +598,62 @@ def test_warm_names_the_level_missed_when_a_warmer_failed_too(
     message = str(info.value)
     assert message.startswith("1 of 3 warmer runs failed: edge.bad on 'default'. ")
     assert "Warming did not reach 'mlr' L2 RedisCache (" in message
+
+
+@pytest.mark.redis
+def test_invalidate_pattern_on_a_django_redis_alias_uses_our_glob_and_regex(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """django-redis's own delete_pattern() takes Redis's glob and no ``regex``: every
+    ``smartcache_invalidate --pattern`` run failed on such an alias with a TypeError
+    ("The invalidation failed on 'djredis'"), and without ``regex=`` it would have
+    read our glob as Redis's. Ours is applied through its redis-py client now."""
+    config = {
+        "default": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "c.sqlite3"),
+        },
+        "djredis": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": "site",
+        },
+    }
+    with override_settings(CACHES=config):
+        djredis = caches["djredis"]
+        djredis.set_many({"user:1": 1, "user:2": 2, "a!b": 3, "ab": 4, "other": 5})
+        out = io.StringIO()
+        call_command("smartcache_invalidate", pattern="user:*", stdout=out)
+        assert (
+            "Deleted 2 key(s) matching pattern 'user:*' on 'djredis'" in out.getvalue()
+        )
+        # Ours: the keys not starting with "a" (Redis's glob: "!" or "a" first).
+        call_command("smartcache_invalidate", pattern="[!a]*", stdout=out)
+        call_command("smartcache_invalidate", regex="^a!", stdout=out)
+        assert djredis.get_many(["user:1", "user:2", "a!b", "ab", "other"]) == {"ab": 4}
+        caches["default"].close()
+
+
+def test_invalidate_refuses_an_unencodable_pattern_before_any_change(
+    tmp_path: Path,
+) -> None:
+    """A non-UTF-8 byte on the command line arrives as a lone surrogate: the tag given
+    with it was invalidated, then the pattern failed (pattern probe). Checked first."""
+    config = {
+        "default": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "c.sqlite3"),
+        }
+    }
+    with override_settings(CACHES=config):
+        cache = caches["default"]
+        cache.set("k", "v", tags=["t1"])
+        with pytest.raises(CommandError, match="cannot be encoded as UTF-8"):
+            call_command(
+                "smartcache_invalidate",
+                "tag:t1",
+                pattern="\udcff*",
+                stdout=io.StringIO(),
+            )
+        assert cache.get("k") == "v"
+        cache.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "InvalidRegex",
     "KeyPattern",
     "glob_escape",
     "glob_literal_prefix",
@@ -220,6 +221,12 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+class InvalidRegex(re.error, ValueError):
+    """A regex ``re`` cannot compile: ``re.error`` as Python raises it, and a
+    ``ValueError`` as every other bad pattern is (a reversed glob range, a key
+    function that cannot be inverted), so one ``except ValueError`` takes them all."""
+
+
 class KeyPattern:
     """A caller's glob or regex, bound to the made-key ``head`` (``"prefix:version:"``).
 
@@ -238,8 +245,10 @@ class KeyPattern:
         self.regex = regex
         self.head = head
         if regex:
-            # re.error names the problem; let it propagate as it is.
-            self._compiled = re.compile(pattern)
+            try:
+                self._compiled = re.compile(pattern)
+            except re.error as exc:  # names the problem; a ValueError too
+                raise InvalidRegex(exc.msg, exc.pattern, exc.pos) from None
             #: Every matching made key starts with this (no more is known for a regex).
             self.literal_prefix = head
         else:

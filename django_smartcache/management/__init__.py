@@ -146,6 +146,54 @@ def quoted(text: str) -> str:
     return f"'{text}'"
 
 
+def _is_django_redis(cache: BaseCache) -> bool:
+    return type(cache).__module__.startswith("django_redis")
+
+
+def delete_pattern(cache: BaseCache, pattern: str, *, regex: bool = False) -> int:
+    """``cache.delete_pattern(pattern, regex=regex)``, our glob or regex; a django-redis
+    alias's own takes Redis's glob and no ``regex`` (every run of the command failed on
+    such an alias with a TypeError): ours is applied there through its redis-py
+    client, as on a MultiLevelCache level (``_level_patterns``)."""
+    if not _is_django_redis(cache):
+        return int(cache.delete_pattern(pattern, regex=regex))  # type: ignore[attr-defined]
+    from ..backends._level_patterns import delete_matching
+
+    removed = delete_matching(
+        cache, _django_redis_pattern(cache, pattern, regex), "", ""
+    )
+    return removed if isinstance(removed, int) else len(removed)
+
+
+def check_pattern(cache: BaseCache, pattern: str, *, regex: bool = False) -> None:
+    """Raise what :func:`delete_pattern` would raise for ``pattern`` on ``cache``
+    before it deleted anything (``ValueError``, ``NotImplementedError``)."""
+    check = getattr(cache, "check_pattern", None)
+    if callable(check):
+        check(pattern, regex=regex)
+    elif _is_django_redis(cache):
+        from ..backends._level_patterns import check_matching
+
+        check_matching(cache, _django_redis_pattern(cache, pattern, regex), "")
+    elif callable(key_pattern := getattr(cache, "key_pattern", None)):
+        key_pattern(pattern, regex=regex)  # an unencodable or invalid one raises
+
+
+def _django_redis_pattern(cache: BaseCache, pattern: str, regex: bool) -> Any:
+    """``pattern`` over a django-redis alias's made keys (its head: what its key
+    function puts before a key, found with a probe key as ``key_pattern`` does)."""
+    from ..core.patterns import KeyPattern
+
+    probe = "\x00probe\x00"
+    made = str(cache.make_key(probe))
+    if not made.endswith(probe):
+        raise ValueError(
+            "delete_pattern() needs a KEY_FUNCTION that makes '<head><key>', as "
+            "Django's default 'prefix:version:key' does; this cache's does not"
+        )
+    return KeyPattern(pattern, regex=regex, head=made[: -len(probe)])
+
+
 def pattern_problem(cache: BaseCache) -> str | None:
     """Why ``delete_pattern()`` cannot work on ``cache`` whatever the pattern; None if it can."""
     if not callable(getattr(cache, "delete_pattern", None)):

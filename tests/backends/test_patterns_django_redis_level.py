@@ -36,3 +36,16 @@ def test_a_django_redis_shard_level_takes_only_what_its_glob_reads_the_same(
     assert cache.delete_pattern("a\\**") == 1  # the literal "a*" then anything
     cache.levels[0].clear()
     assert cache.get_many(["ab", "ba", "a*b"]) == {"ab": 1, "ba": 2}
+
+
+def test_a_locmem_level_counts_only_live_keys(make_cache: Any) -> None:
+    """LocMemCache's delete() answers True for an entry expired but not yet culled:
+    two expired keys and one live one counted 3 (the other backends said 1)."""
+    import time
+
+    cache = make_cache({"BACKEND": "django.core.cache.backends.locmem.LocMemCache"})
+    cache.set("e:1", 1, 0.05)
+    cache.set("e:2", 2, 0.05)
+    cache.set("e:3", 3)
+    time.sleep(0.1)
+    assert cache.delete_pattern("e:*") == 1

@@ -188,3 +188,15 @@ def test_redis_exact_is_only_literals_and_stars(glob: str, exact: str | None) ->
     ShardClient): given ours as it was, "[!a]*" deleted the keys starting with "a"."""
     assert KeyPattern(glob, head="h:").redis_exact() == exact
     assert KeyPattern("a", regex=True).redis_exact() is None
+
+
+def test_an_invalid_regex_is_a_value_error_and_a_re_error() -> None:
+    """``check_pattern`` says ValueError for a bad pattern; re.error is not one."""
+    import re
+
+    from django_smartcache.core.patterns import InvalidRegex
+
+    with pytest.raises(ValueError, match="missing \\)") as info:
+        KeyPattern("(", regex=True)
+    assert isinstance(info.value, re.error)
+    assert isinstance(info.value, InvalidRegex)

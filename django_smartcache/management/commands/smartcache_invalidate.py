@@ -27,7 +27,9 @@ from .. import (
     backend_name,
     but_not,
     check_aliases,
+    check_pattern,
     chosen_aliases,
+    delete_pattern,
     fail_if_unreached,
     in_process,
     listed,
@@ -255,14 +257,11 @@ class Command(QuietCommand):
         (a MultiLevelCache level that cannot take a lookbehind regex), asked through
         its ``check_pattern()`` as the delete itself asks: before anything changes."""
         for alias, cache in targets:
-            check = getattr(cache, "check_pattern", None)
-            if not callable(check):
-                continue
             for pattern, regex in [(p, False) for p in patterns] + [
                 (r, True) for r in regexes
             ]:
                 try:
-                    check(pattern, regex=regex)
+                    check_pattern(cache, pattern, regex=regex)
                 except (NotImplementedError, ValueError) as exc:
                     kind = "regex" if regex else "pattern"
                     raise CommandError(
@@ -293,7 +292,7 @@ class Command(QuietCommand):
                     )
                     continue
                 try:
-                    removed = cache.delete_pattern(pattern, regex=regex)
+                    removed = delete_pattern(cache, pattern, regex=regex)
                 except (NotImplementedError, ValueError) as exc:
                     # A regex a level cannot rewrite (a lookbehind over final keys).
                     raise CommandError(
