@@ -233,6 +233,24 @@ DELETE_PATTERN_NUL_OPEN = (
     " AND smartcache_tail_regexp(:tail, :start, key) RETURNING key, expires"
 )
 
+#: The keys a regex pattern matches, read first (no write lock: ``_delete_key_pattern``),
+#: then deleted by key.
+SELECT_PATTERN = DELETE_PATTERN.replace("DELETE FROM", "SELECT key FROM").replace(
+    " RETURNING key, expires", ""
+)
+SELECT_PATTERN_OPEN = DELETE_PATTERN_OPEN.replace(
+    "DELETE FROM", "SELECT key FROM"
+).replace(" RETURNING key, expires", "")
+SELECT_PATTERN_NUL = DELETE_PATTERN_NUL.replace(
+    "DELETE FROM", "SELECT key FROM"
+).replace(" RETURNING key, expires", "")
+SELECT_PATTERN_NUL_OPEN = DELETE_PATTERN_NUL_OPEN.replace(
+    "DELETE FROM", "SELECT key FROM"
+).replace(" RETURNING key, expires", "")
+DELETE_KEYS_RETURNING = (
+    "DELETE FROM smartcache_entry WHERE key IN {} RETURNING key, expires"
+)
+
 LOG_HEAD = "SELECT max(seq) FROM smartcache_change"
 LOG_FLOOR = "SELECT log_floor FROM smartcache_meta WHERE id = 0"
 LOG_SINCE = "SELECT seq, key FROM smartcache_change WHERE seq > ? ORDER BY seq"

@@ -785,7 +785,42 @@ class BaseSQLiteCache(
             "pattern": operand,
             "tail": tail,
         }
+        if op == "REGEXP":
+            # Python's regex, which may take seconds on a key (``(a+)+$``): matched
+            # outside the write lock, then the keys found deleted. Inside it, every
+            # other process's write waited and failed past BUSY_TIMEOUT (measured:
+            # 10.2 s for five such keys, another process's set() lost).
+            selects = (
+                (sql.SELECT_PATTERN, sql.SELECT_PATTERN_NUL)
+                if end is not None
+                else (sql.SELECT_PATTERN_OPEN, sql.SELECT_PATTERN_NUL_OPEN)
+            )
+            conn = self._connection()
+            keys = [
+                key for s in selects for (key,) in conn.execute(s.format(op=op), params)
+            ]
+            if not keys:
+                return set()
+            return self._write(self._delete_keys_txn, keys, self._clock())
         return self._write(self._delete_pattern_txn, statements, params, self._clock())
+
+    def _delete_keys_txn(
+        self, conn: sqlite3.Connection, keys: list[str], now: float
+    ) -> set[str]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = [
+                row
+                for chunk in _chunks(keys)
+                for row in conn.execute(
+                    sql.DELETE_KEYS_RETURNING.format(sql.in_clause(len(chunk))), chunk
+                )
+            ]
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return {key for key, e in rows if e is None or e > now}
 
     async def adelete_pattern(
         self, pattern: str, *, regex: bool = False, version: int | None = None

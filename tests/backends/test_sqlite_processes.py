@@ -189,3 +189,57 @@ def test_a_tag_invalidated_in_another_process_is_seen_at_once(tmp_path):
     assert cache.get("tagged") is None
     assert cache.get("other") == "kept"
     assert cache.get_many(["tagged", "other"]) == {"other": "kept"}
+
+
+_WRITER = """
+import sys, time
+import django
+from django.conf import settings
+settings.configure()
+django.setup()
+from django_smartcache.backends import SQLiteCache
+cache = SQLiteCache(sys.argv[1], {"OPTIONS": {"BUSY_TIMEOUT": 0.5}})
+print("ready", flush=True)
+sys.stdin.readline()
+time.sleep(0.3)  # well inside the other process's regex
+started = time.monotonic()
+cache.set("x", 1)  # raised "database is locked" past BUSY_TIMEOUT before
+print(f"{time.monotonic() - started:.3f}", flush=True)
+"""
+
+
+def test_a_slow_regex_delete_does_not_hold_the_write_lock(tmp_path):
+    """A regex delete_pattern() ran Python's regex inside the write transaction: a
+    catastrophic one (``^(a+)+$``) held the file's write lock for its whole run, and
+    another process's set() failed with "database is locked" past BUSY_TIMEOUT
+    (pattern probe: 10.2 s for five such keys, the write lost). The keys are matched
+    first, outside the lock, then deleted."""
+    location = str(tmp_path / "c.sqlite3")
+    cache = SQLiteCache(location, {})
+    evil = "a" * 24 + "!"
+    for i in range(4):
+        cache.set(f"{evil}{i}", i)
+    cache.set("aaa", 0)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, location],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout.readline().strip() == "ready"
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        started = time.monotonic()
+        assert cache.delete_pattern(r"^(a+)+$", regex=True) == 1  # "aaa" only
+        took = time.monotonic() - started
+        waited = float(writer.stdout.readline())
+        assert writer.wait(30) == 0
+    finally:
+        writer.kill()
+    assert took > 0.6  # (the regex did run long enough to be in the writer's way)
+    assert waited < 0.5
+    assert cache.get("x") == 1
+    cache.close()
