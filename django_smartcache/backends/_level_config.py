@@ -502,6 +502,8 @@ def build_level(
         level.validate_key = _no_validation  # type: ignore[method-assign]
     _round_up_fractions(level)
     _keep_ttl_on_incr(level)
+    # Its I/O on an event loop's thread is the MultiLevelCache's to report (once).
+    level._loop_io_reported_above = True  # type: ignore[attr-defined]
     return level
 
 

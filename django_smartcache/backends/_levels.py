@@ -36,7 +36,13 @@ from ._level_health import (
 from ._level_patterns import check_matching, delete_matching
 from ._level_tally import _Tally
 from ._level_ttl import _NO_EXPIRY, _remaining_ttls
-from .base import SmartCacheKeyMixin, ThreadedIncrMixin, UnpicklableValueError, dumps
+from .base import (
+    SmartCacheKeyMixin,
+    ThreadedIncrMixin,
+    UnpicklableValueError,
+    dumps,
+    warn_if_on_event_loop,
+)
 from .sqlite import BaseSQLiteCache
 
 logger = logging.getLogger("django_smartcache.multilevel")
@@ -480,6 +486,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         counted, for the tagging layer's own reads). ``origin``, when given, records
         the level each hit came from (see ``_recount_stale``).
         """
+        warn_if_on_event_loop("MultiLevelCache", self._location or self._name)
         generation = self._co.generation
         for i in range(first, depth):
             if i and not self._usable(i):
@@ -552,6 +559,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         """
         # (The first poll of a SQLite change log flushes L1: it must come before this
         # writes L1, and the cache no longer polls when it is built.)
+        warn_if_on_event_loop("MultiLevelCache", self._location or self._name)
         self._poll_if_due()
         result: Any = _MISSING
         for i in range(depth - 1, -1, -1):

@@ -28,6 +28,7 @@ from django.core.signals import setting_changed
 from . import _sqlite_file as sqlite_file, _sqlite_schema as sql
 from ._sqlite_file import Connection
 from ._sqlite_options import SQLiteOptions
+from .base import warn_if_on_event_loop
 
 logger = logging.getLogger("django_smartcache.sqlite")
 
@@ -520,6 +521,9 @@ class ConnectionMixin:
         creating a fresh file if there is none. Without it, a process that never met
         the damage kept using the old file forever, invisible to the others.
         """
+        # (Here, not per call: a thread's first call, then every FILE_CHECK_INTERVAL.)
+        if not getattr(self, "_loop_io_reported_above", False):
+            warn_if_on_event_loop(type(self).__name__, self._path)
         conn, check_at, generation = state.live
         if conn is not None and generation == _generation:
             now = _monotonic()

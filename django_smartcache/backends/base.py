@@ -10,8 +10,11 @@ a caller that waited sends ``signals.stampede_wait``.
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
+import threading
+from asyncio import _get_running_loop
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -113,6 +116,35 @@ class SingleFlightMixin(SingleFlightGetOrSetMixin):
     def _waited_read(self) -> None:
         """The caller that waited asked for one read and found no value: a backend that
         counts reads counts a miss (the leader's miss is counted by its own read)."""
+
+
+_blocking_logger = logging.getLogger("django_smartcache")
+_warned_on_loop: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_if_on_event_loop(backend: str, location: str) -> None:
+    """Log once per cache (per process) that it did blocking I/O (a SQLite file, a
+    Redis round trip) on the thread of a running event loop: every other request of
+    that worker waited meanwhile (a SQLite lock wait: up to BUSY_TIMEOUT). The async
+    API (``aget``...) never does; a sync call from async code does, and Django's own
+    ``cache_page`` and ``{% cache %}`` make one on an async view."""
+    if _get_running_loop() is None:
+        return
+    with _warned_lock:
+        if (backend, location) in _warned_on_loop:
+            return
+        _warned_on_loop.add((backend, location))
+    _blocking_logger.warning(
+        "%s %s: blocking I/O on the event loop's thread (a sync cache call from "
+        "async code: Django's cache_page or {%% cache %%} on an async view, or a "
+        "sync method in a coroutine); every other request of this worker waits "
+        "meanwhile. Use the async methods (aget, aset, aget_or_set...), @cached on "
+        "an async def, or CacheMiddleware, whose async path runs the cache in a "
+        "thread. (Logged once.)",
+        backend,
+        location,
+    )
 
 
 def refuse_unencodable(key: str, backend: str, what: str = "Cache key") -> None:
