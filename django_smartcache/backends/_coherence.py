@@ -231,20 +231,25 @@ class SQLiteChangeLog(Coherence):
         self.last_error: BaseException | None = None
 
     def refresh(self, lowest: Any) -> None:
-        """Poll, the deadline passed (the caller checked). One thread polls; another
-        that finds the deadline passed waits for that poll's answer rather than serve
-        L1 meanwhile, and the next deadline is counted from the poll's start: so L1
-        answers at most ``interval`` after a change was committed. (Serving L1 during
-        a poll, and counting from its end, stretched that by up to two polls: 72-120
-        ms with the 50 ms default, polls of up to 19 ms under load.)"""
-        with self._poll_lock:
+        """Poll, the deadline passed (the caller checked). One thread polls; the others
+        serve L1 meanwhile (made to wait, every L1 hit waited out the poll's share of
+        each interval, and polls slower than the interval ran back to back in every
+        waiting thread: 4 threads, 60 ms polls, 194 gets in 3 s instead of 9,557). The
+        next deadline counts from the poll's start, so L1 answers at most the interval
+        plus one poll after another process's change (from its end, up to two polls
+        more: 72-120 ms with the 50 ms default, polls of up to 19 ms under load)."""
+        if not self._poll_lock.acquire(blocking=False):
+            return
+        try:
             started = _monotonic()
             if started < self.deadline:
-                return  # polled while this thread waited
+                return
             try:
                 self._poll(lowest)
             finally:
                 self.deadline = started + self.interval
+        finally:
+            self._poll_lock.release()
 
     def _poll(self, lowest: Any) -> None:
         try:
