@@ -657,3 +657,36 @@ def test_invalidate_refuses_an_unencodable_pattern_before_any_change(
             )
         assert cache.get("k") == "v"
         cache.close()
+
+
+def test_clear_says_which_other_aliases_share_the_file(tmp_path: Path) -> None:
+    """clear() empties the whole SQLite file, other aliases' entries too (a sessions
+    alias on the default cache's file: users logged out), and the command said only
+    "Cleared 'default'" (aliases probe). It names the others now."""
+    shared = str(tmp_path / "shared.sqlite3")
+    config = {
+        "default": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "LOCATION": shared,
+        },
+        "sessions": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": shared,
+            "KEY_PREFIX": "sessions",
+        },
+        "alone": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(tmp_path / "alone.sqlite3"),
+        },
+    }
+    with override_settings(CACHES=config):
+        out = io.StringIO()
+        call_command("smartcache_clear", cache=["default"], interactive=False, stdout=out)
+        assert "is also the file of 'sessions': their entries are gone too" in (
+            out.getvalue()
+        )
+        out = io.StringIO()
+        call_command("smartcache_clear", cache=["alone"], interactive=False, stdout=out)
+        assert "is also the file" not in out.getvalue()
+        for alias in config:
+            caches[alias].close()

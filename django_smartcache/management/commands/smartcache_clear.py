@@ -82,5 +82,34 @@ class Command(QuietCommand):
             self.stdout.write(
                 f"Cleared {alias!r} ({backend_name(cache)}){but_not(cache)}{note}."
             )
+            for path, others in _sharing(alias):
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"  {path} is also the file of {', '.join(others)}: their "
+                        "entries are gone too (clear() empties the whole file, as "
+                        "Django's DatabaseCache empties its table)."
+                    )
+                )
             missed += unreached_levels(alias, cache)
         fail_if_unreached(missed, "The clear", failed)
+
+
+def _sharing(alias: str) -> list[tuple[str, list[str]]]:
+    """(file, the other aliases on it) for each SQLite file ``alias`` clears."""
+    from ...checks import _sqlite_files
+
+    files = _sqlite_files()
+    mine = {path for who, path, _ in files if who.startswith(repr(alias))}
+    return [
+        (path, others)
+        for path in sorted(mine)
+        if (
+            others := sorted(
+                {
+                    who
+                    for who, other, _ in files
+                    if other == path and not who.startswith(repr(alias))
+                }
+            )
+        )
+    ]
