@@ -911,7 +911,31 @@ class TaggingMixin:
             return found.value if key in self._valid({key: found}) else default
         return default if found is _MISSING else found
 
+    def incr_version(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        """Django's (the value moved to ``version + delta``), keeping a tagged value's
+        envelope: moved as a bare value, it no longer followed its tags, and a save
+        left it served at the new version (aliases probe). A stale one is a missing
+        key, as for ``get`` (``ValueError``). ``decr_version`` comes through here."""
+        if version is None:
+            version = self.version  # type: ignore[attr-defined]
+        found = self._read_bookkeeping([key], version).get(key, _MISSING)
+        if type(found) is not Tagged:
+            return super().incr_version(key, delta, version)  # type: ignore[misc, no-any-return]
+        if key not in self._valid({key: found}):
+            raise ValueError(f"Key '{key}' not found")
+        moved = version + delta
+        super().set(key, found, version=moved)  # type: ignore[misc]
+        self._tags_stored(key, moved, tuple(found.versions))
+        self.delete(key, version=version)  # type: ignore[attr-defined]
+        return moved
+
     # async ------------------------------------------------------------------
+    async def aincr_version(self, key: str, delta: int = 1, version: int | None = None) -> int:  # fmt: skip
+        # Django's own is an aget/aset/adelete: the envelope would be dropped there.
+        return await sync_to_async(self.incr_version, thread_sensitive=True)(  # type: ignore[no-any-return]
+            key, delta, version
+        )
+
     async def aset(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, **kwargs: Any) -> None:  # fmt: skip
         await sync_to_async(self.set, thread_sensitive=True)(
             key, value, timeout, version, **kwargs

@@ -681,7 +681,9 @@ def test_clear_says_which_other_aliases_share_the_file(tmp_path: Path) -> None:
     }
     with override_settings(CACHES=config):
         out = io.StringIO()
-        call_command("smartcache_clear", cache=["default"], interactive=False, stdout=out)
+        call_command(
+            "smartcache_clear", cache=["default"], interactive=False, stdout=out
+        )
         assert "is also the file of 'sessions': their entries are gone too" in (
             out.getvalue()
         )

@@ -61,3 +61,28 @@ def test_a_stale_dependency_makes_the_counter_missing(tagged_cache: Any) -> None
     cache.set("dep", "b")
     with pytest.raises(ValueError):
         cache.incr("count")
+
+
+@backends
+@pytest.mark.parametrize("how", ["incr_version", "decr_version", "aincr_version"])
+def test_a_version_move_keeps_the_tags(tagged_cache: Any, how: str) -> None:
+    """Django's incr_version moves the value by get/set/delete: a tagged value arrived
+    at its new version as a bare value, no longer following its tags, and was served
+    after a save (aliases probe). Its envelope moves now; a stale one is missing."""
+    cache = tagged_cache
+    version = 5
+    cache.set("t", "old", tags=["book:1"], version=version)
+    if how == "aincr_version":
+        moved = asyncio.run(cache.aincr_version("t", version=version))
+    else:
+        moved = getattr(cache, how)("t", version=version)
+    assert moved == (4 if how == "decr_version" else 6)
+    assert cache.get("t", version=version) is None
+    assert cache.get("t", version=moved) == "old"
+    cache.invalidate_tags("book:1")
+    assert cache.get("t", version=moved) is None
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr_version("t", version=moved)
+    cache.set("plain", 1, version=version)  # untagged: Django's own path
+    assert cache.incr_version("plain", version=version) == version + 1
+    assert cache.get("plain", version=version + 1) == 1
