@@ -922,6 +922,7 @@ class TaggingMixin:
         if type(found) is not Tagged:
             return super().incr_version(key, delta, version)  # type: ignore[misc, no-any-return]
         if key not in self._valid({key: found}):
+            self._drop_stale({key: found}, version)  # as get() does
             raise ValueError(f"Key '{key}' not found")
         moved = version + delta
         super().set(key, found, version=moved)  # type: ignore[misc]

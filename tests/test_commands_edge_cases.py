@@ -692,3 +692,34 @@ def test_clear_says_which_other_aliases_share_the_file(tmp_path: Path) -> None:
         assert "is also the file" not in out.getvalue()
         for alias in config:
             caches[alias].close()
+
+
+def test_clear_names_the_aliases_behind_a_level_named_by_alias(tmp_path: Path) -> None:
+    """A MultiLevelCache whose LEVELS name a SQLiteCache alias empties that alias's
+    file: its clear named no one (review); and --all names no one, as it clears
+    them all anyway."""
+    other = str(tmp_path / "other.sqlite3")
+    sqlite = "django_smartcache.backends.SQLiteCache"
+    config = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "l2": {"BACKEND": sqlite, "LOCATION": other},
+        "sessions": {"BACKEND": sqlite, "LOCATION": other, "KEY_PREFIX": "s"},
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": [{"BACKEND": "django_smartcache.backends.SmartCache"}, "l2"]
+            },
+        },
+    }
+    with override_settings(CACHES=config):
+        out = io.StringIO()
+        call_command("smartcache_clear", cache=["ml"], interactive=False, stdout=out)
+        assert "is also the file of 'l2', 'sessions'" in out.getvalue()
+        out = io.StringIO()
+        call_command("smartcache_clear", cache=["l2"], interactive=False, stdout=out)
+        assert "is also the file of 'ml', 'sessions'" in out.getvalue()
+        out = io.StringIO()
+        call_command("smartcache_clear", all=True, interactive=False, stdout=out)
+        assert "is also the file" not in out.getvalue()
+        for alias in ("l2", "sessions", "ml"):
+            caches[alias].close()

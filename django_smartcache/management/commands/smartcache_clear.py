@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from argparse import ArgumentParser
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -82,7 +83,7 @@ class Command(QuietCommand):
             self.stdout.write(
                 f"Cleared {alias!r} ({backend_name(cache)}){but_not(cache)}{note}."
             )
-            for path, others in _sharing(alias):
+            for path, others in _sharing(alias, aliases):
                 self.stdout.write(
                     self.style.WARNING(
                         f"  {path} is also the file of {', '.join(others)}: their "
@@ -94,22 +95,43 @@ class Command(QuietCommand):
         fail_if_unreached(missed, "The clear", failed)
 
 
-def _sharing(alias: str) -> list[tuple[str, list[str]]]:
-    """(file, the other aliases on it) for each SQLite file ``alias`` clears."""
-    from ...checks import _sqlite_files
-
-    files = _sqlite_files()
-    mine = {path for who, path, _ in files if who.startswith(repr(alias))}
+def _sharing(alias: str, cleared: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """(file, the other aliases on it) for each SQLite file ``alias`` clears; aliases in
+    ``cleared`` (this run clears them anyway) are not named."""
+    files = _files_by_alias()
+    skip = {alias, *cleared}
     return [
         (path, others)
-        for path in sorted(mine)
+        for path in sorted(files.get(alias, ()))
         if (
             others := sorted(
-                {
-                    who
-                    for who, other, _ in files
-                    if other == path and not who.startswith(repr(alias))
-                }
+                repr(other)
+                for other, paths in files.items()
+                if other not in skip and path in paths
             )
         )
     ]
+
+
+def _files_by_alias() -> dict[str, set[str]]:
+    """Alias -> the SQLite files it stores in: its own, its inline levels', and those
+    of the aliases a MultiLevelCache's ``LEVELS`` names."""
+    from django.conf import settings
+
+    from ...checks import _sqlite_files
+
+    files: dict[str, set[str]] = {}
+    for who, path, _ in _sqlite_files():
+        for alias in settings.CACHES:
+            if who == repr(alias) or who.startswith(f"{alias!r} (LEVELS["):
+                files.setdefault(alias, set()).add(path)
+    for alias, config in settings.CACHES.items():
+        levels = (
+            config.get("OPTIONS", {}).get("LEVELS")
+            if isinstance(config, dict)
+            else None
+        )
+        for level in levels if isinstance(levels, list | tuple) else ():
+            if isinstance(level, str) and level in files:
+                files.setdefault(alias, set()).update(files[level])
+    return files
