@@ -323,6 +323,22 @@ def _cached_session_store(engine: str) -> str | None:
     return None
 
 
+def _sessions_cached_on(backend: str) -> tuple[str, str] | None:
+    """(``SESSION_CACHE_ALIAS``, which of ``_CACHED_SESSION_STORES``) when sessions
+    are read from a cache whose backend is our ``backend`` (or a subclass); else None."""
+    engine = getattr(settings, "SESSION_ENGINE", "")
+    alias = getattr(settings, "SESSION_CACHE_ALIAS", "default")
+    config = settings.CACHES.get(alias) if isinstance(alias, str) else None
+    store = (
+        _cached_session_store(engine)
+        if isinstance(engine, str)
+        and isinstance(config, Mapping)
+        and _backend_is(config.get("BACKEND"), backend)
+        else None
+    )
+    return None if store is None else (alias, store)
+
+
 @register(Tags.caches)
 def check_sessions_not_in_an_l1(
     app_configs: Any = None, **kwargs: Any
@@ -333,18 +349,10 @@ def check_sessions_not_in_an_l1(
     SQLite: it ended at 81 with the ``cache`` engine, 134 with ``cached_db``, which
     reads the cache first), or, with ``cache``, undo a logout (``cached_db``'s database
     refuses to save a deleted session again)."""
-    engine = getattr(settings, "SESSION_ENGINE", "")
-    alias = getattr(settings, "SESSION_CACHE_ALIAS", "default")
-    config = settings.CACHES.get(alias) if isinstance(alias, str) else None
-    store = (
-        _cached_session_store(engine)
-        if isinstance(engine, str)
-        and isinstance(config, Mapping)
-        and _backend_is(config.get("BACKEND"), "MultiLevelCache")
-        else None
-    )
-    if store is None:
+    found = _sessions_cached_on("MultiLevelCache")
+    if found is None:
         return []
+    alias, store = found
     # Every MultiLevelCache has one: its first level must be in-process (the backend
     # refuses any other), the default levels' a SmartCache.
     return [
@@ -376,18 +384,10 @@ def check_sessions_not_in_one_process(
     a worker's copy outlives a logout made through another until it expires. Django
     says as much of LocMemCache in its docs; a deployment check says it here (runserver
     is one process: no warning without ``--deploy``)."""
-    engine = getattr(settings, "SESSION_ENGINE", "")
-    alias = getattr(settings, "SESSION_CACHE_ALIAS", "default")
-    config = settings.CACHES.get(alias) if isinstance(alias, str) else None
-    store = (
-        _cached_session_store(engine)
-        if isinstance(engine, str)
-        and isinstance(config, Mapping)
-        and _backend_is(config.get("BACKEND"), "SmartCache")
-        else None
-    )
-    if store is None:
+    found = _sessions_cached_on("SmartCache")
+    if found is None:
         return []
+    alias, store = found
     if store == _CACHED_SESSION_STORES[0]:
         what = (
             "each worker process keeps its own copy of a session, and a copy outlives "
