@@ -147,6 +147,29 @@ def warn_if_on_event_loop(backend: str, location: str) -> None:
     )
 
 
+def made_key_head(make_key: Callable[..., Any], version: int) -> str:
+    """What ``make_key`` puts before every key at ``version`` (``"prefix:version:"``
+    with Django's default), found by making probe keys; ``ValueError`` naming
+    ``KEY_FUNCTION`` when the head depends on the key. The probes hold what key
+    functions commonly rewrite (upper case, spaces, ``:``, ``/``, non-ASCII, a key over
+    memcached's 250 characters): one that lower-cased keys or replaced spaces passed
+    two plain probes, and its delete_pattern() then deleted nothing."""
+    probes = ("\x00Probe A:é/\x00", "\x01probe-b\x01", "Long " * 60)
+    made = [make_key(p, version=version) for p in probes]
+    heads = {
+        m[: len(m) - len(p)] if isinstance(m, str) and m.endswith(p) else None
+        for m, p in zip(made, probes, strict=True)
+    }
+    head = heads.pop()
+    if heads or head is None:
+        raise ValueError(
+            "delete_pattern() needs a KEY_FUNCTION (or make_key) that makes "
+            "'<head><key>' with a head that does not depend on the key, as "
+            "Django's default 'prefix:version:key' does; this cache's does not"
+        )
+    return str(head)
+
+
 def refuse_unencodable(key: str, backend: str, what: str = "Cache key") -> None:
     """Raise ``InvalidCacheKey`` if ``key`` cannot be encoded as UTF-8."""
     if key.isascii():
@@ -278,27 +301,13 @@ class SmartCacheKeyMixin:
 
         Works for any ``KEY_FUNCTION``/``make_key`` that makes ``head + key`` with a head
         that does not depend on the key (Django's default: ``"prefix:version:"``); the
-        head is found by making probe keys. Any other key function cannot be inverted
-        and raises ``ValueError`` naming ``KEY_FUNCTION``. The probes hold what key
-        functions commonly rewrite (upper case, spaces, ``:``, ``/``, non-ASCII, a key
-        over memcached's 250 characters): one that lower-cased keys or replaced spaces
-        passed two plain probes, and its delete_pattern() then deleted nothing.
+        head is found by making probe keys (:func:`made_key_head`). Any other key
+        function cannot be inverted and raises ``ValueError`` naming ``KEY_FUNCTION``.
         """
-        if version is None:
-            version = self.version
-        probes = ("\x00Probe A:é/\x00", "\x01probe-b\x01", "Long " * 60)
-        made = [self.make_key(p, version=version) for p in probes]  # type: ignore[attr-defined]
-        heads = {
-            m[: len(m) - len(p)] if isinstance(m, str) and m.endswith(p) else None
-            for m, p in zip(made, probes, strict=True)
-        }
-        head = heads.pop()
-        if heads or head is None:
-            raise ValueError(
-                "delete_pattern() needs a KEY_FUNCTION (or make_key) that makes "
-                "'<head><key>' with a head that does not depend on the key, as "
-                "Django's default 'prefix:version:key' does; this cache's does not"
-            )
+        head = made_key_head(
+            self.make_key,  # type: ignore[attr-defined]
+            self.version if version is None else version,
+        )
         if self._utf8_keys and isinstance(pattern, str):
             # No stored key holds such a character: refused as its keys are.
             refuse_unencodable(pattern, type(self).__name__, "Key pattern")

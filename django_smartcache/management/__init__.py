@@ -180,18 +180,13 @@ def check_pattern(cache: BaseCache, pattern: str, *, regex: bool = False) -> Non
 
 
 def _django_redis_pattern(cache: BaseCache, pattern: str, regex: bool) -> Any:
-    """``pattern`` over a django-redis alias's made keys (its head: what its key
-    function puts before a key, found with a probe key as ``key_pattern`` does)."""
+    """``pattern`` over a django-redis alias's made keys, its head found as
+    ``key_pattern`` finds ours (:func:`~django_smartcache.backends.base.made_key_head`)."""
+    from ..backends.base import made_key_head
     from ..core.patterns import KeyPattern
 
-    probe = "\x00probe\x00"
-    made = str(cache.make_key(probe))
-    if not made.endswith(probe):
-        raise ValueError(
-            "delete_pattern() needs a KEY_FUNCTION that makes '<head><key>', as "
-            "Django's default 'prefix:version:key' does; this cache's does not"
-        )
-    return KeyPattern(pattern, regex=regex, head=made[: -len(probe)])
+    head = made_key_head(cache.make_key, cache.version)
+    return KeyPattern(pattern, regex=regex, head=head)
 
 
 def pattern_problem(cache: BaseCache) -> str | None:
