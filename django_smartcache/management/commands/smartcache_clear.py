@@ -70,6 +70,7 @@ class Command(QuietCommand):
                 return
         missed: list[str] = []
         failed: list[str] = []
+        files = _files_by_alias()
         for alias in aliases:
             try:
                 cache = caches[alias]
@@ -83,7 +84,7 @@ class Command(QuietCommand):
             self.stdout.write(
                 f"Cleared {alias!r} ({backend_name(cache)}){but_not(cache)}{note}."
             )
-            for path, others in _sharing(alias, aliases):
+            for path, others in _sharing(files, alias, aliases):
                 self.stdout.write(
                     self.style.WARNING(
                         f"  {path} is also the file of {', '.join(others)}: their "
@@ -95,10 +96,12 @@ class Command(QuietCommand):
         fail_if_unreached(missed, "The clear", failed)
 
 
-def _sharing(alias: str, cleared: Iterable[str]) -> list[tuple[str, list[str]]]:
-    """(file, the other aliases on it) for each SQLite file ``alias`` clears; aliases in
-    ``cleared`` (this run clears them anyway) are not named."""
-    files = _files_by_alias()
+def _sharing(
+    files: dict[str, set[str]], alias: str, cleared: Iterable[str]
+) -> list[tuple[str, list[str]]]:
+    """(file, the other aliases on it) for each SQLite file ``alias`` clears
+    (``files``: :func:`_files_by_alias`); aliases in ``cleared`` (this run clears them
+    anyway) are not named."""
     skip = {alias, *cleared}
     return [
         (path, others)
@@ -116,8 +119,6 @@ def _sharing(alias: str, cleared: Iterable[str]) -> list[tuple[str, list[str]]]:
 def _files_by_alias() -> dict[str, set[str]]:
     """Alias -> the SQLite files it stores in: its own, its inline levels', and those
     of the aliases a MultiLevelCache's ``LEVELS`` names."""
-    from django.conf import settings
-
     from ...checks import _sqlite_files
 
     files: dict[str, set[str]] = {}
