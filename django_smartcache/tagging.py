@@ -728,12 +728,17 @@ class TaggingMixin:
         if type(envelope) is not Tagged:
             note_incremented(envelope)
             return
-        dirty = dirty_tags()
-        if dirty and not dirty.isdisjoint(envelope.versions):
-            return
-        if key not in self._valid({key: envelope}):
+        if self._incremented_stale(key, envelope):
             self.delete(key, version=version)  # type: ignore[attr-defined]
             raise ValueError(f"Key '{key}' not found")
+
+    def _incremented_stale(self, key: str, envelope: Tagged) -> bool:
+        """Whether an incremented ``envelope`` is stale: ``incr`` then answers as for
+        a missing key. A thread with its tags dirty leaves it as ``get`` does."""
+        dirty = dirty_tags()
+        if dirty and not dirty.isdisjoint(envelope.versions):
+            return False
+        return key not in self._valid({key: envelope})
 
     def _drop_stale(self, stale: Mapping[str, Tagged], version: int | None) -> None:
         """Delete the stale envelopes read, to free their bytes (never while this

@@ -414,10 +414,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
             INCREMENTED_ENVELOPES.reset(token)
         if bumped:
             envelope = _raw(bumped[-1])
-            dirty = dirty_tags()
-            if (not dirty or dirty.isdisjoint(envelope.versions)) and key not in (
-                self._valid({key: envelope})
-            ):
+            if self._incremented_stale(key, envelope):
                 self._clear_stale_occupant(key, envelope, version)
                 raise ValueError(f"Key '{key}' not found")
         return value
