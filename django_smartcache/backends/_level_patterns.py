@@ -34,7 +34,13 @@ from django.core.cache.backends.locmem import LocMemCache
 from ..core.patterns import KeyPattern, glob_escape
 from ._level_ttl import raw_redis_client
 
-__all__ = ["SCAN_COUNT", "check_matching", "delete_matching", "lists_keys"]
+__all__ = [
+    "SCAN_COUNT",
+    "check_matching",
+    "delete_matching",
+    "is_django_redis",
+    "lists_keys",
+]
 
 #: Keys asked per ``SCAN`` call and deleted per pipelined ``UNLINK`` batch.
 SCAN_COUNT = 500
@@ -150,7 +156,7 @@ def _deleter(level: BaseCache) -> _Deleter | None:
         return lambda kp, label, keep: set(exact(kp))
     native = getattr(level, "delete_pattern", None)
     if callable(native):
-        if type(level).__module__.startswith("django_redis"):
+        if is_django_redis(level):
             return _RedisGlobDeletePattern(native)
         return _OwnDeletePattern(native)
     if isinstance(level, LocMemCache):
@@ -256,6 +262,12 @@ def _locmem_delete(level: LocMemCache, kp: KeyPattern, keep: str) -> set[str]:
         if level.delete(key) and key in live:
             removed.add(key)
     return removed
+
+
+def is_django_redis(cache: BaseCache) -> bool:
+    """Whether ``cache`` is django-redis's backend, or a subclass of it (by class, not
+    by name)."""
+    return any(c.__module__.startswith("django_redis.") for c in type(cache).__mro__)
 
 
 def _kept(key: str, keep: str) -> bool:

@@ -146,18 +146,15 @@ def quoted(text: str) -> str:
     return f"'{text}'"
 
 
-def _is_django_redis(cache: BaseCache) -> bool:
-    return type(cache).__module__.startswith("django_redis")
-
-
 def delete_pattern(cache: BaseCache, pattern: str, *, regex: bool = False) -> int:
     """``cache.delete_pattern(pattern, regex=regex)``, our glob or regex; a django-redis
     alias's own takes Redis's glob and no ``regex`` (every run of the command failed on
     such an alias with a TypeError): ours is applied there through its redis-py
     client, as on a MultiLevelCache level (``_level_patterns``)."""
-    if not _is_django_redis(cache):
+    from ..backends._level_patterns import delete_matching, is_django_redis
+
+    if not is_django_redis(cache):
         return int(cache.delete_pattern(pattern, regex=regex))  # type: ignore[attr-defined]
-    from ..backends._level_patterns import delete_matching
 
     removed = delete_matching(
         cache, _django_redis_pattern(cache, pattern, regex), "", ""
@@ -168,12 +165,12 @@ def delete_pattern(cache: BaseCache, pattern: str, *, regex: bool = False) -> in
 def check_pattern(cache: BaseCache, pattern: str, *, regex: bool = False) -> None:
     """Raise what :func:`delete_pattern` would raise for ``pattern`` on ``cache``
     before it deleted anything (``ValueError``, ``NotImplementedError``)."""
+    from ..backends._level_patterns import check_matching, is_django_redis
+
     check = getattr(cache, "check_pattern", None)
     if callable(check):
         check(pattern, regex=regex)
-    elif _is_django_redis(cache):
-        from ..backends._level_patterns import check_matching
-
+    elif is_django_redis(cache):
         check_matching(cache, _django_redis_pattern(cache, pattern, regex), "")
     elif callable(key_pattern := getattr(cache, "key_pattern", None)):
         key_pattern(pattern, regex=regex)  # an unencodable or invalid one raises

@@ -12,6 +12,7 @@ from django.core.cache.backends.memcached import BaseMemcachedCache
 from django.core.cache.backends.redis import RedisCache
 from django.core.management.base import CommandError
 
+from ...backends._level_patterns import is_django_redis
 from .. import (
     QuietCommand,
     add_cache_argument,
@@ -74,7 +75,7 @@ def expires_itself(cache: BaseCache) -> bool:
     name: any other backend without a purge keeps its expired entries until read."""
     if isinstance(cache, RedisCache | BaseMemcachedCache):
         return True
-    return any(c.__module__.startswith("django_redis.") for c in type(cache).__mro__)
+    return is_django_redis(cache)
 
 
 #: Why a backend with neither a purge nor expiry of its own is skipped.
