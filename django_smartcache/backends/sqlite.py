@@ -801,26 +801,13 @@ class BaseSQLiteCache(
             ]
             if not keys:
                 return set()
-            return self._write(self._delete_keys_txn, keys, self._clock())
-        return self._write(self._delete_pattern_txn, statements, params, self._clock())
-
-    def _delete_keys_txn(
-        self, conn: sqlite3.Connection, keys: list[str], now: float
-    ) -> set[str]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            rows = [
-                row
+            work = [
+                (sql.DELETE_KEYS_RETURNING.format(sql.in_clause(len(chunk))), chunk)
                 for chunk in _chunks(keys)
-                for row in conn.execute(
-                    sql.DELETE_KEYS_RETURNING.format(sql.in_clause(len(chunk))), chunk
-                )
             ]
-            conn.execute("COMMIT")
-        finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        return {key for key, e in rows if e is None or e > now}
+        else:
+            work = [(s, params) for s in statements]
+        return self._write(self._delete_returning_txn, work, self._clock())
 
     async def adelete_pattern(
         self, pattern: str, *, regex: bool = False, version: int | None = None
@@ -829,16 +816,17 @@ class BaseSQLiteCache(
             pattern, regex=regex, version=version
         )
 
-    def _delete_pattern_txn(
+    def _delete_returning_txn(
         self,
         conn: sqlite3.Connection,
-        statements: tuple[str, ...],
-        params: dict[str, Any],
+        work: list[tuple[str, Any]],
         now: float,
     ) -> set[str]:
+        """Run each ``(statement, parameters)`` of ``work`` (deletes ``RETURNING key,
+        expires``) in one write transaction; the live keys they deleted."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows = [row for s in statements for row in conn.execute(s, params)]
+            rows = [row for s, params in work for row in conn.execute(s, params)]
             conn.execute("COMMIT")
         finally:
             if conn.in_transaction:
