@@ -94,8 +94,8 @@ _SMART_LRU = (
     "SmartCache evicts one entry at a time by its own policy"
 )
 _SQLITE_LRU = (
-    "LocMem's exact LRU order on get/incr; SQLiteCache refreshes a read key's "
-    "access time only every ACCESS_INTERVAL (set() order is tested and passes)"
+    "LocMem's exact LRU order on get; SQLiteCache refreshes a read key's "
+    "access time only every ACCESS_INTERVAL (set() and incr() order pass)"
 )
 _MULTI_CULL = (
     "LocMem's cull arithmetic / LRU order; the L2 culls as expected, "
@@ -129,7 +129,6 @@ SKIPS: dict[str, dict[str, str]] = {
         _LM + "test_incr_decr_timeout": _EXPIRE_INFO,
         _LM + "test_locking_on_pickle": _LOCK,
         _LM + "test_lru_get": _SQLITE_LRU,
-        _LM + "test_lru_incr": _SQLITE_LRU,
     },
     # MultiLevelCache with its default levels (SmartCache L1, SQLiteCache L2).
     "multilevel": {
