@@ -743,10 +743,14 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                     value = self._incr_l1(key, delta)
                 else:
                     value = self._levels[i].incr(key, delta)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError) as exc:
                 if i:
                     # "Not found", "not a number": answers (a probe's marks it back).
                     self._ok(i)
+                    if isinstance(exc, ValueError):
+                        # Gone from the level that counts (culled, evicted): a copy
+                        # above must not go on answering get() for it meanwhile.
+                        self._drop_above(i, key)
                 raise
             except FAULTS as exc:
                 if i == 0:
@@ -755,26 +759,27 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 continue
             if i:
                 self._ok(i)
-            for j in range(self._last, -1, -1):
-                if j == i:
-                    continue
-                if j > i:
-                    self._health[j].missed([key])
-                    continue
-                if j and not self._usable(j):
-                    self._health[j].missed([key])
-                    continue
-                try:
-                    self._levels[j].delete(key)
-                except FAULTS as exc:
-                    self._fault(j, exc, "incr", [key])
-                else:
-                    if j:
-                        self._ok(j)
+            for j in range(self._last, i, -1):
+                self._health[j].missed([key])
+            self._drop_above(i, key)
             self._co.local_write()
             self._publish([key])
             return value
         raise AssertionError("unreachable: level 0 is always tried")
+
+    def _drop_above(self, i: int, key: str) -> None:
+        """Delete ``key`` from the levels above level ``i`` (``incr``'s copies)."""
+        for j in range(i - 1, -1, -1):
+            if j and not self._usable(j):
+                self._health[j].missed([key])
+                continue
+            try:
+                self._levels[j].delete(key)
+            except FAULTS as exc:
+                self._fault(j, exc, "incr", [key])
+            else:
+                if j:
+                    self._ok(j)
 
     def _incr_l1(self, key: str, delta: int) -> Any:
         """Every lower level is down: count in L1 (bounded by L1_MAX_TTL) rather than fail."""
