@@ -572,16 +572,18 @@ class ConnectionMixin:
                 _prepared.add(self._path)
                 _ever_prepared.add(self._path)
             generation = _generation
-        # Identity first: if the file is replaced before connect() opens it, the next
-        # check sees a mismatch and reopens (the other order could miss it forever).
-        file = file_id(self._path)
-        options = self._options
-        key = (self._path, options.busy_timeout, options.synchronous)
-        idle = _take(key, generation, file)
+            # Identity first: if the file is replaced before connect() opens it, the
+            # next check sees a mismatch and reopens (the other order could miss it
+            # forever). Connected under the lock: see ``sqlite_file.in_use``.
+            file = file_id(self._path)
+            options = self._options
+            key = (self._path, options.busy_timeout, options.synchronous)
+            idle = _take(key, generation, file)
+            if idle is None:
+                conn = sqlite_file.connect(
+                    self._path, options.busy_timeout, options.synchronous
+                )
         if idle is None:
-            conn = sqlite_file.connect(
-                self._path, options.busy_timeout, options.synchronous
-            )
             json = has_json(conn)
         else:
             # Another thread's, left idle: the same file, opened since the last fork
@@ -611,7 +613,8 @@ class ConnectionMixin:
         """
         if not sqlite_file.is_corruption(exc):
             if sqlite_file.result_code(exc) == sqlite_file.READONLY_CODE:
-                denied = sqlite_file.write_denied(self._path)
+                with _prepare_lock:  # (see sqlite_file.in_use)
+                    denied = sqlite_file.write_denied(self._path)
                 error = sqlite3.OperationalError(
                     f"SQLiteCache LOCATION {self._path!r} cannot be written by this "
                     f"process: {denied or exc}. Make the file, its -wal and -shm and "

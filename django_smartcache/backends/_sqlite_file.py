@@ -24,6 +24,7 @@ import sqlite3
 import stat
 import time
 import urllib.parse
+import weakref
 from collections.abc import Iterator
 
 from django.core.exceptions import ImproperlyConfigured
@@ -442,10 +443,49 @@ def tail_regexp(pattern: str, start: int, value: object) -> bool:
 
 class Connection(sqlite3.Connection):
     """A cache connection: one that can be weakly referenced (a forked child finds and
-    closes every connection it inherited)."""
+    closes every connection it inherited), and that knows its file (``in_use``)."""
 
     #: (process, thread) that opened it: the only thread that uses it.
     owner: tuple[int, int] = (0, 0)
+    #: (st_dev, st_ino) of the file it opened.
+    file: tuple[int, int] | None = None
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+#: Every connection ``connect`` made in this process (see ``in_use``).
+_connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+def _file_of(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def in_use(path: str) -> bool:
+    """Whether a connection of this process has the file ``path`` names open.
+
+    Then this file, its ``-wal`` and its ``-shm`` must not be opened from Python:
+    closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's too. Another process then took itself for the file's last user and, at
+    its close, checkpointed and deleted the ``-wal`` and ``-shm`` under our live
+    connection, which went on alone on the deleted ones: two histories of one file
+    for as long as the process lived, stale reads, and writes lost at the end (outside
+    probe: two aliases on one file spelled two ways, a symlinked deploy directory).
+    Callers hold the connection module's ``_prepare_lock``, which ``connect`` runs
+    under too, so no connection opens between this answer and their descriptors'
+    close.
+    """
+    file = _file_of(real_path(path))
+    return file is not None and any(
+        conn.file == file and not conn.closed for conn in list(_connections)
+    )
 
 
 def connect(path: str, busy_timeout: float, synchronous: str) -> Connection:
@@ -467,10 +507,12 @@ def connect(path: str, busy_timeout: float, synchronous: str) -> Connection:
     # The WAL is truncated back to 32 MB after a checkpoint that let it grow past that.
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
     conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+    conn.file = _file_of(path)  # (open now: SQLite opened it above)
+    _connections.add(conn)
     return conn
 
 
-def _install(path: str, busy_timeout: float) -> bool:
+def _install(path: str, busy_timeout: float, busy: bool = False) -> bool:
     """Create or check the schema; return whether the file held no tables (a new
     file: its schema written now).
 
@@ -479,7 +521,8 @@ def _install(path: str, busy_timeout: float) -> bool:
     is ours but whose tables are not, ``sqlite3.DatabaseError`` when it is damaged.
     """
     _create_private(path)
-    ours = ours_by_header(path)  # before SQLite reads a WAL into it
+    # Before SQLite reads a WAL into it; never by a descriptor of a file in use here.
+    ours = not busy and ours_by_header(path)
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
         tables, app_id, found = _identity(conn)
@@ -772,8 +815,12 @@ def _not_given(name: str, uid: int, exc: OSError) -> None:
 
 def write_denied(path: str) -> OSError | None:
     """The OS error that opening the cache file, its ``-wal`` or ``-shm`` for writing
-    raises in this process (the call SQLite makes); ``None`` if none does."""
+    raises in this process (the call SQLite makes); ``None`` if none does. While a
+    connection of this process has the file open (``in_use``), asked of ``access()``
+    and the mount instead: a descriptor's close would drop SQLite's locks."""
     path = real_path(path)
+    if in_use(path):
+        return _access_denied(path)
     for name in (path, path + "-wal", path + "-shm"):
         try:
             fd = os.open(name, os.O_RDWR)
@@ -782,6 +829,23 @@ def write_denied(path: str) -> OSError | None:
         except OSError as exc:
             return exc
         os.close(fd)
+    return None
+
+
+def _access_denied(path: str) -> OSError | None:
+    """``write_denied`` without opening anything: the mount's read-only flag, then
+    ``access(W_OK)`` (which root passes wherever the mount allows)."""
+    try:
+        if os.statvfs(os.path.dirname(path)).f_flag & os.ST_RDONLY:
+            return OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+    except OSError as exc:
+        return exc
+    effective = os.access in os.supports_effective_ids
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name) and not os.access(
+            name, os.W_OK, effective_ids=effective
+        ):
+            return PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
     return None
 
 
@@ -837,17 +901,22 @@ def prepare(path: str, busy_timeout: float) -> None:
         had = _inode(path), os.path.lexists(path + ".lock")
         with open_lock(path):
             refuse_unless_regular(path)
+            # A file a connection of this process has open (another alias on it, or
+            # one that connected to it before this one saw the old file go): it is
+            # read by SQLite only, never by a descriptor of ours (``in_use``). It was
+            # checked by whichever process made it.
+            busy = in_use(path)
             set_aside_orphans(path)
             if os.path.lexists(path + "-journal"):
                 settle_journal(path, busy_timeout)
-            foreign = foreign_beside_a_wal(path)
+            foreign = None if busy else foreign_beside_a_wal(path)
             if foreign is not None:
                 raise ForeignDatabaseError(foreign)
-            problem = diagnose(path)
+            problem = None if busy else diagnose(path)
             if problem is not None:
                 quarantine(path, problem)
             try:
-                created = _install(path, busy_timeout)
+                created = _install(path, busy_timeout, busy)
             except IncompatibleSchemaError as exc:
                 quarantine(path, str(exc), "schema")
                 created = _install(path, busy_timeout)
@@ -857,7 +926,7 @@ def prepare(path: str, busy_timeout: float) -> None:
             except sqlite3.DatabaseError as exc:
                 if not is_corruption(exc):
                     raise
-                if not ours_by_header(path):
+                if not busy and not ours_by_header(path):
                     # Damaged, or read half-way through someone's commit: only a
                     # file that says it is ours is ever moved.
                     raise ForeignDatabaseError(
@@ -869,9 +938,10 @@ def prepare(path: str, busy_timeout: float) -> None:
                 created = _install(path, busy_timeout)
             # A new file: made here, or fresh after a quarantine (another inode).
             new_file = _inode(path) != had[0]
-            if new_file or created:
+            busy = in_use(path)  # (the file may be another one since a quarantine)
+            if (new_file or created) and not busy:
                 _make_private(path)
-            _give_to_owner(path, made, new_file, not had[1])
+            _give_to_owner(path, made, new_file and not busy, not had[1])
             _warn_root(path)
             check_writable(path)
     except NotRegularFileError as exc:
