@@ -321,7 +321,11 @@ class CachedFunction(Generic[P, R]):
 
     def _waited(self, key: str, scope: str, since: float) -> None:
         stampede_wait.send(
-            sender=self, key=key, scope=scope, seconds=time.monotonic() - since
+            sender=self,
+            key=key,
+            scope=scope,
+            seconds=time.monotonic() - since,
+            using=self._using,
         )
 
     # -- the synchronous path -------------------------------------------------------------

@@ -26,7 +26,7 @@ waited = re.search(r"(\d+) waited for it", message)
 table = re.search(r'<table class="djdt-smartcache-waits">.*?</table>', content, re.S)
 print(json.dumps({
     "waited": int(waited.group(1)) if waited else None,
-    "rows": table.group(0).count("<td><code>@cached catalogue_report</code></td>") if table else 0,
+    "rows": table.group(0).count("<td><code>default (@cached catalogue_report)</code></td>") if table else 0,
 }))
 """
 

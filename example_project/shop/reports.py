@@ -85,7 +85,8 @@ def stampede(callers: int) -> dict[str, int]:
     try:
         # Each thread runs in a copy of this request's context (contextvars), as
         # asgiref's sync_to_async does: what looks at the request's context, like the
-        # debug-toolbar panel's recorder, then sees the threads' cache calls and waits.
+        # debug-toolbar panel's recorder, then sees the threads' waits (their cache
+        # calls go through the threads' own cache instances: not listed).
         threads = [
             threading.Thread(target=contextvars.copy_context().run, args=(call,))
             for _ in range(callers)

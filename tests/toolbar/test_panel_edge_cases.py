@@ -249,6 +249,10 @@ def test_a_cached_call_is_listed_as_its_one_lookup() -> None:
     ]
     smart = alias(stats, "smart")
     assert (smart["hits"], smart["misses"]) == (1, 1)
+    # The bookkeeping's time is the request's, though no listed call took it (a
+    # memoized miss showed 0.02 of its 0.35 ms in the cache: browser probe).
+    listed_ms = sum(c["ms"] for c in stats["calls"] if c["alias"] == "smart")
+    assert smart["ms"] > listed_ms + 0.001
 
 
 def test_keys_that_are_not_str_show_their_repr_and_type() -> None:
