@@ -215,7 +215,7 @@ def test_content_is_valid_html_and_shows_everything() -> None:
     valid_html(content)
     for text in (
         "Hit rate",
-        "<code>greeting</code>",
+        '<code class="djdt-smartcache-key">greeting</code>',
         "book 1 saved",
         "django_smartcache.backends.multilevel.MultiLevelCache",
         "Lifetime statistics",
@@ -279,7 +279,7 @@ def test_panel_in_the_page_and_render_panel_json(client: Any) -> None:
     content = rendered.json()["content"]
     valid_html(content)
     assert "book 1 saved" in content
-    assert "<code>greeting</code>" in content
+    assert '<code class="djdt-smartcache-key">greeting</code>' in content
 
 
 def test_no_toolbar_no_recording(client: Any) -> None:

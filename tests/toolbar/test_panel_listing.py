@@ -35,7 +35,7 @@ def test_note_goes_when_the_cache_panel_is_unticked(client: Any) -> None:
     assert caches["smart"]._djdt_panel is None  # its wrappers are still there
     off = _content(client, response)
     assert "djdt-smartcache-nested" not in off
-    assert "<code>greeting</code>" in off  # still recorded
+    assert '<code class="djdt-smartcache-key">greeting</code>' in off  # still recorded
     client.cookies["djdtCachePanel"] = "on"
     assert 'class="djdt-smartcache-nested"' in _content(
         client, toolbar_get(client, "/lookups/")
