@@ -107,6 +107,23 @@ INCREMENTED_ENVELOPES: ContextVar[list[Tagged] | None] = ContextVar(
 )
 
 
+def incremented(envelope: Tagged, delta: Any) -> Any:
+    """``envelope.value + delta``, for a level's ``incr``. A ``TypeError`` (a tagged
+    value that is not a number) carries the envelope (``failed_envelope``): a stale
+    one is a missing key for ``incr`` whatever it holds, so the caller's ``incr``
+    judges it and answers ``ValueError`` then, as for a stale number."""
+    try:
+        return envelope.value + delta
+    except TypeError as exc:
+        exc.smartcache_envelope = envelope  # type: ignore[attr-defined]
+        raise
+
+
+def failed_envelope(exc: TypeError) -> Tagged | None:
+    """The envelope whose value ``incremented`` could not add to, if any."""
+    return getattr(exc, "smartcache_envelope", None)
+
+
 def note_incremented(envelope: Tagged) -> None:
     """A level bumped the value inside a lower level's envelope (not its own to
     judge): handed to the MultiLevelCache incrementing it, if any."""

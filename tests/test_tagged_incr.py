@@ -98,3 +98,22 @@ def test_a_stale_entry_is_dropped_by_a_version_move(tagged_cache: Any) -> None:
     with pytest.raises(ValueError):
         cache.incr_version("t")
     assert cache._read_bookkeeping(["t"]) == {}
+
+
+@backends
+@pytest.mark.parametrize("value", ["text", [1]])
+def test_a_stale_tagged_value_that_is_not_a_number_is_a_missing_key(
+    tagged_cache: Any, value: Any
+) -> None:
+    """A stale tagged number raised ValueError, a stale tagged str TypeError: the
+    key is missing either way (differential probe against LocMemCache)."""
+    cache = tagged_cache
+    cache.set("k", value, tags=["book:1"])
+    with pytest.raises(TypeError):
+        cache.incr("k")  # current: not a number, as Django says
+    assert cache.get("k") == value
+    cache.invalidate_tags("book:1")
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr("k")
+    assert cache.get("k") is None
+    assert cache.add("k", 1) is True

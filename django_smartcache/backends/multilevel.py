@@ -410,14 +410,24 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         token = INCREMENTED_ENVELOPES.set(bumped)
         try:
             value = _MultiLevelBase.incr(self, key, delta, version)
+        except TypeError:
+            # A tagged value that is not a number (the level noted its envelope):
+            # stale, it is a missing key, as a stale number is.
+            self._judge_incremented(key, bumped, version)
+            raise
         finally:
             INCREMENTED_ENVELOPES.reset(token)
+        self._judge_incremented(key, bumped, version)
+        return value
+
+    def _judge_incremented(self, key: Any, bumped: list[Tagged], version: Any) -> None:
+        """``ValueError`` (the entry dropped) when the envelope a level incremented, or
+        failed to, is stale."""
         if bumped:
             envelope = _raw(bumped[-1])
             if self._incremented_stale(key, envelope):
                 self._clear_stale_occupant(key, envelope, version)
                 raise ValueError(f"Key '{key}' not found")
-        return value
 
     def set(
         self,

@@ -39,6 +39,8 @@ from ..signals import entry_evicted
 from ..tagging import (
     TaggingMixin,
     VersionKeys,
+    failed_envelope,
+    incremented,
     key_warnings_given,
     note_incremented,
     nothing_pending,
@@ -370,7 +372,7 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
         def bump(payload: bytes) -> bytes:
             old = _loads(payload)
             if isinstance(old, Tagged):  # keep the envelope: its tags and validity
-                value = old.value + delta
+                value = incremented(old, delta)
                 result.append(value)
                 bumped.append(type(old)(value, old.versions, old.deps, old.wid))
                 return dumps(made, bumped[0])
@@ -382,6 +384,11 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
             self._store.transform(made, bump)
         except KeyError:
             raise ValueError(f"Key '{made}' not found") from None
+        except TypeError as exc:
+            envelope = failed_envelope(exc)
+            if envelope is not None:  # stale: ValueError, as for a stale number
+                self._incremented_envelope(key, version, envelope)
+            raise
         if bumped:
             self._incremented_envelope(key, version, bumped[0])
         return result[0]

@@ -32,7 +32,12 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from ..core.patterns import KeyPattern, glob_to_regex, prefix_end
 from ..core.tags import Tagged
-from ..tagging import TaggingMixin, note_incremented
+from ..tagging import (
+    TaggingMixin,
+    failed_envelope,
+    incremented,
+    note_incremented,
+)
 from . import _sqlite_schema as sql
 from ._sqlite_budget import BudgetMixin
 from ._sqlite_changes import ChangeCursor, ChangeLogMixin
@@ -848,7 +853,13 @@ class BaseSQLiteCache(
             if rows:
                 return rows[0][0]
         # Absent, pickled (a big int, a float, a tag envelope...), or out of range.
-        new_value, envelope = self._write(self._incr_txn, db_key, key, delta, now)
+        try:
+            new_value, envelope = self._write(self._incr_txn, db_key, key, delta, now)
+        except TypeError as exc:
+            failed = failed_envelope(exc)
+            if failed is not None:  # stale: ValueError, as for a stale number
+                self._incremented_envelope(key, version, failed)
+            raise
         if envelope is not None:
             self._incremented_envelope(key, version, envelope)
         return new_value
@@ -872,7 +883,7 @@ class BaseSQLiteCache(
                 raise ValueError(f"Key '{key}' not found")
             envelope = None
             if isinstance(value, Tagged):  # keep the envelope: its tags and validity
-                new_value = value.value + delta
+                new_value = incremented(value, delta)
                 envelope = type(value)(new_value, value.versions, value.deps, value.wid)
                 stored = self._encode(db_key, envelope)
             else:
