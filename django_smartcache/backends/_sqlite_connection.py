@@ -255,6 +255,13 @@ def file_id(path: str) -> FileId | None:
     return (st.st_dev, st.st_ino)
 
 
+def _unprepared(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` says the file lacks our tables (SQLite's "no such table")."""
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
+        "no such table: smartcache_"
+    )
+
+
 _hooks_lock = threading.Lock()
 _hooks_registered = False
 
@@ -604,13 +611,28 @@ class ConnectionMixin:
         return conn
 
     def _on_error(self, exc: sqlite3.DatabaseError) -> None:
-        """Re-raise ``exc`` unless it says the file is damaged; then start a fresh file.
+        """Re-raise ``exc`` unless it says the file is damaged (then start a fresh file)
+        or lacks our tables (then prepare it again at the next use).
 
         A file this process cannot write (made read-only since it was opened: a new
         thread's connection opens it read-only) raises an ``OperationalError`` naming
         ``LOCATION`` and the OS error, not SQLite's bare "attempt to write a readonly
         database": an error of the level, as for a ``LOCATION`` that became unusable.
         """
+        if _unprepared(exc):
+            # A file without our tables: made by another process that is installing
+            # them now (a thread of ours reached a replaced file first, past the
+            # prepare that waits for that install under the ``.lock``), or emptied by
+            # hand. Prepared again at the next use: the read is a miss, a write is
+            # retried once (``_write``), as after damage.
+            state = self._state
+            conn, state.conn = state.conn, None
+            if conn is not None:
+                conn.close()
+            with _prepare_lock:
+                _prepared.discard(self._path)
+            logger.info("SQLiteCache: %s: %s; preparing it again.", self._path, exc)
+            return
         if not sqlite_file.is_corruption(exc):
             if sqlite_file.result_code(exc) == sqlite_file.READONLY_CODE:
                 with _prepare_lock:  # (see sqlite_file.in_use)

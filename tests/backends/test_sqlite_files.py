@@ -896,3 +896,34 @@ def test_a_full_disk_is_not_blamed_on_location(tmp_path, monkeypatch):
         if "is full" in expected:
             assert "Point LOCATION" not in str(info.value)
             assert "Free space there" in str(info.value)
+
+
+def test_a_thread_that_reaches_a_file_before_its_tables_waits_for_them(tmp_path):
+    """After an ``rm`` of the cache, another process recreates the file and installs
+    our tables under the ``.lock``; a new thread of this process (a new request)
+    connected to the new file straight away and met it without tables: "no such
+    table" raised from a get() (filesystem probe: 1 request in ~340 per worker). Now
+    the read is a miss and a write prepares the file again (waiting for the install)."""
+    import threading
+
+    path = str(tmp_path / "cache.sqlite3")
+    first = SQLiteCache(path, {})
+    first.set("k", "old")  # this process has prepared LOCATION
+    first.close()
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    sqlite3.connect(path).close()  # another process's file, its tables not yet there
+    answers = {}
+
+    def request():
+        cache = SQLiteCache(path, {})
+        answers["get"] = cache.get("k", "miss")
+        cache.set("k", "new")
+        answers["after"] = cache.get("k")
+        cache.close()
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    thread.join()
+    assert answers == {"get": "miss", "after": "new"}
