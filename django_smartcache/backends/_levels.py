@@ -217,11 +217,13 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             return timeout, timeout
         return timeout, min(timeout, self._l1_max_ttl)
 
-    def _upper_timeout(self, remaining: float | None) -> float | None:
-        """Promotion timeout from a lower level's remaining TTL (None: unknown/forever)."""
+    def _upper_timeout(self, remaining: float | None, spent: float = 0.0) -> float:
+        """Promotion timeout from a lower level's remaining TTL (None: unknown/forever),
+        ``spent`` seconds after the value was read."""
+        bound = self._l1_max_ttl - spent
         if remaining is None:
-            return self._l1_max_ttl
-        return min(remaining, self._l1_max_ttl)
+            return bound
+        return min(remaining, bound)
 
     # -- error handling --------------------------------------------------------------
     def _usable(self, index: int) -> bool:
@@ -366,7 +368,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
     ) -> tuple[Any, int]:
         """``_get_below``, and the level that answered (0: none did); ``counted=False``
         counts neither a hit nor a miss (``has_key`` is not a read)."""
-        generation = self._co.generation
+        generation, read_at = self._co.generation, _monotonic()
         for i in range(1, depth):
             if not self._usable_for(i, key):
                 continue
@@ -385,14 +387,25 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 if counted:
                     self._hits[i] += 1
                 if promote:
-                    self._promote(i, {key: value}, generation)
+                    self._promote(i, {key: value}, generation, read_at)
                 return value, i
         if counted:
             self._misses[0] += 1
         return default, 0
 
-    def _promote(self, index: int, found: dict[str, Any], generation: int) -> None:
-        """Copy hits from level ``index`` into the levels above, never extending a TTL."""
+    def _promote(
+        self, index: int, found: dict[str, Any], generation: int, read_at: float
+    ) -> None:
+        """Copy hits from level ``index`` into the levels above, never extending a TTL.
+
+        A copy lives at most ``L1_MAX_TTL`` from ``read_at`` (``monotonic()`` before
+        the read), not from the copy: a process frozen whole between the two (SIGSTOP,
+        a paused container or VM) has its listener frozen too, so no invalidation
+        stops the copy, which then served a value replaced ~3 s before for up to
+        14 ms after the resume (outside probe, Redis). Past the bound, no copy."""
+        spent = _monotonic() - read_at
+        if spent >= self._l1_max_ttl:
+            return
         try:
             remaining = _remaining_ttls(self._levels[index], list(found))
         except FAULTS as exc:
@@ -410,7 +423,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             if ttl is not None and ttl is not _NO_EXPIRY and ttl <= 0:
                 continue  # expired while we read it
             timeout = self._upper_timeout(
-                None if ttl is _NO_EXPIRY or ttl is None else ttl
+                None if ttl is _NO_EXPIRY or ttl is None else ttl, spent
             )
             groups.setdefault(timeout, {})[key] = value
         if not groups:
@@ -487,7 +500,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         the level each hit came from (see ``_recount_stale``).
         """
         warn_if_on_event_loop("MultiLevelCache", self._location or self._name)
-        generation = self._co.generation
+        generation, read_at = self._co.generation, _monotonic()
         for i in range(first, depth):
             if i and not self._usable(i):
                 continue
@@ -520,7 +533,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 if origin is not None:
                     origin.update(dict.fromkeys(got, i))
                 if i:
-                    self._promote(i, got, generation)
+                    self._promote(i, got, generation, read_at)
                 missing = [k for k in missing if k not in got]
                 if not missing:
                     break

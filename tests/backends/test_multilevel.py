@@ -227,6 +227,46 @@ def test_incr_of_a_key_gone_from_the_lowest_level_drops_the_copy_above(
     assert cache.get("n") is None
 
 
+@pytest.mark.parametrize("read", ["get", "get_many"])
+def test_a_copy_lives_l1_max_ttl_from_its_read_not_from_its_copy(
+    monkeypatch: pytest.MonkeyPatch, read: str
+) -> None:
+    """A process frozen whole (SIGSTOP, a paused container) between the read from
+    L2 and the copy into L1: its listener is frozen too, so nothing voids the copy,
+    which served a value replaced seconds before (outside probe, Redis). The copy's
+    time in L1 counts from the read: past L1_MAX_TTL, no copy."""
+    from django_smartcache.backends import _levels
+
+    cache = make(
+        [{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}],
+        L1_MAX_TTL=1,
+    )
+    l1, l2 = cache.levels
+    key = cache.make_key("k")
+    l2.set(key, "old")
+    frozen = [0.0]
+    monkeypatch.setattr(_levels, "_monotonic", lambda: time.monotonic() + frozen[0])
+    real_get, real_get_many = l2.get, l2.get_many
+
+    def freeze_after(read_from: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            found = read_from(*args, **kwargs)
+            frozen[0] += 1.5  # the process stops here for 1.5 s
+            return found
+
+        return run
+
+    l2.get, l2.get_many = freeze_after(real_get), freeze_after(real_get_many)
+    if read == "get":
+        assert cache.get("k") == "old"  # what it read, once
+    else:
+        assert cache.get_many(["k"]) == {"k": "old"}
+    assert l1.get(key) is None  # no copy: older than L1_MAX_TTL already
+    frozen[0] = 0.0
+    l2.get, l2.get_many = real_get, real_get_many
+    assert cache.get("k") == "old" and l1.get(key) == "old"  # a prompt copy stays
+
+
 def test_versions_and_prefix_are_applied_once(two_local: MultiLevelCache) -> None:
     cache = two_local
     l1, l2 = cache.levels
