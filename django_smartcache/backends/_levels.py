@@ -430,12 +430,17 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             return
 
         def write() -> None:
+            # Measured again here: the TTLs' read (a Redis round trip) and the lock
+            # are time a frozen process can spend too.
+            left = self._l1_max_ttl - (_monotonic() - read_at)
+            if left <= 0:
+                return
             for i in range(index - 1, -1, -1):
                 if i and not self._usable(i):
                     continue
                 for timeout, data in groups.items():
                     try:
-                        self._levels[i].set_many(data, timeout)
+                        self._levels[i].set_many(data, min(timeout, left))
                     except FAULTS as exc:
                         if _no_permission(exc):
                             # The cache's own write, not the caller's: skipped.
@@ -762,7 +767,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                     self._ok(i)
                     if isinstance(exc, ValueError):
                         # Gone from the level that counts (culled, evicted): a copy
-                        # above must not go on answering get() for it meanwhile.
+                        # above must not go on answering get() for it meanwhile
+                        # (nor a promotion in flight put it back: first the bump).
+                        self._co.local_write()
                         self._drop_above(i, key)
                 raise
             except FAULTS as exc:
@@ -774,8 +781,10 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 self._ok(i)
             for j in range(self._last, i, -1):
                 self._health[j].missed([key])
-            self._drop_above(i, key)
+            # The bump first (as _write does): a promotion in flight of the value
+            # before the incr, landing after the drop, is refused.
             self._co.local_write()
+            self._drop_above(i, key)
             self._publish([key])
             return value
         raise AssertionError("unreachable: level 0 is always tried")

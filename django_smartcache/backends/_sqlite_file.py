@@ -482,6 +482,8 @@ def in_use(path: str) -> bool:
     under too, so no connection opens between this answer and their descriptors'
     close.
     """
+    if fcntl is None:  # pragma: no cover - Windows: a lock belongs to its handle
+        return False
     file = _file_of(real_path(path))
     return file is not None and any(
         conn.file == file and not conn.closed for conn in list(_connections)
@@ -498,15 +500,22 @@ def connect(path: str, busy_timeout: float, synchronous: str) -> Connection:
         cached_statements=256,
         factory=Connection,
     )
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    conn.create_function("regexp", 2, regexp, deterministic=True)
-    conn.create_function("smartcache_tail_regexp", 3, tail_regexp, deterministic=True)
-    # Checkpoints are where WAL mode fsyncs; every 4000 pages (16 MB at 4 KiB pages)
-    # instead of SQLite's 1000 halves the cost of a small write (see docs/sqlite.md).
-    # The WAL is truncated back to 32 MB after a checkpoint that let it grow past that.
-    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
-    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+    try:
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.create_function("regexp", 2, regexp, deterministic=True)
+        conn.create_function(
+            "smartcache_tail_regexp", 3, tail_regexp, deterministic=True
+        )
+        # Checkpoints are where WAL mode fsyncs; every 4000 pages (16 MB at 4 KiB
+        # pages) instead of SQLite's 1000 halves the cost of a small write (see
+        # docs/sqlite.md). The WAL is truncated back to 32 MB after a checkpoint that
+        # let it grow past that.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+    except BaseException:
+        conn.close()  # not left open, unregistered, until its traceback goes
+        raise
     conn.file = _file_of(path)  # (open now: SQLite opened it above)
     _connections.add(conn)
     return conn
@@ -835,11 +844,12 @@ def write_denied(path: str) -> OSError | None:
 def _access_denied(path: str) -> OSError | None:
     """``write_denied`` without opening anything: the mount's read-only flag, then
     ``access(W_OK)`` (which root passes wherever the mount allows)."""
-    try:
-        if os.statvfs(os.path.dirname(path)).f_flag & os.ST_RDONLY:
-            return OSError(errno.EROFS, os.strerror(errno.EROFS), path)
-    except OSError as exc:
-        return exc
+    if hasattr(os, "statvfs"):
+        try:
+            if os.statvfs(os.path.dirname(path)).f_flag & os.ST_RDONLY:
+                return OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        except OSError as exc:
+            return exc
     effective = os.access in os.supports_effective_ids
     for name in (path, path + "-wal", path + "-shm"):
         if os.path.exists(name) and not os.access(

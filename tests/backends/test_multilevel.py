@@ -228,8 +228,9 @@ def test_incr_of_a_key_gone_from_the_lowest_level_drops_the_copy_above(
 
 
 @pytest.mark.parametrize("read", ["get", "get_many"])
+@pytest.mark.parametrize("frozen_in", ["the read", "the TTLs' read"])
 def test_a_copy_lives_l1_max_ttl_from_its_read_not_from_its_copy(
-    monkeypatch: pytest.MonkeyPatch, read: str
+    monkeypatch: pytest.MonkeyPatch, read: str, frozen_in: str
 ) -> None:
     """A process frozen whole (SIGSTOP, a paused container) between the read from
     L2 and the copy into L1: its listener is frozen too, so nothing voids the copy,
@@ -256,7 +257,12 @@ def test_a_copy_lives_l1_max_ttl_from_its_read_not_from_its_copy(
 
         return run
 
-    l2.get, l2.get_many = freeze_after(real_get), freeze_after(real_get_many)
+    if frozen_in == "the read":
+        l2.get, l2.get_many = freeze_after(real_get), freeze_after(real_get_many)
+    else:  # the TTLs' read that follows (a Redis PTTL round trip), review
+        monkeypatch.setattr(
+            _levels, "_remaining_ttls", freeze_after(_levels._remaining_ttls)
+        )
     if read == "get":
         assert cache.get("k") == "old"  # what it read, once
     else:
@@ -264,7 +270,39 @@ def test_a_copy_lives_l1_max_ttl_from_its_read_not_from_its_copy(
     assert l1.get(key) is None  # no copy: older than L1_MAX_TTL already
     frozen[0] = 0.0
     l2.get, l2.get_many = real_get, real_get_many
+    monkeypatch.undo()
     assert cache.get("k") == "old" and l1.get(key) == "old"  # a prompt copy stays
+
+
+@pytest.mark.parametrize("answer", ["a number", "not found"])
+def test_an_incr_refuses_a_promotion_already_in_flight(answer: str) -> None:
+    """A get() that read L2 before the incr, promoting after the incr dropped L1's
+    copy, put the value from before the incr back in L1 (or one the lowest level had
+    culled), served until L1_MAX_TTL (review): the incr now bumps the coherence
+    generation before it drops, so that promotion is refused."""
+    cache = make(
+        [{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}],
+        L1_MAX_TTL=30,
+    )
+    l1, l2 = cache.levels
+    key = cache.make_key("n")
+    l2.set(key, 5)
+    read_at = cache._co.generation  # the racing get() read 5 at this generation
+    drop = cache._drop_above
+
+    def drop_then_promote(i: int, k: str) -> None:
+        drop(i, k)
+        cache._co.promote(read_at, lambda: l1.set(key, 5, 30))
+
+    cache._drop_above = drop_then_promote  # type: ignore[method-assign]
+    if answer == "a number":
+        assert cache.incr("n") == 6
+        assert cache.get("n") == 6
+    else:
+        l2.delete(key)  # culled
+        with pytest.raises(ValueError):
+            cache.incr("n")
+        assert cache.get("n") is None
 
 
 def test_versions_and_prefix_are_applied_once(two_local: MultiLevelCache) -> None:

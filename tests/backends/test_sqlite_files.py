@@ -927,3 +927,14 @@ def test_a_thread_that_reaches_a_file_before_its_tables_waits_for_them(tmp_path)
     thread.start()
     thread.join()
     assert answers == {"get": "miss", "after": "new"}
+
+
+def test_writability_of_a_busy_file_is_asked_without_statvfs(tmp_path, monkeypatch):
+    """Where ``os.statvfs`` is missing (Windows), asking whether a file this process
+    has open may be written raised AttributeError (review)."""
+    from django_smartcache.backends import _sqlite_file as sqlite_file
+
+    path = str(tmp_path / "cache.sqlite3")
+    sqlite3.connect(path).close()
+    monkeypatch.delattr(os, "statvfs")
+    assert sqlite_file._access_denied(path) is None
