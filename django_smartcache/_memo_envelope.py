@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -60,7 +61,11 @@ def _void_all_key(head: str, name: str) -> str:
 def _void_token(seconds: int) -> str:
     """A new ``:void`` token (see ``CachedFunction._void``): unique, and saying when it
     expires (wall clock), so that its expiry is not taken for an invalidation."""
-    return f"{uuid.uuid4().hex}@{time.time() + seconds:.3f}"
+    # Rounded down: rounded to the nearest ms, the stated expiry could fall up to
+    # 0.5 ms after the entry's, and a computation that saw the token expire in that
+    # moment took it for an invalidation (stored nothing; the next call computed again).
+    expires = math.floor((time.time() + seconds) * 1000) / 1000
+    return f"{uuid.uuid4().hex}@{expires:.3f}"
 
 
 def _voided(before: Any, after: Any) -> bool:

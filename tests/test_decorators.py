@@ -1091,6 +1091,22 @@ def test_invalidate_while_computing_keeps_the_old_result_out_of_the_cache():
     assert reader() == "new"  # the stored value is the second computation's
 
 
+def test_a_void_token_never_states_an_expiry_after_its_entrys(monkeypatch):
+    """The token's stated expiry was rounded to the nearest ms: up to 0.5 ms after the
+    entry's, so a computation that saw the token expire within that moment took it for
+    an invalidation and stored nothing (the test below failed 1 run in a Django 6.1 /
+    Python 3.13 matrix run). Rounded down now."""
+    from django_smartcache import _memo_envelope as envelope
+
+    now = [1_000_000.0006]
+    monkeypatch.setattr(envelope.time, "time", lambda: now[0])
+    token = envelope._void_token(1)  # stored with timeout=1: gone from 1_000_001.0006
+    now[0] = 1_000_001.0007  # a reader finds it gone just after that
+    assert not envelope._voided(token, None)
+    now[0] = 1_000_000.5  # gone half-way through its life: deleted, an invalidation
+    assert envelope._voided(token, None)
+
+
 @pytest.mark.parametrize("alias", ["default", "smart"])
 def test_a_computation_outliving_the_void_token_stores_its_result(alias):
     """The ``:void`` token of an ``invalidate()`` lives ``lock_timeout``. A computation
