@@ -364,10 +364,13 @@ def check_sessions_not_in_an_l1(
                 "lost writes; a logged-out session is still read as logged in "
                 "within the bound, though the database refuses to save it again)."
                 if store == _CACHED_SESSION_STORES[0]
-                else "lost writes, undone logouts)."
+                else "lost writes, undone logouts; and a logout made while a lower "
+                "level is down deletes nothing: Django's cache session store takes "
+                "the error for a missing session)."
             ),
             hint="Give sessions an alias of their own without an L1 (a SQLiteCache "
-            "file of its own, or Redis) and point SESSION_CACHE_ALIAS at it "
+            "file of its own, or Redis) and point SESSION_CACHE_ALIAS at it, with "
+            "the cached_db engine where a logout must hold through a cache outage "
             "(docs/multilevel.md, Sessions and other read-modify-write data).",
             id="smartcache.W046",
         )

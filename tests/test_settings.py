@@ -495,6 +495,7 @@ def test_the_sessions_warning_claims_undone_logouts_for_the_cache_engine_only(
             [found[engine]] = check_sessions_not_in_an_l1()
     assert "lost writes" in found["cache"].msg
     assert "undone logouts" in found["cache"].msg
+    assert "a logout made while a lower level is down" in found["cache"].msg
     assert "lost writes" in found["cached_db"].msg
     assert "undone logout" not in found["cached_db"].msg
     assert "refuses to save it again" in found["cached_db"].msg
