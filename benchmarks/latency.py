@@ -415,7 +415,7 @@ def main(argv: list[str]) -> int:
             )
         )
         print("(floor: dict + pickle behind SmartCache's key path, see FloorCache)")
-        for op in ("get (hit)", "set (evicting)"):
+        for op in ("get (hit)", "set (evicting)") if len(sizes) > 1 else ():
             smart_g, loc_g, floor_g = growth(srows, op)
             smart_add, loc_add, floor_add = added_ns(srows, op)
             ok = smart_g <= loc_g

@@ -128,8 +128,14 @@ def main(argv: list[str]) -> int:
     rows = run(calls, rounds)
     print(f"ns per call, median of {rounds} interleaved rounds of {calls:,} calls")
     print(table(["backend", "operation", "ns", "x cache.get"], rows))
-    worst = max(r[3] for r in rows if r[1] == "@cached hit")
-    print(f"\nworst @cached hit / cache.get: {worst:.2f} (target <= {TARGET_RATIO})")
+    # Both repeated-hit rows count: positional and keyword calls.
+    hits = [r for r in rows if r[1] in ("@cached hit", "@cached hit, keywords")]
+    worst = max(hits, key=lambda r: r[3])
+    verdict = "ok" if worst[3] <= TARGET_RATIO else "MISSED"
+    print(
+        f"\nworst @cached hit / cache.get: {worst[3]:.2f} ({worst[0]}, {worst[1]}; "
+        f"target <= {TARGET_RATIO}: {verdict})"
+    )
     return 0
 
 

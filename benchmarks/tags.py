@@ -121,12 +121,22 @@ def _first_invalidations(cache: Any, keys: int, fresh: int) -> tuple[float, floa
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.tags")
-    parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=200)
-    parser.add_argument("--redis", default=None)
-    parser.add_argument("--fresh", type=int, default=15)
-    parser.add_argument("--hit-calls", type=int, default=50_000)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks tags")
+    parser.add_argument(
+        "--keys", type=int, default=100_000, help="entries under the big tag"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=200, help="invalidations timed per tag"
+    )
+    parser.add_argument(
+        "--redis", default=None, help="a Redis URL: time its invalidations too"
+    )
+    parser.add_argument(
+        "--fresh", type=int, default=15, help="fresh tags for SmartCache's first ones"
+    )
+    parser.add_argument(
+        "--hit-calls", type=int, default=50_000, help="calls per tagged-hit timing"
+    )
     args = parser.parse_args(argv)
     _setup(args.redis)
     from django.core.cache import caches
