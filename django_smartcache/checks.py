@@ -365,8 +365,9 @@ def check_sessions_not_in_an_l1(
                 "within the bound, though the database refuses to save it again)."
                 if store == _CACHED_SESSION_STORES[0]
                 else "lost writes, undone logouts; and a logout made while a lower "
-                "level is down deletes nothing: Django's cache session store takes "
-                "the error for a missing session)."
+                "level is down may delete nothing: the session's read misses, or "
+                "raises, which Django's cache session store also takes for a missing "
+                "session)."
             ),
             hint="Give sessions an alias of their own without an L1 (a SQLiteCache "
             "file of its own, or Redis) and point SESSION_CACHE_ALIAS at it, with "

@@ -406,6 +406,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         spent = _monotonic() - read_at
         if spent >= self._l1_max_ttl:
             return
+        ttls_at = _monotonic()  # the TTLs read are true at least until then
         try:
             remaining = _remaining_ttls(self._levels[index], list(found))
         except FAULTS as exc:
@@ -417,7 +418,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             # L1_MAX_TTL, as for a level that cannot tell its TTLs.
             self._health[index].refused(exc, "ttl")
             remaining = {}
-        groups: dict[float | None, dict[str, Any]] = {}
+        groups: dict[float, dict[str, Any]] = {}
         for key, value in found.items():
             ttl = remaining.get(key)
             if ttl is not None and ttl is not _NO_EXPIRY and ttl <= 0:
@@ -431,16 +432,21 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
 
         def write() -> None:
             # Measured again here: the TTLs' read (a Redis round trip) and the lock
-            # are time a frozen process can spend too.
-            left = self._l1_max_ttl - (_monotonic() - read_at)
+            # are time a frozen process can spend too, and the lower copies' TTLs
+            # ran on meanwhile (a copy must not outlive them).
+            now = _monotonic()
+            left = self._l1_max_ttl - (now - read_at)
             if left <= 0:
                 return
+            timeouts = {t: min(t - (now - ttls_at), left) for t in groups}
             for i in range(index - 1, -1, -1):
                 if i and not self._usable(i):
                     continue
                 for timeout, data in groups.items():
+                    if timeouts[timeout] <= 0:
+                        continue
                     try:
-                        self._levels[i].set_many(data, min(timeout, left))
+                        self._levels[i].set_many(data, timeouts[timeout])
                     except FAULTS as exc:
                         if _no_permission(exc):
                             # The cache's own write, not the caller's: skipped.

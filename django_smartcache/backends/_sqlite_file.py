@@ -482,8 +482,6 @@ def in_use(path: str) -> bool:
     under too, so no connection opens between this answer and their descriptors'
     close.
     """
-    if fcntl is None:  # pragma: no cover - Windows: a lock belongs to its handle
-        return False
     file = _file_of(real_path(path))
     return file is not None and any(
         conn.file == file and not conn.closed for conn in list(_connections)
@@ -828,7 +826,7 @@ def write_denied(path: str) -> OSError | None:
     connection of this process has the file open (``in_use``), asked of ``access()``
     and the mount instead: a descriptor's close would drop SQLite's locks."""
     path = real_path(path)
-    if in_use(path):
+    if fcntl is not None and in_use(path):  # (Windows: a lock belongs to its handle)
         return _access_denied(path)
     for name in (path, path + "-wal", path + "-shm"):
         try:

@@ -274,6 +274,42 @@ def test_a_copy_lives_l1_max_ttl_from_its_read_not_from_its_copy(
     assert cache.get("k") == "old" and l1.get(key) == "old"  # a prompt copy stays
 
 
+def test_a_copy_made_after_a_freeze_does_not_outlive_the_lower_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copy's timeout was the lower entry's remaining TTL as read before a freeze
+    that followed: 2 s left, frozen 1.5 s, the copy got 2 s and outlived the entry by
+    1.5 s (review). It gets what is left when it is written."""
+    from django_smartcache.backends import _levels
+
+    cache = make(
+        [{"BACKEND": SMART}, {"BACKEND": LOCMEM, "LOCATION": _unique()}],
+        L1_MAX_TTL=30,
+    )
+    l1, l2 = cache.levels
+    l2.set(cache.make_key("k"), "v", timeout=2)
+    frozen = [0.0]
+    monkeypatch.setattr(_levels, "_monotonic", lambda: time.monotonic() + frozen[0])
+    real_ttls = _levels._remaining_ttls
+
+    def ttls_then_freeze(*args: Any) -> Any:
+        found = real_ttls(*args)
+        frozen[0] += 1.5
+        return found
+
+    monkeypatch.setattr(_levels, "_remaining_ttls", ttls_then_freeze)
+    given: list[Any] = []
+    real_set_many = l1.set_many
+
+    def recording(data: Any, timeout: Any = None, **kwargs: Any) -> Any:
+        given.append(timeout)
+        return real_set_many(data, timeout, **kwargs)
+
+    l1.set_many = recording  # type: ignore[method-assign]
+    assert cache.get("k") == "v"
+    assert len(given) == 1 and given[0] <= 0.5 + 0.05
+
+
 @pytest.mark.parametrize("answer", ["a number", "not found"])
 def test_an_incr_refuses_a_promotion_already_in_flight(answer: str) -> None:
     """A get() that read L2 before the incr, promoting after the incr dropped L1's
