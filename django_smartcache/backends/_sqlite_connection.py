@@ -581,16 +581,17 @@ class ConnectionMixin:
             generation = _generation
             # Identity first: if the file is replaced before connect() opens it, the
             # next check sees a mismatch and reopens (the other order could miss it
-            # forever). Connected under the lock: see ``sqlite_file.in_use``.
+            # forever).
             file = file_id(self._path)
             options = self._options
             key = (self._path, options.busy_timeout, options.synchronous)
             idle = _take(key, generation, file)
-            if idle is None:
-                conn = sqlite_file.connect(
-                    self._path, options.busy_timeout, options.synchronous
-                )
         if idle is None:
+            # Opened and registered under the lock (``sqlite_file.in_use``), its
+            # pragmas outside it (``sqlite_file.connect``).
+            conn = sqlite_file.connect(
+                self._path, options.busy_timeout, options.synchronous, _prepare_lock
+            )
             json = has_json(conn)
         else:
             # Another thread's, left idle: the same file, opened since the last fork

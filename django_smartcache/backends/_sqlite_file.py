@@ -488,16 +488,34 @@ def in_use(path: str) -> bool:
     )
 
 
-def connect(path: str, busy_timeout: float, synchronous: str) -> Connection:
-    """A connection in autocommit mode (transactions are explicit) with our pragmas."""
-    conn = sqlite3.connect(
-        path,
-        timeout=busy_timeout,
-        isolation_level=None,
-        check_same_thread=False,
-        cached_statements=256,
-        factory=Connection,
-    )
+_NO_LOCK = contextlib.nullcontext()
+
+
+def connect(
+    path: str,
+    busy_timeout: float,
+    synchronous: str,
+    registering: contextlib.AbstractContextManager[object] = _NO_LOCK,
+) -> Connection:
+    """A connection in autocommit mode (transactions are explicit) with our pragmas.
+
+    It is opened and registered (``in_use``) inside ``registering`` (the lock the
+    file checks run under), before it reads anything, so before SQLite takes any
+    lock on the file; its pragmas run after, outside: the first reads the schema and
+    may wait up to ``busy_timeout`` for another process's lock, which under the lock
+    held every other thread's connection (any file's) behind it, each waiting its
+    own ``busy_timeout`` in turn (outside probe: 4.8 s on an unrelated file)."""
+    with registering:
+        conn = sqlite3.connect(
+            path,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+            factory=Connection,
+        )
+        conn.file = _file_of(path)  # (open now: SQLite opened it above)
+        _connections.add(conn)
     try:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA temp_store = MEMORY")
@@ -512,10 +530,8 @@ def connect(path: str, busy_timeout: float, synchronous: str) -> Connection:
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     except BaseException:
-        conn.close()  # not left open, unregistered, until its traceback goes
+        conn.close()  # not left open until its traceback goes
         raise
-    conn.file = _file_of(path)  # (open now: SQLite opened it above)
-    _connections.add(conn)
     return conn
 
 

@@ -97,3 +97,60 @@ def test_a_second_alias_on_the_file_keeps_the_first_ones_locks(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_connection_waiting_to_read_its_file_holds_up_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new connection's first pragma reads the schema and may wait up to
+    BUSY_TIMEOUT for another process's lock (a replaced file being recovered). It ran
+    under the process-wide lock of the file checks: every other thread's new
+    connection, to any file, waited behind it (outside probe: 4.8 s on an unrelated
+    file). Only the open and its registration are under that lock now."""
+    import threading
+    import time
+
+    from django_smartcache.backends import (
+        SQLiteCache,
+        _sqlite_connection,
+        _sqlite_file as sqlite_file,
+    )
+
+    slow_path, other_path = str(tmp_path / "slow.sqlite3"), str(tmp_path / "b.sqlite3")
+    for path in (slow_path, other_path):  # prepared: what is left is connecting
+        cache = SQLiteCache(path, {})
+        cache.set("k", 1)
+        cache.close()
+    _sqlite_connection._close_pool()  # no idle connection to take: each connects
+    waiting = threading.Event()
+    real_execute = sqlite_file.Connection.execute
+
+    def execute(self: sqlite3.Connection, sql: str, *args: object) -> sqlite3.Cursor:
+        if (
+            sql.startswith("PRAGMA synchronous")
+            and threading.current_thread().name == "slow"
+        ):
+            waiting.set()
+            time.sleep(1.0)  # as if another process held the file
+        return real_execute(self, sql, *args)
+
+    monkeypatch.setattr(sqlite_file.Connection, "execute", execute)
+
+    def slow() -> None:
+        SQLiteCache(slow_path, {}).get("k")
+
+    thread = threading.Thread(target=slow, name="slow")
+    thread.start()
+    assert waiting.wait(5)
+    took: list[float] = []
+
+    def other() -> None:
+        start = time.monotonic()
+        SQLiteCache(other_path, {}).get("k")
+        took.append(time.monotonic() - start)
+
+    other_thread = threading.Thread(target=other, name="other")
+    other_thread.start()
+    other_thread.join()
+    thread.join()
+    assert took[0] < 0.5
