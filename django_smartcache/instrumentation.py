@@ -317,9 +317,7 @@ class Recorder:
     ) -> None:
         """Count a finished call in ``totals``, and fill its place in ``calls``."""
         with self._lock:
-            totals = self.totals.get(alias)
-            if totals is None:
-                totals = self.totals[alias] = Totals()
+            totals = self._totals(alias)
             totals.calls += 1
             totals.hits += call.hits
             totals.misses += call.misses
@@ -347,10 +345,14 @@ class Recorder:
         listed call took it (a memoized miss: about 0.3 ms against its listed
         0.02 ms ``get``, with a lock and tags over a MultiLevelCache)."""
         with self._lock:
-            totals = self.totals.get(alias)
-            if totals is None:
-                totals = self.totals[alias] = Totals()
-            totals.seconds += seconds
+            self._totals(alias).seconds += seconds
+
+    def _totals(self, alias: str) -> Totals:
+        """The running totals of ``alias`` (made at its first call); lock held."""
+        totals = self.totals.get(alias)
+        if totals is None:
+            totals = self.totals[alias] = Totals()
+        return totals
 
     def add_event(self, kind: str, counted: Any, event: dict[str, Any]) -> None:
         """Count an event of ``kind`` (``"evictions"``, ...) under ``counted``, and keep

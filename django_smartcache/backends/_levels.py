@@ -217,13 +217,11 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             return timeout, timeout
         return timeout, min(timeout, self._l1_max_ttl)
 
-    def _upper_timeout(self, remaining: float | None, spent: float = 0.0) -> float:
-        """Promotion timeout from a lower level's remaining TTL (None: unknown/forever),
-        ``spent`` seconds after the value was read."""
-        bound = self._l1_max_ttl - spent
+    def _upper_timeout(self, remaining: float | None) -> float:
+        """Promotion timeout from a lower level's remaining TTL (None: unknown/forever)."""
         if remaining is None:
-            return bound
-        return min(remaining, bound)
+            return self._l1_max_ttl
+        return min(remaining, self._l1_max_ttl)
 
     # -- error handling --------------------------------------------------------------
     def _usable(self, index: int) -> bool:
@@ -403,10 +401,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         a paused container or VM) has its listener frozen too, so no invalidation
         stops the copy, which then served a value replaced ~3 s before for up to
         14 ms after the resume (outside probe, Redis). Past the bound, no copy."""
-        spent = _monotonic() - read_at
-        if spent >= self._l1_max_ttl:
-            return
         ttls_at = _monotonic()  # the TTLs read are true at least until then
+        if ttls_at - read_at >= self._l1_max_ttl:
+            return
         try:
             remaining = _remaining_ttls(self._levels[index], list(found))
         except FAULTS as exc:
@@ -424,7 +421,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             if ttl is not None and ttl is not _NO_EXPIRY and ttl <= 0:
                 continue  # expired while we read it
             timeout = self._upper_timeout(
-                None if ttl is _NO_EXPIRY or ttl is None else ttl, spent
+                None if ttl is _NO_EXPIRY or ttl is None else ttl
             )
             groups.setdefault(timeout, {})[key] = value
         if not groups:

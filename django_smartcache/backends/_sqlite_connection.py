@@ -26,7 +26,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 from . import _sqlite_file as sqlite_file, _sqlite_schema as sql
-from ._sqlite_file import Connection
+from ._sqlite_file import Connection, FileId, file_id
 from ._sqlite_options import SQLiteOptions
 from .base import warn_if_on_event_loop
 
@@ -239,20 +239,6 @@ def close_all_connections() -> None:
 setting_changed.connect(
     _caches_changed, dispatch_uid="django_smartcache.sqlite.caches_changed"
 )
-
-
-#: A file's identity: (st_dev, st_ino). While a connection holds the file open its inode
-#: cannot be reused, so another identity at LOCATION means another file.
-FileId = tuple[int, int]
-
-
-def file_id(path: str) -> FileId | None:
-    """The identity of the file ``path`` names now; ``None`` if there is none."""
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 def _unprepared(exc: sqlite3.DatabaseError) -> bool:
@@ -620,21 +606,12 @@ class ConnectionMixin:
         ``LOCATION`` and the OS error, not SQLite's bare "attempt to write a readonly
         database": an error of the level, as for a ``LOCATION`` that became unusable.
         """
-        if _unprepared(exc):
-            # A file without our tables: made by another process that is installing
-            # them now (a thread of ours reached a replaced file first, past the
-            # prepare that waits for that install under the ``.lock``), or emptied by
-            # hand. Prepared again at the next use: the read is a miss, a write is
-            # retried once (``_write``), as after damage.
-            state = self._state
-            conn, state.conn = state.conn, None
-            if conn is not None:
-                conn.close()
-            with _prepare_lock:
-                _prepared.discard(self._path)
-            logger.info("SQLiteCache: %s: %s; preparing it again.", self._path, exc)
-            return
-        if not sqlite_file.is_corruption(exc):
+        # A file without our tables: made by another process that is installing them
+        # now (a thread of ours reached a replaced file first, past the prepare that
+        # waits for that install under the ``.lock``), or emptied by hand. Prepared
+        # again at the next use, as after damage, without moving it aside.
+        unprepared = _unprepared(exc)
+        if not unprepared and not sqlite_file.is_corruption(exc):
             if sqlite_file.result_code(exc) == sqlite_file.READONLY_CODE:
                 with _prepare_lock:  # (see sqlite_file.in_use)
                     denied = sqlite_file.write_denied(self._path)
@@ -651,21 +628,26 @@ class ConnectionMixin:
         conn, state.conn = state.conn, None
         if conn is not None:
             conn.close()
-        with sqlite_file.open_lock(self._path):
-            current = file_id(self._path)
-            # Another process may already have replaced the file: then just reconnect.
-            if current is not None and current == state.file:
-                try:
-                    sqlite_file.quarantine(self._path, str(exc))
-                except sqlite_file.NotRegularFileError as refused:
-                    raise ImproperlyConfigured(
-                        f"SQLiteCache LOCATION {self._path!r} is damaged ({exc}) and "
-                        f"cannot be moved aside: {refused}."
-                    ) from exc
+        if unprepared:
+            logger.info("SQLiteCache: %s: %s; preparing it again.", self._path, exc)
+        else:
+            with sqlite_file.open_lock(self._path):
+                current = file_id(self._path)
+                # Another process may already have replaced the file: then just
+                # reconnect.
+                if current is not None and current == state.file:
+                    try:
+                        sqlite_file.quarantine(self._path, str(exc))
+                    except sqlite_file.NotRegularFileError as refused:
+                        raise ImproperlyConfigured(
+                            f"SQLiteCache LOCATION {self._path!r} is damaged ({exc}) "
+                            f"and cannot be moved aside: {refused}."
+                        ) from exc
         with _prepare_lock:
             _prepared.discard(self._path)
-        # The other threads of this process leave the old file too.
-        new_generation()
+        if not unprepared:
+            # The other threads of this process leave the old file too.
+            new_generation()
 
     def _write(self, operation: Callable[..., _T], *args: Any) -> _T:
         """Run a write; after a damaged file was replaced, run it once more on the new one."""

@@ -441,14 +441,28 @@ def tail_regexp(pattern: str, start: int, value: object) -> bool:
     )
 
 
+#: A file's identity: (st_dev, st_ino). While a connection holds the file open its inode
+#: cannot be reused, so another identity at LOCATION means another file.
+FileId = tuple[int, int]
+
+
+def file_id(path: str) -> FileId | None:
+    """The identity of the file ``path`` names now; ``None`` if there is none."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 class Connection(sqlite3.Connection):
     """A cache connection: one that can be weakly referenced (a forked child finds and
     closes every connection it inherited), and that knows its file (``in_use``)."""
 
     #: (process, thread) that opened it: the only thread that uses it.
     owner: tuple[int, int] = (0, 0)
-    #: (st_dev, st_ino) of the file it opened.
-    file: tuple[int, int] | None = None
+    #: The identity of the file it opened.
+    file: FileId | None = None
     closed = False
 
     def close(self) -> None:
@@ -460,12 +474,12 @@ class Connection(sqlite3.Connection):
 _connections: weakref.WeakSet[Connection] = weakref.WeakSet()
 
 
-def _file_of(path: str) -> tuple[int, int] | None:
+def _file_of(path: str) -> FileId | None:
+    """``file_id``, ``None`` also when it cannot tell (no permission on the way)."""
     try:
-        st = os.stat(path)
+        return file_id(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino)
 
 
 def in_use(path: str) -> bool:
