@@ -175,30 +175,46 @@ _dirty_threads: weakref.WeakKeyDictionary[threading.Thread, bool] = (
 )
 
 
-def sync_caller_dirty() -> bool:
-    """From a coroutine: whether the sync thread that ``async_to_sync`` blocks in (the
-    thread holding the caller's transaction, where ``sync_to_async(thread_sensitive=
-    True)`` runs) has dirty tags. One check of a module-level dict while no thread has
-    any; then asgiref's executor of the caller's thread is looked up."""
-    if not _dirty_threads:
-        return False
+#: Any thread may be the sync caller: asgiref's private attributes are missing.
+_ANY_THREAD = object()
+
+
+def _sync_caller_thread() -> Any:
+    """From a coroutine: the thread that ``async_to_sync`` blocks in (the thread
+    holding the caller's transaction, where ``sync_to_async(thread_sensitive=True)``
+    runs); None when the coroutine has no such caller (a view under an ASGI server);
+    :data:`_ANY_THREAD` when asgiref's private attributes (3.x) are missing."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    # asgiref's private attributes (3.x): where one is missing (another version), any
-    # dirty thread may be the caller, and the call goes to the caller's thread.
+        return None
     by_loop = getattr(AsyncToSync, "loop_thread_executors", None)
     executors = getattr(AsyncToSync, "executors", None)
     if by_loop is None or executors is None:
-        return True
+        return _ANY_THREAD
     executor = by_loop.get(loop)
     if executor is None:
         executor = getattr(executors, "current", None)
     if executor is None:
-        return False
+        return None
     thread = getattr(executor, "_work_thread", None)
-    return thread is None or thread in _dirty_threads
+    return _ANY_THREAD if thread is None else thread
+
+
+def sync_caller_dirty() -> bool:
+    """From a coroutine: whether its sync caller's thread (:func:`_sync_caller_thread`)
+    has dirty tags. One check of a module-level dict while no thread has any; then
+    asgiref's executor of the caller's thread is looked up."""
+    if not _dirty_threads:
+        return False
+    thread = _sync_caller_thread()
+    return thread is _ANY_THREAD or (thread is not None and thread in _dirty_threads)
+
+
+def has_sync_caller() -> bool:
+    """From a coroutine: whether a thread blocks in ``async_to_sync`` for it (and
+    may hold an open transaction this coroutine's invalidations belong to)."""
+    return _sync_caller_thread() is not None
 
 
 def _outermost(conn: Any) -> object | None:
@@ -551,7 +567,7 @@ class TaggingMixin:
         first with what to do: entries other threads cached between the write and the
         commit (old rows, current versions) stay valid until their timeout."""
         try:
-            self._invalidate_now(tags, reason, on_commit=True)
+            self._bump(tags)
         except Exception as exc:
             alias = _alias_of(self)
             shown = ", ".join(tags[:8]) + (
@@ -570,11 +586,19 @@ class TaggingMixin:
                 alias or "<alias>",
             )
             raise
+        # (Outside the try: a receiver's error is not the cache's, and is not
+        # logged as a failed invalidation.)
+        self._announce(tags, reason, on_commit=True)
 
     def _invalidate_now(
         self, tags: Sequence[str], reason: str, *, on_commit: bool
     ) -> None:
         self._bump(tags)
+        self._announce(tags, reason, on_commit=on_commit)
+
+    def _announce(self, tags: Sequence[str], reason: str, *, on_commit: bool) -> None:
+        """``tags_invalidated``, after the versions were written: a receiver that
+        raises propagates to the caller, the invalidation itself complete."""
         tags_invalidated.send(
             sender=type(self),
             cache=self,
@@ -1056,9 +1080,30 @@ def invalidate_tags(
     An alias whose SQLite file was never made, holding nothing in memory, is left
     alone (``skip_unmade_files``): nothing is cached there, and using it made the
     file, owned by whoever wrote to the database first (``migrate`` as root inserting
-    content types: the workers then could not write it)."""
-    for _alias, cache in tagging_caches(using, skip_unmade_files=using is None):
-        cache.invalidate_tags(*tags, reason=reason, db=db)
+    content types: the workers then could not write it).
+
+    A cache that fails does not stop the others: every alias is invalidated, then the
+    first error is raised (the others logged). The write that called this may have
+    committed already (an autocommit ``save()``, the SQL watcher): a healthy cache
+    left with the old versions would serve the old rows (an outside probe: one alias
+    raising ``ConnectionError`` left the next one stale)."""
+    failed: list[tuple[str, Exception]] = []
+    for alias, cache in tagging_caches(using, skip_unmade_files=using is None):
+        try:
+            cache.invalidate_tags(*tags, reason=reason, db=db)
+        except Exception as exc:  # noqa: BLE001 - raised below, after the others
+            failed.append((alias, exc))
+    if not failed:
+        return
+    for alias, exc in failed[1:]:
+        logger.error(
+            "django_smartcache: %s: cache %r failed too (%s: %s)",
+            reason,
+            alias,
+            type(exc).__name__,
+            exc,
+        )
+    raise failed[0][1]
 
 
 def invalidate_after_schema_change(*tags: str, reason: str, db: str | None) -> None:

@@ -82,6 +82,60 @@ def test_without_a_dirty_caller_async_writes_stay_inline(cache: Any) -> None:
     assert seen and seen[0] != loop_thread  # ran on the loop's thread, no hop needed
 
 
+@pytest.mark.parametrize(
+    "tagged_cache", ["smart", "sqlite", "multilevel"], indirect=True
+)
+def test_ainvalidate_tags_from_a_coroutine_belongs_to_the_callers_transaction(
+    cache: Any,
+) -> None:
+    # An outside probe: SmartCache.ainvalidate_tags() ran on the loop's thread, so a
+    # coroutine run by async_to_sync inside atomic() neither marked the tag dirty for
+    # the caller's thread nor repeated the invalidation at commit: a value another
+    # thread cached between the write and the commit was served after it, and this
+    # thread's uncommitted value after a rollback. The other backends hopped already.
+    author = Author.objects.create(name="committed")
+
+    async def invalidate() -> None:
+        await cache.ainvalidate_tags("books")
+
+    def cache_in_another_thread(value: str) -> None:
+        other = threading.Thread(
+            target=cache.set, args=("page", value, 300, None, ["books"])
+        )
+        other.start()
+        other.join()
+
+    cache.set("page", "old", tags=["books"])
+    with transaction.atomic():
+        Author.objects.filter(pk=author.pk).update(name="new")
+        async_to_sync(invalidate)()
+        cache_in_another_thread("old, cached before the commit")
+        assert cache.get("page") is None  # dirty in this thread
+    assert cache.get("page") is None  # repeated at commit
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Author.objects.filter(pk=author.pk).update(name="rolled back")
+        async_to_sync(invalidate)()
+        cache.set("page", "rolled back", tags=["books"])  # not stored: dirty
+        raise RuntimeError
+    assert cache.get("page") is None
+
+
+def test_has_sync_caller_tells_async_to_sync_from_a_plain_loop() -> None:
+    # What SmartCache.ainvalidate_tags hops on: only a coroutine async_to_sync runs
+    # for a thread (which may hold a transaction); a view under an ASGI server
+    # (a plain loop) invalidates inline.
+    import asyncio
+
+    from django_smartcache import tagging
+
+    async def ask() -> bool:
+        return tagging.has_sync_caller()
+
+    assert asyncio.run(ask()) is False
+    assert async_to_sync(ask)() is True
+
+
 def test_an_asgiref_without_the_private_tables_counts_any_dirty_thread(
     monkeypatch,
 ) -> None:

@@ -40,6 +40,7 @@ from ..tagging import (
     TaggingMixin,
     VersionKeys,
     failed_envelope,
+    has_sync_caller,
     incremented,
     key_warnings_given,
     note_incremented,
@@ -773,6 +774,15 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         return result
 
     async def ainvalidate_tags(self, *tags: str, **kwargs: Any) -> None:
+        if has_sync_caller():
+            # In the thread async_to_sync blocks in: its open transaction marks the
+            # tags dirty and repeats them at commit (TaggingMixin.ainvalidate_tags).
+            # Inline, an outside probe found neither done: a value cached before
+            # the commit was served after it, an uncommitted one after a rollback.
+            await sync_to_async(self.invalidate_tags, thread_sensitive=True)(
+                *tags, **kwargs
+            )
+            return
         self.invalidate_tags(*tags, **kwargs)
 
 
