@@ -508,9 +508,9 @@ class CachedFunction(Generic[P, R]):
                         return found.value
                     return self._compute(cache, key, args, kwargs, entry)
                 finally:
-                    if cache.get(lock_key) == token:
+                    if _shared_get(cache, lock_key) == token:
                         cache.delete(lock_key)
-            if cache.get(lock_key, _MISSING) is _MISSING:
+            if _shared_get(cache, lock_key, _MISSING) is _MISSING:
                 # Refused with no holder: the cache did not store the lock (an
                 # admission policy, a full cache), or its holder let go just now.
                 found = self._fresh(cache.get(key, _MISSING))
@@ -557,7 +557,8 @@ class CachedFunction(Generic[P, R]):
         if read_versions is not None:  # before computing: see TaggingMixin._prepare
             tags = {"tags": read_versions(tags["tags"])}
         tokens = (_void_key(key), self._void_all)
-        void = cache.get_many(tokens)  # see _void()
+        read_tokens = _shared_reads(cache)
+        void = read_tokens(tokens)  # see _void()
         started = self._options.clock()
         try:
             value = self._func(*args, **kwargs)
@@ -566,7 +567,7 @@ class CachedFunction(Generic[P, R]):
                 return stale.value  # type: ignore[union-attr]
             raise
         self._check_storable(value)
-        if _voided_any(tokens, void, cache.get_many(tokens)):
+        if _voided_any(tokens, void, read_tokens(tokens)):
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
         try:
@@ -574,6 +575,8 @@ class CachedFunction(Generic[P, R]):
         except Exception as exc:
             self._unstorable(key, value, exc)
             raise
+        if _voided_any(tokens, void, read_tokens(tokens)):
+            cache.delete(key)  # invalidated while it was stored: see _stored_late
         return value
 
     def _refresh_ahead(
@@ -609,7 +612,7 @@ class CachedFunction(Generic[P, R]):
                 )
                 return entry.value
             finally:
-                if self._options.lock and cache.get(lock_key) == token:
+                if self._options.lock and _shared_get(cache, lock_key) == token:
                     cache.delete(lock_key)
         finally:
             _REFRESHING.release(flight_key)
@@ -749,9 +752,9 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                         return found.value
                     return await self._acompute(cache, key, args, kwargs, entry)
                 finally:
-                    if await cache.aget(lock_key) == token:
+                    if await _ashared_get(cache, lock_key) == token:
                         await cache.adelete(lock_key)
-            if await cache.aget(lock_key, _MISSING) is _MISSING:
+            if await _ashared_get(cache, lock_key, _MISSING) is _MISSING:
                 # Refused with no holder (see CachedFunction._lead).
                 found = self._fresh(await cache.aget(key, _MISSING))
                 if found is not None:
@@ -787,7 +790,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             versions = sync_to_async(read_versions, thread_sensitive=True)
             tags = {"tags": await versions(tags["tags"])}
         tokens = (_void_key(key), self._void_all)
-        void = await cache.aget_many(tokens)  # see CachedFunction._void()
+        void = await _ashared_reads(cache, tokens)  # see CachedFunction._void()
         started = self._options.clock()
         try:
             value = await self._func(*args, **kwargs)  # type: ignore[misc]
@@ -796,7 +799,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                 return stale.value  # type: ignore[union-attr]
             raise
         self._check_storable(value)
-        if _voided_any(tokens, void, await cache.aget_many(tokens)):
+        if _voided_any(tokens, void, await _ashared_reads(cache, tokens)):
             return value  # invalidated while it ran: not stored
         envelope, timeout = self._envelope(cache, value, started)
         try:
@@ -808,6 +811,8 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         except Exception as exc:
             self._unstorable(key, value, exc)
             raise
+        if _voided_any(tokens, void, await _ashared_reads(cache, tokens)):
+            await cache.adelete(key)  # see _stored_late
         return value
 
     async def _arefresh_ahead(
@@ -844,10 +849,48 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                 )
                 return entry.value
             finally:
-                if self._options.lock and await cache.aget(lock_key) == token:
+                if self._options.lock and await _ashared_get(cache, lock_key) == token:
                     await cache.adelete(lock_key)
         finally:
             _REFRESHING.release(flight_key)
+
+
+# -- reads of what every process shares: the ``:void`` tokens and the locks ------------
+# A MultiLevelCache answers them from its shared level (``shared_get_many``), never
+# from an L1 copy: a copy up to the coherence delay old hid a token another process had
+# just written (an outside probe: 7 runs of 8 stored a stale result after the
+# ``invalidate()`` that voided it had returned). Other caches: their own get_many.
+#
+# _stored_late: the check before the store cannot see an ``invalidate()`` made while
+# the value is pickled and written (a 40 MB value: tens of ms): its delete may come
+# before the store. So the tokens are read once more after it, and a voided store is
+# deleted (a newer value stored meanwhile goes too: it is computed again).
+
+
+def _shared_reads(cache: BaseCache) -> Callable[[Iterable[str]], dict[str, Any]]:
+    read = getattr(cache, "shared_get_many", None)
+    return read if read is not None else cache.get_many  # type: ignore[no-any-return]
+
+
+def _shared_get(cache: BaseCache, key: str, default: Any = None) -> Any:
+    read = getattr(cache, "shared_get_many", None)
+    if read is None:
+        return cache.get(key, default)
+    return read([key]).get(key, default)
+
+
+async def _ashared_reads(cache: BaseCache, keys: tuple[str, ...]) -> dict[str, Any]:
+    read = getattr(cache, "ashared_get_many", None)
+    if read is None:
+        return await cache.aget_many(keys)
+    return await read(keys)  # type: ignore[no-any-return]
+
+
+async def _ashared_get(cache: BaseCache, key: str, default: Any = None) -> Any:
+    read = getattr(cache, "ashared_get_many", None)
+    if read is None:
+        return await cache.aget(key, default)
+    return (await read([key])).get(key, default)
 
 
 def _voided_any(

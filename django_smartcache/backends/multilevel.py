@@ -162,6 +162,45 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         )
         return {by_final[final]: _raw(value) for final, value in found.items()}
 
+    # -- coordination reads (@cached's tokens and locks) --------------------------------
+    def shared_get_many(
+        self, keys: Iterable[Any], version: Any = None
+    ) -> dict[Any, Any]:
+        """What the level every process shares holds for ``keys``: the lowest working
+        level's answer, never a copy held above it; nothing promoted or counted.
+
+        For values read to make a decision once, which a copy up to the coherence
+        delay old would get wrong: ``@cached``'s ``:void`` tokens and locks (an outside
+        probe: a computation read an earlier token from its L1, missed the newer one
+        another process had written 10 ms before, and stored its stale result after
+        ``invalidate()`` returned; 7 runs of 8 over SQLite). A level being repaired
+        for one of the keys is passed over; with no shared level working, the levels
+        above answer, as a read would.
+        """
+        keys = _collected(keys)
+        by_final = self._finals(keys, version)
+        finals = list(by_final)
+        for i in range(len(self._levels) - 1, 0, -1):
+            health = self._health[i]
+            if not self._usable(i) or (
+                health.repairing() and any(health.pending(f) for f in finals)
+            ):
+                continue
+            try:
+                got = self._levels[i].get_many(finals)
+            except FAULTS as exc:
+                self._fault(i, exc, "get_many")
+                continue
+            self._ok(i)
+            return {by_final[final]: _raw(value) for final, value in got.items()}
+        return self._read_bookkeeping(keys, version)
+
+    async def ashared_get_many(
+        self, keys: Iterable[Any], version: Any = None
+    ) -> dict[Any, Any]:
+        """:meth:`shared_get_many`, in Django's thread for sync cache calls."""
+        return await _in_thread(self.shared_get_many)(_collected(keys), version)  # type: ignore[no-any-return]
+
     # -- reads -------------------------------------------------------------------------
     def get(
         self,

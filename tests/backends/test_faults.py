@@ -445,3 +445,28 @@ def test_a_timeout_redis_refuses_in_set_many_is_the_callers_error(
     assert client.exists(cache.make_key("after")) == 1
     assert cache.add("lock", 1, timeout=300) is True
     assert client.exists(cache.make_key("lock")) == 1
+
+
+def test_shared_reads_fall_back_to_the_levels_above_when_no_shared_level_works(
+    make_cache: Callable[..., MultiLevelCache],
+) -> None:
+    # @cached's tokens and locks are read from the shared level (shared_get_many);
+    # with Redis unreachable, what this process holds answers, as a read would.
+    cache = make_cache(
+        {"BACKEND": REDIS, "LOCATION": f"redis://127.0.0.1:{_closed_port()}/0"}
+    )
+    cache.set("token", "mine")
+    assert cache.shared_get_many(["token", "absent"]) == {"token": "mine"}
+    assert cache.stats()["levels"][1]["errors"] >= 1
+
+
+def test_shared_reads_ask_the_lowest_level_not_l1(
+    make_cache: Callable[..., MultiLevelCache], redis_url: str
+) -> None:
+    cache = make_cache({"BACKEND": REDIS, "LOCATION": redis_url})
+    cache.set("token", "old")
+    assert cache.get("token") == "old"  # (a copy in L1)
+    # Another process's write, not yet heard of here: straight into Redis.
+    cache.levels[1].set(cache.make_key("token"), "new")
+    assert cache.shared_get_many(["token"]) == {"token": "new"}
+    assert cache.get("token", levels=1) == "old"  # L1 left alone: no promotion
