@@ -7,6 +7,7 @@ import fnmatch
 import io
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -722,4 +723,63 @@ def test_clear_names_the_aliases_behind_a_level_named_by_alias(tmp_path: Path) -
         call_command("smartcache_clear", all=True, interactive=False, stdout=out)
         assert "is also the file" not in out.getvalue()
         for alias in ("l2", "sessions", "ml"):
+            caches[alias].close()
+
+
+@pytest.mark.redis
+def test_clearing_a_redis_level_by_its_alias_drops_the_multilevels_l1_copies(
+    redis_url: str,
+) -> None:
+    """``smartcache_clear --cache redis`` ran FLUSHDB and told no MultiLevelCache over
+    it: their L1s (every process's) served the deleted values until L1_MAX_TTL (an
+    outside probe: 29.6 s with L1_MAX_TTL 30). They are told now."""
+    config = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "redis": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+        },
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": "django_smartcache.backends.SmartCache"},
+                    "redis",
+                ],
+                "L1_MAX_TTL": 30,
+            },
+        },
+    }
+    with override_settings(CACHES=config):
+        ml = caches["ml"]
+        ml.set("k", "v")
+        assert ml.get("k") == "v"
+        out = io.StringIO()
+        call_command("smartcache_clear", cache=["redis"], interactive=False, stdout=out)
+        assert "'ml' has 'redis' as a level: its L1 copies were dropped" in (
+            out.getvalue()
+        )
+        assert ml.get("k") is None
+        ml.close()
+
+
+def test_the_clear_prompt_names_the_other_aliases_on_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The prompt said only 'default'; the other aliases on its file were named after
+    the irreversible clear (ops probe). ``flush`` names the database it empties."""
+    shared = str(tmp_path / "shared.sqlite3")
+    sqlite = "django_smartcache.backends.SQLiteCache"
+    config = {
+        "default": {"BACKEND": sqlite, "LOCATION": shared},
+        "sessions": {"BACKEND": sqlite, "LOCATION": shared, "KEY_PREFIX": "s"},
+    }
+    with override_settings(CACHES=config):
+        monkeypatch.setattr(sys, "stdin", io.StringIO("no\n"))
+        call_command("smartcache_clear", stdout=io.StringIO())
+        prompt = capsys.readouterr().out
+        assert "is also the file of 'sessions': their entries will be gone too" in (
+            prompt
+        )
+        for alias in config:
             caches[alias].close()

@@ -882,6 +882,18 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             except FAULTS as exc:
                 self._co.publish_failed(exc)
 
+    def drop_copies(self) -> None:
+        """Drop L1's copies, in this process and (over Redis) in every other: after a
+        lower level was changed past this cache (its own alias cleared, a ``FLUSHDB``),
+        which the coherence channel did not carry. (Over SQLite the file's change log
+        carries a clear already.) The other levels are left as they are."""
+        self._co.flush()
+        if self._co.kind == "redis" and self._up(self._last):
+            try:
+                self._co.publish_clear()
+            except FAULTS as exc:
+                self._co.publish_failed(exc)
+
     def delete_pattern(
         self, pattern: str, *, regex: bool = False, version: Any = None
     ) -> int:

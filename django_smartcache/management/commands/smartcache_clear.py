@@ -52,11 +52,19 @@ class Command(QuietCommand):
             aliases = list(dict.fromkeys(options["caches"] or [DEFAULT_CACHE_ALIAS]))
             if aliases[0] not in settings.CACHES:  # only the default can be missing
                 raise CommandError(f"No cache alias {aliases[0]!r} in settings.CACHES.")
+        files = _files_by_alias()
         if options["interactive"]:
             names = ", ".join(repr(a) for a in aliases)
+            shared = "".join(
+                f"{path} is also the file of {', '.join(others)}: their entries "
+                "will be gone too.\n"
+                for alias in aliases
+                for path, others in _sharing(files, alias, aliases)
+            )
             try:
                 answer = input(
                     f"This will remove every entry from the cache alias(es) {names}.\n"
+                    f"{shared}"
                     "Are you sure you want to do this?\n\n"
                     "    Type 'yes' to continue, or 'no' to cancel: "
                 )
@@ -70,7 +78,6 @@ class Command(QuietCommand):
                 return
         missed: list[str] = []
         failed: list[str] = []
-        files = _files_by_alias()
         for alias in aliases:
             try:
                 cache = caches[alias]
@@ -92,8 +99,33 @@ class Command(QuietCommand):
                         "Django's DatabaseCache empties its table)."
                     )
                 )
+            for above in _multilevels_over(alias, aliases):
+                # Their L1s (every process's) hold copies of what this level held,
+                # and the level's own clear() told none of them (a FLUSHDB).
+                try:
+                    caches[above].drop_copies()
+                except Exception as exc:  # noqa: BLE001 - named, the rest goes on
+                    note_failure(failed, above, exc)
+                    continue
+                self.stdout.write(
+                    f"  {above!r} has {alias!r} as a level: its L1 copies were "
+                    "dropped in every process."
+                )
             missed += unreached_levels(alias, cache)
         fail_if_unreached(missed, "The clear", failed)
+
+
+def _multilevels_over(alias: str, cleared: Iterable[str]) -> list[str]:
+    """The MultiLevelCache aliases (not in ``cleared``) whose ``LEVELS`` name
+    ``alias``."""
+    from ...checks import _multilevel_levels
+
+    skip = set(cleared)
+    return [
+        above
+        for above, _config, lower in _multilevel_levels()
+        if above not in skip and alias in lower
+    ]
 
 
 def _sharing(
