@@ -2,7 +2,9 @@
 in ``CACHES`` (``smartcache.W040``, ``W041``), Redis replicas below an L1 (``W042``)
 MultiLevelCache levels that share nothing between processes (``W043``, ``W044``),
 aliases that give one SQLite file different budgets (``W045``), sessions kept in an
-in-process L1 (``W046``) and, with ``--deploy``, in a SmartCache (``W047``)."""
+in-process L1 (``W046``) and, with ``--deploy``, in a SmartCache (``W047``), warmers
+filling an alias that is missing (``W048``) or takes no tags while they have tags
+(``W049``)."""
 
 from __future__ import annotations
 
@@ -530,4 +532,55 @@ def check_sqlite_file_budgets_agree(
                 id="smartcache.W045",
             )
         )
+    return messages
+
+
+@register(Tags.caches)
+def check_warmers_reach_their_caches(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A warmer's ``caches=`` naming an alias not in ``CACHES`` (``W048``), or its
+    ``tags=`` going to an alias whose backend takes no tags (``W049``): either fails
+    only when ``smartcache_warm`` runs, at a deploy (an outside probe). Warmers are
+    registered by the apps' ``cache_warmers`` modules, imported in ``ready()``."""
+    from django.core.cache import DEFAULT_CACHE_ALIAS
+
+    from .warmers import registry as warmers
+
+    messages: list[CheckMessage] = []
+    for entry in warmers:
+        for alias in entry.caches or (DEFAULT_CACHE_ALIAS,):
+            config = settings.CACHES.get(alias)
+            if config is None:
+                if entry.caches is not None:
+                    messages.append(
+                        Warning(
+                            f"Warmer {entry.name!r} fills the cache alias {alias!r}, "
+                            "which is not in settings.CACHES: smartcache_warm fails "
+                            "there.",
+                            hint="Fix caches= of the @warmer, or add the alias.",
+                            obj=entry.name,
+                            id="smartcache.W048",
+                        )
+                    )
+                continue
+            cls = _backend_class(
+                config.get("BACKEND") if isinstance(config, Mapping) else None
+            )
+            if (
+                entry.tags
+                and cls is not None
+                and not getattr(cls, "supports_tags", False)
+            ):
+                messages.append(
+                    Warning(
+                        f"Warmer {entry.name!r} has tags= but fills the cache alias "
+                        f"{alias!r} ({cls.__name__}), which takes no tags: "
+                        "smartcache_warm fails there.",
+                        hint="Fill an alias of a django_smartcache backend, or drop "
+                        "tags= (or give the command a --cache that takes tags).",
+                        obj=entry.name,
+                        id="smartcache.W049",
+                    )
+                )
     return messages

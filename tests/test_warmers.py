@@ -460,3 +460,35 @@ def test_a_cache_whose_default_timeout_is_0_stores_nothing_counted(
         assert run(Warmer("fill", fill, None, ()), "default").keys_set == 1
         assert caches["default"].get_many(["a", "b"]) == {"b": 2}
         caches["default"].clear()
+
+
+def test_checks_name_a_warmer_whose_alias_is_missing_or_takes_no_tags(
+    smart: Any,
+) -> None:
+    """A warmer for an alias not in CACHES, or with tags= for Django's LocMemCache,
+    passed ``manage.py check`` and failed only when ``smartcache_warm`` ran at a
+    deploy (ops probe)."""
+    from django_smartcache.checks import check_warmers_reach_their_caches
+
+    registered = {
+        "test_warmers.check.missing": {"caches": ["nope"]},
+        "test_warmers.check.untagged": {"caches": "default", "tags": ["t"]},
+        "test_warmers.check.default": {"tags": ["t"]},  # the default alias: LocMem
+        "test_warmers.check.fine": {"caches": ["smart"], "tags": ["t"]},
+    }
+    for name, options in registered.items():
+        warmers.registry.register(name, noop, **options)
+    try:
+        found = {
+            (m.obj, m.id)
+            for m in check_warmers_reach_their_caches()
+            if str(m.obj).startswith("test_warmers.check.")
+        }
+    finally:
+        for name in registered:
+            warmers.registry.unregister(name)
+    assert found == {
+        ("test_warmers.check.missing", "smartcache.W048"),
+        ("test_warmers.check.untagged", "smartcache.W049"),
+        ("test_warmers.check.default", "smartcache.W049"),
+    }
