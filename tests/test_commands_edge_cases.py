@@ -367,6 +367,9 @@ def test_stats_shows_a_level_without_stats_that_is_down(tmp_path: Path) -> None:
             levels = report["mlr"]["levels"]
             assert "error" not in levels[0]
             assert levels[1]["error"].startswith("ConnectionError:")
+            # The counters say so too, as the text does (they said "down": false).
+            counted = report["mlr"]["stats"]["levels"]
+            assert [level["down"] for level in counted] == [False, True]
         finally:
             for health in caches["mlr"]._health:
                 health.stop()

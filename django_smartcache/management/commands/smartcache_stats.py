@@ -84,6 +84,13 @@ def snapshot(cache: BaseCache, *, level: bool = False) -> dict[str, Any]:
             {"level": level_label(i, part), **snapshot(part, level=True)}
             for i, part in enumerate(parts)
         ]
+        # A level this command found down is down in the counters too, as the text
+        # shows it: a MultiLevelCache built by the command has not failed on it yet,
+        # and --json said "down": false beside the level's error (ops probe).
+        counters = (out["stats"] or {}).get("levels", ())
+        for counted, sub in zip(counters, out["levels"], strict=False):
+            if "error" in sub and isinstance(counted, dict):
+                counted["down"] = True
     return out
 
 
