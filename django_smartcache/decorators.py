@@ -55,6 +55,7 @@ from ._memo_options import (
     _invalid,
     _Options,
 )
+from ._memo_running import RUNNING
 from .core import keys
 from .core.patterns import glob_escape
 from .signals import stampede_wait
@@ -423,6 +424,7 @@ class CachedFunction(Generic[P, R]):
         """
         seconds = self._options.lock_seconds
         cache.set(_void_key(key), _void_token(seconds), timeout=seconds)
+        RUNNING.void(self._options.using, key)  # this process's: see _memo_running
 
     def invalidate_all(self) -> int:
         """Delete the entries of every call of this function (``lru_cache``'s
@@ -466,6 +468,7 @@ class CachedFunction(Generic[P, R]):
         """:meth:`_void` of every call of this function: one token they all read."""
         seconds = self._options.lock_seconds
         cache.set(self._void_all, _void_token(seconds), timeout=seconds)
+        RUNNING.void_function(self._options.using, self._void_all)
 
     def _forget_all(self) -> None:
         """Detach this function's calls in flight in this process (see ``_drop``)."""
@@ -558,25 +561,26 @@ class CachedFunction(Generic[P, R]):
             tags = {"tags": read_versions(tags["tags"])}
         tokens = (_void_key(key), self._void_all)
         read_tokens = _shared_reads(cache)
-        void = read_tokens(tokens)  # see _void()
-        started = self._options.clock()
-        try:
-            value = self._func(*args, **kwargs)
-        except Exception as exc:
-            if self._serve_stale(stale, exc):
-                return stale.value  # type: ignore[union-attr]
-            raise
-        self._check_storable(value)
-        if _voided_any(tokens, void, read_tokens(tokens)):
-            return value  # invalidated while it ran: not stored
-        envelope, timeout = self._envelope(cache, value, started)
-        try:
-            cache.set(key, envelope, timeout=timeout, **tags)
-        except Exception as exc:
-            self._unstorable(key, value, exc)
-            raise
-        if _voided_any(tokens, void, read_tokens(tokens)):
-            cache.delete(key)  # invalidated while it was stored: see _stored_late
+        with RUNNING.running(self._options.using, key, self._void_all) as run:
+            void = read_tokens(tokens)  # see _void()
+            started = self._options.clock()
+            try:
+                value = self._func(*args, **kwargs)
+            except Exception as exc:
+                if self._serve_stale(stale, exc):
+                    return stale.value  # type: ignore[union-attr]
+                raise
+            self._check_storable(value)
+            if run.voided or _voided_any(tokens, void, read_tokens(tokens)):
+                return value  # invalidated while it ran: not stored
+            envelope, timeout = self._envelope(cache, value, started)
+            try:
+                cache.set(key, envelope, timeout=timeout, **tags)
+            except Exception as exc:
+                self._unstorable(key, value, exc)
+                raise
+            if run.voided or _voided_any(tokens, void, read_tokens(tokens)):
+                cache.delete(key)  # invalidated while it was stored: see _stored_late
         return value
 
     def _refresh_ahead(
@@ -695,6 +699,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         cache, pattern = self._pattern_cache()
         seconds = self._options.lock_seconds
         await cache.aset(self._void_all, _void_token(seconds), timeout=seconds)
+        RUNNING.void_function(self._options.using, self._void_all)
         self._forget_all()
         adelete = getattr(cache, "adelete_pattern", None)
         if callable(adelete):
@@ -728,6 +733,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
         """:meth:`CachedFunction._void`, awaited."""
         seconds = self._options.lock_seconds
         await cache.aset(_void_key(key), _void_token(seconds), timeout=seconds)
+        RUNNING.void(self._options.using, key)
 
     async def _alead(
         self, cache: BaseCache, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -790,29 +796,36 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
             versions = sync_to_async(read_versions, thread_sensitive=True)
             tags = {"tags": await versions(tags["tags"])}
         tokens = (_void_key(key), self._void_all)
-        void = await _ashared_reads(cache, tokens)  # see CachedFunction._void()
-        started = self._options.clock()
-        try:
-            value = await self._func(*args, **kwargs)  # type: ignore[misc]
-        except Exception as exc:
-            if self._serve_stale(stale, exc):
-                return stale.value  # type: ignore[union-attr]
-            raise
-        self._check_storable(value)
-        if _voided_any(tokens, void, await _ashared_reads(cache, tokens)):
-            return value  # invalidated while it ran: not stored
-        envelope, timeout = self._envelope(cache, value, started)
-        try:
-            if tags and not _accepts_tags(type(cache).aset):
-                # BaseCache.aset() does not pass tags= on; reach set() in a thread.
-                await sync_to_async(cache.set)(key, envelope, timeout=timeout, **tags)
-            else:
-                await cache.aset(key, envelope, timeout=timeout, **tags)
-        except Exception as exc:
-            self._unstorable(key, value, exc)
-            raise
-        if _voided_any(tokens, void, await _ashared_reads(cache, tokens)):
-            await cache.adelete(key)  # see _stored_late
+        with RUNNING.running(self._options.using, key, self._void_all) as run:
+            void = await _ashared_reads(cache, tokens)  # see CachedFunction._void()
+            started = self._options.clock()
+            try:
+                value = await self._func(*args, **kwargs)  # type: ignore[misc]
+            except Exception as exc:
+                if self._serve_stale(stale, exc):
+                    return stale.value  # type: ignore[union-attr]
+                raise
+            self._check_storable(value)
+            if run.voided or _voided_any(
+                tokens, void, await _ashared_reads(cache, tokens)
+            ):
+                return value  # invalidated while it ran: not stored
+            envelope, timeout = self._envelope(cache, value, started)
+            try:
+                if tags and not _accepts_tags(type(cache).aset):
+                    # BaseCache.aset() does not pass tags= on; reach set() in a thread.
+                    await sync_to_async(cache.set)(
+                        key, envelope, timeout=timeout, **tags
+                    )
+                else:
+                    await cache.aset(key, envelope, timeout=timeout, **tags)
+            except Exception as exc:
+                self._unstorable(key, value, exc)
+                raise
+            if run.voided or _voided_any(
+                tokens, void, await _ashared_reads(cache, tokens)
+            ):
+                await cache.adelete(key)  # see _stored_late
         return value
 
     async def _arefresh_ahead(

@@ -135,3 +135,88 @@ def test_an_invalidation_during_the_store_is_not_lost(is_async: bool) -> None:
             assert report(1) == "old"
             assert report(1) == "new", "the stale result was kept"
         caches["default"].clear()
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_an_invalidation_whose_token_was_evicted_still_voids(is_async: bool) -> None:
+    # An outside probe's suspicion, confirmed: a full SmartCache evicts a key nobody
+    # read (POLICY tinylfu: after ~1% of its entries are rewritten), the :void token
+    # among them; a computation that found no token before and none after stored the
+    # result the invalidate() had voided. This process's computations are voided
+    # directly now (_memo_running), whatever the cache kept.
+    import threading
+
+    from django_smartcache._memo_envelope import _void_key
+
+    config = {
+        "BACKEND": "django_smartcache.backends.SmartCache",
+        "LOCATION": f"void-races-evicted-{is_async}",
+        "OPTIONS": {"MAX_ENTRIES": 200, "POLICY": "tinylfu"},
+    }
+    source = {"value": "old"}
+    with override_settings(CACHES={"default": config}):
+        cache = caches["default"]
+        for i in range(400):  # full
+            cache.set(f"filler-{i}", i)
+
+        def change_and_churn(func: Any) -> None:
+            source["value"] = "new"
+            done = threading.Thread(target=lambda: func._drop(func.key(1)))
+            done.start()
+            done.join()
+            for i in range(400):  # other requests' writes and reads
+                cache.set(f"churn-{i}", i)
+                cache.get(f"churn-{i}")
+                cache.get(f"churn-{i}")
+            assert not cache.has_key(_void_key(func.key(1))), "token not evicted"
+
+        if is_async:
+            import asyncio
+
+            @cached(name=f"{NAME}.evicted.async", timeout=300)
+            async def areport(n: int) -> str:
+                seen = source["value"]
+                if seen == "old":
+                    change_and_churn(areport)
+                return seen
+
+            assert asyncio.run(areport(1)) == "old"
+            assert asyncio.run(areport(1)) == "new", "the stale result was stored"
+        else:
+
+            @cached(name=f"{NAME}.evicted", timeout=300)
+            def report(n: int) -> str:
+                seen = source["value"]
+                if seen == "old":
+                    change_and_churn(report)
+                return seen
+
+            assert report(1) == "old"
+            assert report(1) == "new", "the stale result was stored"
+        cache.clear()
+
+
+def test_running_computations_are_forgotten_when_they_end() -> None:
+    from django_smartcache._memo_running import RUNNING
+
+    with override_settings(
+        CACHES={
+            "default": {
+                "BACKEND": "django_smartcache.backends.SmartCache",
+                "LOCATION": "void-races-running",
+            }
+        }
+    ):
+
+        @cached(name=f"{NAME}.running", timeout=300)
+        def square(n: int) -> int:
+            assert len(RUNNING) >= 1
+            if n < 0:
+                raise ValueError(n)
+            return n * n
+
+        assert [square(n) for n in range(5)] == [0, 1, 4, 9, 16]
+        with pytest.raises(ValueError):
+            square(-1)
+        assert len(RUNNING) == 0
+        caches["default"].clear()
