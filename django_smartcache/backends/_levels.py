@@ -721,11 +721,16 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         answers: list[bool] = []
 
         def call(level: BaseCache, i: int) -> bool:
-            if answers and not answers[0]:
-                # Gone from the lowest level that answered: a copy above (written a
-                # moment later, so not yet expired) must not be extended past it.
+            if answers:
+                # A copy above the lowest level that answered is dropped, never
+                # re-armed: it lives L1_MAX_TTL from its read below, and re-armed it
+                # served a value replaced since for as long as the key was touched (an
+                # outside probe: 4 s and counting, with COHERENCE "none", a level with
+                # no channel, or a middle level that other machines' writes never
+                # reach). The next read refills it with the new expiry. (Gone below:
+                # it must not outlive that either.)
                 level.delete(key)
-                return False
+                return answers[0]
             seconds = low if i == last else high
             answer = bool(level.touch(key, seconds))
             if not answer and seconds is None:
