@@ -151,24 +151,19 @@ def test_an_invalidation_whose_token_was_evicted_still_voids(is_async: bool) -> 
     config = {
         "BACKEND": "django_smartcache.backends.SmartCache",
         "LOCATION": f"void-races-evicted-{is_async}",
-        "OPTIONS": {"MAX_ENTRIES": 200, "POLICY": "tinylfu"},
     }
     source = {"value": "old"}
     with override_settings(CACHES={"default": config}):
         cache = caches["default"]
-        for i in range(400):  # full
-            cache.set(f"filler-{i}", i)
 
         def change_and_churn(func: Any) -> None:
             source["value"] = "new"
             done = threading.Thread(target=lambda: func._drop(func.key(1)))
             done.start()
             done.join()
-            for i in range(400):  # other requests' writes and reads
-                cache.set(f"churn-{i}", i)
-                cache.get(f"churn-{i}")
-                cache.get(f"churn-{i}")
-            assert not cache.has_key(_void_key(func.key(1))), "token not evicted"
+            # The token evicted, as other requests' writes do on a full cache (by
+            # chance of the policy's hashing: deleted here, so the test is certain).
+            assert cache.delete(_void_key(func.key(1)))
 
         if is_async:
             import asyncio

@@ -754,7 +754,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             return answer
 
         self._write("delete", [key], self._depth(levels), call)
-        return any(answers)
+        # The lowest level that answered, as for touch and add: a copy above it (up to
+        # the coherence delay old) made two processes' deletes of one key both True.
+        return bool(answers) and answers[0]
 
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         key = self._key(key, version)

@@ -221,3 +221,52 @@ def test_touch_never_keeps_a_stale_copy_past_l1_max_ttl(tmp_path) -> None:
         assert cache.get("k") == "new"
     finally:
         _stop(cache)
+
+
+def test_incr_version_reads_the_lowest_level_not_a_stale_copy(tmp_path) -> None:
+    """incr_version() read through L1: a value another process had just deleted (a
+    logout) was moved to version + 1 in every level with the default timeout, where
+    one shared cache raises ValueError (an outside fuzz: 20 runs of 20)."""
+    from tests.backends.test_multilevel import SQLITE
+
+    cache = make(
+        [{"BACKEND": SMART}, {"BACKEND": SQLITE, "LOCATION": str(tmp_path / "c.db")}],
+        L1_MAX_TTL=60,
+        COHERENCE_INTERVAL=60,
+    )
+    try:
+        cache.set("session", "logged in", 600)
+        assert cache.get("session") == "logged in"  # (a copy in L1)
+        # Another process's delete, not yet heard of here.
+        cache.levels[1].delete(cache.make_key("session"))
+        with pytest.raises(ValueError, match="not found"):
+            cache.incr_version("session")
+        assert cache.get("session", version=2) is None
+        cache.set("kept", "v", 600)
+        assert cache.incr_version("kept") == 2
+        assert cache.get("kept", version=2) == "v"
+    finally:
+        _stop(cache)
+
+
+def test_delete_answers_for_the_lowest_level(tmp_path) -> None:
+    """delete() said any level's answer: a stale L1 copy of a key another process had
+    deleted made this one's delete True too (an outside fuzz: both of two processes'
+    deletes of one lock said True, where one shared cache tells one of them False)."""
+    from tests.backends.test_multilevel import SQLITE
+
+    cache = make(
+        [{"BACKEND": SMART}, {"BACKEND": SQLITE, "LOCATION": str(tmp_path / "c.db")}],
+        L1_MAX_TTL=60,
+        COHERENCE_INTERVAL=60,
+    )
+    try:
+        cache.set("lock", "held", 600)
+        assert cache.get("lock") == "held"  # (a copy in L1)
+        cache.levels[1].delete(cache.make_key("lock"))  # another process's delete
+        assert cache.delete("lock") is False
+        assert cache.get("lock") is None
+        cache.set("lock", "held", 600)
+        assert cache.delete("lock") is True
+    finally:
+        _stop(cache)
