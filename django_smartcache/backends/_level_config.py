@@ -35,7 +35,7 @@ from ._level_ttl import (
     refuses_client,
 )
 from ._sqlite_options import django_count
-from .base import option_timeout
+from .base import option_timeout, options_given as _options_given
 
 logger = logging.getLogger("django_smartcache.multilevel")
 
@@ -124,7 +124,7 @@ def parse(location: Any, params: dict[str, Any], outer: type) -> LevelOptions:
     """Check ``LOCATION``, ``params["OPTIONS"]`` (and TIMEOUT); ``outer`` is refused as
     a level."""
     location = location_text(location)
-    given = params.get("OPTIONS") or {}
+    given = _options_given(params)
     if not isinstance(given, Mapping):
         raise ImproperlyConfigured(
             f"MultiLevelCache OPTIONS must be a dict, got {given!r}"

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from ..core.sizing import parse_size
-from .base import django_int, option_timeout
+from .base import django_int, option_timeout, options_given
 
 #: ``OPTIONS`` keys and their defaults (documented in ``docs/sqlite.md``).
 DEFAULTS: dict[str, Any] = {
@@ -153,7 +153,7 @@ def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
         raise _fail("LOCATION", location, "the path of the cache file")
     location = _location(location)
     timeout = option_timeout("SQLiteCache", params)
-    options = params.get("OPTIONS") or {}
+    options = options_given(params)
     if not isinstance(options, dict):
         raise _fail("OPTIONS", options, "a dict")
     # key=str: a key that is not a string ({1: 2}) is named, not a TypeError.

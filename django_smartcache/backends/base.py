@@ -329,6 +329,11 @@ def option_timeout(backend: str, params: Mapping[str, Any]) -> int | None:
     timeout = params.get("timeout", params.get("TIMEOUT", 300))
     if timeout is None:
         return None
+    if isinstance(timeout, bool):  # int(True) is 1 s: a slip, refused as elsewhere
+        raise ImproperlyConfigured(
+            f"{backend}: TIMEOUT must be a number of seconds (or None: never expire), "
+            f"got {timeout!r}"
+        )
     try:
         return int(timeout)
     except (TypeError, ValueError, OverflowError):
@@ -336,6 +341,14 @@ def option_timeout(backend: str, params: Mapping[str, Any]) -> int | None:
             f"{backend}: TIMEOUT must be a number of seconds (or None: never expire), "
             f"got {timeout!r}"
         ) from None
+
+
+def options_given(params: Mapping[str, Any]) -> Any:
+    """``params["OPTIONS"]``; absent or None is no options. Anything else is for the
+    caller to check as a dict: ``[]`` or ``""`` was taken for none (``or {}``), where a
+    ``MAX_ENTRIES: True`` is refused (ops probe)."""
+    options = params.get("OPTIONS")
+    return {} if options is None else options
 
 
 def check_options(

@@ -56,6 +56,7 @@ from .base import (
     option_choice,
     option_size,
     option_timeout,
+    options_given,
 )
 
 #: Budget when ``OPTIONS["MAX_MEMORY"]`` is not given.
@@ -289,7 +290,7 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         option_timeout(_BACKEND, params)
-        options = params.get("OPTIONS") or {}
+        options = options_given(params)
         if not isinstance(options, Mapping):
             raise ImproperlyConfigured(
                 f"{_BACKEND}: OPTIONS must be a dict, got {options!r}"

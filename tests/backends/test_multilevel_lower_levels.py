@@ -270,3 +270,33 @@ def test_delete_answers_for_the_lowest_level(tmp_path) -> None:
         assert cache.delete("lock") is True
     finally:
         _stop(cache)
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "django_smartcache.backends.SmartCache",
+        "django_smartcache.backends.SQLiteCache",
+        "django_smartcache.backends.MultiLevelCache",
+    ],
+)
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"OPTIONS": []}, "OPTIONS must be a dict"),
+        ({"OPTIONS": ""}, "OPTIONS must be a dict"),
+        ({"TIMEOUT": True}, "TIMEOUT must be a number of seconds"),
+    ],
+)
+def test_empty_non_dict_options_and_a_bool_timeout_are_refused(
+    backend: str, params: dict, named: str, tmp_path
+) -> None:
+    """``OPTIONS: []`` was taken for no options (``or {}``) and ``TIMEOUT: True`` for
+    1 s, where ``MAX_ENTRIES: True`` is refused (ops probe). None is still none."""
+    from django.utils.module_loading import import_string
+
+    cls = import_string(backend)
+    location = str(tmp_path / "c.sqlite3")
+    with pytest.raises(ImproperlyConfigured, match=named):
+        cls(location, dict(params))
+    cls(location, {"OPTIONS": None}).close()
