@@ -195,10 +195,19 @@ def _sync_caller_thread() -> Any:
     executor = by_loop.get(loop)
     if executor is None:
         executor = getattr(executors, "current", None)
+    # As asgiref's submit() does: past the executors whose async_to_sync has returned
+    # (a task outliving the call that created it), to the closest one still running;
+    # none left, no caller (a review: hopping then raised "already quit").
+    while executor is not None and getattr(executor, "_broken", False):
+        executor = getattr(executor, "_old_executor", None)
     if executor is None:
         return None
     thread = getattr(executor, "_work_thread", None)
-    return _ANY_THREAD if thread is None else thread
+    if thread is None:
+        return _ANY_THREAD
+    # Its own thread (asyncio.run() inside sync_to_async's thread): no hop there, this
+    # thread's transaction is the one the call sees (submitting to it raised).
+    return None if thread is threading.current_thread() else thread
 
 
 def sync_caller_dirty() -> bool:
@@ -1087,8 +1096,15 @@ def invalidate_tags(
     committed already (an autocommit ``save()``, the SQL watcher): a healthy cache
     left with the old versions would serve the old rows (an outside probe: one alias
     raising ``ConnectionError`` left the next one stale)."""
+    tags = tuple(normalize_tags(tags))  # a bad tag is the caller's: raised once, here
     failed: list[tuple[str, Exception]] = []
-    for alias, cache in tagging_caches(using, skip_unmade_files=using is None):
+
+    def unbuilt(alias: str, exc: Exception) -> None:
+        failed.append((alias, exc))  # (an alias whose backend cannot be built)
+
+    for alias, cache in tagging_caches(
+        using, on_error=unbuilt, skip_unmade_files=using is None
+    ):
         try:
             cache.invalidate_tags(*tags, reason=reason, db=db)
         except Exception as exc:  # noqa: BLE001 - raised below, after the others

@@ -97,3 +97,42 @@ def test_a_failing_receiver_does_not_stop_the_other_caches(
         tags_invalidated.disconnect(metrics_down)
     for name in aliases:
         assert caches[name].get("row") is None, name
+
+
+def test_a_bad_tag_is_raised_once_before_any_cache(
+    aliases: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A review: each alias raised InvalidTag and the second and third were logged at
+    # ERROR as failed caches; the tag is the caller's mistake.
+    from django_smartcache import invalidate_tags
+    from django_smartcache.core.tags import InvalidTag
+
+    with (
+        caplog.at_level("ERROR", logger="django_smartcache"),
+        pytest.raises(InvalidTag),
+    ):
+        invalidate_tags("")
+    assert not [r for r in caplog.records if "failed too" in r.getMessage()]
+
+
+def test_an_alias_that_cannot_be_built_does_not_stop_the_others() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_smartcache import invalidate_tags
+
+    configs = {
+        "default": _smart("invalidation-failures-default"),
+        "broken": {
+            "BACKEND": "django_smartcache.backends.SmartCache",
+            "OPTIONS": {"POLICY": "no-such-policy"},
+        },
+        "second": _smart("invalidation-failures-unbuilt"),
+    }
+    with override_settings(
+        CACHES=configs, SMARTCACHE={"TAG_CACHES": ["broken", "second"]}
+    ):
+        caches["second"].set("page", 1, tags=["t"])
+        with pytest.raises(ImproperlyConfigured, match="POLICY"):
+            invalidate_tags("t")
+        assert caches["second"].get("page") is None
+        caches["second"].clear()

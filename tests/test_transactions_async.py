@@ -223,3 +223,61 @@ def test_an_async_cached_function_in_a_dirty_thread_computes_alone(
         raise RuntimeError
     leader.join()
     assert seen == {"writer": "writer", "other": "other"}
+
+
+@pytest.mark.parametrize("tagged_cache", ["smart"], indirect=True)
+def test_ainvalidate_tags_from_a_task_outliving_its_async_to_sync(cache: Any) -> None:
+    # A review: a task a coroutine of async_to_sync created (a sync view under ASGI)
+    # invalidating after async_to_sync returned hopped to the executor that had quit:
+    # "CurrentThreadExecutor already quit or is broken". No caller left: inline.
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    results: list[str] = []
+
+    async def main() -> None:
+        done = asyncio.Event()
+
+        async def background() -> None:
+            await asyncio.sleep(0.05)  # async_to_sync has returned by now
+            cache.set("page", 1, tags=["books"])
+            await cache.ainvalidate_tags("books")
+            results.append("ok")
+            done.set()
+
+        async def spawn() -> None:
+            asyncio.get_running_loop().create_task(background())
+
+        await sync_to_async(async_to_sync(spawn), thread_sensitive=True)()
+        await asyncio.wait_for(done.wait(), 5)
+
+    asyncio.run(main())
+    assert results == ["ok"]
+    assert cache.get("page") is None
+
+
+@pytest.mark.parametrize("tagged_cache", ["smart"], indirect=True)
+def test_ainvalidate_tags_in_asyncio_run_inside_the_callers_own_thread(
+    cache: Any,
+) -> None:
+    # A review: an async view under WSGI calls a sync helper through sync_to_async
+    # (the WSGI thread), which runs asyncio.run(): the caller found was that very
+    # thread, and submitting to it raised. Inline there sees its own transaction.
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    async def helper() -> None:
+        await cache.ainvalidate_tags("books")
+
+    def legacy() -> str:
+        cache.set("page", 1, tags=["books"])
+        asyncio.run(helper())
+        return "ok"
+
+    async def view() -> str:
+        return await sync_to_async(legacy)()
+
+    assert async_to_sync(view)() == "ok"
+    assert cache.get("page") is None
