@@ -786,3 +786,30 @@ def test_the_clear_prompt_names_the_other_aliases_on_the_file(
         )
         for alias in config:
             caches[alias].close()
+
+
+def test_clearing_a_level_says_when_no_channel_reaches_the_other_processes(
+    tmp_path: Path,
+) -> None:
+    """With COHERENCE 'none' the command said the L1 copies were dropped in every
+    process; only its own (empty) L1 was (a review)."""
+    config = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "l2": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "files"),
+        },
+        "ml": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": [{"BACKEND": "django_smartcache.backends.SmartCache"}, "l2"],
+                "COHERENCE": "none",
+            },
+        },
+    }
+    with override_settings(CACHES=config):
+        out = io.StringIO()
+        call_command("smartcache_clear", cache=["l2"], interactive=False, stdout=out)
+        assert "and no channel reached its other processes" in out.getvalue()
+        assert "dropped in every process" not in out.getvalue()
+        caches["ml"].close()

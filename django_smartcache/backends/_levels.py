@@ -889,17 +889,26 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             except FAULTS as exc:
                 self._co.publish_failed(exc)
 
-    def drop_copies(self) -> None:
+    def drop_copies(self) -> bool:
         """Drop L1's copies, in this process and (over Redis) in every other: after a
         lower level was changed past this cache (its own alias cleared, a ``FLUSHDB``),
         which the coherence channel did not carry. (Over SQLite the file's change log
-        carries a clear already.) The other levels are left as they are."""
+        carries a clear already.) The other levels are left as they are.
+
+        Whether the other processes are told: False with ``COHERENCE="none"``, or a
+        Redis channel that is down or refused the message (their copies then live
+        out ``L1_MAX_TTL``)."""
         self._co.flush()
-        if self._co.kind == "redis" and self._up(self._last):
-            try:
-                self._co.publish_clear()
-            except FAULTS as exc:
-                self._co.publish_failed(exc)
+        if self._co.kind == "sqlite":
+            return True
+        if self._co.kind != "redis" or not self._up(self._last):
+            return False
+        try:
+            self._co.publish_clear()
+        except FAULTS as exc:
+            self._co.publish_failed(exc)
+            return False
+        return True
 
     def delete_pattern(
         self, pattern: str, *, regex: bool = False, version: Any = None

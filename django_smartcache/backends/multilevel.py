@@ -167,13 +167,18 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         are dropped first. Read from an L1 copy up to the coherence delay old, a value
         another process had just deleted was moved to ``version + delta`` in every
         level with the default timeout (an outside fuzz: 20 runs of 20 over SQLite),
-        where one shared cache raises ``ValueError``."""
+        where one shared cache raises ``ValueError``. A key the lowest level does not
+        hold raises ``ValueError`` and is left as it is (a review: a ``levels=1`` write
+        was dropped with the copies, and lost)."""
         if version is None:
             version = self.version
-        final = self._key(key, version)
         lowest = next((i for i in range(self._last, 0, -1) if self._up(i)), 0)
+        if lowest and key not in self.shared_get_many([key], version):
+            # Not in the shared level: gone there (a copy above is stale), or written
+            # above it only (levels=n): not moved, and not destroyed either.
+            raise ValueError(f"Key '{key}' not found")
         self._co.local_write()  # a promotion of the old copy in flight must not land
-        self._drop_above(lowest, final)
+        self._drop_above(lowest, self._key(key, version))
         return super().incr_version(key, delta, version)  # type: ignore[no-any-return]
 
     # -- coordination reads (@cached's tokens and locks) --------------------------------

@@ -245,6 +245,11 @@ def test_incr_version_reads_the_lowest_level_not_a_stale_copy(tmp_path) -> None:
         cache.set("kept", "v", 600)
         assert cache.incr_version("kept") == 2
         assert cache.get("kept", version=2) == "v"
+        # Written above the shared level only: not moved, and not lost (a review).
+        cache.set("local", "v", levels=1)
+        with pytest.raises(ValueError, match="not found"):
+            cache.incr_version("local")
+        assert cache.get("local") == "v"
     finally:
         _stop(cache)
 

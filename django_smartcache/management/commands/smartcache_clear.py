@@ -103,14 +103,24 @@ class Command(QuietCommand):
                 # Their L1s (every process's) hold copies of what this level held,
                 # and the level's own clear() told none of them (a FLUSHDB).
                 try:
-                    caches[above].drop_copies()
+                    told = caches[above].drop_copies()
                 except Exception as exc:  # noqa: BLE001 - named, the rest goes on
                     note_failure(failed, above, exc)
                     continue
-                self.stdout.write(
-                    f"  {above!r} has {alias!r} as a level: its L1 copies were "
-                    "dropped in every process."
-                )
+                if told:
+                    self.stdout.write(
+                        f"  {above!r} has {alias!r} as a level: its L1 copies were "
+                        "dropped in every process."
+                    )
+                else:
+                    self.stdout.write(
+                        self.style.WARNING(
+                            f"  {above!r} has {alias!r} as a level, and no channel "
+                            "reached its other processes (COHERENCE 'none', or the "
+                            "Redis channel down): their L1 copies live out "
+                            "L1_MAX_TTL."
+                        )
+                    )
             missed += unreached_levels(alias, cache)
         fail_if_unreached(missed, "The clear", failed)
 
