@@ -339,6 +339,12 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         """``has_key`` after L1 missed: the levels below, without promotion."""
         try:
             value, _ = self._get_below_at(final, _MISSING, depth, False, False)
+        except FAULTS:
+            # A level's failure reaches here only with RAISE_ERRORS (else the read
+            # skipped that level): raised, as get() raises it. Taken for an
+            # unpicklable value, it answered True for a key never written while Redis
+            # was down (an outside fuzz).
+            raise
         except Exception:  # noqa: BLE001 - a level's value that cannot be unpickled
             return True
         if value is _MISSING:
