@@ -33,6 +33,7 @@ from ._level_health import (
     _caller_error,
     _no_permission,
 )
+from ._level_incr import level_incr
 from ._level_patterns import check_matching, delete_matching
 from ._level_tally import _Tally
 from ._level_ttl import _NO_EXPIRY, _remaining_ttls
@@ -770,7 +771,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 if i == 0 and self._last:
                     value = self._incr_l1(key, delta)
                 else:
-                    value = self._levels[i].incr(key, delta)
+                    value = level_incr(self._levels[i], key, delta)
             except (ValueError, TypeError) as exc:
                 if i:
                     # "Not found", "not a number": answers (a probe's marks it back).

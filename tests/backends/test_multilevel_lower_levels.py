@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -305,3 +306,40 @@ def test_empty_non_dict_options_and_a_bool_timeout_are_refused(
     with pytest.raises(ImproperlyConfigured, match=named):
         cls(location, dict(params))
     cls(location, {"OPTIONS": None}).close()
+
+
+@pytest.mark.redis
+def test_incr_over_djangos_redis_cache_never_recreates_an_expired_key(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Django's RedisCache.incr is EXISTS then INCRBY: a key expiring between the two
+    came back as ``delta`` with no expiry (an outside fuzz: a rate-limit counter that
+    never expired, 15 runs of 20). A MultiLevelCache runs them as one script. The
+    expiry is made to land exactly between Django's two steps: after its EXISTS."""
+    from django.core.cache.backends.redis import RedisCacheClient
+
+    cache = make([{"BACKEND": SMART}, {"BACKEND": REDIS, "LOCATION": redis_url}])
+    raw = redis.Redis.from_url(redis_url)
+    real_get_client = RedisCacheClient.get_client
+
+    def get_client(self: Any, key: Any = None, *, write: bool = False) -> Any:
+        client = real_get_client(self, key, write=write)
+        exists = client.exists
+
+        def exists_then_expire(*names: Any) -> Any:
+            found = exists(*names)
+            raw.delete(*names)  # the window closes right after EXISTS
+            return found
+
+        client.exists = exists_then_expire
+        return client
+
+    monkeypatch.setattr(RedisCacheClient, "get_client", get_client)
+    try:
+        cache.add("window", 0, 60)
+        final = cache.levels[1].make_and_validate_key(cache.make_key("window"))
+        cache.incr("window")
+        assert raw.pttl(final) > 0  # one step: nothing to expire in between
+    finally:
+        raw.delete(final)
+        _stop(cache)
