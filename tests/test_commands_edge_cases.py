@@ -745,8 +745,14 @@ def test_clearing_a_redis_level_by_its_alias_drops_the_multilevels_l1_copies(
         "ml": {
             "BACKEND": "django_smartcache.backends.MultiLevelCache",
             "OPTIONS": {
+                # (An L1 LOCATION of its own: a MultiLevelCache's coherence and
+                # health are shared by every instance of one configuration in the
+                # process, and other tests stop theirs.)
                 "LEVELS": [
-                    {"BACKEND": "django_smartcache.backends.SmartCache"},
+                    {
+                        "BACKEND": "django_smartcache.backends.SmartCache",
+                        "LOCATION": "clearing-a-redis-level",
+                    },
                     "redis",
                 ],
                 "L1_MAX_TTL": 30,
