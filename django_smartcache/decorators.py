@@ -1059,7 +1059,7 @@ def cached(
 
 #: The code of the methods whose cache calls are @cached's own bookkeeping, not
 #: lookups its caller made: the entry read again under the single flight and the
-#: lock, the lock itself, the ``:void`` token, the store of the result. The
+#: lock, the lock itself, the ``:void`` tokens, the store of the result. The
 #: debug-toolbar panel (:mod:`django_smartcache.instrumentation`) does not list the
 #: calls they make themselves; the calls of the memoized function are listed, and so
 #: is the first read of each call (in ``__call__``), the caller's hit or miss.
@@ -1072,5 +1072,9 @@ BOOKKEEPING = frozenset(
         AsyncCachedFunction._alead,
         AsyncCachedFunction._acompute,
         AsyncCachedFunction._arefresh_ahead,
+        # (Their reads of the shared level, from frames of their own.)
+        _shared_get,
+        _ashared_reads,
+        _ashared_get,
     )
 )
