@@ -4,7 +4,8 @@ MultiLevelCache levels that share nothing between processes (``W043``, ``W044``)
 aliases that give one SQLite file different budgets (``W045``), sessions kept in an
 in-process L1 (``W046``) and, with ``--deploy``, in a SmartCache (``W047``), warmers
 filling an alias that is missing (``W048``) or takes no tags while they have tags
-(``W049``)."""
+(``W049``) and, with ``--deploy``, a SQLite file in a world-writable directory
+(``W050``)."""
 
 from __future__ import annotations
 
@@ -583,4 +584,35 @@ def check_warmers_reach_their_caches(
                         id="smartcache.W049",
                     )
                 )
+    return messages
+
+
+@register(Tags.caches, deploy=True)
+def check_sqlite_location_not_world_writable(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A SQLite cache file in a directory every local user may write (``/tmp``):
+    anyone can create the file before the site does, and the pickles they put in it
+    run as the site when read (an outside probe planted one in ``/tmp`` and it ran).
+    Checked on the nearest directory that exists (the backend creates the rest)."""
+    messages: list[CheckMessage] = []
+    for alias, location in _sqlite_locations():
+        directory = pathlib.Path(location).expanduser().resolve().parent
+        while not directory.exists() and directory != directory.parent:
+            directory = directory.parent
+        try:
+            mode = directory.stat().st_mode
+        except OSError:
+            continue  # the backend names what is wrong with it
+        if mode & 0o002:
+            messages.append(
+                Warning(
+                    f"The SQLite file of cache {alias!r} is in {str(directory)!r}, "
+                    "which every local user may write: anyone can create the cache "
+                    "file first, and the pickles in it run as your site when read.",
+                    hint="Put it in a directory only the site's user (and group) may "
+                    "write, such as /var/cache/<site>/. See docs/installation.md.",
+                    id="smartcache.W050",
+                )
+            )
     return messages

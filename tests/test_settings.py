@@ -586,3 +586,32 @@ def test_sessions_in_a_smartcache_are_warned_about_at_deploy(tmp_path: Any) -> N
         if says:
             assert says in found[0].msg
             assert f"SESSION_CACHE_ALIAS {alias!r} is a SmartCache" in found[0].msg
+
+
+def test_a_sqlite_file_in_a_world_writable_directory_is_named_on_deploy(
+    tmp_path,
+) -> None:
+    """Any local user could create the file first in /tmp, and its pickles ran as the
+    site (an outside probe); check --deploy said nothing (W041 covers MEDIA_ROOT)."""
+    from django_smartcache.checks import check_sqlite_location_not_world_writable
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o750)
+    private.chmod(0o750)
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "tmp": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(shared / "not-made-yet" / "cache.sqlite3"),
+        },
+        "fine": {
+            "BACKEND": "django_smartcache.backends.SQLiteCache",
+            "LOCATION": str(private / "cache.sqlite3"),
+        },
+    }
+    with override_settings(CACHES=caches):
+        found = check_sqlite_location_not_world_writable()
+    assert [(m.id, "'tmp'" in m.msg) for m in found] == [("smartcache.W050", True)]
