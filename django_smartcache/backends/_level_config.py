@@ -460,6 +460,68 @@ def alias_of(params: dict[str, Any]) -> str | None:
     return None
 
 
+def _refuse_lossy_redis(cls: type, options: Any) -> None:
+    """A Redis level whose values would not come back as they went in, or whose
+    failures MultiLevelCache could not see (an outside probe: neither was refused).
+
+    A serializer other than pickle (django-redis' ``SERIALIZER``, Django's
+    ``serializer``) turned a tuple into a list and a Decimal into a str once the L1
+    copy had gone (the writer saw the right types for a second, then the wrong ones;
+    ``mark_safe`` text flipped to escaped). django-redis' ``IGNORE_EXCEPTIONS`` (or
+    ``DJANGO_REDIS_IGNORE_EXCEPTIONS``) answers a failure as a miss: the level was
+    never marked down, and a write made during an outage was lost, never repaired.
+    """
+    options = options if isinstance(options, Mapping) else {}
+    module = cls.__module__
+    if module.startswith("django_redis"):
+        serializer = options.get("SERIALIZER")
+        if serializer is not None and not _subclass_of(
+            serializer, "django_redis.serializers.pickle.PickleSerializer"
+        ):
+            raise ImproperlyConfigured(
+                f"OPTIONS['SERIALIZER'] {serializer!r}: a MultiLevelCache level keeps "
+                "values as pickles (another serializer gives other types back: a "
+                "tuple as a list, a Decimal as a str); use django-redis' "
+                "PickleSerializer (the default) or a subclass of it"
+            )
+        if options.get("IGNORE_EXCEPTIONS") or getattr(
+            settings, "DJANGO_REDIS_IGNORE_EXCEPTIONS", False
+        ):
+            which = (
+                "OPTIONS['IGNORE_EXCEPTIONS']"
+                if options.get("IGNORE_EXCEPTIONS")
+                else "settings.DJANGO_REDIS_IGNORE_EXCEPTIONS"
+            )
+            raise ImproperlyConfigured(
+                f"{which} is on: a MultiLevelCache handles a level's failures itself "
+                "(skips the level, repairs it when it returns, or raises with "
+                "RAISE_ERRORS), and django-redis answering them as misses hides them: "
+                "writes made during an outage would be lost. Turn it off for this "
+                "level (docs/multilevel.md)"
+            )
+    elif module == "django.core.cache.backends.redis":
+        serializer = options.get("serializer")
+        if serializer is not None and not _subclass_of(
+            serializer, "django.core.cache.backends.redis.RedisSerializer"
+        ):
+            raise ImproperlyConfigured(
+                f"OPTIONS['serializer'] {serializer!r}: a MultiLevelCache level keeps "
+                "values as pickles; use Django's RedisSerializer (the default) or a "
+                "subclass of it"
+            )
+
+
+def _subclass_of(given: Any, base_path: str) -> bool:
+    """Whether ``given`` (a class or its dotted path) is the class at ``base_path``
+    or a subclass; a path that cannot be imported is left to the backend to name."""
+    try:
+        cls = import_string(given) if isinstance(given, str) else given
+        base = import_string(base_path)
+    except ImportError:
+        return True
+    return isinstance(cls, type) and issubclass(cls, base)
+
+
 def build_level(
     index: int,
     config: dict[str, Any],
@@ -486,6 +548,8 @@ def build_level(
         )
     params["KEY_FUNCTION"] = _identity_key
     try:
+        if index:
+            _refuse_lossy_redis(cls, params.get("OPTIONS"))
         level: BaseCache = cls(location, params)
     except ImproperlyConfigured as exc:
         # The level's own message ("SQLiteCache MAX_SIZE: ...") named neither the

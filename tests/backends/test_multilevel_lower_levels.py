@@ -343,3 +343,79 @@ def test_incr_over_djangos_redis_cache_never_recreates_an_expired_key(
     finally:
         raw.delete(final)
         _stop(cache)
+
+
+class JsonishSerializer:
+    """A serializer of Django's RedisCache that is not pickle (for the test below)."""
+
+    def dumps(self, obj: Any) -> bytes:
+        import json
+
+        return json.dumps(obj).encode()
+
+    def loads(self, data: bytes) -> Any:
+        import json
+
+        return json.loads(data)
+
+
+@pytest.mark.parametrize(
+    ("level", "named"),
+    [
+        (
+            {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "OPTIONS": {
+                    "SERIALIZER": "django_redis.serializers.json.JSONSerializer"
+                },
+            },
+            "OPTIONS\\['SERIALIZER'\\]",
+        ),
+        (
+            {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "OPTIONS": {"IGNORE_EXCEPTIONS": True},
+            },
+            "OPTIONS\\['IGNORE_EXCEPTIONS'\\]",
+        ),
+        (
+            {
+                "BACKEND": REDIS,
+                "OPTIONS": {"serializer": f"{__name__}.JsonishSerializer"},
+            },
+            "OPTIONS\\['serializer'\\]",
+        ),
+    ],
+)
+def test_a_redis_level_that_would_change_values_or_hide_failures_is_refused(
+    level: dict, named: str
+) -> None:
+    """A JSON serializer gave a tuple back as a list and a Decimal as a str once the
+    L1 copy had gone; IGNORE_EXCEPTIONS kept the level from ever being marked down, and
+    a write during an outage was lost (an outside probe). Refused when built."""
+    with pytest.raises(ImproperlyConfigured, match=named):
+        make([{"BACKEND": SMART}, {**level, "LOCATION": "redis://127.0.0.1:1/0"}])
+    # The defaults (pickle; failures raised) are fine.
+    fine = make(
+        [
+            {"BACKEND": SMART},
+            {"BACKEND": level["BACKEND"], "LOCATION": "redis://127.0.0.1:1/0"},
+        ]
+    )
+    _stop(fine)
+
+
+def test_the_global_django_redis_ignore_exceptions_is_refused_too() -> None:
+    with (
+        override_settings(DJANGO_REDIS_IGNORE_EXCEPTIONS=True),
+        pytest.raises(ImproperlyConfigured, match="DJANGO_REDIS_IGNORE_EXCEPTIONS"),
+    ):
+        make(
+            [
+                {"BACKEND": SMART},
+                {
+                    "BACKEND": "django_redis.cache.RedisCache",
+                    "LOCATION": "redis://127.0.0.1:1/0",
+                },
+            ]
+        )
