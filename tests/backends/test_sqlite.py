@@ -1772,3 +1772,24 @@ def test_stamps_more_than_a_day_ahead_are_given_up(make_cache, location):
     assert mark[0] >= clock.now + 2 * 86400  # (this process wrote the stray row)
     mark[1] = 0.0  # its next look at the file is due
     assert abs(cache._stamp(clock.now) - clock.now) < 1.0
+
+
+def test_a_refused_key_is_logged_at_warning_once_a_minute(make_cache, caplog):
+    """A page over MAX_SIZE that cache_page writes again on every request logged a
+    WARNING per request (an outside probe); SmartCache logs a key once a minute."""
+    cache = make_cache(MAX_SIZE=1000)
+    with caplog.at_level(logging.DEBUG, "django_smartcache.sqlite"):
+        for _ in range(3):
+            cache.set("page", "x" * 2000)
+        cache.set("other page", "x" * 2000)
+    levels = [
+        (r.levelno, "other page" in r.getMessage())
+        for r in caplog.records
+        if "not storing" in r.getMessage()
+    ]
+    assert levels == [
+        (logging.WARNING, False),
+        (logging.DEBUG, False),
+        (logging.DEBUG, False),
+        (logging.WARNING, True),
+    ]
