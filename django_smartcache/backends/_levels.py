@@ -122,6 +122,9 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         self._raise = options.raise_errors
         self._name = options.name
         alias = _level_config.alias_of(params)
+        #: How warnings name this cache: its file, its alias (repr), or the hash of
+        #: its configuration (a cache built directly, with LEVELS and no LOCATION).
+        self._shown = self._location or (repr(alias) if alias else self._name)
         self._levels: list[BaseCache] = [
             _level_config.build_level(
                 i, config, self._name, options.retry, alias, options.listed
@@ -508,7 +511,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         counted, for the tagging layer's own reads). ``origin``, when given, records
         the level each hit came from (see ``_recount_stale``).
         """
-        warn_if_on_event_loop("MultiLevelCache", self._location or self._name)
+        warn_if_on_event_loop("MultiLevelCache", self._shown)
         generation, read_at = self._co.generation, _monotonic()
         for i in range(first, depth):
             if i and not self._usable(i):
@@ -581,7 +584,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         """
         # (The first poll of a SQLite change log flushes L1: it must come before this
         # writes L1, and the cache no longer polls when it is built.)
-        warn_if_on_event_loop("MultiLevelCache", self._location or self._name)
+        warn_if_on_event_loop("MultiLevelCache", self._shown)
         self._poll_if_due()
         result: Any = _MISSING
         for i in range(depth - 1, -1, -1):

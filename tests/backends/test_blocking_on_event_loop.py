@@ -48,3 +48,37 @@ def test_a_sync_call_on_the_event_loop_is_logged_once(
     assert "cache_page" in warned[0] and "aget" in warned[0]
     assert location in warned[0] or "MultiLevelCache" in warned[0]
     cache.close()
+
+
+def test_a_multilevel_cache_without_a_file_is_named_by_its_alias(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With LEVELS and no LOCATION the warning named the cache by a hash of its
+    configuration (an outside probe): the alias says which one."""
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    config = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "pages": {
+            "BACKEND": "django_smartcache.backends.MultiLevelCache",
+            "OPTIONS": {
+                "LEVELS": [
+                    {"BACKEND": "django_smartcache.backends.SmartCache"},
+                    {
+                        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                        "LOCATION": "blocking-named-by-alias",
+                    },
+                ]
+            },
+        },
+    }
+    with override_settings(CACHES=config):
+        cache = caches["pages"]
+
+        async def view() -> None:
+            cache.set("k", 1)
+
+        with caplog.at_level(logging.WARNING, "django_smartcache"):
+            asyncio.run(view())
+        assert any("MultiLevelCache 'pages'" in m for m in _blocking_warnings(caplog))
