@@ -41,13 +41,24 @@ from ._levels import (
     _raw,
 )
 from .base import SingleFlightMixin
-from .smart import INLINE_BATCH, _collected, remove_writes
+from .smart import INLINE_BATCH, _collected, _landed, remove_writes
 from .sqlite import SQLiteCache
 
 
 def _in_thread(fn: Any) -> Any:
-    """``fn`` as a coroutine function run in Django's thread for sync cache calls."""
-    return sync_to_async(fn, thread_sensitive=True)
+    """``fn`` as a coroutine function run in Django's thread for sync cache calls.
+
+    Cancelled (``wait_for`` timed out, a client gone), it waits for that call to end
+    before it raises (``smart._landed``): asgiref raised at once and let the thread
+    run on, and the task's next read, answered from L1 on the loop, overtook the
+    write (an outside probe: a timed-out ``aincr`` read back as not counted, then
+    counted; a cancelled ``aclear``'s values read back, then gone)."""
+    run = sync_to_async(fn, thread_sensitive=True)
+
+    async def in_thread(*args: Any, **kwargs: Any) -> Any:
+        return await _landed(run(*args, **kwargs))
+
+    return in_thread
 
 
 class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
@@ -464,6 +475,43 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
                     return value
         # A miss or a tagged entry: single flight, the levels below, in a thread.
         return await super().aget_or_set(key, default, timeout, version, **kwargs)
+
+    # -- async writes: in Django's thread, waited for when cancelled (_in_thread) -------
+    # The reads above answer an L1 hit on the loop: a write that a cancellation let run
+    # on in the thread was overtaken by the same task's next read. These wait for it.
+
+    async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> None:  # fmt: skip
+        await _in_thread(self.set)(key, value, timeout, version, **kwargs)
+
+    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> bool:  # fmt: skip
+        return await _in_thread(self.add)(key, value, timeout, version, **kwargs)  # type: ignore[no-any-return]
+
+    async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> list[Any]:  # fmt: skip
+        return await _in_thread(self.set_many)(data, timeout, version, **kwargs)  # type: ignore[no-any-return]
+
+    async def atouch(
+        self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
+        return await _in_thread(self.touch)(key, timeout, version)  # type: ignore[no-any-return]
+
+    async def aincr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
+        return await _in_thread(self.incr)(key, delta, version)
+
+    async def aincr_version(self, key: Any, delta: int = 1, version: Any = None) -> int:
+        return await _in_thread(self.incr_version)(key, delta, version)  # type: ignore[no-any-return]
+
+    async def aclear(self) -> None:
+        await _in_thread(self.clear)()
+
+    async def adelete_pattern(
+        self, pattern: str, *, regex: bool = False, version: Any = None
+    ) -> int:
+        return await _in_thread(self.delete_pattern)(  # type: ignore[no-any-return]
+            pattern, regex=regex, version=version
+        )
+
+    async def ainvalidate_tags(self, *tags: str, **kwargs: Any) -> None:
+        await _in_thread(self.invalidate_tags)(*tags, **kwargs)
 
     # -- writes ------------------------------------------------------------------------
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:

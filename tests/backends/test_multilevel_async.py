@@ -347,3 +347,42 @@ def test_a_bad_levels_raises_even_when_l1_holds_the_key(levels: Any) -> None:
     ):
         with pytest.raises(ValueError, match="levels must be an int"):
             read()
+
+
+def test_a_cancelled_write_is_not_overtaken_by_the_tasks_next_read(tmp_path) -> None:
+    """asgiref raises a cancelled call's CancelledError at once and lets its thread
+    run on; the task's next read, answered from L1 on the loop, overtook the write (an
+    outside probe: a cancelled aclear's values read back, then gone; a timed-out aincr
+    read back as not counted, then counted). The write is waited for now, as
+    SmartCache's batches are. Here the write waits for another connection's lock."""
+    import asyncio
+    import sqlite3
+    import threading
+
+    from asgiref.sync import ThreadSensitiveContext
+
+    from django_smartcache.backends.multilevel import MultiLevelCache
+
+    path = tmp_path / "c.sqlite3"
+    # (BUSY_TIMEOUT 5 s; no coherence poll due, so an L1 hit is answered on the loop.)
+    cache = MultiLevelCache(str(path), {"OPTIONS": {"COHERENCE_INTERVAL": 60}})
+    cache.set("n", 10)
+    assert cache.get("n") == 10  # (in L1)
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")  # clear() waits for this in its thread
+
+    async def main() -> object:
+        async with ThreadSensitiveContext():
+            task = asyncio.ensure_future(cache.aclear())
+            await asyncio.sleep(0.1)  # its thread waits for the lock now
+            task.cancel()
+            threading.Timer(0.2, lambda: locker.execute("ROLLBACK")).start()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return await cache.aget("n")
+
+    try:
+        assert asyncio.run(main()) is None
+    finally:
+        locker.close()
+        cache.close()
