@@ -10,6 +10,7 @@ a caller that waited sends ``signals.stampede_wait``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import pickle
@@ -72,9 +73,18 @@ def dumps(key: Any, value: Any) -> bytes:
     try:
         payload = pickle.dumps(value, PICKLE_PROTOCOL)
     except Exception as exc:
+        hint = ""
+        if inspect.iscoroutine(value):
+            # get_or_set(key, async_function): the call made a coroutine nobody will
+            # await. Closed, so Python does not add "never awaited" to the error.
+            value.close()
+            hint = (
+                "; await it first (aget_or_set takes a plain callable), or memoize "
+                "the async function with @cached"
+            )
         raise UnpicklableValueError(
             f"cannot cache {key!r}: its value of type {type(value).__name__} cannot be "
-            f"pickled ({type(exc).__name__}: {exc})"
+            f"pickled ({type(exc).__name__}: {exc}){hint}"
         ) from exc
     if len(payload) < _PICKLE_BUFFER:
         # A new object of its own size (a join of one item would return the same one).

@@ -75,3 +75,33 @@ def test_a_level_error_that_is_not_about_pickling_is_left_alone(
     with pytest.raises(TypeError, match="the level's own") as info:
         cache.set("k", "picklable")
     assert not isinstance(info.value, UnpicklableValueError)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "multilevel"])
+def test_get_or_set_with_an_async_function_says_to_await_it(
+    kind: str, tmp_path
+) -> None:
+    """aget_or_set(key, async_fn) stores what the call returns, a coroutine: refused
+    as unpicklable, with a RuntimeWarning 'never awaited' on top (an outside probe).
+    It is closed now, and the error says what to do."""
+    import asyncio
+    import warnings
+
+    from django_smartcache.backends import SQLiteCache
+    from django_smartcache.backends.multilevel import MultiLevelCache
+
+    location = str(tmp_path / "c.sqlite3")
+    cache = (SQLiteCache if kind == "sqlite" else MultiLevelCache)(location, {})
+
+    async def make() -> str:
+        return "computed"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "never awaited" would be an error here
+        with pytest.raises(UnpicklableValueError, match="await it first"):
+            asyncio.run(cache.aget_or_set("k", make))
+        import gc
+
+        gc.collect()
+    assert cache.get("k") is None
+    cache.close()
