@@ -44,6 +44,13 @@ WAL_RESTART_BYTES = sqlite_file.JOURNAL_SIZE_LIMIT
 #: Seconds that forced checkpoint waits for the write lock and for readers to leave
 #: the WAL (then SQLite's PASSIVE checkpoint is all it did, and a later write retries).
 WAL_TRUNCATE_WAIT = 0.02
+#: A WAL this many times :data:`WAL_RESTART_BYTES` that a checkpoint could not restart
+#: is held by a reader: logged at WARNING, at most once per :data:`WAL_WARN_INTERVAL`
+#: seconds per file and process (an outside probe: 1.3 GB in 30 s behind an ``sqlite3``
+#: shell's open read transaction, with nothing but DEBUG lines).
+WAL_WARN_FACTOR = 8
+WAL_WARN_INTERVAL = 60.0
+_wal_warned: dict[str, float] = {}
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _T = TypeVar("_T")
@@ -675,12 +682,10 @@ class ConnectionMixin:
         """
         self._wal_check_at = _monotonic() + WAL_CHECK_INTERVAL
         try:
-            if (
-                os.stat(sqlite_file.real_path(self._path) + "-wal").st_size
-                <= WAL_RESTART_BYTES
-            ):
-                return
+            size = os.stat(sqlite_file.real_path(self._path) + "-wal").st_size
         except OSError:
+            return
+        if size <= WAL_RESTART_BYTES:
             return
         conn = self._state.conn
         if conn is None or conn.in_transaction:
@@ -699,6 +704,25 @@ class ConnectionMixin:
                 done,
                 frames,
             )
+            if size > WAL_WARN_FACTOR * WAL_RESTART_BYTES:
+                self._warn_wal_held(size, frames, done)
+
+    def _warn_wal_held(self, size: int, frames: int, done: int) -> None:
+        now = _monotonic()
+        if now < _wal_warned.get(self._path, 0.0):
+            return
+        _wal_warned[self._path] = now + WAL_WARN_INTERVAL
+        logger.warning(
+            "SQLiteCache: the WAL of %s is %d MB and cannot be restarted (%s of %s "
+            "frames checkpointed): a connection holds a read transaction open (an "
+            "sqlite3 shell, a backup, a script that never commits), and every write "
+            "adds to the WAL until it ends. End that transaction; the WAL is "
+            "restarted by the next write after it (logged at most once a minute).",
+            self._path,
+            size // 1_000_000,
+            done,
+            frames,
+        )
 
     def _truncate_wal(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
         """``PRAGMA wal_checkpoint(TRUNCATE)``, retried for :data:`WAL_TRUNCATE_WAIT`.

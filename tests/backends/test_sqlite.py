@@ -1793,3 +1793,38 @@ def test_a_refused_key_is_logged_at_warning_once_a_minute(make_cache, caplog):
         (logging.DEBUG, False),
         (logging.WARNING, True),
     ]
+
+
+def test_a_wal_held_by_a_reader_is_logged_once(
+    make_cache, location, monkeypatch, caplog
+):
+    """A read transaction another program keeps open (an sqlite3 shell, a backup) lets
+    the WAL grow at the write rate: 1.3 GB in 30 s, with DEBUG lines only (an outside
+    probe). A WAL it cannot restart, past WAL_WARN_FACTOR times the restart size, is
+    logged at WARNING once a minute. (Sizes made small here.)"""
+    from django_smartcache.backends import _sqlite_connection
+
+    monkeypatch.setattr(_sqlite_connection, "WAL_RESTART_BYTES", 64 * 1024)
+    monkeypatch.setattr(_sqlite_connection, "WAL_CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(_sqlite_connection, "WAL_TRUNCATE_WAIT", 0.001)
+    monkeypatch.setattr(_sqlite_connection, "_wal_warned", {}, raising=False)
+    cache = make_cache()
+    cache.set("start", 1)
+    reader = sqlite3.connect(location, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM smartcache_entry").fetchone()
+    value = os.urandom(8000)
+    try:
+        with caplog.at_level(logging.WARNING, "django_smartcache.sqlite"):
+            for i in range(300):  # ~2.4 MB into the WAL, past 8 x 64 KB
+                cache.set(f"k{i}", value)
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    held = [
+        r for r in caplog.records if "holds a read transaction open" in r.getMessage()
+    ]
+    assert len(held) == 1
+    cache.set("after", 1)
+    cache.set("after", 2)
+    assert os.path.getsize(location + "-wal") < 64 * 1024
