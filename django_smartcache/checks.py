@@ -597,13 +597,15 @@ def check_sqlite_location_not_world_writable(
     Checked on the nearest directory that exists (the backend creates the rest)."""
     messages: list[CheckMessage] = []
     for alias, location in _sqlite_locations():
-        directory = pathlib.Path(location).expanduser().resolve().parent
-        while not directory.exists() and directory != directory.parent:
-            directory = directory.parent
         try:
+            directory = pathlib.Path(location).expanduser().resolve().parent
+            while not directory.exists() and directory != directory.parent:
+                directory = directory.parent
             mode = directory.stat().st_mode
-        except OSError:
-            continue  # the backend names what is wrong with it
+        except (OSError, ValueError):
+            # Not traversable by whoever runs the check, a NUL byte: the backend
+            # names what is wrong with it (a review: check --deploy crashed).
+            continue
         if mode & 0o002:
             messages.append(
                 Warning(

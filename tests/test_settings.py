@@ -615,3 +615,8 @@ def test_a_sqlite_file_in_a_world_writable_directory_is_named_on_deploy(
     with override_settings(CACHES=caches):
         found = check_sqlite_location_not_world_writable()
     assert [(m.id, "'tmp'" in m.msg) for m in found] == [("smartcache.W050", True)]
+    # A LOCATION the backend refuses (a NUL byte) is the backend's to name: the check
+    # crashed check --deploy (a review).
+    caches["tmp"]["LOCATION"] = str(shared / "a\x00b" / "cache.sqlite3")
+    with override_settings(CACHES=caches):
+        assert check_sqlite_location_not_world_writable() == []

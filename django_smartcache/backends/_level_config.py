@@ -484,13 +484,19 @@ def _refuse_lossy_redis(cls: type, options: Any) -> None:
                 "tuple as a list, a Decimal as a str); use django-redis' "
                 "PickleSerializer (the default) or a subclass of it"
             )
-        if options.get("IGNORE_EXCEPTIONS") or getattr(
-            settings, "DJANGO_REDIS_IGNORE_EXCEPTIONS", False
-        ):
+        # As django-redis reads it: the level's own option wins over the setting (a
+        # level that turns it off under a global True is fine: a review).
+        given = "IGNORE_EXCEPTIONS" in options
+        if given:
+            ignore = options["IGNORE_EXCEPTIONS"]
+        else:
+            ignore = getattr(settings, "DJANGO_REDIS_IGNORE_EXCEPTIONS", False)
+        if ignore:
             which = (
                 "OPTIONS['IGNORE_EXCEPTIONS']"
-                if options.get("IGNORE_EXCEPTIONS")
-                else "settings.DJANGO_REDIS_IGNORE_EXCEPTIONS"
+                if given
+                else "settings.DJANGO_REDIS_IGNORE_EXCEPTIONS (set "
+                "OPTIONS['IGNORE_EXCEPTIONS'] False on the level)"
             )
             raise ImproperlyConfigured(
                 f"{which} is on: a MultiLevelCache handles a level's failures itself "
@@ -512,14 +518,18 @@ def _refuse_lossy_redis(cls: type, options: Any) -> None:
 
 
 def _subclass_of(given: Any, base_path: str) -> bool:
-    """Whether ``given`` (a class or its dotted path) is the class at ``base_path``
-    or a subclass; a path that cannot be imported is left to the backend to name."""
+    """Whether ``given`` (a class, its dotted path, or an instance) is, or is an
+    instance of, the class at ``base_path`` or a subclass. A path that cannot be
+    imported is left to the backend to name; a factory that is not a class (Django's
+    client calls a callable serializer) cannot be told: accepted."""
     try:
         cls = import_string(given) if isinstance(given, str) else given
         base = import_string(base_path)
     except ImportError:
         return True
-    return isinstance(cls, type) and issubclass(cls, base)
+    if isinstance(cls, type):
+        return issubclass(cls, base)
+    return isinstance(cls, base) or callable(cls)
 
 
 def build_level(

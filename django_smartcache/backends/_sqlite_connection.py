@@ -704,7 +704,9 @@ class ConnectionMixin:
                 done,
                 frames,
             )
-            if size > WAL_WARN_FACTOR * WAL_RESTART_BYTES:
+            if size > WAL_WARN_FACTOR * WAL_RESTART_BYTES and 0 <= done < frames:
+                # (Frames left uncopied: a reader's snapshot. All copied, it was the
+                # other writers' lock, which the next try usually gets.)
                 self._warn_wal_held(size, frames, done)
 
     def _warn_wal_held(self, size: int, frames: int, done: int) -> None:

@@ -79,8 +79,8 @@ def dumps(key: Any, value: Any) -> bytes:
             # await. Closed, so Python does not add "never awaited" to the error.
             value.close()
             hint = (
-                "; await it first (aget_or_set takes a plain callable), or memoize "
-                "the async function with @cached"
+                "; await it and cache its result (aget_or_set calls a plain "
+                "callable), or memoize the async function with @cached"
             )
         raise UnpicklableValueError(
             f"cannot cache {key!r}: its value of type {type(value).__name__} cannot be "

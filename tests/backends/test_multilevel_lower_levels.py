@@ -421,3 +421,39 @@ def test_the_global_django_redis_ignore_exceptions_is_refused_too() -> None:
                 },
             ]
         )
+
+
+def test_a_level_that_turns_ignore_exceptions_off_is_accepted() -> None:
+    """The level's own option wins over DJANGO_REDIS_IGNORE_EXCEPTIONS, as django-redis
+    reads it (a review: a level that turned it off was refused all the same)."""
+    with override_settings(DJANGO_REDIS_IGNORE_EXCEPTIONS=True):
+        fine = make(
+            [
+                {"BACKEND": SMART, "LOCATION": "ignore-exceptions-turned-off"},
+                {
+                    "BACKEND": "django_redis.cache.RedisCache",
+                    "LOCATION": "redis://127.0.0.1:1/0",
+                    "OPTIONS": {"IGNORE_EXCEPTIONS": False},
+                },
+            ]
+        )
+        _stop(fine)
+
+
+def test_a_pickling_serializer_given_as_an_instance_is_accepted() -> None:
+    """Django's client takes a serializer instance or a factory too (a review: an
+    instance of its own RedisSerializer was refused)."""
+    from django.core.cache.backends.redis import RedisSerializer
+
+    for serializer in (RedisSerializer(protocol=4), lambda: RedisSerializer()):
+        fine = make(
+            [
+                {"BACKEND": SMART, "LOCATION": "serializer-instance"},
+                {
+                    "BACKEND": REDIS,
+                    "LOCATION": "redis://127.0.0.1:1/0",
+                    "OPTIONS": {"serializer": serializer},
+                },
+            ]
+        )
+        _stop(fine)

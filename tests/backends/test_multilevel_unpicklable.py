@@ -98,7 +98,9 @@ def test_get_or_set_with_an_async_function_says_to_await_it(
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "never awaited" would be an error here
-        with pytest.raises(UnpicklableValueError, match="await it first"):
+        with pytest.raises(
+            UnpicklableValueError, match="await it and cache its result"
+        ):
             asyncio.run(cache.aget_or_set("k", make))
         import gc
 
