@@ -812,8 +812,13 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                 return value  # invalidated while it ran: not stored
             envelope, timeout = self._envelope(cache, value, started)
             try:
-                if tags and not _accepts_tags(type(cache).aset):
+                if tags and not (
+                    getattr(cache, "supports_tags", False)
+                    or _accepts_tags(type(cache).aset)
+                ):
                     # BaseCache.aset() does not pass tags= on; reach set() in a thread.
+                    # (Ours take them through **kwargs, and a MultiLevelCache's aset
+                    # waits for its thread when cancelled: a review.)
                     await sync_to_async(cache.set)(
                         key, envelope, timeout=timeout, **tags
                     )
