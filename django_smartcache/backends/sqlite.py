@@ -23,7 +23,7 @@ import pickle
 import sqlite3
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from ..core.patterns import KeyPattern, glob_to_regex, prefix_end
-from ..core.store import REFUSAL_LOG_INTERVAL, REFUSALS_REMEMBERED
+from ..core.store import REPEATS_AT_DEBUG, RefusalLog
 from ..core.tags import Tagged
 from ..tagging import (
     TaggingMixin,
@@ -57,26 +57,17 @@ __all__ = ["BaseSQLiteCache", "ChangeCursor", "SQLiteCache"]
 
 logger = logging.getLogger("django_smartcache.sqlite")
 
-#: (file, key) -> when its refusal was last logged at WARNING, for this process: a
-#: page over MAX_SIZE that cache_page retries on every request logged a WARNING per
-#: request (an outside probe); SmartCache's stores log a key once a minute too.
-_REFUSALS_LOGGED: OrderedDict[tuple[str, str], float] = OrderedDict()
+#: (file, key) of the refusals logged at WARNING by this process: a page over
+#: MAX_SIZE that cache_page retries on every request logged a WARNING per request (an
+#: outside probe); a repeat within a minute goes to DEBUG, as in SmartCache's stores.
+_REFUSALS = RefusalLog()
 _REFUSALS_LOCK = threading.Lock()
 
 
 def _refusal_seen(path: str, key: str) -> bool:
-    """Whether the refusal of ``key`` in ``path`` was logged at WARNING within
-    :data:`REFUSAL_LOG_INTERVAL` (then it is logged at DEBUG); else noted now."""
-    now = time.monotonic()
+    """Whether the refusal of ``key`` in ``path`` is a repeat (:class:`RefusalLog`)."""
     with _REFUSALS_LOCK:
-        last = _REFUSALS_LOGGED.get((path, key))
-        if last is not None and now - last < REFUSAL_LOG_INTERVAL:
-            return True
-        _REFUSALS_LOGGED[(path, key)] = now
-        _REFUSALS_LOGGED.move_to_end((path, key))
-        if len(_REFUSALS_LOGGED) > REFUSALS_REMEMBERED:
-            _REFUSALS_LOGGED.popitem(last=False)
-        return False
+        return _REFUSALS.quiet((path, key), time.monotonic())
 
 
 #: SQLite's default limit on a string or blob (``SQLITE_MAX_LENGTH``), below the default
@@ -610,9 +601,7 @@ class BaseSQLiteCache(
             size,
             limit,
             "any older value is kept" if kept else "any older value was deleted",
-            ""
-            if quiet
-            else f" (again within {REFUSAL_LOG_INTERVAL:.0f} s: logged at DEBUG)",
+            "" if quiet else REPEATS_AT_DEBUG,
         )
 
     def _granted_at(self, now: float) -> float:

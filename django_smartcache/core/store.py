@@ -63,6 +63,32 @@ ORPHAN_HOLD = 60.0
 REFUSAL_LOG_INTERVAL = 60.0
 #: The keys whose refusal was logged are remembered up to this many (oldest forgotten).
 REFUSALS_REMEMBERED = 1024
+#: Ends a refusal's WARNING: its repeats go to DEBUG.
+REPEATS_AT_DEBUG = f" (again within {REFUSAL_LOG_INTERVAL:.0f} s: logged at DEBUG)"
+
+
+class RefusalLog:
+    """The keys whose refusal was logged at WARNING in the last
+    :data:`REFUSAL_LOG_INTERVAL` seconds (up to :data:`REFUSALS_REMEMBERED`, the oldest
+    forgotten): a repeat within it is logged at DEBUG. Not locked: its owner's lock."""
+
+    __slots__ = ("_logged",)
+
+    def __init__(self) -> None:
+        self._logged: OrderedDict[Hashable, float] = OrderedDict()
+
+    def quiet(self, key: Hashable, now: float) -> bool:
+        """Whether ``key``'s refusal at ``now`` is a repeat (DEBUG); else noted."""
+        logged = self._logged
+        last = logged.get(key)
+        if last is not None and now - last < REFUSAL_LOG_INTERVAL:
+            return True
+        logged[key] = now
+        logged.move_to_end(key)
+        if len(logged) > REFUSALS_REMEMBERED:
+            logged.popitem(last=False)
+        return False
+
 
 _UNLIMITED = sys.maxsize
 
@@ -225,8 +251,7 @@ class MemoryStore:
         self.on_evict = on_evict
         # Evictions not yet delivered to on_evict; appended to with the lock held.
         self._evicted: list[tuple[Hashable, str]] = []
-        #: Refused keys -> when their refusal was last logged at WARNING.
-        self._refusals_logged: OrderedDict[Hashable, float] = OrderedDict()
+        self._refusals_logged = RefusalLog()
 
     def _start_empty(self) -> None:
         """Empty structures and a fresh policy: at construction, and swapped in by
@@ -257,14 +282,7 @@ class MemoryStore:
     def _log_refusal(self, key: Hashable, size: int, now: float) -> None:
         """A WARNING for a key refused as too large, then DEBUG for its repeats within
         :data:`REFUSAL_LOG_INTERVAL` (``stats()["refused"]`` counts every one)."""
-        logged = self._refusals_logged
-        last = logged.get(key)
-        quiet = last is not None and now - last < REFUSAL_LOG_INTERVAL
-        if not quiet:
-            logged[key] = now
-            logged.move_to_end(key)
-            if len(logged) > REFUSALS_REMEMBERED:
-                logged.popitem(last=False)
+        quiet = self._refusals_logged.quiet(key, now)
         logger.log(
             logging.DEBUG if quiet else logging.WARNING,
             "django_smartcache: not caching %r: its entry is %d bytes, over the "
@@ -272,9 +290,7 @@ class MemoryStore:
             key,
             size,
             self._item_limit,
-            ""
-            if quiet
-            else f" (again within {REFUSAL_LOG_INTERVAL:.0f} s: logged at DEBUG)",
+            "" if quiet else REPEATS_AT_DEBUG,
         )
 
     def _set_limits(self) -> None:
