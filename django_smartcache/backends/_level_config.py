@@ -474,16 +474,12 @@ def _refuse_lossy_redis(cls: type, options: Any) -> None:
     options = options if isinstance(options, Mapping) else {}
     module = cls.__module__
     if module.startswith("django_redis"):
-        serializer = options.get("SERIALIZER")
-        if serializer is not None and not _subclass_of(
-            serializer, "django_redis.serializers.pickle.PickleSerializer"
-        ):
-            raise ImproperlyConfigured(
-                f"OPTIONS['SERIALIZER'] {serializer!r}: a MultiLevelCache level keeps "
-                "values as pickles (another serializer gives other types back: a "
-                "tuple as a list, a Decimal as a str); use django-redis' "
-                "PickleSerializer (the default) or a subclass of it"
-            )
+        _refuse_serializer(
+            options,
+            "SERIALIZER",
+            "django_redis.serializers.pickle.PickleSerializer",
+            "django-redis' PickleSerializer",
+        )
         # As django-redis reads it: the level's own option wins over the setting (a
         # level that turns it off under a global True is fine: a review).
         given = "IGNORE_EXCEPTIONS" in options
@@ -506,15 +502,27 @@ def _refuse_lossy_redis(cls: type, options: Any) -> None:
                 "level (docs/multilevel.md)"
             )
     elif module == "django.core.cache.backends.redis":
-        serializer = options.get("serializer")
-        if serializer is not None and not _subclass_of(
-            serializer, "django.core.cache.backends.redis.RedisSerializer"
-        ):
-            raise ImproperlyConfigured(
-                f"OPTIONS['serializer'] {serializer!r}: a MultiLevelCache level keeps "
-                "values as pickles; use Django's RedisSerializer (the default) or a "
-                "subclass of it"
-            )
+        _refuse_serializer(
+            options,
+            "serializer",
+            "django.core.cache.backends.redis.RedisSerializer",
+            "Django's RedisSerializer",
+        )
+
+
+def _refuse_serializer(
+    options: Mapping[str, Any], option: str, pickling: str, named: str
+) -> None:
+    """``OPTIONS[option]``, when given, must be the ``pickling`` serializer (a dotted
+    path; ``named`` in the message) or a subclass of it."""
+    serializer = options.get(option)
+    if serializer is not None and not _subclass_of(serializer, pickling):
+        raise ImproperlyConfigured(
+            f"OPTIONS['{option}'] {serializer!r}: a MultiLevelCache level keeps "
+            "values as pickles (another serializer gives other types back: a "
+            f"tuple as a list, a Decimal as a str); use {named} (the default) or a "
+            "subclass of it"
+        )
 
 
 def _subclass_of(given: Any, base_path: str) -> bool:
