@@ -9,6 +9,7 @@ script; so does a MultiLevelCache now, on a Django ``RedisCache`` level.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from django.core.cache.backends.base import BaseCache
@@ -23,13 +24,17 @@ end
 return false
 """
 
+#: Levels whose server refused the script (an ACL without ``EVAL``, scripting
+#: disabled): they get Django's two steps from then on, not a refused round trip first.
+_NO_SCRIPTS: weakref.WeakSet[BaseCache] = weakref.WeakSet()
+
 
 def level_incr(level: BaseCache, key: str, delta: int) -> Any:
     """``level.incr(key, delta)``, in one step on Django's ``RedisCache``."""
     from django.core.cache.backends.redis import RedisCache
 
-    if type(level) is not RedisCache:  # (a subclass may have its own incr)
-        return level.incr(key, delta)
+    if type(level) is not RedisCache or level in _NO_SCRIPTS:
+        return level.incr(key, delta)  # (a subclass may have its own incr)
     client = raw_redis_client(level, write=True)
     if client is None:
         return level.incr(key, delta)
@@ -38,13 +43,17 @@ def level_incr(level: BaseCache, key: str, delta: int) -> Any:
 
     try:
         value = client.eval(_INCR_EXISTING, 1, made, delta)
-    except NoPermissionError:
-        # A server that refuses scripts (an ACL without EVAL): Django's own two steps.
+    except NoPermissionError as exc:
+        # A server that refuses scripts (an ACL without EVAL): Django's own two steps,
+        # which raise if the refusal was of the key, not of the command.
+        if "'eval'" in str(exc).lower():
+            _NO_SCRIPTS.add(level)
         return level.incr(key, delta)
     except ResponseError as exc:
-        if "unknown command" in str(exc).lower():  # (scripting disabled)
-            return level.incr(key, delta)
-        raise
+        if "unknown command" not in str(exc).lower():  # (scripting disabled)
+            raise
+        _NO_SCRIPTS.add(level)
+        return level.incr(key, delta)
     if value is None:
         raise ValueError(f"Key '{made}' not found.")
     return value

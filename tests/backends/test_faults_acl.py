@@ -103,6 +103,32 @@ def test_delete_pattern_without_scripting_unlinks_key_by_key(
     assert (level["errors"], level["down"]) == (0, False)
 
 
+def test_incr_without_eval_asks_for_the_script_once(
+    redis_url: str, acl: Callable[..., dict[str, Any]], make_cache: Any
+) -> None:
+    """A MultiLevelCache's incr on Django's RedisCache runs one script; a user without
+    EVAL gets Django's two steps, and the refused script is not sent again before each
+    of them (it was: one refused round trip per incr)."""
+    cache = make_cache(acl("~*", "&*", "+@all", "-eval"))
+    cache.set("hits", 0)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        admin.execute_command("ACL", "LOG", "RESET")
+        for expected in range(1, 6):
+            assert cache.incr("hits") == expected
+        refused = [
+            entry[b"count"]
+            for entry in admin.execute_command("ACL", "LOG")
+            if entry[b"reason"] == b"command" and entry[b"object"] == b"eval"
+        ]
+        admin.execute_command("ACL", "LOG", "RESET")
+    finally:
+        admin.close()
+    assert refused == [1]
+    level = _level(cache)
+    assert (level["errors"], level["down"]) == (0, False)
+
+
 OUTAGE = OneProcessOutage.__module__ + ".OneProcessOutage"
 
 
