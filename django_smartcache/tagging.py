@@ -719,6 +719,7 @@ class TaggingMixin:
         if self.__dict__.get("_reach_checked") is config:
             return
         self._reach_checked = config
+        _warn_if_app_missing()
         chosen = config["TAG_CACHES"]
         alias = None if chosen == conf.ALL else _alias_of(self)
         if alias is None or alias in _unreached_warned or alias in _reached(chosen):
@@ -1150,6 +1151,29 @@ def invalidate_after_schema_change(*tags: str, reason: str, db: str | None) -> N
 
 #: The aliases :meth:`TaggingMixin._warn_if_unreached` warned about.
 _unreached_warned: set[str] = set()
+#: Whether the app was found missing from INSTALLED_APPS (and said so) once already.
+_app_missing_warned = False
+
+
+def _warn_if_app_missing() -> None:
+    """Warn, once per process, that tagged entries are written while
+    ``"django_smartcache"`` is not in ``INSTALLED_APPS``: its ``ready()`` never connected
+    the receivers, so no save, delete or SQL write invalidates a tag, and the entries
+    are served stale until their timeout (a new user's silent trap: outside probe)."""
+    global _app_missing_warned
+    from django.apps import apps
+
+    if _app_missing_warned or not apps.ready:
+        return
+    if not apps.is_installed("django_smartcache"):
+        _app_missing_warned = True
+        logger.warning(
+            "django_smartcache: tagged entries are being cached, but "
+            "'django_smartcache' is not in INSTALLED_APPS: no model save, delete or "
+            "SQL write invalidates their tags (only invalidate_tags() calls do), and "
+            "they are served until their timeout. Add 'django_smartcache' to "
+            "INSTALLED_APPS (docs/tagging.md)."
+        )
 
 
 def _reached(chosen: Iterable[str]) -> set[str]:
