@@ -4,8 +4,9 @@ MultiLevelCache levels that share nothing between processes (``W043``, ``W044``)
 aliases that give one SQLite file different budgets (``W045``), sessions kept in an
 in-process L1 (``W046``) and, with ``--deploy``, in a SmartCache (``W047``), warmers
 filling an alias that is missing (``W048``) or takes no tags while they have tags
-(``W049``) and, with ``--deploy``, a SQLite file in a world-writable directory
-(``W050``)."""
+(``W049``), with ``--deploy``, a SQLite file in a world-writable directory
+(``W050``), and an inline ``DatabaseCache`` level, whose table nothing creates
+(``W051``)."""
 
 from __future__ import annotations
 
@@ -615,6 +616,38 @@ def check_sqlite_location_not_world_writable(
                     hint="Put it in a directory only the site's user (and group) may "
                     "write, such as /var/cache/<site>/. See docs/installation.md.",
                     id="smartcache.W050",
+                )
+            )
+    return messages
+
+
+@register(Tags.caches)
+def check_inline_database_levels(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """``createcachetable`` creates the tables of the ``DatabaseCache`` aliases in
+    ``CACHES`` only: a level written inline in ``LEVELS`` never gets its table, so
+    every call to it fails and it stays down (one warning a minute), and each process
+    is left with its own L1: processes never see each other's writes (outside probe)."""
+    from django.core.cache.backends.db import DatabaseCache
+
+    messages: list[CheckMessage] = []
+    for alias, _config, levels in _multilevel_levels():
+        for index, level in enumerate(levels):
+            if not isinstance(level, Mapping):
+                continue  # (an alias: createcachetable sees it)
+            cls = _backend_class(level.get("BACKEND"))
+            if cls is None or not issubclass(cls, DatabaseCache):
+                continue
+            messages.append(
+                Warning(
+                    f"Level {index} of cache {alias!r} is an inline DatabaseCache: "
+                    "createcachetable creates tables for CACHES aliases only, so its "
+                    "table is never made, the level stays down, and processes do "
+                    "not share what they cache.",
+                    hint="Declare it as a CACHES alias, name that alias in LEVELS, "
+                    "and run createcachetable (docs/multilevel.md).",
+                    id="smartcache.W051",
                 )
             )
     return messages

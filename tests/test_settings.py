@@ -363,6 +363,33 @@ def test_a_multilevel_cache_sharing_nothing_between_processes_is_warned_about(
     assert "a write in one is never seen by another" in private[0].msg
 
 
+def test_an_inline_database_cache_level_is_warned_about() -> None:
+    """``createcachetable`` makes tables for CACHES aliases only: an inline
+    DatabaseCache level never had one, stayed down, and left every process with its
+    own L1, while ``check`` said nothing (outside probe). The same level named by
+    alias is fine (its table is made)."""
+    from django_smartcache.checks import check_inline_database_levels
+
+    multi = "django_smartcache.backends.MultiLevelCache"
+    smart = {"BACKEND": "django_smartcache.backends.SmartCache"}
+    db = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "t"}
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "table": db,
+        "inline": {"BACKEND": multi, "OPTIONS": {"LEVELS": [smart, db]}},
+        "aliased": {"BACKEND": multi, "OPTIONS": {"LEVELS": [smart, "table"]}},
+        "defaults": {"BACKEND": multi},
+    }
+    with override_settings(CACHES=caches):
+        found = check_inline_database_levels()
+    assert [(m.id, m.msg.split("'")[1]) for m in found] == [
+        ("smartcache.W051", "inline")
+    ]
+    assert found[0].msg.startswith(
+        "Level 1 of cache 'inline' is an inline DatabaseCache"
+    )
+
+
 def test_aliases_giving_one_sqlite_file_different_budgets_are_warned_about(
     tmp_path: Any,
 ) -> None:
