@@ -579,7 +579,7 @@ def test_stats_table(cache_set: Any) -> None:
     assert has_row(out, "misses", "1")
     assert has_row(out, "evictions", "0 (capacity 0, expired 0, invalidated 0)")
     assert has_row(
-        out, "memory", f"{used / 1024:.1f} KB of 1.0 MB ({used / 2**20:.1%})"
+        out, "memory", f"{used / 1024:.1f} KiB of 1.0 MiB ({used / 2**20:.1%})"
     )
     assert has_row(out, "top keys", ":1:hot (3)")
     assert out.endswith(
@@ -702,7 +702,7 @@ def test_warm_says_when_the_store_is_this_process_only(
 
 def test_stats_sizes_have_their_unit(cache_set: Any) -> None:
     out, _ = run("smartcache_stats", "--cache", "smart")
-    assert has_row(out, "entry overhead", "1.0 KB")
+    assert has_row(out, "entry overhead", "1.0 KiB")
     assert has_row(out, "max item size", "unlimited")
 
 

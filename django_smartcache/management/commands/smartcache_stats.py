@@ -111,11 +111,12 @@ def _alias_snapshot(alias: str) -> dict[str, Any]:
 
 
 def size(n: float | None) -> str:
+    """Bytes in binary units, as the toolbar panel writes them (``64.0 MiB``)."""
     if n is None:
         return "unlimited"
     value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
