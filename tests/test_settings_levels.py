@@ -58,6 +58,28 @@ def test_an_options_key_that_is_no_string_is_named(
         assert "A" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"MAX_MEMORY": "128MB"}, "MAX_MEMORY is an option"),
+        ({"MAX_SIZE": "2GB", "POLICY": "lru"}, "MAX_SIZE, POLICY are options"),
+    ],
+)
+def test_a_level_option_given_to_the_default_levels_says_how_to_size_them(
+    options: dict[str, Any], named: str, tmp_path: Path
+) -> None:
+    """MAX_MEMORY written in a default-levels MultiLevelCache's OPTIONS (to size its L1)
+    was only "unknown": the error now says the default levels are sized by listing
+    them in LEVELS (outside probe, LOW). An option of no level gets no such hint."""
+    with pytest.raises(ImproperlyConfigured, match="unknown") as info:
+        _multi(str(tmp_path / "c.sqlite3"), {"OPTIONS": options})
+    assert f"{named} of a level" in str(info.value)
+    assert "OPTIONS['LEVELS']" in str(info.value)
+    with pytest.raises(ImproperlyConfigured, match="unknown") as info:
+        _multi(str(tmp_path / "c.sqlite3"), {"OPTIONS": {"NOPE": 1}})
+    assert "of a level" not in str(info.value)
+
+
 REDIS = "django.core.cache.backends.redis.RedisCache"
 FILE = "django.core.cache.backends.filebased.FileBasedCache"
 

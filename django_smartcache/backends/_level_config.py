@@ -120,6 +120,26 @@ def location_text(location: Any) -> str:
     return location
 
 
+def _level_option_hint(unknown: list[Any]) -> str:
+    """A hint when an unknown option is one of a level's (``MAX_MEMORY`` written for
+    the default L1): the default levels are sized by listing them in ``LEVELS``."""
+    from ._sqlite_options import DEFAULTS as SQLITE_DEFAULTS
+    from .smart import OPTIONS as SMART_OPTIONS
+
+    of_levels = [name for name in unknown if name in {*SMART_OPTIONS, *SQLITE_DEFAULTS}]
+    if not of_levels:
+        return ""
+    return (
+        f". {', '.join(map(str, of_levels))} "
+        f"{'is an option' if len(of_levels) == 1 else 'are options'} of a level: "
+        "to size the default "
+        "levels, list them in OPTIONS['LEVELS'] with their own OPTIONS ([{'BACKEND': "
+        "'django_smartcache.backends.SmartCache', 'OPTIONS': {'MAX_MEMORY': ...}}, "
+        "{'BACKEND': 'django_smartcache.backends.SQLiteCache', 'LOCATION': ..., "
+        "'OPTIONS': {'MAX_SIZE': ...}}]; docs/multilevel.md)"
+    )
+
+
 def parse(location: Any, params: dict[str, Any], outer: type) -> LevelOptions:
     """Check ``LOCATION``, ``params["OPTIONS"]`` (and TIMEOUT); ``outer`` is refused as
     a level."""
@@ -135,7 +155,7 @@ def parse(location: Any, params: dict[str, Any], outer: type) -> LevelOptions:
     if unknown:
         raise ImproperlyConfigured(
             f"unknown MultiLevelCache OPTIONS {unknown}; known: "
-            f"{sorted([*DEFAULTS, *_PASSED_TO_L2])}"
+            f"{sorted([*DEFAULTS, *_PASSED_TO_L2])}{_level_option_hint(unknown)}"
         )
     options = {**DEFAULTS, **raw}
     option_timeout("MultiLevelCache", params)
