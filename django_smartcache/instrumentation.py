@@ -12,8 +12,8 @@ Why wrapping and not a hook in every backend: it costs nothing while no recorder
 started (no wrapper, no receiver, so ``entry_evicted`` is not even sent), it needs no
 change to the backends' hot paths, and it works for Django's own backends too. It
 gets the real hit/miss answer without guessing from the value: ``get`` is called
-with a private sentinel default, ``get_many`` answers with the keys it found, and
-``get_or_set`` reports the answer of the ``get`` it makes first.
+with a private sentinel default (shown as the caller's own), ``get_many`` answers with
+the keys it found, and ``get_or_set`` reports the answer of the ``get`` it makes first.
 
 Everything recorded is a JSON primitive (the toolbar stores panel stats as JSON).
 """
@@ -789,9 +789,9 @@ def _answer_sync(
 ) -> Any:
     """Run a lookup and note its real answer in ``call``."""
     if name == "get":
-        args, kwargs, default = _with_sentinel(args, kwargs)
+        args, kwargs, miss = _with_sentinel(args, kwargs)
         value = original(*args, **kwargs)
-        return _note_get(call, value, default)
+        return _note_get(call, value, miss)
     if name == "get_many":
         args, kwargs = _materialized(args, kwargs)
         found = original(*args, **kwargs)
@@ -808,9 +808,9 @@ async def _answer(
     kwargs: dict[str, Any],
 ) -> Any:
     if name == "get":
-        args, kwargs, default = _with_sentinel(args, kwargs)
+        args, kwargs, miss = _with_sentinel(args, kwargs)
         value = await original(*args, **kwargs)
-        return _note_get(call, value, default)
+        return _note_get(call, value, miss)
     if name == "get_many":
         args, kwargs = _materialized(args, kwargs)
         found = await original(*args, **kwargs)
@@ -819,23 +819,38 @@ async def _answer(
     return await original(*args, **kwargs)
 
 
+class _Miss:
+    """The default a recorded ``get`` passes on instead of the caller's: returned
+    only on a miss (found again by identity), and shown as the caller's own default
+    by whoever lists the call's arguments. The toolbar's Cache panel wraps the same
+    methods, under ours: a bare ``object()`` read ``<object object at 0x...>`` there,
+    as a default the caller never passed (outside probe)."""
+
+    __slots__ = ("default",)
+
+    def __init__(self, default: Any) -> None:
+        self.default = default
+
+    def __repr__(self) -> str:
+        return repr(self.default)
+
+
 def _with_sentinel(
     args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
-    """``get(key, default, version)``'s arguments with ``_MISS`` as the default."""
+) -> tuple[tuple[Any, ...], dict[str, Any], _Miss]:
+    """``get(key, default, version)``'s arguments with a :class:`_Miss` of the caller's
+    default in its place: positional if the caller's was, else ``default=``."""
     if len(args) >= 2:
-        return (args[0], _MISS, *args[2:]), kwargs, args[1]
-    kwargs = dict(kwargs)
-    default = kwargs.pop("default", None)
-    if args:
-        return (args[0], _MISS), kwargs, default
-    return (), {**kwargs, "default": _MISS}, default
+        miss = _Miss(args[1])
+        return (args[0], miss, *args[2:]), kwargs, miss
+    miss = _Miss(kwargs.get("default"))
+    return args, {**kwargs, "default": miss}, miss
 
 
-def _note_get(call: _Call, value: Any, default: Any) -> Any:
-    if value is _MISS:
+def _note_get(call: _Call, value: Any, miss: _Miss) -> Any:
+    if value is miss:
         call.hit, call.misses = False, 1
-        return default
+        return miss.default
     call.hit, call.hits = True, 1
     return value
 

@@ -317,6 +317,24 @@ def test_times_under_the_toolbar_cache_panel_are_flagged(client: Any) -> None:
     assert "The times of smart, multi include" in content
 
 
+def test_the_toolbar_cache_panel_lists_the_callers_own_arguments(client: Any) -> None:
+    """Our get passes a sentinel default down to the toolbar's CachePanel wrapper,
+    which listed every get as ``get ['greeting', '<object object at 0x...>']``: a
+    default never passed (browser probe, MEDIUM). It shows the caller's default now."""
+    response = toolbar_get(client, "/lookups/")
+    with override_settings(DEBUG=True):
+        content = client.get(
+            "/__debug__/render_panel/",
+            {
+                "request_id": response.headers["djdt-request-id"],
+                "panel_id": "CachePanel",
+            },
+        ).json()["content"]
+    assert "greeting" in content
+    assert "object at 0x" not in content
+    assert "&#x27;fallback&#x27;" in content or "'fallback'" in content
+
+
 def test_asgi_request_through_the_middleware(async_client: Any) -> None:
     """is_async = True: an ASGI request keeps the panel, and its async calls are listed."""
     from asgiref.sync import async_to_sync
