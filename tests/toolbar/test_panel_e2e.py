@@ -152,16 +152,26 @@ def test_evictions_in_the_browser(server: str, browser: Any) -> None:
         page.close()
 
 
+@pytest.mark.parametrize("path", ["/cached/?q=1", "/strict-csp/?q=1"])
 def test_long_keys_wrap_and_the_result_column_stays_in_the_panel(
-    server: str, browser: Any
+    server: str, browser: Any, path: str
 ) -> None:
     """``cache_page`` keys at a 1280 px window: the keys wrap instead of pushing the
-    Result and Time columns off the panel."""
+    Result and Time columns off the panel. Also under ``style-src 'self'``: the
+    panel's inline ``<style>`` was refused there (a console error, and the keys did
+    not wrap: browser probe, MEDIUM); a stylesheet is what the policy allows."""
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda m: (
+            refused.append(m.text) if "Content Security Policy" in m.text else None
+        ),
+    )
     try:
-        page.goto(server + "/cached/?q=1")
+        page.goto(server + path)
         page.locator("#djDebugToolbar a.SmartCachePanel").click()
         panel = page.locator("#SmartCachePanel")
         rows = panel.locator("table.djdt-smartcache-calls tbody tr")
@@ -175,5 +185,8 @@ def test_long_keys_wrap_and_the_result_column_stays_in_the_panel(
                 box = rows.nth(i).locator("td").nth(column).bounding_box()
                 assert box is not None
                 assert box["x"] + box["width"] <= right, (i, column, box, right)
+        assert not [
+            text for text in refused if "SmartCachePanel" in text or "style" in text
+        ]
     finally:
         page.close()

@@ -13,5 +13,6 @@ urlpatterns = [
     path("nothing/", views.no_cache),
     path("multi-hit/", views.multi_hit),
     path("cached/", views.cached_page),
+    path("strict-csp/", views.strict_csp),
     *debug_toolbar_urls(),
 ]

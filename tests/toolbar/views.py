@@ -111,3 +111,10 @@ def cached_page(request: HttpRequest) -> HttpResponse:
     """A ``cache_page`` view: its keys are long and have no space."""
     caches["smart"].get_many([f"{request.path}?q={i}" * 4 for i in range(3)])
     return page("cached", "a cached page")
+
+
+def strict_csp(request: HttpRequest) -> HttpResponse:
+    """``cached_page`` under a Content-Security-Policy that refuses inline styles."""
+    response = cached_page(request)
+    response["Content-Security-Policy"] = "style-src 'self'"
+    return response
