@@ -269,6 +269,11 @@ def test_panel_in_the_page_and_render_panel_json(client: Any) -> None:
     html = response.content.decode()
     assert assert_contains_button in html
     assert f"<small>{stats_calls} calls, 67% hits, " in html
+    import debug_toolbar.panels
+
+    if hasattr(debug_toolbar.panels.Panel, "nav_icon"):  # (toolbar 8 on: an icon each)
+        button = html.split(assert_contains_button, 1)[1].split("</li>", 1)[0]
+        assert '<svg class="djdt-nav-icon"' in button
     request_id = response.headers["djdt-request-id"]
     with override_settings(DEBUG=True):
         rendered = client.get(

@@ -171,6 +171,9 @@ class SmartCachePanel(Panel):
 
     title = _("Smart cache")
     nav_title = _("Smart cache")
+    #: The side bar's icon from django-debug-toolbar 8 on (a static SVG it inlines);
+    #: earlier versions show none and ignore this.
+    nav_icon = "django_smartcache/debug_toolbar/smartcache.svg"
     template = "django_smartcache/debug_toolbar/panel.html"
     is_async = True
 
