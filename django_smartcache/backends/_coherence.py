@@ -117,6 +117,12 @@ def _publisher_pool_size(level_pool: Any) -> int:
     return PUBLISH_POOL_SIZE
 
 
+#: Keys whose last change a process remembers (``Coherence.changed``), so that a write
+#: racing another process's write of the same key is told apart from one that raced
+#: an unrelated invalidation. Past this many it forgets them all at once.
+CHANGED_KEYS_KEPT = 4096
+
+
 class Coherence:
     """Local generation guard shared by the threads of one process."""
 
@@ -126,6 +132,12 @@ class Coherence:
         self.l1 = l1
         self.lock = threading.Lock()
         self.generation = 0
+        #: Key -> the generation of its last change (an invalidation heard, a write of
+        #: this process); a key not listed changed last at ``changed_floor`` at most.
+        #: Bounded: past :data:`CHANGED_KEYS_KEPT` keys it is emptied and the floor
+        #: raised, which only makes :meth:`write_above` drop a copy it could have kept.
+        self.changed: dict[str, int] = {}
+        self.changed_floor = 0
         #: ``refresh()`` runs when ``monotonic() >= deadline``; inf = never.
         self.deadline = float("inf")
         self.invalidations = 0
@@ -161,25 +173,70 @@ class Coherence:
         """Runs in a forked child: the lock may be held by a thread that no longer exists."""
         self.lock = threading.Lock()
 
+    def _changing(self, keys: list[str]) -> None:
+        """Bump the generation for a change of ``keys`` (lock held)."""
+        self.generation += 1
+        changed = self.changed
+        if len(changed) + len(keys) > CHANGED_KEYS_KEPT:
+            changed.clear()
+            self.changed_floor = self.generation - 1
+        generation = self.generation
+        for key in keys:
+            changed[key] = generation
+
+    def _forget_changes(self) -> None:
+        """Every key changed now (lock held): a clear, a flush."""
+        self.generation += 1
+        self.changed.clear()
+        self.changed_floor = self.generation
+
     def invalidate(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         if not keys:
             return
         with self.lock:
-            self.generation += 1
+            self._changing(keys)
             self.invalidations += len(keys)
             self.l1.delete_many(keys)
 
     def flush(self) -> None:
         with self.lock:
-            self.generation += 1
+            self._forget_changes()
             self.flushes += 1
             self.l1.clear()
 
-    def local_write(self) -> None:
-        """This process changed the shared level: in-flight promotions must not land."""
+    def local_write(self, keys: list[str] | None = None) -> None:
+        """This process changed the shared level (``keys``; None: any key): in-flight
+        promotions must not land."""
         with self.lock:
-            self.generation += 1
+            if keys is None:
+                self._forget_changes()
+            else:
+                self._changing(keys)
+
+    def write_above(
+        self,
+        since: int,
+        keys: list[str],
+        write: Callable[[], object],
+        drop: Callable[[], object],
+    ) -> bool:
+        """After this process wrote ``keys`` to the shared level: ``write`` them into
+        L1, unless one of them changed since ``since`` (the generation before that
+        write): another process's write heard meanwhile, or another thread's. Its
+        shared write may have landed after ours, and L1 would keep the value the
+        shared level no longer holds until ``L1_MAX_TTL``: ``drop`` the copies
+        instead (the next read takes the shared level's)."""
+        with self.lock:
+            changed = self.changed_floor > since or any(
+                self.changed.get(key, 0) > since for key in keys
+            )
+            self._changing(keys)
+            if changed:
+                drop()
+                return False
+            write()
+            return True
 
     def promote(self, generation: int, write: Callable[[], object]) -> bool:
         """Run ``write`` (fill L1) unless an invalidation happened since ``generation``."""

@@ -587,9 +587,22 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         warn_if_on_event_loop("MultiLevelCache", self._shown)
         self._poll_if_due()
         result: Any = _MISSING
+        since = self._co.generation
         for i in range(depth - 1, -1, -1):
             if i == 0:
-                self._co.local_write()
+                if result is not _MISSING:
+                    # A level below took the write: L1 follows it unless another
+                    # writer's change of these keys was heard meanwhile (its shared
+                    # write may be the later one: then L1 drops its copies).
+                    l1 = self._levels[0]
+                    self._co.write_above(
+                        since,
+                        keys,
+                        partial(call, l1, 0),
+                        partial(l1.delete_many, keys),
+                    )
+                    continue
+                self._co.local_write(keys)
                 answer = call(self._levels[0], 0)
             else:
                 usable = (
@@ -690,7 +703,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             try:
                 if decided is None:
                     if i == 0:
-                        self._co.local_write()
+                        self._co.local_write([key])
                     try:
                         decided = level.add(
                             key, value, low if i == self._last else high
@@ -699,7 +712,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                         _unpicklable([(key, value)], exc)
                         raise
                     if decided and i:
-                        self._co.local_write()
+                        self._co.local_write([key])
                         self._health[i].written([key])
                 elif decided:
                     level.set(key, value, high)
@@ -783,7 +796,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                         # Gone from the level that counts (culled, evicted): a copy
                         # above must not go on answering get() for it meanwhile
                         # (nor a promotion in flight put it back: first the bump).
-                        self._co.local_write()
+                        self._co.local_write([key])
                         self._drop_above(i, key)
                 raise
             except FAULTS as exc:
@@ -797,7 +810,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                 self._health[j].missed([key])
             # The bump first (as _write does): a promotion in flight of the value
             # before the incr, landing after the drop, is refused.
-            self._co.local_write()
+            self._co.local_write([key])
             self._drop_above(i, key)
             self._publish([key])
             return value
@@ -819,7 +832,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
 
     def _incr_l1(self, key: str, delta: int) -> Any:
         """Every lower level is down: count in L1 (bounded by L1_MAX_TTL) rather than fail."""
-        self._co.local_write()
+        self._co.local_write([key])
         return self._l1.incr(key, delta)
 
     def set_many(

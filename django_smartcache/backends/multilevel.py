@@ -188,8 +188,11 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
             # Not in the shared level: gone there (a copy above is stale), or written
             # above it only (levels=n): not moved, and not destroyed either.
             raise ValueError(f"Key '{key}' not found")
-        self._co.local_write()  # a promotion of the old copy in flight must not land
-        self._drop_above(lowest, self._key(key, version))
+        made = self._key(key, version)
+        self._co.local_write(
+            [made]
+        )  # a promotion of the old copy in flight must not land
+        self._drop_above(lowest, made)
         return super().incr_version(key, delta, version)  # type: ignore[no-any-return]
 
     # -- coordination reads (@cached's tokens and locks) --------------------------------
