@@ -7,11 +7,13 @@ and what the level missed meanwhile is repaired before it serves again.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -362,6 +364,7 @@ class LevelHealth:
         #: the level between its return and the repair, the values the outage writes
         #: replaced, and used to live on up to ``L1_MAX_TTL`` after it.
         self.announce: Callable[[list[str] | None], None] | None = None
+        _EVERY_HEALTH.add(self)
 
     def repairing(self) -> bool:
         """Whether a repair is pending (a hint: read without the lock)."""
@@ -735,6 +738,45 @@ class LevelHealth:
         )
         self.recovered()
 
+    def repair_at_exit(self) -> None:
+        """The process exits with a repair of this level pending: try it once, now.
+
+        Its suspects live in this process only. A worker exiting before the level
+        came back (gunicorn's ``--max-requests``, a reload, a worker timeout: exits
+        like any other) took them along, and the level kept the values its outage
+        writes had replaced until their timeout, served to every process (outside
+        probe: 351 reads of the old value, 0 of the new, after a recycled worker's
+        write during a Redis OOM outage; Redis accepts ``DEL`` then, so the repair
+        works). If it still fails, an ERROR says which keys stay stale.
+        """
+        if self._stopped or self._rebuild is None or not self.repairing():
+            return
+        self.stop()  # no background repair from now on: this one is the last
+        try:
+            level = self._repair_level or self._rebuild()
+            self.repair(level)
+        except Exception as exc:  # noqa: BLE001 - exiting: say what is left, once
+            with self.lock:
+                keys = list(self.suspects)
+                clear = self.clear_pending
+            shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+            logger.error(
+                "smartcache level %s: this process exits with %s the level missed "
+                "while it was down, and its repair failed (%s: %s). The level keeps "
+                "the values those writes replaced until their timeout, and every "
+                "process reads them. RAISE_ERRORS makes such writes fail instead "
+                "(docs/multilevel.md, Faults).",
+                self.name,
+                "a clear()" if clear else f"{len(keys)} key(s) ({shown})",
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            if not self.repairing():
+                logger.info(
+                    "smartcache level %s: repaired as this process exits", self.name
+                )
+
     def stop(self) -> None:
         """Cancel the background repair for good (tests; a process shutting down)."""
         with self.lock:
@@ -942,3 +984,19 @@ class LevelHealth:
         (logger.info if logged else logger.debug)(
             "smartcache level %s is back (%d keys repaired)", self.name, repaired
         )
+
+
+#: Every level's health in the process, for :func:`_repair_at_exit`.
+_EVERY_HEALTH: weakref.WeakSet[LevelHealth] = weakref.WeakSet()
+
+
+def _repair_at_exit() -> None:
+    """At interpreter exit: each level with a repair pending tries it once."""
+    for health in list(_EVERY_HEALTH):
+        try:
+            health.repair_at_exit()
+        except Exception:  # (one level's trouble must not stop the others)
+            logger.exception("smartcache level %s: repair at exit", health.name)
+
+
+atexit.register(_repair_at_exit)
