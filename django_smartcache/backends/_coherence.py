@@ -405,6 +405,9 @@ class RedisPubSub(Coherence):
         self.deadline = 0.0
         self.connected = False
         self.reconnects = 0
+        #: A forked child's L1 holds what the parent cached: flushed at its first call
+        #: (``refresh``), not when its listener subscribes, some milliseconds later.
+        self._inherited = False
         self._publisher: Any = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -426,6 +429,12 @@ class RedisPubSub(Coherence):
 
     # -- hot path -----------------------------------------------------------------
     def refresh(self, lowest: Any) -> None:
+        if self._inherited:
+            # The parent's copies: nobody will tell this process of the changes made
+            # before its listener subscribes (gunicorn --preload, a parent that cached
+            # at import: a probe read them up to 56 ms after another worker's set).
+            self._inherited = False
+            self.flush()
         thread = self._thread
         if thread is None or not thread.is_alive():
             self._start()
@@ -452,6 +461,7 @@ class RedisPubSub(Coherence):
         self.connected = False
         self.deadline = 0.0
         self._ping_refused = False
+        self._inherited = True
 
     def stop(self) -> None:
         self._stopping.set()
