@@ -130,7 +130,11 @@ class Coherence:
 
     def __init__(self, l1: Any) -> None:
         self.l1 = l1
-        self.lock = threading.Lock()
+        #: Held while L1 is written in step with the generation (``promote``,
+        #: ``write_above``). Re-entrant: that L1 write may evict, and an
+        #: ``entry_evicted`` receiver may use this same cache in the same thread
+        #: (the signal's documented promise); a plain lock hung the process there.
+        self.lock = threading.RLock()
         self.generation = 0
         #: Key -> the generation of its last change (an invalidation heard, a write of
         #: this process); a key not listed changed last at ``changed_floor`` at most.
@@ -171,7 +175,7 @@ class Coherence:
 
     def forked(self) -> None:
         """Runs in a forked child: the lock may be held by a thread that no longer exists."""
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
 
     def _changing(self, keys: list[str]) -> None:
         """Bump the generation for a change of ``keys`` (lock held)."""
