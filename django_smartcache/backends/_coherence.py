@@ -210,8 +210,8 @@ class Coherence:
             self.l1.clear()
 
     def local_write(self, keys: list[str] | None = None) -> None:
-        """This process changed the shared level (``keys``; None: any key): in-flight
-        promotions must not land."""
+        """This process changed the shared level (``keys``; None: any key; ``[]``:
+        none to mark, a bump only): in-flight promotions must not land."""
         with self.lock:
             if keys is None:
                 self._forget_changes()
@@ -437,8 +437,8 @@ class RedisPubSub(Coherence):
             # The parent's copies: nobody will tell this process of the changes made
             # before its listener subscribes (gunicorn --preload, a parent that cached
             # at import: a probe read them up to 56 ms after another worker's set).
-            self._inherited = False
             self.flush()
+            self._inherited = False  # (after: another thread's first call flushes too)
         thread = self._thread
         if thread is None or not thread.is_alive():
             self._start()

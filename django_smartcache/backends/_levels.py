@@ -691,6 +691,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         # timed out and that the level applies after all made this process the holder
         # there too. Only the levels above the decider, which follow it, may be stale.
         decided: bool | None = None
+        since = self._co.generation  # (see _write: L1 follows unless key changed)
         for i in range(self._last, -1, -1):
             # (Not ``_usable_for``: a level with this key pending holds a value an
             # outage write replaced, and refusing the add then is the safe way for a
@@ -712,8 +713,19 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
                         _unpicklable([(key, value)], exc)
                         raise
                     if decided and i:
-                        self._co.local_write([key])
+                        # In-flight promotions must not land; the key is not marked
+                        # changed by it (L1's own write below checks the others').
+                        self._co.local_write([])
                         self._health[i].written([key])
+                elif decided and i == 0:
+                    # Another writer's change of the key heard since this add won
+                    # below (it deleted and wrote it after): L1 drops its copy.
+                    self._co.write_above(
+                        since,
+                        [key],
+                        partial(level.set, key, value, high),
+                        partial(level.delete, key),
+                    )
                 elif decided:
                     level.set(key, value, high)
                 else:

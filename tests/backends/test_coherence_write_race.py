@@ -87,3 +87,37 @@ def test_a_write_with_no_concurrent_change_still_fills_l1(
     l1 = cache._levels[0]
     assert l1.get(cache.make_key("k")) == "v"
     assert l1.get(cache.make_key("a")) == 1
+
+
+def test_the_losing_adder_does_not_keep_its_value_in_l1(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    """add() the same way (review): its add won in Redis, another process's set landed
+    just after, and L1 kept the add's value while Redis held the set's."""
+    prefix = _unique()
+    level = {"BACKEND": REDIS, "LOCATION": redis_url}
+    loser = _listening(make_cache(level, prefix, L1_MAX_TTL=300))
+    winner = _listening(make_cache(level, prefix, L1_MAX_TTL=300))
+    shared = loser._levels[1]
+    original = shared.add
+    heard = loser._co.invalidations
+
+    def late(*args: Any, **kwargs: Any) -> Any:
+        shared.add = original
+        answer = original(*args, **kwargs)
+        winner.set("k", "winner")  # another process's set lands just after our add
+        assert eventually(lambda: loser._co.invalidations > heard, 5.0)
+        return answer
+
+    shared.add = late
+    assert loser.add("k", "loser")
+    assert loser._levels[1].get(loser.make_key("k")) == "winner"
+    assert loser.get("k") == "winner"
+
+
+def test_an_add_with_no_concurrent_change_still_fills_l1(
+    redis_url: str, make_cache: Callable[..., MultiLevelCache]
+) -> None:
+    cache = _listening(make_cache({"BACKEND": REDIS, "LOCATION": redis_url}))
+    assert cache.add("k", "v")
+    assert cache._levels[0].get(cache.make_key("k")) == "v"
