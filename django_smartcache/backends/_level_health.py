@@ -10,11 +10,13 @@ from __future__ import annotations
 import atexit
 import copy
 import logging
+import os
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from django.core.cache.backends.base import BaseCache
@@ -364,6 +366,9 @@ class LevelHealth:
         #: the level between its return and the repair, the values the outage writes
         #: replaced, and used to live on up to ``L1_MAX_TTL`` after it.
         self.announce: Callable[[list[str] | None], None] | None = None
+        #: Whether the level took a write of this process once (``written``): what
+        #: the exit-time repair's failure is logged at (``repair_at_exit``).
+        self.took_writes = False
         _EVERY_HEALTH.add(self)
 
     def repairing(self) -> bool:
@@ -527,6 +532,7 @@ class LevelHealth:
     def written(self, keys: Iterable[str] | None) -> None:
         """This process wrote (``None``: cleared) the level since it came back: that
         is newer than its outage writes, which must no longer be repaired."""
+        self.took_writes = True
         if not (self.suspects or self.clear_pending):
             return
         with self.lock:
@@ -738,8 +744,10 @@ class LevelHealth:
         )
         self.recovered()
 
-    def repair_at_exit(self) -> None:
-        """The process exits with a repair of this level pending: try it once, now.
+    def repair_at_exit(self) -> Callable[[float], None] | None:
+        """The process exits with a repair of this level pending: start it, once, in
+        a thread; the function returned waits for it until a deadline (monotonic)
+        and says how it went. None: nothing to repair.
 
         Its suspects live in this process only. A worker exiting before the level
         came back (gunicorn's ``--max-requests``, a reload, a worker timeout: exits
@@ -747,35 +755,71 @@ class LevelHealth:
         writes had replaced until their timeout, served to every process (outside
         probe: 351 reads of the old value, 0 of the new, after a recycled worker's
         write during a Redis OOM outage; Redis accepts ``DEL`` then, so the repair
-        works). If it still fails, an ERROR says which keys stay stale.
+        works). If it still fails, or outlasts the deadline (a hung server, a client
+        with no socket timeout: the exit must not wait on it), it says which keys may
+        stay stale: an ERROR, or a WARNING where the level never took a write from
+        this process (a test run with no Redis: nothing there to be stale about).
         """
         if self._stopped or self._rebuild is None or not self.repairing():
-            return
+            return None
         self.stop()  # no background repair from now on: this one is the last
-        try:
-            level = self._repair_level or self._rebuild()
-            self.repair(level)
-        except Exception as exc:  # noqa: BLE001 - exiting: say what is left, once
-            with self.lock:
-                keys = list(self.suspects)
-                clear = self.clear_pending
-            shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
-            logger.error(
-                "smartcache level %s: this process exits with %s the level missed "
-                "while it was down, and its repair failed (%s: %s). The level keeps "
-                "the values those writes replaced until their timeout, and every "
-                "process reads them. RAISE_ERRORS makes such writes fail instead "
-                "(docs/multilevel.md, Faults).",
-                self.name,
-                "a clear()" if clear else f"{len(keys)} key(s) ({shown})",
-                type(exc).__name__,
-                exc,
-            )
-        else:
+        outcome: list[BaseException | None] = []
+
+        def attempt() -> None:
+            try:
+                level = self._repair_level or self._rebuild()  # type: ignore[misc]
+                if _file_gone(level):
+                    # Its file was removed (a temporary directory cleaned up): no
+                    # stale value is left to serve, and opening it would make it again.
+                    with self.lock:
+                        self.suspects.clear()
+                        self.clear_pending = False
+                    outcome.append(None)
+                    return
+                self.repair(level)
+                outcome.append(None)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                outcome.append(exc)
+
+        thread = threading.Thread(
+            target=attempt, name=f"smartcache-exit-repair {self.name}", daemon=True
+        )
+        thread.start()
+        return partial(self._exit_repair_done, thread, outcome)
+
+    def _exit_repair_done(
+        self,
+        thread: threading.Thread,
+        outcome: list[BaseException | None],
+        deadline: float,
+    ) -> None:
+        thread.join(max(deadline - _monotonic(), 0.0))
+        if outcome and outcome[0] is None:
             if not self.repairing():
                 logger.info(
                     "smartcache level %s: repaired as this process exits", self.name
                 )
+            return
+        error = (
+            f"{type(outcome[0]).__name__}: {outcome[0]}"
+            if outcome
+            else f"not done within {EXIT_REPAIR_WAIT:g} s"
+        )
+        with self.lock:
+            keys = list(self.suspects)
+            clear = self.clear_pending
+        shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+        logger.log(
+            logging.ERROR if self.took_writes else logging.WARNING,
+            "smartcache level %s: this process exits with %s the level missed "
+            "while it was down, and its repair failed (%s). The level may keep the "
+            "values those writes replaced until their timeout, read by every "
+            "process. RAISE_ERRORS makes such writes fail instead "
+            "(docs/multilevel.md, Faults).",
+            self.name,
+            "a clear()" if clear else f"{len(keys)} key(s) ({shown})",
+            error,
+        )
 
     def stop(self) -> None:
         """Cancel the background repair for good (tests; a process shutting down)."""
@@ -990,12 +1034,35 @@ class LevelHealth:
 _EVERY_HEALTH: weakref.WeakSet[LevelHealth] = weakref.WeakSet()
 
 
+#: How long interpreter exit waits for the repairs of levels that missed writes
+#: (all of them together): a hung server must not keep the process from exiting.
+EXIT_REPAIR_WAIT = 2.0
+
+
+def _file_gone(level: BaseCache) -> bool:
+    """Whether ``level`` is a SQLite file that no longer exists."""
+    from .sqlite import SQLiteCache
+
+    return isinstance(level, SQLiteCache) and not os.path.exists(level._path)
+
+
 def _repair_at_exit() -> None:
-    """At interpreter exit: each level with a repair pending tries it once."""
-    for health in list(_EVERY_HEALTH):
+    """At interpreter exit: each level with a repair pending tries it once, all
+    within :data:`EXIT_REPAIR_WAIT`."""
+    deadline = _monotonic() + EXIT_REPAIR_WAIT
+    started = []
+    for health in list(_EVERY_HEALTH):  # (all at once: one hung level delays none)
         try:
-            health.repair_at_exit()
+            done = health.repair_at_exit()
         except Exception:  # (one level's trouble must not stop the others)
+            logger.exception("smartcache level %s: repair at exit", health.name)
+            continue
+        if done is not None:
+            started.append((health, done))
+    for health, done in started:
+        try:
+            done(deadline)
+        except Exception:
             logger.exception("smartcache level %s: repair at exit", health.name)
 
 
