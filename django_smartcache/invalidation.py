@@ -213,10 +213,19 @@ def _uid(kind: str, model: type[Model]) -> str:
 
 
 _connected: list[tuple[Any, type[Model], str]] = []
+#: Whether :func:`connect` ran (the app's ``ready()``) and :func:`disconnect` did not
+#: undo it: ``_connected`` alone is empty too when no model is tracked.
+_listening = False
+
+
+def receivers_connected() -> bool:
+    """Whether saves, deletes and m2m changes invalidate tags in this process."""
+    return _listening
 
 
 def connect() -> None:
     """Connect the receivers (idempotent); ``SMARTCACHE["MODELS"]`` decides which models."""
+    global _listening
     if _connected:
         return
     registry.check_labels()
@@ -248,10 +257,13 @@ def connect() -> None:
     post_migrate.connect(
         _on_migrate, weak=False, dispatch_uid="django_smartcache.post_migrate"
     )
+    _listening = True
 
 
 def disconnect() -> None:
     """Undo :func:`connect`."""
+    global _listening
+    _listening = False
     while _connected:
         signal, model, uid = _connected.pop()
         signal.disconnect(sender=model, dispatch_uid=uid)

@@ -715,11 +715,12 @@ class TaggingMixin:
         """Warn, once per alias, that this alias stores tagged entries while
         ``SMARTCACHE["TAG_CACHES"]`` leaves it out: model writes and the module-level
         ``invalidate_tags()`` never reach it. Checked once per instance and setting."""
+        if not _app_checked:
+            _warn_if_app_missing()
         config = conf.get_config()
         if self.__dict__.get("_reach_checked") is config:
             return
         self._reach_checked = config
-        _warn_if_app_missing()
         chosen = config["TAG_CACHES"]
         alias = None if chosen == conf.ALL else _alias_of(self)
         if alias is None or alias in _unreached_warned or alias in _reached(chosen):
@@ -1151,28 +1152,32 @@ def invalidate_after_schema_change(*tags: str, reason: str, db: str | None) -> N
 
 #: The aliases :meth:`TaggingMixin._warn_if_unreached` warned about.
 _unreached_warned: set[str] = set()
-#: Whether the app was found missing from INSTALLED_APPS (and said so) once already.
-_app_missing_warned = False
+#: Whether a tagged write looked once for the receivers (with the apps ready).
+_app_checked = False
 
 
 def _warn_if_app_missing() -> None:
-    """Warn, once per process, that tagged entries are written while
-    ``"django_smartcache"`` is not in ``INSTALLED_APPS``: its ``ready()`` never connected
-    the receivers, so no save, delete or SQL write invalidates a tag, and the entries
-    are served stale until their timeout (a new user's silent trap: outside probe)."""
-    global _app_missing_warned
+    """Warn, once per process, that tagged entries are written while no receiver is
+    connected: ``"django_smartcache"`` is not in ``INSTALLED_APPS`` (its ``ready()``
+    connects them), so no save, delete or SQL write invalidates a tag, and the
+    entries are served stale until their timeout (a new user's silent trap: outside
+    probe). Judged by the receivers, not the setting: an ``override_settings`` of
+    ``INSTALLED_APPS`` in a test leaves them connected."""
+    global _app_checked
     from django.apps import apps
 
-    if _app_missing_warned or not apps.ready:
-        return
-    if not apps.is_installed("django_smartcache"):
-        _app_missing_warned = True
+    if not apps.ready:
+        return  # (looked at again by the next tagged write)
+    _app_checked = True
+    from . import invalidation
+
+    if not invalidation.receivers_connected():
         logger.warning(
-            "django_smartcache: tagged entries are being cached, but "
-            "'django_smartcache' is not in INSTALLED_APPS: no model save, delete or "
-            "SQL write invalidates their tags (only invalidate_tags() calls do), and "
-            "they are served until their timeout. Add 'django_smartcache' to "
-            "INSTALLED_APPS (docs/tagging.md)."
+            "django_smartcache: tagged entries are being cached, but no receiver is "
+            "connected ('django_smartcache' is not in INSTALLED_APPS): no model "
+            "save, delete or SQL write invalidates their tags (only "
+            "invalidate_tags() calls do), and they are served until their timeout. "
+            "Add 'django_smartcache' to INSTALLED_APPS (docs/tagging.md)."
         )
 
 
