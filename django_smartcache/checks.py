@@ -632,6 +632,15 @@ def check_inline_database_levels(
     from django.core.cache.backends.db import DatabaseCache
 
     messages: list[CheckMessage] = []
+    made = set()  # (database alias, table) pairs createcachetable makes
+    for config in settings.CACHES.values():
+        cls = (
+            _backend_class(config.get("BACKEND"))
+            if isinstance(config, Mapping)
+            else None
+        )
+        if cls is not None and issubclass(cls, DatabaseCache):
+            made.add(_table(config))
     for alias, _config, levels in _multilevel_levels():
         for index, level in enumerate(levels):
             if not isinstance(level, Mapping):
@@ -639,6 +648,8 @@ def check_inline_database_levels(
             cls = _backend_class(level.get("BACKEND"))
             if cls is None or not issubclass(cls, DatabaseCache):
                 continue
+            if _table(level) in made:
+                continue  # an alias's table: made by createcachetable all the same
             messages.append(
                 Warning(
                     f"Level {index} of cache {alias!r} is an inline DatabaseCache: "
@@ -651,3 +662,9 @@ def check_inline_database_levels(
                 )
             )
     return messages
+
+
+def _table(config: Mapping[str, Any]) -> tuple[str, str]:
+    """The (database alias, table) a DatabaseCache config uses: createcachetable
+    makes it on the databases the router allows; the default database is assumed."""
+    return ("default", str(config.get("LOCATION", "")))

@@ -379,11 +379,26 @@ def test_an_inline_database_cache_level_is_warned_about() -> None:
         "inline": {"BACKEND": multi, "OPTIONS": {"LEVELS": [smart, db]}},
         "aliased": {"BACKEND": multi, "OPTIONS": {"LEVELS": [smart, "table"]}},
         "defaults": {"BACKEND": multi},
+        # Inline, but the table of the "table" alias: createcachetable makes it.
+        "same-table": {"BACKEND": multi, "OPTIONS": {"LEVELS": [smart, dict(db)]}},
+        "other-table": {
+            "BACKEND": multi,
+            "OPTIONS": {"LEVELS": [smart, {**db, "LOCATION": "elsewhere"}]},
+        },
     }
     with override_settings(CACHES=caches):
         found = check_inline_database_levels()
+    # "inline" and "same-table" use the "table" alias's table "t": made by it.
     assert [(m.id, m.msg.split("'")[1]) for m in found] == [
-        ("smartcache.W051", "inline")
+        ("smartcache.W051", "other-table")
+    ]
+    del caches["table"]
+    with override_settings(CACHES=caches):
+        found = check_inline_database_levels()
+    assert [(m.id, m.msg.split("'")[1]) for m in found] == [
+        ("smartcache.W051", "inline"),
+        ("smartcache.W051", "same-table"),
+        ("smartcache.W051", "other-table"),
     ]
     assert found[0].msg.startswith(
         "Level 1 of cache 'inline' is an inline DatabaseCache"
