@@ -96,6 +96,8 @@ tags_invalidated = Signal()
 #:   new value for the key was too large to store).
 #:
 #: Sent after the operation that evicted released the store's lock, so a receiver
-#: may use the cache; usually in the thread whose operation evicted. With no
+#: may use the cache; usually in the thread whose operation evicted. An eviction
+#: during a single-flight ``get_or_set`` or a MultiLevelCache's write or promotion
+#: into L1 is sent when that is over (``backends.base.evictions_held``). With no
 #: receiver connected the stores record nothing (a ``WatchedSignal`` switches them).
 entry_evicted = WatchedSignal()

@@ -32,6 +32,7 @@ from typing import Any
 
 from ._level_health import _PIPELINE_ERROR, _no_permission
 from ._level_ttl import raw_redis_client
+from .base import evictions_held
 
 
 def _unknown_command(exc: BaseException) -> bool:
@@ -131,9 +132,10 @@ class Coherence:
     def __init__(self, l1: Any) -> None:
         self.l1 = l1
         #: Held while L1 is written in step with the generation (``promote``,
-        #: ``write_above``). Re-entrant: that L1 write may evict, and an
-        #: ``entry_evicted`` receiver may use this same cache in the same thread
-        #: (the signal's documented promise); a plain lock hung the process there.
+        #: ``write_above``, ``invalidate``, ``flush``). The evictions of those L1
+        #: writes are signalled after it is released (``evictions_held``), so an
+        #: ``entry_evicted`` receiver may use the cache (the signal's promise).
+        #: Re-entrant all the same (a plain lock hung a receiver's write there).
         self.lock = threading.RLock()
         self.generation = 0
         #: Key -> the generation of its last change (an invalidation heard, a write of
@@ -198,13 +200,13 @@ class Coherence:
         keys = list(keys)
         if not keys:
             return
-        with self.lock:
+        with evictions_held(), self.lock:
             self._changing(keys)
             self.invalidations += len(keys)
             self.l1.delete_many(keys)
 
     def flush(self) -> None:
-        with self.lock:
+        with evictions_held(), self.lock:
             self._forget_changes()
             self.flushes += 1
             self.l1.clear()
@@ -231,7 +233,7 @@ class Coherence:
         shared write may have landed after ours, and L1 would keep the value the
         shared level no longer holds until ``L1_MAX_TTL``: ``drop`` the copies
         instead (the next read takes the shared level's)."""
-        with self.lock:
+        with evictions_held(), self.lock:
             changed = self.changed_floor > since or any(
                 self.changed.get(key, 0) > since for key in keys
             )
@@ -244,7 +246,7 @@ class Coherence:
 
     def promote(self, generation: int, write: Callable[[], object]) -> bool:
         """Run ``write`` (fill L1) unless an invalidation happened since ``generation``."""
-        with self.lock:
+        with evictions_held(), self.lock:
             if self.generation != generation:
                 return False
             write()

@@ -10,13 +10,14 @@ a caller that waited sends ``signals.stampede_wait``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
 import pickle
 import threading
 from asyncio import _get_running_loop
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -95,6 +96,41 @@ def dumps(key: Any, value: Any) -> bytes:
 _join = b"".join
 
 
+#: Per thread: the eviction batches held back by :func:`evictions_held` (None: none).
+_held = threading.local()
+
+
+def held_evictions() -> list[tuple[Callable[[Any], None], Any]] | None:
+    """This thread's eviction batches being held back (``evictions_held``), or None:
+    a store's listener appends ``(deliver, batch)`` there instead of sending."""
+    return getattr(_held, "batches", None)  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def evictions_held() -> Iterator[None]:
+    """Hold back this thread's ``entry_evicted`` signals until the outermost block ends.
+
+    A MultiLevelCache writes L1 under its coherence lock (a write, a promotion), and
+    the signal is sent after the store's lock is released, so that a receiver may use
+    the cache: sent inside the coherence lock, such a receiver hung the process (its
+    ``get_or_set`` waited on a flight whose leader waited for that lock; two caches'
+    receivers writing each other took the two locks in opposite orders) or re-entered
+    a promotion between its groups and was overwritten by it (review). Entered outside
+    the lock, the signals go out once it is released. A single flight's ``get_or_set``
+    holds them too: a receiver's ``get_or_set`` run inside a flight's leader waited on
+    another thread's flight whose leader waited on this one (review)."""
+    if getattr(_held, "batches", None) is not None:
+        yield  # (nested: the outermost block sends them)
+        return
+    _held.batches = batches = []
+    try:
+        yield
+    finally:
+        _held.batches = None
+        for deliver, batch in batches:
+            deliver(batch)
+
+
 class SingleFlightMixin(SingleFlightGetOrSetMixin):
     """Single-flight ``get_or_set``/``aget_or_set`` that reports waits as signals.
 
@@ -102,6 +138,10 @@ class SingleFlightMixin(SingleFlightGetOrSetMixin):
     for another thread's (or coroutine's) computation sends
     :data:`~django_smartcache.signals.stampede_wait` with ``scope="process"``.
     """
+
+    def get_or_set(self, key: Any, default: Any, *args: Any, **kwargs: Any) -> Any:
+        with evictions_held():  # (sent when the flight is over: see evictions_held)
+            return super().get_or_set(key, default, *args, **kwargs)
 
     def singleflight_allowed(self) -> bool:
         # A thread with writes in an open transaction neither hands others its result

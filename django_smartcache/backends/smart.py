@@ -53,6 +53,7 @@ from .base import (
     check_options,
     django_int,
     dumps,
+    held_evictions,
     option_choice,
     option_size,
     option_timeout,
@@ -218,10 +219,17 @@ def _eviction_sender(cache: BaseCache) -> EvictionListener:
     sender = type(cache)
     send = entry_evicted.send
 
+    def deliver(batch: list[tuple[Any, str]]) -> None:
+        for key, cause in batch:
+            send(sender=sender, cache=cache, key=key, cause=cause)
+
     def on_evict(batch: list[tuple[Any, str]]) -> None:
         if entry_evicted.receivers:
-            for key, cause in batch:
-                send(sender=sender, cache=cache, key=key, cause=cause)
+            held = held_evictions()
+            if held is not None:
+                held.append((deliver, batch))
+            else:
+                deliver(batch)
 
     return on_evict
 

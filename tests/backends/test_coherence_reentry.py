@@ -83,3 +83,127 @@ def test_a_receiver_writing_the_cache_during_its_promotions(
     # Each read misses the 5-entry L1 and promotes from the file: L1 evicts.
     _within(10, lambda: [counting.get(f"k{i}") for i in range(20)])
     assert counting.get("evictions") >= 1
+
+
+def _multilevel(tmp_path: Path, name: str, policy: str = "adaptive") -> MultiLevelCache:
+    return MultiLevelCache(
+        "",
+        {
+            "OPTIONS": {
+                "LEVELS": [
+                    {
+                        "BACKEND": SMART,
+                        "LOCATION": _unique(),
+                        "OPTIONS": {"MAX_ENTRIES": 5, "POLICY": policy},
+                    },
+                    {"BACKEND": SQLITE, "LOCATION": str(tmp_path / f"{name}.sqlite3")},
+                ]
+            }
+        },
+    )
+
+
+def test_a_receiver_rewarming_with_get_or_set_under_threads(tmp_path: Path) -> None:
+    """A receiver that re-warms what L1 evicted with ``get_or_set``, while 6 threads
+    ``get_or_set`` through the 5-entry L1: it ran inside a flight's leader (and the
+    coherence lock) and waited on another thread's flight, whose leader waited on
+    this one (review: 6 of 6 threads stuck, 3 runs of 3). Evictions are sent once the
+    flight is over, outside the lock."""
+    import random
+
+    cache = _multilevel(tmp_path, "rewarm")
+    keys = [f"k{i}" for i in range(8)]
+    for key in keys:
+        cache.set(key, key)
+    busy = threading.local()
+
+    def rewarm(sender: Any, key: str, **kwargs: Any) -> None:
+        if getattr(busy, "on", False):
+            return
+        busy.on = True
+        try:
+            name = key.split(":", 2)[-1]
+            cache.get_or_set(name, lambda: name)
+        finally:
+            busy.on = False
+
+    def reader(seed: int) -> None:
+        rnd = random.Random(seed)
+        for _ in range(1500):
+            key = rnd.choice(keys)
+            assert cache.get_or_set(key, lambda k=key: k) == key
+
+    entry_evicted.connect(rewarm)
+    try:
+        threads = [
+            threading.Thread(target=reader, args=(s,), daemon=True) for s in range(6)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not [t for t in threads if t.is_alive()], "get_or_set hung"
+    finally:
+        entry_evicted.disconnect(rewarm)
+        cache.close()
+
+
+def test_two_caches_whose_receivers_write_each_other(tmp_path: Path) -> None:
+    """A receiver writing the other cache on each eviction, one thread writing each:
+    each held its own coherence lock and waited on the other's (review)."""
+    first, second = _multilevel(tmp_path, "a"), _multilevel(tmp_path, "b")
+    l1s = {id(first.levels[0]): second, id(second.levels[0]): first}
+
+    def cross(sender: Any, cache: Any, **kwargs: Any) -> None:
+        other = l1s.get(id(cache))
+        if other is not None:
+            other.set("evictions-of-the-other", 1)
+
+    def work(cache: MultiLevelCache) -> None:
+        for i in range(1000):
+            cache.set(f"k{i}", i)
+
+    entry_evicted.connect(cross)
+    try:
+        threads = [
+            threading.Thread(target=work, args=(c,), daemon=True)
+            for c in (first, second)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not [t for t in threads if t.is_alive()], "the writers hung"
+    finally:
+        entry_evicted.disconnect(cross)
+        first.close()
+        second.close()
+
+
+def test_a_receiver_write_during_a_promotion_is_not_overwritten(tmp_path: Path) -> None:
+    """``get_many`` promotes keys of two TTLs in two L1 writes; a receiver writing one
+    of them when the first evicted ran between the two, and the second wrote the old
+    value back over it in L1 (review: L1 'old' while the shared level held 'new')."""
+    cache = _multilevel(tmp_path, "groups", policy="lru")
+    l1, shared = cache.levels
+    for i in range(5):
+        cache.set(f"fill{i}", i)  # L1 full
+    shared.set(cache.make_key("a"), "a", 100)  # in the shared level only
+    shared.set(cache.make_key("b"), "old", 0.5)  # under L1_MAX_TTL: its own group
+    done: list[int] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        if not done:
+            done.append(1)
+            cache.set("b", "new")
+
+    entry_evicted.connect(receiver)
+    try:
+        cache.get_many(["a", "b"])
+    finally:
+        entry_evicted.disconnect(receiver)
+    assert done
+    assert shared.get(cache.make_key("b")) == "new"
+    assert l1.get(cache.make_key("b")) in (None, "new")
+    assert cache.get("b") == "new"
+    cache.close()
