@@ -211,7 +211,11 @@ GONE = textwrap.dedent(
     from django.core.cache import cache
 
     cache.set("before", 1)
-    cache._health[1].missed([cache.make_key("k")])  # a write the file missed
+    # A write the file missed while down (down: no background repair before exit,
+    # which would race the rmtree below and make the directory again itself).
+    health = cache._health[1]
+    health.failed(OSError("the test's outage"), "set")
+    health.missed([cache.make_key("k")])
     shutil.rmtree(directory)
     print(directory)
     """
