@@ -11,7 +11,9 @@ after the change). Real SQLite file, real threads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,18 @@ def test_a_receiver_writing_the_cache_during_its_promotions(
     assert counting.get("evictions") >= 1
 
 
+def _all_finish(works: list[Callable[[], object]], seconds: float = 30) -> bool:
+    """Run each of ``works`` in a daemon thread: whether all ended within ``seconds``
+    (a thread that hangs is left behind, daemon, not waited for)."""
+    threads = [threading.Thread(target=work, daemon=True) for work in works]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0.0))
+    return not [thread for thread in threads if thread.is_alive()]
+
+
 def _multilevel(tmp_path: Path, name: str, policy: str = "adaptive") -> MultiLevelCache:
     return MultiLevelCache(
         "",
@@ -135,14 +149,7 @@ def test_a_receiver_rewarming_with_get_or_set_under_threads(tmp_path: Path) -> N
 
     entry_evicted.connect(rewarm)
     try:
-        threads = [
-            threading.Thread(target=reader, args=(s,), daemon=True) for s in range(6)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert not [t for t in threads if t.is_alive()], "get_or_set hung"
+        assert _all_finish([partial(reader, seed) for seed in range(6)]), "hung"
     finally:
         entry_evicted.disconnect(rewarm)
         cache.close()
@@ -165,15 +172,7 @@ def test_two_caches_whose_receivers_write_each_other(tmp_path: Path) -> None:
 
     entry_evicted.connect(cross)
     try:
-        threads = [
-            threading.Thread(target=work, args=(c,), daemon=True)
-            for c in (first, second)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert not [t for t in threads if t.is_alive()], "the writers hung"
+        assert _all_finish([partial(work, first), partial(work, second)]), "hung"
     finally:
         entry_evicted.disconnect(cross)
         first.close()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -78,47 +79,44 @@ def _run(
     )
 
 
-def test_a_process_exiting_with_a_repair_pending_repairs_the_level(
-    redis_url: str,
-) -> None:
+@pytest.fixture
+def stale(redis_url: str) -> Iterator[tuple[redis.Redis, str, str]]:
+    """(a client of the session's Redis, a fresh KEY_PREFIX, its key "k" made)."""
     prefix = _unique()
     client = redis.Redis.from_url(redis_url)
     key = f"{prefix}:1:k"
-    try:
-        client.set(key, b"old value, replaced by the child's write")
-        child = _run(redis_url, prefix, "back")
-        assert client.get(key) is None, child.stderr  # repaired: a miss, not the old
-        assert "repaired as this process exits" in child.stderr
-    finally:
-        client.delete(key)
-        client.close()
+    yield client, prefix, key
+    client.delete(key)
+    client.close()
+
+
+def test_a_process_exiting_with_a_repair_pending_repairs_the_level(
+    redis_url: str, stale: tuple[redis.Redis, str, str]
+) -> None:
+    client, prefix, key = stale
+    client.set(key, b"old value, replaced by the child's write")
+    child = _run(redis_url, prefix, "back")
+    assert client.get(key) is None, child.stderr  # repaired: a miss, not the old
+    assert "repaired as this process exits" in child.stderr
 
 
 def test_a_repair_that_still_fails_at_exit_names_the_keys_left_stale(
-    redis_url: str,
+    redis_url: str, stale: tuple[redis.Redis, str, str]
 ) -> None:
-    prefix = _unique()
-    client = redis.Redis.from_url(redis_url)
-    key = f"{prefix}:1:k"
-    try:
-        client.set(key, b"old")
-        child = _run(redis_url, prefix, "still-down")
-        assert client.get(key) == b"old"  # nothing could be done...
-        # ...but it is said, with the key, once.
-        errors = [
-            line for line in child.stderr.splitlines() if line.startswith("ERROR")
-        ]
-        assert len(errors) == 1, child.stderr
-        assert "exits with 1 key(s)" in errors[0] and key in errors[0]
-        # A level that never took a write of this process (a test run with no
-        # Redis at all): said at WARNING, not as an ERROR (review).
-        child = _run(redis_url, prefix, "still-down", "never-wrote")
-        lines = child.stderr.splitlines()
-        assert not [line for line in lines if line.startswith("ERROR")], child.stderr
-        assert [line for line in lines if line.startswith("WARNING") and key in line]
-    finally:
-        client.delete(key)
-        client.close()
+    client, prefix, key = stale
+    client.set(key, b"old")
+    child = _run(redis_url, prefix, "still-down")
+    assert client.get(key) == b"old"  # nothing could be done...
+    # ...but it is said, with the key, once.
+    errors = [line for line in child.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, child.stderr
+    assert "exits with 1 key(s)" in errors[0] and key in errors[0]
+    # A level that never took a write of this process (a test run with no
+    # Redis at all): said at WARNING, not as an ERROR (review).
+    child = _run(redis_url, prefix, "still-down", "never-wrote")
+    lines = child.stderr.splitlines()
+    assert not [line for line in lines if line.startswith("ERROR")], child.stderr
+    assert [line for line in lines if line.startswith("WARNING") and key in line]
 
 
 HUNG = textwrap.dedent(
