@@ -10,14 +10,13 @@ a caller that waited sends ``signals.stampede_wait``.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import math
 import pickle
 import threading
 from asyncio import _get_running_loop
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -33,7 +32,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ..core.patterns import KeyPattern
 from ..core.singleflight import SingleFlightGetOrSetMixin
 from ..core.sizing import parse_size
-from ..signals import stampede_wait
+from ..signals import entry_evicted, stampede_wait
 from ..tagging import dirty_tags, key_warnings_on
 
 __all__ = [
@@ -106,8 +105,7 @@ def held_evictions() -> list[tuple[Callable[[Any], None], Any]] | None:
     return getattr(_held, "batches", None)  # type: ignore[no-any-return]
 
 
-@contextlib.contextmanager
-def evictions_held() -> Iterator[None]:
+def evictions_held() -> _EvictionsHeld:
     """Hold back this thread's ``entry_evicted`` signals until the outermost block ends.
 
     A MultiLevelCache writes L1 under its coherence lock (a write, a promotion), and
@@ -119,13 +117,26 @@ def evictions_held() -> Iterator[None]:
     the lock, the signals go out once it is released. A single flight's ``get_or_set``
     holds them too: a receiver's ``get_or_set`` run inside a flight's leader waited on
     another thread's flight whose leader waited on this one (review)."""
-    if getattr(_held, "batches", None) is not None:
-        yield  # (nested: the outermost block sends them)
-        return
-    _held.batches = batches = []
-    try:
-        yield
-    finally:
+    return _EvictionsHeld()
+
+
+class _EvictionsHeld:
+    """:func:`evictions_held`'s context manager: a class, not a generator (it is on
+    every MultiLevelCache write and every ``get_or_set``), and nothing at all to do
+    while no receiver is connected (the stores record no evictions then)."""
+
+    __slots__ = ("_batches",)
+
+    def __enter__(self) -> None:
+        if not entry_evicted.receivers or getattr(_held, "batches", None) is not None:
+            self._batches = None  # (none to hold, or nested: the outermost sends)
+            return
+        self._batches = _held.batches = []
+
+    def __exit__(self, *exc_info: object) -> None:
+        batches = self._batches
+        if batches is None:
+            return
         _held.batches = None
         for deliver, batch in batches:
             deliver(batch)
