@@ -101,3 +101,15 @@ def entry_weight(payload_length: int, key: object = None, tags: int = 0) -> int:
 def long_key_excess(key: str) -> int:
     """The bytes a ``str`` key longer than :data:`KEY_ALLOWANCE` costs beyond it."""
     return max(0, sys.getsizeof(key) - _COVERED_KEY)
+
+
+def format_size(n: float) -> str:
+    """Bytes in binary units with one decimal: ``512 B``, ``1.0 KiB``, ``12.3 MiB``
+    (what the debug-toolbar panel and ``smartcache_stats`` print)."""
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if abs(n) < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"

@@ -20,6 +20,7 @@ from django.template.loader import render_to_string
 from django.utils.translation import gettext_lazy as _, ngettext
 
 from ... import conf
+from ...core.sizing import format_size
 from ...instrumentation import Recorder, Totals, jsonable
 
 __all__ = ["SmartCachePanel"]
@@ -55,17 +56,6 @@ def _percent(ratio: float | None) -> str:
     return "\u2014" if ratio is None else f"{ratio * 100:.1f}%"
 
 
-def _size(n: float) -> str:
-    """Bytes in binary units with one decimal: ``1.0 KiB``, ``12.3 MiB``."""
-    if abs(n) < 1024:
-        return f"{n:.0f} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        n /= 1024
-        if abs(n) < 1024 or unit == "GiB":
-            break
-    return f"{n:.1f} {unit}"
-
-
 def _is_bytes(name: str) -> bool:
     return name.startswith("bytes") or name.endswith(("_bytes", "_size", "_overhead"))
 
@@ -82,7 +72,7 @@ def _text_of(name: str, value: Any) -> str:
         if name.endswith("_ns"):
             return f"{value / 1000:.1f} \u00b5s"
         if _is_bytes(name):
-            return _size(value)
+            return format_size(value)
         if isinstance(value, float):
             return f"{value:.4g}"
     return str(value)
@@ -128,8 +118,8 @@ def _lifetime_rows(lifetime: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         if name == size_name and isinstance(value, int | float) and cap:
             text = _("%(used)s of %(max)s (%(pct).0f%%)") % {
-                "used": _size(value),
-                "max": _size(cap),
+                "used": format_size(value),
+                "max": format_size(cap),
                 "pct": value * 100 / cap,
             }
             rows.append({"name": f"{name} / max_bytes", "text": text})

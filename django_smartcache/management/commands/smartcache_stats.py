@@ -10,6 +10,7 @@ from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.management.base import CommandError
 
+from ...core.sizing import format_size
 from .. import (
     PipedCommand,
     add_cache_argument,
@@ -111,15 +112,8 @@ def _alias_snapshot(alias: str) -> dict[str, Any]:
 
 
 def size(n: float | None) -> str:
-    """Bytes in binary units, as the toolbar panel writes them (``64.0 MiB``)."""
-    if n is None:
-        return "unlimited"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    """Bytes as the toolbar panel writes them (``64.0 MiB``); None: no budget."""
+    return "unlimited" if n is None else format_size(n)
 
 
 def rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
