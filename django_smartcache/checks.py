@@ -631,25 +631,25 @@ def check_inline_database_levels(
     is left with its own L1: processes never see each other's writes (outside probe)."""
     from django.core.cache.backends.db import DatabaseCache
 
+    def database_cache(config: Any) -> bool:
+        cls = _backend_class(config.get("BACKEND"))
+        return cls is not None and issubclass(cls, DatabaseCache)
+
     messages: list[CheckMessage] = []
-    made = set()  # (database alias, table) pairs createcachetable makes
-    for config in settings.CACHES.values():
-        cls = (
-            _backend_class(config.get("BACKEND"))
-            if isinstance(config, Mapping)
-            else None
-        )
-        if cls is not None and issubclass(cls, DatabaseCache):
-            made.add(_table(config))
+    # The tables createcachetable makes: those of the DatabaseCache aliases.
+    made = {
+        str(config.get("LOCATION", ""))
+        for config in settings.CACHES.values()
+        if isinstance(config, Mapping) and database_cache(config)
+    }
     for alias, _config, levels in _multilevel_levels():
         for index, level in enumerate(levels):
-            if not isinstance(level, Mapping):
-                continue  # (an alias: createcachetable sees it)
-            cls = _backend_class(level.get("BACKEND"))
-            if cls is None or not issubclass(cls, DatabaseCache):
+            if (
+                not isinstance(level, Mapping)  # (an alias: createcachetable sees it)
+                or not database_cache(level)
+                or str(level.get("LOCATION", "")) in made  # an alias's table
+            ):
                 continue
-            if _table(level) in made:
-                continue  # an alias's table: made by createcachetable all the same
             messages.append(
                 Warning(
                     f"Level {index} of cache {alias!r} is an inline DatabaseCache: "
@@ -662,9 +662,3 @@ def check_inline_database_levels(
                 )
             )
     return messages
-
-
-def _table(config: Mapping[str, Any]) -> tuple[str, str]:
-    """The (database alias, table) a DatabaseCache config uses: createcachetable
-    makes it on the databases the router allows; the default database is assumed."""
-    return ("default", str(config.get("LOCATION", "")))
