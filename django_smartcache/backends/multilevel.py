@@ -189,9 +189,8 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
             # above it only (levels=n): not moved, and not destroyed either.
             raise ValueError(f"Key '{key}' not found")
         made = self._key(key, version)
-        self._co.local_write(
-            [made]
-        )  # a promotion of the old copy in flight must not land
+        # A promotion of the old copy in flight must not land.
+        self._co.local_write([made])
         self._drop_above(lowest, made)
         return super().incr_version(key, delta, version)  # type: ignore[no-any-return]
 

@@ -67,16 +67,23 @@ CHILD = textwrap.dedent(
 )
 
 
-def _run(
-    redis_url: str, prefix: str, outage: str, before: str = "wrote-before"
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", CHILD, redis_url, prefix, outage, before],
+def _child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a new interpreter; it must exit 0 (its stderr shown if not)."""
+    child = subprocess.run(
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
+        check=False,
     )
+    assert child.returncode == 0, child.stderr
+    return child
+
+
+def _run(
+    redis_url: str, prefix: str, outage: str, before: str = "wrote-before"
+) -> subprocess.CompletedProcess[str]:
+    return _child(CHILD, redis_url, prefix, outage, before)
 
 
 @pytest.fixture
@@ -169,14 +176,7 @@ def test_a_hung_level_does_not_hold_up_the_exit() -> None:
     """The exit repair waits EXIT_REPAIR_WAIT (2 s) at most (review: with redis-py
     5's default of no socket timeout the process never exited)."""
     started = time.monotonic()
-    child = subprocess.run(
-        [sys.executable, "-c", HUNG],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert child.returncode == 0, child.stderr
+    child = _child(HUNG)
     assert time.monotonic() - started < 20, child.stderr
     assert "not done within 2 s" in child.stderr
 
@@ -223,14 +223,7 @@ GONE = textwrap.dedent(
 def test_a_level_whose_file_was_removed_is_not_made_again_at_exit() -> None:
     """Review: the exit repair re-created a removed temporary directory and its file
     (mode 0700). A file that is gone serves no stale value: nothing to repair."""
-    child = subprocess.run(
-        [sys.executable, "-c", GONE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert child.returncode == 0, child.stderr
+    child = _child(GONE)
     directory = child.stdout.strip()
     assert directory, child.stderr
     assert not os.path.exists(directory), child.stderr
