@@ -1,4 +1,5 @@
-"""benchmarks/latency.py: the zipf 90/10 mixed row goes on through its stream."""
+"""benchmarks/latency.py: each row times what its name says; the mixed row goes on
+through its stream."""
 
 from __future__ import annotations
 
@@ -34,9 +35,7 @@ class Recorder:
 def test_the_mixed_cursor_carries_on_across_calls() -> None:
     stream = [(i % 10 == 0, f"z:{i}") for i in range(25)]
     cache = Recorder()
-    mixed = latency.operations(cache, stream)["zipf 90/10 mixed"]
-    cache.reads.clear()
-    cache.writes.clear()
+    mixed = latency.MixedStream(cache, stream, b"v")
     mixed(10)
     first = cache.writes[:]
     cache.writes.clear()
@@ -55,3 +54,50 @@ def test_the_mixed_workload_counts_its_read_misses() -> None:
     mixed = latency.MixedStream(Recorder(), stream, b"v")
     mixed(20)
     assert mixed.misses == 18  # 2 of the 20 requests are writes
+
+
+class DictCache:
+    """A plain dict behind the API the rows call, recording the sizes they read and write."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.read: list[int] = []
+        self.written: list[int] = []
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.written.append(len(value) if isinstance(value, bytes) else 0)
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        found = {k: self.data[k] for k in keys if k in self.data}
+        self.read += [len(v) for v in found.values()]
+        return found
+
+    def set_many(self, mapping: dict[str, Any]) -> None:
+        self.data.update(mapping)
+        self.written += [len(v) for v in mapping.values()]
+
+    def incr(self, key: str) -> int:
+        self.data[key] += 1
+        return int(self.data[key])
+
+
+def test_each_batch_row_reads_and_writes_the_size_in_its_name() -> None:
+    """A row must not time what the row before it left: get_many(100) once read the
+    10 KB values "set 10 KB" had written over its keys."""
+    cache = DictCache()
+    rows = latency.operations(cache)
+    for name, fn in rows.items():  # in order, as api_table runs them
+        cache.read.clear()
+        cache.written.clear()
+        fn(30)
+        sizes = set(cache.read if name.startswith("get_many") else cache.written)
+        if name.endswith("100 B"):
+            assert sizes == {100}, name
+        elif name.endswith("10 KB"):
+            assert sizes == {10 * 1024}, name
+        if name.startswith("get_many"):
+            assert len(cache.read) == 30 * 100, name  # every key a hit
