@@ -20,7 +20,7 @@ _PURGE_BATCH = 256
 
 
 class BudgetMixin:
-    """``_housekeep`` after each write; ``purge_expired`` on demand."""
+    """``_housekeep`` after each write; ``clear_expired`` on demand."""
 
     def _housekeep(
         self,
@@ -113,8 +113,10 @@ class BudgetMixin:
             conn.execute(sql.LOG_PRUNE, (cut,))
             conn.execute(sql.LOG_RAISE_FLOOR, (cut,))
 
-    def purge_expired(self) -> int:
-        """Delete every expired entry now (through the ``expires`` index); return how many."""
+    def clear_expired(self) -> int:
+        """Delete every expired entry now (through the ``expires`` index); return how many.
+
+        The name is SmartCache's: one call purges either backend."""
         return self._write(self._autocommit_count, sql.PURGE_EXPIRED, (self._clock(),))
 
 

@@ -938,7 +938,7 @@ class BaseSQLiteCache(
         size, count = self._connection().execute(sql.TOTALS).fetchone()
         return {
             "entries": count,
-            "bytes": size,
+            "bytes_used": size,
             "max_bytes": self._max_size,
             "location": self._path,
         }
@@ -1012,7 +1012,7 @@ for _cls, _names in (
             "incr",
             "clear",
             "stats",
-            "purge_expired",
+            "clear_expired",
             "change_cursor",
             "changes_since",
         ),

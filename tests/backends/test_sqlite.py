@@ -286,7 +286,7 @@ def test_expired_entries_read_as_missing_and_are_purged(make_cache, location):
     assert cache.get_many(["short", "long", "forever"]) == {"long": 2, "forever": 3}
     assert cache.add("short", 4, timeout=20)  # an expired key counts as absent
     clock.now += 100
-    assert cache.purge_expired() == 2
+    assert cache.clear_expired() == 2
     keys = [k for (k,) in raw(location).execute("SELECT key FROM smartcache_entry")]
     assert keys == [":1:forever"]
     assert cache.stats()["entries"] == 1
@@ -343,7 +343,7 @@ def test_budget_is_never_exceeded_and_accounting_is_exact(make_cache, location):
         total, count = conn.execute(
             "SELECT coalesce(sum(size), 0), count(*) FROM smartcache_entry"
         ).fetchone()
-        assert (stats["bytes"], stats["entries"]) == (total, count)
+        assert (stats["bytes_used"], stats["entries"]) == (total, count)
         assert total <= budget
     # The accounted size is key + serialized value + the documented overhead.
     assert conn.execute(
@@ -964,7 +964,7 @@ def test_batches_account_and_log_exactly_like_single_writes(make_cache, location
         "SELECT coalesce(sum(size), 0), count(*) FROM smartcache_entry"
     ).fetchone()
     stats = cache.stats()
-    assert (stats["bytes"], stats["entries"]) == (size, count)
+    assert (stats["bytes_used"], stats["entries"]) == (size, count)
     _, keys = cache.changes_since(cursor)
     # Every replaced, new and deleted key; "big" was absent, so deleting it changed nothing.
     assert sorted(keys) == sorted([f":1:k{i}" for i in range(30)] + [":1:n"])
@@ -1228,7 +1228,7 @@ def test_set_many_beyond_one_statement_stores_accounts_and_logs_every_key(make_c
         len(f":1:{k}") + len(pickle.dumps(v, pickle.HIGHEST_PROTOCOL)) + ENTRY_OVERHEAD
         for k, v in data.items()
     )
-    assert cache.stats()["bytes"] == expected
+    assert cache.stats()["bytes_used"] == expected
     assert cache.stats()["entries"] == 250
     _, keys = cache.changes_since(cursor)
     assert keys is not None and set(keys) == {f":1:{k}" for k in data}

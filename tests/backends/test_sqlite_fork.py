@@ -184,7 +184,7 @@ def test_no_statement_runs_outside_the_fork_gate(
         cache.clear()
     sqlite.set("t", 1, timeout=0.01)
     time.sleep(0.02)
-    sqlite.purge_expired()
+    sqlite.clear_expired()
     sqlite.ttl("k")
     sqlite.ttl_many(["k"])
     sqlite.changes_since(sqlite.change_cursor())

@@ -128,7 +128,7 @@ def test_sigkill_mid_stream_keeps_every_committed_write(tmp_path):
     # The totals the triggers keep match the rows that survived.
     stats = cache.stats()
     conn = sqlite3.connect(location)
-    assert (stats["bytes"], stats["entries"]) == conn.execute(
+    assert (stats["bytes_used"], stats["entries"]) == conn.execute(
         "SELECT sum(size), count(*) FROM smartcache_entry"
     ).fetchone()
 

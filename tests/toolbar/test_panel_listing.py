@@ -214,10 +214,10 @@ def test_sqlite_bytes_and_max_bytes_share_a_row(tmp_path: Any) -> None:
     cache.set("k", "v" * 100)
     stats = jsonable(cache.stats())
     rows = {row["name"]: row.get("text") for row in _lifetime_rows(stats)}
-    assert "max_bytes" not in rows and "bytes" not in rows
-    used, cap = stats["bytes"], stats["max_bytes"]
+    assert "max_bytes" not in rows and "bytes_used" not in rows
+    used, cap = stats["bytes_used"], stats["max_bytes"]
     assert (
-        rows["bytes / max_bytes"]
+        rows["bytes_used / max_bytes"]
         == (f"{used / 1024:.1f} KiB" if used >= 1024 else f"{used} B")
         + f" of {cap / 1024 / 1024:.1f} MiB ({used * 100 / cap:.0f}%)"
     )

@@ -107,12 +107,12 @@ def _table(name: str, value: list[Any] | dict[str, Any]) -> dict[str, Any]:
 def _lifetime_rows(lifetime: dict[str, Any]) -> list[dict[str, Any]]:
     """``stats()`` as rows: scalars as text, nested lists and dicts as tables.
 
-    The size in use (``bytes_used`` of SmartCache, ``bytes`` of SQLiteCache) and
-    ``max_bytes`` share a row ("12.3 MiB of 64.0 MiB (19%)").
+    The size in use (``bytes_used``) and ``max_bytes`` share a row ("12.3 MiB of
+    64.0 MiB (19%)").
     """
     rows: list[dict[str, Any]] = []
-    size_name = next((n for n in ("bytes_used", "bytes") if n in lifetime), None)
-    used, cap = lifetime.get(size_name or ""), lifetime.get("max_bytes")
+    size_name = "bytes_used"
+    used, cap = lifetime.get(size_name), lifetime.get("max_bytes")
     for name, value in lifetime.items():
         if name == "max_bytes" and isinstance(used, int | float) and cap:
             continue

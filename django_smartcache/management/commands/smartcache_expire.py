@@ -31,10 +31,9 @@ logger = logging.getLogger("django_smartcache.commands")
 
 def purge(cache: BaseCache) -> int | None:
     """Expired entries removed from ``cache``; ``None`` if it has no purge operation."""
-    for method in ("clear_expired", "purge_expired"):  # SmartCache, SQLiteCache
-        func = getattr(cache, method, None)
-        if callable(func):
-            return int(func())
+    func = getattr(cache, "clear_expired", None)  # SmartCache, SQLiteCache
+    if callable(func):
+        return int(func())
     if isinstance(cache, FileBasedCache):
         return purge_files(cache)
     return None
@@ -90,7 +89,7 @@ def no_purge(cache: BaseCache) -> str:
 class Command(QuietCommand):
     help = (
         "Remove expired entries now rather than on their next read or cull: "
-        "SmartCache.clear_expired(), SQLiteCache.purge_expired(), FileBasedCache's "
+        "clear_expired() of SmartCache and SQLiteCache, FileBasedCache's "
         "expired files, and each level of a MultiLevelCache."
     )
 

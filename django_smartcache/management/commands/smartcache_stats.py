@@ -34,7 +34,6 @@ _ORDER = (
     "refused",
     "entries",
     "bytes_used",
-    "bytes",
     "errors",
 )
 #: Sizes in bytes printed with their unit (``None``: unlimited).
@@ -132,12 +131,12 @@ def rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
                 if f"evictions_{cause}" in stats
             )
             text = f"{value} ({causes})" if causes else str(value)
-        elif key in ("bytes_used", "bytes"):
+        elif key == "bytes_used":
             budget = stats.get("max_bytes")
             text = f"{size(value)} of {size(budget)}"
             if budget:
                 text += f" ({value / budget:.1%})"
-            key = "memory" if key == "bytes_used" else "size"
+            key = "size" if "location" in stats else "memory"  # a file's, or RAM
         elif (key in _SIZES or key.endswith(("_bytes", "_overhead"))) and (
             value is None or type(value) in (int, float)
         ):
