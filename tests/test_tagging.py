@@ -419,7 +419,10 @@ def test_tag_index_forgets_keys_and_tags() -> None:
     index = TagIndex()
     index.add("k1", ["a", "b"])
     index.add("k2", ["a"])
-    assert index.pop_tag("a") == {"k1", "k2"}
+    keys, _ = index.detach("a")
+    assert keys == {"k1", "k2"}
+    for key in keys:
+        index.discard(key)
     assert len(index) == 0 and index.tag_count == 0
     index.add("k3", ["c"])
     index.discard("k3")

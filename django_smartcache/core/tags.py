@@ -138,11 +138,6 @@ class TagIndex:
     def tag_count(self) -> int:
         return len(self._keys)
 
-    def tags_of(self, key: Hashable) -> tuple[str, ...]:
-        """The tags ``key`` was last written with (empty if untagged or absent)."""
-        record = self._tags.get(key)
-        return () if record is None else record[1]
-
     def add(self, key: Hashable, tags: Iterable[str]) -> tuple[str, ...]:
         """Record that resident ``key`` carries ``tags`` (replacing earlier tags);
         return ``tags`` as the index's own objects (one per tag, shared by its keys)."""
@@ -202,13 +197,6 @@ class TagIndex:
         """Whether ``key`` is indexed by a write no later than ``stamp``."""
         record = self._tags.get(key)
         return record is not None and record[0] <= stamp
-
-    def pop_tag(self, tag: str) -> set[Hashable]:
-        """Forget ``tag`` and every key that carried it, at once (O(keys)); return the keys."""
-        keys, _ = self.detach(tag)
-        for key in keys:
-            self.discard(key)
-        return keys
 
     def clear(self) -> None:
         self._keys.clear()
