@@ -425,13 +425,19 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
         data: Mapping[Any, Any],
         timeout: Any = DEFAULT_TIMEOUT,
         version: Any = None,
-        _plain: bool = False,
     ) -> list[Any]:
+        return self._set_many(data, timeout, version, plain=False)
+
+    def _set_many(
+        self, data: Mapping[Any, Any], timeout: Any, version: Any, *, plain: bool
+    ) -> list[Any]:
+        """``set_many``; ``plain``: the caller knows no value is :class:`Tagged` (an
+        untagged call of SmartCache's own), so the values are not looked at."""
         made = self._keys(data, version)
         # Pickle everything first: an unpicklable value leaves the cache unchanged.
         items = [(key, dumps(key, data[orig])) for key, orig in made.items()]
         ttl = self._ttl(timeout)
-        if _plain or not any(type(v) is Tagged for v in data.values()):
+        if plain or not any(type(v) is Tagged for v in data.values()):
             refused = self._store.set_many(items, ttl)
         else:  # TaggingMixin.set_many: one tag set for all, but look at each anyway
             refused = []
@@ -699,7 +705,7 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         depends_on: Iterable[str] | None = None,
     ) -> list[Any]:
         if tags is None and depends_on is None:
-            return _StoreCache.set_many(self, data, timeout, version, True)
+            return self._set_many(data, timeout, version, plain=True)
         return TaggingMixin.set_many(self, data, timeout, version, tags, depends_on)
 
     # -- async twins: in-memory work never waits on I/O, so no thread hop --------------------
