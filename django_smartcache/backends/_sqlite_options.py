@@ -47,11 +47,12 @@ def _fail(name: str, value: object, expected: str) -> ImproperlyConfigured:
     )
 
 
-#: Bytes charged per entry besides its key and value: row header, index entries.
-ENTRY_OVERHEAD = 64
+#: Bytes charged per row besides its key and value: row header, index entries (not
+#: the in-memory store's ``core.store.ENTRY_OVERHEAD``).
+ROW_OVERHEAD = 64
 #: The accounted size of the smallest entry: an empty key (a KEY_FUNCTION may make
 #: one) and the shortest pickle (``None``), as values are pickled.
-SMALLEST_ENTRY = ENTRY_OVERHEAD + len(pickle.dumps(None, pickle.HIGHEST_PROTOCOL))
+SMALLEST_ENTRY = ROW_OVERHEAD + len(pickle.dumps(None, pickle.HIGHEST_PROTOCOL))
 
 #: The longest BUSY_TIMEOUT: SQLite's busy_timeout is an int of milliseconds, and a
 #: larger number is read as 0 (no wait at all: "database is locked" at once).
@@ -175,7 +176,7 @@ def parse(location: object, params: dict[str, Any]) -> SQLiteOptions:
             merged["MAX_SIZE"],
             f"at least {SMALLEST_ENTRY} bytes, the smallest entry (an empty key and "
             f"None: every entry is accounted as its key, its value and an overhead of "
-            f"{ENTRY_OVERHEAD} bytes)",
+            f"{ROW_OVERHEAD} bytes)",
         )
     max_entries = merged["MAX_ENTRIES"]
     if max_entries is not None:

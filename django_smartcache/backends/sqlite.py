@@ -50,7 +50,7 @@ from ._sqlite_connection import (
     newest_access,
 )
 from ._sqlite_file import is_busy
-from ._sqlite_options import ENTRY_OVERHEAD, parse
+from ._sqlite_options import ROW_OVERHEAD, parse
 from .base import SingleFlightMixin, SmartCacheKeyMixin, ThreadedIncrMixin, dumps
 
 __all__ = ["BaseSQLiteCache", "ChangeCursor", "SQLiteCache"]
@@ -218,7 +218,7 @@ class BaseSQLiteCache(
             return _missing
 
     def _size(self, key: str, stored: Any) -> int:
-        return len(key) + (8 if type(stored) is int else len(stored)) + ENTRY_OVERHEAD
+        return len(key) + (8 if type(stored) is int else len(stored)) + ROW_OVERHEAD
 
     def _expiry(self, timeout: Any, now: float) -> float | None:
         ttl = self._ttl(timeout)  # a NaN raises: SQLite would store NULL, never expire
@@ -534,13 +534,13 @@ class BaseSQLiteCache(
             # _encode inlined (a function call per key is a tenth of a 100-key batch).
             if type(value) is int and _INT_MIN <= value <= _INT_MAX:
                 stored: Any = value
-                size = len(key) + 8 + ENTRY_OVERHEAD
+                size = len(key) + 8 + ROW_OVERHEAD
             else:
                 try:
                     stored = pickle_dumps(value, protocol)
                 except Exception:  # noqa: BLE001 - dumps() raises the named error
                     stored = dumps(key, value)
-                size = len(key) + len(stored) + ENTRY_OVERHEAD
+                size = len(key) + len(stored) + ROW_OVERHEAD
             if size > max_size:
                 self._too_large(key, size)
                 failed.append(original)

@@ -23,7 +23,7 @@ from django_smartcache.backends import (
     sqlite as sqlite_module,
 )
 from django_smartcache.backends.base import UnpicklableValueError
-from django_smartcache.backends.sqlite import ENTRY_OVERHEAD
+from django_smartcache.backends.sqlite import ROW_OVERHEAD
 from django_smartcache.core.patterns import prefix_end
 from tests.fixtures.waiting import wait_until
 
@@ -68,7 +68,7 @@ def entry_size(key: str, value: object) -> int:
     payload = (
         8 if type(value) is int else len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
     )
-    return len(key) + payload + ENTRY_OVERHEAD
+    return len(key) + payload + ROW_OVERHEAD
 
 
 # -- options ---------------------------------------------------------------------------
@@ -1225,7 +1225,7 @@ def test_set_many_beyond_one_statement_stores_accounts_and_logs_every_key(make_c
     assert cache.set_many(data) == []
     assert cache.get_many(list(data)) == data
     expected = sum(
-        len(f":1:{k}") + len(pickle.dumps(v, pickle.HIGHEST_PROTOCOL)) + ENTRY_OVERHEAD
+        len(f":1:{k}") + len(pickle.dumps(v, pickle.HIGHEST_PROTOCOL)) + ROW_OVERHEAD
         for k, v in data.items()
     )
     assert cache.stats()["bytes_used"] == expected

@@ -341,10 +341,10 @@ def test_a_hot_entry_survives_a_turnover_faster_than_the_access_interval(tmp_pat
     """Before, a read refreshed ``accessed`` only when it was older than ACCESS_INTERVAL
     (30 s): a cache replacing its contents every 3 s never refreshed anything, and
     evicted in insertion order (FIFO) however often an entry was read."""
-    from django_smartcache.backends.sqlite import ENTRY_OVERHEAD
+    from django_smartcache.backends.sqlite import ROW_OVERHEAD
 
     now = [1_000_000.0]
-    size = len(":1:k0000") + len(b"x" * 100) + 40 + ENTRY_OVERHEAD
+    size = len(":1:k0000") + len(b"x" * 100) + 40 + ROW_OVERHEAD
     cache = SQLiteCache(
         str(tmp_path / "cache.sqlite3"),
         {"OPTIONS": {"MAX_SIZE": 300 * size, "ACCESS_INTERVAL": 30}},
