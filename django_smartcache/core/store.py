@@ -880,7 +880,7 @@ class MemoryStore:
             # longer there: a miss at once (helper probe).
             self._hold_orphan(key, now)
         if self._bytes > self._byte_limit or len(data) > self._entry_limit:
-            self._evict(now)
+            self._evict(now, (key, weight, tags) if tags and self.tag_keys else None)
         return True
 
     def _unadd(self, key: Hashable, counted: bool) -> None:
@@ -896,8 +896,22 @@ class MemoryStore:
                 del pending[i]
                 break
 
-    def _evict(self, now: float) -> None:
+    def _evict(
+        self, now: float, written: tuple[Hashable, int, tuple[str, ...]] | None = None
+    ) -> None:
+        """Evict what the policy chooses until both budgets hold.
+
+        ``written``: the tagged entry whose write this is (key, policy weight, tag
+        keys). The policy shields only the key written last, but without its tags'
+        version keys (written just before it, new and never read) the entry reads as
+        stale: the value just written would be a miss (W-TinyLFU with a window under
+        one entry turned every new tag's key away at its value's write). So a tag key
+        the policy picks is set aside and the next victim asked for; once the budgets
+        hold, those keys go back to the policy as newcomers, judged at a later write,
+        the written key still the newest. Only when nothing else is left do they go.
+        """
         data, policy, counters = self._data, self._policy, self.counters
+        aside: list[Hashable] = []
         if (
             self._purge
             or self._orphan_due
@@ -916,7 +930,13 @@ class MemoryStore:
         while data and (
             self._bytes > self._byte_limit or len(data) > self._entry_limit
         ):
-            victim = policy.evict()
+            if aside and len(data) == len(aside):
+                victim = aside.pop()  # nothing else left to go
+            else:
+                victim = policy.evict()
+                if written is not None and victim in written[2]:
+                    aside.append(victim)
+                    continue
             entry = data.pop(victim)
             self._bytes -= entry[2]
             if entry[1] != INF:
@@ -929,6 +949,13 @@ class MemoryStore:
             counters.evictions_capacity += 1
             if self.on_evict is not None:
                 self._evicted.append((victim, "capacity"))
+        if aside:
+            weigh = self._weigh_bytes
+            for key in aside:
+                policy.insert(key, data[key][2] if weigh else 1)
+            assert written is not None
+            if written[0] in data:  # the written key is the newest again
+                policy.update(written[0], written[1])
 
     def _drop_dead_weight(self, now: float) -> None:
         """Before the policy evicts a live entry: invalidated entries are dead weight,
