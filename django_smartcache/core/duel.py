@@ -631,8 +631,8 @@ class DuelPolicy:
         A live W-TinyLFU does not climb: at every check it follows its shadow's window
         (``TinyLFUPolicy.follow``), the climbing one's as it moves. What runs live is
         then what the duel scored: two climbers on different samples walk apart, and
-        the live one's walk was not what won (on web12 at 5% the live climber took its
-        window to 0.1% while its shadow's grew to 17%, 4 to 6 points below it).
+        the live one's walk would not be what won (on web12 at 5% a live climber takes
+        its window to 0.1% while its shadow's grows to 17%, 4 to 6 points below it).
         """
         old: Any = self._live
         like = self._shadows[index].policy

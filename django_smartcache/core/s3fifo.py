@@ -28,7 +28,7 @@ MAX_FREQ = 3
 #: keeps a tenth, and small never shrinks to nothing (a key needs time to be read
 #: twice). A ceiling of a half held recency-only workloads (each key reused once,
 #: shortly after; phases of them) 1-2 points below LRU; at 0.9 every workload of
-#: ``benchmarks.hitratio`` scores the same, and an outside set of 17 gained (worst
+#: ``benchmarks.hitratio`` scores the same, and 17 other traces gained (worst
 #: cell -0.05 point, corda-like 1% +1.2, multi-phase 1% +2.0).
 MIN_SMALL_SHARE = 0.01
 MAX_SMALL_SHARE = 0.90
@@ -223,10 +223,11 @@ class S3FIFOPolicy:
         """The next victim. The key last written is never the victim while another key
         can go: with a small queue lighter than one entry (a byte budget whose 10% is
         under a value's size, or an adaptive share that shrank), a key just written
-        went to the ghost before it could be read, and ``add()`` refused every new key.
-        Now it is judged when the next write comes, as in a queue of one entry (the
-        paper's S3-FIFO evicts before it inserts). In main it is passed over (moved to
-        the tail, its counter kept); small gives the victim when main holds only it.
+        would go to the ghost before it could be read, and ``add()`` would refuse every
+        new key. It is judged when the next write comes, as in a queue of one entry
+        (the paper's S3-FIFO evicts before it inserts). In main it is passed over
+        (moved to the tail, its counter kept); small gives the victim when main holds
+        only it.
         """
         small, main, newest = self._small, self._main, self._newest
         while True:

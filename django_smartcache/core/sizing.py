@@ -19,14 +19,12 @@ ENTRY_OVERHEAD = 1024
 #: Bytes charged per tag on top of :data:`ENTRY_OVERHEAD`, for a tagged entry: what
 #: the tag index keeps for each tag the entry carries (its key's slot in the tag's
 #: key set, a slot in the entry's tuple of tags; one tag string is shared by all its
-#: entries), with the sets' spare slots and allocator slack. Uncharged, an outside
-#: probe measured RSS growth 1.16x the budget with 1 tag per entry, 2.15x with 10,
-#: 2.90x with 20 and 3.81x with 50 (tags from a pool of 1,000, their strings made anew
-#: per write); with the strings shared, still 2.59x with 50 (32 MB, int values):
-#: ~96 bytes of RSS per tag per entry, the rest of it within ENTRY_OVERHEAD's margin.
-#: With 64 charged (SmartCache, the probe's ``c2.py``, 32 MB, 30 s, budget full and
-#: evicting): 1.39x with 10 tags, 1.42x with 50, 1.16x with 3 from a pool of 100;
-#: 1.19x with 20 (its ``tag_index_unaccounted.py``).
+#: entries), with the sets' spare slots and allocator slack: ~96 bytes of RSS per tag
+#: per entry, the rest within ENTRY_OVERHEAD's margin. Uncharged, RSS grows past the
+#: budget with the tags per entry: 1.16x with 1, 2.15x with 10, 3.81x with 50 (32 MB,
+#: tags from a pool of 1,000). With 64 charged (SmartCache, 32 MB, budget full and
+#: evicting): 1.39x with 10 tags, 1.19x with 20, 1.42x with 50, 1.16x with 3 from a
+#: pool of 100.
 TAG_OVERHEAD = 64
 
 #: The key length (characters) :data:`ENTRY_OVERHEAD` covers. A longer ``str`` key is

@@ -206,9 +206,9 @@ class MemoryStore:
 
     ``tag_keys``: a tag that is also a key names that key's bookkeeping (a tagging
     layer's version key): once no entry carries the tag any more (they expired, were
-    evicted or deleted), that key leaves too, counted as invalidated. Version keys of
-    tags used once (``user:<id>`` on entries with a timeout) used to stay until the
-    policy evicted them: 42% of a 16 MB budget in an outside soak.
+    evicted or deleted), that key leaves too, counted as invalidated. Otherwise the
+    version keys of tags used once (``user:<id>`` on entries with a timeout) stay
+    until the policy evicts them: 42% of a 16 MB budget after a long run.
     """
 
     def __init__(
@@ -268,9 +268,9 @@ class MemoryStore:
         #: Orphaned tags (``tag_keys``) -> when their key may leave, one FIFO per
         #: delay so that each is in due order: ``_orphan_due`` those in their grace
         #: (``ORPHAN_GRACE``), ``_orphan_held`` those held since (``ORPHAN_HOLD``). A
-        #: key is in at most one. One FIFO for both let a held key at its head (due
-        #: in 60 s) block every grace key behind it: ~60 s of orphans, outside the
-        #: budget (outside probe: 384,086 of 398,623 queued past due, RSS 6.2x).
+        #: key is in at most one. One FIFO for both would let a held key at its head
+        #: (due in 60 s) block every grace key behind it: ~60 s of orphans, outside
+        #: the budget (384,086 of 398,623 queued past due, RSS 6.2x the budget).
         self._orphan_due: OrderedDict[Hashable, float] = OrderedDict()
         self._orphan_held: OrderedDict[Hashable, float] = OrderedDict()
         # Key sets of invalidated tags, with the index stamp at invalidation; drained
@@ -876,8 +876,8 @@ class MemoryStore:
             # An orphaned tag's own key written anew (its version made again after it
             # left): the writer that made it stores its entry with it next. Held as a
             # bookkeeping read holds it, or the next sweep (this write's own eviction
-            # included) removed it first and the entry was stored with a version no
-            # longer there: a miss at once (helper probe).
+            # included) would remove it first, and the entry, stored with a version no
+            # longer there, would miss at once.
             self._hold_orphan(key, now)
         if self._bytes > self._byte_limit or len(data) > self._entry_limit:
             self._evict(now, (key, weight, tags) if tags and self.tag_keys else None)

@@ -394,11 +394,11 @@ class TinyLFUPolicy:
 
         The key last written stays: a window smaller than one entry (a byte budget
         where 1% is under an entry's size, or a climber that shrank it during a run of
-        hits) sent every newcomer straight to admission, where any resident read once
-        beat it. A key just written was gone before it could be read, and ``add()``
-        refused every new key (Django's cache sessions: no login). So a newcomer is
-        judged at the next write, as in a window of at least one entry (Caffeine's
-        floor, ``windowMaximum() <= 1``, in entries; by weight it has none).
+        hits) would send every newcomer straight to admission, where any resident read
+        once beats it: a key just written would be gone before it could be read, and
+        ``add()`` would refuse every new key (Django's cache sessions: no login). So a
+        newcomer is judged at the next write, as in a window of at least one entry
+        (Caffeine's floor, ``windowMaximum() <= 1``, in entries; by weight it has none).
         """
         window, probation, candidates = self._window, self._probation, self._candidates
         newest = self._newest
