@@ -46,8 +46,8 @@ WAL_RESTART_BYTES = sqlite_file.JOURNAL_SIZE_LIMIT
 WAL_TRUNCATE_WAIT = 0.02
 #: A WAL this many times :data:`WAL_RESTART_BYTES` that a checkpoint could not restart
 #: is held by a reader: logged at WARNING, at most once per :data:`WAL_WARN_INTERVAL`
-#: seconds per file and process (an outside probe: 1.3 GB in 30 s behind an ``sqlite3``
-#: shell's open read transaction, with nothing but DEBUG lines).
+#: seconds per file and process: an ``sqlite3`` shell's open read transaction can grow
+#: the WAL by 1.3 GB in 30 s, which DEBUG lines alone would not make known.
 WAL_WARN_FACTOR = 8
 WAL_WARN_INTERVAL = 60.0
 _wal_warned: dict[str, float] = {}
@@ -202,8 +202,9 @@ def new_generation() -> None:
 # When CACHES changes (override_settings), Django closes the cache instances and drops
 # them from its handler, but each stays alive in the asgiref Local it was kept in (a
 # context variable's value outlives the variable), and close() keeps SQLite connections
-# for reuse: every override with a SQLiteCache (a MultiLevelCache's default level too)
-# left three open files (the file, -wal, -shm), until "Too many open files".
+# for reuse: unless closed here, every override with a SQLiteCache (a MultiLevelCache's
+# default level too) leaves three open files (the file, -wal, -shm), until "Too many
+# open files".
 
 
 def _caches_changed(*, setting: str, **kwargs: Any) -> None:
@@ -306,8 +307,9 @@ _pool: dict[PoolKey, list[_Idle]] = {}
 #: from here so that it is never garbage itself. A request's cache instance is often
 #: cyclic garbage (a MultiLevelCache always is), and the collector finalizes all that
 #: garbage in no set order: the connection too, whose finalizer (Python 3.12 on) closes
-#: it, maybe after its closer had put it in the pool; the next thread took it closed
-#: ("Cannot operate on a closed database", the level marked down, the write lost).
+#: it, maybe after its closer has put it in the pool; the next thread would take
+#: it closed ("Cannot operate on a closed database", the level marked down, the
+#: write lost).
 #: Only its closer lets it go (to the pool, or closed): no connection stays open longer.
 _held: set[sqlite3.Connection] = set()
 

@@ -105,9 +105,9 @@ def real_path(path: str) -> str:
     """``path`` with its symlinks resolved: where SQLite keeps the ``-wal``/``-shm`` of a
     database opened through a symlink, so where ours must be looked for and moved.
 
-    A LOCATION that is a symlink was checked for a WAL beside the link, found none while
-    one was live beside the target, read a file in mid-checkpoint as "truncated" and
-    moved the healthy cache aside (and replaced the link by a plain file).
+    Checked beside the link, a LOCATION that is a symlink would show no WAL while one
+    is live beside the target: a file in mid-checkpoint would read as "truncated", and
+    the healthy cache be moved aside (the link replaced by a plain file).
     """
     return os.path.realpath(path)
 
@@ -131,9 +131,9 @@ def refuse_unless_regular(path: str, *, follow: bool = True) -> None:
     """Raise ``NotRegularFileError`` if ``path`` exists and is not a regular file
     (``follow``: its symlinks followed, judging the target; else a symlink is refused).
 
-    A device, FIFO or socket at ``LOCATION`` was diagnosed "not a regular file",
-    renamed aside and replaced by a fresh cache file: ``LOCATION="/dev/null"`` (to turn
-    the level off) moved the system's ``/dev/null`` aside.
+    Diagnosed as a damaged cache file, a device, FIFO or socket at ``LOCATION`` would
+    be renamed aside and replaced by a fresh cache file: ``LOCATION="/dev/null"`` (to
+    turn the level off) would move the system's ``/dev/null`` aside.
     """
     try:
         st = os.stat(path) if follow else os.lstat(path)
@@ -345,16 +345,16 @@ def set_aside_orphans(path: str) -> str | None:
     """No file at ``path`` but a ``-wal``, ``-shm`` or ``-journal`` beside it: move them
     aside (regular files only), log it, return their new name (without the suffix).
 
-    ``rm cache.sqlite3`` (the file alone) while another process had it open and idle
-    left that process's ``-wal`` and ``-shm``; the new empty file SQLite created then
-    joined them, and every call of every other process failed with ``disk I/O error``
-    (SQLITE_IOERR_SHORT_READ: the old WAL index points past the new file's end) until
-    the idle one made a call. A hot ``-journal`` would be rolled back into the new file
-    alike. Run under ``open_lock`` (as every creation of the file): the first process
-    moves them and creates the file before it releases the lock, so the next ones find
-    a file and move nothing. The idle process keeps its descriptors on the moved
-    files and leaves them at its next call (``LOCATION`` names another file); SQLite
-    neither checkpoints nor deletes a WAL by name for a file that has moved.
+    ``rm cache.sqlite3`` (the file alone) while another process has it open and idle
+    leaves that process's ``-wal`` and ``-shm``; left there, they join the new empty
+    file SQLite creates, and every call of every other process fails with ``disk I/O
+    error`` (SQLITE_IOERR_SHORT_READ: the old WAL index points past the new file's end)
+    until the idle one makes a call. A hot ``-journal`` would be rolled back into the
+    new file alike. Run under ``open_lock`` (as every creation of the file): the first
+    process moves them and creates the file before it releases the lock, so the next
+    ones find a file and move nothing. The idle process keeps its descriptors on the
+    moved files and leaves them at its next call (``LOCATION`` names another file);
+    SQLite neither checkpoints nor deletes a WAL by name for a file that has moved.
     """
     path = real_path(path)
     if os.path.lexists(path):
@@ -487,11 +487,11 @@ def in_use(path: str) -> bool:
 
     Then this file, its ``-wal`` and its ``-shm`` must not be opened from Python:
     closing any descriptor of a file drops every POSIX lock the process holds on it,
-    SQLite's too. Another process then took itself for the file's last user and, at
-    its close, checkpointed and deleted the ``-wal`` and ``-shm`` under our live
-    connection, which went on alone on the deleted ones: two histories of one file
-    for as long as the process lived, stale reads, and writes lost at the end (outside
-    probe: two aliases on one file spelled two ways, a symlinked deploy directory).
+    SQLite's too. Another process would then take itself for the file's last user
+    and, at its close, checkpoint and delete the ``-wal`` and ``-shm`` under our live
+    connection, which goes on alone on the deleted ones: two histories of one file
+    for as long as the process lives, stale reads, and writes lost at the end (two
+    aliases on one file spelled two ways, a symlinked deploy directory).
     Callers hold the connection module's ``_prepare_lock``, which ``connect`` runs
     under too, so no connection opens between this answer and their descriptors'
     close.
@@ -517,8 +517,8 @@ def connect(
     file checks run under), before it reads anything, so before SQLite takes any
     lock on the file; its pragmas run after, outside: the first reads the schema and
     may wait up to ``busy_timeout`` for another process's lock, which under the lock
-    held every other thread's connection (any file's) behind it, each waiting its
-    own ``busy_timeout`` in turn (outside probe: 4.8 s on an unrelated file)."""
+    would hold every other thread's connection (any file's) behind it, each waiting
+    its own ``busy_timeout`` in turn (4.8 s for a connection to an unrelated file)."""
     with registering:
         conn = sqlite3.connect(
             path,
@@ -698,11 +698,11 @@ def _create_private(path: str) -> None:
     """Create ``path`` empty and 0600 unless something is there (SQLite then takes an
     empty file for a new database).
 
-    SQLite creates a missing file 0644 (the umask's), and a first open that failed
-    after that (a full disk) left it so: the next open found an existing file and
-    kept its mode, readable by any local user (outside probe, t3_perm.py). Made
-    private from its creation, a file is never broader than promised, whatever fails
-    next; SQLite gives the ``-wal`` and ``-shm`` it creates the file's mode.
+    SQLite creates a missing file 0644 (the umask's), and a first open that fails
+    after that (a full disk) leaves it so: the next open finds an existing file and
+    keeps its mode, readable by any local user. Made private from its creation, a
+    file is never broader than promised, whatever fails next; SQLite gives the
+    ``-wal`` and ``-shm`` it creates the file's mode.
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -806,9 +806,9 @@ def _give_to_owner(path: str, made: list[str], new_file: bool, new_lock: bool) -
     """Run as root, hand what this call created (directories, the file, ``.lock``) to
     the owner of the directory it was created in.
 
-    A command run as root (a deploy's ``smartcache_warm``, ``shell``) made them
-    root's, and every worker then failed to open the cache (SQLiteCache raised
-    UnusableLocation at each call; a MultiLevelCache's L2 stayed down). SQLite does
+    Otherwise a command run as root (a deploy's ``smartcache_warm``, ``shell``) makes
+    them root's, and every worker then fails to open the cache (SQLiteCache raises
+    UnusableLocation at each call; a MultiLevelCache's L2 stays down). SQLite does
     the same for its journals (they follow the database file's owner under root).
     Nothing changes where that directory is root's too, or not run as root. Files
     are changed through a descriptor opened without following symlinks

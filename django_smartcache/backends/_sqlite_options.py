@@ -94,11 +94,12 @@ def _count(name: str, value: object, *, minimum: int) -> int:
 def _location(location: str) -> str:
     """``LOCATION`` with ``~`` expanded; refused when it cannot name a file of ours.
 
-    An outside probe (t5_loc.py): ``~/c.sqlite3`` made a directory named ``~`` in the
-    working directory; ``file:/x.sqlite3?mode=memory`` a file of that name (and
-    directories ``file:``...); ``/x/cache/`` the file ``/x/cache``; a NUL byte raised a
-    bare ``ValueError`` at the first call; an existing directory was refused only
-    then (and a MultiLevelCache quietly ran without its L2).
+    Refused here, at configuration: taken as they are, ``~/c.sqlite3`` would make a
+    directory named ``~`` in the working directory; ``file:/x.sqlite3?mode=memory`` a
+    file of that name (and directories ``file:``...); ``/x/cache/`` the file
+    ``/x/cache``; a NUL byte would raise a bare ``ValueError`` at the first call, and
+    an existing directory would fail only then (a MultiLevelCache quietly running
+    without its L2).
     """
     if "\x00" in location:
         raise _fail("LOCATION", location, "a path without a NUL byte")

@@ -154,8 +154,8 @@ TOUCH = (
 )
 #: One statement, atomic across processes; refuses (no row) when the sum would leave the
 #: 64-bit range, where SQLite would silently turn it into a float. An increment is a
-#: use: ``accessed`` moves forward (a counter bumped on every request was otherwise
-#: as old as its first ``set`` for LRU eviction, and evicted first).
+#: use: ``accessed`` moves forward (a counter bumped on every request would otherwise
+#: be as old as its first ``set`` for LRU eviction, and evicted first).
 #: Named parameters (a dict): numbered ones (``?1``) with a sequence warn on Python 3.12
 #: and 3.13 and fail from 3.14.
 INCR = (

@@ -58,8 +58,8 @@ __all__ = ["BaseSQLiteCache", "ChangeCursor", "SQLiteCache"]
 logger = logging.getLogger("django_smartcache.sqlite")
 
 #: (file, key) of the refusals logged at WARNING by this process: a page over
-#: MAX_SIZE that cache_page retries on every request logged a WARNING per request (an
-#: outside probe); a repeat within a minute goes to DEBUG, as in SmartCache's stores.
+#: MAX_SIZE that cache_page retries on every request would log a WARNING per request;
+#: a repeat within a minute goes to DEBUG, as in SmartCache's stores.
 _REFUSALS = RefusalLog()
 _REFUSALS_LOCK = threading.Lock()
 
@@ -350,7 +350,9 @@ class BaseSQLiteCache(
     def ttl_many(
         self, keys: Iterable[Any], version: int | None = None
     ) -> dict[Any, float | None]:
-        """:meth:`ttl` of many keys in one query per 500: live keys only (absent: 0)."""
+        """:meth:`ttl` of many keys in one query per 500: live keys only, absent and
+        expired ones left out of the result (``None``: never expires). ``{}`` when the
+        file is damaged or lacks its tables (other errors raise)."""
         originals = self._keys(keys, version)
         found: dict[Any, float | None] = {}
         if not originals:
@@ -382,7 +384,7 @@ class BaseSQLiteCache(
 
         "Now" is on the stamps' scale (:meth:`_stamp`): the newest stamp when the
         wall clock is behind it, else no read would be due a refresh while it is
-        (a review: a hot key was evicted as if never read, for as long as a step).
+        (a hot key evicted as if never read, for as long as the step).
         """
         due, oldest, high = self._turnover
         if now >= due or due > now + _TURNOVER_EVERY:  # (or a wall clock stepped back)
@@ -423,7 +425,7 @@ class BaseSQLiteCache(
             if mark[0] > now + MAX_ACCESS_AHEAD:
                 # Its own stamps ran more than a day ahead (a clock stepped forward,
                 # then corrected): followed by no other process, they would rank all
-                # of theirs oldest for the rest of this one's life (a review).
+                # of theirs oldest for the rest of this one's life.
                 mark[0] = newest
             else:
                 mark[0] = max(mark[0], newest)
@@ -434,15 +436,15 @@ class BaseSQLiteCache(
         """The ``accessed`` stamp of a use at wall-clock time ``now``: ``now``, or just
         above the newest stamp when the clock is behind it.
 
-        A wall clock stepped back (an NTP step, a VM restored) made every write after
-        it look older than everything written before: a full cache evicted the newest
-        entries first (an outside probe, t6_clock_size.py -60: 12 of 400 new keys
-        kept), an ``add()`` lock among them, which a second ``add()`` then won. The
-        stamps now never go back: the newest is shared by the process's threads and
-        instances (a thread idle since before the step stamped low: a review), and
-        raised to the file's newest, every other process's, at least once a second.
-        A microsecond apart while the clock catches up, so the order of uses stays.
-        Expiry still counts on the wall clock.
+        Stamped with the wall clock alone, a clock stepped back (an NTP step, a VM
+        restored) would make every write after it look older than everything written
+        before: a full cache would evict the newest entries first (a step of -60 s
+        kept 12 of 400 new keys), an ``add()`` lock among them, which a second
+        ``add()`` would then win. So the stamps never go back: the newest is shared by
+        the process's threads and instances (else a thread idle since before the step
+        stamps low), and raised to the file's newest, every other process's, at least
+        once a second. A microsecond apart while the clock catches up, so the order of
+        uses stays. Expiry still counts on the wall clock.
         """
         mark = self._mark(conn, now)
         high = mark[0]
@@ -608,12 +610,12 @@ class BaseSQLiteCache(
         """The time a write got the file's write lock (``BEGIN IMMEDIATE`` returned), if
         it waited for it: ``now`` otherwise.
 
-        A write stamped ``accessed`` with the time its call began. One that waited a
-        second for another process's long write was then older than everything
+        Stamped ``accessed`` with the time its call began, a write that waited a
+        second for another process's long write would be older than everything
         committed meanwhile: the least recently used row, evicted by the next write
-        that needed room, an ``add()`` lock included, which a second ``add()`` then
-        won while its first holder held it (an outside probe: 8 processes, 1 of 1,348
-        grants). Its expiry still counts from the call, as Django's backends do.
+        that needs room, an ``add()`` lock included, which a second ``add()`` would then
+        win while its first holder holds it (1 of 1,348 grants with 8 processes). Its
+        expiry still counts from the call, as Django's backends do.
         """
         granted = self._clock()
         return granted if granted - now > _LOCK_WAIT_NOTED else now
