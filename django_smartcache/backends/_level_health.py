@@ -117,10 +117,10 @@ def _no_permission(exc: BaseException) -> bool:
     """Redis' ``NOPERM``: the ACL user may not run the command (``FLUSHDB`` without
     ``@dangerous``) or touch the key (outside its ``~pattern``). The configuration's
     error, not an outage: raised to the caller, as Django's RedisCache alone raises
-    it. It used to mark the level down and queue a repair (a clear, for a refused
-    ``FLUSHDB``) that failed the same way at every retry: the level stayed down in
-    that process for good, and its later writes never reached Redis. Also when a
-    client wraps it (its ``__cause__``)."""
+    it. Taken for an outage, it would mark the level down and queue a repair (a
+    clear, for a refused ``FLUSHDB``) that fails the same way at every retry: the
+    level down in that process for good, its later writes never reaching Redis. Also
+    when a client wraps it (its ``__cause__``)."""
     try:
         from redis.exceptions import NoPermissionError
     except ImportError:  # pragma: no cover - redis is an optional dependency
@@ -218,9 +218,9 @@ _INLINE_DELETES = 32
 class RepairDeferred(Exception):
     """A caller's repair met a refusal whose way round is slow (a SCAN of the whole
     database, a DEL per key): it is left to the background repair, and the caller
-    skips the level meanwhile. Run inline, each caller let in per ``retry`` started
-    its own SCAN and waited for it (an outside review: 4 callers, 4.5-4.9 s each,
-    over a database of 3M keys)."""
+    skips the level meanwhile. Run inline, each caller let in per ``retry`` would
+    start its own SCAN and wait for it (4 callers, 4.5-4.9 s each, over a database
+    of 3M keys)."""
 
 
 def _clear_namespace(level: BaseCache, namespace: str) -> tuple[int, list[str]]:
@@ -296,14 +296,14 @@ class LevelHealth:
         #: When the armed ``_timer`` fires (monotonic): it is only brought forward.
         self._timer_due = 0.0
         #: A background repair is running: no other is started meanwhile (it re-arms
-        #: for what is left when it ends). Two used to run at once, sharing
-        #: ``_repair_level``: the first to end closed it, the other raised on None.
+        #: for what is left when it ends). Two at once would share
+        #: ``_repair_level``: the first to end closes it, the other raises on None.
         self._repairing = False
         #: A caller's repair left its slow way round to the background repair
         #: (``RepairDeferred``): callers skip the level until that repair has run,
         #: and it runs at once, not at ``down_until`` (which every probing caller
-        #: pushed on: under steady traffic a caller always came first, and the timer
-        #: found the repair "early" again and again; the level stayed down).
+        #: pushes on: under steady traffic a caller always comes first, the timer
+        #: would find the repair "early" again and again, and the level stay down).
         self._deferred = False
         self._stopped = False
         self.retry = retry
@@ -311,9 +311,9 @@ class LevelHealth:
         self.max_suspects = max_suspects
         self.lock = threading.Lock()
         #: Held for the whole of a repair (``repair``): one at a time in the process,
-        #: the background one or a RAISE_ERRORS caller's (which waits for it). Several
-        #: ran at once there, and one's SCAN+UNLINK deleted writes made after another
-        #: had finished and the level was back (review: 8 of 68 fresh writes lost).
+        #: the background one or a RAISE_ERRORS caller's (which waits for it). With
+        #: several at once, one's SCAN+UNLINK would delete writes made after another
+        #: had finished and the level was back (8 of 68 fresh writes lost).
         self._repair_mutex = threading.Lock()
         #: Outages met by repairs so far, and the last one (see ``repair``).
         self._repair_faults = 0
@@ -339,7 +339,8 @@ class LevelHealth:
         #: the coherence channel's ``epoch`` when it was recorded (see ``heard``) and
         #: a count of records, which tells a key recorded again during a repair from
         #: the record the repair deleted (see ``_done``; the epoch alone is 0 but for
-        #: a Redis lowest level, and a rewrite there was forgotten with the attempt).
+        #: a Redis lowest level, and a rewrite there would be forgotten with the
+        #: attempt).
         self.suspects: dict[str, tuple[int, int]] = {}
         self._records = 0
         #: A clear() was missed, or a delete_pattern(), or too many suspects: clear
@@ -364,7 +365,7 @@ class LevelHealth:
         #: ``announce(keys or None)``: tell the other processes what a repair deleted
         #: (None: cleared), so they drop their L1 copies. Those copies were read from
         #: the level between its return and the repair, the values the outage writes
-        #: replaced, and used to live on up to ``L1_MAX_TTL`` after it.
+        #: replaced, and would otherwise live on up to ``L1_MAX_TTL`` after it.
         self.announce: Callable[[list[str] | None], None] | None = None
         #: Whether the level took a write of this process once (``written``): what
         #: the exit-time repair's failure is logged at (``repair_at_exit``).
@@ -442,8 +443,8 @@ class LevelHealth:
         """Whether this caller may try the level (down, its ``down_until`` passed).
 
         One caller per ``retry`` interval in the process: it pushes ``down_until`` on,
-        so the others keep skipping the level while it tries. Every caller used to try
-        at once, each waiting out the client's timeout against a server that hangs.
+        so the others keep skipping the level while it tries, instead of each waiting
+        out the client's timeout against a server that hangs.
         """
         with self.lock:
             if self.down_until == 0.0:
@@ -463,8 +464,8 @@ class LevelHealth:
         """A call to the level succeeded while it counts as down: it is back if this
         thread claimed the probe and no call failed since. A call that was in flight
         when another failed proves nothing of what failed (reads answered while
-        writes were refused: Redis OOM, a SQLite write lock held past BUSY_TIMEOUT);
-        marking the level back then made it flap, each return repaired at once."""
+        writes are refused: Redis OOM, a SQLite write lock held past BUSY_TIMEOUT);
+        marking the level back then would make it flap, each return repaired at once."""
         claimed = getattr(self._local, "probe", None)
         self._local.probe = None
         if claimed is not None and claimed == self.failures:
@@ -546,7 +547,7 @@ class LevelHealth:
     def heard(self, keys: list[str] | None, since: int) -> None:
         """Another process changed ``keys`` in the level (``None``: cleared it), as the
         coherence channel heard with epoch ``since``: suspects recorded before that
-        are older than the change, so the repair must leave it (it used to delete
+        are older than the change, so the repair must leave it (else it deletes
         another process's write made after the level's return, a lock included)."""
         if not (self.suspects or self.clear_pending):
             return
@@ -565,8 +566,8 @@ class LevelHealth:
     def reachable(self) -> None:
         """The coherence channel reached the level's server (Redis: a subscription;
         SQLite: a poll of the change log): repair now rather than at the next retry,
-        which was up to ``retry`` later, while the other processes wrote to the level
-        what the repair then deleted. At most 4 times per ``retry`` (a level that
+        up to ``retry`` later, while the other processes write to the level what the
+        repair would then delete. At most 4 times per ``retry`` (a level that
         answers the channel may still refuse writes: a full disk)."""
         if not (self.suspects or self.clear_pending) or self._rebuild is None:
             return
@@ -586,10 +587,11 @@ class LevelHealth:
 
     def _repair_by(self, due: float) -> None:
         """Have the background repair run at ``due`` at the latest (called with
-        ``lock`` held): an armed timer is only ever brought forward. ``reachable()``
-        used to cancel and re-arm it at each call: calls more often than every
-        ``retry / 4`` (SQLite's change-log poll, every 0.05 s under traffic) pushed
-        it on for good, and the level kept the values the outage writes replaced."""
+        ``lock`` held): an armed timer is only ever brought forward. Cancelled and
+        re-armed by ``reachable()`` at each call, it would be pushed on for good by
+        calls more often than every ``retry / 4`` (SQLite's change-log poll, every
+        0.05 s under traffic), and the level keep the values the outage writes
+        replaced."""
         if self._repairing or self._stopped or self._rebuild is None:
             return  # (a running repair re-arms for what it leaves)
         if self._timer is not None:
@@ -602,10 +604,10 @@ class LevelHealth:
     def _arm(self, delay: float | None = None) -> None:
         """Schedule a background repair (called with ``lock`` held).
 
-        Repairs used to run only inside this process's next call to the level: a
-        worker that went idle after writing through an outage left the level holding
-        the values those writes replaced, and every other process read them, with no
-        time bound. Now a timer repairs at ``down_until`` and retries while it fails.
+        A timer repairs at ``down_until`` and retries while it fails. Run only inside
+        this process's next call to the level, a repair would never come for a worker
+        that went idle after writing through an outage: the level would hold the
+        values those writes replaced, read by every other process, with no time bound.
         """
         if (
             self._rebuild is None
@@ -615,9 +617,9 @@ class LevelHealth:
         ):
             return
         # Every ``retry``, failed attempts included: the level is tried that often by
-        # the process's calls anyway. Failed attempts used to back off (doubling, up to
-        # 32 intervals): after a 40 s outage an idle writer repaired 24 s after the
-        # level's return, and every other process read the values it had replaced.
+        # the process's calls anyway. No back-off: doubling up to 32 intervals, an idle
+        # writer would repair 24 s after the level's return from a 40 s outage, every
+        # other process reading the values it had replaced meanwhile.
         now = _monotonic()
         if delay is None:
             delay = max(self.down_until - now, 0.0) or self.retry
@@ -749,14 +751,14 @@ class LevelHealth:
         a thread; the function returned waits for it until a deadline (monotonic)
         and says how it went. None: nothing to repair.
 
-        Its suspects live in this process only. A worker exiting before the level
-        came back (gunicorn's ``--max-requests``, a reload, a worker timeout: exits
-        like any other) took them along, and the level kept the values its outage
-        writes had replaced until their timeout, served to every process (outside
-        probe: 351 reads of the old value, 0 of the new, after a recycled worker's
-        write during a Redis OOM outage; Redis accepts ``DEL`` then, so the repair
-        works). If it still fails, or outlasts the deadline (a hung server, a client
-        with no socket timeout: the exit must not wait on it), it says which keys may
+        Its suspects live in this process only. Unrepaired, a worker exiting before
+        the level comes back (gunicorn's ``--max-requests``, a reload, a worker
+        timeout: exits like any other) takes them along, and the level keeps the
+        values its outage writes replaced until their timeout, served to every process
+        (351 reads of the old value, 0 of the new, after a recycled worker's write
+        during a Redis OOM outage; Redis accepts ``DEL`` then, so the repair works).
+        If it still fails, or outlasts the deadline (a hung server, a client with no
+        socket timeout: the exit must not wait on it), it says which keys may
         stay stale: an ERROR, or a WARNING where the level never took a write from
         this process (a test run with no Redis: nothing there to be stale about).
         """
@@ -838,9 +840,9 @@ class LevelHealth:
         # One repair at a time (``_repair_mutex``): an inline caller finding one
         # running skips the level (it is being repaired), anyone else waits for it,
         # and does not try again if the one it waited for met an outage: it raises
-        # that. Each waiter used to try in turn, against a hung server each waiting
-        # out the client's timeout after the others (RAISE_ERRORS, review: the sixth
-        # of six calls returned after 3.0 s, with a 0.5 s socket timeout).
+        # that. Trying in turn, against a hung server, each waiter would wait out the
+        # client's timeout after the others (RAISE_ERRORS: the sixth of six calls
+        # returning after 3.0 s, with a 0.5 s socket timeout).
         if inline:
             if not self._repair_mutex.acquire(blocking=False):
                 raise RepairDeferred
@@ -869,8 +871,8 @@ class LevelHealth:
     def _repair(self, level: BaseCache, inline: bool) -> None:
         """Delete the suspects (or clear), and mark the level back. What writes
         recorded meanwhile (they skipped it while it was being repaired) is repaired
-        at once after (``recovered``). Repeating rounds until none was recorded kept
-        the level skipped for good under steady writes (an outside review)."""
+        at once after (``recovered``), not in rounds repeated until none is recorded,
+        which would keep the level skipped for good under steady writes."""
         with self.lock:
             attempt = self._attempt()
             failures = self.failures
@@ -909,8 +911,8 @@ class LevelHealth:
         """Clear the level; or, for a missed ``delete_pattern()`` or too many suspects
         (``everything=False``), delete only this cache's keys (``namespaces``) where
         the level can find them (``_clear_namespace``; a memcached level cannot: it is
-        cleared whole). Those used to be a FLUSHDB too, which took every other alias's
-        keys in the database with them. A user who may not FLUSHDB (NOPERM: no
+        cleared whole), not a FLUSHDB, which would take every other alias's keys in
+        the database with them. A user who may not FLUSHDB (NOPERM: no
         ``@dangerous``) gets this cache's keys deleted instead as well, rather than
         the repair abandoned with the outage's values left in the level. The keys
         still refused (NOPERM) are returned."""
@@ -1010,8 +1012,8 @@ class LevelHealth:
         (the count when the repair began: a write refused while it ran). What is still
         pending (keys of writes that skipped the level while it was repaired) is
         repaired at once, and reads of those keys skip the level until then
-        (``pending``). They used to wait for the timer, up to ``retry``, and reads
-        were served the values those writes replaced."""
+        (``pending``), rather than wait for the timer, up to ``retry``, while reads
+        are served the values those writes replaced."""
         self._repair_fault = None  # (see ``repair``: the level answered since)
         with self.lock:
             if failures is not None and failures != self.failures:
