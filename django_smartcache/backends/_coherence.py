@@ -100,10 +100,10 @@ def _never() -> bool:
 #: pool is bounded lower)...
 PUBLISH_POOL_SIZE = 100
 #: ...and a writer finding them all busy waits this long for one before its publish
-#: counts as failed. A plain ConnectionPool refused the 101st at once: redis-py 8 bounds
+#: counts as failed. A plain ConnectionPool refuses the 101st at once: redis-py 8 bounds
 #: pools at 100 by default, and under ASGI each concurrent request's sync calls run in
-#: a thread of their own, so a burst of 150 writers dropped 60-180 invalidations
-#: (other processes then kept their old L1 copies up to L1_MAX_TTL; outside probe).
+#: a thread of their own, so a burst of 150 writers would drop 60-180 invalidations
+#: (other processes then keeping their old L1 copies up to L1_MAX_TTL).
 PUBLISH_POOL_WAIT = 1.0
 
 
@@ -376,9 +376,9 @@ class RedisPubSub(Coherence):
 
     #: A channel the Redis user may not use (NOPERM: Redis 7's ``resetchannels``
     #: default, ``-@pubsub``) is tried again after 1 s, then 2, 4, ... up to 60 s, both
-    #: by the listener and by the publisher (which skips publishing meanwhile). The
-    #: listener used to reconnect, AUTH and SUBSCRIBE 4 times a second for good, and
-    #: every write's refused publish counted an error (~90 a second).
+    #: by the listener and by the publisher (which skips publishing meanwhile), else
+    #: the listener would reconnect, AUTH and SUBSCRIBE 4 times a second for good, and
+    #: every write's refused publish count an error (~90 a second).
     DENIED_FIRST = 1.0
     DENIED_MAX = 60.0
     #: A subscription that held this long resets the listener's wait (a refusal
@@ -401,9 +401,9 @@ class RedisPubSub(Coherence):
         #: channel uses; None when REDIS_URL names the server.
         self.level = level
         #: The channel's server is the lowest level's (its own client, or a REDIS_URL
-        #: naming it): a subscription or a PONG says the level answers (``reached``).
-        #: With a REDIS_URL it said nothing: another process read a replaced value
-        #: for a full RETRY_INTERVAL after an outage (an outside review).
+        #: naming it): a subscription or a PONG says the level answers (``reached``),
+        #: with a REDIS_URL too: else another process reads a replaced value for a
+        #: full RETRY_INTERVAL after an outage.
         self.on_level_server = level is not None or on_level_server
         self.url = url
         self.channel = channel
@@ -438,7 +438,7 @@ class RedisPubSub(Coherence):
         if self._inherited:
             # The parent's copies: nobody will tell this process of the changes made
             # before its listener subscribes (gunicorn --preload, a parent that cached
-            # at import: a probe read them up to 56 ms after another worker's set).
+            # at import: they were read up to 56 ms after another worker's set).
             self.flush()
             self._inherited = False  # (after: another thread's first call flushes too)
         thread = self._thread

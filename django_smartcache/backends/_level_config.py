@@ -229,8 +229,8 @@ def parse(location: Any, params: dict[str, Any], outer: type) -> LevelOptions:
         configs[-1]["OPTIONS"] = l2_options
     # Not KEY_PREFIX/VERSION: final keys already contain them, so aliases over the
     # same levels share one L1 (a write through one is seen by the others at once).
-    # But the options of that shared state are part of the name: an alias with
-    # another CHANNEL, COHERENCE, ... used to get the first alias's coherence and
+    # But the options of that shared state are part of the name: else an alias with
+    # another CHANNEL, COHERENCE, ... would get the first alias's coherence and
     # health objects (listening on the other channel) without a word.
     # Numbers as parsed (RETRY_INTERVAL 1 and 1.0 are one configuration).
     parsed = {
@@ -482,14 +482,14 @@ def alias_of(params: dict[str, Any]) -> str | None:
 
 def _refuse_lossy_redis(cls: type, options: Any) -> None:
     """A Redis level whose values would not come back as they went in, or whose
-    failures MultiLevelCache could not see (an outside probe: neither was refused).
+    failures MultiLevelCache could not see: refused.
 
     A serializer other than pickle (django-redis' ``SERIALIZER``, Django's
-    ``serializer``) turned a tuple into a list and a Decimal into a str once the L1
-    copy had gone (the writer saw the right types for a second, then the wrong ones;
-    ``mark_safe`` text flipped to escaped). django-redis' ``IGNORE_EXCEPTIONS`` (or
-    ``DJANGO_REDIS_IGNORE_EXCEPTIONS``) answers a failure as a miss: the level was
-    never marked down, and a write made during an outage was lost, never repaired.
+    ``serializer``) turns a tuple into a list and a Decimal into a str once the L1
+    copy has gone (the writer sees the right types for a second, then the wrong ones;
+    ``mark_safe`` text flips to escaped). django-redis' ``IGNORE_EXCEPTIONS`` (or
+    ``DJANGO_REDIS_IGNORE_EXCEPTIONS``) answers a failure as a miss: the level is
+    never marked down, and a write made during an outage is lost, never repaired.
     """
     options = options if isinstance(options, Mapping) else {}
     module = cls.__module__
@@ -501,7 +501,7 @@ def _refuse_lossy_redis(cls: type, options: Any) -> None:
             "django-redis' PickleSerializer",
         )
         # As django-redis reads it: the level's own option wins over the setting (a
-        # level that turns it off under a global True is fine: a review).
+        # level that turns it off under a global True is fine).
         given = "IGNORE_EXCEPTIONS" in options
         if given:
             ignore = options["IGNORE_EXCEPTIONS"]
@@ -831,8 +831,8 @@ def default_channel(lowest: BaseCache, redis_url: str | None = None) -> str:
     level = _level_server(lowest)
     if redis_url and level is not None and not _serves(redis_url, level):
         # The channel is on another server (REDIS_URL), which sites whose levels are
-        # on different servers may share: the level's server is in the name too.
-        # They used to share "...:invalidate" there and hear each other.
+        # on different servers may share: the level's server is in the name too,
+        # or they would share "...:invalidate" there and hear each other.
         kind, where, port = level
         address = f"unix:{where}" if kind == "unix" else f"{where}:{port}"
         return f"{base}:{address}:db{db or 0}"

@@ -1,10 +1,10 @@
 """``incr`` on a level, atomic where the level's own is not.
 
 Django's ``RedisCache.incr`` runs ``EXISTS`` then ``INCRBY``: a key that expires (or is
-deleted) between the two comes back from ``INCRBY`` as ``delta`` with no expiry. An
-outside fuzz left a rate-limit counter (``add(k, 0, window)``, then ``incr(k)`` per
-request) that never expired, in 15 runs of 20. django-redis runs the two in one Lua
-script; so does a MultiLevelCache now, on a Django ``RedisCache`` level.
+deleted) between the two comes back from ``INCRBY`` as ``delta`` with no expiry: a
+rate-limit counter (``add(k, 0, window)``, then ``incr(k)`` per request) that never
+expires. django-redis runs the two in one Lua script; so does a MultiLevelCache, on a
+Django ``RedisCache`` level.
 """
 
 from __future__ import annotations

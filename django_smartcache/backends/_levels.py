@@ -284,8 +284,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         """Level ``index`` raised ``exc`` during ``op``: a caller's error is raised,
         anything else marks the level down and remembers what it missed (``missed``
         keys, or a clear). A caller's error leaves no suspect: the level is up and
-        refused the call, so the value it holds is still valid (a set whose timeout
-        Redis refused used to schedule a repair that deleted the key's old value)."""
+        refused the call, so the value it holds is still valid (made a suspect, a set
+        whose timeout Redis refused would have a repair delete the key's old value)."""
         if _caller_error(exc):
             self._ok(index)  # it answered (a probe's answer marks it back)
             raise exc  # the level works; the call was wrong (incr of a non-integer)
@@ -403,8 +403,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         A copy lives at most ``L1_MAX_TTL`` from ``read_at`` (``monotonic()`` before
         the read), not from the copy: a process frozen whole between the two (SIGSTOP,
         a paused container or VM) has its listener frozen too, so no invalidation
-        stops the copy, which then served a value replaced ~3 s before for up to
-        14 ms after the resume (outside probe, Redis). Past the bound, no copy."""
+        stops the copy, which would serve a value replaced ~3 s before for up to
+        14 ms after the resume (Redis). Past the bound, no copy."""
         ttls_at = _monotonic()  # the TTLs read are true at least until then
         if ttls_at - read_at >= self._l1_max_ttl:
             return
@@ -583,7 +583,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         value are dropped, and the other processes are told afterwards.
         """
         # (The first poll of a SQLite change log flushes L1: it must come before this
-        # writes L1, and the cache no longer polls when it is built.)
+        # writes L1, and the cache does not poll when it is built.)
         warn_if_on_event_loop("MultiLevelCache", self._shown)
         self._poll_if_due()
         result: Any = _MISSING
@@ -753,10 +753,10 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             if answers:
                 # A copy above the lowest level that answered is dropped, never
                 # re-armed: it lives L1_MAX_TTL from its read below, and re-armed it
-                # served a value replaced since for as long as the key was touched (an
-                # outside probe: 4 s and counting, with COHERENCE "none", a level with
-                # no channel, or a middle level that other machines' writes never
-                # reach). The next read refills it with the new expiry. (Gone below:
+                # would serve a value replaced since for as long as the key is touched
+                # (4 s and counting, with COHERENCE "none", a level with no channel,
+                # or a middle level that other machines' writes never reach). The
+                # next read refills it with the new expiry. (Gone below:
                 # it must not outlive that either.)
                 level.delete(key)
                 return answers[0]

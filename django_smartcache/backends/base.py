@@ -110,13 +110,13 @@ def evictions_held() -> _EvictionsHeld:
 
     A MultiLevelCache writes L1 under its coherence lock (a write, a promotion), and
     the signal is sent after the store's lock is released, so that a receiver may use
-    the cache: sent inside the coherence lock, such a receiver hung the process (its
-    ``get_or_set`` waited on a flight whose leader waited for that lock; two caches'
-    receivers writing each other took the two locks in opposite orders) or re-entered
-    a promotion between its groups and was overwritten by it (review). Entered outside
+    the cache: sent inside the coherence lock, such a receiver would hang the process
+    (its ``get_or_set`` waiting on a flight whose leader waits for that lock; two
+    caches' receivers writing each other taking the two locks in opposite orders) or
+    re-enter a promotion between its groups and be overwritten by it. Entered outside
     the lock, the signals go out once it is released. A single flight's ``get_or_set``
-    holds them too: a receiver's ``get_or_set`` run inside a flight's leader waited on
-    another thread's flight whose leader waited on this one (review)."""
+    holds them too: else a receiver's ``get_or_set`` run inside a flight's leader
+    waits on another thread's flight whose leader waits on this one."""
     return _EvictionsHeld()
 
 
@@ -213,8 +213,8 @@ def made_key_head(make_key: Callable[..., Any], version: int) -> str:
     with Django's default), found by making probe keys; ``ValueError`` naming
     ``KEY_FUNCTION`` when the head depends on the key. The probes hold what key
     functions commonly rewrite (upper case, spaces, ``:``, ``/``, non-ASCII, a key over
-    memcached's 250 characters): one that lower-cased keys or replaced spaces passed
-    two plain probes, and its delete_pattern() then deleted nothing."""
+    memcached's 250 characters): one that lower-cases keys or replaces spaces would
+    pass two plain probes, and its delete_pattern() then delete nothing."""
     probes = ("\x00Probe A:é/\x00", "\x01probe-b\x01", "Long " * 60)
     made = [make_key(p, version=version) for p in probes]
     heads = {
@@ -406,8 +406,8 @@ def option_timeout(backend: str, params: Mapping[str, Any]) -> int | None:
 
 def options_given(params: Mapping[str, Any]) -> Any:
     """``params["OPTIONS"]``; absent or None is no options. Anything else is for the
-    caller to check as a dict: ``[]`` or ``""`` was taken for none (``or {}``), where a
-    ``MAX_ENTRIES: True`` is refused (ops probe)."""
+    caller to check as a dict: ``[]`` or ``""`` is refused rather than taken for none
+    (``or {}``), as a ``MAX_ENTRIES: True`` is."""
     options = params.get("OPTIONS")
     return {} if options is None else options
 

@@ -49,9 +49,9 @@ def _in_thread(fn: Any) -> Any:
     """``fn`` as a coroutine function run in Django's thread for sync cache calls.
 
     Cancelled (``wait_for`` timed out, a client gone), it waits for that call to end
-    before it raises (``smart._landed``): asgiref raised at once and let the thread
-    run on, and the task's next read, answered from L1 on the loop, overtook the
-    write (an outside probe: a timed-out ``aincr`` read back as not counted, then
+    before it raises (``smart._landed``): asgiref alone raises at once and lets the
+    thread run on, and the task's next read, answered from L1 on the loop, would
+    overtake the write (a timed-out ``aincr`` read back as not counted, then
     counted; a cancelled ``aclear``'s values read back, then gone)."""
     run = sync_to_async(fn, thread_sensitive=True)
 
@@ -176,11 +176,11 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     def incr_version(self, key: Any, delta: int = 1, version: Any = None) -> int:
         """Django's, the value read from the lowest working level: the copies above it
         are dropped first. Read from an L1 copy up to the coherence delay old, a value
-        another process had just deleted was moved to ``version + delta`` in every
-        level with the default timeout (an outside fuzz: 20 runs of 20 over SQLite),
-        where one shared cache raises ``ValueError``. A key the lowest level does not
-        hold raises ``ValueError`` and is left as it is (a review: a ``levels=1`` write
-        was dropped with the copies, and lost)."""
+        another process has just deleted would be moved to ``version + delta`` in
+        every level with the default timeout, where one shared cache raises
+        ``ValueError``. A key the lowest level does not hold raises ``ValueError`` and
+        is left as it is (else a ``levels=1`` write is dropped with the copies, and
+        lost)."""
         if version is None:
             version = self.version
         lowest = next((i for i in range(self._last, 0, -1) if self._up(i)), 0)
@@ -202,12 +202,11 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         level's answer, never a copy held above it; nothing promoted or counted.
 
         For values read to make a decision once, which a copy up to the coherence
-        delay old would get wrong: ``@cached``'s ``:void`` tokens and locks (an outside
-        probe: a computation read an earlier token from its L1, missed the newer one
-        another process had written 10 ms before, and stored its stale result after
-        ``invalidate()`` returned; 7 runs of 8 over SQLite). A level being repaired
-        for one of the keys is passed over; with no shared level working, the levels
-        above answer, as a read would.
+        delay old would get wrong: ``@cached``'s ``:void`` tokens and locks (read from
+        its L1, a computation would miss the newer token another process wrote 10 ms
+        before, and store its stale result after ``invalidate()`` returned). A level
+        being repaired for one of the keys is passed over; with no shared level
+        working, the levels above answer, as a read would.
         """
         keys = _collected(keys)
         by_final = self._finals(keys, version)
@@ -355,8 +354,8 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         except FAULTS:
             # A level's failure reaches here only with RAISE_ERRORS (else the read
             # skipped that level): raised, as get() raises it. Taken for an
-            # unpicklable value, it answered True for a key never written while Redis
-            # was down (an outside fuzz).
+            # unpicklable value, it would answer True for a key never written while
+            # Redis was down.
             raise
         except Exception:  # noqa: BLE001 - a level's value that cannot be unpickled
             return True

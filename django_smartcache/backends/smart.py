@@ -147,10 +147,10 @@ def _store_for(config: tuple[Any, ...], creator: BaseCache) -> MemoryStore:
         store = _new_store(config, creator)
     # A new configuration (a test's CACHES, a tenant's LOCATION) is when the older
     # ones may have gone idle: no call of theirs sweeps what expired in them. Kept
-    # for the process like LocMemCache's (a later instance finds its data), they held
-    # it all: 60 MultiLevelCache configurations closed and deleted kept 174 MiB of L1
-    # copies expired long ago (outside soak). Reclaimed here, a bounded slice of each
-    # (all at once held a store's lock 374 ms for 175,000 expired entries).
+    # for the process like LocMemCache's (a later instance finds its data), they would
+    # hold it all: 60 MultiLevelCache configurations closed and deleted kept 174 MiB of
+    # L1 copies expired long ago. Reclaimed here, a bounded slice of each (all at once
+    # holds a store's lock 374 ms for 175,000 expired entries).
     for other in others:
         other.reclaim(RECLAIM_ON_NEW_STORE)
     return store
@@ -792,8 +792,8 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         if has_sync_caller():
             # In the thread async_to_sync blocks in: its open transaction marks the
             # tags dirty and repeats them at commit (TaggingMixin.ainvalidate_tags).
-            # Inline, an outside probe found neither done: a value cached before
-            # the commit was served after it, an uncommitted one after a rollback.
+            # Inline, neither is done: a value cached before the commit would be
+            # served after it, an uncommitted one after a rollback.
             await sync_to_async(self.invalidate_tags, thread_sensitive=True)(
                 *tags, **kwargs
             )
