@@ -82,8 +82,8 @@ class _ProcessAsyncFlight(CallTable):
     def __init__(self) -> None:
         super().__init__()
         #: The calls in flight (call -> key), oldest first: each new call examines a
-        #: few (``_closed``); a call leaves when it ends (it used to stay until
-        #: examined, its result held: a burst of 100 calls of 1 MB kept 100 MB).
+        #: few (``_closed``); a call leaves when it ends (staying until examined, it
+        #: would hold its result: a burst of 100 calls of 1 MB would keep 100 MB).
         self._started: collections.OrderedDict[_AsyncCall, Hashable] = (
             collections.OrderedDict()
         )

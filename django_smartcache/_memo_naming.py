@@ -242,7 +242,7 @@ def _django_identity(obj: Any) -> Any:
         # request.user of every visitor not logged in: all equal in Django
         # (AnonymousUser.__eq__), so one constant, by the class (a subclass may differ).
         # A subclass with an equality of its own (per-visitor state) is not: it needs
-        # a __cache_key__() (a review: its instances all shared one key).
+        # a __cache_key__(), or its instances would all share one key.
         cls = obj.__class__
         return ("anonymous user", f"{cls.__module__}.{cls.__qualname__}")
     return NotImplemented

@@ -505,8 +505,8 @@ def check_sqlite_file_budgets_agree(
     """Aliases on one SQLite file share one budget: each evicts the whole file down to
     its own ``MAX_SIZE``/``MAX_ENTRIES`` (and prunes the change log by its own
     retention), so the strictest governs every alias's entries: a sessions alias with
-    ``MAX_SIZE`` 1MB on a MultiLevelCache's file evicted its pages, the
-    MultiLevelCache's ``MAX_ENTRIES`` evicted the sessions."""
+    ``MAX_SIZE`` 1MB on a MultiLevelCache's file evicts its pages, the
+    MultiLevelCache's ``MAX_ENTRIES`` evicts the sessions."""
     by_file: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for who, path, budget in _sqlite_files():
         by_file.setdefault(path, []).append((who, budget))
@@ -543,8 +543,8 @@ def check_warmers_reach_their_caches(
 ) -> list[CheckMessage]:
     """A warmer's ``caches=`` naming an alias not in ``CACHES`` (``W048``), or its
     ``tags=`` going to an alias whose backend takes no tags (``W049``): either fails
-    only when ``smartcache_warm`` runs, at a deploy (an outside probe). Warmers are
-    registered by the apps' ``cache_warmers`` modules, imported in ``ready()``."""
+    only when ``smartcache_warm`` runs, at a deploy. Warmers are registered by the
+    apps' ``cache_warmers`` modules, imported in ``ready()``."""
     from django.core.cache import DEFAULT_CACHE_ALIAS
 
     from .warmers import registry as warmers
@@ -594,7 +594,7 @@ def check_sqlite_location_not_world_writable(
 ) -> list[CheckMessage]:
     """A SQLite cache file in a directory every local user may write (``/tmp``):
     anyone can create the file before the site does, and the pickles they put in it
-    run as the site when read (an outside probe planted one in ``/tmp`` and it ran).
+    run as the site when read.
     Checked on the nearest directory that exists (the backend creates the rest)."""
     messages: list[CheckMessage] = []
     for alias, location in _sqlite_locations():
@@ -605,7 +605,7 @@ def check_sqlite_location_not_world_writable(
             mode = directory.stat().st_mode
         except (OSError, ValueError):
             # Not traversable by whoever runs the check, a NUL byte: the backend
-            # names what is wrong with it (a review: check --deploy crashed).
+            # names what is wrong with it (check --deploy must not crash).
             continue
         if mode & 0o002:
             messages.append(
@@ -628,7 +628,7 @@ def check_inline_database_levels(
     """``createcachetable`` creates the tables of the ``DatabaseCache`` aliases in
     ``CACHES`` only: a level written inline in ``LEVELS`` never gets its table, so
     every call to it fails and it stays down (one warning a minute), and each process
-    is left with its own L1: processes never see each other's writes (outside probe)."""
+    is left with its own L1: processes never see each other's writes."""
     from django.core.cache.backends.db import DatabaseCache
 
     def database_cache(config: Any) -> bool:

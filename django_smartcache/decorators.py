@@ -451,8 +451,8 @@ class CachedFunction(Generic[P, R]):
         """The cache, checked for ``delete_pattern()``, and the glob of every entry of
         this function: its keys' head, escaped (a ``name=`` or ``prefix=`` with glob
         characters would match other functions' keys), then one ``?`` per character of
-        a digest: ``*`` matched the keys of a function named ``<name>:more`` too (a
-        review: ``rep.invalidate_all()`` dropped ``rep:daily``'s entries)."""
+        a digest: ``*`` would match the keys of a function named ``<name>:more`` too
+        (``rep.invalidate_all()`` dropping ``rep:daily``'s entries)."""
         cache = self._cache()
         if not callable(getattr(cache, "delete_pattern", None)):
             raise NotImplementedError(
@@ -818,7 +818,7 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
                 ):
                     # BaseCache.aset() does not pass tags= on; reach set() in a thread.
                     # (Ours take them through **kwargs, and a MultiLevelCache's aset
-                    # waits for its thread when cancelled: a review.)
+                    # waits for its thread when cancelled.)
                     await sync_to_async(cache.set)(
                         key, envelope, timeout=timeout, **tags
                     )
@@ -875,9 +875,9 @@ class AsyncCachedFunction(CachedFunction[P, Awaitable[R]]):
 
 # -- reads of what every process shares: the ``:void`` tokens and the locks ------------
 # A MultiLevelCache answers them from its shared level (``shared_get_many``), never
-# from an L1 copy: a copy up to the coherence delay old hid a token another process had
-# just written (an outside probe: 7 runs of 8 stored a stale result after the
-# ``invalidate()`` that voided it had returned). Other caches: their own get_many.
+# from an L1 copy: a copy up to the coherence delay old would hide a token another
+# process has just written, and a stale result be stored after the ``invalidate()``
+# that voided it had returned. Other caches: their own get_many.
 #
 # _stored_late: the check before the store cannot see an ``invalidate()`` made while
 # the value is pickled and written (a 40 MB value: tens of ms): its delete may come

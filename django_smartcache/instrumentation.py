@@ -823,8 +823,8 @@ class _Miss:
     """The default a recorded ``get`` passes on instead of the caller's: returned
     only on a miss (found again by identity), and shown as the caller's own default
     by whoever lists the call's arguments. The toolbar's Cache panel wraps the same
-    methods, under ours: a bare ``object()`` read ``<object object at 0x...>`` there,
-    as a default the caller never passed (outside probe)."""
+    methods, under ours: a bare ``object()`` would read ``<object object at 0x...>``
+    there, as a default the caller never passed."""
 
     __slots__ = ("default",)
 

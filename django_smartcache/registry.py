@@ -527,10 +527,10 @@ def _through_sides() -> dict[type[Model], tuple[tuple[str | None, type[Model]], 
     every many-to-many field it serves, once each.
 
     Django lets two fields share one through model (``through_fields`` naming other
-    links); keeping the last field's two sides only, the SQL watcher read a write
-    whose ``WHERE`` named those two columns as rows known, and never invalidated the
-    rows of the other field's side (a member's clubs served stale after
-    ``filter(club=c, sponsor=s).update(member=m2)``: outside probe).
+    links); keeping the last field's two sides only, the SQL watcher would read a
+    write whose ``WHERE`` names those two columns as rows known, and never
+    invalidate the rows of the other field's side (a member's clubs served stale
+    after ``filter(club=c, sponsor=s).update(member=m2)``).
     """
     found: dict[type[Model], tuple[tuple[str | None, type[Model]], ...]] = {}
     # The through model's link fields already counted: a link is one side whatever

@@ -64,7 +64,7 @@ _warned = threading.local()
 class key_warnings_given:
     """Within it, this thread's key checks emit no ``CacheKeyWarning``: the call
     being served has emitted it already, and Django's backends warn once per call
-    (an ``add`` that reads the key's occupant back used to warn twice)."""
+    (else an ``add`` that reads the key's occupant back warns twice)."""
 
     def __enter__(self) -> None:
         self._outer = getattr(_warned, "on", False)
@@ -197,7 +197,7 @@ def _sync_caller_thread() -> Any:
         executor = getattr(executors, "current", None)
     # As asgiref's submit() does: past the executors whose async_to_sync has returned
     # (a task outliving the call that created it), to the closest one still running;
-    # none left, no caller (a review: hopping then raised "already quit").
+    # none left, no caller (hopping to a broken one raises "already quit").
     while executor is not None and getattr(executor, "_broken", False):
         executor = getattr(executor, "_old_executor", None)
     if executor is None:
@@ -773,9 +773,9 @@ class TaggingMixin:
     def _incremented_envelope(self, key: str, version: Any, envelope: Tagged) -> None:
         """An ``incr``/``decr`` bumped the value inside ``envelope`` (kept): if the
         envelope was stale, the key was absent for ``get`` and ``has_key``, so it is
-        for ``incr`` too: dropped, and ``ValueError`` as for a missing key. (It
-        answered the bumped number, and the next ``get`` dropped the entry: the
-        increments were lost.) A lower level's envelope (a MultiLevelCache's) is its
+        for ``incr`` too: dropped, and ``ValueError`` as for a missing key. (Answering
+        the bumped number would lose the increments: the next ``get`` drops the
+        entry.) A lower level's envelope (a MultiLevelCache's) is its
         owner's to judge; a thread with those tags dirty leaves it as ``get`` does."""
         if type(envelope) is not Tagged:
             note_incremented(envelope)
@@ -970,8 +970,8 @@ class TaggingMixin:
 
     def incr_version(self, key: str, delta: int = 1, version: int | None = None) -> int:
         """Django's (the value moved to ``version + delta``), keeping a tagged value's
-        envelope: moved as a bare value, it no longer followed its tags, and a save
-        left it served at the new version (aliases probe). A stale one is a missing
+        envelope: moved as a bare value, it would no longer follow its tags, and a
+        save would leave it served at the new version. A stale one is a missing
         key, as for ``get`` (``ValueError``). ``decr_version`` comes through here."""
         if version is None:
             version = self.version  # type: ignore[attr-defined]
@@ -1096,8 +1096,8 @@ def invalidate_tags(
     A cache that fails does not stop the others: every alias is invalidated, then the
     first error is raised (the others logged). The write that called this may have
     committed already (an autocommit ``save()``, the SQL watcher): a healthy cache
-    left with the old versions would serve the old rows (an outside probe: one alias
-    raising ``ConnectionError`` left the next one stale)."""
+    left with the old versions would serve the old rows (one alias raising
+    ``ConnectionError`` would leave the next one stale)."""
     tags = tuple(normalize_tags(tags))  # a bad tag is the caller's: raised once, here
     failed: list[tuple[str, Exception]] = []
 
@@ -1160,8 +1160,8 @@ def _warn_if_app_missing() -> None:
     """Warn, once per process, that tagged entries are written while no receiver is
     connected: ``"django_smartcache"`` is not in ``INSTALLED_APPS`` (its ``ready()``
     connects them), so no save, delete or SQL write invalidates a tag, and the
-    entries are served stale until their timeout (a new user's silent trap: outside
-    probe). Judged by the receivers, not the setting: an ``override_settings`` of
+    entries are served stale until their timeout (a new user's silent trap).
+    Judged by the receivers, not the setting: an ``override_settings`` of
     ``INSTALLED_APPS`` in a test leaves them connected."""
     global _app_checked
     from django.apps import apps

@@ -94,7 +94,7 @@ class WarmerRegistry:
                     f"warmer {name!r}: caches must be None or cache aliases, not {caches!r}"
                 )
             # Each alias once, like ``--cache default --cache default``: the warmer
-            # fills it once (it ran once per repetition).
+            # fills it once, not once per repetition.
             caches = tuple(dict.fromkeys(caches))
         try:
             tags = normalize_tags(tags)

@@ -86,7 +86,7 @@ def snapshot(cache: BaseCache, *, level: bool = False) -> dict[str, Any]:
         ]
         # A level this command found down is down in the counters too, as the text
         # shows it: a MultiLevelCache built by the command has not failed on it yet,
-        # and --json said "down": false beside the level's error (ops probe).
+        # and --json would say "down": false beside the level's error.
         counters = (out["stats"] or {}).get("levels", ())
         for counted, sub in zip(counters, out["levels"], strict=False):
             if "error" in sub and isinstance(counted, dict):
