@@ -850,8 +850,9 @@ class LevelHealth:
             ticket = self._repair_faults
             self._repair_mutex.acquire()
             # Only the last repair's outage (a success since clears it), and a copy
-            # of its own: one object raised in several threads grew one traceback
-            # with all their frames, and kept the failed repair's frames alive.
+            # of its own: one object raised in several threads would grow one
+            # traceback with all their frames, and keep the failed repair's frames
+            # alive.
             fault = self._repair_fault
             if self._repair_faults != ticket and fault is not None:
                 self._repair_mutex.release()

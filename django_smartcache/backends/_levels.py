@@ -266,7 +266,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
     def _usable_for(self, index: int, key: str) -> bool:
         """``_usable``, and no repair is pending there for ``key``: the level may hold
         the value a write of it replaced (repaired at once; read, incremented or
-        touched until then, it served or kept that value)."""
+        touched until then, it would serve or keep that value)."""
         if not self._usable(index):
             return False
         health = self._health[index]

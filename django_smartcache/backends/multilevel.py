@@ -75,8 +75,8 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         """Our own method ``name``, bound, past any wrapper set on the instance.
 
         The async twins run the synchronous method in a thread: through the instance
-        attribute, a debug-toolbar panel (which wraps methods on the instance) saw a
-        second call inside the first, and took its level hits for a read-back.
+        attribute, a debug-toolbar panel (which wraps methods on the instance) would
+        see a second call inside the first, and take its level hits for a read-back.
         """
         return getattr(type(self), name).__get__(self)
 
@@ -101,7 +101,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         This process judged them by its L1 copies of the tag versions, which may lag
         the shared level by the coherence delay: an envelope another process has just
         written can look stale here. Deleted from the shared levels on that judgement
-        alone, that fresh write was lost for every process.
+        alone, that fresh write would be lost for every process.
         """
         if not stale or dirty_tags():
             return

@@ -203,8 +203,8 @@ class BaseSQLiteCache(
             return pickle.loads(stored)
         except Exception as exc:  # noqa: BLE001
             # Unreadable (a class that no longer exists, a damaged value): a miss, logged,
-            # and dropped if it is still there: left, it made add() refuse (the key is
-            # taken), so get_or_set recomputed on every call and never stored.
+            # and dropped if it is still there: left, it makes add() refuse (the key
+            # is taken), so get_or_set would recompute on every call and never store.
             logger.error(
                 "SQLiteCache: cannot unpickle %r in %s (%r); dropping it.",
                 key,
@@ -812,8 +812,8 @@ class BaseSQLiteCache(
         if op == "REGEXP":
             # Python's regex, which may take seconds on a key (``(a+)+$``): matched
             # outside the write lock, then the keys found deleted. Inside it, every
-            # other process's write waited and failed past BUSY_TIMEOUT (measured:
-            # 10.2 s for five such keys, another process's set() lost).
+            # other process's write would wait and fail past BUSY_TIMEOUT (10.2 s
+            # for five such keys, another process's set() lost).
             selects = (
                 (sql.SELECT_PATTERN, sql.SELECT_PATTERN_NUL)
                 if end is not None

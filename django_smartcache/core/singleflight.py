@@ -334,7 +334,7 @@ class AsyncSingleFlight:
         slot = (loop, key)
         task = self._calls.get(slot)
         # A finished task stays listed until its done-callback runs, a loop iteration
-        # later: joining it then returned a result older than a delete made since.
+        # later: joining it then would return a result older than a delete made since.
         if nested(self, key):  # asked by its own computation: see _enter
             return await fn(), False
         if task is None or task.done():

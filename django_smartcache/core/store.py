@@ -782,12 +782,12 @@ class MemoryStore:
                 policy=self.policy_name,
             )
             # Two C-level copies under the lock, of the keys and of the entries: no
-            # object per entry. Copying items() made a tuple per entry, each tracked by
-            # the garbage collector, whose collections then ran inside the lock: held
-            # 1.4-1.9 s at 10^6 entries (a get in another thread waited 1.2 s), 100 ms
-            # for a full 64 MB budget of small values. The ranking (a Python key per
-            # entry) runs after it, so other calls do not wait for it. The read counts
-            # are read unlocked: a count a moment newer is harmless.
+            # object per entry. Copying items() would make a tuple per entry, each
+            # tracked by the garbage collector, whose collections then run inside the
+            # lock: held 1.4-1.9 s at 10^6 entries (a get in another thread waits
+            # 1.2 s), 100 ms for a full 64 MB budget of small values. The ranking (a
+            # Python key per entry) runs after it, so other calls do not wait for it.
+            # The read counts are read unlocked: a count a moment newer is harmless.
             keys = list(self._data) if top > 0 else []
             entries = list(self._data.values()) if top > 0 else []
         snapshot["top_accessed"] = [
