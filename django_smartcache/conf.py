@@ -110,7 +110,7 @@ def _aliases(name: str, value: Any) -> Any:
     for alias in value:
         if not isinstance(
             alias, str
-        ):  # a list in the list was a TypeError (unhashable)
+        ):  # a list in the list would be a TypeError below (unhashable)
             raise ImproperlyConfigured(
                 f"SMARTCACHE[{name!r}] holds {alias!r}: each entry must be a CACHES alias (a str)"
             )
@@ -121,8 +121,8 @@ def _aliases(name: str, value: Any) -> Any:
         )
     untagged = [alias for alias in value if not _takes_tags(alias)]
     if untagged:
-        # Left in, such an alias was skipped without a word: invalidate_tags() and
-        # model writes invalidated nothing (invalidate_tags(using=it) raises).
+        # Left in, such an alias would be skipped without a word: invalidate_tags()
+        # and model writes would invalidate nothing (invalidate_tags(using=it) raises).
         raise ImproperlyConfigured(
             f"SMARTCACHE[{name!r}] names CACHES aliases whose backend does not support "
             f"tags: {untagged!r} (use SmartCache, SQLiteCache or MultiLevelCache)"

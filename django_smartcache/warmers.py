@@ -294,7 +294,7 @@ class _Counting:
 
     # ``set`` goes through ``set_many``, which names a value the backend refused (too
     # large for SmartCache's MAX_ITEM_SIZE, over SQLiteCache's MAX_SIZE); ``set`` would
-    # not, and a refused write was counted. ``_levels`` does the same.
+    # not, and a refused write would be counted. ``_levels`` does the same.
     def set(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any
     ) -> None:  # fmt: skip
@@ -325,7 +325,7 @@ class _Counting:
             key, default, timeout, version, **self._kwargs(kwargs)
         )
         # Counted when stored: a value the backend refused (over SmartCache's
-        # MAX_ITEM_SIZE) is returned all the same, and was counted.
+        # MAX_ITEM_SIZE) is returned all the same, and must not be counted.
         self.keys_set += not present and self._cache.has_key(key, version)
         return value
 

@@ -272,7 +272,7 @@ def number(options: dict[str, Any], name: str, *, positive: bool = True) -> floa
         )
     if value > threading.TIMEOUT_MAX:
         # A wait (the repair's threading.Timer, the channel's back-off) longer than
-        # that raised OverflowError in the thread, which died: no repair ever again.
+        # that raises OverflowError in the thread, which dies: no repair ever again.
         raise ImproperlyConfigured(
             f"MultiLevelCache OPTIONS['{name}'] must be at most threading.TIMEOUT_MAX "
             f"({threading.TIMEOUT_MAX:.10g} s, the longest wait this platform's threads "
@@ -387,9 +387,9 @@ def _same_store(a: dict[str, Any], a_cls: type, b: dict[str, Any], b_cls: type) 
     """Whether two levels are one store, however their LOCATIONs are spelled.
 
     Compared as written, ``/d/cache.sqlite3`` and ``/d/./cache.sqlite3`` (or
-    ``redis://127.0.0.1:6379/7`` and ``redis://localhost:6379/7``) were two levels:
-    each write then overwrote the other's copy with L1_MAX_TTL, and values expired
-    after a second. A location that cannot be understood is compared as written.
+    ``redis://127.0.0.1:6379/7`` and ``redis://localhost:6379/7``) would be two
+    levels: each write would overwrite the other's copy with L1_MAX_TTL, and values
+    expire after a second. A location that cannot be understood is compared as written.
     """
     la, lb = a.get("LOCATION"), b.get("LOCATION")
     if a.get("BACKEND") == b.get("BACKEND") and la == lb:
@@ -736,8 +736,8 @@ def make_coherence(
         _require_redis_py(options)
         if not options.redis_url and refuses_client(lowest):
             # The channel uses the level's connection settings, and a sharded client
-            # has none to give: its listener raised NotImplementedError, died and was
-            # restarted every 0.5 s, and every write raised it from the publish.
+            # has none to give: its listener would raise NotImplementedError, die and
+            # be restarted every 0.5 s, and every write raise it from the publish.
             logger.error(
                 "MultiLevelCache: the coherence channel cannot be used with the "
                 "lowest level's client (%s.%s: no single Redis connection); the L1 "
@@ -791,8 +791,8 @@ def _refuse_inert(options: LevelOptions, why: str) -> None:
 
 
 def _require_redis_py(options: LevelOptions) -> None:
-    """The channel over Redis needs redis-py: without it the listener thread died with
-    ModuleNotFoundError and every write raised it after the lower level was written."""
+    """The channel over Redis needs redis-py: without it the listener thread dies with
+    ModuleNotFoundError and every write raises it after the lower level is written."""
     try:
         import redis  # noqa: F401
     except ImportError as exc:

@@ -253,7 +253,7 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
 
     def _up(self, index: int) -> bool:
         """Whether level ``index`` counts as up, without claiming its probe (a message
-        on its server's channel: a probe spent on one marked nothing back)."""
+        on its server's channel: a probe spent on one would mark nothing back)."""
         return self._health[index].down_until == 0.0
 
     def _ok(self, index: int) -> None:

@@ -891,8 +891,8 @@ def check_writable(path: str) -> None:
     """Raise ``OSError`` (SQLite's error if it sees no OS one) unless this process can
     write the cache file and the ``-wal`` and ``-shm`` beside it.
 
-    SQLite opens a file it may not write read-only, without a word: reads worked and
-    every write raised a bare "attempt to write a readonly database" naming neither
+    SQLite opens a file it may not write read-only, without a word: reads work and
+    every write raises a bare "attempt to write a readonly database" naming neither
     the file nor the cause. ``os.open(O_RDWR)`` is the call SQLite makes, so it
     answers as the file's mode, the mount and the process's capabilities do, and its
     error names the path. Then SQLite itself is asked to begin a write (not waiting

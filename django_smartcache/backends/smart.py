@@ -257,11 +257,12 @@ def _in_worker(fn: Any) -> Any:
 async def _landed(work: Coroutine[Any, Any, Any]) -> Any:
     """Await ``work`` (a thread's call); cancelled, wait for it to end, then raise.
 
-    A worker thread cannot be stopped: sync_to_async's call, cancelled, returned at once
-    and the thread ran on, in parallel with what the task did next. A timed-out
-    ``aset_many`` of 20,000 keys then overwrote the caller's later ``aset_many`` of the
-    same keys (all 20,000 left stale), a cancelled ``aclear`` wiped later writes. Django's
-    ``a*`` run in its one thread-sensitive thread, where the next call waits its turn.
+    A worker thread cannot be stopped: sync_to_async's call, cancelled, returns at
+    once and the thread runs on, in parallel with what the task does next. A timed-out
+    ``aset_many`` of 20,000 keys would then overwrite the caller's later
+    ``aset_many`` of the same keys (all 20,000 left stale), a cancelled ``aclear``
+    wipe later writes. Django's ``a*`` run in its one thread-sensitive thread, where
+    the next call waits its turn.
     So ``work`` runs in a task of its own that the caller's cancellation does not reach
     (shielded); the caller waits for it, cancelled again or not, and raises its
     CancelledError after (``wait_for`` raises TimeoutError then). At the loop's shutdown

@@ -42,7 +42,7 @@ def _stdout_is_broken() -> bool:
     except (AttributeError, OSError, ValueError):
         return False  # not a file (a test's capture): not a pipe that broke
     if not hasattr(select, "poll"):
-        return True  # no way to tell (Windows): the quiet exit, as before
+        return True  # no way to tell (Windows): take the quiet exit
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     return any(
