@@ -82,7 +82,7 @@ _SCHEMA_VERBS = frozenset({"ALTER", "DROP"})
 #: What may come before a statement's verb: whitespace, empty statements (``;``), a
 #: byte order mark (a ``.sql`` file saved as "UTF-8 with BOM"), then a block or line
 #: comment (MySQL's ``#`` too; an unclosed ``/*`` is left alone). SQLite runs
-#: ``";UPDATE ..."`` and ``"\ufeffUPDATE ..."``: unskipped, they were not watched.
+#: ``";UPDATE ..."`` and ``"\ufeffUPDATE ..."``: unskipped, they would not be watched.
 _LEAD = re.compile(r"[\s;\ufeff]*(?:/\*.*?\*/|--[^\n]*|#[^\n]*)?", re.DOTALL)
 #: SQLite's names for a rowid table's key (its INTEGER PRIMARY KEY when it has one):
 #: a SET of one may move the row to another pk, which the statement does not name.

@@ -135,7 +135,7 @@ class Coherence:
         #: ``write_above``, ``invalidate``, ``flush``). The evictions of those L1
         #: writes are signalled after it is released (``evictions_held``), so an
         #: ``entry_evicted`` receiver may use the cache (the signal's promise).
-        #: Re-entrant all the same (a plain lock hung a receiver's write there).
+        #: Re-entrant all the same (a plain lock would hang a receiver's write there).
         self.lock = threading.RLock()
         self.generation = 0
         #: Key -> the generation of its last change (an invalidation heard, a write of

@@ -414,8 +414,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
             if not _no_permission(exc):
                 self._fault(index, exc, "ttl")
                 return
-            # The cache's own command (PTTL), not the caller's: a NOPERM raised to
-            # the caller of get() after the value was read (fc8b369). Promoted with
+            # The cache's own command (PTTL), not the caller's: raised, a NOPERM
+            # would fail the caller's get() after the value was read. Promoted with
             # L1_MAX_TTL, as for a level that cannot tell its TTLs.
             self._health[index].refused(exc, "ttl")
             remaining = {}
@@ -624,8 +624,8 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         # Another process takes a write of the lowest level's value for a change newer
         # than its own outage writes, and spares the key its repair; a touch (the
         # expiry only) or a write that stopped above the lowest level is no such
-        # change (it spared the value an outage write replaced: kept, a touch even
-        # extended it). Both drop the other processes' L1 copies.
+        # change (sparing the key would keep the value an outage write replaced, a
+        # touch even extending it). Both drop the other processes' L1 copies.
         self._publish(keys, op != "touch" and depth == len(self._levels))
         return result
 
@@ -687,9 +687,10 @@ class _MultiLevelBase(SmartCacheKeyMixin, ThreadedIncrMixin, BaseCache):
         # A level below the decider, skipped or failing, is not made to forget the key
         # on recovery: what it holds then is older than this add (which would have
         # lost to it) or another process's later write (a lock taken once the level
-        # was back: deleting it let a third process take the lock too). An add that
-        # timed out and that the level applies after all made this process the holder
-        # there too. Only the levels above the decider, which follow it, may be stale.
+        # was back: deleting it would let a third process take the lock too). An add
+        # that timed out and that the level applies after all makes this process the
+        # holder there too. Only the levels above the decider, which follow it, may be
+        # stale.
         decided: bool | None = None
         since = self._co.generation  # (see _write: L1 follows unless key changed)
         for i in range(self._last, -1, -1):
