@@ -16,10 +16,14 @@ from django.core.cache.backends.base import BaseCache
 
 from ._level_ttl import raw_redis_client
 
-#: ``INCRBY`` of an existing key only, in one step (nil: not found).
+#: ``INCRBY`` of an existing key only, in one step (nil: not found). The new value is
+#: read back as the stored string: INCRBY's integer reply becomes a Lua number, a
+#: double, exact only up to 2**53 (10**17 + 3 came back as 10**17, and 2**63 - 2 as
+#: -2**63, while the stored value was right).
 _INCR_EXISTING = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
-    return redis.call('INCRBY', KEYS[1], ARGV[1])
+    redis.call('INCRBY', KEYS[1], ARGV[1])
+    return redis.call('GET', KEYS[1])
 end
 return false
 """
@@ -56,4 +60,4 @@ def level_incr(level: BaseCache, key: str, delta: int) -> Any:
         return level.incr(key, delta)
     if value is None:
         raise ValueError(f"Key '{made}' not found.")
-    return value
+    return int(value)

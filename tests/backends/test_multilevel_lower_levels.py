@@ -345,6 +345,26 @@ def test_incr_over_djangos_redis_cache_never_recreates_an_expired_key(
         _stop(cache)
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "start, delta", [(2**63 - 1, -1), (2**53, 1), (10**17 + 1, 2), (-(2**63) + 1, -1)]
+)
+def test_incr_over_djangos_redis_cache_answers_exactly_past_2_53(
+    redis_url: str, start: int, delta: int
+) -> None:
+    """The script's INCRBY reply passes through Lua, whose numbers are doubles: the
+    answer is read back as the stored string, exact as Django's RedisCache's."""
+    cache = make([{"BACKEND": SMART}, {"BACKEND": REDIS, "LOCATION": redis_url}])
+    try:
+        cache.set("big", start)
+        assert cache.incr("big", delta) == start + delta
+        assert cache.decr("big", delta) == start
+        assert cache.levels[1].get(cache.make_key("big")) == start
+    finally:
+        cache.delete("big")
+        _stop(cache)
+
+
 class JsonishSerializer:
     """A serializer of Django's RedisCache that is not pickle (for the test below)."""
 
