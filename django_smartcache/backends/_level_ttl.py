@@ -1,7 +1,8 @@
 """How long an entry has left in a level: what a promotion into the levels above keeps.
 
-Each kind of backend says it its own way (SQLiteCache ``ttl_many``, django-redis ``ttl``,
-Redis ``PTTL``, LocMemCache's expiry table); a level that cannot say gets ``L1_MAX_TTL``.
+Each kind of backend says it its own way (SQLiteCache and SmartCache ``ttl_many``,
+django-redis ``ttl``, Redis ``PTTL``, LocMemCache's expiry table); a level that cannot
+say gets ``L1_MAX_TTL``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _redis_options(level: BaseCache) -> dict[str, Any]:
 
 def _remaining_ttls(level: BaseCache, keys: list[str]) -> dict[str, Any]:
     """Remaining TTL in seconds per key; ``_NO_EXPIRY`` for none; absent when unknown."""
-    ttl_many = getattr(level, "ttl_many", None)  # SQLiteCache: one query for all
+    ttl_many = getattr(level, "ttl_many", None)  # SQLiteCache, SmartCache: one call
     if callable(ttl_many):
         found = ttl_many(keys)
         return {

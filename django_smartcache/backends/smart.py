@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 import pickle
 import threading
@@ -457,6 +458,22 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
 
     def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:
         self._store.delete_many(self._keys(keys, version))
+
+    def ttl(self, key: Any, version: Any = None) -> float | None:
+        """Seconds ``key`` has left; ``None`` if it never expires; ``0.0`` if it is
+        absent or expired (as SQLiteCache and django-redis answer). Not an access."""
+        return self.ttl_many([key], version).get(key, 0.0)
+
+    def ttl_many(
+        self, keys: Iterable[Any], version: Any = None
+    ) -> dict[Any, float | None]:
+        """:meth:`ttl` of the live ``keys`` (absent and expired ones left out): what a
+        MultiLevelCache promoting a hit from this level keeps, never more."""
+        made = self._keys(keys, version)
+        return {
+            made[key]: None if left == math.inf else left
+            for key, left in self._store.remaining(made).items()
+        }
 
     # -- async twins: in-memory work never waits on I/O, so no thread hop --------------------
 

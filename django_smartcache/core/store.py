@@ -412,6 +412,18 @@ class MemoryStore:
                 return None
             return entry[0], entry[4] is not None
 
+    def remaining(self, keys: Iterable[Hashable]) -> dict[Hashable, float]:
+        """Seconds each live key of ``keys`` has left (``inf``: no expiry); absent and
+        expired keys are left out. Neither a read nor an access."""
+        with self.lock:
+            now, data = self._clock(), self._data
+            left: dict[Hashable, float] = {}
+            for key in keys:
+                entry = data.get(key)
+                if entry is not None and entry[1] > now:
+                    left[key] = entry[1] - now
+            return left
+
     def __len__(self) -> int:
         return len(self._data)
 

@@ -830,6 +830,48 @@ def test_promotion_from_sqlite_keeps_the_exact_remaining_ttl(tmp_path: Any) -> N
     assert 999 < forever <= 1000  # "never expires" below: capped by L1_MAX_TTL
 
 
+def test_promotion_from_a_smartcache_level_keeps_the_remaining_ttl(
+    tmp_path: Any,
+) -> None:
+    """A SmartCache middle level tells its remaining TTL (``ttl_many``): promoted for
+    L1_MAX_TTL instead, a value was served up to that long after it expired."""
+    cache = make(
+        [
+            {"BACKEND": SMART},
+            {"BACKEND": SMART, "LOCATION": _unique()},
+            {"BACKEND": SQLITE, "LOCATION": str(tmp_path / "ttl.sqlite3")},
+        ],
+        L1_MAX_TTL=1000,
+    )
+    l1, l2, _ = cache.levels
+    cache.set("k", "v", 50)
+    cache.set("forever", "f", None)
+    l1.clear()
+    assert cache.get_many(["k", "forever"]) == {"k": "v", "forever": "f"}
+    remaining = l1._store._data[cache.make_key("k")][1] - time.monotonic()
+    assert 45 < remaining <= 50  # not L1_MAX_TTL (1000 s)
+    forever = l1._store._data[cache.make_key("forever")][1] - time.monotonic()
+    assert 999 < forever <= 1000  # "never expires" below: capped by L1_MAX_TTL
+    made = cache.make_key("k")
+    assert 45 < l2.ttl_many([made])[made] <= 50
+    assert l2.ttl_many(["absent"]) == {}
+
+
+def test_smartcache_ttl_answers_as_sqlitecache() -> None:
+    from django_smartcache.backends import SmartCache
+
+    cache = SmartCache(_unique(), {})
+    cache.set("k", "v", 30)
+    cache.set("forever", "f", None)
+    cache.set("gone", "g", 0)
+    assert 29 < cache.ttl("k") <= 30
+    assert cache.ttl("forever") is None
+    assert cache.ttl("gone") == cache.ttl("absent") == 0.0
+    assert set(cache.ttl_many(["k", "forever", "gone", "absent"])) == {"k", "forever"}
+    hits = cache.stats()["hits"]
+    assert hits == 0  # not a read
+
+
 # -- stats across per-thread instances ---------------------------------------------------
 
 
