@@ -975,9 +975,11 @@ class TaggingMixin:
         key, as for ``get`` (``ValueError``). ``decr_version`` comes through here."""
         if version is None:
             version = self.version  # type: ignore[attr-defined]
-        found = self._read_bookkeeping([key], version).get(key, _MISSING)
+        with key_warnings_given():  # Django's own warns as it reads, writes, deletes
+            found = self._read_bookkeeping([key], version).get(key, _MISSING)
         if type(found) is not Tagged:
             return super().incr_version(key, delta, version)  # type: ignore[misc, no-any-return]
+        self.make_and_validate_key(key, version=version)  # type: ignore[attr-defined]  # (its read's warning)
         if key not in self._valid({key: found}):
             self._drop_stale({key: found}, version)  # as get() does
             raise ValueError(f"Key '{key}' not found")

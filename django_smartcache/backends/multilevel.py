@@ -29,6 +29,7 @@ from ..tagging import (
     VersionKeys,
     delete_unchanged,
     dirty_tags,
+    key_warnings_given,
     nothing_pending,
 )
 from ._level_health import FAULTS
@@ -184,11 +185,14 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         if version is None:
             version = self.version
         lowest = next((i for i in range(self._last, 0, -1) if self._up(i)), 0)
-        if lowest and key not in self.shared_get_many([key], version):
+        with key_warnings_given():  # Django's own, below, warns as it reads and writes
+            held = not lowest or key in self.shared_get_many([key], version)
+            made = self._key(key, version)
+        if not held:
             # Not in the shared level: gone there (a copy above is stale), or written
             # above it only (levels=n): not moved, and not destroyed either.
+            self.make_and_validate_key(key, version=version)  # (its read's warning)
             raise ValueError(f"Key '{key}' not found")
-        made = self._key(key, version)
         # A promotion of the old copy in flight must not land.
         self._co.local_write([made])
         self._drop_above(lowest, made)

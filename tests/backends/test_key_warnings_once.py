@@ -46,3 +46,21 @@ def test_add_of_a_taken_key_warns_once_with_a_custom_key_function(backend, tmp_p
     assert warned(lambda: cache.add("a key", 2)) == (False, 1)
     assert warned(lambda: asyncio.run(cache.aadd("a key", 2))) == (False, 1)
     assert warned(lambda: cache.get_many(["a key", "b key"])) == ({"a key": 1}, 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.__name__)
+@pytest.mark.parametrize("tags", [None, ["t"]], ids=["plain", "tagged"])
+def test_incr_version_warns_as_djangos_read_write_and_delete(backend, tags, tmp_path):
+    """Django's incr_version warns three times for a bad key (its get, set and
+    delete), once when the key is missing; its own reads of the key (the tag check,
+    the shared level's answer) add none."""
+    cache = make(backend, tmp_path)
+    cache.clear()  # (LocMemCache's store is shared with the tests above)
+    assert (
+        warned(lambda: pytest.raises(ValueError, cache.incr_version, "a key"))[1] == 1
+    )
+    if tags is None or backend is not LocMemCache:
+        kwargs = {} if tags is None else {"tags": tags}
+        warned(lambda: cache.set("a key", 1, **kwargs))
+        assert warned(lambda: cache.incr_version("a key")) == (2, 3)
+        assert warned(lambda: cache.get("a key", version=2)) == (1, 1)
