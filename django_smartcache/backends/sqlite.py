@@ -899,7 +899,8 @@ class BaseSQLiteCache(
             if row is not None and (row[1] is None or row[1] > now):
                 value = self._decode(row[0], db_key)
             if value is _missing:
-                raise ValueError(f"Key '{key}' not found")
+                # The made key, as Django's backends name it.
+                raise ValueError(f"Key '{db_key}' not found")
             envelope = None
             if isinstance(value, Tagged):  # keep the envelope: its tags and validity
                 new_value = incremented(value, delta)
