@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from ..core.tags import Tagged
@@ -32,6 +31,7 @@ from ..tagging import (
     key_warnings_given,
     nothing_pending,
 )
+from ._async import in_thread
 from ._level_health import FAULTS
 from ._levels import (
     _MISSING,
@@ -42,24 +42,8 @@ from ._levels import (
     _raw,
 )
 from .base import SingleFlightMixin
-from .smart import INLINE_BATCH, _collected, _landed, remove_writes
+from .smart import INLINE_BATCH, _collected, remove_writes
 from .sqlite import SQLiteCache
-
-
-def _in_thread(fn: Any) -> Any:
-    """``fn`` as a coroutine function run in Django's thread for sync cache calls.
-
-    Cancelled (``wait_for`` timed out, a client gone), it waits for that call to end
-    before it raises (``smart._landed``): asgiref alone raises at once and lets the
-    thread run on, and the task's next read, answered from L1 on the loop, would
-    overtake the write (a timed-out ``aincr`` read back as not counted, then
-    counted; a cancelled ``aclear``'s values read back, then gone)."""
-    run = sync_to_async(fn, thread_sensitive=True)
-
-    async def in_thread(*args: Any, **kwargs: Any) -> Any:
-        return await _landed(run(*args, **kwargs))
-
-    return in_thread
 
 
 class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
@@ -234,7 +218,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         self, keys: Iterable[Any], version: Any = None
     ) -> dict[Any, Any]:
         """:meth:`shared_get_many`, in Django's thread for sync cache calls."""
-        return await _in_thread(self.shared_get_many)(_collected(keys), version)  # type: ignore[no-any-return]
+        return await in_thread(self.shared_get_many)(_collected(keys), version)
 
     # -- reads -------------------------------------------------------------------------
     def get(
@@ -393,21 +377,21 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     ) -> Any:
         store = self._l1_in_place()
         if store is None:
-            return await _in_thread(self._own("get"))(
+            return await in_thread(self._own("get"))(
                 key, default, version, levels=levels
             )
         final = self._key(key, version)
         depth = self._depth(levels)
         payload = store.get(final)
         if payload is None:
-            return await _in_thread(self._get_after_l1)(
+            return await in_thread(self._get_after_l1)(
                 key, final, default, version, depth
             )
         self._hits[0] += 1
         value = self._loads(payload)
         if type(value) is not _LevelTagged:
             return value
-        return await _in_thread(self._unwrap_level)(key, value, default, version)
+        return await in_thread(self._unwrap_level)(key, value, default, version)
 
     async def aget_many(
         self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
@@ -417,7 +401,7 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         # Reading and unpickling more than INLINE_BATCH keys in place stalled the
         # loop as SmartCache's batches did (100,000 keys: 1.4 s): a thread then.
         if store is None or len(keys) > INLINE_BATCH:
-            return await _in_thread(self._own("get_many"))(keys, version, levels=levels)
+            return await in_thread(self._own("get_many"))(keys, version, levels=levels)
         depth = self._depth(levels)
         by_final = self._finals(keys, version)
         if not by_final:
@@ -428,13 +412,11 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         origin = dict.fromkeys(found, 0)
         if len(found) < len(by_final):
             missing = [k for k in by_final if k not in found]
-            found = await _in_thread(self._read_levels)(
-                missing, found, 1, depth, origin
-            )
+            found = await in_thread(self._read_levels)(missing, found, 1, depth, origin)
         raw = {by_final[k]: v for k, v in found.items()}
         for value in raw.values():
             if type(value) is _LevelTagged:
-                return await _in_thread(self._unwrap_levels)(
+                return await in_thread(self._unwrap_levels)(
                     raw, version, by_final, origin
                 )
         return raw
@@ -444,27 +426,27 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
     ) -> bool:
         store = self._l1_in_place()
         if store is None:
-            return await _in_thread(self._own("has_key"))(key, version, levels=levels)
+            return await in_thread(self._own("has_key"))(key, version, levels=levels)
         final = self._key(key, version)
         depth = self._depth(levels)
         payload = store.get(final)
         if payload is None:
-            return await _in_thread(self._has_after_l1)(key, final, depth)
+            return await in_thread(self._has_after_l1)(key, final, depth)
         value = self._loads_for_has_key(payload)
         if type(value) is not _LevelTagged:
             return True
-        return await _in_thread(self._still_valid)(key, value)
+        return await in_thread(self._still_valid)(key, value)
 
     async def adelete(
         self, key: Any, version: Any = None, *, levels: int | None = None
     ) -> bool:
         """``delete`` in a thread, ``levels=`` included (Django's own drops it)."""
-        return await _in_thread(self._own("delete"))(key, version, levels=levels)  # type: ignore[no-any-return]
+        return await in_thread(self._own("delete"))(key, version, levels=levels)  # type: ignore[no-any-return]
 
     async def adelete_many(
         self, keys: Iterable[Any], version: Any = None, *, levels: int | None = None
     ) -> None:
-        await _in_thread(self._own("delete_many"))(keys, version, levels=levels)
+        await in_thread(self._own("delete_many"))(keys, version, levels=levels)
 
     async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> Any:  # fmt: skip
         store = self._l1_in_place()
@@ -481,42 +463,42 @@ class MultiLevelCache(SingleFlightMixin, TaggingMixin, _MultiLevelBase):
         # A miss or a tagged entry: single flight, the levels below, in a thread.
         return await super().aget_or_set(key, default, timeout, version, **kwargs)
 
-    # -- async writes: in Django's thread, waited for when cancelled (_in_thread) -------
+    # -- async writes: in Django's thread, waited for when cancelled (in_thread) --------
     # The reads above answer an L1 hit on the loop: a write that a cancellation let run
     # on in the thread was overtaken by the same task's next read. These wait for it.
 
     async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> None:  # fmt: skip
-        await _in_thread(self.set)(key, value, timeout, version, **kwargs)
+        await in_thread(self.set)(key, value, timeout, version, **kwargs)
 
     async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> bool:  # fmt: skip
-        return await _in_thread(self.add)(key, value, timeout, version, **kwargs)  # type: ignore[no-any-return]
+        return await in_thread(self.add)(key, value, timeout, version, **kwargs)
 
     async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> list[Any]:  # fmt: skip
-        return await _in_thread(self.set_many)(data, timeout, version, **kwargs)  # type: ignore[no-any-return]
+        return await in_thread(self.set_many)(data, timeout, version, **kwargs)  # type: ignore[arg-type]
 
     async def atouch(
         self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
     ) -> bool:
-        return await _in_thread(self.touch)(key, timeout, version)  # type: ignore[no-any-return]
+        return await in_thread(self.touch)(key, timeout, version)
 
     async def aincr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
-        return await _in_thread(self.incr)(key, delta, version)
+        return await in_thread(self.incr)(key, delta, version)
 
     async def aincr_version(self, key: Any, delta: int = 1, version: Any = None) -> int:
-        return await _in_thread(self.incr_version)(key, delta, version)  # type: ignore[no-any-return]
+        return await in_thread(self.incr_version)(key, delta, version)
 
     async def aclear(self) -> None:
-        await _in_thread(self.clear)()
+        await in_thread(self.clear)()
 
     async def adelete_pattern(
         self, pattern: str, *, regex: bool = False, version: Any = None
     ) -> int:
-        return await _in_thread(self.delete_pattern)(  # type: ignore[no-any-return]
+        return await in_thread(self.delete_pattern)(
             pattern, regex=regex, version=version
         )
 
     async def ainvalidate_tags(self, *tags: str, **kwargs: Any) -> None:
-        await _in_thread(self.invalidate_tags)(*tags, **kwargs)
+        await in_thread(self.invalidate_tags)(*tags, **kwargs)
 
     # -- writes ------------------------------------------------------------------------
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:

@@ -17,14 +17,13 @@ The store reports evictions to a listener set when it is created, which sends
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 import os
 import pickle
 import threading
 import time
-from collections.abc import Collection, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
@@ -48,6 +47,7 @@ from ..tagging import (
     nothing_pending,
     sync_caller_dirty,
 )
+from ._async import in_worker
 from .base import (
     SingleFlightMixin,
     SmartCacheKeyMixin,
@@ -239,48 +239,6 @@ def _eviction_sender(cache: BaseCache) -> EvictionListener:
 #: ``aclear``/``adelete_pattern`` on a store of more entries, run in a worker thread,
 #: as Django's ``a*`` methods do; smaller ones inline, which is faster.
 INLINE_BATCH = HOLD_BATCH
-
-
-def _in_worker(fn: Any) -> Any:
-    """``fn`` as a coroutine function run in a worker thread: in-memory work, with no
-    thread to keep to (the loop's thread is not the caller's sync thread either).
-
-    Cancelled (``wait_for`` timed out, ``task.cancel()``), it waits for the thread
-    before it raises (see ``_landed``): the batch is in place when the caller goes on."""
-    run = sync_to_async(fn, thread_sensitive=False)
-
-    async def in_worker(*args: Any, **kwargs: Any) -> Any:
-        return await _landed(run(*args, **kwargs))
-
-    return in_worker
-
-
-async def _landed(work: Coroutine[Any, Any, Any]) -> Any:
-    """Await ``work`` (a thread's call); cancelled, wait for it to end, then raise.
-
-    A worker thread cannot be stopped: sync_to_async's call, cancelled, returns at
-    once and the thread runs on, in parallel with what the task does next. A timed-out
-    ``aset_many`` of 20,000 keys would then overwrite the caller's later
-    ``aset_many`` of the same keys (all 20,000 left stale), a cancelled ``aclear``
-    wipe later writes. Django's ``a*`` run in its one thread-sensitive thread, where
-    the next call waits its turn.
-    So ``work`` runs in a task of its own that the caller's cancellation does not reach
-    (shielded); the caller waits for it, cancelled again or not, and raises its
-    CancelledError after (``wait_for`` raises TimeoutError then). At the loop's shutdown
-    that task is cancelled too: the caller then returns at once (and ``asyncio.run``
-    waits for the default executor's threads)."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            try:
-                await asyncio.wait((task,))
-            except asyncio.CancelledError:
-                continue  # cancelled again: still wait for the thread
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller gets its cancellation
-        raise
 
 
 def _collected(keys: Iterable[Any]) -> Collection[Any]:
@@ -512,26 +470,26 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
     ) -> dict[Any, Any]:
         keys = _collected(keys)
         if len(keys) > INLINE_BATCH:
-            return await _in_worker(self.get_many)(keys, version)  # type: ignore[no-any-return]
+            return await in_worker(self.get_many)(keys, version)
         return self.get_many(keys, version)
 
     async def aset_many(
         self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None
     ) -> list[Any]:
         if len(data) > INLINE_BATCH:
-            return await _in_worker(self.set_many)(data, timeout, version)  # type: ignore[no-any-return]
+            return await in_worker(self.set_many)(data, timeout, version)
         return self.set_many(data, timeout, version)
 
     async def adelete_many(self, keys: Iterable[Any], version: Any = None) -> None:
         keys = _collected(keys)
         if len(keys) > INLINE_BATCH:
-            await _in_worker(self.delete_many)(keys, version)
+            await in_worker(self.delete_many)(keys, version)
             return
         self.delete_many(keys, version)
 
     async def aclear(self) -> None:
         if len(self._store) > INLINE_BATCH:
-            await _in_worker(self.clear)()
+            await in_worker(self.clear)()
             return
         self.clear()
 
@@ -564,7 +522,7 @@ class _StoreCache(SmartCacheKeyMixin, BaseCache):
         self, pattern: str, *, regex: bool = False, version: Any = None
     ) -> int:
         if len(self._store) > INLINE_BATCH:  # O(n) in the resident keys
-            return await _in_worker(self.delete_pattern)(  # type: ignore[no-any-return]
+            return await in_worker(self.delete_pattern)(
                 pattern, regex=regex, version=version
             )
         return self.delete_pattern(pattern, regex=regex, version=version)
@@ -776,7 +734,7 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
                 data, timeout, version, **kwargs
             )
         if len(data) > INLINE_BATCH:  # see _StoreCache.aget_many
-            return await _in_worker(self.set_many)(data, timeout, version, **kwargs)  # type: ignore[no-any-return]
+            return await in_worker(self.set_many)(data, timeout, version, **kwargs)
         return self.set_many(data, timeout, version, **kwargs)
 
     async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, **kwargs: Any) -> Any:  # fmt: skip

@@ -1,7 +1,7 @@
 """MultiLevelCache's async reads: L1 hits on the event loop, the rest in a thread.
 
 The answers and the statistics must be those of the sync methods; only where the work
-runs differs. Threads are observed by wrapping the module's ``_in_thread`` helper (the
+runs differs. Threads are observed by wrapping the module's ``in_thread`` helper (the
 levels themselves are real: SmartCache, LocMemCache, a SQLiteCache file).
 """
 
@@ -44,13 +44,13 @@ def make(levels: list[Any] | None = None, **options: Any) -> MultiLevelCache:
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the functions the async twins sent to a thread, in order."""
     seen: list[str] = []
-    real = multilevel._in_thread
+    real = multilevel.in_thread
 
     def spy(fn: Any) -> Any:
         seen.append(getattr(fn, "__name__", repr(fn)))
         return real(fn)
 
-    monkeypatch.setattr(multilevel, "_in_thread", spy)
+    monkeypatch.setattr(multilevel, "in_thread", spy)
     return seen
 
 
