@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Set as AbstractSet
 
 from . import _sqlite_schema as sql
+from ._sqlite_connection import gated
 
 #: Rows inspected per eviction batch.
 _VICTIM_BATCH = 64
@@ -113,6 +114,7 @@ class BudgetMixin:
             conn.execute(sql.LOG_PRUNE, (cut,))
             conn.execute(sql.LOG_RAISE_FLOOR, (cut,))
 
+    @gated
     def clear_expired(self) -> int:
         """Delete every expired entry now (through the ``expires`` index); return how many.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Self
 
 from . import _sqlite_schema as sql
-from ._sqlite_connection import FileId
+from ._sqlite_connection import FileId, gated
 
 #: Beyond this many changes, ``changes_since`` tells the caller to drop everything.
 _CHANGES_LIMIT = 10_000
@@ -41,6 +41,7 @@ class ChangeLogMixin:
     Needs ``ConnectionMixin``'s ``_state`` and ``_reconnect``.
     """
 
+    @gated
     def change_cursor(self) -> ChangeCursor:
         """The sequence number of the newest change; pass it to :meth:`changes_since`.
 
@@ -56,6 +57,7 @@ class ChangeLogMixin:
         state.seen = (version, conn.total_changes, int(head))
         return ChangeCursor(int(head), state.file)
 
+    @gated
     def changes_since(
         self, cursor: int, *, skip_own: bool = False
     ) -> tuple[ChangeCursor, list[str] | None]:

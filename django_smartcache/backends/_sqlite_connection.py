@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
@@ -54,6 +54,7 @@ _wal_warned: dict[str, float] = {}
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 # Every connection opened before the current generation reopens at its next use: in a
 # forked child (connections must not cross a fork), and in every thread of a process
@@ -91,7 +92,7 @@ _quiet_fork = True
 _forker: tuple[int, int] | None = None
 
 
-def gated(method: Callable[..., _T]) -> Callable[..., _T]:
+def gated(method: Callable[_P, _T]) -> Callable[_P, _T]:
     """``method`` (one that uses SQLite) runs with fork() kept out.
 
     The order matters: a call counts itself in, then looks for a fork; a fork raises
@@ -99,7 +100,7 @@ def gated(method: Callable[..., _T]) -> Callable[..., _T]:
     """
 
     @functools.wraps(method)
-    def run(*args: Any, **kwargs: Any) -> _T:
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         me = _get_ident()
         _inside.append(me)
         if _forking:

@@ -124,6 +124,12 @@ class BaseSQLiteCache(
 
     Values come back exactly as stored (a tag envelope is not unwrapped): this is the
     raw level :class:`SQLiteCache` adds tags and single-flight ``get_or_set`` to.
+
+    Every method that reaches SQLite is ``@gated``: it runs with fork() kept out (a
+    child must not inherit a SQLite mutex held by a parent thread, nor a connection in
+    use; ``_sqlite_connection``), and so are the mixins' ``clear_expired``,
+    ``change_cursor`` and ``changes_since``. ``tests/backends/test_sqlite_fork.py``
+    checks that no statement runs outside the gate.
     """
 
     pickle_protocol = pickle.HIGHEST_PROTOCOL
@@ -150,6 +156,7 @@ class BaseSQLiteCache(
         self._checkpoints: deque[tuple[float, int]] = deque()
         self._clock: Callable[[], float] = time.time
 
+    @gated
     def close(self, **kwargs: Any) -> None:
         """Write pending ``accessed`` refreshes if the file's write lock is free within
         :data:`_CLOSE_WAIT`; the connection stays open for reuse. Never raises.
@@ -226,6 +233,7 @@ class BaseSQLiteCache(
 
     # -- reads -----------------------------------------------------------------------
 
+    @gated
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         key = self._key(key, version)
         now = self._clock()
@@ -248,6 +256,7 @@ class BaseSQLiteCache(
         value = self._decode(stored, key)
         return default if value is _missing else value
 
+    @gated
     def get_many(
         self, keys: Iterable[Any], version: int | None = None
     ) -> dict[Any, Any]:
@@ -329,6 +338,7 @@ class BaseSQLiteCache(
                 found[originals[key]] = stored
         return found
 
+    @gated
     def has_key(self, key: Any, version: int | None = None) -> bool:
         key = self._key(key, version)
         try:
@@ -338,6 +348,7 @@ class BaseSQLiteCache(
             self._on_error(exc)
             return False
 
+    @gated
     def ttl(self, key: Any, version: int | None = None) -> float | None:
         """Seconds ``key`` has left; ``None`` if it never expires; ``0.0`` if it is absent.
 
@@ -347,6 +358,7 @@ class BaseSQLiteCache(
         """
         return self.ttl_many([key], version).get(key, 0.0)
 
+    @gated
     def ttl_many(
         self, keys: Iterable[Any], version: int | None = None
     ) -> dict[Any, float | None]:
@@ -495,6 +507,7 @@ class BaseSQLiteCache(
 
     # -- writes ----------------------------------------------------------------------
 
+    @gated
     def set(
         self,
         key: Any,
@@ -514,6 +527,7 @@ class BaseSQLiteCache(
             return
         self._store_rows([(key, stored, expires, now, size)], [], now)
 
+    @gated
     def set_many(
         self,
         data: dict[Any, Any],
@@ -653,6 +667,7 @@ class BaseSQLiteCache(
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
+    @gated
     def add(
         self,
         key: Any,
@@ -700,6 +715,7 @@ class BaseSQLiteCache(
                 conn.execute("ROLLBACK")
         return stored
 
+    @gated
     def touch(
         self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
@@ -726,10 +742,12 @@ class BaseSQLiteCache(
     ) -> int:
         return conn.execute(statement, params).rowcount
 
+    @gated
     def delete(self, key: Any, version: int | None = None) -> bool:
         key = self._key(key, version)
         return self._write(self._delete_txn, [key], self._clock()) > 0
 
+    @gated
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         db_keys = list(self._keys(keys, version))
         if db_keys:
@@ -759,6 +777,7 @@ class BaseSQLiteCache(
                 conn.execute("ROLLBACK")
         return live
 
+    @gated
     def delete_pattern(
         self, pattern: str, *, regex: bool = False, version: int | None = None
     ) -> int:
@@ -778,6 +797,7 @@ class BaseSQLiteCache(
             )
         )
 
+    @gated
     def _delete_key_pattern(self, match: KeyPattern) -> set[str]:
         """Delete the stored keys ``match`` matches; return the live ones among them.
 
@@ -857,6 +877,7 @@ class BaseSQLiteCache(
                 conn.execute("ROLLBACK")
         return {key for key, e in rows if e is None or e > now}
 
+    @gated
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         db_key = self._key(key, version)
         now = self._clock()
@@ -919,6 +940,7 @@ class BaseSQLiteCache(
                 conn.execute("ROLLBACK")
         return new_value, envelope
 
+    @gated
     def clear(self) -> None:
         self._write(self._clear_txn)
 
@@ -936,6 +958,7 @@ class BaseSQLiteCache(
                 conn.execute("ROLLBACK")
         self._state.pending.clear()
 
+    @gated
     def stats(self) -> dict[str, Any]:
         """Entries and accounted bytes, as kept in the file's meta row."""
         size, count = self._connection().execute(sql.TOTALS).fetchone()
@@ -963,6 +986,7 @@ class SQLiteCache(SingleFlightMixin, TaggingMixin, BaseSQLiteCache):
         # The store's get_many is raw already: skip TaggingMixin's copy of its result.
         return BaseSQLiteCache.get_many(self, keys, version)
 
+    @gated
     def _delete_stale(self, writes: dict[str, str], version: int | None) -> None:
         made = self._keys(list(writes), version)
         expected = {db_key: writes[key] for db_key, key in made.items()}
@@ -989,38 +1013,3 @@ class SQLiteCache(SingleFlightMixin, TaggingMixin, BaseSQLiteCache):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         return gone
-
-
-# Every method that reaches SQLite runs with fork() kept out (``_sqlite_connection``:
-# a child must not inherit a SQLite mutex held by a parent thread, nor a connection
-# in use). ``tests/backends/test_sqlite_fork.py`` checks that no statement runs outside.
-for _cls, _names in (
-    (
-        BaseSQLiteCache,
-        (
-            "close",
-            "get",
-            "get_many",
-            "has_key",
-            "ttl",
-            "ttl_many",
-            "set",
-            "set_many",
-            "add",
-            "touch",
-            "delete",
-            "delete_many",
-            "delete_pattern",
-            "_delete_key_pattern",
-            "incr",
-            "clear",
-            "stats",
-            "clear_expired",
-            "change_cursor",
-            "changes_since",
-        ),
-    ),
-    (SQLiteCache, ("_delete_stale",)),
-):
-    for _name in _names:
-        setattr(_cls, _name, gated(getattr(_cls, _name)))
