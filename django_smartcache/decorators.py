@@ -56,10 +56,10 @@ from ._memo_options import (
     _Options,
 )
 from ._memo_running import RUNNING
+from ._transactions import at_commit, dirty_tags, sync_caller_dirty
 from .core import keys
 from .core.patterns import glob_escape
 from .signals import stampede_wait
-from .tagging import at_commit, dirty_tags, sync_caller_dirty
 
 __all__ = ["CachedFunction", "cached", "supports_tags"]
 

@@ -15,8 +15,8 @@ model signals. After a write statement succeeds, its table is mapped to models
   rows too if it is a bare ``%s``, else all rows;
 - an ``INSERT`` without the pk creates rows nobody else could have cached: the
   model tag; inside a transaction, the all-rows tag is also held dirty for this
-  thread until it ends (``tagging.hold_tags``), unless it was a ``save()``'s, whose
-  ``post_save`` names the new row: that releases the hold;
+  thread until it ends (``_transactions.hold_tags``), unless it was a ``save()``'s,
+  whose ``post_save`` names the new row: that releases the hold;
 - anything else (another ``WHERE``, ``TRUNCATE``, ``REPLACE``/``INSERT OR REPLACE``/
   ``UPDATE OR REPLACE``,
   upserts, ``MERGE``, ``WITH``: every table it writes, in its CTEs too):
@@ -51,16 +51,10 @@ from django.db.models import Model
 from django.dispatch import receiver
 
 from . import conf, registry
+from ._transactions import Holds, hold_tags, in_transaction, release_tags
 from .core.tags import InvalidTag
 from .registry import family, model_tag, rows_tag
-from .tagging import (
-    Holds,
-    hold_tags,
-    in_transaction,
-    invalidate_after_schema_change,
-    invalidate_tags,
-    release_tags,
-)
+from .tagging import invalidate_after_schema_change, invalidate_tags
 
 __all__ = ["Write", "install", "parse", "uninstall"]
 
@@ -765,7 +759,7 @@ def _unnamed_new_rows(write: Write) -> list[tuple[type[Model], list[str]]]:
     """The models an ``INSERT`` adds rows to without naming their pks (``save()`` of
     a new row under an ``AutoField``, ``bulk_create()`` without pks, raw SQL), each
     with the all-rows tags to hold dirty in this thread's transaction
-    (``tagging.hold_tags``), not to invalidate."""
+    (``_transactions.hold_tags``), not to invalidate."""
     if write.verb != "INSERT" or write.all_rows:
         return []
     return [

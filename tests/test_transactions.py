@@ -10,9 +10,9 @@ import pytest
 from django.core.cache import caches
 from django.db import connection, transaction
 
-from django_smartcache import model_tag, tagging
+from django_smartcache import _transactions, model_tag
+from django_smartcache._transactions import dirty_tags
 from django_smartcache.signals import tags_invalidated
-from django_smartcache.tagging import dirty_tags
 from tests.fixtures.tagged_caches import on_every_tagged_backend
 from tests.testapp.models import Author, Book, Place, PlaceArticle, Restaurant
 from tests.testapp.reads import cached, fresh
@@ -390,7 +390,7 @@ def test_a_child_model_save_leaves_the_parents_rows_cached(cache: Any) -> None:
         assert not _held(Place) and not _held(Restaurant)
         # Its post_save invalidates every Article row (it links two models, as a
         # through model does), which is dirty then; but nothing is held.
-        assert not any(holds for _, _, holds in tagging._pending.by_db.values())
+        assert not any(holds for _, _, holds in _transactions._pending.by_db.values())
         assert cache.get(f"place_row:{place.pk}") == fresh("place_row", place.pk)
 
 

@@ -127,10 +127,10 @@ def test_has_sync_caller_tells_async_to_sync_from_a_plain_loop() -> None:
     # (a plain loop) invalidates inline.
     import asyncio
 
-    from django_smartcache import tagging
+    from django_smartcache import _transactions
 
     async def ask() -> bool:
-        return tagging.has_sync_caller()
+        return _transactions.has_sync_caller()
 
     assert asyncio.run(ask()) is False
     assert async_to_sync(ask)() is True
@@ -147,13 +147,13 @@ def test_an_asgiref_without_the_private_tables_counts_any_dirty_thread(
 
     from asgiref.sync import AsyncToSync
 
-    from django_smartcache import tagging
+    from django_smartcache import _transactions
 
     monkeypatch.delattr(AsyncToSync, "loop_thread_executors")
-    monkeypatch.setitem(tagging._dirty_threads, threading.Thread(), True)
+    monkeypatch.setitem(_transactions._dirty_threads, threading.Thread(), True)
 
     async def ask() -> bool:
-        return tagging.sync_caller_dirty()
+        return _transactions.sync_caller_dirty()
 
     assert asyncio.run(ask()) is True
 

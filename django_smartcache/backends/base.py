@@ -29,11 +29,12 @@ from django.core.cache.backends.base import (
 )
 from django.core.exceptions import ImproperlyConfigured
 
+from .._key_warnings import key_warnings_on
+from .._transactions import dirty_tags
 from ..core.patterns import KeyPattern
 from ..core.singleflight import SingleFlightGetOrSetMixin
 from ..core.sizing import parse_size
 from ..signals import entry_evicted, stampede_wait
-from ..tagging import dirty_tags, key_warnings_on
 
 __all__ = [
     "KeyPattern",
@@ -304,7 +305,7 @@ class SmartCacheKeyMixin:
 
     def _made_and_checked(self, key: Any, version: int | None) -> str:
         """``make_and_validate_key``, the check skipped where the call being served
-        has warned already (:class:`~django_smartcache.tagging.key_warnings_given`)."""
+        has warned already (:class:`~django_smartcache._key_warnings.key_warnings_given`)."""
         made: str = self.make_key(key, version=version)  # type: ignore[attr-defined]
         if key_warnings_on():
             self.validate_key(made)  # type: ignore[attr-defined]

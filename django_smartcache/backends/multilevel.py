@@ -21,15 +21,14 @@ from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
+from .._key_warnings import key_warnings_given
+from .._transactions import dirty_tags, nothing_pending
 from ..core.tags import Tagged
 from ..tagging import (
     INCREMENTED_ENVELOPES,
     TaggingMixin,
     VersionKeys,
     delete_unchanged,
-    dirty_tags,
-    key_warnings_given,
-    nothing_pending,
 )
 from ._async import in_thread
 from ._level_health import FAULTS

@@ -31,6 +31,8 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
 from .. import conf
+from .._key_warnings import key_warnings_given
+from .._transactions import has_sync_caller, nothing_pending, sync_caller_dirty
 from ..core.policy import DEFAULT_POLICY, POLICIES
 from ..core.singleflight import computed_elsewhere, leading
 from ..core.store import ENTRY_OVERHEAD, HOLD_BATCH, EvictionListener, MemoryStore
@@ -40,12 +42,8 @@ from ..tagging import (
     TaggingMixin,
     VersionKeys,
     failed_envelope,
-    has_sync_caller,
     incremented,
-    key_warnings_given,
     note_incremented,
-    nothing_pending,
-    sync_caller_dirty,
 )
 from ._async import in_worker
 from .base import (
