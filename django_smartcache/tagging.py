@@ -35,6 +35,7 @@ from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from . import conf
+from ._incr_envelopes import note_incremented
 from ._key_warnings import key_warnings_given
 from ._transactions import dirty_tags, mark_invalidated
 from .core.tags import Tagged, new_version, normalize_tags, validate_tag
@@ -74,36 +75,6 @@ def delete_unchanged(
 
 #: Recorded for a dependency key that was absent at write time.
 _ABSENT = "-"
-#: While a MultiLevelCache increments (``MultiLevelCache.incr``): the envelopes of
-#: its own (a level's type) whose value a level's ``incr`` bumped, for it to judge.
-INCREMENTED_ENVELOPES: ContextVar[list[Tagged] | None] = ContextVar(
-    "smartcache_incremented_envelopes", default=None
-)
-
-
-def incremented(envelope: Tagged, delta: Any) -> Any:
-    """``envelope.value + delta``, for a level's ``incr``. A ``TypeError`` (a tagged
-    value that is not a number) carries the envelope (``failed_envelope``): a stale
-    one is a missing key for ``incr`` whatever it holds, so the caller's ``incr``
-    judges it and answers ``ValueError`` then, as for a stale number."""
-    try:
-        return envelope.value + delta
-    except TypeError as exc:
-        exc.smartcache_envelope = envelope  # type: ignore[attr-defined]
-        raise
-
-
-def failed_envelope(exc: TypeError) -> Tagged | None:
-    """The envelope whose value ``incremented`` could not add to, if any."""
-    return getattr(exc, "smartcache_envelope", None)
-
-
-def note_incremented(envelope: Tagged) -> None:
-    """A level bumped the value inside a lower level's envelope (not its own to
-    judge): handed to the MultiLevelCache incrementing it, if any."""
-    seen = INCREMENTED_ENVELOPES.get()
-    if seen is not None:
-        seen.append(envelope)
 
 
 #: While a ``get_or_set(..., depends_on=...)`` computes: the write ids of the tagged

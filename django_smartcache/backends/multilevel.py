@@ -21,15 +21,11 @@ from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
+from .._incr_envelopes import INCREMENTED_ENVELOPES
 from .._key_warnings import key_warnings_given
 from .._transactions import dirty_tags, nothing_pending
 from ..core.tags import Tagged
-from ..tagging import (
-    INCREMENTED_ENVELOPES,
-    TaggingMixin,
-    VersionKeys,
-    delete_unchanged,
-)
+from ..tagging import TaggingMixin, VersionKeys, delete_unchanged
 from ._async import in_thread
 from ._level_health import FAULTS
 from ._levels import (

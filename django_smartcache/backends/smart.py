@@ -31,6 +31,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
 from .. import conf
+from .._incr_envelopes import failed_envelope, incremented, note_incremented
 from .._key_warnings import key_warnings_given
 from .._transactions import has_sync_caller, nothing_pending, sync_caller_dirty
 from ..core.policy import DEFAULT_POLICY, POLICIES
@@ -38,13 +39,7 @@ from ..core.singleflight import computed_elsewhere, leading
 from ..core.store import ENTRY_OVERHEAD, HOLD_BATCH, EvictionListener, MemoryStore
 from ..core.tags import Tagged
 from ..signals import entry_evicted
-from ..tagging import (
-    TaggingMixin,
-    VersionKeys,
-    failed_envelope,
-    incremented,
-    note_incremented,
-)
+from ..tagging import TaggingMixin, VersionKeys
 from ._async import in_worker
 from .base import (
     SingleFlightMixin,

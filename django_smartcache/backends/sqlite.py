@@ -30,15 +30,11 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
+from .._incr_envelopes import failed_envelope, incremented, note_incremented
 from ..core.patterns import KeyPattern, glob_to_regex, prefix_end
 from ..core.store import REPEATS_AT_DEBUG, RefusalLog
 from ..core.tags import Tagged
-from ..tagging import (
-    TaggingMixin,
-    failed_envelope,
-    incremented,
-    note_incremented,
-)
+from ..tagging import TaggingMixin
 from . import _sqlite_schema as sql
 from ._sqlite_budget import BudgetMixin
 from ._sqlite_changes import ChangeCursor, ChangeLogMixin
