@@ -12,7 +12,7 @@ __all__ = ["__version__", "cached", "invalidate_model", "invalidate_tags", "mode
 #: runs this file, and the core must not import Django.
 _LAZY = {
     "cached": "django_smartcache.decorators",
-    "invalidate_tags": "django_smartcache.tagging",
+    "invalidate_tags": "django_smartcache._tag_caches",
     "model_tag": "django_smartcache.registry",
     "invalidate_model": "django_smartcache.invalidation",
 }

@@ -25,6 +25,7 @@ from django.db.models.signals import (
 from django.dispatch import receiver
 
 from . import conf, registry, sqlwatch
+from ._tag_caches import invalidate_after_schema_change, invalidate_tags
 from .registry import (
     db_deletion_tags,
     family,
@@ -36,7 +37,6 @@ from .registry import (
     rows_tag,
     through_sides,
 )
-from .tagging import invalidate_after_schema_change, invalidate_tags
 
 __all__ = ["connect", "disconnect", "invalidate_model", "invalidate_rows"]
 

@@ -51,10 +51,10 @@ from django.db.models import Model
 from django.dispatch import receiver
 
 from . import conf, registry
+from ._tag_caches import invalidate_after_schema_change, invalidate_tags
 from ._transactions import Holds, hold_tags, in_transaction, release_tags
 from .core.tags import InvalidTag
 from .registry import family, model_tag, rows_tag
-from .tagging import invalidate_after_schema_change, invalidate_tags
 
 __all__ = ["Write", "install", "parse", "uninstall"]
 

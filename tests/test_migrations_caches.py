@@ -76,7 +76,7 @@ def test_a_relative_location_is_judged_by_the_built_caches_own_path(
     by its built cache's own path now (building makes no file)."""
     from django.test import override_settings
 
-    from django_smartcache.tagging import tagging_caches
+    from django_smartcache._tag_caches import tagging_caches
 
     monkeypatch.chdir(tmp_path)
     config = {
@@ -118,7 +118,7 @@ def test_another_threads_l1_copy_is_invalidated_though_the_file_is_unmade(
     from django.core.cache import caches
     from django.test import override_settings
 
-    from django_smartcache.tagging import invalidate_tags
+    from django_smartcache import invalidate_tags
 
     config = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -154,7 +154,7 @@ def test_building_a_cache_or_invalidating_an_unmade_one_makes_no_file(
     from django.core.cache import caches
     from django.test import override_settings
 
-    from django_smartcache.tagging import (
+    from django_smartcache._tag_caches import (
         invalidate_after_schema_change,
         invalidate_tags,
     )

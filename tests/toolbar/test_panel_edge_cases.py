@@ -180,7 +180,7 @@ def test_the_toolbar_cache_store_calls_are_not_listed(client: Any, first: bool) 
 def test_the_toolbar_history_rows_do_not_list_invalidations() -> None:
     """What ``DatabaseStore`` saving a ``HistoryEntry`` in the request causes: the
     invalidation of the toolbar's own model is not the page's; the page's is listed."""
-    from django_smartcache.tagging import invalidate_tags
+    from django_smartcache import invalidate_tags
 
     def view(request: HttpRequest) -> HttpResponse:
         invalidate_tags(

@@ -17,10 +17,10 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.db.models import Model
 
+from ..._tag_caches import tagging_caches
 from ...core.patterns import KeyPattern
 from ...core.tags import InvalidTag, normalize_tags
 from ...registry import family, model_tag, row_tags, rows_tag
-from ...tagging import tagging_caches
 from .. import (
     QuietCommand,
     add_cache_argument,
