@@ -47,59 +47,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return []
 
 
-def _backend_class(backend: Any) -> type | None:
-    """The class a ``BACKEND`` path names, or None when it is no path or cannot be
-    imported (the backend names its own error when the alias is used)."""
-    from django.utils.module_loading import import_string
-
-    if not isinstance(backend, str):
-        return None
-    try:
-        cls = import_string(backend)
-    except Exception:  # noqa: BLE001 - a broken BACKEND is the backend's to report
-        return None
-    return cls if isinstance(cls, type) else None
-
-
-def _backend_is(backend: Any, name: str) -> bool:
-    """Whether a ``BACKEND`` path is our backend ``name`` (``"SQLiteCache"``,
-    ``"MultiLevelCache"``) or a subclass of it, by importing it; a path that cannot be
-    imported is judged by how it ends."""
-    from . import backends
-
-    cls = _backend_class(backend)
-    if cls is None:
-        return isinstance(backend, str) and backend.endswith(name)
-    return issubclass(cls, getattr(backends, name))
-
-
-def _levels_option(config: Mapping[str, Any]) -> Any:
-    """A MultiLevelCache config's ``OPTIONS["LEVELS"]`` as written: None when not
-    given (the default levels), ``()`` when ``OPTIONS`` is no dict (left to the
-    backend to name)."""
-    options = config.get("OPTIONS") or {}
-    return options.get("LEVELS") if isinstance(options, Mapping) else ()
-
-
 def _sqlite_locations() -> list[tuple[str, str]]:
     """(alias, LOCATION as written) of every SQLite file in ``CACHES``: SQLiteCache
     aliases, a MultiLevelCache's default level, and inline SQLiteCache levels (a level
     named by alias is checked as that alias). A malformed entry is skipped here: the
     backend itself names what is wrong when the alias is used."""
+    from .backends._level_config import backend_is, levels_option
+
     found: list[tuple[str, Any]] = []
     for alias, config in settings.CACHES.items():
         if not isinstance(config, Mapping):
             continue
         backend = config.get("BACKEND")
-        if _backend_is(backend, "SQLiteCache"):
+        if backend_is(backend, "SQLiteCache"):
             found.append((alias, config.get("LOCATION")))
-        elif _backend_is(backend, "MultiLevelCache"):
-            levels = _levels_option(config)
+        elif backend_is(backend, "MultiLevelCache"):
+            levels = levels_option(config)
             if levels is None:
                 found.append((alias, config.get("LOCATION")))
                 continue
             for level in levels if isinstance(levels, list | tuple) else ():
-                if isinstance(level, Mapping) and _backend_is(
+                if isinstance(level, Mapping) and backend_is(
                     level.get("BACKEND"), "SQLiteCache"
                 ):
                     found.append((alias, level.get("LOCATION")))
@@ -170,8 +138,10 @@ def _multilevel_lower_levels() -> list[tuple[str, int, Mapping[str, Any]]]:
     """(alias, index, config) of every level below the first of each MultiLevelCache
     that lists ``LEVELS``; a level named by alias is that alias's config. A malformed
     entry is skipped here: the backend itself names what is wrong."""
+    from .backends._level_config import multilevel_levels
+
     found = []
-    for alias, _config, levels in _multilevel_levels():
+    for alias, _config, levels in multilevel_levels():
         for index, level in enumerate(levels[1:], 1):
             if isinstance(level, str):
                 level = settings.CACHES.get(level)
@@ -222,21 +192,6 @@ def check_redis_replicas_below_l1(
     return messages
 
 
-def _multilevel_levels() -> list[tuple[str, Mapping[str, Any], list[Any]]]:
-    """(alias, config, LEVELS) of every MultiLevelCache that lists its levels (a
-    list); a malformed entry is skipped here: the backend itself names what is wrong."""
-    found = []
-    for alias, config in settings.CACHES.items():
-        if not isinstance(config, Mapping) or not _backend_is(
-            config.get("BACKEND"), "MultiLevelCache"
-        ):
-            continue
-        levels = _levels_option(config)
-        if isinstance(levels, list | tuple) and levels:
-            found.append((alias, config, list(levels)))
-    return found
-
-
 @register(Tags.caches)
 def check_multilevel_location_with_levels(
     app_configs: Any = None, **kwargs: Any
@@ -244,8 +199,10 @@ def check_multilevel_location_with_levels(
     """``LOCATION`` names the SQLite file of the default levels only: given with
     ``LEVELS`` (say to size L1 with an inline SmartCache level) it is ignored, and the
     SQLite level the user meant is not there."""
+    from .backends._level_config import multilevel_levels
+
     messages: list[CheckMessage] = []
-    for alias, config, _levels in _multilevel_levels():
+    for alias, config, _levels in multilevel_levels():
         location = config.get("LOCATION")
         text = os.fspath(location) if isinstance(location, str | os.PathLike) else ""
         # A path (a separator, a suffix): meant as the SQLite file. A plain name only
@@ -272,15 +229,15 @@ def check_multilevel_has_a_shared_level(
 ) -> list[CheckMessage]:
     """A MultiLevelCache whose levels are all in-process (one SmartCache level) is a
     cache of each process's own: a write in one worker is never seen by another."""
-    from .backends._level_config import _in_process
+    from .backends._level_config import _in_process, backend_class, multilevel_levels
 
     messages: list[CheckMessage] = []
-    for alias, _config, levels in _multilevel_levels():
+    for alias, _config, levels in multilevel_levels():
         in_process = []
         for level in levels:
             if isinstance(level, str):
                 level = settings.CACHES.get(level)
-            cls = _backend_class(
+            cls = backend_class(
                 level.get("BACKEND") if isinstance(level, Mapping) else None
             )
             in_process.append(cls is not None and _in_process(cls))
@@ -330,6 +287,8 @@ def _cached_session_store(engine: str) -> str | None:
 def _sessions_cached_on(backend: str) -> tuple[str, str] | None:
     """(``SESSION_CACHE_ALIAS``, which of ``_CACHED_SESSION_STORES``) when sessions
     are read from a cache whose backend is our ``backend`` (or a subclass); else None."""
+    from .backends._level_config import backend_is
+
     engine = getattr(settings, "SESSION_ENGINE", "")
     alias = getattr(settings, "SESSION_CACHE_ALIAS", "default")
     config = settings.CACHES.get(alias) if isinstance(alias, str) else None
@@ -337,7 +296,7 @@ def _sessions_cached_on(backend: str) -> tuple[str, str] | None:
         _cached_session_store(engine)
         if isinstance(engine, str)
         and isinstance(config, Mapping)
-        and _backend_is(config.get("BACKEND"), backend)
+        and backend_is(config.get("BACKEND"), backend)
         else None
     )
     return None if store is None else (alias, store)
@@ -459,7 +418,7 @@ def _sqlite_files() -> list[tuple[str, str, dict[str, Any]]]:
     """(who, real path, budget) of every SQLite file in ``CACHES``, as
     ``_sqlite_locations`` finds them; ``who`` is the alias, with ``LEVELS[i]`` for an
     inline level. Paths resolved as the backends compare them (``realpath``)."""
-    from .backends._level_config import _PASSED_TO_L2
+    from .backends._level_config import _PASSED_TO_L2, backend_is, levels_option
 
     found: list[tuple[str, Any, Any]] = []
     for alias, config in settings.CACHES.items():
@@ -467,10 +426,10 @@ def _sqlite_files() -> list[tuple[str, str, dict[str, Any]]]:
             continue
         backend = config.get("BACKEND")
         options = config.get("OPTIONS")
-        if _backend_is(backend, "SQLiteCache"):
+        if backend_is(backend, "SQLiteCache"):
             found.append((repr(alias), config.get("LOCATION"), options))
-        elif _backend_is(backend, "MultiLevelCache"):
-            levels = _levels_option(config)
+        elif backend_is(backend, "MultiLevelCache"):
+            levels = levels_option(config)
             if levels is None:  # the default L2: MAX_ENTRIES/CULL_FREQUENCY passed on
                 passed = options if isinstance(options, Mapping) else {}
                 l2 = {k: passed[k] for k in _PASSED_TO_L2 if k in passed}
@@ -479,7 +438,7 @@ def _sqlite_files() -> list[tuple[str, str, dict[str, Any]]]:
             for index, level in enumerate(
                 levels if isinstance(levels, list | tuple) else ()
             ):
-                if isinstance(level, Mapping) and _backend_is(
+                if isinstance(level, Mapping) and backend_is(
                     level.get("BACKEND"), "SQLiteCache"
                 ):
                     found.append(
@@ -547,6 +506,7 @@ def check_warmers_reach_their_caches(
     apps' ``cache_warmers`` modules, imported in ``ready()``."""
     from django.core.cache import DEFAULT_CACHE_ALIAS
 
+    from .backends._level_config import backend_class
     from .warmers import registry as warmers
 
     messages: list[CheckMessage] = []
@@ -566,7 +526,7 @@ def check_warmers_reach_their_caches(
                         )
                     )
                 continue
-            cls = _backend_class(
+            cls = backend_class(
                 config.get("BACKEND") if isinstance(config, Mapping) else None
             )
             if (
@@ -631,8 +591,10 @@ def check_inline_database_levels(
     is left with its own L1: processes never see each other's writes."""
     from django.core.cache.backends.db import DatabaseCache
 
+    from .backends._level_config import backend_class, multilevel_levels
+
     def database_cache(config: Any) -> bool:
-        cls = _backend_class(config.get("BACKEND"))
+        cls = backend_class(config.get("BACKEND"))
         return cls is not None and issubclass(cls, DatabaseCache)
 
     messages: list[CheckMessage] = []
@@ -642,7 +604,7 @@ def check_inline_database_levels(
         for config in settings.CACHES.values()
         if isinstance(config, Mapping) and database_cache(config)
     }
-    for alias, _config, levels in _multilevel_levels():
+    for alias, _config, levels in multilevel_levels():
         for index, level in enumerate(levels):
             if (
                 not isinstance(level, Mapping)  # (an alias: createcachetable sees it)

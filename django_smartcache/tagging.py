@@ -756,11 +756,11 @@ def _reached(chosen: Iterable[str]) -> set[str]:
     """The aliases whose tags an invalidation of ``chosen`` bumps: those, and the
     aliases a chosen MultiLevelCache lists as its levels (it bumps them through its
     levels), level by level."""
-    from .checks import _multilevel_levels  # (only here: backends import this module)
+    from .backends._level_config import multilevel_levels  # (backends import tagging)
 
     levels = {
         alias: [level for level in lower if isinstance(level, str)]
-        for alias, _config, lower in _multilevel_levels()
+        for alias, _config, lower in multilevel_levels()
     }
     reached, todo = set(), list(chosen)
     while todo:

@@ -2,7 +2,9 @@
 
 Every wrong option is an ``ImproperlyConfigured`` naming it, raised when the cache is
 first used (as Django does for its own backends); defaults are in ``DEFAULTS`` and
-documented in docs/multilevel.md.
+documented in docs/multilevel.md. Also the levels as ``CACHES`` writes them, before
+anything is built (:func:`multilevel_levels`), for the system checks, the
+``smartcache_clear`` command and the tagging mixin's ``TAG_CACHES`` warning.
 """
 
 from __future__ import annotations
@@ -478,6 +480,56 @@ def alias_of(params: dict[str, Any]) -> str | None:
         if isinstance(config, Mapping) and config.get("OPTIONS") is options:
             return str(alias)
     return None
+
+
+# -- CACHES as written (the system checks, the commands, tagging's reach) ------
+
+
+def backend_class(backend: Any) -> type | None:
+    """The class a ``BACKEND`` path names, or None when it is no path or cannot be
+    imported (the backend names its own error when the alias is used)."""
+    if not isinstance(backend, str):
+        return None
+    try:
+        cls = import_string(backend)
+    except Exception:  # noqa: BLE001 - a broken BACKEND is the backend's to report
+        return None
+    return cls if isinstance(cls, type) else None
+
+
+def backend_is(backend: Any, name: str) -> bool:
+    """Whether a ``BACKEND`` path is our backend ``name`` (``"SQLiteCache"``,
+    ``"MultiLevelCache"``) or a subclass of it, by importing it; a path that cannot be
+    imported is judged by how it ends."""
+    from .. import backends  # (built by now: they import this module)
+
+    cls = backend_class(backend)
+    if cls is None:
+        return isinstance(backend, str) and backend.endswith(name)
+    return issubclass(cls, getattr(backends, name))
+
+
+def levels_option(config: Mapping[str, Any]) -> Any:
+    """A MultiLevelCache config's ``OPTIONS["LEVELS"]`` as written: None when not
+    given (the default levels), ``()`` when ``OPTIONS`` is no dict (left to the
+    backend to name)."""
+    options = config.get("OPTIONS") or {}
+    return options.get("LEVELS") if isinstance(options, Mapping) else ()
+
+
+def multilevel_levels() -> list[tuple[str, Mapping[str, Any], list[Any]]]:
+    """(alias, config, LEVELS) of every MultiLevelCache that lists its levels (a
+    list); a malformed entry is skipped here: the backend itself names what is wrong."""
+    found = []
+    for alias, config in settings.CACHES.items():
+        if not isinstance(config, Mapping) or not backend_is(
+            config.get("BACKEND"), "MultiLevelCache"
+        ):
+            continue
+        levels = levels_option(config)
+        if isinstance(levels, list | tuple) and levels:
+            found.append((alias, config, list(levels)))
+    return found
 
 
 def _refuse_lossy_redis(cls: type, options: Any) -> None:

@@ -128,12 +128,12 @@ class Command(QuietCommand):
 def _multilevels_over(alias: str, cleared: Iterable[str]) -> list[str]:
     """The MultiLevelCache aliases (not in ``cleared``) whose ``LEVELS`` name
     ``alias``."""
-    from ...checks import _multilevel_levels
+    from ...backends._level_config import multilevel_levels
 
     skip = set(cleared)
     return [
         above
-        for above, _config, lower in _multilevel_levels()
+        for above, _config, lower in multilevel_levels()
         if above not in skip and alias in lower
     ]
 
