@@ -215,7 +215,9 @@ def test_stats_page_shows_each_level(shop: dict[str, Any]) -> None:
     assert "django_smartcache.backends.multilevel.MultiLevelCache" in html
     assert "L1 SmartCache" in html and "L2 SQLiteCache" in html
     assert re.search(r"<span>hit rate</span><strong>\d+%</strong>", html)
-    assert re.search(r"<span>memory</span><strong>[\d.]+\s", html)
+    assert re.search(r"<span>memory</span><strong>[\d.]+\s", html)  # L1's
+    assert re.search(r"<span>file data</span><strong>[\d.]+\s", html)  # L2's
+    assert html.count("<span>memory</span>") == 1
     assert "evictions" in html and "invalidated" in html
 
 
