@@ -26,7 +26,7 @@ import functools
 import hashlib
 import logging
 import pickle
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set as AbstractSet
 from contextvars import ContextVar
 from typing import Any
 
@@ -169,6 +169,17 @@ class TaggingMixin:
         """``add`` of a tag version key: backends that count writes leave it out."""
         return bool(super().add(key, value, timeout=timeout))  # type: ignore[misc]
 
+    def _add_many_bookkeeping(
+        self, data: dict[str, str], timeout: Any
+    ) -> AbstractSet[str]:
+        """``add`` of a value's new tag version keys; the keys added. A backend that
+        can adds them together (SmartCache: none evicts another)."""
+        return {
+            key
+            for key, value in data.items()
+            if self._add_bookkeeping(key, value, timeout)
+        }
+
     def _write_bookkeeping(self, data: dict[str, str], timeout: Any) -> None:
         """``set_many`` of tag version keys: backends that count writes leave them out."""
         super().set_many(data, timeout=timeout)  # type: ignore[misc]
@@ -211,17 +222,19 @@ class TaggingMixin:
         """The current version of each tag (``expand_tags`` applied), creating absent ones."""
         tags = expand_tags(normalize_tags(tags))
         versions = self.current_tag_versions(tags)
-        timeout = conf.get("TAG_VERSION_TIMEOUT")
-        for tag in tags:
-            if tag not in versions:
-                token = new_version()
-                vkey = self._version_key(tag)
-                if not self._add_bookkeeping(vkey, token, timeout):
-                    # Another writer created it first: use theirs (or, if it is
-                    # already gone again, a token nothing else will ever match).
-                    theirs = self._read_bookkeeping([vkey]).get(vkey)
-                    token = theirs if isinstance(theirs, str) else token
-                versions[tag] = token
+        absent = {self._version_key(tag): tag for tag in tags if tag not in versions}
+        if not absent:
+            return versions
+        tokens = {vkey: new_version() for vkey in absent}
+        added = self._add_many_bookkeeping(tokens, conf.get("TAG_VERSION_TIMEOUT"))
+        for vkey, tag in absent.items():
+            token = tokens[vkey]
+            if vkey not in added:
+                # Another writer created it first: use theirs (or, if it is
+                # already gone again, a token nothing else will ever match).
+                theirs = self._read_bookkeeping([vkey]).get(vkey)
+                token = theirs if isinstance(theirs, str) else token
+            versions[tag] = token
         return versions
 
     def _bump(self, tags: Sequence[str]) -> None:

@@ -23,7 +23,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence, Set as AbstractSet
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
@@ -562,6 +562,17 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         return self._store.add(
             made, dumps(made, value), self._ttl(timeout), counted=False
         )
+
+    def _add_many_bookkeeping(
+        self, data: dict[str, str], timeout: Any
+    ) -> AbstractSet[str]:
+        made = {self._key(key): key for key in data}
+        added = self._store.add_many(
+            [(m, dumps(m, data[key])) for m, key in made.items()],
+            self._ttl(timeout),
+            counted=False,
+        )
+        return {made[m] for m in added}
 
     def _write_bookkeeping(self, data: dict[str, str], timeout: Any) -> None:
         items = []

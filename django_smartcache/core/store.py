@@ -486,9 +486,19 @@ class MemoryStore:
                     self._drop_orphans(max(ORPHAN_BATCH, size), now)
                 if expires is None:  # one expiry for the whole batch
                     expires = INF if ttl is None else now + ttl
+                # A tagging layer's version keys, written together for one value:
+                # the eviction a later one causes sets the earlier ones aside, as the
+                # value's own write does (``_evict``), or the value reads as stale.
+                shield: list[Hashable] | None = (
+                    [] if not counted and self.tag_keys else None
+                )
                 for key, payload in batch:
-                    if not self._store(key, payload, expires, now, tags, counted):
+                    if not self._store(
+                        key, payload, expires, now, tags, counted, shield
+                    ):
                         refused.append(key)
+                    elif shield is not None:
+                        shield.append(key)
         if self._evicted:
             self._deliver()
         return refused
@@ -528,6 +538,53 @@ class MemoryStore:
                     self._unadd(key, counted)
                     return False
                 return stored
+        finally:
+            if self._evicted:
+                self._deliver()
+
+    def add_many(
+        self,
+        items: Iterable[tuple[Hashable, bytes]],
+        ttl: float | None = None,
+        *,
+        counted: bool = True,
+    ) -> list[Hashable]:
+        """:meth:`add` of each ``(key, payload)`` in one critical section; the keys added.
+
+        A tagging layer creates a value's new tag version keys with it (``counted=
+        False``): the eviction a later key causes sets the earlier ones aside, as the
+        value's own write then does, or the value would read as stale at once.
+        """
+        added: list[Hashable] = []
+        try:
+            with self.lock:
+                now = self._clock()
+                if now >= self._expiry.next_due:
+                    self._sweep(now)
+                if self._purge:
+                    self._drain(PURGE_BATCH)
+                if self._orphan_due or self._orphan_held or self._tag_index.orphans:
+                    self._drop_orphans(ORPHAN_BATCH, now)
+                expires = INF if ttl is None else now + ttl
+                shield: list[Hashable] | None = (
+                    [] if not counted and self.tag_keys else None
+                )
+                data = self._data
+                for key, payload in items:
+                    entry = data.get(key)
+                    if entry is not None and entry[1] > now:
+                        continue
+                    if not self._store(
+                        key, payload, expires, now, None, counted, shield
+                    ):
+                        continue
+                    if key not in data and expires > now:
+                        self._unadd(key, counted)  # turned away at once (see add)
+                        continue
+                    added.append(key)
+                    if shield is not None:
+                        shield.append(key)
+                return added
         finally:
             if self._evicted:
                 self._deliver()
@@ -835,7 +892,12 @@ class MemoryStore:
         now: float,
         tags: Any,
         counted: bool = True,
+        shield: list[Hashable] | None = None,
     ) -> bool:
+        """Store one entry (lock held); False if refused as too large.
+
+        ``shield``: keys written just before in the same bookkeeping batch, set aside
+        by the eviction this write causes, as the entry's own tag keys are."""
         size = len(payload) + ENTRY_OVERHEAD
         if type(key) is str and len(key) > KEY_ALLOWANCE:
             size += long_key_excess(key)
@@ -892,7 +954,10 @@ class MemoryStore:
             # longer there, would miss at once.
             self._hold_orphan(key, now)
         if self._bytes > self._byte_limit or len(data) > self._entry_limit:
-            self._evict(now, (key, weight, tags) if tags and self.tag_keys else None)
+            keep = tags if tags and self.tag_keys else ()
+            if shield:
+                keep = (*keep, *shield)
+            self._evict(now, (key, weight, keep) if keep else None)
         return True
 
     def _unadd(self, key: Hashable, counted: bool) -> None:
@@ -909,15 +974,18 @@ class MemoryStore:
                 break
 
     def _evict(
-        self, now: float, written: tuple[Hashable, int, tuple[str, ...]] | None = None
+        self,
+        now: float,
+        written: tuple[Hashable, int, tuple[Hashable, ...]] | None = None,
     ) -> None:
         """Evict what the policy chooses until both budgets hold.
 
-        ``written``: the tagged entry whose write this is (key, policy weight, tag
-        keys). The policy shields only the key written last, but without its tags'
-        version keys (written just before it, new and never read) the entry reads as
-        stale: the value just written would be a miss (W-TinyLFU with a window under
-        one entry turned every new tag's key away at its value's write). So a tag key
+        ``written``: the entry whose write this is (key, policy weight, the keys to
+        keep: its tag keys, and the keys written before it in a bookkeeping batch).
+        The policy shields only the key written last, but without its tags' version
+        keys (written just before it, new and never read) the entry reads as stale:
+        the value just written would be a miss (W-TinyLFU with a window under one
+        entry turned every new tag's key away at its value's write). So such a key
         the policy picks is set aside and the next victim asked for; once the budgets
         hold, those keys go back to the policy as newcomers, judged at a later write,
         the written key still the newest. Only when nothing else is left do they go.
