@@ -170,10 +170,11 @@ class TaggingMixin:
         return bool(super().add(key, value, timeout=timeout))  # type: ignore[misc]
 
     def _add_many_bookkeeping(
-        self, data: dict[str, str], timeout: Any
+        self, data: dict[str, str], timeout: Any, present: Sequence[str] = ()
     ) -> AbstractSet[str]:
         """``add`` of a value's new tag version keys; the keys added. A backend that
-        can adds them together (SmartCache: none evicts another)."""
+        can adds them together, and evicts neither them nor ``present`` (the value's
+        other version keys) for room (SmartCache)."""
         return {
             key
             for key, value in data.items()
@@ -226,7 +227,10 @@ class TaggingMixin:
         if not absent:
             return versions
         tokens = {vkey: new_version() for vkey in absent}
-        added = self._add_many_bookkeeping(tokens, conf.get("TAG_VERSION_TIMEOUT"))
+        present = [self._version_key(tag) for tag in versions]
+        added = self._add_many_bookkeeping(
+            tokens, conf.get("TAG_VERSION_TIMEOUT"), present
+        )
         for vkey, tag in absent.items():
             token = tokens[vkey]
             if vkey not in added:

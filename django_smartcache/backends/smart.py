@@ -564,13 +564,14 @@ class _TaggedStoreCache(TaggingMixin, _StoreCache):
         )
 
     def _add_many_bookkeeping(
-        self, data: dict[str, str], timeout: Any
+        self, data: dict[str, str], timeout: Any, present: Sequence[str] = ()
     ) -> AbstractSet[str]:
         made = {self._key(key): key for key in data}
         added = self._store.add_many(
             [(m, dumps(m, data[key])) for m, key in made.items()],
             self._ttl(timeout),
             counted=False,
+            keep=[self._key(key) for key in present],
         )
         return {made[m] for m in added}
 

@@ -548,12 +548,14 @@ class MemoryStore:
         ttl: float | None = None,
         *,
         counted: bool = True,
+        keep: Iterable[Hashable] = (),
     ) -> list[Hashable]:
         """:meth:`add` of each ``(key, payload)`` in one critical section; the keys added.
 
         A tagging layer creates a value's new tag version keys with it (``counted=
-        False``): the eviction a later key causes sets the earlier ones aside, as the
-        value's own write then does, or the value would read as stale at once.
+        False``): the eviction a later key causes sets the earlier ones aside, and
+        ``keep`` (the value's version keys that exist already), as the value's own
+        write then does, or the value would read as stale at once.
         """
         added: list[Hashable] = []
         try:
@@ -567,7 +569,7 @@ class MemoryStore:
                     self._drop_orphans(ORPHAN_BATCH, now)
                 expires = INF if ttl is None else now + ttl
                 shield: list[Hashable] | None = (
-                    [] if not counted and self.tag_keys else None
+                    list(keep) if not counted and self.tag_keys else None
                 )
                 data = self._data
                 for key, payload in items:

@@ -889,9 +889,9 @@ def test_a_batch_cancelled_at_the_loops_shutdown_does_not_hang_it():
     ],
     ids=["8-entries", "4MB"],
 )
-@pytest.mark.parametrize("new_tags", [1, 3])
+@pytest.mark.parametrize("new_tags, old_tags", [(1, 0), (3, 0), (2, 1)])
 def test_a_tagged_value_just_written_is_readable_in_a_warm_cache(
-    policy, options, fillers, size, new_tags
+    policy, options, fillers, size, new_tags, old_tags
 ):
     # A tagged write stores its new tags' version keys, then the value; the evictions
     # those writes cause must not take those keys (new, never read), or the value
@@ -901,11 +901,19 @@ def test_a_tagged_value_just_written_is_readable_in_a_warm_cache(
     for i in range(fillers):
         cache.set(f"filler{i}", b"x" * 100)
         cache.get(f"filler{i}")  # read once: warm
+
+    def tags_of(name: str, n: int) -> list[str]:
+        """``new_tags`` tags never used, and ``old_tags`` whose keys exist (cold)."""
+        old = [f"old:{name}:{n}:{i}" for i in range(old_tags)]
+        if old:
+            cache.invalidate_tags(*old)
+        return old + [f"{name}:{n}:{i}" for i in range(new_tags)]
+
     for n in range(20):
-        tags = [f"user:{n}:{i}" for i in range(new_tags)]
+        tags = tags_of("user", n)
         assert cache.set(f"page{n}", b"p" * size, tags=tags) is None
         assert cache.get(f"page{n}") == b"p" * size, (policy, n)
-        tags = [f"item:{n}:{i}" for i in range(new_tags)]
+        tags = tags_of("item", n)
         assert cache.add(f"added{n}", b"a" * size, tags=tags), (policy, n)
         assert cache.get(f"added{n}") == b"a" * size, (policy, n)
         calls = []
@@ -914,7 +922,7 @@ def test_a_tagged_value_just_written_is_readable_in_a_warm_cache(
             calls.append(1)
             return b"c"
 
-        tags = [f"row:{n}:{i}" for i in range(new_tags)]
+        tags = tags_of("row", n)
         for _ in range(2):
             cache.get_or_set(f"computed{n}", compute, tags=tags)
         assert len(calls) == 1, (policy, n)
