@@ -444,12 +444,7 @@ class MemoryStore:
         try:
             with self.lock:
                 now = self._clock()
-                if now >= self._expiry.next_due:
-                    self._sweep(now)
-                if self._purge:
-                    self._drain(PURGE_BATCH)
-                if self._orphan_due or self._orphan_held or self._tag_index.orphans:
-                    self._drop_orphans(ORPHAN_BATCH, now)
+                self._before_write(now)
                 return self._store(
                     key, payload, INF if ttl is None else now + ttl, now, tags
                 )
@@ -476,14 +471,7 @@ class MemoryStore:
             size = len(batch)  # type: ignore[arg-type]
             with self.lock:
                 now = self._clock()
-                if now >= self._expiry.next_due:
-                    # As much as the batch writes: one sweep per call let a stream of
-                    # large batches outrun it, and expired entries held the budget.
-                    self._sweep(now, max(self._sweep_batch, size))
-                if self._purge:
-                    self._drain(PURGE_BATCH)
-                if self._orphan_due or self._orphan_held or self._tag_index.orphans:
-                    self._drop_orphans(max(ORPHAN_BATCH, size), now)
+                self._before_write(now, size)
                 if expires is None:  # one expiry for the whole batch
                     expires = INF if ttl is None else now + ttl
                 # A tagging layer's version keys, written together for one value:
@@ -519,12 +507,7 @@ class MemoryStore:
         try:
             with self.lock:
                 now = self._clock()
-                if now >= self._expiry.next_due:
-                    self._sweep(now)
-                if self._purge:
-                    self._drain(PURGE_BATCH)
-                if self._orphan_due or self._orphan_held or self._tag_index.orphans:
-                    self._drop_orphans(ORPHAN_BATCH, now)
+                self._before_write(now)
                 entry = self._data.get(key)
                 if entry is not None and entry[1] > now:
                     return False
@@ -561,12 +544,7 @@ class MemoryStore:
         try:
             with self.lock:
                 now = self._clock()
-                if now >= self._expiry.next_due:
-                    self._sweep(now)
-                if self._purge:
-                    self._drain(PURGE_BATCH)
-                if self._orphan_due or self._orphan_held or self._tag_index.orphans:
-                    self._drop_orphans(ORPHAN_BATCH, now)
+                self._before_write(now)
                 expires = INF if ttl is None else now + ttl
                 shield: list[Hashable] | None = (
                     list(keep) if not counted and self.tag_keys else None
@@ -1120,6 +1098,18 @@ class MemoryStore:
         if entry[4] is not None:
             self._tag_index.discard(key)
         self._policy.remove(key)
+
+    def _before_write(self, now: float, size: int = 0) -> None:
+        """A write's housekeeping (lock held): the expiry sweep when due, a batch of
+        invalidated entries, orphaned tags' keys. ``size``: a batch's, so each does as
+        much as the batch writes (one sweep per call let a stream of large batches
+        outrun it, and expired entries held the budget)."""
+        if now >= self._expiry.next_due:
+            self._sweep(now, max(self._sweep_batch, size))
+        if self._purge:
+            self._drain(PURGE_BATCH)
+        if self._orphan_due or self._orphan_held or self._tag_index.orphans:
+            self._drop_orphans(max(ORPHAN_BATCH, size), now)
 
     def _sweep(self, now: float, limit: int = 0) -> None:
         self._expire_keys(self._expiry.pop_due(now, limit or self._sweep_batch), now)
