@@ -819,7 +819,13 @@ def test_promotion_from_sqlite_keeps_the_exact_remaining_ttl(tmp_path: Any) -> N
         ],
         L1_MAX_TTL=1000,
     )
-    l1, _ = cache.levels
+    _assert_promoted_with_the_remaining_ttl(cache)
+
+
+def _assert_promoted_with_the_remaining_ttl(cache: MultiLevelCache) -> None:
+    """With ``L1_MAX_TTL=1000``: entries promoted into L1 (emptied) from the level
+    below keep their remaining TTL, and one that never expires gets L1_MAX_TTL."""
+    l1 = cache.levels[0]
     cache.set("k", "v", 50)
     cache.set("forever", "f", None)
     l1.clear()
@@ -843,15 +849,8 @@ def test_promotion_from_a_smartcache_level_keeps_the_remaining_ttl(
         ],
         L1_MAX_TTL=1000,
     )
-    l1, l2, _ = cache.levels
-    cache.set("k", "v", 50)
-    cache.set("forever", "f", None)
-    l1.clear()
-    assert cache.get_many(["k", "forever"]) == {"k": "v", "forever": "f"}
-    remaining = l1._store._data[cache.make_key("k")][1] - time.monotonic()
-    assert 45 < remaining <= 50  # not L1_MAX_TTL (1000 s)
-    forever = l1._store._data[cache.make_key("forever")][1] - time.monotonic()
-    assert 999 < forever <= 1000  # "never expires" below: capped by L1_MAX_TTL
+    _assert_promoted_with_the_remaining_ttl(cache)
+    l2 = cache.levels[1]
     made = cache.make_key("k")
     assert 45 < l2.ttl_many([made])[made] <= 50
     assert l2.ttl_many(["absent"]) == {}
