@@ -474,19 +474,9 @@ class MemoryStore:
                 self._before_write(now, size)
                 if expires is None:  # one expiry for the whole batch
                     expires = INF if ttl is None else now + ttl
-                # A tagging layer's version keys, written together for one value:
-                # the eviction a later one causes sets the earlier ones aside, as the
-                # value's own write does (``_evict``), or the value reads as stale.
-                shield: list[Hashable] | None = (
-                    [] if not counted and self.tag_keys else None
-                )
                 for key, payload in batch:
-                    if not self._store(
-                        key, payload, expires, now, tags, counted, shield
-                    ):
+                    if not self._store(key, payload, expires, now, tags, counted):
                         refused.append(key)
-                    elif shield is not None:
-                        shield.append(key)
         if self._evicted:
             self._deliver()
         return refused
@@ -508,19 +498,8 @@ class MemoryStore:
             with self.lock:
                 now = self._clock()
                 self._before_write(now)
-                entry = self._data.get(key)
-                if entry is not None and entry[1] > now:
-                    return False
                 expires = INF if ttl is None else now + ttl
-                stored = self._store(key, payload, expires, now, tags, counted)
-                # The policy may turn the newcomer away at once (TinyLFU admission):
-                # then nothing was added, and add() must not say it was (a lock
-                # taken with add() would have two holders). A timeout <= 0 is added
-                # and expired at once, True as in Django.
-                if stored and key not in self._data and expires > now:
-                    self._unadd(key, counted)
-                    return False
-                return stored
+                return self._add(key, payload, expires, now, tags, counted)
         finally:
             if self._evicted:
                 self._deliver()
@@ -549,21 +528,11 @@ class MemoryStore:
                 shield: list[Hashable] | None = (
                     list(keep) if not counted and self.tag_keys else None
                 )
-                data = self._data
                 for key, payload in items:
-                    entry = data.get(key)
-                    if entry is not None and entry[1] > now:
-                        continue
-                    if not self._store(
-                        key, payload, expires, now, None, counted, shield
-                    ):
-                        continue
-                    if key not in data and expires > now:
-                        self._unadd(key, counted)  # turned away at once (see add)
-                        continue
-                    added.append(key)
-                    if shield is not None:
-                        shield.append(key)
+                    if self._add(key, payload, expires, now, None, counted, shield):
+                        added.append(key)
+                        if shield is not None:
+                            shield.append(key)
                 return added
         finally:
             if self._evicted:
@@ -876,8 +845,9 @@ class MemoryStore:
     ) -> bool:
         """Store one entry (lock held); False if refused as too large.
 
-        ``shield``: keys written just before in the same bookkeeping batch, set aside
-        by the eviction this write causes, as the entry's own tag keys are."""
+        ``shield``: keys written just before in the same :meth:`add_many` of version
+        keys, set aside by the eviction this write causes, as the entry's own tag keys
+        are."""
         size = len(payload) + ENTRY_OVERHEAD
         if type(key) is str and len(key) > KEY_ALLOWANCE:
             size += long_key_excess(key)
@@ -940,6 +910,31 @@ class MemoryStore:
             self._evict(now, (key, weight, keep) if keep else None)
         return True
 
+    def _add(
+        self,
+        key: Hashable,
+        payload: bytes,
+        expires: float,
+        now: float,
+        tags: Any,
+        counted: bool,
+        shield: list[Hashable] | None = None,
+    ) -> bool:
+        """:meth:`add` of one entry (lock held): False if ``key`` is live or the entry
+        is not stored."""
+        entry = self._data.get(key)
+        if entry is not None and entry[1] > now:
+            return False
+        stored = self._store(key, payload, expires, now, tags, counted, shield)
+        # The policy may turn the newcomer away at once (TinyLFU admission): then
+        # nothing was added, and add() must not say it was (a lock taken with add()
+        # would have two holders). A timeout <= 0 is added and expired at once, True
+        # as in Django.
+        if stored and key not in self._data and expires > now:
+            self._unadd(key, counted)
+            return False
+        return stored
+
     def _unadd(self, key: Hashable, counted: bool) -> None:
         """An ``add`` whose newcomer the policy turned away at once: nothing was added,
         so it is neither a set nor an eviction (``stats()`` counted both), and no
@@ -961,7 +956,7 @@ class MemoryStore:
         """Evict what the policy chooses until both budgets hold.
 
         ``written``: the entry whose write this is (key, policy weight, the keys to
-        keep: its tag keys, and the keys written before it in a bookkeeping batch).
+        keep: its tag keys, and the keys an add_many of version keys wrote before it).
         The policy shields only the key written last, but without its tags' version
         keys (written just before it, new and never read) the entry reads as stale:
         the value just written would be a miss (W-TinyLFU with a window under one
